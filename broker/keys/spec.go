@@ -1,7 +1,22 @@
 // Package keys is the key model of hsmbroker: key specs, usages, states and
-// algorithms, the symmetric ciphertext blob format, the canonical encoding of
-// encryption contexts, and validation of request fields. It is pure Go and
-// does no I/O; every other package names keys through these types.
+// algorithms, key ids, the symmetric ciphertext blob format, the canonical
+// encoding of encryption contexts, and validation of request fields. It is
+// pure Go and does no I/O; every other package names keys through these types.
+//
+// The rules and limits follow AWS KMS so that the AWS-compatible front and the
+// gRPC API accept and reject the same requests:
+//
+//   - spec.go and algorithms.go: which usages and algorithms each key spec
+//     supports, and the hash behind each algorithm.
+//   - ciphertext.go: the self-describing blob Encrypt returns and Decrypt
+//     parses, key ids, and the AAD that binds header and context.
+//   - context.go: the canonical byte encoding of an encryption context.
+//   - validate.go: request field checks. They return *FieldError, which
+//     matches ErrInvalidArgument, names the field and the limit, and never
+//     repeats a secret value.
+//
+// Everything here is safe for concurrent use; the exported slices (Specs,
+// AllUsages, ...) are read-only by convention.
 package keys
 
 // Spec is the kind of key material, named as AWS KMS names it.
@@ -39,6 +54,18 @@ const (
 	UsageGenerateVerifyMAC Usage = "GENERATE_VERIFY_MAC"
 )
 
+// AllUsages lists every key usage in a stable order.
+var AllUsages = []Usage{UsageEncryptDecrypt, UsageSignVerify, UsageGenerateVerifyMAC}
+
+// Valid reports whether u is a known key usage.
+func (u Usage) Valid() bool {
+	switch u {
+	case UsageEncryptDecrypt, UsageSignVerify, UsageGenerateVerifyMAC:
+		return true
+	}
+	return false
+}
+
 // State is the lifecycle state of a key.
 type State string
 
@@ -48,6 +75,18 @@ const (
 	StateDisabled        State = "Disabled"
 	StatePendingDeletion State = "PendingDeletion"
 )
+
+// AllStates lists every key state in a stable order.
+var AllStates = []State{StateEnabled, StateDisabled, StatePendingDeletion}
+
+// Valid reports whether st is a known key state.
+func (st State) Valid() bool {
+	switch st {
+	case StateEnabled, StateDisabled, StatePendingDeletion:
+		return true
+	}
+	return false
+}
 
 // IsRSA reports whether s is an RSA key spec.
 func (s Spec) IsRSA() bool { return s == SpecRSA2048 || s == SpecRSA3072 || s == SpecRSA4096 }
