@@ -492,6 +492,7 @@ func FuzzValidators(f *testing.F) {
 		add(ValidateMessage(MessageType(alg), SigningAlgorithm(spec), b))
 		add(ValidateLimit("Limit", n, m))
 		addV(PageSize(m))
+		add(ValidateContext(EncryptionContext{s: string(b), spec: usage}))
 		addV(CheckEncryptionAlgorithm(Spec(spec), Usage(usage), EncryptionAlgorithm(alg)))
 		add(CheckSigningAlgorithm(Spec(spec), Usage(usage), SigningAlgorithm(alg)))
 		add(CheckMacAlgorithm(Spec(spec), Usage(usage), MacAlgorithm(alg)))
