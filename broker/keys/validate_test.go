@@ -519,3 +519,54 @@ func FuzzValidators(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseKeyRef(f *testing.F) {
+	const id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+	for _, s := range []string{
+		id, strings.ToUpper(id), "alias/my-key", "alias/aws/ebs", "alias/",
+		"arn:aws:kms:us-east-1:111122223333:key/" + id,
+		"arn:aws-us-gov:kms:us-gov-west-1:111122223333:alias/a/b",
+		"arn:aws:kms:us-east-1:111122223333:alias/a:b",
+		"arn:aws-:kms:::", "arn:", "", "\xff",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := ParseKeyRef(s)
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "KeyId" || !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("error %v (%T) is not a FieldError for KeyId", err, err)
+			}
+			if len(s) >= 24 && strings.Contains(err.Error(), s) {
+				t.Fatalf("error %q repeats the input", err)
+			}
+			if ref != (KeyRef{}) {
+				t.Fatalf("got %+v with the error", ref)
+			}
+			return
+		}
+		if (ref.KeyID == "") == (ref.Alias == "") {
+			t.Fatalf("ParseKeyRef(%q) = %+v, want exactly one field set", s, ref)
+		}
+		if ref.KeyID != "" {
+			b, err := ParseKeyID(ref.KeyID)
+			if err != nil || FormatKeyID(b) != ref.KeyID {
+				t.Fatalf("KeyID %q is not canonical", ref.KeyID)
+			}
+		}
+		if ref.Alias != "" && aliasSyntaxProblem(ref.Alias) != "" {
+			t.Fatalf("Alias %q is not a well-formed alias name", ref.Alias)
+		}
+		// The canonical name and its ARN parse back to the same reference.
+		resource := ref.Alias
+		if ref.KeyID != "" {
+			resource = "key/" + ref.KeyID
+		}
+		for _, again := range []string{ref.String(), "arn:aws:kms:us-east-1:111122223333:" + resource} {
+			if got, err := ParseKeyRef(again); err != nil || got != ref {
+				t.Fatalf("ParseKeyRef(%q) = %+v, %v; want %+v", again, got, err, ref)
+			}
+		}
+	})
+}
