@@ -7,9 +7,12 @@
 // gRPC API accept and reject the same requests:
 //
 //   - spec.go and algorithms.go: which usages and algorithms each key spec
-//     supports, and the hash behind each algorithm.
+//     supports, and the hash behind each algorithm. An algorithm a key cannot
+//     use is ErrInvalidKeyUsage (AWS's InvalidKeyUsageException).
+//   - keyid.go: key ids, UUIDs in canonical lowercase text.
 //   - ciphertext.go: the self-describing blob Encrypt returns and Decrypt
-//     parses, key ids, and the AAD that binds header and context.
+//     parses, and the AAD that binds its header and the context. Every
+//     malformed blob gives the one ErrInvalidCiphertext.
 //   - context.go: the canonical byte encoding of an encryption context.
 //   - validate.go: request field checks. They return *FieldError, which
 //     matches ErrInvalidArgument, names the field and the limit, and never
