@@ -1,0 +1,285 @@
+package hsm_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/cipher"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/ThalesGroup/crypto11"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/miekg/pkcs11"
+)
+
+// The baseline for the partition benchmarks is crypto11 on the same token
+// in the same process. crypto11 insists on being the one that calls
+// C_Initialize, so when benchmarks run, benchMain makes the benchmark token
+// with raw PKCS#11 calls, finalizes, and lets crypto11 initialize the
+// library before anything else in the process touches it; the partition
+// then shares the initialized library.
+var bench struct {
+	tok hsmtest.Token
+	c11 *crypto11.Context
+}
+
+func benchMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		if err := setupBench(); err != nil {
+			fmt.Fprintln(os.Stderr, "benchmark setup:", err)
+			os.Exit(1)
+		}
+	}
+	hsmtest.Main(m)
+}
+
+func setupBench() error {
+	mod, err := hsmtest.Setup()
+	if err != nil {
+		return err
+	}
+	tok := hsmtest.Token{Module: mod, Label: "bench", PIN: hsmtest.RandomPIN(), SOPIN: hsmtest.RandomPIN()}
+	raw := pkcs11.New(mod)
+	if err := raw.Initialize(); err != nil {
+		return err
+	}
+	slots, err := raw.GetSlotList(true)
+	if err != nil || len(slots) == 0 {
+		return fmt.Errorf("no slots: %v", err)
+	}
+	if err := raw.InitToken(slots[0], tok.SOPIN, tok.Label); err != nil {
+		return err
+	}
+	slots, _ = raw.GetSlotList(true)
+	for _, s := range slots {
+		ti, _ := raw.GetTokenInfo(s)
+		if ti.Label != tok.Label {
+			continue
+		}
+		sh, err := raw.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			return err
+		}
+		if err := raw.Login(sh, pkcs11.CKU_SO, tok.SOPIN); err != nil {
+			return err
+		}
+		if err := raw.InitPIN(sh, tok.PIN); err != nil {
+			return err
+		}
+		_ = raw.Logout(sh)
+		_ = raw.CloseSession(sh)
+	}
+	if err := raw.Finalize(); err != nil {
+		return err
+	}
+	raw.Destroy()
+	bench.tok = tok
+	bench.c11, err = crypto11.Configure(&crypto11.Config{Path: mod, TokenLabel: tok.Label, Pin: tok.PIN, MaxSessions: 16})
+	return err
+}
+
+func benchPartition(b *testing.B) *hsm.Partition {
+	b.Helper()
+	if bench.c11 == nil {
+		b.Skip("benchmark setup did not run")
+	}
+	cfg := bench.tok.Config()
+	cfg.PoolSize = 16
+	p, err := hsm.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	if ok, _ := p.HasDomainKey(context.Background()); !ok {
+		if err := p.CreateDomainKey(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return p
+}
+
+func benchKey(b *testing.B, p *hsm.Partition, spec keys.Spec, usage keys.Usage) hsm.KeyRef {
+	b.Helper()
+	g, err := p.GenerateKey(context.Background(), spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hsm.KeyRef{ID: keys.NewKeyID(), Version: 1, Spec: spec, Usage: usage, Wrapped: g.Wrapped}
+}
+
+func BenchmarkSignRSA2048(b *testing.B) {
+	digest := sha256.Sum256([]byte("bench"))
+	b.Run("crypto11", func(b *testing.B) {
+		benchPartition(b) // same setup path as the partition run
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		signer, err := bench.c11.GenerateRSAKeyPair(id, 2048)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = signer.Delete() })
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("partition", func(b *testing.B) {
+		p := benchPartition(b)
+		k := benchKey(b, p, keys.SpecRSA2048, keys.UsageSignVerify)
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := p.SignDigest(ctx, k, "RSASSA_PKCS1_V1_5_SHA_256", digest[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkSignECDSAP256(b *testing.B) {
+	digest := sha256.Sum256([]byte("bench"))
+	b.Run("crypto11", func(b *testing.B) {
+		benchPartition(b)
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		signer, err := bench.c11.GenerateECDSAKeyPair(id, p256())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = signer.Delete() })
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("partition", func(b *testing.B) {
+		p := benchPartition(b)
+		k := benchKey(b, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := p.SignDigest(ctx, k, "ECDSA_SHA_256", digest[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func c11GCM(b *testing.B) cipher.AEAD {
+	b.Helper()
+	benchPartition(b)
+	id := make([]byte, 8)
+	_, _ = rand.Read(id)
+	k, err := bench.c11.GenerateSecretKey(id, 256, crypto11.CipherAES)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = k.Delete() })
+	aead, err := k.NewGCM()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return aead
+}
+
+func BenchmarkEncryptAESGCM4K(b *testing.B) {
+	pt := make([]byte, 4096)
+	aad := make([]byte, 64)
+	iv := make([]byte, hsm.GCMIVSize)
+	b.Run("crypto11", func(b *testing.B) {
+		aead := c11GCM(b)
+		b.SetBytes(int64(len(pt)))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			_ = aead.Seal(nil, iv, pt, aad)
+		}
+	})
+	b.Run("partition", func(b *testing.B) {
+		p := benchPartition(b)
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		ctx := context.Background()
+		b.SetBytes(int64(len(pt)))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := p.EncryptGCM(ctx, k, iv, pt, aad); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkDecryptAESGCM4K(b *testing.B) {
+	pt := make([]byte, 4096)
+	aad := make([]byte, 64)
+	iv := make([]byte, hsm.GCMIVSize)
+	b.Run("crypto11", func(b *testing.B) {
+		aead := c11GCM(b)
+		ct := aead.Seal(nil, iv, pt, aad)
+		b.SetBytes(int64(len(pt)))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := aead.Open(nil, iv, ct, aad); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("partition", func(b *testing.B) {
+		p := benchPartition(b)
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		ctx := context.Background()
+		ct, err := p.EncryptGCM(ctx, k, iv, pt, aad)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(int64(len(pt)))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := p.DecryptGCM(ctx, k, iv, ct, aad); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// Unwrap-on-miss versus a cached handle: the price of a cold key.
+func BenchmarkLoadAESKey(b *testing.B) {
+	pt := make([]byte, 32)
+	iv := make([]byte, hsm.GCMIVSize)
+	b.Run("cached", func(b *testing.B) {
+		p := benchPartition(b)
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := p.EncryptGCM(ctx, k, iv, pt, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("unwrap-on-miss", func(b *testing.B) {
+		p := benchPartition(b)
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			p.Evict(ctx, k.ID)
+			if _, err := p.EncryptGCM(ctx, k, iv, pt, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func p256() elliptic.Curve { return elliptic.P256() }

@@ -1,0 +1,82 @@
+package hsm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/miekg/pkcs11"
+)
+
+// module is the narrow seam over exactly the PKCS#11 calls this package
+// makes. *pkcs11.Ctx satisfies it; faultModule wraps one to inject
+// failures for tests.
+type module interface {
+	GetSlotList(tokenPresent bool) ([]uint, error)
+	GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error)
+	GetMechanismList(slotID uint) ([]*pkcs11.Mechanism, error)
+	GetInfo() (pkcs11.Info, error)
+	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
+	CloseSession(sh pkcs11.SessionHandle) error
+	GetSessionInfo(sh pkcs11.SessionHandle) (pkcs11.SessionInfo, error)
+	Login(sh pkcs11.SessionHandle, userType uint, pin string) error
+	FindObjectsInit(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) error
+	FindObjects(sh pkcs11.SessionHandle, max int) ([]pkcs11.ObjectHandle, bool, error)
+	FindObjectsFinal(sh pkcs11.SessionHandle) error
+	CreateObject(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
+	GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, a []*pkcs11.Attribute) ([]*pkcs11.Attribute, error)
+	GenerateKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, public, private []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
+	WrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, wrappingkey, key pkcs11.ObjectHandle) ([]byte, error)
+	UnwrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, unwrappingkey pkcs11.ObjectHandle, wrappedkey []byte, a []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+	EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
+	Encrypt(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
+	DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
+	Decrypt(sh pkcs11.SessionHandle, cipher []byte) ([]byte, error)
+	SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
+	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
+	GenerateRandom(sh pkcs11.SessionHandle, length int) ([]byte, error)
+}
+
+var _ module = (*pkcs11.Ctx)(nil)
+
+// loadedModules holds one initialized *pkcs11.Ctx per library path for the
+// life of the process. A PKCS#11 library is a process-wide singleton
+// (dlopen returns the same handle, C_Initialize may run once), so every
+// Partition on the same library shares one context. Libraries are never
+// finalized: another user in the process (crypto11, a second partition)
+// may still hold sessions.
+var loadedModules = struct {
+	sync.Mutex
+	byPath map[string]*pkcs11.Ctx
+}{byPath: map[string]*pkcs11.Ctx{}}
+
+// loadModule returns the shared, initialized context for path.
+func loadModule(path string) (*pkcs11.Ctx, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: no PKCS#11 module path configured", ErrInvalidInput)
+	}
+	loadedModules.Lock()
+	defer loadedModules.Unlock()
+	if ctx, ok := loadedModules.byPath[path]; ok {
+		return ctx, nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%w: PKCS#11 module %s: %v", ErrNotFound, path, err)
+	}
+	ctx := pkcs11.New(path)
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: PKCS#11 module %s could not be loaded (not a PKCS#11 library?)", ErrInvalidInput, path)
+	}
+	if err := ctx.Initialize(); err != nil {
+		var pe pkcs11.Error
+		if !errors.As(err, &pe) || uint(pe) != pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
+			ctx.Destroy()
+			return nil, fmt.Errorf("initialize PKCS#11 module %s: %w", path, wrapP11("C_Initialize", err))
+		}
+	}
+	loadedModules.byPath[path] = ctx
+	return ctx, nil
+}

@@ -1,0 +1,308 @@
+package hsm
+
+import (
+	"context"
+	"crypto"
+	"crypto/subtle"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/miekg/pkcs11"
+)
+
+// GCM parameters: 96-bit IVs and 128-bit tags, as the ciphertext blob
+// format fixes them.
+const (
+	GCMIVSize  = 12
+	GCMTagSize = 16
+)
+
+// MaxGCMInput bounds a single AES-GCM call. It covers the 4096-byte
+// plaintext limit of Encrypt and GenerateDataKey with room for the largest
+// data key pair blob.
+const MaxGCMInput = 64 << 10
+
+// EncryptGCM encrypts plaintext with key k (AES-256) under the given IV and
+// additional authenticated data. It returns ciphertext||tag.
+func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad []byte) ([]byte, error) {
+	if len(iv) != GCMIVSize {
+		return nil, fmt.Errorf("%w: GCM IV must be %d bytes, got %d", ErrInvalidInput, GCMIVSize, len(iv))
+	}
+	if len(plaintext) > MaxGCMInput {
+		return nil, fmt.Errorf("%w: plaintext of %d bytes exceeds %d", ErrInvalidInput, len(plaintext), MaxGCMInput)
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s", ErrInvalidInput, k.Spec)
+	}
+	var out []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		params := pkcs11.NewGCMParams(iv, aad, GCMTagSize*8)
+		defer params.Free()
+		if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
+			return wrapP11("C_EncryptInit", err)
+		}
+		var err error
+		out, err = p.m.Encrypt(sh, plaintext)
+		return wrapP11("C_Encrypt", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encrypt with key %s: %w", k.ID, err)
+	}
+	return out, nil
+}
+
+// DecryptGCM reverses EncryptGCM. Every authentication or format failure is
+// the same ErrDecrypt.
+func (p *Partition) DecryptGCM(ctx context.Context, k KeyRef, iv, sealed, aad []byte) ([]byte, error) {
+	if len(iv) != GCMIVSize || len(sealed) < GCMTagSize || len(sealed) > MaxGCMInput+GCMTagSize {
+		return nil, ErrDecrypt
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s", ErrInvalidInput, k.Spec)
+	}
+	var out []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		params := pkcs11.NewGCMParams(iv, aad, GCMTagSize*8)
+		defer params.Free()
+		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
+			return wrapP11("C_DecryptInit", err)
+		}
+		var err error
+		out, err = p.m.Decrypt(sh, sealed)
+		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+	})
+	return out, decryptError(k, err)
+}
+
+// decryptResult turns a C_Decrypt failure caused by the input into the
+// uniform ErrDecrypt, inside the session closure where the session's health
+// can still be checked.
+func (p *Partition) decryptResult(sh pkcs11.SessionHandle, err error) error {
+	if err != nil && p.inputRejected(sh, err) {
+		return ErrDecrypt
+	}
+	return err
+}
+
+// decryptError collapses token-side decryption failures into ErrDecrypt and
+// leaves availability errors (retryable) as they are.
+func decryptError(k KeyRef, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrDecrypt) {
+		return ErrDecrypt
+	}
+	if code, ok := ckrOf(err); ok {
+		switch sentinelFor(code) {
+		case ErrDecrypt, ErrInvalidInput:
+			return ErrDecrypt
+		}
+	}
+	return fmt.Errorf("decrypt with key %s: %w", k.ID, err)
+}
+
+var hashMechs = map[crypto.Hash]struct{ hash, mgf uint }{
+	crypto.SHA1:   {pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
+	crypto.SHA256: {pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256},
+	crypto.SHA384: {pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384},
+	crypto.SHA512: {pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
+}
+
+// DecryptOAEP decrypts an RSAES-OAEP ciphertext (MGF1 with the same hash,
+// empty label) with RSA key k. SHA-1 always runs natively; SHA-256 runs
+// natively where the token supports it and otherwise through the
+// software-unpadding path (see OAEPMode). Every failure is ErrDecrypt.
+func (p *Partition) DecryptOAEP(ctx context.Context, k KeyRef, hash crypto.Hash, ciphertext []byte) ([]byte, error) {
+	if !k.Spec.IsRSA() {
+		return nil, fmt.Errorf("%w: RSA-OAEP needs an RSA key, not %s", ErrInvalidInput, k.Spec)
+	}
+	if hash != crypto.SHA1 && hash != crypto.SHA256 {
+		return nil, fmt.Errorf("%w: RSA-OAEP hash %v", ErrUnsupported, hash)
+	}
+	if len(ciphertext) != k.Spec.RSABits()/8 {
+		return nil, ErrDecrypt
+	}
+	mode := p.oaepNative.Load()
+	if hash == crypto.SHA1 || mode != oaepNo {
+		out, err := p.decryptOAEPNative(ctx, k, hash, ciphertext)
+		if hash == crypto.SHA256 && mode == oaepUnknown && oaepParamsRejected(err) {
+			p.oaepNative.Store(oaepNo)
+			p.log.Info("token rejects RSA-OAEP with SHA-256; using CKM_RSA_X_509 with OAEP unpadding in the broker")
+			return p.decryptOAEPSoftware(ctx, k, hash, ciphertext)
+		}
+		if err == nil && hash == crypto.SHA256 && mode == oaepUnknown {
+			p.oaepNative.Store(oaepYes)
+		}
+		if err != nil && hash == crypto.SHA256 && mode == oaepYes && oaepParamsRejected(err) {
+			return nil, fmt.Errorf("%w: token rejects RSA-OAEP with SHA-256 (configure OAEP mode software)", ErrUnsupported)
+		}
+		return out, decryptError(k, err)
+	}
+	return p.decryptOAEPSoftware(ctx, k, hash, ciphertext)
+}
+
+// oaepParamsRejected: the token does not take these OAEP parameters.
+func oaepParamsRejected(err error) bool {
+	code, ok := ckrOf(err)
+	return ok && (code == pkcs11.CKR_ARGUMENTS_BAD || code == pkcs11.CKR_MECHANISM_PARAM_INVALID)
+}
+
+func (p *Partition) decryptOAEPNative(ctx context.Context, k KeyRef, hash crypto.Hash, ciphertext []byte) ([]byte, error) {
+	hm := hashMechs[hash]
+	var out []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		mech := pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_OAEP, pkcs11.NewOAEPParams(hm.hash, hm.mgf, pkcs11.CKZ_DATA_SPECIFIED, nil))
+		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
+			return wrapP11("C_DecryptInit", err)
+		}
+		var err error
+		out, err = p.m.Decrypt(sh, ciphertext)
+		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+	})
+	return out, err
+}
+
+// decryptOAEPSoftware runs the RSA private-key operation in the token
+// (CKM_RSA_X_509, raw) and removes the OAEP encoding here, in constant time.
+// The encoded message is as secret as the plaintext it carries, which the
+// caller receives anyway; it lives only in this function's memory.
+func (p *Partition) decryptOAEPSoftware(ctx context.Context, k KeyRef, hash crypto.Hash, ciphertext []byte) ([]byte, error) {
+	var em []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil)}, h); err != nil {
+			return wrapP11("C_DecryptInit", err)
+		}
+		var err error
+		em, err = p.m.Decrypt(sh, ciphertext)
+		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+	})
+	if err != nil {
+		return nil, decryptError(k, err)
+	}
+	defer clear(em)
+	out, ok := oaepDecode(hash, k.Spec.RSABits()/8, em)
+	if !ok {
+		return nil, ErrDecrypt
+	}
+	return out, nil
+}
+
+// digestInfoPrefix is the DER DigestInfo header for PKCS#1 v1.5 signatures.
+var digestInfoPrefix = map[crypto.Hash][]byte{
+	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
+	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
+	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
+}
+
+// SignDigest signs a message digest with key k. RSA PKCS#1 v1.5 and PSS
+// (salt length = hash length, MGF1 with the same hash, as AWS KMS does) and
+// ECDSA are supported; ECDSA signatures are returned DER-encoded.
+func (p *Partition) SignDigest(ctx context.Context, k KeyRef, alg keys.SigningAlgorithm, digest []byte) ([]byte, error) {
+	h := alg.Hash()
+	if h == 0 || len(digest) != h.Size() {
+		return nil, fmt.Errorf("%w: digest for %s must be %d bytes, got %d", ErrInvalidInput, alg, h.Size(), len(digest))
+	}
+	var mech *pkcs11.Mechanism
+	input := digest
+	switch {
+	case alg.IsPKCS1v15() && k.Spec.IsRSA():
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
+		input = append(append([]byte(nil), digestInfoPrefix[h]...), digest...)
+	case alg.IsPSS() && k.Spec.IsRSA():
+		hm := hashMechs[h]
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(hm.hash, hm.mgf, uint(h.Size())))
+	case alg.IsECDSA() && k.Spec.IsEC():
+		mech = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+	default:
+		return nil, fmt.Errorf("%w: signing algorithm %s does not fit key spec %s", ErrInvalidInput, alg, k.Spec)
+	}
+	var sig []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error {
+		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{mech}, oh); err != nil {
+			return wrapP11("C_SignInit", err)
+		}
+		var err error
+		sig, err = p.m.Sign(sh, input)
+		return wrapP11("C_Sign", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sign with key %s: %w", k.ID, err)
+	}
+	if alg.IsECDSA() {
+		return ecdsaRawToDER(sig)
+	}
+	return sig, nil
+}
+
+// ecdsaRawToDER converts PKCS#11's r||s to the DER SEQUENCE {r, s} that
+// X.509, OpenSSL and AWS KMS use.
+func ecdsaRawToDER(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || len(raw)%2 != 0 {
+		return nil, fmt.Errorf("%w: ECDSA signature of %d bytes from token", ErrInvalidInput, len(raw))
+	}
+	n := len(raw) / 2
+	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:n]), new(big.Int).SetBytes(raw[n:])})
+}
+
+var hmacMechs = map[crypto.Hash]uint{
+	crypto.SHA256: pkcs11.CKM_SHA256_HMAC,
+	crypto.SHA384: pkcs11.CKM_SHA384_HMAC,
+	crypto.SHA512: pkcs11.CKM_SHA512_HMAC,
+}
+
+// MaxMACInput bounds GenerateMac input, as AWS KMS does.
+const MaxMACInput = 4096
+
+// MAC computes an HMAC of message with key k.
+func (p *Partition) MAC(ctx context.Context, k KeyRef, alg keys.MacAlgorithm, message []byte) ([]byte, error) {
+	mech, ok := hmacMechs[alg.Hash()]
+	if !ok || !k.Spec.IsHMAC() {
+		return nil, fmt.Errorf("%w: MAC algorithm %s does not fit key spec %s", ErrInvalidInput, alg, k.Spec)
+	}
+	if len(message) > MaxMACInput {
+		return nil, fmt.Errorf("%w: message of %d bytes exceeds %d", ErrInvalidInput, len(message), MaxMACInput)
+	}
+	var mac []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
+			return wrapP11("C_SignInit", err)
+		}
+		var err error
+		mac, err = p.m.Sign(sh, message)
+		return wrapP11("C_Sign", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("MAC with key %s: %w", k.ID, err)
+	}
+	return mac, nil
+}
+
+// VerifyMAC recomputes the HMAC and compares it in constant time.
+func (p *Partition) VerifyMAC(ctx context.Context, k KeyRef, alg keys.MacAlgorithm, message, mac []byte) (bool, error) {
+	want, err := p.MAC(ctx, k, alg, message)
+	if err != nil {
+		return false, err
+	}
+	return subtle.ConstantTimeCompare(want, mac) == 1, nil
+}
+
+// MaxRandom bounds one GenerateRandom call.
+const MaxRandom = 1024
+
+// Random returns n bytes from the token's random number generator.
+func (p *Partition) Random(ctx context.Context, n int) ([]byte, error) {
+	if n < 1 || n > MaxRandom {
+		return nil, fmt.Errorf("%w: random byte count must be 1 to %d, got %d", ErrInvalidInput, MaxRandom, n)
+	}
+	var out []byte
+	err := p.do(ctx, func(sh pkcs11.SessionHandle) error {
+		var err error
+		out, err = p.m.GenerateRandom(sh, n)
+		return wrapP11("C_GenerateRandom", err)
+	})
+	return out, err
+}
