@@ -1,0 +1,347 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/hex"
+	"slices"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+)
+
+// The apply methods below run under the state's write lock. Each one checks
+// every precondition before it changes anything, so a command that fails
+// leaves the state exactly as it was. Stored values are normalised (times in
+// UTC, empty collections nil) so that snapshots and digests do not depend on
+// how a proposer happened to spell them.
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func normalizeKey(k *Key) {
+	k.CreatedAt = utc(k.CreatedAt)
+	k.DeletionDate = utc(k.DeletionDate)
+	if len(k.Tags) == 0 {
+		k.Tags = nil
+	}
+	if len(k.Policy) == 0 {
+		k.Policy = nil
+	}
+	for i := range k.Versions {
+		normalizeVersion(&k.Versions[i])
+	}
+}
+
+func normalizeVersion(v *KeyVersion) {
+	v.CreatedAt = utc(v.CreatedAt)
+	if len(v.PublicKey) == 0 {
+		v.PublicKey = nil
+	}
+	if len(v.Wrapped) == 0 {
+		v.Wrapped = nil
+	}
+}
+
+func normalizeNode(n *NodeInfo) {
+	n.LastSeen = utc(n.LastSeen)
+	if len(n.Partition.Mechanisms) == 0 {
+		n.Partition.Mechanisms = nil
+	}
+}
+
+func lookupKey(d *Data, id string) (*Key, error) {
+	k, ok := d.Keys[id]
+	if !ok {
+		return nil, notFound("key %q", id)
+	}
+	return k, nil
+}
+
+// mutableKey returns a key that management operations may change: AWS KMS
+// refuses them (KMSInvalidStateException) while a key is pending deletion.
+func mutableKey(d *Data, id string) (*Key, error) {
+	k, err := lookupKey(d, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, invalidState("key %q is pending deletion", id)
+	}
+	return k, nil
+}
+
+func keyEvent(t CommandType, k *Key) Event { return Event{Type: t, KeyID: k.ID} }
+
+func (c *CreateKey) apply(d *Data) (any, Event, error) {
+	if _, ok := d.Keys[c.Key.ID]; ok {
+		return nil, Event{}, alreadyExists("key %q", c.Key.ID)
+	}
+	if c.Alias != "" {
+		if _, ok := d.Aliases[c.Alias]; ok {
+			return nil, Event{}, alreadyExists("alias %q", c.Alias)
+		}
+	}
+	k := c.Key.Clone()
+	normalizeKey(&k)
+	d.Keys[k.ID] = &k
+	if c.Alias != "" {
+		d.Aliases[c.Alias] = &Alias{Name: c.Alias, KeyID: k.ID, CreatedAt: k.CreatedAt, UpdatedAt: k.CreatedAt}
+	}
+	return k.Clone(), Event{Type: TypeCreateKey, KeyID: k.ID, Version: 1}, nil
+}
+
+func (c *UpdateDescription) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	k.Description = c.Description
+	return k.Clone(), keyEvent(TypeUpdateDescription, k), nil
+}
+
+func (c *SetKeyState) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	k.State = c.State
+	return k.Clone(), keyEvent(TypeSetKeyState, k), nil
+}
+
+func (c *ScheduleDeletion) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	k.State = keys.StatePendingDeletion
+	k.DeletionDate = utc(c.DeletionDate)
+	k.PendingWindowDays = c.PendingWindowDays
+	return k.Clone(), keyEvent(TypeScheduleDeletion, k), nil
+}
+
+func (c *CancelDeletion) apply(d *Data) (any, Event, error) {
+	k, err := lookupKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	if k.State != keys.StatePendingDeletion {
+		return nil, Event{}, invalidState("key %q is not pending deletion", c.KeyID)
+	}
+	k.State = keys.StateDisabled
+	k.DeletionDate = time.Time{}
+	k.PendingWindowDays = 0
+	return k.Clone(), keyEvent(TypeCancelDeletion, k), nil
+}
+
+func (c *DeleteKey) apply(d *Data) (any, Event, error) {
+	k, err := lookupKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	if k.State != keys.StatePendingDeletion {
+		return nil, Event{}, invalidState("key %q is not pending deletion", c.KeyID)
+	}
+	if k.DeletionDate.After(c.At) {
+		return nil, Event{}, invalidState("key %q is not due for deletion until %s", c.KeyID, k.DeletionDate.Format(time.RFC3339))
+	}
+	delete(d.Keys, c.KeyID)
+	for name, a := range d.Aliases {
+		if a.KeyID == c.KeyID {
+			delete(d.Aliases, name)
+		}
+	}
+	return nil, Event{Type: TypeDeleteKey, KeyID: c.KeyID}, nil
+}
+
+func (c *AddVersion) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	if !rotatable(k.Spec) {
+		return nil, Event{}, invalidCommand("%s keys do not rotate", k.Spec)
+	}
+	if k.State != keys.StateEnabled {
+		return nil, Event{}, invalidState("key %q is %s; only enabled keys rotate", c.KeyID, k.State)
+	}
+	n := c.Version.Number
+	if n <= k.CurrentVersion {
+		return nil, Event{}, alreadyExists("key %q version %d", c.KeyID, n)
+	}
+	if n != k.CurrentVersion+1 {
+		return nil, Event{}, invalidCommand("key %q: next version is %d, not %d", c.KeyID, k.CurrentVersion+1, n)
+	}
+	if err := checkVersion(k.Spec, c.Version); err != nil {
+		return nil, Event{}, err
+	}
+	v := c.Version.Clone()
+	normalizeVersion(&v)
+	k.Versions = append(k.Versions, v)
+	k.CurrentVersion = n
+	return k.Clone(), Event{Type: TypeAddVersion, KeyID: k.ID, Version: n}, nil
+}
+
+func (c *SetRotation) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	if c.Enabled {
+		if !rotatable(k.Spec) {
+			return nil, Event{}, invalidCommand("%s keys do not rotate", k.Spec)
+		}
+		if k.State != keys.StateEnabled {
+			return nil, Event{}, invalidState("key %q is %s; rotation can be enabled only on enabled keys", c.KeyID, k.State)
+		}
+	}
+	k.RotationEnabled = c.Enabled
+	return k.Clone(), keyEvent(TypeSetRotation, k), nil
+}
+
+func (c *TagKey) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	n := len(k.Tags)
+	for tk := range c.Tags {
+		if _, ok := k.Tags[tk]; !ok {
+			n++
+		}
+	}
+	if n > maxTags {
+		return nil, Event{}, invalidCommand("key %q would have more than %d tags", c.KeyID, maxTags)
+	}
+	if k.Tags == nil {
+		k.Tags = make(map[string]string, len(c.Tags))
+	}
+	for tk, tv := range c.Tags {
+		k.Tags[tk] = tv
+	}
+	return k.Clone(), keyEvent(TypeTagKey, k), nil
+}
+
+func (c *UntagKey) apply(d *Data) (any, Event, error) {
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	for _, tk := range c.TagKeys {
+		delete(k.Tags, tk)
+	}
+	if len(k.Tags) == 0 {
+		k.Tags = nil
+	}
+	return k.Clone(), keyEvent(TypeUntagKey, k), nil
+}
+
+func (c *CreateAlias) apply(d *Data) (any, Event, error) {
+	if _, ok := d.Aliases[c.Name]; ok {
+		return nil, Event{}, alreadyExists("alias %q", c.Name)
+	}
+	if _, err := mutableKey(d, c.KeyID); err != nil {
+		return nil, Event{}, err
+	}
+	at := utc(c.At)
+	a := &Alias{Name: c.Name, KeyID: c.KeyID, CreatedAt: at, UpdatedAt: at}
+	d.Aliases[c.Name] = a
+	return *a, Event{Type: TypeCreateAlias, KeyID: c.KeyID}, nil
+}
+
+func (c *UpdateAlias) apply(d *Data) (any, Event, error) {
+	a, ok := d.Aliases[c.Name]
+	if !ok {
+		return nil, Event{}, notFound("alias %q", c.Name)
+	}
+	k, err := mutableKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	if old, ok := d.Keys[a.KeyID]; ok {
+		if family(old.Spec) != family(k.Spec) || old.Usage != k.Usage {
+			return nil, Event{}, invalidCommand("alias %q points at a %s %s key; %q is a %s %s key",
+				c.Name, family(old.Spec), old.Usage, c.KeyID, family(k.Spec), k.Usage)
+		}
+	}
+	a.KeyID = c.KeyID
+	a.UpdatedAt = utc(c.At)
+	return *a, Event{Type: TypeUpdateAlias, KeyID: c.KeyID}, nil
+}
+
+func (c *DeleteAlias) apply(d *Data) (any, Event, error) {
+	a, ok := d.Aliases[c.Name]
+	if !ok {
+		return nil, Event{}, notFound("alias %q", c.Name)
+	}
+	delete(d.Aliases, c.Name)
+	return nil, Event{Type: TypeDeleteAlias, KeyID: a.KeyID}, nil
+}
+
+// PutPolicy works in every key state, pending deletion included, so that an
+// administrator locked out by a policy can still regain access and cancel
+// the deletion.
+func (c *PutPolicy) apply(d *Data) (any, Event, error) {
+	k, err := lookupKey(d, c.KeyID)
+	if err != nil {
+		return nil, Event{}, err
+	}
+	k.Policy = bytes.Clone(c.Policy)
+	if len(k.Policy) == 0 {
+		k.Policy = nil
+	}
+	return k.Clone(), keyEvent(TypePutPolicy, k), nil
+}
+
+func (c *UpsertNode) apply(d *Data) (any, Event, error) {
+	n := c.Node.Clone()
+	normalizeNode(&n)
+	d.Nodes[n.ID] = &n
+	return n.Clone(), Event{Type: TypeUpsertNode}, nil
+}
+
+func (c *RemoveNode) apply(d *Data) (any, Event, error) {
+	if _, ok := d.Nodes[c.ID]; !ok {
+		return nil, Event{}, notFound("node %q", c.ID)
+	}
+	delete(d.Nodes, c.ID)
+	return nil, Event{Type: TypeRemoveNode}, nil
+}
+
+func (c *AddJoinToken) apply(d *Data) (any, Event, error) {
+	h := hex.EncodeToString(c.Hash)
+	if _, ok := d.JoinTokens[h]; ok {
+		return nil, Event{}, alreadyExists("join token")
+	}
+	for th, t := range d.JoinTokens {
+		if !c.At.Before(t.Expires) {
+			delete(d.JoinTokens, th)
+		}
+	}
+	d.JoinTokens[h] = &JoinToken{Hash: slices.Clone(c.Hash), Expires: utc(c.Expires)}
+	return nil, Event{Type: TypeAddJoinToken}, nil
+}
+
+func (c *ConsumeJoinToken) apply(d *Data) (any, Event, error) {
+	h := hex.EncodeToString(c.Hash)
+	t, ok := d.JoinTokens[h]
+	if !ok {
+		return nil, Event{}, notFound("join token")
+	}
+	if !c.At.Before(t.Expires) {
+		return nil, Event{}, invalidState("join token expired at %s", t.Expires.Format(time.RFC3339))
+	}
+	delete(d.JoinTokens, h)
+	return nil, Event{Type: TypeConsumeJoinToken}, nil
+}
+
+func (c *SetDomainKeyID) apply(d *Data) (any, Event, error) {
+	if d.DomainKeyID != "" {
+		return nil, Event{}, alreadyExists("domain key id is already set")
+	}
+	d.DomainKeyID = c.ID
+	return nil, Event{Type: TypeSetDomainKeyID}, nil
+}

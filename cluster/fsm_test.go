@@ -1,0 +1,344 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+)
+
+// richFSM returns an FSM holding something of every kind of state.
+func richFSM(t testing.TB) *FSM {
+	t.Helper()
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	for _, c := range baseSetup() {
+		a.must(t, c)
+	}
+	for _, c := range []Command{
+		&AddVersion{KeyID: "k1", Version: KeyVersion{Number: 2, Wrapped: []byte("w2"), CreatedAt: t0.Add(time.Hour)}},
+		&TagKey{KeyID: "k1", Tags: map[string]string{"team": "payments", "env": "prod"}},
+		&PutPolicy{KeyID: "k1", Policy: []byte(`{"Statement":[]}`)},
+		&SetRotation{KeyID: "k1", Enabled: true},
+		&CreateAlias{Name: "alias/two", KeyID: "k1", At: t0},
+		&SetKeyState{KeyID: "k2", State: keys.StateDisabled},
+		&UpsertNode{Node: testNode("n1")},
+		&UpsertNode{Node: testNode("n2")},
+		&AddJoinToken{Hash: tokenHash("tok"), Expires: t0.Add(time.Hour), At: t0},
+		&SetDomainKeyID{ID: "dk-0123"},
+	} {
+		a.must(t, c)
+	}
+	return a.f
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	src := richFSM(t)
+	b := snapshotBytes(t, src)
+
+	var events []Event
+	dst := NewFSM(func(ev Event) { events = append(events, ev) }, nil)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if src.State().Digest() != dst.State().Digest() {
+		t.Fatal("digest differs after restore")
+	}
+	if !reflect.DeepEqual(src.State().Data(), dst.State().Data()) {
+		t.Fatalf("state differs after restore:\n%+v\n%+v", src.State().Data(), dst.State().Data())
+	}
+	si, st := src.State().LastApplied()
+	di, dt := dst.State().LastApplied()
+	if si != di || st != dt {
+		t.Fatalf("applied position %d/%d restored as %d/%d", si, st, di, dt)
+	}
+	if len(events) != 1 || events[0].Type != TypeRestore {
+		t.Fatalf("events = %+v", events)
+	}
+	// A second snapshot of the restored state is byte-identical.
+	if b2 := snapshotBytes(t, dst); !bytes.Equal(b, b2) {
+		t.Fatal("snapshot of restored state differs")
+	}
+}
+
+func TestRestoreReplacesEverything(t *testing.T) {
+	empty := snapshotBytes(t, NewFSM(nil, nil))
+	f := richFSM(t)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(empty))); err != nil {
+		t.Fatal(err)
+	}
+	if f.State().Digest() != NewState().Digest() {
+		t.Fatal("restore of an empty snapshot left state behind")
+	}
+}
+
+func TestRestoreRejectsBadSnapshots(t *testing.T) {
+	good := snapshotBytes(t, richFSM(t))
+	edit := func(f func(m map[string]any)) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(good, &m); err != nil {
+			t.Fatal(err)
+		}
+		f(m)
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	data := func(m map[string]any) map[string]any { return m["data"].(map[string]any) }
+	tests := []struct {
+		name string
+		b    []byte
+	}{
+		{"empty", nil},
+		{"garbage", []byte("not json")},
+		{"truncated", good[:len(good)/2]},
+		{"future format", edit(func(m map[string]any) { m["format"] = 2 })},
+		{"no data", edit(func(m map[string]any) { delete(m, "data") })},
+		{"unknown field", edit(func(m map[string]any) { m["extra"] = true })},
+		{"null key", edit(func(m map[string]any) { data(m)["keys"].(map[string]any)["k1"] = nil })},
+		{"key under wrong id", edit(func(m map[string]any) {
+			ks := data(m)["keys"].(map[string]any)
+			ks["other"] = ks["k1"]
+		})},
+		{"dangling alias", edit(func(m map[string]any) {
+			delete(data(m)["keys"].(map[string]any), "k2")
+			data(m)["aliases"].(map[string]any)["alias/x"] = map[string]any{"name": "alias/x", "key_id": "k2"}
+		})},
+		{"version gap", edit(func(m map[string]any) {
+			k := data(m)["keys"].(map[string]any)["k1"].(map[string]any)
+			k["versions"].([]any)[1].(map[string]any)["number"] = 3
+		})},
+		{"join token under wrong hash", edit(func(m map[string]any) {
+			ts := data(m)["join_tokens"].(map[string]any)
+			for h, v := range ts {
+				delete(ts, h)
+				ts["00"] = v
+			}
+		})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := richFSM(t)
+			before := f.State().Digest()
+			if err := f.Restore(io.NopCloser(bytes.NewReader(tc.b))); err == nil {
+				t.Fatal("bad snapshot restored")
+			}
+			if f.State().Digest() != before {
+				t.Fatal("a failed restore changed the state")
+			}
+		})
+	}
+}
+
+func TestApplyBatchMatchesApply(t *testing.T) {
+	var entries []*raft.Log
+	for i, c := range append(baseSetup(),
+		&CreateKey{Key: symKey("k1")}, // fails: exists
+		&UpdateDescription{KeyID: "k1", Description: "batched"},
+	) {
+		entries = append(entries, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: rawEntry(t, c)})
+	}
+	entries = append(entries,
+		&raft.Log{Index: uint64(len(entries) + 1), Term: 1, Type: raft.LogConfiguration},
+		&raft.Log{Index: uint64(len(entries) + 2), Term: 1, Type: raft.LogCommand, Data: []byte{0xff}},
+	)
+
+	one := NewFSM(nil, nil)
+	var singles []any
+	for _, l := range entries {
+		singles = append(singles, one.Apply(l))
+	}
+	var events int
+	batch := NewFSM(func(Event) { events++ }, nil)
+	resps := batch.ApplyBatch(entries)
+
+	if one.State().Digest() != batch.State().Digest() {
+		t.Fatal("batch and single applies disagree")
+	}
+	if len(resps) != len(entries) {
+		t.Fatalf("%d responses for %d entries", len(resps), len(entries))
+	}
+	for i := range resps {
+		_, e1 := singles[i].(error)
+		_, e2 := resps[i].(error)
+		if e1 != e2 {
+			t.Fatalf("entry %d: single %v, batch %v", i, singles[i], resps[i])
+		}
+	}
+	if events != len(baseSetup())+1 {
+		t.Fatalf("%d events", events)
+	}
+}
+
+func TestReadsReturnCopies(t *testing.T) {
+	f := richFSM(t)
+	s := f.State()
+	before := s.Digest()
+
+	k, _ := s.Key("k1")
+	k.Tags["team"] = "x"
+	k.Versions[0].Wrapped[0] ^= 0xff
+	k.Policy[0] = 'X'
+	ks := s.Keys()
+	ks[0].Description = "x"
+	ns := s.Nodes()
+	ns[0].Partition.Mechanisms[0] = "x"
+	tok, _ := s.JoinToken(tokenHash("tok"))
+	tok.Hash[0] ^= 0xff
+	d := s.Data()
+	d.Keys["k1"].Versions[1].Wrapped[0] ^= 0xff
+	delete(d.Aliases, "alias/one")
+
+	if s.Digest() != before {
+		t.Fatal("state changed through a value returned by a read")
+	}
+}
+
+func TestKeysPage(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	var want []string
+	for i := range 25 {
+		id := fmt.Sprintf("key-%02d", i)
+		want = append(want, id)
+		a.must(t, &CreateKey{Key: symKey(id)})
+	}
+	s := a.f.State()
+	var got []string
+	after, pages := "", 0
+	for {
+		page, next := s.KeysPage(after, 10)
+		pages++
+		for _, k := range page {
+			got = append(got, k.ID)
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if pages != 3 || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("%d pages: %v", pages, got)
+	}
+	if page, next := s.KeysPage("", 25); len(page) != 25 || next != "" {
+		t.Fatalf("exact page: %d keys, next %q", len(page), next)
+	}
+	if all := s.Keys(); len(all) != 25 || all[0].ID != "key-00" {
+		t.Fatalf("Keys = %d", len(all))
+	}
+}
+
+func TestDueForDeletion(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	day := 24 * time.Hour
+	for i, id := range []string{"c", "a", "b"} {
+		a.must(t, &CreateKey{Key: symKey(id)})
+		a.must(t, &ScheduleDeletion{KeyID: id, DeletionDate: t0.Add(time.Duration(7+i) * day), PendingWindowDays: int32(7 + i)})
+	}
+	a.must(t, &CreateKey{Key: symKey("live")})
+	s := a.f.State()
+	for _, tc := range []struct {
+		now  time.Time
+		want string
+	}{
+		{t0, ""},
+		{t0.Add(7*day - time.Nanosecond), ""},
+		{t0.Add(7 * day), "c"},
+		{t0.Add(8 * day), "a,c"},
+		{t0.Add(100 * day), "a,b,c"},
+	} {
+		if got := strings.Join(s.DueForDeletion(tc.now), ","); got != tc.want {
+			t.Errorf("DueForDeletion(%v) = %q, want %q", tc.now, got, tc.want)
+		}
+	}
+}
+
+func TestAliasesSorted(t *testing.T) {
+	s := richFSM(t).State()
+	all := s.Aliases("")
+	for i := 1; i < len(all); i++ {
+		if all[i-1].Name >= all[i].Name {
+			t.Fatalf("aliases not sorted: %+v", all)
+		}
+	}
+	if len(all) != 6 {
+		t.Fatalf("%d aliases", len(all))
+	}
+	if got := s.Aliases("k1"); len(got) != 2 {
+		t.Fatalf("aliases of k1 = %+v", got)
+	}
+}
+
+// TestDigestCoversEveryField fails when a field is added to a state type
+// without being added to Data.Digest.
+func TestDigestCoversEveryField(t *testing.T) {
+	for typ, n := range map[reflect.Type]int{
+		reflect.TypeFor[Data]():          5,
+		reflect.TypeFor[Key]():           14,
+		reflect.TypeFor[KeyVersion]():    4,
+		reflect.TypeFor[Alias]():         4,
+		reflect.TypeFor[NodeInfo]():      5,
+		reflect.TypeFor[PartitionInfo](): 9,
+		reflect.TypeFor[JoinToken]():     2,
+	} {
+		if typ.NumField() != n {
+			t.Errorf("%s has %d fields, Digest encodes %d: update Data.Digest, Clone and checkData", typ, typ.NumField(), n)
+		}
+	}
+}
+
+func TestDigestSeesChanges(t *testing.T) {
+	base := richFSM(t).State().Data()
+	sum := base.Digest()
+	mutations := map[string]func(d *Data){
+		"description":      func(d *Data) { d.Keys["k1"].Description += "x" },
+		"tag value":        func(d *Data) { d.Keys["k1"].Tags["env"] = "dev" },
+		"wrapped blob":     func(d *Data) { d.Keys["k1"].Versions[1].Wrapped[0] ^= 1 },
+		"version time":     func(d *Data) { d.Keys["k1"].Versions[0].CreatedAt = t0.Add(time.Nanosecond) },
+		"pending window":   func(d *Data) { d.Keys["pd"].PendingWindowDays++ },
+		"rotation":         func(d *Data) { d.Keys["k1"].RotationEnabled = false },
+		"policy":           func(d *Data) { d.Keys["k1"].Policy = nil },
+		"alias target":     func(d *Data) { d.Aliases["alias/one"].KeyID = "k2" },
+		"node health":      func(d *Data) { d.Nodes["n1"].Partition.Health = "NOT_SERVING" },
+		"node mechanisms":  func(d *Data) { d.Nodes["n1"].Partition.Mechanisms = nil },
+		"domain key id":    func(d *Data) { d.DomainKeyID = "" },
+		"token expiry":     func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].Expires = t0 },
+		"key moved":        func(d *Data) { d.Keys["zz"] = d.Keys["k2"]; delete(d.Keys, "k2") },
+		"domain key other": func(d *Data) { d.DomainKeyID = "dk" },
+	}
+	for name, mutate := range mutations {
+		d := base.Clone()
+		mutate(d)
+		if d.Digest() == sum {
+			t.Errorf("digest blind to %s", name)
+		}
+	}
+	// Representation details that carry no meaning do not count.
+	d := base.Clone()
+	d.Keys["k2"].Tags = map[string]string{}
+	loc := time.FixedZone("UTC+2", 2*3600)
+	d.Keys["k1"].CreatedAt = d.Keys["k1"].CreatedAt.In(loc)
+	if d.Digest() != sum {
+		t.Error("digest depends on empty-vs-nil maps or time zones")
+	}
+}
+
+func TestKeyVersionLookup(t *testing.T) {
+	k := symKey("k")
+	if _, ok := k.Version(0); ok {
+		t.Error("version 0 found")
+	}
+	if _, ok := k.Version(2); ok {
+		t.Error("version 2 found")
+	}
+	if v, ok := k.Version(1); !ok || v.Number != 1 {
+		t.Errorf("version 1 = %+v, %v", v, ok)
+	}
+}
