@@ -1,0 +1,140 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of every error detail.
+const ErrorDomain = "hsmbroker"
+
+// AWS KMS exception names, carried as the ErrorInfo reason so that the AWS
+// front and clients can tell errors apart exactly as AWS SDKs do.
+const (
+	ExcNotFound             = "NotFoundException"
+	ExcAlreadyExists        = "AlreadyExistsException"
+	ExcDisabled             = "DisabledException"
+	ExcInvalidState         = "KMSInvalidStateException"
+	ExcInvalidCiphertext    = "InvalidCiphertextException"
+	ExcIncorrectKey         = "IncorrectKeyException"
+	ExcInvalidKeyUsage      = "InvalidKeyUsageException"
+	ExcValidation           = "ValidationException"
+	ExcInvalidAliasName     = "InvalidAliasNameException"
+	ExcInvalidArn           = "InvalidArnException"
+	ExcInvalidMarker        = "InvalidMarkerException"
+	ExcUnsupportedOperation = "UnsupportedOperationException"
+	ExcAccessDenied         = "AccessDeniedException"
+	ExcDependencyTimeout    = "DependencyTimeoutException"
+	ExcThrottling           = "ThrottlingException"
+	ExcInternal             = "KMSInternalException"
+	ExcInvalidSignature     = "KMSInvalidSignatureException"
+	ExcInvalidMac           = "KMSInvalidMacException"
+	ExcLimitExceeded        = "LimitExceededException"
+	ExcUnauthenticated      = "UnrecognizedClientException"
+)
+
+// Error is a broker error with its gRPC code and AWS exception name. The
+// message is for the caller: it names the field, key or state at fault and
+// never carries key material, plaintext or PINs.
+type Error struct {
+	Code      codes.Code
+	Exception string
+	Message   string
+	Err       error // the cause, if any (not shown to callers)
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap exposes the cause to errors.Is.
+func (e *Error) Unwrap() error { return e.Err }
+
+func newError(code codes.Code, exc, format string, args ...any) *Error {
+	return &Error{Code: code, Exception: exc, Message: fmt.Sprintf(format, args...)}
+}
+
+func errNotFound(format string, args ...any) *Error {
+	return newError(codes.NotFound, ExcNotFound, format, args...)
+}
+
+func errInvalidArg(exc, format string, args ...any) *Error {
+	return newError(codes.InvalidArgument, exc, format, args...)
+}
+
+func errKeyUsage(format string, args ...any) *Error {
+	return newError(codes.InvalidArgument, ExcInvalidKeyUsage, format, args...)
+}
+
+func errUnsupported(format string, args ...any) *Error {
+	return newError(codes.Unimplemented, ExcUnsupportedOperation, format, args...)
+}
+
+// errInvalidCiphertext is the one answer to every symmetric decryption
+// failure (malformed blob, unknown key version, wrong context, failed tag):
+// telling them apart would make an oracle.
+var errInvalidCiphertext = &Error{Code: codes.InvalidArgument, Exception: ExcInvalidCiphertext,
+	Message: "the ciphertext is invalid, was not made by this key service, or its encryption context does not match"}
+
+// Classify returns the gRPC code and AWS exception name of any error the
+// core returns.
+func Classify(err error) (codes.Code, string, string) {
+	var be *Error
+	switch {
+	case err == nil:
+		return codes.OK, "", ""
+	case errors.As(err, &be):
+		return be.Code, be.Exception, be.Message
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled, ExcDependencyTimeout, "request canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded, ExcDependencyTimeout, "request deadline exceeded"
+	case errors.Is(err, keys.ErrInvalidCiphertext), errors.Is(err, hsm.ErrDecrypt):
+		return errInvalidCiphertext.Code, errInvalidCiphertext.Exception, errInvalidCiphertext.Message
+	case errors.Is(err, keys.ErrInvalidKeyUsage):
+		return codes.InvalidArgument, ExcInvalidKeyUsage, err.Error()
+	case errors.Is(err, keys.ErrInvalidArgument):
+		return codes.InvalidArgument, ExcValidation, err.Error()
+	case errors.Is(err, cluster.ErrNotFound):
+		return codes.NotFound, ExcNotFound, err.Error()
+	case errors.Is(err, cluster.ErrAlreadyExists):
+		return codes.AlreadyExists, ExcAlreadyExists, err.Error()
+	case errors.Is(err, cluster.ErrInvalidState):
+		return codes.FailedPrecondition, ExcInvalidState, err.Error()
+	case errors.Is(err, cluster.ErrNotLeader):
+		return codes.Unavailable, ExcDependencyTimeout, "no cluster leader reachable for writes; retry: " + err.Error()
+	case errors.Is(err, hsm.ErrBusy):
+		return codes.ResourceExhausted, ExcThrottling, "the HSM is saturated; retry with backoff"
+	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrNoDomainKey), errors.Is(err, hsm.ErrLogin):
+		return codes.Unavailable, ExcDependencyTimeout, "the HSM is unavailable on this node; retry or use another node"
+	}
+	return codes.Internal, ExcInternal, "internal error"
+}
+
+// toStatus is the one place where errors become gRPC statuses. A status
+// that arrived from another node (a forwarded write) passes through; every
+// other error is classified. Internal errors are logged by the interceptor
+// with their cause; the caller sees only a generic message.
+func toStatus(err error) *status.Status {
+	if err == nil {
+		return status.New(codes.OK, "")
+	}
+	var be *Error
+	if !errors.As(err, &be) {
+		if st, ok := status.FromError(err); ok {
+			return st
+		}
+	}
+	code, exc, msg := Classify(err)
+	st := status.New(code, msg)
+	if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: exc, Domain: ErrorDomain}); derr == nil {
+		return withInfo
+	}
+	return st
+}

@@ -1,0 +1,90 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+// Config wires a Service. Zero values of optional fields mean their
+// defaults.
+type Config struct {
+	// NodeID names this node in logs, audit lines and cluster status.
+	NodeID string
+	// Node is this node's Raft member. Required.
+	Node *cluster.Node
+	// Partition is this node's HSM partition. Required.
+	Partition *hsm.Partition
+	// Region and Account make key ARNs: arn:aws:kms:REGION:ACCOUNT:key/ID
+	// (defaults "us-east-1" and "000000000000").
+	Region  string
+	Account string
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+	// WriteTimeout bounds one replicated write (default 10s).
+	WriteTimeout time.Duration
+}
+
+// Service is the broker core. It is safe for concurrent use.
+type Service struct {
+	pb.UnimplementedKeyServiceServer
+	pb.UnimplementedCryptoServiceServer
+	pb.UnimplementedClusterServiceServer
+
+	cfg  Config
+	node *cluster.Node
+	hsm  *hsm.Partition
+	log  *slog.Logger
+
+	// requireClientCert is set by NewGRPCServer when it serves TLS.
+	requireClientCert bool
+}
+
+// New checks cfg and returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Node == nil || cfg.Partition == nil {
+		return nil, errors.New("broker: a cluster node and an HSM partition are required")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.Account == "" {
+		cfg.Account = "000000000000"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = cfg.Node.ID()
+	}
+	return &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}, nil
+}
+
+// now is the service clock in UTC, truncated to the second as AWS KMS
+// reports times.
+func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Second) }
+
+// apply replicates one command and waits for it to commit.
+func (s *Service) apply(ctx context.Context, c cluster.Command) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	res, err := s.node.Apply(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("replicate %s: %w", c.Type(), err)
+	}
+	return res, nil
+}
