@@ -89,7 +89,7 @@ type JoinToken struct {
 type Data struct {
 	Keys       map[string]*Key       `json:"keys"`
 	Aliases    map[string]*Alias     `json:"aliases"`
-	Nodes      map[string]*NodeInfo      `json:"nodes"`
+	Nodes      map[string]*NodeInfo  `json:"nodes"`
 	JoinTokens map[string]*JoinToken `json:"join_tokens"`
 	// DomainKeyID names the cluster's domain key (a random identifier, not
 	// material). Empty until the first node sets it.
