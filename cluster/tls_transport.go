@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// raftALPN is the application protocol raft connections negotiate, so that
+// a raft port answering a gRPC client (or the reverse) fails the handshake
+// instead of exchanging garbage.
+const raftALPN = "hsmbroker-raft/1"
+
+// tlsStreamLayer is a raft.StreamLayer over mutually authenticated TLS 1.3.
+// Both ends present a certificate from the cluster CA and verify the other's
+// against it: a peer without one cannot send or receive raft RPCs.
+type tlsStreamLayer struct {
+	ln        net.Listener
+	advertise net.Addr
+	client    *tls.Config
+}
+
+var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
+
+// raftTLSConfigs derives the listener and dialer configurations from the
+// node's tls.Config, which must hold the node certificate (usable for both
+// server and client authentication), ClientCAs and RootCAs.
+func raftTLSConfigs(cfg *tls.Config) (server, client *tls.Config, err error) {
+	if len(cfg.Certificates) == 0 && (cfg.GetCertificate == nil || cfg.GetClientCertificate == nil) {
+		return nil, nil, errors.New("cluster: raft TLS config has no certificate")
+	}
+	if cfg.ClientCAs == nil {
+		return nil, nil, errors.New("cluster: raft TLS config has no ClientCAs; peers must be verified")
+	}
+	if cfg.RootCAs == nil {
+		// Without it the system roots would be trusted: any public CA
+		// could mint a cluster member.
+		return nil, nil, errors.New("cluster: raft TLS config has no RootCAs")
+	}
+	if cfg.InsecureSkipVerify {
+		return nil, nil, errors.New("cluster: raft TLS config must verify peers")
+	}
+	server = cfg.Clone()
+	server.ClientAuth = tls.RequireAndVerifyClientCert
+	server.MinVersion = tls.VersionTLS13
+	server.NextProtos = []string{raftALPN}
+	client = cfg.Clone()
+	client.MinVersion = tls.VersionTLS13
+	client.NextProtos = []string{raftALPN}
+	return server, client, nil
+}
+
+// newTLSStreamLayer listens on bind. advertise, if not nil, is the address
+// given to peers; otherwise the listener's own address, which must then be
+// a specific IP.
+func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config) (*tlsStreamLayer, error) {
+	server, client, err := raftTLSConfigs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := tls.Listen("tcp", bind, server)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen on %s: %w", bind, err)
+	}
+	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client}
+	if err := checkAdvertisable(s.Addr()); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkAdvertisable refuses addresses peers could not dial, as raft's own
+// TCP transport does.
+func checkAdvertisable(a net.Addr) error {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return fmt.Errorf("cluster: raft address %s is not a TCP address", a)
+	}
+	if ta.IP == nil || ta.IP.IsUnspecified() {
+		return fmt.Errorf("cluster: raft address %s is not advertisable; set AdvertiseAddr", a)
+	}
+	return nil
+}
+
+// Dial connects and completes the handshake within timeout. The server's
+// certificate is verified against RootCAs and the host in address (or
+// ServerName, when the configuration sets one that every node certificate
+// carries).
+func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	conn, err := tls.DialWithDialer(d, "tcp", string(address), s.client)
+	if err != nil {
+		return nil, err
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p != raftALPN {
+		conn.Close()
+		return nil, fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
+	}
+	return conn, nil
+}
+
+// Accept returns the next connection. Its handshake happens on first use,
+// in raft's per-connection goroutine, so a slow or hostile client cannot
+// stall the accept loop.
+func (s *tlsStreamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
+
+// Close stops listening.
+func (s *tlsStreamLayer) Close() error { return s.ln.Close() }
+
+// Addr is the advertised address.
+func (s *tlsStreamLayer) Addr() net.Addr {
+	if s.advertise != nil {
+		return s.advertise
+	}
+	return s.ln.Addr()
+}

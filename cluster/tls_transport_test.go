@@ -1,0 +1,256 @@
+package cluster
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// nodeTLS issues a node certificate for 127.0.0.1, good for server and
+// client authentication, and returns the node's raft TLS configuration.
+func (ca *testCA) nodeTLS(t *testing.T, id string) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: id},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		RootCAs:      ca.pool,
+		ClientCAs:    ca.pool,
+	}
+}
+
+func tlsNode(t *testing.T, id string, bootstrap bool, cfg *tls.Config) *Node {
+	t.Helper()
+	c := testConfig(t, id, bootstrap)
+	c.TLS = cfg
+	return openNode(t, c)
+}
+
+func TestTLSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("TLS cluster in -short mode")
+	}
+	ca := newTestCA(t, "hsmbroker test cluster CA")
+	foreign := newTestCA(t, "someone else's CA")
+
+	a := tlsNode(t, "a", true, ca.nodeTLS(t, "a"))
+	b := tlsNode(t, "b", false, ca.nodeTLS(t, "b"))
+	c := tlsNode(t, "c", false, ca.nodeTLS(t, "c"))
+	x := tlsNode(t, "x", false, foreign.nodeTLS(t, "x"))
+	waitLeader(t, a)
+	ctx := testContext(t, 20*time.Second)
+	for _, n := range []*Node{b, c} {
+		if err := a.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, cmd := range baseSetup() {
+		mustApply(t, a, cmd)
+	}
+	waitSameDigest(t, a, b, c)
+
+	// The foreign node is let into the configuration (by a majority that
+	// does not need it), yet no RPC ever reaches it.
+	failed := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(failed, false, func(o *raft.Observation) bool {
+		f, ok := o.Data.(raft.FailedHeartbeatObservation)
+		return ok && f.PeerID == "x"
+	})
+	a.raft.RegisterObserver(obs)
+	defer a.raft.DeregisterObserver(obs)
+	if err := a.AddVoter(ctx, "x", x.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, a, &SetDomainKeyID{ID: "dk"})
+	select {
+	case <-failed:
+	case <-ctx.Done():
+		t.Fatal("leader never failed to reach the foreign node")
+	}
+	waitSameDigest(t, a, b, c)
+	if id, _ := x.Leader(); id != "" {
+		t.Fatalf("foreign node knows leader %q", id)
+	}
+	if len(x.State().Keys()) != 0 || x.State().DomainKeyID() != "" {
+		t.Fatal("foreign node received state")
+	}
+	if err := a.RemoveServer(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTLSStreamLayerHandshakes(t *testing.T) {
+	ca := newTestCA(t, "cluster CA")
+	foreign := newTestCA(t, "foreign CA")
+	listen := func(cfg *tls.Config) *tlsStreamLayer {
+		t.Helper()
+		s, err := newTLSStreamLayer("127.0.0.1:0", nil, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		go func() {
+			for {
+				conn, err := s.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer conn.Close()
+					if tc, ok := conn.(*tls.Conn); ok && tc.Handshake() == nil {
+						conn.Write([]byte{1})
+					}
+				}()
+			}
+		}()
+		return s
+	}
+	good1, good2 := listen(ca.nodeTLS(t, "1")), listen(ca.nodeTLS(t, "2"))
+	bad := listen(foreign.nodeTLS(t, "bad"))
+	addr := func(s *tlsStreamLayer) raft.ServerAddress { return raft.ServerAddress(s.Addr().String()) }
+
+	conn, err := good1.Dial(addr(good2), 5*time.Second)
+	if err != nil {
+		t.Fatalf("member to member: %v", err)
+	}
+	buf := make([]byte, 1)
+	if _, err := conn.Read(buf); err != nil {
+		t.Fatalf("member to member read: %v", err)
+	}
+	conn.Close()
+
+	if conn, err := good1.Dial(addr(bad), 5*time.Second); err == nil {
+		conn.Close()
+		t.Error("member accepted a foreign server certificate")
+	}
+	// The foreign client rejects the member's certificate, and the member
+	// would reject the foreign client's.
+	if conn, err := bad.Dial(addr(good1), 5*time.Second); err == nil {
+		conn.Close()
+		t.Error("foreign node completed a handshake with a member")
+	}
+	// A client that trusts the cluster CA but holds a foreign certificate
+	// is refused by the server. (In TLS 1.3 the client may finish its side
+	// of the handshake first; the refusal shows on the first read.)
+	spoof := foreign.nodeTLS(t, "spoof")
+	spoof.RootCAs = ca.pool
+	spoof.MinVersion, spoof.NextProtos = tls.VersionTLS13, []string{raftALPN}
+	if conn, err := tls.Dial("tcp", good1.Addr().String(), spoof); err == nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, rerr := conn.Read(buf)
+		conn.Close()
+		if rerr == nil {
+			t.Error("server served a client with a foreign certificate")
+		}
+	}
+	// A client with no certificate at all is refused by the server.
+	noCert := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13, NextProtos: []string{raftALPN}}
+	if conn, err := tls.Dial("tcp", good1.Addr().String(), noCert); err == nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, rerr := conn.Read(buf)
+		conn.Close()
+		if rerr == nil {
+			t.Error("server served a client without a certificate")
+		}
+	}
+	// Plain TCP gets nothing.
+	if conn, err := net.Dial("tcp", good1.Addr().String()); err == nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		conn.Write([]byte("hello raft"))
+		n, _ := conn.Read(buf)
+		conn.Close()
+		if n == 1 && buf[0] == 1 {
+			t.Error("server answered plain TCP")
+		}
+	}
+}
+
+func TestRaftTLSConfigChecks(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	good := ca.nodeTLS(t, "n")
+	for name, mutate := range map[string]func(*tls.Config){
+		"no certificate": func(c *tls.Config) { c.Certificates = nil },
+		"no client CAs":  func(c *tls.Config) { c.ClientCAs = nil },
+		"no root CAs":    func(c *tls.Config) { c.RootCAs = nil },
+		"skip verify":    func(c *tls.Config) { c.InsecureSkipVerify = true },
+	} {
+		c := good.Clone()
+		mutate(c)
+		if _, _, err := raftTLSConfigs(c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	server, client, err := raftTLSConfigs(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if server.ClientAuth != tls.RequireAndVerifyClientCert || server.MinVersion != tls.VersionTLS13 || client.MinVersion != tls.VersionTLS13 {
+		t.Fatalf("server %v/%x client %x", server.ClientAuth, server.MinVersion, client.MinVersion)
+	}
+	if good.ClientAuth != tls.NoClientCert {
+		t.Fatal("caller's config was modified")
+	}
+}
