@@ -1,0 +1,191 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// minimal is the smallest valid configuration.
+const minimal = `
+node_id: node-1
+raft_advertise: 10.0.0.1:7401
+tls: {ca: /etc/hsmbroker/ca.pem, cert: /etc/hsmbroker/node.pem, key: /etc/hsmbroker/node-key.pem}
+hsm: {module: /usr/lib/softhsm/libsofthsm2.so, token_label: hsmbroker, pin_file: /etc/hsmbroker/user.pin}
+`
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte(minimal), "/base")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := Config{
+		NodeID:        "node-1",
+		DataDir:       DefaultDataDir,
+		GRPCAddr:      DefaultGRPCAddr,
+		RaftAddr:      DefaultRaftAddr,
+		RaftAdvertise: "10.0.0.1:7401",
+		MetricsAddr:   DefaultMetricsAddr,
+		Region:        DefaultRegion,
+		Account:       DefaultAccount,
+		TLS:           TLS{CA: "/etc/hsmbroker/ca.pem", Cert: "/etc/hsmbroker/node.pem", Key: "/etc/hsmbroker/node-key.pem"},
+		HSM: HSM{
+			Module: "/usr/lib/softhsm/libsofthsm2.so", TokenLabel: "hsmbroker",
+			PINFile: "/etc/hsmbroker/user.pin", OAEPSHA256: "auto",
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("Parse:\n got %+v\nwant %+v", c, want)
+	}
+	if got := c.RaftDir(); got != filepath.Join(DefaultDataDir, "raft") {
+		t.Errorf("RaftDir = %q", got)
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	doc := `
+node_id: node-2
+data_dir: data
+grpc_addr: 10.0.0.2:7400
+raft_addr: 10.0.0.2:7401
+metrics_addr: 10.0.0.2:7490
+kms_addr: 10.0.0.2:7480
+region: eu-west-1
+account: "123456789012"
+bootstrap: false
+join: [10.0.0.1:7400, 10.0.0.3:7400]
+tls: {ca: tls/ca.pem, cert: tls/node.pem, key: tls/node-key.pem}
+hsm:
+  module: /opt/luna/libCryptoki2_64.so
+  token_serial: "1234"
+  pin_env: HSMBROKER_PIN
+  pool_size: 16
+  session_wait: 500ms
+  call_timeout: 5s
+  cache_size: 100
+  oaep_sha256: native
+raft:
+  heartbeat_timeout: 1s
+  election_timeout: 1s
+  leader_lease_timeout: 500ms
+  commit_timeout: 50ms
+  snapshot_interval: 1m
+  snapshot_threshold: 1000
+  trailing_logs: 2000
+log: {level: debug, format: text}
+`
+	c, err := Parse([]byte(doc), "/etc/hsmbroker")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.DataDir != "/etc/hsmbroker/data" || c.TLS.Key != "/etc/hsmbroker/tls/node-key.pem" {
+		t.Errorf("relative paths not resolved: data_dir=%q tls.key=%q", c.DataDir, c.TLS.Key)
+	}
+	if c.HSM.SessionWait != 500*time.Millisecond || c.HSM.CallTimeout != 5*time.Second {
+		t.Errorf("durations: session_wait=%v call_timeout=%v", c.HSM.SessionWait, c.HSM.CallTimeout)
+	}
+	if c.Raft.SnapshotInterval != time.Minute || c.Raft.TrailingLogs != 2000 {
+		t.Errorf("raft: %+v", c.Raft)
+	}
+	if len(c.Join) != 2 || c.Account != "123456789012" || c.HSM.OAEPSHA256 != "native" {
+		t.Errorf("join=%v account=%q oaep=%q", c.Join, c.Account, c.HSM.OAEPSHA256)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	// edit replaces one line of minimal, or appends when old is "".
+	edit := func(old, repl string) string {
+		if old == "" {
+			return minimal + repl + "\n"
+		}
+		if !strings.Contains(minimal, old) {
+			panic("test edit does not apply: " + old)
+		}
+		return strings.Replace(minimal, old, repl, 1)
+	}
+	tests := []struct {
+		name string
+		doc  string
+		want []string // substrings of the error
+	}{
+		{"empty document", "", []string{"node_id: required", "tls.ca: required", "hsm.module: required", "hsm.pin_file: required"}},
+		{"unknown field", edit("", "colour: blue"), []string{"field colour not found"}},
+		{"unknown nested field", edit("", "log: {level: info, colour: blue}"), []string{"field colour not found"}},
+		{"missing module", edit("module: /usr/lib/softhsm/libsofthsm2.so, ", ""), []string{"hsm.module: required"}},
+		{"no token", edit("token_label: hsmbroker, ", ""), []string{"hsm.token_label: required"}},
+		{"two PIN sources", edit("pin_file:", "pin_env: PIN, pin_file:"), []string{"hsm.pin_file: set either"}},
+		{"bad oaep mode", edit("user.pin}", "user.pin, oaep_sha256: sha1}"), []string{"hsm.oaep_sha256"}},
+		{"negative pool", edit("user.pin}", "user.pin, pool_size: -1}"), []string{"hsm.pool_size: must not be negative"}},
+		{"duration without unit", edit("user.pin}", "user.pin, call_timeout: 5}"), []string{"line 5", "time.Duration"}},
+		{"bad duration", edit("", "raft: {heartbeat_timeout: soon}"), []string{"soon"}},
+		{"lease over heartbeat", edit("", "raft: {heartbeat_timeout: 1s, leader_lease_timeout: 2s}"), []string{"raft.leader_lease_timeout"}},
+		{"wildcard raft without advertise", edit("raft_advertise: 10.0.0.1:7401", ""), []string{"raft_advertise: required when raft_addr"}},
+		{"wildcard advertise", edit("raft_advertise: 10.0.0.1:7401", "raft_advertise: 0.0.0.0:7401"), []string{"raft_advertise: 0.0.0.0:7401 is not an address"}},
+		{"grpc address without port", edit("", "grpc_addr: localhost"), []string{"grpc_addr: want host:port"}},
+		{"grpc port zero", edit("", "grpc_addr: 127.0.0.1:0"), []string{"grpc_addr: port 0"}},
+		{"raft port out of range", edit("", "raft_addr: 127.0.0.1:70000"), []string{"raft_addr: port"}},
+		{"bootstrap and join", edit("", "bootstrap: true\njoin: [10.0.0.3:7400]"), []string{"join: must be empty"}},
+		{"bad join address", edit("", "join: [nowhere]"), []string{"join[0]: want host:port"}},
+		{"bad log level", edit("", "log: {level: loud}"), []string{"log.level"}},
+		{"bad log format", edit("", "log: {format: xml}"), []string{"log.format"}},
+		{"node id with space", edit("node_id: node-1", "node_id: node 1"), []string{"node_id: must not contain"}},
+		{"duplicate key", edit("", "node_id: node-2"), []string{"already defined"}},
+		{"two documents", minimal + "---\nnode_id: x\n", []string{"more than one YAML document"}},
+		{"not a mapping", "- a\n- b\n", []string{"cannot unmarshal"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc), "/base")
+			if err == nil {
+				t.Fatalf("Parse succeeded, want an error mentioning %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "hsmbrokerd.yaml")
+	doc := strings.Replace(minimal, "pin_file: /etc/hsmbroker/user.pin", "pin_file: user.pin", 1)
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if want := filepath.Join(dir, "user.pin"); c.HSM.PINFile != want {
+		t.Errorf("pin_file = %q, want %q", c.HSM.PINFile, want)
+	}
+
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("Load(missing) err = %v, want one naming the file", err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("node_id: n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(bad); err == nil || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), "hsm.module: required") {
+		t.Errorf("Load(bad) err = %v, want one naming the file and the field", err)
+	}
+}
+
+// TestExampleConfig keeps the documented example in deploy/ loadable.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "deploy", "hsmbrokerd.example.yaml"))
+	if err != nil {
+		t.Fatalf("deploy/hsmbrokerd.example.yaml: %v", err)
+	}
+	if c.NodeID == "" || c.HSM.Module == "" {
+		t.Fatalf("example config lost its content: %+v", c)
+	}
+}
