@@ -1,0 +1,194 @@
+package broker_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+func TestMain(m *testing.M) { hsmtest.Main(m) }
+
+// clock is a settable clock shared by the service and the cluster.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.t.IsZero() {
+		return time.Now()
+	}
+	return c.t
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// env is one broker: a real SoftHSM token, a real single-node Raft
+// cluster, the service behind a real gRPC server on loopback, and clients.
+type env struct {
+	t       *testing.T
+	tok     hsmtest.Token
+	dataDir string
+	clock   *clock
+	part    *hsm.Partition
+	node    *cluster.Node
+	svc     *broker.Service
+	srv     *grpc.Server
+	conn    *grpc.ClientConn
+	keys    pb.KeyServiceClient
+	crypto  pb.CryptoServiceClient
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}}
+	p := hsmtest.NewPartition(t)
+	e.tok = hsmtest.Token{Module: p.Info().Library, Label: p.Info().Label}
+	e.start(p)
+	return e
+}
+
+// start opens the cluster node on the env's data dir and serves.
+func (e *env) start(p *hsm.Partition) {
+	t := e.t
+	t.Helper()
+	e.part = p
+	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: e.dataDir,
+		Bootstrap: true, Now: e.clock.Now, ReapInterval: 50 * time.Millisecond, Logger: hsmtest.QuietLogger()})
+	if err != nil {
+		t.Fatalf("open cluster node: %v", err)
+	}
+	e.node = node
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := node.WaitForLeader(ctx); err != nil {
+		t.Fatalf("no leader: %v", err)
+	}
+	e.svc, err = broker.New(broker.Config{Node: node, Partition: p, Now: e.clock.Now, Logger: hsmtest.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv, _ = e.svc.NewGRPCServer(nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.srv.Serve(lis) }()
+	e.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keys = pb.NewKeyServiceClient(e.conn)
+	e.crypto = pb.NewCryptoServiceClient(e.conn)
+	t.Cleanup(e.stop)
+}
+
+func (e *env) stop() {
+	if e.srv == nil {
+		return
+	}
+	_ = e.conn.Close()
+	e.srv.Stop()
+	_ = e.node.Shutdown()
+	e.srv = nil
+}
+
+// restart stops everything and reopens the same token and data dir.
+func (e *env) restart(cfg hsm.Config) {
+	e.t.Helper()
+	e.stop()
+	_ = e.part.Close()
+	p, err := hsm.Open(cfg)
+	if err != nil {
+		e.t.Fatalf("reopen partition: %v", err)
+	}
+	e.t.Cleanup(func() { _ = p.Close() })
+	e.start(p)
+}
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// createKey makes a key with a fresh alias and returns its metadata.
+func (e *env) createKey(spec pb.KeySpec, usage pb.KeyUsage) *pb.KeyMetadata {
+	e.t.Helper()
+	aliasSeq++
+	resp, err := e.keys.CreateKey(ctxT(e.t), &pb.CreateKeyRequest{KeySpec: spec, KeyUsage: usage,
+		AliasName: "alias/test-" + strings.ToLower(strings.TrimPrefix(spec.String(), "KEY_SPEC_")) + "-" + itoa(aliasSeq)})
+	if err != nil {
+		e.t.Fatalf("create %s key: %v", spec, err)
+	}
+	return resp.GetKeyMetadata()
+}
+
+var aliasSeq int
+
+func itoa(i int) string {
+	const digits = "0123456789"
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{digits[i%10]}, b...)
+	}
+	return string(b)
+}
+
+// wantErr asserts a gRPC error's code, AWS exception name and that its
+// message mentions every given fragment.
+func wantErr(t *testing.T, err error, code codes.Code, exception string, mentions ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got success, want %s/%s", code, exception)
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		t.Fatalf("not a status error: %v", err)
+	}
+	if st.Code() != code {
+		t.Errorf("code %s, want %s (%s)", st.Code(), code, st.Message())
+	}
+	got := ""
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			got = info.GetReason()
+			if info.GetDomain() != broker.ErrorDomain {
+				t.Errorf("error domain %q", info.GetDomain())
+			}
+		}
+	}
+	if exception != "" && got != exception {
+		t.Errorf("AWS exception %q, want %q (%s)", got, exception, st.Message())
+	}
+	for _, m := range mentions {
+		if !strings.Contains(st.Message(), m) {
+			t.Errorf("message %q does not mention %q", st.Message(), m)
+		}
+	}
+}
+

@@ -1,0 +1,452 @@
+package broker
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// CreateKeyInput is CreateKey without the gRPC rule that an alias is
+// required: the AWS front, like AWS, creates keys without one.
+type CreateKeyInput struct {
+	Spec        keys.Spec
+	Usage       keys.Usage
+	Description string
+	Tags        map[string]string
+	Alias       string // "" for none
+}
+
+// CreateKey makes a key in this node's HSM, wraps it under the domain key,
+// and replicates the key with its alias. The alias is required, as the
+// product brief asks; the key and alias are created atomically.
+func (s *Service) CreateKey(ctx context.Context, req *pb.CreateKeyRequest) (*pb.CreateKeyResponse, error) {
+	if req.GetAliasName() == "" {
+		return nil, &keys.FieldError{Field: "AliasName", Problem: "is required: every key is created with an alias (alias/NAME)"}
+	}
+	k, err := s.CreateKeyWith(ctx, CreateKeyInput{
+		Spec: specFrom(req.GetKeySpec()), Usage: usageFrom(req.GetKeyUsage()),
+		Description: req.GetDescription(), Tags: req.GetTags(), Alias: req.GetAliasName(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CreateKeyResponse{KeyMetadata: s.metadata(k)}, nil
+}
+
+// CreateKeyWith is the shared core of CreateKey for every front.
+func (s *Service) CreateKeyWith(ctx context.Context, in CreateKeyInput) (cluster.Key, error) {
+	if in.Spec == "" {
+		in.Spec = keys.SpecSymmetricDefault
+	}
+	if !in.Spec.Valid() {
+		return cluster.Key{}, &keys.FieldError{Field: "KeySpec", Problem: fmt.Sprintf("%q is not a supported key spec", in.Spec)}
+	}
+	usage, err := keys.ValidateCreate(in.Spec, in.Usage)
+	if err != nil {
+		return cluster.Key{}, err
+	}
+	if err := keys.ValidateDescription(in.Description); err != nil {
+		return cluster.Key{}, err
+	}
+	if err := keys.ValidateTags(in.Tags); err != nil {
+		return cluster.Key{}, err
+	}
+	if in.Alias != "" {
+		if err := keys.ValidateAliasName(in.Alias); err != nil {
+			return cluster.Key{}, err
+		}
+		if _, exists := s.node.State().ResolveAlias(in.Alias); exists {
+			return cluster.Key{}, newAlreadyExists("alias %s already exists", in.Alias)
+		}
+	}
+	g, err := s.hsm.GenerateKey(ctx, in.Spec)
+	if err != nil {
+		return cluster.Key{}, fmt.Errorf("generate %s key: %w", in.Spec, err)
+	}
+	now := s.now()
+	k := cluster.Key{
+		ID: keys.NewKeyID(), Spec: in.Spec, Usage: usage, State: keys.StateEnabled,
+		Description: in.Description, Tags: in.Tags, Creator: Principal(ctx), CreatedAt: now,
+		Versions:       []cluster.KeyVersion{{Number: 1, Wrapped: g.Wrapped, PublicKey: g.PublicKey, CreatedAt: now}},
+		CurrentVersion: 1,
+	}
+	if _, err := s.apply(ctx, &cluster.CreateKey{Key: k, Alias: in.Alias}); err != nil {
+		return cluster.Key{}, err
+	}
+	stored, ok := s.node.State().Key(k.ID)
+	if !ok {
+		return cluster.Key{}, fmt.Errorf("key %s missing after commit", k.ID)
+	}
+	return stored, nil
+}
+
+// DescribeKey returns a key's metadata. With consistent_read the answer
+// reflects every write acknowledged before the call.
+func (s *Service) DescribeKey(ctx context.Context, req *pb.DescribeKeyRequest) (*pb.DescribeKeyResponse, error) {
+	if req.GetConsistentRead() {
+		if err := s.linearize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.DescribeKeyResponse{KeyMetadata: s.metadata(k)}, nil
+}
+
+// linearize makes this node's state at least as new as every write
+// acknowledged before the call: on the leader it confirms leadership and
+// waits for its log to apply.
+func (s *Service) linearize(ctx context.Context) error {
+	if err := s.node.VerifyLeader(ctx); err != nil {
+		return fmt.Errorf("consistent read: %w", err)
+	}
+	return s.node.Barrier(ctx)
+}
+
+// Page tokens are the last id or name of the previous page, base64url
+// encoded so that callers treat them as opaque.
+func encodePageToken(last string) string {
+	if last == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(last))
+}
+
+func decodePageToken(field, tok string) (string, error) {
+	if tok == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) == 0 || len(b) > 512 {
+		return "", &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker, Message: fmt.Sprintf("invalid %s: not a token this service issued", field)}
+	}
+	return string(b), nil
+}
+
+// ListKeys pages through every key, ordered by id.
+func (s *Service) ListKeys(ctx context.Context, req *pb.ListKeysRequest) (*pb.ListKeysResponse, error) {
+	limit, err := keys.PageSize(req.GetPageSize())
+	if err != nil {
+		return nil, fieldErr("PageSize", err)
+	}
+	after, err := decodePageToken("PageToken", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	page, next := s.node.State().KeysPage(after, limit)
+	resp := &pb.ListKeysResponse{NextPageToken: encodePageToken(next)}
+	for _, k := range page {
+		resp.Keys = append(resp.Keys, s.metadata(k))
+	}
+	return resp, nil
+}
+
+// UpdateKeyDescription replaces a key's description.
+func (s *Service) UpdateKeyDescription(ctx context.Context, req *pb.UpdateKeyDescriptionRequest) (*pb.UpdateKeyDescriptionResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.ValidateDescription(req.GetDescription()); err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, pendingErr(k)
+	}
+	_, err = s.apply(ctx, &cluster.UpdateDescription{KeyID: k.ID, Description: req.GetDescription()})
+	return &pb.UpdateKeyDescriptionResponse{}, err
+}
+
+func pendingErr(k cluster.Key) error {
+	return newError(codes.FailedPrecondition, ExcInvalidState, "key %s is pending deletion; cancel the deletion first", k.ID)
+}
+
+// EnableKey enables a disabled key. A key pending deletion must have its
+// deletion cancelled first.
+func (s *Service) EnableKey(ctx context.Context, req *pb.EnableKeyRequest) (*pb.EnableKeyResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, pendingErr(k)
+	}
+	_, err = s.apply(ctx, &cluster.SetKeyState{KeyID: k.ID, State: keys.StateEnabled})
+	return &pb.EnableKeyResponse{}, err
+}
+
+// DisableKey disables a key: every node refuses to use it once it has
+// applied the change.
+func (s *Service) DisableKey(ctx context.Context, req *pb.DisableKeyRequest) (*pb.DisableKeyResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, pendingErr(k)
+	}
+	_, err = s.apply(ctx, &cluster.SetKeyState{KeyID: k.ID, State: keys.StateDisabled})
+	return &pb.DisableKeyResponse{}, err
+}
+
+// ScheduleKeyDeletion makes a key unusable now and deletes it after the
+// waiting period (7 to 30 days, default 30); the leader carries out the
+// deletion.
+func (s *Service) ScheduleKeyDeletion(ctx context.Context, req *pb.ScheduleKeyDeletionRequest) (*pb.ScheduleKeyDeletionResponse, error) {
+	if req.GetPendingWindowDays() > 1000 {
+		return nil, &keys.FieldError{Field: "PendingWindowDays", Problem: fmt.Sprintf("must be 7 to 30 days, got %d", req.GetPendingWindowDays())}
+	}
+	days, err := keys.PendingWindow(int32(req.GetPendingWindowDays()))
+	if err != nil {
+		return nil, fieldErr("PendingWindowDays", err)
+	}
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "key %s is already pending deletion (on %s)", k.ID, k.DeletionDate.Format(time.RFC3339))
+	}
+	date := s.now().Add(time.Duration(days) * 24 * time.Hour)
+	if _, err := s.apply(ctx, &cluster.ScheduleDeletion{KeyID: k.ID, DeletionDate: date, PendingWindowDays: days}); err != nil {
+		return nil, err
+	}
+	return &pb.ScheduleKeyDeletionResponse{KeyId: k.ID, DeletionDate: ts(date), KeyState: pb.KeyState_KEY_STATE_PENDING_DELETION,
+		PendingWindowDays: uint32(days)}, nil
+}
+
+// CancelKeyDeletion takes a key out of PendingDeletion; like AWS KMS it
+// comes back disabled.
+func (s *Service) CancelKeyDeletion(ctx context.Context, req *pb.CancelKeyDeletionRequest) (*pb.CancelKeyDeletionResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if k.State != keys.StatePendingDeletion {
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "key %s is not pending deletion (it is %s)", k.ID, k.State)
+	}
+	if _, err := s.apply(ctx, &cluster.CancelDeletion{KeyID: k.ID}); err != nil {
+		return nil, err
+	}
+	return &pb.CancelKeyDeletionResponse{KeyId: k.ID, KeyState: pb.KeyState_KEY_STATE_DISABLED}, nil
+}
+
+// RotateKey adds a new version to a symmetric key. New encryptions use
+// it; ciphertexts under older versions keep decrypting.
+func (s *Service) RotateKey(ctx context.Context, req *pb.RotateKeyRequest) (*pb.RotateKeyResponse, error) {
+	v, k, err := s.Rotate(ctx, req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RotateKeyResponse{KeyId: k.ID, Version: v}, nil
+}
+
+// Rotate is the shared core of RotateKey.
+func (s *Service) Rotate(ctx context.Context, ref string) (uint32, cluster.Key, error) {
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return 0, k, err
+	}
+	if err := usable(k); err != nil {
+		return 0, k, err
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return 0, k, errUnsupported("key %s is %s; only symmetric keys rotate (signatures, MACs and public keys do not record a version)", k.ID, k.Spec)
+	}
+	g, err := s.hsm.GenerateKey(ctx, k.Spec)
+	if err != nil {
+		return 0, k, fmt.Errorf("generate version: %w", err)
+	}
+	v := cluster.KeyVersion{Number: k.CurrentVersion + 1, Wrapped: g.Wrapped, CreatedAt: s.now()}
+	if _, err := s.apply(ctx, &cluster.AddVersion{KeyID: k.ID, Version: v}); err != nil {
+		return 0, k, err
+	}
+	return v.Number, k, nil
+}
+
+// ListKeyVersions lists a key's versions, oldest first.
+func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRequest) (*pb.ListKeyVersionsResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	limit, err := keys.PageSize(req.GetPageSize())
+	if err != nil {
+		return nil, fieldErr("PageSize", err)
+	}
+	after, err := decodePageToken("PageToken", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	start := 0
+	if after != "" {
+		if _, err := fmt.Sscanf(after, "%d", &start); err != nil || start < 0 {
+			return nil, &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker, Message: "invalid PageToken: not a token this service issued"}
+		}
+	}
+	resp := &pb.ListKeyVersionsResponse{}
+	for i := start; i < len(k.Versions) && len(resp.Versions) < limit; i++ {
+		v := k.Versions[i]
+		resp.Versions = append(resp.Versions, &pb.KeyVersion{Version: v.Number, CreateTime: ts(v.CreatedAt), Current: v.Number == k.CurrentVersion})
+		if len(resp.Versions) == limit && i+1 < len(k.Versions) {
+			resp.NextPageToken = encodePageToken(fmt.Sprint(i + 1))
+		}
+	}
+	return resp, nil
+}
+
+// TagKey adds or replaces tags.
+func (s *Service) TagKey(ctx context.Context, req *pb.TagKeyRequest) (*pb.TagKeyResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetTags()) == 0 {
+		return nil, &keys.FieldError{Field: "Tags", Problem: "must name at least one tag"}
+	}
+	merged := map[string]string{}
+	for tk, tv := range k.Tags {
+		merged[tk] = tv
+	}
+	for tk, tv := range req.GetTags() {
+		merged[tk] = tv
+	}
+	if err := keys.ValidateTags(merged); err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, pendingErr(k)
+	}
+	_, err = s.apply(ctx, &cluster.TagKey{KeyID: k.ID, Tags: req.GetTags()})
+	return &pb.TagKeyResponse{}, err
+}
+
+// UntagKey removes tags.
+func (s *Service) UntagKey(ctx context.Context, req *pb.UntagKeyRequest) (*pb.UntagKeyResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.ValidateTagKeys(req.GetTagKeys()); err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, pendingErr(k)
+	}
+	_, err = s.apply(ctx, &cluster.UntagKey{KeyID: k.ID, TagKeys: req.GetTagKeys()})
+	return &pb.UntagKeyResponse{}, err
+}
+
+// ListKeyTags returns a key's tags.
+func (s *Service) ListKeyTags(ctx context.Context, req *pb.ListKeyTagsRequest) (*pb.ListKeyTagsResponse, error) {
+	k, err := s.resolve("KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ListKeyTagsResponse{KeyId: k.ID, Tags: k.Tags}, nil
+}
+
+// CreateAlias names a key.
+func (s *Service) CreateAlias(ctx context.Context, req *pb.CreateAliasRequest) (*pb.CreateAliasResponse, error) {
+	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
+		return nil, err
+	}
+	k, err := s.resolve("TargetKeyId", req.GetTargetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if k.State == keys.StatePendingDeletion {
+		return nil, pendingErr(k)
+	}
+	if _, exists := s.node.State().ResolveAlias(req.GetAliasName()); exists {
+		return nil, newAlreadyExists("alias %s already exists", req.GetAliasName())
+	}
+	if _, err := s.apply(ctx, &cluster.CreateAlias{Name: req.GetAliasName(), KeyID: k.ID, At: s.now()}); err != nil {
+		return nil, err
+	}
+	return &pb.CreateAliasResponse{Alias: s.aliasView(req.GetAliasName())}, nil
+}
+
+// UpdateAlias points an alias at another key of the same type and usage.
+func (s *Service) UpdateAlias(ctx context.Context, req *pb.UpdateAliasRequest) (*pb.UpdateAliasResponse, error) {
+	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
+		return nil, err
+	}
+	k, err := s.resolve("TargetKeyId", req.GetTargetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if _, exists := s.node.State().ResolveAlias(req.GetAliasName()); !exists {
+		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
+	}
+	if _, err := s.apply(ctx, &cluster.UpdateAlias{Name: req.GetAliasName(), KeyID: k.ID, At: s.now()}); err != nil {
+		return nil, err
+	}
+	return &pb.UpdateAliasResponse{Alias: s.aliasView(req.GetAliasName())}, nil
+}
+
+// DeleteAlias removes an alias; its key is unaffected.
+func (s *Service) DeleteAlias(ctx context.Context, req *pb.DeleteAliasRequest) (*pb.DeleteAliasResponse, error) {
+	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
+		return nil, err
+	}
+	if _, exists := s.node.State().ResolveAlias(req.GetAliasName()); !exists {
+		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
+	}
+	_, err := s.apply(ctx, &cluster.DeleteAlias{Name: req.GetAliasName()})
+	return &pb.DeleteAliasResponse{}, err
+}
+
+// ListAliases pages through aliases, of one key or all, ordered by name.
+func (s *Service) ListAliases(ctx context.Context, req *pb.ListAliasesRequest) (*pb.ListAliasesResponse, error) {
+	limit, err := keys.PageSize(req.GetPageSize())
+	if err != nil {
+		return nil, fieldErr("PageSize", err)
+	}
+	after, err := decodePageToken("PageToken", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	keyID := ""
+	if req.GetKeyId() != "" {
+		k, err := s.resolve("KeyId", req.GetKeyId())
+		if err != nil {
+			return nil, err
+		}
+		keyID = k.ID
+	}
+	resp := &pb.ListAliasesResponse{}
+	for _, a := range s.node.State().Aliases(keyID) {
+		if a.Name <= after {
+			continue
+		}
+		if len(resp.Aliases) == limit {
+			resp.NextPageToken = encodePageToken(resp.Aliases[limit-1].AliasName)
+			break
+		}
+		resp.Aliases = append(resp.Aliases, s.aliasPB(a))
+	}
+	return resp, nil
+}
+
+func (s *Service) aliasPB(a cluster.Alias) *pb.Alias {
+	return &pb.Alias{AliasName: a.Name, AliasArn: s.AliasARN(a.Name), TargetKeyId: a.KeyID,
+		CreateTime: ts(a.CreatedAt), UpdateTime: ts(a.UpdatedAt)}
+}
+
+func (s *Service) aliasView(name string) *pb.Alias {
+	a, _ := s.node.State().Alias(name)
+	return s.aliasPB(a)
+}
+
+func newAlreadyExists(format string, args ...any) *Error {
+	return newError(codes.AlreadyExists, ExcAlreadyExists, format, args...)
+}

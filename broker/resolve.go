@@ -1,0 +1,83 @@
+package broker
+
+import (
+	"errors"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"google.golang.org/grpc/codes"
+)
+
+// fieldErr renames the field of a validation error to the request field
+// the caller used.
+func fieldErr(field string, err error) error {
+	var fe *keys.FieldError
+	if errors.As(err, &fe) {
+		c := *fe
+		c.Field = field
+		return &c
+	}
+	return err
+}
+
+// resolve finds the key a request names by id, key ARN, alias/NAME or
+// alias ARN, in this node's copy of the state.
+func (s *Service) resolve(field, ref string) (cluster.Key, error) {
+	kr, err := keys.ParseKeyRef(ref)
+	if err != nil {
+		return cluster.Key{}, fieldErr(field, err)
+	}
+	st := s.node.State()
+	id := kr.KeyID
+	if kr.Alias != "" {
+		var ok bool
+		if id, ok = st.ResolveAlias(kr.Alias); !ok {
+			return cluster.Key{}, errNotFound("alias %s does not exist", kr.Alias)
+		}
+	}
+	k, ok := st.Key(id)
+	if !ok {
+		return cluster.Key{}, errNotFound("key %s does not exist", id)
+	}
+	return k, nil
+}
+
+// usable refuses keys that are not enabled, with AWS's distinction between
+// disabled and pending deletion.
+func usable(k cluster.Key) error {
+	switch k.State {
+	case keys.StateEnabled:
+		return nil
+	case keys.StateDisabled:
+		return newError(codes.FailedPrecondition, ExcDisabled, "key %s is disabled", k.ID)
+	case keys.StatePendingDeletion:
+		return newError(codes.FailedPrecondition, ExcInvalidState, "key %s is pending deletion (on %s); cancel the deletion to use it",
+			k.ID, k.DeletionDate.Format("2006-01-02T15:04:05Z"))
+	}
+	return newError(codes.FailedPrecondition, ExcInvalidState, "key %s is in state %s", k.ID, k.State)
+}
+
+// resolveUsable resolves a key and checks it is enabled and has usage u.
+func (s *Service) resolveUsable(field, ref string, u keys.Usage) (cluster.Key, error) {
+	k, err := s.resolve(field, ref)
+	if err != nil {
+		return k, err
+	}
+	if err := usable(k); err != nil {
+		return k, err
+	}
+	if k.Usage != u {
+		return k, errKeyUsage("key %s has usage %s; this operation needs %s", k.ID, k.Usage, u)
+	}
+	return k, nil
+}
+
+// hsmRef is the partition's handle on one version of a key.
+func hsmRef(k cluster.Key, version uint32) (hsm.KeyRef, bool) {
+	v, ok := k.Version(version)
+	if !ok {
+		return hsm.KeyRef{}, false
+	}
+	return hsm.KeyRef{ID: k.ID, Version: v.Number, Spec: k.Spec, Usage: k.Usage, Wrapped: v.Wrapped}, true
+}
