@@ -86,8 +86,15 @@ func (t CommandType) String() string {
 }
 
 // Command is a change to the replicated state. It is implemented by pointers
-// to the structs in this file (&CreateKey{...}); they are plain data, and all times in them come from
-// the proposer's clock so that applying a command is deterministic.
+// to the structs in this file (&CreateKey{...}); they are plain data, and
+// all times in them come from the proposer's clock so that applying a
+// command is deterministic.
+//
+// A successful command's result (FSM.Apply, Node.Apply) is a copy of what
+// it changed: a Key for CreateKey and the other commands on one key, an
+// Alias for CreateAlias and UpdateAlias, a NodeInfo for UpsertNode, and nil
+// for DeleteKey, DeleteAlias, RemoveNode, the join-token commands and
+// SetDomainKeyID.
 type Command interface {
 	// Type is the type byte that starts the command's log entry.
 	Type() CommandType

@@ -56,7 +56,8 @@ type Config struct {
 	Logger *slog.Logger
 
 	// RaftLogLevel is the least severe raft log record passed on to
-	// Logger. Default: slog.LevelWarn, because raft is chatty at Info.
+	// Logger, read once by Open. Default: slog.LevelWarn, because raft is
+	// chatty at Info.
 	RaftLogLevel slog.Leveler
 
 	// HeartbeatTimeout is how long a follower goes without hearing from
@@ -176,7 +177,7 @@ func Open(c Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	logger := cfg.Logger.With("node", cfg.NodeID)
-	hclogger := newHCLogAdapter(cfg.Logger.With("node", cfg.NodeID), "raft", cfg.RaftLogLevel.Level())
+	hclogger := newHCLogAdapter(logger, "raft", cfg.RaftLogLevel.Level())
 
 	n := &Node{cfg: cfg, logger: logger, reaperDone: make(chan struct{})}
 	// Close whatever was opened if a later step fails.
@@ -347,8 +348,8 @@ func (n *Node) apply(ctx context.Context, b []byte) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !n.IsLeader() {
-		return nil, n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return nil, err
 	}
 	f := n.raft.Apply(b, enqueueTimeout(ctx))
 	if err := n.wait(ctx, f); err != nil {
@@ -401,6 +402,18 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 	return fmt.Errorf("cluster: %w", err)
 }
 
+// requireLeader returns nil on the leader, ErrShutdown after Shutdown and a
+// *NotLeaderError otherwise.
+func (n *Node) requireLeader() error {
+	switch n.raft.State() {
+	case raft.Leader:
+		return nil
+	case raft.Shutdown:
+		return ErrShutdown
+	}
+	return n.notLeader()
+}
+
 func (n *Node) notLeader() error {
 	id, addr := n.Leader()
 	if id == n.cfg.NodeID {
@@ -415,8 +428,8 @@ func (n *Node) notLeader() error {
 // Barrier returns is linearizable: it sees every write acknowledged before
 // Barrier was called. Leader only.
 func (n *Node) Barrier(ctx context.Context) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return err
 	}
 	return n.wait(ctx, n.raft.Barrier(enqueueTimeout(ctx)))
 }
@@ -425,8 +438,8 @@ func (n *Node) Barrier(ctx context.Context) error {
 // the leader. It is cheaper than Barrier but does not wait for the State
 // to catch up with the commit index.
 func (n *Node) VerifyLeader(ctx context.Context) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return err
 	}
 	return n.wait(ctx, n.raft.VerifyLeader())
 }
@@ -434,8 +447,8 @@ func (n *Node) VerifyLeader(ctx context.Context) error {
 // AddVoter adds a voting member, or updates the address of an existing one,
 // and waits for the configuration change to commit. Leader only.
 func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return err
 	}
 	return n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, enqueueTimeout(ctx)))
 }
@@ -443,8 +456,8 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 // RemoveServer removes a member from the raft configuration. Removing the
 // leader itself makes it step down once the change commits. Leader only.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return err
 	}
 	return n.wait(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, enqueueTimeout(ctx)))
 }
@@ -453,8 +466,8 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 // up-to-date voter when id is "", and waits until the transfer completes.
 // Leader only.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return err
 	}
 	if id == "" {
 		return n.wait(ctx, n.raft.LeadershipTransfer())
@@ -536,10 +549,11 @@ func (n *Node) Snapshot() (rc io.ReadCloser, index, term uint64, err error) {
 // before raft sees it, and the restore is refused with ErrInvalidState if
 // this cluster already holds keys or has a different domain key id, since
 // the backup's wrapped keys are useless under another domain key. Leader
-// only; the followers receive the restored state as a raft snapshot.
+// only; the followers receive the restored state as a raft snapshot. If ctx
+// ends first the restore may still complete.
 func (n *Node) RestoreFromBackup(ctx context.Context, r io.Reader) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	if err := n.requireLeader(); err != nil {
+		return err
 	}
 	b, err := io.ReadAll(r)
 	if err != nil {

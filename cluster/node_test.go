@@ -161,9 +161,7 @@ func TestSingleNodeRestart(t *testing.T) {
 		t.Fatalf("second Shutdown: %v", err)
 	}
 	_, err = n.Apply(context.Background(), &SetDomainKeyID{ID: "x"})
-	if err == nil {
-		t.Fatal("apply after shutdown succeeded")
-	}
+	wantErrIs(t, err, ErrShutdown)
 
 	// Reopen with Bootstrap still set: the existing state wins.
 	n2 := openNode(t, cfg)

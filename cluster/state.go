@@ -335,7 +335,8 @@ func (s *State) Data() *Data {
 
 // LastApplied returns the index and term of the last log entry applied to
 // this state (0, 0 for a fresh state). Entries that raft does not hand to the
-// FSM, such as configuration changes, do not count.
+// FSM, such as configuration changes, do not count. After a Restore it is
+// the position recorded in the snapshot until the next entry is applied.
 func (s *State) LastApplied() (index, term uint64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
