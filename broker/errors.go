@@ -107,6 +107,10 @@ func Classify(err error) (codes.Code, string, string) {
 		return codes.AlreadyExists, ExcAlreadyExists, err.Error()
 	case errors.Is(err, cluster.ErrInvalidState):
 		return codes.FailedPrecondition, ExcInvalidState, err.Error()
+	case errors.Is(err, cluster.ErrInvalidCommand):
+		return codes.InvalidArgument, ExcValidation, err.Error()
+	case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrShutdown):
+		return codes.Unavailable, ExcDependencyTimeout, "the cluster lost its leader while applying the write; re-read before retrying: " + err.Error()
 	case errors.Is(err, cluster.ErrNotLeader):
 		return codes.Unavailable, ExcDependencyTimeout, "no cluster leader reachable for writes; retry: " + err.Error()
 	case errors.Is(err, hsm.ErrBusy):

@@ -62,8 +62,11 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}}
-	p := hsmtest.NewPartition(t)
-	e.tok = hsmtest.Token{Module: p.Info().Library, Label: p.Info().Label}
+	e.tok = hsmtest.NewToken(t)
+	p := hsmtest.Open(t, e.tok)
+	if err := p.CreateDomainKey(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 	e.start(p)
 	return e
 }
@@ -125,6 +128,9 @@ func (e *env) restart(cfg hsm.Config) {
 	e.t.Cleanup(func() { _ = p.Close() })
 	e.start(p)
 }
+
+// tokConfig is the partition configuration of the env's token.
+func (e *env) tokConfig(string) hsm.Config { return e.tok.Config() }
 
 func ctxT(t *testing.T) context.Context {
 	t.Helper()

@@ -384,8 +384,13 @@ func (s *Service) UpdateAlias(ctx context.Context, req *pb.UpdateAliasRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if _, exists := s.node.State().ResolveAlias(req.GetAliasName()); !exists {
+	cur, exists := s.node.State().ResolveAlias(req.GetAliasName())
+	if !exists {
 		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
+	}
+	if old, ok := s.node.State().Key(cur); ok && (old.Usage != k.Usage || keyFamily(old.Spec) != keyFamily(k.Spec)) {
+		return nil, &keys.FieldError{Field: "TargetKeyId", Problem: fmt.Sprintf(
+			"key %s (%s, %s) is not the same type and usage as the alias's current key (%s, %s)", k.ID, k.Spec, k.Usage, old.Spec, old.Usage)}
 	}
 	if _, err := s.apply(ctx, &cluster.UpdateAlias{Name: req.GetAliasName(), KeyID: k.ID, At: s.now()}); err != nil {
 		return nil, err
@@ -449,4 +454,16 @@ func (s *Service) aliasView(name string) *pb.Alias {
 
 func newAlreadyExists(format string, args ...any) *Error {
 	return newError(codes.AlreadyExists, ExcAlreadyExists, format, args...)
+}
+
+// keyFamily groups specs as AWS does for alias updates: symmetric,
+// asymmetric, or HMAC.
+func keyFamily(s keys.Spec) string {
+	switch {
+	case s.IsAsymmetric():
+		return "asymmetric"
+	case s.IsHMAC():
+		return "hmac"
+	}
+	return "symmetric"
 }

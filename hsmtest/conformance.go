@@ -327,20 +327,18 @@ func TestPartition(t *testing.T, p *hsm.Partition) {
 
 // VerifySignature checks an HSM signature with Go's standard library.
 func VerifySignature(pub any, alg keys.SigningAlgorithm, digest, sig []byte) error {
-	h := alg.Hash()
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if alg.IsPSS() {
-			return rsa.VerifyPSS(k, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h})
-		}
-		return rsa.VerifyPKCS1v15(k, h, digest, sig)
-	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, digest, sig) {
-			return errors.New("ECDSA signature invalid")
-		}
-		return nil
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("unsupported public key %T", pub)
+	ok, err := keys.VerifySignature(der, alg, digest, sig)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("signature does not verify")
+	}
+	return nil
 }
 
 func checkPublicKey(t *testing.T, spec keys.Spec, der []byte) {

@@ -1,0 +1,243 @@
+package broker_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+)
+
+func TestCreateKeyEverySpec(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	cases := []struct {
+		spec  pb.KeySpec
+		usage pb.KeyUsage
+		want  pb.KeyUsage
+	}{
+		{0, 0, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT},
+		{pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT},
+		{pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT},
+		{pb.KeySpec_KEY_SPEC_RSA_3072, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY},
+		{pb.KeySpec_KEY_SPEC_RSA_4096, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT},
+		{pb.KeySpec_KEY_SPEC_ECC_NIST_P256, 0, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY},
+		{pb.KeySpec_KEY_SPEC_ECC_NIST_P384, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY},
+		{pb.KeySpec_KEY_SPEC_ECC_NIST_P521, 0, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY},
+		{pb.KeySpec_KEY_SPEC_HMAC_256, 0, pb.KeyUsage_KEY_USAGE_GENERATE_VERIFY_MAC},
+		{pb.KeySpec_KEY_SPEC_HMAC_384, 0, pb.KeyUsage_KEY_USAGE_GENERATE_VERIFY_MAC},
+		{pb.KeySpec_KEY_SPEC_HMAC_512, 0, pb.KeyUsage_KEY_USAGE_GENERATE_VERIFY_MAC},
+	}
+	for i, c := range cases {
+		alias := fmt.Sprintf("alias/spec-%d", i)
+		resp, err := e.keys.CreateKey(ctx, &pb.CreateKeyRequest{KeySpec: c.spec, KeyUsage: c.usage, AliasName: alias,
+			Description: "d", Tags: map[string]string{"team": "x"}})
+		if err != nil {
+			t.Fatalf("%s/%s: %v", c.spec, c.usage, err)
+		}
+		md := resp.GetKeyMetadata()
+		if md.GetKeyUsage() != c.want || md.GetKeyState() != pb.KeyState_KEY_STATE_ENABLED || md.GetCurrentVersion() != 1 ||
+			len(md.GetAliasNames()) != 1 || md.GetAliasNames()[0] != alias || md.GetTags()["team"] != "x" ||
+			!strings.HasSuffix(md.GetArn(), ":key/"+md.GetKeyId()) || md.GetCreateTime() == nil {
+			t.Fatalf("%s: metadata %v", c.spec, md)
+		}
+		d, err := e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: alias, ConsistentRead: true})
+		if err != nil || d.GetKeyMetadata().GetKeyId() != md.GetKeyId() {
+			t.Fatalf("describe by alias: %v", err)
+		}
+	}
+
+	bad := []struct {
+		name string
+		req  *pb.CreateKeyRequest
+		code codes.Code
+		exc  string
+		says []string
+	}{
+		{"no alias", &pb.CreateKeyRequest{}, codes.InvalidArgument, "ValidationException", []string{"AliasName", "required"}},
+		{"bad alias", &pb.CreateKeyRequest{AliasName: "demo"}, codes.InvalidArgument, "ValidationException", []string{"alias/"}},
+		{"bad alias chars", &pb.CreateKeyRequest{AliasName: "alias/with space"}, codes.InvalidArgument, "ValidationException", []string{"AliasName"}},
+		{"reserved alias", &pb.CreateKeyRequest{AliasName: "alias/aws/mine"}, codes.InvalidArgument, "ValidationException", []string{"reserved"}},
+		{"duplicate alias", &pb.CreateKeyRequest{AliasName: "alias/spec-0"}, codes.AlreadyExists, "AlreadyExistsException", []string{"alias/spec-0"}},
+		{"RSA needs usage", &pb.CreateKeyRequest{KeySpec: pb.KeySpec_KEY_SPEC_RSA_2048, AliasName: "alias/r"}, codes.InvalidArgument, "ValidationException", []string{"KeyUsage"}},
+		{"EC cannot encrypt", &pb.CreateKeyRequest{KeySpec: pb.KeySpec_KEY_SPEC_ECC_NIST_P256, KeyUsage: pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT, AliasName: "alias/e"}, codes.InvalidArgument, "ValidationException", []string{"KeyUsage"}},
+		{"unknown spec", &pb.CreateKeyRequest{KeySpec: 99, AliasName: "alias/u"}, codes.InvalidArgument, "ValidationException", []string{"KeySpec"}},
+		{"long description", &pb.CreateKeyRequest{AliasName: "alias/d", Description: strings.Repeat("x", 8193)}, codes.InvalidArgument, "ValidationException", []string{"Description", "8192"}},
+		{"too many tags", &pb.CreateKeyRequest{AliasName: "alias/t", Tags: manyTags(51)}, codes.InvalidArgument, "ValidationException", []string{"50"}},
+		{"aws: tag", &pb.CreateKeyRequest{AliasName: "alias/t", Tags: map[string]string{"aws:x": "y"}}, codes.InvalidArgument, "ValidationException", []string{"aws:"}},
+	}
+	for _, c := range bad {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := e.keys.CreateKey(ctx, c.req)
+			wantErr(t, err, c.code, c.exc, c.says...)
+		})
+	}
+	l, _ := e.keys.ListKeys(ctx, &pb.ListKeysRequest{PageSize: 1000})
+	if len(l.GetKeys()) != len(cases) {
+		t.Fatalf("%d keys after %d creates and %d refusals: a refused create left state behind", len(l.GetKeys()), len(cases), len(bad))
+	}
+}
+
+func manyTags(n int) map[string]string {
+	m := map[string]string{}
+	for i := 0; i < n; i++ {
+		m[fmt.Sprintf("t%d", i)] = "v"
+	}
+	return m
+}
+
+func TestListKeysPagination(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	want := map[string]bool{}
+	for i := 0; i < 7; i++ {
+		want[e.createKey(pb.KeySpec_KEY_SPEC_HMAC_256, 0).GetKeyId()] = true
+	}
+	got := map[string]bool{}
+	tok, pages := "", 0
+	for {
+		resp, err := e.keys.ListKeys(ctx, &pb.ListKeysRequest{PageSize: 3, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, k := range resp.GetKeys() {
+			if got[k.GetKeyId()] {
+				t.Fatalf("key %s listed twice", k.GetKeyId())
+			}
+			got[k.GetKeyId()] = true
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if len(got) != len(want) || pages != 3 {
+		t.Fatalf("listed %d keys in %d pages, want %d in 3", len(got), pages, len(want))
+	}
+	_, err := e.keys.ListKeys(ctx, &pb.ListKeysRequest{PageToken: "!!!"})
+	wantErr(t, err, codes.InvalidArgument, "InvalidMarkerException", "PageToken")
+	_, err = e.keys.ListKeys(ctx, &pb.ListKeysRequest{PageSize: 1001})
+	wantErr(t, err, codes.InvalidArgument, "ValidationException", "PageSize", "1000")
+}
+
+func TestAliasesAndTags(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	a := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	b := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	hmac := e.createKey(pb.KeySpec_KEY_SPEC_HMAC_256, 0)
+
+	ca, err := e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/app", TargetKeyId: a.GetKeyId()})
+	if err != nil || ca.GetAlias().GetTargetKeyId() != a.GetKeyId() || !strings.HasSuffix(ca.GetAlias().GetAliasArn(), ":alias/app") {
+		t.Fatalf("create alias: %v %v", ca, err)
+	}
+	enc, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/app", Plaintext: []byte("v1")})
+	if err != nil || enc.GetKeyId() != a.GetKeyId() {
+		t.Fatalf("encrypt via alias: %v", err)
+	}
+	if _, err := e.keys.UpdateAlias(ctx, &pb.UpdateAliasRequest{AliasName: "alias/app", TargetKeyId: b.GetKeyId()}); err != nil {
+		t.Fatal(err)
+	}
+	enc2, _ := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/app", Plaintext: []byte("v2")})
+	if enc2.GetKeyId() != b.GetKeyId() {
+		t.Fatal("alias update did not take effect")
+	}
+	// Old ciphertexts still decrypt: the blob names its key.
+	if _, err := e.crypto.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.keys.UpdateAlias(ctx, &pb.UpdateAliasRequest{AliasName: "alias/app", TargetKeyId: hmac.GetKeyId()})
+	wantErr(t, err, codes.InvalidArgument, "ValidationException", "TargetKeyId", "same type and usage")
+	_, err = e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/app", TargetKeyId: a.GetKeyId()})
+	wantErr(t, err, codes.AlreadyExists, "AlreadyExistsException", "alias/app")
+	_, err = e.keys.UpdateAlias(ctx, &pb.UpdateAliasRequest{AliasName: "alias/nope", TargetKeyId: a.GetKeyId()})
+	wantErr(t, err, codes.NotFound, "NotFoundException", "alias/nope")
+	_, err = e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/aws/x", TargetKeyId: a.GetKeyId()})
+	wantErr(t, err, codes.InvalidArgument, "ValidationException", "reserved")
+	_, err = e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/x", TargetKeyId: "alias/nope"})
+	wantErr(t, err, codes.NotFound, "NotFoundException")
+
+	all, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{})
+	if err != nil || len(all.GetAliases()) != 4 {
+		t.Fatalf("list aliases: %d %v", len(all.GetAliases()), err)
+	}
+	ofB, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{KeyId: b.GetKeyId()})
+	if err != nil || len(ofB.GetAliases()) != 2 {
+		t.Fatalf("aliases of b: %v %v", ofB, err)
+	}
+	p1, _ := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{PageSize: 3})
+	p2, _ := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{PageSize: 3, PageToken: p1.GetNextPageToken()})
+	if len(p1.GetAliases()) != 3 || len(p2.GetAliases()) != 1 || p2.GetNextPageToken() != "" {
+		t.Fatalf("alias pages %d+%d", len(p1.GetAliases()), len(p2.GetAliases()))
+	}
+	if _, err := e.keys.DeleteAlias(ctx, &pb.DeleteAliasRequest{AliasName: "alias/app"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/app", Plaintext: []byte("x")})
+	wantErr(t, err, codes.NotFound, "NotFoundException")
+	_, err = e.keys.DeleteAlias(ctx, &pb.DeleteAliasRequest{AliasName: "alias/app"})
+	wantErr(t, err, codes.NotFound, "NotFoundException")
+
+	if _, err := e.keys.TagKey(ctx, &pb.TagKeyRequest{KeyId: a.GetKeyId(), Tags: map[string]string{"env": "prod", "owner": "me"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.keys.UntagKey(ctx, &pb.UntagKeyRequest{KeyId: a.GetKeyId(), TagKeys: []string{"owner"}}); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := e.keys.ListKeyTags(ctx, &pb.ListKeyTagsRequest{KeyId: a.GetKeyId()})
+	if err != nil || len(tags.GetTags()) != 1 || tags.GetTags()["env"] != "prod" {
+		t.Fatalf("tags %v %v", tags.GetTags(), err)
+	}
+	_, err = e.keys.TagKey(ctx, &pb.TagKeyRequest{KeyId: a.GetKeyId(), Tags: manyTags(50)})
+	wantErr(t, err, codes.InvalidArgument, "ValidationException", "50")
+	if _, err := e.keys.UpdateKeyDescription(ctx, &pb.UpdateKeyDescriptionRequest{KeyId: a.GetKeyId(), Description: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: a.GetKeyId()})
+	if d.GetKeyMetadata().GetDescription() != "new" {
+		t.Fatal("description not updated")
+	}
+}
+
+// A restart of the daemon keeps keys, aliases, states and versions, and
+// old ciphertexts decrypt.
+func TestRestartKeepsEverything(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	cfg := e.part.Info()
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	if _, err := e.keys.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: k.GetKeyId()}); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("survive")})
+	off := e.createKey(pb.KeySpec_KEY_SPEC_ECC_NIST_P256, 0)
+	if _, err := e.keys.DisableKey(ctx, &pb.DisableKeyRequest{KeyId: off.GetKeyId()}); err != nil {
+		t.Fatal(err)
+	}
+	sig := e.createKey(pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	before, _ := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sig.GetKeyId()})
+
+	e.restart(e.tokConfig(cfg.Label))
+	ctx = ctxT(t)
+	dec, err := e.crypto.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob()})
+	if err != nil || string(dec.GetPlaintext()) != "survive" {
+		t.Fatalf("decrypt after restart: %v", err)
+	}
+	d, err := e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: k.GetAliasNames()[0]})
+	if err != nil || d.GetKeyMetadata().GetCurrentVersion() != 2 {
+		t.Fatalf("describe after restart: %v %v", d, err)
+	}
+	d, _ = e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: off.GetKeyId()})
+	if d.GetKeyMetadata().GetKeyState() != pb.KeyState_KEY_STATE_DISABLED {
+		t.Fatal("disabled state lost")
+	}
+	after, _ := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sig.GetKeyId()})
+	if !bytes.Equal(before.GetPublicKey(), after.GetPublicKey()) {
+		t.Fatal("public key changed")
+	}
+	if _, err := e.crypto.Sign(ctx, &pb.SignRequest{KeyId: sig.GetKeyId(), Message: []byte("m"), SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_RSASSA_PSS_SHA_256}); err != nil {
+		t.Fatalf("sign after restart: %v", err)
+	}
+}
