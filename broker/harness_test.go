@@ -57,6 +57,7 @@ type env struct {
 	conn    *grpc.ClientConn
 	keys    pb.KeyServiceClient
 	crypto  pb.CryptoServiceClient
+	cluster pb.ClusterServiceClient
 }
 
 func newEnv(t *testing.T) *env {
@@ -77,7 +78,8 @@ func (e *env) start(p *hsm.Partition) {
 	t.Helper()
 	e.part = p
 	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: e.dataDir,
-		Bootstrap: true, Now: e.clock.Now, ReapInterval: 50 * time.Millisecond, Logger: hsmtest.QuietLogger()})
+		Bootstrap: true, Now: e.clock.Now, ReapInterval: 50 * time.Millisecond, Logger: hsmtest.QuietLogger(),
+		Observer: broker.Observer(p)})
 	if err != nil {
 		t.Fatalf("open cluster node: %v", err)
 	}
@@ -101,7 +103,11 @@ func (e *env) start(p *hsm.Partition) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := e.svc.RegisterNode(ctx, lis.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
 	e.keys = pb.NewKeyServiceClient(e.conn)
+	e.cluster = pb.NewClusterServiceClient(e.conn)
 	e.crypto = pb.NewCryptoServiceClient(e.conn)
 	t.Cleanup(e.stop)
 }

@@ -46,6 +46,8 @@ type Service struct {
 
 	// requireClientCert is set by NewGRPCServer when it serves TLS.
 	requireClientCert bool
+
+	health healthState
 }
 
 // New checks cfg and returns a Service.

@@ -99,6 +99,19 @@ func (c *handleCache) evictKey(id string) []pkcs11.ObjectHandle {
 	return out
 }
 
+// evictAll forgets everything and returns the handles to destroy.
+func (c *handleCache) evictAll() []pkcs11.ObjectHandle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]pkcs11.ObjectHandle, 0, c.order.Len())
+	for el := c.order.Front(); el != nil; el = el.Next() {
+		out = append(out, el.Value.(*cacheEntry).h)
+	}
+	c.order.Init()
+	c.entries = map[cacheKey]*list.Element{}
+	return out
+}
+
 // purge forgets everything (the objects died with their session).
 func (c *handleCache) purge() {
 	c.mu.Lock()

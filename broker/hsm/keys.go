@@ -284,7 +284,16 @@ func (p *Partition) withKey(ctx context.Context, k KeyRef, fn func(sh pkcs11.Ses
 // Evict forgets the loaded copies of every version of key id and destroys
 // them; the broker calls it when a key is deleted.
 func (p *Partition) Evict(ctx context.Context, id string) {
-	hs := p.cache.evictKey(id)
+	p.destroyLoaded(ctx, p.cache.evictKey(id))
+}
+
+// EvictAll forgets and destroys every loaded key copy (after the
+// replicated state was replaced by a snapshot).
+func (p *Partition) EvictAll(ctx context.Context) {
+	p.destroyLoaded(ctx, p.cache.evictAll())
+}
+
+func (p *Partition) destroyLoaded(ctx context.Context, hs []pkcs11.ObjectHandle) {
 	if len(hs) == 0 {
 		return
 	}

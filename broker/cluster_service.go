@@ -1,0 +1,215 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Observer returns the cluster FSM observer that keeps a partition's handle
+// cache in step with the replicated state: a deleted key's loaded copies are
+// destroyed, and a snapshot restore drops them all. It runs on Raft's apply
+// goroutine, so the HSM work is handed off and the observer returns at once.
+func Observer(p *hsm.Partition) func(cluster.Event) {
+	return func(ev cluster.Event) {
+		switch ev.Type {
+		case cluster.TypeDeleteKey:
+			go p.Evict(context.Background(), ev.KeyID)
+		case cluster.TypeRestore:
+			go p.EvictAll(context.Background())
+		}
+	}
+}
+
+// serving is this node's last health verdict, kept by WatchHealth.
+type healthState struct {
+	ok     atomic.Bool
+	reason atomic.Value // string
+}
+
+// Ready reports whether this node can serve cryptographic requests: its
+// HSM answers and holds the domain key, and the cluster has a leader. The
+// reason says what is wrong when it cannot.
+func (s *Service) Ready(ctx context.Context) (bool, string) {
+	if err := s.hsm.Healthy(ctx); err != nil {
+		return false, "HSM partition unavailable: " + err.Error()
+	}
+	if ok, err := s.hsm.HasDomainKey(ctx); err != nil || !ok {
+		return false, "HSM partition holds no domain key"
+	}
+	if id, _ := s.node.Leader(); id == "" {
+		return false, "no cluster leader"
+	}
+	return true, ""
+}
+
+// WatchHealth re-checks readiness every interval until ctx ends, and keeps
+// the gRPC health service (overall and per service) and Healthy in step.
+// A node whose HSM fails reports NOT_SERVING and comes back by itself when
+// the HSM does.
+func (s *Service) WatchHealth(ctx context.Context, hs *health.Server, interval time.Duration) {
+	services := []string{"", pb.KeyService_ServiceDesc.ServiceName, pb.CryptoService_ServiceDesc.ServiceName,
+		pb.ClusterService_ServiceDesc.ServiceName}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	was := ""
+	for {
+		cctx, cancel := context.WithTimeout(ctx, interval)
+		ok, reason := s.Ready(cctx)
+		cancel()
+		s.health.ok.Store(ok)
+		s.health.reason.Store(reason)
+		st := healthpb.HealthCheckResponse_SERVING
+		if !ok {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		if hs != nil {
+			for _, name := range services {
+				hs.SetServingStatus(name, st)
+			}
+		}
+		if reason != was {
+			if ok {
+				s.log.Info("node is serving")
+			} else {
+				s.log.Warn("node is not serving", "reason", reason)
+			}
+			was = reason
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Healthy is the last verdict of WatchHealth.
+func (s *Service) Healthy() (bool, string) {
+	r, _ := s.health.reason.Load().(string)
+	return s.health.ok.Load(), r
+}
+
+func partitionPB(pi cluster.PartitionInfo, lastSeen time.Time) *pb.PartitionInfo {
+	return &pb.PartitionInfo{HsmModel: pi.Model, Manufacturer: pi.Manufacturer, Serial: pi.Serial, TokenLabel: pi.TokenLabel,
+		LibraryPath: pi.Library, FirmwareVersion: pi.Firmware, Mechanisms: pi.Mechanisms, DomainKeyPresent: pi.DomainKeyPresent,
+		Health: pi.Health, LastSeen: ts(lastSeen)}
+}
+
+// LocalPartitionInfo describes this node's partition as cluster metadata.
+func (s *Service) LocalPartitionInfo(ctx context.Context) cluster.PartitionInfo {
+	info := s.hsm.Info()
+	health := "ok"
+	if err := s.hsm.Healthy(ctx); err != nil {
+		health = "unavailable: " + err.Error()
+	}
+	dk, _ := s.hsm.HasDomainKey(ctx)
+	return cluster.PartitionInfo{Model: info.Model, Manufacturer: info.Manufacturer, Serial: info.Serial,
+		TokenLabel: info.Label, Library: info.Library, Firmware: info.Firmware, Mechanisms: info.Mechanisms,
+		DomainKeyPresent: dk, Health: health}
+}
+
+func roleOf(r string) pb.NodeRole {
+	switch r {
+	case "Leader":
+		return pb.NodeRole_NODE_ROLE_LEADER
+	case "Follower":
+		return pb.NodeRole_NODE_ROLE_FOLLOWER
+	case "Candidate":
+		return pb.NodeRole_NODE_ROLE_CANDIDATE
+	}
+	return pb.NodeRole_NODE_ROLE_UNKNOWN
+}
+
+// GetClusterStatus reports the members as this node sees them: its own
+// live view, and for the others the records they last replicated.
+func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRequest) (*pb.GetClusterStatusResponse, error) {
+	st := s.node.Stats()
+	resp := &pb.GetClusterStatusResponse{LeaderId: st.LeaderID, Term: st.Term, NodeId: s.node.ID()}
+	records := map[string]cluster.NodeInfo{}
+	for _, n := range s.node.State().Nodes() {
+		records[n.ID] = n
+	}
+	for _, srv := range st.Servers {
+		rec := records[srv.ID]
+		ns := &pb.NodeStatus{Id: srv.ID, RaftAddress: srv.Address, GrpcAddress: rec.GRPCAddr,
+			Partition: partitionPB(rec.Partition, rec.LastSeen), Role: pb.NodeRole_NODE_ROLE_UNKNOWN}
+		switch {
+		case srv.ID == s.node.ID():
+			ok, _ := s.Healthy()
+			ns.Role, ns.Healthy = roleOf(st.Role), ok
+			ns.AppliedIndex, ns.CommitIndex = st.AppliedIndex, st.CommitIndex
+			ns.Partition = partitionPB(s.LocalPartitionInfo(ctx), time.Now())
+			if !st.LastContact.IsZero() {
+				ns.LastContact = durationpb.New(time.Since(st.LastContact))
+			}
+		case srv.ID == st.LeaderID:
+			ns.Role = pb.NodeRole_NODE_ROLE_LEADER
+			ns.Healthy = rec.Partition.Health == "ok"
+		case !srv.Voter:
+			ns.Role = pb.NodeRole_NODE_ROLE_NON_VOTER
+			ns.Healthy = rec.Partition.Health == "ok"
+		default:
+			ns.Role = pb.NodeRole_NODE_ROLE_FOLLOWER
+			ns.Healthy = rec.Partition.Health == "ok"
+		}
+		resp.Nodes = append(resp.Nodes, ns)
+	}
+	return resp, nil
+}
+
+// TransferLeadership hands leadership to another voter (any, when no
+// node is named).
+func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if !s.node.IsLeader() {
+		id, _ := s.node.Leader()
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is not the leader (the leader is %q); ask the leader", s.node.ID(), id)
+	}
+	if err := s.node.TransferLeadership(ctx, req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if err := s.node.WaitForLeader(ctx); err != nil {
+		return nil, err
+	}
+	id, _ := s.node.Leader()
+	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
+}
+
+// Backup returns a consistent snapshot of the replicated state: wrapped
+// key blobs only, never plaintext key material.
+func (s *Service) Backup(ctx context.Context, _ *pb.BackupRequest) (*pb.BackupResponse, error) {
+	rc, index, term, err := s.node.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 1<<30))
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	return &pb.BackupResponse{Snapshot: b, Sha256: hex.EncodeToString(sum[:]), Index: index, Term: term}, nil
+}
+
+// RegisterNode records this node and its partition in the replicated
+// state, so that cluster status can show it from any node.
+func (s *Service) RegisterNode(ctx context.Context, grpcAddr string) error {
+	_, err := s.apply(ctx, &cluster.UpsertNode{Node: cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(),
+		GRPCAddr: grpcAddr, Partition: s.LocalPartitionInfo(ctx), LastSeen: s.now()}})
+	if errors.Is(err, cluster.ErrNotLeader) {
+		return nil // a follower's record is written by the leader when it joins
+	}
+	return err
+}

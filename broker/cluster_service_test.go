@@ -1,0 +1,98 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+func TestSingleNodeClusterStatus(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	hs := health.NewServer()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go e.svc.WatchHealth(wctx, hs, 20*time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := hs.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.CryptoService_ServiceDesc.ServiceName})
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health never SERVING: %v %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, err := e.cluster.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetLeaderId() != "node1" || st.GetNodeId() != "node1" || len(st.GetNodes()) != 1 {
+		t.Fatalf("status %v", st)
+	}
+	n := st.GetNodes()[0]
+	if n.GetRole() != pb.NodeRole_NODE_ROLE_LEADER || !n.GetHealthy() || n.GetAppliedIndex() == 0 ||
+		n.GetPartition().GetTokenLabel() != e.tok.Label || !n.GetPartition().GetDomainKeyPresent() ||
+		len(n.GetPartition().GetMechanisms()) == 0 || n.GetGrpcAddress() == "" {
+		t.Fatalf("node status %v", n)
+	}
+}
+
+func TestBackupIsChecksummedAndHoldsNoPlaintext(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	dk, err := e.crypto.GenerateDataKey(ctx, &pb.GenerateDataKeyRequest{KeyId: k.GetKeyId(), KeySpec: pb.DataKeySpec_DATA_KEY_SPEC_AES_256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.cluster.Backup(ctx, &pb.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b.GetSnapshot())
+	if hex.EncodeToString(sum[:]) != b.GetSha256() || b.GetIndex() == 0 {
+		t.Fatalf("backup checksum %s index %d", b.GetSha256(), b.GetIndex())
+	}
+	if bytes.Contains(b.GetSnapshot(), dk.GetPlaintext()) {
+		t.Fatal("backup contains a data key in plaintext")
+	}
+}
+
+// Deleting a key destroys its loaded copy in the HSM on every node.
+func TestDeletionEvictsLoadedCopies(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	if _, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("load")}); err != nil {
+		t.Fatal(err)
+	}
+	loaded, _, _ := e.part.CacheStats()
+	if loaded == 0 {
+		t.Fatal("nothing loaded")
+	}
+	del, err := e.keys.ScheduleKeyDeletion(ctx, &pb.ScheduleKeyDeletionRequest{KeyId: k.GetKeyId(), PendingWindowDays: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(del.GetDeletionDate().AsTime().Add(time.Minute))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, _, _ := e.part.CacheStats(); n < loaded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("loaded copy of the deleted key was not evicted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
