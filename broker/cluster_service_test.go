@@ -95,4 +95,3 @@ func TestDeletionEvictsLoadedCopies(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-

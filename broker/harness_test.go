@@ -203,4 +203,3 @@ func wantErr(t *testing.T, err error, code codes.Code, exception string, mention
 		}
 	}
 }
-
