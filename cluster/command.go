@@ -283,10 +283,13 @@ type ConsumeJoinToken struct {
 	At   time.Time `json:"at"`
 }
 
-// SetDomainKeyID records the id of the cluster's domain key. It can be set
-// once; after that it fails with ErrAlreadyExists.
+// SetDomainKeyID records the id of the cluster's domain key and its check
+// blob: a throwaway AES key wrapped under the domain key, which unwraps only
+// in a partition holding the same domain key (hsm.Partition.VerifyDomainKey).
+// It can be set once; after that it fails with ErrAlreadyExists.
 type SetDomainKeyID struct {
-	ID string `json:"id"`
+	ID    string `json:"id"`
+	Check []byte `json:"check"`
 }
 
 func (*CreateKey) Type() CommandType         { return TypeCreateKey }
@@ -669,4 +672,9 @@ func (c *ConsumeJoinToken) validate() error {
 	return checkTime("at", c.At, true)
 }
 
-func (c *SetDomainKeyID) validate() error { return checkID("domain key id", c.ID) }
+func (c *SetDomainKeyID) validate() error {
+	if len(c.Check) > maxBlobLen {
+		return invalidCommand("domain key check blob of %d bytes exceeds %d", len(c.Check), maxBlobLen)
+	}
+	return checkID("domain key id", c.ID)
+}

@@ -343,5 +343,6 @@ func (c *SetDomainKeyID) apply(d *Data) (any, Event, error) {
 		return nil, Event{}, alreadyExists("domain key id is already set")
 	}
 	d.DomainKeyID = c.ID
+	d.DomainKeyCheck = append([]byte(nil), c.Check...)
 	return nil, Event{Type: TypeSetDomainKeyID}, nil
 }

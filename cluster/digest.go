@@ -23,6 +23,7 @@ func (d *Data) Digest() [32]byte {
 	e := digestEncoder{h: sha256.New()}
 	e.str(digestVersion)
 	e.str(d.DomainKeyID)
+	e.bytes(d.DomainKeyCheck)
 
 	e.uint(uint64(len(d.Keys)))
 	for _, id := range sortedKeys(d.Keys) {

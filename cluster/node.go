@@ -555,6 +555,11 @@ func (n *Node) RestoreFromBackup(ctx context.Context, r io.Reader) error {
 	if err := n.requireLeader(); err != nil {
 		return err
 	}
+	// raft refuses a user restore until the log entries before it (the
+	// bootstrap configuration, at least) have been applied.
+	if err := n.Barrier(ctx); err != nil {
+		return err
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("cluster: read backup: %w", err)

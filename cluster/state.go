@@ -94,6 +94,9 @@ type Data struct {
 	// DomainKeyID names the cluster's domain key (a random identifier, not
 	// material). Empty until the first node sets it.
 	DomainKeyID string `json:"domain_key_id"`
+	// DomainKeyCheck proves which domain key a partition holds; see
+	// SetDomainKeyID.
+	DomainKeyCheck []byte `json:"domain_key_check"`
 }
 
 // NewData returns empty state.
@@ -115,6 +118,7 @@ func (d *Data) Clone() *Data {
 		JoinTokens:  make(map[string]*JoinToken, len(d.JoinTokens)),
 		DomainKeyID: d.DomainKeyID,
 	}
+	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {
 		kc := k.Clone()
 		c.Keys[id] = &kc
@@ -309,6 +313,13 @@ func (s *State) DomainKeyID() string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.data.DomainKeyID
+}
+
+// DomainKeyCheck returns the cluster's domain key check blob, nil if unset.
+func (s *State) DomainKeyCheck() []byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]byte(nil), s.data.DomainKeyCheck...)
 }
 
 // DueForDeletion returns the IDs of keys pending deletion whose deletion
