@@ -1,0 +1,285 @@
+package client
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"unicode/utf8"
+)
+
+// The envelope file header. docs/FILE_FORMAT.md describes it byte by byte.
+const (
+	// EnvelopeMagic opens every envelope file.
+	EnvelopeMagic = "HSMBENV1"
+	// EnvelopeVersion is the header version this package writes and reads.
+	EnvelopeVersion uint16 = 1
+	// NoncePrefixSize is the length of the random part of each chunk nonce.
+	NoncePrefixSize = 7
+
+	// DefaultChunkSize is the plaintext bytes per chunk that Encrypt writes.
+	DefaultChunkSize = 64 << 10
+	// MaxChunkSize bounds the chunk size a header may declare, and so the
+	// memory Decrypt needs (about twice the chunk size).
+	MaxChunkSize = 16 << 20
+
+	// MaxContextPairs and MaxContextSize bound an encryption context, as the
+	// broker does: at most 64 pairs and 8192 bytes once encoded.
+	MaxContextPairs = 64
+	MaxContextSize  = 8192
+	// MaxDataKeyBlobSize is the largest ciphertext blob Decrypt accepts.
+	MaxDataKeyBlobSize = 6144
+)
+
+// Errors of the envelope format. Every error Decrypt returns for a bad file
+// wraps one of them.
+var (
+	// ErrNotEnvelope: the input does not start with EnvelopeMagic.
+	ErrNotEnvelope = errors.New("client: not an envelope-encrypted file (bad magic)")
+	// ErrUnsupportedVersion: the header version is not EnvelopeVersion.
+	ErrUnsupportedVersion = errors.New("client: unsupported envelope header version")
+	// ErrMalformedHeader: a header field is out of range or not canonical.
+	ErrMalformedHeader = errors.New("client: malformed envelope header")
+	// ErrTruncated: the file ends early, at a chunk boundary or inside the
+	// header.
+	ErrTruncated = errors.New("client: envelope file is truncated")
+	// ErrTrailingData: bytes follow the final chunk.
+	ErrTrailingData = errors.New("client: envelope file has data after its final chunk")
+	// ErrTampered: a chunk failed authentication. The file was altered
+	// (header or chunk), cut or extended inside a chunk, or its chunks were
+	// reordered or taken from another file.
+	ErrTampered = errors.New("client: envelope chunk failed authentication (the file was altered, cut, extended or reordered)")
+	// ErrContextMismatch: the file's encryption context is not the one the
+	// caller required.
+	ErrContextMismatch = errors.New("client: envelope file's encryption context differs from the one required")
+)
+
+// Header is the header of an envelope-encrypted file.
+type Header struct {
+	// Version is the header version, EnvelopeVersion.
+	Version uint16
+	// EncryptionContext is the context the data key was generated with and
+	// must be decrypted with. It is stored in the clear.
+	EncryptionContext map[string]string
+	// EncryptedDataKey is the data key's KMS ciphertext blob.
+	EncryptedDataKey []byte
+	// ChunkSize is the plaintext bytes in every chunk but the last.
+	ChunkSize uint32
+	// NoncePrefix is the random first part of every chunk's nonce.
+	NoncePrefix [NoncePrefixSize]byte
+}
+
+// MarshalBinary returns the header's encoding, which is also the AAD of
+// every chunk. It fails for a header that ReadHeader would reject.
+func (h *Header) MarshalBinary() ([]byte, error) {
+	if h.Version != EnvelopeVersion {
+		return nil, fmt.Errorf("%w %d", ErrUnsupportedVersion, h.Version)
+	}
+	if err := validateContext(h.EncryptionContext); err != nil {
+		return nil, err
+	}
+	if n := len(h.EncryptedDataKey); n == 0 || n > MaxDataKeyBlobSize {
+		return nil, fmt.Errorf("%w: data key blob of %d bytes, want 1 to %d", ErrMalformedHeader, n, MaxDataKeyBlobSize)
+	}
+	if h.ChunkSize == 0 || h.ChunkSize > MaxChunkSize {
+		return nil, fmt.Errorf("%w: chunk size %d, want 1 to %d", ErrMalformedHeader, h.ChunkSize, MaxChunkSize)
+	}
+	b := make([]byte, 0, 8+2+contextSize(h.EncryptionContext)+2+len(h.EncryptedDataKey)+4+NoncePrefixSize)
+	b = append(b, EnvelopeMagic...)
+	b = binary.BigEndian.AppendUint16(b, h.Version)
+	b = appendContext(b, h.EncryptionContext)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(h.EncryptedDataKey)))
+	b = append(b, h.EncryptedDataKey...)
+	b = binary.BigEndian.AppendUint32(b, h.ChunkSize)
+	b = append(b, h.NoncePrefix[:]...)
+	return b, nil
+}
+
+// ReadHeader reads an envelope header from r and leaves r at the first
+// chunk. It reads at most about 14 KiB, whatever r holds, and accepts only
+// canonical headers: whatever it accepts, MarshalBinary encodes to the same
+// bytes.
+func ReadHeader(r io.Reader) (*Header, error) {
+	h, _, err := readHeader(r)
+	return h, err
+}
+
+// readHeader is ReadHeader that also returns the header's bytes.
+func readHeader(r io.Reader) (*Header, []byte, error) {
+	hr := &headerReader{r: r}
+	magic := hr.next(len(EnvelopeMagic))
+	if hr.err != nil {
+		if string(hr.raw) != EnvelopeMagic[:len(hr.raw)] {
+			return nil, nil, ErrNotEnvelope
+		}
+		return nil, nil, hr.err
+	}
+	if string(magic) != EnvelopeMagic {
+		return nil, nil, ErrNotEnvelope
+	}
+	h := &Header{Version: hr.uint16()}
+	if hr.err == nil && h.Version != EnvelopeVersion {
+		return nil, nil, fmt.Errorf("%w %d (this program reads version %d)", ErrUnsupportedVersion, h.Version, EnvelopeVersion)
+	}
+	h.EncryptionContext = hr.context()
+	if n := hr.uint16(); hr.err == nil {
+		if n == 0 || n > MaxDataKeyBlobSize {
+			hr.fail("data key blob of %d bytes, want 1 to %d", n, MaxDataKeyBlobSize)
+		}
+		h.EncryptedDataKey = slices.Clone(hr.next(int(n)))
+	}
+	if h.ChunkSize = hr.uint32(); hr.err == nil && (h.ChunkSize == 0 || h.ChunkSize > MaxChunkSize) {
+		hr.fail("chunk size %d, want 1 to %d", h.ChunkSize, MaxChunkSize)
+	}
+	copy(h.NoncePrefix[:], hr.next(NoncePrefixSize))
+	if hr.err != nil {
+		return nil, nil, hr.err
+	}
+	return h, hr.raw, nil
+}
+
+// headerReader reads header fields, keeping the bytes read and the first
+// error; after an error every read returns zero values.
+type headerReader struct {
+	r   io.Reader
+	raw []byte
+	err error
+}
+
+func (hr *headerReader) next(n int) []byte {
+	if hr.err != nil {
+		return nil
+	}
+	start := len(hr.raw)
+	hr.raw = slices.Grow(hr.raw, n)[:start+n]
+	if got, err := io.ReadFull(hr.r, hr.raw[start:]); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("%w: it ends inside the header", ErrTruncated)
+		}
+		hr.raw = hr.raw[:start+got]
+		hr.err = err
+		return nil
+	}
+	return hr.raw[start:]
+}
+
+func (hr *headerReader) fail(format string, args ...any) {
+	if hr.err == nil {
+		hr.err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedHeader}, args...)...)
+	}
+}
+
+func (hr *headerReader) uint16() uint16 {
+	if b := hr.next(2); b != nil {
+		return binary.BigEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (hr *headerReader) uint32() uint32 {
+	if b := hr.next(4); b != nil {
+		return binary.BigEndian.Uint32(b)
+	}
+	return 0
+}
+
+// context reads the canonical encoding appendContext writes, enforcing the
+// limits and order that make it canonical.
+func (hr *headerReader) context() map[string]string {
+	n := hr.uint32()
+	if hr.err != nil {
+		return nil
+	}
+	if n > MaxContextPairs {
+		hr.fail("encryption context of %d pairs, at most %d allowed", n, MaxContextPairs)
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	ctx := make(map[string]string, n)
+	size := 4
+	var prev string
+	for i := range int(n) {
+		var pair [2]string
+		for j := range pair {
+			l := hr.uint32()
+			if hr.err != nil {
+				return nil
+			}
+			if size += 4 + int(min(l, MaxContextSize+1)); size > MaxContextSize {
+				hr.fail("encryption context longer than %d bytes", MaxContextSize)
+				return nil
+			}
+			pair[j] = string(hr.next(int(l)))
+		}
+		if hr.err != nil {
+			return nil
+		}
+		k, v := pair[0], pair[1]
+		if i > 0 && k <= prev {
+			hr.fail("encryption context keys not in strictly increasing order")
+			return nil
+		}
+		if p := contextPairProblem(k, v); p != "" {
+			hr.fail("encryption context pair %d: %s", i, p)
+			return nil
+		}
+		prev = k
+		ctx[k] = v
+	}
+	return ctx
+}
+
+// appendContext appends the canonical encoding of ctx: a uint32 pair count,
+// then for each pair in increasing byte order of key, a uint32 length and
+// the key, a uint32 length and the value (all big-endian). For a non-empty
+// context this is the broker's own encoding of encryption contexts.
+func appendContext(b []byte, ctx map[string]string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ctx)))
+	for _, k := range slices.Sorted(maps.Keys(ctx)) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(k)))
+		b = append(b, k...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(ctx[k])))
+		b = append(b, ctx[k]...)
+	}
+	return b
+}
+
+func contextSize(ctx map[string]string) int {
+	size := 4
+	for k, v := range ctx {
+		size += 8 + len(k) + len(v)
+	}
+	return size
+}
+
+// validateContext applies the broker's rules for encryption contexts.
+func validateContext(ctx map[string]string) error {
+	if len(ctx) > MaxContextPairs {
+		return fmt.Errorf("client: encryption context of %d pairs, at most %d allowed", len(ctx), MaxContextPairs)
+	}
+	if size := contextSize(ctx); size > MaxContextSize {
+		return fmt.Errorf("client: encryption context of %d bytes encoded, at most %d allowed", size, MaxContextSize)
+	}
+	for _, k := range slices.Sorted(maps.Keys(ctx)) {
+		if p := contextPairProblem(k, ctx[k]); p != "" {
+			return fmt.Errorf("client: encryption context: %s", p)
+		}
+	}
+	return nil
+}
+
+func contextPairProblem(k, v string) string {
+	switch {
+	case k == "":
+		return "keys must not be empty"
+	case !utf8.ValidString(k):
+		return "keys must be valid UTF-8"
+	case !utf8.ValidString(v):
+		return "values must be valid UTF-8"
+	}
+	return ""
+}
