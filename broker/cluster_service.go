@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"io"
 	"sync/atomic"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -137,7 +135,8 @@ func roleOf(r string) pb.NodeRole {
 // live view, and for the others the records they last replicated.
 func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRequest) (*pb.GetClusterStatusResponse, error) {
 	st := s.node.Stats()
-	resp := &pb.GetClusterStatusResponse{LeaderId: st.LeaderID, Term: st.Term, NodeId: s.node.ID()}
+	resp := &pb.GetClusterStatusResponse{LeaderId: st.LeaderID, Term: st.Term, NodeId: s.node.ID(),
+		DomainKeyCheck: s.node.State().DomainKeyCheck()}
 	records := map[string]cluster.NodeInfo{}
 	for _, n := range s.node.State().Nodes() {
 		records[n.ID] = n
@@ -174,8 +173,13 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 // node is named).
 func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
 	if !s.node.IsLeader() {
-		id, _ := s.node.Leader()
-		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is not the leader (the leader is %q); ask the leader", s.node.ID(), id)
+		lc, _, err := s.leaderClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if lc != nil {
+			return lc.TransferLeadership(ctx, req)
+		}
 	}
 	if err := s.node.TransferLeadership(ctx, req.GetNodeId()); err != nil {
 		return nil, err
@@ -208,8 +212,5 @@ func (s *Service) Backup(ctx context.Context, _ *pb.BackupRequest) (*pb.BackupRe
 func (s *Service) RegisterNode(ctx context.Context, grpcAddr string) error {
 	_, err := s.apply(ctx, &cluster.UpsertNode{Node: cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(),
 		GRPCAddr: grpcAddr, Partition: s.LocalPartitionInfo(ctx), LastSeen: s.now()}})
-	if errors.Is(err, cluster.ErrNotLeader) {
-		return nil // a follower's record is written by the leader when it joins
-	}
 	return err
 }

@@ -1,9 +1,8 @@
 package broker
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -31,6 +30,10 @@ type Config struct {
 	Now func() time.Time
 	// WriteTimeout bounds one replicated write (default 10s).
 	WriteTimeout time.Duration
+	// PeerTLS is the client TLS configuration (node certificate and cluster
+	// CA) for calls to other nodes: forwarded writes and joins. nil dials
+	// peers in plaintext, for tests only.
+	PeerTLS *tls.Config
 }
 
 // Service is the broker core. It is safe for concurrent use.
@@ -48,6 +51,7 @@ type Service struct {
 	requireClientCert bool
 
 	health healthState
+	peers  peers
 }
 
 // New checks cfg and returns a Service.
@@ -79,14 +83,3 @@ func New(cfg Config) (*Service, error) {
 // now is the service clock in UTC, truncated to the second as AWS KMS
 // reports times.
 func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Second) }
-
-// apply replicates one command and waits for it to commit.
-func (s *Service) apply(ctx context.Context, c cluster.Command) (any, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	defer cancel()
-	res, err := s.node.Apply(ctx, c)
-	if err != nil {
-		return nil, fmt.Errorf("replicate %s: %w", c.Type(), err)
-	}
-	return res, nil
-}

@@ -72,9 +72,15 @@ type GetClusterStatusResponse struct {
 	// Every member of the cluster configuration, ordered by id.
 	Nodes []*NodeStatus `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// The id of the node that answered.
-	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NodeId string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The cluster's domain key check: a throwaway AES key wrapped under the
+	// domain key. It unwraps only in an HSM partition that holds the same
+	// domain key, which is how a joining node proves, before it joins, that
+	// an HSM already holding a domain key holds the right one. It is not key
+	// material of any customer key.
+	DomainKeyCheck []byte `protobuf:"bytes,5,opt,name=domain_key_check,json=domainKeyCheck,proto3" json:"domain_key_check,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -133,6 +139,13 @@ func (x *GetClusterStatusResponse) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+func (x *GetClusterStatusResponse) GetDomainKeyCheck() []byte {
+	if x != nil {
+		return x.DomainKeyCheck
+	}
+	return nil
 }
 
 // CreateJoinTokenRequest is the input of ClusterService.CreateJoinToken.
@@ -796,12 +809,13 @@ var File_hsmbroker_v1_cluster_service_proto protoreflect.FileDescriptor
 const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"\"hsmbroker/v1/cluster_service.proto\x12\fhsmbroker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ahsmbroker/v1/cluster.proto\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\x94\x01\n" +
+	"\x17GetClusterStatusRequest\"\xbe\x01\n" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12.\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x18.hsmbroker.v1.NodeStatusR\x05nodes\x12\x17\n" +
-	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"E\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12(\n" +
+	"\x10domain_key_check\x18\x05 \x01(\fR\x0edomainKeyCheck\"E\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"l\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +

@@ -1,0 +1,197 @@
+package broker_test
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// Three brokers, each with its own HSM: keys created through any node work
+// on every node, writes through followers are forwarded, and the state is
+// identical everywhere.
+func TestThreeNodeClusterServesFromEveryNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	var follower int
+	for i, nd := range c.Nodes {
+		if nd != leader {
+			follower = i
+		}
+	}
+	keys := make([]pb.KeyServiceClient, 3)
+	cryptos := make([]pb.CryptoServiceClient, 3)
+	for i := range c.Nodes {
+		conn := c.Dial(i, "admin")
+		keys[i], cryptos[i] = pb.NewKeyServiceClient(conn), pb.NewCryptoServiceClient(conn)
+	}
+	// Created through a follower: generated in the follower's HSM,
+	// replicated through the leader, readable on the follower at once.
+	ck, err := keys[follower].CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/shared"})
+	if err != nil {
+		t.Fatalf("create through follower: %v", err)
+	}
+	id := ck.GetKeyMetadata().GetKeyId()
+	sig, err := keys[follower].CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/signer", KeySpec: pb.KeySpec_KEY_SPEC_ECC_NIST_P256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Nodes {
+		enc, err := cryptos[i].Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/shared", Plaintext: []byte("from node"), EncryptionContext: map[string]string{"n": "x"}})
+		if err != nil {
+			t.Fatalf("encrypt on node %d: %v", i+1, err)
+		}
+		for j := range c.Nodes {
+			dec, err := cryptos[j].Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob(), EncryptionContext: map[string]string{"n": "x"}})
+			if err != nil || string(dec.GetPlaintext()) != "from node" {
+				t.Fatalf("ciphertext from node %d on node %d: %v", i+1, j+1, err)
+			}
+		}
+		s, err := cryptos[i].Sign(ctx, &pb.SignRequest{KeyId: "alias/signer", Message: []byte("m"), SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_ECDSA_SHA_256})
+		if err != nil {
+			t.Fatalf("sign on node %d: %v", i+1, err)
+		}
+		v, err := cryptos[(i+1)%3].Verify(ctx, &pb.VerifyRequest{KeyId: "alias/signer", Message: []byte("m"), Signature: s.GetSignature(), SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_ECDSA_SHA_256})
+		if err != nil || !v.GetSignatureValid() {
+			t.Fatalf("signature from node %d: %v %v", i+1, v, err)
+		}
+	}
+	// A disable through a follower is refused by every node once applied.
+	if _, err := keys[follower].DisableKey(ctx, &pb.DisableKeyRequest{KeyId: id}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Nodes {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := cryptos[i].Encrypt(ctx, &pb.EncryptRequest{KeyId: id, Plaintext: []byte("x")})
+			if err != nil {
+				wantErr(t, err, codes.FailedPrecondition, "DisabledException")
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d still encrypts with a disabled key", i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	_, err = keys[follower].CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/shared"})
+	wantErr(t, err, codes.AlreadyExists, "AlreadyExistsException", "alias/shared")
+
+	st, err := pb.NewClusterServiceClient(c.Dial(follower, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetLeaderId() != leader.ID || len(st.GetNodes()) != 3 {
+		t.Fatalf("status: %v", st)
+	}
+	serials := map[string]bool{}
+	for _, n := range st.GetNodes() {
+		if n.GetGrpcAddress() == "" || n.GetPartition().GetSerial() == "" || !n.GetPartition().GetDomainKeyPresent() {
+			t.Errorf("node %s record incomplete: %v", n.GetId(), n)
+		}
+		serials[n.GetPartition().GetSerial()] = true
+	}
+	if len(serials) != 3 {
+		t.Errorf("nodes share HSM tokens: %v", serials)
+	}
+	c.WaitConverged(t)
+	if sig.GetKeyMetadata().GetKeyId() == "" {
+		t.Fatal("no signing key id")
+	}
+}
+
+// Joins that must fail change nothing.
+func TestJoinRefusals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 1)
+	ctx := ctxT(t)
+	admin := pb.NewClusterServiceClient(c.Dial(0, "admin"))
+
+	newJoiner := func(id string, ca *pki.CA, withDomainKey bool) *broker.Service {
+		t.Helper()
+		dir := t.TempDir()
+		tok := hsmtest.NewToken(t)
+		p := hsmtest.Open(t, tok)
+		if withDomainKey {
+			if err := p.CreateDomainKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		caFile := filepath.Join(dir, "ca.pem")
+		if err := ca.Save(caFile, filepath.Join(dir, "ca-key.pem")); err != nil {
+			t.Fatal(err)
+		}
+		iss, err := ca.IssueServer(id, []string{"localhost"}, nil, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = iss.Save(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"))
+		tlsCfg, err := pki.PeerTLSConfig(filepath.Join(dir, "n.pem"), filepath.Join(dir, "n-key.pem"), caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The joining node trusts the real cluster's CA to reach it, but
+		// presents its own certificate.
+		tlsCfg.RootCAs = c.CA.Pool()
+		node, err := cluster.Open(cluster.Config{NodeID: id, RaftAddr: "127.0.0.1:0", DataDir: filepath.Join(dir, "raft"), TLS: tlsCfg, Logger: hsmtest.QuietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = node.Shutdown() })
+		svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: hsmtest.QuietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(svc.Close)
+		return svc
+	}
+	seeds := []string{c.Nodes[0].GRPCAddr}
+
+	t.Run("wrong token", func(t *testing.T) {
+		j := newJoiner("node9", c.CA, false)
+		err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: "hsmbj_not-a-token", GRPCAddr: "127.0.0.1:1"})
+		wantErr(t, err, codes.PermissionDenied, "AccessDeniedException", "join token")
+	})
+	t.Run("duplicate node id", func(t *testing.T) {
+		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		j := newJoiner("node1", c.CA, false)
+		err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok.GetToken(), GRPCAddr: "127.0.0.1:1"})
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("already a member")) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("foreign CA", func(t *testing.T) {
+		other, _ := pki.NewCA("someone else")
+		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		j := newJoiner("node8", other, false)
+		if err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok.GetToken(), GRPCAddr: "127.0.0.1:1"}); err == nil {
+			t.Fatal("a node with a foreign CA's certificate joined")
+		}
+	})
+	t.Run("different domain key", func(t *testing.T) {
+		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		j := newJoiner("node7", c.CA, true)
+		err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok.GetToken(), GRPCAddr: "127.0.0.1:1"})
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("not the cluster's")) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	// Nothing changed but the join tokens the test itself made.
+	st := c.Nodes[0].Raft.State()
+	if len(st.Nodes()) != 1 || len(c.Nodes[0].Raft.Stats().Servers) != 1 {
+		t.Fatalf("membership changed: %v / %v", st.Nodes(), c.Nodes[0].Raft.Stats().Servers)
+	}
+}

@@ -1,0 +1,226 @@
+package broker
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Writes reach Raft through the leader. A follower that is asked for a
+// write encodes the command and forwards it to the leader over the
+// internal ClusterService.ForwardCommand RPC, authenticated with its node
+// certificate; the leader applies it and answers once it is committed.
+// The follower then waits until it has applied the entry itself, so that a
+// client reads its own writes from the node it wrote through.
+
+// peers caches one client connection per peer gRPC address.
+type peers struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (s *Service) peerConn(addr string) (*grpc.ClientConn, error) {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	if c, ok := s.peers.conns[addr]; ok {
+		return c, nil
+	}
+	creds := insecure.NewCredentials()
+	if s.cfg.PeerTLS != nil {
+		creds = credentials.NewTLS(s.cfg.PeerTLS)
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, err
+	}
+	if s.peers.conns == nil {
+		s.peers.conns = map[string]*grpc.ClientConn{}
+	}
+	s.peers.conns[addr] = c
+	return c, nil
+}
+
+// Close releases the connections to peers.
+func (s *Service) Close() {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	for a, c := range s.peers.conns {
+		_ = c.Close()
+		delete(s.peers.conns, a)
+	}
+}
+
+// leaderClient returns a ClusterService client for the current leader,
+// waiting for an election to finish if there is none.
+func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, string, error) {
+	for {
+		id, _ := s.node.Leader()
+		if id != "" {
+			if id == s.node.ID() {
+				return nil, id, nil
+			}
+			n, ok := s.node.State().Node(id)
+			if !ok || n.GRPCAddr == "" {
+				return nil, id, newError(codes.Unavailable, ExcDependencyTimeout, "the leader %s has not published its gRPC address", id)
+			}
+			c, err := s.peerConn(n.GRPCAddr)
+			if err != nil {
+				return nil, id, err
+			}
+			return pb.NewClusterServiceClient(c), id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout, "no cluster leader: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// apply replicates one command, through the leader, and waits until this
+// node has applied it.
+func (s *Service) apply(ctx context.Context, c cluster.Command) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	for {
+		res, err := s.node.Apply(ctx, c)
+		if !errors.Is(err, cluster.ErrNotLeader) {
+			if err != nil {
+				return nil, fmt.Errorf("replicate %s: %w", c.Type(), err)
+			}
+			return res, nil
+		}
+		res, retry, err := s.forward(ctx, c)
+		if !retry {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("replicate %s: %w", c.Type(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// forward sends c to the leader. retry is true only when the command
+// certainly was not applied (there is no leader, or the node we reached was
+// no longer the leader), so a retry cannot apply it twice.
+func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, error) {
+	b, err := cluster.EncodeCommand(c)
+	if err != nil {
+		return nil, false, err
+	}
+	lc, _, err := s.leaderClient(ctx)
+	if err != nil {
+		return nil, ctx.Err() == nil, err
+	}
+	if lc == nil { // we became the leader meanwhile
+		return nil, true, cluster.ErrNotLeader
+	}
+	resp, err := lc.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: b})
+	if err != nil {
+		st, _ := status.FromError(err)
+		notLeader := st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader
+		return nil, notLeader, err
+	}
+	return nil, false, s.waitApplied(ctx, resp.GetIndex())
+}
+
+// waitApplied waits until this node has applied the log up to index.
+func (s *Service) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		if applied, _ := s.node.State().LastApplied(); applied >= index {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return newError(codes.Unavailable, ExcDependencyTimeout, "the write was committed by the leader but this node has not applied it yet; retry the read")
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// reasonNotLeader marks a ForwardCommand refused because the receiver is
+// not the leader: nothing was applied, so the sender may retry.
+const reasonNotLeader = "NotLeader"
+
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if r, ok := d.(interface{ GetReason() string }); ok {
+			return r.GetReason()
+		}
+	}
+	return ""
+}
+
+// ForwardCommand applies a command forwarded by a follower. Only cluster
+// nodes (certificates with server authentication from the cluster CA) may
+// call it. A node that is not the leader refuses rather than passing the
+// command on.
+func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequest) (*pb.ForwardCommandResponse, error) {
+	if err := s.requireNode(ctx); err != nil {
+		return nil, err
+	}
+	if !s.node.IsLeader() {
+		return nil, newError(codes.Unavailable, reasonNotLeader, "node %s is not the leader", s.node.ID())
+	}
+	_, err := s.node.ApplyRaw(ctx, req.GetCommand())
+	if errors.Is(err, cluster.ErrNotLeader) {
+		return nil, newError(codes.Unavailable, reasonNotLeader, "node %s lost leadership", s.node.ID())
+	}
+	if err != nil {
+		return nil, err
+	}
+	index, _ := s.node.State().LastApplied()
+	return &pb.ForwardCommandResponse{Index: index}, nil
+}
+
+
+// peerCert is the verified client certificate of the request, nil on a
+// plaintext (test) server.
+func peerCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return ti.State.VerifiedChains[0][0]
+}
+
+// isNodeCert: node certificates, unlike client certificates, are valid for
+// server authentication (a node serves gRPC and Raft).
+func isNodeCert(c *x509.Certificate) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth {
+			return true
+		}
+	}
+	return false
+}
+
+// requireNode admits only cluster nodes (and anyone on a plaintext test
+// server, which has no identities at all).
+func (s *Service) requireNode(ctx context.Context) error {
+	if !s.requireClientCert {
+		return nil
+	}
+	if c := peerCert(ctx); c != nil && isNodeCert(c) {
+		return nil
+	}
+	return newError(codes.PermissionDenied, ExcAccessDenied, "only cluster nodes may call this")
+}

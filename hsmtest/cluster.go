@@ -1,0 +1,340 @@
+package hsmtest
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// Cluster is an in-process cluster of brokers for tests: every node has
+// its own SoftHSM token, its own Raft node over mutual TLS on loopback and
+// its own gRPC server with mutual TLS. Nodes after the first join through
+// the real join protocol (join token, HSM-to-HSM domain key transport).
+type Cluster struct {
+	t     testing.TB
+	dir   string
+	CA    *pki.CA
+	caPEM string
+	Nodes []*Node
+	// Tune adjusts each node's Raft configuration before it opens.
+	Tune func(*cluster.Config)
+}
+
+// Node is one member of a test Cluster.
+type Node struct {
+	ID      string
+	Index   int
+	Token   Token
+	Faults  *hsm.Faults
+	DataDir string
+	// GRPCAddr stays fixed across restarts.
+	GRPCAddr string
+
+	Partition *hsm.Partition
+	Raft      *cluster.Node
+	Service   *broker.Service
+
+	c       *Cluster
+	raftLis string
+	grpc    *grpc.Server
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	running bool
+}
+
+// NewCluster starts an n-node cluster and waits until every node serves.
+func NewCluster(t testing.TB, n int, tune ...func(*cluster.Config)) *Cluster {
+	t.Helper()
+	RequireSoftHSM(t)
+	ca, err := pki.NewCA("hsmbroker test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, dir: t.TempDir(), CA: ca}
+	if len(tune) > 0 {
+		c.Tune = tune[0]
+	}
+	c.caPEM = filepath.Join(c.dir, "ca.pem")
+	if err := ca.Save(c.caPEM, filepath.Join(c.dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.StopAll)
+	for i := 0; i < n; i++ {
+		c.AddNode()
+	}
+	return c
+}
+
+// AddNode creates, starts and (for all but the first) joins a new node.
+func (c *Cluster) AddNode() *Node {
+	c.t.Helper()
+	i := len(c.Nodes)
+	nd := &Node{ID: fmt.Sprintf("node%d", i+1), Index: i, Token: NewToken(c.t), Faults: &hsm.Faults{},
+		DataDir: filepath.Join(c.dir, fmt.Sprintf("node%d", i+1)), c: c}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nd.GRPCAddr = lis.Addr().String()
+	_ = lis.Close()
+	c.Nodes = append(c.Nodes, nd)
+	nd.Start()
+	return nd
+}
+
+// TLSFiles issues a certificate for a client principal with a role and
+// returns the paths of the CA, certificate and key files.
+func (c *Cluster) TLSFiles(principal, role string) (caFile, certFile, keyFile string) {
+	c.t.Helper()
+	iss, err := c.CA.IssueClient(principal, role, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	certFile = filepath.Join(c.dir, principal+".pem")
+	keyFile = filepath.Join(c.dir, principal+"-key.pem")
+	if err := iss.Save(certFile, keyFile); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.caPEM, certFile, keyFile
+}
+
+// ClientTLS is a client TLS configuration for principal with role.
+func (c *Cluster) ClientTLS(principal, role string) *tls.Config {
+	c.t.Helper()
+	ca, cert, key := c.TLSFiles(principal, role)
+	cfg, err := pki.ClientTLSConfig(cert, key, ca, "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cfg
+}
+
+// Dial connects to node i as principal (role admin).
+func (c *Cluster) Dial(i int, principal string) *grpc.ClientConn {
+	c.t.Helper()
+	conn, err := grpc.NewClient(c.Nodes[i].GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(c.ClientTLS(principal, pki.RoleAdmin))))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func (nd *Node) nodeTLS() *tls.Config {
+	c := nd.c
+	c.t.Helper()
+	cert := filepath.Join(c.dir, nd.ID+"-node.pem")
+	key := filepath.Join(c.dir, nd.ID+"-node-key.pem")
+	iss, err := c.CA.IssueServer(nd.ID, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := iss.Save(cert, key); err != nil {
+		c.t.Fatal(err)
+	}
+	cfg, err := pki.PeerTLSConfig(cert, key, c.caPEM)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cfg
+}
+
+// Start opens the node's partition, Raft node and gRPC server; a new node
+// (no Raft state yet) bootstraps if it is the first, else joins.
+func (nd *Node) Start() {
+	c := nd.c
+	t := c.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := nd.Token.Config()
+	cfg.Faults = nd.Faults
+	p, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatalf("%s: open partition: %v", nd.ID, err)
+	}
+	nd.Partition = p
+	first := nd.Index == 0
+	if first {
+		if ok, _ := p.HasDomainKey(ctx); !ok {
+			if err := p.CreateDomainKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tlsCfg := nd.nodeTLS()
+	raftAddr := nd.raftLis
+	if raftAddr == "" {
+		raftAddr = "127.0.0.1:0"
+	}
+	rc := cluster.Config{NodeID: nd.ID, RaftAddr: raftAddr, DataDir: nd.DataDir, Bootstrap: first, TLS: tlsCfg,
+		Logger: QuietLogger(), Observer: broker.Observer(p), ReapInterval: 100 * time.Millisecond}
+	if c.Tune != nil {
+		c.Tune(&rc)
+	}
+	node, err := cluster.Open(rc)
+	if err != nil {
+		t.Fatalf("%s: open raft: %v", nd.ID, err)
+	}
+	nd.Raft = node
+	nd.raftLis = node.Addr()
+	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.Service = svc
+	srv, hs := svc.NewGRPCServer(tlsCfg)
+	nd.grpc = srv
+	lis, err := net.Listen("tcp", nd.GRPCAddr)
+	if err != nil {
+		t.Fatalf("%s: listen %s: %v", nd.ID, nd.GRPCAddr, err)
+	}
+	nd.wg.Add(1)
+	go func() { defer nd.wg.Done(); _ = srv.Serve(lis) }()
+	rctx, rcancel := context.WithCancel(context.Background())
+	nd.cancel = rcancel
+	nd.running = true
+
+	isNew := len(node.State().Nodes()) == 0 && !first
+	if first {
+		if err := node.WaitForLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.EnsureDomainKeyCheck(ctx); err != nil {
+			t.Fatalf("%s: domain key check: %v", nd.ID, err)
+		}
+	} else if isNew {
+		tok, err := c.joinToken(ctx)
+		if err != nil {
+			t.Fatalf("%s: join token: %v", nd.ID, err)
+		}
+		var seeds []string
+		for _, o := range c.Nodes {
+			if o != nd && o.running {
+				seeds = append(seeds, o.GRPCAddr)
+			}
+		}
+		if err := svc.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok, GRPCAddr: nd.GRPCAddr}); err != nil {
+			t.Fatalf("%s: join: %v", nd.ID, err)
+		}
+	}
+	nd.wg.Add(2)
+	go func() { defer nd.wg.Done(); svc.WatchHealth(rctx, hs, 50*time.Millisecond) }()
+	go func() { defer nd.wg.Done(); svc.Heartbeat(rctx, nd.GRPCAddr, 100*time.Millisecond, 10*time.Second) }()
+	nd.WaitServing(t)
+}
+
+// joinToken asks the cluster (any running node) for a join token as admin.
+func (c *Cluster) joinToken(ctx context.Context) (string, error) {
+	for i, nd := range c.Nodes {
+		if !nd.running || nd.Raft == nil || len(nd.Raft.State().Nodes()) == 0 && i != 0 {
+			continue
+		}
+		conn := c.Dial(i, "admin")
+		resp, err := pb.NewClusterServiceClient(conn).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		if err == nil {
+			return resp.GetToken(), nil
+		}
+	}
+	return "", fmt.Errorf("no node issued a join token")
+}
+
+// WaitServing waits until the node reports itself ready.
+func (nd *Node) WaitServing(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ok, _ := nd.Service.Healthy(); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, why := nd.Service.Healthy()
+			t.Fatalf("%s not serving: %s", nd.ID, why)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop shuts the node down cleanly (or, as far as the cluster can tell,
+// kills it: its Raft and gRPC stop answering at once).
+func (nd *Node) Stop() {
+	if !nd.running {
+		return
+	}
+	nd.running = false
+	nd.cancel()
+	nd.grpc.Stop()
+	_ = nd.Raft.Shutdown()
+	nd.wg.Wait()
+	nd.Service.Close()
+	_ = nd.Partition.Close()
+}
+
+// Running reports whether the node is up.
+func (nd *Node) Running() bool { return nd.running }
+
+// StopAll stops every node.
+func (c *Cluster) StopAll() {
+	for _, nd := range c.Nodes {
+		nd.Stop()
+	}
+}
+
+// Leader waits for a leader among the running nodes and returns it.
+func (c *Cluster) Leader(t testing.TB) *Node {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, nd := range c.Nodes {
+			if nd.running && nd.Raft.IsLeader() {
+				return nd
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitConverged waits until every running node has the same state digest
+// and returns it.
+func (c *Cluster) WaitConverged(t testing.TB) [32]byte {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var first [32]byte
+		same, seen := true, false
+		for _, nd := range c.Nodes {
+			if !nd.running {
+				continue
+			}
+			d := nd.Raft.State().Digest()
+			if !seen {
+				first, seen = d, true
+			} else if d != first {
+				same = false
+			}
+		}
+		if same {
+			return first
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nodes did not converge to the same state")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
