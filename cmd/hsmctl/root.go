@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // the operation failed, or verify found the signature invalid
+	exitUsage = 2 // bad command line
+)
+
+// run is the whole program: it parses args, runs the command and returns
+// the exit status. Everything it prints goes to stdout and stderr, and it
+// reads os.Stdin only for `--in -`, so tests can call it in-process.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runWith(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// app is one run of the program: its I/O, global flags and connection.
+type app struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+
+	// Global flags.
+	addr, caFile, certFile, keyFile string
+	output                          string
+	timeout                         time.Duration
+	verbose                         bool
+
+	client *client.Client
+	// running is set once a command's RunE starts: errors before it are
+	// usage errors.
+	running bool
+}
+
+func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if a.client != nil {
+		a.client.Close()
+	}
+	return a.exitStatus(cmd, err)
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "hsmctl",
+		Short: "Manage and use keys held by hsmbroker",
+		Long: `hsmctl manages and uses KMS-style keys whose material lives only inside the
+HSMs of an hsmbroker cluster: keys and aliases, encryption, signatures, MACs,
+data keys, and envelope encryption of files of any size.
+
+Connection. hsmctl talks gRPC with mutual TLS 1.3 to one or more brokers, taken
+from the environment or from flags (flags win):
+  HSMBROKER_ADDR   host:port, or a comma-separated list (--addr)
+  HSMBROKER_CA     CA certificate file, PEM (--ca)
+  HSMBROKER_CERT   client certificate file, PEM (--cert)
+  HSMBROKER_KEY    client private key file, PEM (--key, or --tls-key on commands
+                   where --key names a KMS key)
+'hsmbrokerd dev' writes these exports to <data-dir>/dev.env. With several
+brokers, hsmctl moves to the next one when one is unreachable or busy.
+
+Keys are named by key id, key ARN, alias name (alias/NAME) or alias ARN.
+Commands that change a key take a key id or key ARN only.
+
+Output. -o text (the default) is for people; -o json prints one JSON object
+per command, for scripts. Binary results (ciphertext, signatures, MACs, random
+bytes) are written raw to --out or stdout; --base64 encodes them.
+
+Errors are printed as 'hsmctl: <message> (<AWS KMS exception name>)'. Exit
+status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
+		Example: `  source ~/.hsmbroker-dev/dev.env
+  hsmctl keys create --alias alias/payments
+  hsmctl encrypt --key alias/payments --in secret.txt --out secret.enc
+  hsmctl decrypt --in secret.enc
+  hsmctl encrypt-file --key alias/payments --in backup.tar --out backup.tar.hsmb
+  hsmctl keys list -o json | jq -r '.keys[].keyId'`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		Args:              noArgs,
+		RunE:              func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: a.checkGlobalFlags,
+	}
+	root.CompletionOptions.HiddenDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err.Error()) })
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.addr, "addr", "", "broker address host:port, or a comma-separated list (default $HSMBROKER_ADDR)")
+	pf.StringVar(&a.caFile, "ca", "", "CA certificate file, PEM (default $HSMBROKER_CA)")
+	pf.StringVar(&a.certFile, "cert", "", "client certificate file, PEM (default $HSMBROKER_CERT)")
+	pf.StringVar(&a.keyFile, "key", "", "client private key file, PEM (default $HSMBROKER_KEY); on commands that take a KMS key with --key, use --tls-key")
+	pf.StringVar(&a.keyFile, "tls-key", "", "client private key file, PEM (default $HSMBROKER_KEY)")
+	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	pf.DurationVar(&a.timeout, "timeout", client.DefaultTimeout, "deadline of each attempt of a call")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "on failure, also print the request id and the broker that answered")
+
+	root.AddCommand(
+		a.keysCommand(),
+		a.aliasesCommand(),
+		a.encryptCommand(),
+		a.decryptCommand(),
+		a.dataKeyCommand(),
+		a.signCommand(),
+		a.verifyCommand(),
+		a.macCommand(),
+		a.verifyMacCommand(),
+		a.randomCommand(),
+		a.pubkeyCommand(),
+		a.encryptFileCommand(),
+		a.decryptFileCommand(),
+		a.clusterCommand(),
+	)
+	return root
+}
+
+func (a *app) checkGlobalFlags(*cobra.Command, []string) error {
+	if a.output != "text" && a.output != "json" {
+		return usageErr(fmt.Sprintf("invalid --output %q: valid values are text, json", a.output))
+	}
+	if a.timeout <= 0 {
+		return usageErr("--timeout must be positive")
+	}
+	return nil
+}
+
+func (a *app) json() bool { return a.output == "json" }
+
+// conn returns the client, dialing on first use.
+func (a *app) conn() (*client.Client, error) {
+	if a.client != nil {
+		return a.client, nil
+	}
+	cfg := client.ConfigFromEnv()
+	if a.addr != "" {
+		cfg.Endpoints = client.SplitEndpoints(a.addr)
+	}
+	if a.caFile != "" {
+		cfg.CAFile = a.caFile
+	}
+	if a.certFile != "" {
+		cfg.CertFile = a.certFile
+	}
+	if a.keyFile != "" {
+		cfg.KeyFile = a.keyFile
+	}
+	cfg.Timeout = a.timeout
+	c, err := client.Dial(a.ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.client = c
+	return c, nil
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErr(msg string) error { return &usageError{msg} }
+
+// exitCode ends the program with a status and no message, as verify does
+// for an invalid signature after printing the verdict.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// runE marks the start of a command's own work, after cobra has parsed
+// and checked the command line.
+func (a *app) runE(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.running = true
+		return f(cmd, args)
+	}
+}
+
+func (a *app) exitStatus(cmd *cobra.Command, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) || !a.running {
+		fmt.Fprintf(a.stderr, "hsmctl: %s\n", err)
+		if cmd != nil {
+			fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
+		return exitUsage
+	}
+	fmt.Fprintln(a.stderr, formatError(err))
+	if a.verbose {
+		if id := client.RequestID(err); id != "" {
+			fmt.Fprintf(a.stderr, "hsmctl: request id %s, broker %s\n", id, client.Endpoint(err))
+		}
+	}
+	return exitError
+}
+
+// formatError is the one-line form of a failure: "hsmctl: <message>
+// (<AWS exception name>)", or the gRPC code when the error carries no
+// exception name (a broker that could not be reached), or nothing for a
+// local failure.
+func formatError(err error) string {
+	msg := strings.TrimPrefix(client.Message(err), "client: ")
+	if exc := client.AWSException(err); exc != "" {
+		return fmt.Sprintf("hsmctl: %s (%s)", msg, exc)
+	}
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		return fmt.Sprintf("hsmctl: %s (%s)", msg, client.Code(err))
+	}
+	return "hsmctl: " + msg
+}
+
+// noArgs refuses positional arguments, naming an unknown subcommand as
+// such.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if cmd.HasSubCommands() {
+		return usageErr(fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath()))
+	}
+	return usageErr(fmt.Sprintf("%s takes no arguments, got %q", cmd.CommandPath(), args[0]))
+}
+
+// exactArgs requires the positional arguments named.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usageErr(fmt.Sprintf("%s needs %d argument(s) (%s), got %d", cmd.CommandPath(), len(names), joinNames(names), len(args)))
+		}
+		for i, arg := range args {
+			if arg == "" {
+				return usageErr(fmt.Sprintf("%s must not be empty", names[i]))
+			}
+		}
+		return nil
+	}
+}
+
+// minArgs requires the named arguments and at least one of the last.
+func minArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < len(names) {
+			return usageErr(fmt.Sprintf("%s needs at least %d argument(s) (%s...), got %d", cmd.CommandPath(), len(names), joinNames(names), len(args)))
+		}
+		for i, arg := range args {
+			if arg == "" {
+				return usageErr(fmt.Sprintf("%s must not be empty", names[min(i, len(names)-1)]))
+			}
+		}
+		return nil
+	}
+}
+
+func joinNames(names []string) string { return strings.Join(names, " ") }
+
+// group makes cmd a group of subcommands: alone it prints its help; with
+// an unknown subcommand it is a usage error.
+func group(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.Args = noArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	cmd.AddCommand(subs...)
+	return cmd
+}
