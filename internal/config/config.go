@@ -52,6 +52,12 @@ type Config struct {
 	// DefaultGRPCAddr.
 	GRPCAddr string `yaml:"grpc_addr"`
 
+	// GRPCAdvertise is the host:port other nodes dial to reach this node's
+	// gRPC API (followers forward writes to the leader through it). Default:
+	// grpc_addr when it names a host, else the host of raft_advertise (or
+	// raft_addr) with grpc_addr's port.
+	GRPCAdvertise string `yaml:"grpc_advertise"`
+
 	// RaftAddr is where the Raft transport listens (mutual TLS). Default
 	// DefaultRaftAddr.
 	RaftAddr string `yaml:"raft_addr"`
@@ -79,9 +85,18 @@ type Config struct {
 	// node of a new cluster; it is ignored once Raft state exists.
 	Bootstrap bool `yaml:"bootstrap"`
 
-	// Join is reserved: the gRPC addresses of existing members this node
-	// asks to be added by. Must be empty when Bootstrap is set.
+	// Join lists gRPC addresses of existing members. A node with no Raft
+	// state and a Join list joins that cluster on start, with the one-time
+	// token from JoinTokenFile or JoinTokenEnv, and receives the domain key
+	// HSM to HSM. Once it is a member, Join is ignored. Must be empty when
+	// Bootstrap is set.
 	Join []string `yaml:"join"`
+
+	// JoinTokenFile is a file (mode 0600 or stricter) holding the join
+	// token; JoinTokenEnv names an environment variable holding it
+	// instead. Exactly one is required with Join.
+	JoinTokenFile string `yaml:"join_token_file"`
+	JoinTokenEnv  string `yaml:"join_token_env"`
 
 	// TLS is the node's identity. The same certificate serves gRPC and
 	// authenticates the node to its Raft peers.
@@ -217,7 +232,7 @@ func (c *Config) setDefaults() {
 }
 
 func (c *Config) resolvePaths(base string) {
-	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile} {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile, &c.JoinTokenFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -274,11 +289,23 @@ func (c Config) Validate() error {
 		bad("raft_advertise", "%s is not an address peers can dial", c.RaftAdvertise)
 	}
 
+	if h := checkAddr("grpc_advertise", c.GRPCAdvertise, true); c.GRPCAdvertise != "" && isWildcard(h) {
+		bad("grpc_advertise", "%s is not an address other nodes can dial", c.GRPCAdvertise)
+	}
+
 	if c.Bootstrap && len(c.Join) > 0 {
 		bad("join", "must be empty when bootstrap is true")
 	}
 	for i, j := range c.Join {
 		checkAddr(fmt.Sprintf("join[%d]", i), j, false)
+	}
+	switch {
+	case len(c.Join) > 0 && c.JoinTokenFile == "" && c.JoinTokenEnv == "":
+		bad("join_token_file", "required with join (or join_token_env)")
+	case c.JoinTokenFile != "" && c.JoinTokenEnv != "":
+		bad("join_token_file", "set either join_token_file or join_token_env, not both")
+	case len(c.Join) == 0 && (c.JoinTokenFile != "" || c.JoinTokenEnv != ""):
+		bad("join", "required when a join token is configured")
 	}
 
 	required("tls.ca", c.TLS.CA)
@@ -345,6 +372,24 @@ func (c Config) Validate() error {
 		bad("log.format", "%q: want json or text", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// GRPCAdvertiseAddr is the gRPC address this node publishes to the other
+// members; see GRPCAdvertise.
+func (c Config) GRPCAdvertiseAddr() string {
+	if c.GRPCAdvertise != "" {
+		return c.GRPCAdvertise
+	}
+	host, port, err := net.SplitHostPort(c.GRPCAddr)
+	if err != nil || !isWildcard(host) {
+		return c.GRPCAddr
+	}
+	for _, a := range []string{c.RaftAdvertise, c.RaftAddr} {
+		if h, _, err := net.SplitHostPort(a); err == nil && !isWildcard(h) {
+			return net.JoinHostPort(h, port)
+		}
+	}
+	return c.GRPCAddr
 }
 
 func isWildcard(host string) bool {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -58,6 +59,7 @@ region: eu-west-1
 account: "123456789012"
 bootstrap: false
 join: [10.0.0.1:7400, 10.0.0.3:7400]
+join_token_file: join.token
 tls: {ca: tls/ca.pem, cert: tls/node.pem, key: tls/node-key.pem}
 hsm:
   module: /opt/luna/libCryptoki2_64.so
@@ -82,8 +84,8 @@ log: {level: debug, format: text}
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	if c.DataDir != "/etc/hsmbroker/data" || c.TLS.Key != "/etc/hsmbroker/tls/node-key.pem" {
-		t.Errorf("relative paths not resolved: data_dir=%q tls.key=%q", c.DataDir, c.TLS.Key)
+	if c.DataDir != "/etc/hsmbroker/data" || c.TLS.Key != "/etc/hsmbroker/tls/node-key.pem" || c.JoinTokenFile != "/etc/hsmbroker/join.token" {
+		t.Errorf("relative paths not resolved: data_dir=%q tls.key=%q join_token_file=%q", c.DataDir, c.TLS.Key, c.JoinTokenFile)
 	}
 	if c.HSM.SessionWait != 500*time.Millisecond || c.HSM.CallTimeout != 5*time.Second {
 		t.Errorf("durations: session_wait=%v call_timeout=%v", c.HSM.SessionWait, c.HSM.CallTimeout)
@@ -129,7 +131,11 @@ func TestParseErrors(t *testing.T) {
 		{"grpc port zero", edit("", "grpc_addr: 127.0.0.1:0"), []string{"grpc_addr: port 0"}},
 		{"raft port out of range", edit("", "raft_addr: 127.0.0.1:70000"), []string{"raft_addr: port"}},
 		{"bootstrap and join", edit("", "bootstrap: true\njoin: [10.0.0.3:7400]"), []string{"join: must be empty"}},
-		{"bad join address", edit("", "join: [nowhere]"), []string{"join[0]: want host:port"}},
+		{"bad join address", edit("", "join: [nowhere]\njoin_token_env: T"), []string{"join[0]: want host:port"}},
+		{"join without token", edit("", "join: [10.0.0.3:7400]"), []string{"join_token_file: required with join"}},
+		{"join with two token sources", edit("", "join: [10.0.0.3:7400]\njoin_token_file: t\njoin_token_env: T"), []string{"join_token_file: set either"}},
+		{"token without join", edit("", "join_token_env: T"), []string{"join: required when a join token"}},
+		{"wildcard grpc advertise", edit("", "grpc_advertise: 0.0.0.0:7400"), []string{"grpc_advertise: 0.0.0.0:7400 is not an address"}},
 		{"bad log level", edit("", "log: {level: loud}"), []string{"log.level"}},
 		{"bad log format", edit("", "log: {format: xml}"), []string{"log.format"}},
 		{"node id with space", edit("node_id: node-1", "node_id: node 1"), []string{"node_id: must not contain"}},
@@ -187,5 +193,75 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if c.NodeID == "" || c.HSM.Module == "" {
 		t.Fatalf("example config lost its content: %+v", c)
+	}
+}
+
+func TestGRPCAdvertiseAddr(t *testing.T) {
+	tests := []struct {
+		name string
+		c    Config
+		want string
+	}{
+		{"explicit", Config{GRPCAdvertise: "node-1.example:7400", GRPCAddr: ":7400"}, "node-1.example:7400"},
+		{"specific bind", Config{GRPCAddr: "10.0.0.1:7400", RaftAdvertise: "10.9.9.9:7401"}, "10.0.0.1:7400"},
+		{"from raft advertise", Config{GRPCAddr: ":7400", RaftAddr: ":7401", RaftAdvertise: "10.0.0.2:7401"}, "10.0.0.2:7400"},
+		{"from raft bind", Config{GRPCAddr: "0.0.0.0:7500", RaftAddr: "10.0.0.3:7401"}, "10.0.0.3:7500"},
+		{"IPv6", Config{GRPCAddr: "[::]:7400", RaftAdvertise: "[fd00::1]:7401"}, "[fd00::1]:7400"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.c.GRPCAdvertiseAddr(); got != tt.want {
+				t.Errorf("GRPCAdvertiseAddr = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "  s3cret-token\n", 0o600)
+	loose := write("loose", "s3cret-token\n", 0o640)
+	empty := write("empty", "\n", 0o600)
+	t.Setenv("HSMBROKER_TEST_TOKEN", "env-token")
+	tests := []struct {
+		name, file, env string
+		want            string
+		wantErr         string
+	}{
+		{"file", good, "", "s3cret-token", ""},
+		{"file wins", good, "HSMBROKER_TEST_TOKEN", "s3cret-token", ""},
+		{"env", "", "HSMBROKER_TEST_TOKEN", "env-token", ""},
+		{"loose file", loose, "", "", "chmod 600"},
+		{"empty file", empty, "", "", "is empty"},
+		{"missing file", filepath.Join(dir, "nope"), "", "", "nope"},
+		{"unset env", "", "HSMBROKER_TEST_UNSET", "", "HSMBROKER_TEST_UNSET"},
+		{"nothing", "", "", "", "no file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadSecret(tt.file, tt.env)
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrSecret) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrSecret mentioning %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("err %q shows the secret", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("LoadSecret = %q, %v; want %q", got, err, tt.want)
+			}
+		})
 	}
 }
