@@ -18,35 +18,53 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Shutdown deadlines.
+// Timings of the daemon's background work and shutdown.
 const (
+	// healthInterval is how often readiness is re-checked for gRPC health.
+	healthInterval = 2 * time.Second
+	// heartbeatCheck and heartbeatRefresh: how often this node's record in
+	// the replicated state is checked, and rewritten when nothing changed.
+	heartbeatCheck   = 2 * time.Second
+	heartbeatRefresh = 30 * time.Second
+	// rotationInterval is how often the leader looks for keys due for
+	// automatic rotation (their period is a year).
+	rotationInterval = time.Hour
+	// readyWait bounds how long dev waits to be ready before it writes
+	// dev.env anyway.
+	readyWait = 30 * time.Second
+
 	grpcStopTimeout = 10 * time.Second
 	httpStopTimeout = 5 * time.Second
-	// leaderWait bounds how long the dev command waits for its node to
-	// elect itself before it announces itself ready anyway.
-	leaderWait = 30 * time.Second
 )
 
 // daemon is what dev and serve hand to runDaemon: the components'
 // configurations, already resolved from flags or the config file.
 type daemon struct {
-	grpcAddr    string
-	metricsAddr string
-	kmsAddr     string // reserved; logged, not served
-	region      string
-	account     string
+	grpcAddr string
+	// grpcAdvertise is the gRPC address published to the other members;
+	// "" means the listener's own address, made dialable.
+	grpcAdvertise string
+	metricsAddr   string
+	kmsAddr       string // reserved; logged, not served
+	region        string
+	account       string
 
 	hsm       hsm.Config // with the PIN
 	cluster   cluster.Config
-	serverTLS *tls.Config
+	serverTLS *tls.Config // gRPC server: node certificate, client certificates required
+	peerTLS   *tls.Config // calls to other nodes: node certificate
 
 	// createDomainKey makes a domain key in a partition that has none: on
-	// the node that bootstraps a new cluster. Other nodes get theirs
-	// HSM-to-HSM when they join.
+	// the node that founds a cluster. Other nodes get theirs HSM-to-HSM
+	// when they join.
 	createDomainKey bool
 
-	// onReady, if set, runs once the node serves, knows its leader and has
-	// a first health verdict. It gets the addresses clients dial.
+	// join, when set, makes this node (no Raft state, not bootstrapping)
+	// join an existing cluster once it serves.
+	join *broker.JoinConfig
+
+	// onReady, if set, runs once the node reports ready (or readyWait has
+	// passed). It gets the addresses clients dial.
 	onReady func(grpcAddr, metricsAddr string) error
 }
 
@@ -78,11 +96,13 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			log.Error("close HSM partition", "err", cerr)
 		}
 	}()
-	if err := ensureDomainKey(ctx, log, p, d.createDomainKey); err != nil {
+	if err := ensureDomainKey(ctx, log, p, d.createDomainKey, d.join != nil); err != nil {
 		return err
 	}
 
-	node, err := cluster.Open(d.cluster)
+	cc := d.cluster
+	cc.Observer = broker.Observer(p)
+	node, err := cluster.Open(cc)
 	if err != nil {
 		return fmt.Errorf("open cluster node: %w", err)
 	}
@@ -93,66 +113,69 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	}()
 
 	svc, err := broker.New(broker.Config{
-		NodeID: d.cluster.NodeID, Node: node, Partition: p,
+		NodeID: cc.NodeID, Node: node, Partition: p, PeerTLS: d.peerTLS,
 		Region: d.region, Account: d.account, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
+	defer svc.Close()
 	gs, hs := svc.NewGRPCServer(d.serverTLS)
-	h := newHealthReporter(p, node, hs, log)
-	h.set(errors.New("starting")) // the health server says SERVING until told otherwise
+	setNotServing(hs) // until the first readiness check says otherwise
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.Handler())
-	mux.HandleFunc("GET /healthz", h.serveLive)
-	mux.HandleFunc("GET /readyz", h.serveReady)
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	mux.HandleFunc("GET /healthz", serveLive)
+	mux.Handle("GET /readyz", readyHandler(svc))
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	serveErr := make(chan error, 2)
+	fatal := make(chan error, 3)
 	go func() {
 		if err := gs.Serve(grpcLis); err != nil {
-			serveErr <- fmt.Errorf("gRPC server: %w", err)
+			fatal <- fmt.Errorf("gRPC server: %w", err)
 		}
 	}()
 	go func() {
 		if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			serveErr <- fmt.Errorf("metrics server: %w", err)
+			fatal <- fmt.Errorf("metrics server: %w", err)
 		}
 	}()
 	grpcAddr, metricsAddr := dialable(grpcLis.Addr()), dialable(metricsLis.Addr())
-	log.Info("serving", "node", d.cluster.NodeID, "grpc", grpcAddr, "raft", node.Addr(), "metrics", metricsAddr)
+	advertise := firstSet(d.grpcAdvertise, grpcAddr)
+	log.Info("serving", "node", cc.NodeID, "grpc", grpcAddr, "grpc_advertise", advertise,
+		"raft", node.Addr(), "metrics", metricsAddr)
 	if d.kmsAddr != "" {
 		log.Info("the AWS KMS endpoint is not part of this build; kms address reserved", "kms", d.kmsAddr)
 	}
 
-	watchCtx, stopWatch := context.WithCancel(ctx)
+	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); h.watch(watchCtx) }()
-
+	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
+	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
+	spawn(func() {
+		if err := startMembership(bg, log, svc, node, d.join, advertise, spawn); err != nil {
+			fatal <- err
+		}
+	})
 	if d.onReady != nil {
-		lctx, cancel := context.WithTimeout(ctx, leaderWait)
-		lerr := node.WaitForLeader(lctx)
-		cancel()
-		if ctx.Err() == nil {
-			if lerr != nil {
-				log.Warn("no Raft leader yet", "waited", leaderWait)
+		spawn(func() {
+			if waitReady(bg, svc) != nil && bg.Err() != nil {
+				return
 			}
-			h.update(ctx)
 			if err := d.onReady(grpcAddr, metricsAddr); err != nil {
 				log.Error("announce readiness", "err", err)
 			}
-		}
+		})
 	}
 
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down; a second signal forces exit")
-	case err = <-serveErr:
-		log.Error("server failed; shutting down", "err", err)
+	case err = <-fatal:
+		log.Error("shutting down after a fatal error", "err", err)
 	}
-	stopWatch()
+	stopBg()
 	wg.Wait()
 	hs.Shutdown() // every service NOT_SERVING while connections drain
 
@@ -171,20 +194,103 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		gs.Stop()
 		<-stopped
 	}
-	// The deferred calls shut the node down, then close the partition.
+	// The deferred calls close peer connections, shut the node down, then
+	// close the partition.
 	log.Info("stopped")
 	return err
 }
 
-// ensureDomainKey makes sure the partition holds the cluster's domain key,
-// creating it when create is set.
-func ensureDomainKey(ctx context.Context, log *slog.Logger, p *hsm.Partition, create bool) error {
+// startMembership brings the node into its cluster: it joins when told
+// to, checks that its HSM holds the cluster's domain key (recording the
+// check blob when it founded the cluster), then keeps its member record
+// current and, while it leads, rotates keys that are due. Only errors that
+// make serving wrong are returned; the rest are retried.
+func startMembership(ctx context.Context, log *slog.Logger, svc *broker.Service, node *cluster.Node,
+	join *broker.JoinConfig, advertise string, spawn func(func())) error {
+	if join != nil {
+		jc := *join
+		jc.GRPCAddr = advertise
+		log.Info("joining the cluster", "seeds", jc.Seeds)
+		if err := svc.Join(ctx, jc); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("join the cluster: %w", err)
+		}
+	}
+	if err := node.WaitForLeader(ctx); err != nil {
+		return nil // shutting down
+	}
+	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+		err := svc.EnsureDomainKeyCheck(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, hsm.ErrWrongDomainKey) {
+			return fmt.Errorf("this node's HSM holds a domain key other than the cluster's; it must not serve: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("domain key check failed; retrying", "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+	}
+	spawn(func() { svc.Heartbeat(ctx, advertise, heartbeatCheck, heartbeatRefresh) })
+	spawn(func() { rotateWhileLeader(ctx, log, svc, node) })
+	return nil
+}
+
+// rotateWhileLeader runs automatic key rotation on the leader only, so that
+// the members do not race each other to add the same version.
+func rotateWhileLeader(ctx context.Context, log *slog.Logger, svc *broker.Service, node *cluster.Node) {
+	t := time.NewTicker(rotationInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !node.IsLeader() {
+			continue
+		}
+		if _, err := svc.RotateDue(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("automatic key rotation failed; will retry", "err", err)
+		}
+	}
+}
+
+// waitReady waits until the node's health watch reports it ready, at most
+// readyWait.
+func waitReady(ctx context.Context, svc *broker.Service) error {
+	ctx, cancel := context.WithTimeout(ctx, readyWait)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if ok, _ := svc.Healthy(); ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// ensureDomainKey makes sure the partition holds a domain key, creating it
+// when create is set. A node about to join gets the cluster's from the
+// leader instead.
+func ensureDomainKey(ctx context.Context, log *slog.Logger, p *hsm.Partition, create, joining bool) error {
 	has, err := p.HasDomainKey(ctx)
 	if err != nil {
 		return fmt.Errorf("look for the domain key: %w", err)
 	}
 	switch {
-	case has:
+	case has || joining:
 		return nil
 	case create:
 		if err := p.CreateDomainKey(ctx); err != nil {
@@ -192,7 +298,7 @@ func ensureDomainKey(ctx context.Context, log *slog.Logger, p *hsm.Partition, cr
 		}
 		return nil
 	default:
-		log.Warn("the HSM partition holds no domain key; this node cannot use keys until it receives the cluster's domain key by joining")
+		log.Warn("the HSM partition holds no domain key; this node cannot use keys until it receives the cluster's by joining")
 		return nil
 	}
 }
@@ -211,4 +317,16 @@ func dialable(a net.Addr) string {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
 	return net.JoinHostPort(ip.String(), strconv.Itoa(ta.Port))
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -213,6 +213,7 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			Logger:    log,
 		},
 		serverTLS:       serverTLS,
+		peerTLS:         peerTLS,
 		createDomainKey: true,
 		onReady: func(grpcAddr, metricsAddr string) error {
 			if err := writeDevEnv(l, grpcAddr, metricsAddr); err != nil {

@@ -74,7 +74,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	waitServing(t, p, conn)
 	checkReflection(t, conn)
 	checkNoCertRefused(t, env["HSMBROKER_ADDR"], env["HSMBROKER_CA"])
-	waitReady(t, p, env["HSMBROKER_METRICS_ADDR"])
+	waitHTTPReady(t, p, env["HSMBROKER_METRICS_ADDR"])
 	checkHTTP(t, env["HSMBROKER_METRICS_ADDR"])
 
 	out := p.out.String()
@@ -105,7 +105,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	env = readEnvFile(t, filepath.Join(dir, "dev.env"))
 	conn = dial(t, env["HSMBROKER_ADDR"], env["HSMBROKER_CA"], env["HSMBROKER_CERT"], env["HSMBROKER_KEY"])
 	waitServing(t, p, conn)
-	waitReady(t, p, env["HSMBROKER_METRICS_ADDR"])
+	waitHTTPReady(t, p, env["HSMBROKER_METRICS_ADDR"])
 
 	out = p.out.String()
 	if !strings.Contains(out, "dev token reopened") {

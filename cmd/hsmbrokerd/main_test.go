@@ -350,7 +350,7 @@ func httpGet(url string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-func waitReady(t *testing.T, p *proc, metricsAddr string) {
+func waitHTTPReady(t *testing.T, p *proc, metricsAddr string) {
 	t.Helper()
 	waitFor(t, p, "/readyz to answer 200", func() error {
 		code, body, err := httpGet("http://" + metricsAddr + "/readyz")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/config"
@@ -26,9 +27,11 @@ says (see deploy/hsmbrokerd.example.yaml, where every field is documented).
 
 Nothing is created for it: the HSM token must be initialized, the PIN file
 (0600) or variable set, and the CA and node certificate issued beforehand;
-a missing file is an error that names it. With bootstrap: true and an empty
-Raft directory, the node starts a new cluster and creates the domain key in
-its HSM if there is none; on later starts it reopens its Raft state.
+a missing file is an error that names it. With an empty Raft directory, a
+node with bootstrap: true starts a new cluster (creating the domain key in
+its HSM if there is none), and a node with a join list joins that cluster
+with a one-time join token, its HSM receiving the domain key from the
+leader's. On later starts the node reopens its Raft state.
 
 Logs are JSON unless log.format or --log-format says text. SIGINT or SIGTERM
 stops it cleanly: health goes NOT_SERVING, calls in flight get a deadline to
@@ -71,7 +74,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 	if err != nil {
 		return daemon{}, fmt.Errorf("tls: %w", err)
 	}
-	checkAdvertisedName(log, c)
+	checkAdvertisedNames(log, c)
 	pin, err := hsm.LoadPIN(c.HSM.PINFile, c.HSM.PINEnv)
 	if err != nil {
 		return daemon{}, fmt.Errorf("hsm: %w", err)
@@ -87,15 +90,26 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 	if err != nil {
 		return daemon{}, err
 	}
-	if len(c.Join) > 0 && !hasState {
-		log.Warn("joining through join addresses is not implemented yet; this node waits until an existing member adds it as a voter", "join", c.Join)
+	var join *broker.JoinConfig
+	switch {
+	case hasState && len(c.Join) > 0:
+		log.Info("Raft state exists; this node is a member already, join is ignored")
+	case len(c.Join) > 0:
+		token, err := config.LoadSecret(c.JoinTokenFile, c.JoinTokenEnv)
+		if err != nil {
+			return daemon{}, fmt.Errorf("join token: %w", err)
+		}
+		join = &broker.JoinConfig{Seeds: c.Join, Token: token}
+	case !hasState && !c.Bootstrap:
+		log.Warn("no Raft state, bootstrap is false and join is empty: this node waits until a member adds it")
 	}
 	return daemon{
-		grpcAddr:    c.GRPCAddr,
-		metricsAddr: c.MetricsAddr,
-		kmsAddr:     c.KMSAddr,
-		region:      c.Region,
-		account:     c.Account,
+		grpcAddr:      c.GRPCAddr,
+		grpcAdvertise: c.GRPCAdvertiseAddr(),
+		metricsAddr:   c.MetricsAddr,
+		kmsAddr:       c.KMSAddr,
+		region:        c.Region,
+		account:       c.Account,
 		hsm: hsm.Config{
 			Module:      c.HSM.Module,
 			TokenLabel:  c.HSM.TokenLabel,
@@ -125,6 +139,8 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 			TrailingLogs:       c.Raft.TrailingLogs,
 		},
 		serverTLS: serverTLS,
+		peerTLS:   peerTLS,
+		join:      join,
 		// Only the node that founds a cluster makes a domain key; every
 		// other member receives the cluster's own when it joins.
 		createDomainKey: c.Bootstrap && !hasState,
@@ -145,21 +161,25 @@ func raftStateExists(dir string) (bool, error) {
 	}
 }
 
-// checkAdvertisedName warns when the node certificate is not valid for the
-// address peers dial: a single node works regardless, but peers would
-// refuse its Raft connections.
-func checkAdvertisedName(log *slog.Logger, c config.Config) {
-	addr := firstSet(c.RaftAdvertise, c.RaftAddr)
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return
-	}
+// checkAdvertisedNames warns when the node certificate is not valid for
+// the addresses peers dial: a single node works regardless, but peers would
+// refuse its Raft connections and its forwarded writes.
+func checkAdvertisedNames(log *slog.Logger, c config.Config) {
 	cert, err := pki.ReadCertFile(c.TLS.Cert)
 	if err != nil {
 		return
 	}
-	if err := cert.VerifyHostname(host); err != nil {
-		log.Warn("the node certificate is not valid for the Raft address peers dial; they will refuse this node",
-			"cert", c.TLS.Cert, "raft_address", addr, "err", err)
+	for _, a := range []struct{ what, addr string }{
+		{"raft", firstSet(c.RaftAdvertise, c.RaftAddr)},
+		{"grpc", c.GRPCAdvertiseAddr()},
+	} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil || host == "" {
+			continue
+		}
+		if err := cert.VerifyHostname(host); err != nil {
+			log.Warn("the node certificate is not valid for an address peers dial; they will refuse this node",
+				"cert", c.TLS.Cert, "which", a.what, "address", a.addr, "err", err)
+		}
 	}
 }

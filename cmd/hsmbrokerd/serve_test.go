@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
 // Environment of the token-initializing helper process (see TestMain).
@@ -41,33 +44,69 @@ func initTokenHelper() int {
 	return 0
 }
 
-// serveFixture is what an operator prepares before `hsmbrokerd serve`: a
-// token, a PIN file, a CA and certificates, a config file.
-type serveFixture struct {
+// serveCluster is what an operator prepares before `hsmbrokerd serve`: a
+// SoftHSM directory, a cluster CA, and per node a token, a PIN file, a node
+// certificate and a config file.
+type serveCluster struct {
 	dir        string
+	module     string
 	softhsm    string // SOFTHSM2_CONF
-	config     string
-	userPIN    string
+	ca         *pki.CA
 	caFile     string
 	clientCert string
 	clientKey  string
-	grpcAddr   string
-	metrics    string
 }
 
-func newServeFixture(t *testing.T, module string) *serveFixture {
+// serveNode is one node's files and addresses.
+type serveNode struct {
+	id, dir  string
+	config   string
+	userPIN  string
+	grpcAddr string
+	metrics  string
+	extra    string // more config lines
+}
+
+func newServeCluster(t *testing.T, module string) *serveCluster {
 	t.Helper()
-	f := &serveFixture{dir: t.TempDir()}
-	tokens := filepath.Join(f.dir, "softhsm", "tokens")
+	c := &serveCluster{dir: t.TempDir(), module: module}
+	tokens := filepath.Join(c.dir, "softhsm", "tokens")
 	if err := os.MkdirAll(tokens, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	f.softhsm = filepath.Join(f.dir, "softhsm", "softhsm2.conf")
+	c.softhsm = filepath.Join(c.dir, "softhsm", "softhsm2.conf")
 	conf := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens)
-	if err := os.WriteFile(f.softhsm, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(c.softhsm, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	soFile, userFile := filepath.Join(f.dir, "so.pin"), filepath.Join(f.dir, "user.pin")
+	var err error
+	if c.ca, err = pki.NewCA("serve test CA"); err != nil {
+		t.Fatal(err)
+	}
+	c.caFile = filepath.Join(c.dir, "ca.pem")
+	if err := c.ca.Save(c.caFile, filepath.Join(c.dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	client, err := c.ca.IssueClient("alice", pki.RoleAdmin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.clientCert, c.clientKey = filepath.Join(c.dir, "alice.pem"), filepath.Join(c.dir, "alice-key.pem")
+	if err := client.Save(c.clientCert, c.clientKey); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// node prepares a node: its own token (initialized in a helper process),
+// PIN file, node certificate and config file, all under its directory.
+func (c *serveCluster) node(t *testing.T, id, extra string) *serveNode {
+	t.Helper()
+	n := &serveNode{id: id, dir: filepath.Join(c.dir, id), extra: extra}
+	if err := os.MkdirAll(filepath.Join(n.dir, "tls"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	soFile, userFile := filepath.Join(n.dir, "so.pin"), filepath.Join(n.dir, "user.pin")
 	for _, file := range []string{soFile, userFile} {
 		pin, err := randomPIN()
 		if err != nil {
@@ -77,76 +116,57 @@ func newServeFixture(t *testing.T, module string) *serveFixture {
 			t.Fatal(err)
 		}
 	}
-	f.userPIN = strings.TrimSpace(readFile(t, userFile))
+	n.userPIN = strings.TrimSpace(readFile(t, userFile))
 	helper := exec.Command(os.Args[0], "-test.run=^$")
-	helper.Env = environ(initTokenEnv+"=serve-test", "SOFTHSM2_CONF="+f.softhsm,
-		helperModuleEnv+"="+module, helperSOPINEnv+"="+soFile, helperUserPINEnv+"="+userFile)
+	helper.Env = environ(initTokenEnv+"="+id, "SOFTHSM2_CONF="+c.softhsm,
+		helperModuleEnv+"="+c.module, helperSOPINEnv+"="+soFile, helperUserPINEnv+"="+userFile)
 	if out, err := helper.CombinedOutput(); err != nil {
-		t.Fatalf("initialize token: %v\n%s", err, out)
+		t.Fatalf("initialize token %s: %v\n%s", id, err, out)
 	}
-
-	tlsDir := filepath.Join(f.dir, "tls")
-	if err := os.Mkdir(tlsDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.NewCA("serve test CA")
+	cert, err := c.ca.IssueServer(id, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.caFile = filepath.Join(tlsDir, "ca.pem")
-	if err := ca.Save(f.caFile, filepath.Join(tlsDir, "ca-key.pem")); err != nil {
+	if err := cert.Save(filepath.Join(n.dir, "tls", "node.pem"), filepath.Join(n.dir, "tls", "node-key.pem")); err != nil {
 		t.Fatal(err)
 	}
-	node, err := ca.IssueServer("node-1", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
+	if err := os.Link(c.caFile, filepath.Join(n.dir, "tls", "ca.pem")); err != nil {
 		t.Fatal(err)
 	}
-	if err := node.Save(filepath.Join(tlsDir, "node.pem"), filepath.Join(tlsDir, "node-key.pem")); err != nil {
-		t.Fatal(err)
-	}
-	client, err := ca.IssueClient("alice", pki.RoleUser, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.clientCert, f.clientKey = filepath.Join(tlsDir, "alice.pem"), filepath.Join(tlsDir, "alice-key.pem")
-	if err := client.Save(f.clientCert, f.clientKey); err != nil {
-		t.Fatal(err)
-	}
-	f.config = filepath.Join(f.dir, "hsmbrokerd.yaml")
-	f.writeConfig(t, module, freeAddrs(t, 3))
-	return f
+	n.config = filepath.Join(n.dir, "hsmbrokerd.yaml")
+	n.writeConfig(t, c.module, freeAddrs(t, 3))
+	return n
 }
 
 // writeConfig writes the config file with relative paths, which must
 // resolve against the file's directory.
-func (f *serveFixture) writeConfig(t *testing.T, module string, addrs []string) {
+func (n *serveNode) writeConfig(t *testing.T, module string, addrs []string) {
 	t.Helper()
-	f.grpcAddr, f.metrics = addrs[0], addrs[2]
-	doc := fmt.Sprintf(`node_id: node-1
+	n.grpcAddr, n.metrics = addrs[0], addrs[2]
+	doc := fmt.Sprintf(`node_id: %s
 data_dir: data
 grpc_addr: %s
 raft_addr: %s
 metrics_addr: %s
-bootstrap: true
 tls: {ca: tls/ca.pem, cert: tls/node.pem, key: tls/node-key.pem}
-hsm: {module: %s, token_label: serve-test, pin_file: user.pin}
-raft: {heartbeat_timeout: 200ms, election_timeout: 200ms, leader_lease_timeout: 100ms}
-`, addrs[0], addrs[1], addrs[2], module)
-	if err := os.WriteFile(f.config, []byte(doc), 0o600); err != nil {
+hsm: {module: %s, token_label: %s, pin_file: user.pin}
+raft: {heartbeat_timeout: 300ms, election_timeout: 300ms, leader_lease_timeout: 150ms}
+%s`, n.id, addrs[0], addrs[1], addrs[2], module, n.id, n.extra)
+	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // start runs `hsmbrokerd serve` and waits for /readyz, moving to fresh
 // ports on a collision.
-func (f *serveFixture) start(t *testing.T, module string) *proc {
+func (c *serveCluster) start(t *testing.T, n *serveNode) *proc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
-		p := startProc(t, environ("SOFTHSM2_CONF="+f.softhsm), "serve", "--config", f.config)
+		p := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", n.config)
 		var code int
-		waitFor(t, nil, "/readyz or exit", func() error {
+		waitFor(t, nil, n.id+" /readyz or exit", func() error {
 			var err error
-			code, _, err = httpGet("http://" + f.metrics + "/readyz")
+			code, _, err = httpGet("http://" + n.metrics + "/readyz")
 			if code == http.StatusOK || p.exited() {
 				return nil
 			}
@@ -159,10 +179,29 @@ func (f *serveFixture) start(t *testing.T, module string) *proc {
 			return p
 		}
 		if portCollision(p) && attempt < 3 {
-			f.writeConfig(t, module, freeAddrs(t, 3))
+			n.writeConfig(t, c.module, freeAddrs(t, 3))
 			continue
 		}
-		t.Fatalf("hsmbrokerd serve exited (%v) before it was ready", p.err)
+		t.Fatalf("hsmbrokerd serve (%s) exited (%v) before it was ready", n.id, p.err)
+	}
+}
+
+// checkServing runs the client-side checks against a running node.
+func (c *serveCluster) checkServing(t *testing.T, p *proc, n *serveNode) {
+	t.Helper()
+	conn := dial(t, n.grpcAddr, c.caFile, c.clientCert, c.clientKey)
+	waitServing(t, p, conn)
+	checkReflection(t, conn)
+	checkNoCertRefused(t, n.grpcAddr, c.caFile)
+	checkHTTP(t, n.metrics)
+}
+
+// checkOutput checks a stopped node's logs: JSON only, and no PIN.
+func checkOutput(t *testing.T, n *serveNode, out string) {
+	t.Helper()
+	checkJSONLines(t, out)
+	if strings.Contains(out, n.userPIN) {
+		t.Errorf("%s: the PIN appears in the output", n.id)
 	}
 }
 
@@ -170,30 +209,68 @@ func TestServeStartStopRestart(t *testing.T) {
 	t.Parallel()
 	module := requireSoftHSM(t)
 	buildBinary(t)
-	f := newServeFixture(t, module)
+	c := newServeCluster(t, module)
+	n := c.node(t, "node-1", "bootstrap: true\n")
 
 	for run := 1; run <= 2; run++ {
-		p := f.start(t, module)
-		conn := dial(t, f.grpcAddr, f.caFile, f.clientCert, f.clientKey)
-		waitServing(t, p, conn)
-		checkReflection(t, conn)
-		checkNoCertRefused(t, f.grpcAddr, f.caFile)
-		checkHTTP(t, f.metrics)
+		p := c.start(t, n)
+		c.checkServing(t, p, n)
 		p.stop(t)
-
 		out := p.out.String()
-		checkJSONLines(t, out)
-		if strings.Contains(out, f.userPIN) {
-			t.Error("the PIN appears in the output")
-		}
-		created := strings.Contains(out, "domain key created")
-		if created != (run == 1) {
+		checkOutput(t, n, out)
+		if created := strings.Contains(out, "domain key created"); created != (run == 1) {
 			t.Errorf("run %d: domain key created=%v, want %v", run, created, run == 1)
 		}
-		if !exists(filepath.Join(f.dir, "data", "raft", "raft.db")) {
+		if !exists(filepath.Join(n.dir, "data", "raft", "raft.db")) {
 			t.Fatal("data_dir was not resolved against the config file's directory")
 		}
 	}
+}
+
+// TestServeJoin starts a second node with a join list and a join token; it
+// becomes ready only once it holds the cluster's domain key, which reaches
+// its HSM from the first node's. Restarted, it reopens its membership
+// instead of joining again.
+func TestServeJoin(t *testing.T) {
+	t.Parallel()
+	module := requireSoftHSM(t)
+	buildBinary(t)
+	c := newServeCluster(t, module)
+	n1 := c.node(t, "node-1", "bootstrap: true\n")
+	p1 := c.start(t, n1)
+
+	conn := dial(t, n1.grpcAddr, c.caFile, c.clientCert, c.clientKey)
+	waitServing(t, p1, conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := pb.NewClusterServiceClient(conn).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatalf("CreateJoinToken: %v", err)
+	}
+	tokenFile := filepath.Join(c.dir, "join.token")
+	if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	n2 := c.node(t, "node-2", fmt.Sprintf("join: [%s]\njoin_token_file: %s\n", n1.grpcAddr, tokenFile))
+	for run := 1; run <= 2; run++ {
+		p2 := c.start(t, n2)
+		c.checkServing(t, p2, n2)
+		p2.stop(t)
+		out := p2.out.String()
+		checkOutput(t, n2, out)
+		if strings.Contains(out, tok.GetToken()) {
+			t.Error("the join token appears in the output")
+		}
+		if joined := strings.Contains(out, "joining the cluster"); joined != (run == 1) {
+			t.Errorf("run %d: joined=%v, want %v", run, joined, run == 1)
+		}
+		if strings.Contains(out, "domain key created") {
+			t.Errorf("run %d: the joining node made its own domain key", run)
+		}
+	}
+	p1.stop(t)
+	checkOutput(t, n1, p1.out.String())
 }
 
 // checkJSONLines requires every line of output to be a JSON log record
@@ -211,5 +288,8 @@ func checkJSONLines(t *testing.T, out string) {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil {
 			t.Errorf("not a JSON log record: %q", line)
 		}
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, bufio.ErrTooLong) {
+		t.Error(err)
 	}
 }
