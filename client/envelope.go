@@ -188,7 +188,7 @@ func (e Envelope) Decrypt(ctx context.Context, r io.Reader, w io.Writer) error {
 			if i == 0 && size == 0 {
 				return fmt.Errorf("%w: it has no chunks", ErrTruncated)
 			}
-			return fmt.Errorf("%w: chunk %d is %d bytes, shorter than a tag", ErrTampered, i, size)
+			return fmt.Errorf("%w at chunk %d: %d bytes, shorter than a tag (the file was cut or altered)", ErrTampered, i, size)
 		}
 		pt, err = openChunk(aead, &nonce, uint32(i), last, pt[:0], ct[:size], header, size == full)
 		if err != nil {
@@ -229,7 +229,7 @@ func openChunk(aead cipher.AEAD, nonce *[12]byte, i uint32, last bool, dst, chun
 			return nil, fmt.Errorf("%w (chunk %d)", ErrTrailingData, i)
 		}
 	}
-	return nil, fmt.Errorf("%w: chunk %d", ErrTampered, i)
+	return nil, fmt.Errorf("%w at chunk %d (the file was altered, cut, extended or reordered)", ErrTampered, i)
 }
 
 // setChunkNonce makes the nonce of chunk i: the 7-byte prefix (already in

@@ -50,7 +50,7 @@ var (
 	// ErrTampered: a chunk failed authentication. The file was altered
 	// (header or chunk), cut or extended inside a chunk, or its chunks were
 	// reordered or taken from another file.
-	ErrTampered = errors.New("client: envelope chunk failed authentication (the file was altered, cut, extended or reordered)")
+	ErrTampered = errors.New("client: envelope file failed authentication")
 	// ErrContextMismatch: the file's encryption context is not the one the
 	// caller required.
 	ErrContextMismatch = errors.New("client: envelope file's encryption context differs from the one required")

@@ -90,10 +90,10 @@ func TestDecryptFileFailureLeavesNothing(t *testing.T) {
 		file []byte
 		want string
 	}{
-		{"last chunk changed", func() []byte { f := bytes.Clone(file); f[len(f)-5] ^= 1; return f }(), "envelope chunk failed authentication"},
+		{"last chunk changed", func() []byte { f := bytes.Clone(file); f[len(f)-5] ^= 1; return f }(), "envelope file failed authentication at chunk "},
 		{"cut at a chunk boundary", file[:len(file)-(200_000-3*65536+16)], "envelope file is truncated"},
-		{"cut inside a chunk", file[:len(file)-100], "envelope chunk failed authentication"},
-		{"trailing data", append(bytes.Clone(file), "more"...), "envelope chunk failed authentication"},
+		{"cut inside a chunk", file[:len(file)-100], "envelope file failed authentication at chunk "},
+		{"trailing data", append(bytes.Clone(file), "more"...), "envelope file failed authentication at chunk "},
 		{"not an envelope file", []byte("plain text"), "not an envelope-encrypted file"},
 		{"data key blob changed", func() []byte { f := bytes.Clone(file); f[30] ^= 1; return f }(), "(InvalidCiphertextException)"},
 	}

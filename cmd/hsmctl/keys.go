@@ -51,11 +51,13 @@ func (a *app) keysCreateCommand() *cobra.Command {
 		Long: `Create a key. Its material is generated inside the leader's HSM and never
 leaves HSMs in plaintext. Every key gets an alias at creation.
 
---spec is the kind of key (default SYMMETRIC_DEFAULT, AES-256-GCM).
---usage defaults from the spec: ENCRYPT_DECRYPT for symmetric and RSA keys,
-SIGN_VERIFY for ECC keys, GENERATE_VERIFY_MAC for HMAC keys.`,
+--spec is the kind of key (default SYMMETRIC_DEFAULT, AES-256-GCM). --usage
+follows from the spec for SYMMETRIC_DEFAULT (ENCRYPT_DECRYPT), ECC
+(SIGN_VERIFY) and HMAC (GENERATE_VERIFY_MAC) keys; RSA keys are either
+ENCRYPT_DECRYPT or SIGN_VERIFY, so give --usage for them.`,
 		Example: `  hsmctl keys create --alias alias/payments
   hsmctl keys create --alias alias/release-signing --spec ECC_NIST_P256 --description "release signatures"
+  hsmctl keys create --alias alias/rsa --spec RSA_2048 --usage ENCRYPT_DECRYPT
   hsmctl keys create --alias alias/rsa-sign --spec RSA_3072 --usage SIGN_VERIFY --tag team=platform --tag env=prod
   hsmctl keys create --alias alias/webhooks --spec HMAC_256 -o json | jq -r .keyId`,
 		Args: noArgs,
