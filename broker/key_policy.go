@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"google.golang.org/grpc/codes"
+)
+
+// ExcMalformedPolicyDocument is AWS's exception for a key policy that is
+// not a policy document.
+const ExcMalformedPolicyDocument = "MalformedPolicyDocumentException"
+
+// MaxKeyPolicy is the largest key policy, in bytes, as in AWS KMS.
+const MaxKeyPolicy = 32 << 10
+
+// DefaultKeyPolicy is the policy a key has until one is put: AWS KMS's
+// default key policy, which gives the account (and so its administrators)
+// full access to the key.
+func (s *Service) DefaultKeyPolicy() string {
+	return fmt.Sprintf(`{
+  "Version" : "2012-10-17",
+  "Id" : "key-default-1",
+  "Statement" : [ {
+    "Sid" : "Enable IAM User Permissions",
+    "Effect" : "Allow",
+    "Principal" : {
+      "AWS" : "arn:aws:iam::%s:root"
+    },
+    "Action" : "kms:*",
+    "Resource" : "*"
+  } ]
+}`, s.cfg.Account)
+}
+
+// KeyPolicy returns a key's policy document as it was put, or
+// DefaultKeyPolicy when none was.
+func (s *Service) KeyPolicy(ctx context.Context, ref string) (string, error) {
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return "", err
+	}
+	if len(k.Policy) == 0 {
+		return s.DefaultKeyPolicy(), nil
+	}
+	return string(k.Policy), nil
+}
+
+// SetKeyPolicy replaces a key's policy document. The document is checked
+// for form (a JSON object with a Statement, at most MaxKeyPolicy bytes) and
+// stored verbatim; evaluating it is the authorization layer's business.
+func (s *Service) SetKeyPolicy(ctx context.Context, ref, policy string) error {
+	if err := CheckKeyPolicy(policy); err != nil {
+		return err
+	}
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, &cluster.PutPolicy{KeyID: k.ID, Policy: []byte(policy)})
+	return err
+}
+
+// CheckKeyPolicy checks that policy has the form of a key policy document.
+func CheckKeyPolicy(policy string) error {
+	malformed := func(format string, args ...any) error {
+		return newError(codes.InvalidArgument, ExcMalformedPolicyDocument, format, args...)
+	}
+	switch {
+	case policy == "":
+		return newError(codes.InvalidArgument, ExcValidation, "invalid Policy: is required")
+	case len(policy) > MaxKeyPolicy:
+		return malformed("the key policy is %d bytes; the limit is %d", len(policy), MaxKeyPolicy)
+	case !utf8.ValidString(policy):
+		return malformed("the key policy is not valid UTF-8")
+	}
+	var doc map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(policy))
+	if err := dec.Decode(&doc); err != nil || doc == nil {
+		return malformed("the key policy is not a JSON object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return malformed("the key policy has data after its JSON object")
+	}
+	st := bytes.TrimSpace(doc["Statement"])
+	if len(st) == 0 || (st[0] != '[' && st[0] != '{') {
+		return malformed("the key policy has no Statement")
+	}
+	return nil
+}

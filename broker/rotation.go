@@ -1,0 +1,170 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"google.golang.org/grpc/codes"
+)
+
+// RotationPeriodDays is the period of automatic rotation, AWS KMS's
+// default. The replicated state records whether a key rotates, not how
+// often, so every rotating key has this period.
+const RotationPeriodDays = 365
+
+const rotationPeriod = RotationPeriodDays * 24 * time.Hour
+
+// RotationStatus is a key's automatic rotation setting.
+type RotationStatus struct {
+	KeyID   string
+	Enabled bool
+	// PeriodDays and NextRotation are set only while Enabled. The next
+	// rotation is due a period after the current version was made.
+	PeriodDays   int32
+	NextRotation time.Time
+}
+
+// Rotation is one completed rotation: the version it made and when.
+type Rotation struct {
+	Version uint32
+	Date    time.Time
+}
+
+// errRotationUnsupported is AWS's answer for keys that do not rotate.
+func errRotationUnsupported(k cluster.Key) error {
+	return errUnsupported("key %s is %s; only symmetric encryption keys rotate", k.ID, k.Spec)
+}
+
+// rotationState refuses rotation changes on keys that are not enabled, with
+// AWS's exception: KMSInvalidStateException for disabled keys too, since a
+// disabled key is not being used in a cryptographic operation here.
+func rotationState(k cluster.Key) error {
+	if k.State != keys.StateEnabled {
+		return newError(codes.FailedPrecondition, ExcInvalidState, "key %s is %s; rotation settings change only on enabled keys", k.ID, k.State)
+	}
+	return nil
+}
+
+// SetKeyRotation turns automatic rotation of a symmetric key on or off.
+func (s *Service) SetKeyRotation(ctx context.Context, ref string, enabled bool) error {
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return err
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return errRotationUnsupported(k)
+	}
+	if err := rotationState(k); err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, &cluster.SetRotation{KeyID: k.ID, Enabled: enabled})
+	return err
+}
+
+// KeyRotationStatus reports a key's automatic rotation setting. A key
+// pending deletion reports rotation off, as AWS KMS does: it will not
+// rotate.
+func (s *Service) KeyRotationStatus(ctx context.Context, ref string) (RotationStatus, error) {
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return RotationStatus{}, err
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return RotationStatus{}, errRotationUnsupported(k)
+	}
+	st := RotationStatus{KeyID: k.ID, Enabled: k.RotationEnabled && k.State != keys.StatePendingDeletion}
+	if st.Enabled {
+		st.PeriodDays = RotationPeriodDays
+		st.NextRotation = nextRotation(k)
+	}
+	return st, nil
+}
+
+func nextRotation(k cluster.Key) time.Time {
+	v, _ := k.Version(k.CurrentVersion)
+	return v.CreatedAt.Add(rotationPeriod)
+}
+
+// KeyRotations lists the completed rotations of a symmetric key, oldest
+// first: every version after the first.
+func (s *Service) KeyRotations(ctx context.Context, ref string) (cluster.Key, []Rotation, error) {
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return k, nil, err
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return k, nil, errRotationUnsupported(k)
+	}
+	rs := []Rotation{}
+	for _, v := range k.Versions {
+		if v.Number > 1 {
+			rs = append(rs, Rotation{Version: v.Number, Date: v.CreatedAt})
+		}
+	}
+	return k, rs, nil
+}
+
+// RotateOnDemand rotates a symmetric key now, whatever its automatic
+// rotation setting. Unlike Rotate, it answers a disabled key with
+// KMSInvalidStateException, as AWS's RotateKeyOnDemand does.
+func (s *Service) RotateOnDemand(ctx context.Context, ref string) (cluster.Key, error) {
+	k, err := s.resolve("KeyId", ref)
+	if err != nil {
+		return k, err
+	}
+	if k.Spec != keys.SpecSymmetricDefault {
+		return k, errRotationUnsupported(k)
+	}
+	if err := rotationState(k); err != nil {
+		return k, err
+	}
+	_, k, err = s.Rotate(ctx, k.ID)
+	return k, err
+}
+
+// RotateDue rotates every enabled key whose automatic rotation is on and
+// whose current version is at least a rotation period old, and returns how
+// many it rotated. Only the leader rotates: a follower returns at once, so
+// every node may run it.
+func (s *Service) RotateDue(ctx context.Context) (int, error) {
+	if !s.node.IsLeader() {
+		return 0, nil
+	}
+	now := s.now()
+	n := 0
+	var errs []error
+	for _, k := range s.node.State().Keys() {
+		if !k.RotationEnabled || k.State != keys.StateEnabled || k.Spec != keys.SpecSymmetricDefault || now.Before(nextRotation(k)) {
+			continue
+		}
+		if _, _, err := s.Rotate(ctx, k.ID); err != nil {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		s.log.Info("rotated key at the end of its rotation period", "key", k.ID)
+	}
+	return n, errors.Join(errs...)
+}
+
+// WatchRotation runs RotateDue every interval until ctx ends.
+func (s *Service) WatchRotation(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.RotateDue(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("automatic key rotation failed; will retry", "error", err)
+			}
+		}
+	}
+}
