@@ -1,0 +1,30 @@
+// Package awskms serves hsmbroker's keys over the AWS KMS JSON protocol
+// (TrentService), so that the AWS CLI, every AWS SDK and the tools built
+// on them work against the broker with only an endpoint override, and over
+// the AWS KMS external key store (XKS) proxy API, so that AWS KMS itself
+// can use the cluster as an external key store.
+//
+// A Handler (New) is an http.Handler. TrentService requests are POST /
+// with an X-Amz-Target of "TrentService.<Operation>" and an
+// application/x-amz-json-1.1 body; answers use AWS's member names, base64
+// blobs and epoch-second timestamps, and errors are
+// {"__type": "<Exception>", "message": ...} with AWS's exception names.
+// Every request carries an x-amzn-RequestId header in its answer.
+//
+// Every request is authenticated with AWS Signature Version 4, verified
+// here (sigv4.go) against Credentials: an access key stands for a
+// principal, which the operations see through broker.WithPrincipal just as
+// gRPC requests carry the principal of their client certificate.
+//
+// The operations are thin adapters over broker.Service, the same core the
+// gRPC API uses; errors of the core are named with broker.Classify, the
+// one mapping of core errors to AWS exception names. Where AWS's semantics
+// differ from the gRPC API's, this package follows AWS: CreateKey needs no
+// alias, management operations take a key id or key ARN but not an alias,
+// Verify and VerifyMac answer a mismatch with KMSInvalidSignatureException
+// and KMSInvalidMacException, and ScheduleKeyDeletion, CancelKeyDeletion
+// and the cryptographic operations return key ARNs.
+//
+// A Handler is safe for concurrent use; it keeps no state between requests
+// beyond its configuration.
+package awskms

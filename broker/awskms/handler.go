@@ -1,0 +1,267 @@
+package awskms
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultMaxSkew      = 5 * time.Minute
+)
+
+// Config configures a Handler. Zero values of optional fields mean their
+// defaults.
+type Config struct {
+	// Service is the broker core every operation runs on. Required. Its
+	// region and account name the ARNs, and requests must be signed for its
+	// region.
+	Service *broker.Service
+	// Credentials authenticate TrentService requests: each access key
+	// stands for a principal. Required.
+	Credentials Credentials
+	// XKS, when set, also serves the external key store proxy API.
+	XKS *XKSConfig
+	// Authorize, when set, is asked before every operation whether the
+	// authenticated principal may perform action ("kms:Encrypt",
+	// "kms-xks-proxy:Encrypt", ...); an error refuses the request with
+	// AccessDeniedException. Key policies and grants are enforced by the
+	// core; this hook is for coarse rules such as roles.
+	Authorize func(ctx context.Context, principal, action string) error
+	// MaxBodyBytes bounds a request body (default DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// MaxSkew is how far a request's signing time may be from this
+	// handler's clock, either way (default DefaultMaxSkew, as AWS).
+	MaxSkew time.Duration
+	// Logger receives one line per request (default slog.Default()).
+	// Lines carry the operation, principal, request id and outcome, never
+	// secrets, plaintext or key material.
+	Logger *slog.Logger
+	// Now is the clock for signature freshness (default time.Now).
+	Now func() time.Time
+}
+
+// Handler serves the AWS KMS JSON protocol (TrentService: POST / with an
+// X-Amz-Target header) and, when configured, the XKS proxy API, with
+// SigV4 authentication, over a broker.Service. It is safe for concurrent
+// use.
+type Handler struct {
+	svc       *broker.Service
+	region    string
+	account   string
+	trent     verifier
+	xks       *xksServer
+	authorize func(ctx context.Context, principal, action string) error
+	maxBody   int64
+	log       *slog.Logger
+}
+
+// New checks cfg and returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Service == nil {
+		return nil, errors.New("awskms: a broker service is required")
+	}
+	if cfg.Credentials == nil {
+		return nil, errors.New("awskms: credentials are required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{
+		svc:       cfg.Service,
+		region:    cfg.Service.Region(),
+		account:   cfg.Service.Account(),
+		trent:     verifier{creds: cfg.Credentials, service: "kms", region: cfg.Service.Region(), maxSkew: cfg.MaxSkew, now: cfg.Now},
+		authorize: cfg.Authorize,
+		maxBody:   cfg.MaxBodyBytes,
+		log:       cfg.Logger,
+	}
+	if cfg.XKS != nil {
+		x, err := newXKSServer(h, *cfg.XKS, cfg.MaxSkew, cfg.Now)
+		if err != nil {
+			return nil, err
+		}
+		h.xks = x
+	}
+	return h, nil
+}
+
+// ServeHTTP answers one request. It never panics: a bug in an operation
+// is answered as an internal error and logged with its stack.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := keys.NewKeyID() // a random UUID, the form AWS request ids take
+	w.Header().Set("x-amzn-RequestId", reqID)
+	if h.xks != nil && h.xks.owns(r.URL.Path) {
+		defer h.recoverTo(w, reqID, func() { h.xks.writeError(w, r, reqID, "", errInternal) })
+		h.xks.serve(w, r, reqID)
+		return
+	}
+	defer h.recoverTo(w, reqID, func() {
+		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusInternalServerError, broker.ExcInternal, "internal error"}, time.Now())
+	})
+	h.serveTrent(w, r, reqID)
+}
+
+var errInternal = errors.New("internal error")
+
+func (h *Handler) recoverTo(w http.ResponseWriter, reqID string, answer func()) {
+	if v := recover(); v != nil {
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		h.log.Error("panic serving request", "request_id", reqID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		answer()
+	}
+}
+
+// readBody reads the request body up to the limit.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, validation("the request body exceeds %d bytes", h.maxBody)
+	case err != nil:
+		return nil, &apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"}
+	}
+	return body, nil
+}
+
+func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID string) {
+	start := time.Now()
+	if r.URL.Path != "/" {
+		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusNotFound, excUnknownOperation, "the AWS KMS API is served at POST /"}, start)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusMethodNotAllowed, excUnknownOperation, "the AWS KMS API takes POST requests"}, start)
+		return
+	}
+	body, err := h.readBody(w, r)
+	if err != nil {
+		h.writeTrentError(w, "", reqID, "", err, start)
+		return
+	}
+	principal, aerr := h.trent.verify(r, body)
+	if aerr != nil {
+		h.writeTrentError(w, "", reqID, "", aerr, start)
+		return
+	}
+	name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
+	if !ok || name == "" {
+		h.writeTrentError(w, "", reqID, principal, &apiError{http.StatusBadRequest, excUnknownOperation,
+			"X-Amz-Target must name a TrentService operation (TrentService.<Operation>)"}, start)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/x-amz-json-1.1" && mt != "application/x-amz-json-1.0" && mt != "application/json") {
+			h.writeTrentError(w, name, reqID, principal, &apiError{http.StatusBadRequest, excSerialization,
+				"Content-Type must be application/x-amz-json-1.1"}, start)
+			return
+		}
+	}
+	op, ok := operations[name]
+	if !ok {
+		if unsupportedOperations[name] {
+			err = unsupported("%s is not supported by this key service", name)
+		} else {
+			err = &apiError{http.StatusBadRequest, excUnknownOperation, "TrentService has no operation " + truncate(name, 64)}
+		}
+		h.writeTrentError(w, truncate(name, 64), reqID, principal, err, start)
+		return
+	}
+	ctx := broker.WithPrincipal(r.Context(), principal)
+	if h.authorize != nil {
+		if err := h.authorize(ctx, principal, "kms:"+name); err != nil {
+			h.writeTrentError(w, name, reqID, principal, &apiError{http.StatusBadRequest, broker.ExcAccessDenied,
+				fmt.Sprintf("%s is not authorized to perform kms:%s: %v", principal, name, err)}, start)
+			return
+		}
+	}
+	out, err := op(h, ctx, body)
+	if err != nil {
+		h.writeTrentError(w, name, reqID, principal, err, start)
+		return
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		h.writeTrentError(w, name, reqID, principal, err, start)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	h.log.LogAttrs(ctx, slog.LevelDebug, "kms request", slog.String("operation", name), slog.String("principal", principal),
+		slog.String("request_id", reqID), slog.Int("status", http.StatusOK), slog.Duration("took", time.Since(start)))
+}
+
+// writeTrentError answers with an AWS JSON error body.
+func (h *Handler) writeTrentError(w http.ResponseWriter, op, reqID, principal string, err error, start time.Time) {
+	status, exc, msg := classify(err)
+	level := slog.LevelInfo
+	attrs := []slog.Attr{slog.String("operation", op), slog.String("principal", principal), slog.String("request_id", reqID),
+		slog.Int("status", status), slog.String("exception", exc), slog.Duration("took", time.Since(start))}
+	switch {
+	case status >= 500 && status != http.StatusServiceUnavailable:
+		// The caller sees a generic message; the cause goes to the log.
+		level = slog.LevelError
+		attrs = append(attrs, slog.String("error", err.Error()))
+	case status == http.StatusServiceUnavailable:
+		level = slog.LevelWarn
+	}
+	h.log.LogAttrs(context.Background(), level, "kms request", attrs...)
+	b, _ := json.Marshal(struct {
+		Type    string `json:"__type"`
+		Message string `json:"message"`
+	}{exc, msg})
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-ErrorType", exc)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// decodeJSON decodes a request body into in. An empty body is {}.
+// Unknown members are ignored, as AWS does; a member of the wrong type, or
+// anything that is not one JSON object, is a SerializationException.
+func decodeJSON(body []byte, in any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(in); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return &apiError{http.StatusBadRequest, excSerialization, fmt.Sprintf("member %s has the wrong type (want %s)", truncate(te.Field, 64), te.Type)}
+		}
+		return &apiError{http.StatusBadRequest, excSerialization, "the request body is not a valid JSON object of this operation's members"}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return &apiError{http.StatusBadRequest, excSerialization, "the request body has data after its JSON object"}
+	}
+	return nil
+}

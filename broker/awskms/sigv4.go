@@ -1,0 +1,447 @@
+package awskms
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// AWS Signature Version 4, as the verifying side. A request carries
+//
+//	Authorization: AWS4-HMAC-SHA256 Credential=AKID/YYYYMMDD/REGION/SERVICE/aws4_request,
+//	    SignedHeaders=host;x-amz-date;..., Signature=<64 hex digits>
+//
+// and the signature is HMAC-SHA256, under a key derived from the secret and
+// the credential scope, of a string that hashes the canonical form of the
+// request (method, path, query, the signed headers, and the SHA-256 of the
+// body). The verifier rebuilds that string from the request as received and
+// compares in constant time.
+
+const (
+	sigV4Algorithm  = "AWS4-HMAC-SHA256"
+	sigV4Terminator = "aws4_request"
+	amzDateFormat   = "20060102T150405Z"
+	scopeDateFormat = "20060102"
+	// maxAuthorizationHeader bounds the header the parser looks at; real
+	// ones are a few hundred bytes.
+	maxAuthorizationHeader = 8 << 10
+)
+
+// Exception names AWS answers authentication failures with.
+const (
+	excMissingAuthToken     = "MissingAuthenticationTokenException"
+	excIncompleteSignature  = "IncompleteSignatureException"
+	excInvalidSignature     = "InvalidSignatureException"
+	excUnrecognizedClient   = "UnrecognizedClientException"
+	msgSignatureMismatch    = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+	msgUnrecognizedClient   = "The security token included in the request is invalid."
+	msgMissingAuthorization = "Missing Authentication Token"
+)
+
+// authError is a refused request, with AWS's exception name.
+type authError struct {
+	exception string
+	message   string
+}
+
+func (e *authError) Error() string { return e.exception + ": " + e.message }
+
+func incomplete(format string, args ...any) *authError {
+	return &authError{excIncompleteSignature, fmt.Sprintf(format, args...)}
+}
+
+func invalidSig(format string, args ...any) *authError {
+	return &authError{excInvalidSignature, fmt.Sprintf(format, args...)}
+}
+
+// sigV4Auth is a parsed Authorization header.
+type sigV4Auth struct {
+	accessKeyID   string
+	date          string // YYYYMMDD of the credential scope
+	region        string
+	service       string
+	signedHeaders []string // lower case, sorted, unique
+	signature     string   // 64 lower-case hex digits
+}
+
+func (a sigV4Auth) scope() string {
+	return a.date + "/" + a.region + "/" + a.service + "/" + sigV4Terminator
+}
+
+// parseAuthorization parses a SigV4 Authorization header. Every failure is
+// an IncompleteSignatureException.
+func parseAuthorization(h string) (sigV4Auth, *authError) {
+	var a sigV4Auth
+	if len(h) > maxAuthorizationHeader {
+		return a, incomplete("Authorization header is longer than %d bytes", maxAuthorizationHeader)
+	}
+	rest, ok := strings.CutPrefix(h, sigV4Algorithm)
+	if !ok || (rest != "" && rest[0] != ' ') {
+		return a, incomplete("Authorization header must start with %s; other algorithms are not supported", sigV4Algorithm)
+	}
+	var cred, signed, sig string
+	var haveCred, haveSigned, haveSig bool
+	for _, part := range strings.Split(rest, ",") {
+		part = strings.TrimSpace(part)
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return a, incomplete("Authorization header component %q is not of the form key=value", truncate(part, 32))
+		}
+		var dst *string
+		var seen *bool
+		switch k {
+		case "Credential":
+			dst, seen = &cred, &haveCred
+		case "SignedHeaders":
+			dst, seen = &signed, &haveSigned
+		case "Signature":
+			dst, seen = &sig, &haveSig
+		default:
+			return a, incomplete("Authorization header has an unknown component %q", truncate(k, 32))
+		}
+		if *seen {
+			return a, incomplete("Authorization header has %s twice", k)
+		}
+		*dst, *seen = v, true
+	}
+	switch {
+	case !haveCred:
+		return a, incomplete("Authorization header requires 'Credential' parameter.")
+	case !haveSigned:
+		return a, incomplete("Authorization header requires 'SignedHeaders' parameter.")
+	case !haveSig:
+		return a, incomplete("Authorization header requires 'Signature' parameter.")
+	}
+	parts := strings.Split(cred, "/")
+	if len(parts) != 5 || parts[0] == "" || parts[2] == "" || parts[3] == "" || parts[4] != sigV4Terminator {
+		return a, incomplete("Credential must have the form ACCESS_KEY_ID/YYYYMMDD/REGION/SERVICE/%s", sigV4Terminator)
+	}
+	if _, err := time.Parse(scopeDateFormat, parts[1]); err != nil || len(parts[1]) != 8 {
+		return a, incomplete("Credential date %q is not YYYYMMDD", truncate(parts[1], 16))
+	}
+	a.accessKeyID, a.date, a.region, a.service = parts[0], parts[1], parts[2], parts[3]
+	if signed == "" {
+		return a, incomplete("SignedHeaders is empty")
+	}
+	a.signedHeaders = strings.Split(signed, ";")
+	for i, name := range a.signedHeaders {
+		if !isHeaderToken(name) || strings.ToLower(name) != name {
+			return a, incomplete("SignedHeaders entry %d is not a lower-case header name", i+1)
+		}
+		if i > 0 && a.signedHeaders[i-1] >= name {
+			return a, incomplete("SignedHeaders must be sorted and unique")
+		}
+	}
+	if !containsString(a.signedHeaders, "host") {
+		return a, incomplete("'Host' must be a 'SignedHeader' in the AWS Authorization.")
+	}
+	if len(sig) != 2*sha256.Size || !isLowerHex(sig) {
+		return a, incomplete("Signature must be %d lower-case hex digits", 2*sha256.Size)
+	}
+	a.signature = sig
+	return a, nil
+}
+
+// verifier checks the SigV4 signatures of requests to one service in one
+// region.
+type verifier struct {
+	creds   Credentials
+	service string
+	region  string
+	maxSkew time.Duration
+	now     func() time.Time
+	keys    signingKeyCache
+}
+
+// signingKeyCache keeps derived signing keys, which change once a day per
+// access key, as SDKs do on the signing side: deriving one is four HMACs.
+// An entry is used only with the secret it was derived from, so a changed
+// secret takes effect at once.
+type signingKeyCache struct {
+	mu sync.Mutex
+	m  map[string]signingKey
+}
+
+type signingKey struct {
+	secretHash [sha256.Size]byte
+	key        []byte
+}
+
+const maxCachedSigningKeys = 1024
+
+func (c *signingKeyCache) get(secret string, a sigV4Auth) []byte {
+	id := a.accessKeyID + "/" + a.scope()
+	sh := sha256.Sum256([]byte(secret))
+	c.mu.Lock()
+	e, ok := c.m[id]
+	c.mu.Unlock()
+	if ok && e.secretHash == sh {
+		return e.key
+	}
+	k := hmacSHA256([]byte("AWS4"+secret), a.date)
+	k = hmacSHA256(k, a.region)
+	k = hmacSHA256(k, a.service)
+	k = hmacSHA256(k, sigV4Terminator)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedSigningKeys {
+		c.m = map[string]signingKey{}
+	}
+	c.m[id] = signingKey{secretHash: sh, key: k}
+	c.mu.Unlock()
+	return k
+}
+
+// verify authenticates r, whose body has been read into body, and returns
+// the principal of its access key.
+func (v *verifier) verify(r *http.Request, body []byte) (string, *authError) {
+	hs := r.Header.Values("Authorization")
+	switch {
+	case len(hs) == 0 && r.URL.Query().Get("X-Amz-Algorithm") != "":
+		return "", incomplete("query-string (presigned) authentication is not supported; sign the Authorization header")
+	case len(hs) == 0:
+		return "", &authError{excMissingAuthToken, msgMissingAuthorization}
+	case len(hs) > 1:
+		return "", incomplete("request has more than one Authorization header")
+	}
+	a, aerr := parseAuthorization(hs[0])
+	if aerr != nil {
+		return "", aerr
+	}
+	t, amzDate, aerr := requestTime(r)
+	if aerr != nil {
+		return "", aerr
+	}
+	if d := t.Format(scopeDateFormat); a.date != d {
+		return "", invalidSig("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '%s' != '%s'", a.date, d)
+	}
+	if a.service != v.service {
+		return "", invalidSig("Credential should be scoped to correct service: '%s'.", v.service)
+	}
+	if a.region != v.region {
+		return "", invalidSig("Credential should be scoped to a valid region, not '%s'.", truncate(a.region, 32))
+	}
+	if r.Header.Get("X-Amz-Security-Token") != "" {
+		return "", &authError{excUnrecognizedClient, "session tokens are not supported; sign with an access key of this service"}
+	}
+	secret, principal, ok := v.creds.Lookup(a.accessKeyID)
+	if !ok {
+		return "", &authError{excUnrecognizedClient, msgUnrecognizedClient}
+	}
+	now := v.now().UTC()
+	if t.Before(now.Add(-v.maxSkew)) {
+		return "", invalidSig("Signature expired: %s is now earlier than %s (%s - %s.)", t.Format(amzDateFormat),
+			now.Add(-v.maxSkew).Format(amzDateFormat), now.Format(amzDateFormat), v.maxSkew)
+	}
+	if t.After(now.Add(v.maxSkew)) {
+		return "", invalidSig("Signature not yet current: %s is still later than %s (%s + %s.)", t.Format(amzDateFormat),
+			now.Add(v.maxSkew).Format(amzDateFormat), now.Format(amzDateFormat), v.maxSkew)
+	}
+	sum := sha256.Sum256(body)
+	payloadHash := hex.EncodeToString(sum[:])
+	if claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed != "" && claimed != payloadHash {
+		// UNSIGNED-PAYLOAD lands here too: every request body is signed.
+		return "", invalidSig("The provided 'x-amz-content-sha256' header does not match what was computed.")
+	}
+	creq, aerr := canonicalRequest(r, a.signedHeaders, payloadHash)
+	if aerr != nil {
+		return "", aerr
+	}
+	want := signature(v.keys.get(secret, a), a, amzDate, creq)
+	if subtle.ConstantTimeCompare([]byte(want), []byte(a.signature)) != 1 {
+		return "", invalidSig(msgSignatureMismatch)
+	}
+	return principal, nil
+}
+
+// requestTime is the signing time: X-Amz-Date, or else the Date header. It
+// also returns the time as the string to sign carries it.
+func requestTime(r *http.Request) (time.Time, string, *authError) {
+	if s := r.Header.Get("X-Amz-Date"); s != "" {
+		t, err := time.Parse(amzDateFormat, s)
+		if err != nil {
+			return time.Time{}, "", incomplete("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'")
+		}
+		return t, s, nil
+	}
+	if s := r.Header.Get("Date"); s != "" {
+		t, err := http.ParseTime(s)
+		if err != nil {
+			return time.Time{}, "", incomplete("Date header is not an HTTP date")
+		}
+		t = t.UTC()
+		return t, t.Format(amzDateFormat), nil
+	}
+	return time.Time{}, "", incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+}
+
+// canonicalRequest builds the canonical request of SigV4 task 1.
+func canonicalRequest(r *http.Request, signedHeaders []string, payloadHash string) (string, *authError) {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "", invalidSig("the query string is not valid URL encoding")
+	}
+	var b strings.Builder
+	b.WriteString(r.Method)
+	b.WriteByte('\n')
+	path := r.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	// Services other than S3 encode each path segment a second time, as
+	// the SDKs do when signing.
+	b.WriteString(uriEncode(path, false))
+	b.WriteByte('\n')
+	names := make([]string, 0, len(query))
+	for k := range query {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	first := true
+	for _, k := range names {
+		vs := append([]string(nil), query[k]...)
+		sort.Strings(vs)
+		for _, val := range vs {
+			if !first {
+				b.WriteByte('&')
+			}
+			first = false
+			b.WriteString(uriEncode(k, true))
+			b.WriteByte('=')
+			b.WriteString(uriEncode(val, true))
+		}
+	}
+	b.WriteByte('\n')
+	for _, name := range signedHeaders {
+		b.WriteString(name)
+		b.WriteByte(':')
+		var values []string
+		switch name {
+		case "host":
+			values = []string{r.Host}
+		default:
+			values = r.Header.Values(name)
+			if name == "content-length" && len(values) == 0 && r.ContentLength >= 0 {
+				values = []string{strconv.FormatInt(r.ContentLength, 10)}
+			}
+		}
+		for i, val := range values {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(collapseSpaces(val))
+		}
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	b.WriteString(strings.Join(signedHeaders, ";"))
+	b.WriteByte('\n')
+	b.WriteString(payloadHash)
+	return b.String(), nil
+}
+
+// signature computes SigV4 tasks 2 and 3: the string to sign and its HMAC
+// under the signing key derived from the secret and scope, in hex.
+func signature(signingKey []byte, a sigV4Auth, amzDate, canonical string) string {
+	h := sha256.Sum256([]byte(canonical))
+	toSign := sigV4Algorithm + "\n" + amzDate + "\n" + a.scope() + "\n" + hex.EncodeToString(h[:])
+	return hex.EncodeToString(hmacSHA256(signingKey, toSign))
+}
+
+func hmacSHA256(key []byte, data string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(data))
+	return m.Sum(nil)
+}
+
+// uriEncode percent-encodes every byte but the RFC 3986 unreserved
+// characters, and '/' unless encodeSlash, with upper-case hex digits.
+func uriEncode(s string, encodeSlash bool) string {
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+			b.WriteByte(c)
+		case c == '/' && !encodeSlash:
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&0xf])
+		}
+	}
+	return b.String()
+}
+
+// collapseSpaces trims a header value and collapses runs of spaces inside
+// it to one, as canonical headers require.
+func collapseSpaces(s string) string {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "  ") {
+		return s
+	}
+	var b strings.Builder
+	space := false
+	for i := 0; i < len(s); i++ {
+		if s[i] == ' ' {
+			if space {
+				continue
+			}
+			space = true
+		} else {
+			space = false
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHeaderToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// truncate shortens untrusted text quoted in an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
