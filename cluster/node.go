@@ -52,6 +52,10 @@ type Config struct {
 	// and RootCAs (the cluster CA). nil means plain TCP, for tests only.
 	TLS *tls.Config
 
+	// LinkFilter, with TLS, decides per peer node id whether Raft traffic
+	// may flow; for partition tests. nil allows all.
+	LinkFilter LinkFilter
+
 	// Logger receives the node's logs and raft's. Default: discard.
 	Logger *slog.Logger
 
@@ -228,6 +232,7 @@ func Open(c Config) (*Node, error) {
 		if err != nil {
 			return fail(err)
 		}
+		stream.filter = cfg.LinkFilter
 		tcfg.Stream = stream
 		n.trans = raft.NewNetworkTransportWithConfig(tcfg)
 	} else {

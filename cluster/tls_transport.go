@@ -22,6 +22,7 @@ type tlsStreamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	client    *tls.Config
+	filter    LinkFilter
 }
 
 var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
@@ -101,13 +102,26 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		conn.Close()
 		return nil, fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
 	}
+	if s.filter != nil {
+		fc := &filteredConn{Conn: conn, allow: s.filter}
+		if err := fc.check(); err != nil {
+			return nil, err
+		}
+		return fc, nil
+	}
 	return conn, nil
 }
 
 // Accept returns the next connection. Its handshake happens on first use,
 // in raft's per-connection goroutine, so a slow or hostile client cannot
 // stall the accept loop.
-func (s *tlsStreamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
+func (s *tlsStreamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil || s.filter == nil {
+		return c, err
+	}
+	return &filteredConn{Conn: c.(*tls.Conn), allow: s.filter}, nil
+}
 
 // Close stops listening.
 func (s *tlsStreamLayer) Close() error { return s.ln.Close() }
@@ -118,4 +132,51 @@ func (s *tlsStreamLayer) Addr() net.Addr {
 		return s.advertise
 	}
 	return s.ln.Addr()
+}
+
+// LinkFilter says whether this node may exchange Raft traffic with the
+// peer whose certificate names peerID (its common name, the node id). It is
+// consulted on every read and write, so flipping it cuts live connections
+// as well as new ones: tests use it to partition the network. nil allows
+// every link.
+type LinkFilter func(peerID string) bool
+
+// errLinkDown is what a filtered connection reports.
+var errLinkDown = errors.New("cluster: link to peer is down (filtered)")
+
+// filteredConn applies a LinkFilter to one TLS connection. The peer is known
+// once the handshake has run (on first use for accepted connections).
+type filteredConn struct {
+	*tls.Conn
+	allow LinkFilter
+}
+
+func (c *filteredConn) check() error {
+	if err := c.Conn.Handshake(); err != nil {
+		return err
+	}
+	st := c.Conn.ConnectionState()
+	peer := ""
+	if len(st.PeerCertificates) > 0 {
+		peer = st.PeerCertificates[0].Subject.CommonName
+	}
+	if !c.allow(peer) {
+		_ = c.Conn.Close()
+		return errLinkDown
+	}
+	return nil
+}
+
+func (c *filteredConn) Read(b []byte) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *filteredConn) Write(b []byte) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
 }

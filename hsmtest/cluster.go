@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -31,6 +33,40 @@ type Cluster struct {
 	Nodes []*Node
 	// Tune adjusts each node's Raft configuration before it opens.
 	Tune func(*cluster.Config)
+
+	linkMu  sync.RWMutex
+	blocked map[[2]string]bool
+}
+
+// Partition cuts Raft traffic between every node of a and every node of b
+// (both ways), live connections included.
+func (c *Cluster) Partition(a, b []*Node) {
+	c.linkMu.Lock()
+	defer c.linkMu.Unlock()
+	if c.blocked == nil {
+		c.blocked = map[[2]string]bool{}
+	}
+	for _, x := range a {
+		for _, y := range b {
+			c.blocked[[2]string{x.ID, y.ID}] = true
+			c.blocked[[2]string{y.ID, x.ID}] = true
+		}
+	}
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() {
+	c.linkMu.Lock()
+	defer c.linkMu.Unlock()
+	c.blocked = nil
+}
+
+func (c *Cluster) linkFilter(self string) cluster.LinkFilter {
+	return func(peer string) bool {
+		c.linkMu.RLock()
+		defer c.linkMu.RUnlock()
+		return !c.blocked[[2]string{self, peer}]
+	}
 }
 
 // Node is one member of a test Cluster.
@@ -48,6 +84,7 @@ type Node struct {
 	Service   *broker.Service
 
 	c       *Cluster
+	joined  bool // has been a member: restarts reopen, never re-join
 	raftLis string
 	grpc    *grpc.Server
 	cancel  context.CancelFunc
@@ -181,7 +218,8 @@ func (nd *Node) Start() {
 		raftAddr = "127.0.0.1:0"
 	}
 	rc := cluster.Config{NodeID: nd.ID, RaftAddr: raftAddr, DataDir: nd.DataDir, Bootstrap: first, TLS: tlsCfg,
-		Logger: QuietLogger(), Observer: broker.Observer(p), ReapInterval: 100 * time.Millisecond}
+		Logger: QuietLogger(), Observer: broker.Observer(p), ReapInterval: 100 * time.Millisecond,
+		LinkFilter: c.linkFilter(nd.ID), RaftLogLevel: raftLogLevel()}
 	if c.Tune != nil {
 		c.Tune(&rc)
 	}
@@ -208,7 +246,8 @@ func (nd *Node) Start() {
 	nd.cancel = rcancel
 	nd.running = true
 
-	isNew := len(node.State().Nodes()) == 0 && !first
+	isNew := !nd.joined && !first
+	nd.joined = true
 	if first {
 		if err := node.WaitForLeader(ctx); err != nil {
 			t.Fatal(err)
@@ -237,10 +276,19 @@ func (nd *Node) Start() {
 	nd.WaitServing(t)
 }
 
+// raftLogLevel hides raft's own error logs, which failover tests provoke
+// by design, unless HSMBROKER_TEST_LOG=debug.
+func raftLogLevel() slog.Level {
+	if os.Getenv("HSMBROKER_TEST_LOG") == "debug" {
+		return slog.LevelDebug
+	}
+	return slog.LevelError + 4
+}
+
 // joinToken asks the cluster (any running node) for a join token as admin.
 func (c *Cluster) joinToken(ctx context.Context) (string, error) {
 	for i, nd := range c.Nodes {
-		if !nd.running || nd.Raft == nil || len(nd.Raft.State().Nodes()) == 0 && i != 0 {
+		if !nd.running || !nd.joined {
 			continue
 		}
 		conn := c.Dial(i, "admin")

@@ -19,7 +19,7 @@ func (p *Partition) lockAnchor(ctx context.Context) error {
 	case p.anchorLock <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for the HSM anchor session: %v", ErrUnavailable, ctx.Err())
+		return fmt.Errorf("%w: waiting for the HSM anchor session: %w", ErrUnavailable, ctx.Err())
 	}
 }
 
@@ -33,6 +33,10 @@ func (p *Partition) anchorDo(ctx context.Context, fn func(anchor pkcs11.SessionH
 		return fmt.Errorf("%w: partition closed", ErrUnavailable)
 	}
 	if err := p.lockAnchor(ctx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		p.unlockAnchor()
 		return err
 	}
 	return p.call(ctx, func() error {

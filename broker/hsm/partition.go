@@ -251,12 +251,11 @@ func (p *Partition) Healthy(ctx context.Context) error {
 }
 
 // call runs fn under the partition's call deadline (or ctx's, if sooner).
-// If the deadline passes first, call returns ErrUnavailable at once and
-// onAbandon runs after fn finally returns, with fn's error.
+// fn always runs, even if ctx is already done, because callers release
+// what they hold (a pool slot, the anchor lock) inside fn. If the deadline
+// passes first, call returns ErrUnavailable at once and onAbandon runs
+// after fn finally returns, with fn's error.
 func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(error)) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -297,6 +296,10 @@ func (p *Partition) withSession(ctx context.Context, fn func(sh pkcs11.SessionHa
 		return fmt.Errorf("%w: partition closed", ErrUnavailable)
 	}
 	if err := p.acquire(ctx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		<-p.sem
 		return err
 	}
 	return p.call(ctx, func() error {

@@ -623,3 +623,30 @@ func mustRSA(t *testing.T, der []byte) *rsa.PublicKey {
 	}
 	return pk.(*rsa.PublicKey)
 }
+
+// A caller whose context is already done gives its pool slot back: a full
+// pool of such callers must not leave the partition unusable or Close hung.
+func TestCancelledCallersDoNotLeakSessions(t *testing.T) {
+	p := hsmtest.NewPartition(t, hsmtest.WithConfig(func(c *hsm.Config) { c.PoolSize = 2 }))
+	k, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 10; i++ {
+		if _, err := p.MAC(done, k, "HMAC_SHA_256", []byte("m")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled call: got %v, want context.Canceled", err)
+		}
+		if _, err := p.Random(done, 8); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled call: got %v, want context.Canceled", err)
+		}
+	}
+	if _, err := p.MAC(ctxT(t), k, "HMAC_SHA_256", []byte("m")); err != nil {
+		t.Fatalf("after cancelled callers: %v", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs: a pool slot leaked")
+	}
+}
