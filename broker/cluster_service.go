@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,12 @@ type healthState struct {
 	reason atomic.Value // string
 }
 
-// Ready reports whether this node can serve cryptographic requests: its
-// HSM answers and holds the domain key, and the cluster has a leader. The
-// reason says what is wrong when it cannot.
+// Ready reports whether this node can serve requests: its HSM answers and
+// holds the domain key, the cluster has a leader, and this node's copy of
+// the state is current (it has applied a write of its own since it started,
+// and, as a follower, has heard from the leader within MaxStaleness). A node
+// cut off from the leader stops serving rather than answer from a state
+// that may miss a disable or a deletion. The reason says what is wrong.
 func (s *Service) Ready(ctx context.Context) (bool, string) {
 	if err := s.hsm.Healthy(ctx); err != nil {
 		return false, "HSM partition unavailable: " + err.Error()
@@ -47,8 +51,24 @@ func (s *Service) Ready(ctx context.Context) (bool, string) {
 	if ok, err := s.hsm.HasDomainKey(ctx); err != nil || !ok {
 		return false, "HSM partition holds no domain key"
 	}
-	if id, _ := s.node.Leader(); id == "" {
-		return false, "no cluster leader"
+	if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
+		return false, "catching up with the cluster"
+	}
+	// Cryptography needs no leader, only a current state: a follower keeps
+	// serving through an election as long as it heard from a leader within
+	// MaxStaleness.
+	st := s.node.Stats()
+	if st.Role == "Leader" {
+		return true, ""
+	}
+	if st.LastContact.IsZero() {
+		if st.LeaderID == "" {
+			return false, "no cluster leader"
+		}
+		return true, ""
+	}
+	if since := time.Since(st.LastContact); since > s.cfg.MaxStaleness {
+		return false, fmt.Sprintf("no contact with a leader for %s", since.Round(time.Millisecond))
 	}
 	return true, ""
 }
@@ -62,6 +82,7 @@ func (s *Service) WatchHealth(ctx context.Context, hs *health.Server, interval t
 		pb.ClusterService_ServiceDesc.ServiceName}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	s.gate.Store(true)
 	was := ""
 	for {
 		cctx, cancel := context.WithTimeout(ctx, interval)

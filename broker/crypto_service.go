@@ -57,7 +57,7 @@ func (s *Service) openSymmetric(ctx context.Context, field string, blob []byte, 
 		return cluster.Key{}, nil, errInvalidCiphertext
 	}
 	if keyRef != "" {
-		named, err := s.resolve(field, keyRef)
+		named, err := s.resolve(ctx, field, keyRef)
 		if err != nil {
 			return cluster.Key{}, nil, err
 		}
@@ -65,7 +65,10 @@ func (s *Service) openSymmetric(ctx context.Context, field string, blob []byte, 
 			return cluster.Key{}, nil, newError(codes.InvalidArgument, ExcIncorrectKey, "the ciphertext was not made with key %s", named.ID)
 		}
 	}
-	k, ok := s.node.State().Key(c.KeyID)
+	k, ok, err := s.keyByID(ctx, c.KeyID)
+	if err != nil {
+		return cluster.Key{}, nil, err
+	}
 	if !ok || k.Spec != keys.SpecSymmetricDefault || k.Usage != keys.UsageEncryptDecrypt {
 		return cluster.Key{}, nil, errInvalidCiphertext
 	}
@@ -91,7 +94,7 @@ func (s *Service) openSymmetric(ctx context.Context, field string, blob []byte, 
 // HSM, RSA keys with their public half (public-key encryption needs no
 // secret).
 func (s *Service) encryptWith(ctx context.Context, field, ref string, alg keys.EncryptionAlgorithm, pt []byte, ec keys.EncryptionContext) (cluster.Key, keys.EncryptionAlgorithm, []byte, error) {
-	k, err := s.resolveUsable(field, ref, keys.UsageEncryptDecrypt)
+	k, err := s.resolveUsable(ctx, field, ref, keys.UsageEncryptDecrypt)
 	if err != nil {
 		return k, "", nil, err
 	}
@@ -144,7 +147,7 @@ func (s *Service) decryptWith(ctx context.Context, field, ref string, alg keys.E
 	if len(ec) > 0 {
 		return cluster.Key{}, "", nil, &keys.FieldError{Field: "EncryptionContext", Problem: "is not supported with asymmetric keys"}
 	}
-	k, err := s.resolveUsable(field, ref, keys.UsageEncryptDecrypt)
+	k, err := s.resolveUsable(ctx, field, ref, keys.UsageEncryptDecrypt)
 	if err != nil {
 		return k, "", nil, err
 	}
@@ -222,7 +225,7 @@ func (s *Service) dataKey(ctx context.Context, ref string, spec pb.DataKeySpec, 
 	if err != nil {
 		return cluster.Key{}, nil, nil, err
 	}
-	k, err := s.resolveUsable("KeyId", ref, keys.UsageEncryptDecrypt)
+	k, err := s.resolveUsable(ctx, "KeyId", ref, keys.UsageEncryptDecrypt)
 	if err != nil {
 		return k, nil, nil, err
 	}
@@ -275,7 +278,7 @@ func (s *Service) dataKeyPair(ctx context.Context, ref string, spec pb.DataKeyPa
 	if !ps.Valid() {
 		return cluster.Key{}, "", nil, nil, nil, &keys.FieldError{Field: "KeyPairSpec", Problem: fmt.Sprintf("must be one of %v", keys.AllDataKeyPairSpecs)}
 	}
-	k, err := s.resolveUsable("KeyId", ref, keys.UsageEncryptDecrypt)
+	k, err := s.resolveUsable(ctx, "KeyId", ref, keys.UsageEncryptDecrypt)
 	if err != nil {
 		return k, "", nil, nil, nil, err
 	}
@@ -336,7 +339,7 @@ func (s *Service) GenerateDataKeyPairWithoutPlaintext(ctx context.Context, req *
 // GetPublicKey returns the public half of an asymmetric key as DER
 // SubjectPublicKeyInfo.
 func (s *Service) GetPublicKey(ctx context.Context, req *pb.GetPublicKeyRequest) (*pb.GetPublicKeyResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +362,7 @@ func (s *Service) GetPublicKey(ctx context.Context, req *pb.GetPublicKeyRequest)
 
 // signingInput validates a Sign or Verify request and returns the key and
 // the digest to sign.
-func (s *Service) signingInput(ref string, alg keys.SigningAlgorithm, mt keys.MessageType, msg []byte) (cluster.Key, []byte, error) {
+func (s *Service) signingInput(ctx context.Context, ref string, alg keys.SigningAlgorithm, mt keys.MessageType, msg []byte) (cluster.Key, []byte, error) {
 	if !alg.Valid() {
 		return cluster.Key{}, nil, &keys.FieldError{Field: "SigningAlgorithm", Problem: fmt.Sprintf("must be one of %v", keys.AllSigningAlgorithms)}
 	}
@@ -369,7 +372,7 @@ func (s *Service) signingInput(ref string, alg keys.SigningAlgorithm, mt keys.Me
 	if err := keys.ValidateMessage(mt, alg, msg); err != nil {
 		return cluster.Key{}, nil, err
 	}
-	k, err := s.resolveUsable("KeyId", ref, keys.UsageSignVerify)
+	k, err := s.resolveUsable(ctx, "KeyId", ref, keys.UsageSignVerify)
 	if err != nil {
 		return k, nil, err
 	}
@@ -387,7 +390,7 @@ func (s *Service) signingInput(ref string, alg keys.SigningAlgorithm, mt keys.Me
 // Sign signs a message or digest with an asymmetric key, in the HSM.
 func (s *Service) Sign(ctx context.Context, req *pb.SignRequest) (*pb.SignResponse, error) {
 	alg := sigAlgFrom(req.GetSigningAlgorithm())
-	k, digest, err := s.signingInput(req.GetKeyId(), alg, messageTypeFrom(req.GetMessageType()), req.GetMessage())
+	k, digest, err := s.signingInput(ctx, req.GetKeyId(), alg, messageTypeFrom(req.GetMessageType()), req.GetMessage())
 	if err != nil {
 		return nil, err
 	}
@@ -409,7 +412,7 @@ func (s *Service) Verify(ctx context.Context, req *pb.VerifyRequest) (*pb.Verify
 	if n := len(req.GetSignature()); n == 0 || n > maxSignature {
 		return nil, &keys.FieldError{Field: "Signature", Problem: fmt.Sprintf("must be 1 to %d bytes, got %d", maxSignature, n)}
 	}
-	k, digest, err := s.signingInput(req.GetKeyId(), alg, messageTypeFrom(req.GetMessageType()), req.GetMessage())
+	k, digest, err := s.signingInput(ctx, req.GetKeyId(), alg, messageTypeFrom(req.GetMessageType()), req.GetMessage())
 	if err != nil {
 		return nil, err
 	}
@@ -422,14 +425,14 @@ func (s *Service) Verify(ctx context.Context, req *pb.VerifyRequest) (*pb.Verify
 }
 
 // macInput validates a GenerateMac or VerifyMac request.
-func (s *Service) macInput(ref string, alg keys.MacAlgorithm, msg []byte) (cluster.Key, hsm.KeyRef, error) {
+func (s *Service) macInput(ctx context.Context, ref string, alg keys.MacAlgorithm, msg []byte) (cluster.Key, hsm.KeyRef, error) {
 	if !alg.Valid() {
 		return cluster.Key{}, hsm.KeyRef{}, &keys.FieldError{Field: "MacAlgorithm", Problem: fmt.Sprintf("must be one of %v", keys.AllMacAlgorithms)}
 	}
 	if err := keys.ValidatePlaintext("Message", msg, hsm.MaxMACInput); err != nil {
 		return cluster.Key{}, hsm.KeyRef{}, err
 	}
-	k, err := s.resolveUsable("KeyId", ref, keys.UsageGenerateVerifyMAC)
+	k, err := s.resolveUsable(ctx, "KeyId", ref, keys.UsageGenerateVerifyMAC)
 	if err != nil {
 		return k, hsm.KeyRef{}, err
 	}
@@ -443,7 +446,7 @@ func (s *Service) macInput(ref string, alg keys.MacAlgorithm, msg []byte) (clust
 // GenerateMac computes an HMAC in the HSM.
 func (s *Service) GenerateMac(ctx context.Context, req *pb.GenerateMacRequest) (*pb.GenerateMacResponse, error) {
 	alg := macAlgFrom(req.GetMacAlgorithm())
-	k, ref, err := s.macInput(req.GetKeyId(), alg, req.GetMessage())
+	k, ref, err := s.macInput(ctx, req.GetKeyId(), alg, req.GetMessage())
 	if err != nil {
 		return nil, err
 	}
@@ -460,7 +463,7 @@ func (s *Service) VerifyMac(ctx context.Context, req *pb.VerifyMacRequest) (*pb.
 	if n := len(req.GetMac()); n == 0 || n > 64 {
 		return nil, &keys.FieldError{Field: "Mac", Problem: fmt.Sprintf("must be 1 to 64 bytes, got %d", n)}
 	}
-	k, ref, err := s.macInput(req.GetKeyId(), alg, req.GetMessage())
+	k, ref, err := s.macInput(ctx, req.GetKeyId(), alg, req.GetMessage())
 	if err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ func (s *Service) apply(ctx context.Context, c cluster.Command) (any, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("replicate %s: %w", c.Type(), err)
+			return nil, err
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -129,11 +129,18 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 	if lc == nil { // we became the leader meanwhile
 		return nil, true, cluster.ErrNotLeader
 	}
-	resp, err := lc.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: b})
+	var p peer.Peer
+	resp, err := lc.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: b}, grpc.Peer(&p))
 	if err != nil {
 		st, _ := status.FromError(err)
+		// Safe to retry: the node reached was not the leader, or the request
+		// never left this process (no connection to the old leader).
 		notLeader := st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader
-		return nil, notLeader, err
+		notSent := st.Code() == codes.Unavailable && p.Addr == nil
+		if notLeader || notSent {
+			return nil, true, newError(codes.Unavailable, ExcDependencyTimeout, "no reachable cluster leader for writes: %s", st.Message())
+		}
+		return nil, false, err
 	}
 	return nil, false, s.waitApplied(ctx, resp.GetIndex())
 }
@@ -187,7 +194,6 @@ func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequ
 	return &pb.ForwardCommandResponse{Index: index}, nil
 }
 
-
 // peerCert is the verified client certificate of the request, nil on a
 // plaintext (test) server.
 func peerCert(ctx context.Context) *x509.Certificate {
@@ -223,4 +229,44 @@ func (s *Service) requireNode(ctx context.Context) error {
 		return nil
 	}
 	return newError(codes.PermissionDenied, ExcAccessDenied, "only cluster nodes may call this")
+}
+
+// ReadIndex answers a follower's read barrier: the leader confirms its
+// leadership with a quorum and returns its commit index.
+func (s *Service) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
+	if err := s.requireNode(ctx); err != nil {
+		return nil, err
+	}
+	if !s.node.IsLeader() {
+		return nil, newError(codes.Unavailable, reasonNotLeader, "node %s is not the leader", s.node.ID())
+	}
+	if err := s.node.VerifyLeader(ctx); err != nil {
+		return nil, err
+	}
+	return &pb.ReadIndexResponse{CommitIndex: s.node.Stats().CommitIndex}, nil
+}
+
+// syncWithLeader waits until this node has applied everything the leader
+// had committed when asked. Followers call it before answering "not found",
+// so that a key acknowledged through another node a moment ago is found.
+// On the leader there is nothing to wait for. It fails when no leader can
+// confirm, and then "not found" cannot be told from "not applied yet".
+func (s *Service) syncWithLeader(ctx context.Context) error {
+	if s.node.IsLeader() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MaxStaleness)
+	defer cancel()
+	lc, _, err := s.leaderClient(ctx)
+	if err == nil && lc != nil {
+		var resp *pb.ReadIndexResponse
+		if resp, err = lc.ReadIndex(ctx, &pb.ReadIndexRequest{}); err == nil {
+			err = s.waitApplied(ctx, resp.GetCommitIndex())
+		}
+	}
+	if err != nil || lc == nil {
+		return newError(codes.Unavailable, ExcDependencyTimeout,
+			"node %s cannot confirm the latest state with the cluster leader; retry or use another node", s.node.ID())
+	}
+	return nil
 }

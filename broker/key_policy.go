@@ -43,7 +43,7 @@ func (s *Service) DefaultKeyPolicy() string {
 // KeyPolicy returns a key's policy document as it was put, or
 // DefaultKeyPolicy when none was.
 func (s *Service) KeyPolicy(ctx context.Context, ref string) (string, error) {
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return "", err
 	}
@@ -60,7 +60,7 @@ func (s *Service) SetKeyPolicy(ctx context.Context, ref, policy string) error {
 	if err := CheckKeyPolicy(policy); err != nil {
 		return err
 	}
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,7 @@ func (s *Service) DescribeKey(ctx context.Context, req *pb.DescribeKeyRequest) (
 			return nil, err
 		}
 	}
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (s *Service) ListKeys(ctx context.Context, req *pb.ListKeysRequest) (*pb.Li
 
 // UpdateKeyDescription replaces a key's description.
 func (s *Service) UpdateKeyDescription(ctx context.Context, req *pb.UpdateKeyDescriptionRequest) (*pb.UpdateKeyDescriptionResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func pendingErr(k cluster.Key) error {
 // EnableKey enables a disabled key. A key pending deletion must have its
 // deletion cancelled first.
 func (s *Service) EnableKey(ctx context.Context, req *pb.EnableKeyRequest) (*pb.EnableKeyResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +186,7 @@ func (s *Service) EnableKey(ctx context.Context, req *pb.EnableKeyRequest) (*pb.
 // DisableKey disables a key: every node refuses to use it once it has
 // applied the change.
 func (s *Service) DisableKey(ctx context.Context, req *pb.DisableKeyRequest) (*pb.DisableKeyResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func (s *Service) ScheduleKeyDeletion(ctx context.Context, req *pb.ScheduleKeyDe
 	if err != nil {
 		return nil, fieldErr("PendingWindowDays", err)
 	}
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +226,7 @@ func (s *Service) ScheduleKeyDeletion(ctx context.Context, req *pb.ScheduleKeyDe
 // CancelKeyDeletion takes a key out of PendingDeletion; like AWS KMS it
 // comes back disabled.
 func (s *Service) CancelKeyDeletion(ctx context.Context, req *pb.CancelKeyDeletionRequest) (*pb.CancelKeyDeletionResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +251,7 @@ func (s *Service) RotateKey(ctx context.Context, req *pb.RotateKeyRequest) (*pb.
 
 // Rotate is the shared core of RotateKey.
 func (s *Service) Rotate(ctx context.Context, ref string) (uint32, cluster.Key, error) {
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return 0, k, err
 	}
@@ -274,7 +274,7 @@ func (s *Service) Rotate(ctx context.Context, ref string) (uint32, cluster.Key, 
 
 // ListKeyVersions lists a key's versions, oldest first.
 func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRequest) (*pb.ListKeyVersionsResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +305,7 @@ func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRe
 
 // TagKey adds or replaces tags.
 func (s *Service) TagKey(ctx context.Context, req *pb.TagKeyRequest) (*pb.TagKeyResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +331,7 @@ func (s *Service) TagKey(ctx context.Context, req *pb.TagKeyRequest) (*pb.TagKey
 
 // UntagKey removes tags.
 func (s *Service) UntagKey(ctx context.Context, req *pb.UntagKeyRequest) (*pb.UntagKeyResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -347,7 +347,7 @@ func (s *Service) UntagKey(ctx context.Context, req *pb.UntagKeyRequest) (*pb.Un
 
 // ListKeyTags returns a key's tags.
 func (s *Service) ListKeyTags(ctx context.Context, req *pb.ListKeyTagsRequest) (*pb.ListKeyTagsResponse, error) {
-	k, err := s.resolve("KeyId", req.GetKeyId())
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,7 @@ func (s *Service) CreateAlias(ctx context.Context, req *pb.CreateAliasRequest) (
 	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve("TargetKeyId", req.GetTargetKeyId())
+	k, err := s.resolve(ctx, "TargetKeyId", req.GetTargetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +380,7 @@ func (s *Service) UpdateAlias(ctx context.Context, req *pb.UpdateAliasRequest) (
 	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve("TargetKeyId", req.GetTargetKeyId())
+	k, err := s.resolve(ctx, "TargetKeyId", req.GetTargetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -422,7 +422,7 @@ func (s *Service) ListAliases(ctx context.Context, req *pb.ListAliasesRequest) (
 	}
 	keyID := ""
 	if req.GetKeyId() != "" {
-		k, err := s.resolve("KeyId", req.GetKeyId())
+		k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
 		if err != nil {
 			return nil, err
 		}

@@ -207,7 +207,7 @@ type JoinConfig struct {
 // cluster's: that is checked before anything is asked of the cluster.
 func (s *Service) Join(ctx context.Context, jc JoinConfig) error {
 	var (
-		status *pb.GetClusterStatusResponse
+		status  *pb.GetClusterStatusResponse
 		lastErr error
 	)
 	for _, seed := range jc.Seeds {
@@ -286,6 +286,7 @@ func (s *Service) Heartbeat(ctx context.Context, grpcAddr string, check, refresh
 			rec := cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(), GRPCAddr: grpcAddr, Partition: pi, LastSeen: s.now()}
 			if _, err := s.apply(cctx, &cluster.UpsertNode{Node: rec}); err == nil {
 				last, lastWrite = pi.Health, time.Now()
+				s.caughtUp.Store(true) // apply waited until this node applied it
 			} else if ctx.Err() == nil {
 				s.log.Debug("node record not updated", "err", err)
 			}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
@@ -22,12 +23,25 @@ func fieldErr(field string, err error) error {
 }
 
 // resolve finds the key a request names by id, key ARN, alias/NAME or
-// alias ARN, in this node's copy of the state.
-func (s *Service) resolve(field, ref string) (cluster.Key, error) {
+// alias ARN, in this node's copy of the state. A follower that does not
+// find it catches up with the leader and looks once more before it says
+// NotFound.
+func (s *Service) resolve(ctx context.Context, field, ref string) (cluster.Key, error) {
 	kr, err := keys.ParseKeyRef(ref)
 	if err != nil {
 		return cluster.Key{}, fieldErr(field, err)
 	}
+	k, err := s.lookup(kr)
+	if err != nil {
+		if serr := s.syncWithLeader(ctx); serr != nil {
+			return k, serr
+		}
+		k, err = s.lookup(kr)
+	}
+	return k, err
+}
+
+func (s *Service) lookup(kr keys.KeyRef) (cluster.Key, error) {
 	st := s.node.State()
 	id := kr.KeyID
 	if kr.Alias != "" {
@@ -41,6 +55,19 @@ func (s *Service) resolve(field, ref string) (cluster.Key, error) {
 		return cluster.Key{}, errNotFound("key %s does not exist", id)
 	}
 	return k, nil
+}
+
+// keyByID looks a key up by id (from a ciphertext blob), catching up with
+// the leader once on a miss, like resolve.
+func (s *Service) keyByID(ctx context.Context, id string) (cluster.Key, bool, error) {
+	k, ok := s.node.State().Key(id)
+	if !ok {
+		if err := s.syncWithLeader(ctx); err != nil {
+			return k, false, err
+		}
+		k, ok = s.node.State().Key(id)
+	}
+	return k, ok, nil
 }
 
 // usable refuses keys that are not enabled, with AWS's distinction between
@@ -59,8 +86,8 @@ func usable(k cluster.Key) error {
 }
 
 // resolveUsable resolves a key and checks it is enabled and has usage u.
-func (s *Service) resolveUsable(field, ref string, u keys.Usage) (cluster.Key, error) {
-	k, err := s.resolve(field, ref)
+func (s *Service) resolveUsable(ctx context.Context, field, ref string, u keys.Usage) (cluster.Key, error) {
+	k, err := s.resolve(ctx, field, ref)
 	if err != nil {
 		return k, err
 	}

@@ -50,7 +50,7 @@ func rotationState(k cluster.Key) error {
 
 // SetKeyRotation turns automatic rotation of a symmetric key on or off.
 func (s *Service) SetKeyRotation(ctx context.Context, ref string, enabled bool) error {
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (s *Service) SetKeyRotation(ctx context.Context, ref string, enabled bool) 
 // pending deletion reports rotation off, as AWS KMS does: it will not
 // rotate.
 func (s *Service) KeyRotationStatus(ctx context.Context, ref string) (RotationStatus, error) {
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return RotationStatus{}, err
 	}
@@ -91,7 +91,7 @@ func nextRotation(k cluster.Key) time.Time {
 // KeyRotations lists the completed rotations of a symmetric key, oldest
 // first: every version after the first.
 func (s *Service) KeyRotations(ctx context.Context, ref string) (cluster.Key, []Rotation, error) {
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return k, nil, err
 	}
@@ -111,7 +111,7 @@ func (s *Service) KeyRotations(ctx context.Context, ref string) (cluster.Key, []
 // rotation setting. Unlike Rotate, it answers a disabled key with
 // KMSInvalidStateException, as AWS's RotateKeyOnDemand does.
 func (s *Service) RotateOnDemand(ctx context.Context, ref string) (cluster.Key, error) {
-	k, err := s.resolve("KeyId", ref)
+	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return k, err
 	}

@@ -124,6 +124,11 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 		return nil, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	ctx = WithPrincipal(ctx, principal)
+	if s.gate.Load() && servesState(info.FullMethod) {
+		if ok, why := s.Healthy(); !ok {
+			return nil, toStatus(newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)).Err()
+		}
+	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", reqID))
 	resp, err := handler(ctx, req)
 	st := toStatus(err)
@@ -147,6 +152,13 @@ func levelFor(c codes.Code) slog.Level {
 		return slog.LevelWarn
 	}
 	return slog.LevelInfo
+}
+
+// servesState: key and crypto calls answer from this node's state and HSM,
+// so a node that is not ready must not take them. Cluster calls stay open:
+// an operator must be able to ask a sick node what is wrong.
+func servesState(method string) bool {
+	return hasPrefix(method, "/hsmbroker.v1.KeyService/") || hasPrefix(method, "/hsmbroker.v1.CryptoService/")
 }
 
 func isHealthOrReflection(method string) bool {

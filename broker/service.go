@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
@@ -34,6 +35,13 @@ type Config struct {
 	// CA) for calls to other nodes: forwarded writes and joins. nil dials
 	// peers in plaintext, for tests only.
 	PeerTLS *tls.Config
+	// MaxStaleness is how long a follower may go without hearing from the
+	// leader before it stops serving (default 3s).
+	MaxStaleness time.Duration
+	// RequireCaughtUp keeps a node unready until it has applied a write of
+	// its own (the Heartbeat's first) since it started. The daemon sets it;
+	// a service without Heartbeat leaves it off.
+	RequireCaughtUp bool
 }
 
 // Service is the broker core. It is safe for concurrent use.
@@ -52,6 +60,13 @@ type Service struct {
 
 	health healthState
 	peers  peers
+	// gate is set while WatchHealth runs: key and crypto calls are then
+	// refused (Unavailable) whenever the node is not ready.
+	gate atomic.Bool
+	// caughtUp is set once a write of this node's own has been applied
+	// here: the state is then at least as new as the cluster's was when
+	// the node started.
+	caughtUp atomic.Bool
 }
 
 // New checks cfg and returns a Service.
@@ -71,13 +86,20 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxStaleness <= 0 {
+		cfg.MaxStaleness = 3 * time.Second
+	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = cfg.Node.ID()
 	}
-	return &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}, nil
+	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}
+	// A node that must catch up refuses key and crypto calls from the
+	// start, until WatchHealth finds it ready.
+	s.gate.Store(cfg.RequireCaughtUp)
+	return s, nil
 }
 
 // now is the service clock in UTC, truncated to the second as AWS KMS

@@ -63,8 +63,8 @@ func xksAAD(aad, metadata []byte) []byte {
 
 // xksKey resolves the key behind an external key id: a key id or alias
 // name of a SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT key.
-func (s *Service) xksKey(ref string) (cluster.Key, error) {
-	k, err := s.resolve("externalKeyId", ref)
+func (s *Service) xksKey(ctx context.Context, ref string) (cluster.Key, error) {
+	k, err := s.resolve(ctx, "externalKeyId", ref)
 	if err != nil {
 		return k, err
 	}
@@ -86,7 +86,7 @@ func (s *Service) XKSEncrypt(ctx context.Context, ref string, plaintext, aad []b
 	if len(aad) > XKSMaxAAD {
 		return cluster.Key{}, XKSCiphertext{}, errUnsupported("additionalAuthenticatedData of %d bytes exceeds this proxy's limit of %d", len(aad), XKSMaxAAD)
 	}
-	k, err := s.xksKey(ref)
+	k, err := s.xksKey(ctx, ref)
 	if err != nil {
 		return k, XKSCiphertext{}, err
 	}
@@ -120,7 +120,7 @@ func (s *Service) XKSDecrypt(ctx context.Context, ref string, c XKSCiphertext, a
 	if len(aad) > XKSMaxAAD {
 		return cluster.Key{}, nil, errUnsupported("additionalAuthenticatedData of %d bytes exceeds this proxy's limit of %d", len(aad), XKSMaxAAD)
 	}
-	k, err := s.xksKey(ref)
+	k, err := s.xksKey(ctx, ref)
 	if err != nil {
 		return k, nil, err
 	}

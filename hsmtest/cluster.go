@@ -229,7 +229,7 @@ func (nd *Node) Start() {
 	}
 	nd.Raft = node
 	nd.raftLis = node.Addr()
-	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger()})
+	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger(), RequireCaughtUp: true})
 	if err != nil {
 		t.Fatal(err)
 	}

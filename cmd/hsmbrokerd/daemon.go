@@ -114,7 +114,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 
 	svc, err := broker.New(broker.Config{
 		NodeID: cc.NodeID, Node: node, Partition: p, PeerTLS: d.peerTLS,
-		Region: d.region, Account: d.account, Logger: log,
+		Region: d.region, Account: d.account, Logger: log, RequireCaughtUp: true,
 	})
 	if err != nil {
 		return err

@@ -804,6 +804,89 @@ func (x *ForwardCommandResponse) GetIndex() uint64 {
 	return 0
 }
 
+// ReadIndexRequest is the input of ClusterService.ReadIndex. It is empty.
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+}
+
+// ReadIndexResponse is the output of ClusterService.ReadIndex.
+type ReadIndexResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leader's commit index when it answered.
+	CommitIndex   uint64 `protobuf:"varint,1,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReadIndexResponse) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
 var File_hsmbroker_v1_cluster_service_proto protoreflect.FileDescriptor
 
 const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
@@ -851,7 +934,10 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"F\n" +
 	"\x16ForwardCommandResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\x83\x05\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x12\n" +
+	"\x10ReadIndexRequest\"6\n" +
+	"\x11ReadIndexResponse\x12!\n" +
+	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xd1\x05\n" +
 	"\x0eClusterService\x12a\n" +
 	"\x10GetClusterStatus\x12%.hsmbroker.v1.GetClusterStatusRequest\x1a&.hsmbroker.v1.GetClusterStatusResponse\x12^\n" +
 	"\x0fCreateJoinToken\x12$.hsmbroker.v1.CreateJoinTokenRequest\x1a%.hsmbroker.v1.CreateJoinTokenResponse\x12R\n" +
@@ -860,7 +946,8 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"RemoveNode\x12\x1f.hsmbroker.v1.RemoveNodeRequest\x1a .hsmbroker.v1.RemoveNodeResponse\x12g\n" +
 	"\x12TransferLeadership\x12'.hsmbroker.v1.TransferLeadershipRequest\x1a(.hsmbroker.v1.TransferLeadershipResponse\x12C\n" +
 	"\x06Backup\x12\x1b.hsmbroker.v1.BackupRequest\x1a\x1c.hsmbroker.v1.BackupResponse\x12[\n" +
-	"\x0eForwardCommand\x12#.hsmbroker.v1.ForwardCommandRequest\x1a$.hsmbroker.v1.ForwardCommandResponseB?Z=github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1;hsmbrokerv1b\x06proto3"
+	"\x0eForwardCommand\x12#.hsmbroker.v1.ForwardCommandRequest\x1a$.hsmbroker.v1.ForwardCommandResponse\x12L\n" +
+	"\tReadIndex\x12\x1e.hsmbroker.v1.ReadIndexRequest\x1a\x1f.hsmbroker.v1.ReadIndexResponseB?Z=github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1;hsmbrokerv1b\x06proto3"
 
 var (
 	file_hsmbroker_v1_cluster_service_proto_rawDescOnce sync.Once
@@ -874,7 +961,7 @@ func file_hsmbroker_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_hsmbroker_v1_cluster_service_proto_rawDescData
 }
 
-var file_hsmbroker_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_hsmbroker_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_hsmbroker_v1_cluster_service_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: hsmbroker.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil),   // 1: hsmbroker.v1.GetClusterStatusResponse
@@ -890,16 +977,18 @@ var file_hsmbroker_v1_cluster_service_proto_goTypes = []any{
 	(*BackupResponse)(nil),             // 11: hsmbroker.v1.BackupResponse
 	(*ForwardCommandRequest)(nil),      // 12: hsmbroker.v1.ForwardCommandRequest
 	(*ForwardCommandResponse)(nil),     // 13: hsmbroker.v1.ForwardCommandResponse
-	(*NodeStatus)(nil),                 // 14: hsmbroker.v1.NodeStatus
-	(*durationpb.Duration)(nil),        // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
-	(*PartitionInfo)(nil),              // 17: hsmbroker.v1.PartitionInfo
+	(*ReadIndexRequest)(nil),           // 14: hsmbroker.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 15: hsmbroker.v1.ReadIndexResponse
+	(*NodeStatus)(nil),                 // 16: hsmbroker.v1.NodeStatus
+	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
+	(*PartitionInfo)(nil),              // 19: hsmbroker.v1.PartitionInfo
 }
 var file_hsmbroker_v1_cluster_service_proto_depIdxs = []int32{
-	14, // 0: hsmbroker.v1.GetClusterStatusResponse.nodes:type_name -> hsmbroker.v1.NodeStatus
-	15, // 1: hsmbroker.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	16, // 2: hsmbroker.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	17, // 3: hsmbroker.v1.JoinClusterRequest.partition:type_name -> hsmbroker.v1.PartitionInfo
+	16, // 0: hsmbroker.v1.GetClusterStatusResponse.nodes:type_name -> hsmbroker.v1.NodeStatus
+	17, // 1: hsmbroker.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	18, // 2: hsmbroker.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 3: hsmbroker.v1.JoinClusterRequest.partition:type_name -> hsmbroker.v1.PartitionInfo
 	0,  // 4: hsmbroker.v1.ClusterService.GetClusterStatus:input_type -> hsmbroker.v1.GetClusterStatusRequest
 	2,  // 5: hsmbroker.v1.ClusterService.CreateJoinToken:input_type -> hsmbroker.v1.CreateJoinTokenRequest
 	4,  // 6: hsmbroker.v1.ClusterService.JoinCluster:input_type -> hsmbroker.v1.JoinClusterRequest
@@ -907,15 +996,17 @@ var file_hsmbroker_v1_cluster_service_proto_depIdxs = []int32{
 	8,  // 8: hsmbroker.v1.ClusterService.TransferLeadership:input_type -> hsmbroker.v1.TransferLeadershipRequest
 	10, // 9: hsmbroker.v1.ClusterService.Backup:input_type -> hsmbroker.v1.BackupRequest
 	12, // 10: hsmbroker.v1.ClusterService.ForwardCommand:input_type -> hsmbroker.v1.ForwardCommandRequest
-	1,  // 11: hsmbroker.v1.ClusterService.GetClusterStatus:output_type -> hsmbroker.v1.GetClusterStatusResponse
-	3,  // 12: hsmbroker.v1.ClusterService.CreateJoinToken:output_type -> hsmbroker.v1.CreateJoinTokenResponse
-	5,  // 13: hsmbroker.v1.ClusterService.JoinCluster:output_type -> hsmbroker.v1.JoinClusterResponse
-	7,  // 14: hsmbroker.v1.ClusterService.RemoveNode:output_type -> hsmbroker.v1.RemoveNodeResponse
-	9,  // 15: hsmbroker.v1.ClusterService.TransferLeadership:output_type -> hsmbroker.v1.TransferLeadershipResponse
-	11, // 16: hsmbroker.v1.ClusterService.Backup:output_type -> hsmbroker.v1.BackupResponse
-	13, // 17: hsmbroker.v1.ClusterService.ForwardCommand:output_type -> hsmbroker.v1.ForwardCommandResponse
-	11, // [11:18] is the sub-list for method output_type
-	4,  // [4:11] is the sub-list for method input_type
+	14, // 11: hsmbroker.v1.ClusterService.ReadIndex:input_type -> hsmbroker.v1.ReadIndexRequest
+	1,  // 12: hsmbroker.v1.ClusterService.GetClusterStatus:output_type -> hsmbroker.v1.GetClusterStatusResponse
+	3,  // 13: hsmbroker.v1.ClusterService.CreateJoinToken:output_type -> hsmbroker.v1.CreateJoinTokenResponse
+	5,  // 14: hsmbroker.v1.ClusterService.JoinCluster:output_type -> hsmbroker.v1.JoinClusterResponse
+	7,  // 15: hsmbroker.v1.ClusterService.RemoveNode:output_type -> hsmbroker.v1.RemoveNodeResponse
+	9,  // 16: hsmbroker.v1.ClusterService.TransferLeadership:output_type -> hsmbroker.v1.TransferLeadershipResponse
+	11, // 17: hsmbroker.v1.ClusterService.Backup:output_type -> hsmbroker.v1.BackupResponse
+	13, // 18: hsmbroker.v1.ClusterService.ForwardCommand:output_type -> hsmbroker.v1.ForwardCommandResponse
+	15, // 19: hsmbroker.v1.ClusterService.ReadIndex:output_type -> hsmbroker.v1.ReadIndexResponse
+	12, // [12:20] is the sub-list for method output_type
+	4,  // [4:12] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -933,7 +1024,7 @@ func file_hsmbroker_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmbroker_v1_cluster_service_proto_rawDesc), len(file_hsmbroker_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	ClusterService_TransferLeadership_FullMethodName = "/hsmbroker.v1.ClusterService/TransferLeadership"
 	ClusterService_Backup_FullMethodName             = "/hsmbroker.v1.ClusterService/Backup"
 	ClusterService_ForwardCommand_FullMethodName     = "/hsmbroker.v1.ClusterService/ForwardCommand"
+	ClusterService_ReadIndex_FullMethodName          = "/hsmbroker.v1.ClusterService/ReadIndex"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -77,6 +78,11 @@ type ClusterServiceClient interface {
 	// UNAVAILABLE rather than passing the command on, so the follower retries
 	// against the new leader.
 	ForwardCommand(ctx context.Context, in *ForwardCommandRequest, opts ...grpc.CallOption) (*ForwardCommandResponse, error)
+	// ReadIndex is internal to the cluster: the leader confirms it still
+	// leads and returns its commit index. A follower that does not find a key
+	// or alias waits until it has applied that index and looks again, so a key
+	// acknowledged through any node is found on every node.
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -157,6 +163,16 @@ func (c *clusterServiceClient) ForwardCommand(ctx context.Context, in *ForwardCo
 	return out, nil
 }
 
+func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -206,6 +222,11 @@ type ClusterServiceServer interface {
 	// UNAVAILABLE rather than passing the command on, so the follower retries
 	// against the new leader.
 	ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error)
+	// ReadIndex is internal to the cluster: the leader confirms it still
+	// leads and returns its commit index. A follower that does not find a key
+	// or alias waits until it has applied that index and looks again, so a key
+	// acknowledged through any node is found on every node.
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -236,6 +257,9 @@ func (UnimplementedClusterServiceServer) Backup(context.Context, *BackupRequest)
 }
 func (UnimplementedClusterServiceServer) ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardCommand not implemented")
+}
+func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -384,6 +408,24 @@ func _ClusterService_ForwardCommand_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -418,6 +460,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ForwardCommand",
 			Handler:    _ClusterService_ForwardCommand_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _ClusterService_ReadIndex_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
