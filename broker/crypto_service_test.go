@@ -176,7 +176,7 @@ func TestScheduledDeletionHappens(t *testing.T) {
 	if del.GetPendingWindowDays() != 30 {
 		t.Fatalf("default window %d, want 30", del.GetPendingWindowDays())
 	}
-	if got := del.GetDeletionDate().AsTime().Sub(time.Now()); got < 29*24*time.Hour || got > 31*24*time.Hour {
+	if got := time.Until(del.GetDeletionDate().AsTime()); got < 29*24*time.Hour || got > 31*24*time.Hour {
 		t.Fatalf("deletion date %v from now", got)
 	}
 	e.clock.Set(del.GetDeletionDate().AsTime().Add(time.Second))
