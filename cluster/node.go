@@ -510,9 +510,13 @@ type Stats struct {
 	CommitIndex  uint64
 	AppliedIndex uint64 // raft's, including entries the FSM does not see
 	LastLogIndex uint64
-	LeaderID     string
-	LeaderAddr   string
-	Servers      []Server // nil if the configuration could not be read
+	// FirstLogIndex is the oldest entry still in the log; entries before it
+	// were compacted into a snapshot, so a peer that lacks them can only
+	// catch up by installing the snapshot.
+	FirstLogIndex uint64
+	LeaderID      string
+	LeaderAddr    string
+	Servers       []Server // nil if the configuration could not be read
 }
 
 // Stats reports the node's raft status.
@@ -525,6 +529,9 @@ func (n *Node) Stats() Stats {
 		CommitIndex:  n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(),
 		LastLogIndex: n.raft.LastIndex(),
+	}
+	if first, err := n.store.FirstIndex(); err == nil {
+		s.FirstLogIndex = first
 	}
 	s.LeaderID, s.LeaderAddr = n.Leader()
 	if cf := n.raft.GetConfiguration(); cf.Error() == nil {

@@ -1,6 +1,7 @@
 package hsmtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -33,6 +34,10 @@ type Cluster struct {
 	Nodes []*Node
 	// Tune adjusts each node's Raft configuration before it opens.
 	Tune func(*cluster.Config)
+
+	// Restore, if set, is a Backup snapshot the first node restores right
+	// after it bootstraps, before anything else is written.
+	Restore []byte
 
 	linkMu  sync.RWMutex
 	blocked map[[2]string]bool
@@ -94,6 +99,16 @@ type Node struct {
 
 // NewCluster starts an n-node cluster and waits until every node serves.
 func NewCluster(t testing.TB, n int, tune ...func(*cluster.Config)) *Cluster {
+	c := NewEmptyCluster(t, tune...)
+	for i := 0; i < n; i++ {
+		c.AddNode()
+	}
+	return c
+}
+
+// NewEmptyCluster makes a cluster with no nodes yet: its CA and directory.
+// Add nodes with AddNode or AddNodeOnToken; the first one bootstraps.
+func NewEmptyCluster(t testing.TB, tune ...func(*cluster.Config)) *Cluster {
 	t.Helper()
 	RequireSoftHSM(t)
 	ca, err := pki.NewCA("hsmbroker test CA")
@@ -109,17 +124,22 @@ func NewCluster(t testing.TB, n int, tune ...func(*cluster.Config)) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.StopAll)
-	for i := 0; i < n; i++ {
-		c.AddNode()
-	}
 	return c
 }
 
-// AddNode creates, starts and (for all but the first) joins a new node.
+// AddNode creates, starts and (for all but the first) joins a new node
+// with a fresh token.
 func (c *Cluster) AddNode() *Node {
 	c.t.Helper()
+	return c.AddNodeOnToken(NewToken(c.t))
+}
+
+// AddNodeOnToken is AddNode on an existing token, such as one that holds
+// the domain key of a cluster being restored.
+func (c *Cluster) AddNodeOnToken(tok Token) *Node {
+	c.t.Helper()
 	i := len(c.Nodes)
-	nd := &Node{ID: fmt.Sprintf("node%d", i+1), Index: i, Token: NewToken(c.t), Faults: &hsm.Faults{},
+	nd := &Node{ID: fmt.Sprintf("node%d", i+1), Index: i, Token: tok, Faults: &hsm.Faults{},
 		DataDir: filepath.Join(c.dir, fmt.Sprintf("node%d", i+1)), c: c}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -251,6 +271,12 @@ func (nd *Node) Start() {
 	if first {
 		if err := node.WaitForLeader(ctx); err != nil {
 			t.Fatal(err)
+		}
+		if c.Restore != nil {
+			if err := svc.RestoreBackup(ctx, bytes.NewReader(c.Restore)); err != nil {
+				t.Fatalf("%s: restore: %v", nd.ID, err)
+			}
+			c.Restore = nil
 		}
 		if err := svc.EnsureDomainKeyCheck(ctx); err != nil {
 			t.Fatalf("%s: domain key check: %v", nd.ID, err)
