@@ -46,7 +46,7 @@ func (c *clock) Set(t time.Time) {
 // env is one broker: a real SoftHSM token, a real single-node Raft
 // cluster, the service behind a real gRPC server on loopback, and clients.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	tok     hsmtest.Token
 	dataDir string
 	clock   *clock
@@ -60,7 +60,7 @@ type env struct {
 	cluster pb.ClusterServiceClient
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}}
 	e.tok = hsmtest.NewToken(t)
@@ -138,7 +138,7 @@ func (e *env) restart(cfg hsm.Config) {
 // tokConfig is the partition configuration of the env's token.
 func (e *env) tokConfig(string) hsm.Config { return e.tok.Config() }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
