@@ -40,6 +40,10 @@ const (
 	TypeAddJoinToken      CommandType = 17
 	TypeConsumeJoinToken  CommandType = 18
 	TypeSetDomainKeyID    CommandType = 19
+	TypeCreateGrant       CommandType = 20
+	TypeRemoveGrant       CommandType = 21
+	TypeSetPrincipalRole  CommandType = 22
+	TypeDeletePrincipal   CommandType = 23
 )
 
 // TypeRestore is not a command: it is the Event.Type the observer sees after
@@ -73,6 +77,10 @@ var commandTable = [...]struct {
 	TypeAddJoinToken:      {"AddJoinToken", func() Command { return new(AddJoinToken) }},
 	TypeConsumeJoinToken:  {"ConsumeJoinToken", func() Command { return new(ConsumeJoinToken) }},
 	TypeSetDomainKeyID:    {"SetDomainKeyID", func() Command { return new(SetDomainKeyID) }},
+	TypeCreateGrant:       {"CreateGrant", func() Command { return new(CreateGrant) }},
+	TypeRemoveGrant:       {"RemoveGrant", func() Command { return new(RemoveGrant) }},
+	TypeSetPrincipalRole:  {"SetPrincipalRole", func() Command { return new(SetPrincipalRole) }},
+	TypeDeletePrincipal:   {"DeletePrincipal", func() Command { return new(DeletePrincipal) }},
 }
 
 func (t CommandType) String() string {
@@ -92,9 +100,10 @@ func (t CommandType) String() string {
 //
 // A successful command's result (FSM.Apply, Node.Apply) is a copy of what
 // it changed: a Key for CreateKey and the other commands on one key, an
-// Alias for CreateAlias and UpdateAlias, a NodeInfo for UpsertNode, and nil
-// for DeleteKey, DeleteAlias, RemoveNode, the join-token commands and
-// SetDomainKeyID.
+// Alias for CreateAlias and UpdateAlias, a NodeInfo for UpsertNode, a Grant
+// for CreateGrant, a Principal for SetPrincipalRole, and nil for DeleteKey,
+// DeleteAlias, RemoveNode, the join-token commands, SetDomainKeyID,
+// RemoveGrant and DeletePrincipal.
 type Command interface {
 	// Type is the type byte that starts the command's log entry.
 	Type() CommandType

@@ -154,6 +154,7 @@ func (c *DeleteKey) apply(d *Data) (any, Event, error) {
 			delete(d.Aliases, name)
 		}
 	}
+	deleteGrantsOf(d, c.KeyID)
 	return nil, Event{Type: TypeDeleteKey, KeyID: c.KeyID}, nil
 }
 

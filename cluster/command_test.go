@@ -460,6 +460,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&AddJoinToken{Hash: tokenHash("t"), Expires: t0.Add(time.Hour), At: t0},
 		&ConsumeJoinToken{Hash: tokenHash("t"), At: t0},
 		&SetDomainKeyID{ID: "dk"},
+		&CreateGrant{Grant: testGrant("g", "k", "app")},
+		&RemoveGrant{GrantID: "g", KeyID: "k"},
+		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
+		&DeletePrincipal{Name: "app"},
 	)
 	seen := map[CommandType]bool{}
 	for _, c := range cmds {

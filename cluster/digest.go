@@ -68,6 +68,19 @@ func (d *Data) Digest() [32]byte {
 		e.bytes(t.Hash)
 		e.time(t.Expires)
 	}
+	e.uint(uint64(len(d.Grants)))
+	for _, id := range sortedKeys(d.Grants) {
+		e.str(id)
+		e.grant(d.Grants[id])
+	}
+	e.uint(uint64(len(d.Principals)))
+	for _, name := range sortedKeys(d.Principals) {
+		p := d.Principals[name]
+		e.str(name)
+		e.str(p.Name)
+		e.str(p.Role)
+		e.time(p.UpdatedAt)
+	}
 
 	var sum [32]byte
 	e.h.Sum(sum[:0])
@@ -104,6 +117,27 @@ func (e *digestEncoder) key(k *Key) {
 	}
 	e.uint(uint64(k.CurrentVersion))
 	e.bytes(k.Policy)
+}
+
+func (e *digestEncoder) grant(g *Grant) {
+	e.str(g.ID)
+	e.str(g.KeyID)
+	e.str(g.Name)
+	e.str(g.Grantee)
+	e.str(g.RetiringPrincipal)
+	e.uint(uint64(len(g.Operations)))
+	for _, op := range g.Operations {
+		e.str(op)
+	}
+	for _, m := range []map[string]string{g.ContextEquals, g.ContextSubset} {
+		e.uint(uint64(len(m)))
+		for _, k := range sortedKeys(m) {
+			e.str(k)
+			e.str(m[k])
+		}
+	}
+	e.str(g.Issuer)
+	e.time(g.CreatedAt)
 }
 
 func (e *digestEncoder) uint(v uint64) {

@@ -4,8 +4,9 @@
 // # State
 //
 // The replicated state (Data) is key metadata, key versions, aliases,
-// policies, member records with their HSM partition metadata, join-token
-// hashes and the id of the cluster's domain key. It never holds key
+// policies, grants, the roles of principals, member records with their HSM
+// partition metadata, join-token hashes and the id of the cluster's domain
+// key. It never holds key
 // material: a key version carries its key wrapped under the domain key
 // inside an HSM, and, for asymmetric keys, the public key.
 //

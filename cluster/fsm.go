@@ -208,6 +208,12 @@ func checkData(d *Data) error {
 	if d.JoinTokens == nil {
 		d.JoinTokens = map[string]*JoinToken{}
 	}
+	if d.Grants == nil {
+		d.Grants = map[string]*Grant{}
+	}
+	if d.Principals == nil {
+		d.Principals = map[string]*Principal{}
+	}
 	for id, k := range d.Keys {
 		if k == nil || k.ID != id {
 			return fmt.Errorf("key entry %q does not hold key %q", id, id)
@@ -265,6 +271,30 @@ func checkData(d *Data) error {
 			return err
 		}
 		t.Expires = utc(t.Expires)
+	}
+	for id, g := range d.Grants {
+		if g == nil || g.ID != id {
+			return fmt.Errorf("grant entry %q does not hold grant %q", id, id)
+		}
+		if _, ok := d.Keys[g.KeyID]; !ok {
+			return fmt.Errorf("grant %q is on missing key %q", id, g.KeyID)
+		}
+		if err := (&CreateGrant{Grant: *g}).validate(); err != nil {
+			return fmt.Errorf("grant %q: %w", id, err)
+		}
+		normalizeGrant(g)
+	}
+	for name, p := range d.Principals {
+		if p == nil || p.Name != name {
+			return fmt.Errorf("principal entry %q does not hold principal %q", name, name)
+		}
+		if !ValidRole(p.Role) {
+			return fmt.Errorf("principal %q has unknown role %q", name, p.Role)
+		}
+		if err := checkTime("principal updated_at", p.UpdatedAt, false); err != nil {
+			return err
+		}
+		p.UpdatedAt = utc(p.UpdatedAt)
 	}
 	return nil
 }

@@ -32,6 +32,8 @@ func richFSM(t testing.TB) *FSM {
 		&UpsertNode{Node: testNode("n2")},
 		&AddJoinToken{Hash: tokenHash("tok"), Expires: t0.Add(time.Hour), At: t0},
 		&SetDomainKeyID{ID: "dk-0123"},
+		&CreateGrant{Grant: testGrant("g1", "k1", "app")},
+		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
 	} {
 		a.must(t, c)
 	}
@@ -280,13 +282,15 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          6,
+		reflect.TypeFor[Data]():          8,
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,
 		reflect.TypeFor[NodeInfo]():      5,
 		reflect.TypeFor[PartitionInfo](): 9,
 		reflect.TypeFor[JoinToken]():     2,
+		reflect.TypeFor[Grant]():         10,
+		reflect.TypeFor[Principal]():     3,
 	} {
 		if typ.NumField() != n {
 			t.Errorf("%s has %d fields, Digest encodes %d: update Data.Digest, Clone and checkData", typ, typ.NumField(), n)
@@ -312,6 +316,9 @@ func TestDigestSeesChanges(t *testing.T) {
 		"token expiry":     func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].Expires = t0 },
 		"key moved":        func(d *Data) { d.Keys["zz"] = d.Keys["k2"]; delete(d.Keys, "k2") },
 		"domain key other": func(d *Data) { d.DomainKeyID = "dk" },
+		"grant operation":  func(d *Data) { d.Grants["g1"].Operations = []string{"Decrypt"} },
+		"grant constraint": func(d *Data) { d.Grants["g1"].ContextSubset = map[string]string{"a": "c"} },
+		"principal role":   func(d *Data) { d.Principals["app"].Role = RoleAdmin },
 	}
 	for name, mutate := range mutations {
 		d := base.Clone()

@@ -33,6 +33,10 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		&AddJoinToken{Hash: tokenHash("t"), Expires: t0.Add(time.Hour), At: t0},
 		&ConsumeJoinToken{Hash: tokenHash("t"), At: t0},
 		&SetDomainKeyID{ID: "dk"},
+		&CreateGrant{Grant: testGrant("g", "k1", "app")},
+		&RemoveGrant{GrantID: "g"},
+		&SetPrincipalRole{Name: "app", Role: RoleAuditor, At: t0},
+		&DeletePrincipal{Name: "app"},
 	) {
 		seeds = append(seeds, rawEntry(t, c))
 	}

@@ -97,6 +97,9 @@ type Data struct {
 	// DomainKeyCheck proves which domain key a partition holds; see
 	// SetDomainKeyID.
 	DomainKeyCheck []byte `json:"domain_key_check"`
+	// Grants by Grant.ID, and principal records by Principal.Name.
+	Grants     map[string]*Grant     `json:"grants"`
+	Principals map[string]*Principal `json:"principals"`
 }
 
 // NewData returns empty state.
@@ -106,6 +109,8 @@ func NewData() *Data {
 		Aliases:    map[string]*Alias{},
 		Nodes:      map[string]*NodeInfo{},
 		JoinTokens: map[string]*JoinToken{},
+		Grants:     map[string]*Grant{},
+		Principals: map[string]*Principal{},
 	}
 }
 
@@ -117,6 +122,8 @@ func (d *Data) Clone() *Data {
 		Nodes:       make(map[string]*NodeInfo, len(d.Nodes)),
 		JoinTokens:  make(map[string]*JoinToken, len(d.JoinTokens)),
 		DomainKeyID: d.DomainKeyID,
+		Grants:      make(map[string]*Grant, len(d.Grants)),
+		Principals:  make(map[string]*Principal, len(d.Principals)),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {
@@ -134,6 +141,14 @@ func (d *Data) Clone() *Data {
 	for h, t := range d.JoinTokens {
 		tc := t.Clone()
 		c.JoinTokens[h] = &tc
+	}
+	for id, g := range d.Grants {
+		gc := g.Clone()
+		c.Grants[id] = &gc
+	}
+	for name, p := range d.Principals {
+		pc := *p
+		c.Principals[name] = &pc
 	}
 	return c
 }
