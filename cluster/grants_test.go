@@ -23,7 +23,11 @@ func TestGrantCommands(t *testing.T) {
 		{name: "create on missing key", cmd: &CreateGrant{Grant: testGrant("g3", "nope", "bob")}, wantErr: ErrNotFound},
 		{name: "create on key pending deletion", cmd: &CreateGrant{Grant: testGrant("g3", "pd", "bob")}, wantErr: ErrInvalidState},
 		{name: "create without operations", cmd: &CreateGrant{Grant: func() Grant { g := testGrant("g3", "k1", "bob"); g.Operations = nil; return g }()}, wantErr: ErrInvalidCommand},
-		{name: "create unsorted operations", cmd: &CreateGrant{Grant: func() Grant { g := testGrant("g3", "k1", "bob"); g.Operations = []string{"Encrypt", "Decrypt"}; return g }()}, wantErr: ErrInvalidCommand},
+		{name: "create unsorted operations", cmd: &CreateGrant{Grant: func() Grant {
+			g := testGrant("g3", "k1", "bob")
+			g.Operations = []string{"Encrypt", "Decrypt"}
+			return g
+		}()}, wantErr: ErrInvalidCommand},
 		{name: "create wildcard operation", cmd: &CreateGrant{Grant: func() Grant { g := testGrant("g3", "k1", "bob"); g.Operations = []string{"*"}; return g }()}, wantErr: ErrInvalidCommand},
 		{name: "create both constraints", cmd: &CreateGrant{Grant: func() Grant {
 			g := testGrant("g3", "k1", "bob")
