@@ -45,9 +45,10 @@ type daemon struct {
 	// "" means the listener's own address, made dialable.
 	grpcAdvertise string
 	metricsAddr   string
-	kmsAddr       string // reserved; logged, not served
-	region        string
-	account       string
+	// kms, when set, serves the AWS KMS JSON endpoint.
+	kms     *kmsEndpoint
+	region  string
+	account string
 
 	hsm       hsm.Config // with the PIN
 	cluster   cluster.Config
@@ -65,7 +66,14 @@ type daemon struct {
 
 	// onReady, if set, runs once the node reports ready (or readyWait has
 	// passed). It gets the addresses clients dial.
-	onReady func(grpcAddr, metricsAddr string) error
+	onReady func(endpoints) error
+}
+
+// endpoints are the addresses a local client dials to reach this node.
+type endpoints struct {
+	grpc    string
+	metrics string
+	kmsURL  string // "" when the AWS KMS endpoint is not served
 }
 
 // runDaemon opens the partition and the node, serves gRPC and HTTP until
@@ -86,6 +94,13 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	defer metricsLis.Close()
+	var kmsLis net.Listener
+	if d.kms != nil {
+		if kmsLis, err = d.kms.listen(); err != nil {
+			return err
+		}
+		defer kmsLis.Close()
+	}
 
 	p, err := hsm.Open(d.hsm)
 	if err != nil {
@@ -129,8 +144,17 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	mux.Handle("GET /readyz", readyHandler(svc))
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	var kmsSrv *http.Server
+	if d.kms != nil {
+		h, err := d.kms.handler(svc, log)
+		if err != nil {
+			return err
+		}
+		kmsSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
 
-	fatal := make(chan error, 3)
+	fatal := make(chan error, 4)
 	go func() {
 		if err := gs.Serve(grpcLis); err != nil {
 			fatal <- fmt.Errorf("gRPC server: %w", err)
@@ -141,18 +165,32 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			fatal <- fmt.Errorf("metrics server: %w", err)
 		}
 	}()
-	grpcAddr, metricsAddr := dialable(grpcLis.Addr()), dialable(metricsLis.Addr())
-	advertise := firstSet(d.grpcAdvertise, grpcAddr)
-	log.Info("serving", "node", cc.NodeID, "grpc", grpcAddr, "grpc_advertise", advertise,
-		"raft", node.Addr(), "metrics", metricsAddr)
-	if d.kmsAddr != "" {
-		log.Info("the AWS KMS endpoint is not part of this build; kms address reserved", "kms", d.kmsAddr)
+	if kmsSrv != nil {
+		go func() {
+			if err := kmsSrv.Serve(kmsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fatal <- fmt.Errorf("AWS KMS endpoint: %w", err)
+			}
+		}()
+	}
+	ep := endpoints{grpc: dialable(grpcLis.Addr()), metrics: dialable(metricsLis.Addr())}
+	if kmsLis != nil {
+		ep.kmsURL = d.kms.url(kmsLis.Addr())
+	}
+	advertise := firstSet(d.grpcAdvertise, ep.grpc)
+	log.Info("serving", "node", cc.NodeID, "grpc", ep.grpc, "grpc_advertise", advertise,
+		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL)
+	if d.kms != nil && d.kms.tls == nil && !isLoopback(d.kms.addr) {
+		log.Warn("the AWS KMS endpoint serves plain HTTP on a non-loopback address; requests and answers (plaintext, data keys) cross the network unencrypted",
+			"kms", d.kms.addr)
 	}
 
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
+	if d.kms != nil {
+		spawn(func() { d.kms.reloadOnHangup(bg, log) })
+	}
 	spawn(func() {
 		if err := startMembership(bg, log, svc, node, d.join, advertise, spawn); err != nil {
 			fatal <- err
@@ -163,7 +201,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			if waitReady(bg, svc) != nil && bg.Err() != nil {
 				return
 			}
-			if err := d.onReady(grpcAddr, metricsAddr); err != nil {
+			if err := d.onReady(ep); err != nil {
 				log.Error("announce readiness", "err", err)
 			}
 		})
@@ -180,6 +218,11 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	hs.Shutdown() // every service NOT_SERVING while connections drain
 
 	hctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
+	if kmsSrv != nil {
+		if herr := kmsSrv.Shutdown(hctx); herr != nil {
+			log.Warn("AWS KMS endpoint did not stop cleanly", "err", herr)
+		}
+	}
 	if herr := httpSrv.Shutdown(hctx); herr != nil {
 		log.Warn("metrics server did not stop cleanly", "err", herr)
 	}

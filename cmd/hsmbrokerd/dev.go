@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/awskms"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/internal/config"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/spf13/cobra"
 )
@@ -66,22 +69,29 @@ On first run it creates, under DIR (mode 0700):
   tls/ca.pem, tls/ca-key.pem               a dev CA
   tls/node.pem, tls/node-key.pem           gRPC and Raft certificate (localhost, 127.0.0.1)
   tls/admin.pem, tls/admin-key.pem         a client certificate: principal admin, role admin
+  kms-credentials.json                     an AWS access key of principal admin (0600)
   raft/                                    the Raft log and snapshots
 
 Later runs reopen all of it; the token, PINs and CA are never recreated.
 dev always uses DIR's own SoftHSM configuration, even when SOFTHSM2_CONF is
-set. Once serving, it writes DIR/dev.env with the exports a client needs
-(HSMBROKER_ADDR, HSMBROKER_CA, HSMBROKER_CERT, HSMBROKER_KEY,
-HSMBROKER_METRICS_ADDR).
+set. Besides gRPC it serves the AWS KMS JSON endpoint on --kms-addr, in
+plain HTTP (loopback only, unless told otherwise), for the AWS CLI and SDKs.
+Once serving, it writes DIR/dev.env (0600) with the exports a client needs:
+HSMBROKER_ADDR, HSMBROKER_CA, HSMBROKER_CERT, HSMBROKER_KEY and
+HSMBROKER_METRICS_ADDR for hsmctl and the Go SDK, and AWS_ENDPOINT_URL_KMS,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION for AWS
+tools. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS: give it
+--endpoint-url "$AWS_ENDPOINT_URL_KMS".
 
 Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 		Example: `  hsmbrokerd dev --data-dir ./.hsmbroker-dev
   source ./.hsmbroker-dev/dev.env
   hsmctl keys create --spec SYMMETRIC_DEFAULT --alias alias/demo
+  aws kms --endpoint-url "$AWS_ENDPOINT_URL_KMS" list-keys
 
-  # Other ports, debug logs:
+  # Other ports, debug logs, no AWS endpoint:
   hsmbrokerd dev --data-dir /tmp/hb --grpc-addr 127.0.0.1:8400 --raft-addr 127.0.0.1:8401 \
-    --metrics-addr 127.0.0.1:8490 --log-level debug`,
+    --metrics-addr 127.0.0.1:8490 --kms-addr "" --log-level debug`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(stderr, g.logLevel, firstSet(g.logFormat, "text"))
@@ -93,9 +103,6 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("kms-addr") {
-				d.kmsAddr = "" // not served yet: only worth a log line when asked for
-			}
 			return runDaemon(cmd.Context(), log, d)
 		},
 	}
@@ -104,7 +111,7 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
 	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:7490", "HTTP address for /metrics, /healthz and /readyz")
-	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "reserved for the AWS KMS-compatible endpoint")
+	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "AWS KMS-compatible endpoint, plain HTTP (\"\": not served)")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -119,6 +126,7 @@ type devLayout struct {
 	caCert, caKey          string
 	nodeCert, nodeKey      string
 	adminCert, adminKey    string
+	kmsCredentials         string
 	raftDir                string
 	env                    string
 }
@@ -126,20 +134,21 @@ type devLayout struct {
 func newDevLayout(dir string) devLayout {
 	j := filepath.Join
 	return devLayout{
-		dir:         dir,
-		softhsmConf: j(dir, "softhsm", "softhsm2.conf"),
-		tokensDir:   j(dir, "softhsm", "tokens"),
-		userPIN:     j(dir, "softhsm", "user.pin"),
-		soPIN:       j(dir, "softhsm", "so.pin"),
-		tlsDir:      j(dir, "tls"),
-		caCert:      j(dir, "tls", "ca.pem"),
-		caKey:       j(dir, "tls", "ca-key.pem"),
-		nodeCert:    j(dir, "tls", "node.pem"),
-		nodeKey:     j(dir, "tls", "node-key.pem"),
-		adminCert:   j(dir, "tls", "admin.pem"),
-		adminKey:    j(dir, "tls", "admin-key.pem"),
-		raftDir:     j(dir, "raft"),
-		env:         j(dir, "dev.env"),
+		dir:            dir,
+		softhsmConf:    j(dir, "softhsm", "softhsm2.conf"),
+		tokensDir:      j(dir, "softhsm", "tokens"),
+		userPIN:        j(dir, "softhsm", "user.pin"),
+		soPIN:          j(dir, "softhsm", "so.pin"),
+		tlsDir:         j(dir, "tls"),
+		caCert:         j(dir, "tls", "ca.pem"),
+		caKey:          j(dir, "tls", "ca-key.pem"),
+		nodeCert:       j(dir, "tls", "node.pem"),
+		nodeKey:        j(dir, "tls", "node-key.pem"),
+		adminCert:      j(dir, "tls", "admin.pem"),
+		adminKey:       j(dir, "tls", "admin-key.pem"),
+		kmsCredentials: j(dir, "kms-credentials.json"),
+		raftDir:        j(dir, "raft"),
+		env:            j(dir, "dev.env"),
 	}
 }
 
@@ -166,10 +175,10 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		}
 	}
 
-	if err := useOwnSoftHSMConf(log, l); err != nil {
+	if err := useOwnSoftHSMConf(log, l.softhsmConf, l.tokensDir, "dev mode"); err != nil {
 		return daemon{}, err
 	}
-	if err := ensureDevToken(log, l, module); err != nil {
+	if err := ensureToken(log, l.tokenFiles(), module, "dev token"); err != nil {
 		return daemon{}, err
 	}
 	pin, err := hsm.LoadPIN(l.userPIN, "")
@@ -193,11 +202,25 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 	if err != nil {
 		return daemon{}, err
 	}
+	var (
+		kms       *kmsEndpoint
+		accessKey awskms.AccessKey
+	)
+	if f.kmsAddr != "" {
+		if accessKey, err = ensureAccessKey(log, l.kmsCredentials, devAdmin); err != nil {
+			return daemon{}, err
+		}
+		if kms, err = loadKMSEndpoint(f.kmsAddr, l.kmsCredentials, "", "", "", "", ""); err != nil {
+			return daemon{}, err
+		}
+	}
 
 	return daemon{
 		grpcAddr:    f.grpcAddr,
 		metricsAddr: f.metricsAddr,
-		kmsAddr:     f.kmsAddr,
+		kms:         kms,
+		region:      config.DefaultRegion,
+		account:     config.DefaultAccount,
 		hsm: hsm.Config{
 			Module:     module,
 			TokenLabel: devTokenLabel,
@@ -215,52 +238,68 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		serverTLS:       serverTLS,
 		peerTLS:         peerTLS,
 		createDomainKey: true,
-		onReady: func(grpcAddr, metricsAddr string) error {
-			if err := writeDevEnv(l, grpcAddr, metricsAddr); err != nil {
+		onReady: func(ep endpoints) error {
+			vars := clientEnv(ep, l.caCert, l.adminCert, l.adminKey, "", accessKey, config.DefaultRegion)
+			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}
-			printDevBanner(stderr, l, grpcAddr, metricsAddr)
+			printDevBanner(stderr, l, ep)
 			return nil
 		},
 	}, nil
 }
 
-// useOwnSoftHSMConf writes DIR's SoftHSM configuration and points
-// SOFTHSM2_CONF at it. SoftHSM reads the variable once, when the library
-// is initialized, so this must run before anything loads the module.
-func useOwnSoftHSMConf(log *slog.Logger, l devLayout) error {
-	body := fmt.Sprintf("# Written by hsmbrokerd dev for this data directory.\n"+
-		"directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", l.tokensDir)
+// useOwnSoftHSMConf writes a SoftHSM configuration keeping tokens in
+// tokensDir and points SOFTHSM2_CONF at it. SoftHSM reads the variable
+// once, when the library is initialized, so this must run before anything
+// loads the module. who names the user in a log line.
+func useOwnSoftHSMConf(log *slog.Logger, conf, tokensDir, who string) error {
+	body := fmt.Sprintf("# Written by hsmbrokerd for this data directory.\n"+
+		"directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokensDir)
 	// Rewritten when it differs, so a moved data directory keeps working.
-	if old, err := os.ReadFile(l.softhsmConf); err != nil || string(old) != body {
-		if err := pki.WriteFileAtomic(l.softhsmConf, []byte(body), 0o600); err != nil {
+	if old, err := os.ReadFile(conf); err != nil || string(old) != body {
+		if err := pki.WriteFileAtomic(conf, []byte(body), 0o600); err != nil {
 			return err
 		}
 	}
-	if prev := os.Getenv("SOFTHSM2_CONF"); prev != "" && prev != l.softhsmConf {
-		log.Info("SOFTHSM2_CONF is set; dev mode uses the data directory's own SoftHSM configuration instead",
-			"ignored", prev, "using", l.softhsmConf)
+	if prev := os.Getenv("SOFTHSM2_CONF"); prev != "" && prev != conf {
+		log.Info("SOFTHSM2_CONF is set; "+who+" uses the data directory's own SoftHSM configuration instead",
+			"ignored", prev, "using", conf)
 	}
-	return os.Setenv("SOFTHSM2_CONF", l.softhsmConf)
+	return os.Setenv("SOFTHSM2_CONF", conf)
 }
 
-// ensureDevToken initializes the dev token on first run. An existing
-// token is never initialized again: that would destroy its domain key and
-// with it every key in the Raft state.
-func ensureDevToken(log *slog.Logger, l devLayout, module string) error {
-	entries, err := os.ReadDir(l.tokensDir)
+// tokenFiles are the files around a SoftHSM token that hsmbrokerd makes
+// for itself (dev) or for a local cluster node (init-node).
+type tokenFiles struct {
+	label          string
+	tokensDir      string
+	userPIN, soPIN string
+	raftDir        string // Raft state that needs this token's domain key
+	dir            string // what to remove to start over
+}
+
+func (l devLayout) tokenFiles() tokenFiles {
+	return tokenFiles{label: devTokenLabel, tokensDir: l.tokensDir, userPIN: l.userPIN, soPIN: l.soPIN, raftDir: l.raftDir, dir: l.dir}
+}
+
+// ensureToken initializes the token on first run. An existing token is
+// never initialized again: that would destroy its domain key and with it
+// every key in the Raft state. what names the token in log lines.
+func ensureToken(log *slog.Logger, tf tokenFiles, module, what string) error {
+	entries, err := os.ReadDir(tf.tokensDir)
 	if err != nil {
 		return err
 	}
 	if len(entries) > 0 {
-		if _, err := os.Stat(l.userPIN); err != nil {
-			return fmt.Errorf("%s holds a token but its user PIN file is missing (%v); remove %s to start over", l.tokensDir, err, l.dir)
+		if _, err := os.Stat(tf.userPIN); err != nil {
+			return fmt.Errorf("%s holds a token but its user PIN file is missing (%v); remove %s to start over", tf.tokensDir, err, tf.dir)
 		}
-		log.Info("dev token reopened", "label", devTokenLabel, "tokens", l.tokensDir)
+		log.Info(what+" reopened", "label", tf.label, "tokens", tf.tokensDir)
 		return nil
 	}
-	if _, err := os.Stat(filepath.Join(l.raftDir, "raft.db")); err == nil {
-		return fmt.Errorf("%s holds Raft state but the SoftHSM token is gone, so its keys cannot be unwrapped; remove %s to start over", l.raftDir, l.dir)
+	if _, err := os.Stat(filepath.Join(tf.raftDir, "raft.db")); err == nil {
+		return fmt.Errorf("%s holds Raft state but the SoftHSM token is gone, so its keys cannot be unwrapped; remove %s to start over", tf.raftDir, tf.dir)
 	}
 	soPIN, err := randomPIN()
 	if err != nil {
@@ -272,18 +311,18 @@ func ensureDevToken(log *slog.Logger, l devLayout, module string) error {
 	}
 	// PINs reach disk before the token exists: a token whose PIN was lost
 	// would be useless.
-	if err := pki.WriteFileAtomic(l.soPIN, []byte(soPIN+"\n"), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(tf.soPIN, []byte(soPIN+"\n"), 0o600); err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(l.userPIN, []byte(userPIN+"\n"), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(tf.userPIN, []byte(userPIN+"\n"), 0o600); err != nil {
 		return err
 	}
-	serial, err := hsm.InitToken(module, devTokenLabel, soPIN, userPIN)
+	serial, err := hsm.InitToken(module, tf.label, soPIN, userPIN)
 	if err != nil {
-		return fmt.Errorf("initialize the dev token: %w", err)
+		return fmt.Errorf("initialize the %s: %w", what, err)
 	}
-	log.Info("dev token initialized", "label", devTokenLabel, "serial", serial, "module", module,
-		"user_pin_file", l.userPIN, "so_pin_file", l.soPIN)
+	log.Info(what+" initialized", "label", tf.label, "serial", serial, "module", module,
+		"user_pin_file", tf.userPIN, "so_pin_file", tf.soPIN)
 	return nil
 }
 
@@ -403,31 +442,104 @@ func (s leafSpec) staleReason(ca *pki.CA) string {
 	return ""
 }
 
-// writeDevEnv writes the exports a client needs to reach this broker.
-func writeDevEnv(l devLayout, grpcAddr, metricsAddr string) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by hsmbrokerd dev. Use: source %s\n", shellQuote(l.env))
-	for _, kv := range [][2]string{
-		{"HSMBROKER_ADDR", grpcAddr},
-		{"HSMBROKER_CA", l.caCert},
-		{"HSMBROKER_CERT", l.adminCert},
-		{"HSMBROKER_KEY", l.adminKey},
-		{"HSMBROKER_METRICS_ADDR", metricsAddr},
-	} {
-		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+// clientEnv is what a client needs to reach a node: hsmctl and the Go SDK
+// through gRPC with the admin certificate, AWS tools through the KMS
+// endpoint with the admin access key (when ep has one). caBundle, when
+// set, is the CA that AWS tools must trust for an HTTPS endpoint.
+func clientEnv(ep endpoints, caCert, adminCert, adminKey, caBundle string, key awskms.AccessKey, region string) [][2]string {
+	vars := [][2]string{
+		{"HSMBROKER_ADDR", ep.grpc},
+		{"HSMBROKER_CA", caCert},
+		{"HSMBROKER_CERT", adminCert},
+		{"HSMBROKER_KEY", adminKey},
+		{"HSMBROKER_METRICS_ADDR", ep.metrics},
 	}
-	return pki.WriteFileAtomic(l.env, []byte(b.String()), 0o600)
+	if ep.kmsURL == "" {
+		return vars
+	}
+	vars = append(vars, [2]string{"# The AWS KMS endpoint. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS:", ""},
+		[2]string{`#   aws kms --endpoint-url "$AWS_ENDPOINT_URL_KMS" list-keys`, ""},
+		[2]string{"AWS_ENDPOINT_URL_KMS", ep.kmsURL})
+	if caBundle != "" {
+		vars = append(vars, [2]string{"AWS_CA_BUNDLE", caBundle})
+	}
+	return append(vars,
+		[2]string{"AWS_ACCESS_KEY_ID", key.ID},
+		[2]string{"AWS_SECRET_ACCESS_KEY", key.Secret},
+		[2]string{"AWS_DEFAULT_REGION", region},
+	)
 }
 
-func printDevBanner(w io.Writer, l devLayout, grpcAddr, metricsAddr string) {
+// writeEnvFile writes shell exports (mode 0600: they may hold an access
+// key's secret). A name starting with "#" is written as a comment line.
+func writeEnvFile(path, writer string, vars [][2]string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by %s. Use: source %s\n", writer, shellQuote(path))
+	for _, kv := range vars {
+		if strings.HasPrefix(kv[0], "#") {
+			fmt.Fprintln(&b, kv[0])
+			continue
+		}
+		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+	return pki.WriteFileAtomic(path, []byte(b.String()), 0o600)
+}
+
+func printDevBanner(w io.Writer, l devLayout, ep endpoints) {
 	fmt.Fprintf(w, `
 hsmbrokerd dev is ready: gRPC on %s (mutual TLS), metrics on http://%s/metrics
 To use it from a shell:
 
     source %s
     hsmctl keys create --spec SYMMETRIC_DEFAULT --alias alias/demo
+`, ep.grpc, ep.metrics, shellQuote(l.env))
+	if ep.kmsURL != "" {
+		fmt.Fprintf(w, "    aws kms --endpoint-url \"$AWS_ENDPOINT_URL_KMS\" list-keys    # AWS KMS API on %s\n", ep.kmsURL)
+	}
+	fmt.Fprintln(w)
+}
 
-`, grpcAddr, metricsAddr, shellQuote(l.env))
+// ensureAccessKey returns an access key of principal from the credentials
+// file at path, generating one (and the file, 0600) when there is none.
+// The secret goes to the file only, never to a log.
+func ensureAccessKey(log *slog.Logger, path, principal string) (awskms.AccessKey, error) {
+	keys, err := readAccessKeys(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return awskms.AccessKey{}, err
+	}
+	for _, k := range keys {
+		if k.Principal == principal {
+			return k, nil
+		}
+	}
+	k, err := awskms.GenerateAccessKey(principal)
+	if err != nil {
+		return awskms.AccessKey{}, err
+	}
+	if err := awskms.WriteCredentialsFile(path, append(keys, k)); err != nil {
+		return awskms.AccessKey{}, err
+	}
+	log.Info("AWS access key created", "access_key", k, "file", path)
+	return k, nil
+}
+
+// readAccessKeys returns the keys of a credentials file, after awskms has
+// checked its mode and form.
+func readAccessKeys(path string) ([]awskms.AccessKey, error) {
+	if _, err := awskms.LoadCredentialsFile(path); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		AccessKeys []awskms.AccessKey `json:"access_keys"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("credentials file %s: %w", path, err)
+	}
+	return f.AccessKeys, nil
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:@%+=,-]+$`)

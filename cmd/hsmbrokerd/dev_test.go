@@ -12,20 +12,20 @@ import (
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
-// startDev runs `hsmbrokerd dev` on addrs (grpc, raft, metrics) and waits
-// for dev.env. On a port collision it retries on fresh ports, updating
+// startDev runs `hsmbrokerd dev` on addrs (grpc, raft, metrics, kms) and
+// waits for dev.env. On a port collision it retries on fresh ports, updating
 // addrs.
 func startDev(t *testing.T, module, dir string, addrs *[]string) *proc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		if len(*addrs) == 0 || attempt > 0 {
-			*addrs = freeAddrs(t, 3)
+			*addrs = freeAddrs(t, 4)
 		}
 		a := *addrs
 		// A SOFTHSM2_CONF of the caller's must not leak into dev mode.
 		env := environ("SOFTHSM2_CONF=" + filepath.Join(t.TempDir(), "elsewhere.conf"))
 		p := startProc(t, env, "dev", "--data-dir", dir, "--module", module,
-			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2])
+			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3])
 		envFile := filepath.Join(dir, "dev.env")
 		waitFor(t, nil, "dev.env", func() error {
 			if exists(envFile) || p.exited() {
@@ -54,13 +54,18 @@ func TestDevStartStopRestart(t *testing.T) {
 	// First run: everything is created.
 	p := startDev(t, module, dir, &addrs)
 	env := readEnvFile(t, filepath.Join(dir, "dev.env"))
-	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR"} {
+	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR",
+		"AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
 	}
-	if env["HSMBROKER_ADDR"] != addrs[0] || env["HSMBROKER_METRICS_ADDR"] != addrs[2] {
-		t.Errorf("dev.env addresses %s, %s; want %s, %s", env["HSMBROKER_ADDR"], env["HSMBROKER_METRICS_ADDR"], addrs[0], addrs[2])
+	if env["HSMBROKER_ADDR"] != addrs[0] || env["HSMBROKER_METRICS_ADDR"] != addrs[2] || env["AWS_ENDPOINT_URL_KMS"] != "http://"+addrs[3] {
+		t.Errorf("dev.env addresses %s, %s, %s; want %s, %s, http://%s", env["HSMBROKER_ADDR"], env["HSMBROKER_METRICS_ADDR"],
+			env["AWS_ENDPOINT_URL_KMS"], addrs[0], addrs[2], addrs[3])
+	}
+	if body := readFile(t, filepath.Join(dir, "dev.env")); !strings.Contains(body, `--endpoint-url "$AWS_ENDPOINT_URL_KMS"`) {
+		t.Errorf("dev.env does not say how to point an older AWS CLI at the endpoint:\n%s", body)
 	}
 	for _, k := range []string{"HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY"} {
 		if !filepath.IsAbs(env[k]) || !exists(env[k]) {
@@ -76,6 +81,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	checkNoCertRefused(t, env["HSMBROKER_ADDR"], env["HSMBROKER_CA"])
 	waitHTTPReady(t, p, env["HSMBROKER_METRICS_ADDR"])
 	checkHTTP(t, env["HSMBROKER_METRICS_ADDR"])
+	checkAWSEncrypt(t, env)
 
 	out := p.out.String()
 	for _, want := range []string{"dev token initialized", "dev CA created", "SOFTHSM2_CONF is set", "source " + filepath.Join(dir, "dev.env"), "hsmctl keys create --spec SYMMETRIC_DEFAULT --alias alias/demo"} {
@@ -84,11 +90,12 @@ func TestDevStartStopRestart(t *testing.T) {
 		}
 	}
 	checkNoPINs(t, dir, out)
+	checkNoSecret(t, env["AWS_SECRET_ACCESS_KEY"], out)
 	p.stop(t)
 
 	// What must survive a restart unchanged.
 	keep := map[string]string{}
-	for _, f := range []string{"softhsm/user.pin", "softhsm/so.pin", "tls/ca.pem", "tls/ca-key.pem", "tls/node.pem", "tls/admin.pem"} {
+	for _, f := range []string{"softhsm/user.pin", "softhsm/so.pin", "tls/ca.pem", "tls/ca-key.pem", "tls/node.pem", "tls/admin.pem", "kms-credentials.json"} {
 		keep[f] = readFile(t, filepath.Join(dir, f))
 	}
 	tokens := listDir(t, filepath.Join(dir, "softhsm", "tokens"))
@@ -102,16 +109,22 @@ func TestDevStartStopRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = startDev(t, module, dir, &addrs)
+	firstEnv := env
 	env = readEnvFile(t, filepath.Join(dir, "dev.env"))
+	if env["AWS_ACCESS_KEY_ID"] != firstEnv["AWS_ACCESS_KEY_ID"] || env["AWS_SECRET_ACCESS_KEY"] != firstEnv["AWS_SECRET_ACCESS_KEY"] {
+		t.Error("the AWS access key changed across a restart")
+	}
 	conn = dial(t, env["HSMBROKER_ADDR"], env["HSMBROKER_CA"], env["HSMBROKER_CERT"], env["HSMBROKER_KEY"])
 	waitServing(t, p, conn)
 	waitHTTPReady(t, p, env["HSMBROKER_METRICS_ADDR"])
+	checkAWSEncrypt(t, env)
 
 	out = p.out.String()
 	if !strings.Contains(out, "dev token reopened") {
 		t.Error("second run did not reopen the token")
 	}
-	for _, unwanted := range []string{"dev token initialized", "dev CA created", "dev certificate issued", "domain key created", "bootstrapped a new cluster"} {
+	for _, unwanted := range []string{"dev token initialized", "dev CA created", "dev certificate issued", "domain key created",
+		"bootstrapped a new cluster", "AWS access key created"} {
 		if strings.Contains(out, unwanted) {
 			t.Errorf("second run logged %q: state was made again instead of reopened", unwanted)
 		}
@@ -125,6 +138,7 @@ func TestDevStartStopRestart(t *testing.T) {
 		t.Errorf("tokens after restart %v, want %v", got, tokens)
 	}
 	checkNoPINs(t, dir, out)
+	checkNoSecret(t, env["AWS_SECRET_ACCESS_KEY"], out)
 	p.stop(t)
 }
 
@@ -145,6 +159,7 @@ func checkLayout(t *testing.T, dir string) {
 		"tls/ca.pem":            0o644,
 		"tls/node.pem":          0o644,
 		"tls/admin.pem":         0o644,
+		"kms-credentials.json":  0o600,
 		"dev.env":               0o600,
 	}
 	for f, want := range modes {

@@ -75,6 +75,10 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		return daemon{}, fmt.Errorf("tls: %w", err)
 	}
 	checkAdvertisedNames(log, c)
+	kms, err := serveKMS(c)
+	if err != nil {
+		return daemon{}, err
+	}
 	pin, err := hsm.LoadPIN(c.HSM.PINFile, c.HSM.PINEnv)
 	if err != nil {
 		return daemon{}, fmt.Errorf("hsm: %w", err)
@@ -82,6 +86,9 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 	oaep := hsm.OAEPMode(c.HSM.OAEPSHA256)
 	if oaep == "auto" {
 		oaep = hsm.OAEPAuto
+	}
+	if err := setHSMEnv(log, c.HSM.Env); err != nil {
+		return daemon{}, err
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return daemon{}, fmt.Errorf("data_dir: %w", err)
@@ -107,7 +114,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		grpcAddr:      c.GRPCAddr,
 		grpcAdvertise: c.GRPCAdvertiseAddr(),
 		metricsAddr:   c.MetricsAddr,
-		kmsAddr:       c.KMSAddr,
+		kms:           kms,
 		region:        c.Region,
 		account:       c.Account,
 		hsm: hsm.Config{
@@ -182,4 +189,33 @@ func checkAdvertisedNames(log *slog.Logger, c config.Config) {
 				"cert", c.TLS.Cert, "which", a.what, "address", a.addr, "err", err)
 		}
 	}
+}
+
+// serveKMS loads the AWS KMS endpoint's files; nil when it is not served.
+func serveKMS(c config.Config) (*kmsEndpoint, error) {
+	k := c.KMS
+	if k.Addr == "" {
+		return nil, nil
+	}
+	cert, key := firstSet(k.Cert, c.TLS.Cert), firstSet(k.Key, c.TLS.Key)
+	if k.Plaintext {
+		cert, key = "", ""
+	}
+	ep, err := loadKMSEndpoint(k.Addr, k.CredentialsFile, cert, key, k.XKS.CredentialsFile, k.XKS.PathPrefix, k.XKS.Region)
+	if err != nil {
+		return nil, fmt.Errorf("kms: %w", err)
+	}
+	return ep, nil
+}
+
+// setHSMEnv sets hsm.env for the PKCS#11 library, which reads its
+// variables when it is loaded. Only the names are logged.
+func setHSMEnv(log *slog.Logger, env map[string]string) error {
+	for name, v := range env {
+		if err := os.Setenv(name, v); err != nil {
+			return fmt.Errorf("hsm.env: %s: %w", name, err)
+		}
+		log.Debug("environment variable set for the PKCS#11 library", "name", name)
+	}
+	return nil
 }

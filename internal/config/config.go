@@ -71,8 +71,9 @@ type Config struct {
 	// Default DefaultMetricsAddr (loopback only).
 	MetricsAddr string `yaml:"metrics_addr"`
 
-	// KMSAddr is reserved for the AWS KMS-compatible endpoint. Optional.
-	KMSAddr string `yaml:"kms_addr"`
+	// KMS is the AWS KMS-compatible HTTP endpoint (and the XKS proxy API).
+	// Not served unless KMS.Addr is set.
+	KMS KMS `yaml:"kms"`
 
 	// Region and Account make key ARNs
 	// (arn:aws:kms:REGION:ACCOUNT:key/ID). Defaults DefaultRegion and
@@ -125,6 +126,43 @@ type TLS struct {
 	Key string `yaml:"key"`
 }
 
+// KMS configures the AWS KMS JSON endpoint: the AWS CLI and SDKs reach
+// the cluster's keys through it with an endpoint override, authenticated
+// with SigV4 access keys.
+type KMS struct {
+	// Addr is where the endpoint listens. Empty: not served.
+	Addr string `yaml:"addr"`
+	// Plaintext serves plain HTTP instead of HTTPS. Only for a loopback
+	// address or behind a TLS-terminating proxy on the same host: SigV4
+	// protects requests from tampering, not from being read.
+	Plaintext bool `yaml:"plaintext"`
+	// Cert and Key are the HTTPS certificate and its key (PEM). Default
+	// the node certificate, tls.cert and tls.key. Set both or neither.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CredentialsFile holds the access keys (JSON, mode 0600; see
+	// docs/AWS_KMS_ENDPOINT.md), each standing for a principal. Required
+	// with Addr. SIGHUP rereads it.
+	CredentialsFile string `yaml:"credentials_file"`
+	// XKS also serves the AWS KMS external key store proxy API on the same
+	// listener, when XKS.CredentialsFile is set.
+	XKS XKS `yaml:"xks"`
+}
+
+// XKS configures the external key store proxy API.
+type XKS struct {
+	// PathPrefix precedes /kms/xks/v1 in every XKS URI (AWS KMS's
+	// XksProxyUriPath is PathPrefix + "/kms/xks/v1"). Optional.
+	PathPrefix string `yaml:"path_prefix"`
+	// CredentialsFile holds the proxy authentication credentials AWS KMS
+	// signs with (same JSON form and mode as kms.credentials_file,
+	// distinct keys). Setting it enables XKS. SIGHUP rereads it.
+	CredentialsFile string `yaml:"credentials_file"`
+	// Region is the AWS region whose KMS calls the proxy, as its
+	// signatures name it. Default the broker's region.
+	Region string `yaml:"region"`
+}
+
 // HSM configures the PKCS#11 partition. Zero numeric and duration values
 // keep the partition's defaults.
 type HSM struct {
@@ -151,6 +189,11 @@ type HSM struct {
 	// (native when the token accepts it, else software unpadding), native
 	// or software. Default auto.
 	OAEPSHA256 string `yaml:"oaep_sha256"`
+	// Env sets environment variables for the PKCS#11 library before it is
+	// loaded: vendor libraries find their own configuration this way
+	// (SOFTHSM2_CONF, ChrystokiConfigurationPath). Not for secrets: the
+	// configuration file holds none.
+	Env map[string]string `yaml:"env"`
 }
 
 // Raft holds optional consensus tunables; see cluster.Config for each.
@@ -232,7 +275,8 @@ func (c *Config) setDefaults() {
 }
 
 func (c *Config) resolvePaths(base string) {
-	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile, &c.JoinTokenFile} {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile, &c.JoinTokenFile,
+		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -280,7 +324,7 @@ func (c Config) Validate() error {
 	checkAddr("grpc_addr", c.GRPCAddr, false)
 	raftHost := checkAddr("raft_addr", c.RaftAddr, false)
 	checkAddr("metrics_addr", c.MetricsAddr, false)
-	checkAddr("kms_addr", c.KMSAddr, true)
+	checkAddr("kms.addr", c.KMS.Addr, true)
 	advHost := checkAddr("raft_advertise", c.RaftAdvertise, true)
 	if c.RaftAdvertise == "" && c.RaftAddr != "" && isWildcard(raftHost) {
 		bad("raft_advertise", "required when raft_addr (%s) binds a wildcard address", c.RaftAddr)
@@ -312,6 +356,8 @@ func (c Config) Validate() error {
 	required("tls.cert", c.TLS.Cert)
 	required("tls.key", c.TLS.Key)
 
+	c.validateKMS(bad)
+
 	required("hsm.module", c.HSM.Module)
 	if c.HSM.TokenLabel == "" && c.HSM.TokenSerial == "" {
 		bad("hsm.token_label", "required (or hsm.token_serial)")
@@ -324,6 +370,11 @@ func (c Config) Validate() error {
 		bad("hsm.pin_file", "required (or hsm.pin_env)")
 	case c.HSM.PINFile != "" && c.HSM.PINEnv != "":
 		bad("hsm.pin_file", "set either hsm.pin_file or hsm.pin_env, not both")
+	}
+	for name := range c.HSM.Env {
+		if name == "" || strings.ContainsAny(name, "=\x00") {
+			bad("hsm.env", "%q is not an environment variable name", name)
+		}
 	}
 	if c.HSM.PoolSize < 0 {
 		bad("hsm.pool_size", "must not be negative")
@@ -372,6 +423,33 @@ func (c Config) Validate() error {
 		bad("log.format", "%q: want json or text", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateKMS checks the kms section; an endpoint without a listen address
+// has nothing else to check.
+func (c Config) validateKMS(bad func(field, format string, args ...any)) {
+	k := c.KMS
+	if k.Addr == "" {
+		if k.CredentialsFile != "" || k.XKS.CredentialsFile != "" || k.Cert != "" || k.Key != "" {
+			bad("kms.addr", "required when other kms fields are set")
+		}
+		return
+	}
+	if k.CredentialsFile == "" {
+		bad("kms.credentials_file", "required with kms.addr")
+	}
+	if (k.Cert == "") != (k.Key == "") {
+		bad("kms.cert", "set both kms.cert and kms.key, or neither to use the node certificate")
+	}
+	if k.Plaintext && k.Cert != "" {
+		bad("kms.cert", "not used with kms.plaintext")
+	}
+	if k.XKS.CredentialsFile == "" && (k.XKS.PathPrefix != "" || k.XKS.Region != "") {
+		bad("kms.xks.credentials_file", "required when other kms.xks fields are set")
+	}
+	if k.XKS.CredentialsFile != "" && k.XKS.CredentialsFile == k.CredentialsFile {
+		bad("kms.xks.credentials_file", "must not be kms.credentials_file: the proxy credential is not a user's access key")
+	}
 }
 
 // GRPCAdvertiseAddr is the gRPC address this node publishes to the other

@@ -54,7 +54,10 @@ data_dir: data
 grpc_addr: 10.0.0.2:7400
 raft_addr: 10.0.0.2:7401
 metrics_addr: 10.0.0.2:7490
-kms_addr: 10.0.0.2:7480
+kms:
+  addr: 10.0.0.2:7480
+  credentials_file: kms-credentials.json
+  xks: {path_prefix: /keystores/prod, credentials_file: /etc/hsmbroker/xks-credentials.json}
 region: eu-west-1
 account: "123456789012"
 bootstrap: false
@@ -70,6 +73,7 @@ hsm:
   call_timeout: 5s
   cache_size: 100
   oaep_sha256: native
+  env: {ChrystokiConfigurationPath: /etc/luna}
 raft:
   heartbeat_timeout: 1s
   election_timeout: 1s
@@ -95,6 +99,14 @@ log: {level: debug, format: text}
 	}
 	if len(c.Join) != 2 || c.Account != "123456789012" || c.HSM.OAEPSHA256 != "native" {
 		t.Errorf("join=%v account=%q oaep=%q", c.Join, c.Account, c.HSM.OAEPSHA256)
+	}
+	wantKMS := KMS{Addr: "10.0.0.2:7480", CredentialsFile: "/etc/hsmbroker/kms-credentials.json",
+		XKS: XKS{PathPrefix: "/keystores/prod", CredentialsFile: "/etc/hsmbroker/xks-credentials.json"}}
+	if !reflect.DeepEqual(c.KMS, wantKMS) {
+		t.Errorf("kms:\n got %+v\nwant %+v", c.KMS, wantKMS)
+	}
+	if c.HSM.Env["ChrystokiConfigurationPath"] != "/etc/luna" {
+		t.Errorf("hsm.env = %v", c.HSM.Env)
 	}
 }
 
@@ -136,6 +148,15 @@ func TestParseErrors(t *testing.T) {
 		{"join with two token sources", edit("", "join: [10.0.0.3:7400]\njoin_token_file: t\njoin_token_env: T"), []string{"join_token_file: set either"}},
 		{"token without join", edit("", "join_token_env: T"), []string{"join: required when a join token"}},
 		{"wildcard grpc advertise", edit("", "grpc_advertise: 0.0.0.0:7400"), []string{"grpc_advertise: 0.0.0.0:7400 is not an address"}},
+		{"kms without credentials", edit("", "kms: {addr: 127.0.0.1:7480}"), []string{"kms.credentials_file: required"}},
+		{"kms bad address", edit("", "kms: {addr: 7480, credentials_file: c.json}"), []string{"kms.addr: want host:port"}},
+		{"kms fields without address", edit("", "kms: {credentials_file: c.json}"), []string{"kms.addr: required when"}},
+		{"kms cert without key", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, cert: kms.pem}"), []string{"kms.cert: set both"}},
+		{"kms plaintext with cert", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, plaintext: true, cert: a, key: b}"), []string{"kms.cert: not used"}},
+		{"xks prefix without credentials", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, xks: {path_prefix: /x}}"), []string{"kms.xks.credentials_file: required"}},
+		{"xks sharing user credentials", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, xks: {credentials_file: c.json}}"), []string{"kms.xks.credentials_file: must not"}},
+		{"old kms_addr", edit("", "kms_addr: 127.0.0.1:7480"), []string{"field kms_addr not found"}},
+		{"bad hsm env name", edit("user.pin}", "user.pin, env: {\"A=B\": x}}"), []string{"hsm.env"}},
 		{"bad log level", edit("", "log: {level: loud}"), []string{"log.level"}},
 		{"bad log format", edit("", "log: {format: xml}"), []string{"log.format"}},
 		{"node id with space", edit("node_id: node-1", "node_id: node 1"), []string{"node_id: must not contain"}},

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/awskms"
+)
+
+// kmsEndpoint is the AWS KMS JSON endpoint (and optionally the XKS proxy
+// API) as dev or serve configured it.
+type kmsEndpoint struct {
+	addr string
+	// tls serves HTTPS; nil serves plain HTTP.
+	tls         *tls.Config
+	credentials *awskms.FileCredentials
+	// xks, when set, also serves the XKS proxy API with these credentials.
+	xks          *awskms.FileCredentials
+	xksPrefix    string
+	xksRegion    string
+	credFile     string
+	xksCredsFile string
+}
+
+// loadKMSEndpoint reads the credentials files (and the certificate, when
+// certFile is set), so that a missing or loose file fails before anything
+// starts.
+func loadKMSEndpoint(addr, credFile, certFile, keyFile, xksCredFile, xksPrefix, xksRegion string) (*kmsEndpoint, error) {
+	k := &kmsEndpoint{addr: addr, credFile: credFile, xksCredsFile: xksCredFile, xksPrefix: xksPrefix, xksRegion: xksRegion}
+	var err error
+	if k.credentials, err = awskms.LoadCredentialsFile(credFile); err != nil {
+		return nil, err
+	}
+	if xksCredFile != "" {
+		if k.xks, err = awskms.LoadCredentialsFile(xksCredFile); err != nil {
+			return nil, err
+		}
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("HTTPS certificate %s: %w", certFile, err)
+		}
+		// TLS 1.2 as well as 1.3: AWS KMS and older AWS CLIs and SDKs
+		// still negotiate 1.2.
+		k.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	return k, nil
+}
+
+// handler makes the endpoint's HTTP handler over svc.
+func (k *kmsEndpoint) handler(svc *broker.Service, log *slog.Logger) (*awskms.Handler, error) {
+	cfg := awskms.Config{Service: svc, Credentials: k.credentials, Logger: log}
+	if k.xks != nil {
+		cfg.XKS = &awskms.XKSConfig{PathPrefix: k.xksPrefix, Credentials: k.xks, Region: k.xksRegion}
+	}
+	h, err := awskms.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("AWS KMS endpoint: %w", err)
+	}
+	return h, nil
+}
+
+// listen binds the endpoint's address, with TLS when configured.
+func (k *kmsEndpoint) listen() (net.Listener, error) {
+	lis, err := net.Listen("tcp", k.addr)
+	if err != nil {
+		return nil, fmt.Errorf("AWS KMS listener: %w", err)
+	}
+	if k.tls != nil {
+		return tls.NewListener(lis, k.tls), nil
+	}
+	return lis, nil
+}
+
+// url is how a local client reaches the endpoint bound at addr.
+func (k *kmsEndpoint) url(addr net.Addr) string {
+	scheme := "https"
+	if k.tls == nil {
+		scheme = "http"
+	}
+	return scheme + "://" + dialable(addr)
+}
+
+// reloadOnHangup rereads the credentials files on each SIGHUP until ctx
+// ends, so that access keys can be added and retired without a restart. A
+// file that fails to load leaves the keys loaded before in use.
+func (k *kmsEndpoint) reloadOnHangup(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		err := k.credentials.Reload()
+		if k.xks != nil {
+			err = errors.Join(err, k.xks.Reload())
+		}
+		if err != nil {
+			log.Error("SIGHUP: credentials not reloaded; the keys loaded before stay in use", "err", err)
+			continue
+		}
+		log.Info("SIGHUP: credentials reloaded", "file", k.credFile, "xks_file", k.xksCredsFile)
+	}
+}
+
+// isLoopback reports whether addr binds only the loopback interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
