@@ -1,0 +1,272 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FileMode is the mode of a new audit log: it names principals and keys,
+// so only the broker's user reads it.
+const FileMode os.FileMode = 0o600
+
+// Genesis is the prev of the first line of a chain.
+var Genesis = strings.Repeat("0", 64)
+
+// Record is one audit line. It never holds plaintext, key material, PINs or
+// credentials: only names, ids, outcomes and the encryption context, which
+// is not secret (it is authenticated, not encrypted).
+type Record struct {
+	// Seq numbers the lines of a chain from 1; Append sets it.
+	Seq uint64 `json:"seq"`
+	// Time is when the line was written, UTC; Append sets it if zero.
+	Time time.Time `json:"time"`
+	// Node is the node that answered the request.
+	Node string `json:"node"`
+	// Front is the API the request came in on: grpc, aws or xks.
+	Front string `json:"front"`
+	// RequestID is the request's id as the caller saw it (x-request-id on
+	// gRPC, x-amzn-RequestId on the AWS endpoint).
+	RequestID string `json:"request_id"`
+	// Peer is the caller's network address.
+	Peer string `json:"peer,omitempty"`
+	// Principal is the authenticated caller; "" when it could not be
+	// authenticated. Role is its effective role.
+	Principal string `json:"principal"`
+	Role      string `json:"role,omitempty"`
+	// Operation is the action asked for, as key policies name it
+	// ("kms:Encrypt", "hsmbroker:GetClusterStatus").
+	Operation string `json:"operation"`
+	// KeyID is the key the request acted on, once known; KeyIDs lists every
+	// key when there were several (ReEncrypt).
+	KeyID  string   `json:"key_id,omitempty"`
+	KeyIDs []string `json:"key_ids,omitempty"`
+	// EncryptionContext is the context the request gave, if any.
+	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
+	// Decision is "allow" or "deny": whether authorization let the request
+	// through. Reason says why it was denied.
+	Decision string `json:"decision"`
+	Reason   string `json:"reason,omitempty"`
+	// Result is "OK" or the error's AWS exception name; Code is the
+	// front's own status (a gRPC code name, or an HTTP status).
+	Result string `json:"result"`
+	Code   string `json:"code"`
+	// Amends, when set, is the seq of an earlier line of the same request
+	// whose result this line corrects: a change is logged before it is
+	// made, and if making it then fails, the failure is logged after.
+	Amends uint64 `json:"amends,omitempty"`
+	// Prev is the hash of the previous line; Append sets it.
+	Prev string `json:"prev"`
+}
+
+// hashSuffix is what follows the "prev" member on every line.
+const (
+	hashPrefix = `,"hash":"`
+	suffixLen  = len(hashPrefix) + 64 + len(`"}`)
+)
+
+// encode returns the line for r (with its trailing newline) and its hash.
+func encode(r *Record) ([]byte, string, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: encode record: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	h := hex.EncodeToString(sum[:])
+	line := make([]byte, 0, len(body)+suffixLen+1)
+	line = append(line, body[:len(body)-1]...)
+	line = append(line, hashPrefix...)
+	line = append(line, h...)
+	line = append(line, "\"}\n"...)
+	return line, h, nil
+}
+
+// Options configure a Log.
+type Options struct {
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Log appends records to an audit log. It is safe for concurrent use.
+type Log struct {
+	mu   sync.Mutex
+	w    io.Writer
+	f    *os.File // when w is a file: for Sync, Truncate and reading
+	path string
+	size int64
+	seq  uint64
+	prev string
+	now  func() time.Time
+	// broken is set when a failed write could not be cut back off the file:
+	// the file then ends with a torn line and no later line may follow it.
+	broken error
+}
+
+// Open opens (creating, mode FileMode) the audit log at path and continues
+// its chain. A torn last line (a crash in the middle of a write, which
+// answered no request: lines are written before the answer) is cut off. A
+// last line that is not an audit record is an error: the chain cannot be
+// continued, and the file must be moved aside.
+func Open(path string, opts Options) (*Log, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, FileMode)
+	if err != nil {
+		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	l, err := continueFile(f, path, opts)
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func continueFile(f *os.File, path string, opts Options) (*Log, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", path, err)
+	}
+	size := st.Size()
+	const window = 1 << 20
+	start := max(0, size-window)
+	buf := make([]byte, size-start)
+	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("audit: read %s: %w", path, err)
+	}
+	l := &Log{w: f, f: f, path: path, size: size, prev: Genesis, now: opts.Now}
+	if torn := len(buf) - (bytes.LastIndexByte(buf, '\n') + 1); torn > 0 {
+		if err := f.Truncate(size - int64(torn)); err != nil {
+			return nil, fmt.Errorf("audit: cut the torn last line of %s: %w", path, err)
+		}
+		l.size -= int64(torn)
+		buf = buf[:len(buf)-torn]
+	}
+	if len(buf) == 0 {
+		if l.size > 0 {
+			return nil, fmt.Errorf("audit: %s: the last line is longer than %d bytes; move the file aside to start a new chain", path, window)
+		}
+		return l, nil
+	}
+	last := buf[bytes.LastIndexByte(buf[:len(buf)-1], '\n')+1 : len(buf)-1]
+	rec, h, err := parseLine(last)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: the last line cannot be continued (%v); move the file aside to start a new chain", path, err)
+	}
+	l.seq, l.prev = rec.Seq, h
+	return l, nil
+}
+
+// New returns a Log writing to w, starting a new chain. w should write
+// each line whole or not at all: a torn line breaks the chain.
+func New(w io.Writer, opts Options) *Log {
+	return &Log{w: w, prev: Genesis, now: opts.Now}
+}
+
+// Path is the file the log writes, "" for a Log made by New.
+func (l *Log) Path() string { return l.path }
+
+// Append sets r's Seq, Prev and (if zero) Time, and writes it as one line.
+// With sync, the file is also flushed to stable storage before Append
+// returns. It returns r's Seq. On error nothing was added to the chain.
+func (l *Log) Append(r *Record, sync bool) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken != nil {
+		return 0, l.broken
+	}
+	r.Seq, r.Prev = l.seq+1, l.prev
+	if r.Time.IsZero() {
+		now := time.Now
+		if l.now != nil {
+			now = l.now
+		}
+		r.Time = now()
+	}
+	r.Time = r.Time.UTC()
+	line, h, err := encode(r)
+	if err != nil {
+		return 0, err
+	}
+	n, err := l.w.Write(line)
+	if err == nil && n != len(line) {
+		err = io.ErrShortWrite
+	}
+	if err == nil && sync && l.f != nil {
+		err = l.f.Sync()
+	}
+	if err != nil {
+		l.cutBack(n)
+		return 0, fmt.Errorf("audit: write: %w", err)
+	}
+	l.size += int64(n)
+	l.seq, l.prev = r.Seq, h
+	return r.Seq, nil
+}
+
+// cutBack removes a failed write's bytes from the file, so that the next
+// line continues the chain. If that fails, the log refuses every later
+// line.
+func (l *Log) cutBack(written int) {
+	if l.f == nil {
+		return
+	}
+	if err := l.f.Truncate(l.size); err != nil && written > 0 {
+		l.broken = fmt.Errorf("audit: %s ends with a torn line that could not be removed (%v); restart after fixing the disk", l.path, err)
+	}
+}
+
+// LastHash returns the hash of the last line written ("" before any) and
+// its seq. Publishing it elsewhere anchors the chain.
+func (l *Log) LastHash() (string, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seq == 0 && l.prev == Genesis {
+		return "", 0
+	}
+	return l.prev, l.seq
+}
+
+// ReadAt reads the file's bytes at off, for serving the log to auditors. It
+// fails for a Log made by New.
+func (l *Log) ReadAt(p []byte, off int64) (int, int64, error) {
+	l.mu.Lock()
+	size := l.size
+	l.mu.Unlock()
+	if l.f == nil {
+		return 0, 0, errors.New("audit: this log is not a file")
+	}
+	if off >= size {
+		return 0, size, nil
+	}
+	if int64(len(p)) > size-off {
+		p = p[:size-off]
+	}
+	n, err := l.f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, size, err
+}
+
+// Close syncs and closes the file.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	serr := l.f.Sync()
+	cerr := l.f.Close()
+	l.f, l.broken = nil, errors.New("audit: log closed")
+	if serr != nil {
+		return serr
+	}
+	return cerr
+}
