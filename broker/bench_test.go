@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
@@ -103,35 +105,59 @@ func benchOps() []benchOp {
 	}
 }
 
-// runClients runs op from n goroutines until b.N operations are done.
-func runClients(b *testing.B, n int, op func() error) {
+// interleaved measures throughput of two sides at the given concurrency in
+// alternating windows (so a busy or drifting machine does not favour either
+// side) and returns operations per second of each.
+func interleaved(b *testing.B, clients int, windows int, window time.Duration, a, c func() error) (float64, float64) {
 	b.Helper()
-	var wg sync.WaitGroup
-	next := make(chan struct{}, b.N)
-	for i := 0; i < b.N; i++ {
-		next <- struct{}{}
-	}
-	close(next)
-	errs := make(chan error, n)
-	b.ResetTimer()
-	for w := 0; w < n; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range next {
-				if err := op(); err != nil {
-					errs <- err
-					return
+	var opsA, opsC int64
+	run := func(op func() error) int64 {
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		stop := time.Now().Add(window)
+		for w := 0; w < clients; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					if err := op(); err != nil {
+						b.Error(err)
+						return
+					}
+					n.Add(1)
 				}
-			}
-		}()
+			}()
+		}
+		wg.Wait()
+		return n.Load()
 	}
-	wg.Wait()
-	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
+	for i := 0; i < windows; i++ {
+		opsA += run(a)
+		opsC += run(c)
 	}
+	secs := float64(windows) * window.Seconds()
+	return float64(opsA) / secs, float64(opsC) / secs
+}
+
+// latencies times n sequential calls of each side, alternating, and
+// returns the medians.
+func latencies(b *testing.B, n int, a, c func() error) (time.Duration, time.Duration) {
+	b.Helper()
+	var la, lc []time.Duration
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if err := a(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := c(); err != nil {
+			b.Fatal(err)
+		}
+		la, lc = append(la, t1.Sub(t0)), append(lc, time.Since(t1))
+	}
+	slices.Sort(la)
+	slices.Sort(lc)
+	return la[len(la)/2], lc[len(lc)/2]
 }
 
 func BenchmarkServiceVsPartition(b *testing.B) {
@@ -148,13 +174,18 @@ func BenchmarkServiceVsPartition(b *testing.B) {
 		if op.blob != nil {
 			blob = op.blob(ctx, e, md.GetKeyId())
 		}
-		for _, clients := range []int{1, 16} {
-			b.Run(fmt.Sprintf("%s/clients=%d/partition", op.name, clients), func(b *testing.B) {
-				runClients(b, clients, func() error { return op.direct(ctx, e.part, ref, blob) })
-			})
-			b.Run(fmt.Sprintf("%s/clients=%d/grpc", op.name, clients), func(b *testing.B) {
-				runClients(b, clients, func() error { return op.grpc(ctx, e, md.GetKeyId(), blob) })
-			})
-		}
+		direct := func() error { return op.direct(ctx, e.part, ref, blob) }
+		viaGRPC := func() error { return op.grpc(ctx, e, md.GetKeyId(), blob) }
+		b.Run(op.name, func(b *testing.B) {
+			// b.N only scales the number of measurement windows.
+			pd, pg := latencies(b, 200*b.N, direct, viaGRPC)
+			t1d, t1g := interleaved(b, 1, 4*b.N, 250*time.Millisecond, direct, viaGRPC)
+			t16d, t16g := interleaved(b, 16, 4*b.N, 250*time.Millisecond, direct, viaGRPC)
+			b.ReportMetric(float64(pd.Microseconds()), "p50-us/partition")
+			b.ReportMetric(float64(pg.Microseconds()), "p50-us/grpc")
+			b.ReportMetric(t1g/t1d, "ratio@1")
+			b.ReportMetric(t16g/t16d, "ratio@16")
+			b.ReportMetric(t16g, "ops/s@16/grpc")
+		})
 	}
 }

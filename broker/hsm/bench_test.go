@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
+	"time"
 	"testing"
 
 	"github.com/ThalesGroup/crypto11"
@@ -283,3 +285,106 @@ func BenchmarkLoadAESKey(b *testing.B) {
 }
 
 func p256() elliptic.Curve { return elliptic.P256() }
+
+// paired runs the baseline and the partition call alternately, timing each,
+// and reports both medians and their ratio (partition/baseline). Alternating
+// within one loop keeps a busy or drifting machine from favouring either
+// side, which back-to-back sub-benchmarks cannot.
+func paired(b *testing.B, baseline, partition func() error) {
+	b.Helper()
+	var base, part []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := baseline(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := partition(); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		base, part = append(base, t1.Sub(t0)), append(part, t2.Sub(t1))
+	}
+	b.StopTimer()
+	mb, mp := median(base), median(part)
+	b.ReportMetric(float64(mb.Nanoseconds()), "ns/baseline")
+	b.ReportMetric(float64(mp.Nanoseconds()), "ns/partition")
+	b.ReportMetric(float64(mp)/float64(mb), "partition/baseline")
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkPaired is the partition layer's overhead over crypto11 on the
+// same token, in one run: medians of alternating calls.
+func BenchmarkPaired(b *testing.B) {
+	p := benchPartition(b)
+	ctx := context.Background()
+	digest := sha256.Sum256([]byte("bench"))
+	b.Run("SignRSA2048", func(b *testing.B) {
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		signer, err := bench.c11.GenerateRSAKeyPair(id, 2048)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = signer.Delete() }()
+		k := benchKey(b, p, keys.SpecRSA2048, keys.UsageSignVerify)
+		paired(b, func() error {
+			_, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+			return err
+		}, func() error {
+			_, err := p.SignDigest(ctx, k, "RSASSA_PKCS1_V1_5_SHA_256", digest[:])
+			return err
+		})
+	})
+	b.Run("SignP256", func(b *testing.B) {
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		signer, err := bench.c11.GenerateECDSAKeyPair(id, p256())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = signer.Delete() }()
+		k := benchKey(b, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+		paired(b, func() error {
+			_, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+			return err
+		}, func() error {
+			_, err := p.SignDigest(ctx, k, "ECDSA_SHA_256", digest[:])
+			return err
+		})
+	})
+	pt, aad, iv := make([]byte, 4096), make([]byte, 64), make([]byte, hsm.GCMIVSize)
+	b.Run("EncryptAESGCM4K", func(b *testing.B) {
+		aead := c11GCM(b)
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		paired(b, func() error {
+			_ = aead.Seal(nil, iv, pt, aad)
+			return nil
+		}, func() error {
+			_, err := p.EncryptGCM(ctx, k, iv, pt, aad)
+			return err
+		})
+	})
+	b.Run("DecryptAESGCM4K", func(b *testing.B) {
+		aead := c11GCM(b)
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		ct1 := aead.Seal(nil, iv, pt, aad)
+		ct2, err := p.EncryptGCM(ctx, k, iv, pt, aad)
+		if err != nil {
+			b.Fatal(err)
+		}
+		paired(b, func() error {
+			_, err := aead.Open(nil, iv, ct1, aad)
+			return err
+		}, func() error {
+			_, err := p.DecryptGCM(ctx, k, iv, ct2, aad)
+			return err
+		})
+	})
+}
