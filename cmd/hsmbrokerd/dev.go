@@ -338,7 +338,7 @@ func randomPIN() (string, error) {
 // admin certificates when they are missing, not from this CA, close to
 // expiry, or (for the node) not valid for every host in hosts.
 func ensureDevPKI(log *slog.Logger, l devLayout, hosts []string) error {
-	ca, err := loadOrCreateDevCA(log, l)
+	ca, err := loadOrCreateCA(log, l.caCert, l.caKey, devCAName, "dev CA", l.tlsDir)
 	if err != nil {
 		return err
 	}
@@ -352,11 +352,11 @@ func ensureDevPKI(log *slog.Logger, l devLayout, hosts []string) error {
 		}
 	}
 	node := leafSpec{
-		name: "node", cert: l.nodeCert, key: l.nodeKey, usage: x509.ExtKeyUsageServerAuth, hosts: hosts,
+		kind: "dev", name: "node", cert: l.nodeCert, key: l.nodeKey, usage: x509.ExtKeyUsageServerAuth, hosts: hosts,
 		issue: func() (*pki.Issued, error) { return ca.IssueServer(devNodeID, dns, ips, pki.DefaultServerTTL) },
 	}
 	admin := leafSpec{
-		name: "admin", cert: l.adminCert, key: l.adminKey, usage: x509.ExtKeyUsageClientAuth,
+		kind: "dev", name: "admin", cert: l.adminCert, key: l.adminKey, usage: x509.ExtKeyUsageClientAuth,
 		issue: func() (*pki.Issued, error) { return ca.IssueClient(devAdmin, pki.RoleAdmin, pki.DefaultClientTTL) },
 	}
 	for _, s := range []leafSpec{node, admin} {
@@ -367,30 +367,34 @@ func ensureDevPKI(log *slog.Logger, l devLayout, hosts []string) error {
 	return nil
 }
 
-func loadOrCreateDevCA(log *slog.Logger, l devLayout) (*pki.CA, error) {
-	_, certErr := os.Stat(l.caCert)
-	_, keyErr := os.Stat(l.caKey)
+// loadOrCreateCA loads the CA at certFile and keyFile, or makes one named
+// name when neither exists. what names it in messages; removing dir
+// starts over.
+func loadOrCreateCA(log *slog.Logger, certFile, keyFile, name, what, dir string) (*pki.CA, error) {
+	_, certErr := os.Stat(certFile)
+	_, keyErr := os.Stat(keyFile)
 	switch {
 	case certErr == nil && keyErr == nil:
-		return pki.LoadCA(l.caCert, l.caKey)
+		return pki.LoadCA(certFile, keyFile)
 	case os.IsNotExist(certErr) && os.IsNotExist(keyErr):
-		ca, err := pki.NewCA(devCAName)
+		ca, err := pki.NewCA(name)
 		if err != nil {
 			return nil, err
 		}
-		if err := ca.Save(l.caCert, l.caKey); err != nil {
+		if err := ca.Save(certFile, keyFile); err != nil {
 			return nil, err
 		}
-		log.Info("dev CA created", "cert", l.caCert)
+		log.Info(what+" created", "cert", certFile)
 		return ca, nil
 	default:
-		return nil, fmt.Errorf("dev CA incomplete: %s and %s must both exist (or neither, to make a new CA); remove %s to start over",
-			l.caCert, l.caKey, l.tlsDir)
+		return nil, fmt.Errorf("%s incomplete: %s and %s must both exist (or neither, to make a new CA); remove %s to start over",
+			what, certFile, keyFile, dir)
 	}
 }
 
-// leafSpec is one dev leaf certificate.
+// leafSpec is one leaf certificate that hsmbrokerd issues for itself.
 type leafSpec struct {
+	kind      string // "dev", or "" for init-node's
 	name      string
 	cert, key string
 	usage     x509.ExtKeyUsage
@@ -405,12 +409,12 @@ func (s leafSpec) ensure(log *slog.Logger, ca *pki.CA) error {
 	}
 	i, err := s.issue()
 	if err != nil {
-		return fmt.Errorf("issue the dev %s certificate: %w", s.name, err)
+		return fmt.Errorf("issue the %s certificate: %w", s.name, err)
 	}
 	if err := i.Save(s.cert, s.key); err != nil {
 		return err
 	}
-	log.Info("dev certificate issued", "name", s.name, "cert", s.cert, "reason", why,
+	log.Info(strings.TrimSpace(s.kind+" certificate issued"), "name", s.name, "cert", s.cert, "reason", why,
 		"expires", i.Cert.NotAfter.UTC().Format(time.RFC3339))
 	return nil
 }
@@ -429,7 +433,7 @@ func (s leafSpec) staleReason(ca *pki.CA) string {
 		return "key missing or not the certificate's"
 	}
 	if err := ca.Verify(cert, s.usage); err != nil {
-		return "not valid under the dev CA"
+		return "not valid under the CA"
 	}
 	if time.Until(cert.NotAfter) < devRenewBefore {
 		return "expires soon"

@@ -45,7 +45,8 @@ a Raft leader is known).`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())
 	})
-	root.AddCommand(newDevCommand(g, stderr), newServeCommand(g, stderr), newVersionCommand(stdout))
+	root.AddCommand(newDevCommand(g, stderr), newServeCommand(g, stderr), newVersionCommand(stdout),
+		newInitNodeCommand(g, stdout, stderr))
 	return root
 }
 
