@@ -363,22 +363,3 @@ func TestConnectionSettings(t *testing.T) {
 		t.Fatalf("nothing listening: %+v", r)
 	}
 }
-
-func TestClusterStatus(t *testing.T) {
-	e := newEnv(t)
-	var st struct {
-		LeaderID string `json:"leaderId"`
-		Nodes    []struct {
-			ID      string `json:"id"`
-			Role    string `json:"role"`
-			Healthy bool   `json:"healthy"`
-		} `json:"nodes"`
-	}
-	e.okJSON(&st, "cluster", "status")
-	if st.LeaderID != "fake-1" || len(st.Nodes) != 1 || st.Nodes[0].Role != "LEADER" || !st.Nodes[0].Healthy {
-		t.Errorf("cluster status: %+v", st)
-	}
-	if out := e.ok("cluster", "status"); !strings.HasPrefix(out, "Leader fake-1, term 1 (answered by fake-1)\nNODE") {
-		t.Errorf("text:\n%s", out)
-	}
-}

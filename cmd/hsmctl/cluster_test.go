@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/client/clienttest"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// fakeCluster is three fake brokers that answer ClusterService as members
+// of one cluster: each knows itself first-hand and the others from their
+// replicated records, which say healthy whatever became of them.
+type fakeCluster struct {
+	t       *testing.T
+	pki     *clienttest.PKI
+	ids     []string
+	addrs   []string
+	servers []*grpc.Server
+
+	mu       sync.Mutex
+	leader   string
+	removed  []string
+	tokenTTL time.Duration
+	snapshot []byte
+	badSum   bool
+}
+
+type fakeMember struct {
+	pb.UnimplementedClusterServiceServer
+	c  *fakeCluster
+	id string
+}
+
+func newFakeCluster(t *testing.T) *fakeCluster {
+	t.Helper()
+	c := &fakeCluster{t: t, pki: clienttest.NewPKI(t), ids: []string{"node1", "node2", "node3"}, leader: "node1",
+		snapshot: bytes.Repeat([]byte("snapshot "), 1000)}
+	var lns []net.Listener
+	for range c.ids {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		c.addrs = append(c.addrs, ln.Addr().String())
+	}
+	for i, id := range c.ids {
+		s := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.pki.ServerTLS())))
+		pb.RegisterClusterServiceServer(s, &fakeMember{c: c, id: id})
+		go func() { _ = s.Serve(lns[i]) }()
+		t.Cleanup(s.Stop)
+		c.servers = append(c.servers, s)
+	}
+	return c
+}
+
+// flags reach the cluster through the brokers at the indexes given.
+func (c *fakeCluster) flags(idx ...int) []string {
+	var addrs []string
+	for _, i := range idx {
+		addrs = append(addrs, c.addrs[i])
+	}
+	return []string{"--addr", strings.Join(addrs, ","), "--ca", c.pki.CAFile, "--cert", c.pki.CertFile, "--tls-key", c.pki.KeyFile,
+		"--timeout", "2s"}
+}
+
+func (c *fakeCluster) run(flags []string, args ...string) result {
+	c.t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := runWith(context.Background(), append(args, flags...), strings.NewReader(""), &stdout, &stderr)
+	return result{stdout.String(), stderr.String(), code}
+}
+
+func (c *fakeCluster) ok(flags []string, args ...string) string {
+	c.t.Helper()
+	r := c.run(flags, args...)
+	if r.code != 0 {
+		c.t.Fatalf("hsmctl %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+func (c *fakeCluster) okJSON(v any, flags []string, args ...string) {
+	c.t.Helper()
+	out := c.ok(flags, append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		c.t.Fatalf("hsmctl %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// GetClusterStatus: the answering member's own entry has its applied index
+// (10, 20, 30 for node1..3); the others' entries have none.
+func (m *fakeMember) GetClusterStatus(context.Context, *pb.GetClusterStatusRequest) (*pb.GetClusterStatusResponse, error) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp := &pb.GetClusterStatusResponse{LeaderId: c.leader, Term: 4, NodeId: m.id}
+	for i, id := range c.ids {
+		if contains(c.removed, id) {
+			continue
+		}
+		role := pb.NodeRole_NODE_ROLE_FOLLOWER
+		if id == c.leader {
+			role = pb.NodeRole_NODE_ROLE_LEADER
+		}
+		n := &pb.NodeStatus{Id: id, GrpcAddress: c.addrs[i], RaftAddress: "127.0.0.1:1" + id[4:], Role: role, Healthy: true,
+			Partition: &pb.PartitionInfo{HsmModel: "SoftHSM v2", Serial: "serial-" + id, TokenLabel: id, LibraryPath: "/lib/softhsm.so",
+				Mechanisms: []string{"CKM_AES_GCM", "CKM_AES_KEY_WRAP_PAD"}, DomainKeyPresent: true, Health: "ok",
+				LastSeen: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}}
+		if id == m.id {
+			n.AppliedIndex, n.CommitIndex = uint64(10*(i+1)), uint64(10*(i+1))
+			n.LastContact = durationpb.New(25 * time.Millisecond)
+		}
+		resp.Nodes = append(resp.Nodes, n)
+	}
+	return resp, nil
+}
+
+func (m *fakeMember) CreateJoinToken(_ context.Context, req *pb.CreateJoinTokenRequest) (*pb.CreateJoinTokenResponse, error) {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	m.c.tokenTTL = req.GetTtl().AsDuration()
+	return &pb.CreateJoinTokenResponse{Token: "tok-secret-123", ExpireTime: timestamppb.New(time.Date(2026, 1, 2, 3, 19, 5, 0, time.UTC))}, nil
+}
+
+func (m *fakeMember) RemoveNode(_ context.Context, req *pb.RemoveNodeRequest) (*pb.RemoveNodeResponse, error) {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	if req.GetNodeId() == m.c.leader {
+		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "the leader cannot remove itself")
+	}
+	m.c.removed = append(m.c.removed, req.GetNodeId())
+	return &pb.RemoveNodeResponse{}, nil
+}
+
+func (m *fakeMember) TransferLeadership(_ context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	switch to := req.GetNodeId(); {
+	case to == "":
+		m.c.leader = "node3"
+	case contains(m.c.ids, to):
+		m.c.leader = to
+	default:
+		return nil, status.Error(codes.NotFound, "no such voter")
+	}
+	return &pb.TransferLeadershipResponse{LeaderId: m.c.leader}, nil
+}
+
+func (m *fakeMember) Backup(context.Context, *pb.BackupRequest) (*pb.BackupResponse, error) {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	sum := sha256.Sum256(m.c.snapshot)
+	if m.c.badSum {
+		sum[0] ^= 1
+	}
+	return &pb.BackupResponse{Snapshot: m.c.snapshot, Sha256: hex.EncodeToString(sum[:]), Index: 42, Term: 4}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+type statusJSON struct {
+	Leader     string `json:"leader"`
+	Term       uint64 `json:"term"`
+	AnsweredBy string `json:"answeredBy"`
+	Nodes      []struct {
+		ID           string `json:"id"`
+		GRPCAddress  string `json:"grpcAddress"`
+		Role         string `json:"role"`
+		Healthy      bool   `json:"healthy"`
+		Reachable    *bool  `json:"reachable"`
+		Error        string `json:"error"`
+		AppliedIndex uint64 `json:"appliedIndex"`
+		LastContact  string `json:"lastContact"`
+		Partition    struct {
+			HSMModel   string   `json:"hsmModel"`
+			Serial     string   `json:"serial"`
+			TokenLabel string   `json:"tokenLabel"`
+			Library    string   `json:"library"`
+			Mechanisms []string `json:"mechanisms"`
+			Health     string   `json:"health"`
+		} `json:"partition"`
+	} `json:"nodes"`
+}
+
+func TestClusterStatus(t *testing.T) {
+	c := newFakeCluster(t)
+
+	var st statusJSON
+	c.okJSON(&st, c.flags(0), "cluster", "status")
+	if st.Leader != "node1" || st.Term != 4 || st.AnsweredBy != "node1" || len(st.Nodes) != 3 {
+		t.Fatalf("status: %+v", st)
+	}
+	for i, n := range st.Nodes {
+		// Every member was asked for its own entry.
+		if n.ID != c.ids[i] || !n.Healthy || n.Reachable == nil || !*n.Reachable || n.AppliedIndex != uint64(10*(i+1)) || n.LastContact != "25ms" {
+			t.Errorf("node %d: %+v", i, n)
+		}
+		if want := map[bool]string{true: "leader", false: "follower"}[i == 0]; n.Role != want {
+			t.Errorf("node %s role %q, want %q", n.ID, n.Role, want)
+		}
+		p := n.Partition
+		if p.HSMModel != "SoftHSM v2" || p.Serial != "serial-"+n.ID || p.TokenLabel != n.ID || p.Library == "" || len(p.Mechanisms) != 2 || p.Health != "ok" {
+			t.Errorf("node %s partition: %+v", n.ID, p)
+		}
+	}
+	out := c.ok(c.flags(0), "cluster", "status")
+	for _, want := range []string{"Leader node1, term 4 (answered by node1)", "NODE", "RAFT ADDRESS", "APPLIED", "LAST CONTACT",
+		"HSM MODEL", "serial-node2", "/lib/softhsm.so", "MECHANISMS", "present"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A member that is gone: its replicated record still says healthy, the
+	// probe says otherwise.
+	c.servers[2].Stop()
+	st = statusJSON{}
+	c.okJSON(&st, c.flags(0), "cluster", "status")
+	if n := st.Nodes[2]; n.Healthy || n.Reachable == nil || *n.Reachable || n.Error == "" || n.Role != "follower" {
+		t.Errorf("stopped node3: %+v", n)
+	}
+	if !st.Nodes[1].Healthy || st.Nodes[1].AppliedIndex != 20 {
+		t.Errorf("node2: %+v", st.Nodes[1])
+	}
+	if out := c.ok(c.flags(0), "cluster", "status"); !strings.Contains(out, "false (unreachable)") || !strings.Contains(out, "node3: ") {
+		t.Errorf("text output does not show node3 unreachable:\n%s", out)
+	}
+
+	// --probe=false: the answering broker's view alone.
+	st = statusJSON{}
+	c.okJSON(&st, c.flags(1), "cluster", "status", "--probe=false")
+	if st.AnsweredBy != "node2" || !st.Nodes[2].Healthy || st.Nodes[2].Reachable != nil || st.Nodes[0].AppliedIndex != 0 || st.Nodes[1].AppliedIndex != 20 {
+		t.Errorf("--probe=false: %+v", st)
+	}
+}
+
+func TestClusterStatusFake(t *testing.T) {
+	e := newEnv(t)
+	var st statusJSON
+	e.okJSON(&st, "cluster", "status")
+	if st.Leader != "fake-1" || len(st.Nodes) != 1 || st.Nodes[0].Role != "leader" || !st.Nodes[0].Healthy {
+		t.Errorf("cluster status: %+v", st)
+	}
+	if out := e.ok("cluster", "status"); !strings.HasPrefix(out, "Leader fake-1, term 1 (answered by fake-1)\nNODE") {
+		t.Errorf("text:\n%s", out)
+	}
+}
+
+func TestClusterJoinToken(t *testing.T) {
+	c := newFakeCluster(t)
+	if out := c.ok(c.flags(1), "cluster", "join-token"); out != "tok-secret-123\n" {
+		t.Errorf("join-token printed %q", out)
+	}
+	if c.tokenTTL != 15*time.Minute {
+		t.Errorf("default TTL %v, want 15m", c.tokenTTL)
+	}
+	var j struct{ Token, ExpireTime, File string }
+	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--ttl", "1h")
+	if j.Token != "tok-secret-123" || j.ExpireTime != "2026-01-02T03:19:05Z" || c.tokenTTL != time.Hour {
+		t.Errorf("join-token -o json: %+v, TTL %v", j, c.tokenTTL)
+	}
+
+	file := filepath.Join(t.TempDir(), "join.token")
+	out := c.ok(c.flags(1), "cluster", "join-token", "--out", file)
+	if strings.Contains(out, "tok-secret-123") {
+		t.Errorf("--out printed the token:\n%s", out)
+	}
+	for _, want := range []string{file, "join: [" + strings.Join(c.addrs, ", ") + "]", "join_token_file: " + file} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--out output lacks %q:\n%s", want, out)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "tok-secret-123\n" {
+		t.Errorf("token file: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode: %v %v", fi.Mode(), err)
+	}
+	j = struct{ Token, ExpireTime, File string }{}
+	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--out", file)
+	if j.Token != "" || j.File != file {
+		t.Errorf("join-token --out -o json: %+v", j)
+	}
+
+	for _, ttl := range []string{"0s", "25h", "-1m"} {
+		if r := c.run(c.flags(1), "cluster", "join-token", "--ttl", ttl); r.code != exitUsage || !strings.Contains(r.stderr, "--ttl") {
+			t.Errorf("--ttl %s: %+v", ttl, r)
+		}
+	}
+}
+
+func TestClusterRemoveAndTransfer(t *testing.T) {
+	c := newFakeCluster(t)
+	var rm struct{ Removed string }
+	c.okJSON(&rm, c.flags(1), "cluster", "remove", "node3")
+	if rm.Removed != "node3" || !contains(c.removed, "node3") {
+		t.Errorf("remove: %+v, removed %v", rm, c.removed)
+	}
+	if r := c.run(c.flags(1), "cluster", "remove", "node1"); r.code != exitError || !strings.Contains(r.stderr, "leader cannot remove itself") {
+		t.Errorf("remove the leader: %+v", r)
+	}
+	if r := c.run(c.flags(1), "cluster", "remove"); r.code != exitUsage {
+		t.Errorf("remove without NODE: %+v", r)
+	}
+
+	if out := c.ok(c.flags(0), "cluster", "transfer-leadership", "node2"); out != "Leader is now node2.\n" {
+		t.Errorf("transfer-leadership node2: %q", out)
+	}
+	var tl struct{ Leader string }
+	c.okJSON(&tl, c.flags(0), "cluster", "transfer-leadership")
+	if tl.Leader != "node3" {
+		t.Errorf("transfer-leadership: %+v", tl)
+	}
+	if r := c.run(c.flags(0), "cluster", "transfer-leadership", "a", "b"); r.code != exitUsage {
+		t.Errorf("two nodes: %+v", r)
+	}
+}
+
+func TestClusterBackup(t *testing.T) {
+	c := newFakeCluster(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cluster.snap")
+	var b struct {
+		File   string
+		Bytes  int
+		Index  uint64
+		Term   uint64
+		SHA256 string
+	}
+	c.okJSON(&b, c.flags(2), "cluster", "backup", file)
+	sum := sha256.Sum256(c.snapshot)
+	want := hex.EncodeToString(sum[:])
+	if b.File != file || b.Bytes != len(c.snapshot) || b.Index != 42 || b.Term != 4 || b.SHA256 != want {
+		t.Errorf("backup: %+v", b)
+	}
+	if got, err := os.ReadFile(file); err != nil || !bytes.Equal(got, c.snapshot) {
+		t.Fatalf("backup file differs from the snapshot (%v)", err)
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup mode %v", fi.Mode())
+	}
+	if got, _ := os.ReadFile(file + ".sha256"); string(got) != want+"  cluster.snap\n" {
+		t.Errorf("checksum file: %q", got)
+	}
+
+	if r := c.run(c.flags(2), "cluster", "backup", file); r.code != exitError || !strings.Contains(r.stderr, "--force") {
+		t.Errorf("backup over an existing file: %+v", r)
+	}
+	if out := c.ok(c.flags(2), "cluster", "backup", file, "--force"); !strings.Contains(out, "Index:") || !strings.Contains(out, want) {
+		t.Errorf("backup --force:\n%s", out)
+	}
+
+	c.badSum = true
+	other := filepath.Join(dir, "damaged.snap")
+	if r := c.run(c.flags(2), "cluster", "backup", other); r.code != exitError || !strings.Contains(r.stderr, "damaged") {
+		t.Errorf("damaged snapshot: %+v", r)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("a damaged backup left files: %v", entries)
+	}
+}
