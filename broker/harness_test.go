@@ -203,3 +203,6 @@ func wantErr(t *testing.T, err error, code codes.Code, exception string, mention
 		}
 	}
 }
+
+// brokerClassify is broker.Classify, named for the fuzz target.
+var brokerClassify = broker.Classify
