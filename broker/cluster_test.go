@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -65,6 +66,19 @@ func TestThreeNodeClusterServesFromEveryNode(t *testing.T) {
 		v, err := cryptos[(i+1)%3].Verify(ctx, &pb.VerifyRequest{KeyId: "alias/signer", Message: []byte("m"), Signature: s.GetSignature(), SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_ECDSA_SHA_256})
 		if err != nil || !v.GetSignatureValid() {
 			t.Fatalf("signature from node %d: %v %v", i+1, v, err)
+		}
+	}
+	// A consistent read on a follower sees a write just acknowledged by
+	// another node.
+	for i := range c.Nodes {
+		other := (i + 1) % 3
+		ck, err := keys[other].CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/fresh-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := keys[i].DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: ck.GetKeyMetadata().GetKeyId(), ConsistentRead: true})
+		if err != nil || d.GetKeyMetadata().GetKeyId() != ck.GetKeyMetadata().GetKeyId() {
+			t.Fatalf("consistent read on node %d: %v", i+1, err)
 		}
 	}
 	// A disable through a follower is refused by every node once applied.

@@ -102,9 +102,13 @@ func (s *Service) DescribeKey(ctx context.Context, req *pb.DescribeKeyRequest) (
 }
 
 // linearize makes this node's state at least as new as every write
-// acknowledged before the call: on the leader it confirms leadership and
-// waits for its log to apply.
+// acknowledged before the call: the leader confirms its leadership with a
+// quorum and applies its whole log; a follower asks the leader for its
+// commit index (ReadIndex) and waits until it has applied it.
 func (s *Service) linearize(ctx context.Context) error {
+	if !s.node.IsLeader() {
+		return s.syncWithLeader(ctx)
+	}
 	if err := s.node.VerifyLeader(ctx); err != nil {
 		return fmt.Errorf("consistent read: %w", err)
 	}
