@@ -96,7 +96,8 @@ func nodeToJSON(n *pb.NodeStatus) nodeJSON {
 			Health: p.GetHealth(), LastSeen: timeString(p.GetLastSeen()),
 		},
 	}
-	if n.GetLastContact() != nil {
+	// A leader's last contact with a leader is from before it led.
+	if n.GetLastContact() != nil && n.GetRole() != pb.NodeRole_NODE_ROLE_LEADER {
 		j.LastContact = n.GetLastContact().AsDuration().Round(time.Millisecond).String()
 	}
 	return j
