@@ -47,7 +47,7 @@ fuzz-long:
 # makes them run longer: 60 leader kills instead of 20, and so on), with
 # their measurements printed.
 soak: deps
-	HSMBROKER_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run 'LeaderKilled|Partitioned|HSMFailure|FiveNodes|Rejoin|Backup|Soak|Chaos|Failover|Scale|Drill' ./... 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go' 
+	set -o pipefail; HSMBROKER_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run 'LeaderKilled|Partitioned|HSMFailure|FiveNodes|Rejoin|Backup|Soak|Chaos|Failover|Scale|Drill' ./... 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go'
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./broker/...
