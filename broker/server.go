@@ -28,7 +28,7 @@ import (
 // WatchHealth.
 func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainUnaryInterceptor(s.metricsInterceptor, s.unaryInterceptor),
 		grpc.MaxRecvMsgSize(8 << 20),
 	}
 	if tlsConfig != nil {

@@ -91,6 +91,7 @@ func Open(cfg Config) (*Partition, error) {
 	if cfg.Faults != nil {
 		m = faultModule{m: ctx, f: cfg.Faults}
 	}
+	m = newMeteredModule(m)
 	p := &Partition{
 		cfg:        cfg,
 		m:          m,

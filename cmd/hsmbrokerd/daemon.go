@@ -15,6 +15,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -135,6 +136,11 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		return err
 	}
 	defer svc.Close()
+	nodeMetrics := svc.NodeMetrics()
+	if err := prometheus.Register(nodeMetrics); err != nil {
+		return fmt.Errorf("register node metrics: %w", err)
+	}
+	defer prometheus.Unregister(nodeMetrics)
 	gs, hs := svc.NewGRPCServer(d.serverTLS)
 	setNotServing(hs) // until the first readiness check says otherwise
 

@@ -1,0 +1,107 @@
+package hsm_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// gathered sums the default registry's series of family name whose labels
+// include want: counters by value, histograms by sample count.
+func gathered(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	fams, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+// Every PKCS#11 call is timed by function, and failed calls are counted
+// by function and CKR code, injected faults included.
+func TestCallMetrics(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := make([]byte, hsm.GCMIVSize)
+	encrypts := map[string]string{"function": "C_Encrypt"}
+	failures := map[string]string{"function": "C_Encrypt", "ckr": "CKR_DEVICE_ERROR"}
+	calls0, errs0 := gathered(t, "hsmbroker_hsm_call_duration_seconds", encrypts), gathered(t, "hsmbroker_hsm_call_errors_total", failures)
+	for range 3 {
+		if _, err := p.EncryptGCM(ctx, k, iv, []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Add(hsm.FaultRule{Call: "C_Encrypt", Code: hsm.CKRDeviceError, Times: 1})
+	// The broken session is evicted and the call retried once: it succeeds.
+	if _, err := p.EncryptGCM(ctx, k, iv, []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := gathered(t, "hsmbroker_hsm_call_duration_seconds", encrypts) - calls0; d < 5 {
+		t.Errorf("C_Encrypt timed %v times, want at least 5 (3 + a failed call + its retry)", d)
+	}
+	if d := gathered(t, "hsmbroker_hsm_call_errors_total", failures) - errs0; d < 1 {
+		t.Errorf("C_Encrypt CKR_DEVICE_ERROR counted %v times, want at least 1", d)
+	}
+}
+
+// PoolStats counts a session held by a running call as in use, and gives
+// it back as idle.
+func TestPoolStats(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) { c.PoolSize = 3 }))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
+	if _, err := p.MAC(ctx, k, "HMAC_SHA_256", []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.PoolStats(); s.Size != 3 || s.InUse != 0 || s.Idle < 1 {
+		t.Fatalf("idle pool: %+v, want size 3, none in use, one or more idle", s)
+	}
+	f.Add(hsm.FaultRule{Call: "C_Sign", Stall: 500 * time.Millisecond, Times: 1})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = p.MAC(ctx, k, "HMAC_SHA_256", []byte("slow"))
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.PoolStats().InUse != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stalled call: %+v, want one session in use", p.PoolStats())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	wg.Wait()
+	if s := p.PoolStats(); s.InUse != 0 || s.Idle < 1 {
+		t.Fatalf("after the call: %+v, want none in use", s)
+	}
+	if p.CacheCapacity() != 4096 {
+		t.Errorf("CacheCapacity() = %d, want the default 4096", p.CacheCapacity())
+	}
+}
