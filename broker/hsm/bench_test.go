@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
