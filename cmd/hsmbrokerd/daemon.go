@@ -194,9 +194,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	var wg sync.WaitGroup
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
-	if d.kms != nil {
-		spawn(func() { d.kms.reloadOnHangup(bg, log) })
-	}
+	spawn(func() { reloadOnHangup(bg, log, d.kms) })
 	spawn(func() {
 		if err := startMembership(bg, log, svc, node, d.join, advertise, spawn); err != nil {
 			fatal <- err

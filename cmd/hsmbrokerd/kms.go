@@ -90,10 +90,12 @@ func (k *kmsEndpoint) url(addr net.Addr) string {
 	return scheme + "://" + dialable(addr)
 }
 
-// reloadOnHangup rereads the credentials files on each SIGHUP until ctx
-// ends, so that access keys can be added and retired without a restart. A
-// file that fails to load leaves the keys loaded before in use.
-func (k *kmsEndpoint) reloadOnHangup(ctx context.Context, log *slog.Logger) {
+// reloadOnHangup rereads the AWS credentials files on each SIGHUP until
+// ctx ends, so that access keys can be added and retired without a
+// restart (systemctl reload). A file that fails to load leaves the keys
+// loaded before in use. Without an AWS endpoint, SIGHUP is only logged:
+// it must not stop the daemon, as it would by default.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, k *kmsEndpoint) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -102,6 +104,10 @@ func (k *kmsEndpoint) reloadOnHangup(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+		}
+		if k == nil {
+			log.Info("SIGHUP: nothing to reload")
+			continue
 		}
 		err := k.credentials.Reload()
 		if k.xks != nil {

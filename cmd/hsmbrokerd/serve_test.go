@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,6 +216,20 @@ func TestServeStartStopRestart(t *testing.T) {
 	for run := 1; run <= 2; run++ {
 		p := c.start(t, n)
 		c.checkServing(t, p, n)
+		if run == 1 {
+			// systemctl reload sends SIGHUP; with nothing to reload it
+			// must not stop the node.
+			if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, p, "the SIGHUP log line", func() error {
+				if !strings.Contains(p.out.String(), "SIGHUP: nothing to reload") {
+					return errors.New("not logged yet")
+				}
+				return nil
+			})
+			waitHTTPReady(t, p, n.metrics)
+		}
 		p.stop(t)
 		out := p.out.String()
 		checkOutput(t, n, out)
