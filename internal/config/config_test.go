@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -214,6 +215,46 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if c.NodeID == "" || c.HSM.Module == "" {
 		t.Fatalf("example config lost its content: %+v", c)
+	}
+}
+
+// TestClusterExampleConfigs keeps the 3-node examples in deploy/cluster
+// loadable and consistent: one founder, two joiners, distinct identities.
+func TestClusterExampleConfigs(t *testing.T) {
+	seen := map[string]bool{}
+	bootstraps := 0
+	for i := 1; i <= 3; i++ {
+		path := filepath.Join("..", "..", "deploy", "cluster", fmt.Sprintf("node%d.yaml", i))
+		c, err := Load(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		id := fmt.Sprintf("node%d", i)
+		if c.NodeID != id {
+			t.Errorf("%s: node_id %q, want %q", path, c.NodeID, id)
+		}
+		for _, v := range []string{c.GRPCAdvertiseAddr(), c.RaftAdvertise, c.MetricsAddr, c.HSM.TokenLabel} {
+			if seen[v] {
+				t.Errorf("%s: %q is used by another node too", path, v)
+			}
+			seen[v] = true
+		}
+		if c.Bootstrap {
+			bootstraps++
+		} else if len(c.Join) == 0 || c.JoinTokenFile == "" {
+			t.Errorf("%s: neither bootstrap nor join", path)
+		}
+		for _, j := range c.Join {
+			if j == c.GRPCAdvertiseAddr() {
+				t.Errorf("%s: joins through itself", path)
+			}
+		}
+		if c.KMS.Addr == "" || c.KMS.CredentialsFile == "" {
+			t.Errorf("%s: no AWS KMS endpoint", path)
+		}
+	}
+	if bootstraps != 1 {
+		t.Errorf("%d nodes bootstrap, want 1", bootstraps)
 	}
 }
 
