@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hsmbroker/hsmbroker/broker/awskms"
+)
+
+func TestAccessKeyCommands(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "kms-credentials.json")
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), append([]string{"access-key"}, args...), &stdout, &stderr)
+		return stdout.String() + stderr.String(), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...)
+		if err != nil {
+			t.Fatalf("access-key %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+
+	aliceEnv := filepath.Join(dir, "alice.env")
+	out := must("create", "--file", file, "--principal", "alice", "--out", aliceEnv)
+	must("create", "--file", file, "--principal", "bob")
+	must("create", "--file", file, "--principal", "aws-kms", "--xks")
+	keys, err := readAccessKeys(file)
+	if err != nil || len(keys) != 3 {
+		t.Fatalf("keys %v, %v", keys, err)
+	}
+	alice := keys[0]
+	if alice.Principal != "alice" || !strings.Contains(out, alice.ID) || strings.Contains(out, alice.Secret) {
+		t.Errorf("create printed %q for %v (the secret must not be printed)", out, alice)
+	}
+	if len(keys[2].ID) != 28 || len(keys[2].Secret) != 44 {
+		t.Errorf("XKS credential %s has a %d-character secret; want a 28-character id and a 44-character secret", keys[2].ID, len(keys[2].Secret))
+	}
+	env, err := os.ReadFile(aliceEnv)
+	if err != nil || !strings.Contains(string(env), "AWS_ACCESS_KEY_ID="+alice.ID) || !strings.Contains(string(env), alice.Secret) {
+		t.Errorf("--out file: %q, %v", env, err)
+	}
+	for _, f := range []string{file, aliceEnv} {
+		if m := fileMode(t, f); m != 0o600 {
+			t.Errorf("%s: mode %04o", f, m)
+		}
+	}
+	if _, err := awskms.LoadCredentialsFile(file); err != nil {
+		t.Errorf("the endpoint cannot load the file: %v", err)
+	}
+
+	list := must("list", "--file", file)
+	for _, k := range keys {
+		if !strings.Contains(list, k.ID) || !strings.Contains(list, k.Principal) || strings.Contains(list, k.Secret) {
+			t.Errorf("list: %q", list)
+		}
+	}
+
+	must("delete", "--file", file, keys[1].ID)
+	if after, _ := readAccessKeys(file); len(after) != 2 || after[0].ID != alice.ID || after[1].ID != keys[2].ID {
+		t.Errorf("after delete: %v", after)
+	}
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"create", "--file", file, "--principal", "carol", "--out", aliceEnv}, "--out"},
+		{[]string{"create", "--file", file}, "principal"},
+		{[]string{"delete", "--file", file, "AKIANOSUCHKEY"}, "no access key AKIANOSUCHKEY"},
+		{[]string{"list"}, "file"},
+		{[]string{"list", "--file", filepath.Join(dir, "none.json")}, "none.json"},
+	} {
+		if out, err := run(tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("access-key %v: %v (%s); want an error mentioning %q", tt.args, err, out, tt.want)
+		}
+	}
+	if after, _ := readAccessKeys(file); len(after) != 2 {
+		t.Errorf("a failed create changed the file: %v", after)
+	}
+}
