@@ -92,6 +92,9 @@ func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, st
 // apply replicates one command, through the leader, and waits until this
 // node has applied it.
 func (s *Service) apply(ctx context.Context, c cluster.Command) (any, error) {
+	if err := s.auditBeforeChange(ctx, c); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	for {

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
 
@@ -21,9 +22,10 @@ const ExcMalformedPolicyDocument = "MalformedPolicyDocumentException"
 // MaxKeyPolicy is the largest key policy, in bytes, as in AWS KMS.
 const MaxKeyPolicy = 32 << 10
 
-// DefaultKeyPolicy is the policy a key has until one is put: AWS KMS's
-// default key policy, which gives the account (and so its administrators)
-// full access to the key.
+// DefaultKeyPolicy is AWS KMS's default key policy, which gives the
+// account full access to the key; here the account stands for every
+// principal with the admin role. A key whose creator is known has that
+// principal added (defaultPolicyFor): its policy until one is put.
 func (s *Service) DefaultKeyPolicy() string {
 	return fmt.Sprintf(`{
   "Version" : "2012-10-17",
@@ -40,22 +42,23 @@ func (s *Service) DefaultKeyPolicy() string {
 }`, s.cfg.Account)
 }
 
-// KeyPolicy returns a key's policy document as it was put, or
-// DefaultKeyPolicy when none was.
+// KeyPolicy returns a key's policy document as it was put, or its default
+// policy (every admin and the key's creator) when none was.
 func (s *Service) KeyPolicy(ctx context.Context, ref string) (string, error) {
 	k, err := s.resolve(ctx, "KeyId", ref)
 	if err != nil {
 		return "", err
 	}
 	if len(k.Policy) == 0 {
-		return s.DefaultKeyPolicy(), nil
+		return s.defaultPolicyFor(k), nil
 	}
 	return string(k.Policy), nil
 }
 
 // SetKeyPolicy replaces a key's policy document. The document is checked
-// for form (a JSON object with a Statement, at most MaxKeyPolicy bytes) and
-// stored verbatim; evaluating it is the authorization layer's business.
+// (a JSON object with statements this service can evaluate, at most
+// MaxKeyPolicy bytes) and stored verbatim; every node evaluates it on every
+// request that reaches the key (see authz.go).
 func (s *Service) SetKeyPolicy(ctx context.Context, ref, policy string) error {
 	if err := CheckKeyPolicy(policy); err != nil {
 		return err
@@ -93,5 +96,28 @@ func CheckKeyPolicy(policy string) error {
 	if len(st) == 0 || (st[0] != '[' && st[0] != '{') {
 		return malformed("the key policy has no Statement")
 	}
+	if _, err := parsePolicy(policy); err != nil {
+		return malformed("%v", err)
+	}
 	return nil
+}
+
+// PutKeyPolicy replaces a key's policy.
+func (s *Service) PutKeyPolicy(ctx context.Context, req *pb.PutKeyPolicyRequest) (*pb.PutKeyPolicyResponse, error) {
+	if err := s.SetKeyPolicy(ctx, req.GetKeyId(), req.GetPolicy()); err != nil {
+		return nil, err
+	}
+	return &pb.PutKeyPolicyResponse{}, nil
+}
+
+// GetKeyPolicy returns a key's policy.
+func (s *Service) GetKeyPolicy(ctx context.Context, req *pb.GetKeyPolicyRequest) (*pb.GetKeyPolicyResponse, error) {
+	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if len(k.Policy) == 0 {
+		return &pb.GetKeyPolicyResponse{Policy: s.defaultPolicyFor(k), IsDefault: true}, nil
+	}
+	return &pb.GetKeyPolicyResponse{Policy: string(k.Policy)}, nil
 }

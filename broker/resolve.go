@@ -38,6 +38,11 @@ func (s *Service) resolve(ctx context.Context, field, ref string) (cluster.Key, 
 		}
 		k, err = s.lookup(kr)
 	}
+	if err == nil {
+		if err = s.authorizeKey(ctx, field, k); err != nil {
+			return cluster.Key{}, err
+		}
+	}
 	return k, err
 }
 
@@ -66,6 +71,11 @@ func (s *Service) keyByID(ctx context.Context, id string) (cluster.Key, bool, er
 			return k, false, err
 		}
 		k, ok = s.node.State().Key(id)
+	}
+	if ok {
+		if err := s.authorizeKey(ctx, "", k); err != nil {
+			return cluster.Key{}, false, err
+		}
 	}
 	return k, ok, nil
 }

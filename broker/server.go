@@ -28,7 +28,7 @@ import (
 // WatchHealth.
 func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.metricsInterceptor, s.unaryInterceptor),
+		grpc.ChainUnaryInterceptor(s.metricsInterceptor, s.unaryInterceptor, s.accessInterceptor),
 		grpc.MaxRecvMsgSize(8 << 20),
 	}
 	if tlsConfig != nil {
@@ -39,6 +39,7 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterKeyServiceServer(g, s)
 	pb.RegisterCryptoServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
+	pb.RegisterAccessServiceServer(g, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
@@ -63,6 +64,9 @@ func Principal(ctx context.Context) string {
 // WithPrincipal returns ctx carrying an authenticated principal; fronts
 // other than gRPC (the AWS endpoint) use it.
 func WithPrincipal(ctx context.Context, principal string) context.Context {
+	if rq := requestOf(ctx); rq != nil {
+		rq.setPrincipal(principal) // for the request's audit line
+	}
 	return context.WithValue(ctx, principalKey, principal)
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -42,6 +43,10 @@ type Config struct {
 	// its own (the Heartbeat's first) since it started. The daemon sets it;
 	// a service without Heartbeat leaves it off.
 	RequireCaughtUp bool
+	// AuditLog, when set, receives one line per request (see accessInterceptor
+	// and EndRequest); a request whose line cannot be written fails. nil
+	// keeps no audit log. The caller closes it after the service.
+	AuditLog *audit.Log
 }
 
 // Service is the broker core. It is safe for concurrent use.
@@ -49,6 +54,7 @@ type Service struct {
 	pb.UnimplementedKeyServiceServer
 	pb.UnimplementedCryptoServiceServer
 	pb.UnimplementedClusterServiceServer
+	pb.UnimplementedAccessServiceServer
 
 	cfg  Config
 	node *cluster.Node
@@ -58,8 +64,9 @@ type Service struct {
 	// requireClientCert is set by NewGRPCServer when it serves TLS.
 	requireClientCert bool
 
-	health healthState
-	peers  peers
+	health   healthState
+	peers    peers
+	policies policyCache
 	// gate is set while WatchHealth runs: key and crypto calls are then
 	// refused (Unavailable) whenever the node is not ready.
 	gate atomic.Bool

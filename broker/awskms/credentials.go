@@ -28,6 +28,11 @@ type AccessKey struct {
 	ID        string `json:"access_key_id"`
 	Secret    string `json:"secret_access_key"`
 	Principal string `json:"principal"`
+	// Role is the role the key gives its principal (admin, user or
+	// auditor), as a client certificate names one; "" means user. A role
+	// the cluster records for the principal (hsmctl principals set-role)
+	// overrides it.
+	Role string `json:"role,omitempty"`
 }
 
 // String names the key without its secret, so that printing or logging an
@@ -92,7 +97,7 @@ func (c StaticCredentials) Lookup(id string) (string, string, bool) {
 
 // credentialsFile is the JSON form of a credentials file:
 //
-//	{"access_keys": [{"access_key_id": "AKIA...", "secret_access_key": "...", "principal": "admin"}]}
+//	{"access_keys": [{"access_key_id": "AKIA...", "secret_access_key": "...", "principal": "admin", "role": "admin"}]}
 type credentialsFile struct {
 	AccessKeys []AccessKey `json:"access_keys"`
 }
@@ -162,6 +167,8 @@ func readCredentialsFile(path string) (StaticCredentials, error) {
 			return nil, fmt.Errorf("awskms: credentials file %s: access key %d needs access_key_id, secret_access_key and principal", path, i+1)
 		case strings.ContainsAny(k.ID, "/ ,="):
 			return nil, fmt.Errorf("awskms: credentials file %s: access key id %q has a character that SigV4 cannot carry", path, k.ID)
+		case k.Role != "" && k.Role != "admin" && k.Role != "user" && k.Role != "auditor":
+			return nil, fmt.Errorf("awskms: credentials file %s: access key %s has role %q; the roles are admin, user and auditor", path, k.ID, k.Role)
 		}
 		if _, dup := keys[k.ID]; dup {
 			return nil, fmt.Errorf("awskms: credentials file %s: access key id %s appears twice", path, k.ID)

@@ -39,8 +39,9 @@ type Config struct {
 	// Authorize, when set, is asked before every operation whether the
 	// authenticated principal may perform action ("kms:Encrypt",
 	// "kms-xks-proxy:Encrypt", ...); an error refuses the request with
-	// AccessDeniedException. Key policies and grants are enforced by the
-	// core; this hook is for coarse rules such as roles.
+	// AccessDeniedException. Roles, key policies and grants are enforced
+	// by the core whether it is set or not (broker.Service.Authorize); this
+	// hook is for further rules of the embedding program.
 	Authorize func(ctx context.Context, principal, action string) error
 	// MaxBodyBytes bounds a request body (default DefaultMaxBodyBytes).
 	MaxBodyBytes int64
@@ -114,6 +115,9 @@ func New(cfg Config) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := keys.NewKeyID() // a random UUID, the form AWS request ids take
 	w.Header().Set("x-amzn-RequestId", reqID)
+	aw, r := h.audited(w, r, reqID)
+	defer aw.finish()
+	w = aw
 	if h.xks != nil && h.xks.owns(r.URL.Path) {
 		defer h.recoverTo(w, reqID, func() { h.xks.writeError(w, r, reqID, "", errInternal) })
 		h.xks.serve(w, r, reqID)
@@ -195,6 +199,10 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		return
 	}
 	ctx := broker.WithPrincipal(r.Context(), principal)
+	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(r), requestContexts(body)); err != nil {
+		h.writeTrentError(w, name, reqID, principal, err, start)
+		return
+	}
 	if h.authorize != nil {
 		if err := h.authorize(ctx, principal, "kms:"+name); err != nil {
 			h.writeTrentError(w, name, reqID, principal, &apiError{http.StatusBadRequest, broker.ExcAccessDenied,

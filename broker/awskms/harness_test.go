@@ -104,6 +104,7 @@ func newEnv(tb testing.TB, opts ...envOption) *env {
 	if e.admin, err = awskms.GenerateAccessKey("admin"); err != nil {
 		tb.Fatal(err)
 	}
+	e.admin.Role = "admin"
 	if e.xksKey, err = awskms.GenerateXKSAccessKey("aws-kms"); err != nil {
 		tb.Fatal(err)
 	}

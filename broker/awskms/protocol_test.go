@@ -33,7 +33,7 @@ func TestProtocol(t *testing.T) {
 		{"bad base64 blob", func() rawResponse { return raw("Decrypt", `{"CiphertextBlob":"***"}`) }, 400, "SerializationException", ""},
 		{"missing required member", func() rawResponse { return raw("Encrypt", `{"Plaintext":"aGk="}`) }, 400, "ValidationException", "keyId"},
 		{"unknown operation", func() rawResponse { return raw("MakeCoffee", `{}`) }, 400, "UnknownOperationException", ""},
-		{"grant operation", func() rawResponse { return raw("CreateGrant", `{}`) }, 400, "UnsupportedOperationException", "CreateGrant"},
+		{"unsupported operation", func() rawResponse { return raw("ImportKeyMaterial", `{}`) }, 400, "UnsupportedOperationException", "ImportKeyMaterial"},
 		{"no target", func() rawResponse { return e.do(signedRequest{body: []byte(`{}`), key: e.admin}) }, 400, "UnknownOperationException", "X-Amz-Target"},
 		{"other service's target", func() rawResponse {
 			return e.do(signedRequest{target: "DynamoDB_20120810.ListTables", body: []byte(`{}`), key: e.admin})

@@ -78,14 +78,16 @@ var operations = map[string]operation{
 	"GenerateMac":                         op((*Handler).generateMac),
 	"VerifyMac":                           op((*Handler).verifyMac),
 	"GenerateRandom":                      op((*Handler).generateRandom),
+	"CreateGrant":                         op((*Handler).createGrant),
+	"ListGrants":                          op((*Handler).listGrants),
+	"RevokeGrant":                         op((*Handler).revokeGrant),
+	"RetireGrant":                         op((*Handler).retireGrant),
 }
 
 // unsupportedOperations are TrentService operations this service answers
-// with UnsupportedOperationException. The grant operations are here until
-// the authorization layer (roles, key policies, grants) implements grants;
-// they then map onto it like the operations above.
+// with UnsupportedOperationException.
 var unsupportedOperations = map[string]bool{
-	"CreateGrant": true, "ListGrants": true, "RevokeGrant": true, "RetireGrant": true, "ListRetirableGrants": true,
+	"ListRetirableGrants":   true,
 	"ConnectCustomKeyStore": true, "CreateCustomKeyStore": true, "DeleteCustomKeyStore": true,
 	"DescribeCustomKeyStores": true, "DisconnectCustomKeyStore": true, "UpdateCustomKeyStore": true,
 	"GetParametersForImport": true, "ImportKeyMaterial": true, "DeleteImportedKeyMaterial": true,

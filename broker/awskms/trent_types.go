@@ -20,8 +20,9 @@ func (t epochTime) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, float64(ms)/1000, 'f', -1, 64), nil
 }
 
-// grantTokens is accepted everywhere AWS accepts it and ignored: grants are
-// not supported yet, so no token can grant anything.
+// grantTokens is accepted everywhere AWS accepts it and ignored: a grant
+// is in force once the answering node has applied it, and a token carries
+// no authority of its own (see trent_grants.go).
 type grantTokens struct {
 	GrantTokens []string
 }

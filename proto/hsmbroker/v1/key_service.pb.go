@@ -1782,6 +1782,849 @@ func (x *ListAliasesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// PutKeyPolicyRequest is the input of KeyService.PutKeyPolicy.
+type PutKeyPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, as a key id or key ARN.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The policy document, JSON, at most 32 KiB.
+	Policy        string `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutKeyPolicyRequest) Reset() {
+	*x = PutKeyPolicyRequest{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutKeyPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutKeyPolicyRequest) ProtoMessage() {}
+
+func (x *PutKeyPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutKeyPolicyRequest.ProtoReflect.Descriptor instead.
+func (*PutKeyPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PutKeyPolicyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *PutKeyPolicyRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+// PutKeyPolicyResponse is the output of KeyService.PutKeyPolicy. It is empty.
+type PutKeyPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutKeyPolicyResponse) Reset() {
+	*x = PutKeyPolicyResponse{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutKeyPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutKeyPolicyResponse) ProtoMessage() {}
+
+func (x *PutKeyPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutKeyPolicyResponse.ProtoReflect.Descriptor instead.
+func (*PutKeyPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{35}
+}
+
+// GetKeyPolicyRequest is the input of KeyService.GetKeyPolicy.
+type GetKeyPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, as a key reference: key id, key ARN, `alias/<name>` or alias ARN.
+	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyPolicyRequest) Reset() {
+	*x = GetKeyPolicyRequest{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyPolicyRequest) ProtoMessage() {}
+
+func (x *GetKeyPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetKeyPolicyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+// GetKeyPolicyResponse is the output of KeyService.GetKeyPolicy.
+type GetKeyPolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy document, as it was put, or the default policy.
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// True when no policy was put and policy is the default one.
+	IsDefault     bool `protobuf:"varint,2,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyPolicyResponse) Reset() {
+	*x = GetKeyPolicyResponse{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyPolicyResponse) ProtoMessage() {}
+
+func (x *GetKeyPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyPolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetKeyPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetKeyPolicyResponse) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *GetKeyPolicyResponse) GetIsDefault() bool {
+	if x != nil {
+		return x.IsDefault
+	}
+	return false
+}
+
+// GrantConstraints limit a grant to requests with a given encryption
+// context. At most one of the two may be set, and only on grants whose
+// operations all take an encryption context.
+type GrantConstraints struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's encryption context must be exactly these pairs.
+	EncryptionContextEquals map[string]string `protobuf:"bytes,1,rep,name=encryption_context_equals,json=encryptionContextEquals,proto3" json:"encryption_context_equals,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The request's encryption context must include these pairs.
+	EncryptionContextSubset map[string]string `protobuf:"bytes,2,rep,name=encryption_context_subset,json=encryptionContextSubset,proto3" json:"encryption_context_subset,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *GrantConstraints) Reset() {
+	*x = GrantConstraints{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantConstraints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantConstraints) ProtoMessage() {}
+
+func (x *GrantConstraints) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantConstraints.ProtoReflect.Descriptor instead.
+func (*GrantConstraints) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GrantConstraints) GetEncryptionContextEquals() map[string]string {
+	if x != nil {
+		return x.EncryptionContextEquals
+	}
+	return nil
+}
+
+func (x *GrantConstraints) GetEncryptionContextSubset() map[string]string {
+	if x != nil {
+		return x.EncryptionContextSubset
+	}
+	return nil
+}
+
+// Grant is a delegation of operations on one key to one principal.
+type Grant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grant's id, 64 hexadecimal characters.
+	GrantId string `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// The key the grant is on.
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The caller's label for the grant, if any.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// The principal the grant lets perform the operations.
+	GranteePrincipal string `protobuf:"bytes,4,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	// The principal that may retire the grant besides the grantee; empty for
+	// none.
+	RetiringPrincipal string `protobuf:"bytes,5,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	// The operations, by their AWS KMS names: Encrypt, Decrypt, ReEncryptFrom,
+	// ReEncryptTo, GenerateDataKey, GenerateDataKeyWithoutPlaintext,
+	// GenerateDataKeyPair, GenerateDataKeyPairWithoutPlaintext, Sign, Verify,
+	// GenerateMac, VerifyMac, GetPublicKey, DescribeKey, RetireGrant.
+	Operations []string `protobuf:"bytes,6,rep,name=operations,proto3" json:"operations,omitempty"`
+	// The encryption context constraints, if any.
+	Constraints *GrantConstraints `protobuf:"bytes,7,opt,name=constraints,proto3" json:"constraints,omitempty"`
+	// The principal that created the grant.
+	IssuingPrincipal string `protobuf:"bytes,8,opt,name=issuing_principal,json=issuingPrincipal,proto3" json:"issuing_principal,omitempty"`
+	// When the grant was created.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Grant) Reset() {
+	*x = Grant{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Grant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Grant) ProtoMessage() {}
+
+func (x *Grant) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Grant.ProtoReflect.Descriptor instead.
+func (*Grant) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Grant) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *Grant) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *Grant) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Grant) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *Grant) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *Grant) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *Grant) GetConstraints() *GrantConstraints {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *Grant) GetIssuingPrincipal() string {
+	if x != nil {
+		return x.IssuingPrincipal
+	}
+	return ""
+}
+
+func (x *Grant) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// CreateGrantRequest is the input of KeyService.CreateGrant.
+type CreateGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, as a key id or key ARN.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The principal to give the operations to.
+	GranteePrincipal string `protobuf:"bytes,2,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	// The operations to give (see Grant.operations), at least one.
+	Operations []string `protobuf:"bytes,3,rep,name=operations,proto3" json:"operations,omitempty"`
+	// Optional encryption context constraints.
+	Constraints *GrantConstraints `protobuf:"bytes,4,opt,name=constraints,proto3" json:"constraints,omitempty"`
+	// Optional: a principal that may retire the grant besides the grantee.
+	RetiringPrincipal string `protobuf:"bytes,5,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	// Optional label. A second CreateGrant with the same name, key, grantee,
+	// operations and constraints returns the existing grant instead of making
+	// another.
+	Name          string `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGrantRequest) Reset() {
+	*x = CreateGrantRequest{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGrantRequest) ProtoMessage() {}
+
+func (x *CreateGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGrantRequest.ProtoReflect.Descriptor instead.
+func (*CreateGrantRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CreateGrantRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *CreateGrantRequest) GetConstraints() *GrantConstraints {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *CreateGrantRequest) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CreateGrantResponse is the output of KeyService.CreateGrant.
+type CreateGrantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grant's id.
+	GrantId string `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// A token naming the grant, accepted wherever a grant id is; it carries
+	// no authority of its own.
+	GrantToken    string `protobuf:"bytes,2,opt,name=grant_token,json=grantToken,proto3" json:"grant_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGrantResponse) Reset() {
+	*x = CreateGrantResponse{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGrantResponse) ProtoMessage() {}
+
+func (x *CreateGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGrantResponse.ProtoReflect.Descriptor instead.
+func (*CreateGrantResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CreateGrantResponse) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *CreateGrantResponse) GetGrantToken() string {
+	if x != nil {
+		return x.GrantToken
+	}
+	return ""
+}
+
+// ListGrantsRequest is the input of KeyService.ListGrants.
+type ListGrantsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, as a key reference.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Optional: only this grant.
+	GrantId string `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// Optional: only the grants of this grantee.
+	GranteePrincipal string `protobuf:"bytes,3,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	// The most grants to return, 1 to 1000; 0 means 100.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, or empty for the first page.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGrantsRequest) Reset() {
+	*x = ListGrantsRequest{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGrantsRequest) ProtoMessage() {}
+
+func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListGrantsRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListGrantsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListGrantsResponse is the output of KeyService.ListGrants.
+type ListGrantsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grants of this page, ordered by grant id.
+	Grants []*Grant `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGrantsResponse) Reset() {
+	*x = ListGrantsResponse{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGrantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGrantsResponse) ProtoMessage() {}
+
+func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
+func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListGrantsResponse) GetGrants() []*Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *ListGrantsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeGrantRequest is the input of KeyService.RevokeGrant.
+type RevokeGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, as a key id or key ARN.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The grant to revoke.
+	GrantId       string `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGrantRequest) Reset() {
+	*x = RevokeGrantRequest{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGrantRequest) ProtoMessage() {}
+
+func (x *RevokeGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGrantRequest.ProtoReflect.Descriptor instead.
+func (*RevokeGrantRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RevokeGrantRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RevokeGrantRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+// RevokeGrantResponse is the output of KeyService.RevokeGrant. It is empty.
+type RevokeGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGrantResponse) Reset() {
+	*x = RevokeGrantResponse{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGrantResponse) ProtoMessage() {}
+
+func (x *RevokeGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGrantResponse.ProtoReflect.Descriptor instead.
+func (*RevokeGrantResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{45}
+}
+
+// RetireGrantRequest is the input of KeyService.RetireGrant.
+type RetireGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional: the key, as a key id or key ARN; when set it must be the
+	// grant's key.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The grant to retire, by id or by its grant token.
+	GrantId       string `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireGrantRequest) Reset() {
+	*x = RetireGrantRequest{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireGrantRequest) ProtoMessage() {}
+
+func (x *RetireGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireGrantRequest.ProtoReflect.Descriptor instead.
+func (*RetireGrantRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RetireGrantRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RetireGrantRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+// RetireGrantResponse is the output of KeyService.RetireGrant. It is empty.
+type RetireGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireGrantResponse) Reset() {
+	*x = RetireGrantResponse{}
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireGrantResponse) ProtoMessage() {}
+
+func (x *RetireGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_key_service_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireGrantResponse.ProtoReflect.Descriptor instead.
+func (*RetireGrantResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_key_service_proto_rawDescGZIP(), []int{47}
+}
+
 var File_hsmbroker_v1_key_service_proto protoreflect.FileDescriptor
 
 const file_hsmbroker_v1_key_service_proto_rawDesc = "" +
@@ -1889,7 +2732,70 @@ const file_hsmbroker_v1_key_service_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListAliasesResponse\x12-\n" +
 	"\aaliases\x18\x01 \x03(\v2\x13.hsmbroker.v1.AliasR\aaliases\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbb\v\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"D\n" +
+	"\x13PutKeyPolicyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\"\x16\n" +
+	"\x14PutKeyPolicyResponse\",\n" +
+	"\x13GetKeyPolicyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"M\n" +
+	"\x14GetKeyPolicyResponse\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1d\n" +
+	"\n" +
+	"is_default\x18\x02 \x01(\bR\tisDefault\"\x9c\x03\n" +
+	"\x10GrantConstraints\x12w\n" +
+	"\x19encryption_context_equals\x18\x01 \x03(\v2;.hsmbroker.v1.GrantConstraints.EncryptionContextEqualsEntryR\x17encryptionContextEquals\x12w\n" +
+	"\x19encryption_context_subset\x18\x02 \x03(\v2;.hsmbroker.v1.GrantConstraints.EncryptionContextSubsetEntryR\x17encryptionContextSubset\x1aJ\n" +
+	"\x1cEncryptionContextEqualsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aJ\n" +
+	"\x1cEncryptionContextSubsetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf5\x02\n" +
+	"\x05Grant\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12+\n" +
+	"\x11grantee_principal\x18\x04 \x01(\tR\x10granteePrincipal\x12-\n" +
+	"\x12retiring_principal\x18\x05 \x01(\tR\x11retiringPrincipal\x12\x1e\n" +
+	"\n" +
+	"operations\x18\x06 \x03(\tR\n" +
+	"operations\x12@\n" +
+	"\vconstraints\x18\a \x01(\v2\x1e.hsmbroker.v1.GrantConstraintsR\vconstraints\x12+\n" +
+	"\x11issuing_principal\x18\b \x01(\tR\x10issuingPrincipal\x12;\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xfd\x01\n" +
+	"\x12CreateGrantRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12+\n" +
+	"\x11grantee_principal\x18\x02 \x01(\tR\x10granteePrincipal\x12\x1e\n" +
+	"\n" +
+	"operations\x18\x03 \x03(\tR\n" +
+	"operations\x12@\n" +
+	"\vconstraints\x18\x04 \x01(\v2\x1e.hsmbroker.v1.GrantConstraintsR\vconstraints\x12-\n" +
+	"\x12retiring_principal\x18\x05 \x01(\tR\x11retiringPrincipal\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\"Q\n" +
+	"\x13CreateGrantResponse\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1f\n" +
+	"\vgrant_token\x18\x02 \x01(\tR\n" +
+	"grantToken\"\xae\x01\n" +
+	"\x11ListGrantsRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12+\n" +
+	"\x11grantee_principal\x18\x03 \x01(\tR\x10granteePrincipal\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"i\n" +
+	"\x12ListGrantsResponse\x12+\n" +
+	"\x06grants\x18\x01 \x03(\v2\x13.hsmbroker.v1.GrantR\x06grants\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"F\n" +
+	"\x12RevokeGrantRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"\x15\n" +
+	"\x13RevokeGrantResponse\"F\n" +
+	"\x12RetireGrantRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"\x15\n" +
+	"\x13RetireGrantResponse2\xb6\x0f\n" +
 	"\n" +
 	"KeyService\x12L\n" +
 	"\tCreateKey\x12\x1e.hsmbroker.v1.CreateKeyRequest\x1a\x1f.hsmbroker.v1.CreateKeyResponse\x12R\n" +
@@ -1909,7 +2815,14 @@ const file_hsmbroker_v1_key_service_proto_rawDesc = "" +
 	"\vCreateAlias\x12 .hsmbroker.v1.CreateAliasRequest\x1a!.hsmbroker.v1.CreateAliasResponse\x12R\n" +
 	"\vUpdateAlias\x12 .hsmbroker.v1.UpdateAliasRequest\x1a!.hsmbroker.v1.UpdateAliasResponse\x12R\n" +
 	"\vDeleteAlias\x12 .hsmbroker.v1.DeleteAliasRequest\x1a!.hsmbroker.v1.DeleteAliasResponse\x12R\n" +
-	"\vListAliases\x12 .hsmbroker.v1.ListAliasesRequest\x1a!.hsmbroker.v1.ListAliasesResponseB?Z=github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1;hsmbrokerv1b\x06proto3"
+	"\vListAliases\x12 .hsmbroker.v1.ListAliasesRequest\x1a!.hsmbroker.v1.ListAliasesResponse\x12U\n" +
+	"\fPutKeyPolicy\x12!.hsmbroker.v1.PutKeyPolicyRequest\x1a\".hsmbroker.v1.PutKeyPolicyResponse\x12U\n" +
+	"\fGetKeyPolicy\x12!.hsmbroker.v1.GetKeyPolicyRequest\x1a\".hsmbroker.v1.GetKeyPolicyResponse\x12R\n" +
+	"\vCreateGrant\x12 .hsmbroker.v1.CreateGrantRequest\x1a!.hsmbroker.v1.CreateGrantResponse\x12O\n" +
+	"\n" +
+	"ListGrants\x12\x1f.hsmbroker.v1.ListGrantsRequest\x1a .hsmbroker.v1.ListGrantsResponse\x12R\n" +
+	"\vRevokeGrant\x12 .hsmbroker.v1.RevokeGrantRequest\x1a!.hsmbroker.v1.RevokeGrantResponse\x12R\n" +
+	"\vRetireGrant\x12 .hsmbroker.v1.RetireGrantRequest\x1a!.hsmbroker.v1.RetireGrantResponseB?Z=github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1;hsmbrokerv1b\x06proto3"
 
 var (
 	file_hsmbroker_v1_key_service_proto_rawDescOnce sync.Once
@@ -1923,7 +2836,7 @@ func file_hsmbroker_v1_key_service_proto_rawDescGZIP() []byte {
 	return file_hsmbroker_v1_key_service_proto_rawDescData
 }
 
-var file_hsmbroker_v1_key_service_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_hsmbroker_v1_key_service_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_hsmbroker_v1_key_service_proto_goTypes = []any{
 	(*CreateKeyRequest)(nil),             // 0: hsmbroker.v1.CreateKeyRequest
 	(*CreateKeyResponse)(nil),            // 1: hsmbroker.v1.CreateKeyResponse
@@ -1959,72 +2872,106 @@ var file_hsmbroker_v1_key_service_proto_goTypes = []any{
 	(*DeleteAliasResponse)(nil),          // 31: hsmbroker.v1.DeleteAliasResponse
 	(*ListAliasesRequest)(nil),           // 32: hsmbroker.v1.ListAliasesRequest
 	(*ListAliasesResponse)(nil),          // 33: hsmbroker.v1.ListAliasesResponse
-	nil,                                  // 34: hsmbroker.v1.CreateKeyRequest.TagsEntry
-	nil,                                  // 35: hsmbroker.v1.TagKeyRequest.TagsEntry
-	nil,                                  // 36: hsmbroker.v1.ListKeyTagsResponse.TagsEntry
-	(KeySpec)(0),                         // 37: hsmbroker.v1.KeySpec
-	(KeyUsage)(0),                        // 38: hsmbroker.v1.KeyUsage
-	(*KeyMetadata)(nil),                  // 39: hsmbroker.v1.KeyMetadata
-	(*timestamppb.Timestamp)(nil),        // 40: google.protobuf.Timestamp
-	(KeyState)(0),                        // 41: hsmbroker.v1.KeyState
-	(*KeyVersion)(nil),                   // 42: hsmbroker.v1.KeyVersion
-	(*Alias)(nil),                        // 43: hsmbroker.v1.Alias
+	(*PutKeyPolicyRequest)(nil),          // 34: hsmbroker.v1.PutKeyPolicyRequest
+	(*PutKeyPolicyResponse)(nil),         // 35: hsmbroker.v1.PutKeyPolicyResponse
+	(*GetKeyPolicyRequest)(nil),          // 36: hsmbroker.v1.GetKeyPolicyRequest
+	(*GetKeyPolicyResponse)(nil),         // 37: hsmbroker.v1.GetKeyPolicyResponse
+	(*GrantConstraints)(nil),             // 38: hsmbroker.v1.GrantConstraints
+	(*Grant)(nil),                        // 39: hsmbroker.v1.Grant
+	(*CreateGrantRequest)(nil),           // 40: hsmbroker.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),          // 41: hsmbroker.v1.CreateGrantResponse
+	(*ListGrantsRequest)(nil),            // 42: hsmbroker.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),           // 43: hsmbroker.v1.ListGrantsResponse
+	(*RevokeGrantRequest)(nil),           // 44: hsmbroker.v1.RevokeGrantRequest
+	(*RevokeGrantResponse)(nil),          // 45: hsmbroker.v1.RevokeGrantResponse
+	(*RetireGrantRequest)(nil),           // 46: hsmbroker.v1.RetireGrantRequest
+	(*RetireGrantResponse)(nil),          // 47: hsmbroker.v1.RetireGrantResponse
+	nil,                                  // 48: hsmbroker.v1.CreateKeyRequest.TagsEntry
+	nil,                                  // 49: hsmbroker.v1.TagKeyRequest.TagsEntry
+	nil,                                  // 50: hsmbroker.v1.ListKeyTagsResponse.TagsEntry
+	nil,                                  // 51: hsmbroker.v1.GrantConstraints.EncryptionContextEqualsEntry
+	nil,                                  // 52: hsmbroker.v1.GrantConstraints.EncryptionContextSubsetEntry
+	(KeySpec)(0),                         // 53: hsmbroker.v1.KeySpec
+	(KeyUsage)(0),                        // 54: hsmbroker.v1.KeyUsage
+	(*KeyMetadata)(nil),                  // 55: hsmbroker.v1.KeyMetadata
+	(*timestamppb.Timestamp)(nil),        // 56: google.protobuf.Timestamp
+	(KeyState)(0),                        // 57: hsmbroker.v1.KeyState
+	(*KeyVersion)(nil),                   // 58: hsmbroker.v1.KeyVersion
+	(*Alias)(nil),                        // 59: hsmbroker.v1.Alias
 }
 var file_hsmbroker_v1_key_service_proto_depIdxs = []int32{
-	37, // 0: hsmbroker.v1.CreateKeyRequest.key_spec:type_name -> hsmbroker.v1.KeySpec
-	38, // 1: hsmbroker.v1.CreateKeyRequest.key_usage:type_name -> hsmbroker.v1.KeyUsage
-	34, // 2: hsmbroker.v1.CreateKeyRequest.tags:type_name -> hsmbroker.v1.CreateKeyRequest.TagsEntry
-	39, // 3: hsmbroker.v1.CreateKeyResponse.key_metadata:type_name -> hsmbroker.v1.KeyMetadata
-	39, // 4: hsmbroker.v1.DescribeKeyResponse.key_metadata:type_name -> hsmbroker.v1.KeyMetadata
-	39, // 5: hsmbroker.v1.ListKeysResponse.keys:type_name -> hsmbroker.v1.KeyMetadata
-	40, // 6: hsmbroker.v1.ScheduleKeyDeletionResponse.deletion_date:type_name -> google.protobuf.Timestamp
-	41, // 7: hsmbroker.v1.ScheduleKeyDeletionResponse.key_state:type_name -> hsmbroker.v1.KeyState
-	41, // 8: hsmbroker.v1.CancelKeyDeletionResponse.key_state:type_name -> hsmbroker.v1.KeyState
-	42, // 9: hsmbroker.v1.ListKeyVersionsResponse.versions:type_name -> hsmbroker.v1.KeyVersion
-	35, // 10: hsmbroker.v1.TagKeyRequest.tags:type_name -> hsmbroker.v1.TagKeyRequest.TagsEntry
-	36, // 11: hsmbroker.v1.ListKeyTagsResponse.tags:type_name -> hsmbroker.v1.ListKeyTagsResponse.TagsEntry
-	43, // 12: hsmbroker.v1.CreateAliasResponse.alias:type_name -> hsmbroker.v1.Alias
-	43, // 13: hsmbroker.v1.UpdateAliasResponse.alias:type_name -> hsmbroker.v1.Alias
-	43, // 14: hsmbroker.v1.ListAliasesResponse.aliases:type_name -> hsmbroker.v1.Alias
-	0,  // 15: hsmbroker.v1.KeyService.CreateKey:input_type -> hsmbroker.v1.CreateKeyRequest
-	2,  // 16: hsmbroker.v1.KeyService.DescribeKey:input_type -> hsmbroker.v1.DescribeKeyRequest
-	4,  // 17: hsmbroker.v1.KeyService.ListKeys:input_type -> hsmbroker.v1.ListKeysRequest
-	6,  // 18: hsmbroker.v1.KeyService.UpdateKeyDescription:input_type -> hsmbroker.v1.UpdateKeyDescriptionRequest
-	8,  // 19: hsmbroker.v1.KeyService.EnableKey:input_type -> hsmbroker.v1.EnableKeyRequest
-	10, // 20: hsmbroker.v1.KeyService.DisableKey:input_type -> hsmbroker.v1.DisableKeyRequest
-	12, // 21: hsmbroker.v1.KeyService.ScheduleKeyDeletion:input_type -> hsmbroker.v1.ScheduleKeyDeletionRequest
-	14, // 22: hsmbroker.v1.KeyService.CancelKeyDeletion:input_type -> hsmbroker.v1.CancelKeyDeletionRequest
-	16, // 23: hsmbroker.v1.KeyService.RotateKey:input_type -> hsmbroker.v1.RotateKeyRequest
-	18, // 24: hsmbroker.v1.KeyService.ListKeyVersions:input_type -> hsmbroker.v1.ListKeyVersionsRequest
-	20, // 25: hsmbroker.v1.KeyService.TagKey:input_type -> hsmbroker.v1.TagKeyRequest
-	22, // 26: hsmbroker.v1.KeyService.UntagKey:input_type -> hsmbroker.v1.UntagKeyRequest
-	24, // 27: hsmbroker.v1.KeyService.ListKeyTags:input_type -> hsmbroker.v1.ListKeyTagsRequest
-	26, // 28: hsmbroker.v1.KeyService.CreateAlias:input_type -> hsmbroker.v1.CreateAliasRequest
-	28, // 29: hsmbroker.v1.KeyService.UpdateAlias:input_type -> hsmbroker.v1.UpdateAliasRequest
-	30, // 30: hsmbroker.v1.KeyService.DeleteAlias:input_type -> hsmbroker.v1.DeleteAliasRequest
-	32, // 31: hsmbroker.v1.KeyService.ListAliases:input_type -> hsmbroker.v1.ListAliasesRequest
-	1,  // 32: hsmbroker.v1.KeyService.CreateKey:output_type -> hsmbroker.v1.CreateKeyResponse
-	3,  // 33: hsmbroker.v1.KeyService.DescribeKey:output_type -> hsmbroker.v1.DescribeKeyResponse
-	5,  // 34: hsmbroker.v1.KeyService.ListKeys:output_type -> hsmbroker.v1.ListKeysResponse
-	7,  // 35: hsmbroker.v1.KeyService.UpdateKeyDescription:output_type -> hsmbroker.v1.UpdateKeyDescriptionResponse
-	9,  // 36: hsmbroker.v1.KeyService.EnableKey:output_type -> hsmbroker.v1.EnableKeyResponse
-	11, // 37: hsmbroker.v1.KeyService.DisableKey:output_type -> hsmbroker.v1.DisableKeyResponse
-	13, // 38: hsmbroker.v1.KeyService.ScheduleKeyDeletion:output_type -> hsmbroker.v1.ScheduleKeyDeletionResponse
-	15, // 39: hsmbroker.v1.KeyService.CancelKeyDeletion:output_type -> hsmbroker.v1.CancelKeyDeletionResponse
-	17, // 40: hsmbroker.v1.KeyService.RotateKey:output_type -> hsmbroker.v1.RotateKeyResponse
-	19, // 41: hsmbroker.v1.KeyService.ListKeyVersions:output_type -> hsmbroker.v1.ListKeyVersionsResponse
-	21, // 42: hsmbroker.v1.KeyService.TagKey:output_type -> hsmbroker.v1.TagKeyResponse
-	23, // 43: hsmbroker.v1.KeyService.UntagKey:output_type -> hsmbroker.v1.UntagKeyResponse
-	25, // 44: hsmbroker.v1.KeyService.ListKeyTags:output_type -> hsmbroker.v1.ListKeyTagsResponse
-	27, // 45: hsmbroker.v1.KeyService.CreateAlias:output_type -> hsmbroker.v1.CreateAliasResponse
-	29, // 46: hsmbroker.v1.KeyService.UpdateAlias:output_type -> hsmbroker.v1.UpdateAliasResponse
-	31, // 47: hsmbroker.v1.KeyService.DeleteAlias:output_type -> hsmbroker.v1.DeleteAliasResponse
-	33, // 48: hsmbroker.v1.KeyService.ListAliases:output_type -> hsmbroker.v1.ListAliasesResponse
-	32, // [32:49] is the sub-list for method output_type
-	15, // [15:32] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	53, // 0: hsmbroker.v1.CreateKeyRequest.key_spec:type_name -> hsmbroker.v1.KeySpec
+	54, // 1: hsmbroker.v1.CreateKeyRequest.key_usage:type_name -> hsmbroker.v1.KeyUsage
+	48, // 2: hsmbroker.v1.CreateKeyRequest.tags:type_name -> hsmbroker.v1.CreateKeyRequest.TagsEntry
+	55, // 3: hsmbroker.v1.CreateKeyResponse.key_metadata:type_name -> hsmbroker.v1.KeyMetadata
+	55, // 4: hsmbroker.v1.DescribeKeyResponse.key_metadata:type_name -> hsmbroker.v1.KeyMetadata
+	55, // 5: hsmbroker.v1.ListKeysResponse.keys:type_name -> hsmbroker.v1.KeyMetadata
+	56, // 6: hsmbroker.v1.ScheduleKeyDeletionResponse.deletion_date:type_name -> google.protobuf.Timestamp
+	57, // 7: hsmbroker.v1.ScheduleKeyDeletionResponse.key_state:type_name -> hsmbroker.v1.KeyState
+	57, // 8: hsmbroker.v1.CancelKeyDeletionResponse.key_state:type_name -> hsmbroker.v1.KeyState
+	58, // 9: hsmbroker.v1.ListKeyVersionsResponse.versions:type_name -> hsmbroker.v1.KeyVersion
+	49, // 10: hsmbroker.v1.TagKeyRequest.tags:type_name -> hsmbroker.v1.TagKeyRequest.TagsEntry
+	50, // 11: hsmbroker.v1.ListKeyTagsResponse.tags:type_name -> hsmbroker.v1.ListKeyTagsResponse.TagsEntry
+	59, // 12: hsmbroker.v1.CreateAliasResponse.alias:type_name -> hsmbroker.v1.Alias
+	59, // 13: hsmbroker.v1.UpdateAliasResponse.alias:type_name -> hsmbroker.v1.Alias
+	59, // 14: hsmbroker.v1.ListAliasesResponse.aliases:type_name -> hsmbroker.v1.Alias
+	51, // 15: hsmbroker.v1.GrantConstraints.encryption_context_equals:type_name -> hsmbroker.v1.GrantConstraints.EncryptionContextEqualsEntry
+	52, // 16: hsmbroker.v1.GrantConstraints.encryption_context_subset:type_name -> hsmbroker.v1.GrantConstraints.EncryptionContextSubsetEntry
+	38, // 17: hsmbroker.v1.Grant.constraints:type_name -> hsmbroker.v1.GrantConstraints
+	56, // 18: hsmbroker.v1.Grant.create_time:type_name -> google.protobuf.Timestamp
+	38, // 19: hsmbroker.v1.CreateGrantRequest.constraints:type_name -> hsmbroker.v1.GrantConstraints
+	39, // 20: hsmbroker.v1.ListGrantsResponse.grants:type_name -> hsmbroker.v1.Grant
+	0,  // 21: hsmbroker.v1.KeyService.CreateKey:input_type -> hsmbroker.v1.CreateKeyRequest
+	2,  // 22: hsmbroker.v1.KeyService.DescribeKey:input_type -> hsmbroker.v1.DescribeKeyRequest
+	4,  // 23: hsmbroker.v1.KeyService.ListKeys:input_type -> hsmbroker.v1.ListKeysRequest
+	6,  // 24: hsmbroker.v1.KeyService.UpdateKeyDescription:input_type -> hsmbroker.v1.UpdateKeyDescriptionRequest
+	8,  // 25: hsmbroker.v1.KeyService.EnableKey:input_type -> hsmbroker.v1.EnableKeyRequest
+	10, // 26: hsmbroker.v1.KeyService.DisableKey:input_type -> hsmbroker.v1.DisableKeyRequest
+	12, // 27: hsmbroker.v1.KeyService.ScheduleKeyDeletion:input_type -> hsmbroker.v1.ScheduleKeyDeletionRequest
+	14, // 28: hsmbroker.v1.KeyService.CancelKeyDeletion:input_type -> hsmbroker.v1.CancelKeyDeletionRequest
+	16, // 29: hsmbroker.v1.KeyService.RotateKey:input_type -> hsmbroker.v1.RotateKeyRequest
+	18, // 30: hsmbroker.v1.KeyService.ListKeyVersions:input_type -> hsmbroker.v1.ListKeyVersionsRequest
+	20, // 31: hsmbroker.v1.KeyService.TagKey:input_type -> hsmbroker.v1.TagKeyRequest
+	22, // 32: hsmbroker.v1.KeyService.UntagKey:input_type -> hsmbroker.v1.UntagKeyRequest
+	24, // 33: hsmbroker.v1.KeyService.ListKeyTags:input_type -> hsmbroker.v1.ListKeyTagsRequest
+	26, // 34: hsmbroker.v1.KeyService.CreateAlias:input_type -> hsmbroker.v1.CreateAliasRequest
+	28, // 35: hsmbroker.v1.KeyService.UpdateAlias:input_type -> hsmbroker.v1.UpdateAliasRequest
+	30, // 36: hsmbroker.v1.KeyService.DeleteAlias:input_type -> hsmbroker.v1.DeleteAliasRequest
+	32, // 37: hsmbroker.v1.KeyService.ListAliases:input_type -> hsmbroker.v1.ListAliasesRequest
+	34, // 38: hsmbroker.v1.KeyService.PutKeyPolicy:input_type -> hsmbroker.v1.PutKeyPolicyRequest
+	36, // 39: hsmbroker.v1.KeyService.GetKeyPolicy:input_type -> hsmbroker.v1.GetKeyPolicyRequest
+	40, // 40: hsmbroker.v1.KeyService.CreateGrant:input_type -> hsmbroker.v1.CreateGrantRequest
+	42, // 41: hsmbroker.v1.KeyService.ListGrants:input_type -> hsmbroker.v1.ListGrantsRequest
+	44, // 42: hsmbroker.v1.KeyService.RevokeGrant:input_type -> hsmbroker.v1.RevokeGrantRequest
+	46, // 43: hsmbroker.v1.KeyService.RetireGrant:input_type -> hsmbroker.v1.RetireGrantRequest
+	1,  // 44: hsmbroker.v1.KeyService.CreateKey:output_type -> hsmbroker.v1.CreateKeyResponse
+	3,  // 45: hsmbroker.v1.KeyService.DescribeKey:output_type -> hsmbroker.v1.DescribeKeyResponse
+	5,  // 46: hsmbroker.v1.KeyService.ListKeys:output_type -> hsmbroker.v1.ListKeysResponse
+	7,  // 47: hsmbroker.v1.KeyService.UpdateKeyDescription:output_type -> hsmbroker.v1.UpdateKeyDescriptionResponse
+	9,  // 48: hsmbroker.v1.KeyService.EnableKey:output_type -> hsmbroker.v1.EnableKeyResponse
+	11, // 49: hsmbroker.v1.KeyService.DisableKey:output_type -> hsmbroker.v1.DisableKeyResponse
+	13, // 50: hsmbroker.v1.KeyService.ScheduleKeyDeletion:output_type -> hsmbroker.v1.ScheduleKeyDeletionResponse
+	15, // 51: hsmbroker.v1.KeyService.CancelKeyDeletion:output_type -> hsmbroker.v1.CancelKeyDeletionResponse
+	17, // 52: hsmbroker.v1.KeyService.RotateKey:output_type -> hsmbroker.v1.RotateKeyResponse
+	19, // 53: hsmbroker.v1.KeyService.ListKeyVersions:output_type -> hsmbroker.v1.ListKeyVersionsResponse
+	21, // 54: hsmbroker.v1.KeyService.TagKey:output_type -> hsmbroker.v1.TagKeyResponse
+	23, // 55: hsmbroker.v1.KeyService.UntagKey:output_type -> hsmbroker.v1.UntagKeyResponse
+	25, // 56: hsmbroker.v1.KeyService.ListKeyTags:output_type -> hsmbroker.v1.ListKeyTagsResponse
+	27, // 57: hsmbroker.v1.KeyService.CreateAlias:output_type -> hsmbroker.v1.CreateAliasResponse
+	29, // 58: hsmbroker.v1.KeyService.UpdateAlias:output_type -> hsmbroker.v1.UpdateAliasResponse
+	31, // 59: hsmbroker.v1.KeyService.DeleteAlias:output_type -> hsmbroker.v1.DeleteAliasResponse
+	33, // 60: hsmbroker.v1.KeyService.ListAliases:output_type -> hsmbroker.v1.ListAliasesResponse
+	35, // 61: hsmbroker.v1.KeyService.PutKeyPolicy:output_type -> hsmbroker.v1.PutKeyPolicyResponse
+	37, // 62: hsmbroker.v1.KeyService.GetKeyPolicy:output_type -> hsmbroker.v1.GetKeyPolicyResponse
+	41, // 63: hsmbroker.v1.KeyService.CreateGrant:output_type -> hsmbroker.v1.CreateGrantResponse
+	43, // 64: hsmbroker.v1.KeyService.ListGrants:output_type -> hsmbroker.v1.ListGrantsResponse
+	45, // 65: hsmbroker.v1.KeyService.RevokeGrant:output_type -> hsmbroker.v1.RevokeGrantResponse
+	47, // 66: hsmbroker.v1.KeyService.RetireGrant:output_type -> hsmbroker.v1.RetireGrantResponse
+	44, // [44:67] is the sub-list for method output_type
+	21, // [21:44] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_hsmbroker_v1_key_service_proto_init() }
@@ -2039,7 +2986,7 @@ func file_hsmbroker_v1_key_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmbroker_v1_key_service_proto_rawDesc), len(file_hsmbroker_v1_key_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,12 @@ const (
 	KeyService_UpdateAlias_FullMethodName          = "/hsmbroker.v1.KeyService/UpdateAlias"
 	KeyService_DeleteAlias_FullMethodName          = "/hsmbroker.v1.KeyService/DeleteAlias"
 	KeyService_ListAliases_FullMethodName          = "/hsmbroker.v1.KeyService/ListAliases"
+	KeyService_PutKeyPolicy_FullMethodName         = "/hsmbroker.v1.KeyService/PutKeyPolicy"
+	KeyService_GetKeyPolicy_FullMethodName         = "/hsmbroker.v1.KeyService/GetKeyPolicy"
+	KeyService_CreateGrant_FullMethodName          = "/hsmbroker.v1.KeyService/CreateGrant"
+	KeyService_ListGrants_FullMethodName           = "/hsmbroker.v1.KeyService/ListGrants"
+	KeyService_RevokeGrant_FullMethodName          = "/hsmbroker.v1.KeyService/RevokeGrant"
+	KeyService_RetireGrant_FullMethodName          = "/hsmbroker.v1.KeyService/RetireGrant"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -51,7 +57,11 @@ const (
 // served from the answering node's replicated state, which may lag the leader
 // briefly; DescribeKey offers a linearizable read.
 //
-// Changes need the admin role; reads need the admin or auditor role.
+// Changes need the admin role; reads need the admin or auditor role, and a
+// user may describe a key its policy or a grant lets it describe. Changes to
+// a key must also be allowed by the key's policy (the default policy allows
+// every admin); RetireGrant is for the grant's own grantee or retiring
+// principal.
 type KeyServiceClient interface {
 	// CreateKey generates a new key in the leader's HSM, with version 1 and the
 	// alias it is given, and replicates it wrapped under the domain key.
@@ -107,6 +117,28 @@ type KeyServiceClient interface {
 	// ListAliases lists aliases ordered by alias name, all of them or those of
 	// one key.
 	ListAliases(ctx context.Context, in *ListAliasesRequest, opts ...grpc.CallOption) (*ListAliasesResponse, error)
+	// PutKeyPolicy replaces a key's policy: a JSON document of Allow and Deny
+	// statements naming principals, actions (kms:Encrypt, ...) and optional
+	// encryption context conditions; see docs/SECURITY.md for the format and
+	// how it is evaluated. A document this service cannot evaluate gives
+	// MalformedPolicyDocumentException. Admins may always put and get a key's
+	// policy, whatever it says, so that no policy can lock a key out for good.
+	PutKeyPolicy(ctx context.Context, in *PutKeyPolicyRequest, opts ...grpc.CallOption) (*PutKeyPolicyResponse, error)
+	// GetKeyPolicy returns a key's policy: the one put, or the default one
+	// (the key's creator and every admin may do everything).
+	GetKeyPolicy(ctx context.Context, in *GetKeyPolicyRequest, opts ...grpc.CallOption) (*GetKeyPolicyResponse, error)
+	// CreateGrant lets one principal perform some operations on one key, in
+	// addition to what the key's policy allows, optionally only with a given
+	// encryption context. A Deny in the key policy still wins over a grant.
+	CreateGrant(ctx context.Context, in *CreateGrantRequest, opts ...grpc.CallOption) (*CreateGrantResponse, error)
+	// ListGrants lists a key's grants ordered by grant id.
+	ListGrants(ctx context.Context, in *ListGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error)
+	// RevokeGrant deletes a grant; it is the administrators' way to withdraw
+	// one.
+	RevokeGrant(ctx context.Context, in *RevokeGrantRequest, opts ...grpc.CallOption) (*RevokeGrantResponse, error)
+	// RetireGrant deletes a grant; it is the grantee's (or the retiring
+	// principal's) way to give one up when it is no longer needed.
+	RetireGrant(ctx context.Context, in *RetireGrantRequest, opts ...grpc.CallOption) (*RetireGrantResponse, error)
 }
 
 type keyServiceClient struct {
@@ -287,6 +319,66 @@ func (c *keyServiceClient) ListAliases(ctx context.Context, in *ListAliasesReque
 	return out, nil
 }
 
+func (c *keyServiceClient) PutKeyPolicy(ctx context.Context, in *PutKeyPolicyRequest, opts ...grpc.CallOption) (*PutKeyPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutKeyPolicyResponse)
+	err := c.cc.Invoke(ctx, KeyService_PutKeyPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) GetKeyPolicy(ctx context.Context, in *GetKeyPolicyRequest, opts ...grpc.CallOption) (*GetKeyPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeyPolicyResponse)
+	err := c.cc.Invoke(ctx, KeyService_GetKeyPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) CreateGrant(ctx context.Context, in *CreateGrantRequest, opts ...grpc.CallOption) (*CreateGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateGrantResponse)
+	err := c.cc.Invoke(ctx, KeyService_CreateGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) ListGrants(ctx context.Context, in *ListGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGrantsResponse)
+	err := c.cc.Invoke(ctx, KeyService_ListGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) RevokeGrant(ctx context.Context, in *RevokeGrantRequest, opts ...grpc.CallOption) (*RevokeGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeGrantResponse)
+	err := c.cc.Invoke(ctx, KeyService_RevokeGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) RetireGrant(ctx context.Context, in *RetireGrantRequest, opts ...grpc.CallOption) (*RetireGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetireGrantResponse)
+	err := c.cc.Invoke(ctx, KeyService_RetireGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -300,7 +392,11 @@ func (c *keyServiceClient) ListAliases(ctx context.Context, in *ListAliasesReque
 // served from the answering node's replicated state, which may lag the leader
 // briefly; DescribeKey offers a linearizable read.
 //
-// Changes need the admin role; reads need the admin or auditor role.
+// Changes need the admin role; reads need the admin or auditor role, and a
+// user may describe a key its policy or a grant lets it describe. Changes to
+// a key must also be allowed by the key's policy (the default policy allows
+// every admin); RetireGrant is for the grant's own grantee or retiring
+// principal.
 type KeyServiceServer interface {
 	// CreateKey generates a new key in the leader's HSM, with version 1 and the
 	// alias it is given, and replicates it wrapped under the domain key.
@@ -356,6 +452,28 @@ type KeyServiceServer interface {
 	// ListAliases lists aliases ordered by alias name, all of them or those of
 	// one key.
 	ListAliases(context.Context, *ListAliasesRequest) (*ListAliasesResponse, error)
+	// PutKeyPolicy replaces a key's policy: a JSON document of Allow and Deny
+	// statements naming principals, actions (kms:Encrypt, ...) and optional
+	// encryption context conditions; see docs/SECURITY.md for the format and
+	// how it is evaluated. A document this service cannot evaluate gives
+	// MalformedPolicyDocumentException. Admins may always put and get a key's
+	// policy, whatever it says, so that no policy can lock a key out for good.
+	PutKeyPolicy(context.Context, *PutKeyPolicyRequest) (*PutKeyPolicyResponse, error)
+	// GetKeyPolicy returns a key's policy: the one put, or the default one
+	// (the key's creator and every admin may do everything).
+	GetKeyPolicy(context.Context, *GetKeyPolicyRequest) (*GetKeyPolicyResponse, error)
+	// CreateGrant lets one principal perform some operations on one key, in
+	// addition to what the key's policy allows, optionally only with a given
+	// encryption context. A Deny in the key policy still wins over a grant.
+	CreateGrant(context.Context, *CreateGrantRequest) (*CreateGrantResponse, error)
+	// ListGrants lists a key's grants ordered by grant id.
+	ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error)
+	// RevokeGrant deletes a grant; it is the administrators' way to withdraw
+	// one.
+	RevokeGrant(context.Context, *RevokeGrantRequest) (*RevokeGrantResponse, error)
+	// RetireGrant deletes a grant; it is the grantee's (or the retiring
+	// principal's) way to give one up when it is no longer needed.
+	RetireGrant(context.Context, *RetireGrantRequest) (*RetireGrantResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -416,6 +534,24 @@ func (UnimplementedKeyServiceServer) DeleteAlias(context.Context, *DeleteAliasRe
 }
 func (UnimplementedKeyServiceServer) ListAliases(context.Context, *ListAliasesRequest) (*ListAliasesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAliases not implemented")
+}
+func (UnimplementedKeyServiceServer) PutKeyPolicy(context.Context, *PutKeyPolicyRequest) (*PutKeyPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutKeyPolicy not implemented")
+}
+func (UnimplementedKeyServiceServer) GetKeyPolicy(context.Context, *GetKeyPolicyRequest) (*GetKeyPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKeyPolicy not implemented")
+}
+func (UnimplementedKeyServiceServer) CreateGrant(context.Context, *CreateGrantRequest) (*CreateGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateGrant not implemented")
+}
+func (UnimplementedKeyServiceServer) ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGrants not implemented")
+}
+func (UnimplementedKeyServiceServer) RevokeGrant(context.Context, *RevokeGrantRequest) (*RevokeGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeGrant not implemented")
+}
+func (UnimplementedKeyServiceServer) RetireGrant(context.Context, *RetireGrantRequest) (*RetireGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetireGrant not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -744,6 +880,114 @@ func _KeyService_ListAliases_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_PutKeyPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutKeyPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).PutKeyPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_PutKeyPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).PutKeyPolicy(ctx, req.(*PutKeyPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_GetKeyPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeyPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).GetKeyPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_GetKeyPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).GetKeyPolicy(ctx, req.(*GetKeyPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_CreateGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).CreateGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_CreateGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).CreateGrant(ctx, req.(*CreateGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_ListGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ListGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ListGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ListGrants(ctx, req.(*ListGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_RevokeGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RevokeGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RevokeGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RevokeGrant(ctx, req.(*RevokeGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_RetireGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetireGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RetireGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RetireGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RetireGrant(ctx, req.(*RetireGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -818,6 +1062,30 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAliases",
 			Handler:    _KeyService_ListAliases_Handler,
+		},
+		{
+			MethodName: "PutKeyPolicy",
+			Handler:    _KeyService_PutKeyPolicy_Handler,
+		},
+		{
+			MethodName: "GetKeyPolicy",
+			Handler:    _KeyService_GetKeyPolicy_Handler,
+		},
+		{
+			MethodName: "CreateGrant",
+			Handler:    _KeyService_CreateGrant_Handler,
+		},
+		{
+			MethodName: "ListGrants",
+			Handler:    _KeyService_ListGrants_Handler,
+		},
+		{
+			MethodName: "RevokeGrant",
+			Handler:    _KeyService_RevokeGrant_Handler,
+		},
+		{
+			MethodName: "RetireGrant",
+			Handler:    _KeyService_RetireGrant_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

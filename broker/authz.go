@@ -1,0 +1,616 @@
+package broker
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+)
+
+// Authorization happens in two steps, on whichever node receives the
+// request, against that node's replicated copy of principals, policies and
+// grants:
+//
+//  1. The role gate: the caller's role must be one the operation admits
+//     (see rules). A front checks it before the operation runs.
+//  2. The key check: when the operation reaches a key (resolve, keyByID),
+//     the key's policy and grants are evaluated for the caller, the
+//     action and the request's encryption context, unless the role alone
+//     decides for this operation (byRole). A Deny statement wins; else an
+//     Allow statement or a grant lets the request through; else it is
+//     refused.
+//
+// A front marks each request with a *request in its context; the core
+// finds it there. A context without one is the node's own work (automatic
+// rotation, heartbeats) and is not checked.
+
+// Fronts a request can arrive on, as audit lines name them.
+const (
+	FrontGRPC = "grpc"
+	FrontAWS  = "aws"
+	FrontXKS  = "xks"
+)
+
+// roleNode is the identity of a cluster member's certificate: it may make
+// the calls nodes make to each other and nothing else.
+const roleNode = "node"
+
+// accessMode says how an operation is authorized for a role.
+type accessMode uint8
+
+const (
+	// byPolicy: the role may ask; the key's policy and grants decide.
+	byPolicy accessMode = iota + 1
+	// byRole: the role alone decides; key policies are not consulted.
+	byRole
+)
+
+// rule maps the roles an operation admits to how each is authorized.
+type rule map[string]accessMode
+
+var (
+	useRule      = rule{pki.RoleAdmin: byPolicy, pki.RoleUser: byPolicy}
+	manageRule   = rule{pki.RoleAdmin: byPolicy}
+	adminRule    = rule{pki.RoleAdmin: byRole}
+	readRule     = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole}
+	describeRule = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, pki.RoleUser: byPolicy}
+	nodeRule     = rule{roleNode: byRole}
+)
+
+// rules names every operation either front serves by the action key
+// policies use. An action missing here is refused to everyone.
+var rules = map[string]rule{
+	// Using keys: users and admins, as the key's policy and grants allow.
+	"kms:Encrypt":                             useRule,
+	"kms:Decrypt":                             useRule,
+	"kms:ReEncrypt":                           useRule,
+	"kms:GenerateDataKey":                     useRule,
+	"kms:GenerateDataKeyWithoutPlaintext":     useRule,
+	"kms:GenerateDataKeyPair":                 useRule,
+	"kms:GenerateDataKeyPairWithoutPlaintext": useRule,
+	"kms:GetPublicKey":                        useRule,
+	"kms:Sign":                                useRule,
+	"kms:Verify":                              useRule,
+	"kms:GenerateMac":                         useRule,
+	"kms:VerifyMac":                           useRule,
+	"kms:GenerateRandom":                      {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
+	"kms:DescribeKey":                         describeRule,
+	// Managing keys: admins, as the key's policy allows (the default
+	// policy allows every admin).
+	"kms:UpdateKeyDescription": manageRule,
+	"kms:EnableKey":            manageRule,
+	"kms:DisableKey":           manageRule,
+	"kms:ScheduleKeyDeletion":  manageRule,
+	"kms:CancelKeyDeletion":    manageRule,
+	"kms:RotateKeyOnDemand":    manageRule,
+	"kms:EnableKeyRotation":    manageRule,
+	"kms:DisableKeyRotation":   manageRule,
+	"kms:TagResource":          manageRule,
+	"kms:UntagResource":        manageRule,
+	"kms:CreateAlias":          manageRule,
+	"kms:UpdateAlias":          manageRule,
+	"kms:CreateGrant":          manageRule,
+	"kms:RevokeGrant":          manageRule,
+	// Admins only, whatever a key's policy says: making keys, deleting
+	// aliases (which names no key to check), and putting a key's policy,
+	// so that no policy can lock a key away from every admin.
+	"kms:CreateKey":    adminRule,
+	"kms:DeleteAlias":  adminRule,
+	"kms:PutKeyPolicy": adminRule,
+	// Reading metadata: admins and auditors.
+	"kms:ListKeys":             readRule,
+	"kms:ListAliases":          readRule,
+	"kms:ListResourceTags":     readRule,
+	"kms:ListKeyRotations":     readRule,
+	"kms:GetKeyRotationStatus": readRule,
+	"kms:GetKeyPolicy":         readRule,
+	"kms:ListKeyPolicies":      readRule,
+	"kms:ListGrants":           readRule,
+	// RetireGrant is for the grant's grantee or retiring principal (or an
+	// admin the key's policy lets retire grants); the operation checks.
+	"kms:RetireGrant": {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
+
+	"hsmbroker:GetClusterStatus":    {pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, roleNode: byRole},
+	"hsmbroker:CreateJoinToken":     adminRule,
+	"hsmbroker:Backup":              adminRule,
+	"hsmbroker:RemoveNode":          {pki.RoleAdmin: byRole, roleNode: byRole}, // a follower passes it on
+	"hsmbroker:TransferLeadership":  {pki.RoleAdmin: byRole, roleNode: byRole},
+	"hsmbroker:ForwardCommand":      nodeRule,
+	"hsmbroker:ReadIndex":           nodeRule,
+	"hsmbroker:JoinCluster":         nodeRule,
+	"hsmbroker:WhoAmI":              {pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole, roleNode: byRole},
+	"hsmbroker:SetPrincipalRole":    adminRule,
+	"hsmbroker:DeletePrincipalRole": adminRule,
+	"hsmbroker:ListPrincipals":      readRule,
+	"hsmbroker:ReadAuditLog":        readRule,
+}
+
+// grpcActions maps gRPC method names to the AWS action where the names
+// differ, so that one policy statement covers both fronts.
+var grpcActions = map[string]string{
+	"RotateKey":       "RotateKeyOnDemand",
+	"ListKeyVersions": "ListKeyRotations",
+	"TagKey":          "TagResource",
+	"UntagKey":        "UntagResource",
+	"ListKeyTags":     "ListResourceTags",
+}
+
+// grpcAction is the action of a gRPC method ("/hsmbroker.v1.KeyService/TagKey"
+// is kms:TagResource).
+func grpcAction(fullMethod string) string {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !ok {
+		return fullMethod
+	}
+	switch svc {
+	case "hsmbroker.v1.KeyService", "hsmbroker.v1.CryptoService":
+		if m, ok := grpcActions[method]; ok {
+			method = m
+		}
+		return "kms:" + method
+	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService":
+		return "hsmbroker:" + method
+	}
+	return fullMethod
+}
+
+// identity is who a request comes from, as this node sees it.
+type identity struct {
+	principal string
+	role      string // admin, user, auditor, none, node; "" is none
+	// source says where the role came from: record, certificate, default
+	// (AWS access keys), node, or open.
+	source string
+	// open: a plaintext test server, which has no identities; nothing is
+	// enforced.
+	open bool
+}
+
+// RequestContexts are the encryption contexts a request carries, for key
+// policy conditions and grant constraints: EncryptionContext for most
+// operations, Source and Destination for ReEncrypt.
+type RequestContexts struct {
+	EncryptionContext map[string]string
+	Source            map[string]string
+	Destination       map[string]string
+}
+
+// request is one API request as authorization and audit see it. The front
+// that receives it makes it; the core fills in the keys it reaches and the
+// decision as the request runs.
+type request struct {
+	front, requestID, peer string
+
+	mu         sync.Mutex
+	action     string
+	id         identity
+	identified bool
+	contexts   RequestContexts
+	keyIDs     []string
+	denied     string // why authorization refused the request
+	// aheadSeq is the seq of the line written before the request's first
+	// replicated change (0: none).
+	aheadSeq uint64
+	finished bool
+}
+
+type requestKey struct{}
+
+func requestOf(ctx context.Context) *request {
+	r, _ := ctx.Value(requestKey{}).(*request)
+	return r
+}
+
+func (r *request) addKey(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id != "" && !slices.Contains(r.keyIDs, id) {
+		r.keyIDs = append(r.keyIDs, id)
+	}
+}
+
+func (r *request) deny(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.denied == "" {
+		r.denied = reason
+	}
+}
+
+func (r *request) setPrincipal(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.identified {
+		r.id.principal = p
+	}
+}
+
+func (r *request) identity() (identity, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.id, r.identified
+}
+
+// Call describes a request arriving at a front other than gRPC.
+type Call struct {
+	// Front is FrontAWS or FrontXKS.
+	Front string
+	// Action is the operation's action, if already known ("kms:Encrypt",
+	// "kms-xks-proxy:Encrypt"); Authorize sets it otherwise.
+	Action string
+	// RequestID is the id the caller sees in the answer.
+	RequestID string
+	// Peer is the caller's network address.
+	Peer string
+}
+
+// BeginRequest marks ctx as carrying one request of a front other than
+// gRPC; the gRPC server does the same for its own. The principal is taken
+// from WithPrincipal once the front has authenticated the caller. Every
+// request begun must be ended with EndRequest, which writes its audit line.
+func (s *Service) BeginRequest(ctx context.Context, c Call) context.Context {
+	return context.WithValue(ctx, requestKey{}, &request{front: c.Front, action: c.Action, requestID: c.RequestID, peer: c.Peer})
+}
+
+// Authorize identifies the principal ctx carries (WithPrincipal) and checks
+// that its role admits action; contexts are the request's encryption
+// contexts, for the key check that follows when the operation reaches a
+// key. defaultRole is the role the front's credential names for the
+// principal ("" for none: the principal then has role user unless the
+// cluster records another). An error is an AccessDeniedException to
+// return as is. Requests of the external key store API (FrontXKS) are
+// authorized by their own credentials, which only AWS KMS holds; key
+// policies do not apply to them.
+func (s *Service) Authorize(ctx context.Context, action, defaultRole string, contexts RequestContexts) error {
+	rq := requestOf(ctx)
+	if rq == nil {
+		return newError(codes.Internal, ExcInternal, "request not begun")
+	}
+	principal := Principal(ctx)
+	id := identity{principal: principal, role: pki.RoleUser, source: "default"}
+	if defaultRole != "" {
+		id.role, id.source = defaultRole, "credential"
+	}
+	if p, ok := s.node.State().Principal(principal); ok {
+		id.role, id.source = p.Role, "record"
+	}
+	if principal == "" {
+		id = identity{}
+	}
+	return s.roleGate(rq, id, action, contexts)
+}
+
+// roleGate records who the request comes from and applies the role gate.
+func (s *Service) roleGate(rq *request, id identity, action string, contexts RequestContexts) error {
+	rq.mu.Lock()
+	rq.id, rq.identified, rq.action, rq.contexts = id, true, action, contexts
+	rq.mu.Unlock()
+	if id.open {
+		return nil
+	}
+	if id.principal == "" {
+		rq.deny("unauthenticated")
+		return newError(codes.Unauthenticated, ExcUnauthenticated, "the caller is not authenticated")
+	}
+	if _, ok := rules[action][id.role]; !ok {
+		reason := fmt.Sprintf("role %s may not perform %s", roleName(id.role), action)
+		rq.deny(reason)
+		return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) is not authorized to perform %s", id.principal, roleName(id.role), action)
+	}
+	return nil
+}
+
+func roleName(r string) string {
+	if r == "" {
+		return cluster.RoleNone
+	}
+	return r
+}
+
+// keyAction is the action and encryption context a key reached through
+// field is checked for: ReEncrypt needs ReEncryptFrom on the source key
+// (named by SourceKeyId or by the ciphertext) and ReEncryptTo on the
+// destination.
+func (r *request) keyAction(field string) (string, map[string]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.action == "kms:ReEncrypt" {
+		if field == "DestinationKeyId" {
+			return "kms:ReEncryptTo", r.contexts.Destination
+		}
+		return "kms:ReEncryptFrom", r.contexts.Source
+	}
+	return r.action, r.contexts.EncryptionContext
+}
+
+// authorizeKey is the key check: resolve and keyByID call it for every key
+// a request reaches.
+func (s *Service) authorizeKey(ctx context.Context, field string, k cluster.Key) error {
+	rq := requestOf(ctx)
+	if rq == nil {
+		return nil // the node's own work
+	}
+	rq.addKey(k.ID)
+	id, ok := rq.identity()
+	switch {
+	case rq.front == FrontXKS && id.principal != "":
+		return nil
+	case !ok || id.principal == "" && !id.open:
+		rq.deny("unauthenticated")
+		return newError(codes.Unauthenticated, ExcUnauthenticated, "the caller is not authenticated")
+	case id.open:
+		return nil
+	}
+	rq.mu.Lock()
+	mode := rules[rq.action][id.role]
+	rq.mu.Unlock()
+	switch mode {
+	case byRole:
+		return nil
+	case byPolicy:
+	default:
+		rq.deny("role " + roleName(id.role))
+		return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) may not use key %s", id.principal, roleName(id.role), k.ID)
+	}
+	action, ec := rq.keyAction(field)
+	if ok, why := s.keyAllows(k, id, action, ec); !ok {
+		rq.deny(why)
+		return newError(codes.PermissionDenied, ExcAccessDenied, "%s is not authorized to perform %s on key %s: %s", id.principal, action, k.ID, why)
+	}
+	return nil
+}
+
+// keyAllows evaluates k's policy and grants for one principal, action and
+// encryption context. A Deny statement wins over everything; then an Allow
+// statement or a grant lets the request through; nothing else does.
+func (s *Service) keyAllows(k cluster.Key, id identity, action string, ec map[string]string) (bool, string) {
+	pol, err := s.policyOf(k)
+	if err != nil {
+		return false, "the key policy cannot be evaluated (" + err.Error() + "); an admin must put a new one"
+	}
+	switch pol.decide(s.cfg.Account, id, action, ec) {
+	case effectDeny:
+		return false, "a Deny statement in the key policy applies"
+	case effectAllow:
+		return true, ""
+	}
+	op := strings.TrimPrefix(action, "kms:")
+	for _, g := range s.node.State().Grants(k.ID, id.principal) {
+		if grantAllows(g, op, ec) {
+			return true, ""
+		}
+	}
+	return false, "no statement in the key policy and no grant allows it"
+}
+
+// grantAllows reports whether g gives op under encryption context ec.
+func grantAllows(g cluster.Grant, op string, ec map[string]string) bool {
+	if !slices.Contains(g.Operations, op) {
+		return false
+	}
+	if len(g.ContextEquals) > 0 {
+		if len(ec) != len(g.ContextEquals) {
+			return false
+		}
+		for k, v := range g.ContextEquals {
+			if got, ok := ec[k]; !ok || got != v {
+				return false
+			}
+		}
+	}
+	for k, v := range g.ContextSubset {
+		if got, ok := ec[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// identifyPeer is the identity of a gRPC caller: its verified client
+// certificate's principal, with the role the cluster records for it, else
+// the certificate's own; cluster members' certificates are nodes.
+func (s *Service) identifyPeer(ctx context.Context) identity {
+	if !s.requireClientCert {
+		return identity{principal: Principal(ctx), role: pki.RoleAdmin, source: "open", open: true}
+	}
+	c := peerCert(ctx)
+	if c == nil {
+		return identity{}
+	}
+	return s.certIdentity(c)
+}
+
+func (s *Service) certIdentity(c *x509.Certificate) identity {
+	name := PrincipalFromCert(c)
+	if isNodeCert(c) {
+		return identity{principal: name, role: roleNode, source: "node"}
+	}
+	if p, ok := s.node.State().Principal(name); ok {
+		return identity{principal: name, role: p.Role, source: "record"}
+	}
+	switch r := pki.RoleOf(c); r {
+	case pki.RoleAdmin, pki.RoleUser, pki.RoleAuditor:
+		return identity{principal: name, role: r, source: "certificate"}
+	}
+	return identity{principal: name, role: "", source: "certificate"}
+}
+
+// requestContexts are the encryption contexts of a gRPC request.
+func requestContexts(req any) RequestContexts {
+	var c RequestContexts
+	if r, ok := req.(interface{ GetEncryptionContext() map[string]string }); ok {
+		c.EncryptionContext = r.GetEncryptionContext()
+	}
+	if r, ok := req.(interface {
+		GetSourceEncryptionContext() map[string]string
+		GetDestinationEncryptionContext() map[string]string
+	}); ok {
+		c.Source, c.Destination = r.GetSourceEncryptionContext(), r.GetDestinationEncryptionContext()
+	}
+	return c
+}
+
+// accessInterceptor authorizes and audits each gRPC request; it runs
+// inside unaryInterceptor, which has authenticated the connection and
+// given the request its id.
+func (s *Service) accessInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if isHealthOrReflection(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	addr := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	rq := &request{front: FrontGRPC, requestID: RequestID(ctx), peer: addr}
+	ctx = context.WithValue(ctx, requestKey{}, rq)
+	var resp any
+	err := s.roleGate(rq, s.identifyPeer(ctx), grpcAction(info.FullMethod), requestContexts(req))
+	if err == nil {
+		resp, err = handler(ctx, req)
+	}
+	st := toStatus(err)
+	result := reasonOf(st)
+	if err == nil {
+		result = "OK"
+	} else if result == "" {
+		result = st.Code().String()
+	}
+	if aerr := s.endRequest(rq, result, st.Code().String()); aerr != nil {
+		return nil, aerr
+	}
+	return resp, err
+}
+
+// EndRequest writes the audit line of a request begun with BeginRequest,
+// with its result ("OK" or the AWS exception name) and the front's own
+// status code. A non-nil error means the line could not be written: the
+// front must then answer with that error (ServiceUnavailable) instead of
+// the operation's answer, so that nothing unaudited leaves the node.
+func (s *Service) EndRequest(ctx context.Context, result, code string) error {
+	rq := requestOf(ctx)
+	if rq == nil {
+		return nil
+	}
+	return s.endRequest(rq, result, code)
+}
+
+// auditUnavailable is the answer to a request whose audit line could not
+// be written.
+func (s *Service) auditUnavailable() *Error {
+	return newError(codes.Unavailable, ExcDependencyTimeout,
+		"node %s cannot write its audit log, so it refuses requests; retry on another node", s.cfg.NodeID)
+}
+
+func (s *Service) endRequest(rq *request, result, code string) error {
+	log := s.cfg.AuditLog
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	if log == nil || rq.finished {
+		return nil
+	}
+	rq.finished = true
+	if rq.aheadSeq != 0 && result == "OK" {
+		return nil // the line written before the change stands
+	}
+	rec := rq.recordLocked(s.cfg.NodeID, result, code)
+	rec.Amends = rq.aheadSeq
+	if _, err := log.Append(rec, false); err != nil {
+		s.log.Error("audit log write failed; refusing the request", "request_id", rq.requestID, "err", err)
+		return s.auditUnavailable()
+	}
+	return nil
+}
+
+// auditBeforeChange writes the request's audit line, synced to disk, before
+// its first replicated change is proposed: a change whose line cannot be
+// written is never made. apply calls it.
+func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) error {
+	rq := requestOf(ctx)
+	log := s.cfg.AuditLog
+	if rq == nil || log == nil {
+		return nil
+	}
+	rq.addKey(commandKeyID(c))
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	if rq.aheadSeq != 0 || rq.finished {
+		return nil
+	}
+	code := "OK"
+	if rq.front != FrontGRPC {
+		code = "200"
+	}
+	seq, err := log.Append(rq.recordLocked(s.cfg.NodeID, "OK", code), true)
+	if err != nil {
+		s.log.Error("audit log write failed; the change is not made", "request_id", rq.requestID, "err", err)
+		return s.auditUnavailable()
+	}
+	rq.aheadSeq = seq
+	return nil
+}
+
+func (r *request) recordLocked(node, result, code string) *audit.Record {
+	rec := &audit.Record{Node: node, Front: r.front, RequestID: r.requestID, Peer: r.peer,
+		Principal: r.id.principal, Role: r.id.role, Operation: r.action, Result: result, Code: code,
+		Decision: "allow", Reason: r.denied, EncryptionContext: r.contexts.EncryptionContext}
+	if r.denied != "" {
+		rec.Decision = "deny"
+	}
+	if r.action == "kms:ReEncrypt" {
+		rec.EncryptionContext = nil
+	}
+	if len(r.keyIDs) > 0 {
+		rec.KeyID = r.keyIDs[0]
+	}
+	if len(r.keyIDs) > 1 {
+		rec.KeyIDs = slices.Clone(r.keyIDs)
+	}
+	if r.id.open {
+		rec.Role = ""
+	}
+	return rec
+}
+
+// commandKeyID is the key a replicated change concerns, "" for none.
+func commandKeyID(c cluster.Command) string {
+	switch c := c.(type) {
+	case *cluster.CreateKey:
+		return c.Key.ID
+	case *cluster.UpdateDescription:
+		return c.KeyID
+	case *cluster.SetKeyState:
+		return c.KeyID
+	case *cluster.ScheduleDeletion:
+		return c.KeyID
+	case *cluster.CancelDeletion:
+		return c.KeyID
+	case *cluster.AddVersion:
+		return c.KeyID
+	case *cluster.SetRotation:
+		return c.KeyID
+	case *cluster.TagKey:
+		return c.KeyID
+	case *cluster.UntagKey:
+		return c.KeyID
+	case *cluster.CreateAlias:
+		return c.KeyID
+	case *cluster.UpdateAlias:
+		return c.KeyID
+	case *cluster.PutPolicy:
+		return c.KeyID
+	case *cluster.CreateGrant:
+		return c.Grant.KeyID
+	case *cluster.RemoveGrant:
+		return c.KeyID
+	}
+	return ""
+}

@@ -1,0 +1,301 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// grantOperations are the operations a grant can give, by AWS name, and
+// whether each takes an encryption context (constraints need one).
+var grantOperations = map[string]bool{
+	"Encrypt": true, "Decrypt": true, "ReEncryptFrom": true, "ReEncryptTo": true,
+	"GenerateDataKey": true, "GenerateDataKeyWithoutPlaintext": true,
+	"GenerateDataKeyPair": true, "GenerateDataKeyPairWithoutPlaintext": true,
+	"Sign": false, "Verify": false, "GenerateMac": false, "VerifyMac": false,
+	"GetPublicKey": false, "DescribeKey": false, "RetireGrant": false,
+}
+
+// GrantInput is CreateGrant for every front.
+type GrantInput struct {
+	KeyRef            string
+	Grantee           string
+	RetiringPrincipal string
+	Operations        []string
+	ContextEquals     map[string]string
+	ContextSubset     map[string]string
+	Name              string
+	// DryRun checks the request, authorization included, and stops before
+	// the grant is made.
+	DryRun bool
+}
+
+// CreateGrantWith checks and replicates a grant and returns it. A grant
+// with the same name, key, grantee, operations and constraints as an
+// existing one is that one (CreateGrant is idempotent by name, as in AWS).
+func (s *Service) CreateGrantWith(ctx context.Context, in GrantInput) (cluster.Grant, error) {
+	in.Grantee, in.RetiringPrincipal = s.principalName(in.Grantee), s.principalName(in.RetiringPrincipal)
+	if err := checkPrincipalName("GranteePrincipal", in.Grantee, true); err != nil {
+		return cluster.Grant{}, err
+	}
+	if err := checkPrincipalName("RetiringPrincipal", in.RetiringPrincipal, false); err != nil {
+		return cluster.Grant{}, err
+	}
+	if len(in.Name) > 256 || strings.ContainsFunc(in.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return cluster.Grant{}, &keys.FieldError{Field: "Name", Problem: "must be at most 256 printable characters"}
+	}
+	if len(in.Operations) == 0 {
+		return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: "must name at least one operation"}
+	}
+	ops := slices.Clone(in.Operations)
+	slices.Sort(ops)
+	ops = slices.Compact(ops)
+	allTakeContext := true
+	for _, op := range ops {
+		takes, ok := grantOperations[op]
+		if !ok {
+			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%q is not an operation a grant can give (%s)", op, strings.Join(slices.Sorted(maps.Keys(grantOperations)), ", "))}
+		}
+		allTakeContext = allTakeContext && takes
+	}
+	if len(in.ContextEquals) > 0 && len(in.ContextSubset) > 0 {
+		return cluster.Grant{}, &keys.FieldError{Field: "Constraints", Problem: "may set EncryptionContextEquals or EncryptionContextSubset, not both"}
+	}
+	for field, m := range map[string]map[string]string{"EncryptionContextEquals": in.ContextEquals, "EncryptionContextSubset": in.ContextSubset} {
+		if _, err := validContext(field, m); err != nil {
+			return cluster.Grant{}, err
+		}
+		if len(m) > 0 && !allTakeContext {
+			return cluster.Grant{}, &keys.FieldError{Field: "Constraints", Problem: "apply only to grants whose operations all take an encryption context"}
+		}
+	}
+	k, err := s.resolve(ctx, "KeyId", in.KeyRef)
+	if err != nil {
+		return cluster.Grant{}, err
+	}
+	g := cluster.Grant{KeyID: k.ID, Name: in.Name, Grantee: in.Grantee, RetiringPrincipal: in.RetiringPrincipal,
+		Operations: ops, ContextEquals: nonEmpty(in.ContextEquals), ContextSubset: nonEmpty(in.ContextSubset),
+		Issuer: Principal(ctx), CreatedAt: s.now()}
+	if in.Name != "" {
+		for _, old := range s.node.State().Grants(k.ID, in.Grantee) {
+			if sameGrant(old, g) {
+				return old, nil
+			}
+		}
+	}
+	if in.DryRun {
+		return g, nil
+	}
+	id := make([]byte, 32)
+	if _, err := rand.Read(id); err != nil {
+		return cluster.Grant{}, err
+	}
+	g.ID = hex.EncodeToString(id)
+	if _, err := s.apply(ctx, &cluster.CreateGrant{Grant: g}); err != nil {
+		return cluster.Grant{}, err
+	}
+	return g, nil
+}
+
+func nonEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+func sameGrant(a, b cluster.Grant) bool {
+	return a.Name == b.Name && a.KeyID == b.KeyID && a.Grantee == b.Grantee && a.RetiringPrincipal == b.RetiringPrincipal &&
+		slices.Equal(a.Operations, b.Operations) && maps.Equal(a.ContextEquals, b.ContextEquals) && maps.Equal(a.ContextSubset, b.ContextSubset)
+}
+
+// principalName accepts a principal as its name or as the IAM user ARN
+// key policies also accept (arn:aws:iam::ACCOUNT:user/NAME), and returns
+// its name.
+func (s *Service) principalName(p string) string {
+	if name, ok := strings.CutPrefix(p, "arn:aws:iam::"+s.cfg.Account+":user/"); ok && name != "" {
+		return name
+	}
+	return p
+}
+
+// checkPrincipalName checks a principal named in a request.
+func checkPrincipalName(field, p string, required bool) error {
+	switch {
+	case p == "" && required:
+		return &keys.FieldError{Field: field, Problem: "is required"}
+	case len(p) > 256:
+		return &keys.FieldError{Field: field, Problem: "must be at most 256 characters"}
+	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return &keys.FieldError{Field: field, Problem: "must not contain control characters"}
+	}
+	return nil
+}
+
+// CreateGrant creates a grant.
+func (s *Service) CreateGrant(ctx context.Context, req *pb.CreateGrantRequest) (*pb.CreateGrantResponse, error) {
+	g, err := s.CreateGrantWith(ctx, GrantInput{
+		KeyRef: req.GetKeyId(), Grantee: req.GetGranteePrincipal(), RetiringPrincipal: req.GetRetiringPrincipal(),
+		Operations: req.GetOperations(), Name: req.GetName(),
+		ContextEquals: req.GetConstraints().GetEncryptionContextEquals(), ContextSubset: req.GetConstraints().GetEncryptionContextSubset(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CreateGrantResponse{GrantId: g.ID, GrantToken: g.ID}, nil
+}
+
+// GrantPB is the API view of a grant.
+func GrantPB(g cluster.Grant) *pb.Grant {
+	out := &pb.Grant{GrantId: g.ID, KeyId: g.KeyID, Name: g.Name, GranteePrincipal: g.Grantee,
+		RetiringPrincipal: g.RetiringPrincipal, Operations: g.Operations, IssuingPrincipal: g.Issuer, CreateTime: ts(g.CreatedAt)}
+	if len(g.ContextEquals) > 0 || len(g.ContextSubset) > 0 {
+		out.Constraints = &pb.GrantConstraints{EncryptionContextEquals: g.ContextEquals, EncryptionContextSubset: g.ContextSubset}
+	}
+	return out
+}
+
+// Grants lists a key's grants, filtered by grant id and grantee when set,
+// after the grant id after, up to limit; next is the last id of a full page.
+func (s *Service) Grants(ctx context.Context, ref, grantID, grantee, after string, limit int) ([]cluster.Grant, string, error) {
+	k, err := s.resolve(ctx, "KeyId", ref)
+	if err != nil {
+		return nil, "", err
+	}
+	var page []cluster.Grant
+	for _, g := range s.node.State().Grants(k.ID, grantee) {
+		if g.ID <= after || (grantID != "" && g.ID != grantID) {
+			continue
+		}
+		if len(page) == limit {
+			return page, page[limit-1].ID, nil
+		}
+		page = append(page, g)
+	}
+	return page, "", nil
+}
+
+// ListGrants lists a key's grants.
+func (s *Service) ListGrants(ctx context.Context, req *pb.ListGrantsRequest) (*pb.ListGrantsResponse, error) {
+	limit, err := keys.PageSize(req.GetPageSize())
+	if err != nil {
+		return nil, fieldErr("PageSize", err)
+	}
+	after, err := decodePageToken("PageToken", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	gs, next, err := s.Grants(ctx, req.GetKeyId(), req.GetGrantId(), req.GetGranteePrincipal(), after, limit)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListGrantsResponse{NextPageToken: encodePageToken(next)}
+	for _, g := range gs {
+		resp.Grants = append(resp.Grants, GrantPB(g))
+	}
+	return resp, nil
+}
+
+// RevokeGrantWith deletes a grant on a key: the administrators' way.
+func (s *Service) RevokeGrantWith(ctx context.Context, ref, grantID string, dryRun bool) error {
+	if grantID == "" {
+		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
+	}
+	k, err := s.resolve(ctx, "KeyId", ref)
+	if err != nil {
+		return err
+	}
+	if g, ok := s.node.State().Grant(grantID); !ok || g.KeyID != k.ID {
+		return errNotFound("grant %s does not exist on key %s", grantID, k.ID)
+	}
+	if dryRun {
+		return nil
+	}
+	_, err = s.apply(ctx, &cluster.RemoveGrant{GrantID: grantID, KeyID: k.ID})
+	return err
+}
+
+// RevokeGrant deletes a grant.
+func (s *Service) RevokeGrant(ctx context.Context, req *pb.RevokeGrantRequest) (*pb.RevokeGrantResponse, error) {
+	if err := s.RevokeGrantWith(ctx, req.GetKeyId(), req.GetGrantId(), false); err != nil {
+		return nil, err
+	}
+	return &pb.RevokeGrantResponse{}, nil
+}
+
+// RetireGrantWith deletes a grant at the request of its retiring principal,
+// its grantee (when the grant gives RetireGrant), or an admin whom the
+// key's policy lets retire grants. ref may be empty: the grant id names the
+// key.
+func (s *Service) RetireGrantWith(ctx context.Context, ref, grantID string, dryRun bool) error {
+	if grantID == "" {
+		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
+	}
+	g, ok := s.node.State().Grant(grantID)
+	if !ok {
+		if err := s.syncWithLeader(ctx); err != nil {
+			return err
+		}
+		if g, ok = s.node.State().Grant(grantID); !ok {
+			return errNotFound("grant %s does not exist", grantID)
+		}
+	}
+	if ref == "" {
+		ref = g.KeyID
+	}
+	k, err := s.resolve(ctx, "KeyId", ref)
+	if err != nil {
+		return err
+	}
+	if k.ID != g.KeyID {
+		return errNotFound("grant %s does not exist on key %s", grantID, k.ID)
+	}
+	if err := s.mayRetire(ctx, k, g); err != nil {
+		return err
+	}
+	if dryRun {
+		return nil
+	}
+	_, err = s.apply(ctx, &cluster.RemoveGrant{GrantID: grantID, KeyID: k.ID})
+	return err
+}
+
+func (s *Service) mayRetire(ctx context.Context, k cluster.Key, g cluster.Grant) error {
+	rq := requestOf(ctx)
+	if rq == nil {
+		return nil
+	}
+	id, _ := rq.identity()
+	switch {
+	case id.open:
+		return nil
+	case id.principal != "" && id.principal == g.RetiringPrincipal:
+		return nil
+	case id.principal != "" && id.principal == g.Grantee && slices.Contains(g.Operations, "RetireGrant"):
+		return nil
+	case id.role == "admin":
+		if ok, _ := s.keyAllows(k, id, "kms:RetireGrant", nil); ok {
+			return nil
+		}
+	}
+	reason := "only the grant's retiring principal, its grantee when the grant gives RetireGrant, or an admin the key policy allows may retire it"
+	rq.deny(reason)
+	return newError(codes.PermissionDenied, ExcAccessDenied, "%s may not retire grant %s: %s", id.principal, g.ID, reason)
+}
+
+// RetireGrant deletes a grant.
+func (s *Service) RetireGrant(ctx context.Context, req *pb.RetireGrantRequest) (*pb.RetireGrantResponse, error) {
+	if err := s.RetireGrantWith(ctx, req.GetKeyId(), req.GetGrantId(), false); err != nil {
+		return nil, err
+	}
+	return &pb.RetireGrantResponse{}, nil
+}
