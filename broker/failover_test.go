@@ -215,9 +215,19 @@ func TestLeaderKilledRepeatedlyUnderLoad(t *testing.T) {
 				t.Fatalf("node %d: acknowledged ciphertext does not decrypt: %v", i+1, err)
 			}
 		}
-		lk, err := kc.ListKeys(ctx, &pb.ListKeysRequest{PageSize: 1000})
-		if err != nil || len(lk.GetKeys()) < len(l.keys)+2 {
-			t.Errorf("node %d lists %d keys, %d acknowledged", i+1, len(lk.GetKeys()), len(l.keys)+2)
+		listed, tok := 0, ""
+		for {
+			lk, err := kc.ListKeys(ctx, &pb.ListKeysRequest{PageSize: 1000, PageToken: tok})
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed += len(lk.GetKeys())
+			if tok = lk.GetNextPageToken(); tok == "" {
+				break
+			}
+		}
+		if listed < len(l.keys)+2 {
+			t.Errorf("node %d lists %d keys, %d acknowledged", i+1, listed, len(l.keys)+2)
 		}
 	}
 	total := l.cryptoOK.Load() + l.cryptoFail.Load()
