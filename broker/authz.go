@@ -62,6 +62,7 @@ var (
 	manageRule   = rule{pki.RoleAdmin: byPolicy}
 	adminRule    = rule{pki.RoleAdmin: byRole}
 	readRule     = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole}
+	listRule     = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, pki.RoleUser: byRole}
 	describeRule = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, pki.RoleUser: byPolicy}
 	nodeRule     = rule{roleNode: byRole}
 )
@@ -106,9 +107,11 @@ var rules = map[string]rule{
 	"kms:CreateKey":    adminRule,
 	"kms:DeleteAlias":  adminRule,
 	"kms:PutKeyPolicy": adminRule,
+	// Listing key ids and alias names: anyone with a role, as AWS lets
+	// any principal of the account list them.
+	"kms:ListKeys":    listRule,
+	"kms:ListAliases": listRule,
 	// Reading metadata: admins and auditors.
-	"kms:ListKeys":             readRule,
-	"kms:ListAliases":          readRule,
 	"kms:ListResourceTags":     readRule,
 	"kms:ListKeyRotations":     readRule,
 	"kms:GetKeyRotationStatus": readRule,
@@ -182,6 +185,9 @@ type RequestContexts struct {
 	EncryptionContext map[string]string
 	Source            map[string]string
 	Destination       map[string]string
+	// KeyRef is the key the request names (KeyId, or SourceKeyId), for the
+	// audit line of a request refused before the key is looked up.
+	KeyRef string
 }
 
 // request is one API request as authorization and audit see it. The front
@@ -456,6 +462,14 @@ func requestContexts(req any) RequestContexts {
 	}); ok {
 		c.Source, c.Destination = r.GetSourceEncryptionContext(), r.GetDestinationEncryptionContext()
 	}
+	switch r := req.(type) {
+	case interface{ GetKeyId() string }:
+		c.KeyRef = r.GetKeyId()
+	case interface{ GetTargetKeyId() string }:
+		c.KeyRef = r.GetTargetKeyId()
+	case interface{ GetDestinationKeyId() string }:
+		c.KeyRef = r.GetDestinationKeyId()
+	}
 	return c
 }
 
@@ -561,7 +575,7 @@ func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) erro
 func (r *request) recordLocked(node, result, code string) *audit.Record {
 	rec := &audit.Record{Node: node, Front: r.front, RequestID: r.requestID, Peer: r.peer,
 		Principal: r.id.principal, Role: r.id.role, Operation: r.action, Result: result, Code: code,
-		Decision: "allow", Reason: r.denied, EncryptionContext: r.contexts.EncryptionContext}
+		Decision: "allow", Reason: r.denied, EncryptionContext: r.contexts.EncryptionContext, KeyRef: r.contexts.KeyRef}
 	if r.denied != "" {
 		rec.Decision = "deny"
 	}

@@ -49,6 +49,10 @@ type Record struct {
 	// key when there were several (ReEncrypt).
 	KeyID  string   `json:"key_id,omitempty"`
 	KeyIDs []string `json:"key_ids,omitempty"`
+	// KeyRef is the key as the request named it (an id, ARN or alias),
+	// which is all there is of a request refused before its key was looked
+	// up.
+	KeyRef string `json:"key_ref,omitempty"`
 	// EncryptionContext is the context the request gave, if any.
 	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
 	// Decision is "allow" or "deny": whether authorization let the request

@@ -66,8 +66,17 @@ func requestContexts(body []byte) broker.RequestContexts {
 		}
 		return m
 	}
-	return broker.RequestContexts{EncryptionContext: get("EncryptionContext"),
+	c := broker.RequestContexts{EncryptionContext: get("EncryptionContext"),
 		Source: get("SourceEncryptionContext"), Destination: get("DestinationEncryptionContext")}
+	for _, name := range []string{"KeyId", "TargetKeyId", "DestinationKeyId"} {
+		if raw, ok := in[name]; ok && json.Unmarshal(raw, &c.KeyRef) == nil && c.KeyRef != "" {
+			break
+		}
+	}
+	if len(c.KeyRef) > 2048 {
+		c.KeyRef = c.KeyRef[:2048]
+	}
+	return c
 }
 
 // audited begins the request in the core and wraps w so that its audit

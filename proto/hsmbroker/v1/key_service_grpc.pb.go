@@ -57,8 +57,9 @@ const (
 // served from the answering node's replicated state, which may lag the leader
 // briefly; DescribeKey offers a linearizable read.
 //
-// Changes need the admin role; reads need the admin or auditor role, and a
-// user may describe a key its policy or a grant lets it describe. Changes to
+// Changes need the admin role; reads need the admin or auditor role, except
+// that a user may list keys and aliases, and describe a key its policy or a
+// grant lets it describe. Changes to
 // a key must also be allowed by the key's policy (the default policy allows
 // every admin); RetireGrant is for the grant's own grantee or retiring
 // principal.
@@ -392,8 +393,9 @@ func (c *keyServiceClient) RetireGrant(ctx context.Context, in *RetireGrantReque
 // served from the answering node's replicated state, which may lag the leader
 // briefly; DescribeKey offers a linearizable read.
 //
-// Changes need the admin role; reads need the admin or auditor role, and a
-// user may describe a key its policy or a grant lets it describe. Changes to
+// Changes need the admin role; reads need the admin or auditor role, except
+// that a user may list keys and aliases, and describe a key its policy or a
+// grant lets it describe. Changes to
 // a key must also be allowed by the key's policy (the default policy allows
 // every admin); RetireGrant is for the grant's own grantee or retiring
 // principal.

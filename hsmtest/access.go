@@ -1,0 +1,93 @@
+package hsmtest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// DialAs connects to node i as principal with role (admin, user, auditor,
+// or anything else for a certificate without a usable role).
+func (c *Cluster) DialAs(i int, principal, role string) *grpc.ClientConn {
+	c.t.Helper()
+	return DialTLS(c.t, c.Nodes[i].GRPCAddr, ClientTLS(c.t, c.CA, principal, role))
+}
+
+// DialTLS connects to addr with a client TLS configuration; the
+// connection closes when the test ends.
+func DialTLS(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// ClientTLS is a client configuration trusting ca, with a fresh client
+// certificate from ca for principal and role. A role pki does not know
+// gives a certificate whose organizational unit is that string.
+func ClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
+	t.Helper()
+	now := time.Now()
+	return clientTLS(t, ca, ca, principal, role, now.Add(-time.Minute), now.Add(time.Hour))
+}
+
+// ExpiredClientTLS is ClientTLS with a certificate that expired an hour
+// ago.
+func ExpiredClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
+	t.Helper()
+	now := time.Now()
+	return clientTLS(t, ca, ca, principal, role, now.Add(-48*time.Hour), now.Add(-time.Hour))
+}
+
+// ForeignClientTLS trusts ca but presents a certificate (of principal,
+// role) from another CA, which the server must refuse.
+func ForeignClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
+	t.Helper()
+	other, err := pki.NewCA("some other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	return clientTLS(t, ca, other, principal, role, now.Add(-time.Minute), now.Add(time.Hour))
+}
+
+// NoCertTLS trusts ca and presents no client certificate.
+func NoCertTLS(ca *pki.CA) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool()}
+}
+
+func clientTLS(t testing.TB, trust, issuer *pki.CA, principal, role string, notBefore, notAfter time.Time) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: principal, OrganizationalUnit: []string{role}},
+		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer.Cert, key.Public(), issuer.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: trust.Pool(),
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
