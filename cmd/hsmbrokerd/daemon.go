@@ -103,6 +103,11 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		defer kmsLis.Close()
 	}
 
+	stopDrillSwitch, err := drillHSMFault(log, &d.hsm, d.cluster.NodeID)
+	if err != nil {
+		return err
+	}
+	defer stopDrillSwitch()
 	p, err := hsm.Open(d.hsm)
 	if err != nil {
 		return fmt.Errorf("open HSM partition: %w", err)
