@@ -132,6 +132,7 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 		a.encryptFileCommand(),
 		a.decryptFileCommand(),
 		a.clusterCommand(),
+		a.drillCommand(),
 	)
 	return root
 }
