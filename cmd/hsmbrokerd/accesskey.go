@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/spf13/cobra"
 )
 
@@ -36,19 +37,26 @@ or SIGHUP). Secrets are written to files only, never printed.`,
 	cmd.PersistentFlags().StringVar(&file, "file", "", "the credentials file (required)")
 	_ = cmd.MarkPersistentFlagRequired("file")
 
-	var principal, out string
+	var principal, role, out string
 	var xks bool
 	create := &cobra.Command{
-		Use:   "create --file FILE --principal NAME [--out ENVFILE] [--xks]",
+		Use:   "create --file FILE --principal NAME [--role ROLE] [--out ENVFILE] [--xks]",
 		Short: "Add a new access key for a principal",
 		Long: `create adds a new access key for --principal to the file, making the file
-(0600) if there is none. --out writes the key as AWS_ACCESS_KEY_ID and
+(0600) if there is none. The key gives its principal --role (admin, user or
+auditor) unless the cluster records another role for the principal
+(hsmctl principals). --out writes the key as AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY exports to ENVFILE (0600, which must not exist), to
 hand to its user; without it the secret is in the credentials file only.
 --xks makes a credential in the form AWS KMS takes for an external key store
-proxy (give it to create-custom-key-store).`,
+proxy (give it to create-custom-key-store); it carries no role.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch role {
+			case pki.RoleAdmin, pki.RoleUser, pki.RoleAuditor:
+			default:
+				return fmt.Errorf("--role %q: want admin, user or auditor", role)
+			}
 			keys, err := readAccessKeys(file)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
@@ -60,6 +68,9 @@ proxy (give it to create-custom-key-store).`,
 			k, err := gen(principal)
 			if err != nil {
 				return err
+			}
+			if !xks {
+				k.Role = role
 			}
 			if out != "" {
 				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -81,7 +92,7 @@ proxy (give it to create-custom-key-store).`,
 				}
 				return err
 			}
-			fmt.Fprintf(stdout, "Access key %s of principal %s added to %s.\n", k.ID, k.Principal, file)
+			fmt.Fprintf(stdout, "Access key %s of principal %s (role %s) added to %s.\n", k.ID, k.Principal, firstSet(k.Role, "none"), file)
 			if out != "" {
 				fmt.Fprintf(stdout, "Its id and secret are in %s (mode 0600).\n", out)
 			}
@@ -90,6 +101,7 @@ proxy (give it to create-custom-key-store).`,
 		},
 	}
 	create.Flags().StringVar(&principal, "principal", "", "the principal the key stands for (required)")
+	create.Flags().StringVar(&role, "role", pki.RoleUser, "the role the key gives its principal: admin, user or auditor")
 	create.Flags().StringVar(&out, "out", "", "also write the key's exports to this new file (0600)")
 	create.Flags().BoolVar(&xks, "xks", false, "make an external key store proxy credential")
 	_ = create.MarkFlagRequired("principal")
@@ -104,9 +116,9 @@ proxy (give it to create-custom-key-store).`,
 				return err
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ACCESS KEY ID\tPRINCIPAL")
+			fmt.Fprintln(tw, "ACCESS KEY ID\tPRINCIPAL\tROLE")
 			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%s\n", k.ID, k.Principal)
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Principal, firstSet(k.Role, "-"))
 			}
 			return tw.Flush()
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,13 +32,16 @@ func TestAccessKeyCommands(t *testing.T) {
 
 	aliceEnv := filepath.Join(dir, "alice.env")
 	out := must("create", "--file", file, "--principal", "alice", "--out", aliceEnv)
-	must("create", "--file", file, "--principal", "bob")
+	must("create", "--file", file, "--principal", "bob", "--role", "admin")
 	must("create", "--file", file, "--principal", "aws-kms", "--xks")
 	keys, err := readAccessKeys(file)
 	if err != nil || len(keys) != 3 {
 		t.Fatalf("keys %v, %v", keys, err)
 	}
 	alice := keys[0]
+	if alice.Role != "user" || keys[1].Role != "admin" || keys[2].Role != "" {
+		t.Errorf("roles %q, %q, %q; want user (the default), admin, none for XKS", alice.Role, keys[1].Role, keys[2].Role)
+	}
 	if alice.Principal != "alice" || !strings.Contains(out, alice.ID) || strings.Contains(out, alice.Secret) {
 		t.Errorf("create printed %q for %v (the secret must not be printed)", out, alice)
 	}
@@ -75,6 +79,7 @@ func TestAccessKeyCommands(t *testing.T) {
 	}{
 		{[]string{"create", "--file", file, "--principal", "carol", "--out", aliceEnv}, "--out"},
 		{[]string{"create", "--file", file}, "principal"},
+		{[]string{"create", "--file", file, "--principal", "carol", "--role", "root"}, "--role"},
 		{[]string{"delete", "--file", file, "AKIANOSUCHKEY"}, "no access key AKIANOSUCHKEY"},
 		{[]string{"list"}, "file"},
 		{[]string{"list", "--file", filepath.Join(dir, "none.json")}, "none.json"},
@@ -85,5 +90,42 @@ func TestAccessKeyCommands(t *testing.T) {
 	}
 	if after, _ := readAccessKeys(file); len(after) != 2 {
 		t.Errorf("a failed create changed the file: %v", after)
+	}
+}
+
+// TestEnsureAccessKey: dev and init-node make their admin key once, and
+// give a key made before keys carried roles the role it needs.
+func TestEnsureAccessKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "kms-credentials.json")
+	old, err := awskms.GenerateAccessKey("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := awskms.GenerateAccessKey("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := awskms.WriteCredentialsFile(file, []awskms.AccessKey{other, old}); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	k, err := ensureAccessKey(log, file, "admin", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.ID != old.ID || k.Secret != old.Secret || k.Role != "admin" {
+		t.Errorf("ensureAccessKey = %v (role %q); want the existing key %v with role admin", k, k.Role, old)
+	}
+	keys, err := readAccessKeys(file)
+	if err != nil || len(keys) != 2 || keys[1].Role != "admin" || keys[0].Role != "" {
+		t.Errorf("file after: %v, %v", keys, err)
+	}
+	again, err := ensureAccessKey(log, file, "admin", "admin")
+	if err != nil || again != k {
+		t.Errorf("second call: %v, %v", again, err)
+	}
+	fresh, err := ensureAccessKey(log, file, "carol", "auditor")
+	if err != nil || fresh.Principal != "carol" || fresh.Role != "auditor" || fresh.ID == "" {
+		t.Errorf("new key: %v (role %q), %v", fresh, fresh.Role, err)
 	}
 }

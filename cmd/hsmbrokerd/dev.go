@@ -69,7 +69,7 @@ On first run it creates, under DIR (mode 0700):
   tls/ca.pem, tls/ca-key.pem               a dev CA
   tls/node.pem, tls/node-key.pem           gRPC and Raft certificate (localhost, 127.0.0.1)
   tls/admin.pem, tls/admin-key.pem         a client certificate: principal admin, role admin
-  kms-credentials.json                     an AWS access key of principal admin (0600)
+  kms-credentials.json                     an AWS access key of principal admin, role admin (0600)
   raft/                                    the Raft log and snapshots
 
 Later runs reopen all of it; the token, PINs and CA are never recreated.
@@ -207,7 +207,7 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		accessKey awskms.AccessKey
 	)
 	if f.kmsAddr != "" {
-		if accessKey, err = ensureAccessKey(log, l.kmsCredentials, devAdmin); err != nil {
+		if accessKey, err = ensureAccessKey(log, l.kmsCredentials, devAdmin, pki.RoleAdmin); err != nil {
 			return daemon{}, err
 		}
 		if kms, err = loadKMSEndpoint(f.kmsAddr, l.kmsCredentials, "", "", "", "", ""); err != nil {
@@ -503,27 +503,38 @@ To use it from a shell:
 	fmt.Fprintln(w)
 }
 
-// ensureAccessKey returns an access key of principal from the credentials
-// file at path, generating one (and the file, 0600) when there is none.
-// The secret goes to the file only, never to a log.
-func ensureAccessKey(log *slog.Logger, path, principal string) (awskms.AccessKey, error) {
+// ensureAccessKey returns an access key of principal with role from the
+// credentials file at path, generating one (and the file, 0600) when there
+// is none, and giving an existing key the role when it names another (a
+// key made before access keys carried roles names none). The secret goes
+// to the file only, never to a log.
+func ensureAccessKey(log *slog.Logger, path, principal, role string) (awskms.AccessKey, error) {
 	keys, err := readAccessKeys(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return awskms.AccessKey{}, err
 	}
-	for _, k := range keys {
-		if k.Principal == principal {
-			return k, nil
+	for i, k := range keys {
+		if k.Principal != principal {
+			continue
 		}
+		if k.Role != role {
+			keys[i].Role = role
+			if err := awskms.WriteCredentialsFile(path, keys); err != nil {
+				return awskms.AccessKey{}, err
+			}
+			log.Info("AWS access key given a role", "access_key", keys[i], "role", role, "file", path)
+		}
+		return keys[i], nil
 	}
 	k, err := awskms.GenerateAccessKey(principal)
 	if err != nil {
 		return awskms.AccessKey{}, err
 	}
+	k.Role = role
 	if err := awskms.WriteCredentialsFile(path, append(keys, k)); err != nil {
 		return awskms.AccessKey{}, err
 	}
-	log.Info("AWS access key created", "access_key", k, "file", path)
+	log.Info("AWS access key created", "access_key", k, "role", role, "file", path)
 	return k, nil
 }
 

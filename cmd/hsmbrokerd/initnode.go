@@ -51,7 +51,7 @@ and it reuses what exists (reissuing only a node certificate that is stale).
 In CADIR, shared by the nodes of the cluster (mode 0700):
   ca.pem, ca-key.pem             the cluster CA
   admin.pem, admin-key.pem       a client certificate: principal admin, role admin
-  kms-credentials.json           an AWS access key of principal admin (0600)
+  kms-credentials.json           an AWS access key of principal admin, role admin (0600)
 
 In DIR (mode 0700):
   softhsm/softhsm2.conf, softhsm/tokens/   the node's own SoftHSM configuration and token
@@ -194,7 +194,7 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 	if err := pki.WriteFileAtomic(l.caCopy, ca.CertPEM(), 0o644); err != nil {
 		return err
 	}
-	key, err := ensureAccessKey(log, l.kmsCredentials, devAdmin)
+	key, err := ensureAccessKey(log, l.kmsCredentials, devAdmin, pki.RoleAdmin)
 	if err != nil {
 		return err
 	}

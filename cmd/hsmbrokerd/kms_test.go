@@ -135,7 +135,7 @@ func writeAccessKeys(t *testing.T, path string, principals ...string) accessKey 
 	var last accessKey
 	log := slog.New(slog.DiscardHandler)
 	for _, p := range principals {
-		k, err := ensureAccessKey(log, path, p)
+		k, err := ensureAccessKey(log, path, p, pki.RoleAdmin)
 		if err != nil {
 			t.Fatal(err)
 		}
