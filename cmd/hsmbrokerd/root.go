@@ -46,7 +46,7 @@ a Raft leader is known).`,
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())
 	})
 	root.AddCommand(newDevCommand(g, stderr), newServeCommand(g, stderr), newVersionCommand(stdout),
-		newInitNodeCommand(g, stdout, stderr), newAccessKeyCommand(stdout))
+		newInitNodeCommand(g, stdout, stderr), newAccessKeyCommand(stdout), newRestoreCommand(g, stdout, stderr))
 	return root
 }
 

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+// runRestore runs `hsmbrokerd restore` to completion and returns its exit
+// error and output.
+func runRestore(t *testing.T, c *serveCluster, args ...string) (string, error) {
+	t.Helper()
+	p := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), append([]string{"restore"}, args...)...)
+	select {
+	case <-p.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("hsmbrokerd restore did not finish")
+	}
+	return p.out.String(), p.err
+}
+
+// A cluster whose Raft state is destroyed comes back from a backup on the
+// HSM that holds its domain key: old ciphertexts decrypt again.
+func TestServeRestoreFromBackup(t *testing.T) {
+	t.Parallel()
+	module := requireSoftHSM(t)
+	buildBinary(t)
+	c := newServeCluster(t, module)
+	n1 := c.node(t, "node-1", "bootstrap: true\n")
+	p1 := c.start(t, n1)
+	conn := dial(t, n1.grpcAddr, c.caFile, c.clientCert, c.clientKey)
+	waitServing(t, p1, conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	keys, crypto, clus := pb.NewKeyServiceClient(conn), pb.NewCryptoServiceClient(conn), pb.NewClusterServiceClient(conn)
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/precious"}); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/precious", Plaintext: []byte("keep me")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := clus.Backup(ctx, &pb.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(c.dir, "cluster.snap")
+	if err := os.WriteFile(backup, b.GetSnapshot(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b.GetSnapshot())
+	if hex.EncodeToString(sum[:]) != b.GetSha256() {
+		t.Fatal("backup checksum mismatch")
+	}
+	p1.stop(t)
+
+	// Restore refuses while the Raft state exists, and a wrong checksum.
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", backup); err == nil || !strings.Contains(out, "empty Raft directory") {
+		t.Fatalf("restore over existing state: %v\n%s", err, out)
+	}
+	if err := os.RemoveAll(filepath.Join(n1.dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", strings.Repeat("0", 64)); err == nil || !strings.Contains(out, "refusing") {
+		t.Fatalf("restore with a wrong checksum: %v\n%s", err, out)
+	}
+	// A node whose HSM holds no domain key cannot restore.
+	n2 := c.node(t, "node-2", "bootstrap: true\n")
+	if out, err := runRestore(t, c, "--config", n2.config, "--backup", backup); err == nil || !strings.Contains(out, "no domain key") {
+		t.Fatalf("restore on an HSM without the domain key: %v\n%s", err, out)
+	}
+
+	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.GetSha256())
+	if err != nil || !strings.Contains(out, "restored 1 keys") {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	p1 = c.start(t, n1)
+	conn = dial(t, n1.grpcAddr, c.caFile, c.clientCert, c.clientKey)
+	waitServing(t, p1, conn)
+	dec, err := pb.NewCryptoServiceClient(conn).Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob()})
+	if err != nil || string(dec.GetPlaintext()) != "keep me" {
+		t.Fatalf("old ciphertext after restore: %v", err)
+	}
+	p1.stop(t)
+}
