@@ -21,6 +21,9 @@ type Client struct {
 	Crypto pb.CryptoServiceClient
 	// Cluster operates the cluster of brokers.
 	Cluster pb.ClusterServiceClient
+	// Access says who the caller is, manages principals' roles and reads
+	// the audit log.
+	Access pb.AccessServiceClient
 
 	router *router
 }
@@ -59,6 +62,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		Keys:    pb.NewKeyServiceClient(r),
 		Crypto:  pb.NewCryptoServiceClient(r),
 		Cluster: pb.NewClusterServiceClient(r),
+		Access:  pb.NewAccessServiceClient(r),
 		router:  r,
 	}, nil
 }

@@ -133,6 +133,12 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 		a.decryptFileCommand(),
 		a.clusterCommand(),
 		a.drillCommand(),
+		a.whoamiCommand(),
+		a.principalsCommand(),
+		a.policyCommand(),
+		a.grantsCommand(),
+		a.auditCommand(),
+		a.certsCommand(),
 	)
 	return root
 }

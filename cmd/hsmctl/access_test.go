@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+)
+
+func TestMain(m *testing.M) { hsmtest.Main(m) }
+
+// runArgs runs hsmctl in-process with exactly args.
+func runArgs(args ...string) result {
+	var stdout, stderr bytes.Buffer
+	code := runWith(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
+	return result{stdout.String(), stderr.String(), code}
+}
+
+func TestCertsIssue(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
+	if err := ca.Save(caCert, caKey); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "certs")
+	issue := func(extra ...string) result {
+		return runArgs(append([]string{"certs", "issue", "--principal", "alice", "--role", "user", "--out-dir", out,
+			"--ca-cert", caCert, "--ca-key", caKey}, extra...)...)
+	}
+	if r := issue(); r.code != 0 {
+		t.Fatalf("issue: %d %s", r.code, r.stderr)
+	}
+	cert, err := pki.ReadCertFile(filepath.Join(out, "alice.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != "alice" || pki.RoleOf(cert) != "user" {
+		t.Fatalf("certificate for %q role %q", cert.Subject.CommonName, pki.RoleOf(cert))
+	}
+	if err := ca.Verify(cert, 2 /* x509.ExtKeyUsageClientAuth */); err != nil {
+		t.Fatalf("not a client certificate of the CA: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "alice-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi.Mode(), err)
+	}
+	if r := issue(); r.code != exitError || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("issue over existing files: %d %s", r.code, r.stderr)
+	}
+	if r := issue("--force", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"role": "user"`) {
+		t.Fatalf("issue --force: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	r := runArgs("certs", "issue", "--principal", "bob", "--role", "root", "--out-dir", out, "--ca-cert", caCert, "--ca-key", caKey)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--role") {
+		t.Fatalf("bad role: %d %s", r.code, r.stderr)
+	}
+	r = runArgs("certs", "issue", "--principal", "../x", "--role", "user", "--out-dir", out, "--ca-cert", caCert, "--ca-key", caKey)
+	if r.code != exitUsage {
+		t.Fatalf("principal with a path: %d %s", r.code, r.stderr)
+	}
+}
+
+func TestAuditVerify(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	log, err := audit.Open(path, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := log.Append(&audit.Record{Node: "n1", Front: "grpc", RequestID: string(rune('a' + i)), Principal: "alice",
+			Operation: "kms:Encrypt", Decision: "allow", Result: "OK", Code: "OK"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = log.Close()
+	r := runArgs("audit", "verify", path)
+	if r.code != 0 || !strings.Contains(r.stdout, "intact, 4 lines") {
+		t.Fatalf("verify: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	b, _ := os.ReadFile(path)
+	lines := strings.SplitAfter(string(b), "\n")
+	lines[2] = strings.Replace(lines[2], `"alice"`, `"alicf"`, 1)
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runArgs("audit", "verify", path)
+	if r.code != exitError || !strings.Contains(r.stdout, "line 3") {
+		t.Fatalf("verify of a tampered log: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runArgs("audit", "verify", path, "-o", "json")
+	var out struct {
+		Intact     bool `json:"intact"`
+		BrokenLine int  `json:"brokenLine"`
+	}
+	if r.code != exitError || json.Unmarshal([]byte(r.stdout), &out) != nil || out.Intact || out.BrokenLine != 3 {
+		t.Fatalf("verify -o json: %d %s", r.code, r.stdout)
+	}
+	if r := runArgs("audit", "verify", filepath.Join(t.TempDir(), "missing.log")); r.code != exitError {
+		t.Fatalf("verify of a missing file: %d", r.code)
+	}
+}
+
+// TestAccessCommands runs the access commands against a real broker.
+func TestAccessCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a broker")
+	}
+	c := hsmtest.NewCluster(t, 1)
+	as := func(principal, role string, args ...string) result {
+		ca, cert, key := c.TLSFiles(principal, role)
+		return runArgs(append(args, "--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key)...)
+	}
+	ok := func(r result) string {
+		t.Helper()
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+		}
+		return r.stdout
+	}
+	if out := ok(as("ops", "admin", "whoami")); !strings.Contains(out, "ops") || !strings.Contains(out, "certificate") {
+		t.Fatalf("whoami: %s", out)
+	}
+	var key keyJSON
+	if err := json.Unmarshal([]byte(ok(as("ops", "admin", "keys", "create", "--alias", "alias/cli", "-o", "json"))), &key); err != nil {
+		t.Fatal(err)
+	}
+	if out := ok(as("ops", "admin", "policy", "get", "alias/cli")); !strings.Contains(out, "user/ops") {
+		t.Fatalf("default policy does not name the creator: %s", out)
+	}
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok(as("ops", "admin", "policy", "put", key.KeyID, "--in", policy))
+	if r := as("app", "user", "encrypt", "--key", key.KeyID, "--base64"); r.code != exitError || !strings.Contains(r.stderr, "AccessDeniedException") {
+		t.Fatalf("encrypt before the grant: %d %s", r.code, r.stderr)
+	}
+	grant := strings.TrimSpace(ok(as("ops", "admin", "grants", "create", "--key", key.KeyID, "--grantee", "app",
+		"--operations", "Encrypt,Decrypt", "--retiring-principal", "ops", "--context-subset", "team=a")))
+	plain := filepath.Join(t.TempDir(), "plain.txt")
+	if err := os.WriteFile(plain, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := as("app", "user", "encrypt", "--key", key.KeyID, "--context", "team=a", "--in", plain, "--base64")
+	if r.code != 0 {
+		t.Fatalf("encrypt under the grant: %s", r.stderr)
+	}
+	if out := ok(as("audra", "auditor", "grants", "list", key.KeyID)); !strings.Contains(out, grant) || !strings.Contains(out, "team=a") {
+		t.Fatalf("grants list: %s", out)
+	}
+	ok(as("ops", "admin", "grants", "retire", grant))
+	ok(as("ops", "admin", "principals", "set-role", "app", "none"))
+	if out := ok(as("audra", "auditor", "principals", "list")); !strings.Contains(out, "app") || !strings.Contains(out, "none") {
+		t.Fatalf("principals list: %s", out)
+	}
+	if r := as("app", "user", "whoami"); r.code != exitError || !strings.Contains(r.stderr, "AccessDenied") {
+		t.Fatalf("a principal of role none: %d %s", r.code, r.stderr)
+	}
+	if r := as("ops", "admin", "principals", "set-role", "ops", "user"); r.code != exitError {
+		t.Fatalf("changing one's own role: %d", r.code)
+	}
+	ok(as("ops", "admin", "principals", "delete", "app"))
+	if r := as("audra", "auditor", "audit", "fetch"); r.code != exitError || !strings.Contains(r.stderr, "no audit log") {
+		t.Fatalf("audit fetch from a node without a log: %d %s", r.code, r.stderr)
+	}
+}
