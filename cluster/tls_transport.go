@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -49,10 +50,36 @@ func raftTLSConfigs(cfg *tls.Config) (server, client *tls.Config, err error) {
 	server.ClientAuth = tls.RequireAndVerifyClientCert
 	server.MinVersion = tls.VersionTLS13
 	server.NextProtos = []string{raftALPN}
+	server.VerifyConnection = requireNodeCertificate(server.VerifyConnection)
 	client = cfg.Clone()
 	client.MinVersion = tls.VersionTLS13
 	client.NextProtos = []string{raftALPN}
 	return server, client, nil
+}
+
+// requireNodeCertificate refuses raft peers that present a client
+// certificate of the cluster CA rather than a node certificate: the CA also
+// issues certificates to users, who must not be able to speak raft (and so
+// rewrite the replicated state). Node certificates, unlike client ones,
+// are valid for server authentication. next, if set, runs too.
+func requireNodeCertificate(next func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("cluster: raft peer presented no certificate")
+		}
+		node := false
+		for _, u := range cs.PeerCertificates[0].ExtKeyUsage {
+			node = node || u == x509.ExtKeyUsageServerAuth
+		}
+		if !node {
+			return fmt.Errorf("cluster: raft peer %q presented a client certificate; only node certificates may join raft",
+				cs.PeerCertificates[0].Subject.CommonName)
+		}
+		if next != nil {
+			return next(cs)
+		}
+		return nil
+	}
 }
 
 // newTLSStreamLayer listens on bind. advertise, if not nil, is the address
