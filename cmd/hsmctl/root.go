@@ -139,6 +139,7 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 		a.grantsCommand(),
 		a.auditCommand(),
 		a.certsCommand(),
+		a.benchCommand(),
 	)
 	return root
 }

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/internal/bench"
+	"github.com/spf13/cobra"
+)
+
+// defaultModule is where Debian's softhsm2 package installs SoftHSM.
+const defaultModule = "/usr/lib/softhsm/libsofthsm2.so"
+
+func (a *app) benchCommand() *cobra.Command {
+	var (
+		cfg                         bench.Config
+		op                          string
+		baseline, createDomainKey   bool
+		module, label, serial       string
+		pinFile, pinEnv             string
+		baselinePool                int
+		concurrency, keyCount, size int
+		duration, window            time.Duration
+	)
+	ops := make([]string, len(bench.Ops))
+	for i, o := range bench.Ops {
+		ops[i] = string(o)
+	}
+	cmd := &cobra.Command{
+		Use:   "bench [--op OP] [--concurrency N] [--duration D] [--keys N] [--size BYTES] [--baseline-direct ...]",
+		Short: "Measure throughput and latency of the broker, optionally against the token itself",
+		Long: `bench runs --concurrency clients, each with a connection of its own, doing one
+operation in a loop against the broker (the first endpoint that answers)
+for --duration, and prints throughput and p50/p90/p99 latency of the
+successful calls.
+
+Operations: encrypt and decrypt (AES-256-GCM, --size bytes of plaintext),
+sign-rsa (RSA-2048 PKCS#1 v1.5 over a SHA-256 digest), sign-p256 (ECDSA
+P-256 over a digest), datakey (GenerateDataKey AES_256), and mix (the five
+in turn). Setup creates --keys keys of each kind the operation needs, with
+aliases alias/bench-<id>-..., and leaves them; each call picks one at
+random. bench needs a client certificate whose role may create keys.
+
+--baseline-direct also runs the same operations directly on a PKCS#11
+token, through the partition layer the broker itself uses (the same
+mechanisms, key objects and session pool of --baseline-pool sessions;
+no gRPC, TLS, validation, state lookup or ciphertext format), in the same
+run: the two sides take turns in --window windows so that both see the
+same machine, and the ratio of their throughputs is printed. The token is
+named by --module and --token-label (or --token-serial); its PIN comes
+from --pin-file (a file of mode 0600) or the environment variable named by
+--pin-env, never from the command line. The token must hold an hsmbroker
+domain key: a broker node's own token does (SoftHSM: set SOFTHSM2_CONF to
+the node's softhsm2.conf), and the baseline adds only session objects to
+it. For a scratch token, --baseline-create-domain-key makes one.
+
+With -o json: {"op", "size", "keys", "concurrency", "durationSeconds",
+"windowMs", "broker": {"ops", "errors", "opsPerSecond", "p50Ms", "p90Ms",
+"p99Ms", "firstError"}, "direct": {...}, "ratio"}; ratio is the broker's
+throughput over the baseline's.`,
+		Example: `  hsmctl bench --op encrypt --concurrency 32 --duration 20s
+  SOFTHSM2_CONF=$DIR/softhsm/softhsm2.conf hsmctl bench --op sign-rsa --concurrency 32 \
+      --baseline-direct --token-label hsmbroker-dev --pin-file $DIR/softhsm/user.pin`,
+		Args: noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			cfg.Op = bench.Op(op)
+			switch {
+			case !strings.Contains(" "+strings.Join(ops, " ")+" ", " "+op+" "):
+				return usageErr(fmt.Sprintf("invalid --op %q: valid values are %s", op, strings.Join(ops, ", ")))
+			case concurrency < 1 || keyCount < 1:
+				return usageErr("--concurrency and --keys must be at least 1")
+			case size < 1 || size > 4096:
+				return usageErr("--size must be from 1 to 4096 bytes")
+			case duration <= 0 || window <= 0 || window > duration:
+				return usageErr("--duration and --window must be positive, the window no longer than the duration")
+			case !baseline && (label != "" || serial != "" || pinFile != "" || createDomainKey):
+				return usageErr("--token-label, --token-serial, --pin-file and --baseline-create-domain-key go with --baseline-direct")
+			case baseline && label == "" && serial == "":
+				return usageErr("--baseline-direct needs --token-label or --token-serial")
+			}
+			cfg.Concurrency, cfg.Keys, cfg.Size, cfg.Duration, cfg.Window = concurrency, keyCount, size, duration, window
+			cfg.Client = a.clientConfig()
+			cfg.Progress = a.stderr
+			if baseline {
+				pin, err := hsm.LoadPIN(pinFile, pinEnv)
+				if err != nil {
+					return err
+				}
+				cfg.Direct = &hsm.Config{Module: module, TokenLabel: label, TokenSerial: serial, PIN: pin, PoolSize: baselinePool,
+					Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+				cfg.CreateDomainKey = createDomainKey
+			}
+			res, err := bench.Run(a.ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, res)
+			}
+			return res.WriteText(a.stdout)
+		}),
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&op, "op", "encrypt", "operation: "+strings.Join(ops, ", "))
+	fl.IntVar(&concurrency, "concurrency", 1, "concurrent clients, each with its own connection")
+	fl.DurationVar(&duration, "duration", 10*time.Second, "how long each side is measured")
+	fl.DurationVar(&window, "window", 500*time.Millisecond, "how long one side runs before the other takes over")
+	fl.IntVar(&keyCount, "keys", 1, "keys of each kind to spread the calls over")
+	fl.IntVar(&size, "size", 4096, "plaintext bytes of encrypt and decrypt")
+	fl.BoolVar(&baseline, "baseline-direct", false, "also run the operations directly on a PKCS#11 token, and print the ratio")
+	fl.StringVar(&module, "module", firstNonEmpty(os.Getenv("HSMBROKER_PKCS11_MODULE"), defaultModule), "baseline: PKCS#11 library (default $HSMBROKER_PKCS11_MODULE, else SoftHSM's)")
+	fl.StringVar(&label, "token-label", "", "baseline: label of the token")
+	fl.StringVar(&serial, "token-serial", "", "baseline: serial number of the token")
+	fl.StringVar(&pinFile, "pin-file", "", "baseline: file (mode 0600) holding the token's user PIN")
+	fl.StringVar(&pinEnv, "pin-env", "HSMBROKER_PIN", "baseline: environment variable holding the PIN, when there is no --pin-file")
+	fl.IntVar(&baselinePool, "baseline-pool", 8, "baseline: PKCS#11 sessions (the broker's default pool is 8)")
+	fl.BoolVar(&createDomainKey, "baseline-create-domain-key", false, "baseline: create a domain key in a token that has none (scratch tokens only)")
+	return cmd
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

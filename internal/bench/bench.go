@@ -1,0 +1,546 @@
+// Package bench is the load generator behind hsmctl bench: concurrent
+// clients running one operation (or a mix) against a broker for a while,
+// reporting throughput and latency percentiles; and, as a baseline, the
+// same operations run directly on a PKCS#11 token through the partition
+// layer the broker itself uses, in the same run.
+//
+// The two sides take turns in short windows (500ms by default), so that a
+// machine whose speed drifts, or that other work shares, treats both
+// alike; the ratio of their throughputs is the figure to compare across
+// machines, more than either absolute number.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/client"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+// Op is what the load does.
+type Op string
+
+// The operations. Signatures are over a SHA-256 digest (MessageType
+// DIGEST), so neither side hashes; data keys are AES-256.
+const (
+	OpEncrypt  Op = "encrypt"   // AES-256-GCM Encrypt of Size bytes
+	OpDecrypt  Op = "decrypt"   // Decrypt of a Size-byte plaintext's ciphertext
+	OpSignRSA  Op = "sign-rsa"  // RSA-2048 PKCS#1 v1.5 SHA-256 signature
+	OpSignP256 Op = "sign-p256" // ECDSA P-256 SHA-256 signature
+	OpDataKey  Op = "datakey"   // GenerateDataKey AES_256
+	OpMix      Op = "mix"       // the five above in turn
+)
+
+// Ops lists the valid operations.
+var Ops = []Op{OpEncrypt, OpDecrypt, OpSignRSA, OpSignP256, OpDataKey, OpMix}
+
+var mixCycle = []Op{OpEncrypt, OpDecrypt, OpSignP256, OpDataKey, OpSignRSA}
+
+// Config describes a run. The zero value of every optional field means its
+// default.
+type Config struct {
+	// Client reaches the broker: endpoints and TLS. Each concurrent client
+	// gets a connection of its own.
+	Client client.Config
+	// Op is the operation. Required.
+	Op Op
+	// Concurrency is how many clients run at once (default 1).
+	Concurrency int
+	// Duration is how long each side is measured (default 10s); with a
+	// baseline the run takes twice that, plus setup.
+	Duration time.Duration
+	// Window is how long one side runs before the other takes over
+	// (default 500ms).
+	Window time.Duration
+	// Keys is how many keys of each kind the load spreads over, picking
+	// one at random per operation (default 1).
+	Keys int
+	// Size is the plaintext size of encrypt and decrypt, 1 to 4096 bytes
+	// (default 4096).
+	Size int
+	// Direct, when set, opens this partition and runs the same operations
+	// on it directly as the baseline. Its token must hold an hsmbroker
+	// domain key (a broker node's token does) unless CreateDomainKey is set.
+	Direct *hsm.Config
+	// CreateDomainKey lets the baseline create a domain key (a persistent
+	// token object) in a token that has none: for scratch tokens only.
+	CreateDomainKey bool
+	// Progress, when set, receives a line per phase.
+	Progress io.Writer
+}
+
+func (c *Config) setDefaults() error {
+	if !slices.Contains(Ops, c.Op) {
+		return fmt.Errorf("bench: unknown operation %q", c.Op)
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Window <= 0 {
+		c.Window = 500 * time.Millisecond
+	}
+	if c.Keys <= 0 {
+		c.Keys = 1
+	}
+	if c.Size == 0 {
+		c.Size = 4096
+	}
+	if c.Size < 1 || c.Size > 4096 {
+		return fmt.Errorf("bench: size %d: want 1 to 4096 bytes (the Encrypt limit)", c.Size)
+	}
+	return nil
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Op          Op      `json:"op"`
+	Size        int     `json:"size"`
+	Keys        int     `json:"keys"`
+	Concurrency int     `json:"concurrency"`
+	DurationS   float64 `json:"durationSeconds"` // measured per side
+	WindowMs    float64 `json:"windowMs"`
+	Broker      Side    `json:"broker"`
+	// Direct is the baseline, when one ran.
+	Direct *Side `json:"direct,omitempty"`
+	// Ratio is the broker's throughput over the baseline's.
+	Ratio *float64 `json:"ratio,omitempty"`
+}
+
+// Side is one side's figures. Latencies are of successful operations.
+type Side struct {
+	Ops       int     `json:"ops"`
+	Errors    int     `json:"errors"`
+	OpsPerSec float64 `json:"opsPerSecond"`
+	P50Ms     float64 `json:"p50Ms"`
+	P90Ms     float64 `json:"p90Ms"`
+	P99Ms     float64 `json:"p99Ms"`
+	// FirstError is the first failure's message, if any.
+	FirstError string `json:"firstError,omitempty"`
+}
+
+// target is one side: it runs operation op with key index k for client w.
+type target interface {
+	do(ctx context.Context, w int, op Op, k int) error
+	close()
+}
+
+// Run sets both sides up, measures them in alternating windows and returns
+// the result. Setup creates the keys it needs on each side: on the broker
+// Keys keys of each kind the operation uses (aliases alias/bench-ID-...),
+// in the baseline partition session objects that vanish with it.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	id := strconv.FormatInt(time.Now().UnixNano()%1e10, 36)
+	plaintext := make([]byte, cfg.Size)
+	_, _ = rand.Read(plaintext)
+	progressf(cfg.Progress, "setting up %d key(s) of each kind on the broker (aliases alias/bench-%s-...)", cfg.Keys, id)
+	b, err := newBrokerTarget(ctx, cfg, id, plaintext)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	sides := []target{b}
+	res := &Result{Op: cfg.Op, Size: cfg.Size, Keys: cfg.Keys, Concurrency: cfg.Concurrency,
+		DurationS: cfg.Duration.Seconds(), WindowMs: float64(cfg.Window) / float64(time.Millisecond)}
+	if cfg.Direct != nil {
+		progressf(cfg.Progress, "opening the baseline token %q and generating its keys", firstSet(cfg.Direct.TokenLabel, cfg.Direct.TokenSerial))
+		d, err := newDirectTarget(ctx, cfg, plaintext)
+		if err != nil {
+			return nil, err
+		}
+		defer d.close()
+		sides = append(sides, d)
+	}
+	// Warm up: connections, sessions, loaded key handles.
+	for _, s := range sides {
+		if _, err := window(ctx, s, cfg, 2*cfg.Window); err != nil {
+			return nil, err
+		}
+	}
+	progressf(cfg.Progress, "measuring %s with %d client(s): %s per side in %s windows", cfg.Op, cfg.Concurrency, cfg.Duration, cfg.Window)
+	lats := make([][]time.Duration, len(sides))
+	errs := make([]int, len(sides))
+	first := make([]string, len(sides))
+	for done := time.Duration(0); done < cfg.Duration; done += cfg.Window {
+		for i, s := range sides {
+			w, err := window(ctx, s, cfg, cfg.Window)
+			if err != nil {
+				return nil, err
+			}
+			lats[i] = append(lats[i], w.lat...)
+			errs[i] += w.errs
+			if first[i] == "" {
+				first[i] = w.firstErr
+			}
+		}
+	}
+	measured := (cfg.Duration + cfg.Window - 1) / cfg.Window * cfg.Window
+	res.Broker = summarize(lats[0], errs[0], first[0], measured)
+	if len(sides) > 1 {
+		d := summarize(lats[1], errs[1], first[1], measured)
+		res.Direct = &d
+		if d.OpsPerSec > 0 {
+			r := res.Broker.OpsPerSec / d.OpsPerSec
+			res.Ratio = &r
+		}
+	}
+	return res, nil
+}
+
+type windowResult struct {
+	lat      []time.Duration
+	errs     int
+	firstErr string
+}
+
+// window runs every client on s for d and collects their latencies.
+func window(ctx context.Context, s target, cfg Config, d time.Duration) (windowResult, error) {
+	var mu sync.Mutex
+	var out windowResult
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	for w := 0; w < cfg.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			var lat []time.Duration
+			errs, firstErr := 0, ""
+			for i := rng.IntN(len(mixCycle)); time.Now().Before(stop) && ctx.Err() == nil; i++ {
+				op := cfg.Op
+				if op == OpMix {
+					op = mixCycle[i%len(mixCycle)]
+				}
+				t0 := time.Now()
+				err := s.do(ctx, w, op, rng.IntN(cfg.Keys))
+				if err != nil {
+					errs++
+					if firstErr == "" {
+						firstErr = client.Message(err)
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			out.lat = append(out.lat, lat...)
+			out.errs += errs
+			if out.firstErr == "" {
+				out.firstErr = firstErr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return out, err
+	}
+	if len(out.lat) == 0 && out.errs > 0 {
+		return out, fmt.Errorf("bench: every operation failed: %s", out.firstErr)
+	}
+	return out, nil
+}
+
+func summarize(lat []time.Duration, errs int, firstErr string, measured time.Duration) Side {
+	slices.Sort(lat)
+	return Side{Ops: len(lat), Errors: errs, OpsPerSec: float64(len(lat)) / measured.Seconds(),
+		P50Ms: msOf(Percentile(lat, .50)), P90Ms: msOf(Percentile(lat, .90)), P99Ms: msOf(Percentile(lat, .99)),
+		FirstError: firstErr}
+}
+
+// WriteText prints the result for people.
+func (r *Result) WriteText(w io.Writer) error {
+	what := string(r.Op)
+	if r.Op == OpEncrypt || r.Op == OpDecrypt || r.Op == OpMix {
+		what += fmt.Sprintf(", %d-byte plaintexts", r.Size)
+	}
+	fmt.Fprintf(w, "%s, %d key(s) of each kind, %d client(s), %.0fs measured per side in %.0fms windows\n\n",
+		what, r.Keys, r.Concurrency, r.DurationS, r.WindowMs)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tops\tops/s\tp50\tp90\tp99\terrors\t")
+	row := func(name string, s Side) {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.3fms\t%.3fms\t%.3fms\t%d\t\n", name, s.Ops, s.OpsPerSec, s.P50Ms, s.P90Ms, s.P99Ms, s.Errors)
+	}
+	row("broker", r.Broker)
+	if r.Direct != nil {
+		row("direct", *r.Direct)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		name string
+		side *Side
+	}{{"broker", &r.Broker}, {"direct", r.Direct}} {
+		if s.side != nil && s.side.FirstError != "" {
+			fmt.Fprintf(w, "%s: first error: %s\n", s.name, s.side.FirstError)
+		}
+	}
+	if r.Ratio != nil {
+		fmt.Fprintf(w, "\nbroker/direct throughput ratio: %.3f (p50 %.3fms vs %.3fms)\n", *r.Ratio, r.Broker.P50Ms, r.Direct.P50Ms)
+	}
+	return nil
+}
+
+// Percentile is the nearest-rank percentile of sorted durations.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(float64(len(sorted))*p+0.999999999) - 1
+	return sorted[min(max(rank, 0), len(sorted)-1)]
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// digest is what the signatures sign.
+var digest = sha256.Sum256([]byte("hsmctl bench"))
+
+// kindsFor lists the key kinds an operation needs.
+func kindsFor(op Op) (sym, rsa, p256 bool) {
+	switch op {
+	case OpEncrypt, OpDecrypt, OpDataKey:
+		return true, false, false
+	case OpSignRSA:
+		return false, true, false
+	case OpSignP256:
+		return false, false, true
+	}
+	return true, true, true
+}
+
+// brokerTarget runs operations through the SDK, one client per worker.
+type brokerTarget struct {
+	clients           []*client.Client
+	sym, rsa, p256    []string
+	blobs             [][]byte // a ciphertext per symmetric key
+	plaintext         []byte
+	dataKeySpec       pb.DataKeySpec
+	rsaAlg, p256Alg   pb.SigningAlgorithm
+	digestMessageType pb.MessageType
+}
+
+func newBrokerTarget(ctx context.Context, cfg Config, id string, plaintext []byte) (*brokerTarget, error) {
+	t := &brokerTarget{plaintext: plaintext, dataKeySpec: pb.DataKeySpec_DATA_KEY_SPEC_AES_256,
+		rsaAlg: pb.SigningAlgorithm_SIGNING_ALGORITHM_RSASSA_PKCS1_V1_5_SHA_256, p256Alg: pb.SigningAlgorithm_SIGNING_ALGORITHM_ECDSA_SHA_256,
+		digestMessageType: pb.MessageType_MESSAGE_TYPE_DIGEST}
+	for range cfg.Concurrency {
+		c, err := client.Dial(ctx, cfg.Client)
+		if err != nil {
+			t.close()
+			return nil, err
+		}
+		t.clients = append(t.clients, c)
+	}
+	c := t.clients[0]
+	create := func(kind string, spec pb.KeySpec, usage pb.KeyUsage) ([]string, error) {
+		var ids []string
+		for i := range cfg.Keys {
+			resp, err := c.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/bench-%s-%s-%d", id, kind, i),
+				KeySpec: spec, KeyUsage: usage, Description: "hsmctl bench " + id})
+			if err != nil {
+				return nil, fmt.Errorf("bench: create a %s key: %w", kind, err)
+			}
+			ids = append(ids, resp.GetKeyMetadata().GetKeyId())
+		}
+		return ids, nil
+	}
+	sym, rsa, p256 := kindsFor(cfg.Op)
+	var err error
+	if sym {
+		if t.sym, err = create("aes", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT); err != nil {
+			t.close()
+			return nil, err
+		}
+		for _, k := range t.sym {
+			resp, err := c.Crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k, Plaintext: plaintext})
+			if err != nil {
+				t.close()
+				return nil, fmt.Errorf("bench: encrypt the decryption input: %w", err)
+			}
+			t.blobs = append(t.blobs, resp.GetCiphertextBlob())
+		}
+	}
+	if rsa {
+		if t.rsa, err = create("rsa", pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY); err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	if p256 {
+		if t.p256, err = create("p256", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY); err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func (t *brokerTarget) do(ctx context.Context, w int, op Op, k int) error {
+	c := t.clients[w]
+	var err error
+	switch op {
+	case OpEncrypt:
+		_, err = c.Crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: t.sym[k], Plaintext: t.plaintext})
+	case OpDecrypt:
+		_, err = c.Crypto.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: t.blobs[k]})
+	case OpDataKey:
+		_, err = c.Crypto.GenerateDataKey(ctx, &pb.GenerateDataKeyRequest{KeyId: t.sym[k], KeySpec: t.dataKeySpec})
+	case OpSignRSA:
+		_, err = c.Crypto.Sign(ctx, &pb.SignRequest{KeyId: t.rsa[k], Message: digest[:], MessageType: t.digestMessageType, SigningAlgorithm: t.rsaAlg})
+	case OpSignP256:
+		_, err = c.Crypto.Sign(ctx, &pb.SignRequest{KeyId: t.p256[k], Message: digest[:], MessageType: t.digestMessageType, SigningAlgorithm: t.p256Alg})
+	}
+	return err
+}
+
+func (t *brokerTarget) close() {
+	for _, c := range t.clients {
+		_ = c.Close()
+	}
+}
+
+// directTarget runs the operations the broker's service makes for each
+// request, directly on a partition: the same mechanisms, key objects and
+// session pool, without gRPC, validation, state lookup or the blob format.
+type directTarget struct {
+	p              *hsm.Partition
+	sym, rsa, p256 []hsm.KeyRef
+	sealed         []directCiphertext
+	plaintext      []byte
+}
+
+type directCiphertext struct{ iv, sealed, aad []byte }
+
+// aadSize is the size of the broker's ciphertext header, which it passes
+// as AES-GCM additional data.
+const aadSize = 33
+
+func newDirectTarget(ctx context.Context, cfg Config, plaintext []byte) (*directTarget, error) {
+	p, err := hsm.Open(*cfg.Direct)
+	if err != nil {
+		return nil, fmt.Errorf("bench: open the baseline token: %w", err)
+	}
+	t := &directTarget{p: p, plaintext: plaintext}
+	has, err := p.HasDomainKey(ctx)
+	if err != nil {
+		t.close()
+		return nil, fmt.Errorf("bench: baseline token: %w", err)
+	}
+	if !has && !cfg.CreateDomainKey {
+		t.close()
+		return nil, errNoDomainKey
+	}
+	if !has {
+		if err := p.CreateDomainKey(ctx); err != nil {
+			t.close()
+			return nil, fmt.Errorf("bench: create a domain key in the baseline token: %w", err)
+		}
+	}
+	gen := func(spec keys.Spec, usage keys.Usage) ([]hsm.KeyRef, error) {
+		var refs []hsm.KeyRef
+		for range cfg.Keys {
+			g, err := p.GenerateKey(ctx, spec)
+			if err != nil {
+				return nil, fmt.Errorf("bench: generate a %s key in the baseline token: %w", spec, err)
+			}
+			refs = append(refs, hsm.KeyRef{ID: keys.NewKeyID(), Version: 1, Spec: spec, Usage: usage, Wrapped: g.Wrapped})
+		}
+		return refs, nil
+	}
+	sym, rsa, p256 := kindsFor(cfg.Op)
+	if sym {
+		if t.sym, err = gen(keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt); err != nil {
+			t.close()
+			return nil, err
+		}
+		for _, k := range t.sym {
+			iv, aad := random(hsm.GCMIVSize), random(aadSize)
+			sealed, err := p.EncryptGCM(ctx, k, iv, plaintext, aad)
+			if err != nil {
+				t.close()
+				return nil, fmt.Errorf("bench: baseline encrypt: %w", err)
+			}
+			t.sealed = append(t.sealed, directCiphertext{iv, sealed, aad})
+		}
+	}
+	if rsa {
+		if t.rsa, err = gen(keys.SpecRSA2048, keys.UsageSignVerify); err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	if p256 {
+		if t.p256, err = gen(keys.SpecECCNISTP256, keys.UsageSignVerify); err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// errNoDomainKey: the baseline needs a token that holds a domain key.
+var errNoDomainKey = errors.New("bench: the baseline token holds no hsmbroker domain key; point --token-label at a broker node's token " +
+	"(its keys stay untouched: the baseline makes session objects only), or give --baseline-create-domain-key to make one in a scratch token")
+
+func (t *directTarget) do(ctx context.Context, _ int, op Op, k int) error {
+	var err error
+	switch op {
+	case OpEncrypt:
+		// As the service does: a fresh IV, the header as additional data.
+		_, err = t.p.EncryptGCM(ctx, t.sym[k], random(hsm.GCMIVSize), t.plaintext, random(aadSize))
+	case OpDecrypt:
+		c := t.sealed[k]
+		_, err = t.p.DecryptGCM(ctx, t.sym[k], c.iv, c.sealed, c.aad)
+	case OpDataKey:
+		// A data key is 32 random bytes from the token, sealed under the key.
+		var dk []byte
+		if dk, err = t.p.Random(ctx, 32); err == nil {
+			_, err = t.p.EncryptGCM(ctx, t.sym[k], random(hsm.GCMIVSize), dk, random(aadSize))
+		}
+	case OpSignRSA:
+		_, err = t.p.SignDigest(ctx, t.rsa[k], keys.SigningRSASSAPKCS1V15SHA256, digest[:])
+	case OpSignP256:
+		_, err = t.p.SignDigest(ctx, t.p256[k], keys.SigningECDSASHA256, digest[:])
+	}
+	return err
+}
+
+func (t *directTarget) close() { _ = t.p.Close() }
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func progressf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, "bench: "+format+"\n", args...)
+	}
+}
+
+func firstSet(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
