@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,9 @@ type daemon struct {
 	kms     *kmsEndpoint
 	region  string
 	account string
+
+	// auditFile is the node's audit log, continued across restarts.
+	auditFile string
 
 	hsm       hsm.Config // with the PIN
 	cluster   cluster.Config
@@ -108,6 +112,19 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		return err
 	}
 	defer stopDrillSwitch()
+	// The audit log before anything that answers requests: a node that
+	// cannot audit must not serve. Closed after the service (defers run
+	// last in, first out).
+	auditLog, err := audit.Open(d.auditFile, audit.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := auditLog.Close(); cerr != nil {
+			log.Error("close the audit log", "err", cerr)
+		}
+	}()
+
 	p, err := hsm.Open(d.hsm)
 	if err != nil {
 		return fmt.Errorf("open HSM partition: %w", err)
@@ -135,7 +152,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 
 	svc, err := broker.New(broker.Config{
 		NodeID: cc.NodeID, Node: node, Partition: p, PeerTLS: d.peerTLS,
-		Region: d.region, Account: d.account, Logger: log, RequireCaughtUp: true,
+		Region: d.region, Account: d.account, Logger: log, RequireCaughtUp: true, AuditLog: auditLog,
 	})
 	if err != nil {
 		return err

@@ -71,6 +71,7 @@ On first run it creates, under DIR (mode 0700):
   tls/admin.pem, tls/admin-key.pem         a client certificate: principal admin, role admin
   kms-credentials.json                     an AWS access key of principal admin, role admin (0600)
   raft/                                    the Raft log and snapshots
+  audit.log                                the audit log, a JSON line per request (0600)
 
 Later runs reopen all of it; the token, PINs and CA are never recreated.
 dev always uses DIR's own SoftHSM configuration, even when SOFTHSM2_CONF is
@@ -128,6 +129,7 @@ type devLayout struct {
 	adminCert, adminKey    string
 	kmsCredentials         string
 	raftDir                string
+	audit                  string
 	env                    string
 }
 
@@ -148,6 +150,7 @@ func newDevLayout(dir string) devLayout {
 		adminKey:       j(dir, "tls", "admin-key.pem"),
 		kmsCredentials: j(dir, "kms-credentials.json"),
 		raftDir:        j(dir, "raft"),
+		audit:          j(dir, "audit.log"),
 		env:            j(dir, "dev.env"),
 	}
 }
@@ -219,6 +222,7 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		grpcAddr:    f.grpcAddr,
 		metricsAddr: f.metricsAddr,
 		kms:         kms,
+		auditFile:   l.audit,
 		region:      config.DefaultRegion,
 		account:     config.DefaultAccount,
 		hsm: hsm.Config{

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
@@ -92,6 +93,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	checkNoPINs(t, dir, out)
 	checkNoSecret(t, env["AWS_SECRET_ACCESS_KEY"], out)
 	p.stop(t)
+	firstRun := checkAuditLog(t, filepath.Join(dir, "audit.log"), 0)
 
 	// What must survive a restart unchanged.
 	keep := map[string]string{}
@@ -140,6 +142,33 @@ func TestDevStartStopRestart(t *testing.T) {
 	checkNoPINs(t, dir, out)
 	checkNoSecret(t, env["AWS_SECRET_ACCESS_KEY"], out)
 	p.stop(t)
+	checkAuditLog(t, filepath.Join(dir, "audit.log"), firstRun)
+}
+
+// checkAuditLog verifies the audit log's chain and that it has grown past
+// lines (the restart continued it rather than starting over), and returns
+// its number of lines. The AWS requests of checkAWSEncrypt are in it.
+func checkAuditLog(t *testing.T, path string, lines int) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := audit.Verify(f)
+	if err != nil {
+		t.Fatalf("audit log %s: %v", path, err)
+	}
+	if rep.Lines <= lines || rep.Continues {
+		t.Errorf("audit log %s: %d lines (continues %v), want more than %d in one chain", path, rep.Lines, rep.Continues, lines)
+	}
+	body := readFile(t, path)
+	for _, op := range []string{"Encrypt", "Decrypt", "CreateKey"} {
+		if !strings.Contains(body, op) {
+			t.Errorf("audit log %s has no %s", path, op)
+		}
+	}
+	return rep.Lines
 }
 
 // checkLayout checks the data directory's files and their modes.
@@ -160,6 +189,7 @@ func checkLayout(t *testing.T, dir string) {
 		"tls/node.pem":          0o644,
 		"tls/admin.pem":         0o644,
 		"kms-credentials.json":  0o600,
+		"audit.log":             0o600,
 		"dev.env":               0o600,
 	}
 	for f, want := range modes {

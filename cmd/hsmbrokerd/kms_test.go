@@ -121,6 +121,8 @@ func TestServeKMSEndpoint(t *testing.T) {
 	if !strings.Contains(out, "credentials reloaded") {
 		t.Error("no log line for the SIGHUP reload")
 	}
+	// audit.file defaults to <data_dir>/audit.log.
+	checkAuditLog(t, filepath.Join(n.dir, "data", "audit.log"), 0)
 }
 
 // accessKey is a generated key as the test writes it to a credentials

@@ -115,6 +115,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		grpcAdvertise: c.GRPCAdvertiseAddr(),
 		metricsAddr:   c.MetricsAddr,
 		kms:           kms,
+		auditFile:     c.AuditFile(),
 		region:        c.Region,
 		account:       c.Account,
 		hsm: hsm.Config{

@@ -110,8 +110,20 @@ type Config struct {
 	// which suit a LAN.
 	Raft Raft `yaml:"raft"`
 
+	// Audit is the node's audit log.
+	Audit Audit `yaml:"audit"`
+
 	// Log configures the daemon's logs.
 	Log Log `yaml:"log"`
+}
+
+// Audit configures the audit log: one hash-chained JSON line per request
+// the node answers, allowed or denied. A request whose line cannot be
+// written fails, so the file must stay writable.
+type Audit struct {
+	// File is the log (created with mode 0600; an existing one is
+	// continued). Default <data_dir>/audit.log.
+	File string `yaml:"file"`
 }
 
 // TLS names the PEM files of the node's identity.
@@ -218,6 +230,15 @@ type Log struct {
 // RaftDir is where the node keeps its Raft log and snapshots.
 func (c Config) RaftDir() string { return filepath.Join(c.DataDir, "raft") }
 
+// AuditFile is the node's audit log: Audit.File, else
+// <data_dir>/audit.log.
+func (c Config) AuditFile() string {
+	if c.Audit.File != "" {
+		return c.Audit.File
+	}
+	return filepath.Join(c.DataDir, "audit.log")
+}
+
 // Load reads, defaults and validates the configuration file at path.
 // Relative paths in it are taken relative to the file's directory.
 func Load(path string) (Config, error) {
@@ -276,7 +297,7 @@ func (c *Config) setDefaults() {
 
 func (c *Config) resolvePaths(base string) {
 	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile, &c.JoinTokenFile,
-		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile} {
+		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile, &c.Audit.File} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}

@@ -46,6 +46,9 @@ func TestParseDefaults(t *testing.T) {
 	if got := c.RaftDir(); got != filepath.Join(DefaultDataDir, "raft") {
 		t.Errorf("RaftDir = %q", got)
 	}
+	if got := c.AuditFile(); got != filepath.Join(DefaultDataDir, "audit.log") {
+		t.Errorf("AuditFile = %q", got)
+	}
 }
 
 func TestParseFull(t *testing.T) {
@@ -83,6 +86,7 @@ raft:
   snapshot_interval: 1m
   snapshot_threshold: 1000
   trailing_logs: 2000
+audit: {file: audit/hsmbroker.log}
 log: {level: debug, format: text}
 `
 	c, err := Parse([]byte(doc), "/etc/hsmbroker")
@@ -105,6 +109,9 @@ log: {level: debug, format: text}
 		XKS: XKS{PathPrefix: "/keystores/prod", CredentialsFile: "/etc/hsmbroker/xks-credentials.json"}}
 	if !reflect.DeepEqual(c.KMS, wantKMS) {
 		t.Errorf("kms:\n got %+v\nwant %+v", c.KMS, wantKMS)
+	}
+	if c.AuditFile() != "/etc/hsmbroker/audit/hsmbroker.log" {
+		t.Errorf("audit file %q", c.AuditFile())
 	}
 	if c.HSM.Env["ChrystokiConfigurationPath"] != "/etc/luna" {
 		t.Errorf("hsm.env = %v", c.HSM.Env)
