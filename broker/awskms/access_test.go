@@ -48,7 +48,7 @@ func (w *switchableWriter) bytes() []byte {
 // access keys for an admin, a user (app) and an auditor.
 type accessEnv struct {
 	*env
-	w                 *switchableWriter
+	w            *switchableWriter
 	app, auditor awskms.AccessKey
 }
 
