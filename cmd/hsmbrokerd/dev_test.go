@@ -56,7 +56,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	p := startDev(t, module, dir, &addrs)
 	env := readEnvFile(t, filepath.Join(dir, "dev.env"))
 	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR",
-		"AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} {
+		"HSMBROKER_AUDIT_LOG", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
@@ -94,6 +94,9 @@ func TestDevStartStopRestart(t *testing.T) {
 	checkNoSecret(t, env["AWS_SECRET_ACCESS_KEY"], out)
 	p.stop(t)
 	firstRun := checkAuditLog(t, filepath.Join(dir, "audit.log"), 0)
+	if env["HSMBROKER_AUDIT_LOG"] != filepath.Join(dir, "audit.log") {
+		t.Errorf("HSMBROKER_AUDIT_LOG = %q, want %s", env["HSMBROKER_AUDIT_LOG"], filepath.Join(dir, "audit.log"))
+	}
 
 	// What must survive a restart unchanged.
 	keep := map[string]string{}
