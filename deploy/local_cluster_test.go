@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -127,6 +128,11 @@ func TestLocalCluster(t *testing.T) {
 		t.Fatalf("decrypt through the restarted %s: %q", old, out)
 	}
 
+	// up on a running cluster starts nothing and makes nothing anew.
+	if out := c.script("up", c.dir); strings.Count(out, "already running") != 3 {
+		t.Errorf("up on a running cluster:\n%s", out)
+	}
+
 	pids := c.pids()
 	c.script("down", c.dir)
 	for n, pid := range pids {
@@ -138,6 +144,25 @@ func TestLocalCluster(t *testing.T) {
 		}
 	}
 	c.checkNoSecrets()
+	c.checkAuditLogs()
+}
+
+// checkAuditLogs verifies each node's audit chain, the killed node's
+// included: a line torn by SIGKILL is cut off when the node reopens it.
+func (c *localCluster) checkAuditLogs() {
+	c.t.Helper()
+	for _, n := range []string{"node1", "node2", "node3"} {
+		f, err := os.Open(filepath.Join(c.dir, n, "data", "audit.log"))
+		if err != nil {
+			c.t.Error(err)
+			continue
+		}
+		rep, err := audit.Verify(f)
+		f.Close()
+		if err != nil || rep.Lines == 0 {
+			c.t.Errorf("%s audit log: %d lines, %v", n, rep.Lines, err)
+		}
+	}
 }
 
 // startLocalCluster builds the binaries and runs `up` on free ports,
