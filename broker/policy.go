@@ -396,14 +396,16 @@ type policyCache struct {
 
 const maxCachedPolicies = 1024
 
-func (c *policyCache) get(doc string) (*keyPolicy, error) {
+// get returns the parsed policy cached under name, parsing doc() on a
+// miss.
+func (c *policyCache) get(name string, doc func() string) (*keyPolicy, error) {
 	c.mu.Lock()
-	p, ok := c.m[doc]
+	p, ok := c.m[name]
 	c.mu.Unlock()
 	if ok {
 		return p, nil
 	}
-	p, err := parsePolicy(doc)
+	p, err := parsePolicy(doc())
 	if err != nil {
 		return nil, err
 	}
@@ -411,17 +413,20 @@ func (c *policyCache) get(doc string) (*keyPolicy, error) {
 	if c.m == nil || len(c.m) >= maxCachedPolicies {
 		c.m = map[string]*keyPolicy{}
 	}
-	c.m[doc] = p
+	c.m[name] = p
 	c.mu.Unlock()
 	return p, nil
 }
 
-// policyOf is k's parsed policy: the one put, or the default one.
+// policyOf is k's parsed policy: the one put, or the default one (cached
+// by creator, since that is all that varies; no put policy starts with a
+// NUL byte).
 func (s *Service) policyOf(k cluster.Key) (*keyPolicy, error) {
 	if len(k.Policy) == 0 {
-		return s.policies.get(s.defaultPolicyFor(k))
+		return s.policies.get("\x00default\x00"+k.Creator, func() string { return s.defaultPolicyFor(k) })
 	}
-	return s.policies.get(string(k.Policy))
+	doc := string(k.Policy)
+	return s.policies.get(doc, func() string { return doc })
 }
 
 // defaultPolicyFor is the policy a key has until one is put: the account's
