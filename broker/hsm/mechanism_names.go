@@ -1,4 +1,6 @@
-// Code generated from the CKM_ constants of github.com/miekg/pkcs11 v1.1.2; DO NOT EDIT.
+// The CKM_ constants of github.com/miekg/pkcs11 v1.1.2 (the PKCS#11 v2.40
+// headers), one name per value, the current name where a value has an old
+// alias. Refresh it from that package's zconst.go when the module moves.
 
 package hsm
 
