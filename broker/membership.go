@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -206,8 +208,30 @@ type JoinConfig struct {
 // HSM. A partition that already holds a domain key must hold the
 // cluster's: that is checked before anything is asked of the cluster.
 func (s *Service) Join(ctx context.Context, jc JoinConfig) error {
+	// An election may be under way while a node joins: a seed may know no
+	// leader yet, or the node asked may have just lost leadership. Those
+	// answers spend no join token, so they are retried until ctx ends.
+	for {
+		err := s.joinOnce(ctx, jc)
+		if err == nil || !errors.Is(err, errJoinRetry) || ctx.Err() != nil {
+			return err
+		}
+		s.log.Info("join not possible yet; retrying", "reason", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// errJoinRetry marks join failures that changed nothing and may pass on a
+// second try (no leader yet, a leader change).
+var errJoinRetry = errors.New("broker: join can be retried")
+
+func (s *Service) joinOnce(ctx context.Context, jc JoinConfig) error {
 	var (
-		status  *pb.GetClusterStatusResponse
+		cs      *pb.GetClusterStatusResponse
 		lastErr error
 	)
 	for _, seed := range jc.Seeds {
@@ -216,17 +240,17 @@ func (s *Service) Join(ctx context.Context, jc JoinConfig) error {
 			lastErr = err
 			continue
 		}
-		if status, err = pb.NewClusterServiceClient(c).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{}); err == nil {
+		if cs, err = pb.NewClusterServiceClient(c).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{}); err == nil {
 			break
 		}
 		lastErr = fmt.Errorf("seed %s: %w", seed, err)
 	}
-	if status == nil {
+	if cs == nil {
 		return fmt.Errorf("no seed answered: %w", lastErr)
 	}
 	leaderAddr := ""
-	for _, n := range status.GetNodes() {
-		if n.GetId() == status.GetLeaderId() {
+	for _, n := range cs.GetNodes() {
+		if n.GetId() == cs.GetLeaderId() {
 			leaderAddr = n.GetGrpcAddress()
 		}
 		if n.GetId() == s.node.ID() {
@@ -234,9 +258,9 @@ func (s *Service) Join(ctx context.Context, jc JoinConfig) error {
 		}
 	}
 	if leaderAddr == "" {
-		return fmt.Errorf("%w: the cluster reports no leader with a gRPC address", cluster.ErrNotLeader)
+		return fmt.Errorf("%w: %w: the cluster reports no leader with a gRPC address", errJoinRetry, cluster.ErrNotLeader)
 	}
-	check := status.GetDomainKeyCheck()
+	check := cs.GetDomainKeyCheck()
 	has, err := s.hsm.HasDomainKey(ctx)
 	if err != nil {
 		return err
@@ -257,6 +281,13 @@ func (s *Service) Join(ctx context.Context, jc JoinConfig) error {
 	}
 	resp, err := pb.NewClusterServiceClient(c).JoinCluster(ctx, req)
 	if err != nil {
+		// The leader refuses before it spends the token when it has lost
+		// leadership; a connection that never carried the request spent
+		// nothing either.
+		if st, _ := status.FromError(err); st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "not the leader") ||
+			st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader {
+			return fmt.Errorf("%w: join through %s: %w", errJoinRetry, leaderAddr, err)
+		}
 		return fmt.Errorf("join through %s: %w", leaderAddr, err)
 	}
 	if !has {

@@ -62,7 +62,10 @@ func (p *Partition) domainKeyHandle(ctx context.Context) (pkcs11.ObjectHandle, e
 		dk = p.domainKey
 		return nil
 	})
-	return dk, err
+	if err != nil {
+		return 0, err
+	}
+	return dk, nil
 }
 
 // HasDomainKey reports whether the partition holds a domain key.
@@ -167,7 +170,10 @@ func (p *Partition) TransportKey(ctx context.Context) ([]byte, error) {
 		der, err = p.publicKeyDER(anchor, "RSA_3072", p.transport.pub)
 		return err
 	})
-	return der, err
+	if err != nil {
+		return nil, err
+	}
+	return der, nil
 }
 
 // transportMechanism is how the domain key travels: RSA-OAEP with SHA-1,
@@ -213,7 +219,10 @@ func (p *Partition) WrapDomainKeyFor(ctx context.Context, transportPublicKey []b
 		}
 		return nil
 	})
-	return wrapped, transportMechanism, err
+	if err != nil {
+		return nil, "", err
+	}
+	return wrapped, transportMechanism, nil
 }
 
 // ImportDomainKey unwraps a domain key sent by WrapDomainKeyFor with the

@@ -73,8 +73,11 @@ func (p *Partition) GenerateKey(ctx context.Context, spec keys.Spec) (Generated,
 	if err != nil {
 		return Generated{}, err
 	}
+	// The closure may outlive an abandoned call (see call), so it shares
+	// nothing with this frame but g, which is read only on success.
 	var g Generated
 	err = p.do(ctx, func(sh pkcs11.SessionHandle) error {
+		var err error
 		g = Generated{}
 		// Generated objects are session objects that can be wrapped once
 		// (extractable) but never read (sensitive).
@@ -127,7 +130,10 @@ func (p *Partition) GenerateKey(ctx context.Context, spec keys.Spec) (Generated,
 		}
 		return nil
 	})
-	return g, err
+	if err != nil {
+		return Generated{}, err
+	}
+	return g, nil
 }
 
 // publicKeyDER reads a public key object and encodes it as DER SPKI.
@@ -234,7 +240,10 @@ func (p *Partition) load(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, er
 		// The anchor died under us; anchorDo reopens it on the next call.
 		err = p.anchorDo(ctx, load)
 	}
-	return h, err
+	if err != nil {
+		return 0, err // h is not read: an abandoned load may still set it
+	}
+	return h, nil
 }
 
 // inputRejected tells input the token refuses (a blob that does not

@@ -74,7 +74,10 @@ func (p *Partition) DecryptGCM(ctx context.Context, k KeyRef, iv, sealed, aad []
 		out, err = p.m.Decrypt(sh, sealed)
 		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
 	})
-	return out, decryptError(k, err)
+	if err != nil {
+		return nil, decryptError(k, err)
+	}
+	return out, nil
 }
 
 // decryptResult turns a C_Decrypt failure caused by the input into the
@@ -163,7 +166,10 @@ func (p *Partition) decryptOAEPNative(ctx context.Context, k KeyRef, hash crypto
 		out, err = p.m.Decrypt(sh, ciphertext)
 		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // decryptOAEPSoftware runs the RSA private-key operation in the token
@@ -304,5 +310,8 @@ func (p *Partition) Random(ctx context.Context, n int) ([]byte, error) {
 		out, err = p.m.GenerateRandom(sh, n)
 		return wrapP11("C_GenerateRandom", err)
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
