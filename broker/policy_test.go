@@ -133,3 +133,22 @@ func TestEveryMethodHasARule(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParsePolicy: a key policy is untrusted input (any admin, or the AWS
+// API, can put one); parsing never panics, and a policy that parses can be
+// evaluated for anyone.
+func FuzzParsePolicy(f *testing.F) {
+	f.Add(`{"Statement":[{"Effect":"Allow","Principal":{"AWS":["alice","arn:aws:iam::000000000000:role/user"]},"Action":"kms:Gen*",
+	  "Condition":{"StringLike":{"kms:EncryptionContext:t":"a*"}}}]}`)
+	f.Add(`{"Statement":{"Effect":"Deny","Principal":"*","Action":["*"],"Condition":{"StringNotEquals":{"kms:EncryptionContext:x":["1","2"]}}}}`)
+	f.Add(`{"Statement":[]}`)
+	f.Fuzz(func(t *testing.T, doc string) {
+		p, err := parsePolicy(doc)
+		if err != nil {
+			return
+		}
+		for _, id := range []identity{{principal: "alice", role: "user"}, {principal: "root", role: "admin"}, {}} {
+			p.decide(acct, id, "kms:GenerateDataKey", map[string]string{"t": "abc", "x": "3"})
+		}
+	})
+}
