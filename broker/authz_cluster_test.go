@@ -2,9 +2,12 @@ package broker_test
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -139,3 +142,66 @@ func TestAccessChangesReachFollowers(t *testing.T) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// TestEveryNodeAudits: each node writes the requests it answers to its own
+// audit log; a write through a follower is one line on the follower (the
+// client's request) and one on the leader (the follower's ForwardCommand,
+// as node identity).
+func TestEveryNodeAudits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	for range 3 {
+		c.AddNode()
+	}
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	follower := c.Nodes[(leader.Index+1)%3]
+	lines := func(nd *hsmtest.Node) []audit.Record {
+		b, err := os.ReadFile(nd.AuditPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return auditLines(t, b)
+	}
+	before := map[string]int{}
+	for _, nd := range c.Nodes {
+		before[nd.ID] = len(lines(nd))
+	}
+	admin := newClient(c.DialAs(follower.Index, "root", pki.RoleAdmin))
+	k, err := admin.keys.CreateKey(withRequestID(ctx, "create-via-follower"), &pb.CreateKeyRequest{AliasName: "alias/audited"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := newClient(c.DialAs(leader.Index, "carol", pki.RoleUser))
+	_, err = user.crypto.Encrypt(withRequestID(ctx, "denied-on-leader"), &pb.EncryptRequest{KeyId: k.GetKeyMetadata().GetKeyId(), Plaintext: []byte("x")})
+	if !isDenied(err) {
+		t.Fatalf("carol encrypt: %v", err)
+	}
+	find := func(nd *hsmtest.Node, match func(audit.Record) bool) audit.Record {
+		t.Helper()
+		for _, r := range lines(nd)[before[nd.ID]:] {
+			if match(r) {
+				return r
+			}
+		}
+		t.Fatalf("%s: no such audit line", nd.ID)
+		return audit.Record{}
+	}
+	r := find(follower, func(r audit.Record) bool { return r.RequestID == "create-via-follower" })
+	if r.Principal != "root" || r.Operation != "kms:CreateKey" || r.Result != "OK" || r.Node != follower.ID || r.KeyID != k.GetKeyMetadata().GetKeyId() {
+		t.Errorf("follower's line: %+v", r)
+	}
+	r = find(leader, func(r audit.Record) bool {
+		return r.Operation == "hsmbroker:ForwardCommand" && r.Principal == follower.ID
+	})
+	if r.Role != "node" || r.Result != "OK" {
+		t.Errorf("leader's ForwardCommand line: %+v", r)
+	}
+	r = find(leader, func(r audit.Record) bool { return r.RequestID == "denied-on-leader" })
+	if r.Principal != "carol" || r.Decision != "deny" || r.Result != broker.ExcAccessDenied {
+		t.Errorf("leader's denial: %+v", r)
+	}
+}

@@ -8,9 +8,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -90,4 +93,26 @@ func clientTLS(t testing.TB, trust, issuer *pki.CA, principal, role string, notB
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: trust.Pool(),
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// AuditPath is the node's audit log when the cluster keeps them (Audit).
+func (nd *Node) AuditPath() string { return filepath.Join(nd.DataDir, "audit.log") }
+
+// openAuditLog opens the node's audit log, continuing it across restarts,
+// or returns nil when the cluster keeps none.
+func (nd *Node) openAuditLog() *audit.Log {
+	if !nd.c.Audit {
+		return nil
+	}
+	t := nd.c.t
+	t.Helper()
+	if err := os.MkdirAll(nd.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(nd.AuditPath(), audit.Options{})
+	if err != nil {
+		t.Fatalf("%s: audit log: %v", nd.ID, err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
 }

@@ -39,6 +39,10 @@ type Cluster struct {
 	// after it bootstraps, before anything else is written.
 	Restore []byte
 
+	// Audit, if set before nodes start, gives each node an audit log
+	// (AuditPath) as the daemon does.
+	Audit bool
+
 	linkMu  sync.RWMutex
 	blocked map[[2]string]bool
 }
@@ -249,7 +253,8 @@ func (nd *Node) Start() {
 	}
 	nd.Raft = node
 	nd.raftLis = node.Addr()
-	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger(), RequireCaughtUp: true})
+	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger(), RequireCaughtUp: true,
+		AuditLog: nd.openAuditLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
