@@ -150,7 +150,17 @@ start_node() {
 	fi
 	[[ -f $dir/node$n/hsmbrokerd.yaml ]] || die "node$n is not set up; run: $0 up $dir"
 	"$HSMBROKERD" serve --config "$dir/node$n/hsmbrokerd.yaml" </dev/null >>"$dir/node$n.log" 2>&1 &
-	echo $! >"$dir/node$n.pid"
+	pid=$!
+	echo "$pid" >"$dir/node$n.pid"
+	# Until the forked shell has exec'd hsmbrokerd, /proc shows the shell's
+	# command line and pid_of would take the node for dead: wait for the
+	# exec (or the process's end) first.
+	local i
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "hsmbrokerd serve" && break
+		sleep 0.05
+	done
 	wait_ready "$n"
 }
 
