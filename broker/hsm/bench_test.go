@@ -117,68 +117,6 @@ func benchKey(b *testing.B, p *hsm.Partition, spec keys.Spec, usage keys.Usage) 
 	return hsm.KeyRef{ID: keys.NewKeyID(), Version: 1, Spec: spec, Usage: usage, Wrapped: g.Wrapped}
 }
 
-func BenchmarkSignRSA2048(b *testing.B) {
-	digest := sha256.Sum256([]byte("bench"))
-	b.Run("crypto11", func(b *testing.B) {
-		benchPartition(b) // same setup path as the partition run
-		id := make([]byte, 8)
-		_, _ = rand.Read(id)
-		signer, err := bench.c11.GenerateRSAKeyPair(id, 2048)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = signer.Delete() })
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("partition", func(b *testing.B) {
-		p := benchPartition(b)
-		k := benchKey(b, p, keys.SpecRSA2048, keys.UsageSignVerify)
-		ctx := context.Background()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := p.SignDigest(ctx, k, "RSASSA_PKCS1_V1_5_SHA_256", digest[:]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-func BenchmarkSignECDSAP256(b *testing.B) {
-	digest := sha256.Sum256([]byte("bench"))
-	b.Run("crypto11", func(b *testing.B) {
-		benchPartition(b)
-		id := make([]byte, 8)
-		_, _ = rand.Read(id)
-		signer, err := bench.c11.GenerateECDSAKeyPair(id, p256())
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = signer.Delete() })
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("partition", func(b *testing.B) {
-		p := benchPartition(b)
-		k := benchKey(b, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
-		ctx := context.Background()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := p.SignDigest(ctx, k, "ECDSA_SHA_256", digest[:]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
 func c11GCM(b *testing.B) cipher.AEAD {
 	b.Helper()
 	benchPartition(b)
@@ -194,65 +132,6 @@ func c11GCM(b *testing.B) cipher.AEAD {
 		b.Fatal(err)
 	}
 	return aead
-}
-
-func BenchmarkEncryptAESGCM4K(b *testing.B) {
-	pt := make([]byte, 4096)
-	aad := make([]byte, 64)
-	iv := make([]byte, hsm.GCMIVSize)
-	b.Run("crypto11", func(b *testing.B) {
-		aead := c11GCM(b)
-		b.SetBytes(int64(len(pt)))
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			_ = aead.Seal(nil, iv, pt, aad)
-		}
-	})
-	b.Run("partition", func(b *testing.B) {
-		p := benchPartition(b)
-		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-		ctx := context.Background()
-		b.SetBytes(int64(len(pt)))
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := p.EncryptGCM(ctx, k, iv, pt, aad); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-func BenchmarkDecryptAESGCM4K(b *testing.B) {
-	pt := make([]byte, 4096)
-	aad := make([]byte, 64)
-	iv := make([]byte, hsm.GCMIVSize)
-	b.Run("crypto11", func(b *testing.B) {
-		aead := c11GCM(b)
-		ct := aead.Seal(nil, iv, pt, aad)
-		b.SetBytes(int64(len(pt)))
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := aead.Open(nil, iv, ct, aad); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("partition", func(b *testing.B) {
-		p := benchPartition(b)
-		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-		ctx := context.Background()
-		ct, err := p.EncryptGCM(ctx, k, iv, pt, aad)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.SetBytes(int64(len(pt)))
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := p.DecryptGCM(ctx, k, iv, ct, aad); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
 
 // Unwrap-on-miss versus a cached handle: the price of a cold key.
