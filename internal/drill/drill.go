@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/client"
@@ -124,6 +125,8 @@ type run struct {
 	writer *client.Client // the write probe's client
 	probeK string         // key the write probe tags
 	cursor time.Time      // where the next phase begins
+
+	progressMu sync.Mutex // progress lines come from several goroutines
 }
 
 // Run performs the drill and returns its report. An error means the drill
@@ -508,7 +511,10 @@ func (r *run) progressf(format string, args ...any) {
 	if r.l != nil && !r.l.start.IsZero() {
 		el = time.Since(r.l.start)
 	}
-	fmt.Fprintf(r.cfg.Progress, "[%6.1fs] %s\n", el.Seconds(), fmt.Sprintf(format, args...))
+	line := fmt.Sprintf("[%6.1fs] %s\n", el.Seconds(), fmt.Sprintf(format, args...))
+	r.progressMu.Lock()
+	defer r.progressMu.Unlock()
+	_, _ = io.WriteString(r.cfg.Progress, line)
 }
 
 // runID names a drill's keys and aliases.
