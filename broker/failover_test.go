@@ -98,6 +98,9 @@ func workload(ctx context.Context, cli *client.Client, l *ledger, symKey, signKe
 	}
 }
 
+// sdk is a client of every node of c. Its per-attempt timeout allows for
+// RSA key generation in SoftHSM on a loaded machine (seconds under the
+// race detector): a non-idempotent call that times out is not retried.
 func sdk(t *testing.T, c *hsmtest.Cluster, principal string) *client.Client {
 	t.Helper()
 	var eps []string
@@ -105,7 +108,7 @@ func sdk(t *testing.T, c *hsmtest.Cluster, principal string) *client.Client {
 		eps = append(eps, nd.GRPCAddr)
 	}
 	cli, err := client.Dial(context.Background(), client.Config{Endpoints: eps, TLS: c.ClientTLS(principal, pki.RoleAdmin),
-		Timeout: 3 * time.Second, Retries: 6})
+		Timeout: 15 * time.Second, Retries: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
