@@ -39,18 +39,12 @@ func (a *app) aliasesListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var aliases []*pb.Alias
-			token := pageToken
-			for {
-				resp, err := c.Keys.ListAliases(a.ctx, &pb.ListAliasesRequest{KeyId: keyID, PageSize: int32(limit), PageToken: token})
-				if err != nil {
-					return err
-				}
-				aliases = append(aliases, resp.GetAliases()...)
-				token = resp.GetNextPageToken()
-				if !all || token == "" {
-					break
-				}
+			aliases, token, err := collectPages(pageToken, all, func(tok string) ([]*pb.Alias, string, error) {
+				resp, err := c.Keys.ListAliases(a.ctx, &pb.ListAliasesRequest{KeyId: keyID, PageSize: int32(limit), PageToken: tok})
+				return resp.GetAliases(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return err
 			}
 			if a.json() {
 				out := struct {

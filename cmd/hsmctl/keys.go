@@ -125,18 +125,12 @@ says how to get them and JSON output has a nextPageToken for --page-token.`,
 			if err != nil {
 				return err
 			}
-			var keys []*pb.KeyMetadata
-			token := pageToken
-			for {
-				resp, err := c.Keys.ListKeys(a.ctx, &pb.ListKeysRequest{PageSize: int32(limit), PageToken: token})
-				if err != nil {
-					return err
-				}
-				keys = append(keys, resp.GetKeys()...)
-				token = resp.GetNextPageToken()
-				if !all || token == "" {
-					break
-				}
+			keys, token, err := collectPages(pageToken, all, func(tok string) ([]*pb.KeyMetadata, string, error) {
+				resp, err := c.Keys.ListKeys(a.ctx, &pb.ListKeysRequest{PageSize: int32(limit), PageToken: tok})
+				return resp.GetKeys(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return err
 			}
 			if a.json() {
 				out := struct {

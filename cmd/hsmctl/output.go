@@ -172,3 +172,20 @@ func (a *app) printAlias(al *pb.Alias) error {
 		"UpdateTime", j.UpdateTime,
 	)
 }
+
+// collectPages fetches one page starting at token, or with all every page
+// until the last, and returns the items and the token of the next page
+// ("" after the last).
+func collectPages[T any](token string, all bool, fetch func(token string) ([]T, string, error)) ([]T, string, error) {
+	var items []T
+	for {
+		page, next, err := fetch(token)
+		if err != nil {
+			return nil, "", err
+		}
+		items, token = append(items, page...), next
+		if !all || token == "" {
+			return items, token, nil
+		}
+	}
+}
