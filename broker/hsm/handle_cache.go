@@ -37,16 +37,26 @@ func newHandleCache(max int) *handleCache {
 	return &handleCache{max: max, order: list.New(), entries: map[cacheKey]*list.Element{}}
 }
 
+// get looks k up and counts the use as a hit or a miss.
 func (c *handleCache) get(k KeyRef) (pkcs11.ObjectHandle, bool) {
+	h, ok := c.lookup(k)
+	if ok {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+	}
+	return h, ok
+}
+
+// lookup is get without counting, for a second look within one use.
+func (c *handleCache) lookup(k KeyRef) (pkcs11.ObjectHandle, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.entries[cacheKey{k.ID, k.Version}]
 	if !ok || !bytes.Equal(el.Value.(*cacheEntry).wrapped, k.Wrapped) {
-		c.misses.Add(1)
 		return 0, false
 	}
 	c.order.MoveToFront(el)
-	c.hits.Add(1)
 	return el.Value.(*cacheEntry).h, true
 }
 

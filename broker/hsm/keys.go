@@ -214,7 +214,7 @@ func (p *Partition) load(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, er
 	}
 	var h pkcs11.ObjectHandle
 	load := func(anchor pkcs11.SessionHandle) error {
-		if cached, ok := p.cache.get(k); ok {
+		if cached, ok := p.cache.lookup(k); ok {
 			h = cached // another caller loaded it while we waited
 			return nil
 		}

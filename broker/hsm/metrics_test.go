@@ -105,3 +105,22 @@ func TestPoolStats(t *testing.T) {
 		t.Errorf("CacheCapacity() = %d, want the default 4096", p.CacheCapacity())
 	}
 }
+
+// A use of a key counts once in the handle cache statistics: a miss when
+// it had to be unwrapped, a hit when it was loaded.
+func TestCacheStatsCountUses(t *testing.T) {
+	p := hsmtest.NewPartition(t)
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := make([]byte, hsm.GCMIVSize)
+	_, hits0, misses0 := p.CacheStats()
+	for range 3 {
+		if _, err := p.EncryptGCM(ctx, k, iv, []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size, hits, misses := p.CacheStats()
+	if size != 1 || hits-hits0 != 2 || misses-misses0 != 1 {
+		t.Fatalf("three uses of one key: %d entries, %d hits, %d misses; want 1, 2, 1", size, hits-hits0, misses-misses0)
+	}
+}
