@@ -109,6 +109,8 @@ a command failed) or anything was lost.`,
 				return err
 			}
 			cfg := drill.Config{Mode: drill.Mode(mode)}
+			// Progress lines and the commands' output share standard error.
+			progress := drill.SyncWriter(a.stderr)
 			switch cfg.Mode {
 			case drill.ModeTransfer:
 				if killCmd != "" || startCmd != "" {
@@ -119,16 +121,16 @@ a command failed) or anything was lost.`,
 					return usageErr("--mode kill needs --kill-cmd and --start-cmd")
 				}
 				var err error
-				if cfg.Take, err = drill.Command(killCmd, a.stderr); err != nil {
+				if cfg.Take, err = drill.Command(killCmd, progress); err != nil {
 					return usageErr("--kill-cmd: " + err.Error())
 				}
-				if cfg.Restore, err = drill.Command(startCmd, a.stderr); err != nil {
+				if cfg.Restore, err = drill.Command(startCmd, progress); err != nil {
 					return usageErr("--start-cmd: " + err.Error())
 				}
 			default:
 				return usageErr(fmt.Sprintf("invalid --mode %q: valid values are transfer, kill", mode))
 			}
-			return a.runDrill(cmd, cfg, f)
+			return a.runDrill(cmd, cfg, f, progress)
 		}),
 	}
 	f.register(cmd)
@@ -176,14 +178,15 @@ anything was lost.`,
 				return usageErr("hsm-loss needs --hsm-off-cmd and --hsm-on-cmd")
 			}
 			cfg := drill.Config{Mode: drill.ModeHSMLoss, Target: node}
+			progress := drill.SyncWriter(a.stderr)
 			var err error
-			if cfg.Take, err = drill.Command(offCmd, a.stderr); err != nil {
+			if cfg.Take, err = drill.Command(offCmd, progress); err != nil {
 				return usageErr("--hsm-off-cmd: " + err.Error())
 			}
-			if cfg.Restore, err = drill.Command(onCmd, a.stderr); err != nil {
+			if cfg.Restore, err = drill.Command(onCmd, progress); err != nil {
 				return usageErr("--hsm-on-cmd: " + err.Error())
 			}
-			return a.runDrill(cmd, cfg, f)
+			return a.runDrill(cmd, cfg, f, progress)
 		}),
 	}
 	f.register(cmd)
@@ -196,13 +199,13 @@ anything was lost.`,
 // errLost makes a drill that lost data exit 1 after printing its report.
 var errLost = errors.New("the drill lost acknowledged data")
 
-func (a *app) runDrill(cmd *cobra.Command, cfg drill.Config, f drillFlags) error {
+func (a *app) runDrill(cmd *cobra.Command, cfg drill.Config, f drillFlags, progress io.Writer) error {
 	cfg.Client = a.clientConfig()
 	if f := cmd.Flag("timeout"); f == nil || !f.Changed {
 		cfg.Client.Timeout = 0 // the drill's own per-attempt default
 	}
 	cfg.Rounds, cfg.Clients, cfg.Steady, cfg.Hold, cfg.Timeout = f.rounds, f.clients, f.steady, f.hold, f.wait
-	cfg.Progress = a.stderr
+	cfg.Progress = progress
 	rep, runErr := drill.Run(a.ctx, cfg)
 	if rep == nil {
 		return runErr

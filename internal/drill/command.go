@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Placeholders of command templates.
@@ -78,6 +79,21 @@ func Expand(template string, n Node) (string, error) {
 		line = strings.ReplaceAll(line, PlaceholderAddr, n.Addr)
 	}
 	return line, nil
+}
+
+// SyncWriter returns a writer that serializes writes to w, for a Progress
+// writer that commands' output shares.
+func SyncWriter(w io.Writer) io.Writer { return &syncWriter{w: w} }
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // tail is the end of a command's output, for an error message.

@@ -153,6 +153,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.progressf("drill %s: %d nodes (%s), leader %s; %d clients, mode %s, %d round(s)",
 		r.id, len(nodes), nodeAddrs(nodes), dashIfEmpty(leader), cfg.Clients, cfg.Mode, cfg.Rounds)
 
+	// A drill starts from a whole cluster: every node serving, one leader.
+	if _, err := r.probe.waitFor(ctx, nodes, cfg.Timeout, func(vs []nodeView) bool {
+		for _, v := range vs {
+			if v.err != nil || !v.healthy {
+				return false
+			}
+		}
+		return leaderOf(nodes, vs) != ""
+	}); err != nil {
+		return nil, fmt.Errorf("drill: the cluster is not whole (every node ready, one leader) after %s; the drill starts from a healthy cluster: %w", cfg.Timeout, err)
+	}
 	all := cfg.Client
 	all.Endpoints = endpointsFrom(nodes, 0)
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)

@@ -26,12 +26,12 @@ const (
 
 // bucket is one slice of time on the plot.
 type bucket struct {
-	ops, errs int
-	p50, p99  time.Duration
+	ops, errs     int
+	p50, p99, max time.Duration
 }
 
-// WriteSVG draws the drill: latency (p50 and p99 of the operations answered
-// in each time slice, log scale), throughput and client-visible errors
+// WriteSVG draws the drill: latency (p50, p99 and maximum of the operations
+// answered in each time slice, log scale), throughput and client-visible errors
 // over time, with the fault windows shaded. It is a self-contained SVG
 // document.
 func (rep *Report) WriteSVG(w io.Writer) error {
@@ -59,8 +59,8 @@ func (rep *Report) WriteSVG(w io.Writer) error {
 			continue
 		}
 		slices.Sort(lats[i])
-		bs[i].p50, bs[i].p99 = Percentile(lats[i], 0.5), Percentile(lats[i], 0.99)
-		lo, hi = min(lo, bs[i].p50), max(hi, bs[i].p99)
+		bs[i].p50, bs[i].p99, bs[i].max = Percentile(lats[i], 0.5), Percentile(lats[i], 0.99), lats[i][len(lats[i])-1]
+		lo, hi = min(lo, bs[i].p50), max(hi, bs[i].max)
 		maxOps = max(maxOps, float64(bs[i].ops)/step.Seconds())
 		maxErrs = max(maxErrs, float64(bs[i].errs)/step.Seconds())
 	}
@@ -93,7 +93,7 @@ func (rep *Report) WriteSVG(w io.Writer) error {
 		string(ModeHSMLoss): "HSM loss"}[rep.Mode]
 	p(`<text x="%.0f" y="24" font-size="16" font-weight="bold">hsmctl drill: %s, %d round(s), %d clients, nodes %s</text>`+"\n",
 		plotLeft, esc(title), len(rep.Rounds), rep.Clients, esc(strings.Join(rep.Nodes, ", ")))
-	p(`<text x="%.0f" y="42" fill="#555">latency of every client operation (SDK retries included) per %s; shaded: fault windows; lost after the drill: %d</text>`+"\n",
+	p(`<text x="%.0f" y="42" fill="#555">latency of the client operations answered in each %s (SDK retries included); shaded: fault windows; lost after the drill: %d</text>`+"\n",
 		plotLeft, step, rep.Lost)
 
 	// Fault windows across both panels.
@@ -108,7 +108,7 @@ func (rep *Report) WriteSVG(w io.Writer) error {
 		if rd.NewLeader != "" {
 			label += " → " + rd.NewLeader
 		}
-		p(`<text x="%.1f" y="%.0f" fill="#a33" font-size="11">%s</text>`+"\n", x0+2, plotTop+12, esc(label))
+		p(`<text x="%.1f" y="%.0f" fill="#a33" font-size="11">%s</text>`+"\n", x0+2, plotTop+latH-6, esc(label))
 	}
 
 	// Latency panel: decade grid, then the two lines.
@@ -119,7 +119,7 @@ func (rep *Report) WriteSVG(w io.Writer) error {
 		p(`<text x="%.0f" y="%.1f" text-anchor="end" fill="#555">%s</text>`+"\n", plotLeft-6, y+4, decadeLabel(d))
 	}
 	p(`<text transform="translate(18 %.0f) rotate(-90)" text-anchor="middle" fill="#333">latency (log scale)</text>`+"\n", plotTop+latH/2)
-	line := func(get func(bucket) time.Duration, color string) {
+	line := func(get func(bucket) time.Duration, color, dash string) {
 		var pts []string
 		for i, b := range bs {
 			if b.ops == 0 {
@@ -128,11 +128,14 @@ func (rep *Report) WriteSVG(w io.Writer) error {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(time.Duration(i)*step+step/2), yLat(get(b))))
 		}
 		if len(pts) > 0 {
-			p(`<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", color, strings.Join(pts, " "))
+			p(`<polyline fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
 		}
 	}
-	line(func(b bucket) time.Duration { return b.p99 }, "#e07b00")
-	line(func(b bucket) time.Duration { return b.p50 }, "#1f5fbf")
+	line(func(b bucket) time.Duration { return b.max }, "#999", ` stroke-dasharray="3 2"`)
+	line(func(b bucket) time.Duration { return b.p99 }, "#e07b00", "")
+	line(func(b bucket) time.Duration { return b.p50 }, "#1f5fbf", "")
+	p(`<line x1="%.0f" x2="%.0f" y1="%.0f" y2="%.0f" stroke="#999" stroke-width="2" stroke-dasharray="3 2"/><text x="%.0f" y="%.0f">max</text>`+"\n",
+		plotLeft+innerW-180, plotLeft+innerW-160, plotTop+14, plotTop+14, plotLeft+innerW-155, plotTop+18)
 	p(`<line x1="%.0f" x2="%.0f" y1="%.0f" y2="%.0f" stroke="#e07b00" stroke-width="2"/><text x="%.0f" y="%.0f">p99</text>`+"\n",
 		plotLeft+innerW-120, plotLeft+innerW-100, plotTop+14, plotTop+14, plotLeft+innerW-95, plotTop+18)
 	p(`<line x1="%.0f" x2="%.0f" y1="%.0f" y2="%.0f" stroke="#1f5fbf" stroke-width="2"/><text x="%.0f" y="%.0f">p50</text>`+"\n",

@@ -22,7 +22,6 @@ const (
 	OpDecrypt = "decrypt"
 	OpSign    = "sign"
 	OpDataKey = "datakey"
-	OpWrite   = "probe-write" // the drill's own write probe, not in the load
 )
 
 // opTimeout bounds one operation of the load, retries included: longer
@@ -30,11 +29,18 @@ const (
 // rather than as an error.
 const opTimeout = 15 * time.Second
 
-// cycle is the mix each client repeats: one key creation, three
-// encryptions each followed by its decryption, two signatures and a data
-// key. Encryptions use a key the client created itself when it has one,
-// so new keys are used at once, through whatever node answers.
-var cycle = []string{OpCreate, OpEncrypt, OpDecrypt, OpSign, OpDataKey, OpEncrypt, OpDecrypt, OpSign, OpEncrypt, OpDecrypt}
+// cycle is the cryptographic mix each client repeats, as fast as the
+// cluster answers: three encryptions each followed by its decryption, two
+// signatures and a data key. Encryptions use a key the client created
+// itself when it has one, so new keys are used at once, through whatever
+// node answers.
+var cycle = []string{OpEncrypt, OpDecrypt, OpSign, OpDataKey, OpEncrypt, OpDecrypt, OpSign, OpEncrypt, OpDecrypt}
+
+// createEvery paces each client's key creation, which runs beside its
+// cryptography: a write that waits out an election holds up the next
+// write, not the client's cryptography, as with an application whose
+// requests are independent.
+const createEvery = 50 * time.Millisecond
 
 // Sample is one operation as a client saw it.
 type Sample struct {
@@ -102,26 +108,85 @@ type workload struct {
 	wg      sync.WaitGroup
 }
 
-// start runs one goroutine per client until halt.
+// start runs two goroutines per client, its cryptography and its key
+// creation, until halt.
 func (w *workload) start() {
 	for i, c := range w.clients {
-		w.wg.Add(1)
+		own := &ownKeys{}
+		w.wg.Add(2)
 		go func() {
 			defer w.wg.Done()
-			w.worker(i, c)
+			w.crypto(i, c, own)
+		}()
+		go func() {
+			defer w.wg.Done()
+			w.creator(i, c, own)
 		}()
 	}
 }
 
-// halt stops the clients after their operation in flight and waits.
+// halt stops the clients after their operations in flight and waits.
 func (w *workload) halt() {
 	w.stop.Store(true)
 	w.wg.Wait()
 }
 
-func (w *workload) worker(n int, c *client.Client) {
+// ownKeys are the keys one client created.
+type ownKeys struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (o *ownKeys) add(id string) {
+	o.mu.Lock()
+	o.ids = append(o.ids, id)
+	o.mu.Unlock()
+}
+
+// pick returns one of the keys at random, or "" when there is none.
+func (o *ownKeys) pick(rng *mrand.Rand) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.ids) == 0 {
+		return ""
+	}
+	return o.ids[rng.IntN(len(o.ids))]
+}
+
+// creator creates a key every createEvery (or as soon as the previous
+// creation returns, when that took longer).
+func (w *workload) creator(n int, c *client.Client, own *ownKeys) {
+	next := time.Now()
+	for i := 0; !w.stop.Load(); i++ {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		next = next.Add(createEvery)
+		if w.stop.Load() {
+			return
+		}
+		alias := fmt.Sprintf("alias/drill-%s-c%d-%d", w.run, n, i)
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		began := time.Now()
+		resp, err := c.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: alias, Description: "hsmctl drill " + w.run})
+		cancel()
+		if err == nil {
+			id := resp.GetKeyMetadata().GetKeyId()
+			own.add(id)
+			w.l.mu.Lock()
+			w.l.keys = append(w.l.keys, ackedKey{id: id, alias: alias})
+			w.l.mu.Unlock()
+		}
+		w.l.record(OpCreate, began, err)
+		if time.Since(next) > 0 {
+			next = time.Now() // no burst to catch up after a stall
+		}
+	}
+}
+
+// crypto runs the cryptographic cycle.
+func (w *workload) crypto(n int, c *client.Client, own *ownKeys) {
 	rng := mrand.New(mrand.NewPCG(uint64(n), uint64(time.Now().UnixNano())))
-	var own []string // keys this client created
 	var last *ackedCiphertext
 	encCtx := map[string]string{"drill": w.run, "client": fmt.Sprint(n)}
 	for i := 0; !w.stop.Load(); i++ {
@@ -130,21 +195,10 @@ func (w *workload) worker(n int, c *client.Client) {
 		began := time.Now()
 		var err error
 		switch op {
-		case OpCreate:
-			alias := fmt.Sprintf("alias/drill-%s-c%d-%d", w.run, n, i)
-			var resp *pb.CreateKeyResponse
-			resp, err = c.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: alias, Description: "hsmctl drill " + w.run})
-			if err == nil {
-				id := resp.GetKeyMetadata().GetKeyId()
-				own = append(own, id)
-				w.l.mu.Lock()
-				w.l.keys = append(w.l.keys, ackedKey{id: id, alias: alias})
-				w.l.mu.Unlock()
-			}
 		case OpEncrypt:
 			key := w.symKey
-			if len(own) > 0 && rng.IntN(2) == 0 {
-				key = own[rng.IntN(len(own))]
+			if k := own.pick(rng); k != "" && rng.IntN(2) == 0 {
+				key = k
 			}
 			pt := make([]byte, 64)
 			_, _ = rand.Read(pt)
