@@ -89,7 +89,7 @@ func (c *CreateKey) apply(d *Data) (any, Event, error) {
 	normalizeKey(&k)
 	d.Keys[k.ID] = &k
 	if c.Alias != "" {
-		d.Aliases[c.Alias] = &Alias{Name: c.Alias, KeyID: k.ID, CreatedAt: k.CreatedAt, UpdatedAt: k.CreatedAt}
+		d.putAlias(&Alias{Name: c.Alias, KeyID: k.ID, CreatedAt: k.CreatedAt, UpdatedAt: k.CreatedAt})
 	}
 	return k.Clone(), Event{Type: TypeCreateKey, KeyID: k.ID, Version: 1}, nil
 }
@@ -149,10 +149,8 @@ func (c *DeleteKey) apply(d *Data) (any, Event, error) {
 		return nil, Event{}, invalidState("key %q is not due for deletion until %s", c.KeyID, k.DeletionDate.Format(time.RFC3339))
 	}
 	delete(d.Keys, c.KeyID)
-	for name, a := range d.Aliases {
-		if a.KeyID == c.KeyID {
-			delete(d.Aliases, name)
-		}
+	for _, name := range slices.Clone(d.aliasNamesOf(c.KeyID)) {
+		d.dropAlias(name)
 	}
 	deleteGrantsOf(d, c.KeyID)
 	return nil, Event{Type: TypeDeleteKey, KeyID: c.KeyID}, nil
@@ -249,7 +247,7 @@ func (c *CreateAlias) apply(d *Data) (any, Event, error) {
 	}
 	at := utc(c.At)
 	a := &Alias{Name: c.Name, KeyID: c.KeyID, CreatedAt: at, UpdatedAt: at}
-	d.Aliases[c.Name] = a
+	d.putAlias(a)
 	return *a, Event{Type: TypeCreateAlias, KeyID: c.KeyID}, nil
 }
 
@@ -268,9 +266,11 @@ func (c *UpdateAlias) apply(d *Data) (any, Event, error) {
 				c.Name, family(old.Spec), old.Usage, c.KeyID, family(k.Spec), k.Usage)
 		}
 	}
-	a.KeyID = c.KeyID
-	a.UpdatedAt = utc(c.At)
-	return *a, Event{Type: TypeUpdateAlias, KeyID: c.KeyID}, nil
+	moved := *a
+	moved.KeyID = c.KeyID
+	moved.UpdatedAt = utc(c.At)
+	d.putAlias(&moved)
+	return moved, Event{Type: TypeUpdateAlias, KeyID: c.KeyID}, nil
 }
 
 func (c *DeleteAlias) apply(d *Data) (any, Event, error) {
@@ -278,7 +278,7 @@ func (c *DeleteAlias) apply(d *Data) (any, Event, error) {
 	if !ok {
 		return nil, Event{}, notFound("alias %q", c.Name)
 	}
-	delete(d.Aliases, c.Name)
+	d.dropAlias(c.Name)
 	return nil, Event{Type: TypeDeleteAlias, KeyID: a.KeyID}, nil
 }
 

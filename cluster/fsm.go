@@ -254,6 +254,7 @@ func checkData(d *Data) error {
 		}
 		a.CreatedAt, a.UpdatedAt = utc(a.CreatedAt), utc(a.UpdatedAt)
 	}
+	d.indexAliases()
 	for id, n := range d.Nodes {
 		if n == nil || n.ID != id {
 			return fmt.Errorf("node entry %q does not hold node %q", id, id)

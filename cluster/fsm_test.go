@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -262,6 +263,72 @@ func TestDueForDeletion(t *testing.T) {
 	}
 }
 
+// TestAliasIndexFollowsEveryChange checks the alias-by-key index against a
+// scan of every alias after each command that adds, moves or removes an
+// alias, and after a snapshot is restored.
+func TestAliasIndexFollowsEveryChange(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	check := func(step string) {
+		t.Helper()
+		s := a.f.State()
+		d := s.Data()
+		for id := range d.Keys {
+			var want []string
+			for name, al := range d.Aliases {
+				if al.KeyID == id {
+					want = append(want, name)
+				}
+			}
+			slices.Sort(want)
+			var got []string
+			for _, al := range s.Aliases(id) {
+				if al.KeyID != id {
+					t.Fatalf("%s: Aliases(%q) returned %+v", step, id, al)
+				}
+				got = append(got, al.Name)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: Aliases(%q) = %q, want %q", step, id, got, want)
+			}
+		}
+	}
+	day := 24 * time.Hour
+	a.must(t, &CreateKey{Key: symKey("k1"), Alias: "alias/a"})
+	a.must(t, &CreateKey{Key: symKey("k2")})
+	a.must(t, &CreateKey{Key: symKey("k3"), Alias: "alias/c"})
+	check("create")
+	a.must(t, &CreateAlias{Name: "alias/b", KeyID: "k1", At: t0})
+	a.must(t, &CreateAlias{Name: "alias/d", KeyID: "k2", At: t0})
+	check("create alias")
+	a.must(t, &UpdateAlias{Name: "alias/a", KeyID: "k2", At: t0})
+	a.must(t, &UpdateAlias{Name: "alias/b", KeyID: "k2", At: t0})
+	a.must(t, &UpdateAlias{Name: "alias/b", KeyID: "k2", At: t0}) // to where it is
+	check("update alias")
+	if got := a.f.State().Aliases("k1"); len(got) != 0 {
+		t.Fatalf("k1 kept aliases %+v", got)
+	}
+	a.must(t, &DeleteAlias{Name: "alias/d"})
+	check("delete alias")
+	a.must(t, &ScheduleDeletion{KeyID: "k2", DeletionDate: t0.Add(7 * day), PendingWindowDays: 7})
+	a.must(t, &DeleteKey{KeyID: "k2", At: t0.Add(7 * day)})
+	check("delete key")
+	if got := a.f.State().Aliases(""); len(got) != 1 || got[0].Name != "alias/c" {
+		t.Fatalf("aliases after k2 was deleted: %+v", got)
+	}
+	// A name freed by the deletion can be used again, for another key.
+	a.must(t, &CreateAlias{Name: "alias/a", KeyID: "k3", At: t0})
+	check("reuse")
+
+	restored := NewFSM(nil, nil)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a.f)))); err != nil {
+		t.Fatal(err)
+	}
+	a.f = restored
+	check("restore")
+	a.must(t, &DeleteAlias{Name: "alias/a"})
+	check("delete alias after restore")
+}
+
 func TestAliasesSorted(t *testing.T) {
 	s := richFSM(t).State()
 	all := s.Aliases("")
@@ -282,7 +349,7 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          8,
+		reflect.TypeFor[Data]():          9, // 8 encoded, plus the derived alias index
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,

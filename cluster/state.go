@@ -100,6 +100,13 @@ type Data struct {
 	// Grants by Grant.ID, and principal records by Principal.Name.
 	Grants     map[string]*Grant     `json:"grants"`
 	Principals map[string]*Principal `json:"principals"`
+
+	// aliasesByKey indexes Aliases by key id (the sorted names of each
+	// key's aliases), so that a key's aliases are found without a scan of every
+	// alias. It is derived from Aliases: not encoded, rebuilt by
+	// indexAliases, kept current by putAlias and dropAlias, the only
+	// writers of Aliases. nil means not built yet.
+	aliasesByKey map[string][]string
 }
 
 // NewData returns empty state.
@@ -111,7 +118,69 @@ func NewData() *Data {
 		JoinTokens: map[string]*JoinToken{},
 		Grants:     map[string]*Grant{},
 		Principals: map[string]*Principal{},
+
+		aliasesByKey: map[string][]string{},
 	}
+}
+
+// indexAliases rebuilds the alias index from Aliases.
+func (d *Data) indexAliases() {
+	d.aliasesByKey = make(map[string][]string, len(d.Aliases))
+	for name, a := range d.Aliases {
+		d.aliasesByKey[a.KeyID] = append(d.aliasesByKey[a.KeyID], name)
+	}
+	for _, names := range d.aliasesByKey {
+		slices.Sort(names)
+	}
+}
+
+// putAlias adds a or points an existing alias of the same name at a.KeyID.
+func (d *Data) putAlias(a *Alias) {
+	if d.aliasesByKey == nil {
+		d.indexAliases()
+	}
+	if old, ok := d.Aliases[a.Name]; ok {
+		d.unindexAlias(old.KeyID, a.Name)
+	}
+	d.Aliases[a.Name] = a
+	names := d.aliasesByKey[a.KeyID]
+	i, _ := slices.BinarySearch(names, a.Name)
+	d.aliasesByKey[a.KeyID] = slices.Insert(names, i, a.Name)
+}
+
+// dropAlias removes the alias with the given name, if there is one.
+func (d *Data) dropAlias(name string) {
+	if d.aliasesByKey == nil {
+		d.indexAliases()
+	}
+	if old, ok := d.Aliases[name]; ok {
+		d.unindexAlias(old.KeyID, name)
+		delete(d.Aliases, name)
+	}
+}
+
+func (d *Data) unindexAlias(keyID, name string) {
+	names := slices.DeleteFunc(d.aliasesByKey[keyID], func(n string) bool { return n == name })
+	if len(names) == 0 {
+		delete(d.aliasesByKey, keyID)
+		return
+	}
+	d.aliasesByKey[keyID] = names
+}
+
+// aliasNamesOf returns the names of the aliases of one key; the caller
+// must not modify the slice.
+func (d *Data) aliasNamesOf(keyID string) []string {
+	if d.aliasesByKey == nil { // a Data built by hand: no index yet
+		var names []string
+		for name, a := range d.Aliases {
+			if a.KeyID == keyID {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
+	return d.aliasesByKey[keyID]
 }
 
 // Clone returns a deep copy of d.
@@ -134,6 +203,7 @@ func (d *Data) Clone() *Data {
 		ac := *a
 		c.Aliases[name] = &ac
 	}
+	c.indexAliases()
 	for id, n := range d.Nodes {
 		nc := n.Clone()
 		c.Nodes[id] = &nc
@@ -279,8 +349,12 @@ func (s *State) Aliases(keyID string) []Alias {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	as := []Alias{}
-	for _, a := range s.data.Aliases {
-		if keyID == "" || a.KeyID == keyID {
+	if keyID != "" {
+		for _, name := range s.data.aliasNamesOf(keyID) {
+			as = append(as, *s.data.Aliases[name])
+		}
+	} else {
+		for _, a := range s.data.Aliases {
 			as = append(as, *a)
 		}
 	}
