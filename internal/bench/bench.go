@@ -80,6 +80,11 @@ type Config struct {
 	CreateDomainKey bool
 	// Progress, when set, receives a line per phase.
 	Progress io.Writer
+	// MetricsAddr is the broker's metrics address (host:port). When set,
+	// the broker's CPU time (process_cpu_seconds_total) is read around
+	// each of its windows, and the result gives CPU per operation for the
+	// broker as well as for this process.
+	MetricsAddr string
 }
 
 func (c *Config) setDefaults() error {
@@ -132,6 +137,25 @@ type Side struct {
 	P99Ms     float64 `json:"p99Ms"`
 	// FirstError is the first failure's message, if any.
 	FirstError string `json:"firstError,omitempty"`
+	// CPU time per successful operation, in microseconds: of this process
+	// (the clients; for the baseline, also the token's work when the
+	// PKCS#11 library runs in-process, as SoftHSM does), and of the broker
+	// process (when MetricsAddr was given). Their sum is what one
+	// operation costs the machine when both run on it.
+	ClientCPUUs *float64 `json:"clientCpuUsPerOp,omitempty"`
+	BrokerCPUUs *float64 `json:"brokerCpuUsPerOp,omitempty"`
+}
+
+// CPUUs is the CPU time per operation of every process measured.
+func (s Side) CPUUs() (float64, bool) {
+	if s.ClientCPUUs == nil {
+		return 0, false
+	}
+	v := *s.ClientCPUUs
+	if s.BrokerCPUUs != nil {
+		v += *s.BrokerCPUUs
+	}
+	return v, true
 }
 
 // target is one side: it runs operation op with key index k for client w.
@@ -179,12 +203,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	lats := make([][]time.Duration, len(sides))
 	errs := make([]int, len(sides))
 	first := make([]string, len(sides))
+	cpu := make([]cpuTotals, len(sides))
+	meter := newCPUMeter(cfg.MetricsAddr)
 	for done := time.Duration(0); done < cfg.Duration; done += cfg.Window {
 		for i, s := range sides {
+			before := meter.read(ctx, i == 0)
 			w, err := window(ctx, s, cfg, cfg.Window)
 			if err != nil {
 				return nil, err
 			}
+			cpu[i].add(before, meter.read(ctx, i == 0))
 			lats[i] = append(lats[i], w.lat...)
 			errs[i] += w.errs
 			if first[i] == "" {
@@ -194,8 +222,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	measured := (cfg.Duration + cfg.Window - 1) / cfg.Window * cfg.Window
 	res.Broker = summarize(lats[0], errs[0], first[0], measured)
+	res.Broker.ClientCPUUs = perOp(cpu[0].self, res.Broker.Ops)
+	if cpu[0].brokerOK {
+		res.Broker.BrokerCPUUs = perOp(cpu[0].broker, res.Broker.Ops)
+	}
 	if len(sides) > 1 {
 		d := summarize(lats[1], errs[1], first[1], measured)
+		d.ClientCPUUs = perOp(cpu[1].self, d.Ops)
 		res.Direct = &d
 		if d.OpsPerSec > 0 {
 			r := res.Broker.OpsPerSec / d.OpsPerSec
@@ -275,9 +308,18 @@ func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "%s, %d key(s) of each kind, %d client(s), %.0fs measured per side in %.0fms windows\n\n",
 		what, r.Keys, r.Concurrency, r.DurationS, r.WindowMs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tops\tops/s\tp50\tp90\tp99\terrors\t")
+	fmt.Fprintln(tw, "\tops\tops/s\tp50\tp90\tp99\terrors\tCPU µs/op\t")
 	row := func(name string, s Side) {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.3fms\t%.3fms\t%.3fms\t%d\t\n", name, s.Ops, s.OpsPerSec, s.P50Ms, s.P90Ms, s.P99Ms, s.Errors)
+		cpu := "-"
+		if v, ok := s.CPUUs(); ok {
+			cpu = fmt.Sprintf("%.0f", v)
+			if s.BrokerCPUUs != nil {
+				cpu += fmt.Sprintf(" (client %.0f + broker %.0f)", *s.ClientCPUUs, *s.BrokerCPUUs)
+			} else if name == "broker" {
+				cpu += " (client only)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.3fms\t%.3fms\t%.3fms\t%d\t%s\t\n", name, s.Ops, s.OpsPerSec, s.P50Ms, s.P90Ms, s.P99Ms, s.Errors, cpu)
 	}
 	row("broker", r.Broker)
 	if r.Direct != nil {
@@ -296,6 +338,11 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	if r.Ratio != nil {
 		fmt.Fprintf(w, "\nbroker/direct throughput ratio: %.3f (p50 %.3fms vs %.3fms)\n", *r.Ratio, r.Broker.P50Ms, r.Direct.P50Ms)
+		b, bok := r.Broker.CPUUs()
+		d, dok := r.Direct.CPUUs()
+		if bok && dok && r.Broker.BrokerCPUUs != nil {
+			fmt.Fprintf(w, "CPU per operation: %.0f µs through the broker vs %.0f µs direct, %+.0f µs (%.2fx)\n", b, d, b-d, b/d)
+		}
 	}
 	return nil
 }
