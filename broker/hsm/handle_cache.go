@@ -60,6 +60,17 @@ func (c *handleCache) lookup(k KeyRef) (pkcs11.ObjectHandle, bool) {
 	return el.Value.(*cacheEntry).h, true
 }
 
+// peek is lookup without marking the entry used.
+func (c *handleCache) peek(k KeyRef) (pkcs11.ObjectHandle, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[cacheKey{k.ID, k.Version}]
+	if !ok || !bytes.Equal(el.Value.(*cacheEntry).wrapped, k.Wrapped) {
+		return 0, false
+	}
+	return el.Value.(*cacheEntry).h, true
+}
+
 // put adds a handle and returns the handles it displaced (an older entry
 // for the same key, least recently used entries beyond the bound); the
 // caller destroys them.

@@ -205,6 +205,27 @@ func (p *Partition) load(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, er
 	if h, ok := p.cache.get(k); ok {
 		return h, nil
 	}
+	return p.unwrapIntoCache(ctx, k)
+}
+
+// Preload loads k's working copy into the handle cache ahead of its first
+// use, so that the use does not pay for C_UnwrapKey. It counts no cache
+// hit or miss, and it loads nothing when k is loaded already or the cache
+// is full (a preload never evicts a key that was used). loaded reports
+// whether it unwrapped k.
+func (p *Partition) Preload(ctx context.Context, k KeyRef) (loaded bool, err error) {
+	if _, ok := p.cache.peek(k); ok || p.cache.len() >= p.cfg.CacheSize {
+		return false, nil
+	}
+	if _, err := p.unwrapIntoCache(ctx, k); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// unwrapIntoCache unwraps k under the domain key into a session object of
+// the anchor session and caches its handle.
+func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, error) {
 	tmpl, err := unwrapTemplate(k)
 	if err != nil {
 		return 0, err

@@ -124,3 +124,47 @@ func TestCacheStatsCountUses(t *testing.T) {
 		t.Fatalf("three uses of one key: %d entries, %d hits, %d misses; want 1, 2, 1", size, hits-hits0, misses-misses0)
 	}
 }
+
+// Preload loads a key once, counts no use, never evicts, and the key's
+// first use is then a hit.
+func TestPreload(t *testing.T) {
+	p := hsmtest.NewPartition(t, hsmtest.WithConfig(func(c *hsm.Config) { c.CacheSize = 2 }))
+	ctx := ctxT(t)
+	a, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	b, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+	c, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	for i, want := range []bool{true, false} {
+		loaded, err := p.Preload(ctx, a)
+		if err != nil || loaded != want {
+			t.Fatalf("Preload #%d = %v, %v; want %v", i+1, loaded, err, want)
+		}
+	}
+	if loaded, err := p.Preload(ctx, b); err != nil || !loaded {
+		t.Fatalf("Preload of a second key = %v, %v", loaded, err)
+	}
+	// The cache is full: a preload does not displace a loaded key.
+	if loaded, err := p.Preload(ctx, c); err != nil || loaded {
+		t.Fatalf("Preload into a full cache = %v, %v; want false, nil", loaded, err)
+	}
+	size, hits, misses := p.CacheStats()
+	if size != 2 || hits != 0 || misses != 0 {
+		t.Fatalf("after preloads: %d entries, %d hits, %d misses; want 2, 0, 0", size, hits, misses)
+	}
+	if _, err := p.EncryptGCM(ctx, a, make([]byte, hsm.GCMIVSize), []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.SignDigest(ctx, b, keys.SigningECDSASHA256, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, hits, misses := p.CacheStats(); hits != 2 || misses != 0 {
+		t.Fatalf("first uses of preloaded keys: %d hits, %d misses; want 2, 0", hits, misses)
+	}
+	// A blob that does not unwrap is an error, and loads nothing.
+	bad := c
+	bad.ID, bad.Wrapped = keys.NewKeyID(), append([]byte(nil), c.Wrapped...)
+	bad.Wrapped[len(bad.Wrapped)-1] ^= 1
+	p.Evict(ctx, a.ID)
+	if loaded, err := p.Preload(ctx, bad); err == nil || loaded {
+		t.Fatalf("Preload of a damaged blob = %v, %v; want an error", loaded, err)
+	}
+}
