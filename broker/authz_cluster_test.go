@@ -146,7 +146,7 @@ func errorf(format string, args ...any) error { return fmt.Errorf(format, args..
 // TestEveryNodeAudits: each node writes the requests it answers to its own
 // audit log; a write through a follower is one line on the follower (the
 // client's request) and one on the leader (the follower's ForwardCommand,
-// as node identity).
+// as node identity), both with the request id the client sent.
 func TestEveryNodeAudits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
@@ -197,6 +197,9 @@ func TestEveryNodeAudits(t *testing.T) {
 	r = find(leader, func(r audit.Record) bool {
 		return r.Operation == "hsmbroker:ForwardCommand" && r.Principal == follower.ID
 	})
+	if r.RequestID != "create-via-follower" {
+		t.Errorf("leader's ForwardCommand line has request id %q, want the client's %q", r.RequestID, "create-via-follower")
+	}
 	if r.Role != "node" || r.Result != "OK" {
 		t.Errorf("leader's ForwardCommand line: %+v", r)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -133,7 +134,7 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 		return nil, true, cluster.ErrNotLeader
 	}
 	var p peer.Peer
-	resp, err := lc.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: b}, grpc.Peer(&p))
+	resp, err := lc.ForwardCommand(outgoing(ctx), &pb.ForwardCommandRequest{Command: b}, grpc.Peer(&p))
 	if err != nil {
 		st, _ := status.FromError(err)
 		// Safe to retry: the node reached was not the leader, or the request
@@ -146,6 +147,15 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 		return nil, false, err
 	}
 	return nil, false, s.waitApplied(ctx, resp.GetIndex())
+}
+
+// outgoing carries the request's id to the node a call is passed on to, so
+// that its log lines and audit line name the request the client sent.
+func outgoing(ctx context.Context) context.Context {
+	if id := RequestID(ctx); id != "" {
+		return metadata.AppendToOutgoingContext(ctx, "x-request-id", id)
+	}
+	return ctx
 }
 
 // waitApplied waits until this node has applied the log up to index.
@@ -263,7 +273,7 @@ func (s *Service) syncWithLeader(ctx context.Context) error {
 	lc, _, err := s.leaderClient(ctx)
 	if err == nil && lc != nil {
 		var resp *pb.ReadIndexResponse
-		if resp, err = lc.ReadIndex(ctx, &pb.ReadIndexRequest{}); err == nil {
+		if resp, err = lc.ReadIndex(outgoing(ctx), &pb.ReadIndexRequest{}); err == nil {
 			err = s.waitApplied(ctx, resp.GetCommitIndex())
 		}
 	}

@@ -166,7 +166,7 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 			return nil, err
 		}
 		if lc != nil {
-			return lc.RemoveNode(ctx, req)
+			return lc.RemoveNode(outgoing(ctx), req)
 		}
 	}
 	if id == s.node.ID() {
