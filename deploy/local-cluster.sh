@@ -142,7 +142,10 @@ hsmctl() {
 	)
 }
 
-start_node() {
+# launch_node N starts node N in the background, unless it runs already,
+# and returns once the process is hsmbrokerd; it does not wait for it to
+# be ready.
+launch_node() {
 	local n=$1 pid
 	if pid=$(pid_of "$n"); then
 		echo "node$n already running (pid $pid)"
@@ -161,7 +164,11 @@ start_node() {
 		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "hsmbrokerd serve" && break
 		sleep 0.05
 	done
-	wait_ready "$n"
+}
+
+start_node() {
+	launch_node "$1"
+	wait_ready "$1"
 }
 
 # signal_node N SIGNAL signals node N; it fails when the node is not
@@ -222,12 +229,30 @@ cmd_up() {
 	done
 	(umask 077 && sed "s/^export HSMBROKER_ADDR=.*/export HSMBROKER_ADDR=$all/" "$dir/node1.env" >"$dir/cluster.env")
 
-	start_node 1
-	for n in "${NODES[@]:1}"; do
-		if [[ ! -e $dir/node$n/data/raft/raft.db ]] && ! pid_of "$n" >/dev/null; then
-			# A new member: a one-time token, straight into its 0600 file.
-			hsmctl cluster join-token --ttl 15m --out "$dir/node$n/join.token" >/dev/null
+	# Members (nodes with Raft state) start together: a member alone is not
+	# ready until it hears from a leader, which takes a majority. The first
+	# time, node1 founds the cluster alone.
+	local members=()
+	for n in "${NODES[@]}"; do
+		if [[ -e $dir/node$n/data/raft/raft.db ]]; then
+			members+=("$n")
 		fi
+	done
+	if ((${#members[@]} == 0)); then
+		start_node 1
+		members=(1)
+	else
+		for n in "${members[@]}"; do
+			launch_node "$n"
+		done
+		for n in "${members[@]}"; do
+			wait_ready "$n"
+		done
+	fi
+	for n in "${NODES[@]}"; do
+		[[ " ${members[*]} " == *" $n "* ]] && continue
+		# A new member: a one-time token, straight into its 0600 file.
+		hsmctl cluster join-token --ttl 15m --out "$dir/node$n/join.token" >/dev/null
 		start_node "$n"
 		rm -f "$dir/node$n/join.token"
 	done

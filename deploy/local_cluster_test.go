@@ -143,6 +143,25 @@ func TestLocalCluster(t *testing.T) {
 			t.Errorf("%s.pid left behind: %v", n, err)
 		}
 	}
+
+	// up after down brings the whole cluster back from its state: the
+	// members start together, since one alone cannot be ready before a
+	// majority elects a leader.
+	c.script("up", c.dir)
+	c.waitStatus("every node healthy after down and up", func(st clusterStatus) error {
+		return st.allHealthy(3)
+	})
+	for _, n := range []string{"node1", "node2", "node3"} {
+		var again struct {
+			KeyID string `json:"keyId"`
+		}
+		c.hsmctlJSON(&again, n, "keys", "describe", "alias/after-failover")
+		if again.KeyID != md.KeyID {
+			t.Fatalf("after down and up, %s describes alias/after-failover as %q, want %q", n, again.KeyID, md.KeyID)
+		}
+	}
+	c.script("down", c.dir)
+
 	c.checkNoSecrets()
 	c.checkAuditLogs()
 }
