@@ -480,17 +480,56 @@ func (s *Service) accessInterceptor(ctx context.Context, req any, info *grpc.Una
 	if isHealthOrReflection(info.FullMethod) {
 		return handler(ctx, req)
 	}
+	ctx, rq, err := s.beginGRPC(ctx, info.FullMethod, requestContexts(req))
+	var resp any
+	if err == nil {
+		resp, err = handler(ctx, req)
+	}
+	if aerr := s.endGRPC(rq, err); aerr != nil {
+		return nil, aerr
+	}
+	return resp, err
+}
+
+// accessStreamInterceptor does for a streaming call what accessInterceptor
+// does for a unary one, inside streamInterceptor. A stream's request
+// arrives only once the handler runs, so the role gate sees no encryption
+// context: a streaming method must not reach keys (Backup reaches none).
+// Since a stream's messages leave before the handler returns, the audit
+// line is written, and synced, before the first one is sent; if that
+// fails, nothing is sent. A stream that fails after that gets a second
+// line amending the first.
+func (s *Service) accessStreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if isHealthOrReflection(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ctx, rq, err := s.beginGRPC(ss.Context(), info.FullMethod, RequestContexts{})
+	if err == nil {
+		err = handler(srv, &auditedStream{ServerStream: ss, ctx: ctx, s: s, rq: rq})
+	}
+	if aerr := s.endGRPC(rq, err); aerr != nil {
+		return aerr
+	}
+	return err
+}
+
+// beginGRPC marks ctx as carrying one gRPC request and applies the role
+// gate to its caller. An error is the refusal to answer with; endGRPC must
+// be called either way.
+func (s *Service) beginGRPC(ctx context.Context, method string, contexts RequestContexts) (context.Context, *request, error) {
 	addr := ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
 	rq := &request{front: FrontGRPC, requestID: RequestID(ctx), peer: addr}
 	ctx = context.WithValue(ctx, requestKey{}, rq)
-	var resp any
-	err := s.roleGate(rq, s.identifyPeer(ctx), grpcAction(info.FullMethod), requestContexts(req))
-	if err == nil {
-		resp, err = handler(ctx, req)
-	}
+	return ctx, rq, s.roleGate(rq, s.identifyPeer(ctx), grpcAction(method), contexts)
+}
+
+// endGRPC writes the audit line of a gRPC request that ended with err. A
+// non-nil result means the line could not be written, and is the answer
+// to give instead of the operation's.
+func (s *Service) endGRPC(rq *request, err error) error {
 	st := toStatus(err)
 	result := reasonOf(st)
 	if err == nil {
@@ -498,10 +537,29 @@ func (s *Service) accessInterceptor(ctx context.Context, req any, info *grpc.Una
 	} else if result == "" {
 		result = st.Code().String()
 	}
-	if aerr := s.endRequest(rq, result, st.Code().String()); aerr != nil {
-		return nil, aerr
+	return s.endRequest(rq, result, st.Code().String())
+}
+
+// auditedStream writes its request's audit line before the first message
+// leaves.
+type auditedStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	s    *Service
+	rq   *request
+	sent bool
+}
+
+func (a *auditedStream) Context() context.Context { return a.ctx }
+
+func (a *auditedStream) SendMsg(m any) error {
+	if !a.sent {
+		if err := a.s.auditAhead(a.rq); err != nil {
+			return err
+		}
+		a.sent = true
 	}
-	return resp, err
+	return a.ServerStream.SendMsg(m)
 }
 
 // EndRequest writes the audit line of a request begun with BeginRequest,
@@ -549,11 +607,23 @@ func (s *Service) endRequest(rq *request, result, code string) error {
 // written is never made. apply calls it.
 func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) error {
 	rq := requestOf(ctx)
-	log := s.cfg.AuditLog
-	if rq == nil || log == nil {
+	if rq == nil {
 		return nil
 	}
 	rq.addKey(commandKeyID(c))
+	return s.auditAhead(rq)
+}
+
+// auditAhead writes the request's audit line, as a success and synced to
+// disk, before the request has an effect that cannot be withheld once its
+// answer is known: a replicated change, or a stream's first message. The
+// line written at the end (endRequest) then stands if the request
+// succeeds, and is amended if it fails. Only the first call writes.
+func (s *Service) auditAhead(rq *request) error {
+	log := s.cfg.AuditLog
+	if log == nil {
+		return nil
+	}
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
 	if rq.aheadSeq != 0 || rq.finished {
@@ -565,7 +635,7 @@ func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) erro
 	}
 	seq, err := log.Append(rq.recordLocked(s.cfg.NodeID, "OK", code), true)
 	if err != nil {
-		s.log.Error("audit log write failed; the change is not made", "request_id", rq.requestID, "err", err)
+		s.log.Error("audit log write failed; the request has no effect", "request_id", rq.requestID, "err", err)
 		return s.auditUnavailable()
 	}
 	rq.aheadSeq = seq

@@ -20,7 +20,7 @@ var (
 	}, []string{"service", "method", "code", "exception"})
 	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "hsmbroker_request_duration_seconds",
-		Help: "Time from a gRPC request's arrival to its answer, by service and method, failures included.",
+		Help: "Time from a gRPC request's arrival to its answer (for a stream, its end), by service and method, failures included.",
 		// 50µs to 30s: a cached AES-GCM call to a forwarded write that waits
 		// out an election.
 		Buckets: prometheus.ExponentialBucketsRange(50e-6, 30, 21),
@@ -38,15 +38,39 @@ func init() {
 // metricsInterceptor counts and times every unary call. It is the outermost
 // interceptor, so it sees the final status, refusals included.
 func (s *Service) metricsInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	done := observeRequest(info.FullMethod)
+	resp, err := handler(ctx, req)
+	done(err)
+	return resp, err
+}
+
+// metricsStreamInterceptor counts and times every streaming call, from its
+// start to its end, like metricsInterceptor. gRPC health (Watch) and
+// reflection streams are left out: they stay open as long as their client
+// wants, and would hold up the in-flight gauge and fill the slowest
+// latency bucket.
+func (s *Service) metricsStreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if isHealthOrReflection(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	done := observeRequest(info.FullMethod)
+	err := handler(srv, ss)
+	done(err)
+	return err
+}
+
+// observeRequest counts a request in flight; the function it returns
+// records its end with the request's final error.
+func observeRequest(fullMethod string) func(error) {
 	start := time.Now()
 	requestsInFlight.Inc()
-	resp, err := handler(ctx, req)
-	requestsInFlight.Dec()
-	service, method := splitMethod(info.FullMethod)
-	requestDuration.WithLabelValues(service, method).Observe(time.Since(start).Seconds())
-	st := status.Convert(err)
-	requestsTotal.WithLabelValues(service, method, st.Code().String(), exceptionOf(st)).Inc()
-	return resp, err
+	return func(err error) {
+		requestsInFlight.Dec()
+		service, method := splitMethod(fullMethod)
+		requestDuration.WithLabelValues(service, method).Observe(time.Since(start).Seconds())
+		st := status.Convert(err)
+		requestsTotal.WithLabelValues(service, method, st.Code().String(), exceptionOf(st)).Inc()
+	}
 }
 
 // splitMethod turns "/hsmbroker.v1.CryptoService/Encrypt" into

@@ -23,12 +23,14 @@ import (
 
 // NewGRPCServer assembles the gRPC server: mutual TLS (tlsConfig must
 // require and verify client certificates; nil serves plaintext, for tests
-// only), the interceptor chain, the three services, gRPC health and
-// reflection. The health status follows the partition and the cluster; see
-// WatchHealth.
+// only), the interceptor chains (the same checks for unary and streaming
+// calls), the four services, gRPC health and reflection. The health status
+// follows the partition and the cluster; see WatchHealth.
 func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.metricsInterceptor, s.unaryInterceptor, s.accessInterceptor),
+		// Streaming calls (ClusterService.Backup) get the same checks.
+		grpc.ChainStreamInterceptor(s.metricsStreamInterceptor, s.streamInterceptor, s.accessStreamInterceptor),
 		grpc.MaxRecvMsgSize(8 << 20),
 	}
 	if tlsConfig != nil {
@@ -112,39 +114,92 @@ func peerPrincipal(ctx context.Context) (string, string) {
 // unaryInterceptor authenticates, tags the request with an id, logs it and
 // turns its error into a status.
 func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	reqID := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-request-id"); len(v) > 0 && len(v[0]) <= 64 {
-			reqID = v[0]
-		}
-	}
-	if reqID == "" {
-		reqID = newRequestID()
-	}
-	ctx = context.WithValue(ctx, requestIDKey, reqID)
-	principal, addr := peerPrincipal(ctx)
-	if principal == "" && !isHealthOrReflection(info.FullMethod) && s.requireClientCert {
-		return nil, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
-	}
-	ctx = WithPrincipal(ctx, principal)
-	if s.gate.Load() && servesState(info.FullMethod) {
-		if ok, why := s.Healthy(); !ok {
-			return nil, toStatus(newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)).Err()
-		}
-	}
-	_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", reqID))
-	resp, err := handler(ctx, req)
-	st := toStatus(err)
-	s.log.LogAttrs(ctx, levelFor(st.Code()), "request",
-		slog.String("method", info.FullMethod), slog.String("principal", principal),
-		slog.String("peer", addr), slog.String("request_id", reqID),
-		slog.String("code", st.Code().String()), slog.Duration("took", time.Since(start)))
+	ctx, c, err := s.admit(ctx, info.FullMethod)
 	if err != nil {
-		return nil, st.Err()
+		return nil, err
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.requestID))
+	resp, err := handler(ctx, req)
+	if err := s.finish(ctx, c, err); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
+
+// streamInterceptor does for a streaming call what unaryInterceptor does
+// for a unary one. gRPC health (Watch) and reflection streams pass through
+// untouched: they need no certificate, as their unary counterparts do
+// not, and they last as long as the client's interest, so they are not
+// requests to log.
+func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if isHealthOrReflection(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ctx, c, err := s.admit(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	_ = ss.SetHeader(metadata.Pairs("x-request-id", c.requestID))
+	return s.finish(ctx, c, handler(srv, &contextStream{ServerStream: ss, ctx: ctx}))
+}
+
+// call is what admit learns about a request, for its log line.
+type call struct {
+	start                              time.Time
+	method, principal, peer, requestID string
+}
+
+// admit is the start of every call, unary or streaming: it gives the
+// request its id (the caller's x-request-id, else a fresh one),
+// authenticates the caller and refuses key and crypto calls while the node
+// is not ready. An error is the status to answer with; such a refusal is
+// not logged.
+func (s *Service) admit(ctx context.Context, method string) (context.Context, *call, error) {
+	c := &call{start: time.Now(), method: method}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("x-request-id"); len(v) > 0 && len(v[0]) <= 64 {
+			c.requestID = v[0]
+		}
+	}
+	if c.requestID == "" {
+		c.requestID = newRequestID()
+	}
+	ctx = context.WithValue(ctx, requestIDKey, c.requestID)
+	c.principal, c.peer = peerPrincipal(ctx)
+	if c.principal == "" && !isHealthOrReflection(method) && s.requireClientCert {
+		return ctx, c, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+	}
+	ctx = WithPrincipal(ctx, c.principal)
+	if s.gate.Load() && servesState(method) {
+		if ok, why := s.Healthy(); !ok {
+			return ctx, c, toStatus(newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)).Err()
+		}
+	}
+	return ctx, c, nil
+}
+
+// finish logs a call admit let through and turns its error into a status.
+func (s *Service) finish(ctx context.Context, c *call, err error) error {
+	st := toStatus(err)
+	s.log.LogAttrs(ctx, levelFor(st.Code()), "request",
+		slog.String("method", c.method), slog.String("principal", c.principal),
+		slog.String("peer", c.peer), slog.String("request_id", c.requestID),
+		slog.String("code", st.Code().String()), slog.Duration("took", time.Since(c.start)))
+	if err != nil {
+		return st.Err()
+	}
+	return nil
+}
+
+// contextStream is a server stream whose handler sees ctx, the stream's
+// context with what the interceptors added (request id, principal,
+// request).
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *contextStream) Context() context.Context { return c.ctx }
 
 func levelFor(c codes.Code) slog.Level {
 	switch c {
