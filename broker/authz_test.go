@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -40,6 +41,14 @@ type secureEnv struct {
 
 func newSecureEnv(t *testing.T, log *audit.Log) *secureEnv {
 	t.Helper()
+	return newSecureEnvAuth(t, log, tls.RequireAndVerifyClientCert)
+}
+
+// newSecureEnvAuth is newSecureEnv with another TLS client authentication
+// policy: tls.VerifyClientCertIfGiven lets a client without a certificate
+// reach the interceptors, which must refuse it themselves.
+func newSecureEnvAuth(t *testing.T, log *audit.Log, clientAuth tls.ClientAuthType) *secureEnv {
+	t.Helper()
 	p := hsmtest.NewPartition(t)
 	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
 		Bootstrap: true, Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
@@ -62,7 +71,7 @@ func newSecureEnv(t *testing.T, log *audit.Log) *secureEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := svc.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAndVerifyClientCert,
+	srv, _ := svc.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: clientAuth,
 		ClientCAs: ca.Pool(), Certificates: []tls.Certificate{{Certificate: [][]byte{iss.Cert.Raw}, PrivateKey: iss.Key}}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -381,7 +390,7 @@ func TestRoleGate(t *testing.T) {
 			_, err := c.clus.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
 			return err
 		}},
-		{"Backup", "admin", func(c clients) error { _, err := c.clus.Backup(ctx, &pb.BackupRequest{}); return err }},
+		{"Backup", "admin", func(c clients) error { return backup(ctx, c, io.Discard) }},
 		{"ForwardCommand", "", func(c clients) error {
 			_, err := c.clus.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: []byte{1}})
 			return err

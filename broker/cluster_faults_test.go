@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -325,15 +326,15 @@ func TestBackupRestoresDestroyedCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, _ := cli.Crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: "alias/keep-signer"})
-	backup, err := cli.Cluster.Backup(ctx, &pb.BackupRequest{})
-	if err != nil {
+	var backup bytes.Buffer
+	if _, err := cli.Backup(ctx, &backup); err != nil {
 		t.Fatal(err)
 	}
 	survivor := c1.Nodes[0].Token
 	c1.StopAll() // the cluster and its Raft data are gone; the HSM tokens remain
 
 	c2 := hsmtest.NewEmptyCluster(t)
-	c2.Restore = backup.GetSnapshot()
+	c2.Restore = backup.Bytes()
 	c2.AddNodeOnToken(survivor)
 	c2.AddNode()
 	c2.AddNode()

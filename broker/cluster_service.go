@@ -212,20 +212,48 @@ func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeader
 	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
 }
 
-// Backup returns a consistent snapshot of the replicated state: wrapped
-// key blobs only, never plaintext key material.
-func (s *Service) Backup(ctx context.Context, _ *pb.BackupRequest) (*pb.BackupResponse, error) {
+// MaxBackupChunkSize is the most snapshot bytes one Backup message
+// carries, well under every gRPC client's default receive limit (4 MiB).
+const MaxBackupChunkSize = 1 << 20
+
+// Backup streams a consistent snapshot of the replicated state (wrapped key
+// blobs only, never plaintext key material) in chunks of at most
+// BackupChunkSize bytes, hashing them as they go; the last message carries
+// the SHA-256, size, index and term. There is no size limit: a snapshot
+// either reaches the client whole, or the stream fails (and the client,
+// missing the last message, knows the backup is incomplete).
+func (s *Service) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer) error {
+	ctx := stream.Context()
 	rc, index, term, err := s.node.Snapshot()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 1<<30))
-	if err != nil {
-		return nil, err
+	h := sha256.New()
+	var size uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// A fresh buffer each time: gRPC allows no change to a message
+		// once it is sent.
+		buf := make([]byte, s.cfg.BackupChunkSize)
+		n, rerr := io.ReadFull(rc, buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			size += uint64(n)
+			if err := stream.Send(&pb.BackupResponse{Chunk: buf[:n]}); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("read the snapshot: %w", rerr)
+		}
 	}
-	sum := sha256.Sum256(b)
-	return &pb.BackupResponse{Snapshot: b, Sha256: hex.EncodeToString(sum[:]), Index: index, Term: term}, nil
+	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(h.Sum(nil)), Size: size, Index: index, Term: term})
 }
 
 // RegisterNode records this node and its partition in the replicated

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/client"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -54,15 +55,20 @@ func TestBackupIsChecksummedAndHoldsNoPlaintext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := e.cluster.Backup(ctx, &pb.BackupRequest{})
+	stream, err := e.cluster.Backup(ctx, &pb.BackupRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(b.GetSnapshot())
-	if hex.EncodeToString(sum[:]) != b.GetSha256() || b.GetIndex() == 0 {
-		t.Fatalf("backup checksum %s index %d", b.GetSha256(), b.GetIndex())
+	var snap bytes.Buffer
+	b, err := client.ReceiveBackup(stream, &snap)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if bytes.Contains(b.GetSnapshot(), dk.GetPlaintext()) {
+	sum := sha256.Sum256(snap.Bytes())
+	if hex.EncodeToString(sum[:]) != b.SHA256 || b.Index == 0 || b.Bytes != int64(snap.Len()) {
+		t.Fatalf("backup checksum %s index %d size %d", b.SHA256, b.Index, b.Bytes)
+	}
+	if bytes.Contains(snap.Bytes(), dk.GetPlaintext()) {
 		t.Fatal("backup contains a data key in plaintext")
 	}
 }

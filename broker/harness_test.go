@@ -58,11 +58,20 @@ type env struct {
 	keys    pb.KeyServiceClient
 	crypto  pb.CryptoServiceClient
 	cluster pb.ClusterServiceClient
+	// configure, if set, adjusts the service's configuration.
+	configure func(*broker.Config)
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}}
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with configure applied to the service's
+// configuration.
+func newEnvWith(t testing.TB, configure func(*broker.Config)) *env {
+	t.Helper()
+	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}, configure: configure}
 	e.tok = hsmtest.NewToken(t)
 	p := hsmtest.Open(t, e.tok)
 	if err := p.CreateDomainKey(ctxT(t)); err != nil {
@@ -89,7 +98,11 @@ func (e *env) start(p *hsm.Partition) {
 	if err := node.WaitForLeader(ctx); err != nil {
 		t.Fatalf("no leader: %v", err)
 	}
-	e.svc, err = broker.New(broker.Config{Node: node, Partition: p, Now: e.clock.Now, Logger: hsmtest.QuietLogger()})
+	cfg := broker.Config{Node: node, Partition: p, Now: e.clock.Now, Logger: hsmtest.QuietLogger()}
+	if e.configure != nil {
+		e.configure(&cfg)
+	}
+	e.svc, err = broker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	// and EndRequest); a request whose line cannot be written fails. nil
 	// keeps no audit log. The caller closes it after the service.
 	AuditLog *audit.Log
+	// BackupChunkSize is the most snapshot bytes one Backup message
+	// carries (default and maximum MaxBackupChunkSize).
+	BackupChunkSize int
 }
 
 // Service is the broker core. It is safe for concurrent use.
@@ -101,6 +104,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = cfg.Node.ID()
+	}
+	if cfg.BackupChunkSize <= 0 || cfg.BackupChunkSize > MaxBackupChunkSize {
+		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
 	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}
 	// A node that must catch up refuses key and crypto calls from the

@@ -353,6 +353,7 @@ func TestIdempotent(t *testing.T) {
 		"/hsmbroker.v1.KeyService/SomethingAddedLater":                  false,
 		pb.KeyService_ScheduleKeyDeletion_FullMethodName:                false,
 		pb.ClusterService_GetClusterStatus_FullMethodName:               true,
+		pb.ClusterService_Backup_FullMethodName:                         true,
 		pb.CryptoService_GenerateRandom_FullMethodName:                  true,
 		pb.CryptoService_GenerateDataKeyWithoutPlaintext_FullMethodName: false,
 	} {

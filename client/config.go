@@ -57,9 +57,10 @@ type Config struct {
 	// value disables retries.
 	Retries int
 
-	// MaxRecvMsgSize is the largest response accepted, in bytes.
-	// ClusterService.Backup responses can be large. Zero means
-	// DefaultMaxRecvMsgSize.
+	// MaxRecvMsgSize is the largest response message accepted, in bytes.
+	// Zero means DefaultMaxRecvMsgSize. No response of the API comes near
+	// it: ClusterService.Backup streams its snapshot in messages of at most
+	// 1 MiB.
 	MaxRecvMsgSize int
 }
 

@@ -55,6 +55,13 @@
 //     knows whether a repeat is safe: a CreateKey that timed out may have
 //     made the key, and DescribeKey on its alias tells.
 //
+// ClusterService.Backup is a server stream, retried like an idempotent call
+// but only until its first message arrives: each attempt must deliver one
+// within Config.Timeout, and once one has arrived a failure ends the call
+// (a deadline on the caller's context, if any, bounds the whole stream).
+// Client.Backup writes the snapshot to an io.Writer as it arrives and
+// checks its size and SHA-256 against the stream's last message.
+//
 // A cancelled caller context stops the call at once. After the last
 // attempt, the error of that attempt is returned: a gRPC status error whose
 // code Code returns and whose AWS KMS exception name (the ErrorInfo reason,

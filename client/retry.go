@@ -14,7 +14,8 @@ import (
 // another data key than the one the caller may already hold),
 // ScheduleKeyDeletion, CancelKeyDeletion and DeleteAlias (a repeat of a
 // success answers an error for a change that was made), and the cluster
-// changes.
+// changes. Backup is a stream: it is retried only until its first message
+// arrives (see router.NewStream).
 var idempotentMethods = map[string]bool{
 	pb.KeyService_DescribeKey_FullMethodName:          true,
 	pb.KeyService_ListKeys_FullMethodName:             true,
@@ -44,7 +45,8 @@ var idempotentMethods = map[string]bool{
 
 // Idempotent reports whether the client retries the RPC method (a full
 // method name such as "/hsmbroker.v1.KeyService/DescribeKey") after
-// failures that may have reached the broker; see the package doc.
+// failures that may have reached the broker; see the package doc. A
+// streaming method is retried only until its first message arrives.
 func Idempotent(method string) bool { return idempotentMethods[method] }
 
 // failover reports whether err says that the endpoint, rather than the

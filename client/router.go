@@ -89,14 +89,6 @@ func (r *router) Invoke(ctx context.Context, method string, args, reply any, opt
 	return &callError{err: lastErr, requestID: id, endpoint: lastEndpoint}
 }
 
-// NewStream opens a stream on the preferred healthy endpoint, with a request
-// id but neither a deadline nor retries: a stream's lifetime is the
-// caller's. The API has no streaming RPCs today.
-func (r *router) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	ctx, _ = withRequestID(ctx)
-	return r.endpoints[r.pick(make([]bool, len(r.endpoints)))].conn.NewStream(ctx, desc, method, opts...)
-}
-
 // pick returns the index of the endpoint for the next attempt: starting at
 // the preferred one, the first not yet tried in this call that is healthy,
 // else the first not yet tried, else (every endpoint tried) the first

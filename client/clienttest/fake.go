@@ -1,6 +1,7 @@
 package clienttest
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/aes"
@@ -38,7 +39,7 @@ const (
 )
 
 // Fake is an in-memory implementation of KeyService, CryptoService and the
-// read side of ClusterService, following the API's documented semantics and
+// read side of ClusterService (status and backups), following the API's documented semantics and
 // errors closely enough to test clients. Key material is generated in
 // software and kept in memory.
 type Fake struct {
@@ -51,6 +52,11 @@ type Fake struct {
 	aliases map[string]*pb.Alias
 	// Now is the clock; tests may replace it before the first call.
 	Now func() time.Time
+	// snapshot, if set, is what Backup sends; backupFail, if set, breaks
+	// the next Backup stream after backupFailAfter chunks.
+	snapshot        []byte
+	backupFail      error
+	backupFailAfter int
 }
 
 type fakeKey struct {
@@ -999,6 +1005,58 @@ func (f *Fake) GetClusterStatus(context.Context, *pb.GetClusterStatusRequest) (*
 			Partition: &pb.PartitionInfo{HsmModel: "fake", Manufacturer: "clienttest", TokenLabel: "fake", DomainKeyPresent: true, Health: "ok"},
 		}},
 	}, nil
+}
+
+// BackupChunkSize is the most snapshot bytes one message of the Fake's
+// Backup stream carries.
+const BackupChunkSize = 1024
+
+// Backup implements ClusterService.Backup: it streams the snapshot set by
+// SetSnapshot (by default a list of the key ids) in BackupChunkSize
+// pieces, then its size, SHA-256, index 1 and term 1.
+func (f *Fake) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer) error {
+	f.mu.Lock()
+	snap := f.snapshot
+	if snap == nil {
+		snap = []byte("clienttest snapshot\n")
+		for _, id := range slices.Sorted(maps.Keys(f.keys)) {
+			snap = append(snap, id+"\n"...)
+		}
+	}
+	failErr, failAfter := f.backupFail, f.backupFailAfter
+	f.backupFail = nil
+	f.mu.Unlock()
+	sent := 0
+	for i := 0; i < len(snap); i += BackupChunkSize {
+		if failErr != nil && sent == failAfter {
+			return failErr
+		}
+		if err := stream.Send(&pb.BackupResponse{Chunk: snap[i:min(i+BackupChunkSize, len(snap))]}); err != nil {
+			return err
+		}
+		sent++
+	}
+	if failErr != nil {
+		return failErr
+	}
+	sum := sha256.Sum256(snap)
+	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(snap)), Index: 1, Term: 1})
+}
+
+// SetSnapshot sets what Backup sends.
+func (f *Fake) SetSnapshot(b []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.snapshot = bytes.Clone(b)
+}
+
+// FailBackupAfter makes the next Backup stream fail with err after it has
+// sent chunks pieces of the snapshot (0: before the first), as a broker
+// that dies mid-stream would.
+func (f *Fake) FailBackupAfter(chunks int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.backupFail, f.backupFailAfter = err, chunks
 }
 
 // KeyIDs returns the ids of every key, sorted.

@@ -72,6 +72,7 @@ func Start(t testing.TB, pki *PKI, fake *Fake) *Server {
 	s.srv = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(pki.ServerTLS())),
 		grpc.UnaryInterceptor(s.intercept),
+		grpc.StreamInterceptor(s.interceptStream),
 	)
 	pb.RegisterKeyServiceServer(s.srv, fake)
 	pb.RegisterCryptoServiceServer(s.srv, fake)
@@ -115,6 +116,21 @@ func (s *Server) Calls() []Call {
 }
 
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.received(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (s *Server) interceptStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.received(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// received records a call and runs the hook on it.
+func (s *Server) received(ctx context.Context, method string) error {
 	var id string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("x-request-id"); len(v) > 0 {
@@ -122,15 +138,13 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 		}
 	}
 	s.mu.Lock()
-	s.calls = append(s.calls, Call{Method: info.FullMethod, RequestID: id})
+	s.calls = append(s.calls, Call{Method: method, RequestID: id})
 	hook := s.hook
 	s.mu.Unlock()
 	if hook != nil {
-		if err := hook(ctx, info.FullMethod); err != nil {
-			return nil, err
-		}
+		return hook(ctx, method)
 	}
-	return handler(ctx, req)
+	return nil
 }
 
 // Error returns a broker-style error: a status with code and message and a

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/client"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -47,16 +48,27 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := clus.Backup(ctx, &pb.BackupRequest{})
+	stream, err := clus.Backup(ctx, &pb.BackupRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	backup := filepath.Join(c.dir, "cluster.snap")
-	if err := os.WriteFile(backup, b.GetSnapshot(), 0o600); err != nil {
+	f, err := os.OpenFile(backup, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(b.GetSnapshot())
-	if hex.EncodeToString(sum[:]) != b.GetSha256() {
+	b, err := client.ReceiveBackup(stream, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	written, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(written); hex.EncodeToString(sum[:]) != b.SHA256 || int64(len(written)) != b.Bytes {
 		t.Fatal("backup checksum mismatch")
 	}
 	p1.stop(t)
@@ -77,7 +89,7 @@ func TestServeRestoreFromBackup(t *testing.T) {
 		t.Fatalf("restore on an HSM without the domain key: %v\n%s", err, out)
 	}
 
-	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.GetSha256())
+	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.SHA256)
 	if err != nil || !strings.Contains(out, "restored 1 keys") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}

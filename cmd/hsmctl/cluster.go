@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -420,8 +419,14 @@ members) to FILE, mode 0600, and its SHA-256 to FILE.sha256 in the form
 useless without an HSM holding the cluster's domain key, which is why the
 HSM partitions need backups of their own.
 
-The broker sends the snapshot with its SHA-256; backup checks the two agree
-before writing anything. An existing FILE is kept unless --force is given.
+The broker streams the snapshot in pieces and ends with its size and
+SHA-256; backup writes the pieces to a temporary file beside FILE and
+renames it to FILE only once both match. If the stream breaks or the
+snapshot does not match, nothing is written. Memory use does not grow with
+the snapshot. --timeout bounds the wait for the broker's first piece, not
+the whole backup. An existing FILE is kept unless --force is given. A
+progress line is shown on a terminal.
+
 It prints the Raft index and term the snapshot covers; with -o json
 {"file", "bytes", "index", "term", "sha256"}.`,
 		Example: `  hsmctl cluster backup /var/backups/hsmbroker/$(date +%F).snap
@@ -436,36 +441,78 @@ It prints the Raft index and term the snapshot covers; with -o json
 			if err != nil {
 				return err
 			}
-			resp, err := c.Cluster.Backup(a.ctx, &pb.BackupRequest{})
+			info, err := a.backupTo(c, file)
 			if err != nil {
 				return err
 			}
-			sum := sha256.Sum256(resp.GetSnapshot())
-			got := hex.EncodeToString(sum[:])
-			if !strings.EqualFold(got, resp.GetSha256()) {
-				return fmt.Errorf("the snapshot is damaged: its SHA-256 is %s, the broker sent %s; nothing written", got, resp.GetSha256())
-			}
-			if err := writeFileAtomic(file, resp.GetSnapshot()); err != nil {
-				return fmt.Errorf("write the backup: %w", err)
-			}
-			if err := writeFileAtomic(file+".sha256", []byte(got+"  "+filepath.Base(file)+"\n")); err != nil {
+			if err := writeFileAtomic(file+".sha256", []byte(info.SHA256+"  "+filepath.Base(file)+"\n")); err != nil {
 				return fmt.Errorf("write the backup checksum: %w", err)
 			}
 			if a.json() {
-				return printJSON(a.stdout, map[string]any{"file": file, "bytes": len(resp.GetSnapshot()),
-					"index": resp.GetIndex(), "term": resp.GetTerm(), "sha256": got})
+				return printJSON(a.stdout, map[string]any{"file": file, "bytes": info.Bytes,
+					"index": info.Index, "term": info.Term, "sha256": info.SHA256})
 			}
 			return fields(a.stdout,
 				"File", file,
-				"Bytes", strconv.Itoa(len(resp.GetSnapshot())),
-				"Index", strconv.FormatUint(resp.GetIndex(), 10),
-				"Term", strconv.FormatUint(resp.GetTerm(), 10),
-				"SHA256", got,
+				"Bytes", strconv.FormatInt(info.Bytes, 10),
+				"Index", strconv.FormatUint(info.Index, 10),
+				"Term", strconv.FormatUint(info.Term, 10),
+				"SHA256", info.SHA256,
 			)
 		}),
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "replace FILE if it exists")
 	return cmd
+}
+
+// backupTo streams a backup into a temporary file beside file, mode 0600,
+// and renames it to file once the snapshot's size and SHA-256 check out;
+// on any failure it removes the temporary file and file is untouched.
+func (a *app) backupTo(c *client.Client, file string) (info client.BackupInfo, err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return info, fmt.Errorf("write the backup: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err = tmp.Chmod(0o600); err != nil {
+		return info, fmt.Errorf("write the backup: %w", err)
+	}
+	bar := a.newProgress("backup", -1)
+	w := &progressWriter{w: tmp, bar: bar}
+	info, err = c.Backup(a.ctx, w)
+	bar.finish(w.n)
+	if err != nil {
+		return info, fmt.Errorf("%w; nothing written", err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return info, fmt.Errorf("write the backup: %w", err)
+	}
+	if err = tmp.Close(); err != nil {
+		return info, fmt.Errorf("write the backup: %w", err)
+	}
+	if err = os.Rename(tmp.Name(), file); err != nil {
+		return info, fmt.Errorf("write the backup: %w", err)
+	}
+	return info, nil
+}
+
+// progressWriter counts the bytes written through it on a progress bar.
+type progressWriter struct {
+	w   io.Writer
+	bar *progressBar
+	n   int64
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	p.bar.update(p.n)
+	return n, err
 }
 
 // writeFileAtomic writes data to path with mode 0600 through a temporary

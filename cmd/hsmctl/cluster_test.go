@@ -39,7 +39,9 @@ type fakeCluster struct {
 	removed  []string
 	tokenTTL time.Duration
 	snapshot []byte
-	badSum   bool
+	// backupFault makes Backup misbehave: "bad sum", "bad size", "no
+	// trailer", "flipped byte" or "broken stream".
+	backupFault string
 }
 
 type fakeMember struct {
@@ -51,7 +53,7 @@ type fakeMember struct {
 func newFakeCluster(t *testing.T) *fakeCluster {
 	t.Helper()
 	c := &fakeCluster{t: t, pki: clienttest.NewPKI(t), ids: []string{"node1", "node2", "node3"}, leader: "node1",
-		snapshot: bytes.Repeat([]byte("snapshot "), 1000)}
+		snapshot: bytes.Repeat([]byte("snapshot "), 1000)} // 9000 bytes: 10 chunks
 	var lns []net.Listener
 	for range c.ids {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -164,14 +166,36 @@ func (m *fakeMember) TransferLeadership(_ context.Context, req *pb.TransferLeade
 	return &pb.TransferLeadershipResponse{LeaderId: m.c.leader}, nil
 }
 
-func (m *fakeMember) Backup(context.Context, *pb.BackupRequest) (*pb.BackupResponse, error) {
+// Backup streams the snapshot in 1000-byte chunks, then the totals, with
+// the fault backupFault names, if any.
+func (m *fakeMember) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer) error {
 	m.c.mu.Lock()
-	defer m.c.mu.Unlock()
-	sum := sha256.Sum256(m.c.snapshot)
-	if m.c.badSum {
-		sum[0] ^= 1
+	snapshot, fault := m.c.snapshot, m.c.backupFault
+	m.c.mu.Unlock()
+	for i := 0; i < len(snapshot); i += 1000 {
+		chunk := snapshot[i:min(i+1000, len(snapshot))]
+		if fault == "flipped byte" && i == 0 {
+			chunk = append([]byte{chunk[0] ^ 1}, chunk[1:]...)
+		}
+		if fault == "broken stream" && i >= len(snapshot)/2 {
+			return status.Error(codes.Unavailable, "connection lost")
+		}
+		if err := stream.Send(&pb.BackupResponse{Chunk: chunk}); err != nil {
+			return err
+		}
 	}
-	return &pb.BackupResponse{Snapshot: m.c.snapshot, Sha256: hex.EncodeToString(sum[:]), Index: 42, Term: 4}, nil
+	sum := sha256.Sum256(snapshot)
+	last := &pb.BackupResponse{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(snapshot)), Index: 42, Term: 4}
+	switch fault {
+	case "no trailer":
+		return nil
+	case "bad sum":
+		sum[0] ^= 1
+		last.Sha256 = hex.EncodeToString(sum[:])
+	case "bad size":
+		last.Size++
+	}
+	return stream.Send(last)
 }
 
 func contains(list []string, s string) bool {
@@ -378,12 +402,34 @@ func TestClusterBackup(t *testing.T) {
 		t.Errorf("backup --force:\n%s", out)
 	}
 
-	c.badSum = true
-	other := filepath.Join(dir, "damaged.snap")
-	if r := c.run(c.flags(2), "cluster", "backup", other); r.code != exitError || !strings.Contains(r.stderr, "damaged") {
-		t.Errorf("damaged snapshot: %+v", r)
+	// A stream that breaks, or whose bytes do not match its totals, leaves
+	// nothing behind: neither the file nor its checksum nor a temporary file.
+	for _, fault := range []string{"bad sum", "bad size", "no trailer", "flipped byte", "broken stream"} {
+		c.mu.Lock()
+		c.backupFault = fault
+		c.mu.Unlock()
+		other := filepath.Join(dir, "damaged.snap")
+		r := c.run(c.flags(2), "cluster", "backup", other)
+		want := "damaged"
+		if fault == "broken stream" {
+			want = "connection lost"
+		}
+		if r.code != exitError || !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: %+v", fault, r)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+			t.Errorf("%s: a failed backup left files: %v", fault, entries)
+		}
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Errorf("a damaged backup left files: %v", entries)
+
+	// A member that is down before the stream starts is passed over.
+	c.mu.Lock()
+	c.backupFault = ""
+	c.mu.Unlock()
+	c.servers[2].Stop()
+	moved := filepath.Join(dir, "moved.snap")
+	c.okJSON(&b, c.flags(2, 0), "cluster", "backup", moved)
+	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, c.snapshot) || b.SHA256 != want {
+		t.Fatalf("backup through the second endpoint: %+v (%v)", b, err)
 	}
 }

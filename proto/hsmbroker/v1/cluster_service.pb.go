@@ -628,18 +628,28 @@ func (*BackupRequest) Descriptor() ([]byte, []int) {
 	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{10}
 }
 
-// BackupResponse is the output of ClusterService.Backup.
+// BackupResponse is one message of the ClusterService.Backup stream. The
+// snapshot is the concatenation of every message's chunk, in order; it is
+// in the format the cluster restores from and holds no plaintext key
+// material. Only the last message sets sha256, size, index and term, and
+// no message follows it.
 type BackupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The snapshot, in the format the cluster restores from. It holds no
-	// plaintext key material.
-	Snapshot []byte `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	// The SHA-256 of snapshot, as 64 lowercase hex digits.
+	// The next piece of the snapshot, at most 1 MiB. The broker sends the
+	// last message without one; a client appends every message's chunk, the
+	// last one's included, to rebuild the snapshot.
+	Chunk []byte `protobuf:"bytes,5,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// Last message only: the SHA-256 of the whole snapshot, as 64 lowercase
+	// hex digits. Empty in every other message.
 	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// The index of the last Raft log entry the snapshot covers.
+	// Last message only: the index of the last Raft log entry the snapshot
+	// covers.
 	Index uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
-	// The Raft term of that entry.
-	Term          uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// Last message only: the Raft term of that entry.
+	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// Last message only: the size of the whole snapshot in bytes, the sum of
+	// the lengths of every chunk.
+	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -674,9 +684,9 @@ func (*BackupResponse) Descriptor() ([]byte, []int) {
 	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *BackupResponse) GetSnapshot() []byte {
+func (x *BackupResponse) GetChunk() []byte {
 	if x != nil {
-		return x.Snapshot
+		return x.Chunk
 	}
 	return nil
 }
@@ -698,6 +708,13 @@ func (x *BackupResponse) GetIndex() uint64 {
 func (x *BackupResponse) GetTerm() uint64 {
 	if x != nil {
 		return x.Term
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
 }
@@ -924,12 +941,13 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x0f\n" +
-	"\rBackupRequest\"n\n" +
-	"\x0eBackupResponse\x12\x1a\n" +
-	"\bsnapshot\x18\x01 \x01(\fR\bsnapshot\x12\x16\n" +
+	"\rBackupRequest\"\x8c\x01\n" +
+	"\x0eBackupResponse\x12\x14\n" +
+	"\x05chunk\x18\x05 \x01(\fR\x05chunk\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
-	"\x04term\x18\x04 \x01(\x04R\x04term\"1\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04sizeJ\x04\b\x01\x10\x02R\bsnapshot\"1\n" +
 	"\x15ForwardCommandRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"F\n" +
 	"\x16ForwardCommandResponse\x12\x16\n" +
@@ -937,15 +955,15 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"\x12\n" +
 	"\x10ReadIndexRequest\"6\n" +
 	"\x11ReadIndexResponse\x12!\n" +
-	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xd1\x05\n" +
+	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xd3\x05\n" +
 	"\x0eClusterService\x12a\n" +
 	"\x10GetClusterStatus\x12%.hsmbroker.v1.GetClusterStatusRequest\x1a&.hsmbroker.v1.GetClusterStatusResponse\x12^\n" +
 	"\x0fCreateJoinToken\x12$.hsmbroker.v1.CreateJoinTokenRequest\x1a%.hsmbroker.v1.CreateJoinTokenResponse\x12R\n" +
 	"\vJoinCluster\x12 .hsmbroker.v1.JoinClusterRequest\x1a!.hsmbroker.v1.JoinClusterResponse\x12O\n" +
 	"\n" +
 	"RemoveNode\x12\x1f.hsmbroker.v1.RemoveNodeRequest\x1a .hsmbroker.v1.RemoveNodeResponse\x12g\n" +
-	"\x12TransferLeadership\x12'.hsmbroker.v1.TransferLeadershipRequest\x1a(.hsmbroker.v1.TransferLeadershipResponse\x12C\n" +
-	"\x06Backup\x12\x1b.hsmbroker.v1.BackupRequest\x1a\x1c.hsmbroker.v1.BackupResponse\x12[\n" +
+	"\x12TransferLeadership\x12'.hsmbroker.v1.TransferLeadershipRequest\x1a(.hsmbroker.v1.TransferLeadershipResponse\x12E\n" +
+	"\x06Backup\x12\x1b.hsmbroker.v1.BackupRequest\x1a\x1c.hsmbroker.v1.BackupResponse0\x01\x12[\n" +
 	"\x0eForwardCommand\x12#.hsmbroker.v1.ForwardCommandRequest\x1a$.hsmbroker.v1.ForwardCommandResponse\x12L\n" +
 	"\tReadIndex\x12\x1e.hsmbroker.v1.ReadIndexRequest\x1a\x1f.hsmbroker.v1.ReadIndexResponseB?Z=github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1;hsmbrokerv1b\x06proto3"
 

@@ -65,13 +65,16 @@ type ClusterServiceClient interface {
 	// maintenance on the leader's host. Writes fail with UNAVAILABLE for the
 	// short time the cluster has no leader.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
-	// Backup returns a snapshot of the replicated state: keys and their
+	// Backup streams a snapshot of the replicated state: keys and their
 	// versions (wrapped under the domain key, so useless without an HSM that
 	// holds it), aliases, policies and members. The snapshot is taken on the
 	// answering node, from its applied state; index and term say how current it
-	// is. It can be large: callers should raise their maximum receive message
-	// size.
-	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error)
+	// is. It arrives in pieces of at most 1 MiB, so a snapshot of any size
+	// fits the default message size limits. The last message carries the
+	// totals (sha256, size, index, term); a stream that ends without them, or
+	// whose bytes do not match them, is incomplete and must be discarded.
+	// Clients may retry the call only until the first message arrives.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 	// ForwardCommand is internal to the cluster: a follower sends the leader a
 	// state change it was asked for, and the leader applies it through Raft and
 	// answers once it is committed. A node that is not the leader answers
@@ -143,15 +146,24 @@ func (c *clusterServiceClient) TransferLeadership(ctx context.Context, in *Trans
 	return out, nil
 }
 
-func (c *clusterServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error) {
+func (c *clusterServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(BackupResponse)
-	err := c.cc.Invoke(ctx, ClusterService_Backup_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_Backup_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[BackupRequest, BackupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
 
 func (c *clusterServiceClient) ForwardCommand(ctx context.Context, in *ForwardCommandRequest, opts ...grpc.CallOption) (*ForwardCommandResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -209,13 +221,16 @@ type ClusterServiceServer interface {
 	// maintenance on the leader's host. Writes fail with UNAVAILABLE for the
 	// short time the cluster has no leader.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
-	// Backup returns a snapshot of the replicated state: keys and their
+	// Backup streams a snapshot of the replicated state: keys and their
 	// versions (wrapped under the domain key, so useless without an HSM that
 	// holds it), aliases, policies and members. The snapshot is taken on the
 	// answering node, from its applied state; index and term say how current it
-	// is. It can be large: callers should raise their maximum receive message
-	// size.
-	Backup(context.Context, *BackupRequest) (*BackupResponse, error)
+	// is. It arrives in pieces of at most 1 MiB, so a snapshot of any size
+	// fits the default message size limits. The last message carries the
+	// totals (sha256, size, index, term); a stream that ends without them, or
+	// whose bytes do not match them, is incomplete and must be discarded.
+	// Clients may retry the call only until the first message arrives.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	// ForwardCommand is internal to the cluster: a follower sends the leader a
 	// state change it was asked for, and the leader applies it through Raft and
 	// answers once it is committed. A node that is not the leader answers
@@ -252,8 +267,8 @@ func (UnimplementedClusterServiceServer) RemoveNode(context.Context, *RemoveNode
 func (UnimplementedClusterServiceServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
 }
-func (UnimplementedClusterServiceServer) Backup(context.Context, *BackupRequest) (*BackupResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Backup not implemented")
+func (UnimplementedClusterServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedClusterServiceServer) ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardCommand not implemented")
@@ -372,23 +387,16 @@ func _ClusterService_TransferLeadership_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
-func _ClusterService_Backup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(BackupRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _ClusterService_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(ClusterServiceServer).Backup(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: ClusterService_Backup_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServiceServer).Backup(ctx, req.(*BackupRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(ClusterServiceServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
 
 func _ClusterService_ForwardCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ForwardCommandRequest)
@@ -454,10 +462,6 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_TransferLeadership_Handler,
 		},
 		{
-			MethodName: "Backup",
-			Handler:    _ClusterService_Backup_Handler,
-		},
-		{
 			MethodName: "ForwardCommand",
 			Handler:    _ClusterService_ForwardCommand_Handler,
 		},
@@ -466,6 +470,12 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_ReadIndex_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _ClusterService_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "hsmbroker/v1/cluster_service.proto",
 }

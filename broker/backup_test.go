@@ -1,0 +1,340 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+)
+
+// backup streams a backup from c into w and checks it.
+func backup(ctx context.Context, c clients, w io.Writer) error {
+	stream, err := c.clus.Backup(ctx, &pb.BackupRequest{})
+	if err != nil {
+		return err
+	}
+	_, err = client.ReceiveBackup(stream, w)
+	return err
+}
+
+// TestBackupStreamsInChunks: with 1 KiB chunks a backup spans many
+// messages; put together they are exactly the node's snapshot, the last
+// message's totals match them, and they restore into a new cluster whose
+// HSM holds the domain key: every old ciphertext decrypts there.
+func TestBackupStreamsInChunks(t *testing.T) {
+	const chunk = 1024
+	e := newEnvWith(t, func(c *broker.Config) { c.BackupChunkSize = chunk })
+	ctx := ctxT(t)
+	type sealed struct{ blob, plaintext []byte }
+	var blobs []sealed
+	for i := range 8 {
+		k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+		pt := []byte(fmt.Sprint("secret ", i))
+		enc, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: pt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, sealed{enc.GetCiphertextBlob(), pt})
+	}
+	// What the daemon does at start: a restore checks the backup's blob
+	// against its HSM.
+	if err := e.svc.EnsureDomainKeyCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	stream, err := e.cluster.Backup(ctx, &pb.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	var msgs []*pb.BackupResponse
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+		got = append(got, m.GetChunk()...)
+	}
+	rc, index, term, err := e.node.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the streamed backup (%d bytes) is not the node's snapshot (%d bytes)", len(got), len(want))
+	}
+	if wantMsgs := (len(want)+chunk-1)/chunk + 1; len(msgs) != wantMsgs || len(msgs) < 5 {
+		t.Fatalf("%d messages for %d bytes in %d-byte chunks, want %d", len(msgs), len(want), chunk, wantMsgs)
+	}
+	for i, m := range msgs[:len(msgs)-1] {
+		if m.GetSha256() != "" || m.GetSize() != 0 || m.GetIndex() != 0 || m.GetTerm() != 0 {
+			t.Fatalf("message %d carries totals: %v", i, m)
+		}
+		if n := len(m.GetChunk()); n != chunk && i != len(msgs)-2 || n == 0 || n > chunk {
+			t.Fatalf("message %d: a chunk of %d bytes", i, n)
+		}
+	}
+	last := msgs[len(msgs)-1]
+	sum := sha256.Sum256(want)
+	if len(last.GetChunk()) != 0 || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(want)) ||
+		last.GetIndex() != index || last.GetTerm() != term || index == 0 {
+		t.Fatalf("last message %v; want sha256 %x, size %d, index %d, term %d", last, sum, len(want), index, term)
+	}
+
+	// A new single-node cluster on an HSM holding the domain key (the same
+	// token) restores the backup and decrypts every old ciphertext.
+	node, svc := newRestoreTarget(t, e.part)
+	if err := svc.RestoreBackup(ctx, bytes.NewReader(got)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(node.State().Keys()); n != len(blobs) {
+		t.Fatalf("restored %d keys, want %d", n, len(blobs))
+	}
+	for i, b := range blobs {
+		dec, err := svc.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: b.blob})
+		if err != nil || !bytes.Equal(dec.GetPlaintext(), b.plaintext) {
+			t.Fatalf("ciphertext %d after the restore: %v", i, err)
+		}
+	}
+}
+
+// newRestoreTarget is a new single-node cluster, leading, with a service
+// over partition p.
+func newRestoreTarget(t *testing.T, p *hsm.Partition) (*cluster.Node, *broker.Service) {
+	t.Helper()
+	node, err := cluster.Open(cluster.Config{NodeID: "restored", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
+		Bootstrap: true, Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Shutdown() })
+	if err := node.WaitForLeader(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := broker.New(broker.Config{Node: node, Partition: p, Logger: hsmtest.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node, svc
+}
+
+// requestsTotal reads hsmbroker_requests_total for one method and code.
+func requestsTotal(t *testing.T, method, code string) float64 {
+	t.Helper()
+	fams, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "hsmbroker_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["method"] == method && labels["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// TestBackupStreamAuthorization: the streaming Backup goes through the same
+// authentication, role gate, audit and metrics as the unary calls: only
+// admins get it; every other principal, a node certificate included, is
+// refused before a byte is sent, and each request, allowed or refused, has
+// its audit line with its request id; while the audit log cannot be
+// written, nothing is sent.
+func TestBackupStreamAuthorization(t *testing.T) {
+	var buf bytes.Buffer
+	w := &lockedBuffer{b: &buf}
+	e := newSecureEnv(t, audit.New(w, audit.Options{}))
+	ctx := ctxT(t)
+	admin := e.as("root", pki.RoleAdmin)
+	e.createKey(admin, "alias/backed-up", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	setup := len(auditLines(t, []byte(w.String())))
+	deniedBefore, okBefore := requestsTotal(t, "Backup", "PermissionDenied"), requestsTotal(t, "Backup", "OK")
+
+	iss, err := e.ca.IssueServer("node2", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeCert := newClient(hsmtest.DialTLS(t, e.addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: e.ca.Pool(),
+		Certificates: []tls.Certificate{{Certificate: [][]byte{iss.Cert.Raw}, PrivateKey: iss.Key}}}))
+	refused := []struct {
+		principal, role string
+		c               clients
+	}{
+		{"ursula", pki.RoleUser, e.as("ursula", pki.RoleUser)},
+		{"audra", pki.RoleAuditor, e.as("audra", pki.RoleAuditor)},
+		{"drifter", "", e.as("drifter", "contractor")},
+		{"node2", "node", nodeCert},
+	}
+	for i, r := range refused {
+		var got bytes.Buffer
+		err := backup(withRequestID(ctx, fmt.Sprintf("denied-%d", i)), r.c, &got)
+		wantErr(t, err, codes.PermissionDenied, broker.ExcAccessDenied, r.principal, "hsmbroker:Backup")
+		if got.Len() != 0 {
+			t.Fatalf("%s received %d bytes of a refused backup", r.principal, got.Len())
+		}
+	}
+
+	stream, err := admin.clus.Backup(withRequestID(ctx, "allowed"), &pb.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap bytes.Buffer
+	if _, err := client.ReceiveBackup(stream, &snap); err != nil {
+		t.Fatalf("admin backup: %v", err)
+	}
+	if md, err := stream.Header(); err != nil || len(md.Get("x-request-id")) != 1 || md.Get("x-request-id")[0] != "allowed" {
+		t.Errorf("x-request-id header %v (%v), want allowed", md, err)
+	}
+
+	recs := auditLines(t, []byte(w.String()))[setup:]
+	if len(recs) != len(refused)+1 {
+		t.Fatalf("%d audit lines for %d backups:\n%s", len(recs), len(refused)+1, w.String())
+	}
+	for i, r := range refused {
+		rec := recs[i]
+		if rec.Operation != "hsmbroker:Backup" || rec.Principal != r.principal || rec.Role != r.role || rec.Decision != "deny" ||
+			rec.Result != broker.ExcAccessDenied || rec.Code != "PermissionDenied" || rec.RequestID != fmt.Sprintf("denied-%d", i) || rec.Peer == "" {
+			t.Errorf("audit line of %s's backup: %+v", r.principal, rec)
+		}
+	}
+	if rec := recs[len(refused)]; rec.Operation != "hsmbroker:Backup" || rec.Principal != "root" || rec.Decision != "allow" ||
+		rec.Result != "OK" || rec.RequestID != "allowed" || rec.Amends != 0 {
+		t.Errorf("audit line of the admin's backup: %+v", rec)
+	}
+	if d := requestsTotal(t, "Backup", "PermissionDenied") - deniedBefore; d != float64(len(refused)) {
+		t.Errorf("hsmbroker_requests_total counted %v refused backups, want %d", d, len(refused))
+	}
+	if d := requestsTotal(t, "Backup", "OK") - okBefore; d != 1 {
+		t.Errorf("hsmbroker_requests_total counted %v backups, want 1", d)
+	}
+
+	// A client without a certificate does not get through the handshake.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var got bytes.Buffer
+	err = backup(cctx, newClient(hsmtest.DialTLS(t, e.addr, hsmtest.NoCertTLS(e.ca))), &got)
+	if code := status.Code(err); code != codes.Unavailable && code != codes.Unauthenticated || got.Len() != 0 {
+		t.Fatalf("backup without a certificate: %v (%s), %d bytes", err, code, got.Len())
+	}
+	if n := len(auditLines(t, []byte(w.String()))); n != setup+len(refused)+1 {
+		t.Fatalf("a refused handshake left an audit line")
+	}
+
+	// While the audit log cannot be written, not one byte leaves.
+	w.fail.Store(true)
+	got.Reset()
+	err = backup(ctx, admin, &got)
+	wantErr(t, err, codes.Unavailable, broker.ExcDependencyTimeout, "audit log")
+	if got.Len() != 0 {
+		t.Fatalf("%d bytes of an unaudited backup were sent", got.Len())
+	}
+	w.fail.Store(false)
+	if err := backup(ctx, admin, io.Discard); err != nil {
+		t.Fatalf("backup once the audit log is back: %v", err)
+	}
+}
+
+// TestStreamsWithoutCertificate: on a server that lets a client without a
+// certificate finish the handshake, the interceptors refuse it the
+// streaming Backup as they refuse it unary calls, and it still gets gRPC
+// health (Check and the Watch stream) and reflection, which need no
+// certificate, as before.
+func TestStreamsWithoutCertificate(t *testing.T) {
+	var buf bytes.Buffer
+	e := newSecureEnvAuth(t, audit.New(&lockedBuffer{b: &buf}, audit.Options{}), tls.VerifyClientCertIfGiven)
+	ctx := ctxT(t)
+	conn := hsmtest.DialTLS(t, e.addr, hsmtest.NoCertTLS(e.ca))
+	anon := newClient(conn)
+	_, err := anon.keys.ListKeys(ctx, &pb.ListKeysRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("ListKeys without a certificate: %v", err)
+	}
+	var got bytes.Buffer
+	err = backup(ctx, anon, &got)
+	if status.Code(err) != codes.Unauthenticated || got.Len() != 0 {
+		t.Fatalf("Backup without a certificate: %v, %d bytes", err, got.Len())
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("unauthenticated requests left audit lines:\n%s", buf.String())
+	}
+
+	hc := healthpb.NewHealthClient(conn)
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health Check: %v %v", r, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watch, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health Watch: %v %v", r, err)
+	}
+	cancel()
+
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := refl.Recv()
+	if err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	found := false
+	for _, s := range r.GetListServicesResponse().GetService() {
+		found = found || s.GetName() == "hsmbroker.v1.ClusterService"
+	}
+	if !found {
+		t.Fatalf("reflection lists %v", r.GetListServicesResponse().GetService())
+	}
+	_ = refl.CloseSend()
+	if buf.Len() != 0 {
+		t.Fatalf("health and reflection left audit lines:\n%s", buf.String())
+	}
+
+	// The same client with a certificate gets its backup.
+	if err := backup(metadata.AppendToOutgoingContext(ctx, "x-request-id", "with-cert"), e.as("root", pki.RoleAdmin), io.Discard); err != nil {
+		t.Fatalf("admin backup: %v", err)
+	}
+}
