@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,6 +146,27 @@ func newRestoreTarget(t *testing.T, p *hsm.Partition) (*cluster.Node, *broker.Se
 		t.Fatal(err)
 	}
 	return node, svc
+}
+
+// TestRestoreNeedsDomainKeyCheck: a backup whose state records no domain
+// key check is refused with an error, since nothing ties its keys to the
+// HSM's domain key.
+func TestRestoreNeedsDomainKeyCheck(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	stream, err := e.cluster.Backup(ctx, &pb.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap bytes.Buffer
+	if _, err := client.ReceiveBackup(stream, &snap); err != nil {
+		t.Fatal(err)
+	}
+	_, svc := newRestoreTarget(t, e.part)
+	if err := svc.RestoreBackup(ctx, &snap); err == nil || !strings.Contains(err.Error(), "no domain key check") {
+		t.Fatalf("restore of a backup without a domain key check: %v", err)
+	}
 }
 
 // requestsTotal reads hsmbroker_requests_total for one method and code.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -274,7 +275,11 @@ func (s *Service) RestoreBackup(ctx context.Context, r io.Reader) error {
 	if err := s.node.RestoreFromBackup(ctx, r); err != nil {
 		return err
 	}
-	if err := s.hsm.VerifyDomainKey(ctx, s.node.State().DomainKeyCheck()); err != nil {
+	check := s.node.State().DomainKeyCheck()
+	if len(check) == 0 {
+		return errors.New("the backup records no domain key check, so nothing shows its keys are wrapped under this HSM's domain key")
+	}
+	if err := s.hsm.VerifyDomainKey(ctx, check); err != nil {
 		return fmt.Errorf("the backup's keys are wrapped under another domain key than this HSM's: %w", err)
 	}
 	members := map[string]bool{}
