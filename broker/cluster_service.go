@@ -22,13 +22,26 @@ import (
 // cache in step with the replicated state: a deleted key's loaded copies are
 // destroyed, and a snapshot restore drops them all. It runs on Raft's apply
 // goroutine, so the HSM work is handed off and the observer returns at once.
-func Observer(p *hsm.Partition) func(cluster.Event) {
+func Observer(p *hsm.Partition) func(cluster.Event) { return PreloadingObserver(p, nil) }
+
+// PreloadingObserver is Observer that also passes every event to a
+// preloader (when pl is not nil), a restore's once the old copies are gone.
+func PreloadingObserver(p *hsm.Partition, pl *Preloader) func(cluster.Event) {
 	return func(ev cluster.Event) {
 		switch ev.Type {
 		case cluster.TypeDeleteKey:
 			go p.Evict(context.Background(), ev.KeyID)
 		case cluster.TypeRestore:
-			go p.EvictAll(context.Background())
+			go func() {
+				p.EvictAll(context.Background())
+				if pl != nil {
+					pl.Observe(ev)
+				}
+			}()
+			return
+		}
+		if pl != nil {
+			pl.Observe(ev)
 		}
 	}
 }
@@ -200,7 +213,7 @@ func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeader
 			return nil, err
 		}
 		if lc != nil {
-			return lc.TransferLeadership(ctx, req)
+			return lc.TransferLeadership(outgoing(ctx), req)
 		}
 	}
 	if err := s.node.TransferLeadership(ctx, req.GetNodeId()); err != nil {

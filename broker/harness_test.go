@@ -60,6 +60,8 @@ type env struct {
 	cluster pb.ClusterServiceClient
 	// configure, if set, adjusts the service's configuration.
 	configure func(*broker.Config)
+	// preloader, if set, observes the node's state changes.
+	preloader *broker.Preloader
 }
 
 func newEnv(t testing.TB) *env {
@@ -88,7 +90,7 @@ func (e *env) start(p *hsm.Partition) {
 	e.part = p
 	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: e.dataDir,
 		Bootstrap: true, Now: e.clock.Now, ReapInterval: 50 * time.Millisecond, Logger: hsmtest.QuietLogger(),
-		Observer: broker.Observer(p)})
+		Observer: broker.PreloadingObserver(p, e.preloader)})
 	if err != nil {
 		t.Fatalf("open cluster node: %v", err)
 	}

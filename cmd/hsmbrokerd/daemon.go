@@ -55,7 +55,9 @@ type daemon struct {
 	// auditFile is the node's audit log, continued across restarts.
 	auditFile string
 
-	hsm       hsm.Config // with the PIN
+	hsm hsm.Config // with the PIN
+	// preload warms the handle cache with the cluster's keys (hsm.preload).
+	preload   bool
 	cluster   cluster.Config
 	serverTLS *tls.Config // gRPC server: node certificate, client certificates required
 	peerTLS   *tls.Config // calls to other nodes: node certificate
@@ -139,7 +141,11 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	}
 
 	cc := d.cluster
-	cc.Observer = broker.Observer(p)
+	var preloader *broker.Preloader
+	if d.preload {
+		preloader = broker.NewPreloader(p, log)
+	}
+	cc.Observer = broker.PreloadingObserver(p, preloader)
 	node, err := cluster.Open(cc)
 	if err != nil {
 		return fmt.Errorf("open cluster node: %w", err)
@@ -217,6 +223,11 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
 	spawn(func() { reloadOnHangup(bg, log, d.kms) })
+	if preloader != nil {
+		spawn(func() {
+			preloader.Run(bg, node.State(), func() bool { ok, _ := svc.Ready(bg); return ok })
+		})
+	}
 	spawn(func() {
 		if err := startMembership(bg, log, svc, node, d.join, advertise, spawn); err != nil {
 			fatal <- err

@@ -130,6 +130,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 			OAEPSHA256:  oaep,
 			Logger:      log,
 		},
+		preload: c.HSM.Preload,
 		cluster: cluster.Config{
 			NodeID:             c.NodeID,
 			RaftAddr:           c.RaftAddr,

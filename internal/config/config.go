@@ -197,6 +197,10 @@ type HSM struct {
 	CallTimeout time.Duration `yaml:"call_timeout"`
 	// CacheSize bounds the loaded key objects (default 4096).
 	CacheSize int `yaml:"cache_size"`
+	// Preload loads enabled keys into the HSM ahead of their first use on
+	// this node (at start, after a restore, and as keys are created), up
+	// to CacheSize. Worth it when CacheSize covers every key.
+	Preload bool `yaml:"preload"`
 	// OAEPSHA256 says how RSAES_OAEP_SHA_256 decryption is served: auto
 	// (native when the token accepts it, else software unpadding), native
 	// or software. Default auto.
