@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,10 @@ func PreloadingObserver(p *hsm.Partition, pl *Preloader) func(cluster.Event) {
 type healthState struct {
 	ok     atomic.Bool
 	reason atomic.Value // string
+
+	mu  sync.Mutex
+	srv *health.Server // the gRPC health service WatchHealth keeps; nil before
+	was string         // the last reason logged
 }
 
 // Ready reports whether this node can serve requests: its HSM answers and
@@ -58,7 +63,47 @@ type healthState struct {
 // and, as a follower, has heard from the leader within MaxStaleness). A node
 // cut off from the leader stops serving rather than answer from a state
 // that may miss a disable or a deletion. The reason says what is wrong.
+//
+// Every check is also the node's verdict until the next one: whoever asks
+// (WatchHealth, /readyz), the gate of key and crypto calls, Healthy and the
+// gRPC health service then agree, so a client that saw /readyz answer 200
+// is not refused by the gate for up to a WatchHealth interval.
 func (s *Service) Ready(ctx context.Context) (bool, string) {
+	ok, reason := s.readiness(ctx)
+	if ctx.Err() == nil { // a caller that gave up does not decide for the node
+		s.recordHealth(ok, reason)
+	}
+	return ok, reason
+}
+
+// recordHealth makes a readiness verdict the node's.
+func (s *Service) recordHealth(ok bool, reason string) {
+	h := &s.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ok.Store(ok)
+	h.reason.Store(reason)
+	if h.srv != nil {
+		st := healthpb.HealthCheckResponse_SERVING
+		if !ok {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		for _, name := range []string{"", pb.KeyService_ServiceDesc.ServiceName, pb.CryptoService_ServiceDesc.ServiceName,
+			pb.ClusterService_ServiceDesc.ServiceName} {
+			h.srv.SetServingStatus(name, st)
+		}
+	}
+	if reason != h.was {
+		if ok {
+			s.log.Info("node is serving")
+		} else {
+			s.log.Warn("node is not serving", "reason", reason)
+		}
+		h.was = reason
+	}
+}
+
+func (s *Service) readiness(ctx context.Context) (bool, string) {
 	if err := s.hsm.Healthy(ctx); err != nil {
 		return false, "HSM partition unavailable: " + err.Error()
 	}
@@ -92,35 +137,16 @@ func (s *Service) Ready(ctx context.Context) (bool, string) {
 // A node whose HSM fails reports NOT_SERVING and comes back by itself when
 // the HSM does.
 func (s *Service) WatchHealth(ctx context.Context, hs *health.Server, interval time.Duration) {
-	services := []string{"", pb.KeyService_ServiceDesc.ServiceName, pb.CryptoService_ServiceDesc.ServiceName,
-		pb.ClusterService_ServiceDesc.ServiceName}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	s.health.mu.Lock()
+	s.health.srv = hs
+	s.health.mu.Unlock()
 	s.gate.Store(true)
-	was := ""
 	for {
 		cctx, cancel := context.WithTimeout(ctx, interval)
-		ok, reason := s.Ready(cctx)
+		s.Ready(cctx)
 		cancel()
-		s.health.ok.Store(ok)
-		s.health.reason.Store(reason)
-		st := healthpb.HealthCheckResponse_SERVING
-		if !ok {
-			st = healthpb.HealthCheckResponse_NOT_SERVING
-		}
-		if hs != nil {
-			for _, name := range services {
-				hs.SetServingStatus(name, st)
-			}
-		}
-		if reason != was {
-			if ok {
-				s.log.Info("node is serving")
-			} else {
-				s.log.Warn("node is not serving", "reason", reason)
-			}
-			was = reason
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -129,7 +155,7 @@ func (s *Service) WatchHealth(ctx context.Context, hs *health.Server, interval t
 	}
 }
 
-// Healthy is the last verdict of WatchHealth.
+// Healthy is the last readiness verdict (see Ready).
 func (s *Service) Healthy() (bool, string) {
 	r, _ := s.health.reason.Load().(string)
 	return s.health.ok.Load(), r

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -100,4 +103,58 @@ func TestDeletionEvictsLoadedCopies(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// A readiness check made by anyone (here, as /readyz makes it) is the
+// node's verdict at once: the gate of crypto calls and gRPC health follow
+// it, not only WatchHealth's periodic checks.
+func TestEveryReadinessCheckIsTheNodesVerdict(t *testing.T) {
+	faults := &hsm.Faults{}
+	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}}
+	e.tok = hsmtest.NewToken(t)
+	p := hsmtest.Open(t, e.tok, hsmtest.WithFaults(faults))
+	if err := p.CreateDomainKey(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.start(p)
+	ctx := ctxT(t)
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+
+	faults.Add(hsm.FaultRule{Call: "*", Code: hsm.CKRDeviceError})
+	hs := health.NewServer()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go e.svc.WatchHealth(wctx, hs, time.Hour) // one check now, the next in an hour
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ok, _ := e.svc.Healthy(); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node never found its HSM failing")
+		}
+	}
+	_, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("x")})
+	wantErr(t, err, codes.Unavailable, "", "not ready")
+
+	faults.Clear()
+	if ok, reason := e.svc.Ready(ctx); !ok {
+		t.Fatalf("Ready after the HSM recovered: %s", reason)
+	}
+	if _, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("x")}); err != nil {
+		t.Fatalf("Encrypt right after a check found the node ready: %v", err)
+	}
+	r, err := hs.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.CryptoService_ServiceDesc.ServiceName})
+	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("gRPC health after a check found the node ready: %v, %v", r, err)
+	}
+
+	// A check whose caller gave up decides nothing.
+	faults.Add(hsm.FaultRule{Call: "*", Code: hsm.CKRDeviceError})
+	gone, stop := context.WithCancel(ctx)
+	stop()
+	e.svc.Ready(gone)
+	if ok, reason := e.svc.Healthy(); !ok {
+		t.Fatalf("a cancelled check changed the verdict: %s", reason)
+	}
+	faults.Clear()
 }
