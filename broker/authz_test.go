@@ -49,20 +49,7 @@ func newSecureEnv(t *testing.T, log *audit.Log) *secureEnv {
 // reach the interceptors, which must refuse it themselves.
 func newSecureEnvAuth(t *testing.T, log *audit.Log, clientAuth tls.ClientAuthType) *secureEnv {
 	t.Helper()
-	p := hsmtest.NewPartition(t)
-	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
-		Bootstrap: true, Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Shutdown() })
-	if err := node.WaitForLeader(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := broker.New(broker.Config{Node: node, Partition: p, Logger: hsmtest.QuietLogger(), AuditLog: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, svc := newBareNode(t, "node1", hsmtest.NewPartition(t), broker.Config{AuditLog: log})
 	ca, err := pki.NewCA("authz test CA")
 	if err != nil {
 		t.Fatal(err)

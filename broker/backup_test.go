@@ -132,20 +132,7 @@ func TestBackupStreamsInChunks(t *testing.T) {
 // over partition p.
 func newRestoreTarget(t *testing.T, p *hsm.Partition) (*cluster.Node, *broker.Service) {
 	t.Helper()
-	node, err := cluster.Open(cluster.Config{NodeID: "restored", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
-		Bootstrap: true, Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Shutdown() })
-	if err := node.WaitForLeader(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := broker.New(broker.Config{Node: node, Partition: p, Logger: hsmtest.QuietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return node, svc
+	return newBareNode(t, "restored", p, broker.Config{})
 }
 
 // TestRestoreNeedsDomainKeyCheck: a backup whose state records no domain

@@ -127,6 +127,28 @@ func (e *env) start(p *hsm.Partition) {
 	t.Cleanup(e.stop)
 }
 
+// newBareNode opens a single-node cluster, leading, over partition p and a
+// service on it with cfg (Node, Partition and a quiet Logger filled in),
+// without a gRPC server.
+func newBareNode(t *testing.T, id string, p *hsm.Partition, cfg broker.Config) (*cluster.Node, *broker.Service) {
+	t.Helper()
+	node, err := cluster.Open(cluster.Config{NodeID: id, RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
+		Bootstrap: true, Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Shutdown() })
+	if err := node.WaitForLeader(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Node, cfg.Partition, cfg.Logger = node, p, hsmtest.QuietLogger()
+	svc, err := broker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node, svc
+}
+
 func (e *env) stop() {
 	if e.srv == nil {
 		return

@@ -49,24 +49,20 @@ func (c *handleCache) get(k KeyRef) (pkcs11.ObjectHandle, bool) {
 }
 
 // lookup is get without counting, for a second look within one use.
-func (c *handleCache) lookup(k KeyRef) (pkcs11.ObjectHandle, bool) {
+func (c *handleCache) lookup(k KeyRef) (pkcs11.ObjectHandle, bool) { return c.find(k, true) }
+
+// peek is lookup without marking the entry used.
+func (c *handleCache) peek(k KeyRef) (pkcs11.ObjectHandle, bool) { return c.find(k, false) }
+
+func (c *handleCache) find(k KeyRef, use bool) (pkcs11.ObjectHandle, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.entries[cacheKey{k.ID, k.Version}]
 	if !ok || !bytes.Equal(el.Value.(*cacheEntry).wrapped, k.Wrapped) {
 		return 0, false
 	}
-	c.order.MoveToFront(el)
-	return el.Value.(*cacheEntry).h, true
-}
-
-// peek is lookup without marking the entry used.
-func (c *handleCache) peek(k KeyRef) (pkcs11.ObjectHandle, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.entries[cacheKey{k.ID, k.Version}]
-	if !ok || !bytes.Equal(el.Value.(*cacheEntry).wrapped, k.Wrapped) {
-		return 0, false
+	if use {
+		c.order.MoveToFront(el)
 	}
 	return el.Value.(*cacheEntry).h, true
 }
