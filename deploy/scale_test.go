@@ -82,11 +82,14 @@ func TestScale100kKeys(t *testing.T) {
 	}
 	t.Logf("snapshot of the state (a backup, streamed and checked in %v): %s, %.0f bytes per key",
 		time.Since(started).Round(time.Millisecond), mib(bk.Bytes), float64(bk.Bytes)/float64(total))
-	for _, n := range nodes {
-		raftDir := filepath.Join(c.dir, n, "data", "raft")
-		snap, snapName := latestSnapshot(t, raftDir)
-		t.Logf("%s: raft.db %s; latest Raft snapshot %s (%s)", n, mib(fileSize(t, filepath.Join(raftDir, "raft.db"))), mib(snap), snapName)
+	logRaftFiles := func() {
+		for _, n := range nodes {
+			raftDir := filepath.Join(c.dir, n, "data", "raft")
+			snap, snapName := latestSnapshot(t, raftDir)
+			t.Logf("%s: raft.db %s; latest Raft snapshot %s (%s)", n, mib(fileSize(t, filepath.Join(raftDir, "raft.db"))), mib(snap), snapName)
+		}
 	}
+	logRaftFiles()
 
 	// Latency on one node, one client, one call at a time.
 	probe := c.nodeClient("node1")
@@ -101,6 +104,23 @@ func TestScale100kKeys(t *testing.T) {
 		return err
 	})
 	c.logCache("node1")
+
+	// Raft snapshots once the log passes snapshot_threshold (8192), at the
+	// next snapshot_interval check (2m): restarts then read a snapshot and
+	// the log after it, as they would in a cluster that has run a while.
+	waited := time.Now()
+	for _, n := range nodes {
+		for deadline := time.Now().Add(6 * time.Minute); ; time.Sleep(time.Second) {
+			if _, name := latestSnapshot(t, filepath.Join(c.dir, n, "data", "raft")); name != "none yet" && name != "none" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s took no Raft snapshot in 6 minutes", n)
+			}
+		}
+	}
+	t.Logf("every node has a Raft snapshot (waited %v)", time.Since(waited).Round(time.Second))
+	logRaftFiles()
 
 	// Restarts: a follower, the leader, then the whole cluster at once.
 	st = c.waitStatus("3 healthy nodes", func(st clusterStatus) error { return st.allHealthy(3) })
