@@ -10,7 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,4 +269,77 @@ func BenchmarkPaired(b *testing.B) {
 			return err
 		})
 	})
+}
+
+// BenchmarkLoadedKeyMemory loads many keys into one partition's handle
+// cache with Preload and reports the time per load and the process's
+// resident set per loaded key: SoftHSM keeps session objects in the
+// process, so this is what a cache that holds every key costs it. Run each
+// kind once, in a process of its own (memory freed by one is reused by the
+// next): go test -run '^$' -bench LoadedKeyMemory/AES-256 -benchtime 1x ./broker/hsm
+func BenchmarkLoadedKeyMemory(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		spec  keys.Spec
+		usage keys.Usage
+		n     int
+	}{
+		{"AES-256", keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt, 20000},
+		{"P-256", keys.SpecECCNISTP256, keys.UsageSignVerify, 5000},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for range b.N {
+				p, err := hsm.Open(func() hsm.Config { c := bench.tok.Config(); c.CacheSize = tc.n; return c }())
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				if ok, _ := p.HasDomainKey(ctx); !ok {
+					if err := p.CreateDomainKey(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				g, err := p.GenerateKey(ctx, tc.spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runtime.GC()
+				before := residentKB(b)
+				t0 := time.Now()
+				for range tc.n {
+					// One blob under many ids: each id is its own loaded object.
+					ref := hsm.KeyRef{ID: keys.NewKeyID(), Version: 1, Spec: tc.spec, Usage: tc.usage, Wrapped: g.Wrapped}
+					if loaded, err := p.Preload(ctx, ref); err != nil || !loaded {
+						b.Fatalf("preload: %v, %v", loaded, err)
+					}
+				}
+				took := time.Since(t0)
+				runtime.GC()
+				grew := residentKB(b) - before
+				b.ReportMetric(float64(took.Microseconds())/float64(tc.n), "us/load")
+				b.ReportMetric(float64(grew)/float64(tc.n), "KB-resident/key")
+				_ = p.Close()
+			}
+		})
+	}
+}
+
+// residentKB reads this process's resident set size from /proc.
+func residentKB(b *testing.B) int {
+	b.Helper()
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal("no VmRSS in /proc/self/status")
+	return 0
 }
