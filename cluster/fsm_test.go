@@ -70,6 +70,47 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 }
 
+// The snapshot writer streams entry by entry; what it writes must be the
+// JSON encoding/json makes of the same snapshot, field for field (a field
+// added to Data but not to writeSnapshot fails here).
+func TestSnapshotWriterMatchesEncodingJSON(t *testing.T) {
+	for name, f := range map[string]*FSM{"rich": richFSM(t), "empty": NewFSM(nil, nil)} {
+		sf := f.capture()
+		var streamed bytes.Buffer
+		if err := writeSnapshot(&streamed, &sf); err != nil {
+			t.Fatal(err)
+		}
+		whole, err := json.Marshal(&sf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b any
+		if err := json.Unmarshal(streamed.Bytes(), &a); err != nil {
+			t.Fatalf("%s: the streamed snapshot is not JSON: %v", name, err)
+		}
+		if err := json.Unmarshal(whole, &b); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: streamed snapshot\n%s\nencoding/json\n%s", name, streamed.Bytes(), whole)
+		}
+		if _, err := readSnapshot(bytes.NewReader(streamed.Bytes())); err != nil {
+			t.Errorf("%s: readSnapshot of the streamed snapshot: %v", name, err)
+		}
+	}
+	// A nil map is written as encoding/json writes it.
+	var buf bytes.Buffer
+	if err := writeSnapshot(&buf, &snapshotFile{Format: snapshotFormat, Data: &Data{}}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(&snapshotFile{Format: snapshotFormat, Data: &Data{}})
+	var got, wantV any
+	_ = json.Unmarshal(want, &wantV)
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || !reflect.DeepEqual(got, wantV) {
+		t.Errorf("empty Data: %s, want %s (%v)", buf.Bytes(), want, err)
+	}
+}
+
 func TestRestoreReplacesEverything(t *testing.T) {
 	empty := snapshotBytes(t, NewFSM(nil, nil))
 	f := richFSM(t)

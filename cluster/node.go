@@ -550,11 +550,13 @@ func (n *Node) Stats() Stats {
 // includes. It is taken from the FSM under its read lock and does not
 // involve raft, so it works on any node; on a follower it may lag.
 func (n *Node) Snapshot() (rc io.ReadCloser, index, term uint64, err error) {
-	b, index, term, err := n.fsm.encodeSnapshot()
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	return io.NopCloser(bytes.NewReader(b)), index, term, nil
+	sf := n.fsm.capture()
+	pr, pw := io.Pipe()
+	go func() {
+		// Ends when the reader has everything or is closed.
+		pw.CloseWithError(writeSnapshot(pw, &sf))
+	}()
+	return pr, sf.Index, sf.Term, nil
 }
 
 // RestoreFromBackup replaces the cluster's state with a backup taken by
