@@ -314,12 +314,11 @@ func (s *Service) RestoreBackup(ctx context.Context, r io.Reader) error {
 	if err := s.node.RestoreFromBackup(ctx, r); err != nil {
 		return err
 	}
-	check := s.node.State().DomainKeyCheck()
-	if len(check) == 0 {
-		return errors.New("the backup records no domain key check, so nothing shows its keys are wrapped under this HSM's domain key")
-	}
-	if err := s.hsm.VerifyDomainKey(ctx, check); err != nil {
-		return fmt.Errorf("the backup's keys are wrapped under another domain key than this HSM's: %w", err)
+	if err := s.hsm.VerifyDomainKey(ctx, s.node.State().DomainKeyCheck()); err != nil {
+		if errors.Is(err, hsm.ErrWrongDomainKey) {
+			return fmt.Errorf("the backup's keys are wrapped under another domain key than this HSM's: %w", err)
+		}
+		return fmt.Errorf("nothing shows the backup's keys are wrapped under this HSM's domain key: %w", err)
 	}
 	members := map[string]bool{}
 	for _, srv := range s.node.Stats().Servers {

@@ -116,8 +116,12 @@ func (p *Partition) DomainKeyCheck(ctx context.Context) ([]byte, error) {
 
 // VerifyDomainKey checks a blob from DomainKeyCheck against this
 // partition's domain key: nil if it unwraps, ErrWrongDomainKey if not,
-// ErrNoDomainKey if the partition has none.
+// ErrNoDomainKey if the partition has none, ErrInvalidInput if there is no
+// blob (a state that never recorded one proves nothing).
 func (p *Partition) VerifyDomainKey(ctx context.Context, check []byte) error {
+	if len(check) == 0 {
+		return fmt.Errorf("%w: no domain key check to verify the domain key against", ErrInvalidInput)
+	}
 	dk, err := p.domainKeyHandle(ctx)
 	if err != nil {
 		return err

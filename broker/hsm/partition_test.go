@@ -159,6 +159,10 @@ func TestBlobsAcrossTokens(t *testing.T) {
 	if err := b.VerifyDomainKey(ctx, check); err != nil {
 		t.Fatalf("B fails A's domain key check: %v", err)
 	}
+	// No check at all proves nothing (and must not reach the token).
+	if err := b.VerifyDomainKey(ctx, nil); !errors.Is(err, hsm.ErrInvalidInput) {
+		t.Fatalf("empty domain key check: got %v, want ErrInvalidInput", err)
+	}
 
 	// A partition with its own, different domain key refuses both.
 	c := hsmtest.NewPartition(t)
