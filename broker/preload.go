@@ -83,6 +83,7 @@ func (pl *Preloader) Run(ctx context.Context, state *cluster.State, start func()
 		case <-tick.C:
 		}
 	}
+	// Every rescan request comes with a kick, so nothing needs polling.
 	for ctx.Err() == nil {
 		if pl.rescan.Swap(false) {
 			pl.walk(ctx, state)
@@ -96,7 +97,6 @@ func (pl *Preloader) Run(ctx context.Context, state *cluster.State, start func()
 				pl.load(ctx, k)
 			}
 		case <-pl.kick:
-		case <-tick.C:
 		}
 	}
 }
