@@ -505,7 +505,7 @@ func (s *Service) accessStreamInterceptor(srv any, ss grpc.ServerStream, info *g
 	}
 	ctx, rq, err := s.beginGRPC(ss.Context(), info.FullMethod, RequestContexts{})
 	if err == nil {
-		err = handler(srv, &auditedStream{ServerStream: ss, ctx: ctx, s: s, rq: rq})
+		err = handler(srv, &auditedStream{contextStream: contextStream{ServerStream: ss, ctx: ctx}, s: s, rq: rq})
 	}
 	if aerr := s.endGRPC(rq, err); aerr != nil {
 		return aerr
@@ -541,16 +541,13 @@ func (s *Service) endGRPC(rq *request, err error) error {
 }
 
 // auditedStream writes its request's audit line before the first message
-// leaves.
+// leaves; its handler sees the context that carries the request.
 type auditedStream struct {
-	grpc.ServerStream
-	ctx  context.Context
+	contextStream
 	s    *Service
 	rq   *request
 	sent bool
 }
-
-func (a *auditedStream) Context() context.Context { return a.ctx }
 
 func (a *auditedStream) SendMsg(m any) error {
 	if !a.sent {
@@ -559,7 +556,7 @@ func (a *auditedStream) SendMsg(m any) error {
 		}
 		a.sent = true
 	}
-	return a.ServerStream.SendMsg(m)
+	return a.contextStream.SendMsg(m)
 }
 
 // EndRequest writes the audit line of a request begun with BeginRequest,
