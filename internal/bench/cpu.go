@@ -85,10 +85,8 @@ type cpuTotals struct {
 
 func (t *cpuTotals) add(before, after cpuReading) {
 	t.self += after.self - before.self
-	if t.windows == 0 {
-		t.brokerOK = before.brokerOK && after.brokerOK
-	}
-	t.brokerOK = t.brokerOK && before.brokerOK && after.brokerOK
+	// The broker's figure counts only if every window could read it.
+	t.brokerOK = (t.windows == 0 || t.brokerOK) && before.brokerOK && after.brokerOK
 	if t.brokerOK {
 		t.broker += after.broker - before.broker
 	}
