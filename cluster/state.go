@@ -105,7 +105,8 @@ type Data struct {
 	// key's aliases), so that a key's aliases are found without a scan of every
 	// alias. It is derived from Aliases: not encoded, rebuilt by
 	// indexAliases, kept current by putAlias and dropAlias, the only
-	// writers of Aliases. nil means not built yet.
+	// writers of Aliases. Every Data the package works on comes from
+	// NewData, Clone or checkData, which build it.
 	aliasesByKey map[string][]string
 }
 
@@ -136,9 +137,6 @@ func (d *Data) indexAliases() {
 
 // putAlias adds a or points an existing alias of the same name at a.KeyID.
 func (d *Data) putAlias(a *Alias) {
-	if d.aliasesByKey == nil {
-		d.indexAliases()
-	}
 	if old, ok := d.Aliases[a.Name]; ok {
 		d.unindexAlias(old.KeyID, a.Name)
 	}
@@ -150,9 +148,6 @@ func (d *Data) putAlias(a *Alias) {
 
 // dropAlias removes the alias with the given name, if there is one.
 func (d *Data) dropAlias(name string) {
-	if d.aliasesByKey == nil {
-		d.indexAliases()
-	}
 	if old, ok := d.Aliases[name]; ok {
 		d.unindexAlias(old.KeyID, name)
 		delete(d.Aliases, name)
@@ -170,18 +165,7 @@ func (d *Data) unindexAlias(keyID, name string) {
 
 // aliasNamesOf returns the names of the aliases of one key; the caller
 // must not modify the slice.
-func (d *Data) aliasNamesOf(keyID string) []string {
-	if d.aliasesByKey == nil { // a Data built by hand: no index yet
-		var names []string
-		for name, a := range d.Aliases {
-			if a.KeyID == keyID {
-				names = append(names, name)
-			}
-		}
-		return names
-	}
-	return d.aliasesByKey[keyID]
-}
+func (d *Data) aliasNamesOf(keyID string) []string { return d.aliasesByKey[keyID] }
 
 // Clone returns a deep copy of d.
 func (d *Data) Clone() *Data {
