@@ -176,29 +176,33 @@ func pendingErr(k cluster.Key) error {
 // EnableKey enables a disabled key. A key pending deletion must have its
 // deletion cancelled first.
 func (s *Service) EnableKey(ctx context.Context, req *pb.EnableKeyRequest) (*pb.EnableKeyResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
-	if err != nil {
+	if err := s.setKeyState(ctx, req.GetKeyId(), keys.StateEnabled); err != nil {
 		return nil, err
 	}
-	if k.State == keys.StatePendingDeletion {
-		return nil, pendingErr(k)
-	}
-	_, err = s.apply(ctx, &cluster.SetKeyState{KeyID: k.ID, State: keys.StateEnabled})
-	return &pb.EnableKeyResponse{}, err
+	return &pb.EnableKeyResponse{}, nil
 }
 
 // DisableKey disables a key: every node refuses to use it once it has
 // applied the change.
 func (s *Service) DisableKey(ctx context.Context, req *pb.DisableKeyRequest) (*pb.DisableKeyResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
-	if err != nil {
+	if err := s.setKeyState(ctx, req.GetKeyId(), keys.StateDisabled); err != nil {
 		return nil, err
 	}
-	if k.State == keys.StatePendingDeletion {
-		return nil, pendingErr(k)
+	return &pb.DisableKeyResponse{}, nil
+}
+
+// setKeyState enables or disables the key ref names; a key pending
+// deletion must have its deletion cancelled first.
+func (s *Service) setKeyState(ctx context.Context, ref string, st keys.State) error {
+	k, err := s.resolve(ctx, "KeyId", ref)
+	if err != nil {
+		return err
 	}
-	_, err = s.apply(ctx, &cluster.SetKeyState{KeyID: k.ID, State: keys.StateDisabled})
-	return &pb.DisableKeyResponse{}, err
+	if k.State == keys.StatePendingDeletion {
+		return pendingErr(k)
+	}
+	_, err = s.apply(ctx, &cluster.SetKeyState{KeyID: k.ID, State: st})
+	return err
 }
 
 // ScheduleKeyDeletion makes a key unusable now and deletes it after the
