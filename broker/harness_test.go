@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,25 +22,7 @@ import (
 func TestMain(m *testing.M) { hsmtest.Main(m) }
 
 // clock is a settable clock shared by the service and the cluster.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.t.IsZero() {
-		return time.Now()
-	}
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+type clock = hsmtest.Clock
 
 // env is one broker: a real SoftHSM token, a real single-node Raft
 // cluster, the service behind a real gRPC server on loopback, and clients.

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,27 +37,8 @@ const (
 	xksPrefix   = "/keystores/test-1"
 )
 
-// clock is a settable clock shared by the service and the cluster; zero
-// means the real time.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.t.IsZero() {
-		return time.Now()
-	}
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+// clock is a settable clock shared by the service and the cluster.
+type clock = hsmtest.Clock
 
 // env is one broker: a real SoftHSM token, a real single-node Raft cluster,
 // the core service, and the AWS handler served on 127.0.0.1.
