@@ -26,8 +26,11 @@ const MaxKeyPolicy = 32 << 10
 // account full access to the key; here the account stands for every
 // principal with the admin role. A key whose creator is known has that
 // principal added (defaultPolicyFor): its policy until one is put.
-func (s *Service) DefaultKeyPolicy() string {
-	return fmt.Sprintf(`{
+func (s *Service) DefaultKeyPolicy() string { return fmt.Sprintf(defaultPolicyFormat, s.cfg.Account, "") }
+
+// defaultPolicyFormat is AWS KMS's default key policy, formatted with the
+// account id and further statements (each starting ", {").
+const defaultPolicyFormat = `{
   "Version" : "2012-10-17",
   "Id" : "key-default-1",
   "Statement" : [ {
@@ -38,9 +41,8 @@ func (s *Service) DefaultKeyPolicy() string {
     },
     "Action" : "kms:*",
     "Resource" : "*"
-  } ]
-}`, s.cfg.Account)
-}
+  }%s ]
+}`
 
 // KeyPolicy returns a key's policy document as it was put, or its default
 // policy (every admin and the key's creator) when none was.

@@ -437,18 +437,7 @@ func (s *Service) defaultPolicyFor(k cluster.Key) string {
 		return s.DefaultKeyPolicy()
 	}
 	creator, _ := json.Marshal(fmt.Sprintf("arn:aws:iam::%s:user/%s", s.cfg.Account, k.Creator))
-	return fmt.Sprintf(`{
-  "Version" : "2012-10-17",
-  "Id" : "key-default-1",
-  "Statement" : [ {
-    "Sid" : "Enable IAM User Permissions",
-    "Effect" : "Allow",
-    "Principal" : {
-      "AWS" : "arn:aws:iam::%s:root"
-    },
-    "Action" : "kms:*",
-    "Resource" : "*"
-  }, {
+	return fmt.Sprintf(defaultPolicyFormat, s.cfg.Account, fmt.Sprintf(`, {
     "Sid" : "Allow the key's creator",
     "Effect" : "Allow",
     "Principal" : {
@@ -456,6 +445,5 @@ func (s *Service) defaultPolicyFor(k cluster.Key) string {
     },
     "Action" : "kms:*",
     "Resource" : "*"
-  } ]
-}`, s.cfg.Account, creator)
+  }`, creator))
 }
