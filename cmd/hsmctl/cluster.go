@@ -214,26 +214,6 @@ func (a *app) probe(cfg client.Config, id, addr string) (nodeJSON, error) {
 	return nodeJSON{}, fmt.Errorf("node %s does not count itself a member", id)
 }
 
-// clientConfig is the connection configuration of the global flags and
-// the environment, as conn uses it.
-func (a *app) clientConfig() client.Config {
-	cfg := client.ConfigFromEnv()
-	if a.addr != "" {
-		cfg.Endpoints = client.SplitEndpoints(a.addr)
-	}
-	if a.caFile != "" {
-		cfg.CAFile = a.caFile
-	}
-	if a.certFile != "" {
-		cfg.CertFile = a.certFile
-	}
-	if a.keyFile != "" {
-		cfg.KeyFile = a.keyFile
-	}
-	cfg.Timeout = a.timeout
-	return cfg
-}
-
 func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []nodeJSON) error {
 	fmt.Fprintf(a.stdout, "Leader %s, term %d (answered by %s)\n", dash(resp.GetLeaderId()), resp.GetTerm(), resp.GetNodeId())
 	var members, partitions [][]string

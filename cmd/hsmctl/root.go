@@ -161,6 +161,17 @@ func (a *app) conn() (*client.Client, error) {
 	if a.client != nil {
 		return a.client, nil
 	}
+	c, err := client.Dial(a.ctx, a.clientConfig())
+	if err != nil {
+		return nil, err
+	}
+	a.client = c
+	return c, nil
+}
+
+// clientConfig is the connection configuration of the global flags and
+// the environment, as conn uses it.
+func (a *app) clientConfig() client.Config {
 	cfg := client.ConfigFromEnv()
 	if a.addr != "" {
 		cfg.Endpoints = client.SplitEndpoints(a.addr)
@@ -175,12 +186,7 @@ func (a *app) conn() (*client.Client, error) {
 		cfg.KeyFile = a.keyFile
 	}
 	cfg.Timeout = a.timeout
-	c, err := client.Dial(a.ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	a.client = c
-	return c, nil
+	return cfg
 }
 
 // usageError is a bad command line: exit status 2.
