@@ -26,7 +26,9 @@ const MaxKeyPolicy = 32 << 10
 // account full access to the key; here the account stands for every
 // principal with the admin role. A key whose creator is known has that
 // principal added (defaultPolicyFor): its policy until one is put.
-func (s *Service) DefaultKeyPolicy() string { return fmt.Sprintf(defaultPolicyFormat, s.cfg.Account, "") }
+func (s *Service) DefaultKeyPolicy() string {
+	return fmt.Sprintf(defaultPolicyFormat, s.cfg.Account, "")
+}
 
 // defaultPolicyFormat is AWS KMS's default key policy, formatted with the
 // account id and further statements (each starting ", {").
