@@ -153,7 +153,8 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// WatchRotation runs RotateDue every interval until ctx ends.
+// WatchRotation runs RotateDue every interval until ctx ends; every node
+// may run it, as only the leader rotates.
 func (s *Service) WatchRotation(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -163,7 +164,7 @@ func (s *Service) WatchRotation(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			if _, err := s.RotateDue(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("automatic key rotation failed; will retry", "error", err)
+				s.log.Warn("automatic key rotation failed; will retry", "err", err)
 			}
 		}
 	}

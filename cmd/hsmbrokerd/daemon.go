@@ -318,28 +318,8 @@ func startMembership(ctx context.Context, log *slog.Logger, svc *broker.Service,
 		}
 	}
 	spawn(func() { svc.Heartbeat(ctx, advertise, heartbeatCheck, heartbeatRefresh) })
-	spawn(func() { rotateWhileLeader(ctx, log, svc, node) })
+	spawn(func() { svc.WatchRotation(ctx, rotationInterval) })
 	return nil
-}
-
-// rotateWhileLeader runs automatic key rotation on the leader only, so that
-// the members do not race each other to add the same version.
-func rotateWhileLeader(ctx context.Context, log *slog.Logger, svc *broker.Service, node *cluster.Node) {
-	t := time.NewTicker(rotationInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if !node.IsLeader() {
-			continue
-		}
-		if _, err := svc.RotateDue(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("automatic key rotation failed; will retry", "err", err)
-		}
-	}
 }
 
 // waitReady waits until the node's health watch reports it ready, at most
