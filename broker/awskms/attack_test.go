@@ -168,3 +168,93 @@ func TestTargetMustBeSigned(t *testing.T) {
 		t.Errorf("unsigned X-Amz-Date: %d %s; want IncompleteSignatureException", r.status, r.body)
 	}
 }
+
+// FuzzEncryptionContextOneReading sends Encrypt and Decrypt requests whose
+// members around EncryptionContext are fuzzed (repeated, case-varied,
+// escaped) as the user app, whose grant requires tenant=acme. Whatever the
+// body, a request that succeeds was authorized and audited with the
+// context the operation used: the audited context holds tenant=acme, and
+// it (and only it) decrypts what Encrypt returned. Decrypt of a ciphertext
+// bound to tenant=evil never succeeds.
+func FuzzEncryptionContextOneReading(f *testing.F) {
+	a := newAccessEnv(f)
+	ctx := ctxT(f)
+	key := createKey(f, a.kms, "", "")
+	if _, err := a.kms.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(key), GranteePrincipal: aws.String("app"),
+		Operations:  []types.GrantOperation{types.GrantOperationEncrypt, types.GrantOperationDecrypt},
+		Constraints: &types.GrantConstraints{EncryptionContextSubset: map[string]string{"tenant": "acme"}}}); err != nil {
+		f.Fatal(err)
+	}
+	evilCT, err := a.kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("evil's secret"),
+		EncryptionContext: map[string]string{"tenant": "evil"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	prefix := `{"KeyId":"` + key + `","Plaintext":"aGk=","CiphertextBlob":"` + base64.StdEncoding.EncodeToString(evilCT.CiphertextBlob) + `"`
+	for _, b := range ambiguousBodies {
+		_, rest, _ := strings.Cut(b.body, `"{{CT}}"`)
+		f.Add([]byte(strings.TrimSuffix(rest, "}")))
+	}
+	for _, s := range []string{
+		`,"EncryptionContext":{"tenant":"acme"}`,
+		`,"EncryptionContext":{"tenant":"evil"}`,
+		`,"EncryptionContext":{"tenant":"acme"},"EncryptionContext":null`,
+		`,"EncryptionContext":{"tenant":"acme","TENANT":"evil"}`,
+		`,"EncryptionContext":{"tenant":"acme"},"SourceEncryptionContext":{"tenant":"evil"}`,
+		`,"EncryptionContext":{"tenant":"evil"},"GrantTokens":["x"],"encryptioncontext":{"tenant":"acme"}`,
+		`,"Encryption\u212Aontext":{"tenant":"evil"},"EncryptionContext":{"tenant":"acme"}`,
+		`,"EncryptionContext":{"tenant":"acme"},"KeyId":"alias/other"`,
+		`,"EncryptionContext":{"tenant":"acme"},"keyId":"alias/other"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, members []byte) {
+		body := prefix + string(members) + "}"
+		enc := a.asRaw(t, a.app, "Encrypt", body)
+		if enc.status == http.StatusOK {
+			var out struct{ CiphertextBlob []byte }
+			if err := json.Unmarshal(enc.body, &out); err != nil {
+				t.Fatalf("Encrypt answer %s: %v", enc.body, err)
+			}
+			l := a.auditLine(t, enc.header.Get("x-amzn-RequestId"))
+			if l.EncryptionContext["tenant"] != "acme" {
+				t.Fatalf("Encrypt of %s allowed with audited context %v, outside the grant", body, l.EncryptionContext)
+			}
+			// The ciphertext is bound to the context the operation used:
+			// the audited one must open it.
+			if _, err := a.kms.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: out.CiphertextBlob, EncryptionContext: l.EncryptionContext}); err != nil {
+				t.Fatalf("Encrypt of %s: the audited context %v is not the one the ciphertext is bound to: %v", body, l.EncryptionContext, err)
+			}
+		} else if bytes.Contains(enc.body, []byte("CiphertextBlob")) {
+			t.Fatalf("refused Encrypt returned a ciphertext: %s", enc.body)
+		}
+		dec := a.asRaw(t, a.app, "Decrypt", body)
+		if dec.status == http.StatusOK || bytes.Contains(dec.body, []byte("Plaintext")) {
+			l := a.auditLine(t, dec.header.Get("x-amzn-RequestId"))
+			t.Fatalf("Decrypt of %s gave tenant=evil's plaintext; audited context %v: %s", body, l.EncryptionContext, dec.body)
+		}
+	})
+}
+
+// TestXKSOneReading: an XKS body that could be read two ways (a member
+// repeated or in another letter case) is refused before anything is done.
+func TestXKSOneReading(t *testing.T) {
+	e := newEnv(t)
+	key := createKey(t, e.kms, "", "")
+	md, _ := json.Marshal(reqMeta("Encrypt"))
+	for _, body := range []string{
+		`{"requestMetadata":` + string(md) + `,"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM","additionalAuthenticatedData":"YQ==","AdditionalAuthenticatedData":"Yg=="}`,
+		`{"requestMetadata":` + string(md) + `,"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM","plaintext":"aGk="}`,
+		`{"requestMetadata":` + string(md) + `,"RequestMetadata":` + string(md) + `,"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM"}`,
+		`{"requestMetadata":{"awsPrincipalArn":"a","AwsPrincipalArn":"b","kmsOperation":"Encrypt","kmsRequestId":"1","kmsKeyArn":"k"},"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM"}`,
+	} {
+		r := e.doWith(t, signedRequest{path: xksPrefix + "/kms/xks/v1/keys/" + key + "/encrypt", body: []byte(body), key: e.xksKey, service: "kms-xks-proxy"})
+		if r.status != http.StatusBadRequest || r.errorType() != "ValidationException" || !bytes.Contains(r.body, []byte("member")) {
+			t.Errorf("%s: %d %s; want ValidationException naming the member", body, r.status, r.body)
+		}
+	}
+	ok := e.xksCall(t, "/keys/"+key+"/encrypt", map[string]any{"requestMetadata": reqMeta("Encrypt"), "plaintext": "aGk=", "encryptionAlgorithm": "AES_GCM"})
+	if ok.status != http.StatusOK {
+		t.Fatalf("a well-formed XKS Encrypt: %d %s", ok.status, ok.body)
+	}
+}

@@ -135,6 +135,13 @@ func New(cfg Config) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := keys.NewKeyID() // a random UUID, the form AWS request ids take
 	w.Header().Set("x-amzn-RequestId", reqID)
+	if r.ContentLength != 0 {
+		// Until the body is read (readBody), an answer closes the
+		// connection: net/http would otherwise read up to 256 KiB of an
+		// unread body, from a client that may never send it, before
+		// answering.
+		w.Header().Set("Connection", "close")
+	}
 	aw, r := h.audited(w, r, reqID)
 	defer aw.finish()
 	w = aw
@@ -199,6 +206,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 		release()
 		return nil, func() {}, &apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"}
 	}
+	w.Header().Del("Connection")
 	return body, release, nil
 }
 
