@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -831,46 +830,6 @@ func (s *suite) testMac(t *testing.T) {
 }
 
 func (s *suite) testCluster(t *testing.T) {
-	ctx := ctxOf(t)
-	st, err := s.cl.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
-	must(t, "GetClusterStatus", err)
-	leaders := 0
-	for _, n := range st.GetNodes() {
-		if n.GetRole() == pb.NodeRole_NODE_ROLE_LEADER {
-			leaders++
-			if n.GetId() != st.GetLeaderId() || !n.GetHealthy() {
-				t.Errorf("leader entry %v, leader id %q", n, st.GetLeaderId())
-			}
-		}
-		if n.GetId() == "" || n.GetGrpcAddress() == "" || n.GetRaftAddress() == "" || n.GetPartition() == nil {
-			t.Errorf("node entry lacks fields: %v", n)
-		}
-	}
-	if leaders != 1 || st.GetNodeId() == "" || st.GetTerm() == 0 {
-		t.Errorf("GetClusterStatus: %v", st)
-	}
-
-	stream, err := s.cl.Backup(ctx, &pb.BackupRequest{})
-	must(t, "Backup", err)
-	var snap []byte
-	var last *pb.BackupResponse
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		must(t, "Backup stream", err)
-		if last != nil {
-			t.Fatal("Backup sent a message after its summary")
-		}
-		if msg.GetSha256() != "" {
-			last = msg
-			continue
-		}
-		snap = append(snap, msg.GetChunk()...)
-	}
-	sum := sha256.Sum256(snap)
-	if last == nil || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(snap)) || len(snap) == 0 || last.GetIndex() == 0 {
-		t.Errorf("Backup: %d bytes, summary %v", len(snap), last)
-	}
+	checkClusterStatus(t, s.cl)
+	checkBackup(t, s.cl)
 }

@@ -28,5 +28,7 @@ func TestBrokerFake(t *testing.T) {
 // mutual TLS, reached as an admin.
 func TestBrokerReal(t *testing.T) {
 	c := hsmtest.NewCluster(t, 1)
-	clienttest.TestBroker(t, c.Dial(0, "conformance"))
+	conn := c.Dial(0, "conformance")
+	clienttest.TestBroker(t, conn)
+	t.Run("ClusterService", func(t *testing.T) { clienttest.TestClusterService(t, conn) })
 }
