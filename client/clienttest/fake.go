@@ -267,7 +267,7 @@ func (f *Fake) CreateKey(_ context.Context, req *pb.CreateKeyRequest) (*pb.Creat
 	}
 	now := f.Now()
 	k := &fakeKey{spec: spec, usage: usage, meta: &pb.KeyMetadata{
-		KeySpec:        req.GetKeySpec(),
+		KeySpec:        toEnum[pb.KeySpec](string(spec), pb.KeySpec_value, "KEY_SPEC_"),
 		KeyUsage:       toEnum[pb.KeyUsage](string(usage), pb.KeyUsage_value, "KEY_USAGE_"),
 		KeyState:       pb.KeyState_KEY_STATE_ENABLED,
 		Description:    req.GetDescription(),
@@ -276,7 +276,6 @@ func (f *Fake) CreateKey(_ context.Context, req *pb.CreateKeyRequest) (*pb.Creat
 		Creator:        "CN=clienttest admin",
 		Tags:           maps.Clone(req.GetTags()),
 	}}
-	k.meta.KeySpec = toEnum[pb.KeySpec](string(spec), pb.KeySpec_value, "KEY_SPEC_")
 	algorithms(k.meta, spec, usage)
 	switch {
 	case spec == keys.SpecSymmetricDefault:
