@@ -270,7 +270,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
 	}
-	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(r), req.contexts); err != nil {
+	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(pre.a.accessKeyID), req.contexts); err != nil {
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
 	}
