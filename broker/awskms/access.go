@@ -37,18 +37,15 @@ func (c *FileCredentials) Role(id string) string {
 	return c.keys.Role(id)
 }
 
-// accessKeyRole is the role the credential of an authenticated request
-// names ("" for none).
-func (h *Handler) accessKeyRole(r *http.Request) string {
+// accessKeyRole is the role the access key of an authenticated request
+// names ("" for none). It takes the key id the signature was verified
+// for, rather than reading the Authorization header again.
+func (h *Handler) accessKeyRole(accessKeyID string) string {
 	rc, ok := h.trent.creds.(roleCredentials)
 	if !ok {
 		return ""
 	}
-	a, aerr := parseAuthorization(r.Header.Get("Authorization"))
-	if aerr != nil {
-		return ""
-	}
-	return rc.Role(a.accessKeyID)
+	return rc.Role(accessKeyID)
 }
 
 // audited begins the request in the core and wraps w so that its audit

@@ -159,6 +159,14 @@ func TestTargetMustBeSigned(t *testing.T) {
 	if err != nil || !d.KeyMetadata.Enabled {
 		t.Fatalf("key after the replay: %+v %v", d, err)
 	}
+	// Two X-Amz-Target headers name no one operation.
+	two := e.do(signedRequest{body: body, key: e.admin, tamper: func(r *http.Request) {
+		r.Header.Add("X-Amz-Target", "TrentService.DescribeKey")
+		r.Header.Add("X-Amz-Target", "TrentService.DisableKey")
+	}})
+	if two.status == http.StatusOK || two.errorType() != "UnknownOperationException" {
+		t.Errorf("two targets: %d %s", two.status, two.body)
+	}
 	// The date must be signed as well.
 	r = e.do(signedRequest{target: "TrentService.DescribeKey", body: body, key: e.admin, tamper: func(r *http.Request) {
 		auth := r.Header.Get("Authorization")

@@ -222,9 +222,9 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		return
 	}
 	name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
-	if !ok || name == "" {
+	if !ok || name == "" || len(r.Header.Values("X-Amz-Target")) != 1 {
 		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusBadRequest, excUnknownOperation,
-			"X-Amz-Target must name a TrentService operation (TrentService.<Operation>)"}, start)
+			"X-Amz-Target must name one TrentService operation (TrentService.<Operation>)"}, start)
 		return
 	}
 	// Everything the headers can prove is checked before the body is
@@ -270,7 +270,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
 	}
-	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(r), req.contexts); err != nil {
+	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(pre.a.accessKeyID), req.contexts); err != nil {
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
 	}
