@@ -193,7 +193,7 @@ func TestEveryProgramTestsRunIsInstalled(t *testing.T) {
 	for _, b := range baseTools {
 		known[b] = "base"
 	}
-	run := regexp.MustCompile(`exec\.(?:LookPath|Command|CommandContext)\((?:ctx, )?"([^"/]+)"`)
+	run := regexp.MustCompile(`(?:exec\.(?:LookPath|Command|CommandContext)\((?:ctx, )?|gate\.Tool\(t, )"([^"/]+)"`)
 	var used []string
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
