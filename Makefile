@@ -62,8 +62,18 @@ fuzz-long:
 soak: deps
 	set -o pipefail; HSMBROKER_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run 'LeaderKilled|Partitioned|HSMFailure|FiveNodes|Rejoin|Backup|Soak|Chaos|Failover|Scale|Drill' ./... 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go'
 
+# Every Go benchmark docs/BENCHMARKS.md cites, each with the docs' command
+# (internal/buildcheck checks that the two agree). LoadedKeyMemory runs
+# each kind in a process of its own.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./broker/...
+	$(GO) test -run '^$$' -bench Paired -benchtime 3s ./broker/hsm
+	$(GO) test -run '^$$' -bench LoadAESKey ./broker/hsm
+	$(GO) test -run '^$$' -bench LoadedKeyMemory/AES-256 -benchtime 1x ./broker/hsm
+	$(GO) test -run '^$$' -bench LoadedKeyMemory/P-256 -benchtime 1x ./broker/hsm
+	$(GO) test -run '^$$' -bench ServiceVsPartition -benchtime 2x ./broker
+	$(GO) test -run '^$$' -bench Encrypt ./broker/awskms
+	$(GO) test -run '^$$' -bench CreateKey -benchtime 1x ./broker
+	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

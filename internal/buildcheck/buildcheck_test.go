@@ -229,3 +229,82 @@ func TestEveryProgramTestsRunIsInstalled(t *testing.T) {
 		}
 	}
 }
+
+// benchCommands are the `go test ... -bench` commands docs/BENCHMARKS.md
+// gives, one space between words.
+func benchCommands(doc string) []string {
+	var out []string
+	re := regexp.MustCompile("go test -run '\\^\\$' -bench [^`\\n]*(?:\\n[^`\\n]*)?")
+	for _, m := range re.FindAllString(doc, -1) {
+		cmd := strings.Join(strings.Fields(m), " ")
+		if i := strings.Index(cmd, " #"); i >= 0 {
+			cmd = strings.TrimSpace(cmd[:i])
+		}
+		out = append(out, cmd)
+	}
+	return out
+}
+
+// TestMakeBenchRunsTheDocsBenchmarks: `make bench` runs each Go benchmark
+// command docs/BENCHMARKS.md gives, as given (the same benchtime), and the
+// docs give a command for every Benchmark function in the repository.
+func TestMakeBenchRunsTheDocsBenchmarks(t *testing.T) {
+	mk := read(t, "Makefile")
+	m := regexp.MustCompile(`(?ms)^bench:[^\n]*\n((?:\t[^\n]*\n)+)`).FindStringSubmatch(mk)
+	if m == nil {
+		t.Fatal("no bench target in the Makefile")
+	}
+	recipe := map[string]bool{}
+	for _, line := range strings.Split(m[1], "\n") {
+		line = strings.ReplaceAll(strings.TrimSpace(line), "$$", "$")
+		recipe[strings.Replace(line, "$(GO) ", "go ", 1)] = true
+	}
+	cmds := benchCommands(read(t, "docs/BENCHMARKS.md"))
+	if len(cmds) < 5 {
+		t.Fatalf("found only %d benchmark commands in docs/BENCHMARKS.md: %q", len(cmds), cmds)
+	}
+	type cited struct{ pattern, pkg string }
+	var all []cited
+	for _, c := range cmds {
+		if !recipe[c] {
+			t.Errorf("docs/BENCHMARKS.md gives %q, which make bench does not run", c)
+		}
+		f := strings.Fields(c)
+		pattern := ""
+		for i := range f[:len(f)-1] {
+			if f[i] == "-bench" {
+				pattern = strings.Trim(f[i+1], "'")
+			}
+		}
+		top, _, _ := strings.Cut(pattern, "/")
+		all = append(all, cited{top, strings.TrimPrefix(f[len(f)-1], "./")})
+	}
+	for line := range recipe {
+		if strings.HasPrefix(line, "go test") && !slices.Contains(cmds, line) {
+			t.Errorf("make bench runs %q, which docs/BENCHMARKS.md does not give", line)
+		}
+	}
+	bench := regexp.MustCompile(`(?m)^func (Benchmark\w+)\(`)
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		pkg, _ := filepath.Rel(root, filepath.Dir(path))
+		for _, fm := range bench.FindAllStringSubmatch(string(b), -1) {
+			if !slices.ContainsFunc(all, func(c cited) bool {
+				ok, _ := regexp.MatchString(c.pattern, fm[1])
+				return ok && c.pkg == filepath.ToSlash(pkg)
+			}) {
+				t.Errorf("%s in ./%s has no command in docs/BENCHMARKS.md (so make bench does not run it)", fm[1], pkg)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
