@@ -12,7 +12,7 @@ LONG_FUZZTIME ?= 2m
 SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
 SYSTEM_DEPS += mariadb-server:/usr/bin/mariadbd-safe
 SYSTEM_DEPS += mariadb-plugin-hashicorp-key-management:/usr/lib/mysql/plugin/hashicorp_key_management.so
-SYSTEM_DEPS += python3-pykmip:/usr/lib/python3/dist-packages/kmip/__init__.py
+SYSTEM_DEPS += python3-pykmip:/usr/bin/pykmip-server
 SYSTEM_DEPS += libengine-pkcs11-openssl:/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
 SYSTEM_DEPS += libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
 # Go programs the build, lint and the suite run, each pinned to a version:
