@@ -10,6 +10,18 @@ FUZZTIME ?= 5s
 LONG_FUZZTIME ?= 2m
 # Debian package -> a file it installs, used by `make deps` to find what is missing.
 SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
+SYSTEM_DEPS += mariadb-server:/usr/bin/mariadbd-safe
+SYSTEM_DEPS += mariadb-plugin-hashicorp-key-management:/usr/lib/mysql/plugin/hashicorp_key_management.so
+SYSTEM_DEPS += python3-pykmip:/usr/bin/pykmip-server
+SYSTEM_DEPS += libengine-pkcs11-openssl:/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
+SYSTEM_DEPS += libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
+# Go programs the build, lint and the suite run, each pinned to a version:
+# `make tools` installs any that is missing or at another version.
+GO_TOOLS := github.com/bufbuild/buf/cmd/buf@v1.75.0
+GO_TOOLS += google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+GO_TOOLS += google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+GO_TOOLS += honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GO_TOOLS += github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
 .PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean
 
@@ -22,8 +34,9 @@ run: deps build
 	./$(BIN)/hsmbrokerd dev --data-dir $(DATA_DIR)
 
 # The whole suite: unit, HSM, cluster and end-to-end tests with the race
-# detector, then a short run of every fuzz target.
-test: deps
+# detector, then a short run of every fuzz target. Every program a test runs
+# comes from `make deps` (system packages) or `make tools` (Go programs).
+test: deps tools
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
@@ -49,8 +62,18 @@ fuzz-long:
 soak: deps
 	set -o pipefail; HSMBROKER_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run 'LeaderKilled|Partitioned|HSMFailure|FiveNodes|Rejoin|Backup|Soak|Chaos|Failover|Scale|Drill' ./... 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go'
 
+# Every Go benchmark docs/BENCHMARKS.md cites, each with the docs' command
+# (internal/buildcheck checks that the two agree). LoadedKeyMemory runs
+# each kind in a process of its own.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./broker/...
+	$(GO) test -run '^$$' -bench Paired -benchtime 3s ./broker/hsm
+	$(GO) test -run '^$$' -bench LoadAESKey ./broker/hsm
+	$(GO) test -run '^$$' -bench LoadedKeyMemory/AES-256 -benchtime 1x ./broker/hsm
+	$(GO) test -run '^$$' -bench LoadedKeyMemory/P-256 -benchtime 1x ./broker/hsm
+	$(GO) test -run '^$$' -bench ServiceVsPartition -benchtime 2x ./broker
+	$(GO) test -run '^$$' -bench Encrypt ./broker/awskms
+	$(GO) test -run '^$$' -bench CreateKey -benchtime 1x ./broker
+	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
@@ -66,11 +89,16 @@ lint: tools vet
 generate: tools
 	cd proto && buf generate
 
+# Installs into $(GOBIN) each GO_TOOLS program that is missing there or was
+# built from another version of its module.
 tools:
-	@command -v buf >/dev/null || $(GO) install github.com/bufbuild/buf/cmd/buf@v1.75.0
-	@command -v protoc-gen-go >/dev/null || $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-	@command -v protoc-gen-go-grpc >/dev/null || $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
-	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	@set -e; for t in $(GO_TOOLS); do \
+	  pkg=$${t%@*}; want=$${t##*@}; bin=$(GOBIN)/$${pkg##*/}; \
+	  have=$$($(GO) version -m $$bin 2>/dev/null | awk '$$1 == "mod" { print $$3 }'); \
+	  if [ "$$have" != "$$want" ]; then \
+	    echo "go install $$t"; GOBIN=$(GOBIN) $(GO) install $$t; \
+	  fi; \
+	done
 
 # Installs missing system packages when run as root; otherwise says what to install.
 deps:

@@ -325,7 +325,10 @@ func TestBackupRestoresDestroyedCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := cli.Crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: "alias/keep-signer"})
+	pub, err := cli.Crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: "alias/keep-signer"})
+	if err != nil || len(pub.GetPublicKey()) == 0 {
+		t.Fatalf("public key before the backup: %v", err)
+	}
 	var backup bytes.Buffer
 	if _, err := cli.Backup(ctx, &backup); err != nil {
 		t.Fatal(err)
@@ -354,7 +357,10 @@ func TestBackupRestoresDestroyedCluster(t *testing.T) {
 		if err != nil || !v.GetSignatureValid() {
 			t.Fatalf("restored node %d: verify: %v", i+1, err)
 		}
-		pk, _ := cc.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: "alias/keep-signer"})
+		pk, err := cc.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: "alias/keep-signer"})
+		if err != nil {
+			t.Fatalf("restored node %d: public key: %v", i+1, err)
+		}
 		if string(pk.GetPublicKey()) != string(pub.GetPublicKey()) {
 			t.Fatalf("restored node %d: public key changed", i+1)
 		}

@@ -211,13 +211,19 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if _, err := e.keys.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: k.GetKeyId()}); err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("survive")})
+	enc, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("survive")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	off := e.createKey(pb.KeySpec_KEY_SPEC_ECC_NIST_P256, 0)
 	if _, err := e.keys.DisableKey(ctx, &pb.DisableKeyRequest{KeyId: off.GetKeyId()}); err != nil {
 		t.Fatal(err)
 	}
 	sig := e.createKey(pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
-	before, _ := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sig.GetKeyId()})
+	before, err := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sig.GetKeyId()})
+	if err != nil || len(before.GetPublicKey()) == 0 {
+		t.Fatalf("public key before restart: %v", err)
+	}
 
 	e.restart(e.tokConfig(cfg.Label))
 	ctx = ctxT(t)
@@ -229,11 +235,14 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if err != nil || d.GetKeyMetadata().GetCurrentVersion() != 2 {
 		t.Fatalf("describe after restart: %v %v", d, err)
 	}
-	d, _ = e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: off.GetKeyId()})
-	if d.GetKeyMetadata().GetKeyState() != pb.KeyState_KEY_STATE_DISABLED {
-		t.Fatal("disabled state lost")
+	d, err = e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: off.GetKeyId()})
+	if err != nil || d.GetKeyMetadata().GetKeyState() != pb.KeyState_KEY_STATE_DISABLED {
+		t.Fatalf("disabled state lost: %v %v", d, err)
 	}
-	after, _ := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sig.GetKeyId()})
+	after, err := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sig.GetKeyId()})
+	if err != nil {
+		t.Fatalf("public key after restart: %v", err)
+	}
 	if !bytes.Equal(before.GetPublicKey(), after.GetPublicKey()) {
 		t.Fatal("public key changed")
 	}

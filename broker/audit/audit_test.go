@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/hsmtest/gate"
 )
 
 func rec(i int) *Record {
@@ -173,11 +175,11 @@ func TestFailedWriteLeavesChainIntact(t *testing.T) {
 // TestFullDisk writes to /dev/full, where every write fails with ENOSPC.
 func TestFullDisk(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
-		t.Skip("no /dev/full")
+		gate.Missing(t, "no /dev/full: %v", err)
 	}
 	l, err := Open("/dev/full", Options{})
 	if err != nil {
-		t.Skip(err)
+		gate.Missing(t, "cannot open /dev/full: %v", err)
 	}
 	defer l.Close()
 	if _, err := l.Append(rec(1), true); err == nil {

@@ -66,45 +66,71 @@ func TestConformanceOAEPSoftware(t *testing.T) {
 
 func TestOAEPModes(t *testing.T) {
 	msg := []byte("oaep test message")
+	// decryptInits runs DecryptOAEP with SHA-256 and returns its result and
+	// how many C_DecryptInit calls it made: 1 for one path, 2 for a native
+	// attempt the token rejected followed by the software path.
+	decryptInits := func(t *testing.T, p *hsm.Partition, f *hsm.Faults, k hsm.KeyRef, ct []byte) ([]byte, int, error) {
+		t.Helper()
+		before := f.Calls("C_DecryptInit")
+		got, err := p.DecryptOAEP(ctxT(t), k, crypto.SHA256, ct)
+		return got, f.Calls("C_DecryptInit") - before, err
+	}
 	t.Run("auto falls back when the token rejects SHA-256", func(t *testing.T) {
 		f := &hsm.Faults{}
 		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
 		k, g := newKey(t, p, keys.SpecRSA2048, keys.UsageEncryptDecrypt)
-		pub := mustRSA(t, g.PublicKey)
-		ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, msg, nil)
-		got, err := p.DecryptOAEP(ctxT(t), k, crypto.SHA256, ct)
-		if err != nil || !bytes.Equal(got, msg) {
-			t.Fatalf("decrypt: %v", err)
+		ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, mustRSA(t, g.PublicKey), msg, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-		// SoftHSM 2.6 rejects OAEP with SHA-256; a token that accepts it is
-		// used natively. Either way the answer is right; the path taken is
-		// visible in Info and in whether C_RSA_X_509 ran.
+		if !p.Info().OAEPSHA256Native {
+			t.Fatal("before any SHA-256 decryption, auto mode reports the token cannot do it natively")
+		}
+		// The token rejects the native mechanism's parameters, as SoftHSM
+		// 2.6 does (injected, so the test does not depend on the version).
+		f.Add(hsm.FaultRule{Call: "C_DecryptInit", Code: hsm.CKRArgumentsBad, Times: 1})
+		got, inits, err := decryptInits(t, p, f, k, ct)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("decrypt: %q, %v", got, err)
+		}
+		if inits != 2 {
+			t.Fatalf("first decrypt made %d C_DecryptInit calls, want 2 (native rejected, then CKM_RSA_X_509)", inits)
+		}
 		if p.Info().OAEPSHA256Native {
-			t.Log("token supports RSA-OAEP SHA-256 natively")
-		} else {
-			t.Log("token lacks RSA-OAEP SHA-256; software unpadding served it")
+			t.Fatal("after the token rejected SHA-256, Info still reports native OAEP SHA-256")
 		}
-		got, err = p.DecryptOAEP(ctxT(t), k, crypto.SHA256, ct)
-		if err != nil || !bytes.Equal(got, msg) {
-			t.Fatalf("second decrypt: %v", err)
+		// Remembered: later decryptions go straight to the software path.
+		for range 2 {
+			got, inits, err = decryptInits(t, p, f, k, ct)
+			if err != nil || !bytes.Equal(got, msg) || inits != 1 {
+				t.Fatalf("later decrypt: %q, %v, %d C_DecryptInit calls (want 1)", got, err, inits)
+			}
+		}
+		// A wrong ciphertext on the software path is ErrDecrypt.
+		bad := bytes.Clone(ct)
+		bad[len(bad)-1] ^= 1
+		if _, err := p.DecryptOAEP(ctxT(t), k, crypto.SHA256, bad); !errors.Is(err, hsm.ErrDecrypt) {
+			t.Fatalf("tampered ciphertext: %v, want ErrDecrypt", err)
 		}
 	})
 	t.Run("native mode reports unsupported where the token lacks it", func(t *testing.T) {
-		p := hsmtest.NewPartition(t, hsmtest.WithConfig(func(c *hsm.Config) { c.OAEPSHA256 = hsm.OAEPNative }))
+		f := &hsm.Faults{}
+		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) { c.OAEPSHA256 = hsm.OAEPNative }))
 		k, g := newKey(t, p, keys.SpecRSA2048, keys.UsageEncryptDecrypt)
-		ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, mustRSA(t, g.PublicKey), msg, nil)
-		got, err := p.DecryptOAEP(ctxT(t), k, crypto.SHA256, ct)
-		switch {
-		case err == nil:
-			if !bytes.Equal(got, msg) {
-				t.Fatal("native decrypt returned the wrong plaintext")
-			}
-		case errors.Is(err, hsm.ErrUnsupported):
-			if !strings.Contains(err.Error(), "software") {
-				t.Errorf("error does not tell the operator what to do: %v", err)
-			}
-		default:
-			t.Fatalf("got %v, want success or ErrUnsupported", err)
+		ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, mustRSA(t, g.PublicKey), msg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Add(hsm.FaultRule{Call: "C_DecryptInit", Code: hsm.CKRArgumentsBad})
+		_, inits, err := decryptInits(t, p, f, k, ct)
+		if !errors.Is(err, hsm.ErrUnsupported) || !strings.Contains(err.Error(), "software") {
+			t.Fatalf("native mode on a token that rejects SHA-256: %v, want ErrUnsupported naming the software mode", err)
+		}
+		if inits != 1 {
+			t.Fatalf("native mode made %d C_DecryptInit calls, want 1 (no software fallback)", inits)
+		}
+		if !p.Info().OAEPSHA256Native {
+			t.Fatal("native mode reports non-native OAEP after a rejection")
 		}
 	})
 	t.Run("bad mode", func(t *testing.T) {

@@ -80,7 +80,8 @@ plain HTTP (loopback only, unless told otherwise), for the AWS CLI and SDKs.
 Once serving, it writes DIR/dev.env (0600) with the exports a client needs:
 HSMBROKER_ADDR, HSMBROKER_CA, HSMBROKER_CERT, HSMBROKER_KEY and
 HSMBROKER_METRICS_ADDR for hsmctl and the Go SDK, HSMBROKER_AUDIT_LOG (the
-audit log, for hsmctl audit verify), and AWS_ENDPOINT_URL_KMS,
+audit log, for hsmctl audit verify), HSMBROKER_CA_KEY (the dev CA's key, for
+hsmctl certs issue), and AWS_ENDPOINT_URL_KMS,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION for AWS
 tools. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS: give it
 --endpoint-url "$AWS_ENDPOINT_URL_KMS".
@@ -247,6 +248,8 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			vars := clientEnv(ep, l.caCert, l.adminCert, l.adminKey, "", accessKey, config.DefaultRegion)
 			// Where to look: hsmctl audit verify "$HSMBROKER_AUDIT_LOG".
 			vars = append(vars, [2]string{"HSMBROKER_AUDIT_LOG", l.audit})
+			// The dev CA's key, for hsmctl certs issue (HSMBROKER_CA is its certificate).
+			vars = append(vars, [2]string{"HSMBROKER_CA_KEY", l.caKey})
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}

@@ -56,7 +56,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	p := startDev(t, module, dir, &addrs)
 	env := readEnvFile(t, filepath.Join(dir, "dev.env"))
 	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR",
-		"HSMBROKER_AUDIT_LOG", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} {
+		"HSMBROKER_AUDIT_LOG", "HSMBROKER_CA_KEY", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
@@ -68,7 +68,7 @@ func TestDevStartStopRestart(t *testing.T) {
 	if body := readFile(t, filepath.Join(dir, "dev.env")); !strings.Contains(body, `--endpoint-url "$AWS_ENDPOINT_URL_KMS"`) {
 		t.Errorf("dev.env does not say how to point an older AWS CLI at the endpoint:\n%s", body)
 	}
-	for _, k := range []string{"HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY"} {
+	for _, k := range []string{"HSMBROKER_CA", "HSMBROKER_CA_KEY", "HSMBROKER_CERT", "HSMBROKER_KEY"} {
 		if !filepath.IsAbs(env[k]) || !exists(env[k]) {
 			t.Errorf("%s=%s: want an absolute path to an existing file", k, env[k])
 		}

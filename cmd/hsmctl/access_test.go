@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -67,6 +68,59 @@ func TestCertsIssue(t *testing.T) {
 	r = runArgs("certs", "issue", "--principal", "../x", "--role", "user", "--out-dir", out, "--ca-cert", caCert, "--ca-key", caKey)
 	if r.code != exitUsage {
 		t.Fatalf("principal with a path: %d %s", r.code, r.stderr)
+	}
+}
+
+// certs issue takes the CA from HSMBROKER_CA and HSMBROKER_CA_KEY, as
+// dev.env sets them; flags win over the environment.
+func TestCertsIssueCAFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	newCA := func(name string) (certFile, keyFile string, ca *pki.CA) {
+		ca, err := pki.NewCA(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+		if err := ca.Save(certFile, keyFile); err != nil {
+			t.Fatal(err)
+		}
+		return certFile, keyFile, ca
+	}
+	envCert, envKey, envCA := newCA("env")
+	flagCert, flagKey, flagCA := newCA("flag")
+	issued := func(name string) *x509.Certificate {
+		t.Helper()
+		cert, err := pki.ReadCertFile(filepath.Join(dir, "certs", name+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+
+	t.Setenv("HSMBROKER_CA", envCert)
+	t.Setenv("HSMBROKER_CA_KEY", envKey)
+	if r := runArgs("certs", "issue", "--principal", "mallory", "--role", "user", "--out-dir", filepath.Join(dir, "certs")); r.code != 0 {
+		t.Fatalf("issue with the CA from the environment: %d %s", r.code, r.stderr)
+	}
+	if err := envCA.Verify(issued("mallory"), x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatalf("not issued by $HSMBROKER_CA: %v", err)
+	}
+	if r := runArgs("certs", "issue", "--principal", "trent", "--role", "user", "--out-dir", filepath.Join(dir, "certs"),
+		"--ca-cert", flagCert, "--ca-key", flagKey); r.code != 0 {
+		t.Fatalf("issue with CA flags: %d %s", r.code, r.stderr)
+	}
+	if err := flagCA.Verify(issued("trent"), x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatalf("flags did not win over the environment: %v", err)
+	}
+	// A key that is not the certificate's is refused, not used.
+	t.Setenv("HSMBROKER_CA_KEY", flagKey)
+	if r := runArgs("certs", "issue", "--principal", "eve", "--role", "user", "--out-dir", filepath.Join(dir, "certs")); r.code != exitError {
+		t.Fatalf("issue with a CA key of another CA: %d %s", r.code, r.stderr)
+	}
+	t.Setenv("HSMBROKER_CA_KEY", "")
+	r := runArgs("certs", "issue", "--principal", "eve", "--role", "user", "--out-dir", filepath.Join(dir, "certs"))
+	if r.code != exitUsage || !strings.Contains(r.stderr, "HSMBROKER_CA_KEY") {
+		t.Fatalf("issue without a CA key: %d %s", r.code, r.stderr)
 	}
 }
 

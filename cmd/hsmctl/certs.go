@@ -32,19 +32,34 @@ func (a *app) certsIssueCommand() *cobra.Command {
 	var ttl time.Duration
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "issue --principal NAME --role ROLE --out-dir DIR --ca-cert FILE --ca-key FILE",
+		Use:   "issue --principal NAME --role ROLE --out-dir DIR [--ca-cert FILE] [--ca-key FILE]",
 		Short: "Issue a client certificate for a principal",
 		Long: `issue writes DIR/NAME.pem (the certificate, 0644) and DIR/NAME-key.pem (its
 private key, 0600), signed by the CA in --ca-cert and --ca-key. Existing
-files are kept unless --force.`,
-		Example: `  hsmctl certs issue --principal alice --role user --out-dir ./certs \
-    --ca-cert ~/.hsmbroker-dev/tls/ca.pem --ca-key ~/.hsmbroker-dev/tls/ca-key.pem
-  HSMBROKER_CERT=./certs/alice.pem HSMBROKER_KEY=./certs/alice-key.pem hsmctl whoami`,
+files are kept unless --force.
+
+--ca-cert defaults to $HSMBROKER_CA and --ca-key to $HSMBROKER_CA_KEY; the
+dev.env of 'hsmbrokerd dev' sets both to its dev CA.`,
+		Example: `  source ./.hsmbroker-dev/dev.env
+  hsmctl certs issue --principal alice --role user --out-dir ./certs
+  HSMBROKER_CERT=./certs/alice.pem HSMBROKER_KEY=./certs/alice-key.pem hsmctl whoami
+
+  # Another CA, named explicitly:
+  hsmctl certs issue --principal bob --role auditor --out-dir ./certs \
+    --ca-cert /etc/hsmbroker/ca.pem --ca-key /etc/hsmbroker/ca-key.pem`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if caCert == "" {
+				caCert = os.Getenv("HSMBROKER_CA")
+			}
+			if caKey == "" {
+				caKey = os.Getenv("HSMBROKER_CA_KEY")
+			}
 			switch {
-			case principal == "" || outDir == "" || caCert == "" || caKey == "":
-				return usageErr("--principal, --role, --out-dir, --ca-cert and --ca-key are required")
+			case principal == "" || role == "" || outDir == "":
+				return usageErr("--principal, --role and --out-dir are required")
+			case caCert == "" || caKey == "":
+				return usageErr("--ca-cert and --ca-key are required (default $HSMBROKER_CA and $HSMBROKER_CA_KEY, which 'hsmbrokerd dev' writes to dev.env)")
 			case role != pki.RoleAdmin && role != pki.RoleUser && role != pki.RoleAuditor:
 				return usageErr(fmt.Sprintf("invalid --role %q: valid values are admin, user, auditor", role))
 			case strings.ContainsAny(principal, `/\`) || principal == "." || principal == "..":
@@ -89,8 +104,8 @@ files are kept unless --force.`,
 	f.StringVar(&principal, "principal", "", "the principal (certificate common name)")
 	f.StringVar(&role, "role", "", "its default role: admin, user or auditor")
 	f.StringVar(&outDir, "out-dir", "", "directory for NAME.pem and NAME-key.pem (created 0700)")
-	f.StringVar(&caCert, "ca-cert", "", "the CA certificate, PEM")
-	f.StringVar(&caKey, "ca-key", "", "the CA private key, PEM")
+	f.StringVar(&caCert, "ca-cert", "", "the CA certificate, PEM (default $HSMBROKER_CA)")
+	f.StringVar(&caKey, "ca-key", "", "the CA private key, PEM (default $HSMBROKER_CA_KEY)")
 	f.DurationVar(&ttl, "ttl", pki.DefaultClientTTL, "validity of the certificate")
 	f.BoolVar(&force, "force", false, "replace existing files")
 	return cmd

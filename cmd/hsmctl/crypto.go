@@ -9,10 +9,9 @@ import (
 )
 
 // kmsKeyFlag adds the --key flag that names the KMS key. It shadows the
-// global --key (the TLS private key file) on this command; --tls-key still
-// sets that.
+// deprecated global --key (see rootCommand) on this command.
 func kmsKeyFlag(cmd *cobra.Command, p *string, what string) {
-	cmd.Flags().StringVar(p, "key", "", what+" (key id, key ARN, alias/NAME or alias ARN); the TLS client key is then --tls-key")
+	cmd.Flags().StringVar(p, "key", "", what+" (key id, key ARN, alias/NAME or alias ARN)")
 }
 
 func requireKey(key string) error {

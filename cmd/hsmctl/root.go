@@ -44,6 +44,9 @@ type app struct {
 	output                          string
 	timeout                         time.Duration
 	verbose                         bool
+	// legacyKeyFile is the global --key of earlier releases, the TLS key
+	// on commands that take no KMS key with --key (deprecated).
+	legacyKeyFile string
 
 	client *client.Client
 	// running is set once a command's RunE starts: errors before it are
@@ -78,13 +81,13 @@ from the environment or from flags (flags win):
   HSMBROKER_ADDR   host:port, or a comma-separated list (--addr)
   HSMBROKER_CA     CA certificate file, PEM (--ca)
   HSMBROKER_CERT   client certificate file, PEM (--cert)
-  HSMBROKER_KEY    client private key file, PEM (--key, or --tls-key on commands
-                   where --key names a KMS key)
+  HSMBROKER_KEY    client private key file, PEM (--tls-key)
 'hsmbrokerd dev' writes these exports to <data-dir>/dev.env. With several
 brokers, hsmctl moves to the next one when one is unreachable or busy.
 
 Keys are named by key id, key ARN, alias name (alias/NAME) or alias ARN.
-Commands that change a key take a key id or key ARN only.
+Commands that change a key take a key id or key ARN only. --key always names
+a KMS key; the TLS client key is --tls-key.
 
 Output. -o text (the default) is for people; -o json prints one JSON object
 per command, for scripts. Binary results (ciphertext, signatures, MACs, random
@@ -111,8 +114,12 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 	pf.StringVar(&a.addr, "addr", "", "broker address host:port, or a comma-separated list (default $HSMBROKER_ADDR)")
 	pf.StringVar(&a.caFile, "ca", "", "CA certificate file, PEM (default $HSMBROKER_CA)")
 	pf.StringVar(&a.certFile, "cert", "", "client certificate file, PEM (default $HSMBROKER_CERT)")
-	pf.StringVar(&a.keyFile, "key", "", "client private key file, PEM (default $HSMBROKER_KEY); on commands that take a KMS key with --key, use --tls-key")
 	pf.StringVar(&a.keyFile, "tls-key", "", "client private key file, PEM (default $HSMBROKER_KEY)")
+	// Earlier releases took the TLS key as --key too, on commands whose
+	// --key is not a KMS key. Accepted there, with a warning, for one more
+	// release; commands that take a KMS key define their own --key.
+	pf.StringVar(&a.legacyKeyFile, "key", "", "deprecated: the TLS client key is --tls-key")
+	_ = pf.MarkHidden("key")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
 	pf.DurationVar(&a.timeout, "timeout", client.DefaultTimeout, "deadline of each attempt of a call")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "on failure, also print the request id and the broker that answered")
@@ -145,6 +152,13 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 }
 
 func (a *app) checkGlobalFlags(*cobra.Command, []string) error {
+	if a.legacyKeyFile != "" {
+		if a.keyFile != "" && a.keyFile != a.legacyKeyFile {
+			return usageErr("--key and --tls-key both given: the TLS client key is --tls-key only")
+		}
+		fmt.Fprintln(a.stderr, "hsmctl: warning: --key as the TLS client key is deprecated and will be refused in the next release; use --tls-key (or HSMBROKER_KEY). --key names a KMS key only.")
+		a.keyFile = a.legacyKeyFile
+	}
 	if a.output != "text" && a.output != "json" {
 		return usageErr(fmt.Sprintf("invalid --output %q: valid values are text, json", a.output))
 	}
