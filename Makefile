@@ -8,8 +8,11 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 FUZZTIME ?= 5s
 LONG_FUZZTIME ?= 2m
-# Debian package -> a file it installs, used by `make deps` to find what is missing.
-SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
+# Debian package -> a file it installs, used by `make deps` to find what is
+# missing. RUN_DEPS is what `make run` needs; the rest are the clients the
+# suite drives (a database, KMIP and PKCS#11 consumers).
+RUN_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so openssl:/usr/bin/openssl
+SYSTEM_DEPS := $(RUN_DEPS) opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws
 SYSTEM_DEPS += mariadb-server:/usr/bin/mariadbd-safe
 SYSTEM_DEPS += mariadb-plugin-hashicorp-key-management:/usr/lib/mysql/plugin/hashicorp_key_management.so
 SYSTEM_DEPS += python3-pykmip:/usr/bin/pykmip-server
@@ -23,14 +26,14 @@ GO_TOOLS += google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_TOOLS += honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_TOOLS += github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean
+.PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps run-deps tools clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-run: deps build
+run: run-deps build
 	./$(BIN)/hsmbrokerd dev --data-dir $(DATA_DIR)
 
 # The whole suite: unit, HSM, cluster and end-to-end tests with the race
@@ -100,9 +103,12 @@ tools:
 	  fi; \
 	done
 
-# Installs missing system packages when run as root; otherwise says what to install.
-deps:
-	@missing=""; for d in $(SYSTEM_DEPS); do \
+# Installs missing system packages when run as root; otherwise says what to
+# install. `make run` needs only RUN_DEPS.
+deps: DEPS = $(SYSTEM_DEPS)
+run-deps: DEPS = $(RUN_DEPS)
+deps run-deps:
+	@missing=""; for d in $(DEPS); do \
 	  pkg=$${d%%:*}; file=$${d#*:}; [ -e "$$file" ] || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \

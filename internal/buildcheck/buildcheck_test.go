@@ -29,10 +29,17 @@ func read(t *testing.T, name string) string {
 
 // makeList returns the words assigned to a Makefile variable with := and +=.
 func makeList(makefile, name string) []string {
+	// A $(VAR) item stands for VAR's own list.
 	var out []string
 	re := regexp.MustCompile(`(?m)^` + name + `\s*(?::=|\+=)(.*)$`)
 	for _, m := range re.FindAllStringSubmatch(makefile, -1) {
-		out = append(out, strings.Fields(m[1])...)
+		for _, f := range strings.Fields(m[1]) {
+			if ref, ok := strings.CutPrefix(f, "$("); ok && strings.HasSuffix(ref, ")") {
+				out = append(out, makeList(makefile, strings.TrimSuffix(ref, ")"))...)
+				continue
+			}
+			out = append(out, f)
+		}
 	}
 	return out
 }
