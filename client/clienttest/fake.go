@@ -246,12 +246,6 @@ func (f *Fake) CreateKey(_ context.Context, req *pb.CreateKeyRequest) (*pb.Creat
 		return nil, fieldError("KeySpec", "%q is not a supported key spec", spec)
 	}
 	usage := keys.Usage(fromEnum(req.GetKeyUsage(), pb.KeyUsage_name, "KEY_USAGE_"))
-	if usage == "" && spec.IsRSA() {
-		// The one known difference from the broker, which requires a
-		// usage for RSA keys: cmd/hsmctl's TestRSAEncryptWithPublicKey
-		// still creates its RSA key without one.
-		usage = keys.UsageEncryptDecrypt
-	}
 	usage, err := keys.ValidateCreate(spec, usage)
 	if err != nil {
 		return nil, invalid(err)

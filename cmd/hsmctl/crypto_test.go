@@ -98,7 +98,7 @@ func TestEncryptDecrypt(t *testing.T) {
 
 func TestRSAEncryptWithPublicKey(t *testing.T) {
 	e := newEnv(t)
-	e.createKey("alias/rsa", "--spec", "RSA_2048")
+	e.createKey("alias/rsa", "--spec", "RSA_2048", "--usage", "ENCRYPT_DECRYPT")
 	pemOut := e.ok("pubkey", "alias/rsa")
 	block, rest := pem.Decode([]byte(pemOut))
 	if block == nil || block.Type != "PUBLIC KEY" || len(rest) != 0 {
