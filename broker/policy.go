@@ -11,6 +11,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
+	"github.com/hsmbroker/hsmbroker/internal/strictjson"
 )
 
 // Key policies are AWS-style JSON documents:
@@ -128,6 +129,13 @@ var (
 // parsePolicy parses and checks a policy document.
 func parsePolicy(doc string) (*keyPolicy, error) {
 	var raw rawPolicy
+	// The document is returned verbatim (GetKeyPolicy) and evaluated as
+	// encoding/json reads it: one with repeated or case-variant members
+	// ("Effect":"Deny","effect":"Allow") would read one way to a reviewer
+	// and another to the evaluator, so it is refused.
+	if err := strictjson.Check([]byte(doc), &raw); err != nil {
+		return nil, fmt.Errorf("the key policy cannot be read one way: %w", err)
+	}
 	if err := json.Unmarshal([]byte(doc), &raw); err != nil {
 		return nil, errors.New("the key policy is not a JSON object")
 	}
@@ -157,6 +165,9 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 func parseStatement(b []byte) (policyStatement, error) {
 	var st policyStatement
 	var raw rawStatement
+	if err := strictjson.Check(b, &raw); err != nil {
+		return st, fmt.Errorf("cannot be read one way: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {

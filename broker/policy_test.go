@@ -26,6 +26,12 @@ func TestParsePolicyRefuses(t *testing.T) {
 		{"typo member", `{"Statement":{"Effect":"Deny","Principal":"*","Actions":"kms:Decrypt"}}`, "Actions"},
 		{"condition op", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}}`, "Bool"},
 		{"condition key", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:CallerAccount":"1"}}}}`, "kms:CallerAccount"},
+		{"case variant member", `{"Statement":{"Effect":"Deny","effect":"Allow","Principal":"*","Action":"kms:*"}}`, "effect"},
+		{"repeated member", `{"Statement":{"Effect":"Deny","Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "Effect"},
+		{"repeated statement list", `{"Statement":[],"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "Statement"},
+		{"case variant statement", `{"Statement":[],"statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "statement"},
+		{"repeated condition key", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:t":"a","kms:EncryptionContext:t":"b"}}}}`, "kms:EncryptionContext:t"},
+		{"repeated principal", `{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/a","AWS":"*"},"Action":"kms:*"}}`, "AWS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
