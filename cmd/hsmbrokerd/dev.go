@@ -51,6 +51,7 @@ type devFlags struct {
 	raftAddr    string
 	metricsAddr string
 	kmsAddr     string
+	vaultAddr   string
 	module      string
 }
 
@@ -70,6 +71,7 @@ On first run it creates, under DIR (mode 0700):
   tls/node.pem, tls/node-key.pem           gRPC and Raft certificate (localhost, 127.0.0.1)
   tls/admin.pem, tls/admin-key.pem         a client certificate: principal admin, role admin
   kms-credentials.json                     an AWS access key of principal admin, role admin (0600)
+  vault-token                              a TDE key endpoint token of principal admin (0600)
   raft/                                    the Raft log and snapshots
   audit.log                                the audit log, a JSON line per request (0600)
 
@@ -84,6 +86,11 @@ audit log, for hsmctl audit verify), and AWS_ENDPOINT_URL_KMS,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION for AWS
 tools. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS: give it
 --endpoint-url "$AWS_ENDPOINT_URL_KMS".
+
+It also serves the TDE key endpoint (Vault KV version 2 reads, for MariaDB's
+hashicorp_key_management plugin; see docs/TDE.md) on --vault-addr, plain
+HTTP on loopback, makes the KMS key alias/tde that wraps the "tde" mount's
+keys if it is missing, and adds VAULT_ADDR and VAULT_TOKEN to dev.env.
 
 Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 		Example: `  hsmbrokerd dev --data-dir ./.hsmbroker-dev
@@ -114,6 +121,7 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:7490", "HTTP address for /metrics, /healthz and /readyz")
 	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "AWS KMS-compatible endpoint, plain HTTP (\"\": not served)")
+	fl.StringVar(&f.vaultAddr, "vault-addr", "127.0.0.1:7482", "TDE key endpoint (Vault KV v2 reads), plain HTTP on loopback (\"\": not served)")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -132,6 +140,7 @@ type devLayout struct {
 	raftDir                string
 	audit                  string
 	env                    string
+	vaultToken             string
 }
 
 func newDevLayout(dir string) devLayout {
@@ -153,6 +162,7 @@ func newDevLayout(dir string) devLayout {
 		raftDir:        j(dir, "raft"),
 		audit:          j(dir, "audit.log"),
 		env:            j(dir, "dev.env"),
+		vaultToken:     j(dir, "vault-token"),
 	}
 }
 
@@ -219,10 +229,18 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		}
 	}
 
+	var vaultEP *vaultEndpoint
+	if f.vaultAddr != "" {
+		if vaultEP, err = newVaultEndpoint(f.vaultAddr, "", ""); err != nil {
+			return daemon{}, err
+		}
+	}
+
 	return daemon{
 		grpcAddr:    f.grpcAddr,
 		metricsAddr: f.metricsAddr,
 		kms:         kms,
+		vault:       vaultEP,
 		auditFile:   l.audit,
 		region:      config.DefaultRegion,
 		account:     config.DefaultAccount,
@@ -247,6 +265,14 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			vars := clientEnv(ep, l.caCert, l.adminCert, l.adminKey, "", accessKey, config.DefaultRegion)
 			// Where to look: hsmctl audit verify "$HSMBROKER_AUDIT_LOG".
 			vars = append(vars, [2]string{"HSMBROKER_AUDIT_LOG", l.audit})
+			if ep.vaultURL != "" {
+				token, err := devVault(ep, l.caCert, l.adminCert, l.adminKey, l.vaultToken)
+				if err != nil {
+					return fmt.Errorf("TDE key endpoint: %w", err)
+				}
+				vars = append(vars, [2]string{"# The TDE key endpoint (Vault KV v2 reads; MariaDB hashicorp_key_management)", ""},
+					[2]string{"VAULT_ADDR", ep.vaultURL}, [2]string{"VAULT_TOKEN", token})
+			}
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}
