@@ -52,6 +52,7 @@ type devFlags struct {
 	metricsAddr string
 	kmsAddr     string
 	vaultAddr   string
+	vaultTLS    bool
 	module      string
 }
 
@@ -89,7 +90,7 @@ tools. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS: give it
 
 It also serves the TDE key endpoint (Vault KV version 2 reads, for MariaDB's
 hashicorp_key_management plugin; see docs/TDE.md) on --vault-addr, plain
-HTTP on loopback, makes the KMS key alias/tde that wraps the "tde" mount's
+HTTP on loopback (HTTPS with --vault-tls), makes the KMS key alias/tde that wraps the "tde" mount's
 keys if it is missing, and adds VAULT_ADDR and VAULT_TOKEN to dev.env.
 
 Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
@@ -122,6 +123,7 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:7490", "HTTP address for /metrics, /healthz and /readyz")
 	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "AWS KMS-compatible endpoint, plain HTTP (\"\": not served)")
 	fl.StringVar(&f.vaultAddr, "vault-addr", "127.0.0.1:7482", "TDE key endpoint (Vault KV v2 reads), plain HTTP on loopback (\"\": not served)")
+	fl.BoolVar(&f.vaultTLS, "vault-tls", false, "serve the TDE key endpoint over HTTPS with the dev node certificate (trust tls/ca.pem)")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -231,7 +233,11 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 
 	var vaultEP *vaultEndpoint
 	if f.vaultAddr != "" {
-		if vaultEP, err = newVaultEndpoint(f.vaultAddr, "", ""); err != nil {
+		cert, key := "", ""
+		if f.vaultTLS {
+			cert, key = l.nodeCert, l.nodeKey
+		}
+		if vaultEP, err = newVaultEndpoint(f.vaultAddr, cert, key); err != nil {
 			return daemon{}, err
 		}
 	}
