@@ -10,6 +10,7 @@ FUZZTIME ?= 5s
 LONG_FUZZTIME ?= 2m
 # Debian package -> a file it installs, used by `make deps` to find what is missing.
 SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
+SYSTEM_DEPS += mariadb-server:/usr/sbin/mariadbd mariadb-plugin-hashicorp-key-management:/usr/lib/mysql/plugin/hashicorp_key_management.so
 
 .PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean
 

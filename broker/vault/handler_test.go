@@ -23,15 +23,16 @@ func TestMain(m *testing.M) { hsmtest.Main(m) }
 // env is one real broker (SoftHSM token, Raft node, gRPC over mutual TLS,
 // audit log) with the endpoint served over loopback HTTP.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	c    *hsmtest.Cluster
-	_    struct{}
 	tde  pb.TDEServiceClient
 	keys pb.KeyServiceClient
 	srv  *httptest.Server
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvTB(t) }
+
+func newEnvTB(t testing.TB) *env {
 	c := hsmtest.NewEmptyCluster(t)
 	c.Audit = true
 	nd := c.AddNode()
