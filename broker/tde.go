@@ -84,6 +84,9 @@ func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMateria
 			out = TDEMaterial{}
 		}
 	}()
+	if err := s.tdeReady(); err != nil {
+		return out, err
+	}
 	ref := "tde:" + in.Mount + "/" + in.Name
 	if err := tdeNames(in.Mount, in.Name); err != nil {
 		if aerr := s.authorizeTDE(ctx, in.Token, ActionReadTDEKey, RequestContexts{KeyRef: "tde:(invalid)"}); aerr != nil {
@@ -126,6 +129,9 @@ func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMateria
 func (s *Service) ReadTDEMount(ctx context.Context, in TDERequest) (err error) {
 	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEMount, RequestID: in.RequestID, Peer: in.Peer})
 	defer func() { err = s.endTDE(ctx, err) }()
+	if err := s.tdeReady(); err != nil {
+		return err
+	}
 	if err := s.authorizeTDE(ctx, in.Token, ActionReadTDEMount, RequestContexts{KeyRef: "tde:" + in.Mount}); err != nil {
 		return err
 	}
@@ -201,14 +207,20 @@ func (s *Service) tdeKey(ctx context.Context, mount, name string) (cluster.TDEKe
 	return k, m, nil
 }
 
+// tdeReady refuses reads while the node is not ready, as the gRPC key
+// and crypto calls are refused (see Ready).
+func (s *Service) tdeReady() error {
+	if s.gate.Load() {
+		if ok, why := s.Healthy(); !ok {
+			return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)
+		}
+	}
+	return nil
+}
+
 // endTDE writes the audit line of a TDE read that ended with err; if the
 // line cannot be written, that is the answer instead.
 func (s *Service) endTDE(ctx context.Context, err error) error {
-	if s.gate.Load() && err == nil {
-		if ok, why := s.Healthy(); !ok {
-			err = newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)
-		}
-	}
 	code, exc, _ := Classify(err)
 	result := "OK"
 	if err != nil {

@@ -115,10 +115,22 @@ INSERT INTO app.plain VALUES (1, '%[1]s-1');`, canary))
 		time.Sleep(200 * time.Millisecond)
 	}
 	m.Stop()
+	out, _ := runTool(t, env, hsmctl, "tde", "list", "-o", "json")
+	var listed struct {
+		Keys []struct {
+			Name           string
+			KMSKeyID       string `json:"kmsKeyId"`
+			CurrentVersion uint32 `json:"currentVersion"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Keys) != 2 || listed.Keys[0].CurrentVersion != 2 ||
+		listed.Keys[1].CurrentVersion != 1 || listed.Keys[0].KMSKeyID == "" || listed.Keys[0].KMSKeyID != listed.Keys[1].KMSKeyID {
+		t.Fatalf("tde list -o json: %s (%v)", out, err)
+	}
 
 	// A wrong token and a revoked one: MariaDB refuses to start, with the
 	// endpoint's answer in its log, and each refusal is audited.
-	out, _ := runTool(t, env, hsmctl, "tde", "token", "issue", "--principal", "admin", "-o", "json")
+	out, _ = runTool(t, env, hsmctl, "tde", "token", "issue", "--principal", "admin", "-o", "json")
 	var issued struct{ Token, Accessor string }
 	if err := json.Unmarshal([]byte(out), &issued); err != nil || issued.Token == "" {
 		t.Fatalf("token issue -o json: %q (%v)", out, err)
