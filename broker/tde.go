@@ -87,16 +87,22 @@ func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMateria
 	if err := s.tdeReady(); err != nil {
 		return out, err
 	}
-	ref := "tde:" + in.Mount + "/" + in.Name
+	// Who asks comes first: nothing about keys is looked up, or revealed,
+	// for an unknown token.
+	ref := tdeRef(in.Mount + "/" + in.Name)
+	ctx, err = s.authenticateTDE(ctx, in.Token, ref)
+	if err != nil {
+		return out, err
+	}
 	if err := tdeNames(in.Mount, in.Name); err != nil {
-		if aerr := s.authorizeTDE(ctx, in.Token, ActionReadTDEKey, RequestContexts{KeyRef: "tde:(invalid)"}); aerr != nil {
+		if aerr := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: "tde:(invalid)"}); aerr != nil {
 			return out, aerr
 		}
 		return out, err
 	}
 	k, m, err := s.tdeKey(ctx, in.Mount, in.Name)
 	if err != nil {
-		if aerr := s.authorizeTDE(ctx, in.Token, ActionReadTDEKey, RequestContexts{KeyRef: ref}); aerr != nil {
+		if aerr := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref}); aerr != nil {
 			return out, aerr
 		}
 		return out, err
@@ -105,8 +111,10 @@ func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMateria
 	if n == 0 {
 		n = k.Current()
 	}
+	// The role gate; the key check follows when the blob is opened, for
+	// kms:Decrypt on the mount's KMS key with the version's context.
 	ec := cluster.TDEContext(in.Mount, in.Name, n)
-	if err := s.authorizeTDE(ctx, in.Token, ActionReadTDEKey, RequestContexts{KeyRef: ref, EncryptionContext: ec}); err != nil {
+	if err := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref, EncryptionContext: ec}); err != nil {
 		return out, err
 	}
 	if n > k.Current() || !k.Versions[n-1].RetiredAt.IsZero() {
@@ -132,7 +140,12 @@ func (s *Service) ReadTDEMount(ctx context.Context, in TDERequest) (err error) {
 	if err := s.tdeReady(); err != nil {
 		return err
 	}
-	if err := s.authorizeTDE(ctx, in.Token, ActionReadTDEMount, RequestContexts{KeyRef: "tde:" + in.Mount}); err != nil {
+	ref := tdeRef(in.Mount)
+	ctx, err = s.authenticateTDE(ctx, in.Token, ref)
+	if err != nil {
+		return err
+	}
+	if err := s.Authorize(ctx, ActionReadTDEMount, "", RequestContexts{KeyRef: ref}); err != nil {
 		return err
 	}
 	if err := cluster.CheckTDEMount(in.Mount); err != nil {
@@ -149,21 +162,29 @@ func (s *Service) ReadTDEMount(ctx context.Context, in TDERequest) (err error) {
 	return nil
 }
 
-// authorizeTDE authenticates a token and applies the role gate to its
-// principal. A refusal is recorded in the request's audit line.
-func (s *Service) authorizeTDE(ctx context.Context, token, action string, contexts RequestContexts) error {
-	rq := requestOf(ctx)
+// authenticateTDE finds the principal of a token and returns ctx carrying
+// it, for Authorize. A refused token is recorded in the request's audit
+// line with its reason.
+func (s *Service) authenticateTDE(ctx context.Context, token, ref string) (context.Context, error) {
 	principal, err := s.tdePrincipal(ctx, token)
 	if err != nil {
-		if errors.Is(err, ErrTDEToken) {
+		if rq := requestOf(ctx); rq != nil && errors.Is(err, ErrTDEToken) {
 			rq.deny(ErrTDEToken.Error())
 			rq.mu.Lock()
-			rq.identified, rq.contexts = true, contexts
+			rq.identified, rq.contexts = true, RequestContexts{KeyRef: ref}
 			rq.mu.Unlock()
 		}
-		return err
+		return ctx, err
 	}
-	return s.Authorize(WithPrincipal(ctx, principal), action, "", contexts)
+	return WithPrincipal(ctx, principal), nil
+}
+
+// tdeRef names what a read asked for in its audit line, bounded.
+func tdeRef(path string) string {
+	if len(path) > 300 {
+		path = path[:300]
+	}
+	return "tde:" + path
 }
 
 // tdePrincipal is the principal of a token, looked up by its SHA-256 hash.
