@@ -539,6 +539,9 @@ To use it from a shell:
 	if ep.kmsURL != "" {
 		fmt.Fprintf(w, "    aws kms --endpoint-url \"$AWS_ENDPOINT_URL_KMS\" list-keys    # AWS KMS API on %s\n", ep.kmsURL)
 	}
+	if ep.vaultURL != "" {
+		fmt.Fprintf(w, "    hsmctl tde create 1    # TDE keys for MariaDB on %s (docs/TDE.md)\n", ep.vaultURL)
+	}
 	fmt.Fprintln(w)
 }
 
