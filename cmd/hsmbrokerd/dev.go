@@ -272,12 +272,14 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			// Where to look: hsmctl audit verify "$HSMBROKER_AUDIT_LOG".
 			vars = append(vars, [2]string{"HSMBROKER_AUDIT_LOG", l.audit})
 			if ep.vaultURL != "" {
-				token, err := devVault(ep, l.caCert, l.adminCert, l.adminKey, l.vaultToken)
-				if err != nil {
-					return fmt.Errorf("TDE key endpoint: %w", err)
-				}
 				vars = append(vars, [2]string{"# The TDE key endpoint (Vault KV v2 reads; MariaDB hashicorp_key_management)", ""},
-					[2]string{"VAULT_ADDR", ep.vaultURL}, [2]string{"VAULT_TOKEN", token})
+					[2]string{"VAULT_ADDR", ep.vaultURL})
+				// Without its token dev still serves everything else.
+				if token, err := devVault(ep, l.caCert, l.adminCert, l.adminKey, l.vaultToken); err != nil {
+					log.Error("TDE key endpoint: no token for the dev admin; issue one with hsmctl tde token issue", "err", err)
+				} else {
+					vars = append(vars, [2]string{"VAULT_TOKEN", token})
+				}
 			}
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
