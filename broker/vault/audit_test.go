@@ -111,4 +111,3 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 		t.Fatal("a different key after the outage")
 	}
 }
-
