@@ -135,6 +135,17 @@ var rules = map[string]rule{
 	"hsmbroker:DeletePrincipalRole": adminRule,
 	"hsmbroker:ListPrincipals":      readRule,
 	"hsmbroker:ReadAuditLog":        readRule,
+	// The TDE key endpoint: reading a key needs kms:Decrypt on the
+	// mount's KMS key (keyAction); managing keys and tokens is for admins.
+	ActionReadTDEKey:             useRule,
+	ActionReadTDEMount:           {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
+	"hsmbroker:TDECreateKey":     adminRule,
+	"hsmbroker:TDERotateKey":     adminRule,
+	"hsmbroker:TDERetireVersion": adminRule,
+	"hsmbroker:TDEIssueToken":    adminRule,
+	"hsmbroker:TDERevokeToken":   adminRule,
+	"hsmbroker:TDEListKeys":      readRule,
+	"hsmbroker:TDEListTokens":    readRule,
 }
 
 // grpcActions maps gRPC method names to the AWS action where the names
@@ -162,6 +173,8 @@ func grpcAction(fullMethod string) string {
 		return "kms:" + method
 	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService":
 		return "hsmbroker:" + method
+	case "hsmbroker.v1.TDEService":
+		return "hsmbroker:TDE" + method
 	}
 	return fullMethod
 }
@@ -334,6 +347,9 @@ func (r *request) keyAction(field string) (string, map[string]string) {
 			return "kms:ReEncryptTo", r.contexts.Destination
 		}
 		return "kms:ReEncryptFrom", r.contexts.Source
+	}
+	if r.action == ActionReadTDEKey {
+		return "kms:Decrypt", r.contexts.EncryptionContext
 	}
 	return r.action, r.contexts.EncryptionContext
 }

@@ -24,6 +24,8 @@ type Client struct {
 	// Access says who the caller is, manages principals' roles and reads
 	// the audit log.
 	Access pb.AccessServiceClient
+	// TDE manages the keys and tokens of the TDE key endpoint.
+	TDE pb.TDEServiceClient
 
 	router *router
 }
@@ -63,6 +65,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		Crypto:  pb.NewCryptoServiceClient(r),
 		Cluster: pb.NewClusterServiceClient(r),
 		Access:  pb.NewAccessServiceClient(r),
+		TDE:     pb.NewTDEServiceClient(r),
 		router:  r,
 	}, nil
 }

@@ -81,6 +81,11 @@ var commandTable = [...]struct {
 	TypeRemoveGrant:       {"RemoveGrant", func() Command { return new(RemoveGrant) }},
 	TypeSetPrincipalRole:  {"SetPrincipalRole", func() Command { return new(SetPrincipalRole) }},
 	TypeDeletePrincipal:   {"DeletePrincipal", func() Command { return new(DeletePrincipal) }},
+	TypeCreateTDEKey:      {"CreateTDEKey", func() Command { return new(CreateTDEKey) }},
+	TypeAddTDEVersion:     {"AddTDEVersion", func() Command { return new(AddTDEVersion) }},
+	TypeRetireTDEVersion:  {"RetireTDEVersion", func() Command { return new(RetireTDEVersion) }},
+	TypeIssueTDEToken:     {"IssueTDEToken", func() Command { return new(IssueTDEToken) }},
+	TypeRevokeTDEToken:    {"RevokeTDEToken", func() Command { return new(RevokeTDEToken) }},
 }
 
 func (t CommandType) String() string {

@@ -464,7 +464,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&RemoveGrant{GrantID: "g", KeyID: "k"},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
 		&DeletePrincipal{Name: "app"},
+		&RetireTDEVersion{Mount: "tde", Name: "1", Version: 1, At: t0},
+		&RevokeTDEToken{Accessor: "acc1"},
 	)
+	cmds = append(cmds, tdeSetup()...)
 	seen := map[CommandType]bool{}
 	for _, c := range cmds {
 		b, err := EncodeCommand(c)

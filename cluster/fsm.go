@@ -285,6 +285,9 @@ func checkData(d *Data) error {
 		}
 		normalizeGrant(g)
 	}
+	if err := d.TDE.check(d); err != nil {
+		return err
+	}
 	for name, p := range d.Principals {
 		if p == nil || p.Name != name {
 			return fmt.Errorf("principal entry %q does not hold principal %q", name, name)
@@ -351,6 +354,8 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	putMap(put, value, "grants", d.Grants)
 	put(",")
 	putMap(put, value, "principals", d.Principals)
+	put(`,"tde":`)
+	value(d.TDE)
 	put("}}\n")
 	if err != nil {
 		return err

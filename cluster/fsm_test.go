@@ -38,6 +38,9 @@ func richFSM(t testing.TB) *FSM {
 	} {
 		a.must(t, c)
 	}
+	for _, c := range tdeSetup() {
+		a.must(t, c)
+	}
 	return a.f
 }
 
@@ -390,7 +393,12 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          9, // 8 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          10, // 9 encoded, plus the derived alias index
+		reflect.TypeFor[TDEData]():       3,
+		reflect.TypeFor[TDEMount]():      3,
+		reflect.TypeFor[TDEKey]():        6,
+		reflect.TypeFor[TDEVersion]():    4,
+		reflect.TypeFor[TDEToken]():      5,
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,

@@ -100,6 +100,8 @@ type Data struct {
 	// Grants by Grant.ID, and principal records by Principal.Name.
 	Grants     map[string]*Grant     `json:"grants"`
 	Principals map[string]*Principal `json:"principals"`
+	// TDE holds the TDE key endpoint's mounts, keys and tokens.
+	TDE TDEData `json:"tde"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -119,6 +121,7 @@ func NewData() *Data {
 		JoinTokens: map[string]*JoinToken{},
 		Grants:     map[string]*Grant{},
 		Principals: map[string]*Principal{},
+		TDE:        TDEData{}.clone(),
 
 		aliasesByKey: map[string][]string{},
 	}
@@ -177,6 +180,7 @@ func (d *Data) Clone() *Data {
 		DomainKeyID: d.DomainKeyID,
 		Grants:      make(map[string]*Grant, len(d.Grants)),
 		Principals:  make(map[string]*Principal, len(d.Principals)),
+		TDE:         d.TDE.clone(),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {

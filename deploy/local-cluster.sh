@@ -72,7 +72,7 @@ port_base() {
 }
 
 # addr N OFFSET is node N's loopback address OFFSET (0 gRPC, 1 Raft,
-# 2 metrics, 3 AWS KMS).
+# 2 metrics, 3 AWS KMS, 4 TDE key endpoint).
 addr() {
 	echo "127.0.0.1:$(($(port_base) + 10 * ($1 - 1) + $2))"
 }
@@ -216,7 +216,7 @@ init_node() {
 	fi
 	"$HSMBROKERD" init-node --log-level warn --dir "$dir/node$n" --ca-dir "$dir/ca" --node-id "node$n" \
 		--grpc-addr "$(addr "$n" 0)" --raft-addr "$(addr "$n" 1)" --metrics-addr "$(addr "$n" 2)" \
-		--kms-addr "$(addr "$n" 3)" --env-file "$dir/node$n.env" "${role[@]}" >/dev/null
+		--kms-addr "$(addr "$n" 3)" --vault-addr "$(addr "$n" 4)" --env-file "$dir/node$n.env" "${role[@]}" >/dev/null
 }
 
 cmd_up() {

@@ -503,7 +503,7 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
-// freePortBase finds a base whose twelve ports (BASE+10*(N-1)+0..3 for
+// freePortBase finds a base whose fifteen ports (BASE+10*(N-1)+0..4 for
 // nodes 1 to 3) are free at the moment. It stays below Linux's ephemeral
 // range (32768 up), where the kernel picks the ports of outgoing
 // connections and of the other tests' 127.0.0.1:0 listeners, so that no
@@ -515,7 +515,7 @@ func freePortBase(t *testing.T) int {
 		var lns []net.Listener
 		ok := true
 		for node := range 3 {
-			for off := range 4 {
+			for off := range 5 {
 				ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+10*node+off))
 				if err != nil {
 					ok = false

@@ -48,7 +48,9 @@ type daemon struct {
 	grpcAdvertise string
 	metricsAddr   string
 	// kms, when set, serves the AWS KMS JSON endpoint.
-	kms     *kmsEndpoint
+	kms *kmsEndpoint
+	// vault, when set, serves the TDE key endpoint (vault.go).
+	vault   *vaultEndpoint
 	region  string
 	account string
 
@@ -81,6 +83,8 @@ type endpoints struct {
 	grpc    string
 	metrics string
 	kmsURL  string // "" when the AWS KMS endpoint is not served
+	// vaultURL is the TDE key endpoint, "" when not served.
+	vaultURL string
 }
 
 // runDaemon opens the partition and the node, serves gRPC and HTTP until
@@ -107,6 +111,13 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			return err
 		}
 		defer kmsLis.Close()
+	}
+	var vaultLis net.Listener
+	if d.vault != nil {
+		if vaultLis, err = d.vault.listen(); err != nil {
+			return err
+		}
+		defer vaultLis.Close()
 	}
 
 	stopDrillSwitch, err := drillHSMFault(log, &d.hsm, d.cluster.NodeID)
@@ -187,7 +198,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		kmsSrv = d.kms.server(h, log)
 	}
 
-	fatal := make(chan error, 4)
+	fatal := make(chan error, 5)
 	go func() {
 		if err := gs.Serve(grpcLis); err != nil {
 			fatal <- fmt.Errorf("gRPC server: %w", err)
@@ -205,13 +216,14 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			}
 		}()
 	}
-	ep := endpoints{grpc: dialable(grpcLis.Addr()), metrics: dialable(metricsLis.Addr())}
+	vaultSrv, vaultURL := serveVault(d.vault, vaultLis, svc, log, fatal)
+	ep := endpoints{grpc: dialable(grpcLis.Addr()), metrics: dialable(metricsLis.Addr()), vaultURL: vaultURL}
 	if kmsLis != nil {
 		ep.kmsURL = d.kms.url(kmsLis.Addr())
 	}
 	advertise := firstSet(d.grpcAdvertise, ep.grpc)
 	log.Info("serving", "node", cc.NodeID, "grpc", ep.grpc, "grpc_advertise", advertise,
-		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL)
+		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL, "vault", ep.vaultURL)
 	if d.kms != nil && d.kms.tls == nil && !isLoopback(d.kms.addr) {
 		log.Warn("the AWS KMS endpoint serves plain HTTP on a non-loopback address; requests and answers (plaintext, data keys) cross the network unencrypted",
 			"kms", d.kms.addr)
@@ -257,6 +269,11 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	if kmsSrv != nil {
 		if herr := kmsSrv.Shutdown(hctx); herr != nil {
 			log.Warn("AWS KMS endpoint did not stop cleanly", "err", herr)
+		}
+	}
+	if vaultSrv != nil {
+		if herr := vaultSrv.Shutdown(hctx); herr != nil {
+			log.Warn("TDE key endpoint did not stop cleanly", "err", herr)
 		}
 	}
 	if herr := httpSrv.Shutdown(hctx); herr != nil {

@@ -51,6 +51,8 @@ type devFlags struct {
 	raftAddr    string
 	metricsAddr string
 	kmsAddr     string
+	vaultAddr   string
+	vaultTLS    bool
 	module      string
 }
 
@@ -70,6 +72,7 @@ On first run it creates, under DIR (mode 0700):
   tls/node.pem, tls/node-key.pem           gRPC and Raft certificate (localhost, 127.0.0.1)
   tls/admin.pem, tls/admin-key.pem         a client certificate: principal admin, role admin
   kms-credentials.json                     an AWS access key of principal admin, role admin (0600)
+  vault-token                              a TDE key endpoint token of principal admin (0600)
   raft/                                    the Raft log and snapshots
   audit.log                                the audit log, a JSON line per request (0600)
 
@@ -85,6 +88,11 @@ hsmctl certs issue), and AWS_ENDPOINT_URL_KMS,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION for AWS
 tools. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS: give it
 --endpoint-url "$AWS_ENDPOINT_URL_KMS".
+
+It also serves the TDE key endpoint (Vault KV version 2 reads, for MariaDB's
+hashicorp_key_management plugin; see docs/TDE.md) on --vault-addr, plain
+HTTP on loopback (HTTPS with --vault-tls), makes the KMS key alias/tde that wraps the "tde" mount's
+keys if it is missing, and adds VAULT_ADDR and VAULT_TOKEN to dev.env.
 
 Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 		Example: `  hsmbrokerd dev --data-dir ./.hsmbroker-dev
@@ -115,6 +123,8 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:7490", "HTTP address for /metrics, /healthz and /readyz")
 	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "AWS KMS-compatible endpoint, plain HTTP (\"\": not served)")
+	fl.StringVar(&f.vaultAddr, "vault-addr", "127.0.0.1:7482", "TDE key endpoint (Vault KV v2 reads), plain HTTP on loopback (\"\": not served)")
+	fl.BoolVar(&f.vaultTLS, "vault-tls", false, "serve the TDE key endpoint over HTTPS with the dev node certificate (trust tls/ca.pem)")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -133,6 +143,7 @@ type devLayout struct {
 	raftDir                string
 	audit                  string
 	env                    string
+	vaultToken             string
 }
 
 func newDevLayout(dir string) devLayout {
@@ -154,6 +165,7 @@ func newDevLayout(dir string) devLayout {
 		raftDir:        j(dir, "raft"),
 		audit:          j(dir, "audit.log"),
 		env:            j(dir, "dev.env"),
+		vaultToken:     j(dir, "vault-token"),
 	}
 }
 
@@ -220,10 +232,22 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		}
 	}
 
+	var vaultEP *vaultEndpoint
+	if f.vaultAddr != "" {
+		cert, key := "", ""
+		if f.vaultTLS {
+			cert, key = l.nodeCert, l.nodeKey
+		}
+		if vaultEP, err = newVaultEndpoint(f.vaultAddr, cert, key); err != nil {
+			return daemon{}, err
+		}
+	}
+
 	return daemon{
 		grpcAddr:    f.grpcAddr,
 		metricsAddr: f.metricsAddr,
 		kms:         kms,
+		vault:       vaultEP,
 		auditFile:   l.audit,
 		region:      config.DefaultRegion,
 		account:     config.DefaultAccount,
@@ -250,6 +274,16 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			vars = append(vars, [2]string{"HSMBROKER_AUDIT_LOG", l.audit})
 			// The dev CA's key, for hsmctl certs issue (HSMBROKER_CA is its certificate).
 			vars = append(vars, [2]string{"HSMBROKER_CA_KEY", l.caKey})
+			if ep.vaultURL != "" {
+				vars = append(vars, [2]string{"# The TDE key endpoint (Vault KV v2 reads; MariaDB hashicorp_key_management)", ""},
+					[2]string{"VAULT_ADDR", ep.vaultURL})
+				// Without its token dev still serves everything else.
+				if token, err := devVault(ep, l.caCert, l.adminCert, l.adminKey, l.vaultToken); err != nil {
+					log.Error("TDE key endpoint: no token for the dev admin; issue one with hsmctl tde token issue", "err", err)
+				} else {
+					vars = append(vars, [2]string{"VAULT_TOKEN", token})
+				}
+			}
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}
@@ -509,6 +543,9 @@ To use it from a shell:
 `, ep.grpc, ep.metrics, shellQuote(l.env))
 	if ep.kmsURL != "" {
 		fmt.Fprintf(w, "    aws kms --endpoint-url \"$AWS_ENDPOINT_URL_KMS\" list-keys    # AWS KMS API on %s\n", ep.kmsURL)
+	}
+	if ep.vaultURL != "" {
+		fmt.Fprintf(w, "    hsmctl tde create 1    # TDE keys for MariaDB on %s (docs/TDE.md)\n", ep.vaultURL)
 	}
 	fmt.Fprintln(w)
 }

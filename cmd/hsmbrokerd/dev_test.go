@@ -13,20 +13,20 @@ import (
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
-// startDev runs `hsmbrokerd dev` on addrs (grpc, raft, metrics, kms) and
+// startDev runs `hsmbrokerd dev` on addrs (grpc, raft, metrics, kms, vault) and
 // waits for dev.env. On a port collision it retries on fresh ports, updating
 // addrs.
 func startDev(t *testing.T, module, dir string, addrs *[]string) *proc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		if len(*addrs) == 0 || attempt > 0 {
-			*addrs = freeAddrs(t, 4)
+			*addrs = freeAddrs(t, 5)
 		}
 		a := *addrs
 		// A SOFTHSM2_CONF of the caller's must not leak into dev mode.
 		env := environ("SOFTHSM2_CONF=" + filepath.Join(t.TempDir(), "elsewhere.conf"))
 		p := startProc(t, env, "dev", "--data-dir", dir, "--module", module,
-			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3])
+			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3], "--vault-addr", a[4])
 		envFile := filepath.Join(dir, "dev.env")
 		waitFor(t, nil, "dev.env", func() error {
 			if exists(envFile) || p.exited() {
@@ -56,7 +56,8 @@ func TestDevStartStopRestart(t *testing.T) {
 	p := startDev(t, module, dir, &addrs)
 	env := readEnvFile(t, filepath.Join(dir, "dev.env"))
 	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR",
-		"HSMBROKER_AUDIT_LOG", "HSMBROKER_CA_KEY", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} {
+		"HSMBROKER_AUDIT_LOG", "HSMBROKER_CA_KEY", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+		"VAULT_ADDR", "VAULT_TOKEN"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
@@ -194,6 +195,7 @@ func checkLayout(t *testing.T, dir string) {
 		"kms-credentials.json":  0o600,
 		"audit.log":             0o600,
 		"dev.env":               0o600,
+		"vault-token":           0o600,
 	}
 	for f, want := range modes {
 		if got := fileMode(t, filepath.Join(dir, f)); got != want {

@@ -27,6 +27,7 @@ var localNodeID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,31}$`)
 type initNodeFlags struct {
 	dir, caDir, nodeID                       string
 	grpcAddr, raftAddr, metricsAddr, kmsAddr string
+	vaultAddr                                string
 	bootstrap                                bool
 	join                                     []string
 	module                                   string
@@ -88,6 +89,7 @@ gets the exports a client needs to reach this node, as dev.env does.`,
 	fl.BoolVar(&f.bootstrap, "bootstrap", false, "this node founds the cluster")
 	fl.StringSliceVar(&f.join, "join", nil, "gRPC addresses of members to join through")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
+	fl.StringVar(&f.vaultAddr, "vault-addr", "", "TDE key endpoint address, HTTPS with the node certificate (empty: not served)")
 	fl.StringVar(&f.envFile, "env-file", "", "where to write the client exports (default DIR/client.env)")
 	for _, name := range []string{"dir", "ca-dir", "node-id", "grpc-addr", "raft-addr", "metrics-addr"} {
 		_ = cmd.MarkFlagRequired(name)
@@ -130,7 +132,7 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 		return fmt.Errorf("--node-id %q: want 1 to 32 letters, digits, '.', '_' or '-' (it is also the token label)", f.nodeID)
 	}
 	for _, a := range []struct{ flag, addr string }{{"grpc-addr", f.grpcAddr}, {"raft-addr", f.raftAddr},
-		{"metrics-addr", f.metricsAddr}, {"kms-addr", f.kmsAddr}} {
+		{"metrics-addr", f.metricsAddr}, {"kms-addr", f.kmsAddr}, {"vault-addr", f.vaultAddr}} {
 		if a.addr == "" {
 			continue
 		}
@@ -174,7 +176,7 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 		return err
 	}
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	for _, a := range []string{f.grpcAddr, f.raftAddr, f.kmsAddr} {
+	for _, a := range []string{f.grpcAddr, f.raftAddr, f.kmsAddr, f.vaultAddr} {
 		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && !isUnspecified(h) {
 			hosts = appendNew(hosts, h)
 		}
@@ -211,7 +213,12 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 		ep.kmsURL = "https://" + dialableAddr(c.KMS.Addr)
 	}
 	envFile := firstSet(f.envFile, filepath.Join(l.dir, "client.env"))
-	if err := writeEnvFile(envFile, "hsmbrokerd init-node", clientEnv(ep, l.caCert, l.adminCert, l.adminKey, l.caCert, key, c.Region)); err != nil {
+	vars := clientEnv(ep, l.caCert, l.adminCert, l.adminKey, l.caCert, key, c.Region)
+	if c.Vault.Addr != "" {
+		// Vault's own names; tokens come from hsmctl tde token issue.
+		vars = append(vars, [2]string{"VAULT_ADDR", "https://" + dialableAddr(c.Vault.Addr)}, [2]string{"VAULT_CACERT", l.caCert})
+	}
+	if err := writeEnvFile(envFile, "hsmbrokerd init-node", vars); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "node %s: config %s, client exports %s\n", f.nodeID, l.config, envFile)
@@ -255,6 +262,9 @@ hsm:
 `, q(module), q(f.nodeID), q(l.softhsmConf))
 	if f.kmsAddr != "" {
 		fmt.Fprintf(&b, "kms: {addr: %s, credentials_file: %s}\n", q(f.kmsAddr), q(l.kmsCredentials))
+	}
+	if f.vaultAddr != "" {
+		fmt.Fprintf(&b, "vault: {addr: %s}\n", q(f.vaultAddr))
 	}
 	b.WriteString("log: {level: info, format: text}\n")
 	if err := pki.WriteFileAtomic(l.config, []byte(b.String()), 0o600); err != nil {

@@ -79,6 +79,12 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 	if err != nil {
 		return daemon{}, err
 	}
+	var vaultEP *vaultEndpoint
+	if c.Vault.Addr != "" {
+		if vaultEP, err = newVaultEndpoint(c.Vault.Addr, c.TLS.Cert, c.TLS.Key); err != nil {
+			return daemon{}, err
+		}
+	}
 	pin, err := hsm.LoadPIN(c.HSM.PINFile, c.HSM.PINEnv)
 	if err != nil {
 		return daemon{}, fmt.Errorf("hsm: %w", err)
@@ -115,6 +121,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		grpcAdvertise: c.GRPCAdvertiseAddr(),
 		metricsAddr:   c.MetricsAddr,
 		kms:           kms,
+		vault:         vaultEP,
 		auditFile:     c.AuditFile(),
 		region:        c.Region,
 		account:       c.Account,

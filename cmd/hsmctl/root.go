@@ -147,6 +147,7 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 		a.auditCommand(),
 		a.certsCommand(),
 		a.benchCommand(),
+		a.tdeCommand(),
 	)
 	return root
 }

@@ -75,6 +75,11 @@ type Config struct {
 	// Not served unless KMS.Addr is set.
 	KMS KMS `yaml:"kms"`
 
+	// Vault is the TDE key endpoint (Vault KV version 2 reads for
+	// databases), served over HTTPS with the node certificate. Not served
+	// unless Vault.Addr is set.
+	Vault Vault `yaml:"vault"`
+
 	// Region and Account make key ARNs
 	// (arn:aws:kms:REGION:ACCOUNT:key/ID). Defaults DefaultRegion and
 	// DefaultAccount. Every node of a cluster must use the same values.
@@ -115,6 +120,12 @@ type Config struct {
 
 	// Log configures the daemon's logs.
 	Log Log `yaml:"log"`
+}
+
+// Vault configures the TDE key endpoint.
+type Vault struct {
+	// Addr is where it listens (host:port), HTTPS with tls.cert.
+	Addr string `yaml:"addr"`
 }
 
 // Audit configures the audit log: one hash-chained JSON line per request
@@ -350,6 +361,7 @@ func (c Config) Validate() error {
 	raftHost := checkAddr("raft_addr", c.RaftAddr, false)
 	checkAddr("metrics_addr", c.MetricsAddr, false)
 	checkAddr("kms.addr", c.KMS.Addr, true)
+	checkAddr("vault.addr", c.Vault.Addr, true)
 	advHost := checkAddr("raft_advertise", c.RaftAdvertise, true)
 	if c.RaftAdvertise == "" && c.RaftAddr != "" && isWildcard(raftHost) {
 		bad("raft_advertise", "required when raft_addr (%s) binds a wildcard address", c.RaftAddr)

@@ -1,0 +1,435 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// TDE keys: the keys databases read for transparent data encryption
+// through the Vault KV version 2 endpoint (broker/vault). Every version of
+// a TDE key is a data key made from the HSM's random number generator and
+// sealed under the mount's KMS key, exactly as GenerateDataKey makes one,
+// with an encryption context naming the mount, key and version
+// (cluster.TDEContext); only that ciphertext blob is replicated. A read
+// opens the blob in the HSM and hands the material to the authorized
+// caller: the documented data-key exception to "no plaintext leaves".
+
+// FrontVault is the Vault-compatible TDE key endpoint, as audit lines name
+// it.
+const FrontVault = "vault"
+
+// DefaultTDEMount is the mount used when none is named.
+const DefaultTDEMount = "tde"
+
+// Actions of the TDE key endpoint. ActionReadTDEKey is checked on the
+// mount's KMS key as kms:Decrypt (see request.keyAction).
+const (
+	ActionReadTDEKey   = "hsmbroker:ReadTDEKey"
+	ActionReadTDEMount = "hsmbroker:ReadTDEMount"
+)
+
+// MaxTDETokenLen bounds a token a caller presents. Tokens this service
+// issues are far shorter.
+const MaxTDETokenLen = 256
+
+// tdeTokenPrefix starts every token, so that one found in a file or a log
+// is recognizable.
+const tdeTokenPrefix = "hbt."
+
+// TDERequest is one read of the TDE key endpoint, as a front decoded it.
+type TDERequest struct {
+	// Token authenticates the caller (the X-Vault-Token header).
+	Token string
+	// Mount and Name name the key; Name is unused by ReadTDEMount.
+	Mount, Name string
+	// Version is the version to read; 0 means the latest.
+	Version uint32
+	// RequestID and Peer go to the audit line.
+	RequestID, Peer string
+}
+
+// TDEMaterial is one version of a TDE key in plaintext. The caller clears
+// Material once it has been sent.
+type TDEMaterial struct {
+	Mount, Name string
+	Version     uint32
+	Material    []byte
+}
+
+// Errors of the TDE key endpoint; fronts tell them apart with errors.Is.
+var (
+	// ErrTDEToken: the token is missing, malformed, unknown or revoked.
+	ErrTDEToken = errors.New("unknown or revoked token")
+)
+
+// ReadTDEKey serves one read: it authenticates the token, authorizes its
+// principal (role gate, then kms:Decrypt on the mount's KMS key by its
+// policy or a grant), writes the audit line, and opens the version's blob
+// in the HSM. Unknown keys, versions and retired versions are NotFound.
+func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMaterial, err error) {
+	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEKey, RequestID: in.RequestID, Peer: in.Peer})
+	defer func() {
+		if err = s.endTDE(ctx, err); err != nil {
+			clear(out.Material)
+			out = TDEMaterial{}
+		}
+	}()
+	if err := s.tdeReady(); err != nil {
+		return out, err
+	}
+	// Who asks comes first: nothing about keys is looked up, or revealed,
+	// for an unknown token.
+	ref := tdeRef(in.Mount + "/" + in.Name)
+	ctx, err = s.authenticateTDE(ctx, in.Token, ref)
+	if err != nil {
+		return out, err
+	}
+	if err := tdeNames(in.Mount, in.Name); err != nil {
+		if aerr := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: "tde:(invalid)"}); aerr != nil {
+			return out, aerr
+		}
+		return out, err
+	}
+	k, m, err := s.tdeKey(ctx, in.Mount, in.Name)
+	if err != nil {
+		if aerr := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref}); aerr != nil {
+			return out, aerr
+		}
+		return out, err
+	}
+	n := in.Version
+	if n == 0 {
+		n = k.Current()
+	}
+	// The role gate; the key check follows when the blob is opened, for
+	// kms:Decrypt on the mount's KMS key with the version's context.
+	ec := cluster.TDEContext(in.Mount, in.Name, n)
+	if err := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref, EncryptionContext: ec}); err != nil {
+		return out, err
+	}
+	if n > k.Current() || !k.Versions[n-1].RetiredAt.IsZero() {
+		return out, errNotFound("TDE key %s in mount %s has no version %d that is served", in.Name, in.Mount, n)
+	}
+	kms, pt, err := s.openSymmetric(ctx, "", k.Versions[n-1].Wrapped, "", ec)
+	if err != nil {
+		return out, err
+	}
+	if kms.ID != m.KMSKeyID || len(pt) != k.Bytes {
+		clear(pt)
+		return out, fmt.Errorf("TDE key %s/%s version %d is not a %d-byte key of KMS key %s", in.Mount, in.Name, n, k.Bytes, m.KMSKeyID)
+	}
+	return TDEMaterial{Mount: in.Mount, Name: in.Name, Version: n, Material: pt}, nil
+}
+
+// ReadTDEMount serves the mount check databases make at start (Vault's
+// sys/mounts/<mount>/tune): it authenticates and audits like ReadTDEKey and
+// fails with NotFound for a mount that has no keys.
+func (s *Service) ReadTDEMount(ctx context.Context, in TDERequest) (err error) {
+	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEMount, RequestID: in.RequestID, Peer: in.Peer})
+	defer func() { err = s.endTDE(ctx, err) }()
+	if err := s.tdeReady(); err != nil {
+		return err
+	}
+	ref := tdeRef(in.Mount)
+	ctx, err = s.authenticateTDE(ctx, in.Token, ref)
+	if err != nil {
+		return err
+	}
+	if err := s.Authorize(ctx, ActionReadTDEMount, "", RequestContexts{KeyRef: ref}); err != nil {
+		return err
+	}
+	if err := cluster.CheckTDEMount(in.Mount); err != nil {
+		return &keys.FieldError{Field: "mount", Problem: err.Error()}
+	}
+	if _, ok := s.node.State().TDEMount(in.Mount); !ok {
+		if err := s.syncWithLeader(ctx); err != nil {
+			return err
+		}
+		if _, ok := s.node.State().TDEMount(in.Mount); !ok {
+			return errNotFound("mount %s has no TDE keys", in.Mount)
+		}
+	}
+	return nil
+}
+
+// authenticateTDE finds the principal of a token and returns ctx carrying
+// it, for Authorize. A refused token is recorded in the request's audit
+// line with its reason.
+func (s *Service) authenticateTDE(ctx context.Context, token, ref string) (context.Context, error) {
+	principal, err := s.tdePrincipal(ctx, token)
+	if err != nil {
+		if rq := requestOf(ctx); rq != nil && errors.Is(err, ErrTDEToken) {
+			rq.deny(ErrTDEToken.Error())
+			rq.mu.Lock()
+			rq.identified, rq.contexts = true, RequestContexts{KeyRef: ref}
+			rq.mu.Unlock()
+		}
+		return ctx, err
+	}
+	return WithPrincipal(ctx, principal), nil
+}
+
+// tdeRef names what a read asked for in its audit line, bounded.
+func tdeRef(path string) string {
+	if len(path) > 300 {
+		path = path[:300]
+	}
+	return "tde:" + path
+}
+
+// tdePrincipal is the principal of a token, looked up by its SHA-256 hash.
+// A follower that does not know the hash catches up with the leader once,
+// so a token issued through another node a moment ago works.
+func (s *Service) tdePrincipal(ctx context.Context, token string) (string, error) {
+	errToken := &Error{Code: codes.Unauthenticated, Exception: ExcUnauthenticated, Message: ErrTDEToken.Error(), Err: ErrTDEToken}
+	if token == "" || len(token) > MaxTDETokenLen {
+		return "", errToken
+	}
+	h := sha256.Sum256([]byte(token))
+	t, ok := s.node.State().TDEToken(h[:])
+	if !ok {
+		if err := s.syncWithLeader(ctx); err != nil {
+			return "", err
+		}
+		if t, ok = s.node.State().TDEToken(h[:]); !ok {
+			return "", errToken
+		}
+	}
+	return t.Principal, nil
+}
+
+// tdeKey finds a TDE key and its mount, catching up with the leader on a
+// miss.
+func (s *Service) tdeKey(ctx context.Context, mount, name string) (cluster.TDEKey, cluster.TDEMount, error) {
+	st := s.node.State()
+	k, ok := st.TDEKey(mount, name)
+	if !ok {
+		if err := s.syncWithLeader(ctx); err != nil {
+			return k, cluster.TDEMount{}, err
+		}
+		if k, ok = st.TDEKey(mount, name); !ok {
+			return k, cluster.TDEMount{}, errNotFound("TDE key %s does not exist in mount %s", name, mount)
+		}
+	}
+	m, ok := st.TDEMount(mount)
+	if !ok {
+		return k, m, fmt.Errorf("TDE key %s/%s has no mount", mount, name)
+	}
+	return k, m, nil
+}
+
+// tdeReady refuses reads while the node is not ready, as the gRPC key
+// and crypto calls are refused (see Ready).
+func (s *Service) tdeReady() error {
+	if s.gate.Load() {
+		if ok, why := s.Healthy(); !ok {
+			return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)
+		}
+	}
+	return nil
+}
+
+// endTDE writes the audit line of a TDE read that ended with err; if the
+// line cannot be written, that is the answer instead.
+func (s *Service) endTDE(ctx context.Context, err error) error {
+	code, exc, _ := Classify(err)
+	result := "OK"
+	if err != nil {
+		result = exc
+	}
+	if aerr := s.EndRequest(ctx, result, code.String()); aerr != nil {
+		return aerr
+	}
+	return err
+}
+
+func tdeNames(mount, name string) error {
+	if err := cluster.CheckTDEMount(mount); err != nil {
+		return &keys.FieldError{Field: "mount", Problem: err.Error()}
+	}
+	if err := cluster.CheckTDEName(name); err != nil {
+		return &keys.FieldError{Field: "name", Problem: err.Error()}
+	}
+	return nil
+}
+
+func tdeMount(m string) string {
+	if m == "" {
+		return DefaultTDEMount
+	}
+	return m
+}
+
+// TDECreateInput is the input of CreateTDEKey.
+type TDECreateInput struct {
+	Mount, Name string
+	// Bytes is the material's size: 16, 24 or 32; 0 means 32.
+	Bytes int
+	// KMSKey names the KMS key of a new mount (id, ARN or alias); "" means
+	// the mount's own key, or alias/<mount> for a new mount.
+	KMSKey string
+}
+
+// CreateTDEKey makes a TDE key with version 1, generated in the HSM and
+// sealed under the mount's KMS key. The caller's role was checked by its
+// front; the KMS key is resolved (and checked) for the caller as usual.
+func (s *Service) CreateTDEKey(ctx context.Context, in TDECreateInput) (cluster.TDEKey, error) {
+	in.Mount = tdeMount(in.Mount)
+	if in.Bytes == 0 {
+		in.Bytes = 32
+	}
+	if err := tdeNames(in.Mount, in.Name); err != nil {
+		return cluster.TDEKey{}, err
+	}
+	if in.Bytes != 16 && in.Bytes != 24 && in.Bytes != 32 {
+		return cluster.TDEKey{}, &keys.FieldError{Field: "bytes", Problem: fmt.Sprintf("must be 16, 24 or 32, not %d", in.Bytes)}
+	}
+	ref := in.KMSKey
+	if m, ok := s.node.State().TDEMount(in.Mount); ok && ref == "" {
+		ref = m.KMSKeyID
+	} else if ref == "" {
+		ref = "alias/" + in.Mount
+	}
+	if len(ref) > 2048 {
+		return cluster.TDEKey{}, &keys.FieldError{Field: "kms_key_id", Problem: "is longer than 2048 bytes"}
+	}
+	now := s.now()
+	kms, blob, err := s.sealTDEVersion(ctx, ref, in.Mount, in.Name, 1, in.Bytes)
+	if err != nil {
+		return cluster.TDEKey{}, err
+	}
+	k := cluster.TDEKey{Mount: in.Mount, Name: in.Name, Bytes: in.Bytes, Creator: Principal(ctx), CreatedAt: now,
+		Versions: []cluster.TDEVersion{{Number: 1, Wrapped: blob, CreatedAt: now}}}
+	if _, err := s.apply(ctx, &cluster.CreateTDEKey{Key: k, KMSKeyID: kms}); err != nil {
+		return cluster.TDEKey{}, err
+	}
+	return s.tdeAfter(in.Mount, in.Name)
+}
+
+// sealTDEVersion makes a version's material as GenerateDataKey makes a
+// data key, under the KMS key ref, bound to the version's encryption
+// context, and keeps only the ciphertext blob.
+func (s *Service) sealTDEVersion(ctx context.Context, ref, mount, name string, n uint32, size int) (string, []byte, error) {
+	k, pt, blob, err := s.dataKey(ctx, ref, pb.DataKeySpec_DATA_KEY_SPEC_UNSPECIFIED, uint32(size), cluster.TDEContext(mount, name, n))
+	clear(pt)
+	if err != nil {
+		return "", nil, fieldErr("kms_key_id", err)
+	}
+	return k.ID, blob, nil
+}
+
+// tdeAfter reads a TDE key back after a change this node has applied.
+func (s *Service) tdeAfter(mount, name string) (cluster.TDEKey, error) {
+	k, ok := s.node.State().TDEKey(mount, name)
+	if !ok {
+		return k, errNotFound("TDE key %s does not exist in mount %s", name, mount)
+	}
+	return k, nil
+}
+
+// RotateTDEKey adds the next version of a TDE key.
+func (s *Service) RotateTDEKey(ctx context.Context, mount, name string) (cluster.TDEKey, error) {
+	mount = tdeMount(mount)
+	if err := tdeNames(mount, name); err != nil {
+		return cluster.TDEKey{}, err
+	}
+	k, m, err := s.tdeKey(ctx, mount, name)
+	if err != nil {
+		return k, err
+	}
+	n := k.Current() + 1
+	if n > cluster.MaxTDEVersions {
+		return k, newError(codes.FailedPrecondition, ExcLimitExceeded, "TDE key %s has %d versions, the most it may", name, k.Current())
+	}
+	_, blob, err := s.sealTDEVersion(ctx, m.KMSKeyID, mount, name, n, k.Bytes)
+	if err != nil {
+		return k, err
+	}
+	if _, err := s.apply(ctx, &cluster.AddTDEVersion{Mount: mount, Name: name,
+		Version: cluster.TDEVersion{Number: n, Wrapped: blob, CreatedAt: s.now()}}); err != nil {
+		return k, err
+	}
+	return s.tdeAfter(mount, name)
+}
+
+// RetireTDEVersion stops serving a version that is not the latest.
+func (s *Service) RetireTDEVersion(ctx context.Context, mount, name string, version uint32) (cluster.TDEKey, error) {
+	mount = tdeMount(mount)
+	if err := tdeNames(mount, name); err != nil {
+		return cluster.TDEKey{}, err
+	}
+	if version == 0 {
+		return cluster.TDEKey{}, &keys.FieldError{Field: "version", Problem: "is required"}
+	}
+	if _, err := s.apply(ctx, &cluster.RetireTDEVersion{Mount: mount, Name: name, Version: version, At: s.now()}); err != nil {
+		return cluster.TDEKey{}, err
+	}
+	return s.tdeAfter(mount, name)
+}
+
+// ListTDEKeys lists the TDE keys of one mount, or all when mount is "",
+// with the KMS key of each mount.
+func (s *Service) ListTDEKeys(ctx context.Context, mount string) ([]cluster.TDEKey, map[string]string, error) {
+	if mount != "" {
+		if err := cluster.CheckTDEMount(mount); err != nil {
+			return nil, nil, &keys.FieldError{Field: "mount", Problem: err.Error()}
+		}
+	}
+	if err := s.linearize(ctx); err != nil {
+		return nil, nil, err
+	}
+	st := s.node.State()
+	kms := map[string]string{}
+	for _, m := range st.TDEMounts() {
+		kms[m.Name] = m.KMSKeyID
+	}
+	return st.TDEKeys(mount), kms, nil
+}
+
+// IssueTDEToken makes a token for principal, records its hash, and
+// returns the token: the only time it exists outside the caller's hands.
+func (s *Service) IssueTDEToken(ctx context.Context, principal string) (string, cluster.TDEToken, error) {
+	if principal == "" || len(principal) > 256 {
+		return "", cluster.TDEToken{}, &keys.FieldError{Field: "principal", Problem: "must be 1 to 256 bytes"}
+	}
+	b := make([]byte, 32+8)
+	if _, err := rand.Read(b); err != nil {
+		return "", cluster.TDEToken{}, err
+	}
+	token := tdeTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:32])
+	h := sha256.Sum256([]byte(token))
+	t := cluster.TDEToken{Accessor: hex.EncodeToString(b[32:]), Hash: h[:], Principal: principal,
+		Creator: Principal(ctx), CreatedAt: s.now()}
+	if _, err := s.apply(ctx, &cluster.IssueTDEToken{Token: t}); err != nil {
+		return "", cluster.TDEToken{}, fieldErr("principal", err)
+	}
+	t.Hash = nil
+	return token, t, nil
+}
+
+// RevokeTDEToken forgets the token with the accessor.
+func (s *Service) RevokeTDEToken(ctx context.Context, accessor string) error {
+	if accessor == "" || len(accessor) > 64 {
+		return &keys.FieldError{Field: "accessor", Problem: "must be 1 to 64 characters"}
+	}
+	_, err := s.apply(ctx, &cluster.RevokeTDEToken{Accessor: accessor})
+	return err
+}
+
+// ListTDETokens lists the tokens without their hashes.
+func (s *Service) ListTDETokens(ctx context.Context) ([]cluster.TDEToken, error) {
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	return s.node.State().TDETokens(), nil
+}

@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"context"
+
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+// tdeServer is the gRPC adapter of TDEService: it decodes each request,
+// calls one core method, and encodes the result. The interceptors have
+// applied the role gate and write the audit line.
+type tdeServer struct {
+	pb.UnimplementedTDEServiceServer
+	s *Service
+}
+
+func (t tdeServer) CreateKey(ctx context.Context, req *pb.TDEServiceCreateKeyRequest) (*pb.TDEServiceCreateKeyResponse, error) {
+	k, err := t.s.CreateTDEKey(ctx, TDECreateInput{Mount: req.GetMount(), Name: req.GetName(), Bytes: int(min(req.GetBytes(), 1<<20)), KMSKey: req.GetKmsKeyId()})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TDEServiceCreateKeyResponse{Key: t.s.tdeKeyPB(k)}, nil
+}
+
+func (t tdeServer) RotateKey(ctx context.Context, req *pb.TDEServiceRotateKeyRequest) (*pb.TDEServiceRotateKeyResponse, error) {
+	k, err := t.s.RotateTDEKey(ctx, req.GetMount(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TDEServiceRotateKeyResponse{Key: t.s.tdeKeyPB(k)}, nil
+}
+
+func (t tdeServer) RetireVersion(ctx context.Context, req *pb.TDEServiceRetireVersionRequest) (*pb.TDEServiceRetireVersionResponse, error) {
+	k, err := t.s.RetireTDEVersion(ctx, req.GetMount(), req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TDEServiceRetireVersionResponse{Key: t.s.tdeKeyPB(k)}, nil
+}
+
+func (t tdeServer) ListKeys(ctx context.Context, req *pb.TDEServiceListKeysRequest) (*pb.TDEServiceListKeysResponse, error) {
+	ks, kms, err := t.s.ListTDEKeys(ctx, req.GetMount())
+	if err != nil {
+		return nil, err
+	}
+	out := &pb.TDEServiceListKeysResponse{Keys: make([]*pb.TDEKey, len(ks))}
+	for i, k := range ks {
+		out.Keys[i] = tdeKeyPB(k, kms[k.Mount])
+	}
+	return out, nil
+}
+
+func (t tdeServer) IssueToken(ctx context.Context, req *pb.TDEServiceIssueTokenRequest) (*pb.TDEServiceIssueTokenResponse, error) {
+	tok, info, err := t.s.IssueTDEToken(ctx, req.GetPrincipal())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TDEServiceIssueTokenResponse{Token: tok, Info: tdeTokenPB(info)}, nil
+}
+
+func (t tdeServer) RevokeToken(ctx context.Context, req *pb.TDEServiceRevokeTokenRequest) (*pb.TDEServiceRevokeTokenResponse, error) {
+	if err := t.s.RevokeTDEToken(ctx, req.GetAccessor()); err != nil {
+		return nil, err
+	}
+	return &pb.TDEServiceRevokeTokenResponse{}, nil
+}
+
+func (t tdeServer) ListTokens(ctx context.Context, _ *pb.TDEServiceListTokensRequest) (*pb.TDEServiceListTokensResponse, error) {
+	ts, err := t.s.ListTDETokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &pb.TDEServiceListTokensResponse{Tokens: make([]*pb.TDEToken, len(ts))}
+	for i, tok := range ts {
+		out.Tokens[i] = tdeTokenPB(tok)
+	}
+	return out, nil
+}
+
+func (s *Service) tdeKeyPB(k cluster.TDEKey) *pb.TDEKey {
+	m, _ := s.node.State().TDEMount(k.Mount)
+	return tdeKeyPB(k, m.KMSKeyID)
+}
+
+func tdeKeyPB(k cluster.TDEKey, kms string) *pb.TDEKey {
+	out := &pb.TDEKey{Mount: k.Mount, Name: k.Name, Bytes: uint32(k.Bytes), KmsKeyId: kms, CurrentVersion: k.Current(),
+		Creator: k.Creator, CreateTime: ts(k.CreatedAt)}
+	for _, v := range k.Versions {
+		out.Versions = append(out.Versions, &pb.TDEKeyVersion{Version: v.Number, CreateTime: ts(v.CreatedAt), RetireTime: ts(v.RetiredAt)})
+	}
+	return out
+}
+
+func tdeTokenPB(t cluster.TDEToken) *pb.TDEToken {
+	return &pb.TDEToken{Accessor: t.Accessor, Principal: t.Principal, Creator: t.Creator, CreateTime: ts(t.CreatedAt)}
+}

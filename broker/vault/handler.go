@@ -1,0 +1,192 @@
+// Package vault serves the read side of the Vault KV version 2 API for
+// database TDE keys: what MariaDB's hashicorp_key_management plugin (and
+// other TDE key providers speaking the same API) asks for.
+//
+// It is a thin adapter: it bounds and decodes the request, calls one core
+// method (broker.Service.ReadTDEKey or ReadTDEMount, which authenticate
+// the token, authorize its principal, write the audit line and open the
+// key in the HSM), and encodes the answer in Vault's shapes:
+//
+//	GET /v1/sys/mounts/<mount>/tune           {"options":{"version":"2"},...}
+//	GET /v1/<mount>/data/<name>[?version=N]   {"data":{"data":{"data":"<hex>"},"metadata":{"version":N}}}
+//
+// A missing key or version is 404 {"errors":[]}, a missing, unknown or
+// revoked token, or a principal not allowed kms:Decrypt on the mount's KMS
+// key, 403 {"errors":["permission denied"]}. Writes get 405 and other
+// paths 404, each with a message.
+package vault
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"google.golang.org/grpc/codes"
+)
+
+// Bounds on what a caller sends, checked before anything is decoded.
+const (
+	// MaxURLLen bounds the request URI (path and query).
+	MaxURLLen = 1024
+	// MaxHeaderBytes bounds all request headers; the daemon's http.Server
+	// uses it.
+	MaxHeaderBytes = 16 << 10
+)
+
+// TokenHeader carries the token, as in Vault.
+const TokenHeader = "X-Vault-Token"
+
+// Core is the part of the broker the endpoint calls.
+type Core interface {
+	ReadTDEKey(ctx context.Context, in broker.TDERequest) (broker.TDEMaterial, error)
+	ReadTDEMount(ctx context.Context, in broker.TDERequest) error
+}
+
+// Handler serves the endpoint.
+type Handler struct {
+	core Core
+	log  *slog.Logger
+}
+
+// New returns a handler over core; log may be nil.
+func New(core Core, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{core: core, log: log}
+}
+
+type route uint8
+
+const (
+	routeNone route = iota
+	routeTune
+	routeData
+)
+
+// parse picks a request's route, mount and key name from its path.
+func parse(path string) (route, string, string) {
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		return routeNone, "", ""
+	}
+	if m, ok := strings.CutPrefix(rest, "sys/mounts/"); ok {
+		if m, ok := strings.CutSuffix(m, "/tune"); ok && m != "" && !strings.Contains(m, "/") {
+			return routeTune, m, ""
+		}
+		return routeNone, "", ""
+	}
+	mount, name, ok := strings.Cut(rest, "/data/")
+	if !ok || mount == "" || name == "" || strings.Contains(mount, "/") || strings.Contains(name, "/") {
+		return routeNone, "", ""
+	}
+	return routeData, mount, name
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if len(r.RequestURI) > MaxURLLen || len(r.URL.Path) > MaxURLLen {
+		writeErrors(w, http.StatusRequestURITooLong, fmt.Sprintf("the request URI exceeds %d bytes", MaxURLLen))
+		return
+	}
+	rt, mount, name := parse(r.URL.Path)
+	if rt == routeNone {
+		writeErrors(w, http.StatusNotFound, "hsmbroker serves only GET /v1/sys/mounts/<mount>/tune and GET /v1/<mount>/data/<name> of the Vault API")
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeErrors(w, http.StatusMethodNotAllowed, "hsmbroker serves TDE keys read-only; make and rotate them with hsmctl tde")
+		return
+	}
+	token := r.Header.Get(TokenHeader)
+	if len(token) > broker.MaxTDETokenLen {
+		token = "" // refused as unauthenticated, and audited, without storing it
+	}
+	in := broker.TDERequest{Token: token, Mount: mount, Name: name, RequestID: requestID(), Peer: r.RemoteAddr}
+	w.Header().Set("X-Request-Id", in.RequestID)
+	if rt == routeTune {
+		if err := h.core.ReadTDEMount(r.Context(), in); err != nil {
+			h.writeError(w, in, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"request_id": in.RequestID, "description": "hsmbroker TDE keys", "type": "kv",
+			"options": map[string]string{"version": "2"}})
+		return
+	}
+	q := r.URL.Query()
+	if v, ok := q["version"]; ok {
+		n, err := strconv.ParseUint(v[0], 10, 32)
+		if len(v) != 1 || err != nil || n == 0 || n > cluster.MaxTDEVersions {
+			writeErrors(w, http.StatusBadRequest, fmt.Sprintf("version must be one decimal number from 1 to %d", cluster.MaxTDEVersions))
+			return
+		}
+		in.Version = uint32(n)
+	}
+	m, err := h.core.ReadTDEKey(r.Context(), in)
+	if err != nil {
+		h.writeError(w, in, err)
+		return
+	}
+	material := hex.EncodeToString(m.Material)
+	clear(m.Material)
+	writeJSON(w, http.StatusOK, map[string]any{"request_id": in.RequestID,
+		"data": map[string]any{"data": map[string]string{"data": material}, "metadata": map[string]any{"version": m.Version}}})
+}
+
+// writeError answers a refused or failed read in Vault's shapes.
+func (h *Handler) writeError(w http.ResponseWriter, in broker.TDERequest, err error) {
+	code, _, msg := broker.Classify(err)
+	status := http.StatusInternalServerError
+	switch code {
+	case codes.NotFound:
+		// Exactly what the plugin expects of a missing key or version.
+		writeJSON(w, http.StatusNotFound, map[string][]string{"errors": {}})
+		return
+	case codes.Unauthenticated, codes.PermissionDenied:
+		// The reason is in the audit line and the node's log, not the answer.
+		h.log.Info("TDE key read refused", "request_id", in.RequestID, "peer", in.Peer, "mount", in.Mount, "name", in.Name,
+			"reason", msg)
+		writeErrors(w, http.StatusForbidden, "permission denied")
+		return
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		status = http.StatusBadRequest
+	case codes.Unavailable, codes.ResourceExhausted, codes.DeadlineExceeded, codes.Canceled:
+		status = http.StatusServiceUnavailable
+	default:
+		h.log.Error("TDE key read failed", "request_id", in.RequestID, "mount", in.Mount, "name", in.Name, "err", err)
+		msg = "internal error; see the node's log for request " + in.RequestID
+	}
+	writeErrors(w, status, msg)
+}
+
+func writeErrors(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string][]string{"errors": {msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"errors":["internal error"]}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func requestID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "unknown"
+	}
+	return hex.EncodeToString(b)
+}

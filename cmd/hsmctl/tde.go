@@ -1,0 +1,306 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) tdeCommand() *cobra.Command {
+	return group(&cobra.Command{
+		Use:   "tde",
+		Short: "Manage database TDE keys and the tokens that read them (admin)",
+		Long: `tde manages the keys databases read for transparent data encryption through
+the broker's Vault KV version 2 endpoint (MariaDB's hashicorp_key_management
+plugin), and the tokens they read them with.
+
+A mount ("tde" by default) is bound to a symmetric KMS key (alias/<mount>
+unless --kms-key says otherwise) when its first key is made. Each version of
+a TDE key is generated in an HSM and stored only wrapped under that KMS key.
+MariaDB names its keys by number: 1 (also the redo log's), 2, ...
+
+A token maps to a principal, as an AWS access key does; the principal needs
+kms:Decrypt on the mount's KMS key, by its key policy or a grant. The token
+is printed once, when it is issued: the cluster keeps only its hash.`,
+		Example: `  hsmctl tde create 1
+  hsmctl tde create 2 --bytes 32
+  hsmctl tde rotate 1
+  hsmctl tde list -o json
+  hsmctl tde token issue --principal mariadb > mariadb.token
+  hsmctl grants create --key alias/tde --grantee mariadb --operations Decrypt
+  hsmctl tde token revoke 1f2e3d4c5b6a7988`,
+	}, a.tdeCreateCommand(), a.tdeRotateCommand(), a.tdeRetireCommand(), a.tdeListCommand(), a.tdeTokenCommand())
+}
+
+func (a *app) tdeCreateCommand() *cobra.Command {
+	var mount, kmsKey string
+	var size uint32
+	cmd := &cobra.Command{
+		Use:   "create NAME [--mount tde] [--bytes 32] [--kms-key KEY]",
+		Short: "Make a TDE key, version 1",
+		Long: `create makes TDE key NAME (1 to 128 letters, digits, '.', '_' or '-';
+MariaDB uses 1, 2, ...) with version 1: --bytes (16, 24 or 32) generated in
+an HSM and stored wrapped under the mount's KMS key. --kms-key binds a new
+mount to a KMS key other than alias/<mount>.`,
+		Example: `  hsmctl keys create --alias alias/tde
+  hsmctl tde create 1
+  hsmctl tde create 2 --bytes 16 --mount tde`,
+		Args: exactArgs("NAME"),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.TDE.CreateKey(a.ctx, &pb.TDEServiceCreateKeyRequest{Mount: mount, Name: args[0], Bytes: size, KmsKeyId: kmsKey})
+			if err != nil {
+				return err
+			}
+			return a.printTDEKeys([]*pb.TDEKey{resp.GetKey()})
+		}),
+	}
+	cmd.Flags().StringVar(&mount, "mount", "tde", "the mount the key is in")
+	cmd.Flags().Uint32Var(&size, "bytes", 32, "size of the key material: 16, 24 or 32")
+	cmd.Flags().StringVar(&kmsKey, "kms-key", "", "KMS key that wraps a new mount's keys (default alias/<mount>)")
+	return cmd
+}
+
+func (a *app) tdeRotateCommand() *cobra.Command {
+	var mount string
+	cmd := &cobra.Command{
+		Use:   "rotate NAME [--mount tde]",
+		Short: "Add a version to a TDE key; it becomes the latest",
+		Long: `rotate adds the next version of TDE key NAME. The database sees it once its
+key cache expires (MariaDB: hashicorp-key-management-cache-version-timeout)
+and re-encrypts with it as its key rotation settings say. Older versions
+stay readable until retired.`,
+		Example: `  hsmctl tde rotate 1`,
+		Args:    exactArgs("NAME"),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.TDE.RotateKey(a.ctx, &pb.TDEServiceRotateKeyRequest{Mount: mount, Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.printTDEKeys([]*pb.TDEKey{resp.GetKey()})
+		}),
+	}
+	cmd.Flags().StringVar(&mount, "mount", "tde", "the mount the key is in")
+	return cmd
+}
+
+func (a *app) tdeRetireCommand() *cobra.Command {
+	var mount string
+	var version uint32
+	cmd := &cobra.Command{
+		Use:   "retire NAME --version N [--mount tde]",
+		Short: "Stop serving an old version of a TDE key",
+		Long: `retire stops serving version N of TDE key NAME; the latest version cannot be
+retired. Retire a version only once no data is encrypted with it any more
+(MariaDB: information_schema.innodb_tablespaces_encryption shows no
+tablespace with that CURRENT_KEY_VERSION).`,
+		Example: `  hsmctl tde retire 1 --version 1`,
+		Args:    exactArgs("NAME"),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			if version == 0 {
+				return usageErr("--version is required")
+			}
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.TDE.RetireVersion(a.ctx, &pb.TDEServiceRetireVersionRequest{Mount: mount, Name: args[0], Version: version})
+			if err != nil {
+				return err
+			}
+			return a.printTDEKeys([]*pb.TDEKey{resp.GetKey()})
+		}),
+	}
+	cmd.Flags().StringVar(&mount, "mount", "tde", "the mount the key is in")
+	cmd.Flags().Uint32Var(&version, "version", 0, "the version to retire")
+	return cmd
+}
+
+func (a *app) tdeListCommand() *cobra.Command {
+	var mount string
+	cmd := &cobra.Command{
+		Use:   "list [--mount M]",
+		Short: "List TDE keys: names, versions and the KMS key that wraps them",
+		Example: `  hsmctl tde list
+  hsmctl tde list -o json`,
+		Args: noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.TDE.ListKeys(a.ctx, &pb.TDEServiceListKeysRequest{Mount: mount})
+			if err != nil {
+				return err
+			}
+			return a.printTDEKeys(resp.GetKeys())
+		}),
+	}
+	cmd.Flags().StringVar(&mount, "mount", "", "only this mount's keys (default: every mount)")
+	return cmd
+}
+
+type tdeVersionJSON struct {
+	Version uint32 `json:"version"`
+	Created string `json:"created"`
+	Retired string `json:"retired,omitempty"`
+}
+
+type tdeKeyJSON struct {
+	Mount          string           `json:"mount"`
+	Name           string           `json:"name"`
+	Bytes          uint32           `json:"bytes"`
+	KMSKeyID       string           `json:"kmsKeyId"`
+	CurrentVersion uint32           `json:"currentVersion"`
+	Versions       []tdeVersionJSON `json:"versions"`
+	Creator        string           `json:"creator"`
+	Created        string           `json:"created"`
+}
+
+func (a *app) printTDEKeys(ks []*pb.TDEKey) error {
+	out := make([]tdeKeyJSON, 0, len(ks))
+	for _, k := range ks {
+		j := tdeKeyJSON{Mount: k.GetMount(), Name: k.GetName(), Bytes: k.GetBytes(), KMSKeyID: k.GetKmsKeyId(),
+			CurrentVersion: k.GetCurrentVersion(), Creator: k.GetCreator(), Created: timeString(k.GetCreateTime()),
+			Versions: []tdeVersionJSON{}}
+		for _, v := range k.GetVersions() {
+			vj := tdeVersionJSON{Version: v.GetVersion(), Created: timeString(v.GetCreateTime())}
+			if v.GetRetireTime() != nil {
+				vj.Retired = timeString(v.GetRetireTime())
+			}
+			j.Versions = append(j.Versions, vj)
+		}
+		out = append(out, j)
+	}
+	if a.json() {
+		return printJSON(a.stdout, map[string]any{"keys": out})
+	}
+	rows := make([][]string, 0, len(out))
+	for _, k := range out {
+		var retired []string
+		for _, v := range k.Versions {
+			if v.Retired != "" {
+				retired = append(retired, fmt.Sprint(v.Version))
+			}
+		}
+		r := "-"
+		if len(retired) > 0 {
+			r = strings.Join(retired, ",")
+		}
+		rows = append(rows, []string{k.Mount, k.Name, fmt.Sprint(k.CurrentVersion), fmt.Sprint(k.Bytes), r, k.KMSKeyID})
+	}
+	return table(a.stdout, []string{"MOUNT", "NAME", "VERSION", "BYTES", "RETIRED", "KMS KEY"}, rows)
+}
+
+func (a *app) tdeTokenCommand() *cobra.Command {
+	return group(&cobra.Command{
+		Use:   "token",
+		Short: "Issue, list and revoke tokens of the TDE key endpoint",
+		Long: `A token authenticates a database to the TDE key endpoint (Vault's
+X-Vault-Token; MariaDB: hashicorp-key-management-token or VAULT_TOKEN) as a
+principal. The cluster stores only its SHA-256 hash; issue prints it once.
+Tokens are named by their accessor in listings and revocations.`,
+	}, a.tdeTokenIssueCommand(), a.tdeTokenListCommand(), a.tdeTokenRevokeCommand())
+}
+
+func (a *app) tdeTokenIssueCommand() *cobra.Command {
+	var principal string
+	cmd := &cobra.Command{
+		Use:   "issue --principal P",
+		Short: "Issue a token for a principal and print it, once",
+		Long: `issue makes a token for --principal and prints it on stdout (-o json: with
+its accessor). It cannot be shown again: redirect it to a file only its user
+can read. The principal needs kms:Decrypt on the mount's KMS key.`,
+		Example: `  (umask 077; hsmctl tde token issue --principal mariadb > mariadb.token)`,
+		Args:    noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if principal == "" {
+				return usageErr("--principal is required")
+			}
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.TDE.IssueToken(a.ctx, &pb.TDEServiceIssueTokenRequest{Principal: principal})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]string{"token": resp.GetToken(), "accessor": resp.GetInfo().GetAccessor(),
+					"principal": resp.GetInfo().GetPrincipal()})
+			}
+			_, err = fmt.Fprintln(a.stdout, resp.GetToken())
+			return err
+		}),
+	}
+	cmd.Flags().StringVar(&principal, "principal", "", "the principal the token authenticates (required)")
+	return cmd
+}
+
+func (a *app) tdeTokenListCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List tokens by accessor and principal (never the tokens)",
+		Args:  noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.TDE.ListTokens(a.ctx, &pb.TDEServiceListTokensRequest{})
+			if err != nil {
+				return err
+			}
+			type row struct {
+				Accessor  string `json:"accessor"`
+				Principal string `json:"principal"`
+				Creator   string `json:"creator"`
+				Created   string `json:"created"`
+			}
+			out := []row{}
+			var rows [][]string
+			for _, t := range resp.GetTokens() {
+				r := row{t.GetAccessor(), t.GetPrincipal(), t.GetCreator(), timeString(t.GetCreateTime())}
+				out = append(out, r)
+				rows = append(rows, []string{r.Accessor, r.Principal, r.Creator, r.Created})
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"tokens": out})
+			}
+			return table(a.stdout, []string{"ACCESSOR", "PRINCIPAL", "ISSUED BY", "ISSUED"}, rows)
+		}),
+	}
+}
+
+func (a *app) tdeTokenRevokeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ACCESSOR",
+		Short: "Revoke a token; reads with it are refused at once",
+		Example: `  hsmctl tde token list
+  hsmctl tde token revoke 1f2e3d4c5b6a7988`,
+		Args: exactArgs("ACCESSOR"),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			if _, err := c.TDE.RevokeToken(a.ctx, &pb.TDEServiceRevokeTokenRequest{Accessor: args[0]}); err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			}
+			_, err = fmt.Fprintf(a.stdout, "revoked %s\n", args[0])
+			return err
+		}),
+	}
+}
