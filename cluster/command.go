@@ -44,6 +44,7 @@ const (
 	TypeRemoveGrant       CommandType = 21
 	TypeSetPrincipalRole  CommandType = 22
 	TypeDeletePrincipal   CommandType = 23
+	TypeAuditCheckpoint   CommandType = 24
 )
 
 // TypeRestore is not a command: it is the Event.Type the observer sees after
@@ -81,6 +82,7 @@ var commandTable = [...]struct {
 	TypeRemoveGrant:       {"RemoveGrant", func() Command { return new(RemoveGrant) }},
 	TypeSetPrincipalRole:  {"SetPrincipalRole", func() Command { return new(SetPrincipalRole) }},
 	TypeDeletePrincipal:   {"DeletePrincipal", func() Command { return new(DeletePrincipal) }},
+	TypeAuditCheckpoint:   {"AuditCheckpoint", func() Command { return new(AuditCheckpoint) }},
 }
 
 func (t CommandType) String() string {

@@ -297,7 +297,7 @@ func checkData(d *Data) error {
 		}
 		p.UpdatedAt = utc(p.UpdatedAt)
 	}
-	return nil
+	return checkAuditHeads(d)
 }
 
 type fsmSnapshot struct{ file snapshotFile }
@@ -351,6 +351,8 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	putMap(put, value, "grants", d.Grants)
 	put(",")
 	putMap(put, value, "principals", d.Principals)
+	put(",")
+	putMap(put, value, "audit_heads", d.AuditHeads)
 	put("}}\n")
 	if err != nil {
 		return err

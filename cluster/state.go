@@ -100,6 +100,9 @@ type Data struct {
 	// Grants by Grant.ID, and principal records by Principal.Name.
 	Grants     map[string]*Grant     `json:"grants"`
 	Principals map[string]*Principal `json:"principals"`
+	// AuditHeads are the audit chains' checkpoints, by node/segment
+	// (command_audit.go).
+	AuditHeads map[string]*AuditHead `json:"audit_heads"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -119,6 +122,7 @@ func NewData() *Data {
 		JoinTokens: map[string]*JoinToken{},
 		Grants:     map[string]*Grant{},
 		Principals: map[string]*Principal{},
+		AuditHeads: map[string]*AuditHead{},
 
 		aliasesByKey: map[string][]string{},
 	}
@@ -177,6 +181,7 @@ func (d *Data) Clone() *Data {
 		DomainKeyID: d.DomainKeyID,
 		Grants:      make(map[string]*Grant, len(d.Grants)),
 		Principals:  make(map[string]*Principal, len(d.Principals)),
+		AuditHeads:  make(map[string]*AuditHead, len(d.AuditHeads)),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {
@@ -203,6 +208,10 @@ func (d *Data) Clone() *Data {
 	for name, p := range d.Principals {
 		pc := *p
 		c.Principals[name] = &pc
+	}
+	for k, h := range d.AuditHeads {
+		hc := h.Clone()
+		c.AuditHeads[k] = &hc
 	}
 	return c
 }
