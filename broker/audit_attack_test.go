@@ -2,17 +2,21 @@ package broker_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // TestAuditAmplification: one refused Encrypt from a revoked principal
@@ -84,5 +88,89 @@ func TestAuditAmplification(t *testing.T) {
 	rep, err := audit.Verify(bytes.NewReader(b))
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// waitCheckpointed waits until the cluster holds a checkpoint of nd's
+// audit log at its current head, and returns that seq.
+func waitCheckpointed(t *testing.T, nd *hsmtest.Node) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, seq, _ := nd.Service.AuditLogHead()
+		for _, h := range nd.Raft.State().AuditHeads(nd.ID) {
+			if seq > 0 && h.Last.Seq == seq {
+				return seq
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the audit head (seq %d) was not checkpointed: %+v", nd.ID, seq, nd.Raft.State().AuditHeads(nd.ID))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAuditCheckpointsAnchorTheLog: a node checkpoints its audit chain
+// head through Raft with its HSM's MAC; an auditor lists the checkpoints,
+// MACs checked by the node's HSM; a node whose log lost lines from its end
+// while it was down refuses every request once restarted, and says why.
+func TestAuditCheckpointsAnchorTheLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit, c.AuditCheckpointInterval = true, 50*time.Millisecond
+	nd := c.AddNode()
+	ctx := ctxT(t)
+	admin := newClient(c.DialAs(0, "root", pki.RoleAdmin))
+	for i := range 3 {
+		if _, err := admin.keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/anchored-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq := waitCheckpointed(t, nd)
+	auditor := newClient(c.DialAs(0, "audra", pki.RoleAuditor))
+	ac := pb.NewAuditServiceClient(c.DialAs(0, "audra", pki.RoleAuditor))
+	resp, err := ac.ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{NodeId: nd.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := resp.GetCheckpoints()[len(resp.GetCheckpoints())-1]
+	if resp.GetNodeId() != nd.ID || last.GetSeq() < seq || last.GetMacVerdict() != pb.AuditMacVerdict_AUDIT_MAC_VERDICT_VALID || len(last.GetMac()) != 32 {
+		t.Fatalf("checkpoints %v", resp)
+	}
+	if _, err := pb.NewAuditServiceClient(c.DialAs(0, "ursula", pki.RoleUser)).ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{}); !isDenied(err) {
+		t.Fatalf("a user listed checkpoints: %v", err)
+	}
+	seq = waitCheckpointed(t, nd) // the auditor's own requests' lines
+
+	// Down, the host cuts the last two lines; up again, the node refuses.
+	nd.Stop()
+	b, err := os.ReadFile(nd.AuditPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	cut := bytes.Join(lines[:len(lines)-3], nil) // the last element is empty
+	if err := os.WriteFile(nd.AuditPath(), cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := audit.Verify(bytes.NewReader(cut)); err != nil || rep.LastSeq != seq-2 {
+		t.Fatalf("the cut log should still be a chain: %+v %v", rep, err)
+	}
+	nd.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := auditor.keys.ListKeys(ctx, &pb.ListKeysRequest{})
+		if status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "audit log") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node serves on a log cut behind its checkpoint: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := nd.Service.AuditLogErr(); err == nil || !strings.Contains(err.Error(), audit.ProblemCutEnd) {
+		t.Fatalf("the log's refusal does not say what is wrong: %v", err)
 	}
 }

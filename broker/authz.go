@@ -135,6 +135,9 @@ var rules = map[string]rule{
 	"hsmbroker:DeletePrincipalRole": adminRule,
 	"hsmbroker:ListPrincipals":      readRule,
 	"hsmbroker:ReadAuditLog":        readRule,
+
+	// Audit checkpoints (AuditService).
+	"hsmbroker:ListAuditCheckpoints": readRule,
 }
 
 // grpcActions maps gRPC method names to the AWS action where the names
@@ -160,7 +163,7 @@ func grpcAction(fullMethod string) string {
 			method = m
 		}
 		return "kms:" + method
-	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService":
+	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService", "hsmbroker.v1.AuditService":
 		return "hsmbroker:" + method
 	}
 	return fullMethod

@@ -49,6 +49,7 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterCryptoServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterAccessServiceServer(g, s)
+	pb.RegisterAuditServiceServer(g, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)

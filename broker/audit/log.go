@@ -357,6 +357,17 @@ func (l *Log) ReadAt(p []byte, off int64) (int, int64, error) {
 	return n, size, err
 }
 
+// Contents returns a reader of the file as it is now: every whole line
+// written so far, and none written after. It fails for a Log made by New.
+func (l *Log) Contents() (*io.SectionReader, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil, errors.New("audit: this log is not a file")
+	}
+	return io.NewSectionReader(l.f, 0, l.size), nil
+}
+
 // Close syncs and closes the file.
 func (l *Log) Close() error {
 	l.mu.Lock()
