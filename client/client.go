@@ -24,6 +24,8 @@ type Client struct {
 	// Access says who the caller is, manages principals' roles and reads
 	// the audit log.
 	Access pb.AccessServiceClient
+	// Audit lists the checkpoints of the nodes' audit logs.
+	Audit pb.AuditServiceClient
 
 	router *router
 }
@@ -63,6 +65,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		Crypto:  pb.NewCryptoServiceClient(r),
 		Cluster: pb.NewClusterServiceClient(r),
 		Access:  pb.NewAccessServiceClient(r),
+		Audit:   pb.NewAuditServiceClient(r),
 		router:  r,
 	}, nil
 }

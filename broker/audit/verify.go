@@ -35,6 +35,10 @@ type Report struct {
 	// without an outcome, and, with VerifyAgainst, what the checkpoints
 	// show is missing or rewritten. A log is OK only without problems.
 	Problems []Problem
+	// CheckpointedSeq is the last line a checkpoint covers (VerifyAgainst),
+	// made at CheckpointedAt; lines after it are not covered yet.
+	CheckpointedSeq uint64
+	CheckpointedAt  time.Time
 }
 
 // OK reports whether the log verified without problems.
@@ -57,6 +61,9 @@ const (
 	ProblemRewritten = "rewritten chain"
 	// ProblemForged: a checkpoint's MAC does not verify in the node's HSM.
 	ProblemForged = "forged checkpoint"
+	// ProblemUnanchored: checkpoints were given, none of them of the log's
+	// node.
+	ProblemUnanchored = "no checkpoint"
 )
 
 // Problem is one finding of Verify or VerifyAgainst.
@@ -226,8 +233,15 @@ func checkCheckpoints(rep *Report, cps []Checkpoint, found map[uint64]bool, add 
 	if len(mine) == 0 {
 		if others > 0 {
 			add(Problem{Kind: ProblemRewritten, Detail: fmt.Sprintf("the cluster holds %d checkpoints of node %s, none of them of this log's segment %q: this chain is not the one the node checkpointed", others, rep.Node, rep.Segment)})
+		} else {
+			add(Problem{Kind: ProblemUnanchored, Detail: fmt.Sprintf("the cluster holds no checkpoint of node %s: nothing anchors this log (a node checkpoints within seconds of writing; a log whose node name was rewritten has none)", rep.Node)})
 		}
 		return
+	}
+	for _, c := range mine {
+		if c.Seq <= rep.LastSeq && c.Seq >= rep.FirstSeq && found[c.Seq] && c.Seq > rep.CheckpointedSeq {
+			rep.CheckpointedSeq, rep.CheckpointedAt = c.Seq, c.At
+		}
 	}
 	var cut, head *Checkpoint
 	for i, c := range mine {
