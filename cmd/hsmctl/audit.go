@@ -18,7 +18,8 @@ func (a *app) auditCommand() *cobra.Command {
 		Long: `Every broker writes one JSON line per request it answers, allowed or denied,
 to its own audit log. Each line carries the SHA-256 hash of the line before
 it and its own hash, so an edited, removed or inserted line breaks the chain
-where it is.`,
+where it is. Every node also records its chain's head in the cluster
+(checkpoints, MACed by its HSM), which verify checks a log against.`,
 	}, a.auditVerifyCommand(), a.auditFetchCommand())
 }
 
