@@ -464,6 +464,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&RemoveGrant{GrantID: "g", KeyID: "k"},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
 		&DeletePrincipal{Name: "app"},
+		checkpoint("n", "ab", 1),
 	)
 	seen := map[CommandType]bool{}
 	for _, c := range cmds {
