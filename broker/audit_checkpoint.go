@@ -72,6 +72,11 @@ func (s *Service) CheckpointAudit(ctx context.Context, interval time.Duration) {
 func (s *Service) checkpointAudit(ctx context.Context, segment string, seq uint64, head string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
+	// Lines other than intents are not synced one by one: a checkpoint
+	// must not cover lines a power loss could still take.
+	if err := s.cfg.AuditLog.Sync(); err != nil {
+		return err
+	}
 	at := s.cfg.Now().UTC()
 	mac, err := s.hsm.AuditMAC(ctx, audit.CheckpointMessage(s.cfg.NodeID, segment, seq, head, at))
 	if err != nil {

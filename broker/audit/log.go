@@ -357,6 +357,21 @@ func (l *Log) ReadAt(p []byte, off int64) (int, int64, error) {
 	return n, size, err
 }
 
+// Sync flushes every line written so far to stable storage (nothing for a
+// Log made by New).
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	f := l.f
+	l.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("audit: sync: %w", err)
+	}
+	return nil
+}
+
 // Contents returns a reader of the file as it is now: every whole line
 // written so far, and none written after. It fails for a Log made by New.
 func (l *Log) Contents() (*io.SectionReader, error) {
