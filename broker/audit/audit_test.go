@@ -452,3 +452,26 @@ func rehash(t *testing.T, log string) string {
 	}
 	return out.String()
 }
+
+// TestCheckpointSignal: the log signals every CheckpointEvery lines,
+// without blocking when nobody listens.
+func TestCheckpointSignal(t *testing.T) {
+	l := New(&bytes.Buffer{}, Options{CheckpointEvery: 3})
+	writeN(t, l, 2)
+	select {
+	case <-l.Checkpoints():
+		t.Fatal("signalled after 2 lines")
+	default:
+	}
+	writeN(t, l, 7) // signals at 3, 6 and 9: one pending at most
+	select {
+	case <-l.Checkpoints():
+	default:
+		t.Fatal("no signal after 9 lines")
+	}
+	select {
+	case <-l.Checkpoints():
+		t.Fatal("more than one signal pending")
+	default:
+	}
+}
