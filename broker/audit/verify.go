@@ -161,11 +161,9 @@ func VerifyAgainst(r io.Reader, cps []Checkpoint) (Report, error) {
 			if rec.Prev != Genesis {
 				rep.Continues, rep.StartPrev = true, rec.Prev
 			}
-			if cps != nil {
-				for _, c := range cps {
-					if c.Node == rec.Node && c.Segment == rec.Segment {
-						want[c.Seq] = c.Head
-					}
+			for _, c := range cps {
+				if c.Node == rec.Node && c.Segment == rec.Segment {
+					want[c.Seq] = c.Head
 				}
 			}
 		} else {
