@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -172,5 +173,35 @@ func TestAuditCheckpointsAnchorTheLog(t *testing.T) {
 	}
 	if err := nd.Service.AuditLogErr(); err == nil || !strings.Contains(err.Error(), audit.ProblemCutEnd) {
 		t.Fatalf("the log's refusal does not say what is wrong: %v", err)
+	}
+}
+
+// outcomeFailer is an audit writer that refuses every outcome line (one
+// naming an intent), as a disk that fills between the two would.
+type outcomeFailer struct{ lockedBuffer }
+
+func (w *outcomeFailer) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"intent":`)) {
+		return 0, errors.New("no space left on device")
+	}
+	return w.lockedBuffer.Write(p)
+}
+
+// TestOutcomeUnwritable: a change whose intent was written but whose
+// outcome line cannot be is answered as it happened (a refusal would
+// invite a retry of a change made), and verify reports the intent without
+// outcome.
+func TestOutcomeUnwritable(t *testing.T) {
+	var buf bytes.Buffer
+	w := &outcomeFailer{lockedBuffer{b: &buf}}
+	e := newSecureEnv(t, audit.New(w, audit.Options{}))
+	admin := e.as("root", pki.RoleAdmin)
+	key := e.createKey(admin, "alias/outcome-lost", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	if _, ok := e.node.State().Key(key); !ok {
+		t.Fatal("the key was not made")
+	}
+	rep, err := audit.Verify(bytes.NewReader([]byte(w.String())))
+	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Kind != audit.ProblemIntent || !strings.Contains(rep.Problems[0].Detail, "kms:CreateKey") {
+		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }
