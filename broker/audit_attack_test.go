@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -203,5 +204,87 @@ func TestOutcomeUnwritable(t *testing.T) {
 	rep, err := audit.Verify(bytes.NewReader([]byte(w.String())))
 	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Kind != audit.ProblemIntent || !strings.Contains(rep.Problems[0].Detail, "kms:CreateKey") {
 		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// TestAuditCheckpointsReplicated: in a 3-node cluster every node's
+// checkpoints reach every member's state, so no one host holds the only
+// copy; a node's HSM vouches for its own checkpoints' MACs and leaves
+// other nodes' unchecked.
+func TestAuditCheckpointsReplicated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit, c.AuditCheckpointInterval = true, 50*time.Millisecond
+	for range 3 {
+		c.AddNode()
+	}
+	ctx := ctxT(t)
+	for _, nd := range c.Nodes {
+		admin := newClient(c.DialAs(nd.Index, "root", pki.RoleAdmin))
+		if _, err := admin.keys.ListKeys(ctx, &pb.ListKeysRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range c.Nodes {
+		seq := waitCheckpointed(t, nd)
+		for _, other := range c.Nodes {
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				hs := other.Raft.State().AuditHeads(nd.ID)
+				if len(hs) == 1 && hs[0].Last.Seq >= seq {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s's checkpoint of seq %d not on %s: %+v", nd.ID, seq, other.ID, hs)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	owner, other := c.Nodes[1], c.Nodes[2]
+	for _, asked := range []*hsmtest.Node{owner, other} {
+		resp, err := pb.NewAuditServiceClient(c.DialAs(asked.Index, "audra", pki.RoleAuditor)).
+			ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{NodeId: owner.ID})
+		if err != nil || len(resp.GetCheckpoints()) == 0 {
+			t.Fatalf("checkpoints of %s from %s: %v %v", owner.ID, asked.ID, resp, err)
+		}
+		want := pb.AuditMacVerdict_AUDIT_MAC_VERDICT_UNCHECKED
+		if asked == owner {
+			want = pb.AuditMacVerdict_AUDIT_MAC_VERDICT_VALID
+		}
+		for _, cp := range resp.GetCheckpoints() {
+			if cp.GetNodeId() != owner.ID || cp.GetMacVerdict() != want {
+				t.Errorf("from %s: %v, want verdict %s", asked.ID, cp, want)
+			}
+		}
+	}
+	// Another member records a checkpoint in owner's name (any member may
+	// propose commands): owner's HSM calls its MAC invalid.
+	seg, seq, _ := owner.Service.AuditLogHead()
+	leader := c.Leader(t)
+	if _, err := leader.Raft.Apply(ctx, &cluster.AuditCheckpoint{Node: owner.ID, Segment: seg, Seq: seq + 1000,
+		Head: strings.Repeat("ab", 32), MAC: bytes.Repeat([]byte{7}, 32), At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := pb.NewAuditServiceClient(c.DialAs(owner.Index, "audra", pki.RoleAuditor)).
+			ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{NodeId: owner.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cps := resp.GetCheckpoints()
+		if last := cps[len(cps)-1]; last.GetSeq() == seq+1000 {
+			if last.GetMacVerdict() != pb.AuditMacVerdict_AUDIT_MAC_VERDICT_INVALID {
+				t.Fatalf("a forged checkpoint's MAC: %s", last.GetMacVerdict())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the forged checkpoint did not reach %s", owner.ID)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
