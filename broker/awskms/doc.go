@@ -25,6 +25,12 @@
 // and KMSInvalidMacException, and ScheduleKeyDeletion, CancelKeyDeletion
 // and the cryptographic operations return key ARNs.
 //
-// A Handler is safe for concurrent use; it keeps no state between requests
-// beyond its configuration.
+// A request body is decoded once, strictly (decode.go), into the
+// operation's typed request; authorization, the audit line and the
+// operation all read that one value. NewServer and LimitListener
+// (server.go) bound the time, connections and memory a client can hold.
+//
+// A Handler is safe for concurrent use; between requests it keeps only
+// its configuration, derived signing keys and the count of body bytes in
+// flight.
 package awskms
