@@ -146,6 +146,9 @@ var rules = map[string]rule{
 	"hsmbroker:TDERevokeToken":   adminRule,
 	"hsmbroker:TDEListKeys":      readRule,
 	"hsmbroker:TDEListTokens":    readRule,
+
+	// Audit checkpoints (AuditService).
+	"hsmbroker:ListAuditCheckpoints": readRule,
 }
 
 // grpcActions maps gRPC method names to the AWS action where the names
@@ -171,7 +174,7 @@ func grpcAction(fullMethod string) string {
 			method = m
 		}
 		return "kms:" + method
-	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService":
+	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService", "hsmbroker.v1.AuditService":
 		return "hsmbroker:" + method
 	case "hsmbroker.v1.TDEService":
 		return "hsmbroker:TDE" + method
@@ -595,6 +598,9 @@ func (s *Service) auditUnavailable() *Error {
 		"node %s cannot write its audit log, so it refuses requests; retry on another node", s.cfg.NodeID)
 }
 
+// endRequest writes the line that ends a request: its outcome. When an
+// intent line was written for it (auditAhead), this line names it
+// (Record.Intent), so that an intent without an outcome stands out.
 func (s *Service) endRequest(rq *request, result, code string) error {
 	log := s.cfg.AuditLog
 	rq.mu.Lock()
@@ -603,21 +609,26 @@ func (s *Service) endRequest(rq *request, result, code string) error {
 		return nil
 	}
 	rq.finished = true
-	if rq.aheadSeq != 0 && result == "OK" {
-		return nil // the line written before the change stands
-	}
 	rec := rq.recordLocked(s.cfg.NodeID, result, code)
-	rec.Amends = rq.aheadSeq
+	rec.Intent = rq.aheadSeq
 	if _, err := log.Append(rec, false); err != nil {
+		if rq.aheadSeq != 0 {
+			// The intent audited the request, and its effect may already
+			// be made: answering Unavailable would invite a retry of a
+			// change that happened. The intent stays without outcome,
+			// which verify reports.
+			s.log.Error("audit log write failed; the request's intent line has no outcome", "request_id", rq.requestID, "intent", rq.aheadSeq, "err", err)
+			return nil
+		}
 		s.log.Error("audit log write failed; refusing the request", "request_id", rq.requestID, "err", err)
 		return s.auditUnavailable()
 	}
 	return nil
 }
 
-// auditBeforeChange writes the request's audit line, synced to disk, before
-// its first replicated change is proposed: a change whose line cannot be
-// written is never made. apply calls it.
+// auditBeforeChange writes the request's intent line, synced to disk,
+// before its first replicated change is proposed: a change whose line
+// cannot be written is never made. apply calls it.
 func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) error {
 	rq := requestOf(ctx)
 	if rq == nil {
@@ -627,11 +638,13 @@ func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) erro
 	return s.auditAhead(rq)
 }
 
-// auditAhead writes the request's audit line, as a success and synced to
-// disk, before the request has an effect that cannot be withheld once its
-// answer is known: a replicated change, or a stream's first message. The
-// line written at the end (endRequest) then stands if the request
-// succeeds, and is amended if it fails. Only the first call writes.
+// auditAhead writes the request's intent line (result audit.ResultIntent),
+// synced to disk, before the request has an effect that cannot be withheld
+// once its answer is known: a replicated change, or a stream's first
+// message. The intent says the effect is about to be attempted, not that
+// it happened: the line written at the end (endRequest) is its outcome,
+// and a node that stops in between leaves an intent without outcome, which
+// hsmctl audit verify reports. Only the first call writes.
 func (s *Service) auditAhead(rq *request) error {
 	log := s.cfg.AuditLog
 	if log == nil {
@@ -642,11 +655,7 @@ func (s *Service) auditAhead(rq *request) error {
 	if rq.aheadSeq != 0 || rq.finished {
 		return nil
 	}
-	code := "OK"
-	if rq.front != FrontGRPC {
-		code = "200"
-	}
-	seq, err := log.Append(rq.recordLocked(s.cfg.NodeID, "OK", code), true)
+	seq, err := log.Append(rq.recordLocked(s.cfg.NodeID, audit.ResultIntent, ""), true)
 	if err != nil {
 		s.log.Error("audit log write failed; the request has no effect", "request_id", rq.requestID, "err", err)
 		return s.auditUnavailable()

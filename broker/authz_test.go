@@ -610,7 +610,32 @@ func TestAuditCompleteness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := auditLines(t, b)[setup:]
+	// A change has an intent line, written before it is proposed, and its
+	// outcome, which names the intent; every other request one line.
+	var recs []audit.Record
+	intents := map[uint64]audit.Record{}
+	for _, r := range auditLines(t, b)[setup:] {
+		if r.Result == audit.ResultIntent {
+			intents[r.Seq] = r
+			continue
+		}
+		if r.Intent != 0 {
+			in, ok := intents[r.Intent]
+			if !ok || in.RequestID != r.RequestID || in.Operation != r.Operation {
+				t.Errorf("outcome %+v names intent %d, which is %+v", r, r.Intent, in)
+			}
+			delete(intents, r.Intent)
+			if r.Operation != "kms:CreateGrant" && r.Operation != "kms:DisableKey" && r.Operation != "kms:EnableKey" {
+				t.Errorf("an intent line for %s, which changes nothing", r.Operation)
+			}
+		} else if r.Result == "OK" && (r.Operation == "kms:CreateGrant" || r.Operation == "kms:DisableKey" || r.Operation == "kms:EnableKey") {
+			t.Errorf("change %s (%s) without an intent line", r.Operation, r.RequestID)
+		}
+		recs = append(recs, r)
+	}
+	if len(intents) != 0 {
+		t.Errorf("intents without outcome: %+v", intents)
+	}
 	if len(recs) != len(script) {
 		t.Fatalf("%d requests, %d audit lines:\n%s", len(script), len(recs), b)
 	}
@@ -694,8 +719,8 @@ func TestAuditUnwritable(t *testing.T) {
 		t.Fatalf("decrypt after the outage: %v", err)
 	}
 	recs := auditLines(t, []byte(w.String()))
-	if n := len(recs); n != 4 { // CreateKey, Encrypt, ListKeys, Decrypt
-		t.Fatalf("%d audit lines, want 4", n)
+	if n := len(recs); n != 5 { // CreateKey (intent and outcome), Encrypt, ListKeys, Decrypt
+		t.Fatalf("%d audit lines, want 5", n)
 	}
 }
 

@@ -232,8 +232,10 @@ func TestBackupStreamAuthorization(t *testing.T) {
 		t.Errorf("x-request-id header %v (%v), want allowed", md, err)
 	}
 
+	// A refused backup has one line; the allowed one an intent, written
+	// before its first message, and its outcome.
 	recs := auditLines(t, []byte(w.String()))[setup:]
-	if len(recs) != len(refused)+1 {
+	if len(recs) != len(refused)+2 {
 		t.Fatalf("%d audit lines for %d backups:\n%s", len(recs), len(refused)+1, w.String())
 	}
 	for i, r := range refused {
@@ -243,9 +245,13 @@ func TestBackupStreamAuthorization(t *testing.T) {
 			t.Errorf("audit line of %s's backup: %+v", r.principal, rec)
 		}
 	}
-	if rec := recs[len(refused)]; rec.Operation != "hsmbroker:Backup" || rec.Principal != "root" || rec.Decision != "allow" ||
-		rec.Result != "OK" || rec.RequestID != "allowed" || rec.Amends != 0 {
-		t.Errorf("audit line of the admin's backup: %+v", rec)
+	intent, outcome := recs[len(refused)], recs[len(refused)+1]
+	if intent.Operation != "hsmbroker:Backup" || intent.Principal != "root" || intent.Decision != "allow" ||
+		intent.Result != audit.ResultIntent || intent.RequestID != "allowed" || intent.Intent != 0 {
+		t.Errorf("intent line of the admin's backup: %+v", intent)
+	}
+	if outcome.Operation != "hsmbroker:Backup" || outcome.Result != "OK" || outcome.RequestID != "allowed" || outcome.Intent != intent.Seq {
+		t.Errorf("outcome line of the admin's backup: %+v", outcome)
 	}
 	if d := requestsTotal(t, "Backup", "PermissionDenied") - deniedBefore; d != float64(len(refused)) {
 		t.Errorf("hsmbroker_requests_total counted %v refused backups, want %d", d, len(refused))
@@ -262,7 +268,7 @@ func TestBackupStreamAuthorization(t *testing.T) {
 	if code := status.Code(err); code != codes.Unavailable && code != codes.Unauthenticated || got.Len() != 0 {
 		t.Fatalf("backup without a certificate: %v (%s), %d bytes", err, code, got.Len())
 	}
-	if n := len(auditLines(t, []byte(w.String()))); n != setup+len(refused)+1 {
+	if n := len(auditLines(t, []byte(w.String()))); n != setup+len(refused)+2 {
 		t.Fatalf("a refused handshake left an audit line")
 	}
 

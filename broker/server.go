@@ -50,6 +50,7 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterAccessServiceServer(g, s)
 	pb.RegisterTDEServiceServer(g, tdeServer{s: s})
+	pb.RegisterAuditServiceServer(g, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)

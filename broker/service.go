@@ -58,6 +58,7 @@ type Service struct {
 	pb.UnimplementedCryptoServiceServer
 	pb.UnimplementedClusterServiceServer
 	pb.UnimplementedAccessServiceServer
+	pb.UnimplementedAuditServiceServer
 
 	cfg  Config
 	node *cluster.Node

@@ -26,6 +26,8 @@ type Client struct {
 	Access pb.AccessServiceClient
 	// TDE manages the keys and tokens of the TDE key endpoint.
 	TDE pb.TDEServiceClient
+	// Audit lists the checkpoints of the nodes' audit logs.
+	Audit pb.AuditServiceClient
 
 	router *router
 }
@@ -66,6 +68,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		Cluster: pb.NewClusterServiceClient(r),
 		Access:  pb.NewAccessServiceClient(r),
 		TDE:     pb.NewTDEServiceClient(r),
+		Audit:   pb.NewAuditServiceClient(r),
 		router:  r,
 	}, nil
 }

@@ -44,6 +44,7 @@ const (
 	TypeRemoveGrant       CommandType = 21
 	TypeSetPrincipalRole  CommandType = 22
 	TypeDeletePrincipal   CommandType = 23
+	TypeAuditCheckpoint   CommandType = 24
 )
 
 // TypeRestore is not a command: it is the Event.Type the observer sees after
@@ -86,6 +87,7 @@ var commandTable = [...]struct {
 	TypeRetireTDEVersion:  {"RetireTDEVersion", func() Command { return new(RetireTDEVersion) }},
 	TypeIssueTDEToken:     {"IssueTDEToken", func() Command { return new(IssueTDEToken) }},
 	TypeRevokeTDEToken:    {"RevokeTDEToken", func() Command { return new(RevokeTDEToken) }},
+	TypeAuditCheckpoint:   {"AuditCheckpoint", func() Command { return new(AuditCheckpoint) }},
 }
 
 func (t CommandType) String() string {

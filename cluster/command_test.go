@@ -466,6 +466,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&DeletePrincipal{Name: "app"},
 		&RetireTDEVersion{Mount: "tde", Name: "1", Version: 1, At: t0},
 		&RevokeTDEToken{Accessor: "acc1"},
+		checkpoint("n", "ab", 1),
 	)
 	cmds = append(cmds, tdeSetup()...)
 	seen := map[CommandType]bool{}

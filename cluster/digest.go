@@ -82,6 +82,7 @@ func (d *Data) Digest() [32]byte {
 		e.time(p.UpdatedAt)
 	}
 	e.tde(&d.TDE)
+	e.auditHeads(d.AuditHeads)
 
 	var sum [32]byte
 	e.h.Sum(sum[:0])

@@ -300,7 +300,7 @@ func checkData(d *Data) error {
 		}
 		p.UpdatedAt = utc(p.UpdatedAt)
 	}
-	return nil
+	return checkAuditHeads(d)
 }
 
 type fsmSnapshot struct{ file snapshotFile }
@@ -356,6 +356,8 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	putMap(put, value, "principals", d.Principals)
 	put(`,"tde":`)
 	value(d.TDE)
+	put(",")
+	putMap(put, value, "audit_heads", d.AuditHeads)
 	put("}}\n")
 	if err != nil {
 		return err

@@ -35,6 +35,7 @@ func richFSM(t testing.TB) *FSM {
 		&SetDomainKeyID{ID: "dk-0123"},
 		&CreateGrant{Grant: testGrant("g1", "k1", "app")},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
+		&AuditCheckpoint{Node: "n1", Segment: "0a1b", Seq: 7, Head: strings.Repeat("ab", 32), MAC: []byte("mac"), At: t0},
 	} {
 		a.must(t, c)
 	}
@@ -393,12 +394,14 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          10, // 9 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          11, // 10 encoded, plus the derived alias index
 		reflect.TypeFor[TDEData]():       3,
 		reflect.TypeFor[TDEMount]():      3,
 		reflect.TypeFor[TDEKey]():        6,
 		reflect.TypeFor[TDEVersion]():    4,
 		reflect.TypeFor[TDEToken]():      5,
+		reflect.TypeFor[AuditHead]():     4,
+		reflect.TypeFor[AuditMark]():     4,
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,

@@ -102,6 +102,9 @@ type Data struct {
 	Principals map[string]*Principal `json:"principals"`
 	// TDE holds the TDE key endpoint's mounts, keys and tokens.
 	TDE TDEData `json:"tde"`
+	// AuditHeads are the audit chains' checkpoints, by node/segment
+	// (command_audit.go).
+	AuditHeads map[string]*AuditHead `json:"audit_heads"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -122,6 +125,7 @@ func NewData() *Data {
 		Grants:     map[string]*Grant{},
 		Principals: map[string]*Principal{},
 		TDE:        TDEData{}.clone(),
+		AuditHeads: map[string]*AuditHead{},
 
 		aliasesByKey: map[string][]string{},
 	}
@@ -181,6 +185,7 @@ func (d *Data) Clone() *Data {
 		Grants:      make(map[string]*Grant, len(d.Grants)),
 		Principals:  make(map[string]*Principal, len(d.Principals)),
 		TDE:         d.TDE.clone(),
+		AuditHeads:  make(map[string]*AuditHead, len(d.AuditHeads)),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {
@@ -207,6 +212,10 @@ func (d *Data) Clone() *Data {
 	for name, p := range d.Principals {
 		pc := *p
 		c.Principals[name] = &pc
+	}
+	for k, h := range d.AuditHeads {
+		hc := h.Clone()
+		c.AuditHeads[k] = &hc
 	}
 	return c
 }

@@ -109,7 +109,7 @@ func (nd *Node) openAuditLog() *audit.Log {
 	if err := os.MkdirAll(nd.DataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.Open(nd.AuditPath(), audit.Options{})
+	l, err := audit.Open(nd.AuditPath(), audit.Options{CheckpointEvery: nd.c.AuditCheckpointLines})
 	if err != nil {
 		t.Fatalf("%s: audit log: %v", nd.ID, err)
 	}

@@ -40,8 +40,12 @@ type Cluster struct {
 	Restore []byte
 
 	// Audit, if set before nodes start, gives each node an audit log
-	// (AuditPath) as the daemon does.
-	Audit bool
+	// (AuditPath) as the daemon does, and checkpoints its head every
+	// AuditCheckpointInterval (default broker.AuditCheckpointInterval) or
+	// AuditCheckpointLines lines (default: by time only).
+	Audit                   bool
+	AuditCheckpointInterval time.Duration
+	AuditCheckpointLines    int
 
 	linkMu  sync.RWMutex
 	blocked map[[2]string]bool
@@ -304,6 +308,10 @@ func (nd *Node) Start() {
 	nd.wg.Add(2)
 	go func() { defer nd.wg.Done(); svc.WatchHealth(rctx, hs, 50*time.Millisecond) }()
 	go func() { defer nd.wg.Done(); svc.Heartbeat(rctx, nd.GRPCAddr, 100*time.Millisecond, 10*time.Second) }()
+	if c.Audit {
+		nd.wg.Add(1)
+		go func() { defer nd.wg.Done(); svc.CheckpointAudit(rctx, c.AuditCheckpointInterval) }()
+	}
 	nd.WaitServing(t)
 }
 

@@ -2,6 +2,9 @@ package audit
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -90,7 +93,7 @@ func TestVerifyNamesTamperedLine(t *testing.T) {
 	}
 	// A line rewritten with a fresh hash is caught by its successor.
 	r := rec(99)
-	r.Seq, r.Prev, r.Time = 3, lines2prev(t, lines[2]), time.Now().UTC()
+	r.Seq, r.Prev, r.Time, r.Segment = 3, lines2prev(t, lines[2]), time.Now().UTC(), segOf(t, lines[0])
 	forged, _, _ := encode(r)
 	ls = append([]string(nil), lines...)
 	ls[2] = string(forged)
@@ -220,4 +223,257 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = Verify(bytes.NewReader(b))
 	})
+}
+
+// TestLineBound: whatever a request puts into a record (an 8 MB encryption
+// context of characters JSON escapes six-fold, megabytes of principal,
+// request id, key reference and reason), the line stays within MaxLine,
+// says what was cut, and the log reopens and verifies.
+func TestLineBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("<", 8<<20)
+	r := rec(1)
+	r.EncryptionContext = map[string]string{"k": huge}
+	r.Principal, r.RequestID, r.KeyRef, r.Reason = huge[:1<<20], huge[:2<<20], huge[:1<<20], huge[:1<<20]
+	r.KeyIDs = []string{huge[:1000], "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	if _, err := l.Append(r, true); err != nil {
+		t.Fatal(err)
+	}
+	// The largest valid context, escaped six-fold, with every field at its
+	// bound, fits.
+	big := map[string]string{}
+	for i := range 60 {
+		big[fmt.Sprintf("k%02d", i)] = strings.Repeat("\x01", 120)
+	}
+	r = rec(2)
+	r.EncryptionContext = big
+	r.Reason, r.RequestID, r.Principal, r.KeyRef, r.Peer, r.Node = huge, huge, huge, huge, huge, huge
+	if _, err := l.Append(r, false); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, l, 1)
+	_ = l.Close()
+	b, _ := os.ReadFile(path)
+	lines := strings.SplitAfter(string(b), "\n")[:3]
+	for i, line := range lines {
+		if len(line) > MaxLine {
+			t.Fatalf("line %d has %d bytes, more than %d", i+1, len(line), MaxLine)
+		}
+	}
+	for _, want := range []string{`"encryption_context_omitted":"invalid EncryptionContext: must be at most 8192 bytes encoded`, "truncated: 2097152 bytes, sha256", "[2 more key ids]"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("line 1 lacks %q", want)
+		}
+	}
+	if !strings.Contains(lines[1], `"k59":"`) || strings.Contains(lines[1], "encryption_context_omitted") {
+		t.Errorf("line 2 lost its valid context")
+	}
+	l, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("reopen after huge requests: %v", err)
+	}
+	writeN(t, l, 1)
+	_ = l.Close()
+	b, _ = os.ReadFile(path)
+	if rep, err := Verify(bytes.NewReader(b)); err != nil || rep.Lines != 4 || !rep.OK() {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// TestOverlongLineIsBroken: a line longer than MaxLine was not written by
+// a Log: Verify and Open both call the chain broken.
+func TestOverlongLineIsBroken(t *testing.T) {
+	r := rec(1)
+	r.Seq, r.Prev, r.Time = 1, Genesis, time.Now().UTC()
+	body, _ := json.Marshal(r)
+	body = append(body[:len(body)-1], `,"pad":"`+strings.Repeat("x", MaxLine)+`"}`...)
+	sum := sha256.Sum256(body)
+	line := string(body[:len(body)-1]) + hashPrefix + hex.EncodeToString(sum[:]) + "\"}\n"
+	_, err := Verify(strings.NewReader(line))
+	var be *BrokenError
+	if !errors.As(err, &be) || be.Line != 1 || !strings.Contains(be.Reason, "longer than") {
+		t.Fatalf("overlong line: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	_ = os.WriteFile(path, []byte(line), 0o600)
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("open: %v", err)
+	}
+}
+
+// TestOpenRefusesBrokenChain: a log altered anywhere, not only at its last
+// line, is not continued.
+func TestOpenRefusesBrokenChain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := Open(path, Options{})
+	writeN(t, l, 5)
+	_ = l.Close()
+	b, _ := os.ReadFile(path)
+	_ = os.WriteFile(path, bytes.Replace(b, []byte(`"r1"`), []byte(`"r9"`), 1), 0o600)
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "move the file aside") {
+		t.Fatalf("open of an altered log: %v", err)
+	}
+}
+
+// TestIntentWithoutOutcome: an intent line whose outcome never came (the
+// node stopped in between; here, the log is cut after the intent) is a
+// problem Verify names; with its outcome it is none.
+func TestIntentWithoutOutcome(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf, Options{})
+	writeN(t, l, 2)
+	in := rec(7)
+	in.Operation, in.Result, in.Code, in.KeyID = "kms:CreateKey", ResultIntent, "", "k-new"
+	seq, err := l.Append(in, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := buf.Len()
+	out := rec(7)
+	out.Operation, out.Intent = "kms:CreateKey", seq
+	if _, err := l.Append(out, false); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(bytes.NewReader(buf.Bytes()))
+	if err != nil || !rep.OK() {
+		t.Fatalf("intent with outcome: %+v %v", rep, err)
+	}
+	rep, err = Verify(bytes.NewReader(buf.Bytes()[:cut]))
+	if err != nil || rep.OK() || len(rep.Problems) != 1 {
+		t.Fatalf("intent without outcome: %+v %v", rep, err)
+	}
+	if p := rep.Problems[0]; p.Kind != ProblemIntent || p.Line != 3 || p.Seq != seq || !strings.Contains(p.Detail, "k-new") ||
+		!strings.Contains(p.String(), "intent without outcome") {
+		t.Fatalf("problem %+v", p)
+	}
+}
+
+// TestVerifyAgainstCheckpoints: cutting lines from the end, removing the
+// head, and rewriting the whole chain with fresh hashes all pass the plain
+// chain check, and are each named against the checkpoints.
+func TestVerifyAgainstCheckpoints(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf, Options{})
+	writeN(t, l, 10)
+	seg, _, _ := l.Head()
+	lines := strings.SplitAfter(buf.String(), "\n")[:10]
+	hashOf := func(i int) string { // of line i, 1-based
+		r, h, err := parseLine([]byte(strings.TrimSuffix(lines[i-1], "\n")))
+		if err != nil || r.Seq != uint64(i) {
+			t.Fatal(err)
+		}
+		return h
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cps := []Checkpoint{
+		{Node: "n1", Segment: seg, Seq: 2, Head: hashOf(2), At: at, MAC: MACValid},
+		{Node: "n1", Segment: seg, Seq: 8, Head: hashOf(8), At: at, MAC: MACValid},
+		{Node: "n2", Segment: "other", Seq: 99, Head: Genesis, At: at, MAC: MACUnchecked},
+	}
+	check := func(name string, log string, cps []Checkpoint, kinds ...string) {
+		t.Helper()
+		rep, err := VerifyAgainst(strings.NewReader(log), cps)
+		if err != nil {
+			t.Fatalf("%s: chain check failed: %v", name, err)
+		}
+		var got []string
+		for _, p := range rep.Problems {
+			got = append(got, p.Kind)
+		}
+		if strings.Join(got, ",") != strings.Join(kinds, ",") {
+			t.Fatalf("%s: problems %v, want %v", name, rep.Problems, kinds)
+		}
+	}
+	check("intact", strings.Join(lines, ""), cps)
+	check("cut after the last checkpoint", strings.Join(lines[:9], ""), cps)
+	check("cut from the end", strings.Join(lines[:6], ""), cps, ProblemCutEnd)
+	check("head removed", strings.Join(lines[4:], ""), cps, ProblemHeadRemoved)
+	// The whole chain rewritten with fresh hashes: a changed line 1 and
+	// every later line rehashed verifies as a chain, but not against the
+	// checkpoints.
+	var forged bytes.Buffer
+	fl := New(&forged, Options{})
+	for i := range 10 {
+		r := rec(i)
+		if i == 0 {
+			r.Principal = "mallory"
+		}
+		r.Segment = seg
+		if _, err := fl.Append(r, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Same segment (a forger copies it): hash mismatch at each checkpoint.
+	rewritten := strings.ReplaceAll(forged.String(), `"segment":"`+segOf(t, forged.String())+`"`, `"segment":"`+seg+`"`)
+	rewritten = rehash(t, rewritten)
+	check("rewritten, same segment", rewritten, cps, ProblemRewritten, ProblemRewritten)
+	// A fresh segment: the node's checkpoints name another chain.
+	check("rewritten, new segment", forged.String(), cps, ProblemRewritten)
+	// A checkpoint whose MAC the node refuses.
+	bad := append([]Checkpoint(nil), cps...)
+	bad[1].MAC = MACInvalid
+	check("forged checkpoint", strings.Join(lines, ""), bad, ProblemForged)
+}
+
+func segOf(t *testing.T, log string) string {
+	t.Helper()
+	r, _, err := parseLine([]byte(log[:strings.IndexByte(log, '\n')]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Segment
+}
+
+// rehash recomputes every line's prev and hash, as a forger who holds no
+// key can.
+func rehash(t *testing.T, log string) string {
+	t.Helper()
+	var out strings.Builder
+	prev := Genesis
+	for _, line := range strings.SplitAfter(log, "\n") {
+		if line == "" {
+			continue
+		}
+		var r Record
+		body := line[:len(line)-suffixLen-1] + "}"
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			t.Fatal(err)
+		}
+		r.Prev = prev
+		b, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		prev = hex.EncodeToString(sum[:])
+		out.WriteString(string(b[:len(b)-1]) + hashPrefix + prev + "\"}\n")
+	}
+	return out.String()
+}
+
+// TestCheckpointSignal: the log signals every CheckpointEvery lines,
+// without blocking when nobody listens.
+func TestCheckpointSignal(t *testing.T) {
+	l := New(&bytes.Buffer{}, Options{CheckpointEvery: 3})
+	writeN(t, l, 2)
+	select {
+	case <-l.Checkpoints():
+		t.Fatal("signalled after 2 lines")
+	default:
+	}
+	writeN(t, l, 7) // signals at 3, 6 and 9: one pending at most
+	select {
+	case <-l.Checkpoints():
+	default:
+		t.Fatal("no signal after 9 lines")
+	}
+	select {
+	case <-l.Checkpoints():
+		t.Fatal("more than one signal pending")
+	default:
+	}
 }

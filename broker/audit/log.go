@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,9 @@ const FileMode os.FileMode = 0o600
 
 // Genesis is the prev of the first line of a chain.
 var Genesis = strings.Repeat("0", 64)
+
+// ResultIntent is the Result of an intent line.
+const ResultIntent = "INTENT"
 
 // Record is one audit line. It never holds plaintext, key material, PINs or
 // credentials: only names, ids, outcomes and the encryption context, which
@@ -53,20 +57,32 @@ type Record struct {
 	// which is all there is of a request refused before its key was looked
 	// up.
 	KeyRef string `json:"key_ref,omitempty"`
-	// EncryptionContext is the context the request gave, if any.
+	// EncryptionContext is the context the request gave, if any and if it
+	// is a valid context (keys.ValidateContext). ContextOmitted describes
+	// a context that was not (too many pairs or bytes): its size and
+	// SHA-256, never its pairs.
 	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
+	ContextOmitted    string            `json:"encryption_context_omitted,omitempty"`
 	// Decision is "allow" or "deny": whether authorization let the request
 	// through. Reason says why it was denied.
 	Decision string `json:"decision"`
 	Reason   string `json:"reason,omitempty"`
 	// Result is "OK" or the error's AWS exception name; Code is the
-	// front's own status (a gRPC code name, or an HTTP status).
+	// front's own status (a gRPC code name, or an HTTP status). Result is
+	// ResultIntent on a line written before a change is proposed (or a
+	// stream's first message leaves): the request is about to have an
+	// effect, which may or may not then happen.
 	Result string `json:"result"`
 	Code   string `json:"code"`
-	// Amends, when set, is the seq of an earlier line of the same request
-	// whose result this line corrects: a change is logged before it is
-	// made, and if making it then fails, the failure is logged after.
-	Amends uint64 `json:"amends,omitempty"`
+	// Intent, on the line that ends a request, is the seq of the request's
+	// intent line: this line is that intent's outcome. An intent line
+	// without an outcome line is a request the node did not finish
+	// (it stopped in between); Verify reports it.
+	Intent uint64 `json:"intent,omitempty"`
+	// Segment identifies the chain: a random id chosen when a chain starts
+	// (a new, empty file) and carried by every line of it, including the
+	// lines of later rotated files. Checkpoints name it.
+	Segment string `json:"segment,omitempty"`
 	// Prev is the hash of the previous line; Append sets it.
 	Prev string `json:"prev"`
 }
@@ -78,10 +94,23 @@ const (
 )
 
 // encode returns the line for r (with its trailing newline) and its hash.
+// It bounds r first (bound); a line that would still exceed MaxLine loses
+// its encryption context, and failing that is refused, so that no line
+// longer than MaxLine is ever written.
 func encode(r *Record) ([]byte, string, error) {
+	bound(r)
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, "", fmt.Errorf("audit: encode record: %w", err)
+	}
+	if len(body)+suffixLen > MaxLine && r.EncryptionContext != nil {
+		omitContext(r, "too large for one audit line")
+		if body, err = json.Marshal(r); err != nil {
+			return nil, "", fmt.Errorf("audit: encode record: %w", err)
+		}
+	}
+	if len(body)+suffixLen > MaxLine {
+		return nil, "", fmt.Errorf("audit: a record of %d bytes does not fit in one line of %d", len(body), MaxLine)
 	}
 	sum := sha256.Sum256(body)
 	h := hex.EncodeToString(sum[:])
@@ -97,28 +126,39 @@ func encode(r *Record) ([]byte, string, error) {
 type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// CheckpointEvery, when positive, makes the log signal Checkpoints
+	// each time that many lines were written since the last signal.
+	CheckpointEvery int
 }
 
 // Log appends records to an audit log. It is safe for concurrent use.
 type Log struct {
-	mu   sync.Mutex
-	w    io.Writer
-	f    *os.File // when w is a file: for Sync, Truncate and reading
-	path string
-	size int64
-	seq  uint64
-	prev string
-	now  func() time.Time
-	// broken is set when a failed write could not be cut back off the file:
-	// the file then ends with a torn line and no later line may follow it.
+	mu      sync.Mutex
+	w       io.Writer
+	f       *os.File // when w is a file: for Sync, Truncate and reading
+	path    string
+	size    int64
+	seq     uint64
+	prev    string
+	segment string
+	now     func() time.Time
+	// broken is set when a failed write could not be cut back off the file
+	// (the file then ends with a torn line and no later line may follow
+	// it), or by Fail.
 	broken error
+	// every and signalled: the checkpoint signal (Options.CheckpointEvery).
+	every     uint64
+	signalled uint64
+	signal    chan struct{}
 }
 
 // Open opens (creating, mode FileMode) the audit log at path and continues
 // its chain. A torn last line (a crash in the middle of a write, which
-// answered no request: lines are written before the answer) is cut off. A
-// last line that is not an audit record is an error: the chain cannot be
-// continued, and the file must be moved aside.
+// answered no request: lines are written before the answer) is cut off.
+// The whole file is then verified (Verify): a log whose chain is broken
+// anywhere is refused with an error naming the line, and is never
+// continued; the file must be moved aside (and kept: it is the evidence)
+// to start a new chain. See docs/OPERATIONS.md.
 func Open(path string, opts Options) (*Log, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, FileMode)
 	if err != nil {
@@ -138,54 +178,105 @@ func continueFile(f *os.File, path string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: %s: %w", path, err)
 	}
 	size := st.Size()
-	const window = 1 << 20
-	start := max(0, size-window)
+	// A torn line is part of one write, so at most MaxLine bytes long.
+	start := max(0, size-MaxLine)
 	buf := make([]byte, size-start)
 	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("audit: read %s: %w", path, err)
 	}
-	l := &Log{w: f, f: f, path: path, size: size, prev: Genesis, now: opts.Now}
-	if torn := len(buf) - (bytes.LastIndexByte(buf, '\n') + 1); torn > 0 {
+	l := newLog(f, opts)
+	l.f, l.path, l.size = f, path, size
+	torn := len(buf) - (bytes.LastIndexByte(buf, '\n') + 1)
+	if torn == len(buf) && start > 0 {
+		return nil, fmt.Errorf("audit: %s: the last line is longer than %d bytes, which no writer writes: the chain is broken; move the file aside (keep it) to start a new chain", path, MaxLine)
+	}
+	if torn > 0 {
 		if err := f.Truncate(size - int64(torn)); err != nil {
 			return nil, fmt.Errorf("audit: cut the torn last line of %s: %w", path, err)
 		}
 		l.size -= int64(torn)
-		buf = buf[:len(buf)-torn]
 	}
-	if len(buf) == 0 {
-		if l.size > 0 {
-			return nil, fmt.Errorf("audit: %s: the last line is longer than %d bytes; move the file aside to start a new chain", path, window)
-		}
+	if l.size == 0 {
 		return l, nil
 	}
-	last := buf[bytes.LastIndexByte(buf[:len(buf)-1], '\n')+1 : len(buf)-1]
-	rec, h, err := parseLine(last)
+	rep, err := Verify(io.NewSectionReader(f, 0, l.size))
 	if err != nil {
-		return nil, fmt.Errorf("audit: %s: the last line cannot be continued (%v); move the file aside to start a new chain", path, err)
+		return nil, fmt.Errorf("audit: %s: the chain is broken (%v); refusing to continue it: move the file aside (keep it as evidence) to start a new chain", path, err)
 	}
-	l.seq, l.prev = rec.Seq, h
+	l.seq, l.prev, l.segment, l.signalled = rep.LastSeq, rep.LastHash, rep.Segment, rep.LastSeq
 	return l, nil
 }
 
 // New returns a Log writing to w, starting a new chain. w should write
 // each line whole or not at all: a torn line breaks the chain.
 func New(w io.Writer, opts Options) *Log {
-	return &Log{w: w, prev: Genesis, now: opts.Now}
+	return newLog(w, opts)
+}
+
+func newLog(w io.Writer, opts Options) *Log {
+	l := &Log{w: w, prev: Genesis, now: opts.Now, signal: make(chan struct{}, 1)}
+	if opts.CheckpointEvery > 0 {
+		l.every = uint64(opts.CheckpointEvery)
+	}
+	return l
+}
+
+// newSegment is a random chain id.
+func newSegment() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Path is the file the log writes, "" for a Log made by New.
 func (l *Log) Path() string { return l.path }
 
-// Append sets r's Seq, Prev and (if zero) Time, and writes it as one line.
-// With sync, the file is also flushed to stable storage before Append
-// returns. It returns r's Seq. On error nothing was added to the chain.
+// Checkpoints is signalled (without blocking; one pending signal at most)
+// each Options.CheckpointEvery lines.
+func (l *Log) Checkpoints() <-chan struct{} { return l.signal }
+
+// Head is the chain's current head: its segment, the seq of its last line
+// and that line's hash (0 and "" before any line).
+func (l *Log) Head() (segment string, seq uint64, hash string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seq == 0 {
+		return l.segment, 0, ""
+	}
+	return l.segment, l.seq, l.prev
+}
+
+// Fail makes the log refuse every later line with err: for a chain found
+// broken after it was opened (a checkpoint it does not match).
+func (l *Log) Fail(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken == nil {
+		l.broken = err
+	}
+}
+
+// Err is the error the log refuses lines with, nil while it accepts them.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.broken
+}
+
+// Append sets r's Seq, Prev, Segment and (if zero) Time, bounds its fields
+// (see MaxLine) and writes it as one line. With sync, the file is also
+// flushed to stable storage before Append returns. It returns r's Seq. On
+// error nothing was added to the chain.
 func (l *Log) Append(r *Record, sync bool) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.broken != nil {
 		return 0, l.broken
 	}
-	r.Seq, r.Prev = l.seq+1, l.prev
+	if l.segment == "" && l.seq == 0 {
+		l.segment = newSegment()
+	}
+	r.Seq, r.Prev, r.Segment = l.seq+1, l.prev, l.segment
 	if r.Time.IsZero() {
 		now := time.Now
 		if l.now != nil {
@@ -211,6 +302,13 @@ func (l *Log) Append(r *Record, sync bool) (uint64, error) {
 	}
 	l.size += int64(n)
 	l.seq, l.prev = r.Seq, h
+	if l.every > 0 && l.seq-l.signalled >= l.every {
+		l.signalled = l.seq
+		select {
+		case l.signal <- struct{}{}:
+		default:
+		}
+	}
 	return r.Seq, nil
 }
 
@@ -257,6 +355,32 @@ func (l *Log) ReadAt(p []byte, off int64) (int, int64, error) {
 		err = nil
 	}
 	return n, size, err
+}
+
+// Sync flushes every line written so far to stable storage (nothing for a
+// Log made by New).
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	f := l.f
+	l.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("audit: sync: %w", err)
+	}
+	return nil
+}
+
+// Contents returns a reader of the file as it is now: every whole line
+// written so far, and none written after. It fails for a Log made by New.
+func (l *Log) Contents() (*io.SectionReader, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil, errors.New("audit: this log is not a file")
+	}
+	return io.NewSectionReader(l.f, 0, l.size), nil
 }
 
 // Close syncs and closes the file.

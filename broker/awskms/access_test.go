@@ -238,6 +238,9 @@ func TestAWSAudit(t *testing.T) {
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatal(err)
 		}
+		if r.Result == audit.ResultIntent { // written before DisableKey's change; its outcome follows
+			continue
+		}
 		recs = append(recs, r)
 	}
 	if len(recs) != len(calls) {

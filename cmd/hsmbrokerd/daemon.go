@@ -128,7 +128,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	// The audit log before anything that answers requests: a node that
 	// cannot audit must not serve. Closed after the service (defers run
 	// last in, first out).
-	auditLog, err := audit.Open(d.auditFile, audit.Options{})
+	auditLog, err := audit.Open(d.auditFile, audit.Options{CheckpointEvery: broker.AuditCheckpointLines})
 	if err != nil {
 		return err
 	}
@@ -335,6 +335,7 @@ func startMembership(ctx context.Context, log *slog.Logger, svc *broker.Service,
 	}
 	spawn(func() { svc.Heartbeat(ctx, advertise, heartbeatCheck, heartbeatRefresh) })
 	spawn(func() { svc.WatchRotation(ctx, rotationInterval) })
+	spawn(func() { svc.CheckpointAudit(ctx, broker.AuditCheckpointInterval) })
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -17,23 +18,33 @@ func (a *app) auditCommand() *cobra.Command {
 		Long: `Every broker writes one JSON line per request it answers, allowed or denied,
 to its own audit log. Each line carries the SHA-256 hash of the line before
 it and its own hash, so an edited, removed or inserted line breaks the chain
-where it is.`,
+where it is. Every node also records its chain's head in the cluster
+(checkpoints, MACed by its HSM), which verify checks a log against.`,
 	}, a.auditVerifyCommand(), a.auditFetchCommand())
 }
 
 func (a *app) auditVerifyCommand() *cobra.Command {
-	return &cobra.Command{
+	var offline bool
+	cmd := &cobra.Command{
 		Use:   "verify FILE",
-		Short: "Check an audit log's hash chain",
+		Short: "Check an audit log's hash chain and its checkpoints",
 		Long: `verify checks every line of an audit log: its own hash, that it carries the
 hash of the line before it, and that the sequence numbers count up. It names
-the first line that breaks the chain. Exit status 0 means the chain is
-intact; 1 that it is not (or the file cannot be read).
+the first line that breaks the chain.
 
-Lines removed from the end cannot be seen in the file alone: compare the
-last hash it prints with one kept elsewhere. A log that was rotated starts
-with a line continuing the previous file's chain; verify says so.`,
-		Example: `  hsmctl audit verify /var/lib/hsmbroker/audit.log`,
+With a broker address (--addr or $HSMBROKER_ADDR) it also checks the log
+against the checkpoints of its chain head that its node recorded in the
+cluster, and names what is missing: lines cut from the end (before the last
+checkpoint), a removed head, or a rewritten chain. The node's HSM checks the
+MACs of its own checkpoints: give the address of the node that wrote the
+log. Lines written after the last checkpoint are not covered.
+
+It reports every intent line (a change about to be made) without an outcome
+line: the node stopped in between; see docs/OPERATIONS.md to reconcile one.
+
+Exit status 0 means the chain is intact and nothing is missing; 1 that it
+is not, something is (or the file cannot be read).`,
+		Example: `  hsmctl audit verify --addr node1.example:7400 /var/lib/hsmbroker/audit.log`,
 		Args:    exactArgs("FILE"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
@@ -42,6 +53,18 @@ with a line continuing the previous file's chain; verify says so.`,
 			}
 			defer f.Close()
 			rep, err := audit.Verify(f)
+			var cps []audit.Checkpoint
+			macNode := ""
+			anchor := !offline && (a.addr != "" || os.Getenv("HSMBROKER_ADDR") != "")
+			if err == nil && anchor && rep.Lines > 0 {
+				if cps, macNode, err = a.auditCheckpoints(rep.Node); err != nil {
+					return fmt.Errorf("fetch the audit checkpoints (--offline checks the file alone): %w", err)
+				}
+				if _, err = f.Seek(0, io.SeekStart); err != nil {
+					return err
+				}
+				rep, err = audit.VerifyAgainst(f, cps)
+			}
 			out := map[string]any{"file": args[0], "lines": rep.Lines, "intact": err == nil}
 			if err != nil {
 				if be, ok := err.(*audit.BrokenError); ok {
@@ -58,20 +81,80 @@ with a line continuing the previous file's chain; verify says so.`,
 				return err
 			}
 			out["firstSeq"], out["lastSeq"], out["lastHash"], out["continuesEarlierFile"] = rep.FirstSeq, rep.LastSeq, rep.LastHash, rep.Continues
+			out["node"], out["segment"], out["ok"], out["problems"] = rep.Node, rep.Segment, rep.OK(), rep.Problems
+			out["checkedAgainstCheckpoints"] = anchor
+			if anchor {
+				out["checkpointedSeq"], out["macsCheckedBy"] = rep.CheckpointedSeq, macNode
+			}
 			if a.json() {
-				return printJSON(a.stdout, out)
+				if err := printJSON(a.stdout, out); err != nil {
+					return err
+				}
+				if !rep.OK() {
+					return exitCode(exitError)
+				}
+				return nil
 			}
 			if rep.Lines == 0 {
 				fmt.Fprintf(a.stdout, "%s: intact (empty)\n", args[0])
 				return nil
 			}
-			fmt.Fprintf(a.stdout, "%s: intact, %d lines (seq %d to %d), last hash %s\n", args[0], rep.Lines, rep.FirstSeq, rep.LastSeq, rep.LastHash)
+			state := "intact"
+			if !rep.OK() {
+				state = fmt.Sprintf("chain intact, but %d problems", len(rep.Problems))
+			}
+			fmt.Fprintf(a.stdout, "%s: %s, %d lines (seq %d to %d) of node %s, last hash %s\n", args[0], state, rep.Lines, rep.FirstSeq, rep.LastSeq, rep.Node, rep.LastHash)
 			if rep.Continues {
 				fmt.Fprintf(a.stdout, "The first line continues an earlier file's chain (prev %s).\n", rep.StartPrev)
+			}
+			for _, p := range rep.Problems {
+				fmt.Fprintf(a.stdout, "  PROBLEM: %s\n", p)
+			}
+			switch {
+			case !anchor:
+				fmt.Fprintln(a.stdout, "Not checked against the cluster's checkpoints (no --addr): lines cut from the end, a removed head or a rewritten chain cannot be seen in the file alone.")
+			case rep.CheckpointedSeq > 0:
+				fmt.Fprintf(a.stdout, "Anchored: the cluster's checkpoint of %s covers seq %d; %d later lines are not covered yet.\n",
+					rep.CheckpointedAt.Format(time.RFC3339), rep.CheckpointedSeq, rep.LastSeq-rep.CheckpointedSeq)
+			}
+			if anchor && macNode != rep.Node && len(cps) > 0 {
+				fmt.Fprintf(a.stdout, "The checkpoints' MACs were not checked: node %s answered; give the address of node %s, whose HSM holds their key.\n", macNode, rep.Node)
+			} else if anchor && len(cps) > 0 {
+				fmt.Fprintf(a.stdout, "The checkpoints' MACs were checked by node %s's HSM.\n", macNode)
+			}
+			if !rep.OK() {
+				return exitCode(exitError)
 			}
 			return nil
 		}),
 	}
+	cmd.Flags().BoolVar(&offline, "offline", false, "check the file alone, not against the cluster's checkpoints")
+	return cmd
+}
+
+// auditCheckpoints fetches the checkpoints of node's audit chains, and
+// names the node that answered (and checked the MACs of its own).
+func (a *app) auditCheckpoints(node string) ([]audit.Checkpoint, string, error) {
+	c, err := a.conn()
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := c.Audit.ListAuditCheckpoints(a.ctx, &pb.ListAuditCheckpointsRequest{NodeId: node})
+	if err != nil {
+		return nil, "", err
+	}
+	cps := []audit.Checkpoint{}
+	for _, c := range resp.GetCheckpoints() {
+		mac := audit.MACUnchecked
+		switch c.GetMacVerdict() {
+		case pb.AuditMacVerdict_AUDIT_MAC_VERDICT_VALID:
+			mac = audit.MACValid
+		case pb.AuditMacVerdict_AUDIT_MAC_VERDICT_INVALID:
+			mac = audit.MACInvalid
+		}
+		cps = append(cps, audit.Checkpoint{Node: c.GetNodeId(), Segment: c.GetSegment(), Seq: c.GetSeq(), Head: c.GetHead(), At: c.GetTime().AsTime(), MAC: mac})
+	}
+	return cps, resp.GetNodeId(), nil
 }
 
 func (a *app) auditFetchCommand() *cobra.Command {
