@@ -9,7 +9,7 @@ export PATH := $(GOBIN):$(PATH)
 FUZZTIME ?= 5s
 LONG_FUZZTIME ?= 2m
 # Debian package -> a file it installs, used by `make deps` to find what is missing.
-SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
+SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h libengine-pkcs11-openssl:/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
 
 .PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean
 
@@ -17,6 +17,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildmode=c-shared -o $(BIN)/libhsmbroker-pkcs11.so ./pkcs11lib && rm -f $(BIN)/libhsmbroker-pkcs11.h
 
 run: deps build
 	./$(BIN)/hsmbrokerd dev --data-dir $(DATA_DIR)

@@ -247,6 +247,11 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			vars := clientEnv(ep, l.caCert, l.adminCert, l.adminKey, "", accessKey, config.DefaultRegion)
 			// Where to look: hsmctl audit verify "$HSMBROKER_AUDIT_LOG".
 			vars = append(vars, [2]string{"HSMBROKER_AUDIT_LOG", l.audit})
+			p11vars, err := devPKCS11Env(l.dir, l.adminKey)
+			if err != nil {
+				return err
+			}
+			vars = append(vars, p11vars...)
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}
