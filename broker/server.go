@@ -49,6 +49,8 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterCryptoServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterAccessServiceServer(g, s)
+	pb.RegisterRawServiceServer(g, s)
+	pb.RegisterDataObjectServiceServer(g, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
@@ -224,7 +226,8 @@ func levelFor(c codes.Code) slog.Level {
 // so a node that is not ready must not take them. Cluster calls stay open:
 // an operator must be able to ask a sick node what is wrong.
 func servesState(method string) bool {
-	return hasPrefix(method, "/hsmbroker.v1.KeyService/") || hasPrefix(method, "/hsmbroker.v1.CryptoService/")
+	return hasPrefix(method, "/hsmbroker.v1.KeyService/") || hasPrefix(method, "/hsmbroker.v1.CryptoService/") ||
+		hasPrefix(method, "/hsmbroker.v1.RawService/") || hasPrefix(method, "/hsmbroker.v1.DataObjectService/")
 }
 
 func isHealthOrReflection(method string) bool {

@@ -58,6 +58,8 @@ type Service struct {
 	pb.UnimplementedCryptoServiceServer
 	pb.UnimplementedClusterServiceServer
 	pb.UnimplementedAccessServiceServer
+	pb.UnimplementedRawServiceServer        // raw_service.go
+	pb.UnimplementedDataObjectServiceServer // raw_service.go
 
 	cfg  Config
 	node *cluster.Node

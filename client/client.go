@@ -24,6 +24,10 @@ type Client struct {
 	// Access says who the caller is, manages principals' roles and reads
 	// the audit log.
 	Access pb.AccessServiceClient
+	// Raw is raw AES on RAW_ENCRYPT_DECRYPT keys, and DataObjects the
+	// PKCS#11 data objects; libhsmbroker-pkcs11.so uses both.
+	Raw         pb.RawServiceClient
+	DataObjects pb.DataObjectServiceClient
 
 	router *router
 }
@@ -59,11 +63,13 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		r.endpoints = append(r.endpoints, &endpoint{addr: addr, conn: conn})
 	}
 	return &Client{
-		Keys:    pb.NewKeyServiceClient(r),
-		Crypto:  pb.NewCryptoServiceClient(r),
-		Cluster: pb.NewClusterServiceClient(r),
-		Access:  pb.NewAccessServiceClient(r),
-		router:  r,
+		Keys:        pb.NewKeyServiceClient(r),
+		Crypto:      pb.NewCryptoServiceClient(r),
+		Cluster:     pb.NewClusterServiceClient(r),
+		Access:      pb.NewAccessServiceClient(r),
+		Raw:         pb.NewRawServiceClient(r),
+		DataObjects: pb.NewDataObjectServiceClient(r),
+		router:      r,
 	}, nil
 }
 

@@ -464,6 +464,8 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&RemoveGrant{GrantID: "g", KeyID: "k"},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
 		&DeletePrincipal{Name: "app"},
+		&CreateDataObject{Object: testDataObject("0123456789abcdef0123456789abcdef")},
+		&DeleteDataObject{ID: "0123456789abcdef0123456789abcdef"},
 	)
 	seen := map[CommandType]bool{}
 	for _, c := range cmds {

@@ -100,6 +100,8 @@ type Data struct {
 	// Grants by Grant.ID, and principal records by Principal.Name.
 	Grants     map[string]*Grant     `json:"grants"`
 	Principals map[string]*Principal `json:"principals"`
+	// DataObjects by DataObject.ID (command_pkcs11.go); omitted when empty.
+	DataObjects map[string]*DataObject `json:"data_objects,omitempty"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -203,6 +205,13 @@ func (d *Data) Clone() *Data {
 	for name, p := range d.Principals {
 		pc := *p
 		c.Principals[name] = &pc
+	}
+	if len(d.DataObjects) > 0 {
+		c.DataObjects = make(map[string]*DataObject, len(d.DataObjects))
+		for id, o := range d.DataObjects {
+			oc := o.Clone()
+			c.DataObjects[id] = &oc
+		}
 	}
 	return c
 }

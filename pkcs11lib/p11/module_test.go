@@ -435,3 +435,112 @@ func TestConfigFileRefusedWhenWritableByOthers(t *testing.T) {
 		t.Fatal("group-writable configuration accepted")
 	}
 }
+
+// crypt runs a one-call encryption or decryption with a length query.
+func (f *fixture) crypt(h uint64, enc bool, mech Mechanism, key uint64, in []byte) ([]byte, uint64) {
+	f.t.Helper()
+	init, run := f.m.DecryptInit, f.m.Decrypt
+	if enc {
+		init, run = f.m.EncryptInit, f.m.Encrypt
+	}
+	if rv := init(h, mech, key); rv != CKR_OK {
+		return nil, rv
+	}
+	n, rv := run(h, in, Out{Query: true})
+	if rv != CKR_OK {
+		return nil, rv
+	}
+	return run(h, in, Out{Cap: uint64(len(n))})
+}
+
+func TestRawAESAndDataObjects(t *testing.T) {
+	f := newFixture(t, "")
+	h := f.open()
+	key, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte("ORACLE.TDE.HSM.MK.AB01")}, {CKA_VALUE_LEN, ulong(32)}})
+	if rv != CKR_OK {
+		t.Fatalf("GenerateKey: %#x", rv)
+	}
+	iv := bytes.Repeat([]byte{3}, 16)
+	tableKey := bytes.Repeat([]byte{0x5a}, 32)
+	gcm := Mechanism{Type: CKM_AES_GCM, HasParam: true, IV: iv[:12], AAD: []byte("aad"), TagBits: 128}
+	ctr := Mechanism{Type: CKM_AES_CTR, HasParam: true, IV: iv, CounterBits: 128}
+	for _, mech := range []Mechanism{{Type: CKM_AES_CBC_PAD, Param: iv}, {Type: CKM_AES_CBC, Param: iv}, ctr, gcm} {
+		ct, rv := f.crypt(h, true, mech, key, tableKey)
+		if rv != CKR_OK || bytes.Equal(ct, tableKey) {
+			t.Fatalf("encrypt %#x: %#x", mech.Type, rv)
+		}
+		pt, rv := f.crypt(h, false, mech, key, ct)
+		if rv != CKR_OK || !bytes.Equal(pt, tableKey) {
+			t.Fatalf("decrypt %#x: %#x", mech.Type, rv)
+		}
+		// Multi-part: the same result, buffered.
+		if rv := f.m.EncryptInit(h, mech, key); rv != CKR_OK {
+			t.Fatal(rv)
+		}
+		_ = f.m.EncryptUpdate(h, tableKey[:7])
+		_ = f.m.EncryptUpdate(h, tableKey[7:])
+		if _, rv := f.m.Encrypt(h, tableKey, Out{Cap: 100}); rv != CKR_OPERATION_ACTIVE {
+			t.Fatalf("C_Encrypt after C_EncryptUpdate: %#x", rv)
+		}
+		ct2, rv := f.m.EncryptFinal(h, Out{Cap: 100})
+		if rv != CKR_OK || !bytes.Equal(ct2, ct) {
+			t.Fatalf("multi-part %#x: %#x", mech.Type, rv)
+		}
+	}
+	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_CBC, Param: iv}, key, tableKey[:31]); rv != CKR_DATA_LEN_RANGE {
+		t.Fatalf("CBC of 31 bytes: %#x", rv)
+	}
+	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_CBC, Param: iv[:8]}, key, tableKey); rv != CKR_MECHANISM_PARAM_INVALID {
+		t.Fatalf("short IV: %#x", rv)
+	}
+	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_ECB}, key, tableKey); rv != CKR_MECHANISM_INVALID {
+		t.Fatalf("ECB: %#x", rv)
+	}
+	ct, _ := f.crypt(h, true, gcm, key, tableKey)
+	ct[3] ^= 1
+	if _, rv := f.crypt(h, false, gcm, key, ct); rv != CKR_ENCRYPTED_DATA_INVALID {
+		t.Fatalf("tampered GCM: %#x", rv)
+	}
+	if !ctrWraps(append(bytes.Repeat([]byte{0}, 15), 0xff), 8, 32) || ctrWraps(iv, 128, 64<<10) {
+		t.Fatal("ctrWraps")
+	}
+	// A key of the broker's own format does not serve raw AES.
+	f.createKey("kms-format", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT)
+	kmsKey := f.one(h, CKO_SECRET_KEY, "kms-format")
+	if rv := f.m.EncryptInit(h, Mechanism{Type: CKM_AES_CBC_PAD, Param: iv}, kmsKey); rv != CKR_KEY_FUNCTION_NOT_PERMITTED {
+		t.Fatalf("raw AES with a KMS-format key: %#x", rv)
+	}
+
+	// Data objects as Oracle makes them.
+	label := []byte("ORACLE.SECURITY.KM.ENCRYPTION.4142")
+	obj, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_DATA)}, {CKA_TOKEN, []byte{1}}, {CKA_LABEL, label}, {CKA_VALUE, []byte("metadata")}})
+	if rv != CKR_OK {
+		t.Fatalf("CreateObject: %#x", rv)
+	}
+	other := New(&bytes.Buffer{}) // another process's view
+	if rv := other.Initialize(InitArgs{}); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	defer other.Finalize()
+	g := &fixture{t: t, m: other}
+	oh := g.open()
+	found := g.one(oh, CKO_DATA, string(label))
+	if v, rv := other.GetAttribute(oh, found, CKA_VALUE); rv != CKR_OK || string(v) != "metadata" {
+		t.Fatalf("value seen elsewhere: %#x %q", rv, v)
+	}
+	if _, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_SECRET_KEY)}, {CKA_VALUE, make([]byte, 32)}}); rv != CKR_TEMPLATE_INCONSISTENT {
+		t.Fatalf("importing a secret key: %#x", rv)
+	}
+	if _, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_DATA)}, {CKA_VALUE, make([]byte, 64<<10+1)}}); rv == CKR_OK {
+		t.Fatal("oversized data object accepted")
+	}
+	if rv := f.m.DestroyObject(h, key); rv != CKR_ACTION_PROHIBITED {
+		t.Fatalf("destroying a key: %#x", rv)
+	}
+	if rv := f.m.DestroyObject(h, obj); rv != CKR_OK {
+		t.Fatalf("DestroyObject: %#x", rv)
+	}
+	if got := g.find(oh, Attribute{CKA_CLASS, ulong(CKO_DATA)}); len(got) != 0 {
+		t.Fatalf("%d data objects after destroy", len(got))
+	}
+}

@@ -30,6 +30,7 @@ type object struct {
 	class  uint64
 	keyID  string
 	meta   *pb.KeyMetadata
+	data   *pb.DataObject // for CKO_DATA (data.go)
 }
 
 // objectTable gives every (key, class) one handle for the module's life,
@@ -140,6 +141,9 @@ func ckULong(v uint64) []byte {
 func (o *object) attr(typ uint64, pub any) ([]byte, uint64) {
 	usage := o.meta.GetKeyUsage()
 	enc := usage == pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT
+	if o.class == CKO_SECRET_KEY {
+		enc = isRawKey(o.meta) // a key of the broker's own format does no PKCS#11 AES
+	}
 	sign := usage == pb.KeyUsage_KEY_USAGE_SIGN_VERIFY
 	secretOrPrivate := o.class != CKO_PUBLIC_KEY
 	switch typ {

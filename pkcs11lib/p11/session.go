@@ -143,9 +143,20 @@ func (m *Module) listObjects(cl *client.Client) ([]*object, uint64) {
 			break
 		}
 	}
+	var datas []*pb.DataObject
+	ctx, cancel := callCtx()
+	resp, err := cl.DataObjects.ListDataObjects(ctx, &pb.ListDataObjectsRequest{})
+	cancel()
+	if err != nil {
+		return nil, m.rpcRV("ListDataObjects", err)
+	}
+	datas = resp.GetObjects()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []*object
+	for _, d := range datas {
+		out = append(out, m.objs.putData(d))
+	}
 	for _, md := range metas {
 		if md.GetKeyState() == pb.KeyState_KEY_STATE_PENDING_DELETION {
 			continue
@@ -206,6 +217,9 @@ func (m *Module) GetAttribute(h, obj, typ uint64) ([]byte, uint64) {
 	if !ok {
 		return nil, CKR_OBJECT_HANDLE_INVALID
 	}
+	if o.class == CKO_DATA {
+		return o.dataAttr(typ)
+	}
 	var pub any
 	if needsPublic(typ) && o.class != CKO_SECRET_KEY {
 		var rv uint64
@@ -217,6 +231,9 @@ func (m *Module) GetAttribute(h, obj, typ uint64) ([]byte, uint64) {
 }
 
 func (m *Module) objectMatches(o *object, tmpl []Attribute, pub any) bool {
+	if o.class == CKO_DATA {
+		return o.dataMatches(tmpl)
+	}
 	return o.matches(tmpl, pub)
 }
 

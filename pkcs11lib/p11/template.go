@@ -224,7 +224,8 @@ func (m *Module) GenerateKey(h uint64, mech Mechanism, attrs []Attribute) (uint6
 	if t.valueLen != 0 && t.valueLen != 32 {
 		return 0, CKR_KEY_SIZE_RANGE
 	}
-	req, rv := t.createRequest(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT)
+	// AES keys made through the library are raw: they serve CKM_AES_*.
+	req, rv := t.createRequest(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT)
 	if rv != CKR_OK {
 		return 0, rv
 	}
