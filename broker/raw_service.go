@@ -112,11 +112,12 @@ func (s *Service) CreateDataObject(ctx context.Context, req *pb.CreateDataObject
 	}
 	o := cluster.DataObject{ID: hex.EncodeToString(id), Label: in.GetLabel(), Application: in.GetApplication(),
 		ObjectID: in.GetObjectId(), Value: in.GetValue(), Private: in.GetPrivate(), Creator: Principal(ctx), CreatedAt: s.now()}
-	res, err := s.apply(ctx, &cluster.CreateDataObject{Object: o})
-	if err != nil {
+	// A write forwarded to the leader returns no result: answer with the
+	// object as proposed, which is what every node stores.
+	if _, err := s.apply(ctx, &cluster.CreateDataObject{Object: o}); err != nil {
 		return nil, err
 	}
-	return &pb.CreateDataObjectResponse{Object: dataObjectToPB(res.(cluster.DataObject))}, nil
+	return &pb.CreateDataObjectResponse{Object: dataObjectToPB(o)}, nil
 }
 
 // ListDataObjects returns every data object.

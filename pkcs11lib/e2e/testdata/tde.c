@@ -10,6 +10,9 @@
  *   tde LIB bad  DIR   bad input: every call must answer a CKR
  *   tde LIB fork DIR   fork; the child calls in and must get
  *                      CKR_CRYPTOKI_NOT_INITIALIZED, at once
+ *   tde LIB loop FILE  find the master key and wrap and unwrap a table key
+ *                      until FILE exists, then 20 more times; every call
+ *                      must succeed (run across a broker failure)
  *
  * Output pointers are deliberately misaligned, as Oracle's are. The PIN
  * comes from HSMBROKER_PKCS11_PIN. Exit 0 means every check held. */
@@ -181,6 +184,32 @@ static void forked(void) {
 	CHECK(p->C_GetInfo(&info), CKR_OK);
 }
 
+static void loop(const char *stop) {
+	CK_SESSION_HANDLE s = open_login();
+	CK_OBJECT_HANDLE mk;
+	if (find(s, NULL, MK, &mk) != 1) { fprintf(stderr, "master key not found by label\n"); exit(1); }
+	CK_BYTE iv[16] = "0123456789abcdef";
+	CK_MECHANISM cbc = {CKM_AES_CBC_PAD, iv, sizeof iv};
+	int after = -1;
+	long n = 0;
+	while (after != 0) {
+		CK_BYTE k[32], ct[64], pt[64];
+		CK_ULONG cl = sizeof ct, pl = sizeof pt;
+		table_key((int)(n % 7), k);
+		CHECK(p->C_EncryptInit(s, &cbc, mk), CKR_OK);
+		CHECK(p->C_Encrypt(s, k, 32, ct, &cl), CKR_OK);
+		CHECK(p->C_DecryptInit(s, &cbc, mk), CKR_OK);
+		CHECK(p->C_Decrypt(s, ct, cl, pt, &pl), CKR_OK);
+		if (pl != 32 || memcmp(pt, k, 32) != 0) { fprintf(stderr, "round trip %ld differs\n", n); exit(1); }
+		n++;
+		if (after > 0) after--;
+		else if (after < 0 && access(stop, F_OK) == 0) after = 20;
+		usleep(20000);
+	}
+	printf("%ld round trips\n", n);
+	CHECK(p->C_CloseSession(s), CKR_OK);
+}
+
 int main(int argc, char **argv) {
 	if (argc != 4) { fprintf(stderr, "usage: tde LIB set|open|bad|fork FILE\n"); return 2; }
 	void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -199,6 +228,7 @@ int main(int argc, char **argv) {
 	else if (!strcmp(argv[2], "open")) openks(argv[3]);
 	else if (!strcmp(argv[2], "bad")) bad();
 	else if (!strcmp(argv[2], "fork")) forked();
+	else if (!strcmp(argv[2], "loop")) loop(argv[3]);
 	else return 2;
 	CHECK(p->C_Finalize(NULL), CKR_OK);
 	CHECK(p->C_Initialize(NULL), CKR_OK); /* again after C_Finalize */
