@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,5 +46,24 @@ func TestBadInputAndFork(t *testing.T) {
 		if out := e.run(bin, e.lib, mode, e.path("unused")); !strings.HasSuffix(out, "ok\n") {
 			t.Fatalf("%s:\n%s", mode, out)
 		}
+	}
+}
+
+// TestManyThreads: eight threads, a session each, sign and encrypt at once
+// through one library instance; every call must succeed.
+func TestManyThreads(t *testing.T) {
+	e := newEnv(t, 1)
+	requireTool(t, cc, "gcc")
+	src, err := filepath.Abs("testdata/bench.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := e.path("bench")
+	e.run(cc, "-Wall", "-Werror", "-I/usr/include/p11-kit-1", "-o", bin, src, "-ldl", "-lpthread")
+	e.hsmctlKey("threads-p256", "ECC_NIST_P256", "SIGN_VERIFY")
+	out := e.run(bin, e.lib, "sign-p256", "threads-p256", "8", "2")
+	var ops, errs int64
+	if _, err := fmt.Sscanf(out, "ops %d errors %d", &ops, &errs); err != nil || ops == 0 || errs != 0 {
+		t.Fatalf("8 threads: %v\n%s", err, out)
 	}
 }
