@@ -34,8 +34,7 @@ const (
 // such keys serve nothing else, so a raw call can neither make nor open the
 // broker's own ciphertexts. The key must be enabled, the caller needs the
 // user or admin role, and the key's policy must allow kms:RawEncrypt or
-// kms:RawDecrypt. Every call is audited with its key, mode and sizes, never
-// its data or IV.
+// kms:RawDecrypt. Every call is audited with its key, never its data or IV.
 type RawServiceClient interface {
 	// RawEncrypt encrypts with AES in the given mode.
 	RawEncrypt(ctx context.Context, in *RawEncryptRequest, opts ...grpc.CallOption) (*RawEncryptResponse, error)
@@ -82,8 +81,7 @@ func (c *rawServiceClient) RawDecrypt(ctx context.Context, in *RawDecryptRequest
 // such keys serve nothing else, so a raw call can neither make nor open the
 // broker's own ciphertexts. The key must be enabled, the caller needs the
 // user or admin role, and the key's policy must allow kms:RawEncrypt or
-// kms:RawDecrypt. Every call is audited with its key, mode and sizes, never
-// its data or IV.
+// kms:RawDecrypt. Every call is audited with its key, never its data or IV.
 type RawServiceServer interface {
 	// RawEncrypt encrypts with AES in the given mode.
 	RawEncrypt(context.Context, *RawEncryptRequest) (*RawEncryptResponse, error)
@@ -197,7 +195,7 @@ const (
 // metadata in them. They hold application data, not key material, and are
 // readable by every user and admin. A cluster holds at most 1024 of them,
 // each at most 64 KiB. Creating and deleting need the user or admin role and
-// are audited (with the label, never the value).
+// are audited (never with the value).
 type DataObjectServiceClient interface {
 	// CreateDataObject stores a new data object.
 	CreateDataObject(ctx context.Context, in *CreateDataObjectRequest, opts ...grpc.CallOption) (*CreateDataObjectResponse, error)
@@ -254,7 +252,7 @@ func (c *dataObjectServiceClient) DeleteDataObject(ctx context.Context, in *Dele
 // metadata in them. They hold application data, not key material, and are
 // readable by every user and admin. A cluster holds at most 1024 of them,
 // each at most 64 KiB. Creating and deleting need the user or admin role and
-// are audited (with the label, never the value).
+// are audited (never with the value).
 type DataObjectServiceServer interface {
 	// CreateDataObject stores a new data object.
 	CreateDataObject(context.Context, *CreateDataObjectRequest) (*CreateDataObjectResponse, error)
