@@ -12,12 +12,13 @@ LONG_FUZZTIME ?= 2m
 # missing. RUN_DEPS is what `make run` needs; the rest are the clients the
 # suite drives (a database, KMIP and PKCS#11 consumers).
 RUN_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so openssl:/usr/bin/openssl
+# pkcs11.h, for `make build`'s libhsmbroker-pkcs11.so.
+RUN_DEPS += libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
 SYSTEM_DEPS := $(RUN_DEPS) opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws
 SYSTEM_DEPS += mariadb-server:/usr/bin/mariadbd-safe
 SYSTEM_DEPS += mariadb-plugin-hashicorp-key-management:/usr/lib/mysql/plugin/hashicorp_key_management.so
 SYSTEM_DEPS += python3-pykmip:/usr/bin/pykmip-server
 SYSTEM_DEPS += libengine-pkcs11-openssl:/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
-SYSTEM_DEPS += libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
 # Go programs the build, lint and the suite run, each pinned to a version:
 # `make tools` installs any that is missing or at another version.
 GO_TOOLS := github.com/bufbuild/buf/cmd/buf@v1.75.0
@@ -32,6 +33,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildmode=c-shared -o $(BIN)/libhsmbroker-pkcs11.so ./pkcs11lib && rm -f $(BIN)/libhsmbroker-pkcs11.h
 
 run: run-deps build
 	./$(BIN)/hsmbrokerd dev --data-dir $(DATA_DIR)

@@ -83,6 +83,8 @@ var rules = map[string]rule{
 	"kms:Verify":                              useRule,
 	"kms:GenerateMac":                         useRule,
 	"kms:VerifyMac":                           useRule,
+	"kms:RawEncrypt":                          useRule, // raw_service.go
+	"kms:RawDecrypt":                          useRule,
 	"kms:GenerateRandom":                      {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
 	"kms:DescribeKey":                         describeRule,
 	// Managing keys: admins, as the key's policy allows (the default
@@ -133,8 +135,12 @@ var rules = map[string]rule{
 	"hsmbroker:WhoAmI":              {pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole, roleNode: byRole},
 	"hsmbroker:SetPrincipalRole":    adminRule,
 	"hsmbroker:DeletePrincipalRole": adminRule,
-	"hsmbroker:ListPrincipals":      readRule,
-	"hsmbroker:ReadAuditLog":        readRule,
+	// PKCS#11 data objects (raw_service.go): application data, not keys.
+	"hsmbroker:CreateDataObject": {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
+	"hsmbroker:ListDataObjects":  {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
+	"hsmbroker:DeleteDataObject": {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
+	"hsmbroker:ListPrincipals":   readRule,
+	"hsmbroker:ReadAuditLog":     readRule,
 	// The TDE key endpoint: reading a key needs kms:Decrypt on the
 	// mount's KMS key (keyAction); managing keys and tokens is for admins.
 	ActionReadTDEKey:             useRule,
@@ -169,12 +175,12 @@ func grpcAction(fullMethod string) string {
 		return fullMethod
 	}
 	switch svc {
-	case "hsmbroker.v1.KeyService", "hsmbroker.v1.CryptoService":
+	case "hsmbroker.v1.KeyService", "hsmbroker.v1.CryptoService", "hsmbroker.v1.RawService":
 		if m, ok := grpcActions[method]; ok {
 			method = m
 		}
 		return "kms:" + method
-	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService", "hsmbroker.v1.AuditService":
+	case "hsmbroker.v1.ClusterService", "hsmbroker.v1.AccessService", "hsmbroker.v1.AuditService", "hsmbroker.v1.DataObjectService":
 		return "hsmbroker:" + method
 	case "hsmbroker.v1.TDEService":
 		return "hsmbroker:TDE" + method

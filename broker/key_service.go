@@ -266,7 +266,7 @@ func (s *Service) Rotate(ctx context.Context, ref string) (uint32, cluster.Key, 
 	if err := usable(k); err != nil {
 		return 0, k, err
 	}
-	if k.Spec != keys.SpecSymmetricDefault {
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
 		return 0, k, errUnsupported("key %s is %s; only symmetric keys rotate (signatures, MACs and public keys do not record a version)", k.ID, k.Spec)
 	}
 	g, err := s.hsm.GenerateKey(ctx, k.Spec)

@@ -54,7 +54,7 @@ func (s *Service) SetKeyRotation(ctx context.Context, ref string, enabled bool) 
 	if err != nil {
 		return err
 	}
-	if k.Spec != keys.SpecSymmetricDefault {
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
 		return errRotationUnsupported(k)
 	}
 	if err := rotationState(k); err != nil {

@@ -51,6 +51,8 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterAccessServiceServer(g, s)
 	pb.RegisterTDEServiceServer(g, tdeServer{s: s})
 	pb.RegisterAuditServiceServer(g, s)
+	pb.RegisterRawServiceServer(g, s)
+	pb.RegisterDataObjectServiceServer(g, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
@@ -227,7 +229,8 @@ func levelFor(c codes.Code) slog.Level {
 // an operator must be able to ask a sick node what is wrong.
 func servesState(method string) bool {
 	return hasPrefix(method, "/hsmbroker.v1.KeyService/") || hasPrefix(method, "/hsmbroker.v1.CryptoService/") ||
-		hasPrefix(method, "/hsmbroker.v1.TDEService/")
+		hasPrefix(method, "/hsmbroker.v1.TDEService/") ||
+		hasPrefix(method, "/hsmbroker.v1.RawService/") || hasPrefix(method, "/hsmbroker.v1.DataObjectService/")
 }
 
 func isHealthOrReflection(method string) bool {

@@ -28,6 +28,10 @@ type Client struct {
 	TDE pb.TDEServiceClient
 	// Audit lists the checkpoints of the nodes' audit logs.
 	Audit pb.AuditServiceClient
+	// Raw is raw AES on RAW_ENCRYPT_DECRYPT keys, and DataObjects the
+	// PKCS#11 data objects; libhsmbroker-pkcs11.so uses both.
+	Raw         pb.RawServiceClient
+	DataObjects pb.DataObjectServiceClient
 
 	router *router
 }
@@ -63,13 +67,15 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		r.endpoints = append(r.endpoints, &endpoint{addr: addr, conn: conn})
 	}
 	return &Client{
-		Keys:    pb.NewKeyServiceClient(r),
-		Crypto:  pb.NewCryptoServiceClient(r),
-		Cluster: pb.NewClusterServiceClient(r),
-		Access:  pb.NewAccessServiceClient(r),
-		TDE:     pb.NewTDEServiceClient(r),
-		Audit:   pb.NewAuditServiceClient(r),
-		router:  r,
+		Keys:        pb.NewKeyServiceClient(r),
+		Crypto:      pb.NewCryptoServiceClient(r),
+		Cluster:     pb.NewClusterServiceClient(r),
+		Access:      pb.NewAccessServiceClient(r),
+		TDE:         pb.NewTDEServiceClient(r),
+		Audit:       pb.NewAuditServiceClient(r),
+		Raw:         pb.NewRawServiceClient(r),
+		DataObjects: pb.NewDataObjectServiceClient(r),
+		router:      r,
 	}, nil
 }
 

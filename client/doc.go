@@ -41,7 +41,8 @@
 // (Idempotent reports it):
 //
 //   - Idempotent calls (reads, Encrypt, Decrypt, ReEncrypt, Sign, Verify,
-//     GenerateMac, VerifyMac, GenerateRandom, GetPublicKey, and the writes
+//     GenerateMac, VerifyMac, GenerateRandom, GetPublicKey, RawEncrypt,
+//     RawDecrypt, ListDataObjects, and the writes
 //     that converge when repeated: UpdateKeyDescription, EnableKey,
 //     DisableKey, TagKey, UntagKey, UpdateAlias) are retried after any of
 //     them.

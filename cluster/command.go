@@ -88,6 +88,8 @@ var commandTable = [...]struct {
 	TypeIssueTDEToken:     {"IssueTDEToken", func() Command { return new(IssueTDEToken) }},
 	TypeRevokeTDEToken:    {"RevokeTDEToken", func() Command { return new(RevokeTDEToken) }},
 	TypeAuditCheckpoint:   {"AuditCheckpoint", func() Command { return new(AuditCheckpoint) }},
+	TypeCreateDataObject:  {"CreateDataObject", func() Command { return new(CreateDataObject) }}, // command_pkcs11.go
+	TypeDeleteDataObject:  {"DeleteDataObject", func() Command { return new(DeleteDataObject) }},
 }
 
 func (t CommandType) String() string {
@@ -431,7 +433,9 @@ func checkTags(tags map[string]string) error {
 // rotatable reports whether keys of spec s may get new versions. As in AWS
 // KMS only symmetric encryption keys rotate: a new version of an asymmetric
 // key would change its public key under its users' feet.
-func rotatable(s keys.Spec) bool { return s == keys.SpecSymmetricDefault }
+func rotatable(s keys.Spec, u keys.Usage) bool {
+	return s == keys.SpecSymmetricDefault && u != keys.UsageRawEncryptDecrypt
+}
 
 func checkVersion(spec keys.Spec, v KeyVersion) error {
 	if len(v.Wrapped) == 0 {
@@ -481,7 +485,7 @@ func (c *CreateKey) validate() error {
 	if !k.DeletionDate.IsZero() || k.PendingWindowDays != 0 {
 		return invalidCommand("a new key cannot be scheduled for deletion")
 	}
-	if k.RotationEnabled && !rotatable(k.Spec) {
+	if k.RotationEnabled && !rotatable(k.Spec, k.Usage) {
 		return invalidCommand("%s keys do not rotate", k.Spec)
 	}
 	if len(k.Versions) != 1 || k.Versions[0].Number != 1 || k.CurrentVersion != 1 {

@@ -161,7 +161,7 @@ func (c *AddVersion) apply(d *Data) (any, Event, error) {
 	if err != nil {
 		return nil, Event{}, err
 	}
-	if !rotatable(k.Spec) {
+	if !rotatable(k.Spec, k.Usage) {
 		return nil, Event{}, invalidCommand("%s keys do not rotate", k.Spec)
 	}
 	if k.State != keys.StateEnabled {
@@ -190,7 +190,7 @@ func (c *SetRotation) apply(d *Data) (any, Event, error) {
 		return nil, Event{}, err
 	}
 	if c.Enabled {
-		if !rotatable(k.Spec) {
+		if !rotatable(k.Spec, k.Usage) {
 			return nil, Event{}, invalidCommand("%s keys do not rotate", k.Spec)
 		}
 		if k.State != keys.StateEnabled {

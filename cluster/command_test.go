@@ -467,6 +467,8 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&RetireTDEVersion{Mount: "tde", Name: "1", Version: 1, At: t0},
 		&RevokeTDEToken{Accessor: "acc1"},
 		checkpoint("n", "ab", 1),
+		&CreateDataObject{Object: testDataObject("0123456789abcdef0123456789abcdef")},
+		&DeleteDataObject{ID: "0123456789abcdef0123456789abcdef"},
 	)
 	cmds = append(cmds, tdeSetup()...)
 	seen := map[CommandType]bool{}

@@ -83,6 +83,7 @@ func (d *Data) Digest() [32]byte {
 	}
 	e.tde(&d.TDE)
 	e.auditHeads(d.AuditHeads)
+	e.dataObjects(d)
 
 	var sum [32]byte
 	e.h.Sum(sum[:0])

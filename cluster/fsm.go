@@ -300,7 +300,10 @@ func checkData(d *Data) error {
 		}
 		p.UpdatedAt = utc(p.UpdatedAt)
 	}
-	return checkAuditHeads(d)
+	if err := checkAuditHeads(d); err != nil {
+		return err
+	}
+	return checkDataObjects(d)
 }
 
 type fsmSnapshot struct{ file snapshotFile }
@@ -358,6 +361,10 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	value(d.TDE)
 	put(",")
 	putMap(put, value, "audit_heads", d.AuditHeads)
+	if len(d.DataObjects) > 0 {
+		put(",")
+		putMap(put, value, "data_objects", d.DataObjects)
+	}
 	put("}}\n")
 	if err != nil {
 		return err

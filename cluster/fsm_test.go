@@ -394,7 +394,7 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          11, // 10 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          12, // 11 encoded, plus the derived alias index
 		reflect.TypeFor[TDEData]():       3,
 		reflect.TypeFor[TDEMount]():      3,
 		reflect.TypeFor[TDEKey]():        6,
@@ -402,6 +402,7 @@ func TestDigestCoversEveryField(t *testing.T) {
 		reflect.TypeFor[TDEToken]():      5,
 		reflect.TypeFor[AuditHead]():     4,
 		reflect.TypeFor[AuditMark]():     4,
+		reflect.TypeFor[DataObject]():    8,
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,

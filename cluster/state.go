@@ -105,6 +105,8 @@ type Data struct {
 	// AuditHeads are the audit chains' checkpoints, by node/segment
 	// (command_audit.go).
 	AuditHeads map[string]*AuditHead `json:"audit_heads"`
+	// DataObjects by DataObject.ID (command_pkcs11.go); omitted when empty.
+	DataObjects map[string]*DataObject `json:"data_objects,omitempty"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -216,6 +218,13 @@ func (d *Data) Clone() *Data {
 	for k, h := range d.AuditHeads {
 		hc := h.Clone()
 		c.AuditHeads[k] = &hc
+	}
+	if len(d.DataObjects) > 0 {
+		c.DataObjects = make(map[string]*DataObject, len(d.DataObjects))
+		for id, o := range d.DataObjects {
+			oc := o.Clone()
+			c.DataObjects[id] = &oc
+		}
 	}
 	return c
 }

@@ -34,8 +34,8 @@ func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad
 	if len(plaintext) > MaxGCMInput {
 		return nil, fmt.Errorf("%w: plaintext of %d bytes exceeds %d", ErrInvalidInput, len(plaintext), MaxGCMInput)
 	}
-	if k.Spec != keys.SpecSymmetricDefault {
-		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s", ErrInvalidInput, k.Spec)
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
+		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s %s", ErrInvalidInput, k.Spec, k.Usage)
 	}
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
@@ -60,8 +60,8 @@ func (p *Partition) DecryptGCM(ctx context.Context, k KeyRef, iv, sealed, aad []
 	if len(iv) != GCMIVSize || len(sealed) < GCMTagSize || len(sealed) > MaxGCMInput+GCMTagSize {
 		return nil, ErrDecrypt
 	}
-	if k.Spec != keys.SpecSymmetricDefault {
-		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s", ErrInvalidInput, k.Spec)
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
+		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s %s", ErrInvalidInput, k.Spec, k.Usage)
 	}
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {

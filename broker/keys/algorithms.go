@@ -221,7 +221,7 @@ func (t MessageType) Valid() bool { return t == MessageRaw || t == MessageDigest
 func (s Spec) AllowedUsages() []Usage {
 	switch {
 	case s == SpecSymmetricDefault:
-		return []Usage{UsageEncryptDecrypt}
+		return []Usage{UsageEncryptDecrypt, UsageRawEncryptDecrypt}
 	case s.IsRSA():
 		return []Usage{UsageEncryptDecrypt, UsageSignVerify}
 	case s.IsEC():

@@ -13,7 +13,7 @@ func TestSpecUsages(t *testing.T) {
 		allowed []Usage
 		def     Usage
 	}{
-		{SpecSymmetricDefault, []Usage{UsageEncryptDecrypt}, UsageEncryptDecrypt},
+		{SpecSymmetricDefault, []Usage{UsageEncryptDecrypt, UsageRawEncryptDecrypt}, UsageEncryptDecrypt},
 		{SpecRSA2048, []Usage{UsageEncryptDecrypt, UsageSignVerify}, ""},
 		{SpecRSA3072, []Usage{UsageEncryptDecrypt, UsageSignVerify}, ""},
 		{SpecRSA4096, []Usage{UsageEncryptDecrypt, UsageSignVerify}, ""},

@@ -55,15 +55,21 @@ const (
 	UsageEncryptDecrypt    Usage = "ENCRYPT_DECRYPT"
 	UsageSignVerify        Usage = "SIGN_VERIFY"
 	UsageGenerateVerifyMAC Usage = "GENERATE_VERIFY_MAC"
+	// UsageRawEncryptDecrypt is a SYMMETRIC_DEFAULT key for raw AES with
+	// the caller's IV (RawService, for PKCS#11 clients). A key is raw or
+	// not from birth: a raw key never makes or opens the broker's
+	// ciphertext format, an ENCRYPT_DECRYPT key never serves raw AES, and
+	// raw keys do not rotate (raw ciphertext names no version).
+	UsageRawEncryptDecrypt Usage = "RAW_ENCRYPT_DECRYPT"
 )
 
 // AllUsages lists every key usage in a stable order.
-var AllUsages = []Usage{UsageEncryptDecrypt, UsageSignVerify, UsageGenerateVerifyMAC}
+var AllUsages = []Usage{UsageEncryptDecrypt, UsageSignVerify, UsageGenerateVerifyMAC, UsageRawEncryptDecrypt}
 
 // Valid reports whether u is a known key usage.
 func (u Usage) Valid() bool {
 	switch u {
-	case UsageEncryptDecrypt, UsageSignVerify, UsageGenerateVerifyMAC:
+	case UsageEncryptDecrypt, UsageSignVerify, UsageGenerateVerifyMAC, UsageRawEncryptDecrypt:
 		return true
 	}
 	return false

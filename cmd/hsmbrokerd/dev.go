@@ -284,6 +284,11 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 					vars = append(vars, [2]string{"VAULT_TOKEN", token})
 				}
 			}
+			p11vars, err := devPKCS11Env(l.dir, l.adminKey)
+			if err != nil {
+				return err
+			}
+			vars = append(vars, p11vars...)
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}

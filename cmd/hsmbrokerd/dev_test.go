@@ -57,11 +57,12 @@ func TestDevStartStopRestart(t *testing.T) {
 	env := readEnvFile(t, filepath.Join(dir, "dev.env"))
 	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR",
 		"HSMBROKER_AUDIT_LOG", "HSMBROKER_CA_KEY", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-		"VAULT_ADDR", "VAULT_TOKEN"} {
+		"VAULT_ADDR", "VAULT_TOKEN", "HSMBROKER_PKCS11_KEY", "HSMBROKER_PKCS11_PIN"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
 	}
+	checkPKCS11Seal(t, env)
 	if env["HSMBROKER_ADDR"] != addrs[0] || env["HSMBROKER_METRICS_ADDR"] != addrs[2] || env["AWS_ENDPOINT_URL_KMS"] != "http://"+addrs[3] {
 		t.Errorf("dev.env addresses %s, %s, %s; want %s, %s, http://%s", env["HSMBROKER_ADDR"], env["HSMBROKER_METRICS_ADDR"],
 			env["AWS_ENDPOINT_URL_KMS"], addrs[0], addrs[2], addrs[3])

@@ -180,6 +180,10 @@ const (
 	KeyUsage_KEY_USAGE_SIGN_VERIFY KeyUsage = 2
 	// GenerateMac and VerifyMac. Allowed, and required, for HMAC keys.
 	KeyUsage_KEY_USAGE_GENERATE_VERIFY_MAC KeyUsage = 3
+	// Raw AES with the caller's IV through RawService (SYMMETRIC_DEFAULT keys
+	// only). Such a key never makes or opens the broker's ciphertext format
+	// and does not rotate.
+	KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT KeyUsage = 4
 )
 
 // Enum value maps for KeyUsage.
@@ -189,12 +193,14 @@ var (
 		1: "KEY_USAGE_ENCRYPT_DECRYPT",
 		2: "KEY_USAGE_SIGN_VERIFY",
 		3: "KEY_USAGE_GENERATE_VERIFY_MAC",
+		4: "KEY_USAGE_RAW_ENCRYPT_DECRYPT",
 	}
 	KeyUsage_value = map[string]int32{
 		"KEY_USAGE_UNSPECIFIED":         0,
 		"KEY_USAGE_ENCRYPT_DECRYPT":     1,
 		"KEY_USAGE_SIGN_VERIFY":         2,
 		"KEY_USAGE_GENERATE_VERIFY_MAC": 3,
+		"KEY_USAGE_RAW_ENCRYPT_DECRYPT": 4,
 	}
 )
 
@@ -1068,12 +1074,13 @@ const file_hsmbroker_v1_key_proto_rawDesc = "" +
 	"\x11KEY_SPEC_HMAC_256\x10\b\x12\x15\n" +
 	"\x11KEY_SPEC_HMAC_384\x10\t\x12\x15\n" +
 	"\x11KEY_SPEC_HMAC_512\x10\n" +
-	"*\x82\x01\n" +
+	"*\xa5\x01\n" +
 	"\bKeyUsage\x12\x19\n" +
 	"\x15KEY_USAGE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19KEY_USAGE_ENCRYPT_DECRYPT\x10\x01\x12\x19\n" +
 	"\x15KEY_USAGE_SIGN_VERIFY\x10\x02\x12!\n" +
-	"\x1dKEY_USAGE_GENERATE_VERIFY_MAC\x10\x03*t\n" +
+	"\x1dKEY_USAGE_GENERATE_VERIFY_MAC\x10\x03\x12!\n" +
+	"\x1dKEY_USAGE_RAW_ENCRYPT_DECRYPT\x10\x04*t\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +

@@ -1,0 +1,157 @@
+package hsm
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
+)
+
+// RawMode is the AES mode of a raw operation, as PKCS#11 names it.
+type RawMode int
+
+// Raw AES modes.
+const (
+	RawCBC RawMode = iota + 1
+	RawCBCPad
+	RawCTR
+	RawGCM
+)
+
+// Limits of raw operations.
+const (
+	MaxRawInput  = 64 << 10
+	MaxRawAAD    = 64 << 10
+	MaxRawGCMIV  = 128
+	rawBlockSize = 16
+)
+
+// RawOp is one raw AES operation on a RAW_ENCRYPT_DECRYPT key: the mode,
+// the caller's IV (the initial counter block for CTR) and, for GCM, the
+// additional data.
+type RawOp struct {
+	Mode RawMode
+	IV   []byte
+	AAD  []byte
+}
+
+// Check validates the operation's parameters and the input size; in is the
+// plaintext (encrypt) or ciphertext (decrypt).
+func (o RawOp) Check(in []byte, encrypt bool) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, a...)...)
+	}
+	if len(o.AAD) > 0 && o.Mode != RawGCM {
+		return bad("additional data is for GCM only")
+	}
+	switch o.Mode {
+	case RawCBC, RawCBCPad, RawCTR:
+		if len(o.IV) != rawBlockSize {
+			return bad("the IV must be %d bytes, got %d", rawBlockSize, len(o.IV))
+		}
+	case RawGCM:
+		if len(o.IV) < 1 || len(o.IV) > MaxRawGCMIV {
+			return bad("the GCM IV must be 1 to %d bytes, got %d", MaxRawGCMIV, len(o.IV))
+		}
+		if len(o.AAD) > MaxRawAAD {
+			return bad("additional data must be at most %d bytes, got %d", MaxRawAAD, len(o.AAD))
+		}
+	default:
+		return bad("unknown raw mode %d", o.Mode)
+	}
+	limit := MaxRawInput
+	if !encrypt && o.Mode == RawGCM {
+		limit += GCMTagSize
+	}
+	if len(in) > limit {
+		return bad("input of %d bytes exceeds %d", len(in), limit)
+	}
+	switch {
+	case o.Mode == RawCBC && len(in)%rawBlockSize != 0:
+		return bad("CBC input must be a multiple of %d bytes, got %d", rawBlockSize, len(in))
+	case o.Mode == RawCBCPad && !encrypt && (len(in) == 0 || len(in)%rawBlockSize != 0):
+		return bad("CBC_PAD ciphertext must be a non-zero multiple of %d bytes, got %d", rawBlockSize, len(in))
+	case o.Mode == RawGCM && !encrypt && len(in) < GCMTagSize:
+		return bad("GCM ciphertext must hold the %d-byte tag", GCMTagSize)
+	}
+	return nil
+}
+
+func (o RawOp) mechanism() (*pkcs11.Mechanism, func()) {
+	switch o.Mode {
+	case RawCBC:
+		return pkcs11.NewMechanism(pkcs11.CKM_AES_CBC, o.IV), func() {}
+	case RawCBCPad:
+		return pkcs11.NewMechanism(pkcs11.CKM_AES_CBC_PAD, o.IV), func() {}
+	case RawCTR:
+		// CK_AES_CTR_PARAMS: CK_ULONG ulCounterBits, then the 16-byte block.
+		p := make([]byte, 8+rawBlockSize)
+		binary.NativeEndian.PutUint64(p, 128)
+		copy(p[8:], o.IV)
+		return pkcs11.NewMechanism(pkcs11.CKM_AES_CTR, p), func() {}
+	}
+	params := pkcs11.NewGCMParams(o.IV, o.AAD, GCMTagSize*8)
+	return pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params), params.Free
+}
+
+func checkRawKey(k KeyRef) error {
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage != keys.UsageRawEncryptDecrypt {
+		return fmt.Errorf("%w: raw AES needs a SYMMETRIC_DEFAULT key of usage %s, not %s %s", ErrInvalidInput, keys.UsageRawEncryptDecrypt, k.Spec, k.Usage)
+	}
+	return nil
+}
+
+// EncryptRaw encrypts with AES in the operation's mode inside the HSM.
+func (p *Partition) EncryptRaw(ctx context.Context, k KeyRef, o RawOp, plaintext []byte) ([]byte, error) {
+	if err := checkRawKey(k); err != nil {
+		return nil, err
+	}
+	if err := o.Check(plaintext, true); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		mech, free := o.mechanism()
+		defer free()
+		if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
+			return wrapP11("C_EncryptInit", err)
+		}
+		var err error
+		out, err = p.m.Encrypt(sh, plaintext)
+		return wrapP11("C_Encrypt", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raw encrypt with key %s: %w", k.ID, err)
+	}
+	return out, nil
+}
+
+// DecryptRaw decrypts with AES in the operation's mode inside the HSM. A
+// GCM tag that does not verify or a CBC_PAD padding that is wrong is
+// ErrDecrypt.
+func (p *Partition) DecryptRaw(ctx context.Context, k KeyRef, o RawOp, ciphertext []byte) ([]byte, error) {
+	if err := checkRawKey(k); err != nil {
+		return nil, err
+	}
+	if err := o.Check(ciphertext, false); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		mech, free := o.mechanism()
+		defer free()
+		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
+			return wrapP11("C_DecryptInit", err)
+		}
+		var err error
+		out, err = p.m.Decrypt(sh, ciphertext)
+		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+	})
+	if err != nil {
+		return nil, decryptError(k, err)
+	}
+	return out, nil
+}

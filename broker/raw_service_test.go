@@ -1,0 +1,127 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+// TestRawServiceAndDataObjects drives RawService and DataObjectService on a
+// real node: raw AES round trips, the wall between raw keys and the
+// broker's ciphertext format, rotation refused, data objects replicated
+// and bounded, and every call in the audit log.
+func TestRawServiceAndDataObjects(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	conn := c.Dial(0, "admin")
+	ks, cs := pb.NewKeyServiceClient(conn), pb.NewCryptoServiceClient(conn)
+	rs, ds := pb.NewRawServiceClient(conn), pb.NewDataObjectServiceClient(conn)
+	ctx := context.Background()
+	mk := func(alias string, usage pb.KeyUsage) string {
+		resp, err := ks.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: alias, KeyUsage: usage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetKeyMetadata().GetKeyId()
+	}
+	raw := mk("alias/raw", pb.KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT)
+	mk("alias/normal", pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT)
+	iv := bytes.Repeat([]byte{1}, 16)
+	pt := []byte("a 32-byte table key for Oracle!!")
+
+	enc, err := rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: "alias/raw", Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC_PAD, Iv: iv, Plaintext: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enc.GetKeyId() != raw || len(enc.GetCiphertext()) != 48 {
+		t.Fatalf("key %s, %d bytes", enc.GetKeyId(), len(enc.GetCiphertext()))
+	}
+	dec, err := rs.RawDecrypt(ctx, &pb.RawDecryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC_PAD, Iv: iv, Ciphertext: enc.GetCiphertext()})
+	if err != nil || !bytes.Equal(dec.GetPlaintext(), pt) {
+		t.Fatalf("decrypt: %v", err)
+	}
+	want := func(err error, code codes.Code, what string) {
+		t.Helper()
+		if got := status.Code(err); got != code {
+			t.Fatalf("%s: %v, want %s", what, err, code)
+		}
+	}
+	_, err = rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: "alias/normal", Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC, Iv: iv, Plaintext: pt})
+	want(err, codes.InvalidArgument, "raw AES with an ENCRYPT_DECRYPT key")
+	_, err = cs.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/raw", Plaintext: pt})
+	want(err, codes.InvalidArgument, "Encrypt with a raw key")
+	normalCT, err := cs.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/normal", Plaintext: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.Decrypt(ctx, &pb.DecryptRequest{KeyId: "alias/raw", CiphertextBlob: normalCT.GetCiphertextBlob()})
+	want(err, codes.InvalidArgument, "Decrypt naming a raw key")
+	_, err = ks.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: raw})
+	want(err, codes.Unimplemented, "rotating a raw key")
+	_, err = rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC, Iv: iv[:5], Plaintext: pt})
+	want(err, codes.InvalidArgument, "short IV")
+	_, err = rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Iv: iv, Plaintext: pt})
+	want(err, codes.InvalidArgument, "no algorithm")
+	gcm, err := rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_GCM, Iv: iv[:12], AdditionalData: []byte("aad"), Plaintext: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rs.RawDecrypt(ctx, &pb.RawDecryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_GCM, Iv: iv[:12], AdditionalData: []byte("other"), Ciphertext: gcm.GetCiphertext()})
+	want(err, codes.InvalidArgument, "GCM with other additional data")
+
+	// Data objects.
+	made, err := ds.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "DATA_OBJECT_SUPPORTED_IDEN", Value: []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := ds.ListDataObjects(ctx, &pb.ListDataObjectsRequest{})
+	if err != nil || len(list.GetObjects()) != 1 || list.GetObjects()[0].GetId() != made.GetObject().GetId() || string(list.GetObjects()[0].GetValue()) != "v" {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	_, err = ds.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "big", Value: make([]byte, 64<<10+1)}})
+	want(err, codes.InvalidArgument, "oversized data object")
+	if _, err := ds.DeleteDataObject(ctx, &pb.DeleteDataObjectRequest{Id: made.GetObject().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ds.DeleteDataObject(ctx, &pb.DeleteDataObjectRequest{Id: made.GetObject().GetId()})
+	want(err, codes.NotFound, "deleting twice")
+
+	// An auditor may neither use raw keys nor make data objects.
+	aud := c.DialAs(0, "auditor1", pki.RoleAuditor)
+	_, err = pb.NewRawServiceClient(aud).RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC, Iv: iv, Plaintext: pt})
+	want(err, codes.PermissionDenied, "auditor RawEncrypt")
+	_, err = pb.NewDataObjectServiceClient(aud).CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "x"}})
+	want(err, codes.PermissionDenied, "auditor CreateDataObject")
+
+	b, err := os.ReadFile(c.Nodes[0].AuditPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]int{}
+	for _, r := range auditLines(t, b) {
+		ops[r.Operation]++
+		if r.Operation == "kms:RawEncrypt" && r.KeyID == raw {
+			ops["raw with key"]++
+		}
+	}
+	if ops["raw with key"] == 0 {
+		t.Fatal("no raw encryption is audited with its key")
+	}
+	for _, op := range []string{"kms:RawEncrypt", "kms:RawDecrypt", "hsmbroker:CreateDataObject", "hsmbroker:DeleteDataObject", "hsmbroker:ListDataObjects"} {
+		if ops[op] == 0 {
+			t.Errorf("no audit line for %s", op)
+		}
+	}
+	if bytes.Contains(b, pt) {
+		t.Fatal("the audit log holds a plaintext")
+	}
+}

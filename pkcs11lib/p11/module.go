@@ -1,0 +1,461 @@
+// Package p11 is the logic of libhsmbroker-pkcs11.so: one PKCS#11 slot whose
+// token is an hsmbroker cluster, reached with the Go client SDK over mutual
+// TLS. Package pkcs11lib is the C layer over it; this package has no cgo, so
+// its tests run against a real broker without loading the library.
+//
+// Every method returns a PKCS#11 return value (CKR_*). Methods are safe for
+// concurrent use: the module's tables are guarded by one mutex that is never
+// held across a call to a broker, and each session's operation state by the
+// session's own.
+package p11
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/hsmbroker/hsmbroker/client"
+)
+
+// SlotID is the one slot's id.
+const SlotID = 0
+
+// Limits of the library.
+const (
+	MaxSessions = 4096
+	// MaxBuffered bounds the data a multi-part operation buffers.
+	MaxBuffered = 1 << 20
+)
+
+// Module is the library's state between C_Initialize and C_Finalize.
+type Module struct {
+	mu          sync.Mutex
+	initialized bool
+	cfg         Config
+	log         *slog.Logger
+	cl          *client.Client // nil until connected
+	loggedIn    bool
+	sessions    map[uint64]*session
+	nextSession uint64
+	objs        objectTable
+}
+
+// New returns an uninitialized module logging to w (stderr when nil).
+func New(w io.Writer) *Module {
+	if w == nil {
+		w = os.Stderr
+	}
+	return &Module{log: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})).With("lib", "libhsmbroker-pkcs11")}
+}
+
+// InitArgs are the parts of CK_C_INITIALIZE_ARGS the library looks at.
+type InitArgs struct {
+	Present                bool // pInitArgs was not NULL
+	HasMutexFuncs          bool // any of the four mutex callbacks is set
+	Flags                  uint64
+	LibraryCantCreateThrds bool
+}
+
+// Initialize is C_Initialize. The library locks with the OS (Go's) and
+// makes threads, so it accepts NULL arguments or CKF_OS_LOCKING_OK with or
+// without application mutex callbacks (it never calls them), and refuses
+// CKF_LIBRARY_CANT_CREATE_OS_THREADS with CKR_NEED_TO_CREATE_THREADS.
+func (m *Module) Initialize(a InitArgs) uint64 {
+	if a.Present && a.Flags&CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
+		return CKR_NEED_TO_CREATE_THREADS
+	}
+	if a.Present && a.HasMutexFuncs && a.Flags&CKF_OS_LOCKING_OK == 0 {
+		// Only the application's mutexes allowed: the Go runtime cannot
+		// promise that. PKCS#11 says CKR_CANT_LOCK.
+		return CKR_CANT_LOCK
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.initialized {
+		return CKR_CRYPTOKI_ALREADY_INITIALIZED
+	}
+	cfg, err := LoadConfig(os.Getenv)
+	if err != nil {
+		m.log.Error("C_Initialize: " + err.Error())
+		return CKR_GENERAL_ERROR
+	}
+	m.cfg = cfg
+	m.sessions = map[uint64]*session{}
+	m.objs = newObjectTable()
+	m.loggedIn = false
+	if cfg.SealedKey == "" {
+		keyPEM, err := readSmallFile(cfg.Key)
+		if err != nil {
+			m.log.Error("C_Initialize: client key: " + err.Error())
+			return CKR_GENERAL_ERROR
+		}
+		if m.cl, err = m.dial(keyPEM); err != nil {
+			m.log.Error("C_Initialize: " + err.Error())
+			return CKR_GENERAL_ERROR
+		}
+	}
+	m.initialized = true
+	return CKR_OK
+}
+
+// Finalize is C_Finalize: every session closes and the connections too;
+// C_Initialize may follow.
+func (m *Module) Finalize() uint64 {
+	m.mu.Lock()
+	if !m.initialized {
+		m.mu.Unlock()
+		return CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	cl := m.cl
+	m.cl, m.initialized, m.sessions, m.loggedIn = nil, false, nil, false
+	m.mu.Unlock()
+	if cl != nil {
+		_ = cl.Close()
+	}
+	return CKR_OK
+}
+
+func (m *Module) dial(keyPEM []byte) (*client.Client, error) {
+	caPEM, err := os.ReadFile(m.cfg.CA)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", m.cfg.CA)
+	}
+	certPEM, err := os.ReadFile(m.cfg.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("read client certificate: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate %s and its key do not make a pair: %w", m.cfg.Cert, err)
+	}
+	return client.Dial(context.Background(), client.Config{
+		Endpoints: m.cfg.Endpoints,
+		TLS:       &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}},
+		Timeout:   m.cfg.Timeout,
+	})
+}
+
+// Info is CK_INFO's variable part.
+type Info struct {
+	Manufacturer, Description string
+	Major, Minor              byte
+}
+
+// GetInfo is C_GetInfo.
+func (m *Module) GetInfo() (Info, uint64) {
+	if !m.isInitialized() {
+		return Info{}, CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	return Info{Manufacturer: "hsmbroker", Description: "hsmbroker cluster PKCS#11", Major: 1, Minor: 0}, CKR_OK
+}
+
+func (m *Module) isInitialized() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.initialized
+}
+
+// SlotList is C_GetSlotList: the one slot, which always has its token.
+func (m *Module) SlotList() ([]uint64, uint64) {
+	if !m.isInitialized() {
+		return nil, CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	return []uint64{SlotID}, CKR_OK
+}
+
+// SlotInfo is CK_SLOT_INFO's variable part.
+type SlotInfo struct {
+	Description, Manufacturer string
+	Flags                     uint64
+}
+
+// GetSlotInfo is C_GetSlotInfo.
+func (m *Module) GetSlotInfo(slot uint64) (SlotInfo, uint64) {
+	if rv := m.checkSlot(slot); rv != CKR_OK {
+		return SlotInfo{}, rv
+	}
+	return SlotInfo{Description: "hsmbroker cluster", Manufacturer: "hsmbroker", Flags: CKF_TOKEN_PRESENT}, CKR_OK
+}
+
+func (m *Module) checkSlot(slot uint64) uint64 {
+	if !m.isInitialized() {
+		return CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	if slot != SlotID {
+		return CKR_SLOT_ID_INVALID
+	}
+	return CKR_OK
+}
+
+// TokenInfo is CK_TOKEN_INFO's variable part.
+type TokenInfo struct {
+	Label, Manufacturer, Model, Serial string
+	Flags                              uint64
+	Sessions, RWSessions               uint64
+	MinPIN, MaxPIN                     uint64
+}
+
+// GetTokenInfo is C_GetTokenInfo. The token is never write protected (Oracle
+// will not make a master key on one that is); it needs a login when the
+// client key is sealed under the PIN.
+func (m *Module) GetTokenInfo(slot uint64) (TokenInfo, uint64) {
+	if rv := m.checkSlot(slot); rv != CKR_OK {
+		return TokenInfo{}, rv
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ti := TokenInfo{Label: m.cfg.TokenLabel, Manufacturer: "hsmbroker", Model: "cluster", Serial: "1",
+		Flags:  CKF_RNG | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED,
+		MinPIN: minPINLen, MaxPIN: maxPINLen}
+	if m.cfg.SealedKey != "" {
+		ti.Flags |= CKF_LOGIN_REQUIRED
+	}
+	for _, s := range m.sessions {
+		ti.Sessions++
+		if s.rw {
+			ti.RWSessions++
+		}
+	}
+	return ti, CKR_OK
+}
+
+// OpenSession is C_OpenSession (without notification callbacks).
+func (m *Module) OpenSession(slot, flags uint64) (uint64, uint64) {
+	if rv := m.checkSlot(slot); rv != CKR_OK {
+		return 0, rv
+	}
+	if flags&CKF_SERIAL_SESSION == 0 {
+		return 0, CKR_SESSION_PARALLEL_NOT_SUPPORTED
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.sessions) >= MaxSessions {
+		return 0, CKR_SESSION_COUNT
+	}
+	m.nextSession++
+	s := &session{h: m.nextSession, rw: flags&CKF_RW_SESSION != 0}
+	m.sessions[s.h] = s
+	return s.h, CKR_OK
+}
+
+// CloseSession is C_CloseSession. Closing the last session logs out.
+func (m *Module) CloseSession(h uint64) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.initialized {
+		return CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	if _, ok := m.sessions[h]; !ok {
+		return CKR_SESSION_HANDLE_INVALID
+	}
+	delete(m.sessions, h)
+	if len(m.sessions) == 0 {
+		m.logoutLocked()
+	}
+	return CKR_OK
+}
+
+// CloseAllSessions is C_CloseAllSessions.
+func (m *Module) CloseAllSessions(slot uint64) uint64 {
+	if rv := m.checkSlot(slot); rv != CKR_OK {
+		return rv
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sessions = map[uint64]*session{}
+	m.logoutLocked()
+	return CKR_OK
+}
+
+// logoutLocked forgets the login; with a sealed key the connection goes
+// too, since only the PIN opens the key.
+func (m *Module) logoutLocked() {
+	if !m.loggedIn {
+		return
+	}
+	m.loggedIn = false
+	if m.cfg.SealedKey != "" && m.cl != nil {
+		cl := m.cl
+		m.cl = nil
+		go func() { _ = cl.Close() }()
+	}
+}
+
+// SessionInfo is CK_SESSION_INFO.
+type SessionInfo struct {
+	Slot, State, Flags uint64
+}
+
+// GetSessionInfo is C_GetSessionInfo.
+func (m *Module) GetSessionInfo(h uint64) (SessionInfo, uint64) {
+	s, rv := m.session(h)
+	if rv != CKR_OK {
+		return SessionInfo{}, rv
+	}
+	m.mu.Lock()
+	logged := m.loggedIn
+	m.mu.Unlock()
+	si := SessionInfo{Slot: SlotID, Flags: CKF_SERIAL_SESSION}
+	switch {
+	case s.rw && logged:
+		si.State, si.Flags = CKS_RW_USER_FUNCTIONS, si.Flags|CKF_RW_SESSION
+	case s.rw:
+		si.State, si.Flags = CKS_RW_PUBLIC_SESSION, si.Flags|CKF_RW_SESSION
+	case logged:
+		si.State = CKS_RO_USER_FUNCTIONS
+	default:
+		si.State = CKS_RO_PUBLIC_SESSION
+	}
+	return si, CKR_OK
+}
+
+func (m *Module) session(h uint64) (*session, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.initialized {
+		return nil, CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	s, ok := m.sessions[h]
+	if !ok {
+		return nil, CKR_SESSION_HANDLE_INVALID
+	}
+	return s, CKR_OK
+}
+
+// Login is C_Login. What the PIN protects: with a sealed client key
+// (HSMBROKER_PKCS11_KEY, as `hsmbrokerd dev` writes), the PIN is the key
+// that opens the client's private TLS key; without the PIN the library
+// cannot reach the broker at all, and a wrong PIN is CKR_PIN_INCORRECT. With
+// a client key in the clear, the file's permissions are the protection and
+// C_Login accepts any PIN: the token then does not announce
+// CKF_LOGIN_REQUIRED. Only CKU_USER exists; CKU_SO gets
+// CKR_USER_TYPE_INVALID.
+func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
+	if _, rv := m.session(h); rv != CKR_OK {
+		return rv
+	}
+	if userType != CKU_USER {
+		if userType == CKU_SO || userType == CKU_CONTEXT_SPECIFIC {
+			return CKR_USER_TYPE_INVALID
+		}
+		return CKR_USER_TYPE_INVALID
+	}
+	m.mu.Lock()
+	if m.loggedIn {
+		m.mu.Unlock()
+		return CKR_USER_ALREADY_LOGGED_IN
+	}
+	sealed := m.cfg.SealedKey
+	m.mu.Unlock()
+	if sealed == "" {
+		m.mu.Lock()
+		m.loggedIn = true
+		m.mu.Unlock()
+		return CKR_OK
+	}
+	if len(pin) < minPINLen || len(pin) > maxPINLen {
+		return CKR_PIN_INCORRECT
+	}
+	file, err := readSmallFile(sealed)
+	if err != nil {
+		m.log.Error("C_Login: sealed key: " + err.Error())
+		return CKR_DEVICE_ERROR
+	}
+	keyPEM, err := OpenSealedKey(file, string(pin))
+	if errors.Is(err, ErrPINIncorrect) {
+		return CKR_PIN_INCORRECT
+	}
+	if err != nil {
+		m.log.Error("C_Login: sealed key " + sealed + ": " + err.Error())
+		return CKR_DEVICE_ERROR
+	}
+	cl, err := m.dial(keyPEM)
+	clear(keyPEM)
+	if err != nil {
+		m.log.Error("C_Login: " + err.Error())
+		return CKR_DEVICE_ERROR
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.loggedIn || !m.initialized {
+		_ = cl.Close()
+		if !m.initialized {
+			return CKR_CRYPTOKI_NOT_INITIALIZED
+		}
+		return CKR_USER_ALREADY_LOGGED_IN
+	}
+	m.cl, m.loggedIn = cl, true
+	return CKR_OK
+}
+
+// Logout is C_Logout.
+func (m *Module) Logout(h uint64) uint64 {
+	if _, rv := m.session(h); rv != CKR_OK {
+		return rv
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.loggedIn {
+		return CKR_USER_NOT_LOGGED_IN
+	}
+	m.logoutLocked()
+	return CKR_OK
+}
+
+// conn returns the broker client, or CKR_USER_NOT_LOGGED_IN when the
+// sealed key has not been opened yet.
+func (m *Module) conn() (*client.Client, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cl == nil {
+		return nil, CKR_USER_NOT_LOGGED_IN
+	}
+	return m.cl, CKR_OK
+}
+
+// callTimeout bounds one library call to the broker, retries included.
+const callTimeout = 30 * time.Second
+
+func callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), callTimeout)
+}
+
+// rpcRV maps a broker error to a return value and logs why, so that a
+// misconfiguration (a TLS name mismatch, an unreachable broker) shows in the
+// host's stderr instead of as a silent failure.
+func (m *Module) rpcRV(op string, err error) uint64 {
+	code := client.Code(err)
+	switch code {
+	case codes.NotFound:
+		return CKR_KEY_HANDLE_INVALID
+	case codes.InvalidArgument:
+		m.log.Warn(op+" refused", "err", err)
+		return CKR_ARGUMENTS_BAD
+	case codes.PermissionDenied, codes.Unauthenticated:
+		m.log.Warn(op+" denied", "err", err)
+		return CKR_KEY_FUNCTION_NOT_PERMITTED
+	case codes.FailedPrecondition:
+		m.log.Warn(op+" refused", "err", err)
+		return CKR_KEY_FUNCTION_NOT_PERMITTED
+	case codes.AlreadyExists:
+		return CKR_ATTRIBUTE_VALUE_INVALID
+	case codes.ResourceExhausted:
+		m.log.Warn(op+" failed", "err", err)
+		return CKR_DEVICE_MEMORY
+	}
+	m.log.Error(op+" failed", "err", err)
+	return CKR_DEVICE_ERROR
+}

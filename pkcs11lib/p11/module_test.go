@@ -1,0 +1,546 @@
+package p11
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+func TestMain(m *testing.M) { hsmtest.Main(m) }
+
+// fixture is a one-node broker and an initialized module over it.
+type fixture struct {
+	t   *testing.T
+	c   *hsmtest.Cluster
+	cl  *client.Client
+	m   *Module
+	dir string
+}
+
+// newFixture starts a broker and points the library's environment at it.
+// With pin set, the client key is sealed under it.
+func newFixture(t *testing.T, pin string) *fixture {
+	t.Helper()
+	c := hsmtest.NewCluster(t, 1)
+	ca, cert, key := c.TLSFiles("pkcs11app", pki.RoleAdmin)
+	f := &fixture{t: t, c: c, dir: t.TempDir()}
+	t.Setenv(EnvConfig, "")
+	t.Setenv(client.EnvAddr, c.Nodes[0].GRPCAddr)
+	t.Setenv(client.EnvCA, ca)
+	t.Setenv(client.EnvCert, cert)
+	t.Setenv(client.EnvKey, key)
+	t.Setenv(EnvSealedKey, "")
+	if pin != "" {
+		keyPEM, err := os.ReadFile(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := SealKey(keyPEM, pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(f.dir, "sealed.pem")
+		if err := os.WriteFile(p, sealed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(EnvSealedKey, p)
+	}
+	cl, err := client.Dial(context.Background(), client.Config{Endpoints: []string{c.Nodes[0].GRPCAddr}, CAFile: ca, CertFile: cert, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	f.cl = cl
+	f.m = New(&bytes.Buffer{})
+	if rv := f.m.Initialize(InitArgs{}); rv != CKR_OK {
+		t.Fatalf("Initialize: %#x", rv)
+	}
+	t.Cleanup(func() { f.m.Finalize() })
+	return f
+}
+
+func (f *fixture) createKey(alias string, spec pb.KeySpec, usage pb.KeyUsage) string {
+	f.t.Helper()
+	resp, err := f.cl.Keys.CreateKey(context.Background(), &pb.CreateKeyRequest{AliasName: "alias/" + alias, KeySpec: spec, KeyUsage: usage})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp.GetKeyMetadata().GetKeyId()
+}
+
+func (f *fixture) open() uint64 {
+	f.t.Helper()
+	h, rv := f.m.OpenSession(SlotID, CKF_SERIAL_SESSION|CKF_RW_SESSION)
+	if rv != CKR_OK {
+		f.t.Fatalf("OpenSession: %#x", rv)
+	}
+	return h
+}
+
+func ulong(v uint64) []byte { return ckULong(v) }
+
+func (f *fixture) find(h uint64, tmpl ...Attribute) []uint64 {
+	f.t.Helper()
+	if rv := f.m.FindObjectsInit(h, tmpl); rv != CKR_OK {
+		f.t.Fatalf("FindObjectsInit: %#x", rv)
+	}
+	got, rv := f.m.FindObjects(h, 100)
+	if rv != CKR_OK {
+		f.t.Fatalf("FindObjects: %#x", rv)
+	}
+	if rv := f.m.FindObjectsFinal(h); rv != CKR_OK {
+		f.t.Fatalf("FindObjectsFinal: %#x", rv)
+	}
+	return got
+}
+
+func (f *fixture) one(h uint64, class uint64, label string) uint64 {
+	f.t.Helper()
+	got := f.find(h, Attribute{CKA_CLASS, ulong(class)}, Attribute{CKA_LABEL, []byte(label)})
+	if len(got) != 1 {
+		f.t.Fatalf("find class %d label %q: %d objects", class, label, len(got))
+	}
+	return got[0]
+}
+
+func (f *fixture) pub(alias string) any {
+	f.t.Helper()
+	resp, err := f.cl.Crypto.GetPublicKey(context.Background(), &pb.GetPublicKeyRequest{KeyId: "alias/" + alias})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	pub, err := x509.ParsePKIXPublicKey(resp.GetPublicKey())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return pub
+}
+
+// sign runs a full sign with a length query first.
+func (f *fixture) sign(h uint64, mech Mechanism, key uint64, data []byte) []byte {
+	f.t.Helper()
+	if rv := f.m.SignInit(h, mech, key); rv != CKR_OK {
+		f.t.Fatalf("SignInit: %#x", rv)
+	}
+	res, rv := f.m.Sign(h, data, Out{Query: true})
+	if rv != CKR_OK {
+		f.t.Fatalf("Sign (length): %#x", rv)
+	}
+	if rv := f.m.SignInit(h, mech, key); rv != CKR_OPERATION_ACTIVE {
+		f.t.Fatalf("SignInit during a sign: %#x, want CKR_OPERATION_ACTIVE", rv)
+	}
+	if _, rv := f.m.Sign(h, data, Out{Cap: uint64(len(res) - 1)}); rv != CKR_BUFFER_TOO_SMALL {
+		f.t.Fatalf("Sign into a short buffer: %#x", rv)
+	}
+	sig, rv := f.m.Sign(h, data, Out{Cap: uint64(len(res))})
+	if rv != CKR_OK {
+		f.t.Fatalf("Sign: %#x", rv)
+	}
+	if _, rv := f.m.Sign(h, data, Out{Cap: 1024}); rv != CKR_OPERATION_NOT_INITIALIZED {
+		f.t.Fatalf("Sign after the end: %#x", rv)
+	}
+	return sig
+}
+
+func TestSignVerifyDecryptWithKeysMadeElsewhere(t *testing.T) {
+	f := newFixture(t, "")
+	f.createKey("rsa-sign", pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	f.createKey("ec-sign", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	f.createKey("rsa-enc", pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT)
+	h := f.open()
+	msg := []byte("sign me")
+	digest := sha256.Sum256(msg)
+
+	rsaPriv := f.one(h, CKO_PRIVATE_KEY, "rsa-sign")
+	rsaPub := f.pub("rsa-sign").(*rsa.PublicKey)
+	sig := f.sign(h, Mechanism{Type: CKM_SHA256_RSA_PKCS}, rsaPriv, msg)
+	if err := rsa.VerifyPKCS1v15(rsaPub, crypto.SHA256, digest[:], sig); err != nil {
+		t.Fatalf("CKM_SHA256_RSA_PKCS: %v", err)
+	}
+	di := append(append([]byte{}, digestInfoPrefixes[0].prefix...), digest[:]...)
+	sig = f.sign(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPriv, di)
+	if err := rsa.VerifyPKCS1v15(rsaPub, crypto.SHA256, digest[:], sig); err != nil {
+		t.Fatalf("CKM_RSA_PKCS: %v", err)
+	}
+	pss := Mechanism{Type: CKM_RSA_PKCS_PSS, HasParam: true, HashAlg: CKM_SHA256, MGF: CKG_MGF1_SHA256, SaltLen: 32}
+	sig = f.sign(h, pss, rsaPriv, digest[:])
+	if err := rsa.VerifyPSS(rsaPub, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: 32}); err != nil {
+		t.Fatalf("CKM_RSA_PKCS_PSS: %v", err)
+	}
+	// Verify in the library, through the public key object.
+	pubObj := f.one(h, CKO_PUBLIC_KEY, "rsa-sign")
+	if rv := f.m.VerifyInit(h, pss, pubObj); rv != CKR_OK {
+		t.Fatalf("VerifyInit: %#x", rv)
+	}
+	if rv := f.m.Verify(h, digest[:], sig); rv != CKR_OK {
+		t.Fatalf("Verify: %#x", rv)
+	}
+	sig[0] ^= 1
+	_ = f.m.VerifyInit(h, pss, pubObj)
+	if rv := f.m.Verify(h, digest[:], sig); rv != CKR_SIGNATURE_INVALID {
+		t.Fatalf("Verify of a bad signature: %#x", rv)
+	}
+
+	ecPriv := f.one(h, CKO_PRIVATE_KEY, "ec-sign")
+	ecPub := f.pub("ec-sign").(*ecdsa.PublicKey)
+	for _, mech := range []Mechanism{{Type: CKM_ECDSA}, {Type: CKM_ECDSA_SHA256}} {
+		in := msg
+		if mech.Type == CKM_ECDSA {
+			in = digest[:]
+		}
+		sig := f.sign(h, mech, ecPriv, in)
+		if len(sig) != 64 {
+			t.Fatalf("ECDSA signature of %d bytes, want r||s of 64", len(sig))
+		}
+		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+		if !ecdsa.Verify(ecPub, digest[:], r, s) {
+			t.Fatalf("mechanism %#x: signature does not verify", mech.Type)
+		}
+	}
+
+	encPriv := f.one(h, CKO_PRIVATE_KEY, "rsa-enc")
+	encPub := f.pub("rsa-enc").(*rsa.PublicKey)
+	for _, hash := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
+		ct, err := rsa.EncryptOAEP(newHash(hash), rand.Reader, encPub, []byte("table key"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ckm, mgf := uint64(CKM_SHA_1), uint64(CKG_MGF1_SHA1)
+		if hash == crypto.SHA256 {
+			ckm, mgf = CKM_SHA256, CKG_MGF1_SHA256
+		}
+		mech := Mechanism{Type: CKM_RSA_PKCS_OAEP, HasParam: true, HashAlg: ckm, MGF: mgf, OAEPSource: CKZ_DATA_SPECIFIED}
+		if rv := f.m.DecryptInit(h, mech, encPriv); rv != CKR_OK {
+			t.Fatalf("DecryptInit: %#x", rv)
+		}
+		pt, rv := f.m.Decrypt(h, ct, Out{Cap: 512})
+		if rv != CKR_OK || string(pt) != "table key" {
+			t.Fatalf("OAEP %v decrypt: %#x %q", hash, rv, pt)
+		}
+	}
+	// A signing key does not decrypt, and a wrong mechanism is refused.
+	mech := Mechanism{Type: CKM_RSA_PKCS_OAEP, HasParam: true, HashAlg: CKM_SHA256, MGF: CKG_MGF1_SHA256}
+	if rv := f.m.DecryptInit(h, mech, rsaPriv); rv != CKR_KEY_FUNCTION_NOT_PERMITTED {
+		t.Fatalf("DecryptInit with a signing key: %#x", rv)
+	}
+	if rv := f.m.SignInit(h, Mechanism{Type: 0x9999}, rsaPriv); rv != CKR_MECHANISM_INVALID {
+		t.Fatalf("SignInit with an unknown mechanism: %#x", rv)
+	}
+	if rv := f.m.SignInit(h, Mechanism{Type: CKM_ECDSA}, rsaPriv); rv != CKR_KEY_TYPE_INCONSISTENT {
+		t.Fatalf("ECDSA with an RSA key: %#x", rv)
+	}
+	if rv := f.m.SignInit(h, Mechanism{Type: CKM_ECDSA}, 999999); rv != CKR_KEY_HANDLE_INVALID {
+		t.Fatalf("SignInit with a wrong handle: %#x", rv)
+	}
+}
+
+func TestAttributes(t *testing.T) {
+	f := newFixture(t, "")
+	id := f.createKey("attrs", pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	h := f.open()
+	priv := f.one(h, CKO_PRIVATE_KEY, "attrs")
+	if got := f.find(h, Attribute{CKA_ID, []byte(id)}); len(got) != 2 {
+		t.Fatalf("find by CKA_ID = key id: %d objects, want 2", len(got))
+	}
+	for typ, want := range map[uint64][]byte{CKA_SENSITIVE: {1}, CKA_EXTRACTABLE: {0}, CKA_SIGN: {1}, CKA_LABEL: []byte("attrs"), CKA_ID: []byte(id)} {
+		v, rv := f.m.GetAttribute(h, priv, typ)
+		if rv != CKR_OK || !bytes.Equal(v, want) {
+			t.Fatalf("attribute %#x: %#x %q, want %q", typ, rv, v, want)
+		}
+	}
+	for _, typ := range []uint64{CKA_VALUE, CKA_PRIVATE_EXPONENT, CKA_PRIME_1} {
+		if _, rv := f.m.GetAttribute(h, priv, typ); rv != CKR_ATTRIBUTE_SENSITIVE {
+			t.Fatalf("attribute %#x of a private key: %#x, want CKR_ATTRIBUTE_SENSITIVE", typ, rv)
+		}
+	}
+	if _, rv := f.m.GetAttribute(h, priv, 0x7fff1234); rv != CKR_ATTRIBUTE_TYPE_INVALID {
+		t.Fatalf("unknown attribute: %#x", rv)
+	}
+	mod, rv := f.m.GetAttribute(h, priv, CKA_MODULUS)
+	if rv != CKR_OK || !bytes.Equal(mod, f.pub("attrs").(*rsa.PublicKey).N.Bytes()) {
+		t.Fatalf("CKA_MODULUS: %#x", rv)
+	}
+	if _, rv := f.m.GetAttribute(h, 12345, CKA_CLASS); rv != CKR_OBJECT_HANDLE_INVALID {
+		t.Fatalf("wrong object handle: %#x", rv)
+	}
+	if _, rv := f.m.GetAttribute(777, priv, CKA_CLASS); rv != CKR_SESSION_HANDLE_INVALID {
+		t.Fatalf("wrong session handle: %#x", rv)
+	}
+}
+
+func TestGenerateKeys(t *testing.T) {
+	f := newFixture(t, "")
+	h := f.open()
+	label := "ORACLE.TDE.HSM.MK.0123ABCD"
+	k, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{
+		{CKA_CLASS, ulong(CKO_SECRET_KEY)}, {CKA_KEY_TYPE, ulong(CKK_AES)}, {CKA_VALUE_LEN, ulong(32)},
+		{CKA_LABEL, []byte(label)}, {CKA_ID, []byte{1, 2, 3}}, {CKA_SENSITIVE, []byte{1}}, {CKA_TOKEN, []byte{1}},
+	})
+	if rv != CKR_OK {
+		t.Fatalf("GenerateKey: %#x", rv)
+	}
+	if got := f.one(h, CKO_SECRET_KEY, label); got != k {
+		t.Fatalf("found %d, made %d", got, k)
+	}
+	if got := f.find(h, Attribute{CKA_ID, []byte{1, 2, 3}}); len(got) != 1 || got[0] != k {
+		t.Fatalf("find by the given CKA_ID: %v", got)
+	}
+	if _, rv := f.m.GetAttribute(h, k, CKA_VALUE); rv != CKR_ATTRIBUTE_SENSITIVE {
+		t.Fatalf("CKA_VALUE of a secret key: %#x", rv)
+	}
+	// Templates asking for a readable or extractable secret are refused.
+	for _, a := range []Attribute{{CKA_EXTRACTABLE, []byte{1}}, {CKA_SENSITIVE, []byte{0}}, {CKA_VALUE, make([]byte, 32)}} {
+		if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte("x")}, a}); rv == CKR_OK {
+			t.Fatalf("GenerateKey with attribute %#x=%x succeeded", a.Type, a.Value)
+		}
+	}
+	if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{0x7fff0001, []byte{1}}}); rv != CKR_ATTRIBUTE_TYPE_INVALID {
+		t.Fatalf("unknown attribute: %#x", rv)
+	}
+
+	pubH, privH, rv := f.m.GenerateKeyPair(h, Mechanism{Type: CKM_EC_KEY_PAIR_GEN},
+		[]Attribute{{CKA_EC_PARAMS, ecParams(elliptic.P256())}, {CKA_LABEL, []byte("made-ec")}, {CKA_VERIFY, []byte{1}}},
+		[]Attribute{{CKA_LABEL, []byte("made-ec")}, {CKA_SIGN, []byte{1}}, {CKA_SENSITIVE, []byte{1}}})
+	if rv != CKR_OK {
+		t.Fatalf("GenerateKeyPair EC: %#x", rv)
+	}
+	sig := f.sign(h, Mechanism{Type: CKM_ECDSA_SHA256}, privH, []byte("m"))
+	if rv := f.m.VerifyInit(h, Mechanism{Type: CKM_ECDSA_SHA256}, pubH); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if rv := f.m.Verify(h, []byte("m"), sig); rv != CKR_OK {
+		t.Fatalf("verify: %#x", rv)
+	}
+	point, rv := f.m.GetAttribute(h, pubH, CKA_EC_POINT)
+	if rv != CKR_OK || len(point) != 67 {
+		t.Fatalf("CKA_EC_POINT: %#x, %d bytes", rv, len(point))
+	}
+	_, _, rv = f.m.GenerateKeyPair(h, Mechanism{Type: CKM_RSA_PKCS_KEY_PAIR_GEN},
+		[]Attribute{{CKA_MODULUS_BITS, ulong(1024)}}, []Attribute{{CKA_LABEL, []byte("small")}})
+	if rv != CKR_KEY_SIZE_RANGE {
+		t.Fatalf("RSA-1024: %#x", rv)
+	}
+}
+
+func TestLoginWithSealedKey(t *testing.T) {
+	f := newFixture(t, "1234-pin")
+	f.createKey("after-login", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	h := f.open()
+	ti, _ := f.m.GetTokenInfo(SlotID)
+	if ti.Flags&CKF_LOGIN_REQUIRED == 0 {
+		t.Fatal("token does not require login with a sealed key")
+	}
+	if got := f.find(h); len(got) != 0 {
+		t.Fatalf("%d objects visible before login", len(got))
+	}
+	if rv := f.m.Login(h, CKU_USER, []byte("wrong-pin")); rv != CKR_PIN_INCORRECT {
+		t.Fatalf("wrong PIN: %#x", rv)
+	}
+	if rv := f.m.Login(h, CKU_SO, []byte("1234-pin")); rv != CKR_USER_TYPE_INVALID {
+		t.Fatalf("SO login: %#x", rv)
+	}
+	if rv := f.m.Login(h, CKU_USER, []byte("1234-pin")); rv != CKR_OK {
+		t.Fatalf("right PIN: %#x", rv)
+	}
+	if rv := f.m.Login(h, CKU_USER, []byte("1234-pin")); rv != CKR_USER_ALREADY_LOGGED_IN {
+		t.Fatalf("second login: %#x", rv)
+	}
+	f.one(h, CKO_PRIVATE_KEY, "after-login")
+	buf := make([]byte, 2000)
+	if rv := f.m.GenerateRandom(h, buf); rv != CKR_OK || bytes.Equal(buf[:32], make([]byte, 32)) {
+		t.Fatalf("GenerateRandom: %#x", rv)
+	}
+	if rv := f.m.Logout(h); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if rv := f.m.GenerateRandom(h, buf); rv != CKR_USER_NOT_LOGGED_IN {
+		t.Fatalf("GenerateRandom after logout: %#x", rv)
+	}
+	// Finalize, then Initialize again.
+	if rv := f.m.Finalize(); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if _, rv := f.m.OpenSession(SlotID, CKF_SERIAL_SESSION); rv != CKR_CRYPTOKI_NOT_INITIALIZED {
+		t.Fatalf("OpenSession after Finalize: %#x", rv)
+	}
+	if rv := f.m.Initialize(InitArgs{Present: true, Flags: CKF_OS_LOCKING_OK}); rv != CKR_OK {
+		t.Fatalf("Initialize again: %#x", rv)
+	}
+	if rv := f.m.Initialize(InitArgs{}); rv != CKR_CRYPTOKI_ALREADY_INITIALIZED {
+		t.Fatalf("Initialize twice: %#x", rv)
+	}
+}
+
+func TestInitializeArgs(t *testing.T) {
+	m := New(&bytes.Buffer{})
+	if rv := m.Initialize(InitArgs{Present: true, Flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS}); rv != CKR_NEED_TO_CREATE_THREADS {
+		t.Fatalf("CKF_LIBRARY_CANT_CREATE_OS_THREADS: %#x", rv)
+	}
+	if rv := m.Initialize(InitArgs{Present: true, HasMutexFuncs: true}); rv != CKR_CANT_LOCK {
+		t.Fatalf("application mutexes only: %#x", rv)
+	}
+}
+
+func TestSealedKey(t *testing.T) {
+	sealed, err := SealKey([]byte("-----BEGIN PRIVATE KEY-----\nabc\n"), "good-pin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenSealedKey(sealed, "bad-pin!"); err != ErrPINIncorrect {
+		t.Fatalf("wrong PIN: %v", err)
+	}
+	got, err := OpenSealedKey(sealed, "good-pin")
+	if err != nil || !bytes.HasPrefix(got, []byte("-----BEGIN PRIVATE KEY")) {
+		t.Fatalf("open: %v", err)
+	}
+	if bytes.Contains(sealed, []byte("abc")) {
+		t.Fatal("sealed file holds the key in the clear")
+	}
+}
+
+func TestConfigFileRefusedWhenWritableByOthers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "p11.yaml")
+	if err := os.WriteFile(p, []byte("endpoints: [127.0.0.1:1]\nca: a\ncert: b\nkey: c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(k string) string {
+		if k == EnvConfig {
+			return p
+		}
+		return ""
+	}
+	c, err := LoadConfig(env)
+	if err != nil || c.TokenLabel != DefaultTokenLabel || c.Endpoints[0] != "127.0.0.1:1" {
+		t.Fatalf("0600 file: %+v %v", c, err)
+	}
+	if err := os.Chmod(p, 0o620); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(env); err == nil {
+		t.Fatal("group-writable configuration accepted")
+	}
+}
+
+// crypt runs a one-call encryption or decryption with a length query.
+func (f *fixture) crypt(h uint64, enc bool, mech Mechanism, key uint64, in []byte) ([]byte, uint64) {
+	f.t.Helper()
+	init, run := f.m.DecryptInit, f.m.Decrypt
+	if enc {
+		init, run = f.m.EncryptInit, f.m.Encrypt
+	}
+	if rv := init(h, mech, key); rv != CKR_OK {
+		return nil, rv
+	}
+	n, rv := run(h, in, Out{Query: true})
+	if rv != CKR_OK {
+		return nil, rv
+	}
+	return run(h, in, Out{Cap: uint64(len(n))})
+}
+
+func TestRawAESAndDataObjects(t *testing.T) {
+	f := newFixture(t, "")
+	h := f.open()
+	key, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte("ORACLE.TDE.HSM.MK.AB01")}, {CKA_VALUE_LEN, ulong(32)}})
+	if rv != CKR_OK {
+		t.Fatalf("GenerateKey: %#x", rv)
+	}
+	iv := bytes.Repeat([]byte{3}, 16)
+	tableKey := bytes.Repeat([]byte{0x5a}, 32)
+	gcm := Mechanism{Type: CKM_AES_GCM, HasParam: true, IV: iv[:12], AAD: []byte("aad"), TagBits: 128}
+	ctr := Mechanism{Type: CKM_AES_CTR, HasParam: true, IV: iv, CounterBits: 128}
+	for _, mech := range []Mechanism{{Type: CKM_AES_CBC_PAD, Param: iv}, {Type: CKM_AES_CBC, Param: iv}, ctr, gcm} {
+		ct, rv := f.crypt(h, true, mech, key, tableKey)
+		if rv != CKR_OK || bytes.Equal(ct, tableKey) {
+			t.Fatalf("encrypt %#x: %#x", mech.Type, rv)
+		}
+		pt, rv := f.crypt(h, false, mech, key, ct)
+		if rv != CKR_OK || !bytes.Equal(pt, tableKey) {
+			t.Fatalf("decrypt %#x: %#x", mech.Type, rv)
+		}
+		// Multi-part: the same result, buffered.
+		if rv := f.m.EncryptInit(h, mech, key); rv != CKR_OK {
+			t.Fatal(rv)
+		}
+		_ = f.m.EncryptUpdate(h, tableKey[:7])
+		_ = f.m.EncryptUpdate(h, tableKey[7:])
+		if _, rv := f.m.Encrypt(h, tableKey, Out{Cap: 100}); rv != CKR_OPERATION_ACTIVE {
+			t.Fatalf("C_Encrypt after C_EncryptUpdate: %#x", rv)
+		}
+		ct2, rv := f.m.EncryptFinal(h, Out{Cap: 100})
+		if rv != CKR_OK || !bytes.Equal(ct2, ct) {
+			t.Fatalf("multi-part %#x: %#x", mech.Type, rv)
+		}
+	}
+	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_CBC, Param: iv}, key, tableKey[:31]); rv != CKR_DATA_LEN_RANGE {
+		t.Fatalf("CBC of 31 bytes: %#x", rv)
+	}
+	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_CBC, Param: iv[:8]}, key, tableKey); rv != CKR_MECHANISM_PARAM_INVALID {
+		t.Fatalf("short IV: %#x", rv)
+	}
+	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_ECB}, key, tableKey); rv != CKR_MECHANISM_INVALID {
+		t.Fatalf("ECB: %#x", rv)
+	}
+	ct, _ := f.crypt(h, true, gcm, key, tableKey)
+	ct[3] ^= 1
+	if _, rv := f.crypt(h, false, gcm, key, ct); rv != CKR_ENCRYPTED_DATA_INVALID {
+		t.Fatalf("tampered GCM: %#x", rv)
+	}
+	if !ctrWraps(append(bytes.Repeat([]byte{0}, 15), 0xff), 8, 32) || ctrWraps(iv, 128, 64<<10) {
+		t.Fatal("ctrWraps")
+	}
+	// A key of the broker's own format does not serve raw AES.
+	f.createKey("kms-format", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT)
+	kmsKey := f.one(h, CKO_SECRET_KEY, "kms-format")
+	if rv := f.m.EncryptInit(h, Mechanism{Type: CKM_AES_CBC_PAD, Param: iv}, kmsKey); rv != CKR_KEY_FUNCTION_NOT_PERMITTED {
+		t.Fatalf("raw AES with a KMS-format key: %#x", rv)
+	}
+
+	// Data objects as Oracle makes them.
+	label := []byte("ORACLE.SECURITY.KM.ENCRYPTION.4142")
+	obj, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_DATA)}, {CKA_TOKEN, []byte{1}}, {CKA_LABEL, label}, {CKA_VALUE, []byte("metadata")}})
+	if rv != CKR_OK {
+		t.Fatalf("CreateObject: %#x", rv)
+	}
+	other := New(&bytes.Buffer{}) // another process's view
+	if rv := other.Initialize(InitArgs{}); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	defer other.Finalize()
+	g := &fixture{t: t, m: other}
+	oh := g.open()
+	found := g.one(oh, CKO_DATA, string(label))
+	if v, rv := other.GetAttribute(oh, found, CKA_VALUE); rv != CKR_OK || string(v) != "metadata" {
+		t.Fatalf("value seen elsewhere: %#x %q", rv, v)
+	}
+	if _, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_SECRET_KEY)}, {CKA_VALUE, make([]byte, 32)}}); rv != CKR_TEMPLATE_INCONSISTENT {
+		t.Fatalf("importing a secret key: %#x", rv)
+	}
+	if _, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_DATA)}, {CKA_VALUE, make([]byte, 64<<10+1)}}); rv == CKR_OK {
+		t.Fatal("oversized data object accepted")
+	}
+	if rv := f.m.DestroyObject(h, key); rv != CKR_ACTION_PROHIBITED {
+		t.Fatalf("destroying a key: %#x", rv)
+	}
+	if rv := f.m.DestroyObject(h, obj); rv != CKR_OK {
+		t.Fatalf("DestroyObject: %#x", rv)
+	}
+	if got := g.find(oh, Attribute{CKA_CLASS, ulong(CKO_DATA)}); len(got) != 0 {
+		t.Fatalf("%d data objects after destroy", len(got))
+	}
+}
