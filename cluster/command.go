@@ -81,6 +81,9 @@ var commandTable = [...]struct {
 	TypeRemoveGrant:       {"RemoveGrant", func() Command { return new(RemoveGrant) }},
 	TypeSetPrincipalRole:  {"SetPrincipalRole", func() Command { return new(SetPrincipalRole) }},
 	TypeDeletePrincipal:   {"DeletePrincipal", func() Command { return new(DeletePrincipal) }},
+	TypeKMIPCreateObject:  {"KMIPCreateObject", func() Command { return new(KMIPCreateObject) }},
+	TypeKMIPUpdateObject:  {"KMIPUpdateObject", func() Command { return new(KMIPUpdateObject) }},
+	TypeKMIPDeleteObject:  {"KMIPDeleteObject", func() Command { return new(KMIPDeleteObject) }},
 }
 
 func (t CommandType) String() string {

@@ -464,6 +464,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&RemoveGrant{GrantID: "g", KeyID: "k"},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
 		&DeletePrincipal{Name: "app"},
+		&KMIPCreateObject{Object: testKMIPObject("o", "k")},
+		&KMIPUpdateObject{FromState: KMIPPreActive, Object: testKMIPObject("o", "k")},
+		&KMIPDeleteObject{ID: "o", FromState: KMIPDeactivated},
 	)
 	seen := map[CommandType]bool{}
 	for _, c := range cmds {

@@ -81,6 +81,7 @@ func (d *Data) Digest() [32]byte {
 		e.str(p.Role)
 		e.time(p.UpdatedAt)
 	}
+	e.kmip(d.KMIP)
 
 	var sum [32]byte
 	e.h.Sum(sum[:0])

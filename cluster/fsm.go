@@ -297,7 +297,7 @@ func checkData(d *Data) error {
 		}
 		p.UpdatedAt = utc(p.UpdatedAt)
 	}
-	return nil
+	return checkKMIP(d)
 }
 
 type fsmSnapshot struct{ file snapshotFile }
@@ -351,6 +351,10 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	putMap(put, value, "grants", d.Grants)
 	put(",")
 	putMap(put, value, "principals", d.Principals)
+	if len(d.KMIP) > 0 {
+		put(",")
+		putMap(put, value, "kmip_objects", d.KMIP)
+	}
 	put("}}\n")
 	if err != nil {
 		return err

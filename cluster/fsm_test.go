@@ -35,6 +35,7 @@ func richFSM(t testing.TB) *FSM {
 		&SetDomainKeyID{ID: "dk-0123"},
 		&CreateGrant{Grant: testGrant("g1", "k1", "app")},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
+		&KMIPCreateObject{Object: testKMIPObject("o1", "k1")},
 	} {
 		a.must(t, c)
 	}
@@ -390,7 +391,8 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          9, // 8 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          10, // 9 encoded, plus the derived alias index
+		reflect.TypeFor[KMIPObject]():    21,
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,

@@ -100,6 +100,8 @@ type Data struct {
 	// Grants by Grant.ID, and principal records by Principal.Name.
 	Grants     map[string]*Grant     `json:"grants"`
 	Principals map[string]*Principal `json:"principals"`
+	// KMIP objects by id (command_kmip.go); absent while there are none.
+	KMIP map[string]*KMIPObject `json:"kmip_objects,omitempty"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -177,6 +179,7 @@ func (d *Data) Clone() *Data {
 		DomainKeyID: d.DomainKeyID,
 		Grants:      make(map[string]*Grant, len(d.Grants)),
 		Principals:  make(map[string]*Principal, len(d.Principals)),
+		KMIP:        cloneKMIP(d.KMIP),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {
