@@ -36,6 +36,10 @@ var attrDefs = []attrDef{
 	{"Revocation Reason", tagRevocationReason, ttlv.TypeStructure, false},
 	{"Extractable", tagExtractable, ttlv.TypeBoolean, true},
 	{"Sensitive", tagSensitive, ttlv.TypeBoolean, true},
+	// KMIP 1.x clients (PyKMIP among them) may send an Operation Policy
+	// Name; access here is the wrapping key's policy, so it is accepted
+	// and not kept.
+	{"Operation Policy Name", tagOperationPolicyName, ttlv.TypeTextString, true},
 }
 
 func attrByName(name string) (attrDef, bool) {
@@ -225,6 +229,7 @@ func (s *attrSet) apply(av attrValue, settableOnly bool) error {
 		}
 	case tagActivationDate:
 		s.activation = v.Time()
+	case tagOperationPolicyName:
 	default:
 		return invalidField("attribute %q cannot be used here", av.name)
 	}
@@ -255,7 +260,6 @@ func objectAttrs(o cluster.KMIPObject) []attrValue {
 		add("Object Group", ttlv.Text(av, g))
 	}
 	add("Initial Date", ttlv.DateTime(av, o.CreatedAt))
-	add("Original Creation Date", ttlv.DateTime(av, o.CreatedAt))
 	for _, d := range []struct {
 		name string
 		t    time.Time

@@ -421,7 +421,14 @@ func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id s
 	all := objectAttrs(o)
 	var pick []attrValue
 	if len(names) == 0 {
-		pick = all
+		// Every attribute, but Sensitive and Extractable only when asked
+		// for by name: clients older than KMIP 1.4 (PyKMIP 0.10 too) fail
+		// on attributes they do not know.
+		for _, a := range all {
+			if a.name != "Sensitive" && a.name != "Extractable" {
+				pick = append(pick, a)
+			}
+		}
 	}
 	for _, n := range names {
 		for _, a := range all {

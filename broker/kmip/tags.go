@@ -34,6 +34,7 @@ const (
 	tagObjectGroup            ttlv.Tag = 0x420056
 	tagObjectType             ttlv.Tag = 0x420057
 	tagOperation              ttlv.Tag = 0x42005C
+	tagOperationPolicyName    ttlv.Tag = 0x42005D
 	tagProtocolVersion        ttlv.Tag = 0x420069
 	tagProtocolVersionMajor   ttlv.Tag = 0x42006A
 	tagProtocolVersionMinor   ttlv.Tag = 0x42006B
