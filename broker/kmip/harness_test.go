@@ -202,3 +202,11 @@ func ids(p ttlv.Item) []string {
 	}
 	return out
 }
+
+func tlsDial(addr string, cfg *tls.Config) (*tls.Conn, error) {
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return conn, conn.Handshake()
+}
