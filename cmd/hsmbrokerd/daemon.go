@@ -49,6 +49,7 @@ type daemon struct {
 	metricsAddr   string
 	// kms, when set, serves the AWS KMS JSON endpoint.
 	kms     *kmsEndpoint
+	kmip    *kmipEndpoint // the KMIP server, when set (kmip.go)
 	region  string
 	account string
 
@@ -81,6 +82,7 @@ type endpoints struct {
 	grpc    string
 	metrics string
 	kmsURL  string // "" when the AWS KMS endpoint is not served
+	kmip    string // "" when KMIP is not served
 }
 
 // runDaemon opens the partition and the node, serves gRPC and HTTP until
@@ -107,6 +109,13 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			return err
 		}
 		defer kmsLis.Close()
+	}
+	kmipLis, err := d.kmip.listen()
+	if err != nil {
+		return err
+	}
+	if kmipLis != nil {
+		defer kmipLis.Close()
 	}
 
 	stopDrillSwitch, err := drillHSMFault(log, &d.hsm, d.cluster.NodeID)
@@ -210,6 +219,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	if kmsLis != nil {
 		ep.kmsURL = d.kms.url(kmsLis.Addr())
 	}
+	ep.kmip = kmipAddr(kmipLis)
 	advertise := firstSet(d.grpcAdvertise, ep.grpc)
 	log.Info("serving", "node", cc.NodeID, "grpc", ep.grpc, "grpc_advertise", advertise,
 		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL)
@@ -223,6 +233,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
 	spawn(func() { reloadOnHangup(bg, log, d.kms) })
+	spawn(func() { d.kmip.run(bg, log, svc, kmipLis, fatal) })
 	if preloader != nil {
 		spawn(func() {
 			preloader.Run(bg, node.State(), func() bool { ok, _ := svc.Ready(bg); return ok })

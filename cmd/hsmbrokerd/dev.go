@@ -51,6 +51,7 @@ type devFlags struct {
 	raftAddr    string
 	metricsAddr string
 	kmsAddr     string
+	kmipAddr    string
 	module      string
 }
 
@@ -114,6 +115,7 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:7490", "HTTP address for /metrics, /healthz and /readyz")
 	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "AWS KMS-compatible endpoint, plain HTTP (\"\": not served)")
+	fl.StringVar(&f.kmipAddr, "kmip-addr", "127.0.0.1:5696", "KMIP server, mutual TLS with the client certificates (\"\": not served)")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -219,10 +221,16 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		}
 	}
 
+	kmipEP, err := loadKMIPEndpoint(f.kmipAddr, l.nodeCert, l.nodeKey, l.caCert, "")
+	if err != nil {
+		return daemon{}, err
+	}
+
 	return daemon{
 		grpcAddr:    f.grpcAddr,
 		metricsAddr: f.metricsAddr,
 		kms:         kms,
+		kmip:        kmipEP,
 		auditFile:   l.audit,
 		region:      config.DefaultRegion,
 		account:     config.DefaultAccount,
@@ -247,6 +255,9 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			vars := clientEnv(ep, l.caCert, l.adminCert, l.adminKey, "", accessKey, config.DefaultRegion)
 			// Where to look: hsmctl audit verify "$HSMBROKER_AUDIT_LOG".
 			vars = append(vars, [2]string{"HSMBROKER_AUDIT_LOG", l.audit})
+			if ep.kmip != "" { // KMIP clients use HSMBROKER_CERT, _KEY and _CA
+				vars = append(vars, [2]string{"HSMBROKER_KMIP_ADDR", ep.kmip})
+			}
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}

@@ -79,6 +79,10 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 	if err != nil {
 		return daemon{}, err
 	}
+	kmipEP, err := serveKMIPConfig(c)
+	if err != nil {
+		return daemon{}, err
+	}
 	pin, err := hsm.LoadPIN(c.HSM.PINFile, c.HSM.PINEnv)
 	if err != nil {
 		return daemon{}, fmt.Errorf("hsm: %w", err)
@@ -115,6 +119,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		grpcAdvertise: c.GRPCAdvertiseAddr(),
 		metricsAddr:   c.MetricsAddr,
 		kms:           kms,
+		kmip:          kmipEP,
 		auditFile:     c.AuditFile(),
 		region:        c.Region,
 		account:       c.Account,

@@ -75,6 +75,9 @@ type Config struct {
 	// Not served unless KMS.Addr is set.
 	KMS KMS `yaml:"kms"`
 
+	// KMIP is the KMIP server; not served unless KMIP.Addr is set.
+	KMIP KMIP `yaml:"kmip"`
+
 	// Region and Account make key ARNs
 	// (arn:aws:kms:REGION:ACCOUNT:key/ID). Defaults DefaultRegion and
 	// DefaultAccount. Every node of a cluster must use the same values.
@@ -301,7 +304,7 @@ func (c *Config) setDefaults() {
 
 func (c *Config) resolvePaths(base string) {
 	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile, &c.JoinTokenFile,
-		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile, &c.Audit.File} {
+		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile, &c.Audit.File, &c.KMIP.Cert, &c.KMIP.Key} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -382,6 +385,7 @@ func (c Config) Validate() error {
 	required("tls.key", c.TLS.Key)
 
 	c.validateKMS(bad)
+	c.validateKMIP(bad)
 
 	required("hsm.module", c.HSM.Module)
 	if c.HSM.TokenLabel == "" && c.HSM.TokenSerial == "" {
