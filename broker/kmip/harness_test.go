@@ -24,7 +24,7 @@ type env struct {
 	port int
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	hsmtest.RequireSoftHSM(t)
 	c := hsmtest.NewCluster(t, 1)
@@ -32,7 +32,7 @@ func newEnv(t *testing.T) *env {
 }
 
 // startKMIP serves KMIP from node i of c.
-func startKMIP(t *testing.T, c *hsmtest.Cluster, i int) *env {
+func startKMIP(t testing.TB, c *hsmtest.Cluster, i int) *env {
 	t.Helper()
 	svc := c.Nodes[i].Service
 	if _, err := svc.EnsureKMIPKey(context.Background(), DefaultWrappingKey); err != nil {
@@ -67,11 +67,11 @@ func startKMIP(t *testing.T, c *hsmtest.Cluster, i int) *env {
 
 // client is a KMIP client built on the project's codec.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn *tls.Conn
 }
 
-func (e *env) dial(t *testing.T, principal, role string) *client {
+func (e *env) dial(t testing.TB, principal, role string) *client {
 	t.Helper()
 	cfg := e.c.ClientTLS(principal, role)
 	conn, err := tls.Dial("tcp", e.addr, cfg)
