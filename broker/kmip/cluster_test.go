@@ -80,6 +80,7 @@ func TestAudited(t *testing.T) {
 	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
 	u.do(v, opGet, uid(id))
 	e.dial(t, "watcher", pki.RoleAuditor).fail(v, opGet, uid(id))
+	u.fail(v, 0x1F, uid(id)) // Encrypt: not served, still audited
 
 	f, err := os.Open(c.Nodes[0].AuditPath())
 	if err != nil {
@@ -103,13 +104,14 @@ func TestAudited(t *testing.T) {
 			got = append(got, l)
 		}
 	}
-	if len(got) != 3 {
+	if len(got) != 4 {
 		t.Fatalf("%d KMIP audit lines: %+v", len(got), got)
 	}
 	want := []line{
 		{"kmip", "app", "kmip:Register", "OK", "allow", id, ""},
 		{"kmip", "app", "kmip:Get", "OK", "allow", id, ""},
 		{"kmip", "watcher", "kmip:Get", "PermissionDenied", "deny", id, ""},
+		{"kmip", "app", "kmip:Operation0x1f", "OperationNotSupported", "allow", "", ""},
 	}
 	for i, w := range want {
 		g := got[i]
@@ -118,7 +120,7 @@ func TestAudited(t *testing.T) {
 			t.Errorf("line %d = %+v, want %+v", i, g, w)
 		}
 	}
-	if got[0].KeyID == "" || got[1].KeyID != got[0].KeyID {
+	if got[0].KeyID == "" || got[1].KeyID != got[0].KeyID || got[3].KeyID != "" {
 		t.Errorf("the wrapping key is not named: %+v", got)
 	}
 }

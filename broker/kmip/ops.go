@@ -16,25 +16,29 @@ type batchEnv struct{ placeholder string }
 
 // handleItem answers one batch item as one audited request of the core.
 func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer string, v version, bi ttlv.Item, env *batchEnv) (ttlv.Item, bool) {
+	refuse := func(op uint32, batchID *ttlv.Item, action string, err error) (ttlv.Item, bool) {
+		s.auditRefused(ctx, cert, peer, action, err)
+		return failedItem(op, batchID, err), true
+	}
 	var batchID *ttlv.Item
 	if id, ok := bi.Child(tagUniqueBatchItemID); ok {
 		if id.Type != ttlv.TypeByteString || len(id.Bytes) > 64 {
-			return failedItem(0, nil, invalidMessage("Unique Batch Item ID must be a Byte String of at most 64 bytes")), true
+			return refuse(0, nil, "kmip:Message", invalidMessage("Unique Batch Item ID must be a Byte String of at most 64 bytes"))
 		}
 		batchID = &id
 	}
 	opItem, ok := bi.Child(tagOperation)
 	if !ok || opItem.Type != ttlv.TypeEnumeration {
-		return failedItem(0, batchID, invalidMessage("the batch item has no Operation")), true
+		return refuse(0, batchID, "kmip:Message", invalidMessage("the batch item has no Operation"))
 	}
 	op := uint32(opItem.Int)
 	payload, ok := bi.Child(tagRequestPayload)
 	if !ok || payload.Type != ttlv.TypeStructure {
-		return failedItem(op, batchID, invalidMessage("the batch item has no Request Payload")), true
+		return refuse(op, batchID, "kmip:Message", invalidMessage("the batch item has no Request Payload"))
 	}
 	name, known := opNames[op]
 	if !known {
-		return failedItem(op, batchID, &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"}), true
+		return refuse(op, batchID, "kmip:Operation"+opString(op), &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"})
 	}
 	objectID := ""
 	if u, ok := payload.Child(tagUniqueIdentifier); ok && u.Type == ttlv.TypeTextString {

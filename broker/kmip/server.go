@@ -248,6 +248,7 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 		v, items, stop, err = parseRequest(req)
 	}
 	if err != nil {
+		s.auditRefused(ctx, cert, peer, "kmip:Message", err)
 		return s.encodeResponse(v, []ttlv.Item{failedItem(0, nil, err)})
 	}
 	env := &batchEnv{}
@@ -377,6 +378,17 @@ func asOpError(err error) *opError {
 		r = reasonCryptographicFailure
 	}
 	return &opError{reason: r, msg: msg}
+}
+
+// auditRefused writes the audit line of a request refused before it
+// named an operation the core serves (a message that does not decode, a
+// batch item without an operation, an operation not served).
+func (s *Server) auditRefused(ctx context.Context, cert *x509.Certificate, peer, action string, err error) {
+	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: action, RequestID: newRequestID(), Peer: peer})
+	ctx = broker.KMIPPrincipal(ctx, cert)
+	if aerr := s.cfg.Service.EndRequest(ctx, reasonName(asOpError(err).reason), "OperationFailed"); aerr != nil {
+		s.log.Error("audit a refused KMIP request", "peer", peer, "err", aerr)
+	}
 }
 
 func newRequestID() string {
