@@ -9,7 +9,7 @@ export PATH := $(GOBIN):$(PATH)
 FUZZTIME ?= 5s
 LONG_FUZZTIME ?= 2m
 # Debian package -> a file it installs, used by `make deps` to find what is missing.
-SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
+SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl python3-pykmip:/usr/lib/python3/dist-packages/kmip/__init__.py
 
 .PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean
 

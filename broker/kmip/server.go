@@ -171,7 +171,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	}()
 	peer := raw.RemoteAddr().String()
 	c := tls.Server(raw, s.cfg.TLS)
-	_ = c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	_ = c.SetDeadline(time.Now().Add(min(s.cfg.IdleTimeout, handshakeTimeout)))
 	if err := c.Handshake(); err != nil {
 		s.log.Info("KMIP TLS handshake failed", "peer", peer, "err", err)
 		return
@@ -229,6 +229,10 @@ func parseVersion(it ttlv.Item) (version, error) {
 	}
 	return version{int(maj.Int), int(min.Int)}, nil
 }
+
+// handshakeTimeout bounds the TLS handshake, so that a client that stalls
+// in it does not hold a connection slot for a whole idle timeout.
+const handshakeTimeout = 10 * time.Second
 
 // MaxBatch is the most batch items one request may carry.
 const MaxBatch = 64
