@@ -38,3 +38,26 @@ func TestDevServesKMIP(t *testing.T) {
 		}
 	}
 }
+
+// hsmbrokerd serve with a kmip: section serves KMIP with the node
+// certificate; a client certificate from the cluster CA gets in.
+func TestServeKMIP(t *testing.T) {
+	t.Parallel()
+	module := requireSoftHSM(t)
+	py := hsmtest.RequirePyKMIP(t)
+	buildBinary(t)
+	c := newServeCluster(t, module)
+	kmipAddr := freeAddrs(t, 1)[0]
+	n := c.node(t, "node-1", "bootstrap: true\nkmip: {addr: \""+kmipAddr+"\"}\n")
+	p := c.start(t, n)
+	defer p.stop(t)
+	host, port, _ := net.SplitHostPort(kmipAddr)
+	out, err := exec.Command(py, filepath.Join("..", "..", "broker", "kmip", "testdata", "pykmip_client.py"),
+		host, port, c.clientCert, c.clientKey, c.caFile, "pgtde", "1.4").CombinedOutput()
+	if err != nil {
+		t.Fatalf("PyKMIP against hsmbrokerd serve: %v\n%s\n%s", err, out, p.out.String())
+	}
+	if !strings.Contains(string(out), `"get": true`) || !strings.Contains(string(out), `"locate": true`) {
+		t.Errorf("PyKMIP printed %s", out)
+	}
+}
