@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
@@ -37,7 +40,7 @@ const kmipContextKey = "kmip-object"
 // KMIP actions, as key policies name them.
 var kmipActions = []string{
 	"Create", "Register", "Get", "GetAttributes", "GetAttributeList", "Locate", "Activate", "Revoke",
-	"Destroy", "AddAttribute", "ModifyAttribute", "DeleteAttribute", "SetAttribute",
+	"Destroy", "AddAttribute", "ModifyAttribute", "DeleteAttribute", "SetAttribute", "Encrypt", "Decrypt",
 }
 
 func init() {
@@ -415,3 +418,68 @@ func (s *Service) KMIPDestroy(ctx context.Context, id string) error {
 
 // Now is the service's clock, for the dates KMIP attributes carry.
 func (s *Service) Now() time.Time { return s.now() }
+
+// KMIPCryptRequest encrypts or decrypts with a KMIP symmetric key in the
+// HSM.
+type KMIPCryptRequest struct {
+	ID      string
+	Encrypt bool
+	Mode    string // hsm.AESModeCBCPad, hsm.AESModeCBC or hsm.AESModeGCM
+	IV      []byte // nil on Encrypt: the HSM's generator makes one
+	AAD     []byte // GCM only
+	Data    []byte
+}
+
+// KMIP usage mask bits.
+const (
+	kmipUsageEncrypt int32 = 0x04
+	kmipUsageDecrypt int32 = 0x08
+)
+
+// KMIPCrypt runs AES with a KMIP key inside the HSM: the key's sealed
+// material is opened in the HSM and becomes a session object for the one
+// operation. Encrypt needs an Active key; Decrypt an Active or
+// Deactivated one; both need the usage mask to allow them (when it is
+// set). It returns the output and the IV used.
+func (s *Service) KMIPCrypt(ctx context.Context, req KMIPCryptRequest) ([]byte, []byte, error) {
+	o, err := s.kmipObject(ctx, req.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.ObjectType != KMIPSymmetricKey || o.Algorithm != KMIPAES {
+		return nil, nil, errKeyUsage("KMIP object %s is not an AES key", req.ID)
+	}
+	bit, verb := kmipUsageDecrypt, "decrypt"
+	if req.Encrypt {
+		bit, verb = kmipUsageEncrypt, "encrypt"
+	}
+	if o.UsageMask != 0 && o.UsageMask&bit == 0 {
+		return nil, nil, errKeyUsage("the usage mask of KMIP object %s does not allow it to %s", req.ID, verb)
+	}
+	if o.State != cluster.KMIPActive && (req.Encrypt || o.State != cluster.KMIPDeactivated) {
+		return nil, nil, newError(codes.FailedPrecondition, ExcInvalidState, "KMIP object %s is in state %d; %s needs an Active key", req.ID, o.State, verb)
+	}
+	iv := req.IV
+	if req.Encrypt && len(iv) == 0 {
+		n := 16
+		if req.Mode == hsm.AESModeGCM {
+			n = hsm.GCMIVSize
+		}
+		if iv, err = s.hsm.Random(ctx, n); err != nil {
+			return nil, nil, err
+		}
+	}
+	_, key, err := s.openSymmetric(ctx, "UniqueIdentifier", o.Wrapped, o.WrappingKeyID, keys.EncryptionContext{kmipContextKey: o.ID})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(key)
+	out, err := s.hsm.CryptWithValue(ctx, key, req.Encrypt, req.Mode, iv, req.AAD, req.Data)
+	switch {
+	case errors.Is(err, hsm.ErrInvalidInput), errors.Is(err, hsm.ErrUnsupported):
+		return nil, nil, kmipInvalid("%s", strings.TrimPrefix(err.Error(), hsm.ErrInvalidInput.Error()+": "))
+	case err != nil:
+		return nil, nil, err
+	}
+	return out, iv, nil
+}

@@ -80,7 +80,7 @@ func TestAudited(t *testing.T) {
 	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
 	u.do(v, opGet, uid(id))
 	e.dial(t, "watcher", pki.RoleAuditor).fail(v, opGet, uid(id))
-	u.fail(v, 0x1F, uid(id)) // Encrypt: not served, still audited
+	u.fail(v, 0x23, uid(id)) // MAC: not served, still audited
 
 	f, err := os.Open(c.Nodes[0].AuditPath())
 	if err != nil {
@@ -111,7 +111,7 @@ func TestAudited(t *testing.T) {
 		{"kmip", "app", "kmip:Register", "OK", "allow", id, ""},
 		{"kmip", "app", "kmip:Get", "OK", "allow", id, ""},
 		{"kmip", "watcher", "kmip:Get", "PermissionDenied", "deny", id, ""},
-		{"kmip", "app", "kmip:Operation0x1f", "OperationNotSupported", "allow", "", ""},
+		{"kmip", "app", "kmip:Operation0x23", "OperationNotSupported", "allow", "", ""},
 	}
 	for i, w := range want {
 		g := got[i]

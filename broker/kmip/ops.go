@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/cluster"
 )
@@ -117,6 +118,8 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 		return idPayload(id), s.cfg.Service.KMIPDestroy(ctx, id)
 	case opAddAttribute, opModifyAttribute, opSetAttribute, opDeleteAttribute:
 		return s.changeAttribute(ctx, v, op, p, id)
+	case opEncrypt, opDecrypt:
+		return s.crypt(ctx, op == opEncrypt, p, id)
 	}
 	return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"}
 }
@@ -167,7 +170,8 @@ func query(p ttlv.Item) (ttlv.Item, error) {
 		switch uint32(f.Int) {
 		case queryOperations:
 			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList,
-				opAddAttribute, opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opSetAttribute} {
+				opAddAttribute, opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opSetAttribute,
+				opEncrypt, opDecrypt} {
 				out.Children = append(out.Children, ttlv.Enum(tagOperation, op))
 			}
 		case queryObjects:
@@ -669,4 +673,86 @@ func editObject(o *cluster.KMIPObject, op uint32, target attrValue, nv, cur attr
 		o.ActivationDate = nv.activation // zero for Delete
 	}
 	return nil
+}
+
+// AES modes as KMIP names them.
+const (
+	modeCBC      uint32 = 1
+	modeGCM      uint32 = 9
+	paddingNone  uint32 = 1
+	paddingPKCS5 uint32 = 3
+)
+
+// crypt serves Encrypt and Decrypt with an AES key: CBC (PKCS#5 padding,
+// the default, or none) and GCM (KMIP 1.4's authenticated encryption
+// fields), run in the HSM.
+func (s *Server) crypt(ctx context.Context, encrypt bool, p ttlv.Item, id string) (ttlv.Item, error) {
+	req := broker.KMIPCryptRequest{ID: id, Encrypt: encrypt, Mode: hsm.AESModeCBCPad}
+	if cp, ok := p.Child(tagCryptographicParams); ok {
+		mode, padding := modeCBC, paddingPKCS5
+		if m, ok := cp.Child(tagBlockCipherMode); ok {
+			if m.Type != ttlv.TypeEnumeration {
+				return ttlv.Item{}, invalidField("Block Cipher Mode must be an Enumeration")
+			}
+			mode = uint32(m.Int)
+		}
+		if pm, ok := cp.Child(tagPaddingMethod); ok {
+			if pm.Type != ttlv.TypeEnumeration {
+				return ttlv.Item{}, invalidField("Padding Method must be an Enumeration")
+			}
+			padding = uint32(pm.Int)
+		}
+		if a, ok := cp.Child(tagCryptographicAlgorithm); ok && (a.Type != ttlv.TypeEnumeration || a.Int != 3) {
+			return ttlv.Item{}, &opError{reason: reasonFeatureNotSupported, msg: "only AES is served"}
+		}
+		switch {
+		case mode == modeCBC && padding == paddingPKCS5:
+		case mode == modeCBC && padding == paddingNone:
+			req.Mode = hsm.AESModeCBC
+		case mode == modeGCM:
+			req.Mode = hsm.AESModeGCM
+		default:
+			return ttlv.Item{}, &opError{reason: reasonFeatureNotSupported, msg: "AES is served in CBC (PKCS#5 padding or none) and GCM modes"}
+		}
+	}
+	d, ok := p.Child(tagData)
+	if !ok || d.Type != ttlv.TypeByteString || len(d.Bytes) == 0 {
+		return ttlv.Item{}, missingData("Data is required")
+	}
+	req.Data = d.Bytes
+	if iv, ok := p.Child(tagIVCounterNonce); ok {
+		if iv.Type != ttlv.TypeByteString {
+			return ttlv.Item{}, invalidField("IV/Counter/Nonce must be a Byte String")
+		}
+		req.IV = iv.Bytes
+	} else if !encrypt {
+		return ttlv.Item{}, missingData("IV/Counter/Nonce is required to decrypt")
+	}
+	if a, ok := p.Child(tagAEADData); ok && a.Type == ttlv.TypeByteString {
+		req.AAD = a.Bytes
+	}
+	if !encrypt && req.Mode == hsm.AESModeGCM {
+		tag, ok := p.Child(tagAEADTag)
+		if !ok || tag.Type != ttlv.TypeByteString || len(tag.Bytes) != hsm.GCMTagSize {
+			return ttlv.Item{}, missingData("a 16-byte Authenticated Encryption Tag is required for GCM")
+		}
+		req.Data = append(append([]byte(nil), req.Data...), tag.Bytes...)
+	}
+	out, iv, err := s.cfg.Service.KMIPCrypt(ctx, req)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	res := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id))
+	if encrypt && req.Mode == hsm.AESModeGCM {
+		res.Children = append(res.Children, ttlv.Bytes(tagData, out[:len(out)-hsm.GCMTagSize]))
+	} else {
+		res.Children = append(res.Children, ttlv.Bytes(tagData, out))
+	}
+	if encrypt && len(req.IV) == 0 {
+		res.Children = append(res.Children, ttlv.Bytes(tagIVCounterNonce, iv))
+	}
+	if encrypt && req.Mode == hsm.AESModeGCM {
+		res.Children = append(res.Children, ttlv.Bytes(tagAEADTag, out[len(out)-hsm.GCMTagSize:]))
+	}
+	return res, nil
 }

@@ -55,19 +55,19 @@ func TestPyKMIPOperations(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			got := e.runPyKMIP(t, "app-"+v, pki.RoleUser, "ops", v)
 			expect(t, got, map[string]any{
-				"create_sizes":      map[string]int{"128": 16, "192": 24, "256": 32},
-				"get_matches":       true,
-				"secret_matches":    true,
-				"state_before":      []string{"PRE_ACTIVE"},
-				"state_after":       []string{"ACTIVE"},
-				"locate_name":       true,
-				"locate_max":        2,
-				"get_missing":       "ITEM_NOT_FOUND",
-				"state_revoked":     []string{"DEACTIVATED"},
-				"get_destroyed":     "ITEM_NOT_FOUND",
-				"create_rsa":        "OPERATION_NOT_SUPPORTED",
-				"encrypt":           "OPERATION_NOT_SUPPORTED",
-				"query_operations":  15,
+				"create_sizes":   map[string]int{"128": 16, "192": 24, "256": 32},
+				"get_matches":    true,
+				"secret_matches": true,
+				"state_before":   []string{"PRE_ACTIVE"},
+				"state_after":    []string{"ACTIVE"},
+				"locate_name":    true,
+				"locate_max":     2,
+				"get_missing":    "ITEM_NOT_FOUND",
+				"state_revoked":  []string{"DEACTIVATED"},
+				"get_destroyed":  "ITEM_NOT_FOUND",
+				"create_rsa":     "OPERATION_NOT_SUPPORTED",
+				"encrypt_secret": "INVALID_FIELD", "decrypt_round_trip": true, "encrypt_is_aes_cbc": true,
+				"query_operations":  17,
 				"discover_versions": []string{"2.0", "1.4", "1.3", "1.2", "1.1", "1.0"},
 			})
 			if v == "2.0" {

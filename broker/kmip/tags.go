@@ -5,6 +5,13 @@ import "github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 // KMIP tags this server reads or writes (KMIP 1.0-2.0, section 9.1.3.1).
 const (
 	tagActivationDate         ttlv.Tag = 0x420001
+	tagBlockCipherMode        ttlv.Tag = 0x420011
+	tagCryptographicParams    ttlv.Tag = 0x42002B
+	tagIVCounterNonce         ttlv.Tag = 0x42003D
+	tagPaddingMethod          ttlv.Tag = 0x42005F
+	tagData                   ttlv.Tag = 0x4200C2
+	tagAEADData               ttlv.Tag = 0x4200FE // Authenticated Encryption Additional Data (1.4)
+	tagAEADTag                ttlv.Tag = 0x4200FF // Authenticated Encryption Tag (1.4)
 	tagAttribute              ttlv.Tag = 0x420008
 	tagAttributeIndex         ttlv.Tag = 0x420009
 	tagAttributeName          ttlv.Tag = 0x42000A
@@ -90,6 +97,8 @@ const (
 	opQuery            uint32 = 0x18
 	opDiscoverVersions uint32 = 0x1E
 	opSetAttribute     uint32 = 0x31
+	opEncrypt          uint32 = 0x1F
+	opDecrypt          uint32 = 0x20
 )
 
 // opNames are the actions key policies and audit lines name ("kmip:Get").
@@ -98,7 +107,7 @@ var opNames = map[uint32]string{
 	opGetAttributes: "GetAttributes", opGetAttributeList: "GetAttributeList", opAddAttribute: "AddAttribute",
 	opModifyAttribute: "ModifyAttribute", opDeleteAttribute: "DeleteAttribute", opActivate: "Activate",
 	opRevoke: "Revoke", opDestroy: "Destroy", opQuery: "Query", opDiscoverVersions: "DiscoverVersions",
-	opSetAttribute: "SetAttribute",
+	opSetAttribute: "SetAttribute", opEncrypt: "Encrypt", opDecrypt: "Decrypt",
 }
 
 // Result statuses and reasons.

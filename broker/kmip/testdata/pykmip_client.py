@@ -9,6 +9,9 @@ import os
 import sys
 import traceback
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from kmip.core import enums
 from kmip.core import objects as cobjects
 from kmip.core.factories import attributes as af
@@ -98,6 +101,14 @@ def ops(args, version):
     out["locate_all"] = len(every)
     out["locate_page"] = c.locate(maximum_items=2, offset_items=1) == sorted(every)[1:3] if version >= "1.3" else "n/a"
     out["locate_max"] = len(c.locate(maximum_items=2))
+    cbc = {"cryptographic_algorithm": enums.CryptographicAlgorithm.AES,
+           "block_cipher_mode": enums.BlockCipherMode.CBC, "padding_method": enums.PaddingMethod.PKCS5}
+    msg = b"a message of some length"
+    ct, iv = c.encrypt(msg, uid=uid, cryptographic_parameters=cbc)
+    out["decrypt_round_trip"] = c.decrypt(ct, uid=uid, cryptographic_parameters=cbc, iv_counter_nonce=iv) == msg
+    dec = Cipher(algorithms.AES(material), modes.CBC(iv)).decryptor()
+    unpad = padding.PKCS7(128).unpadder()
+    out["encrypt_is_aes_cbc"] = unpad.update(dec.update(ct) + dec.finalize()) + unpad.finalize() == msg
     out["get_missing"] = failure(lambda: c.get("00000000-0000-4000-8000-000000000000"))
     out["destroy_active"] = failure(lambda: c.destroy(uid))
     c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
@@ -105,8 +116,7 @@ def ops(args, version):
     c.destroy(uid)
     out["get_destroyed"] = failure(lambda: c.get(uid))
     out["create_rsa"] = failure(lambda: c.create_key_pair(enums.CryptographicAlgorithm.RSA, 2048))
-    out["encrypt"] = failure(lambda: c.encrypt(b"data", uid=secret, cryptographic_parameters={
-        "cryptographic_algorithm": enums.CryptographicAlgorithm.AES, "block_cipher_mode": enums.BlockCipherMode.CBC}))
+    out["encrypt_secret"] = failure(lambda: c.encrypt(b"data", uid=secret, cryptographic_parameters=cbc))
     q = c.proxy.query(query_functions=[enums.QueryFunction.QUERY_OPERATIONS, enums.QueryFunction.QUERY_OBJECTS])
     out["query_operations"] = len(q.operations)
     dv = c.proxy.discover_versions()
