@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
 // hsmbrokerd dev serves KMIP on --kmip-addr with the dev client
@@ -60,4 +66,96 @@ func TestServeKMIP(t *testing.T) {
 	if !strings.Contains(string(out), `"get": true`) || !strings.Contains(string(out), `"locate": true`) {
 		t.Errorf("PyKMIP printed %s", out)
 	}
+}
+
+// Three hsmbrokerd serve processes with KMIP: a key registered through one
+// node is located and read through another, and again after the leader
+// is killed with SIGKILL.
+func TestServeKMIPClusterSurvivesLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three daemons; skipped under -short")
+	}
+	t.Parallel()
+	module := requireSoftHSM(t)
+	py := hsmtest.RequirePyKMIP(t)
+	buildBinary(t)
+	c := newServeCluster(t, module)
+	kmipAddrs := freeAddrs(t, 3)
+	kmipSection := func(i int) string { return "kmip: {addr: \"" + kmipAddrs[i] + "\"}\n" }
+	n1 := c.node(t, "node-1", "bootstrap: true\n"+kmipSection(0))
+	procs := []*proc{c.start(t, n1)}
+	conn := dial(t, n1.grpcAddr, c.caFile, c.clientCert, c.clientKey)
+	waitServing(t, procs[0], conn)
+	cs := pb.NewClusterServiceClient(conn)
+	nodes := []*serveNode{n1}
+	for i := 1; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		tok, err := cs.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		cancel()
+		if err != nil {
+			t.Fatalf("CreateJoinToken: %v", err)
+		}
+		tokenFile := filepath.Join(c.dir, fmt.Sprintf("join-%d.token", i))
+		if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := c.node(t, fmt.Sprintf("node-%d", i+1), fmt.Sprintf("join: [%s]\njoin_token_file: %s\n%s", n1.grpcAddr, tokenFile, kmipSection(i)))
+		p := c.start(t, n)
+		c.checkServing(t, p, n)
+		nodes, procs = append(nodes, n), append(procs, p)
+	}
+	defer func() {
+		for _, p := range procs {
+			if !p.exited() {
+				p.stop(t)
+			}
+		}
+	}()
+	script := filepath.Join("..", "..", "broker", "kmip", "testdata", "pykmip_client.py")
+	pykmip := func(i int, scenario string) (map[string]any, error) {
+		host, port, _ := net.SplitHostPort(kmipAddrs[i])
+		out, err := exec.Command(py, script, host, port, c.clientCert, c.clientKey, c.caFile, scenario, "1.4").Output()
+		if err != nil {
+			return nil, fmt.Errorf("%s through node %d: %v: %s", scenario, i+1, err, out)
+		}
+		var m map[string]any
+		return m, json.Unmarshal(out, &m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := cs.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := -1
+	for i, n := range nodes {
+		if n.id == st.GetLeaderId() {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatalf("leader %q is none of the nodes", st.GetLeaderId())
+	}
+	writer, reader := (leader+1)%3, (leader+2)%3
+	stored, err := pykmip(writer, "store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		var got map[string]any
+		waitFor(t, nil, "KMIP read through node "+nodes[reader].id+" "+when, func() error {
+			got, err = pykmip(reader, "fetch")
+			return err
+		})
+		if ids, _ := got["ids"].([]any); len(ids) != 1 || ids[0] != stored["id"] || got["material"] != stored["material"] {
+			t.Fatalf("%s: read %v, stored %v", when, got, stored)
+		}
+	}
+	check("before the kill")
+	if err := procs[leader].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-procs[leader].done
+	check("after the leader's SIGKILL")
 }

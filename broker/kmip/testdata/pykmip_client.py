@@ -187,7 +187,26 @@ def denied(args, version):
     return out
 
 
-SCENARIOS = {"ops": ops, "percona": percona, "pgtde": pgtde, "mongodb": mongodb, "denied": denied}
+def store(args, version):
+    """Register and activate a named key; print its id and material."""
+    c = client(args, version)
+    material = os.urandom(32)
+    uid = c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 256, material, name="cluster-key"))
+    c.activate(uid)
+    c.close()
+    return {"id": uid, "material": material.hex()}
+
+
+def fetch(args, version):
+    """Locate the named key and Get it; print what was found."""
+    c = client(args, version)
+    found = c.locate(attributes=[F.create_attribute(enums.AttributeType.NAME, "cluster-key")])
+    out = {"ids": found, "material": c.get(found[0]).value.hex() if found else ""}
+    c.close()
+    return out
+
+
+SCENARIOS = {"store": store, "fetch": fetch, "ops": ops, "percona": percona, "pgtde": pgtde, "mongodb": mongodb, "denied": denied}
 
 if __name__ == "__main__":
     a = sys.argv[1:]
