@@ -80,6 +80,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench CreateKey -benchtime 1x ./broker
 	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
 	$(GO) test -run '^$$' -bench TDERead -benchtime 2000x ./broker/vault
+	$(GO) test -run '^$$' -bench KMIP -benchtime 2000x ./broker/kmip
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

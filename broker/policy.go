@@ -192,8 +192,11 @@ func parseStatement(b []byte) (policyStatement, error) {
 		la := strings.ToLower(a)
 		if la != "*" {
 			name, ok := strings.CutPrefix(la, "kms:")
+			if !ok {
+				name, ok = strings.CutPrefix(la, "kmip:") // the KMIP front's actions
+			}
 			if !ok || name == "" {
-				return st, fmt.Errorf("action %q is not a kms: action", a)
+				return st, fmt.Errorf("action %q is not a kms: or kmip: action", a)
 			}
 			if !strings.ContainsAny(name, "*?") && !kmsActions[name] {
 				return st, fmt.Errorf("action %q is not an AWS KMS action", a)

@@ -90,6 +90,9 @@ var commandTable = [...]struct {
 	TypeAuditCheckpoint:   {"AuditCheckpoint", func() Command { return new(AuditCheckpoint) }},
 	TypeCreateDataObject:  {"CreateDataObject", func() Command { return new(CreateDataObject) }}, // command_pkcs11.go
 	TypeDeleteDataObject:  {"DeleteDataObject", func() Command { return new(DeleteDataObject) }},
+	TypeKMIPCreateObject:  {"KMIPCreateObject", func() Command { return new(KMIPCreateObject) }},
+	TypeKMIPUpdateObject:  {"KMIPUpdateObject", func() Command { return new(KMIPUpdateObject) }},
+	TypeKMIPDeleteObject:  {"KMIPDeleteObject", func() Command { return new(KMIPDeleteObject) }},
 }
 
 func (t CommandType) String() string {

@@ -469,6 +469,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		checkpoint("n", "ab", 1),
 		&CreateDataObject{Object: testDataObject("0123456789abcdef0123456789abcdef")},
 		&DeleteDataObject{ID: "0123456789abcdef0123456789abcdef"},
+		&KMIPCreateObject{Object: testKMIPObject("o", "k")},
+		&KMIPUpdateObject{FromState: KMIPPreActive, Object: testKMIPObject("o", "k")},
+		&KMIPDeleteObject{ID: "o", FromState: KMIPDeactivated},
 	)
 	cmds = append(cmds, tdeSetup()...)
 	seen := map[CommandType]bool{}

@@ -84,6 +84,7 @@ func (d *Data) Digest() [32]byte {
 	e.tde(&d.TDE)
 	e.auditHeads(d.AuditHeads)
 	e.dataObjects(d)
+	e.kmip(d.KMIP)
 
 	var sum [32]byte
 	e.h.Sum(sum[:0])

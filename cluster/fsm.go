@@ -303,7 +303,10 @@ func checkData(d *Data) error {
 	if err := checkAuditHeads(d); err != nil {
 		return err
 	}
-	return checkDataObjects(d)
+	if err := checkDataObjects(d); err != nil {
+		return err
+	}
+	return checkKMIP(d)
 }
 
 type fsmSnapshot struct{ file snapshotFile }
@@ -364,6 +367,10 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	if len(d.DataObjects) > 0 {
 		put(",")
 		putMap(put, value, "data_objects", d.DataObjects)
+	}
+	if len(d.KMIP) > 0 {
+		put(",")
+		putMap(put, value, "kmip_objects", d.KMIP)
 	}
 	put("}}\n")
 	if err != nil {

@@ -36,6 +36,7 @@ func richFSM(t testing.TB) *FSM {
 		&CreateGrant{Grant: testGrant("g1", "k1", "app")},
 		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
 		&AuditCheckpoint{Node: "n1", Segment: "0a1b", Seq: 7, Head: strings.Repeat("ab", 32), MAC: []byte("mac"), At: t0},
+		&KMIPCreateObject{Object: testKMIPObject("o1", "k1")},
 	} {
 		a.must(t, c)
 	}
@@ -394,7 +395,7 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          12, // 11 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          13, // 12 encoded, plus the derived alias index
 		reflect.TypeFor[TDEData]():       3,
 		reflect.TypeFor[TDEMount]():      3,
 		reflect.TypeFor[TDEKey]():        6,
@@ -403,6 +404,7 @@ func TestDigestCoversEveryField(t *testing.T) {
 		reflect.TypeFor[AuditHead]():     4,
 		reflect.TypeFor[AuditMark]():     4,
 		reflect.TypeFor[DataObject]():    8,
+		reflect.TypeFor[KMIPObject]():    21,
 		reflect.TypeFor[Key]():           14,
 		reflect.TypeFor[KeyVersion]():    4,
 		reflect.TypeFor[Alias]():         4,

@@ -107,6 +107,8 @@ type Data struct {
 	AuditHeads map[string]*AuditHead `json:"audit_heads"`
 	// DataObjects by DataObject.ID (command_pkcs11.go); omitted when empty.
 	DataObjects map[string]*DataObject `json:"data_objects,omitempty"`
+	// KMIP objects by id (command_kmip.go); absent while there are none.
+	KMIP map[string]*KMIPObject `json:"kmip_objects,omitempty"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -188,6 +190,7 @@ func (d *Data) Clone() *Data {
 		Principals:  make(map[string]*Principal, len(d.Principals)),
 		TDE:         d.TDE.clone(),
 		AuditHeads:  make(map[string]*AuditHead, len(d.AuditHeads)),
+		KMIP:        cloneKMIP(d.KMIP),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {

@@ -50,7 +50,9 @@ type daemon struct {
 	// kms, when set, serves the AWS KMS JSON endpoint.
 	kms *kmsEndpoint
 	// vault, when set, serves the TDE key endpoint (vault.go).
-	vault   *vaultEndpoint
+	vault *vaultEndpoint
+	// kmip, when set, serves KMIP (kmip.go).
+	kmip    *kmipEndpoint
 	region  string
 	account string
 
@@ -85,6 +87,8 @@ type endpoints struct {
 	kmsURL  string // "" when the AWS KMS endpoint is not served
 	// vaultURL is the TDE key endpoint, "" when not served.
 	vaultURL string
+	// kmip is the KMIP server's address, "" when not served.
+	kmip string
 }
 
 // runDaemon opens the partition and the node, serves gRPC and HTTP until
@@ -118,6 +122,13 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 			return err
 		}
 		defer vaultLis.Close()
+	}
+	kmipLis, err := d.kmip.listen()
+	if err != nil {
+		return err
+	}
+	if kmipLis != nil {
+		defer kmipLis.Close()
 	}
 
 	stopDrillSwitch, err := drillHSMFault(log, &d.hsm, d.cluster.NodeID)
@@ -221,6 +232,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	if kmsLis != nil {
 		ep.kmsURL = d.kms.url(kmsLis.Addr())
 	}
+	ep.kmip = kmipAddr(kmipLis)
 	advertise := firstSet(d.grpcAdvertise, ep.grpc)
 	log.Info("serving", "node", cc.NodeID, "grpc", ep.grpc, "grpc_advertise", advertise,
 		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL, "vault", ep.vaultURL)
@@ -234,6 +246,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
 	spawn(func() { reloadOnHangup(bg, log, d.kms) })
+	spawn(func() { d.kmip.run(bg, log, svc, kmipLis, fatal) })
 	if preloader != nil {
 		spawn(func() {
 			preloader.Run(bg, node.State(), func() bool { ok, _ := svc.Ready(bg); return ok })

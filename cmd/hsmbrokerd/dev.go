@@ -53,6 +53,7 @@ type devFlags struct {
 	kmsAddr     string
 	vaultAddr   string
 	vaultTLS    bool
+	kmipAddr    string
 	module      string
 }
 
@@ -125,6 +126,7 @@ Stop it with Ctrl-C or SIGTERM. Remove DIR to start over.`,
 	fl.StringVar(&f.kmsAddr, "kms-addr", "127.0.0.1:7480", "AWS KMS-compatible endpoint, plain HTTP (\"\": not served)")
 	fl.StringVar(&f.vaultAddr, "vault-addr", "127.0.0.1:7482", "TDE key endpoint (Vault KV v2 reads), plain HTTP on loopback (\"\": not served)")
 	fl.BoolVar(&f.vaultTLS, "vault-tls", false, "serve the TDE key endpoint over HTTPS with the dev node certificate (trust tls/ca.pem)")
+	fl.StringVar(&f.kmipAddr, "kmip-addr", "127.0.0.1:5696", "KMIP server, mutual TLS with the client certificates (\"\": not served)")
 	fl.StringVar(&f.module, "module", "", "SoftHSMv2 library (default: the first of the usual install paths that exists)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -242,12 +244,17 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 			return daemon{}, err
 		}
 	}
+	kmipEP, err := loadKMIPEndpoint(f.kmipAddr, l.nodeCert, l.nodeKey, l.caCert, "")
+	if err != nil {
+		return daemon{}, err
+	}
 
 	return daemon{
 		grpcAddr:    f.grpcAddr,
 		metricsAddr: f.metricsAddr,
 		kms:         kms,
 		vault:       vaultEP,
+		kmip:        kmipEP,
 		auditFile:   l.audit,
 		region:      config.DefaultRegion,
 		account:     config.DefaultAccount,
@@ -289,6 +296,9 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 				return err
 			}
 			vars = append(vars, p11vars...)
+			if ep.kmip != "" { // KMIP clients use HSMBROKER_CERT, _KEY and _CA
+				vars = append(vars, [2]string{"HSMBROKER_KMIP_ADDR", ep.kmip})
+			}
 			if err := writeEnvFile(l.env, "hsmbrokerd dev", vars); err != nil {
 				return err
 			}

@@ -13,20 +13,20 @@ import (
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
-// startDev runs `hsmbrokerd dev` on addrs (grpc, raft, metrics, kms, vault) and
+// startDev runs `hsmbrokerd dev` on addrs (grpc, raft, metrics, kms, vault, kmip) and
 // waits for dev.env. On a port collision it retries on fresh ports, updating
 // addrs.
 func startDev(t *testing.T, module, dir string, addrs *[]string) *proc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		if len(*addrs) == 0 || attempt > 0 {
-			*addrs = freeAddrs(t, 5)
+			*addrs = freeAddrs(t, 6)
 		}
 		a := *addrs
 		// A SOFTHSM2_CONF of the caller's must not leak into dev mode.
 		env := environ("SOFTHSM2_CONF=" + filepath.Join(t.TempDir(), "elsewhere.conf"))
 		p := startProc(t, env, "dev", "--data-dir", dir, "--module", module,
-			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3], "--vault-addr", a[4])
+			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3], "--vault-addr", a[4], "--kmip-addr", a[5])
 		envFile := filepath.Join(dir, "dev.env")
 		waitFor(t, nil, "dev.env", func() error {
 			if exists(envFile) || p.exited() {
@@ -57,12 +57,15 @@ func TestDevStartStopRestart(t *testing.T) {
 	env := readEnvFile(t, filepath.Join(dir, "dev.env"))
 	for _, k := range []string{"HSMBROKER_ADDR", "HSMBROKER_CA", "HSMBROKER_CERT", "HSMBROKER_KEY", "HSMBROKER_METRICS_ADDR",
 		"HSMBROKER_AUDIT_LOG", "HSMBROKER_CA_KEY", "AWS_ENDPOINT_URL_KMS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-		"VAULT_ADDR", "VAULT_TOKEN", "HSMBROKER_PKCS11_KEY", "HSMBROKER_PKCS11_PIN"} {
+		"VAULT_ADDR", "VAULT_TOKEN", "HSMBROKER_PKCS11_KEY", "HSMBROKER_PKCS11_PIN", "HSMBROKER_KMIP_ADDR"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
 	}
 	checkPKCS11Seal(t, env)
+	if env["HSMBROKER_KMIP_ADDR"] != addrs[5] {
+		t.Errorf("HSMBROKER_KMIP_ADDR=%s, want %s", env["HSMBROKER_KMIP_ADDR"], addrs[5])
+	}
 	if env["HSMBROKER_ADDR"] != addrs[0] || env["HSMBROKER_METRICS_ADDR"] != addrs[2] || env["AWS_ENDPOINT_URL_KMS"] != "http://"+addrs[3] {
 		t.Errorf("dev.env addresses %s, %s, %s; want %s, %s, http://%s", env["HSMBROKER_ADDR"], env["HSMBROKER_METRICS_ADDR"],
 			env["AWS_ENDPOINT_URL_KMS"], addrs[0], addrs[2], addrs[3])

@@ -32,7 +32,7 @@ func TestMetricsAndRequestLogs(t *testing.T) {
 		a := freeAddrs(t, 5)
 		p = startProc(t, environ("SOFTHSM2_CONF="+filepath.Join(t.TempDir(), "elsewhere.conf")),
 			"dev", "--data-dir", dir, "--module", module, "--log-format", "json",
-			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3], "--vault-addr", a[4])
+			"--grpc-addr", a[0], "--raft-addr", a[1], "--metrics-addr", a[2], "--kms-addr", a[3], "--vault-addr", a[4], "--kmip-addr", "")
 		waitFor(t, nil, "dev.env", func() error {
 			if exists(filepath.Join(dir, "dev.env")) || p.exited() {
 				return nil

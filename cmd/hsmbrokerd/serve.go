@@ -85,6 +85,10 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 			return daemon{}, err
 		}
 	}
+	kmipEP, err := serveKMIPConfig(c)
+	if err != nil {
+		return daemon{}, err
+	}
 	pin, err := hsm.LoadPIN(c.HSM.PINFile, c.HSM.PINEnv)
 	if err != nil {
 		return daemon{}, fmt.Errorf("hsm: %w", err)
@@ -122,6 +126,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		metricsAddr:   c.MetricsAddr,
 		kms:           kms,
 		vault:         vaultEP,
+		kmip:          kmipEP,
 		auditFile:     c.AuditFile(),
 		region:        c.Region,
 		account:       c.Account,

@@ -79,6 +79,8 @@ type Config struct {
 	// databases), served over HTTPS with the node certificate. Not served
 	// unless Vault.Addr is set.
 	Vault Vault `yaml:"vault"`
+	// KMIP is the KMIP server; not served unless KMIP.Addr is set.
+	KMIP KMIP `yaml:"kmip"`
 
 	// Region and Account make key ARNs
 	// (arn:aws:kms:REGION:ACCOUNT:key/ID). Defaults DefaultRegion and
@@ -312,7 +314,7 @@ func (c *Config) setDefaults() {
 
 func (c *Config) resolvePaths(base string) {
 	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.PINFile, &c.JoinTokenFile,
-		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile, &c.Audit.File} {
+		&c.KMS.Cert, &c.KMS.Key, &c.KMS.CredentialsFile, &c.KMS.XKS.CredentialsFile, &c.Audit.File, &c.KMIP.Cert, &c.KMIP.Key} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -394,6 +396,7 @@ func (c Config) Validate() error {
 	required("tls.key", c.TLS.Key)
 
 	c.validateKMS(bad)
+	c.validateKMIP(bad)
 
 	required("hsm.module", c.HSM.Module)
 	if c.HSM.TokenLabel == "" && c.HSM.TokenSerial == "" {

@@ -1,0 +1,126 @@
+package kmip
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"testing"
+
+	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+)
+
+func keyMaterial(t *testing.T, p ttlv.Item) []byte {
+	t.Helper()
+	sk, _ := p.Child(tagSymmetricKey)
+	kb, _ := sk.Child(tagKeyBlock)
+	kv, _ := kb.Child(tagKeyValue)
+	km, _ := kv.Child(tagKeyMaterial)
+	return km.Bytes
+}
+
+// Three nodes: an object registered through one node is located and read
+// through another, and still is after the leader stops.
+func TestThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-node cluster; skipped under -short")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	leader := c.Leader(t)
+	var follower, other int
+	for i, nd := range c.Nodes {
+		if nd != leader {
+			follower, other = i, follower
+		}
+	}
+	envs := map[int]*env{}
+	for i := range c.Nodes {
+		envs[i] = startKMIP(t, c, i)
+	}
+	v := version{1, 4}
+	key := randBytes(t, 32)
+	w := envs[follower].dial(t, "app", pki.RoleUser)
+	id := ids(w.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey),
+		ttlv.Struct(tagTemplateAttribute, attr1("Name", nameValue("replicated"))), symKey(key)))[0]
+	w.do(v, opActivate, uid(id))
+
+	r := envs[other].dial(t, "app", pki.RoleUser)
+	if got := ids(r.do(v, opLocate, attr1("Name", nameValue("replicated")))); len(got) != 1 || got[0] != id {
+		t.Fatalf("Locate through another node = %v", got)
+	}
+	if !bytes.Equal(keyMaterial(t, r.do(v, opGet, uid(id))), key) {
+		t.Fatal("Get through another node returned other material")
+	}
+
+	leader.Stop()
+	survivor := follower
+	if c.Nodes[survivor] == leader {
+		survivor = other
+	}
+	c.Leader(t)
+	s := envs[survivor].dial(t, "app", pki.RoleUser)
+	if !bytes.Equal(keyMaterial(t, s.do(v, opGet, uid(id))), key) {
+		t.Fatal("Get after the leader stopped returned other material")
+	}
+	s.do(v, opRevoke, uid(id), ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, revocationUnspec)))
+	s.do(v, opDestroy, uid(id))
+}
+
+// Every KMIP request is one audit line of front kmip, with its principal,
+// action, result and the object it named; a refused one says why.
+func TestAudited(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	e := startKMIP(t, c, 0)
+	v := version{1, 2}
+	u := e.dial(t, "app", pki.RoleUser)
+	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
+	u.do(v, opGet, uid(id))
+	e.dial(t, "watcher", pki.RoleAuditor).fail(v, opGet, uid(id))
+	u.fail(v, 0x23, uid(id)) // MAC: not served, still audited
+
+	f, err := os.Open(c.Nodes[0].AuditPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	type line struct {
+		Front, Principal, Operation, Result, Decision string
+		KeyRef                                        string `json:"key_ref"`
+		KeyID                                         string `json:"key_id"`
+	}
+	var got []line
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Front == "kmip" {
+			got = append(got, l)
+		}
+	}
+	if len(got) != 4 {
+		t.Fatalf("%d KMIP audit lines: %+v", len(got), got)
+	}
+	want := []line{
+		{"kmip", "app", "kmip:Register", "OK", "allow", id, ""},
+		{"kmip", "app", "kmip:Get", "OK", "allow", id, ""},
+		{"kmip", "watcher", "kmip:Get", "PermissionDenied", "deny", id, ""},
+		{"kmip", "app", "kmip:Operation0x23", "OperationNotSupported", "allow", "", ""},
+	}
+	for i, w := range want {
+		g := got[i]
+		g.KeyID = ""
+		if g != w {
+			t.Errorf("line %d = %+v, want %+v", i, g, w)
+		}
+	}
+	if got[0].KeyID == "" || got[1].KeyID != got[0].KeyID || got[3].KeyID != "" {
+		t.Errorf("the wrapping key is not named: %+v", got)
+	}
+}

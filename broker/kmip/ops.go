@@ -1,0 +1,757 @@
+package kmip
+
+import (
+	"context"
+	"crypto/x509"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/cluster"
+)
+
+// batchEnv is what the items of one request share: the ID Placeholder,
+// the object id the previous item produced, used by an item that names
+// none.
+type batchEnv struct{ placeholder string }
+
+// handleItem answers one batch item as one audited request of the core.
+func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer string, v version, bi ttlv.Item, env *batchEnv) (ttlv.Item, bool) {
+	refuse := func(op uint32, batchID *ttlv.Item, action string, err error) (ttlv.Item, bool) {
+		s.auditRefused(ctx, cert, peer, action, err)
+		return failedItem(op, batchID, err), true
+	}
+	var batchID *ttlv.Item
+	if id, ok := bi.Child(tagUniqueBatchItemID); ok {
+		if id.Type != ttlv.TypeByteString || len(id.Bytes) > 64 {
+			return refuse(0, nil, "kmip:Message", invalidMessage("Unique Batch Item ID must be a Byte String of at most 64 bytes"))
+		}
+		batchID = &id
+	}
+	opItem, ok := bi.Child(tagOperation)
+	if !ok || opItem.Type != ttlv.TypeEnumeration {
+		return refuse(0, batchID, "kmip:Message", invalidMessage("the batch item has no Operation"))
+	}
+	op := uint32(opItem.Int)
+	payload, ok := bi.Child(tagRequestPayload)
+	if !ok || payload.Type != ttlv.TypeStructure {
+		return refuse(op, batchID, "kmip:Message", invalidMessage("the batch item has no Request Payload"))
+	}
+	name, known := opNames[op]
+	if !known {
+		return refuse(op, batchID, "kmip:Operation"+opString(op), &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"})
+	}
+	objectID := ""
+	if u, ok := payload.Child(tagUniqueIdentifier); ok && u.Type == ttlv.TypeTextString {
+		objectID = u.Text()
+	}
+	if len(objectID) > 256 {
+		objectID = objectID[:256]
+	}
+	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: "kmip:" + name, RequestID: newRequestID(), Peer: peer})
+	ctx = broker.KMIPPrincipal(ctx, cert)
+	var out ttlv.Item
+	err := s.cfg.Service.AuthorizeKMIP(ctx, cert, "kmip:"+name, objectID)
+	if err == nil {
+		out, err = s.dispatch(ctx, v, op, payload, env)
+	}
+	result, code := "OK", "Success"
+	if err != nil {
+		oe := asOpError(err)
+		if oe.reason == reasonWrongLifecycleState && v.major < 2 {
+			oe = &opError{reason: reasonPermissionDenied, msg: oe.msg} // 1.x has no Wrong Key Lifecycle State
+		}
+		err = oe
+		result, code = reasonName(oe.reason), "OperationFailed"
+	}
+	if aerr := s.cfg.Service.EndRequest(ctx, result, code); aerr != nil {
+		return failedItem(op, batchID, &opError{reason: reasonGeneralFailure, msg: asOpError(aerr).msg}), true
+	}
+	if err != nil {
+		return failedItem(op, batchID, err), true
+	}
+	it := ttlv.Struct(tagBatchItem, ttlv.Enum(tagOperation, op))
+	if batchID != nil {
+		it.Children = append(it.Children, *batchID)
+	}
+	it.Children = append(it.Children, ttlv.Enum(tagResultStatus, statusSuccess), out)
+	return it, false
+}
+
+func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
+	switch op {
+	case opDiscoverVersions:
+		return discoverVersions(p)
+	case opQuery:
+		return query(p)
+	case opRegister:
+		return s.register(ctx, p, env)
+	case opCreate:
+		return s.create(ctx, p, env)
+	case opLocate:
+		return s.locate(ctx, p, env)
+	}
+	id, err := objectID(p, env)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	env.placeholder = id
+	switch op {
+	case opGet:
+		return s.get(ctx, p, id)
+	case opGetAttributes:
+		return s.getAttributes(ctx, v, p, id)
+	case opGetAttributeList:
+		return s.getAttributeList(ctx, v, id)
+	case opActivate:
+		_, err := s.cfg.Service.KMIPUpdate(ctx, id, func(o *cluster.KMIPObject) error {
+			if o.State != cluster.KMIPPreActive {
+				return &opError{reason: reasonWrongLifecycleState, msg: "only a Pre-Active object can be activated"}
+			}
+			o.State, o.ActivationDate = cluster.KMIPActive, s.cfg.Service.Now()
+			return nil
+		})
+		return idPayload(id), err
+	case opRevoke:
+		return s.revoke(ctx, p, id)
+	case opDestroy:
+		return idPayload(id), s.cfg.Service.KMIPDestroy(ctx, id)
+	case opAddAttribute, opModifyAttribute, opSetAttribute, opDeleteAttribute:
+		return s.changeAttribute(ctx, v, op, p, id)
+	case opEncrypt, opDecrypt:
+		return s.crypt(ctx, op == opEncrypt, p, id)
+	}
+	return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"}
+}
+
+// objectID is the Unique Identifier a request names, or the ID
+// Placeholder.
+func objectID(p ttlv.Item, env *batchEnv) (string, error) {
+	u, ok := p.Child(tagUniqueIdentifier)
+	if !ok {
+		if env.placeholder == "" {
+			return "", missingData("Unique Identifier is required")
+		}
+		return env.placeholder, nil
+	}
+	if u.Type != ttlv.TypeTextString || len(u.Bytes) == 0 || len(u.Bytes) > 256 {
+		return "", invalidField("Unique Identifier must be a Text String of 1 to 256 bytes")
+	}
+	return u.Text(), nil
+}
+
+func idPayload(id string) ttlv.Item {
+	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id))
+}
+
+func discoverVersions(p ttlv.Item) (ttlv.Item, error) {
+	out := ttlv.Struct(tagResponsePayload)
+	asked := p.ChildrenOf(tagProtocolVersion)
+	for _, sv := range supported {
+		if len(asked) == 0 {
+			out.Children = append(out.Children, sv.item())
+			continue
+		}
+		for _, a := range asked {
+			if av, err := parseVersion(a); err == nil && av == sv {
+				out.Children = append(out.Children, sv.item())
+			}
+		}
+	}
+	return out, nil
+}
+
+func query(p ttlv.Item) (ttlv.Item, error) {
+	out := ttlv.Struct(tagResponsePayload)
+	for _, f := range p.ChildrenOf(tagQueryFunction) {
+		if f.Type != ttlv.TypeEnumeration {
+			return ttlv.Item{}, invalidField("Query Function must be an Enumeration")
+		}
+		switch uint32(f.Int) {
+		case queryOperations:
+			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList,
+				opAddAttribute, opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opSetAttribute,
+				opEncrypt, opDecrypt} {
+				out.Children = append(out.Children, ttlv.Enum(tagOperation, op))
+			}
+		case queryObjects:
+			out.Children = append(out.Children, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Enum(tagObjectType, objectSecretData))
+		case queryServerInfo:
+			out.Children = append(out.Children, ttlv.Text(tagVendorIdentification, "hsmbroker"))
+		}
+	}
+	return out, nil
+}
+
+// material reads the key material of a Register request's object: a Key
+// Block in Raw or Opaque format, or a Transparent Symmetric Key.
+func material(obj ttlv.Item) ([]byte, uint32, int32, error) {
+	kb, ok := obj.Child(tagKeyBlock)
+	if !ok || kb.Type != ttlv.TypeStructure {
+		return nil, 0, 0, missingData("the object has no Key Block")
+	}
+	if _, ok := kb.Child(tagKeyWrappingData); ok {
+		return nil, 0, 0, featureNotSupported("wrapped key blocks are not accepted; send the material in the clear over TLS")
+	}
+	ft, ok := kb.Child(tagKeyFormatType)
+	if !ok || ft.Type != ttlv.TypeEnumeration {
+		return nil, 0, 0, missingData("the Key Block has no Key Format Type")
+	}
+	kv, ok := kb.Child(tagKeyValue)
+	if !ok || kv.Type != ttlv.TypeStructure {
+		return nil, 0, 0, missingData("the Key Block has no Key Value")
+	}
+	km, ok := kv.Child(tagKeyMaterial)
+	if !ok {
+		return nil, 0, 0, missingData("the Key Value has no Key Material")
+	}
+	var b []byte
+	switch uint32(ft.Int) {
+	case formatRaw, formatOpaque:
+		if km.Type != ttlv.TypeByteString {
+			return nil, 0, 0, invalidField("Key Material must be a Byte String in Raw and Opaque formats")
+		}
+		b = km.Bytes
+	case formatTransparentSymmetric:
+		k, ok := km.Child(tagKey)
+		if km.Type != ttlv.TypeStructure || !ok || k.Type != ttlv.TypeByteString {
+			return nil, 0, 0, invalidField("a Transparent Symmetric Key needs a Key Byte String")
+		}
+		b = k.Bytes
+	default:
+		return nil, 0, 0, &opError{reason: reasonKeyFormatNotSupported, msg: "Key Format Type must be Raw, Opaque or Transparent Symmetric Key"}
+	}
+	var alg uint32
+	var length int32
+	if a, ok := kb.Child(tagCryptographicAlgorithm); ok && a.Type == ttlv.TypeEnumeration {
+		alg = uint32(a.Int)
+	}
+	if l, ok := kb.Child(tagCryptographicLength); ok && l.Type == ttlv.TypeInteger {
+		length = int32(l.Int)
+	}
+	return b, alg, length, nil
+}
+
+// requestAttrs reads the attributes of a Create or Register request.
+func requestAttrs(p ttlv.Item) (attrSet, error) {
+	var as attrSet
+	avs, err := decodeAttributes(p)
+	if err != nil {
+		return as, err
+	}
+	for _, av := range avs {
+		if err := as.apply(av, true); err != nil {
+			return as, err
+		}
+	}
+	if as.state != 0 {
+		return as, invalidField("State is set by the server")
+	}
+	return as, nil
+}
+
+func (as attrSet) core() broker.KMIPAttributes {
+	return broker.KMIPAttributes{Names: as.names, Groups: as.groups, Custom: as.custom, Algorithm: as.algorithm,
+		Length: as.length, UsageMask: as.usageMask, NotExtractable: as.notExtractable}
+}
+
+func requestObjectType(p ttlv.Item) (uint32, error) {
+	ot, ok := p.Child(tagObjectType)
+	if !ok || ot.Type != ttlv.TypeEnumeration {
+		return 0, missingData("Object Type is required")
+	}
+	return uint32(ot.Int), nil
+}
+
+func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
+	ot, err := requestObjectType(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	as, err := requestAttrs(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	req := broker.KMIPRegisterRequest{WrappingKey: s.cfg.WrappingKey, ObjectType: ot, Attributes: as.core()}
+	switch ot {
+	case objectSymmetricKey:
+		obj, ok := p.Child(tagSymmetricKey)
+		if !ok {
+			return ttlv.Item{}, missingData("Register of a Symmetric Key needs the Symmetric Key")
+		}
+		b, alg, length, err := material(obj)
+		if err != nil {
+			return ttlv.Item{}, err
+		}
+		req.Material = b
+		if alg != 0 {
+			req.Attributes.Algorithm = alg
+		}
+		if length != 0 && req.Attributes.Length == 0 {
+			req.Attributes.Length = length
+		}
+	case objectSecretData:
+		obj, ok := p.Child(tagSecretData)
+		if !ok {
+			return ttlv.Item{}, missingData("Register of Secret Data needs the Secret Data")
+		}
+		sdt, ok := obj.Child(tagSecretDataType)
+		if !ok || sdt.Type != ttlv.TypeEnumeration || sdt.Int < 1 || sdt.Int > 2 {
+			return ttlv.Item{}, invalidField("Secret Data Type must be Password or Seed")
+		}
+		b, _, _, err := material(obj)
+		if err != nil {
+			return ttlv.Item{}, err
+		}
+		req.Material, req.Attributes.SecretDataType = b, uint32(sdt.Int)
+	default:
+		return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "only Symmetric Key and Secret Data objects can be registered"}
+	}
+	o, err := s.cfg.Service.KMIPRegister(ctx, req)
+	clear(req.Material)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	env.placeholder = o.ID
+	return idPayload(o.ID), nil
+}
+
+func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
+	ot, err := requestObjectType(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	if ot != objectSymmetricKey {
+		return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "Create makes Symmetric Keys only"}
+	}
+	as, err := requestAttrs(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	o, err := s.cfg.Service.KMIPCreate(ctx, broker.KMIPCreateRequest{WrappingKey: s.cfg.WrappingKey, Attributes: as.core()})
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	env.placeholder = o.ID
+	return ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Text(tagUniqueIdentifier, o.ID)), nil
+}
+
+func (s *Server) locate(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
+	req := broker.KMIPLocateRequest{WrappingKey: s.cfg.WrappingKey}
+	for _, f := range []struct {
+		tag ttlv.Tag
+		dst *int
+	}{{tagMaximumItems, &req.MaxItems}, {tagOffsetItems, &req.Offset}} {
+		if it, ok := p.Child(f.tag); ok {
+			if it.Type != ttlv.TypeInteger || it.Int < 0 {
+				return ttlv.Item{}, invalidField("Maximum Items and Offset Items must be non-negative Integers")
+			}
+			*f.dst = int(it.Int)
+		}
+	}
+	avs, err := decodeAttributes(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	var as attrSet
+	for _, av := range avs {
+		switch av.name {
+		case "Name", "Object Group", "Object Type", "State":
+		default:
+			return ttlv.Item{}, invalidField("Locate by %q is not supported; by Name, Object Type, State and Object Group it is", av.name)
+		}
+		if err := as.apply(av, false); err != nil {
+			return ttlv.Item{}, err
+		}
+	}
+	req.Names, req.Groups, req.ObjectType, req.State = as.names, as.groups, as.objectType, as.state
+	ids, err := s.cfg.Service.KMIPLocate(ctx, req)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	out := ttlv.Struct(tagResponsePayload)
+	for _, id := range ids {
+		out.Children = append(out.Children, ttlv.Text(tagUniqueIdentifier, id))
+	}
+	if len(ids) > 0 {
+		env.placeholder = ids[0]
+	}
+	return out, nil
+}
+
+func (s *Server) get(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, error) {
+	format := uint32(0)
+	if f, ok := p.Child(tagKeyFormatType); ok {
+		if f.Type != ttlv.TypeEnumeration {
+			return ttlv.Item{}, invalidField("Key Format Type must be an Enumeration")
+		}
+		format = uint32(f.Int)
+	}
+	if _, ok := p.Child(tagKeyWrappingSpec); ok {
+		return ttlv.Item{}, featureNotSupported("Get with a Key Wrapping Specification is not supported")
+	}
+	o, pt, err := s.cfg.Service.KMIPGet(ctx, id)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	// pt goes into the response, which serveConn clears once written.
+	var km ttlv.Item
+	switch {
+	case o.ObjectType == objectSecretData && (format == 0 || format == formatOpaque):
+		format, km = formatOpaque, ttlv.Bytes(tagKeyMaterial, pt)
+	case o.ObjectType == objectSymmetricKey && (format == 0 || format == formatRaw):
+		format, km = formatRaw, ttlv.Bytes(tagKeyMaterial, pt)
+	case o.ObjectType == objectSymmetricKey && format == formatTransparentSymmetric:
+		km = ttlv.Struct(tagKeyMaterial, ttlv.Bytes(tagKey, pt))
+	default:
+		return ttlv.Item{}, &opError{reason: reasonKeyFormatNotSupported, msg: "this object is served in Raw (keys) or Opaque (secret data) format"}
+	}
+	kb := ttlv.Struct(tagKeyBlock, ttlv.Enum(tagKeyFormatType, format), ttlv.Struct(tagKeyValue, km))
+	var obj ttlv.Item
+	if o.ObjectType == objectSecretData {
+		obj = ttlv.Struct(tagSecretData, ttlv.Enum(tagSecretDataType, o.SecretDataType), kb)
+	} else {
+		kb.Children = append(kb.Children, ttlv.Enum(tagCryptographicAlgorithm, o.Algorithm), ttlv.Int(tagCryptographicLength, o.Length))
+		obj = ttlv.Struct(tagSymmetricKey, kb)
+	}
+	return ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, o.ObjectType), ttlv.Text(tagUniqueIdentifier, o.ID), obj), nil
+}
+
+func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id string) (ttlv.Item, error) {
+	names, err := requestedAttrNames(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	o, err := s.cfg.Service.KMIPObject(ctx, id)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	all := objectAttrs(o)
+	var pick []attrValue
+	if len(names) == 0 {
+		// Every attribute, but Sensitive and Extractable only when asked
+		// for by name: clients older than KMIP 1.4 (PyKMIP 0.10 too) fail
+		// on attributes they do not know.
+		for _, a := range all {
+			if a.name != "Sensitive" && a.name != "Extractable" {
+				pick = append(pick, a)
+			}
+		}
+	}
+	for _, n := range names {
+		for _, a := range all {
+			if a.name == n {
+				pick = append(pick, a)
+			}
+		}
+	}
+	out := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, o.ID))
+	out.Children = append(out.Children, encodeAttrs(v, pick)...)
+	return out, nil
+}
+
+func (s *Server) getAttributeList(ctx context.Context, v version, id string) (ttlv.Item, error) {
+	o, err := s.cfg.Service.KMIPObject(ctx, id)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	out := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, o.ID))
+	seen := map[string]bool{}
+	for _, a := range objectAttrs(o) {
+		if seen[a.name] {
+			continue
+		}
+		seen[a.name] = true
+		if v.major >= 2 {
+			if d, ok := attrByName(a.name); ok {
+				out.Children = append(out.Children, ttlv.Enum(tagAttributeReference, uint32(d.tag)))
+			}
+			continue
+		}
+		out.Children = append(out.Children, ttlv.Text(tagAttributeName, a.name))
+	}
+	return out, nil
+}
+
+func (s *Server) revoke(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, error) {
+	rr, ok := p.Child(tagRevocationReason)
+	if !ok || rr.Type != ttlv.TypeStructure {
+		return ttlv.Item{}, missingData("Revocation Reason is required")
+	}
+	code, ok := rr.Child(tagRevocationReasonCode)
+	if !ok || code.Type != ttlv.TypeEnumeration || code.Int < 1 || code.Int > 8 {
+		return ttlv.Item{}, invalidField("Revocation Reason Code must be a KMIP revocation reason")
+	}
+	msg := ""
+	if m, ok := rr.Child(tagRevocationMessage); ok {
+		if m.Type != ttlv.TypeTextString || len(m.Bytes) > 1024 {
+			return ttlv.Item{}, invalidField("Revocation Message must be a Text String of at most 1024 bytes")
+		}
+		msg = m.Text()
+	}
+	now := s.cfg.Service.Now()
+	_, err := s.cfg.Service.KMIPUpdate(ctx, id, func(o *cluster.KMIPObject) error {
+		o.RevocationReason, o.RevocationMessage = uint32(code.Int), msg
+		switch uint32(code.Int) {
+		case revocationKeyCompromise, revocationCACompromise:
+			o.State, o.CompromiseDate = cluster.KMIPCompromised, now
+		default:
+			if o.State == cluster.KMIPCompromised {
+				return nil
+			}
+			o.State = cluster.KMIPDeactivated
+			if o.DeactivationDate.IsZero() {
+				o.DeactivationDate = now
+			}
+		}
+		return nil
+	})
+	return idPayload(id), err
+}
+
+// changeAttribute serves Add, Modify, Set (2.0) and Delete Attribute for
+// the attributes a client may change: Name, Object Group, Cryptographic
+// Usage Mask, Activation Date and custom attributes.
+func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p ttlv.Item, id string) (ttlv.Item, error) {
+	var target attrValue
+	var current *attrValue
+	switch {
+	case op == opDeleteAttribute && v.major < 2:
+		n, ok := p.Child(tagAttributeName)
+		if !ok || n.Type != ttlv.TypeTextString {
+			return ttlv.Item{}, missingData("Attribute Name is required")
+		}
+		target.name = n.Text()
+		if i, ok := p.Child(tagAttributeIndex); ok && i.Type == ttlv.TypeInteger {
+			target.index = int(i.Int)
+		}
+	case op == opDeleteAttribute:
+		if ca, ok := p.Child(tagCurrentAttribute); ok && len(ca.Children) == 1 {
+			av, err := attr20(ca.Children[0])
+			if err != nil {
+				return ttlv.Item{}, err
+			}
+			target = av
+		} else if r, ok := p.Child(tagAttributeReference); ok && r.Type == ttlv.TypeEnumeration {
+			d, ok := attrByTag(ttlv.Tag(r.Int))
+			if !ok {
+				return ttlv.Item{}, invalidField("attribute reference 0x%06x is not supported", r.Int)
+			}
+			target.name = d.name
+		} else {
+			return ttlv.Item{}, missingData("Current Attribute or Attribute Reference is required")
+		}
+	case v.major < 2:
+		a, ok := p.Child(tagAttribute)
+		if !ok {
+			return ttlv.Item{}, missingData("Attribute is required")
+		}
+		av, err := decodeAttribute(a)
+		if err != nil {
+			return ttlv.Item{}, err
+		}
+		if av.value.Type == 0 {
+			return ttlv.Item{}, missingData("Attribute Value is required")
+		}
+		target = av
+	default:
+		na, ok := p.Child(tagNewAttribute)
+		if !ok || len(na.Children) != 1 {
+			return ttlv.Item{}, missingData("New Attribute with one attribute is required")
+		}
+		av, err := attr20(na.Children[0])
+		if err != nil {
+			return ttlv.Item{}, err
+		}
+		target = av
+		if ca, ok := p.Child(tagCurrentAttribute); ok && len(ca.Children) == 1 {
+			cur, err := attr20(ca.Children[0])
+			if err != nil {
+				return ttlv.Item{}, err
+			}
+			current = &cur
+		}
+	}
+	if !isCustom(target.name) {
+		switch target.name {
+		case "Name", "Object Group", "Cryptographic Usage Mask", "Activation Date":
+		default:
+			return ttlv.Item{}, &opError{reason: reasonPermissionDenied, msg: "attribute " + target.name + " cannot be changed by a client"}
+		}
+	}
+	var newVal attrSet
+	if op != opDeleteAttribute {
+		if err := newVal.apply(target, true); err != nil {
+			return ttlv.Item{}, err
+		}
+	}
+	var curVal attrSet
+	if current != nil {
+		if err := curVal.apply(*current, true); err != nil {
+			return ttlv.Item{}, err
+		}
+	}
+	o, err := s.cfg.Service.KMIPUpdate(ctx, id, func(o *cluster.KMIPObject) error {
+		return editObject(o, op, target, newVal, curVal, current != nil)
+	})
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	out := idPayload(id)
+	if v.major < 2 && op != opDeleteAttribute {
+		for _, a := range objectAttrs(o) {
+			if a.name == target.name {
+				out.Children = append(out.Children, encodeAttrs(v, []attrValue{a})[0])
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// editObject applies one attribute change to o.
+func editObject(o *cluster.KMIPObject, op uint32, target attrValue, nv, cur attrSet, hasCurrent bool) error {
+	multi := func(list *[]string, add []string) error {
+		switch op {
+		case opAddAttribute:
+			*list = append(*list, add...)
+		case opSetAttribute:
+			*list = add
+		case opModifyAttribute:
+			i := target.index
+			if hasCurrent {
+				i = -1
+				for j, s := range *list {
+					if len(cur.names) > 0 && s == cur.names[0] || len(cur.groups) > 0 && s == cur.groups[0] {
+						i = j
+					}
+				}
+			}
+			if i < 0 || i >= len(*list) {
+				return &opError{reason: reasonItemNotFound, msg: "no such attribute instance"}
+			}
+			(*list)[i] = add[0]
+		case opDeleteAttribute:
+			i := target.index
+			if i < 0 || i >= len(*list) {
+				return &opError{reason: reasonItemNotFound, msg: "no such attribute instance"}
+			}
+			*list = append((*list)[:i], (*list)[i+1:]...)
+		}
+		return nil
+	}
+	switch {
+	case isCustom(target.name):
+		if op == opDeleteAttribute {
+			if _, ok := o.Custom[target.name]; !ok {
+				return &opError{reason: reasonItemNotFound, msg: "no attribute " + target.name}
+			}
+			delete(o.Custom, target.name)
+			return nil
+		}
+		if _, ok := o.Custom[target.name]; ok && op == opAddAttribute {
+			return &opError{reason: reasonIllegalOperation, msg: "custom attribute " + target.name + " exists; modify it"}
+		}
+		if o.Custom == nil {
+			o.Custom = map[string]string{}
+		}
+		o.Custom[target.name] = nv.custom[target.name]
+	case target.name == "Name":
+		return multi(&o.Names, nv.names)
+	case target.name == "Object Group":
+		return multi(&o.Groups, nv.groups)
+	case target.name == "Cryptographic Usage Mask":
+		if op == opDeleteAttribute {
+			o.UsageMask = 0
+		} else {
+			o.UsageMask = nv.usageMask
+		}
+	case target.name == "Activation Date":
+		if o.State != cluster.KMIPPreActive {
+			return &opError{reason: reasonWrongLifecycleState, msg: "Activation Date can change only while the object is Pre-Active"}
+		}
+		o.ActivationDate = nv.activation // zero for Delete
+	}
+	return nil
+}
+
+// AES modes as KMIP names them.
+const (
+	modeCBC      uint32 = 1
+	modeGCM      uint32 = 9
+	paddingNone  uint32 = 1
+	paddingPKCS5 uint32 = 3
+)
+
+// crypt serves Encrypt and Decrypt with an AES key: CBC (PKCS#5 padding,
+// the default, or none) and GCM (KMIP 1.4's authenticated encryption
+// fields), run in the HSM.
+func (s *Server) crypt(ctx context.Context, encrypt bool, p ttlv.Item, id string) (ttlv.Item, error) {
+	req := broker.KMIPCryptRequest{ID: id, Encrypt: encrypt, Mode: broker.KMIPModeCBCPad}
+	if cp, ok := p.Child(tagCryptographicParams); ok {
+		mode, padding := modeCBC, paddingPKCS5
+		if m, ok := cp.Child(tagBlockCipherMode); ok {
+			if m.Type != ttlv.TypeEnumeration {
+				return ttlv.Item{}, invalidField("Block Cipher Mode must be an Enumeration")
+			}
+			mode = uint32(m.Int)
+		}
+		if pm, ok := cp.Child(tagPaddingMethod); ok {
+			if pm.Type != ttlv.TypeEnumeration {
+				return ttlv.Item{}, invalidField("Padding Method must be an Enumeration")
+			}
+			padding = uint32(pm.Int)
+		}
+		if a, ok := cp.Child(tagCryptographicAlgorithm); ok && (a.Type != ttlv.TypeEnumeration || a.Int != 3) {
+			return ttlv.Item{}, &opError{reason: reasonFeatureNotSupported, msg: "only AES is served"}
+		}
+		switch {
+		case mode == modeCBC && padding == paddingPKCS5:
+		case mode == modeCBC && padding == paddingNone:
+			req.Mode = broker.KMIPModeCBC
+		case mode == modeGCM:
+			req.Mode = broker.KMIPModeGCM
+		default:
+			return ttlv.Item{}, &opError{reason: reasonFeatureNotSupported, msg: "AES is served in CBC (PKCS#5 padding or none) and GCM modes"}
+		}
+	}
+	d, ok := p.Child(tagData)
+	if !ok || d.Type != ttlv.TypeByteString || len(d.Bytes) == 0 {
+		return ttlv.Item{}, missingData("Data is required")
+	}
+	req.Data = d.Bytes
+	if iv, ok := p.Child(tagIVCounterNonce); ok {
+		if iv.Type != ttlv.TypeByteString {
+			return ttlv.Item{}, invalidField("IV/Counter/Nonce must be a Byte String")
+		}
+		req.IV = iv.Bytes
+	} else if !encrypt {
+		return ttlv.Item{}, missingData("IV/Counter/Nonce is required to decrypt")
+	}
+	if a, ok := p.Child(tagAEADData); ok && a.Type == ttlv.TypeByteString {
+		req.AAD = a.Bytes
+	}
+	if !encrypt && req.Mode == broker.KMIPModeGCM {
+		tag, ok := p.Child(tagAEADTag)
+		if !ok || tag.Type != ttlv.TypeByteString || len(tag.Bytes) != broker.KMIPGCMTagSize {
+			return ttlv.Item{}, missingData("a 16-byte Authenticated Encryption Tag is required for GCM")
+		}
+		req.Data = append(append([]byte(nil), req.Data...), tag.Bytes...)
+	}
+	out, iv, err := s.cfg.Service.KMIPCrypt(ctx, req)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	res := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id))
+	if encrypt && req.Mode == broker.KMIPModeGCM {
+		res.Children = append(res.Children, ttlv.Bytes(tagData, out[:len(out)-broker.KMIPGCMTagSize]))
+	} else {
+		res.Children = append(res.Children, ttlv.Bytes(tagData, out))
+	}
+	if encrypt && len(req.IV) == 0 {
+		res.Children = append(res.Children, ttlv.Bytes(tagIVCounterNonce, iv))
+	}
+	if encrypt && req.Mode == broker.KMIPModeGCM {
+		res.Children = append(res.Children, ttlv.Bytes(tagAEADTag, out[len(out)-broker.KMIPGCMTagSize:]))
+	}
+	return res, nil
+}

@@ -1,0 +1,118 @@
+package kmip
+
+import (
+	"encoding/json"
+	"os/exec"
+	"reflect"
+	"testing"
+
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+)
+
+// runPyKMIP runs one scenario of testdata/pykmip_client.py as principal
+// with role against e and returns what it printed.
+func (e *env) runPyKMIP(t *testing.T, principal, role, scenario, version string) map[string]any {
+	t.Helper()
+	py := hsmtest.RequirePyKMIP(t)
+	ca, cert, key := e.c.TLSFiles(principal, role)
+	cmd := exec.Command(py, "testdata/pykmip_client.py", e.host, itoa(e.port), cert, key, ca, scenario, version)
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("PyKMIP %s %s: %v\n%s\n%s", scenario, version, err, out, stderr)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("PyKMIP output %q: %v", out, err)
+	}
+	return m
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func expect(t *testing.T, got map[string]any, want map[string]any) {
+	t.Helper()
+	for k, w := range want {
+		wj, _ := json.Marshal(w)
+		gj, _ := json.Marshal(got[k])
+		var wv, gv any
+		_ = json.Unmarshal(wj, &wv)
+		_ = json.Unmarshal(gj, &gv)
+		if !reflect.DeepEqual(wv, gv) {
+			t.Errorf("%s = %s, want %s", k, gj, wj)
+		}
+	}
+}
+
+// Every operation PyKMIP's ProxyKmipClient offers, at 1.2, 1.4 and 2.0.
+func TestPyKMIPOperations(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []string{"1.2", "1.4", "2.0"} {
+		t.Run(v, func(t *testing.T) {
+			got := e.runPyKMIP(t, "app-"+v, pki.RoleUser, "ops", v)
+			expect(t, got, map[string]any{
+				"create_sizes":   map[string]int{"128": 16, "192": 24, "256": 32},
+				"get_matches":    true,
+				"secret_matches": true,
+				"state_before":   []string{"PRE_ACTIVE"},
+				"state_after":    []string{"ACTIVE"},
+				"locate_name":    true,
+				"locate_max":     2,
+				"get_missing":    "ITEM_NOT_FOUND",
+				"state_revoked":  []string{"DEACTIVATED"},
+				"get_destroyed":  "ITEM_NOT_FOUND",
+				"create_rsa":     "OPERATION_NOT_SUPPORTED",
+				"encrypt_secret": "INVALID_FIELD", "decrypt_round_trip": true, "encrypt_is_aes_cbc": true,
+				"query_operations":  17,
+				"discover_versions": []string{"2.0", "1.4", "1.3", "1.2", "1.1", "1.0"},
+			})
+			if v == "2.0" {
+				expect(t, got, map[string]any{"destroy_active": "WRONG_KEY_LIFECYCLE_STATE"})
+			} else {
+				expect(t, got, map[string]any{"destroy_active": "PERMISSION_DENIED"})
+			}
+			if v != "1.2" {
+				expect(t, got, map[string]any{"locate_page": true})
+			}
+			t.Logf("%s: attribute list %v", v, got["attribute_list"])
+		})
+	}
+}
+
+// The Percona Server keyring_kmip sequence, Register in 1.4 and Locate in
+// 1.0 on one connection.
+func TestPyKMIPPercona(t *testing.T) {
+	e := newEnv(t)
+	got := e.runPyKMIP(t, "mysql", pki.RoleUser, "percona", "")
+	expect(t, got, map[string]any{"locate_group": true, "get": true, "name": []string{"percona-key"}, "after_destroy": []string{}})
+}
+
+// pg_tde's sequence; Locate by Name must find exactly one key, so each
+// version runs against a fresh broker.
+func TestPyKMIPPgTDE(t *testing.T) {
+	for _, v := range []string{"1.2", "1.4", "2.0"} {
+		t.Run(v, func(t *testing.T) {
+			got := newEnv(t).runPyKMIP(t, "postgres", pki.RoleUser, "pgtde", v)
+			expect(t, got, map[string]any{"locate": true, "get": true})
+		})
+	}
+}
+
+func TestPyKMIPMongoDB(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []string{"1.0", "1.2", "2.0"} {
+		got := e.runPyKMIP(t, "mongod", pki.RoleUser, "mongodb", v)
+		expect(t, got, map[string]any{"get": true, "state": []string{"ACTIVE"}, "missing": "ITEM_NOT_FOUND"})
+	}
+}
+
+// An auditor's certificate is refused as on gRPC.
+func TestPyKMIPDenied(t *testing.T) {
+	e := newEnv(t)
+	got := e.runPyKMIP(t, "watcher", pki.RoleAuditor, "denied", "1.4")
+	expect(t, got, map[string]any{"register": "PERMISSION_DENIED"})
+}

@@ -1,0 +1,419 @@
+// Package kmip serves KMIP (TTLV over mutual TLS) from the broker core. It
+// is a thin front: it decodes each batch item once, begins one audited
+// request in the core for it, calls the core's typed KMIP methods
+// (broker/kmip_objects.go), and encodes the answer in the protocol version
+// the request came in.
+package kmip
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+)
+
+// DefaultWrappingKey is the alias of the KMS key that seals KMIP objects.
+const DefaultWrappingKey = "alias/kmip"
+
+// Config configures a Server.
+type Config struct {
+	Service *broker.Service
+	// WrappingKey names the symmetric KMS key that seals every object's
+	// material (DefaultWrappingKey when empty).
+	WrappingKey string
+	// TLS must require and verify client certificates from the cluster CA
+	// (ServerTLS builds one).
+	TLS *tls.Config
+	Log *slog.Logger
+	// MaxMessage bounds a request, header included (ttlv.MaxMessage when 0).
+	MaxMessage int
+	// IdleTimeout closes a connection that sends nothing for this long
+	// (2 minutes when 0); a request must arrive whole within it.
+	IdleTimeout time.Duration
+	// MaxConns bounds concurrent connections (256 when 0).
+	MaxConns int
+}
+
+// Server serves KMIP on listeners.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	lns    map[net.Listener]struct{}
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+	slots  chan struct{}
+}
+
+// ServerTLS is the TLS configuration of a KMIP listener: TLS 1.2 or later,
+// a client certificate from the cluster CA required and verified.
+func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    clientCAs,
+	}
+}
+
+// New makes a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Service == nil || cfg.TLS == nil {
+		return nil, errors.New("kmip: a service and a TLS configuration are required")
+	}
+	if cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, errors.New("kmip: the TLS configuration must require and verify client certificates")
+	}
+	if cfg.WrappingKey == "" {
+		cfg.WrappingKey = DefaultWrappingKey
+	}
+	if cfg.MaxMessage <= 0 || cfg.MaxMessage > ttlv.MaxMessage {
+		cfg.MaxMessage = ttlv.MaxMessage
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 256
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: cfg.Log.With("front", "kmip"), lns: map[net.Listener]struct{}{},
+		conns: map[net.Conn]struct{}{}, slots: make(chan struct{}, cfg.MaxConns)}, nil
+}
+
+// Serve accepts connections on l (a plain TCP listener; the server does
+// TLS) until Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.lns[l] = struct{}{}
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.log.Warn("too many KMIP connections; refusing one", "peer", c.RemoteAddr().String(), "max", s.cfg.MaxConns)
+			c.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+// Close stops the listeners and closes every connection.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.lns {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// serveConn answers one client's requests in order until it hangs up,
+// stays idle too long, or sends bytes that are not a TTLV message (after
+// which the stream cannot be trusted to be in step).
+func (s *Server) serveConn(raw net.Conn) {
+	defer func() {
+		raw.Close()
+		s.mu.Lock()
+		delete(s.conns, raw)
+		s.mu.Unlock()
+		<-s.slots
+		s.wg.Done()
+	}()
+	peer := raw.RemoteAddr().String()
+	c := tls.Server(raw, s.cfg.TLS)
+	_ = c.SetDeadline(time.Now().Add(min(s.cfg.IdleTimeout, handshakeTimeout)))
+	if err := c.Handshake(); err != nil {
+		s.log.Info("KMIP TLS handshake failed", "peer", peer, "err", err)
+		return
+	}
+	chains := c.ConnectionState().VerifiedChains
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return // RequireAndVerifyClientCert makes this unreachable
+	}
+	cert := chains[0][0]
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		msg, err := ttlv.ReadMessage(c, s.cfg.MaxMessage)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Info("KMIP connection closed", "peer", peer, "err", err)
+			}
+			return
+		}
+		resp := s.Handle(context.Background(), cert, peer, msg)
+		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		_, err = c.Write(resp)
+		clear(resp) // it may carry key material (Get)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// version is a KMIP protocol version.
+type version struct{ major, minor int }
+
+func (v version) String() string { return fmt.Sprintf("%d.%d", v.major, v.minor) }
+
+// supported lists the versions served, most preferred first.
+var supported = []version{{2, 0}, {1, 4}, {1, 3}, {1, 2}, {1, 1}, {1, 0}}
+
+func (v version) ok() bool {
+	for _, s := range supported {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (v version) item() ttlv.Item {
+	return ttlv.Struct(tagProtocolVersion, ttlv.Int(tagProtocolVersionMajor, int32(v.major)), ttlv.Int(tagProtocolVersionMinor, int32(v.minor)))
+}
+
+func parseVersion(it ttlv.Item) (version, error) {
+	maj, ok1 := it.Child(tagProtocolVersionMajor)
+	min, ok2 := it.Child(tagProtocolVersionMinor)
+	if it.Type != ttlv.TypeStructure || !ok1 || !ok2 || maj.Type != ttlv.TypeInteger || min.Type != ttlv.TypeInteger {
+		return version{}, invalidMessage("Protocol Version needs an Integer major and minor")
+	}
+	return version{int(maj.Int), int(min.Int)}, nil
+}
+
+// handshakeTimeout bounds the TLS handshake, so that a client that stalls
+// in it does not hold a connection slot for a whole idle timeout.
+const handshakeTimeout = 10 * time.Second
+
+// MaxBatch is the most batch items one request may carry.
+const MaxBatch = 64
+
+// Handle answers one encoded request message with an encoded response. A
+// message that does not decode, or has no usable header, gets a response
+// with one failed item (Invalid Message) in version 1.0, or the version
+// its header names if that much could be read.
+func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string, msg []byte) []byte {
+	v := version{1, 0}
+	req, err := ttlv.Decode(msg)
+	var items []ttlv.Item
+	stop := true
+	if err != nil {
+		err = invalidMessage("the message does not decode: %v", err)
+	} else {
+		v, items, stop, err = parseRequest(req)
+	}
+	if err != nil {
+		s.auditRefused(ctx, cert, peer, "kmip:Message", err)
+		return s.encodeResponse(v, []ttlv.Item{failedItem(0, nil, err)})
+	}
+	env := &batchEnv{}
+	var out []ttlv.Item
+	for _, bi := range items {
+		res, failed := s.handleItem(ctx, cert, peer, v, bi, env)
+		out = append(out, res)
+		if failed && stop {
+			break
+		}
+	}
+	return s.encodeResponse(v, out)
+}
+
+// parseRequest checks a request message's structure and header.
+func parseRequest(req ttlv.Item) (version, []ttlv.Item, bool, error) {
+	v := version{1, 0}
+	if req.Tag != tagRequestMessage || req.Type != ttlv.TypeStructure {
+		return v, nil, true, invalidMessage("not a Request Message")
+	}
+	hdr, ok := req.Child(tagRequestHeader)
+	if !ok || hdr.Type != ttlv.TypeStructure {
+		return v, nil, true, invalidMessage("the Request Header is missing")
+	}
+	pv, ok := hdr.Child(tagProtocolVersion)
+	if !ok {
+		return v, nil, true, invalidMessage("the Protocol Version is missing")
+	}
+	got, err := parseVersion(pv)
+	if err != nil {
+		return v, nil, true, err
+	}
+	if !got.ok() {
+		return v, nil, true, &opError{reason: reasonInvalidMessage, msg: fmt.Sprintf("protocol version %s is not supported; this server speaks 1.0 to 1.4 and 2.0", got)}
+	}
+	v = got
+	items := req.ChildrenOf(tagBatchItem)
+	bc, ok := hdr.Child(tagBatchCount)
+	if !ok || bc.Type != ttlv.TypeInteger || int(bc.Int) != len(items) {
+		return v, nil, true, invalidMessage("Batch Count must be an Integer equal to the number of batch items (%d)", len(items))
+	}
+	if len(items) == 0 || len(items) > MaxBatch {
+		return v, nil, true, invalidMessage("a request carries 1 to %d batch items, got %d", MaxBatch, len(items))
+	}
+	stop := true
+	if o, ok := hdr.Child(tagBatchErrorContinuation); ok {
+		if o.Type != ttlv.TypeEnumeration || o.Int < 1 || o.Int > 3 {
+			return v, nil, true, invalidMessage("Batch Error Continuation Option must be Continue, Stop or Undo")
+		}
+		stop = o.Int != 1
+	}
+	return v, items, stop, nil
+}
+
+func (s *Server) encodeResponse(v version, items []ttlv.Item) []byte {
+	hdr := ttlv.Struct(tagResponseHeader, v.item(), ttlv.DateTime(tagTimeStamp, time.Now()), ttlv.Int(tagBatchCount, int32(len(items))))
+	msg := ttlv.Struct(tagResponseMessage, append([]ttlv.Item{hdr}, items...)...)
+	b, err := msg.Encode()
+	if err != nil {
+		s.log.Error("encode a KMIP response", "err", err)
+		b, _ = ttlv.Struct(tagResponseMessage, ttlv.Struct(tagResponseHeader, v.item(), ttlv.DateTime(tagTimeStamp, time.Now()), ttlv.Int(tagBatchCount, 1)),
+			failedItem(0, nil, &opError{reason: reasonGeneralFailure, msg: "the response could not be encoded"})).Encode()
+	}
+	return b
+}
+
+// failedItem is a batch item answering a failure.
+func failedItem(op uint32, batchID *ttlv.Item, err error) ttlv.Item {
+	oe := asOpError(err)
+	it := ttlv.Struct(tagBatchItem)
+	if op != 0 {
+		it.Children = append(it.Children, ttlv.Enum(tagOperation, op))
+	}
+	if batchID != nil {
+		it.Children = append(it.Children, *batchID)
+	}
+	it.Children = append(it.Children, ttlv.Enum(tagResultStatus, statusOperationFailed), ttlv.Enum(tagResultReason, oe.reason), ttlv.Text(tagResultMessage, oe.msg))
+	return it
+}
+
+// opError is a failure with its KMIP result reason.
+type opError struct {
+	reason uint32
+	msg    string
+}
+
+func (e *opError) Error() string { return e.msg }
+
+func invalidMessage(format string, args ...any) error {
+	return &opError{reason: reasonInvalidMessage, msg: fmt.Sprintf(format, args...)}
+}
+
+func invalidField(format string, args ...any) error {
+	return &opError{reason: reasonInvalidField, msg: fmt.Sprintf(format, args...)}
+}
+
+func featureNotSupported(format string, args ...any) error {
+	return &opError{reason: reasonFeatureNotSupported, msg: fmt.Sprintf(format, args...)}
+}
+
+func missingData(format string, args ...any) error {
+	return &opError{reason: reasonMissingData, msg: fmt.Sprintf(format, args...)}
+}
+
+// asOpError gives every error a KMIP result reason: the front's own, or
+// the core's classification.
+func asOpError(err error) *opError {
+	var oe *opError
+	if errors.As(err, &oe) {
+		return oe
+	}
+	code, exc, msg := broker.Classify(err)
+	r := reasonGeneralFailure
+	switch code.String() {
+	case "NotFound":
+		r = reasonItemNotFound
+	case "PermissionDenied", "Unauthenticated":
+		r = reasonPermissionDenied
+	case "InvalidArgument", "AlreadyExists", "OutOfRange":
+		r = reasonInvalidField
+	case "FailedPrecondition":
+		r = reasonWrongLifecycleState
+	case "Unimplemented":
+		r = reasonOperationNotSupported
+	}
+	if exc == broker.ExcInvalidCiphertext {
+		r = reasonCryptographicFailure
+	}
+	return &opError{reason: r, msg: msg}
+}
+
+// auditRefused writes the audit line of a request refused before it
+// named an operation the core serves (a message that does not decode, a
+// batch item without an operation, an operation not served).
+func (s *Server) auditRefused(ctx context.Context, cert *x509.Certificate, peer, action string, err error) {
+	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: action, RequestID: newRequestID(), Peer: peer})
+	ctx = broker.KMIPPrincipal(ctx, cert)
+	if aerr := s.cfg.Service.EndRequest(ctx, reasonName(asOpError(err).reason), "OperationFailed"); aerr != nil {
+		s.log.Error("audit a refused KMIP request", "peer", peer, "err", aerr)
+	}
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func opString(op uint32) string { return fmt.Sprintf("0x%02x", op) }
+
+var reasonNames = map[uint32]string{
+	reasonItemNotFound: "ItemNotFound", reasonResponseTooLarge: "ResponseTooLarge", reasonAuthenticationFailed: "AuthenticationNotSuccessful",
+	reasonInvalidMessage: "InvalidMessage", reasonOperationNotSupported: "OperationNotSupported", reasonMissingData: "MissingData",
+	reasonInvalidField: "InvalidField", reasonFeatureNotSupported: "FeatureNotSupported", reasonCryptographicFailure: "CryptographicFailure",
+	reasonIllegalOperation: "IllegalOperation", reasonPermissionDenied: "PermissionDenied", reasonIndexOutOfBounds: "IndexOutOfBounds",
+	reasonKeyFormatNotSupported: "KeyFormatTypeNotSupported", reasonGeneralFailure: "GeneralFailure", reasonWrongLifecycleState: "WrongKeyLifecycleState",
+}
+
+func reasonName(r uint32) string {
+	if n, ok := reasonNames[r]; ok {
+		return n
+	}
+	return fmt.Sprintf("Reason(0x%x)", r)
+}

@@ -1,0 +1,365 @@
+package cluster
+
+import (
+	"bytes"
+	"maps"
+	"slices"
+	"time"
+)
+
+// KMIP managed objects. The KMIP front stores each object it creates or
+// registers here: its attributes in the clear and its material only as a
+// ciphertext blob under a KMS key of this cluster (WrappingKeyID), made in
+// an HSM. The enumerations (object type, state, algorithm...) are KMIP's
+// own numbers; this package checks only their ranges and the lifecycle.
+
+// Command types of the KMIP front (range 40-49).
+const (
+	TypeKMIPCreateObject CommandType = 40
+	TypeKMIPUpdateObject CommandType = 41
+	TypeKMIPDeleteObject CommandType = 42
+)
+
+// KMIP lifecycle states (KMIP 1.0 section 3.22).
+const (
+	KMIPPreActive            uint32 = 1
+	KMIPActive               uint32 = 2
+	KMIPDeactivated          uint32 = 3
+	KMIPCompromised          uint32 = 4
+	KMIPDestroyed            uint32 = 5
+	KMIPDestroyedCompromised uint32 = 6
+)
+
+// Limits on KMIP objects, so that no client can bloat the state every
+// node holds.
+const (
+	MaxKMIPObjects     = 100000
+	MaxKMIPNames       = 16
+	MaxKMIPGroups      = 16
+	MaxKMIPCustom      = 32
+	maxKMIPTextLen     = 1024
+	maxKMIPCustomValue = 4096
+)
+
+// KMIPObject is one KMIP managed object (a symmetric key or secret data).
+type KMIPObject struct {
+	ID             string `json:"id"`
+	ObjectType     uint32 `json:"object_type"`
+	State          uint32 `json:"state"`
+	Algorithm      uint32 `json:"algorithm"`        // Cryptographic Algorithm, 0 for none
+	Length         int32  `json:"length"`           // Cryptographic Length in bits
+	UsageMask      int32  `json:"usage_mask"`       // Cryptographic Usage Mask
+	SecretDataType uint32 `json:"secret_data_type"` // Secret Data objects only
+	// Extractable says whether Get may return the material to an
+	// authorized client (KMIP 2.0's Extractable attribute).
+	Extractable bool     `json:"extractable"`
+	Names       []string `json:"names"`
+	Groups      []string `json:"groups"`
+	// Custom holds text-valued custom attributes ("x-..." names).
+	Custom map[string]string `json:"custom"`
+	Owner  string            `json:"owner"` // principal that made the object
+	// WrappingKeyID is the KMS key whose ciphertext blob Wrapped holds the
+	// material.
+	WrappingKeyID     string    `json:"wrapping_key_id"`
+	Wrapped           []byte    `json:"wrapped"`
+	CreatedAt         time.Time `json:"created_at"`
+	ActivationDate    time.Time `json:"activation_date"`
+	DeactivationDate  time.Time `json:"deactivation_date"`
+	CompromiseDate    time.Time `json:"compromise_date"`
+	LastChange        time.Time `json:"last_change"`
+	RevocationReason  uint32    `json:"revocation_reason"`
+	RevocationMessage string    `json:"revocation_message"`
+}
+
+// Clone returns a deep copy of o.
+func (o KMIPObject) Clone() KMIPObject {
+	o.Names = slices.Clone(o.Names)
+	o.Groups = slices.Clone(o.Groups)
+	o.Custom = maps.Clone(o.Custom)
+	o.Wrapped = bytes.Clone(o.Wrapped)
+	return o
+}
+
+func (o *KMIPObject) check() error {
+	if err := checkID("kmip object id", o.ID); err != nil {
+		return err
+	}
+	if o.ObjectType == 0 || o.ObjectType > 10 {
+		return invalidCommand("kmip object %s: object type %d", o.ID, o.ObjectType)
+	}
+	if o.State < KMIPPreActive || o.State > KMIPCompromised {
+		return invalidCommand("kmip object %s: state %d", o.ID, o.State)
+	}
+	if len(o.Names) > MaxKMIPNames || len(o.Groups) > MaxKMIPGroups || len(o.Custom) > MaxKMIPCustom {
+		return invalidCommand("kmip object %s: more than %d names, %d groups or %d custom attributes", o.ID, MaxKMIPNames, MaxKMIPGroups, MaxKMIPCustom)
+	}
+	for _, s := range append(slices.Clone(o.Names), o.Groups...) {
+		if s == "" {
+			return invalidCommand("kmip object %s: empty name or group", o.ID)
+		}
+		if err := checkText("kmip name or group", s, maxKMIPTextLen); err != nil {
+			return err
+		}
+	}
+	for k, v := range o.Custom {
+		if err := checkText("kmip custom attribute name", k, maxKMIPTextLen); err != nil {
+			return err
+		}
+		if err := checkText("kmip custom attribute value", v, maxKMIPCustomValue); err != nil {
+			return err
+		}
+	}
+	if err := checkText("kmip owner", o.Owner, maxIDLen); err != nil {
+		return err
+	}
+	if err := checkText("kmip revocation message", o.RevocationMessage, maxKMIPTextLen); err != nil {
+		return err
+	}
+	if err := checkID("kmip wrapping key id", o.WrappingKeyID); err != nil {
+		return err
+	}
+	if len(o.Wrapped) == 0 || len(o.Wrapped) > maxBlobLen {
+		return invalidCommand("kmip object %s: wrapped material of %d bytes", o.ID, len(o.Wrapped))
+	}
+	for _, t := range []time.Time{o.CreatedAt, o.ActivationDate, o.DeactivationDate, o.CompromiseDate, o.LastChange} {
+		if err := checkTime("kmip date", t, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func normalizeKMIP(o *KMIPObject) {
+	for _, t := range []*time.Time{&o.CreatedAt, &o.ActivationDate, &o.DeactivationDate, &o.CompromiseDate, &o.LastChange} {
+		*t = utc(*t)
+	}
+	if len(o.Names) == 0 {
+		o.Names = nil
+	}
+	if len(o.Groups) == 0 {
+		o.Groups = nil
+	}
+	if len(o.Custom) == 0 {
+		o.Custom = nil
+	}
+}
+
+// KMIPCreateObject stores a new KMIP object.
+type KMIPCreateObject struct {
+	Object KMIPObject `json:"object"`
+}
+
+// KMIPUpdateObject replaces the mutable attributes of an object (state,
+// names, groups, custom attributes, dates, revocation) if it is still in
+// state FromState; its type, material and cryptographic attributes never
+// change.
+type KMIPUpdateObject struct {
+	FromState uint32     `json:"from_state"`
+	Object    KMIPObject `json:"object"`
+}
+
+// KMIPDeleteObject removes a destroyed object if it is still in state
+// FromState, which must not be Active.
+type KMIPDeleteObject struct {
+	ID        string `json:"id"`
+	FromState uint32 `json:"from_state"`
+}
+
+func (*KMIPCreateObject) Type() CommandType { return TypeKMIPCreateObject }
+func (*KMIPUpdateObject) Type() CommandType { return TypeKMIPUpdateObject }
+func (*KMIPDeleteObject) Type() CommandType { return TypeKMIPDeleteObject }
+
+func (c *KMIPCreateObject) validate() error { return c.Object.check() }
+
+func (c *KMIPUpdateObject) validate() error {
+	if c.FromState < KMIPPreActive || c.FromState > KMIPCompromised {
+		return invalidCommand("kmip from state %d", c.FromState)
+	}
+	return c.Object.check()
+}
+
+func (c *KMIPDeleteObject) validate() error {
+	if c.FromState < KMIPPreActive || c.FromState > KMIPCompromised || c.FromState == KMIPActive {
+		return invalidCommand("kmip object in state %d cannot be destroyed", c.FromState)
+	}
+	return checkID("kmip object id", c.ID)
+}
+
+// KMIPTransitionAllowed reports whether the KMIP lifecycle lets an object
+// move from one state to another (KMIP 1.0 section 3.22): Pre-Active to
+// Active, Deactivated or Compromised; Active to Deactivated or
+// Compromised; Deactivated to Compromised. Staying put is allowed.
+func KMIPTransitionAllowed(from, to uint32) bool {
+	if from == to {
+		return true
+	}
+	switch from {
+	case KMIPPreActive:
+		return to == KMIPActive || to == KMIPDeactivated || to == KMIPCompromised
+	case KMIPActive:
+		return to == KMIPDeactivated || to == KMIPCompromised
+	case KMIPDeactivated:
+		return to == KMIPCompromised
+	}
+	return false
+}
+
+func (c *KMIPCreateObject) apply(d *Data) (any, Event, error) {
+	if _, ok := d.KMIP[c.Object.ID]; ok {
+		return nil, Event{}, alreadyExists("kmip object %q", c.Object.ID)
+	}
+	if len(d.KMIP) >= MaxKMIPObjects {
+		return nil, Event{}, invalidState("the cluster holds %d KMIP objects, the limit", len(d.KMIP))
+	}
+	if _, ok := d.Keys[c.Object.WrappingKeyID]; !ok {
+		return nil, Event{}, notFound("key %q", c.Object.WrappingKeyID)
+	}
+	o := c.Object.Clone()
+	normalizeKMIP(&o)
+	if d.KMIP == nil {
+		d.KMIP = map[string]*KMIPObject{}
+	}
+	d.KMIP[o.ID] = &o
+	return o.Clone(), Event{Type: TypeKMIPCreateObject}, nil
+}
+
+func (c *KMIPUpdateObject) apply(d *Data) (any, Event, error) {
+	cur, ok := d.KMIP[c.Object.ID]
+	if !ok {
+		return nil, Event{}, notFound("kmip object %q", c.Object.ID)
+	}
+	if cur.State != c.FromState {
+		return nil, Event{}, invalidState("kmip object %q is in state %d, not %d", cur.ID, cur.State, c.FromState)
+	}
+	if !KMIPTransitionAllowed(cur.State, c.Object.State) {
+		return nil, Event{}, invalidState("kmip object %q cannot go from state %d to %d", cur.ID, cur.State, c.Object.State)
+	}
+	n := c.Object.Clone()
+	normalizeKMIP(&n)
+	// What an update cannot change.
+	n.ObjectType, n.Algorithm, n.Length, n.SecretDataType = cur.ObjectType, cur.Algorithm, cur.Length, cur.SecretDataType
+	n.Owner, n.WrappingKeyID, n.Wrapped, n.CreatedAt, n.Extractable = cur.Owner, cur.WrappingKeyID, bytes.Clone(cur.Wrapped), cur.CreatedAt, cur.Extractable
+	d.KMIP[n.ID] = &n
+	return n.Clone(), Event{Type: TypeKMIPUpdateObject}, nil
+}
+
+func (c *KMIPDeleteObject) apply(d *Data) (any, Event, error) {
+	cur, ok := d.KMIP[c.ID]
+	if !ok {
+		return nil, Event{}, notFound("kmip object %q", c.ID)
+	}
+	if cur.State != c.FromState {
+		return nil, Event{}, invalidState("kmip object %q is in state %d, not %d", cur.ID, cur.State, c.FromState)
+	}
+	delete(d.KMIP, c.ID)
+	return nil, Event{Type: TypeKMIPDeleteObject}, nil
+}
+
+// KMIPObject returns one KMIP object.
+func (s *State) KMIPObject(id string) (KMIPObject, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	o, ok := s.data.KMIP[id]
+	if !ok {
+		return KMIPObject{}, false
+	}
+	return o.Clone(), true
+}
+
+// KMIPObjects returns the KMIP objects match accepts, in id order, skipping
+// the first offset matches and returning at most limit (0: no limit).
+func (s *State) KMIPObjects(match func(*KMIPObject) bool, offset, limit int) []KMIPObject {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []KMIPObject
+	for _, id := range sortedKeys(s.data.KMIP) {
+		o := s.data.KMIP[id]
+		if !match(o) {
+			continue
+		}
+		if offset > 0 {
+			offset--
+			continue
+		}
+		out = append(out, o.Clone())
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out
+}
+
+// kmip hooks for Data's Clone, checkData and Digest.
+
+func cloneKMIP(m map[string]*KMIPObject) map[string]*KMIPObject {
+	if len(m) == 0 {
+		return nil
+	}
+	c := make(map[string]*KMIPObject, len(m))
+	for id, o := range m {
+		oc := o.Clone()
+		c[id] = &oc
+	}
+	return c
+}
+
+func checkKMIP(d *Data) error {
+	for id, o := range d.KMIP {
+		if o == nil || o.ID != id {
+			return invalidCommand("kmip entry %q does not hold object %q", id, id)
+		}
+		if err := o.check(); err != nil {
+			return err
+		}
+		normalizeKMIP(o)
+	}
+	if len(d.KMIP) == 0 {
+		d.KMIP = nil
+	}
+	return nil
+}
+
+// digestKMIP adds the KMIP objects to a digest; an empty set adds nothing,
+// so that a state without KMIP objects keeps the digest it always had.
+func (e *digestEncoder) kmip(m map[string]*KMIPObject) {
+	if len(m) == 0 {
+		return
+	}
+	e.str("kmip")
+	e.uint(uint64(len(m)))
+	for _, id := range sortedKeys(m) {
+		o := m[id]
+		e.str(id)
+		e.str(o.ID)
+		e.uint(uint64(o.ObjectType))
+		e.uint(uint64(o.State))
+		e.uint(uint64(o.Algorithm))
+		e.int(int64(o.Length))
+		e.int(int64(o.UsageMask))
+		e.uint(uint64(o.SecretDataType))
+		e.bool(o.Extractable)
+		e.uint(uint64(len(o.Names)))
+		for _, n := range o.Names {
+			e.str(n)
+		}
+		e.uint(uint64(len(o.Groups)))
+		for _, g := range o.Groups {
+			e.str(g)
+		}
+		e.uint(uint64(len(o.Custom)))
+		for _, k := range sortedKeys(o.Custom) {
+			e.str(k)
+			e.str(o.Custom[k])
+		}
+		e.str(o.Owner)
+		e.str(o.WrappingKeyID)
+		e.bytes(o.Wrapped)
+		e.time(o.CreatedAt)
+		e.time(o.ActivationDate)
+		e.time(o.DeactivationDate)
+		e.time(o.CompromiseDate)
+		e.time(o.LastChange)
+		e.uint(uint64(o.RevocationReason))
+		e.str(o.RevocationMessage)
+	}
+}

@@ -1,0 +1,101 @@
+package cluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func testKMIPObject(id, keyID string) KMIPObject {
+	return KMIPObject{ID: id, ObjectType: 2, State: KMIPPreActive, Algorithm: 3, Length: 256, UsageMask: 12,
+		Extractable: true, Names: []string{"name-" + id}, Groups: []string{"g"}, Custom: map[string]string{"x-a": "b"},
+		Owner: "app", WrappingKeyID: keyID, Wrapped: []byte("blob:" + id), CreatedAt: t0, LastChange: t0}
+}
+
+func TestKMIPLifecycle(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	a.must(t, &CreateKey{Key: symKey("k1")})
+	o := testKMIPObject("o1", "k1")
+	a.must(t, &KMIPCreateObject{Object: o})
+	if _, err := a.apply(t, &KMIPCreateObject{Object: o}); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	missing := testKMIPObject("o2", "nokey")
+	if _, err := a.apply(t, &KMIPCreateObject{Object: missing}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("create under a missing key: %v", err)
+	}
+
+	// Activate; an update cannot touch the material or type.
+	up := o.Clone()
+	up.State, up.Wrapped, up.ObjectType, up.Names = KMIPActive, []byte("other"), 7, []string{"renamed"}
+	a.must(t, &KMIPUpdateObject{FromState: KMIPPreActive, Object: up})
+	got, _ := a.f.State().KMIPObject("o1")
+	if got.State != KMIPActive || string(got.Wrapped) != "blob:o1" || got.ObjectType != 2 || got.Names[0] != "renamed" {
+		t.Fatalf("after update: %+v", got)
+	}
+	// A stale FromState and a transition the lifecycle forbids are refused.
+	if _, err := a.apply(t, &KMIPUpdateObject{FromState: KMIPPreActive, Object: up}); !errors.Is(err, ErrInvalidState) {
+		t.Fatalf("stale from state: %v", err)
+	}
+	back := got.Clone()
+	back.State = KMIPPreActive
+	if _, err := a.apply(t, &KMIPUpdateObject{FromState: KMIPActive, Object: back}); !errors.Is(err, ErrInvalidState) {
+		t.Fatalf("active to pre-active: %v", err)
+	}
+	// An active object cannot be deleted; a deactivated one can.
+	if _, err := EncodeCommand(&KMIPDeleteObject{ID: "o1", FromState: KMIPActive}); !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("delete active: %v", err)
+	}
+	if _, err := a.apply(t, &KMIPDeleteObject{ID: "o1", FromState: KMIPDeactivated}); !errors.Is(err, ErrInvalidState) {
+		t.Fatalf("delete while active: %v", err)
+	}
+	off := got.Clone()
+	off.State = KMIPDeactivated
+	a.must(t, &KMIPUpdateObject{FromState: KMIPActive, Object: off})
+	a.must(t, &KMIPDeleteObject{ID: "o1", FromState: KMIPDeactivated})
+	if _, ok := a.f.State().KMIPObject("o1"); ok {
+		t.Fatal("object still there after delete")
+	}
+	if d := a.f.State().Data(); d.KMIP != nil {
+		t.Fatalf("empty KMIP map kept: %v", d.KMIP)
+	}
+}
+
+func TestKMIPObjectBounds(t *testing.T) {
+	cases := map[string]func(o *KMIPObject){
+		"no material":    func(o *KMIPObject) { o.Wrapped = nil },
+		"huge material":  func(o *KMIPObject) { o.Wrapped = make([]byte, maxBlobLen+1) },
+		"too many names": func(o *KMIPObject) { o.Names = make([]string, MaxKMIPNames+1) },
+		"long name":      func(o *KMIPObject) { o.Names = []string{strings.Repeat("n", maxKMIPTextLen+1)} },
+		"empty group":    func(o *KMIPObject) { o.Groups = []string{""} },
+		"bad state":      func(o *KMIPObject) { o.State = KMIPDestroyed },
+		"bad type":       func(o *KMIPObject) { o.ObjectType = 99 },
+		"control char":   func(o *KMIPObject) { o.Names = []string{"a\x00b"} },
+	}
+	for name, mutate := range cases {
+		o := testKMIPObject("o1", "k1")
+		mutate(&o)
+		if _, err := EncodeCommand(&KMIPCreateObject{Object: o}); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestKMIPObjectsFilterAndPage(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	a.must(t, &CreateKey{Key: symKey("k1")})
+	for _, id := range []string{"c", "a", "d", "b"} {
+		a.must(t, &KMIPCreateObject{Object: testKMIPObject(id, "k1")})
+	}
+	all := func(*KMIPObject) bool { return true }
+	var ids []string
+	for _, o := range a.f.State().KMIPObjects(all, 1, 2) {
+		ids = append(ids, o.ID)
+	}
+	if strings.Join(ids, ",") != "b,c" {
+		t.Fatalf("offset 1 limit 2: %v", ids)
+	}
+	if got := a.f.State().KMIPObjects(func(o *KMIPObject) bool { return o.ID == "d" }, 0, 0); len(got) != 1 {
+		t.Fatalf("filter: %v", got)
+	}
+}
