@@ -232,10 +232,10 @@ func isNodeCert(c *x509.Certificate) bool {
 	return false
 }
 
-// requireNode admits only cluster nodes (and anyone on a plaintext test
-// server, which has no identities at all).
+// requireNode admits only cluster nodes (and anyone on a server run with
+// InsecureNoClientAuth, which has no identities at all).
 func (s *Service) requireNode(ctx context.Context) error {
-	if !s.requireClientCert {
+	if s.cfg.InsecureNoClientAuth {
 		return nil
 	}
 	if c := peerCert(ctx); c != nil && isNodeCert(c) {

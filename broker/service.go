@@ -50,6 +50,13 @@ type Config struct {
 	// BackupChunkSize is the most snapshot bytes one Backup message
 	// carries (default and maximum MaxBackupChunkSize).
 	BackupChunkSize int
+	// InsecureNoClientAuth serves gRPC without identities: every caller,
+	// with or without a certificate, is an admin, and every caller is
+	// taken for a cluster node. It is for tests on loopback only; New
+	// logs a warning every time it is set. Off (the default), a caller
+	// without a verified client certificate is refused, whether or not
+	// the server was given a TLS configuration.
+	InsecureNoClientAuth bool
 }
 
 // Service is the broker core. It is safe for concurrent use.
@@ -64,8 +71,10 @@ type Service struct {
 	hsm  *hsm.Partition
 	log  *slog.Logger
 
-	// requireClientCert is set by NewGRPCServer when it serves TLS.
-	requireClientCert bool
+	// inflight counts the gRPC calls the tap admitted that have not
+	// ended; tapRefused the calls it refused (see tap.go).
+	inflight   atomic.Int64
+	tapRefused atomic.Uint64
 
 	health   healthState
 	peers    peers
@@ -109,6 +118,10 @@ func New(cfg Config) (*Service, error) {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
 	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}
+	if cfg.InsecureNoClientAuth {
+		s.log.Warn("INSECURE: gRPC client authentication is off (InsecureNoClientAuth): every caller is an admin and a cluster node; never run this outside a test",
+			"node", cfg.NodeID)
+	}
 	// A node that must catch up refuses key and crypto calls from the
 	// start, until WatchHealth finds it ready.
 	s.gate.Store(cfg.RequireCaughtUp)
