@@ -2,9 +2,11 @@ package broker_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,4 +114,85 @@ func TestTapUnauthenticated(t *testing.T) {
 	if e.svc.RefusedBeforeRead() != 1 {
 		t.Fatalf("the tap refused %d calls, want 1", e.svc.RefusedBeforeRead())
 	}
+}
+
+// TestTapInflightReleased: every call the tap admits is released when it
+// ends, however it ends (success, an error, a message over the limit, a
+// cancelled or expired call), so the bound on calls in flight never fills
+// up with calls that are gone.
+func TestTapInflightReleased(t *testing.T) {
+	gw := &gateWriter{}
+	e := newSecureEnv(t, audit.New(gw, audit.Options{}))
+	ctx := ctxT(t)
+	if err := e.svc.EnsureDomainKeyCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	admin := e.as("root", "admin")
+	key := e.createKey(admin, "alias/inflight", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	// A call in progress is counted: its audit line waits for the gate.
+	gw.close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
+		done <- err
+	}()
+	waitUntil(t, "the held call counted in flight", func() bool { return e.svc.InflightCalls() == 1 })
+	gw.open()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: bytes.Repeat([]byte{1}, 300<<10)})
+		_, _ = admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: "alias/none", Plaintext: []byte("x")})
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, _ = admin.crypto.Encrypt(cctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
+		dctx, dcancel := context.WithTimeout(ctx, time.Nanosecond)
+		_, _ = admin.crypto.Encrypt(dctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
+		dcancel()
+	}
+	// Released asynchronously, when each stream's context ends.
+	waitUntil(t, "no call counted in flight", func() bool { return e.svc.InflightCalls() == 0 })
+}
+
+// waitUntil waits for cond, failing the test after 10 seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// gateWriter is an audit log writer whose writes wait while it is closed.
+type gateWriter struct {
+	mu   sync.Mutex
+	gate chan struct{} // nil: open
+}
+
+func (g *gateWriter) close() { g.mu.Lock(); g.gate = make(chan struct{}); g.mu.Unlock() }
+
+func (g *gateWriter) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gate != nil {
+		close(g.gate)
+		g.gate = nil
+	}
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return len(p), nil
 }
