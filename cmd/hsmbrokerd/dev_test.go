@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -202,6 +203,34 @@ func checkLayout(t *testing.T, dir string) {
 	}
 	if !exists(filepath.Join(dir, "raft", "raft.db")) {
 		t.Error("raft/raft.db missing")
+	}
+	// Everything else under the data directory too, Raft's snapshot
+	// store included.
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		} else if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile (a temporary file)
+		} else if err != nil {
+			return err
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %04o, want %04o", path, got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	conf := readFile(t, filepath.Join(dir, "softhsm", "softhsm2.conf"))
 	if !strings.Contains(conf, filepath.Join(dir, "softhsm", "tokens")) {
