@@ -27,8 +27,8 @@ import (
 // refused by the receive limit, and a node certificate passes the tap for
 // the methods nodes call.
 func TestRefusedBeforeRead(t *testing.T) {
-	var buf bytes.Buffer
-	e := newSecureEnv(t, audit.New(&lockedBuffer{b: &buf}, audit.Options{}))
+	lb := &lockedBuffer{b: &bytes.Buffer{}}
+	e := newSecureEnv(t, audit.New(lb, audit.Options{}))
 	ctx := ctxT(t)
 	if err := e.svc.EnsureDomainKeyCheck(ctx); err != nil {
 		t.Fatal(err)
@@ -52,14 +52,14 @@ func TestRefusedBeforeRead(t *testing.T) {
 	}{{"revoked", app}, {"role-less", drifter}} {
 		for _, pt := range [][]byte{huge, mid} {
 			before := e.svc.RefusedBeforeRead()
-			lines := len(auditLines(t, []byte(buf.String())))
+			lines := len(auditLines(t, []byte(lb.String())))
 			_, err := c.cl.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: pt,
 				EncryptionContext: map[string]string{"big": strings.Repeat("x", 1000)}})
 			wantErr(t, err, codes.PermissionDenied, broker.ExcAccessDenied, "none", "kms:Encrypt")
 			if got := e.svc.RefusedBeforeRead(); got != before+1 {
 				t.Errorf("%s, %d bytes: the tap refused %d calls, want 1", c.name, len(pt), got-before)
 			}
-			recs := auditLines(t, []byte(buf.String()))
+			recs := auditLines(t, []byte(lb.String()))
 			if len(recs) != lines+1 {
 				t.Fatalf("%s: %d audit lines for one refused call", c.name, len(recs)-lines)
 			}
