@@ -80,7 +80,7 @@ func errUnsupported(format string, args ...any) *Error {
 // failure (malformed blob, unknown key version, wrong context, failed tag):
 // telling them apart would make an oracle.
 var errInvalidCiphertext = &Error{Code: codes.InvalidArgument, Exception: ExcInvalidCiphertext,
-	Message: "the ciphertext is invalid, was not made by this key service, or its encryption context does not match"}
+	Message: keys.InvalidCiphertextMessage}
 
 // Classify returns the gRPC code and AWS exception name of any error the
 // core returns.

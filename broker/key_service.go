@@ -396,7 +396,7 @@ func (s *Service) UpdateAlias(ctx context.Context, req *pb.UpdateAliasRequest) (
 	if !exists {
 		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
 	}
-	if old, ok := s.node.State().Key(cur); ok && (old.Usage != k.Usage || keyFamily(old.Spec) != keyFamily(k.Spec)) {
+	if old, ok := s.node.State().Key(cur); ok && (old.Usage != k.Usage || old.Spec.Family() != k.Spec.Family()) {
 		return nil, &keys.FieldError{Field: "TargetKeyId", Problem: fmt.Sprintf(
 			"key %s (%s, %s) is not the same type and usage as the alias's current key (%s, %s)", k.ID, k.Spec, k.Usage, old.Spec, old.Usage)}
 	}
@@ -462,16 +462,4 @@ func (s *Service) aliasView(name string) *pb.Alias {
 
 func newAlreadyExists(format string, args ...any) *Error {
 	return newError(codes.AlreadyExists, ExcAlreadyExists, format, args...)
-}
-
-// keyFamily groups specs as AWS does for alias updates: symmetric,
-// asymmetric, or HMAC.
-func keyFamily(s keys.Spec) string {
-	switch {
-	case s.IsAsymmetric():
-		return "asymmetric"
-	case s.IsHMAC():
-		return "hmac"
-	}
-	return "symmetric"
 }

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
-	"unicode/utf8"
+
+	"github.com/hsmbroker/hsmbroker/broker/keys"
 )
 
 // The envelope file header. docs/FILE_FORMAT.md describes it byte by byte.
@@ -25,10 +25,10 @@ const (
 	// memory Decrypt needs (about twice the chunk size).
 	MaxChunkSize = 16 << 20
 
-	// MaxContextPairs and MaxContextSize bound an encryption context, as the
-	// broker does: at most 64 pairs and 8192 bytes once encoded.
-	MaxContextPairs = 64
-	MaxContextSize  = 8192
+	// MaxContextPairs and MaxContextSize bound an encryption context: the
+	// broker's own limits (keys.MaxContextPairs, keys.MaxContextSize).
+	MaxContextPairs = keys.MaxContextPairs
+	MaxContextSize  = keys.MaxContextSize
 	// MaxDataKeyBlobSize is the largest ciphertext blob Decrypt accepts.
 	MaxDataKeyBlobSize = 6144
 )
@@ -80,16 +80,17 @@ func (h *Header) MarshalBinary() ([]byte, error) {
 	if err := validateContext(h.EncryptionContext); err != nil {
 		return nil, err
 	}
+	encCtx := appendContext(nil, h.EncryptionContext)
 	if n := len(h.EncryptedDataKey); n == 0 || n > MaxDataKeyBlobSize {
 		return nil, fmt.Errorf("%w: data key blob of %d bytes, want 1 to %d", ErrMalformedHeader, n, MaxDataKeyBlobSize)
 	}
 	if h.ChunkSize == 0 || h.ChunkSize > MaxChunkSize {
 		return nil, fmt.Errorf("%w: chunk size %d, want 1 to %d", ErrMalformedHeader, h.ChunkSize, MaxChunkSize)
 	}
-	b := make([]byte, 0, 8+2+contextSize(h.EncryptionContext)+2+len(h.EncryptedDataKey)+4+NoncePrefixSize)
+	b := make([]byte, 0, 8+2+len(encCtx)+2+len(h.EncryptedDataKey)+4+NoncePrefixSize)
 	b = append(b, EnvelopeMagic...)
 	b = binary.BigEndian.AppendUint16(b, h.Version)
-	b = appendContext(b, h.EncryptionContext)
+	b = append(b, encCtx...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(h.EncryptedDataKey)))
 	b = append(b, h.EncryptedDataKey...)
 	b = binary.BigEndian.AppendUint32(b, h.ChunkSize)
@@ -185,9 +186,13 @@ func (hr *headerReader) uint32() uint32 {
 	return 0
 }
 
-// context reads the canonical encoding appendContext writes, enforcing the
-// limits and order that make it canonical.
+// context reads an encryption context as appendContext writes it. It
+// reads field by field so that a length that lies costs at most
+// MaxContextSize bytes, then leaves the rules (order, UTF-8, limits) to
+// keys.DecodeContext, so that the broker and the envelope format accept
+// exactly the same contexts.
 func (hr *headerReader) context() map[string]string {
+	start := len(hr.raw)
 	n := hr.uint32()
 	if hr.err != nil {
 		return nil
@@ -199,87 +204,44 @@ func (hr *headerReader) context() map[string]string {
 	if n == 0 {
 		return nil
 	}
-	ctx := make(map[string]string, n)
 	size := 4
-	var prev string
-	for i := range int(n) {
-		var pair [2]string
-		for j := range pair {
-			l := hr.uint32()
-			if hr.err != nil {
-				return nil
-			}
-			if size += 4 + int(min(l, MaxContextSize+1)); size > MaxContextSize {
-				hr.fail("encryption context longer than %d bytes", MaxContextSize)
-				return nil
-			}
-			pair[j] = string(hr.next(int(l)))
-		}
+	for range 2 * int(n) {
+		l := hr.uint32()
 		if hr.err != nil {
 			return nil
 		}
-		k, v := pair[0], pair[1]
-		if i > 0 && k <= prev {
-			hr.fail("encryption context keys not in strictly increasing order")
+		if size += 4 + int(min(l, MaxContextSize+1)); size > MaxContextSize {
+			hr.fail("encryption context longer than %d bytes", MaxContextSize)
 			return nil
 		}
-		if p := contextPairProblem(k, v); p != "" {
-			hr.fail("encryption context pair %d: %s", i, p)
-			return nil
-		}
-		prev = k
-		ctx[k] = v
+		hr.next(int(l))
+	}
+	if hr.err != nil {
+		return nil
+	}
+	ctx, err := keys.DecodeContext(hr.raw[start:])
+	if err != nil {
+		hr.fail("%v", err)
+		return nil
 	}
 	return ctx
 }
 
-// appendContext appends the canonical encoding of ctx: a uint32 pair count,
-// then for each pair in increasing byte order of key, a uint32 length and
-// the key, a uint32 length and the value (all big-endian). For a non-empty
-// context this is the broker's own encoding of encryption contexts.
+// appendContext appends the encoding of ctx: a uint32 pair count of zero
+// for an empty context, else the broker's canonical encoding
+// (keys.EncodeContext: the pair count, then each pair in increasing byte
+// order of key as length-prefixed key and value, all big-endian).
 func appendContext(b []byte, ctx map[string]string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(ctx)))
-	for _, k := range slices.Sorted(maps.Keys(ctx)) {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(k)))
-		b = append(b, k...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(ctx[k])))
-		b = append(b, ctx[k]...)
+	if len(ctx) == 0 {
+		return binary.BigEndian.AppendUint32(b, 0)
 	}
-	return b
-}
-
-func contextSize(ctx map[string]string) int {
-	size := 4
-	for k, v := range ctx {
-		size += 8 + len(k) + len(v)
-	}
-	return size
+	return append(b, keys.EncodeContext(ctx)...)
 }
 
 // validateContext applies the broker's rules for encryption contexts.
 func validateContext(ctx map[string]string) error {
-	if len(ctx) > MaxContextPairs {
-		return fmt.Errorf("client: encryption context of %d pairs, at most %d allowed", len(ctx), MaxContextPairs)
-	}
-	if size := contextSize(ctx); size > MaxContextSize {
-		return fmt.Errorf("client: encryption context of %d bytes encoded, at most %d allowed", size, MaxContextSize)
-	}
-	for _, k := range slices.Sorted(maps.Keys(ctx)) {
-		if p := contextPairProblem(k, ctx[k]); p != "" {
-			return fmt.Errorf("client: encryption context: %s", p)
-		}
+	if err := keys.ValidateContext(ctx); err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	return nil
-}
-
-func contextPairProblem(k, v string) string {
-	switch {
-	case k == "":
-		return "keys must not be empty"
-	case !utf8.ValidString(k):
-		return "keys must be valid UTF-8"
-	case !utf8.ValidString(v):
-		return "values must be valid UTF-8"
-	}
-	return ""
 }

@@ -421,32 +421,6 @@ func checkTags(tags map[string]string) error {
 	return nil
 }
 
-// usageAllowed lists the usages each family of specs supports, as in AWS KMS.
-func usageAllowed(s keys.Spec, u keys.Usage) bool {
-	switch {
-	case s == keys.SpecSymmetricDefault:
-		return u == keys.UsageEncryptDecrypt
-	case s.IsRSA():
-		return u == keys.UsageEncryptDecrypt || u == keys.UsageSignVerify
-	case s.IsEC():
-		return u == keys.UsageSignVerify
-	case s.IsHMAC():
-		return u == keys.UsageGenerateVerifyMAC
-	}
-	return false
-}
-
-// family is the key type AWS KMS compares in UpdateAlias.
-func family(s keys.Spec) string {
-	switch {
-	case s.IsAsymmetric():
-		return "asymmetric"
-	case s.IsHMAC():
-		return "hmac"
-	}
-	return "symmetric"
-}
-
 // rotatable reports whether keys of spec s may get new versions. As in AWS
 // KMS only symmetric encryption keys rotate: a new version of an asymmetric
 // key would change its public key under its users' feet.
@@ -479,7 +453,7 @@ func (c *CreateKey) validate() error {
 	if !k.Spec.Valid() {
 		return invalidCommand("unknown key spec %q", k.Spec)
 	}
-	if !usageAllowed(k.Spec, k.Usage) {
+	if !k.Spec.AllowsUsage(k.Usage) {
 		return invalidCommand("key usage %q is not allowed for %s", k.Usage, k.Spec)
 	}
 	if k.State != keys.StateEnabled && k.State != keys.StateDisabled {

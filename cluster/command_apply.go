@@ -261,9 +261,9 @@ func (c *UpdateAlias) apply(d *Data) (any, Event, error) {
 		return nil, Event{}, err
 	}
 	if old, ok := d.Keys[a.KeyID]; ok {
-		if family(old.Spec) != family(k.Spec) || old.Usage != k.Usage {
+		if old.Spec.Family() != k.Spec.Family() || old.Usage != k.Usage {
 			return nil, Event{}, invalidCommand("alias %q points at a %s %s key; %q is a %s %s key",
-				c.Name, family(old.Spec), old.Usage, c.KeyID, family(k.Spec), k.Usage)
+				c.Name, old.Spec.Family(), old.Usage, c.KeyID, k.Spec.Family(), k.Usage)
 		}
 	}
 	moved := *a

@@ -51,34 +51,6 @@ func (h *Handler) accessKeyRole(r *http.Request) string {
 	return rc.Role(a.accessKeyID)
 }
 
-// requestContexts picks the encryption contexts out of a request body, for
-// key policy conditions and grant constraints. A body that does not parse
-// gives none; the operation then refuses it anyway.
-func requestContexts(body []byte) broker.RequestContexts {
-	var in map[string]json.RawMessage
-	if json.Unmarshal(body, &in) != nil {
-		return broker.RequestContexts{}
-	}
-	get := func(name string) map[string]string {
-		var m map[string]string
-		if raw, ok := in[name]; ok {
-			_ = json.Unmarshal(raw, &m)
-		}
-		return m
-	}
-	c := broker.RequestContexts{EncryptionContext: get("EncryptionContext"),
-		Source: get("SourceEncryptionContext"), Destination: get("DestinationEncryptionContext")}
-	for _, name := range []string{"KeyId", "TargetKeyId", "DestinationKeyId"} {
-		if raw, ok := in[name]; ok && json.Unmarshal(raw, &c.KeyRef) == nil && c.KeyRef != "" {
-			break
-		}
-	}
-	if len(c.KeyRef) > 2048 {
-		c.KeyRef = c.KeyRef[:2048]
-	}
-	return c
-}
-
 // audited begins the request in the core and wraps w so that its audit
 // line is written before the answer's first byte.
 func (h *Handler) audited(w http.ResponseWriter, r *http.Request, reqID string) (*auditWriter, *http.Request) {

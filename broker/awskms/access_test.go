@@ -52,7 +52,7 @@ type accessEnv struct {
 	app, auditor awskms.AccessKey
 }
 
-func newAccessEnv(t *testing.T) *accessEnv {
+func newAccessEnv(t testing.TB) *accessEnv {
 	t.Helper()
 	a := &accessEnv{env: &env{tb: t, clock: &clock{}}, w: &switchableWriter{}}
 	p := hsmtest.NewPartition(t)

@@ -1,7 +1,6 @@
 package awskms
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
@@ -20,8 +20,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes = 1 << 20
-	DefaultMaxSkew      = 5 * time.Minute
+	DefaultMaxBodyBytes         = 1 << 20
+	DefaultMaxInFlightBodyBytes = 64 << 20
+	DefaultMaxSkew              = 5 * time.Minute
 )
 
 // Config configures a Handler. Zero values of optional fields mean their
@@ -45,6 +46,12 @@ type Config struct {
 	Authorize func(ctx context.Context, principal, action string) error
 	// MaxBodyBytes bounds a request body (default DefaultMaxBodyBytes).
 	MaxBodyBytes int64
+	// MaxInFlightBodyBytes bounds the bodies held by all requests at once
+	// (default DefaultMaxInFlightBodyBytes): a request whose body would
+	// exceed it is answered with ThrottlingException before its body is
+	// read. A body is counted at its Content-Length, or at MaxBodyBytes
+	// when it has none.
+	MaxInFlightBodyBytes int64
 	// MaxSkew is how far a request's signing time may be from this
 	// handler's clock, either way (default DefaultMaxSkew, as AWS).
 	MaxSkew time.Duration
@@ -69,6 +76,10 @@ type Handler struct {
 	authorize func(ctx context.Context, principal, action string) error
 	maxBody   int64
 	log       *slog.Logger
+	// inFlight is the body bytes held by requests now (at most
+	// maxInFlight).
+	inFlight    atomic.Int64
+	maxInFlight int64
 }
 
 // New checks cfg and returns a Handler.
@@ -82,6 +93,12 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.MaxInFlightBodyBytes <= 0 {
+		cfg.MaxInFlightBodyBytes = DefaultMaxInFlightBodyBytes
+	}
+	if cfg.MaxInFlightBodyBytes < cfg.MaxBodyBytes {
+		cfg.MaxInFlightBodyBytes = cfg.MaxBodyBytes
+	}
 	if cfg.MaxSkew <= 0 {
 		cfg.MaxSkew = DefaultMaxSkew
 	}
@@ -92,13 +109,16 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Now = time.Now
 	}
 	h := &Handler{
-		svc:       cfg.Service,
-		region:    cfg.Service.Region(),
-		account:   cfg.Service.Account(),
-		trent:     verifier{creds: cfg.Credentials, service: "kms", region: cfg.Service.Region(), maxSkew: cfg.MaxSkew, now: cfg.Now},
+		svc:     cfg.Service,
+		region:  cfg.Service.Region(),
+		account: cfg.Service.Account(),
+		trent: verifier{creds: cfg.Credentials, service: "kms", region: cfg.Service.Region(), maxSkew: cfg.MaxSkew, now: cfg.Now,
+			requireSigned: []string{"x-amz-target"}},
 		authorize: cfg.Authorize,
 		maxBody:   cfg.MaxBodyBytes,
 		log:       cfg.Logger,
+
+		maxInFlight: cfg.MaxInFlightBodyBytes,
 	}
 	if cfg.XKS != nil {
 		x, err := newXKSServer(h, *cfg.XKS, cfg.MaxSkew, cfg.Now)
@@ -115,6 +135,13 @@ func New(cfg Config) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := keys.NewKeyID() // a random UUID, the form AWS request ids take
 	w.Header().Set("x-amzn-RequestId", reqID)
+	if r.ContentLength != 0 {
+		// Until the body is read (readBody), an answer closes the
+		// connection: net/http would otherwise read up to 256 KiB of an
+		// unread body, from a client that may never send it, before
+		// answering.
+		w.Header().Set("Connection", "close")
+	}
 	aw, r := h.audited(w, r, reqID)
 	defer aw.finish()
 	w = aw
@@ -141,17 +168,46 @@ func (h *Handler) recoverTo(w http.ResponseWriter, reqID string, answer func()) 
 	}
 }
 
-// readBody reads the request body up to the limit.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+// errBusy answers a request whose body would take the bodies in flight
+// over their bound.
+var errBusy = &apiError{http.StatusServiceUnavailable, broker.ExcThrottling,
+	"too many request bodies are being received at once; retry with backoff"}
+
+// readBody reads the request body up to the limit, holding its size
+// against the bound on bodies in flight; release gives it back once the
+// request is done with the body. It is called once the request's headers
+// have been authenticated as far as they can be without the body.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
+	n := h.maxBody
+	switch {
+	case r.ContentLength > h.maxBody:
+		return nil, func() {}, validation("the request body exceeds %d bytes", h.maxBody)
+	case r.ContentLength >= 0:
+		n = r.ContentLength
+	}
+	if h.inFlight.Add(n) > h.maxInFlight {
+		h.inFlight.Add(-n)
+		return nil, func() {}, errBusy
+	}
+	release = func() { h.inFlight.Add(-n) }
+	if r.ContentLength >= 0 {
+		// The server delivers exactly Content-Length bytes.
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return nil, validation("the request body exceeds %d bytes", h.maxBody)
+		release()
+		return nil, func() {}, validation("the request body exceeds %d bytes", h.maxBody)
 	case err != nil:
-		return nil, &apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"}
+		release()
+		return nil, func() {}, &apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"}
 	}
-	return body, nil
+	w.Header().Del("Connection")
+	return body, release, nil
 }
 
 func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID string) {
@@ -165,20 +221,28 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusMethodNotAllowed, excUnknownOperation, "the AWS KMS API takes POST requests"}, start)
 		return
 	}
-	body, err := h.readBody(w, r)
-	if err != nil {
-		h.writeTrentError(w, "", reqID, "", err, start)
+	name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
+	if !ok || name == "" {
+		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusBadRequest, excUnknownOperation,
+			"X-Amz-Target must name a TrentService operation (TrentService.<Operation>)"}, start)
 		return
 	}
-	principal, aerr := h.trent.verify(r, body)
+	// Everything the headers can prove is checked before the body is
+	// read: a request that is not signed by a known key costs no memory.
+	pre, aerr := h.trent.verifyHeaders(r)
 	if aerr != nil {
 		h.writeTrentError(w, "", reqID, "", aerr, start)
 		return
 	}
-	name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
-	if !ok || name == "" {
-		h.writeTrentError(w, "", reqID, principal, &apiError{http.StatusBadRequest, excUnknownOperation,
-			"X-Amz-Target must name a TrentService operation (TrentService.<Operation>)"}, start)
+	body, release, err := h.readBody(w, r)
+	defer release()
+	if err != nil {
+		h.writeTrentError(w, "", reqID, "", err, start)
+		return
+	}
+	principal, aerr := h.trent.verifyBody(pre, r, body)
+	if aerr != nil {
+		h.writeTrentError(w, "", reqID, "", aerr, start)
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -199,7 +263,14 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		return
 	}
 	ctx := broker.WithPrincipal(r.Context(), principal)
-	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(r), requestContexts(body)); err != nil {
+	// Decoded once: authorization, the audit line and the operation read
+	// this one value.
+	req, err := op(body)
+	if err != nil {
+		h.writeTrentError(w, name, reqID, principal, err, start)
+		return
+	}
+	if err := h.svc.Authorize(ctx, "kms:"+name, h.accessKeyRole(r), req.contexts); err != nil {
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
 	}
@@ -210,7 +281,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 			return
 		}
 	}
-	out, err := op(h, ctx, body)
+	out, err := req.run(h, ctx)
 	if err != nil {
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
@@ -251,25 +322,4 @@ func (h *Handler) writeTrentError(w http.ResponseWriter, op, reqID, principal st
 	w.Header().Set("X-Amzn-ErrorType", exc)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-}
-
-// decodeJSON decodes a request body into in. An empty body is {}.
-// Unknown members are ignored, as AWS does; a member of the wrong type, or
-// anything that is not one JSON object, is a SerializationException.
-func decodeJSON(body []byte, in any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(in); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return &apiError{http.StatusBadRequest, excSerialization, fmt.Sprintf("member %s has the wrong type (want %s)", truncate(te.Field, 64), te.Type)}
-		}
-		return &apiError{http.StatusBadRequest, excSerialization, "the request body is not a valid JSON object of this operation's members"}
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return &apiError{http.StatusBadRequest, excSerialization, "the request body has data after its JSON object"}
-	}
-	return nil
 }

@@ -23,7 +23,7 @@ import (
 )
 
 // createKey makes a key through the SDK and returns its id.
-func createKey(t *testing.T, c *kms.Client, spec types.KeySpec, usage types.KeyUsageType) string {
+func createKey(t testing.TB, c *kms.Client, spec types.KeySpec, usage types.KeyUsageType) string {
 	t.Helper()
 	out, err := c.CreateKey(ctxT(t), &kms.CreateKeyInput{KeySpec: spec, KeyUsage: usage})
 	if err != nil {

@@ -160,6 +160,9 @@ type verifier struct {
 	maxSkew time.Duration
 	now     func() time.Time
 	keys    signingKeyCache
+	// requireSigned are headers, besides host and the date, that every
+	// request must sign (lower case): x-amz-target for TrentService.
+	requireSigned []string
 }
 
 // signingKeyCache keeps derived signing keys, which change once a day per
@@ -200,66 +203,113 @@ func (c *signingKeyCache) get(secret string, a sigV4Auth) []byte {
 	return k
 }
 
+// preAuth is a request whose Authorization header, signing time,
+// credential scope and access key have been checked, before its body is
+// read: what can be refused without reading the body is refused first.
+type preAuth struct {
+	a                  sigV4Auth
+	amzDate            string
+	secret, principal  string
+	claimedPayloadHash string
+}
+
 // verify authenticates r, whose body has been read into body, and returns
 // the principal of its access key.
 func (v *verifier) verify(r *http.Request, body []byte) (string, *authError) {
+	p, aerr := v.verifyHeaders(r)
+	if aerr != nil {
+		return "", aerr
+	}
+	return v.verifyBody(p, r, body)
+}
+
+// verifyHeaders checks everything about r that does not need its body:
+// the Authorization header, the headers it must sign, the signing time
+// and scope, and that the access key is known.
+func (v *verifier) verifyHeaders(r *http.Request) (*preAuth, *authError) {
 	hs := r.Header.Values("Authorization")
 	switch {
 	case len(hs) == 0 && r.URL.Query().Get("X-Amz-Algorithm") != "":
-		return "", incomplete("query-string (presigned) authentication is not supported; sign the Authorization header")
+		return nil, incomplete("query-string (presigned) authentication is not supported; sign the Authorization header")
 	case len(hs) == 0:
-		return "", &authError{excMissingAuthToken, msgMissingAuthorization}
+		return nil, &authError{excMissingAuthToken, msgMissingAuthorization}
 	case len(hs) > 1:
-		return "", incomplete("request has more than one Authorization header")
+		return nil, incomplete("request has more than one Authorization header")
 	}
 	a, aerr := parseAuthorization(hs[0])
 	if aerr != nil {
-		return "", aerr
+		return nil, aerr
 	}
 	t, amzDate, aerr := requestTime(r)
 	if aerr != nil {
-		return "", aerr
+		return nil, aerr
+	}
+	// The signing time must be signed, or a captured request could be
+	// replayed with a fresh date; so must the headers that select what
+	// the request does (X-Amz-Target), or a signed request could be
+	// replayed as another operation.
+	dateHeader, dateName := "x-amz-date", "X-Amz-Date"
+	if r.Header.Get("X-Amz-Date") == "" {
+		dateHeader, dateName = "date", "Date"
+	}
+	if !containsString(a.signedHeaders, dateHeader) {
+		return nil, incomplete("'%s' must be a 'SignedHeader' in the AWS Authorization.", dateName)
+	}
+	for _, h := range v.requireSigned {
+		if !containsString(a.signedHeaders, h) {
+			return nil, incomplete("'%s' must be a 'SignedHeader' in the AWS Authorization.", http.CanonicalHeaderKey(h))
+		}
 	}
 	if d := t.Format(scopeDateFormat); a.date != d {
-		return "", invalidSig("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '%s' != '%s'", a.date, d)
+		return nil, invalidSig("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '%s' != '%s'", a.date, d)
 	}
 	if a.service != v.service {
-		return "", invalidSig("Credential should be scoped to correct service: '%s'.", v.service)
+		return nil, invalidSig("Credential should be scoped to correct service: '%s'.", v.service)
 	}
 	if a.region != v.region {
-		return "", invalidSig("Credential should be scoped to a valid region, not '%s'.", truncate(a.region, 32))
+		return nil, invalidSig("Credential should be scoped to a valid region, not '%s'.", truncate(a.region, 32))
 	}
 	if r.Header.Get("X-Amz-Security-Token") != "" {
-		return "", &authError{excUnrecognizedClient, "session tokens are not supported; sign with an access key of this service"}
+		return nil, &authError{excUnrecognizedClient, "session tokens are not supported; sign with an access key of this service"}
 	}
 	secret, principal, ok := v.creds.Lookup(a.accessKeyID)
 	if !ok {
-		return "", &authError{excUnrecognizedClient, msgUnrecognizedClient}
+		return nil, &authError{excUnrecognizedClient, msgUnrecognizedClient}
 	}
 	now := v.now().UTC()
 	if t.Before(now.Add(-v.maxSkew)) {
-		return "", invalidSig("Signature expired: %s is now earlier than %s (%s - %s.)", t.Format(amzDateFormat),
+		return nil, invalidSig("Signature expired: %s is now earlier than %s (%s - %s.)", t.Format(amzDateFormat),
 			now.Add(-v.maxSkew).Format(amzDateFormat), now.Format(amzDateFormat), v.maxSkew)
 	}
 	if t.After(now.Add(v.maxSkew)) {
-		return "", invalidSig("Signature not yet current: %s is still later than %s (%s + %s.)", t.Format(amzDateFormat),
+		return nil, invalidSig("Signature not yet current: %s is still later than %s (%s + %s.)", t.Format(amzDateFormat),
 			now.Add(v.maxSkew).Format(amzDateFormat), now.Format(amzDateFormat), v.maxSkew)
 	}
+	claimed := r.Header.Get("X-Amz-Content-Sha256")
+	if claimed != "" && (len(claimed) != 2*sha256.Size || !isLowerHex(claimed)) {
+		// UNSIGNED-PAYLOAD lands here too: every request body is signed.
+		return nil, invalidSig("The provided 'x-amz-content-sha256' header does not match what was computed.")
+	}
+	return &preAuth{a: a, amzDate: amzDate, secret: secret, principal: principal, claimedPayloadHash: claimed}, nil
+}
+
+// verifyBody finishes what verifyHeaders began, once the body is read:
+// the payload hash and the signature.
+func (v *verifier) verifyBody(p *preAuth, r *http.Request, body []byte) (string, *authError) {
 	sum := sha256.Sum256(body)
 	payloadHash := hex.EncodeToString(sum[:])
-	if claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed != "" && claimed != payloadHash {
-		// UNSIGNED-PAYLOAD lands here too: every request body is signed.
+	if p.claimedPayloadHash != "" && p.claimedPayloadHash != payloadHash {
 		return "", invalidSig("The provided 'x-amz-content-sha256' header does not match what was computed.")
 	}
-	creq, aerr := canonicalRequest(r, a.signedHeaders, payloadHash)
+	creq, aerr := canonicalRequest(r, p.a.signedHeaders, payloadHash)
 	if aerr != nil {
 		return "", aerr
 	}
-	want := signature(v.keys.get(secret, a), a, amzDate, creq)
-	if subtle.ConstantTimeCompare([]byte(want), []byte(a.signature)) != 1 {
+	want := signature(v.keys.get(p.secret, p.a), p.a, p.amzDate, creq)
+	if subtle.ConstantTimeCompare([]byte(want), []byte(p.a.signature)) != 1 {
 		return "", invalidSig(msgSignatureMismatch)
 	}
-	return principal, nil
+	return p.principal, nil
 }
 
 // requestTime is the signing time: X-Amz-Date, or else the Date header. It

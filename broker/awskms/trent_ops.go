@@ -16,27 +16,37 @@ import (
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
-// operation runs one TrentService operation on a request body.
-type operation func(h *Handler, ctx context.Context, body []byte) (any, error)
+// operation decodes a TrentService request body into the operation's
+// typed request: the one value that is authorized, audited and acted on.
+type operation func(body []byte) (*decoded, error)
 
-// op adapts a typed operation: it decodes the body, runs fn, and answers a
-// successful DryRun with DryRunOperationException, as AWS does. The
-// operations that take DryRun have no side effects, so running them is how
-// the answer is decided.
+// decoded is one request, decoded once. contexts are read from the typed
+// request (contextsOf) and run hands that same request to the operation.
+type decoded struct {
+	contexts broker.RequestContexts
+	run      func(h *Handler, ctx context.Context) (any, error)
+}
+
+// op adapts a typed operation: it decodes the body strictly (decodeStrict),
+// and its run answers a successful DryRun with DryRunOperationException,
+// as AWS does. The operations that take DryRun have no side effects, so
+// running them is how the answer is decided.
 func op[In any, Out any](fn func(*Handler, context.Context, *In) (Out, error)) operation {
-	return func(h *Handler, ctx context.Context, body []byte) (any, error) {
+	return func(body []byte) (*decoded, error) {
 		in := new(In)
-		if err := decodeJSON(body, in); err != nil {
+		if err := decodeStrict(body, in); err != nil {
 			return nil, err
 		}
-		out, err := fn(h, ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		if d, ok := any(in).(interface{ isDryRun() bool }); ok && d.isDryRun() {
-			return nil, &apiError{http.StatusPreconditionFailed, excDryRun, msgDryRunWouldSucceed}
-		}
-		return out, nil
+		return &decoded{contexts: contextsOf(in), run: func(h *Handler, ctx context.Context) (any, error) {
+			out, err := fn(h, ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			if d, ok := any(in).(interface{ isDryRun() bool }); ok && d.isDryRun() {
+				return nil, &apiError{http.StatusPreconditionFailed, excDryRun, msgDryRunWouldSucceed}
+			}
+			return out, nil
+		}}, nil
 	}
 }
 

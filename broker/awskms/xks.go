@@ -213,21 +213,40 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 		x.writeError(w, r, reqID, op, xksErr(http.StatusMethodNotAllowed, xksValidation, "XKS API requests must be POST"))
 		return
 	}
-	body, err := x.h.readBody(w, r)
+	authFailed := func(aerr *authError) {
+		x.writeError(w, r, reqID, op, xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
+	}
+	pre, aerr := x.verifier.verifyHeaders(r)
+	if aerr != nil {
+		authFailed(aerr)
+		return
+	}
+	body, release, err := x.h.readBody(w, r)
+	defer release()
 	if err != nil {
+		if err == errBusy {
+			x.writeError(w, r, reqID, op, xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message))
+			return
+		}
 		x.writeError(w, r, reqID, op, xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable"))
 		return
 	}
-	principal, aerr := x.verifier.verify(r, body)
+	principal, aerr := x.verifier.verifyBody(pre, r, body)
 	if aerr != nil {
-		x.writeError(w, r, reqID, op, xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
+		authFailed(aerr)
 		return
 	}
 	ctx := broker.WithPrincipal(r.Context(), principal)
+	// One strict reading, as for TrentService (decodeStrict): a member
+	// repeated or spelled in another letter case is refused.
 	var req xksRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		x.writeError(w, r, reqID, op, xksErr(http.StatusBadRequest, xksValidation, "the request body is not a JSON object of this operation's members"))
+	if err := decodeStrict(body, &req); err != nil {
+		msg := "the request body is not a JSON object of this operation's members"
+		var ae *apiError
+		if errors.As(err, &ae) {
+			msg = ae.message
+		}
+		x.writeError(w, r, reqID, op, xksErr(http.StatusBadRequest, xksValidation, "%s", msg))
 		return
 	}
 	if err := req.RequestMetadata.check(op); err != nil {

@@ -232,6 +232,18 @@ func (s Spec) AllowedUsages() []Usage {
 	return nil
 }
 
+// Family is the kind of key AWS KMS compares when an alias moves to
+// another key (UpdateAlias): "symmetric", "asymmetric" or "hmac".
+func (s Spec) Family() string {
+	switch {
+	case s.IsAsymmetric():
+		return "asymmetric"
+	case s.IsHMAC():
+		return "hmac"
+	}
+	return "symmetric"
+}
+
 // AllowsUsage reports whether a key of spec s may have usage u.
 func (s Spec) AllowsUsage(u Usage) bool { return slices.Contains(s.AllowedUsages(), u) }
 

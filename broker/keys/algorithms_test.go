@@ -411,3 +411,23 @@ func checkErr(t *testing.T, err, wantErr error, field string) {
 		t.Errorf("error %q does not start with %q", err, want)
 	}
 }
+
+func TestSpecFamily(t *testing.T) {
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{SpecSymmetricDefault, "symmetric"},
+		{SpecRSA2048, "asymmetric"},
+		{SpecRSA4096, "asymmetric"},
+		{SpecECCNISTP256, "asymmetric"},
+		{SpecECCNISTP521, "asymmetric"},
+		{SpecHMAC256, "hmac"},
+		{SpecHMAC512, "hmac"},
+	}
+	for _, tt := range tests {
+		if got := tt.spec.Family(); got != tt.want {
+			t.Errorf("%s.Family() = %q, want %q", tt.spec, got, tt.want)
+		}
+	}
+}

@@ -34,6 +34,10 @@ const (
 // too.
 var ErrInvalidCiphertext = errors.New("keys: invalid ciphertext")
 
+// InvalidCiphertextMessage is what callers are told for every symmetric
+// decryption failure, whatever its cause.
+const InvalidCiphertextMessage = "the ciphertext is invalid, was not made by this key service, or its encryption context does not match"
+
 // Ciphertext is a parsed symmetric ciphertext blob.
 type Ciphertext struct {
 	KeyID   string // canonical lowercase UUID text

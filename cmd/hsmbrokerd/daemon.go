@@ -184,8 +184,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		if err != nil {
 			return err
 		}
-		kmsSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		kmsSrv = d.kms.server(h, log)
 	}
 
 	fatal := make(chan error, 4)

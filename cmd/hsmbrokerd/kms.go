@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -69,12 +70,21 @@ func (k *kmsEndpoint) handler(svc *broker.Service, log *slog.Logger) (*awskms.Ha
 	return h, nil
 }
 
-// listen binds the endpoint's address, with TLS when configured.
+// server is the endpoint's HTTP server, with awskms's read, write and idle
+// timeouts (awskms.ServerLimits).
+func (k *kmsEndpoint) server(h http.Handler, log *slog.Logger) *http.Server {
+	return awskms.NewServer(h, awskms.ServerLimits{}, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+}
+
+// listen binds the endpoint's address, with TLS when configured, serving
+// at most awskms.DefaultMaxConns connections at once.
 func (k *kmsEndpoint) listen() (net.Listener, error) {
 	lis, err := net.Listen("tcp", k.addr)
 	if err != nil {
 		return nil, fmt.Errorf("AWS KMS listener: %w", err)
 	}
+	// Bounded before TLS, so that handshakes count too.
+	lis = awskms.LimitListener(lis, awskms.ServerLimits{})
 	if k.tls != nil {
 		return tls.NewListener(lis, k.tls), nil
 	}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/internal/bench"
 	"github.com/spf13/cobra"
 )
@@ -97,11 +96,7 @@ With -o json: {"op", "size", "keys", "concurrency", "durationSeconds",
 			cfg.Progress = a.stderr
 			cfg.MetricsAddr = metricsAddr
 			if baseline {
-				pin, err := hsm.LoadPIN(pinFile, pinEnv)
-				if err != nil {
-					return err
-				}
-				cfg.Direct = &hsm.Config{Module: module, TokenLabel: label, TokenSerial: serial, PIN: pin, PoolSize: baselinePool,
+				cfg.Direct = &bench.DirectConfig{Module: module, TokenLabel: label, TokenSerial: serial, PINFile: pinFile, PINEnv: pinEnv, PoolSize: baselinePool,
 					Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 				cfg.CreateDomainKey = createDomainKey
 			}

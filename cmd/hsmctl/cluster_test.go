@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,21 @@ type fakeMember struct {
 	pb.UnimplementedClusterServiceServer
 	c  *fakeCluster
 	id string
+}
+
+// nodeIDPattern is the broker's rule for node ids.
+var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// TestFakeClusterConformance holds fakeCluster to the ClusterService
+// conformance suite that a real broker passes (client/clienttest).
+func TestFakeClusterConformance(t *testing.T) {
+	c := newFakeCluster(t)
+	conn, err := grpc.NewClient(c.addrs[0], grpc.WithTransportCredentials(credentials.NewTLS(c.pki.ClientTLS())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	clienttest.TestClusterService(t, conn)
 }
 
 func newFakeCluster(t *testing.T) *fakeCluster {
@@ -138,15 +154,28 @@ func (m *fakeMember) GetClusterStatus(context.Context, *pb.GetClusterStatusReque
 func (m *fakeMember) CreateJoinToken(_ context.Context, req *pb.CreateJoinTokenRequest) (*pb.CreateJoinTokenResponse, error) {
 	m.c.mu.Lock()
 	defer m.c.mu.Unlock()
-	m.c.tokenTTL = req.GetTtl().AsDuration()
-	return &pb.CreateJoinTokenResponse{Token: "tok-secret-123", ExpireTime: timestamppb.New(time.Date(2026, 1, 2, 3, 19, 5, 0, time.UTC))}, nil
+	ttl := req.GetTtl().AsDuration()
+	m.c.tokenTTL = ttl
+	if ttl == 0 {
+		ttl = 15 * time.Minute
+	}
+	if ttl < 0 || ttl > 24*time.Hour {
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid Ttl: must be 0 (15 minutes) to 24h, got %s", ttl)
+	}
+	return &pb.CreateJoinTokenResponse{Token: "tok-secret-123", ExpireTime: timestamppb.New(time.Now().Add(ttl))}, nil
 }
 
 func (m *fakeMember) RemoveNode(_ context.Context, req *pb.RemoveNodeRequest) (*pb.RemoveNodeResponse, error) {
 	m.c.mu.Lock()
 	defer m.c.mu.Unlock()
-	if req.GetNodeId() == m.c.leader {
-		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "the leader cannot remove itself")
+	id := req.GetNodeId()
+	switch {
+	case !nodeIDPattern.MatchString(id):
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid NodeId %q", id)
+	case id == m.c.leader:
+		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "node %s is the leader and cannot remove itself; transfer leadership first", id)
+	case !contains(m.c.ids, id) || contains(m.c.removed, id):
+		return nil, clienttest.Error(codes.NotFound, "NotFoundException", "node %s is not a member", id)
 	}
 	m.c.removed = append(m.c.removed, req.GetNodeId())
 	return &pb.RemoveNodeResponse{}, nil
@@ -161,7 +190,7 @@ func (m *fakeMember) TransferLeadership(_ context.Context, req *pb.TransferLeade
 	case contains(m.c.ids, to):
 		m.c.leader = to
 	default:
-		return nil, status.Error(codes.NotFound, "no such voter")
+		return nil, clienttest.Error(codes.NotFound, "NotFoundException", "cluster: not found: server %q", to)
 	}
 	return &pb.TransferLeadershipResponse{LeaderId: m.c.leader}, nil
 }
@@ -308,7 +337,8 @@ func TestClusterJoinToken(t *testing.T) {
 	}
 	var j struct{ Token, ExpireTime, File string }
 	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--ttl", "1h")
-	if j.Token != "tok-secret-123" || j.ExpireTime != "2026-01-02T03:19:05Z" || c.tokenTTL != time.Hour {
+	exp, err := time.Parse(time.RFC3339, j.ExpireTime)
+	if d := time.Until(exp); j.Token != "tok-secret-123" || err != nil || d < 59*time.Minute || d > time.Hour || c.tokenTTL != time.Hour {
 		t.Errorf("join-token -o json: %+v, TTL %v", j, c.tokenTTL)
 	}
 
@@ -348,7 +378,7 @@ func TestClusterRemoveAndTransfer(t *testing.T) {
 	if rm.Removed != "node3" || !contains(c.removed, "node3") {
 		t.Errorf("remove: %+v, removed %v", rm, c.removed)
 	}
-	if r := c.run(c.flags(1), "cluster", "remove", "node1"); r.code != exitError || !strings.Contains(r.stderr, "leader cannot remove itself") {
+	if r := c.run(c.flags(1), "cluster", "remove", "node1"); r.code != exitError || !strings.Contains(r.stderr, "node node1 is the leader and cannot remove itself") {
 		t.Errorf("remove the leader: %+v", r)
 	}
 	if r := c.run(c.flags(1), "cluster", "remove"); r.code != exitUsage {

@@ -14,9 +14,9 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
 	"strconv"
@@ -24,8 +24,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/client"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -71,10 +69,12 @@ type Config struct {
 	// Size is the plaintext size of encrypt and decrypt, 1 to 4096 bytes
 	// (default 4096).
 	Size int
-	// Direct, when set, opens this partition and runs the same operations
-	// on it directly as the baseline. Its token must hold an hsmbroker
-	// domain key (a broker node's token does) unless CreateDomainKey is set.
-	Direct *hsm.Config
+	// Direct, when set, opens this token and runs the same operations on
+	// it directly as the baseline. Its token must hold an hsmbroker domain
+	// key (a broker node's token does) unless CreateDomainKey is set. The
+	// baseline needs a cgo build (it loads the PKCS#11 library); without
+	// cgo, Run refuses a Config that sets it.
+	Direct *DirectConfig
 	// CreateDomainKey lets the baseline create a domain key (a persistent
 	// token object) in a token that has none: for scratch tokens only.
 	CreateDomainKey bool
@@ -85,6 +85,22 @@ type Config struct {
 	// each of its windows, and the result gives CPU per operation for the
 	// broker as well as for this process.
 	MetricsAddr string
+}
+
+// DirectConfig names the token the baseline opens. It is plain data, so
+// that a client built without cgo can still describe a run.
+type DirectConfig struct {
+	// Module is the PKCS#11 library's path.
+	Module string
+	// TokenLabel and TokenSerial find the token; one is required.
+	TokenLabel, TokenSerial string
+	// PINFile is a file (mode 0600) holding the user PIN; when empty, the
+	// PIN is read from the environment variable PINEnv.
+	PINFile, PINEnv string
+	// PoolSize is the number of PKCS#11 sessions (0: the partition's default).
+	PoolSize int
+	// Logger receives the partition's log lines (nil: none).
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -108,6 +124,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Size < 1 || c.Size > 4096 {
 		return fmt.Errorf("bench: size %d: want 1 to 4096 bytes (the Encrypt limit)", c.Size)
+	}
+	if c.Direct != nil && errNoBaseline != nil {
+		return errNoBaseline
 	}
 	return nil
 }
@@ -464,114 +483,6 @@ func (t *brokerTarget) close() {
 		_ = c.Close()
 	}
 }
-
-// directTarget runs the operations the broker's service makes for each
-// request, directly on a partition: the same mechanisms, key objects and
-// session pool, without gRPC, validation, state lookup or the blob format.
-type directTarget struct {
-	p              *hsm.Partition
-	sym, rsa, p256 []hsm.KeyRef
-	sealed         []directCiphertext
-	plaintext      []byte
-}
-
-type directCiphertext struct{ iv, sealed, aad []byte }
-
-// aadSize is the size of the broker's ciphertext header, which it passes
-// as AES-GCM additional data.
-const aadSize = 33
-
-func newDirectTarget(ctx context.Context, cfg Config, plaintext []byte) (*directTarget, error) {
-	p, err := hsm.Open(*cfg.Direct)
-	if err != nil {
-		return nil, fmt.Errorf("bench: open the baseline token: %w", err)
-	}
-	t := &directTarget{p: p, plaintext: plaintext}
-	has, err := p.HasDomainKey(ctx)
-	if err != nil {
-		t.close()
-		return nil, fmt.Errorf("bench: baseline token: %w", err)
-	}
-	if !has && !cfg.CreateDomainKey {
-		t.close()
-		return nil, errNoDomainKey
-	}
-	if !has {
-		if err := p.CreateDomainKey(ctx); err != nil {
-			t.close()
-			return nil, fmt.Errorf("bench: create a domain key in the baseline token: %w", err)
-		}
-	}
-	gen := func(spec keys.Spec, usage keys.Usage) ([]hsm.KeyRef, error) {
-		var refs []hsm.KeyRef
-		for range cfg.Keys {
-			g, err := p.GenerateKey(ctx, spec)
-			if err != nil {
-				return nil, fmt.Errorf("bench: generate a %s key in the baseline token: %w", spec, err)
-			}
-			refs = append(refs, hsm.KeyRef{ID: keys.NewKeyID(), Version: 1, Spec: spec, Usage: usage, Wrapped: g.Wrapped})
-		}
-		return refs, nil
-	}
-	sym, rsa, p256 := kindsFor(cfg.Op)
-	if sym {
-		if t.sym, err = gen(keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt); err != nil {
-			t.close()
-			return nil, err
-		}
-		for _, k := range t.sym {
-			iv, aad := random(hsm.GCMIVSize), random(aadSize)
-			sealed, err := p.EncryptGCM(ctx, k, iv, plaintext, aad)
-			if err != nil {
-				t.close()
-				return nil, fmt.Errorf("bench: baseline encrypt: %w", err)
-			}
-			t.sealed = append(t.sealed, directCiphertext{iv, sealed, aad})
-		}
-	}
-	if rsa {
-		if t.rsa, err = gen(keys.SpecRSA2048, keys.UsageSignVerify); err != nil {
-			t.close()
-			return nil, err
-		}
-	}
-	if p256 {
-		if t.p256, err = gen(keys.SpecECCNISTP256, keys.UsageSignVerify); err != nil {
-			t.close()
-			return nil, err
-		}
-	}
-	return t, nil
-}
-
-// errNoDomainKey: the baseline needs a token that holds a domain key.
-var errNoDomainKey = errors.New("bench: the baseline token holds no hsmbroker domain key; point --token-label at a broker node's token " +
-	"(its keys stay untouched: the baseline makes session objects only), or give --baseline-create-domain-key to make one in a scratch token")
-
-func (t *directTarget) do(ctx context.Context, _ int, op Op, k int) error {
-	var err error
-	switch op {
-	case OpEncrypt:
-		// As the service does: a fresh IV, the header as additional data.
-		_, err = t.p.EncryptGCM(ctx, t.sym[k], random(hsm.GCMIVSize), t.plaintext, random(aadSize))
-	case OpDecrypt:
-		c := t.sealed[k]
-		_, err = t.p.DecryptGCM(ctx, t.sym[k], c.iv, c.sealed, c.aad)
-	case OpDataKey:
-		// A data key is 32 random bytes from the token, sealed under the key.
-		var dk []byte
-		if dk, err = t.p.Random(ctx, 32); err == nil {
-			_, err = t.p.EncryptGCM(ctx, t.sym[k], random(hsm.GCMIVSize), dk, random(aadSize))
-		}
-	case OpSignRSA:
-		_, err = t.p.SignDigest(ctx, t.rsa[k], keys.SigningRSASSAPKCS1V15SHA256, digest[:])
-	case OpSignP256:
-		_, err = t.p.SignDigest(ctx, t.p256[k], keys.SigningECDSASHA256, digest[:])
-	}
-	return err
-}
-
-func (t *directTarget) close() { _ = t.p.Close() }
 
 func random(n int) []byte {
 	b := make([]byte, n)

@@ -1,0 +1,260 @@
+package awskms_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/broker/awskms"
+)
+
+// Regression tests for the holes attack testing found in the AWS endpoint
+// (issue 11, items 1 and 7). Every request here is hand-made and signed
+// with SigV4, and goes through the real HTTP handler.
+
+// auditLine is the audit record of the request whose answer carried reqID.
+func (a *accessEnv) auditLine(tb testing.TB, reqID string) audit.Record {
+	tb.Helper()
+	for _, line := range bytes.Split(bytes.TrimSpace(a.w.bytes()), []byte("\n")) {
+		var r audit.Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			tb.Fatalf("audit line %q: %v", line, err)
+		}
+		if r.RequestID == reqID {
+			return r
+		}
+	}
+	tb.Fatalf("no audit line for request %s", reqID)
+	return audit.Record{}
+}
+
+// asRaw posts a literal body as key.
+func (a *accessEnv) asRaw(tb testing.TB, key awskms.AccessKey, op, body string) rawResponse {
+	tb.Helper()
+	return a.doWith(tb, signedRequest{target: "TrentService." + op, body: []byte(body), key: key})
+}
+
+// ambiguousBodies are bodies whose EncryptionContext a strict reader and
+// encoding/json read differently: one spelled exactly as AWS spells it,
+// another differing only in letter case or repeating it. {{CT}} is the
+// ciphertext.
+var ambiguousBodies = []struct{ name, body, member string }{
+	{"case variant after", `{"CiphertextBlob":"{{CT}}","EncryptionContext":{"tenant":"acme"},"encryptionContext":{"tenant":"evil"}}`, "encryptionContext"},
+	{"case variant before", `{"CiphertextBlob":"{{CT}}","ENCRYPTIONCONTEXT":{"tenant":"evil"},"EncryptionContext":{"tenant":"acme"}}`, "ENCRYPTIONCONTEXT"},
+	{"escaped case variant", `{"CiphertextBlob":"{{CT}}","EncryptionContext":{"tenant":"acme"},"\u0065ncryptionContext":{"tenant":"evil"}}`, "encryptionContext"},
+	{"repeated", `{"CiphertextBlob":"{{CT}}","EncryptionContext":{"tenant":"acme"},"EncryptionContext":{"tenant":"evil"}}`, "EncryptionContext"},
+	{"repeated context key", `{"CiphertextBlob":"{{CT}}","EncryptionContext":{"tenant":"acme","tenant":"evil"}}`, "tenant"},
+	{"case variant only", `{"CiphertextBlob":"{{CT}}","encryptionContext":{"tenant":"evil"}}`, "encryptionContext"},
+}
+
+// TestEncryptionContextOneReading: a principal whose grant requires
+// tenant=acme, and a key policy that denies tenant=evil, cannot get
+// tenant=evil's plaintext by giving the context twice; the request is
+// refused with SerializationException naming the member, and the audit
+// line of an allowed request records the context the operation used.
+func TestEncryptionContextOneReading(t *testing.T) {
+	a := newAccessEnv(t)
+	ctx := ctxT(t)
+	key := createKey(t, a.kms, "", "")
+	acme, evil := map[string]string{"tenant": "acme"}, map[string]string{"tenant": "evil"}
+	if _, err := a.kms.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(key), GranteePrincipal: aws.String("app"),
+		Operations:  []types.GrantOperation{types.GrantOperationEncrypt, types.GrantOperationDecrypt},
+		Constraints: &types.GrantConstraints{EncryptionContextSubset: acme}}); err != nil {
+		t.Fatal(err)
+	}
+	evilCT, err := a.kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("evil's secret"), EncryptionContext: evil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := base64.StdEncoding.EncodeToString(evilCT.CiphertextBlob)
+
+	refusedAll := func(stage string) {
+		t.Helper()
+		for _, b := range ambiguousBodies {
+			r := a.asRaw(t, a.app, "Decrypt", strings.ReplaceAll(b.body, "{{CT}}", ct))
+			if r.status == http.StatusOK || bytes.Contains(r.body, []byte("Plaintext")) {
+				t.Fatalf("%s, %s: app decrypted tenant=evil's ciphertext: %d %s", stage, b.name, r.status, r.body)
+			}
+			if r.status != http.StatusBadRequest || r.errorType() != "SerializationException" || !bytes.Contains(r.body, []byte(b.member)) {
+				t.Errorf("%s, %s: %d %s; want 400 SerializationException naming %s", stage, b.name, r.status, r.body, b.member)
+			}
+			if l := a.auditLine(t, r.header.Get("x-amzn-RequestId")); l.Result != "SerializationException" || l.Principal != "app" {
+				t.Errorf("%s, %s: audit line %+v", stage, b.name, l)
+			}
+		}
+	}
+	refusedAll("grant requires tenant=acme")
+
+	// The grant's own context works, and the audit line has it.
+	acmeCT, err := a.kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("acme's secret"), EncryptionContext: acme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := a.asRaw(t, a.app, "Decrypt", `{"CiphertextBlob":"`+base64.StdEncoding.EncodeToString(acmeCT.CiphertextBlob)+`","EncryptionContext":{"tenant":"acme"}}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("decrypt under the grant: %d %s", r.status, r.body)
+	}
+	if l := a.auditLine(t, r.header.Get("x-amzn-RequestId")); l.Result != "OK" || l.EncryptionContext["tenant"] != "acme" || len(l.EncryptionContext) != 1 {
+		t.Errorf("audit line of the allowed decrypt: %+v", l)
+	}
+
+	// A key policy that allows app everything but denies tenant=evil.
+	policy := `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*"},
+	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/app"},"Action":["kms:Decrypt","kms:Encrypt","kms:DescribeKey"]},
+	  {"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::000000000000:user/app"},"Action":"kms:Decrypt","Condition":{"StringEquals":{"kms:EncryptionContext:tenant":"evil"}}}]}`
+	if _, err := a.kms.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(key), Policy: aws.String(policy)}); err != nil {
+		t.Fatal(err)
+	}
+	refusedAll("policy denies tenant=evil")
+	r = a.asRaw(t, a.app, "Decrypt", `{"CiphertextBlob":"`+ct+`","EncryptionContext":{"tenant":"evil"}}`)
+	if r.status == http.StatusOK || r.errorType() != "AccessDeniedException" {
+		t.Fatalf("decrypt of tenant=evil against the Deny: %d %s", r.status, r.body)
+	}
+	if l := a.auditLine(t, r.header.Get("x-amzn-RequestId")); l.Decision != "deny" || l.EncryptionContext["tenant"] != "evil" {
+		t.Errorf("audit line of the denied decrypt: %+v", l)
+	}
+
+	// A member the operation does not have is not read by the check
+	// either: DescribeKey has no EncryptionContext, so a policy condition
+	// on one cannot be met by sending one.
+	policy = `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*"},
+	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/app"},"Action":"kms:DescribeKey","Condition":{"StringEquals":{"kms:EncryptionContext:tenant":"acme"}}}]}`
+	if _, err := a.kms.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(key), Policy: aws.String(policy)}); err != nil {
+		t.Fatal(err)
+	}
+	r = a.asRaw(t, a.app, "DescribeKey", `{"KeyId":"`+key+`","EncryptionContext":{"tenant":"acme"}}`)
+	if r.status == http.StatusOK || r.errorType() != "AccessDeniedException" {
+		t.Fatalf("DescribeKey with a context it does not take: %d %s", r.status, r.body)
+	}
+
+	// Grant constraints are read once too.
+	r = a.asRaw(t, a.admin, "CreateGrant", `{"KeyId":"`+key+`","GranteePrincipal":"app","Operations":["Decrypt"],`+
+		`"Constraints":{"EncryptionContextSubset":{"tenant":"acme"},"encryptionContextSubset":{}}}`)
+	if r.status != http.StatusBadRequest || r.errorType() != "SerializationException" || !bytes.Contains(r.body, []byte("encryptionContextSubset")) {
+		t.Fatalf("CreateGrant with two constraint spellings: %d %s", r.status, r.body)
+	}
+}
+
+// TestTargetMustBeSigned: a DescribeKey request signed without
+// x-amz-target among its signed headers, replayed as DisableKey, is refused
+// and the key stays enabled.
+func TestTargetMustBeSigned(t *testing.T) {
+	e := newEnv(t)
+	key := createKey(t, e.kms, "", "")
+	body := []byte(`{"KeyId":"` + key + `"}`)
+	r := e.do(signedRequest{body: body, key: e.admin, tamper: func(r *http.Request) {
+		r.Header.Set("X-Amz-Target", "TrentService.DisableKey")
+	}})
+	if r.status == http.StatusOK || r.errorType() != "IncompleteSignatureException" || !bytes.Contains(r.body, []byte("X-Amz-Target")) {
+		t.Errorf("unsigned X-Amz-Target: %d %s; want IncompleteSignatureException", r.status, r.body)
+	}
+	d, err := e.kms.DescribeKey(ctxT(t), &kms.DescribeKeyInput{KeyId: aws.String(key)})
+	if err != nil || !d.KeyMetadata.Enabled {
+		t.Fatalf("key after the replay: %+v %v", d, err)
+	}
+	// The date must be signed as well.
+	r = e.do(signedRequest{target: "TrentService.DescribeKey", body: body, key: e.admin, tamper: func(r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		r.Header.Set("Authorization", strings.Replace(auth, ";x-amz-date", "", 1))
+	}})
+	if r.status == http.StatusOK || r.errorType() != "IncompleteSignatureException" || !bytes.Contains(r.body, []byte("X-Amz-Date")) {
+		t.Errorf("unsigned X-Amz-Date: %d %s; want IncompleteSignatureException", r.status, r.body)
+	}
+}
+
+// FuzzEncryptionContextOneReading sends Encrypt and Decrypt requests whose
+// members around EncryptionContext are fuzzed (repeated, case-varied,
+// escaped) as the user app, whose grant requires tenant=acme. Whatever the
+// body, a request that succeeds was authorized and audited with the
+// context the operation used: the audited context holds tenant=acme, and
+// it (and only it) decrypts what Encrypt returned. Decrypt of a ciphertext
+// bound to tenant=evil never succeeds.
+func FuzzEncryptionContextOneReading(f *testing.F) {
+	a := newAccessEnv(f)
+	ctx := ctxT(f)
+	key := createKey(f, a.kms, "", "")
+	if _, err := a.kms.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(key), GranteePrincipal: aws.String("app"),
+		Operations:  []types.GrantOperation{types.GrantOperationEncrypt, types.GrantOperationDecrypt},
+		Constraints: &types.GrantConstraints{EncryptionContextSubset: map[string]string{"tenant": "acme"}}}); err != nil {
+		f.Fatal(err)
+	}
+	evilCT, err := a.kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("evil's secret"),
+		EncryptionContext: map[string]string{"tenant": "evil"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	prefix := `{"KeyId":"` + key + `","Plaintext":"aGk=","CiphertextBlob":"` + base64.StdEncoding.EncodeToString(evilCT.CiphertextBlob) + `"`
+	for _, b := range ambiguousBodies {
+		_, rest, _ := strings.Cut(b.body, `"{{CT}}"`)
+		f.Add([]byte(strings.TrimSuffix(rest, "}")))
+	}
+	for _, s := range []string{
+		`,"EncryptionContext":{"tenant":"acme"}`,
+		`,"EncryptionContext":{"tenant":"evil"}`,
+		`,"EncryptionContext":{"tenant":"acme"},"EncryptionContext":null`,
+		`,"EncryptionContext":{"tenant":"acme","TENANT":"evil"}`,
+		`,"EncryptionContext":{"tenant":"acme"},"SourceEncryptionContext":{"tenant":"evil"}`,
+		`,"EncryptionContext":{"tenant":"evil"},"GrantTokens":["x"],"encryptioncontext":{"tenant":"acme"}`,
+		`,"Encryption\u212Aontext":{"tenant":"evil"},"EncryptionContext":{"tenant":"acme"}`,
+		`,"EncryptionContext":{"tenant":"acme"},"KeyId":"alias/other"`,
+		`,"EncryptionContext":{"tenant":"acme"},"keyId":"alias/other"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, members []byte) {
+		body := prefix + string(members) + "}"
+		enc := a.asRaw(t, a.app, "Encrypt", body)
+		if enc.status == http.StatusOK {
+			var out struct{ CiphertextBlob []byte }
+			if err := json.Unmarshal(enc.body, &out); err != nil {
+				t.Fatalf("Encrypt answer %s: %v", enc.body, err)
+			}
+			l := a.auditLine(t, enc.header.Get("x-amzn-RequestId"))
+			if l.EncryptionContext["tenant"] != "acme" {
+				t.Fatalf("Encrypt of %s allowed with audited context %v, outside the grant", body, l.EncryptionContext)
+			}
+			// The ciphertext is bound to the context the operation used:
+			// the audited one must open it.
+			if _, err := a.kms.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: out.CiphertextBlob, EncryptionContext: l.EncryptionContext}); err != nil {
+				t.Fatalf("Encrypt of %s: the audited context %v is not the one the ciphertext is bound to: %v", body, l.EncryptionContext, err)
+			}
+		} else if bytes.Contains(enc.body, []byte("CiphertextBlob")) {
+			t.Fatalf("refused Encrypt returned a ciphertext: %s", enc.body)
+		}
+		dec := a.asRaw(t, a.app, "Decrypt", body)
+		if dec.status == http.StatusOK || bytes.Contains(dec.body, []byte("Plaintext")) {
+			l := a.auditLine(t, dec.header.Get("x-amzn-RequestId"))
+			t.Fatalf("Decrypt of %s gave tenant=evil's plaintext; audited context %v: %s", body, l.EncryptionContext, dec.body)
+		}
+	})
+}
+
+// TestXKSOneReading: an XKS body that could be read two ways (a member
+// repeated or in another letter case) is refused before anything is done.
+func TestXKSOneReading(t *testing.T) {
+	e := newEnv(t)
+	key := createKey(t, e.kms, "", "")
+	md, _ := json.Marshal(reqMeta("Encrypt"))
+	for _, body := range []string{
+		`{"requestMetadata":` + string(md) + `,"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM","additionalAuthenticatedData":"YQ==","AdditionalAuthenticatedData":"Yg=="}`,
+		`{"requestMetadata":` + string(md) + `,"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM","plaintext":"aGk="}`,
+		`{"requestMetadata":` + string(md) + `,"RequestMetadata":` + string(md) + `,"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM"}`,
+		`{"requestMetadata":{"awsPrincipalArn":"a","AwsPrincipalArn":"b","kmsOperation":"Encrypt","kmsRequestId":"1","kmsKeyArn":"k"},"plaintext":"aGk=","encryptionAlgorithm":"AES_GCM"}`,
+	} {
+		r := e.doWith(t, signedRequest{path: xksPrefix + "/kms/xks/v1/keys/" + key + "/encrypt", body: []byte(body), key: e.xksKey, service: "kms-xks-proxy"})
+		if r.status != http.StatusBadRequest || r.errorType() != "ValidationException" || !bytes.Contains(r.body, []byte("member")) {
+			t.Errorf("%s: %d %s; want ValidationException naming the member", body, r.status, r.body)
+		}
+	}
+	ok := e.xksCall(t, "/keys/"+key+"/encrypt", map[string]any{"requestMetadata": reqMeta("Encrypt"), "plaintext": "aGk=", "encryptionAlgorithm": "AES_GCM"})
+	if ok.status != http.StatusOK {
+		t.Fatalf("a well-formed XKS Encrypt: %d %s", ok.status, ok.body)
+	}
+}

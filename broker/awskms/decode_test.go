@@ -1,0 +1,78 @@
+package awskms
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDecodeStrict(t *testing.T) {
+	tests := []struct {
+		name, body string
+		mention    string // "" for accepted
+	}{
+		{"empty", ``, ""},
+		{"exact", `{"KeyId":"k","EncryptionContext":{"a":"b"},"GrantTokens":["t"],"DryRun":false}`, ""},
+		{"unknown member ignored", `{"KeyId":"k","Unknown":{"x":[1,{"y":2}]}}`, ""},
+		{"unknown member may repeat inside", `{"KeyId":"k","Unknown":[{"a":1},{"a":2}]}`, ""},
+		{"case variant", `{"keyId":"k"}`, "keyId"},
+		{"case variant of an embedded member", `{"KeyId":"k","grantTokens":[]}`, "grantTokens"},
+		{"unicode fold", `{"\u212AeyId":"k"}`, "eyId"},
+		{"repeated", `{"KeyId":"a","KeyId":"b"}`, "KeyId"},
+		{"repeated context key", `{"EncryptionContext":{"a":"1","a":"2"}}`, "EncryptionContext.a"},
+		{"repeated in an unknown member", `{"Unknown":{"a":1,"a":2}}`, "Unknown.a"},
+		{"not an object", `[]`, "one JSON object"},
+		{"trailing", `{} []`, "after"},
+		{"deep", strings.Repeat(`{"x":`, 40) + `1` + strings.Repeat(`}`, 40), "nested"},
+		{"wrong type", `{"KeyId":1}`, "KeyId"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in encryptInput
+			err := decodeStrict([]byte(tt.body), &in)
+			if tt.mention == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.exception != excSerialization || !strings.Contains(ae.message, tt.mention) {
+				t.Fatalf("got %v; want a SerializationException mentioning %q", err, tt.mention)
+			}
+		})
+	}
+	// Nested shapes: a tag list and grant constraints.
+	var tags tagResourceInput
+	if err := decodeStrict([]byte(`{"KeyId":"k","Tags":[{"TagKey":"a","TagValue":"b","tagValue":"c"}]}`), &tags); err == nil ||
+		!strings.Contains(err.Error(), "Tags[].tagValue") {
+		t.Errorf("case variant in a tag: %v", err)
+	}
+	var g createGrantInput
+	if err := decodeStrict([]byte(`{"Constraints":{"EncryptionContextEquals":{"t":"a"},"EncryptionContextequals":{}}}`), &g); err == nil {
+		t.Error("case variant in grant constraints accepted")
+	}
+	if err := decodeStrict([]byte(`{"Constraints":{"EncryptionContextEquals":{"t":"a"}}}`), &g); err != nil || g.Constraints.EncryptionContextEquals["t"] != "a" {
+		t.Errorf("grant constraints: %+v %v", g.Constraints, err)
+	}
+}
+
+func TestContextsOf(t *testing.T) {
+	in := &reEncryptInput{SourceEncryptionContext: map[string]string{"s": "1"}, DestinationEncryptionContext: map[string]string{"d": "2"},
+		DestinationKeyId: "dst"}
+	c := contextsOf(in)
+	if c.Source["s"] != "1" || c.Destination["d"] != "2" || c.EncryptionContext != nil || c.KeyRef != "dst" {
+		t.Errorf("ReEncrypt: %+v", c)
+	}
+	e := &encryptInput{KeyId: "k", EncryptionContext: map[string]string{"a": "b"}}
+	if c := contextsOf(e); c.KeyRef != "k" || c.EncryptionContext["a"] != "b" {
+		t.Errorf("Encrypt: %+v", c)
+	}
+	// DescribeKey has no context, whatever the body said.
+	if c := contextsOf(&describeKeyInput{KeyId: "k"}); c.EncryptionContext != nil || c.KeyRef != "k" {
+		t.Errorf("DescribeKey: %+v", c)
+	}
+	if c := contextsOf(&aliasInput{TargetKeyId: "t"}); c.KeyRef != "t" {
+		t.Errorf("CreateAlias: %+v", c)
+	}
+}

@@ -1,0 +1,115 @@
+package clienttest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestClusterService is the conformance suite of the ClusterService calls
+// hsmctl's cluster commands make: status, backup, join tokens, and the
+// refusals of RemoveNode and TransferLeadership. It changes no membership,
+// so it runs against a real cluster as well as a fake one. conn must reach
+// the cluster as an admin.
+func TestClusterService(t *testing.T, conn grpc.ClientConnInterface) {
+	cl := pb.NewClusterServiceClient(conn)
+	t.Run("Status", func(t *testing.T) { checkClusterStatus(t, cl) })
+	t.Run("Backup", func(t *testing.T) { checkBackup(t, cl) })
+	t.Run("JoinToken", func(t *testing.T) { checkJoinToken(t, cl) })
+	t.Run("Refusals", func(t *testing.T) { checkMembershipRefusals(t, cl) })
+}
+
+func checkClusterStatus(t *testing.T, cl pb.ClusterServiceClient) *pb.GetClusterStatusResponse {
+	st, err := cl.GetClusterStatus(ctxOf(t), &pb.GetClusterStatusRequest{})
+	must(t, "GetClusterStatus", err)
+	leaders, self := 0, false
+	for _, n := range st.GetNodes() {
+		if n.GetRole() == pb.NodeRole_NODE_ROLE_LEADER {
+			leaders++
+			if n.GetId() != st.GetLeaderId() || !n.GetHealthy() {
+				t.Errorf("leader entry %v, leader id %q", n, st.GetLeaderId())
+			}
+		}
+		self = self || n.GetId() == st.GetNodeId()
+		if n.GetId() == "" || n.GetGrpcAddress() == "" || n.GetRaftAddress() == "" || n.GetPartition() == nil {
+			t.Errorf("node entry lacks fields: %v", n)
+		}
+	}
+	if leaders != 1 || !self || st.GetTerm() == 0 {
+		t.Errorf("GetClusterStatus: %d leaders, answering node listed %v: %v", leaders, self, st)
+	}
+	return st
+}
+
+func checkBackup(t *testing.T, cl pb.ClusterServiceClient) {
+	stream, err := cl.Backup(ctxOf(t), &pb.BackupRequest{})
+	must(t, "Backup", err)
+	var snap []byte
+	var last *pb.BackupResponse
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		must(t, "Backup stream", err)
+		if last != nil {
+			t.Fatal("Backup sent a message after its summary")
+		}
+		if msg.GetSha256() != "" {
+			last = msg
+			continue
+		}
+		snap = append(snap, msg.GetChunk()...)
+	}
+	sum := sha256.Sum256(snap)
+	if last == nil || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(snap)) || len(snap) == 0 ||
+		last.GetIndex() == 0 || last.GetTerm() == 0 {
+		t.Errorf("Backup: %d bytes, summary %v", len(snap), last)
+	}
+}
+
+func checkJoinToken(t *testing.T, cl pb.ClusterServiceClient) {
+	ctx := ctxOf(t)
+	for _, tt := range []struct {
+		ttl  *durationpb.Duration
+		want time.Duration
+	}{{nil, 15 * time.Minute}, {durationpb.New(0), 15 * time.Minute}, {durationpb.New(time.Hour), time.Hour}, {durationpb.New(24 * time.Hour), 24 * time.Hour}} {
+		before := time.Now()
+		tok, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: tt.ttl})
+		must(t, "CreateJoinToken", err)
+		if d := tok.GetExpireTime().AsTime().Sub(before); tok.GetToken() == "" || d < tt.want-time.Minute || d > tt.want+time.Minute {
+			t.Errorf("CreateJoinToken ttl %v: token %d bytes, expires in %v; want %v", tt.ttl.AsDuration(), len(tok.GetToken()), d, tt.want)
+		}
+	}
+	for _, ttl := range []time.Duration{-time.Minute, 25 * time.Hour} {
+		_, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
+		wantErr(t, "CreateJoinToken ttl "+ttl.String(), err, codes.InvalidArgument, "ValidationException", "invalid Ttl: must be 0 (15 minutes) to 24h, got "+ttl.String())
+	}
+}
+
+func checkMembershipRefusals(t *testing.T, cl pb.ClusterServiceClient) {
+	ctx := ctxOf(t)
+	st, err := cl.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	must(t, "GetClusterStatus", err)
+	leader := st.GetLeaderId()
+	_, err = cl.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: leader})
+	wantErr(t, "RemoveNode the leader", err, codes.FailedPrecondition, "KMSInvalidStateException",
+		"node "+leader+" is the leader and cannot remove itself; transfer leadership first")
+	_, err = cl.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "no-such-node"})
+	wantErr(t, "RemoveNode unknown", err, codes.NotFound, "NotFoundException", "node no-such-node is not a member")
+	_, err = cl.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "bad id!"})
+	wantErr(t, "RemoveNode malformed", err, codes.InvalidArgument, "ValidationException", `invalid NodeId "bad id!"`)
+	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: "no-such-node"})
+	wantErr(t, "TransferLeadership to an unknown node", err, codes.NotFound, "NotFoundException", `cluster: not found: server "no-such-node"`)
+	if after := checkClusterStatus(t, cl); after.GetLeaderId() != leader || len(after.GetNodes()) != len(st.GetNodes()) {
+		t.Errorf("refused calls changed the cluster: leader %s -> %s, %d -> %d nodes", leader, after.GetLeaderId(), len(st.GetNodes()), len(after.GetNodes()))
+	}
+}
