@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 
+	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,10 +17,12 @@ import (
 //
 //   - The tap (tapIn) runs when a call's headers arrive, before a byte of
 //     its message is read. It refuses callers without a client
-//     certificate, and callers whose role (the cluster's record, else the
-//     certificate's) may not call the method at all: unknown and revoked
-//     (role none) principals never get a message decoded. Node
-//     certificates pass for the methods nodes call.
+//     certificate, and callers without a role (the cluster's record, else
+//     the certificate's): unknown and revoked (role none) principals never
+//     get a message decoded. Node certificates pass. A caller with a role
+//     the method does not admit is refused by the role gate after its
+//     message is read (bounded by maxRecvMsgSize), so that its audit line
+//     names the key it asked for.
 //   - maxRecvMsgSize bounds every message. The largest legitimate one is a
 //     node's ForwardCommand carrying a CreateKey: a key blob (at most
 //     64 KiB, cluster.maxBlobLen), a 32 KiB policy, an 8 KiB description
@@ -75,43 +78,47 @@ func (s *Service) tapIn(ctx context.Context, info *tap.Info) (context.Context, e
 	if isHealthOrReflection(info.FullMethodName) {
 		return ctx, nil
 	}
-	if err := s.tapAdmit(ctx, info); err != nil {
-		s.tapRefused.Add(1)
-		refusedBeforeRead.WithLabelValues(status.Code(err).String()).Inc()
-		return ctx, err
-	}
-	if s.inflight.Add(1) > maxInflightCalls {
+	known, err := s.tapAdmit(ctx, info)
+	if err == nil && s.inflight.Add(1) > maxInflightCalls {
 		s.inflight.Add(-1)
-		s.tapRefused.Add(1)
-		refusedBeforeRead.WithLabelValues(codes.ResourceExhausted.String()).Inc()
-		return ctx, toStatus(newError(codes.ResourceExhausted, ExcThrottling,
+		err = toStatus(newError(codes.ResourceExhausted, ExcThrottling,
 			"node %s is handling %d calls; retry later", s.cfg.NodeID, maxInflightCalls)).Err()
+	}
+	if err != nil {
+		s.tapRefused.Add(1)
+		st := status.Convert(err)
+		refusedBeforeRead.WithLabelValues(st.Code().String()).Inc()
+		if known { // an attacker's method names are no label values
+			service, method := splitMethod(info.FullMethodName)
+			requestsTotal.WithLabelValues(service, method, st.Code().String(), exceptionOf(st)).Inc()
+		}
+		return ctx, err
 	}
 	// The stream's context ends when the call does, however it ends.
 	context.AfterFunc(ctx, func() { s.inflight.Add(-1) })
 	return ctx, nil
 }
 
-// tapAdmit is the role gate as far as it can be applied from a call's
-// headers: the caller must be authenticated, and its role must be one the
-// method admits. A refusal of an authenticated caller is audited, as the
-// interceptors would have audited it, without an encryption context
-// (nothing of the message was read).
-func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) error {
+// tapAdmit admits a call from its headers alone: the method must be one
+// the broker serves (known), the caller authenticated and holding a role.
+// A refusal of an authenticated caller is audited, as the interceptors
+// would have audited it, without anything of the message, which was not
+// read.
+func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (known bool, err error) {
 	action := grpcAction(info.FullMethodName)
-	if _, known := rules[action]; !known {
-		return status.Errorf(codes.Unimplemented, "unknown method %.200q", info.FullMethodName)
+	if _, ok := rules[action]; !ok {
+		return false, status.Errorf(codes.Unimplemented, "unknown method %.200q", info.FullMethodName)
 	}
 	if s.cfg.InsecureNoClientAuth {
-		return nil
+		return true, nil
 	}
 	c := peerCert(ctx)
 	if c == nil {
-		return status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+		return true, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	id := s.certIdentity(c)
-	if _, ok := rules[action][id.role]; ok && id.principal != "" {
-		return nil
+	if id.principal != "" && id.role != "" && id.role != cluster.RoleNone {
+		return true, nil
 	}
 	addr := ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -122,9 +129,9 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) error {
 		requestID = v[0]
 	}
 	rq := &request{front: FrontGRPC, requestID: requestID, peer: addr}
-	err := s.roleGate(rq, id, action, RequestContexts{})
+	err = s.roleGate(rq, id, action, RequestContexts{})
 	if aerr := s.endGRPC(rq, err); aerr != nil {
-		return toStatus(aerr).Err()
+		return true, toStatus(aerr).Err()
 	}
-	return toStatus(err).Err()
+	return true, toStatus(err).Err()
 }
