@@ -43,10 +43,23 @@ func (s *Service) CheckpointAudit(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	anchored := false
+	s.auditAnchoring.Store(true)
+	defer s.auditAnchoring.Store(false)
 	var done uint64
 	for {
 		if !anchored {
-			anchored = s.anchorAudit(ctx)
+			if anchored = s.anchorAudit(ctx); anchored {
+				s.auditAnchoring.Store(false)
+			} else {
+				// Not anchored yet (no leader to read the checkpoints
+				// from): the node does not serve meanwhile, so retry soon.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(min(interval, 100*time.Millisecond)):
+				}
+				continue
+			}
 		}
 		if anchored && log.Err() == nil {
 			if seg, seq, head := log.Head(); seq > done {
@@ -82,7 +95,7 @@ func (s *Service) checkpointAudit(ctx context.Context, segment string, seq uint6
 	if err != nil {
 		return err
 	}
-	_, err = s.apply(ctx, &cluster.AuditCheckpoint{Node: s.cfg.NodeID, Segment: segment, Seq: seq, Head: head, MAC: mac, At: at})
+	_, err = s.apply(Internal(ctx, "audit-checkpoint"), &cluster.AuditCheckpoint{Node: s.cfg.NodeID, Segment: segment, Seq: seq, Head: head, MAC: mac, At: at})
 	return err
 }
 

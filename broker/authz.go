@@ -30,19 +30,28 @@ import (
 //     refused.
 //
 // A front marks each request with a *request in its context; the core
-// finds it there. A context without one is the node's own work (automatic
-// rotation, heartbeats) and is not checked.
+// finds it there. The node's own work (automatic rotation, heartbeats,
+// joining, restoring a backup) carries an explicit internal request made
+// by Internal, which passes the key check and is audited under the node's
+// name. A context with neither is refused (Internal error) and the refusal
+// is logged and audited: a code path that forgot to attach its request
+// must fail closed, never run as trusted.
 
 // Fronts a request can arrive on, as audit lines name them.
 const (
 	FrontGRPC = "grpc"
 	FrontAWS  = "aws"
 	FrontXKS  = "xks"
+	// FrontInternal is the node's own work, marked with Internal.
+	FrontInternal = "internal"
 )
 
 // roleNode is the identity of a cluster member's certificate: it may make
 // the calls nodes make to each other and nothing else.
 const roleNode = "node"
+
+// roleInternal is the identity of the node's own work (Internal).
+const roleInternal = "internal"
 
 // accessMode says how an operation is authorized for a role.
 type accessMode uint8
@@ -195,9 +204,11 @@ type identity struct {
 	// source says where the role came from: record, certificate, default
 	// (AWS access keys), node, or open.
 	source string
-	// open: a plaintext test server, which has no identities; nothing is
-	// enforced.
+	// open: a server run with Config.InsecureNoClientAuth, which has no
+	// identities; nothing is enforced.
 	open bool
+	// internal: the node's own work (Internal); no caller to check.
+	internal bool
 }
 
 // RequestContexts are the encryption contexts a request carries, for key
@@ -236,6 +247,39 @@ type requestKey struct{}
 func requestOf(ctx context.Context) *request {
 	r, _ := ctx.Value(requestKey{}).(*request)
 	return r
+}
+
+// Internal marks ctx as carrying work the node does on its own, named by
+// task ("rotation", "heartbeat", "join", "restore"): work no caller asked
+// for. Such work passes the key check, and its replicated changes are
+// audited with front "internal", operation "internal:TASK" and role
+// "internal". Only code of the node itself may call it, never a front on
+// behalf of a caller. Any request ctx carried is replaced.
+func Internal(ctx context.Context, task string) context.Context {
+	rq := &request{front: FrontInternal, action: "internal:" + task, identified: true,
+		id: identity{principal: "node", role: roleInternal, source: "internal", internal: true}}
+	return context.WithValue(ctx, requestKey{}, rq)
+}
+
+// errUnmarked is the answer to core work whose context carries neither a
+// request nor the internal marker.
+func errUnmarked(what string) error {
+	return newError(codes.Internal, ExcInternal, "%s refused: the call carries no request and no internal marker", what)
+}
+
+// refuseUnmarked records, in the log and (when one is kept) the audit log,
+// that work without a request or internal marker was refused, and returns
+// the error to answer with.
+func (s *Service) refuseUnmarked(what string) error {
+	s.log.Error("refused work that carries no request and no internal marker; this is a bug in the caller", "what", what)
+	if log := s.cfg.AuditLog; log != nil {
+		rec := &audit.Record{Node: s.cfg.NodeID, Front: "none", Operation: what, Result: "Internal", Code: codes.Internal.String(),
+			Decision: "deny", Reason: "no request and no internal marker"}
+		if _, err := log.Append(rec, false); err != nil {
+			s.log.Error("audit log write failed", "err", err)
+		}
+	}
+	return errUnmarked(what)
 }
 
 func (r *request) addKey(id string) {
@@ -368,11 +412,13 @@ func (r *request) keyAction(field string) (string, map[string]string) {
 func (s *Service) authorizeKey(ctx context.Context, field string, k cluster.Key) error {
 	rq := requestOf(ctx)
 	if rq == nil {
-		return nil // the node's own work
+		return s.refuseUnmarked("use of key " + k.ID)
 	}
 	rq.addKey(k.ID)
 	id, ok := rq.identity()
 	switch {
+	case ok && id.internal:
+		return nil
 	case rq.front == FrontXKS && id.principal != "":
 		return nil
 	case !ok || id.principal == "" && !id.open:
@@ -450,7 +496,7 @@ func grantAllows(g cluster.Grant, op string, ec map[string]string) bool {
 // certificate's principal, with the role the cluster records for it, else
 // the certificate's own; cluster members' certificates are nodes.
 func (s *Service) identifyPeer(ctx context.Context) identity {
-	if !s.requireClientCert {
+	if s.cfg.InsecureNoClientAuth {
 		return identity{principal: Principal(ctx), role: pki.RoleAdmin, source: "open", open: true}
 	}
 	c := peerCert(ctx)
@@ -638,7 +684,7 @@ func (s *Service) endRequest(rq *request, result, code string) error {
 func (s *Service) auditBeforeChange(ctx context.Context, c cluster.Command) error {
 	rq := requestOf(ctx)
 	if rq == nil {
-		return nil
+		return s.refuseUnmarked("replicated change " + c.Type().String())
 	}
 	rq.addKey(commandKeyID(c))
 	return s.auditAhead(rq)

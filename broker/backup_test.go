@@ -121,7 +121,7 @@ func TestBackupStreamsInChunks(t *testing.T) {
 		t.Fatalf("restored %d keys, want %d", n, len(blobs))
 	}
 	for i, b := range blobs {
-		dec, err := svc.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: b.blob})
+		dec, err := svc.Decrypt(broker.Internal(ctx, "restore check"), &pb.DecryptRequest{CiphertextBlob: b.blob})
 		if err != nil || !bytes.Equal(dec.GetPlaintext(), b.plaintext) {
 			t.Fatalf("ciphertext %d after the restore: %v", i, err)
 		}

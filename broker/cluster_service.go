@@ -113,6 +113,9 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
 		return false, "catching up with the cluster"
 	}
+	if s.auditAnchoring.Load() {
+		return false, "checking the audit log against the cluster's checkpoints"
+	}
 	// Cryptography needs no leader, only a current state: a follower keeps
 	// serving through an election as long as it heard from a leader within
 	// MaxStaleness.
@@ -299,6 +302,7 @@ func (s *Service) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupSer
 // RegisterNode records this node and its partition in the replicated
 // state, so that cluster status can show it from any node.
 func (s *Service) RegisterNode(ctx context.Context, grpcAddr string) error {
+	ctx = Internal(ctx, "register")
 	_, err := s.apply(ctx, &cluster.UpsertNode{Node: cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(),
 		GRPCAddr: grpcAddr, Partition: s.LocalPartitionInfo(ctx), LastSeen: s.now()}})
 	return err
@@ -311,6 +315,7 @@ func (s *Service) RegisterNode(ctx context.Context, grpcAddr string) error {
 // the node refuses to serve; records of the old members are dropped, so
 // that new nodes (even with the old ids) can join.
 func (s *Service) RestoreBackup(ctx context.Context, r io.Reader) error {
+	ctx = Internal(ctx, "restore")
 	if err := s.node.RestoreFromBackup(ctx, r); err != nil {
 		return err
 	}

@@ -93,9 +93,43 @@ func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, st
 // apply replicates one command, through the leader, and waits until this
 // node has applied it.
 func (s *Service) apply(ctx context.Context, c cluster.Command) (any, error) {
+	if task := requestOf(ctx); task != nil && task.front == FrontInternal {
+		return s.applyInternal(ctx, task, c)
+	}
 	if err := s.auditBeforeChange(ctx, c); err != nil {
 		return nil, err
 	}
+	return s.replicate(ctx, c)
+}
+
+// applyInternal makes one change of the node's own work (Internal). Each
+// such change is a request of its own in the audit log, an intent line
+// before it is proposed and an outcome line after, so that every intent
+// has its outcome whatever else the task does. Two kinds write no line:
+// the node's member record (heartbeat and registration: liveness,
+// rewritten every 30 s, not a change anyone made) and audit checkpoints
+// (a line for a checkpoint would itself call for the next checkpoint).
+func (s *Service) applyInternal(ctx context.Context, task *request, c cluster.Command) (any, error) {
+	switch c.Type() {
+	case cluster.TypeUpsertNode, cluster.TypeAuditCheckpoint:
+		return s.replicate(ctx, c)
+	}
+	id, _ := task.identity()
+	task.mu.Lock()
+	rq := &request{front: task.front, action: task.action, requestID: task.requestID, peer: task.peer, id: id, identified: true}
+	task.mu.Unlock()
+	rq.addKey(commandKeyID(c))
+	if err := s.auditAhead(rq); err != nil {
+		return nil, err
+	}
+	res, err := s.replicate(context.WithValue(ctx, requestKey{}, rq), c)
+	_ = s.endGRPC(rq, err) // the intent is written: a failed outcome line is logged, and verify reports it
+	return res, err
+}
+
+// replicate proposes c through the leader and waits until this node has
+// applied it.
+func (s *Service) replicate(ctx context.Context, c cluster.Command) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	for {
@@ -232,10 +266,10 @@ func isNodeCert(c *x509.Certificate) bool {
 	return false
 }
 
-// requireNode admits only cluster nodes (and anyone on a plaintext test
-// server, which has no identities at all).
+// requireNode admits only cluster nodes (and anyone on a server run with
+// InsecureNoClientAuth, which has no identities at all).
 func (s *Service) requireNode(ctx context.Context) error {
-	if !s.requireClientCert {
+	if s.cfg.InsecureNoClientAuth {
 		return nil
 	}
 	if c := peerCert(ctx); c != nil && isNodeCert(c) {

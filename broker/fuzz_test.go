@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -52,6 +53,9 @@ func FuzzRequests(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		// The core itself, past authorization: what it does with any
+		// decoded request.
+		ctx = broker.Internal(ctx, "fuzz")
 		body := data[1:]
 		var err error
 		switch data[0] % 13 {

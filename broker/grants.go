@@ -272,7 +272,7 @@ func (s *Service) RetireGrantWith(ctx context.Context, ref, grantID string, dryR
 func (s *Service) mayRetire(ctx context.Context, k cluster.Key, g cluster.Grant) error {
 	rq := requestOf(ctx)
 	if rq == nil {
-		return nil
+		return s.refuseUnmarked("RetireGrant")
 	}
 	id, _ := rq.identity()
 	switch {

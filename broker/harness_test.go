@@ -81,7 +81,9 @@ func (e *env) start(p *hsm.Partition) {
 	if err := node.WaitForLeader(ctx); err != nil {
 		t.Fatalf("no leader: %v", err)
 	}
-	cfg := broker.Config{Node: node, Partition: p, Now: e.clock.Now, Logger: hsmtest.QuietLogger()}
+	// The env serves plaintext gRPC without identities: its tests are of
+	// the operations; authz_test.go serves mutual TLS for identities.
+	cfg := broker.Config{Node: node, Partition: p, Now: e.clock.Now, Logger: hsmtest.QuietLogger(), InsecureNoClientAuth: true}
 	if e.configure != nil {
 		e.configure(&cfg)
 	}

@@ -85,7 +85,7 @@ func (s *Service) EnsureKMIPKey(ctx context.Context, alias string) (string, erro
 		Versions:       []cluster.KeyVersion{{Number: 1, Wrapped: g.Wrapped, CreatedAt: now}},
 		CurrentVersion: 1,
 	}
-	if _, err := s.apply(ctx, &cluster.CreateKey{Key: k, Alias: alias}); err != nil {
+	if _, err := s.apply(Internal(ctx, "kmip-wrapping-key"), &cluster.CreateKey{Key: k, Alias: alias}); err != nil {
 		if id, ok := s.node.State().ResolveAlias(alias); ok {
 			return id, nil // another node made it meanwhile
 		}

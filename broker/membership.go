@@ -33,6 +33,7 @@ var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 // HSM holds that domain key. A node whose HSM holds another domain key must
 // not serve: its blobs would not unwrap.
 func (s *Service) EnsureDomainKeyCheck(ctx context.Context) error {
+	ctx = Internal(ctx, "domain-key-check")
 	check := s.node.State().DomainKeyCheck()
 	if len(check) == 0 {
 		if !s.node.IsLeader() {
@@ -208,6 +209,7 @@ type JoinConfig struct {
 // HSM. A partition that already holds a domain key must hold the
 // cluster's: that is checked before anything is asked of the cluster.
 func (s *Service) Join(ctx context.Context, jc JoinConfig) error {
+	ctx = Internal(ctx, "join")
 	// An election may be under way while a node joins: a seed may know no
 	// leader yet, or the node asked may have just lost leadership. Those
 	// answers spend no join token, so they are retried until ctx ends.
@@ -306,6 +308,7 @@ func (s *Service) joinOnce(ctx context.Context, jc JoinConfig) error {
 // health) current in the replicated state: at once, whenever the health
 // changes, and every refresh interval otherwise.
 func (s *Service) Heartbeat(ctx context.Context, grpcAddr string, check, refresh time.Duration) {
+	ctx = Internal(ctx, "heartbeat")
 	var last string
 	var lastWrite time.Time
 	t := time.NewTicker(check)

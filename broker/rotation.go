@@ -128,11 +128,13 @@ func (s *Service) RotateOnDemand(ctx context.Context, ref string) (cluster.Key, 
 // RotateDue rotates every enabled key whose automatic rotation is on and
 // whose current version is at least a rotation period old, and returns how
 // many it rotated. Only the leader rotates: a follower returns at once, so
-// every node may run it.
+// every node may run it. It is the node's own work (Internal "rotation"),
+// audited as such.
 func (s *Service) RotateDue(ctx context.Context) (int, error) {
 	if !s.node.IsLeader() {
 		return 0, nil
 	}
+	ctx = Internal(ctx, "rotation")
 	now := s.now()
 	n := 0
 	var errs []error

@@ -23,8 +23,10 @@ import (
 )
 
 // NewGRPCServer assembles the gRPC server: mutual TLS (tlsConfig must
-// require and verify client certificates; nil serves plaintext, for tests
-// only), the interceptor chains (the same checks for unary and streaming
+// require and verify client certificates; nil serves plaintext, where
+// every call is refused for want of a certificate unless the service was
+// made with Config.InsecureNoClientAuth, for tests only), the interceptor
+// chains (the same checks for unary and streaming
 // calls), the four services, gRPC health and reflection. The health status
 // follows the partition and the cluster; see WatchHealth.
 func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
@@ -32,7 +34,6 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 		grpc.ChainUnaryInterceptor(s.metricsInterceptor, s.unaryInterceptor, s.accessInterceptor),
 		// Streaming calls (ClusterService.Backup) get the same checks.
 		grpc.ChainStreamInterceptor(s.metricsStreamInterceptor, s.streamInterceptor, s.accessStreamInterceptor),
-		grpc.MaxRecvMsgSize(8 << 20),
 		// Calls run on long-lived workers rather than a new goroutine
 		// each: a new goroutine grows its stack through the interceptors,
 		// TLS and the PKCS#11 call on every request (measured: about 8% of
@@ -40,9 +41,9 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 		// starts goroutines as before.
 		grpc.NumStreamWorkers(uint32(max(16, 8*runtime.GOMAXPROCS(0)))),
 	}
+	opts = append(opts, s.limitOptions()...)
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
-		s.requireClientCert = true
 	}
 	g := grpc.NewServer(opts...)
 	pb.RegisterKeyServiceServer(g, s)
@@ -177,7 +178,7 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 	}
 	ctx = context.WithValue(ctx, requestIDKey, c.requestID)
 	c.principal, c.peer = peerPrincipal(ctx)
-	if c.principal == "" && !isHealthOrReflection(method) && s.requireClientCert {
+	if c.principal == "" && !isHealthOrReflection(method) && !s.cfg.InsecureNoClientAuth {
 		return ctx, c, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	ctx = WithPrincipal(ctx, c.principal)

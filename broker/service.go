@@ -50,6 +50,13 @@ type Config struct {
 	// BackupChunkSize is the most snapshot bytes one Backup message
 	// carries (default and maximum MaxBackupChunkSize).
 	BackupChunkSize int
+	// InsecureNoClientAuth serves gRPC without identities: every caller,
+	// with or without a certificate, is an admin, and every caller is
+	// taken for a cluster node. It is for tests on loopback only; New
+	// logs a warning every time it is set. Off (the default), a caller
+	// without a verified client certificate is refused, whether or not
+	// the server was given a TLS configuration.
+	InsecureNoClientAuth bool
 }
 
 // Service is the broker core. It is safe for concurrent use.
@@ -67,8 +74,10 @@ type Service struct {
 	hsm  *hsm.Partition
 	log  *slog.Logger
 
-	// requireClientCert is set by NewGRPCServer when it serves TLS.
-	requireClientCert bool
+	// inflight counts the gRPC calls the tap admitted that have not
+	// ended; tapRefused the calls it refused (see tap.go).
+	inflight   atomic.Int64
+	tapRefused atomic.Uint64
 
 	health   healthState
 	peers    peers
@@ -80,6 +89,11 @@ type Service struct {
 	// here: the state is then at least as new as the cluster's was when
 	// the node started.
 	caughtUp atomic.Bool
+	// auditAnchoring is set while CheckpointAudit runs and has not yet
+	// checked the log against the cluster's checkpoints: the node does not
+	// serve until it has, so that no request's line lands on a log that
+	// may have been cut while the node was down.
+	auditAnchoring atomic.Bool
 }
 
 // New checks cfg and returns a Service.
@@ -112,6 +126,10 @@ func New(cfg Config) (*Service, error) {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
 	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}
+	if cfg.InsecureNoClientAuth {
+		s.log.Warn("INSECURE: gRPC client authentication is off (InsecureNoClientAuth): every caller is an admin and a cluster node; never run this outside a test",
+			"node", cfg.NodeID)
+	}
 	// A node that must catch up refuses key and crypto calls from the
 	// start, until WatchHealth finds it ready.
 	s.gate.Store(cfg.RequireCaughtUp)

@@ -210,10 +210,14 @@ func Open(c Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hclogger.Named("snapshot"))
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hclogger.Named("snapshot"))
 	if err != nil {
 		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))
 	}
+	if err := makePrivate(logger, cfg.DataDir); err != nil {
+		return fail(err)
+	}
+	snaps := privateSnapshots{SnapshotStore: fileSnaps, dir: filepath.Join(cfg.DataDir, "snapshots")}
 
 	var advertise net.Addr
 	if cfg.AdvertiseAddr != "" {

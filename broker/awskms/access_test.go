@@ -156,7 +156,7 @@ func TestAWSRolesAndGrants(t *testing.T) {
 		t.Fatal("an auditor retired a grant (auditors change nothing)")
 	}
 	// The grant's retiring principal, as a user this time.
-	if _, err := a.svc.SetPrincipalRole(ctx, &pb.SetPrincipalRoleRequest{Principal: "audra", Role: pb.PrincipalRole_PRINCIPAL_ROLE_USER}); err != nil {
+	if _, err := a.svc.SetPrincipalRole(broker.Internal(ctx, "test: set a role"), &pb.SetPrincipalRoleRequest{Principal: "audra", Role: pb.PrincipalRole_PRINCIPAL_ROLE_USER}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := auditor.RetireGrant(ctx, &kms.RetireGrantInput{KeyId: aws.String(key), GrantId: g.GrantId}); err != nil {
@@ -189,7 +189,7 @@ func TestAWSRolesAndGrants(t *testing.T) {
 		t.Fatalf("encrypt under the policy: %v", err)
 	}
 	// The cluster's record overrides the access key's role.
-	if _, err := a.svc.SetPrincipalRole(ctx, &pb.SetPrincipalRoleRequest{Principal: "app", Role: pb.PrincipalRole_PRINCIPAL_ROLE_NONE}); err != nil {
+	if _, err := a.svc.SetPrincipalRole(broker.Internal(ctx, "test: set a role"), &pb.SetPrincipalRoleRequest{Principal: "app", Role: pb.PrincipalRole_PRINCIPAL_ROLE_NONE}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = app.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("x")})

@@ -73,8 +73,10 @@ func newEnv(tb testing.TB, opts ...envOption) *env {
 		tb.Fatalf("no leader: %v", err)
 	}
 	e.node = node
+	// InsecureNoClientAuth: grpcClient serves the same service over
+	// plaintext gRPC without identities, to compare the two fronts.
 	e.svc, err = broker.New(broker.Config{Node: node, Partition: p, Now: e.clock.Now, Logger: hsmtest.QuietLogger(),
-		Region: testRegion, Account: testAccount})
+		Region: testRegion, Account: testAccount, InsecureNoClientAuth: true})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -193,9 +194,9 @@ func checkLayout(t *testing.T, dir string) {
 		"tls/ca-key.pem":        0o600,
 		"tls/node-key.pem":      0o600,
 		"tls/admin-key.pem":     0o600,
-		"tls/ca.pem":            0o644,
-		"tls/node.pem":          0o644,
-		"tls/admin.pem":         0o644,
+		"tls/ca.pem":            0o600,
+		"tls/node.pem":          0o600,
+		"tls/admin.pem":         0o600,
 		"kms-credentials.json":  0o600,
 		"audit.log":             0o600,
 		"dev.env":               0o600,
@@ -208,6 +209,34 @@ func checkLayout(t *testing.T, dir string) {
 	}
 	if !exists(filepath.Join(dir, "raft", "raft.db")) {
 		t.Error("raft/raft.db missing")
+	}
+	// Everything else under the data directory too, Raft's snapshot
+	// store included.
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		} else if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile (a temporary file)
+		} else if err != nil {
+			return err
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %04o, want %04o", path, got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	conf := readFile(t, filepath.Join(dir, "softhsm", "softhsm2.conf"))
 	if !strings.Contains(conf, filepath.Join(dir, "softhsm", "tokens")) {

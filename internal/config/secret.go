@@ -11,17 +11,31 @@ import (
 // message names its source, never its value.
 var ErrSecret = errors.New("config: secret unavailable")
 
+// ErrLooseFile reports a file holding a secret (a PIN, a token, a private
+// key) that group or others may read or write.
+var ErrLooseFile = errors.New("accessible by group or others")
+
+// CheckPrivateFile is the one rule for files that hold secrets (PIN and
+// token files, TLS and CA private keys): they must exist and give group
+// and others no access. The error names the file and the fix.
+func CheckPrivateFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s is %w (mode %04o); run: chmod 600 %s", path, ErrLooseFile, perm, path)
+	}
+	return nil
+}
+
 // LoadSecret reads a secret from file, which must not be accessible by
 // group or others, or, when file is empty, from the environment variable
 // env. Surrounding white space is trimmed.
 func LoadSecret(file, env string) (string, error) {
 	if file != "" {
-		fi, err := os.Stat(file)
-		if err != nil {
-			return "", fmt.Errorf("%w: %v", ErrSecret, err)
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return "", fmt.Errorf("%w: %s is accessible by group or others (mode %04o); chmod 600 it", ErrSecret, file, fi.Mode().Perm())
+		if err := CheckPrivateFile(file); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrSecret, err)
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {

@@ -127,7 +127,7 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
-// Save writes the CA certificate (0644) and key (0600).
+// Save writes the CA certificate and key (both 0600).
 func (ca *CA) Save(certFile, keyFile string) error {
 	return saveCertAndKey(ca.Cert, ca.Key, certFile, keyFile)
 }
@@ -204,7 +204,7 @@ func RoleOf(cert *x509.Certificate) string {
 	return cert.Subject.OrganizationalUnit[0]
 }
 
-// Save writes the certificate (0644) and key (0600).
+// Save writes the certificate and key (both 0600).
 func (i *Issued) Save(certFile, keyFile string) error {
 	return saveCertAndKey(i.Cert, i.Key, certFile, keyFile)
 }

@@ -15,6 +15,10 @@
 // # Files
 //
 // Certificates are PEM "CERTIFICATE" blocks, keys PKCS#8 "PRIVATE KEY"
-// blocks. Key files are written 0600, certificates 0644, each through a
-// temporary file and a rename so that a crash never leaves half a file.
+// blocks. Key and certificate files are written 0600 (everything under a
+// node's data directory is private to its user; a trust bundle meant for
+// others is written with an explicit mode), each through a temporary file
+// and a rename so that a crash never leaves half a file. Private keys that
+// group or others can access are refused when loaded
+// (config.CheckPrivateFile).
 package pki

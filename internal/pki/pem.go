@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/hsmbroker/hsmbroker/internal/config"
 )
 
 // File modes of what Save and the helpers write.
 const (
-	CertFileMode os.FileMode = 0o644
+	CertFileMode os.FileMode = 0o600
 	KeyFileMode  os.FileMode = 0o600
 )
 
@@ -113,8 +115,12 @@ func ReadCertsFile(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// ReadKeyFile reads a private key from a PEM file.
+// ReadKeyFile reads a private key from a PEM file, which group and others
+// must not be able to access (config.CheckPrivateFile).
 func ReadKeyFile(path string) (crypto.Signer, error) {
+	if err := config.CheckPrivateFile(path); err != nil {
+		return nil, fmt.Errorf("pki: private key: %w", err)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("pki: read private key: %w", err)

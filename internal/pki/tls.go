@@ -3,6 +3,8 @@ package pki
 import (
 	"crypto/tls"
 	"fmt"
+
+	"github.com/hsmbroker/hsmbroker/internal/config"
 )
 
 // ServerTLSConfig serves TLS 1.3 with the certificate in certFile/keyFile
@@ -65,6 +67,9 @@ func PeerTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if certFile == "" || keyFile == "" {
 		return tls.Certificate{}, fmt.Errorf("%w: a certificate needs both a certificate file and a key file", ErrInvalid)
+	}
+	if err := config.CheckPrivateFile(keyFile); err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: private key: %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
