@@ -11,7 +11,7 @@ LONG_FUZZTIME ?= 2m
 # Debian package -> a file it installs, used by `make deps` to find what is missing.
 SYSTEM_DEPS := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool awscli:/usr/bin/aws openssl:/usr/bin/openssl
 
-.PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean
+.PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps tools clean bench-peer
 
 all: build
 
@@ -51,6 +51,14 @@ soak: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./broker/...
+
+# The AWS endpoint against nsmithuk/local-kms (a software-only KMS emulator),
+# same aws-sdk-go-v2 load, alternating windows (docs/BENCHMARKS.md).
+# PEERBENCH_FLAGS: e.g. --duration 10s --ops encrypt,sign-rsa
+LOCAL_KMS_VERSION := v0.0.0-20260228092603-2a5e92d09ab6
+bench-peer: deps build
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install github.com/nsmithuk/local-kms@$(LOCAL_KMS_VERSION)
+	./$(BIN)/hsmpeerbench --local-kms $(BIN)/local-kms --hsmbrokerd $(BIN)/hsmbrokerd $(PEERBENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
