@@ -27,6 +27,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Window, "window", 500*time.Millisecond, "length of one window; the sides alternate")
 	fs.StringVar(&ops, "ops", "", "comma-separated operations (default all): encrypt,decrypt,gdk,sign-p256,sign-rsa")
 	fs.BoolVar(&verbose, "v", false, "show the servers' output")
+	fs.Func("broker-env", "NAME=VALUE added to hsmbrokerd's environment only (repeatable), e.g. GOGC=200", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=VALUE")
+		}
+		cfg.BrokerEnv = append(cfg.BrokerEnv, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	Duration   time.Duration // measured time per side and operation (4 s)
 	Ops        []Op          // default AllOps
 	Log        io.Writer     // progress and the servers' output; nil: discarded
+	// BrokerEnv is added to hsmbrokerd's environment only (for example
+	// GOGC=200, to compare runtime settings against the same yardstick).
+	BrokerEnv []string
 }
 
 // Side is what one server did over its windows of one operation.
@@ -389,6 +392,7 @@ func startBroker(ctx context.Context, cfg Config, dir string) (*server, error) {
 	cmd := exec.CommandContext(ctx, cfg.Hsmbrokerd, "dev", "--data-dir", dir,
 		"--grpc-addr", addr(0), "--raft-addr", addr(1), "--metrics-addr", addr(2), "--kms-addr", addr(3),
 		"--log-level", "warn")
+	cmd.Env = append(os.Environ(), cfg.BrokerEnv...)
 	s, err := start("hsmbroker", cmd, cfg.Log)
 	if err != nil {
 		return nil, err
