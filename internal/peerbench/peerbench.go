@@ -357,9 +357,11 @@ func newClient(endpoint, id, secret, region string) *kms.Client {
 	return kms.NewFromConfig(aws.Config{
 		Region:      region,
 		Credentials: credentials.NewStaticCredentialsProvider(id, secret, ""),
-		// The SDK's default of 100 idle connections per host would be enough
-		// for 16 clients; retries are off so an error is counted, not hidden.
-		RetryMaxAttempts: 1,
+		// The SDK's standard retryer, as an application has it: against
+		// either server, about one call in several thousand fails on the
+		// client side with "use of closed network connection" while reading
+		// a 200 answer. A call that still fails is counted as an error.
+		RetryMaxAttempts: 3,
 	}, func(o *kms.Options) { o.BaseEndpoint = aws.String(endpoint) })
 }
 
