@@ -14,7 +14,7 @@ import (
 // so at Go's default the collector ran often enough to take about a tenth
 // of the CPU of a node under load. Measured with `make bench-peer` (the
 // same SDK load against the broker and local-kms, alternating windows),
-// 300 cut the broker's CPU per call by 15-25% for Encrypt, Decrypt,
+// 300 cut the broker's CPU per call by 16-22% for Encrypt, Decrypt,
 // GenerateDataKey and Sign P-256 (docs/BENCHMARKS.md). The price is
 // memory: the heap may reach about twice the default's, 4x the live heap
 // instead of 2x (a node holding 100,000 keys has about 85 MB live: up to
