@@ -27,7 +27,7 @@ GO_TOOLS += google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_TOOLS += honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_TOOLS += github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps run-deps tools clean
+.PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps run-deps tools clean bench-peer
 
 all: build
 
@@ -81,6 +81,14 @@ bench: deps
 	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
 	$(GO) test -run '^$$' -bench TDERead -benchtime 2000x ./broker/vault
 	$(GO) test -run '^$$' -bench KMIP -benchtime 2000x ./broker/kmip
+
+# The AWS endpoint against nsmithuk/local-kms (a software-only KMS emulator),
+# same aws-sdk-go-v2 load, alternating windows (docs/BENCHMARKS.md).
+# PEERBENCH_FLAGS: e.g. --duration 10s --ops encrypt,sign-rsa
+LOCAL_KMS_VERSION := v0.0.0-20260228092603-2a5e92d09ab6
+bench-peer: deps build
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install github.com/nsmithuk/local-kms@$(LOCAL_KMS_VERSION)
+	./$(BIN)/hsmpeerbench --local-kms $(BIN)/local-kms --hsmbrokerd $(BIN)/hsmbrokerd $(PEERBENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

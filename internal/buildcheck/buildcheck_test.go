@@ -44,7 +44,9 @@ func makeList(makefile, name string) []string {
 	return out
 }
 
-var pinned = regexp.MustCompile(`^[a-z0-9.-]+(/[A-Za-z0-9._-]+)+@v[0-9]+\.[0-9]+\.[0-9]+$`)
+// pinned is package@vX.Y.Z, or a module's pseudo-version (a commit of a
+// module that tags no releases).
+var pinned = regexp.MustCompile(`^[a-z0-9.-]+(/[A-Za-z0-9._-]+)+@v[0-9]+\.[0-9]+\.[0-9]+(-[0-9]{14}-[0-9a-f]{12})?$`)
 
 // makefileProblems lists what breaks the rule that every Go program the
 // Makefile installs is pinned: GO_TOOLS entries are package@vX.Y.Z, and no
@@ -63,7 +65,10 @@ func makefileProblems(makefile string) []string {
 	install := regexp.MustCompile(`(?:\bgo|\$\(GO\))\s+(?:install|get)\s+([^\s";]+)`)
 	for i, line := range strings.Split(makefile, "\n") {
 		for _, m := range install.FindAllStringSubmatch(line, -1) {
-			if m[1] != "$$t" && !pinned.MatchString(m[1]) {
+			target := regexp.MustCompile(`\$\(([A-Z_]+)\)`).ReplaceAllStringFunc(m[1], func(ref string) string {
+				return strings.Join(makeList(makefile, ref[2:len(ref)-1]), " ")
+			})
+			if m[1] != "$$t" && !pinned.MatchString(target) {
 				probs = append(probs, "Makefile:"+strconv.Itoa(i+1)+": go install of an unpinned "+m[1])
 			}
 		}
