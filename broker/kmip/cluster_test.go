@@ -100,7 +100,9 @@ func TestAudited(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatal(err)
 		}
-		if l.Front == "kmip" {
+		// A change's intent line (written before it is proposed) has its
+		// outcome line below; the outcomes are what this test compares.
+		if l.Front == "kmip" && l.Result != "INTENT" {
 			got = append(got, l)
 		}
 	}

@@ -57,7 +57,10 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &failingLog{}
-	svc, err := broker.New(broker.Config{Node: node, Partition: p, Logger: hsmtest.QuietLogger(), AuditLog: audit.New(w, audit.Options{})})
+	// InsecureNoClientAuth: the test sets things up through a plaintext
+	// gRPC server, which has no client certificates to identify callers.
+	svc, err := broker.New(broker.Config{Node: node, Partition: p, Logger: hsmtest.QuietLogger(), AuditLog: audit.New(w, audit.Options{}),
+		InsecureNoClientAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
