@@ -94,6 +94,13 @@ func ts(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
+// Region is the AWS region this service names in its ARNs; fronts that
+// speak AWS protocols check request signatures against it.
+func (s *Service) Region() string { return s.cfg.Region }
+
+// Account is the 12-digit account this service names in its ARNs.
+func (s *Service) Account() string { return s.cfg.Account }
+
 // KeyARN is the ARN of a key in this service's region and account.
 func (s *Service) KeyARN(id string) string {
 	return fmt.Sprintf("arn:aws:kms:%s:%s:key/%s", s.cfg.Region, s.cfg.Account, id)

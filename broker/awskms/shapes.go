@@ -22,7 +22,7 @@ func (t epochTime) MarshalJSON() ([]byte, error) {
 
 // grantTokens is accepted everywhere AWS accepts it and ignored: a grant
 // is in force once the answering node has applied it, and a token carries
-// no authority of its own (see trent_grants.go).
+// no authority of its own (see grant_operations.go).
 type grantTokens struct {
 	GrantTokens []string
 }
