@@ -26,6 +26,9 @@ GO_TOOLS += google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 GO_TOOLS += google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_TOOLS += honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_TOOLS += github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+# The software-only KMS emulator the AWS endpoint is compared with (make
+# bench-peer, internal/peerbench); it tags no releases, hence the pseudo-version.
+GO_TOOLS += github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab6
 
 .PHONY: all build run test test-short fuzz soak bench lint fmt vet generate deps run-deps tools clean bench-peer
 
@@ -85,10 +88,8 @@ bench: deps
 # The AWS endpoint against nsmithuk/local-kms (a software-only KMS emulator),
 # same aws-sdk-go-v2 load, alternating windows (docs/BENCHMARKS.md).
 # PEERBENCH_FLAGS: e.g. --duration 10s --ops encrypt,sign-rsa
-LOCAL_KMS_VERSION := v0.0.0-20260228092603-2a5e92d09ab6
-bench-peer: deps build
-	GOBIN=$(CURDIR)/$(BIN) $(GO) install github.com/nsmithuk/local-kms@$(LOCAL_KMS_VERSION)
-	./$(BIN)/hsmpeerbench --local-kms $(BIN)/local-kms --hsmbrokerd $(BIN)/hsmbrokerd $(PEERBENCH_FLAGS)
+bench-peer: deps tools build
+	./$(BIN)/hsmpeerbench --local-kms $(GOBIN)/local-kms --hsmbrokerd $(BIN)/hsmbrokerd $(PEERBENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -14,17 +14,17 @@ import (
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 )
 
-// localKMS finds the local-kms binary `make bench-peer` installs, or the
-// one HSMBROKER_LOCAL_KMS names. Without it the test is skipped, except
-// under CI=true.
+// localKMS finds the local-kms binary that `make tools` installs (on
+// PATH), or the one HSMBROKER_LOCAL_KMS names. Without it the test is
+// skipped, except under CI=true.
 func localKMS(t *testing.T) string {
 	t.Helper()
 	p := os.Getenv("HSMBROKER_LOCAL_KMS")
 	if p == "" {
-		p, _ = filepath.Abs("../../bin/local-kms")
+		p, _ = exec.LookPath("local-kms")
 	}
-	if _, err := os.Stat(p); err != nil {
-		msg := "local-kms is missing (make bench-peer installs it into bin/, or set HSMBROKER_LOCAL_KMS)"
+	if _, err := os.Stat(p); p == "" || err != nil {
+		msg := "local-kms is missing (make tools installs it, or set HSMBROKER_LOCAL_KMS)"
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
