@@ -15,6 +15,7 @@ package strictjson
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -251,6 +252,17 @@ var strByte = func() (t [256]bool) {
 	return t
 }()
 
+// special8 reports whether any of the 8 bytes in x is one strByte marks
+// (a bit test on the 8 at once: a byte outside ASCII sets its top bit; an
+// ASCII byte below 0x20, or equal to '"' or '\\' after the XOR, borrows
+// when 1 or 0x20 is taken from it).
+func special8(x uint64) bool {
+	const ones, tops = 0x0101010101010101, 0x8080808080808080
+	q := x ^ ones*'"'
+	bs := x ^ ones*'\\'
+	return (x|(x-ones*0x20)&^x|(q-ones)&^q|(bs-ones)&^bs)&tops != 0
+}
+
 // str reads the string at s.i (an opening quote). plain means it has no
 // escape and no byte outside ASCII, so its raw bytes (between the quotes)
 // are its value.
@@ -259,6 +271,10 @@ func (s *scanner) str() (plain, ok bool) {
 	plain = true
 	b := s.b
 	for i := s.i; i < len(b); {
+		if i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+			continue
+		}
 		c := b[i]
 		if !strByte[c] {
 			i++
