@@ -80,6 +80,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench LoadedKeyMemory/P-256 -benchtime 1x ./broker/hsm
 	$(GO) test -run '^$$' -bench ServiceVsPartition -benchtime 2x ./broker
 	$(GO) test -run '^$$' -bench Encrypt ./broker/awskms
+	$(GO) test -run '^$$' -bench Check -benchtime 2000x ./internal/strictjson
 	$(GO) test -run '^$$' -bench CreateKey -benchtime 1x ./broker
 	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
 	$(GO) test -run '^$$' -bench TDERead -benchtime 2000x ./broker/vault

@@ -1,8 +1,12 @@
 package strictjson
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -57,6 +61,36 @@ func TestCheck(t *testing.T) {
 		var e *Error
 		if !errors.As(err, &e) || e.Member != tt.member || !strings.Contains(e.Error(), tt.member) {
 			t.Errorf("%s: %v; want an error naming %q", tt.doc, err, tt.member)
+		}
+	}
+}
+
+// TestSpecial8: the 8-byte test finds exactly the bytes the byte table
+// marks, wherever they are among the 8 and whatever surrounds them.
+func TestSpecial8(t *testing.T) {
+	word := func(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 8; pos++ {
+			for _, fill := range []byte{'A', 0x21, 0x7f, '!', '#', '[', ']', 0} {
+				b := bytes.Repeat([]byte{fill}, 8)
+				b[pos] = byte(c)
+				want := slices.ContainsFunc(b, func(x byte) bool { return strByte[x] })
+				if got := special8(word(b)); got != want {
+					t.Fatalf("%q: special8 %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 1 << 20 {
+		x := r.Uint64()
+		if i%2 == 0 {
+			x &= 0x7f7f7f7f7f7f7f7f // ASCII only: the borrows decide
+		}
+		b := binary.LittleEndian.AppendUint64(nil, x)
+		want := slices.ContainsFunc(b, func(x byte) bool { return strByte[x] })
+		if got := special8(x); got != want {
+			t.Fatalf("%q: special8 %v, want %v", b, got, want)
 		}
 	}
 }
