@@ -611,17 +611,6 @@ func (f *Fake) CreateAlias(_ context.Context, req *pb.CreateAliasRequest) (*pb.C
 	return &pb.CreateAliasResponse{Alias: proto.Clone(a).(*pb.Alias)}, nil
 }
 
-// keyFamily groups specs as the broker does for alias updates.
-func keyFamily(s keys.Spec) string {
-	switch {
-	case s.IsAsymmetric():
-		return "asymmetric"
-	case s.IsHMAC():
-		return "hmac"
-	}
-	return "symmetric"
-}
-
 // UpdateAlias implements KeyService.
 func (f *Fake) UpdateAlias(_ context.Context, req *pb.UpdateAliasRequest) (*pb.UpdateAliasResponse, error) {
 	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
@@ -637,7 +626,7 @@ func (f *Fake) UpdateAlias(_ context.Context, req *pb.UpdateAliasRequest) (*pb.U
 	if !ok {
 		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
 	}
-	if old := f.keys[a.TargetKeyId]; old != nil && (old.usage != k.usage || keyFamily(old.spec) != keyFamily(k.spec)) {
+	if old := f.keys[a.TargetKeyId]; old != nil && (old.usage != k.usage || old.spec.Family() != k.spec.Family()) {
 		return nil, fieldError("TargetKeyId", "key %s (%s, %s) is not the same type and usage as the alias's current key (%s, %s)",
 			k.meta.KeyId, k.spec, k.usage, old.spec, old.usage)
 	}
