@@ -181,6 +181,8 @@ func TestAuditCheckpointsAnchorTheLog(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err := nd.Service.AuditLogErr(); err == nil || !strings.Contains(err.Error(), audit.ProblemCutEnd) {
+		after, _ := os.ReadFile(nd.AuditPath())
+		t.Logf("the log after the restart, past the cut:\n%s", after[len(cut):])
 		t.Fatalf("the log's refusal does not say what is wrong: %v", err)
 	}
 }

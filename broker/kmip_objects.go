@@ -86,8 +86,12 @@ func (s *Service) EnsureKMIPKey(ctx context.Context, alias string) (string, erro
 		CurrentVersion: 1,
 	}
 	if _, err := s.apply(Internal(ctx, "kmip-wrapping-key"), &cluster.CreateKey{Key: k, Alias: alias}); err != nil {
-		if id, ok := s.node.State().ResolveAlias(alias); ok {
-			return id, nil // another node made it meanwhile
+		// Another node may have made it meanwhile, or before this node
+		// caught up: look again once the state is the leader's.
+		if serr := s.syncWithLeader(ctx); serr == nil {
+			if id, ok := s.node.State().ResolveAlias(alias); ok {
+				return id, nil
+			}
 		}
 		return "", err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -475,5 +476,35 @@ func TestCheckpointSignal(t *testing.T) {
 	case <-l.Checkpoints():
 		t.Fatal("more than one signal pending")
 	default:
+	}
+}
+
+// TestAtOpen: what a node checks against the cluster's checkpoints is the
+// log as it was opened, not the lines it has written since.
+func TestAtOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seg, seq, r := l.AtOpen(); seg != "" || seq != 0 || r != nil {
+		t.Fatalf("an empty log at open: %q %d %v", seg, seq, r)
+	}
+	writeN(t, l, 3)
+	_ = l.Close()
+	before, _ := os.ReadFile(path)
+	if l, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	writeN(t, l, 2)
+	seg, seq, r := l.AtOpen()
+	headSeg, headSeq, _ := l.Head()
+	if seg != headSeg || seq != 3 || headSeq != 5 || r == nil {
+		t.Fatalf("AtOpen = %q %d, head %q %d", seg, seq, headSeg, headSeq)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, before) {
+		t.Fatalf("AtOpen's contents are not the file as opened (%d bytes, want %d): %v", len(got), len(before), err)
 	}
 }

@@ -150,6 +150,10 @@ type Log struct {
 	every     uint64
 	signalled uint64
 	signal    chan struct{}
+	// openSeq and openSize are the chain's last seq and the file's size
+	// when it was opened (AtOpen).
+	openSeq  uint64
+	openSize int64
 }
 
 // Open opens (creating, mode FileMode) the audit log at path and continues
@@ -204,7 +208,26 @@ func continueFile(f *os.File, path string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: %s: the chain is broken (%v); refusing to continue it: move the file aside (keep it as evidence) to start a new chain", path, err)
 	}
 	l.seq, l.prev, l.segment, l.signalled = rep.LastSeq, rep.LastHash, rep.Segment, rep.LastSeq
+	l.openSeq, l.openSize = l.seq, l.size
 	return l, nil
+}
+
+// AtOpen is the log as it was when it was opened: its segment ("" when
+// it was empty), the seq of its last line, and a reader of its bytes then
+// (nil when the log is not a file). What a node checks against the
+// cluster's checkpoints is this part: the lines it has written since it
+// started are its own, and a log cut while the node was down shows as
+// cut, whatever the node wrote after it started.
+func (l *Log) AtOpen() (segment string, seq uint64, contents *io.SectionReader) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.openSeq == 0 {
+		return "", 0, nil
+	}
+	if l.f != nil {
+		contents = io.NewSectionReader(l.f, 0, l.openSize)
+	}
+	return l.segment, l.openSeq, contents
 }
 
 // New returns a Log writing to w, starting a new chain. w should write
