@@ -1,7 +1,7 @@
 // Command pkcs11lib is libhsmbroker-pkcs11.so, built with
 // `go build -buildmode=c-shared` (make build writes
-// bin/libhsmbroker-pkcs11.so): a PKCS#11 v2.40 library whose one slot is an
-// hsmbroker cluster. entry.c is its C face (the function list, the fork
+// bin/libhsmbroker-pkcs11.so): a PKCS#11 v2.40 library with a slot per
+// configured token, each an hsmbroker cluster (or a key prefix of one). entry.c is its C face (the function list, the fork
 // guard, unaligned writes); the functions here convert C arguments and call
 // package p11, which holds the logic. docs/PKCS11.md is the user guide.
 package main

@@ -39,8 +39,21 @@ const DefaultTokenLabel = "hsmbroker"
 
 // FileConfig is the YAML file named by HSMBROKER_PKCS11_CONFIG. The file
 // must not be writable by group or others (the library refuses it then:
-// whoever can write it can point the library at another broker).
+// whoever can write it can point the library at another broker). It holds
+// one token in its top-level fields, or a list of tokens under "tokens"
+// (then the top-level token fields must be empty); each token is a slot.
 type FileConfig struct {
+	TokenFile `yaml:",inline"`
+	// Tokens are the slots, in slot order (slot ids 0, 1, ...).
+	Tokens []TokenFile `yaml:"tokens"`
+}
+
+// TokenFile is one token of the configuration file.
+type TokenFile struct {
+	// Label is the token label; default "hsmbroker". Labels are unique.
+	Label string `yaml:"label"`
+	// TokenLabel is the older name of Label, for the one-token form.
+	TokenLabel string `yaml:"token_label"`
 	// Endpoints are the brokers' gRPC addresses, host:port, in order of
 	// preference; the client moves to the next on failure.
 	Endpoints []string `yaml:"endpoints"`
@@ -52,28 +65,39 @@ type FileConfig struct {
 	// SealedKey is the client's private key sealed under the user PIN,
 	// instead of Key.
 	SealedKey string `yaml:"sealed_key"`
-	// TokenLabel is the label of the one token; default "hsmbroker".
-	TokenLabel string `yaml:"token_label"`
+	// KeyPrefix, when set, makes the token a part of the cluster: see
+	// Config.KeyPrefix.
+	KeyPrefix string `yaml:"key_prefix"`
 	// Timeout bounds each attempt of a call to a broker; default 10s.
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-// Config is the library's resolved configuration.
+// MaxTokens bounds the tokens (slots) of a configuration file.
+const MaxTokens = 16
+
+// Config is one token's resolved configuration.
 type Config struct {
 	Endpoints     []string
 	CA, Cert, Key string
 	SealedKey     string
 	TokenLabel    string
-	Timeout       time.Duration
-	Source        string // where it came from, for error messages
+	// KeyPrefix, when set, is one path segment ending in "/" (letters,
+	// digits, '-'). The token then shows only the keys that have an alias
+	// beginning with "alias/"+KeyPrefix, and only the data objects whose
+	// label begins with KeyPrefix (shown without it); keys and data objects
+	// made through the token get it. It is a namespace, not a boundary:
+	// what a token may do is decided by the broker from its certificate.
+	KeyPrefix string
+	Timeout   time.Duration
+	Source    string // where it came from, for error messages
 }
 
 // maxConfigFile bounds the configuration file read.
 const maxConfigFile = 64 << 10
 
-// LoadConfig reads the configuration from HSMBROKER_PKCS11_CONFIG or, when
-// that is unset, from the HSMBROKER_* variables that dev.env exports.
-func LoadConfig(getenv func(string) string) (Config, error) {
+// LoadConfig reads the tokens from HSMBROKER_PKCS11_CONFIG or, when that
+// is unset, the one token of the HSMBROKER_* variables that dev.env exports.
+func LoadConfig(getenv func(string) string) ([]Config, error) {
 	if path := getenv(EnvConfig); path != "" {
 		return loadConfigFile(path)
 	}
@@ -89,44 +113,77 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.SealedKey != "" {
 		c.Key = ""
 	}
-	return c, c.check()
+	return []Config{c}, c.check()
 }
 
-func loadConfigFile(path string) (Config, error) {
+func loadConfigFile(path string) ([]Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", EnvConfig, err)
+		return nil, fmt.Errorf("%s: %w", EnvConfig, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", EnvConfig, err)
+		return nil, fmt.Errorf("%s: %w", EnvConfig, err)
 	}
 	if st.Mode().Perm()&0o022 != 0 {
-		return Config{}, fmt.Errorf("%s: %s is writable by group or others (mode %v); refusing it", EnvConfig, path, st.Mode().Perm())
+		return nil, fmt.Errorf("%s: %s is writable by group or others (mode %v); refusing it", EnvConfig, path, st.Mode().Perm())
 	}
 	if !st.Mode().IsRegular() || st.Size() > maxConfigFile {
-		return Config{}, fmt.Errorf("%s: %s is not a regular file of at most %d bytes", EnvConfig, path, maxConfigFile)
+		return nil, fmt.Errorf("%s: %s is not a regular file of at most %d bytes", EnvConfig, path, maxConfigFile)
 	}
 	data := make([]byte, st.Size())
 	if _, err := f.ReadAt(data, 0); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", EnvConfig, err)
+		return nil, fmt.Errorf("%s: %w", EnvConfig, err)
 	}
 	var fc FileConfig
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil {
-		return Config{}, fmt.Errorf("%s: %s: %w", EnvConfig, path, err)
+		return nil, fmt.Errorf("%s: %s: %w", EnvConfig, path, err)
 	}
-	c := Config{Endpoints: fc.Endpoints, CA: fc.CA, Cert: fc.Cert, Key: fc.Key, SealedKey: fc.SealedKey,
-		TokenLabel: fc.TokenLabel, Timeout: fc.Timeout, Source: path}
-	if c.TokenLabel == "" {
-		c.TokenLabel = DefaultTokenLabel
+	toks := fc.Tokens
+	switch {
+	case len(toks) == 0:
+		toks = []TokenFile{fc.TokenFile}
+	case fc.TokenFile.Label != "" || fc.TokenFile.TokenLabel != "" || len(fc.TokenFile.Endpoints) > 0 || fc.TokenFile.CA != "" ||
+		fc.TokenFile.Cert != "" || fc.TokenFile.Key != "" || fc.TokenFile.SealedKey != "" || fc.TokenFile.KeyPrefix != "" || fc.TokenFile.Timeout != 0:
+		return nil, fmt.Errorf("%s: %s: with tokens, the token fields belong in each token", EnvConfig, path)
+	case len(toks) > MaxTokens:
+		return nil, fmt.Errorf("%s: %s: %d tokens, at most %d", EnvConfig, path, len(toks), MaxTokens)
 	}
-	if c.Key != "" && c.SealedKey != "" {
-		return c, fmt.Errorf("%s: key and sealed_key are exclusive", path)
+	var out []Config
+	seen := map[string]bool{}
+	for i, tf := range toks {
+		label := tf.Label
+		if label != "" && tf.TokenLabel != "" {
+			return nil, fmt.Errorf("%s: %s: token %d: label and token_label are the same field; give one", EnvConfig, path, i)
+		}
+		if label == "" {
+			label = tf.TokenLabel
+		}
+		if label == "" {
+			label = DefaultTokenLabel
+		}
+		src := path
+		if len(fc.Tokens) > 0 {
+			src = fmt.Sprintf("%s (token %d, %q)", path, i, label)
+		}
+		c := Config{Endpoints: tf.Endpoints, CA: tf.CA, Cert: tf.Cert, Key: tf.Key, SealedKey: tf.SealedKey,
+			TokenLabel: label, KeyPrefix: tf.KeyPrefix, Timeout: tf.Timeout, Source: src}
+		if c.Key != "" && c.SealedKey != "" {
+			return nil, fmt.Errorf("%s: key and sealed_key are exclusive", src)
+		}
+		if err := c.check(); err != nil {
+			return nil, err
+		}
+		if seen[label] {
+			return nil, fmt.Errorf("%s: token label %q is used twice", path, label)
+		}
+		seen[label] = true
+		out = append(out, c)
 	}
-	return c, c.check()
+	return out, nil
 }
 
 func (c Config) check() error {
@@ -149,7 +206,26 @@ func (c Config) check() error {
 	if len(c.TokenLabel) > 32 {
 		return fmt.Errorf("token label %q is longer than 32 bytes", c.TokenLabel)
 	}
+	if c.KeyPrefix != "" && !validKeyPrefix(c.KeyPrefix) {
+		return fmt.Errorf("%s: key_prefix %q is not one segment of letters, digits and '-' (at most 32) ending in '/'", c.Source, c.KeyPrefix)
+	}
 	return nil
+}
+
+// validKeyPrefix reports whether p is "seg/" with seg of 1 to 32 bytes in
+// [A-Za-z0-9-]. One segment, so that no token's prefix begins another's,
+// and no '_', so that no label's alias (AliasForLabel) can look like one.
+func validKeyPrefix(p string) bool {
+	seg, ok := strings.CutSuffix(p, "/")
+	if !ok || len(seg) == 0 || len(seg) > 32 {
+		return false
+	}
+	for _, c := range []byte(seg) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // The sealed key: a PEM block of this type holding

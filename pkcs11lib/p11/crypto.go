@@ -221,7 +221,7 @@ func (m *Module) opInit(h uint64, kind int, mech Mechanism, key uint64) uint64 {
 	if mech.BadParam {
 		return CKR_MECHANISM_PARAM_INVALID
 	}
-	o, ok := m.object(key)
+	o, ok := m.object(s.tok, key)
 	if !ok {
 		return CKR_KEY_HANDLE_INVALID
 	}
@@ -564,7 +564,7 @@ func (m *Module) sign(op *cryptoOp, input []byte) ([]byte, uint64) {
 			copy(digest[dsize-len(input):], input)
 		}
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(op.obj.tok)
 	if rv != CKR_OK {
 		return nil, rv
 	}
@@ -611,7 +611,7 @@ func (m *Module) decryptOAEP(op *cryptoOp, input []byte) ([]byte, uint64) {
 	if pub, ok := op.pub.(*rsa.PublicKey); ok && len(input) != pub.Size() {
 		return nil, CKR_ENCRYPTED_DATA_LEN_RANGE
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(op.obj.tok)
 	if rv != CKR_OK {
 		return nil, rv
 	}

@@ -2,6 +2,7 @@ package p11
 
 import (
 	"bytes"
+	"strings"
 
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -44,20 +45,20 @@ func (m *Module) CreateObject(h uint64, attrs []Attribute) (uint64, uint64) {
 	if len(t.value) > 64<<10 || len(t.application) > 256 || len(t.objectID) > 256 {
 		return 0, CKR_ATTRIBUTE_VALUE_INVALID
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(s.tok)
 	if rv != CKR_OK {
 		return 0, rv
 	}
 	ctx, cancel := callCtx()
 	defer cancel()
 	resp, err := cl.DataObjects.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{
-		Label: string(t.label), Application: string(t.application), ObjectId: t.objectID, Value: t.value, Private: t.bools[CKA_PRIVATE]}})
+		Label: s.tok.cfg.KeyPrefix + string(t.label), Application: string(t.application), ObjectId: t.objectID, Value: t.value, Private: t.bools[CKA_PRIVATE]}})
 	if err != nil {
 		return 0, m.rpcRV("CreateDataObject", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.objs.putData(resp.GetObject()).handle, CKR_OK
+	return s.tok.objs.putData(resp.GetObject()).handle, CKR_OK
 }
 
 // DestroyObject is C_DestroyObject. Data objects are deleted from the
@@ -68,7 +69,7 @@ func (m *Module) DestroyObject(h, obj uint64) uint64 {
 	if rv != CKR_OK {
 		return rv
 	}
-	o, ok := m.object(obj)
+	o, ok := m.object(s.tok, obj)
 	if !ok {
 		return CKR_OBJECT_HANDLE_INVALID
 	}
@@ -78,7 +79,7 @@ func (m *Module) DestroyObject(h, obj uint64) uint64 {
 	if !s.rw {
 		return CKR_SESSION_READ_ONLY
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(s.tok)
 	if rv != CKR_OK {
 		return rv
 	}
@@ -91,8 +92,8 @@ func (m *Module) DestroyObject(h, obj uint64) uint64 {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.objs.byHandle, obj)
-	delete(m.objs.byKey, "data/"+o.data.GetId())
+	delete(s.tok.objs.byHandle, obj)
+	delete(s.tok.objs.byKey, "data/"+o.data.GetId())
 	return CKR_OK
 }
 
@@ -104,8 +105,8 @@ func (t *objectTable) putData(d *pb.DataObject) *object {
 		o.data = d
 		return o
 	}
-	t.next++
-	o := &object{handle: t.next, class: CKO_DATA, data: d}
+	*t.next++
+	o := &object{handle: *t.next, class: CKO_DATA, data: d, tok: t.tok}
 	t.byHandle[o.handle] = o
 	t.byKey[k] = o.handle
 	return o
@@ -125,7 +126,7 @@ func (o *object) dataAttr(typ uint64) ([]byte, uint64) {
 	case CKA_MODIFIABLE, CKA_COPYABLE:
 		return ckBool(false), CKR_OK
 	case CKA_LABEL:
-		return []byte(d.GetLabel()), CKR_OK
+		return []byte(strings.TrimPrefix(d.GetLabel(), o.tok.cfg.KeyPrefix)), CKR_OK
 	case CKA_APPLICATION:
 		return []byte(d.GetApplication()), CKR_OK
 	case CKA_OBJECT_ID:

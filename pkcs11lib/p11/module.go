@@ -1,5 +1,5 @@
-// Package p11 is the logic of libhsmbroker-pkcs11.so: one PKCS#11 slot whose
-// token is an hsmbroker cluster, reached with the Go client SDK over mutual
+// Package p11 is the logic of libhsmbroker-pkcs11.so: one PKCS#11 slot per
+// configured token, each token an hsmbroker cluster (or a part of one), reached with the Go client SDK over mutual
 // TLS. Package pkcs11lib is the C layer over it; this package has no cgo, so
 // its tests run against a real broker without loading the library.
 //
@@ -26,7 +26,8 @@ import (
 	"github.com/hsmbroker/hsmbroker/client"
 )
 
-// SlotID is the one slot's id.
+// SlotID is the first slot's id, the only one of a one-token
+// configuration. Slot i is the configuration's token i.
 const SlotID = 0
 
 // Limits of the library.
@@ -40,13 +41,21 @@ const (
 type Module struct {
 	mu          sync.Mutex
 	initialized bool
-	cfg         Config
 	log         *slog.Logger
-	cl          *client.Client // nil until connected
-	loggedIn    bool
+	tokens      []*token // slot i is tokens[i]
 	sessions    map[uint64]*session
 	nextSession uint64
-	objs        objectTable
+	nextHandle  uint64 // object handles are unique across slots
+}
+
+// token is one slot's token: its configuration, connection, login state
+// and objects. Its fields are guarded by Module.mu.
+type token struct {
+	slot     uint64
+	cfg      Config
+	cl       *client.Client // nil until connected
+	loggedIn bool
+	objs     objectTable
 }
 
 // New returns an uninitialized module logging to w (stderr when nil).
@@ -83,28 +92,40 @@ func (m *Module) Initialize(a InitArgs) uint64 {
 	if m.initialized {
 		return CKR_CRYPTOKI_ALREADY_INITIALIZED
 	}
-	cfg, err := LoadConfig(os.Getenv)
+	cfgs, err := LoadConfig(os.Getenv)
 	if err != nil {
 		m.log.Error("C_Initialize: " + err.Error())
 		return CKR_GENERAL_ERROR
 	}
-	m.cfg = cfg
 	m.sessions = map[uint64]*session{}
-	m.objs = newObjectTable()
-	m.loggedIn = false
-	if cfg.SealedKey == "" {
-		keyPEM, err := readSmallFile(cfg.Key)
-		if err != nil {
-			m.log.Error("C_Initialize: client key: " + err.Error())
-			return CKR_GENERAL_ERROR
+	m.tokens = nil
+	for i, cfg := range cfgs {
+		t := &token{slot: uint64(i), cfg: cfg}
+		t.objs = newObjectTable(t, &m.nextHandle)
+		if cfg.SealedKey == "" {
+			keyPEM, err := readSmallFile(cfg.Key)
+			if err == nil {
+				t.cl, err = dial(cfg, keyPEM)
+			}
+			if err != nil {
+				m.log.Error("C_Initialize: token "+cfg.TokenLabel+": "+err.Error(), "from", cfg.Source)
+				closeTokens(m.tokens)
+				m.tokens = nil
+				return CKR_GENERAL_ERROR
+			}
 		}
-		if m.cl, err = m.dial(keyPEM); err != nil {
-			m.log.Error("C_Initialize: " + err.Error())
-			return CKR_GENERAL_ERROR
-		}
+		m.tokens = append(m.tokens, t)
 	}
 	m.initialized = true
 	return CKR_OK
+}
+
+func closeTokens(ts []*token) {
+	for _, t := range ts {
+		if t.cl != nil {
+			_ = t.cl.Close()
+		}
+	}
 }
 
 // Finalize is C_Finalize: every session closes and the connections too;
@@ -115,36 +136,34 @@ func (m *Module) Finalize() uint64 {
 		m.mu.Unlock()
 		return CKR_CRYPTOKI_NOT_INITIALIZED
 	}
-	cl := m.cl
-	m.cl, m.initialized, m.sessions, m.loggedIn = nil, false, nil, false
+	ts := m.tokens
+	m.tokens, m.initialized, m.sessions = nil, false, nil
 	m.mu.Unlock()
-	if cl != nil {
-		_ = cl.Close()
-	}
+	closeTokens(ts)
 	return CKR_OK
 }
 
-func (m *Module) dial(keyPEM []byte) (*client.Client, error) {
-	caPEM, err := os.ReadFile(m.cfg.CA)
+func dial(cfg Config, keyPEM []byte) (*client.Client, error) {
+	caPEM, err := os.ReadFile(cfg.CA)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", m.cfg.CA)
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", cfg.CA)
 	}
-	certPEM, err := os.ReadFile(m.cfg.Cert)
+	certPEM, err := os.ReadFile(cfg.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("read client certificate: %w", err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("client certificate %s and its key do not make a pair: %w", m.cfg.Cert, err)
+		return nil, fmt.Errorf("client certificate %s and its key do not make a pair: %w", cfg.Cert, err)
 	}
 	return client.Dial(context.Background(), client.Config{
-		Endpoints: m.cfg.Endpoints,
+		Endpoints: cfg.Endpoints,
 		TLS:       &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}},
-		Timeout:   m.cfg.Timeout,
+		Timeout:   cfg.Timeout,
 	})
 }
 
@@ -168,12 +187,18 @@ func (m *Module) isInitialized() bool {
 	return m.initialized
 }
 
-// SlotList is C_GetSlotList: the one slot, which always has its token.
+// SlotList is C_GetSlotList: a slot per token, each always with its token.
 func (m *Module) SlotList() ([]uint64, uint64) {
-	if !m.isInitialized() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.initialized {
 		return nil, CKR_CRYPTOKI_NOT_INITIALIZED
 	}
-	return []uint64{SlotID}, CKR_OK
+	var out []uint64
+	for _, t := range m.tokens {
+		out = append(out, t.slot)
+	}
+	return out, CKR_OK
 }
 
 // SlotInfo is CK_SLOT_INFO's variable part.
@@ -184,20 +209,28 @@ type SlotInfo struct {
 
 // GetSlotInfo is C_GetSlotInfo.
 func (m *Module) GetSlotInfo(slot uint64) (SlotInfo, uint64) {
-	if rv := m.checkSlot(slot); rv != CKR_OK {
+	if _, rv := m.slotToken(slot); rv != CKR_OK {
 		return SlotInfo{}, rv
 	}
 	return SlotInfo{Description: "hsmbroker cluster", Manufacturer: "hsmbroker", Flags: CKF_TOKEN_PRESENT}, CKR_OK
 }
 
 func (m *Module) checkSlot(slot uint64) uint64 {
-	if !m.isInitialized() {
-		return CKR_CRYPTOKI_NOT_INITIALIZED
+	_, rv := m.slotToken(slot)
+	return rv
+}
+
+// slotToken returns the token of a slot.
+func (m *Module) slotToken(slot uint64) (*token, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.initialized {
+		return nil, CKR_CRYPTOKI_NOT_INITIALIZED
 	}
-	if slot != SlotID {
-		return CKR_SLOT_ID_INVALID
+	if slot >= uint64(len(m.tokens)) {
+		return nil, CKR_SLOT_ID_INVALID
 	}
-	return CKR_OK
+	return m.tokens[slot], CKR_OK
 }
 
 // TokenInfo is CK_TOKEN_INFO's variable part.
@@ -212,18 +245,22 @@ type TokenInfo struct {
 // will not make a master key on one that is); it needs a login when the
 // client key is sealed under the PIN.
 func (m *Module) GetTokenInfo(slot uint64) (TokenInfo, uint64) {
-	if rv := m.checkSlot(slot); rv != CKR_OK {
+	t, rv := m.slotToken(slot)
+	if rv != CKR_OK {
 		return TokenInfo{}, rv
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ti := TokenInfo{Label: m.cfg.TokenLabel, Manufacturer: "hsmbroker", Model: "cluster", Serial: "1",
+	ti := TokenInfo{Label: t.cfg.TokenLabel, Manufacturer: "hsmbroker", Model: "cluster", Serial: fmt.Sprint(t.slot + 1),
 		Flags:  CKF_RNG | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED,
 		MinPIN: minPINLen, MaxPIN: maxPINLen}
-	if m.cfg.SealedKey != "" {
+	if t.cfg.SealedKey != "" {
 		ti.Flags |= CKF_LOGIN_REQUIRED
 	}
 	for _, s := range m.sessions {
+		if s.tok != t {
+			continue
+		}
 		ti.Sessions++
 		if s.rw {
 			ti.RWSessions++
@@ -234,7 +271,8 @@ func (m *Module) GetTokenInfo(slot uint64) (TokenInfo, uint64) {
 
 // OpenSession is C_OpenSession (without notification callbacks).
 func (m *Module) OpenSession(slot, flags uint64) (uint64, uint64) {
-	if rv := m.checkSlot(slot); rv != CKR_OK {
+	t, rv := m.slotToken(slot)
+	if rv != CKR_OK {
 		return 0, rv
 	}
 	if flags&CKF_SERIAL_SESSION == 0 {
@@ -246,50 +284,60 @@ func (m *Module) OpenSession(slot, flags uint64) (uint64, uint64) {
 		return 0, CKR_SESSION_COUNT
 	}
 	m.nextSession++
-	s := &session{h: m.nextSession, rw: flags&CKF_RW_SESSION != 0}
+	s := &session{h: m.nextSession, rw: flags&CKF_RW_SESSION != 0, tok: t}
 	m.sessions[s.h] = s
 	return s.h, CKR_OK
 }
 
-// CloseSession is C_CloseSession. Closing the last session logs out.
+// CloseSession is C_CloseSession. Closing a token's last session logs out
+// of that token.
 func (m *Module) CloseSession(h uint64) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.initialized {
 		return CKR_CRYPTOKI_NOT_INITIALIZED
 	}
-	if _, ok := m.sessions[h]; !ok {
+	s, ok := m.sessions[h]
+	if !ok {
 		return CKR_SESSION_HANDLE_INVALID
 	}
 	delete(m.sessions, h)
-	if len(m.sessions) == 0 {
-		m.logoutLocked()
+	for _, o := range m.sessions {
+		if o.tok == s.tok {
+			return CKR_OK
+		}
 	}
+	s.tok.logoutLocked()
 	return CKR_OK
 }
 
-// CloseAllSessions is C_CloseAllSessions.
+// CloseAllSessions is C_CloseAllSessions: the slot's sessions.
 func (m *Module) CloseAllSessions(slot uint64) uint64 {
-	if rv := m.checkSlot(slot); rv != CKR_OK {
+	t, rv := m.slotToken(slot)
+	if rv != CKR_OK {
 		return rv
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.sessions = map[uint64]*session{}
-	m.logoutLocked()
+	for h, s := range m.sessions {
+		if s.tok == t {
+			delete(m.sessions, h)
+		}
+	}
+	t.logoutLocked()
 	return CKR_OK
 }
 
 // logoutLocked forgets the login; with a sealed key the connection goes
-// too, since only the PIN opens the key.
-func (m *Module) logoutLocked() {
-	if !m.loggedIn {
+// too, since only the PIN opens the key. Module.mu is held.
+func (t *token) logoutLocked() {
+	if !t.loggedIn {
 		return
 	}
-	m.loggedIn = false
-	if m.cfg.SealedKey != "" && m.cl != nil {
-		cl := m.cl
-		m.cl = nil
+	t.loggedIn = false
+	if t.cfg.SealedKey != "" && t.cl != nil {
+		cl := t.cl
+		t.cl = nil
 		go func() { _ = cl.Close() }()
 	}
 }
@@ -306,9 +354,9 @@ func (m *Module) GetSessionInfo(h uint64) (SessionInfo, uint64) {
 		return SessionInfo{}, rv
 	}
 	m.mu.Lock()
-	logged := m.loggedIn
+	logged := s.tok.loggedIn
 	m.mu.Unlock()
-	si := SessionInfo{Slot: SlotID, Flags: CKF_SERIAL_SESSION}
+	si := SessionInfo{Slot: s.tok.slot, Flags: CKF_SERIAL_SESSION}
 	switch {
 	case s.rw && logged:
 		si.State, si.Flags = CKS_RW_USER_FUNCTIONS, si.Flags|CKF_RW_SESSION
@@ -344,9 +392,11 @@ func (m *Module) session(h uint64) (*session, uint64) {
 // CKF_LOGIN_REQUIRED. Only CKU_USER exists; CKU_SO gets
 // CKR_USER_TYPE_INVALID.
 func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
-	if _, rv := m.session(h); rv != CKR_OK {
+	s, rv := m.session(h)
+	if rv != CKR_OK {
 		return rv
 	}
+	t := s.tok
 	if userType != CKU_USER {
 		if userType == CKU_SO || userType == CKU_CONTEXT_SPECIFIC {
 			return CKR_USER_TYPE_INVALID
@@ -354,15 +404,15 @@ func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
 		return CKR_USER_TYPE_INVALID
 	}
 	m.mu.Lock()
-	if m.loggedIn {
+	if t.loggedIn {
 		m.mu.Unlock()
 		return CKR_USER_ALREADY_LOGGED_IN
 	}
-	sealed := m.cfg.SealedKey
+	sealed := t.cfg.SealedKey
 	m.mu.Unlock()
 	if sealed == "" {
 		m.mu.Lock()
-		m.loggedIn = true
+		t.loggedIn = true
 		m.mu.Unlock()
 		return CKR_OK
 	}
@@ -382,7 +432,7 @@ func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
 		m.log.Error("C_Login: sealed key " + sealed + ": " + err.Error())
 		return CKR_DEVICE_ERROR
 	}
-	cl, err := m.dial(keyPEM)
+	cl, err := dial(t.cfg, keyPEM)
 	clear(keyPEM)
 	if err != nil {
 		m.log.Error("C_Login: " + err.Error())
@@ -390,40 +440,41 @@ func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.loggedIn || !m.initialized {
+	if t.loggedIn || !m.initialized {
 		_ = cl.Close()
 		if !m.initialized {
 			return CKR_CRYPTOKI_NOT_INITIALIZED
 		}
 		return CKR_USER_ALREADY_LOGGED_IN
 	}
-	m.cl, m.loggedIn = cl, true
+	t.cl, t.loggedIn = cl, true
 	return CKR_OK
 }
 
 // Logout is C_Logout.
 func (m *Module) Logout(h uint64) uint64 {
-	if _, rv := m.session(h); rv != CKR_OK {
+	s, rv := m.session(h)
+	if rv != CKR_OK {
 		return rv
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.loggedIn {
+	if !s.tok.loggedIn {
 		return CKR_USER_NOT_LOGGED_IN
 	}
-	m.logoutLocked()
+	s.tok.logoutLocked()
 	return CKR_OK
 }
 
-// conn returns the broker client, or CKR_USER_NOT_LOGGED_IN when the
+// conn returns a token's broker client, or CKR_USER_NOT_LOGGED_IN when the
 // sealed key has not been opened yet.
-func (m *Module) conn() (*client.Client, uint64) {
+func (m *Module) conn(t *token) (*client.Client, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cl == nil {
+	if t.cl == nil {
 		return nil, CKR_USER_NOT_LOGGED_IN
 	}
-	return m.cl, CKR_OK
+	return t.cl, CKR_OK
 }
 
 // callTimeout bounds one library call to the broker, retries included.

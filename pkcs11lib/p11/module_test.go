@@ -424,9 +424,9 @@ func TestConfigFileRefusedWhenWritableByOthers(t *testing.T) {
 		}
 		return ""
 	}
-	c, err := LoadConfig(env)
-	if err != nil || c.TokenLabel != DefaultTokenLabel || c.Endpoints[0] != "127.0.0.1:1" {
-		t.Fatalf("0600 file: %+v %v", c, err)
+	cs, err := LoadConfig(env)
+	if err != nil || len(cs) != 1 || cs[0].TokenLabel != DefaultTokenLabel || cs[0].Endpoints[0] != "127.0.0.1:1" {
+		t.Fatalf("0600 file: %+v %v", cs, err)
 	}
 	if err := os.Chmod(p, 0o620); err != nil {
 		t.Fatal(err)

@@ -31,19 +31,22 @@ type object struct {
 	keyID  string
 	meta   *pb.KeyMetadata
 	data   *pb.DataObject // for CKO_DATA (data.go)
+	tok    *token         // the token (slot) it belongs to
 }
 
-// objectTable gives every (key, class) one handle for the module's life,
-// shared by every session.
+// objectTable gives every (key, class) of a token one handle for the
+// module's life, shared by the token's sessions. Handles come from one
+// counter for all tokens, so a handle names an object in one slot only.
 type objectTable struct {
+	tok      *token
 	byHandle map[uint64]*object
 	byKey    map[string]uint64
-	next     uint64
+	next     *uint64
 	pub      map[string]any // key id -> *rsa.PublicKey or *ecdsa.PublicKey
 }
 
-func newObjectTable() objectTable {
-	return objectTable{byHandle: map[uint64]*object{}, byKey: map[string]uint64{}, pub: map[string]any{}}
+func newObjectTable(tok *token, next *uint64) objectTable {
+	return objectTable{tok: tok, byHandle: map[uint64]*object{}, byKey: map[string]uint64{}, next: next, pub: map[string]any{}}
 }
 
 // put records meta under (key, class) and returns its object.
@@ -54,8 +57,8 @@ func (t *objectTable) put(meta *pb.KeyMetadata, class uint64) *object {
 		o.meta = meta
 		return o
 	}
-	t.next++
-	o := &object{handle: t.next, class: class, keyID: meta.GetKeyId(), meta: meta}
+	*t.next++
+	o := &object{handle: *t.next, class: class, keyID: meta.GetKeyId(), meta: meta, tok: t.tok}
 	t.byHandle[o.handle] = o
 	t.byKey[k] = o.handle
 	return o
@@ -75,7 +78,9 @@ func classesOf(meta *pb.KeyMetadata) []uint64 {
 }
 
 // labels are the object's CKA_LABEL candidates: the label the library gave
-// it, then each alias without "alias/". CKA_LABEL reads the first.
+// it, then each alias without "alias/" (and without the token's key
+// prefix; aliases outside the prefix are not the token's). CKA_LABEL reads
+// the first.
 func (o *object) labels() []string {
 	var out []string
 	if l, ok := o.meta.GetTags()[TagLabel]; ok {
@@ -83,10 +88,27 @@ func (o *object) labels() []string {
 	}
 	names := append([]string(nil), o.meta.GetAliasNames()...)
 	sort.Strings(names)
+	prefix := "alias/" + o.tok.cfg.KeyPrefix
 	for _, a := range names {
-		out = append(out, strings.TrimPrefix(a, "alias/"))
+		if l, ok := strings.CutPrefix(a, prefix); ok {
+			out = append(out, l)
+		}
 	}
 	return out
+}
+
+// inToken reports whether a key belongs to a token: every key when the
+// token has no key prefix, else the keys with an alias in the prefix.
+func inToken(meta *pb.KeyMetadata, cfg *Config) bool {
+	if cfg.KeyPrefix == "" {
+		return true
+	}
+	for _, a := range meta.GetAliasNames() {
+		if strings.HasPrefix(a, "alias/"+cfg.KeyPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // ids are the object's CKA_ID candidates: the id the library gave it, then

@@ -94,7 +94,7 @@ func (m *Module) computeRaw(op *cryptoOp) ([]byte, uint64) {
 	if len(in) == 0 && (r.alg == pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC || r.alg == pb.RawAlgorithm_RAW_ALGORITHM_AES_CTR) {
 		return []byte{}, CKR_OK
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(op.obj.tok)
 	if rv != CKR_OK {
 		return nil, rv
 	}

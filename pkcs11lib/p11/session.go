@@ -2,6 +2,7 @@ package p11
 
 import (
 	"crypto/x509"
+	"strings"
 	"sync"
 
 	"github.com/hsmbroker/hsmbroker/client"
@@ -14,6 +15,7 @@ type session struct {
 	mu     sync.Mutex
 	h      uint64
 	rw     bool
+	tok    *token // the slot's token, fixed at C_OpenSession
 	find   *findOp
 	sign   *cryptoOp
 	verify *cryptoOp
@@ -65,8 +67,8 @@ func (m *Module) FindObjectsInit(h uint64, tmpl []Attribute) uint64 {
 		return CKR_OPERATION_ACTIVE
 	}
 	var found []uint64
-	if cl, rv := m.conn(); rv == CKR_OK {
-		objs, rv := m.listObjects(cl)
+	if cl, rv := m.conn(s.tok); rv == CKR_OK {
+		objs, rv := m.listObjects(s.tok, cl)
 		if rv != CKR_OK {
 			return rv
 		}
@@ -127,8 +129,9 @@ func (m *Module) FindObjectsFinal(h uint64) uint64 {
 	return CKR_OK
 }
 
-// listObjects reads every key from the broker and returns its objects.
-func (m *Module) listObjects(cl *client.Client) ([]*object, uint64) {
+// listObjects reads every key from the broker and returns the objects of
+// the token's keys and data objects.
+func (m *Module) listObjects(t *token, cl *client.Client) ([]*object, uint64) {
 	var metas []*pb.KeyMetadata
 	token := ""
 	for {
@@ -155,24 +158,27 @@ func (m *Module) listObjects(cl *client.Client) ([]*object, uint64) {
 	defer m.mu.Unlock()
 	var out []*object
 	for _, d := range datas {
-		out = append(out, m.objs.putData(d))
+		if strings.HasPrefix(d.GetLabel(), t.cfg.KeyPrefix) {
+			out = append(out, t.objs.putData(d))
+		}
 	}
 	for _, md := range metas {
-		if md.GetKeyState() == pb.KeyState_KEY_STATE_PENDING_DELETION {
+		if md.GetKeyState() == pb.KeyState_KEY_STATE_PENDING_DELETION || !inToken(md, &t.cfg) {
 			continue
 		}
 		for _, c := range classesOf(md) {
-			out = append(out, m.objs.put(md, c))
+			out = append(out, t.objs.put(md, c))
 		}
 	}
 	return out, CKR_OK
 }
 
-// object returns the object behind a handle, if a search has shown it.
-func (m *Module) object(h uint64) (*object, bool) {
+// object returns the token's object behind a handle, if a search has
+// shown it.
+func (m *Module) object(t *token, h uint64) (*object, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	o, ok := m.objs.byHandle[h]
+	o, ok := t.objs.byHandle[h]
 	return o, ok
 }
 
@@ -180,12 +186,12 @@ func (m *Module) object(h uint64) (*object, bool) {
 // the broker.
 func (m *Module) publicKey(o *object) (any, uint64) {
 	m.mu.Lock()
-	pub, ok := m.objs.pub[o.keyID]
+	pub, ok := o.tok.objs.pub[o.keyID]
 	m.mu.Unlock()
 	if ok {
 		return pub, CKR_OK
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(o.tok)
 	if rv != CKR_OK {
 		return nil, rv
 	}
@@ -201,7 +207,7 @@ func (m *Module) publicKey(o *object) (any, uint64) {
 		return nil, CKR_DEVICE_ERROR
 	}
 	m.mu.Lock()
-	m.objs.pub[o.keyID] = pub
+	o.tok.objs.pub[o.keyID] = pub
 	m.mu.Unlock()
 	return pub, CKR_OK
 }
@@ -210,10 +216,11 @@ func (m *Module) publicKey(o *object) (any, uint64) {
 // CKR_ATTRIBUTE_SENSITIVE or CKR_ATTRIBUTE_TYPE_INVALID (the caller sets
 // that attribute's length to CK_UNAVAILABLE_INFORMATION and goes on).
 func (m *Module) GetAttribute(h, obj, typ uint64) ([]byte, uint64) {
-	if _, rv := m.session(h); rv != CKR_OK {
+	s, rv := m.session(h)
+	if rv != CKR_OK {
 		return nil, rv
 	}
-	o, ok := m.object(obj)
+	o, ok := m.object(s.tok, obj)
 	if !ok {
 		return nil, CKR_OBJECT_HANDLE_INVALID
 	}
@@ -240,10 +247,11 @@ func (m *Module) objectMatches(o *object, tmpl []Attribute, pub any) bool {
 // GenerateRandom is C_GenerateRandom: random bytes from a broker's HSM, in
 // calls of at most 1024 bytes.
 func (m *Module) GenerateRandom(h uint64, out []byte) uint64 {
-	if _, rv := m.session(h); rv != CKR_OK {
+	s, rv := m.session(h)
+	if rv != CKR_OK {
 		return rv
 	}
-	cl, rv := m.conn()
+	cl, rv := m.conn(s.tok)
 	if rv != CKR_OK {
 		return rv
 	}

@@ -158,7 +158,8 @@ func AliasForLabel(label []byte) (string, bool) {
 }
 
 // createSpec is a CreateKey request built from templates.
-func (t keyTemplate) createRequest(spec pb.KeySpec, usage pb.KeyUsage) (*pb.CreateKeyRequest, uint64) {
+// A token with a key prefix puts it after "alias/".
+func (t keyTemplate) createRequest(spec pb.KeySpec, usage pb.KeyUsage, keyPrefix string) (*pb.CreateKeyRequest, uint64) {
 	label := t.label
 	if !t.hasLabel || len(label) == 0 {
 		r := make([]byte, 8)
@@ -166,7 +167,10 @@ func (t keyTemplate) createRequest(spec pb.KeySpec, usage pb.KeyUsage) (*pb.Crea
 		label = []byte("pkcs11-" + hex.EncodeToString(r))
 	}
 	alias, ok := AliasForLabel(label)
-	if !ok {
+	if keyPrefix != "" {
+		alias = "alias/" + keyPrefix + strings.TrimPrefix(alias, "alias/")
+	}
+	if !ok || len(alias) > 256 {
 		return nil, CKR_ATTRIBUTE_VALUE_INVALID
 	}
 	tags := map[string]string{TagLabel: string(label)}
@@ -225,11 +229,11 @@ func (m *Module) GenerateKey(h uint64, mech Mechanism, attrs []Attribute) (uint6
 		return 0, CKR_KEY_SIZE_RANGE
 	}
 	// AES keys made through the library are raw: they serve CKM_AES_*.
-	req, rv := t.createRequest(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT)
+	req, rv := t.createRequest(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT, s.tok.cfg.KeyPrefix)
 	if rv != CKR_OK {
 		return 0, rv
 	}
-	hs, rv := m.createKey(req, CKO_SECRET_KEY)
+	hs, rv := m.createKey(s.tok, req, CKO_SECRET_KEY)
 	if rv != CKR_OK {
 		return 0, rv
 	}
@@ -305,20 +309,21 @@ func (m *Module) GenerateKeyPair(h uint64, mech Mechanism, pubAttrs, privAttrs [
 	if !t.hasID {
 		t.id, t.hasID = pubT.id, pubT.hasID
 	}
-	req, rv := t.createRequest(spec, usage)
+	req, rv := t.createRequest(spec, usage, s.tok.cfg.KeyPrefix)
 	if rv != CKR_OK {
 		return 0, 0, rv
 	}
-	hs, rv := m.createKey(req, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY)
+	hs, rv := m.createKey(s.tok, req, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY)
 	if rv != CKR_OK {
 		return 0, 0, rv
 	}
 	return hs[1], hs[0], CKR_OK
 }
 
-// createKey makes the key and returns the handles of its objects.
-func (m *Module) createKey(req *pb.CreateKeyRequest, classes ...uint64) ([]uint64, uint64) {
-	cl, rv := m.conn()
+// createKey makes the key through a token and returns the handles of its
+// objects.
+func (m *Module) createKey(tok *token, req *pb.CreateKeyRequest, classes ...uint64) ([]uint64, uint64) {
+	cl, rv := m.conn(tok)
 	if rv != CKR_OK {
 		return nil, rv
 	}
@@ -332,7 +337,7 @@ func (m *Module) createKey(req *pb.CreateKeyRequest, classes ...uint64) ([]uint6
 	defer m.mu.Unlock()
 	var hs []uint64
 	for _, c := range classes {
-		hs = append(hs, m.objs.put(resp.GetKeyMetadata(), c).handle)
+		hs = append(hs, tok.objs.put(resp.GetKeyMetadata(), c).handle)
 	}
 	return hs, CKR_OK
 }
