@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ const kmipContextKey = "kmip-object"
 var kmipActions = []string{
 	"Create", "Register", "Get", "GetAttributes", "GetAttributeList", "Locate", "Activate", "Revoke",
 	"Destroy", "AddAttribute", "ModifyAttribute", "DeleteAttribute", "SetAttribute", "Encrypt", "Decrypt",
+	"MAC",
 }
 
 func init() {
@@ -491,4 +493,72 @@ func (s *Service) KMIPCrypt(ctx context.Context, req KMIPCryptRequest) ([]byte, 
 		return nil, nil, err
 	}
 	return out, iv, nil
+}
+
+// KMIP HMAC algorithms (Cryptographic Algorithm) and the usage mask bit
+// MAC needs.
+const (
+	KMIPHMACSHA256 uint32 = 9
+	KMIPHMACSHA384 uint32 = 10
+	KMIPHMACSHA512 uint32 = 11
+
+	kmipUsageMACGenerate int32 = 0x80
+)
+
+var kmipHMACHash = map[uint32]crypto.Hash{KMIPHMACSHA256: crypto.SHA256, KMIPHMACSHA384: crypto.SHA384, KMIPHMACSHA512: crypto.SHA512}
+
+// KMIPMACRequest computes an HMAC with a KMIP symmetric key or secret.
+type KMIPMACRequest struct {
+	ID        string
+	Algorithm uint32 // KMIPHMACSHA256/384/512; 0: the object's own algorithm
+	Data      []byte
+}
+
+// KMIPMAC computes an HMAC inside the HSM with a KMIP Symmetric Key or
+// Secret Data object: its sealed material is opened in the HSM and becomes
+// a non-extractable session object for the one call, as in KMIPCrypt. The
+// object must be Active and its usage mask must allow MAC Generate; a key
+// whose own Cryptographic Algorithm is an HMAC is used with that
+// algorithm only.
+func (s *Service) KMIPMAC(ctx context.Context, req KMIPMACRequest) ([]byte, error) {
+	o, err := s.kmipObject(ctx, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if o.ObjectType != KMIPSymmetricKey && o.ObjectType != KMIPSecretData {
+		return nil, errKeyUsage("KMIP object %s is not a symmetric key or secret", req.ID)
+	}
+	alg := req.Algorithm
+	if _, own := kmipHMACHash[o.Algorithm]; own {
+		if alg != 0 && alg != o.Algorithm {
+			return nil, kmipInvalid("KMIP object %s is a key for Cryptographic Algorithm %d, not %d", req.ID, o.Algorithm, alg)
+		}
+		alg = o.Algorithm
+	}
+	h, ok := kmipHMACHash[alg]
+	if !ok {
+		return nil, newError(codes.Unimplemented, ExcUnsupportedOperation, "MAC is HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512 (Cryptographic Algorithm 9, 10 or 11), not %d", alg)
+	}
+	if o.UsageMask&kmipUsageMACGenerate == 0 {
+		return nil, errKeyUsage("the usage mask of KMIP object %s does not allow MAC Generate", req.ID)
+	}
+	if o.State != cluster.KMIPActive {
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "KMIP object %s is in state %d; MAC needs an Active object", req.ID, o.State)
+	}
+	if len(req.Data) == 0 || len(req.Data) > hsm.MaxGCMInput {
+		return nil, kmipInvalid("Data must be 1 to %d bytes, got %d", hsm.MaxGCMInput, len(req.Data))
+	}
+	_, key, err := s.openSymmetric(ctx, "UniqueIdentifier", o.Wrapped, o.WrappingKeyID, keys.EncryptionContext{kmipContextKey: o.ID})
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	out, err := s.hsm.MACWithValue(ctx, key, h, req.Data)
+	switch {
+	case errors.Is(err, hsm.ErrInvalidInput), errors.Is(err, hsm.ErrUnsupported):
+		return nil, kmipInvalid("%s", strings.TrimPrefix(err.Error(), hsm.ErrInvalidInput.Error()+": "))
+	case err != nil:
+		return nil, err
+	}
+	return out, nil
 }

@@ -119,6 +119,8 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 		return s.changeAttribute(ctx, v, op, p, id)
 	case opEncrypt, opDecrypt:
 		return s.crypt(ctx, op == opEncrypt, p, id)
+	case opMAC:
+		return s.mac(ctx, p, id)
 	}
 	return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"}
 }
@@ -170,7 +172,7 @@ func query(p ttlv.Item) (ttlv.Item, error) {
 		case queryOperations:
 			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList,
 				opAddAttribute, opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opSetAttribute,
-				opEncrypt, opDecrypt} {
+				opEncrypt, opDecrypt, opMAC} {
 				out.Children = append(out.Children, ttlv.Enum(tagOperation, op))
 			}
 		case queryObjects:
@@ -754,4 +756,29 @@ func (s *Server) crypt(ctx context.Context, encrypt bool, p ttlv.Item, id string
 		res.Children = append(res.Children, ttlv.Bytes(tagAEADTag, out[len(out)-broker.KMIPGCMTagSize:]))
 	}
 	return res, nil
+}
+
+// mac serves MAC: HMAC-SHA256/384/512 with a symmetric key or secret, run
+// in the HSM. The algorithm comes from the Cryptographic Parameters, or
+// from the key's own Cryptographic Algorithm when they name none.
+func (s *Server) mac(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, error) {
+	req := broker.KMIPMACRequest{ID: id}
+	if cp, ok := p.Child(tagCryptographicParams); ok {
+		if a, ok := cp.Child(tagCryptographicAlgorithm); ok {
+			if a.Type != ttlv.TypeEnumeration {
+				return ttlv.Item{}, invalidField("Cryptographic Algorithm must be an Enumeration")
+			}
+			req.Algorithm = uint32(a.Int)
+		}
+	}
+	d, ok := p.Child(tagData)
+	if !ok || d.Type != ttlv.TypeByteString || len(d.Bytes) == 0 {
+		return ttlv.Item{}, missingData("Data is required")
+	}
+	req.Data = d.Bytes
+	out, err := s.cfg.Service.KMIPMAC(ctx, req)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id), ttlv.Bytes(tagMACData, out)), nil
 }

@@ -67,7 +67,7 @@ func TestPyKMIPOperations(t *testing.T) {
 				"get_destroyed":  "ITEM_NOT_FOUND",
 				"create_rsa":     "OPERATION_NOT_SUPPORTED",
 				"encrypt_secret": "INVALID_FIELD", "decrypt_round_trip": true, "encrypt_is_aes_cbc": true,
-				"query_operations":  17,
+				"query_operations":  18,
 				"discover_versions": []string{"2.0", "1.4", "1.3", "1.2", "1.1", "1.0"},
 			})
 			if v == "2.0" {
@@ -79,6 +79,31 @@ func TestPyKMIPOperations(t *testing.T) {
 				expect(t, got, map[string]any{"locate_page": true})
 			}
 			t.Logf("%s: attribute list %v", v, got["attribute_list"])
+		})
+	}
+}
+
+// MAC through PyKMIP's client.mac at 1.2, 1.4 and 2.0: HMAC-SHA256/384/512
+// computed in the HSM equal Python's hmac with the registered material;
+// the usage mask, the lifecycle, the key's own algorithm and the key
+// length are enforced.
+func TestPyKMIPMAC(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []string{"1.2", "1.4", "2.0"} {
+		t.Run(v, func(t *testing.T) {
+			got := e.runPyKMIP(t, "mac-"+v, pki.RoleUser, "mac", v)
+			lifecycle := "PERMISSION_DENIED"
+			if v == "2.0" {
+				lifecycle = "WRONG_KEY_LIFECYCLE_STATE"
+			}
+			expect(t, got, map[string]any{
+				"HMAC_SHA256": true, "HMAC_SHA384": true, "HMAC_SHA512": true, "secret_sha256": true,
+				"pre_active":           lifecycle,
+				"other_algorithm":      "INVALID_FIELD",
+				"secret_sha1":          "OPERATION_NOT_SUPPORTED",
+				"secret_short_for_512": "INVALID_FIELD",
+				"encrypt_only_key":     "INVALID_FIELD",
+			})
 		})
 	}
 }

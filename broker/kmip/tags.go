@@ -77,6 +77,7 @@ const (
 	tagAttributeReference     ttlv.Tag = 0x42013B
 	tagCurrentAttribute       ttlv.Tag = 0x42013C
 	tagNewAttribute           ttlv.Tag = 0x42013D
+	tagMACData                ttlv.Tag = 0x4200C6
 )
 
 // Operations.
@@ -99,6 +100,7 @@ const (
 	opSetAttribute     uint32 = 0x31
 	opEncrypt          uint32 = 0x1F
 	opDecrypt          uint32 = 0x20
+	opMAC              uint32 = 0x23
 )
 
 // opNames are the actions key policies and audit lines name ("kmip:Get").
@@ -108,6 +110,7 @@ var opNames = map[uint32]string{
 	opModifyAttribute: "ModifyAttribute", opDeleteAttribute: "DeleteAttribute", opActivate: "Activate",
 	opRevoke: "Revoke", opDestroy: "Destroy", opQuery: "Query", opDiscoverVersions: "DiscoverVersions",
 	opSetAttribute: "SetAttribute", opEncrypt: "Encrypt", opDecrypt: "Decrypt",
+	opMAC: "MAC",
 }
 
 // Result statuses and reasons.

@@ -206,7 +206,41 @@ def fetch(args, version):
     return out
 
 
-SCENARIOS = {"store": store, "fetch": fetch, "ops": ops, "percona": percona, "pgtde": pgtde, "mongodb": mongodb, "denied": denied}
+def mac(args, version):
+    """MAC with registered HMAC keys and a secret, compared with Python's
+    hmac; what the usage mask and lifecycle refuse."""
+    import hashlib
+    import hmac
+    out = {}
+    c = client(args, version)
+    msg = b"data to authenticate"
+    gen = [enums.CryptographicUsageMask.MAC_GENERATE]
+    for alg, h, n in ((enums.CryptographicAlgorithm.HMAC_SHA256, hashlib.sha256, 32),
+                      (enums.CryptographicAlgorithm.HMAC_SHA384, hashlib.sha384, 48),
+                      (enums.CryptographicAlgorithm.HMAC_SHA512, hashlib.sha512, 64)):
+        material = os.urandom(n)
+        uid = c.register(objects.SymmetricKey(alg, n * 8, material, masks=gen))
+        if alg == enums.CryptographicAlgorithm.HMAC_SHA256:
+            out["pre_active"] = failure(lambda: c.mac(msg, uid, alg))
+        c.activate(uid)
+        got_uid, tag = c.mac(msg, uid, alg)
+        out[alg.name] = got_uid == uid and tag == hmac.new(material, msg, h).digest()
+        if alg == enums.CryptographicAlgorithm.HMAC_SHA256:
+            out["other_algorithm"] = failure(lambda: c.mac(msg, uid, enums.CryptographicAlgorithm.HMAC_SHA512))
+    secret = os.urandom(40)
+    sid = c.register(objects.SecretData(secret, enums.SecretDataType.SEED, masks=gen))
+    c.activate(sid)
+    out["secret_sha256"] = c.mac(msg, sid, enums.CryptographicAlgorithm.HMAC_SHA256)[1] == hmac.new(secret, msg, hashlib.sha256).digest()
+    out["secret_sha1"] = failure(lambda: c.mac(msg, sid, enums.CryptographicAlgorithm.HMAC_SHA1))
+    out["secret_short_for_512"] = failure(lambda: c.mac(msg, sid, enums.CryptographicAlgorithm.HMAC_SHA512))
+    enc = c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 256, os.urandom(32), masks=ENC_DEC))
+    c.activate(enc)
+    out["encrypt_only_key"] = failure(lambda: c.mac(msg, enc, enums.CryptographicAlgorithm.HMAC_SHA256))
+    c.close()
+    return out
+
+
+SCENARIOS = {"mac": mac, "store": store, "fetch": fetch, "ops": ops, "percona": percona, "pgtde": pgtde, "mongodb": mongodb, "denied": denied}
 
 if __name__ == "__main__":
     a = sys.argv[1:]
