@@ -110,3 +110,44 @@ func TestCreateKeyPairLinksAndSign(t *testing.T) {
 		t.Fatalf("Sign with an AES key: %s", reasonName(r))
 	}
 }
+
+// The Cryptographic Parameters of Sign map to the KMS signing algorithm
+// the HSM runs, and what it cannot run is refused, not run differently.
+func TestSigningAlgorithm(t *testing.T) {
+	params := func(cs ...ttlv.Item) ttlv.Item {
+		return ttlv.Struct(tagRequestPayload, ttlv.Struct(tagCryptographicParams, cs...))
+	}
+	e := func(tag ttlv.Tag, v uint32) ttlv.Item { return ttlv.Enum(tag, v) }
+	for _, tc := range []struct {
+		p    ttlv.Item
+		want string // "" with ok: the key's default; "!" : refused
+	}{
+		{ttlv.Struct(tagRequestPayload), ""},
+		{params(e(tagDigitalSignatureAlg, dsaSHA384RSA)), "RSASSA_PKCS1_V1_5_SHA_384"},
+		{params(e(tagDigitalSignatureAlg, dsaRSASSAPSS)), "RSASSA_PSS_SHA_256"},
+		{params(e(tagDigitalSignatureAlg, dsaRSASSAPSS), e(tagHashingAlgorithm, hashSHA512), ttlv.Int(tagSaltLength, 64)), "RSASSA_PSS_SHA_512"},
+		{params(e(tagDigitalSignatureAlg, dsaRSASSAPSS), ttlv.Int(tagSaltLength, 20)), "!"},
+		{params(e(tagDigitalSignatureAlg, dsaRSASSAPSS), e(tagMaskGeneratorHashing, hashSHA512)), "!"},
+		{params(e(tagDigitalSignatureAlg, dsaECDSASHA384)), "ECDSA_SHA_384"},
+		{params(e(tagDigitalSignatureAlg, dsaECDSASHA256), e(tagHashingAlgorithm, hashSHA512)), "!"},
+		{params(e(tagDigitalSignatureAlg, 3)), "!"}, // SHA-1 with RSA
+		{params(e(tagCryptographicAlgorithm, 4), e(tagPaddingMethod, paddingPSS), e(tagHashingAlgorithm, hashSHA384)), "RSASSA_PSS_SHA_384"},
+		{params(e(tagCryptographicAlgorithm, 4)), "RSASSA_PKCS1_V1_5_SHA_256"},
+		{params(e(tagCryptographicAlgorithm, 4), e(tagPaddingMethod, paddingNone)), "!"},
+		{params(e(tagCryptographicAlgorithm, 6), e(tagHashingAlgorithm, hashSHA384)), "ECDSA_SHA_384"},
+		{params(e(tagCryptographicAlgorithm, 4), e(tagHashingAlgorithm, 4)), "!"}, // SHA-1
+		{params(e(tagCryptographicAlgorithm, 3)), "!"},                            // AES
+		{params(ttlv.Int(tagDigitalSignatureAlg, 5)), "!"},                        // wrong type
+	} {
+		got, err := signingAlgorithm(tc.p)
+		if tc.want == "!" {
+			if err == nil {
+				t.Errorf("%+v: %q, want a refusal", tc.p, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%+v: %q, %v, want %q", tc.p, got, err, tc.want)
+		}
+	}
+}
