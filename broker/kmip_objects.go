@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ const kmipContextKey = "kmip-object"
 var kmipActions = []string{
 	"Create", "Register", "Get", "GetAttributes", "GetAttributeList", "Locate", "Activate", "Revoke",
 	"Destroy", "AddAttribute", "ModifyAttribute", "DeleteAttribute", "SetAttribute", "Encrypt", "Decrypt",
+	"MAC", "CreateKeyPair", "Sign", "SignatureVerify",
 }
 
 func init() {
@@ -312,7 +314,11 @@ func (s *Service) KMIPGet(ctx context.Context, id string) (cluster.KMIPObject, [
 	if err != nil {
 		return o, nil, err
 	}
-	if !o.Extractable {
+	if o.ObjectType == cluster.KMIPPublicKey {
+		o.Wrapped = nil
+		return o, slices.Clone(o.PublicKey), nil
+	}
+	if !o.Extractable || o.ObjectType == cluster.KMIPPrivateKey {
 		return o, nil, newError(codes.PermissionDenied, ExcAccessDenied, "KMIP object %s is not extractable", id)
 	}
 	if o.State == cluster.KMIPCompromised {
@@ -417,6 +423,9 @@ func (s *Service) KMIPDestroy(ctx context.Context, id string) error {
 		return newError(codes.FailedPrecondition, ExcInvalidState, "KMIP object %s is Active; revoke it before destroying it", id)
 	}
 	_, err = s.apply(ctx, &cluster.KMIPDeleteObject{ID: id, FromState: o.State})
+	if err == nil && o.ObjectType == cluster.KMIPPrivateKey {
+		s.hsm.Evict(ctx, id) // the private key may still be loaded from a Sign
+	}
 	return err
 }
 
@@ -495,4 +504,237 @@ func (s *Service) KMIPCrypt(ctx context.Context, req KMIPCryptRequest) ([]byte, 
 		return nil, nil, err
 	}
 	return out, iv, nil
+}
+
+// KMIP HMAC algorithms (Cryptographic Algorithm) and the usage mask bit
+// MAC needs.
+const (
+	KMIPHMACSHA256 uint32 = 9
+	KMIPHMACSHA384 uint32 = 10
+	KMIPHMACSHA512 uint32 = 11
+
+	kmipUsageMACGenerate int32 = 0x80
+)
+
+var kmipHMACHash = map[uint32]crypto.Hash{KMIPHMACSHA256: crypto.SHA256, KMIPHMACSHA384: crypto.SHA384, KMIPHMACSHA512: crypto.SHA512}
+
+// KMIPMACRequest computes an HMAC with a KMIP symmetric key or secret.
+type KMIPMACRequest struct {
+	ID        string
+	Algorithm uint32 // KMIPHMACSHA256/384/512; 0: the object's own algorithm
+	Data      []byte
+}
+
+// KMIPMAC computes an HMAC inside the HSM with a KMIP Symmetric Key or
+// Secret Data object: its sealed material is opened in the HSM and becomes
+// a non-extractable session object for the one call, as in KMIPCrypt. The
+// object must be Active and its usage mask must allow MAC Generate; a key
+// whose own Cryptographic Algorithm is an HMAC is used with that
+// algorithm only.
+func (s *Service) KMIPMAC(ctx context.Context, req KMIPMACRequest) ([]byte, error) {
+	o, err := s.kmipObject(ctx, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if o.ObjectType != KMIPSymmetricKey && o.ObjectType != KMIPSecretData {
+		return nil, errKeyUsage("KMIP object %s is not a symmetric key or secret", req.ID)
+	}
+	alg := req.Algorithm
+	if _, own := kmipHMACHash[o.Algorithm]; own {
+		if alg != 0 && alg != o.Algorithm {
+			return nil, kmipInvalid("KMIP object %s is a key for Cryptographic Algorithm %d, not %d", req.ID, o.Algorithm, alg)
+		}
+		alg = o.Algorithm
+	}
+	h, ok := kmipHMACHash[alg]
+	if !ok {
+		return nil, newError(codes.Unimplemented, ExcUnsupportedOperation, "MAC is HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512 (Cryptographic Algorithm 9, 10 or 11), not %d", alg)
+	}
+	if o.UsageMask&kmipUsageMACGenerate == 0 {
+		return nil, errKeyUsage("the usage mask of KMIP object %s does not allow MAC Generate", req.ID)
+	}
+	if o.State != cluster.KMIPActive {
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "KMIP object %s is in state %d; MAC needs an Active object", req.ID, o.State)
+	}
+	if len(req.Data) == 0 || len(req.Data) > hsm.MaxGCMInput {
+		return nil, kmipInvalid("Data must be 1 to %d bytes, got %d", hsm.MaxGCMInput, len(req.Data))
+	}
+	_, key, err := s.openSymmetric(ctx, "UniqueIdentifier", o.Wrapped, o.WrappingKeyID, keys.EncryptionContext{kmipContextKey: o.ID})
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	out, err := s.hsm.MACWithValue(ctx, key, h, req.Data)
+	switch {
+	case errors.Is(err, hsm.ErrInvalidInput), errors.Is(err, hsm.ErrUnsupported):
+		return nil, kmipInvalid("%s", strings.TrimPrefix(err.Error(), hsm.ErrInvalidInput.Error()+": "))
+	case err != nil:
+		return nil, err
+	}
+	return out, nil
+}
+
+// KMIP algorithms of key pairs, and the usage mask bits of signing.
+const (
+	KMIPRSA   uint32 = 4
+	KMIPECDSA uint32 = 6
+	KMIPEC    uint32 = 0x1A
+
+	kmipUsageSign   int32 = 0x01
+	kmipUsageVerify int32 = 0x02
+)
+
+// KMIPCreateKeyPairRequest makes an RSA or EC key pair in the HSM.
+type KMIPCreateKeyPairRequest struct {
+	WrappingKey string
+	Algorithm   uint32 // KMIPRSA, KMIPECDSA or KMIPEC
+	Length      int32  // RSA 2048 or 3072; EC 256 or 384
+	// Private and Public are each half's attributes (names, groups, usage
+	// mask), the common ones already merged in.
+	Private, Public KMIPAttributes
+}
+
+func kmipPairSpec(alg uint32, bits int32) (keys.Spec, error) {
+	switch {
+	case alg == KMIPRSA && bits == 2048:
+		return keys.SpecRSA2048, nil
+	case alg == KMIPRSA && bits == 3072:
+		return keys.SpecRSA3072, nil
+	case (alg == KMIPECDSA || alg == KMIPEC) && bits == 256:
+		return keys.SpecECCNISTP256, nil
+	case (alg == KMIPECDSA || alg == KMIPEC) && bits == 384:
+		return keys.SpecECCNISTP384, nil
+	case alg == KMIPRSA || alg == KMIPECDSA || alg == KMIPEC:
+		return "", kmipInvalid("Cryptographic Length must be 2048 or 3072 for RSA, 256 or 384 for EC, got %d", bits)
+	}
+	return "", newError(codes.Unimplemented, ExcUnsupportedOperation, "Create Key Pair makes RSA and EC keys (Cryptographic Algorithm 4, 6 or 26), not algorithm %d", alg)
+}
+
+// KMIPCreateKeyPair makes a key pair with the broker's own asymmetric key
+// generation: the HSM generates it, the private key leaves the HSM only
+// wrapped under the domain key, as a KMS key's does. It is stored as two
+// linked objects in one replicated command: a Private Key that is never
+// extractable and a Public Key that Get returns. Unless the client says
+// otherwise, the private key's usage mask is Sign and the public key's
+// Verify. It returns the private and the public object.
+func (s *Service) KMIPCreateKeyPair(ctx context.Context, req KMIPCreateKeyPairRequest) (cluster.KMIPObject, cluster.KMIPObject, error) {
+	spec, err := kmipPairSpec(req.Algorithm, req.Length)
+	if err != nil {
+		return cluster.KMIPObject{}, cluster.KMIPObject{}, err
+	}
+	for _, a := range []KMIPAttributes{req.Private, req.Public} {
+		if err := checkKMIPAttributes(a); err != nil {
+			return cluster.KMIPObject{}, cluster.KMIPObject{}, err
+		}
+	}
+	k, err := s.resolveUsable(ctx, "WrappingKey", req.WrappingKey, keys.UsageEncryptDecrypt)
+	if err != nil {
+		return cluster.KMIPObject{}, cluster.KMIPObject{}, err
+	}
+	g, err := s.hsm.GenerateKey(ctx, spec)
+	if err != nil {
+		return cluster.KMIPObject{}, cluster.KMIPObject{}, err
+	}
+	now := s.now()
+	half := func(t uint32, a KMIPAttributes, mask int32) cluster.KMIPObject {
+		if a.UsageMask == 0 {
+			a.UsageMask = mask
+		}
+		return cluster.KMIPObject{
+			ID: keys.NewKeyID(), ObjectType: t, State: cluster.KMIPPreActive, Algorithm: req.Algorithm, Length: req.Length,
+			UsageMask: a.UsageMask, Names: a.Names, Groups: a.Groups, Custom: a.Custom, Owner: Principal(ctx),
+			WrappingKeyID: k.ID, CreatedAt: now, LastChange: now, KeySpec: string(spec), PublicKey: g.PublicKey,
+		}
+	}
+	priv := half(cluster.KMIPPrivateKey, req.Private, kmipUsageSign)
+	pub := half(cluster.KMIPPublicKey, req.Public, kmipUsageVerify)
+	priv.Wrapped, priv.LinkedID = g.Wrapped, pub.ID
+	pub.LinkedID, pub.Extractable = priv.ID, true
+	if rq := requestOf(ctx); rq != nil {
+		rq.mu.Lock()
+		rq.contexts.KeyRef = priv.ID
+		rq.mu.Unlock()
+	}
+	res, err := s.apply(ctx, &cluster.KMIPCreateKeyPair{Private: priv, Public: pub})
+	if err != nil {
+		return cluster.KMIPObject{}, cluster.KMIPObject{}, err
+	}
+	if out, ok := res.([]cluster.KMIPObject); ok && len(out) == 2 {
+		priv, pub = out[0], out[1]
+	}
+	priv.Wrapped = nil
+	return priv, pub, nil
+}
+
+// KMIPSignRequest signs data with a KMIP private key, or checks a
+// signature with a KMIP public key.
+type KMIPSignRequest struct {
+	ID        string
+	Algorithm string // a KMS signing algorithm ("RSASSA_PSS_SHA_256"...); "": the key's default
+	Data      []byte
+	Signature []byte // Verify only
+}
+
+// kmipSigning checks a Sign or Signature Verify request against its
+// object and returns the object, the algorithm and the digest.
+func (s *Service) kmipSigning(ctx context.Context, req KMIPSignRequest, objectType uint32, bit int32, verb string) (cluster.KMIPObject, keys.SigningAlgorithm, []byte, error) {
+	o, err := s.kmipObject(ctx, req.ID)
+	if err != nil {
+		return o, "", nil, err
+	}
+	if o.ObjectType != objectType || o.KeySpec == "" {
+		return o, "", nil, errKeyUsage("KMIP object %s is not a %s key of a key pair", req.ID, map[uint32]string{cluster.KMIPPrivateKey: "private", cluster.KMIPPublicKey: "public"}[objectType])
+	}
+	if o.UsageMask&bit == 0 {
+		return o, "", nil, errKeyUsage("the usage mask of KMIP object %s does not allow it to %s", req.ID, verb)
+	}
+	if o.State != cluster.KMIPActive && (objectType == cluster.KMIPPrivateKey || o.State != cluster.KMIPDeactivated) {
+		return o, "", nil, newError(codes.FailedPrecondition, ExcInvalidState, "KMIP object %s is in state %d; it cannot %s", req.ID, o.State, verb)
+	}
+	spec := keys.Spec(o.KeySpec)
+	alg := keys.SigningAlgorithm(req.Algorithm)
+	if alg == "" {
+		alg = keys.SigningRSASSAPKCS1V15SHA256
+		if spec.IsEC() {
+			alg = spec.SigningAlgorithms(keys.UsageSignVerify)[0]
+		}
+	}
+	if !alg.Valid() {
+		return o, "", nil, kmipInvalid("signing algorithm %q is not one of %v", alg, keys.AllSigningAlgorithms)
+	}
+	if err := keys.CheckSigningAlgorithm(spec, keys.UsageSignVerify, alg); err != nil {
+		return o, "", nil, err
+	}
+	if err := keys.ValidateMessage(keys.MessageRaw, alg, req.Data); err != nil {
+		return o, "", nil, err
+	}
+	h := alg.Hash().New()
+	h.Write(req.Data)
+	return o, alg, h.Sum(nil), nil
+}
+
+// KMIPSign signs data with a KMIP private key in the HSM, through the
+// path KMS Sign uses: the domain-wrapped private key is unwrapped in the
+// HSM and signs there. The key must be Active and its usage mask allow
+// Sign.
+func (s *Service) KMIPSign(ctx context.Context, req KMIPSignRequest) ([]byte, error) {
+	o, alg, digest, err := s.kmipSigning(ctx, req, cluster.KMIPPrivateKey, kmipUsageSign, "sign")
+	if err != nil {
+		return nil, err
+	}
+	ref := hsm.KeyRef{ID: o.ID, Version: 1, Spec: keys.Spec(o.KeySpec), Usage: keys.UsageSignVerify, Wrapped: o.Wrapped}
+	return s.hsm.SignDigest(ctx, ref, alg, digest)
+}
+
+// KMIPSignatureVerify checks a signature with a KMIP public key, as KMS
+// Verify does. A signature that does not verify is false, not an error.
+func (s *Service) KMIPSignatureVerify(ctx context.Context, req KMIPSignRequest) (bool, error) {
+	if n := len(req.Signature); n == 0 || n > maxSignature {
+		return false, kmipInvalid("Signature Data must be 1 to %d bytes, got %d", maxSignature, n)
+	}
+	o, alg, digest, err := s.kmipSigning(ctx, req, cluster.KMIPPublicKey, kmipUsageVerify, "verify")
+	if err != nil {
+		return false, err
+	}
+	return keys.VerifySignature(o.PublicKey, alg, digest, req.Signature)
 }

@@ -93,6 +93,7 @@ var commandTable = [...]struct {
 	TypeKMIPCreateObject:  {"KMIPCreateObject", func() Command { return new(KMIPCreateObject) }},
 	TypeKMIPUpdateObject:  {"KMIPUpdateObject", func() Command { return new(KMIPUpdateObject) }},
 	TypeKMIPDeleteObject:  {"KMIPDeleteObject", func() Command { return new(KMIPDeleteObject) }},
+	TypeKMIPCreateKeyPair: {"KMIPCreateKeyPair", func() Command { return new(KMIPCreateKeyPair) }},
 }
 
 func (t CommandType) String() string {

@@ -18,6 +18,15 @@ const (
 	TypeKMIPCreateObject CommandType = 40
 	TypeKMIPUpdateObject CommandType = 41
 	TypeKMIPDeleteObject CommandType = 42
+	// TypeKMIPCreateKeyPair stores a private and a public key object in
+	// one step, so that neither half exists without the other.
+	TypeKMIPCreateKeyPair CommandType = 43
+)
+
+// KMIP object types of a key pair.
+const (
+	KMIPPublicKey  uint32 = 3
+	KMIPPrivateKey uint32 = 4
 )
 
 // KMIP lifecycle states (KMIP 1.0 section 3.22).
@@ -69,6 +78,18 @@ type KMIPObject struct {
 	LastChange        time.Time `json:"last_change"`
 	RevocationReason  uint32    `json:"revocation_reason"`
 	RevocationMessage string    `json:"revocation_message"`
+	// KeySpec is set on the two halves of a key pair (Create Key Pair):
+	// the key spec (RSA_2048, ECC_NIST_P256...) of the pair. On a Private
+	// Key, Wrapped then holds the private key as the HSM generated it,
+	// wrapped under the domain key (not a blob under WrappingKeyID, which
+	// here names only the key whose policy governs the object).
+	KeySpec string `json:"key_spec,omitempty"`
+	// PublicKey is the pair's public key, DER SubjectPublicKeyInfo, on
+	// both halves; a Public Key object has no Wrapped material.
+	PublicKey []byte `json:"public_key,omitempty"`
+	// LinkedID is the other half of a key pair (KMIP's Public Key Link
+	// on the private key, Private Key Link on the public key).
+	LinkedID string `json:"linked_id,omitempty"`
 }
 
 // Clone returns a deep copy of o.
@@ -77,6 +98,7 @@ func (o KMIPObject) Clone() KMIPObject {
 	o.Groups = slices.Clone(o.Groups)
 	o.Custom = maps.Clone(o.Custom)
 	o.Wrapped = bytes.Clone(o.Wrapped)
+	o.PublicKey = bytes.Clone(o.PublicKey)
 	return o
 }
 
@@ -118,7 +140,10 @@ func (o *KMIPObject) check() error {
 	if err := checkID("kmip wrapping key id", o.WrappingKeyID); err != nil {
 		return err
 	}
-	if len(o.Wrapped) == 0 || len(o.Wrapped) > maxBlobLen {
+	if err := o.checkPairFields(); err != nil {
+		return err
+	}
+	if (len(o.Wrapped) == 0 && o.ObjectType != KMIPPublicKey) || len(o.Wrapped) > maxBlobLen {
 		return invalidCommand("kmip object %s: wrapped material of %d bytes", o.ID, len(o.Wrapped))
 	}
 	for _, t := range []time.Time{o.CreatedAt, o.ActivationDate, o.DeactivationDate, o.CompromiseDate, o.LastChange} {
@@ -127,6 +152,27 @@ func (o *KMIPObject) check() error {
 		}
 	}
 	return nil
+}
+
+// checkPairFields checks the fields only the halves of a key pair carry.
+func (o *KMIPObject) checkPairFields() error {
+	pair := o.ObjectType == KMIPPublicKey || o.ObjectType == KMIPPrivateKey
+	if !pair {
+		if o.KeySpec != "" || len(o.PublicKey) != 0 || o.LinkedID != "" {
+			return invalidCommand("kmip object %s: key pair fields on object type %d", o.ID, o.ObjectType)
+		}
+		return nil
+	}
+	if err := checkText("kmip key spec", o.KeySpec, 32); err != nil || o.KeySpec == "" {
+		return invalidCommand("kmip object %s: a key pair half needs a key spec", o.ID)
+	}
+	if len(o.PublicKey) == 0 || len(o.PublicKey) > maxBlobLen {
+		return invalidCommand("kmip object %s: public key of %d bytes", o.ID, len(o.PublicKey))
+	}
+	if o.ObjectType == KMIPPublicKey && len(o.Wrapped) != 0 {
+		return invalidCommand("kmip object %s: a public key carries no wrapped material", o.ID)
+	}
+	return checkID("kmip linked object id", o.LinkedID)
 }
 
 func normalizeKMIP(o *KMIPObject) {
@@ -168,6 +214,59 @@ type KMIPDeleteObject struct {
 func (*KMIPCreateObject) Type() CommandType { return TypeKMIPCreateObject }
 func (*KMIPUpdateObject) Type() CommandType { return TypeKMIPUpdateObject }
 func (*KMIPDeleteObject) Type() CommandType { return TypeKMIPDeleteObject }
+
+// KMIPCreateKeyPair stores the two halves of a key pair, linked to each
+// other, in one step.
+type KMIPCreateKeyPair struct {
+	Private KMIPObject `json:"private"`
+	Public  KMIPObject `json:"public"`
+}
+
+func (*KMIPCreateKeyPair) Type() CommandType { return TypeKMIPCreateKeyPair }
+
+func (c *KMIPCreateKeyPair) validate() error {
+	if err := c.Private.check(); err != nil {
+		return err
+	}
+	if err := c.Public.check(); err != nil {
+		return err
+	}
+	if c.Private.ObjectType != KMIPPrivateKey || c.Public.ObjectType != KMIPPublicKey {
+		return invalidCommand("kmip key pair: object types %d and %d", c.Private.ObjectType, c.Public.ObjectType)
+	}
+	if c.Private.ID == c.Public.ID || c.Private.LinkedID != c.Public.ID || c.Public.LinkedID != c.Private.ID {
+		return invalidCommand("kmip key pair %s, %s: the halves must be distinct and linked to each other", c.Private.ID, c.Public.ID)
+	}
+	if c.Private.KeySpec != c.Public.KeySpec || !bytes.Equal(c.Private.PublicKey, c.Public.PublicKey) || c.Private.WrappingKeyID != c.Public.WrappingKeyID {
+		return invalidCommand("kmip key pair %s, %s: the halves disagree", c.Private.ID, c.Public.ID)
+	}
+	return nil
+}
+
+func (c *KMIPCreateKeyPair) apply(d *Data) (any, Event, error) {
+	for _, id := range []string{c.Private.ID, c.Public.ID} {
+		if _, ok := d.KMIP[id]; ok {
+			return nil, Event{}, alreadyExists("kmip object %q", id)
+		}
+	}
+	if len(d.KMIP)+2 > MaxKMIPObjects {
+		return nil, Event{}, invalidState("the cluster holds %d KMIP objects, the limit", len(d.KMIP))
+	}
+	if _, ok := d.Keys[c.Private.WrappingKeyID]; !ok {
+		return nil, Event{}, notFound("key %q", c.Private.WrappingKeyID)
+	}
+	if d.KMIP == nil {
+		d.KMIP = map[string]*KMIPObject{}
+	}
+	out := make([]KMIPObject, 0, 2)
+	for _, src := range []KMIPObject{c.Private, c.Public} {
+		o := src.Clone()
+		normalizeKMIP(&o)
+		d.KMIP[o.ID] = &o
+		out = append(out, o.Clone())
+	}
+	return out, Event{Type: TypeKMIPCreateKeyPair}, nil
+}
 
 func (c *KMIPCreateObject) validate() error { return c.Object.check() }
 
@@ -239,6 +338,7 @@ func (c *KMIPUpdateObject) apply(d *Data) (any, Event, error) {
 	// What an update cannot change.
 	n.ObjectType, n.Algorithm, n.Length, n.SecretDataType = cur.ObjectType, cur.Algorithm, cur.Length, cur.SecretDataType
 	n.Owner, n.WrappingKeyID, n.Wrapped, n.CreatedAt, n.Extractable = cur.Owner, cur.WrappingKeyID, bytes.Clone(cur.Wrapped), cur.CreatedAt, cur.Extractable
+	n.KeySpec, n.PublicKey, n.LinkedID = cur.KeySpec, bytes.Clone(cur.PublicKey), cur.LinkedID
 	d.KMIP[n.ID] = &n
 	return n.Clone(), Event{Type: TypeKMIPUpdateObject}, nil
 }
@@ -361,5 +461,10 @@ func (e *digestEncoder) kmip(m map[string]*KMIPObject) {
 		e.time(o.LastChange)
 		e.uint(uint64(o.RevocationReason))
 		e.str(o.RevocationMessage)
+		if o.KeySpec != "" { // key pair halves only, so that older states digest as before
+			e.str(o.KeySpec)
+			e.bytes(o.PublicKey)
+			e.str(o.LinkedID)
+		}
 	}
 }

@@ -99,3 +99,62 @@ func TestKMIPObjectsFilterAndPage(t *testing.T) {
 		t.Fatalf("filter: %v", got)
 	}
 }
+
+func testKMIPPair(priv, pub, keyID string) *KMIPCreateKeyPair {
+	p := KMIPObject{ID: priv, ObjectType: KMIPPrivateKey, State: KMIPPreActive, Algorithm: 4, Length: 2048, UsageMask: 1,
+		Owner: "app", WrappingKeyID: keyID, Wrapped: []byte("domain-wrapped:" + priv), CreatedAt: t0, LastChange: t0,
+		KeySpec: "RSA_2048", PublicKey: []byte("spki"), LinkedID: pub}
+	q := p.Clone()
+	q.ID, q.ObjectType, q.UsageMask, q.Wrapped, q.LinkedID, q.Extractable = pub, KMIPPublicKey, 2, nil, priv, true
+	return &KMIPCreateKeyPair{Private: p, Public: q}
+}
+
+// A key pair is stored in one step, both halves linked; an update keeps
+// the pair fields; malformed pairs are refused before they are applied.
+func TestKMIPKeyPair(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	a.must(t, &CreateKey{Key: symKey("k1")})
+	c := testKMIPPair("pv", "pb", "k1")
+	a.must(t, c)
+	st := a.f.State()
+	pv, ok1 := st.KMIPObject("pv")
+	pb, ok2 := st.KMIPObject("pb")
+	if !ok1 || !ok2 || pv.LinkedID != "pb" || pb.LinkedID != "pv" || len(pb.Wrapped) != 0 || string(pv.Wrapped) != "domain-wrapped:pv" || pv.KeySpec != "RSA_2048" {
+		t.Fatalf("stored pair: %+v %+v", pv, pb)
+	}
+	if _, err := a.apply(t, testKMIPPair("pv", "other", "k1")); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("a pair reusing an id: %v", err)
+	}
+	if _, ok := st.KMIPObject("other"); ok {
+		t.Fatal("a refused pair left its public half")
+	}
+	up := pv.Clone()
+	up.State, up.KeySpec, up.PublicKey, up.LinkedID = KMIPActive, "ECC_NIST_P256", []byte("x"), "elsewhere"
+	a.must(t, &KMIPUpdateObject{FromState: KMIPPreActive, Object: up})
+	if got, _ := st.KMIPObject("pv"); got.KeySpec != "RSA_2048" || string(got.PublicKey) != "spki" || got.LinkedID != "pb" {
+		t.Fatalf("an update changed the pair fields: %+v", got)
+	}
+	for name, bad := range map[string]func(c *KMIPCreateKeyPair){
+		"unlinked": func(c *KMIPCreateKeyPair) { c.Public.LinkedID = "zz" },
+		"same id": func(c *KMIPCreateKeyPair) {
+			c.Public.ID, c.Private.LinkedID, c.Public.LinkedID = c.Private.ID, c.Private.ID, c.Private.ID
+		},
+		"public with blob":   func(c *KMIPCreateKeyPair) { c.Public.Wrapped = []byte("x") },
+		"private no blob":    func(c *KMIPCreateKeyPair) { c.Private.Wrapped = nil },
+		"no spec":            func(c *KMIPCreateKeyPair) { c.Private.KeySpec, c.Public.KeySpec = "", "" },
+		"types swapped":      func(c *KMIPCreateKeyPair) { c.Private.ObjectType, c.Public.ObjectType = KMIPPublicKey, KMIPPrivateKey },
+		"disagreeing halves": func(c *KMIPCreateKeyPair) { c.Public.PublicKey = []byte("other") },
+	} {
+		c := testKMIPPair("a", "b", "k1")
+		bad(c)
+		if _, err := EncodeCommand(c); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("%s: %v, want ErrInvalidCommand", name, err)
+		}
+	}
+	// Pair fields on a symmetric key are refused.
+	o := testKMIPObject("s", "k1")
+	o.LinkedID = "pv"
+	if _, err := EncodeCommand(&KMIPCreateObject{Object: o}); !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("linked symmetric key: %v", err)
+	}
+}

@@ -472,6 +472,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&KMIPCreateObject{Object: testKMIPObject("o", "k")},
 		&KMIPUpdateObject{FromState: KMIPPreActive, Object: testKMIPObject("o", "k")},
 		&KMIPDeleteObject{ID: "o", FromState: KMIPDeactivated},
+		testKMIPPair("pv", "pb", "k"),
 	)
 	cmds = append(cmds, tdeSetup()...)
 	seen := map[CommandType]bool{}

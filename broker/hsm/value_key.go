@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 
@@ -98,6 +99,53 @@ func (p *Partition) CryptWithValue(ctx context.Context, value []byte, encrypt bo
 			}
 		}
 	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MACWithValue computes an HMAC (SHA-256, SHA-384 or SHA-512) of message
+// in the token with a key given by its value, which becomes a sensitive,
+// non-extractable generic secret session object for this one call and is
+// destroyed after it, as in CryptWithValue. PKCS#11 tokens refuse HMAC
+// keys shorter than the hash's output (SoftHSM does); that is
+// ErrInvalidInput.
+func (p *Partition) MACWithValue(ctx context.Context, value []byte, h crypto.Hash, message []byte) ([]byte, error) {
+	mech, ok := hmacMechs[h]
+	if !ok {
+		return nil, fmt.Errorf("%w: HMAC with %v", ErrUnsupported, h)
+	}
+	if len(value) < h.Size() || len(value) > 512 {
+		return nil, fmt.Errorf("%w: an HMAC %s key is %d to 512 bytes, got %d", ErrInvalidInput, h.String(), h.Size(), len(value))
+	}
+	if len(message) > MaxGCMInput {
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrInvalidInput, len(message), MaxGCMInput)
+	}
+	tmpl := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
+	}
+	var out []byte
+	err := p.withSession(ctx, func(sh pkcs11.SessionHandle) error {
+		o, err := p.m.CreateObject(sh, tmpl)
+		if err != nil {
+			return wrapP11("C_CreateObject", err)
+		}
+		defer func() { _ = p.m.DestroyObject(sh, o) }()
+		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, o); err != nil {
+			return wrapP11("C_SignInit", err)
+		}
+		out, err = p.m.Sign(sh, message)
+		return wrapP11("C_Sign", err)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,8 @@ var attrDefs = []attrDef{
 	// Name; access here is the wrapping key's policy, so it is accepted
 	// and not kept.
 	{"Operation Policy Name", tagOperationPolicyName, ttlv.TypeTextString, true},
+	// The halves of a key pair link to each other.
+	{"Link", tagLink, ttlv.TypeStructure, false},
 }
 
 func attrByName(name string) (attrDef, bool) {
@@ -274,6 +276,13 @@ func objectAttrs(o cluster.KMIPObject) []attrValue {
 			r.Children = append(r.Children, ttlv.Text(tagRevocationMessage, o.RevocationMessage))
 		}
 		add("Revocation Reason", r)
+	}
+	if o.LinkedID != "" {
+		lt := linkPublicKey
+		if o.ObjectType == objectPublicKey {
+			lt = linkPrivateKey
+		}
+		add("Link", ttlv.Struct(av, ttlv.Enum(tagLinkType, lt), ttlv.Text(tagLinkedObjectID, o.LinkedID)))
 	}
 	add("Extractable", ttlv.Bool(av, o.Extractable))
 	add("Sensitive", ttlv.Bool(av, !o.Extractable))

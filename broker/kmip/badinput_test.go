@@ -140,6 +140,10 @@ func FuzzHandleParse(f *testing.F) {
 			ttlv.Struct(tagTemplateAttribute, attr1("Name", nameValue("n")), attr1("Object Group", ttlv.Text(0, "g"))), symKey(make([]byte, 16))}}),
 		request(version{2, 0}, op{opLocate, []ttlv.Item{ttlv.Struct(tagAttributes, ttlv.Struct(tagName, ttlv.Text(tagNameValue, "n")))}}),
 		request(version{1, 0}, op{opGetAttributes, []ttlv.Item{uid("x"), ttlv.Text(tagAttributeName, "State")}}),
+		request(version{2, 0}, op{opCreateKeyPair, []ttlv.Item{ttlv.Struct(tagCommonAttributes, ttlv.Enum(tagCryptographicAlgorithm, 4), ttlv.Int(tagCryptographicLength, 2048)),
+			ttlv.Struct(tagPrivateKeyAttributes, ttlv.Int(tagCryptographicUsageMask, 1))}}),
+		request(version{1, 2}, op{opSign, []ttlv.Item{uid("x"), ttlv.Struct(tagCryptographicParams, ttlv.Enum(tagDigitalSignatureAlg, dsaRSASSAPSS),
+			ttlv.Enum(tagHashingAlgorithm, hashSHA384), ttlv.Int(tagSaltLength, 48)), ttlv.Bytes(tagData, []byte("m"))}}),
 	} {
 		b, _ := it.Encode()
 		f.Add(b)
@@ -169,6 +173,9 @@ func FuzzHandleParse(f *testing.F) {
 			}
 			_, _ = requestObjectType(p)
 			_, _ = objectID(p, &batchEnv{})
+			_, _ = signingAlgorithm(p)
+			_, _ = pairAttrs(p, tagCommonTemplateAttr, tagCommonAttributes)
+			_, _ = pairAttrs(p, tagPrivateKeyAttributes, tagPrivateKeyAttributes)
 		}
 	})
 }

@@ -80,7 +80,7 @@ func TestAudited(t *testing.T) {
 	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
 	u.do(v, opGet, uid(id))
 	e.dial(t, "watcher", pki.RoleAuditor).fail(v, opGet, uid(id))
-	u.fail(v, 0x23, uid(id)) // MAC: not served, still audited
+	u.fail(v, 0x24, uid(id)) // MAC Verify: not served, still audited
 
 	f, err := os.Open(c.Nodes[0].AuditPath())
 	if err != nil {
@@ -92,7 +92,7 @@ func TestAudited(t *testing.T) {
 		KeyRef                                        string `json:"key_ref"`
 		KeyID                                         string `json:"key_id"`
 	}
-	var got []line
+	var got, intents []line
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -100,11 +100,15 @@ func TestAudited(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatal(err)
 		}
-		// A change's intent line (written before it is proposed) has its
-		// outcome line below; the outcomes are what this test compares.
-		if l.Front == "kmip" && l.Result != "INTENT" {
+		switch {
+		case l.Front == "kmip" && l.Result == "INTENT":
+			intents = append(intents, l) // a change is audited before it is proposed
+		case l.Front == "kmip":
 			got = append(got, l)
 		}
+	}
+	if len(intents) != 1 || intents[0].Operation != "kmip:Register" || intents[0].KeyRef != id {
+		t.Fatalf("intent lines: %+v, want one for the Register", intents)
 	}
 	if len(got) != 4 {
 		t.Fatalf("%d KMIP audit lines: %+v", len(got), got)
@@ -113,7 +117,7 @@ func TestAudited(t *testing.T) {
 		{"kmip", "app", "kmip:Register", "OK", "allow", id, ""},
 		{"kmip", "app", "kmip:Get", "OK", "allow", id, ""},
 		{"kmip", "watcher", "kmip:Get", "PermissionDenied", "deny", id, ""},
-		{"kmip", "app", "kmip:Operation0x23", "OperationNotSupported", "allow", "", ""},
+		{"kmip", "app", "kmip:Operation0x24", "OperationNotSupported", "allow", "", ""},
 	}
 	for i, w := range want {
 		g := got[i]

@@ -155,12 +155,12 @@ func TestKMIP20(t *testing.T) {
 	if got := loc(16, 0); slices.Contains(got, created[0]) {
 		t.Fatalf("renamed key still found by its old name: %v", got)
 	}
-	// Unsupported: Create of an RSA key, MAC.
+	// Unsupported: Create of an RSA key, MAC Verify.
 	if r := c.fail(v, opCreate, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Struct(tagAttributes, ttlv.Enum(tagCryptographicAlgorithm, 4), ttlv.Int(tagCryptographicLength, 2048))); r != reasonOperationNotSupported {
 		t.Fatalf("Create RSA: %s", reasonName(r))
 	}
-	if r := c.fail(v, 0x23, uid(created[0])); r != reasonOperationNotSupported {
-		t.Fatalf("MAC: %s", reasonName(r))
+	if r := c.fail(v, 0x24, uid(created[0])); r != reasonOperationNotSupported {
+		t.Fatalf("MAC Verify: %s", reasonName(r))
 	}
 }
 

@@ -89,6 +89,8 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 		return s.create(ctx, p, env)
 	case opLocate:
 		return s.locate(ctx, p, env)
+	case opCreateKeyPair:
+		return s.createKeyPair(ctx, p, env)
 	}
 	id, err := objectID(p, env)
 	if err != nil {
@@ -119,6 +121,10 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 		return s.changeAttribute(ctx, v, op, p, id)
 	case opEncrypt, opDecrypt:
 		return s.crypt(ctx, op == opEncrypt, p, id)
+	case opMAC:
+		return s.mac(ctx, p, id)
+	case opSign, opSignatureVerify:
+		return s.sign(ctx, op == opSign, p, id)
 	}
 	return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"}
 }
@@ -170,11 +176,12 @@ func query(p ttlv.Item) (ttlv.Item, error) {
 		case queryOperations:
 			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList,
 				opAddAttribute, opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opSetAttribute,
-				opEncrypt, opDecrypt} {
+				opEncrypt, opDecrypt, opMAC, opCreateKeyPair, opSign, opSignatureVerify} {
 				out.Children = append(out.Children, ttlv.Enum(tagOperation, op))
 			}
 		case queryObjects:
-			out.Children = append(out.Children, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Enum(tagObjectType, objectSecretData))
+			out.Children = append(out.Children, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Enum(tagObjectType, objectSecretData),
+				ttlv.Enum(tagObjectType, objectPublicKey), ttlv.Enum(tagObjectType, objectPrivateKey))
 		case queryServerInfo:
 			out.Children = append(out.Children, ttlv.Text(tagVendorIdentification, "hsmbroker"))
 		}
@@ -402,8 +409,10 @@ func (s *Server) get(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, er
 		format, km = formatRaw, ttlv.Bytes(tagKeyMaterial, pt)
 	case o.ObjectType == objectSymmetricKey && format == formatTransparentSymmetric:
 		km = ttlv.Struct(tagKeyMaterial, ttlv.Bytes(tagKey, pt))
+	case o.ObjectType == objectPublicKey && (format == 0 || format == formatX509):
+		format, km = formatX509, ttlv.Bytes(tagKeyMaterial, pt)
 	default:
-		return ttlv.Item{}, &opError{reason: reasonKeyFormatNotSupported, msg: "this object is served in Raw (keys) or Opaque (secret data) format"}
+		return ttlv.Item{}, &opError{reason: reasonKeyFormatNotSupported, msg: "this object is served in Raw (symmetric keys), Opaque (secret data) or X.509 (public keys) format"}
 	}
 	kb := ttlv.Struct(tagKeyBlock, ttlv.Enum(tagKeyFormatType, format), ttlv.Struct(tagKeyValue, km))
 	var obj ttlv.Item
@@ -411,7 +420,11 @@ func (s *Server) get(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, er
 		obj = ttlv.Struct(tagSecretData, ttlv.Enum(tagSecretDataType, o.SecretDataType), kb)
 	} else {
 		kb.Children = append(kb.Children, ttlv.Enum(tagCryptographicAlgorithm, o.Algorithm), ttlv.Int(tagCryptographicLength, o.Length))
-		obj = ttlv.Struct(tagSymmetricKey, kb)
+		tag := tagSymmetricKey
+		if o.ObjectType == objectPublicKey {
+			tag = tagPublicKey
+		}
+		obj = ttlv.Struct(tag, kb)
 	}
 	return ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, o.ObjectType), ttlv.Text(tagUniqueIdentifier, o.ID), obj), nil
 }
@@ -428,11 +441,12 @@ func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id s
 	all := objectAttrs(o)
 	var pick []attrValue
 	if len(names) == 0 {
-		// Every attribute, but Sensitive and Extractable only when asked
-		// for by name: clients older than KMIP 1.4 (PyKMIP 0.10 too) fail
-		// on attributes they do not know.
+		// Every attribute, but Sensitive, Extractable and Link only when
+		// asked for by name: clients older than KMIP 1.4 (PyKMIP 0.10 too)
+		// fail on attributes they do not know, and PyKMIP cannot read a
+		// Link.
 		for _, a := range all {
-			if a.name != "Sensitive" && a.name != "Extractable" {
+			if a.name != "Sensitive" && a.name != "Extractable" && a.name != "Link" {
 				pick = append(pick, a)
 			}
 		}
@@ -754,4 +768,29 @@ func (s *Server) crypt(ctx context.Context, encrypt bool, p ttlv.Item, id string
 		res.Children = append(res.Children, ttlv.Bytes(tagAEADTag, out[len(out)-broker.KMIPGCMTagSize:]))
 	}
 	return res, nil
+}
+
+// mac serves MAC: HMAC-SHA256/384/512 with a symmetric key or secret, run
+// in the HSM. The algorithm comes from the Cryptographic Parameters, or
+// from the key's own Cryptographic Algorithm when they name none.
+func (s *Server) mac(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, error) {
+	req := broker.KMIPMACRequest{ID: id}
+	if cp, ok := p.Child(tagCryptographicParams); ok {
+		if a, ok := cp.Child(tagCryptographicAlgorithm); ok {
+			if a.Type != ttlv.TypeEnumeration {
+				return ttlv.Item{}, invalidField("Cryptographic Algorithm must be an Enumeration")
+			}
+			req.Algorithm = uint32(a.Int)
+		}
+	}
+	d, ok := p.Child(tagData)
+	if !ok || d.Type != ttlv.TypeByteString || len(d.Bytes) == 0 {
+		return ttlv.Item{}, missingData("Data is required")
+	}
+	req.Data = d.Bytes
+	out, err := s.cfg.Service.KMIPMAC(ctx, req)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id), ttlv.Bytes(tagMACData, out)), nil
 }

@@ -65,9 +65,9 @@ func TestPyKMIPOperations(t *testing.T) {
 				"get_missing":    "ITEM_NOT_FOUND",
 				"state_revoked":  []string{"DEACTIVATED"},
 				"get_destroyed":  "ITEM_NOT_FOUND",
-				"create_rsa":     "OPERATION_NOT_SUPPORTED",
+				"create_dsa":     "OPERATION_NOT_SUPPORTED",
 				"encrypt_secret": "INVALID_FIELD", "decrypt_round_trip": true, "encrypt_is_aes_cbc": true,
-				"query_operations":  17,
+				"query_operations":  21,
 				"discover_versions": []string{"2.0", "1.4", "1.3", "1.2", "1.1", "1.0"},
 			})
 			if v == "2.0" {
@@ -79,6 +79,74 @@ func TestPyKMIPOperations(t *testing.T) {
 				expect(t, got, map[string]any{"locate_page": true})
 			}
 			t.Logf("%s: attribute list %v", v, got["attribute_list"])
+		})
+	}
+}
+
+// MAC through PyKMIP's client.mac at 1.2, 1.4 and 2.0: HMAC-SHA256/384/512
+// computed in the HSM equal Python's hmac with the registered material;
+// the usage mask, the lifecycle, the key's own algorithm and the key
+// length are enforced.
+func TestPyKMIPMAC(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []string{"1.2", "1.4", "2.0"} {
+		t.Run(v, func(t *testing.T) {
+			got := e.runPyKMIP(t, "mac-"+v, pki.RoleUser, "mac", v)
+			lifecycle := "PERMISSION_DENIED"
+			if v == "2.0" {
+				lifecycle = "WRONG_KEY_LIFECYCLE_STATE"
+			}
+			expect(t, got, map[string]any{
+				"HMAC_SHA256": true, "HMAC_SHA384": true, "HMAC_SHA512": true, "secret_sha256": true,
+				"pre_active":           lifecycle,
+				"other_algorithm":      "INVALID_FIELD",
+				"secret_sha1":          "OPERATION_NOT_SUPPORTED",
+				"secret_short_for_512": "INVALID_FIELD",
+				"encrypt_only_key":     "INVALID_FIELD",
+			})
+		})
+	}
+}
+
+// Create Key Pair, Sign and Signature Verify through PyKMIP at 1.2, 1.4
+// and 2.0: each pair is generated in the HSM; Get of the private key is
+// refused, Get of the public key gives a key of the asked size; the
+// halves link to each other; signatures made in the HSM verify with the
+// cryptography package and with Signature Verify, and a tampered message
+// does not.
+func TestPyKMIPKeyPairSign(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []string{"1.2", "1.4", "2.0"} {
+		t.Run(v, func(t *testing.T) {
+			got := e.runPyKMIP(t, "signer-"+v, pki.RoleUser, "pairs", v)
+			lifecycle := "PERMISSION_DENIED"
+			if v == "2.0" {
+				lifecycle = "WRONG_KEY_LIFECYCLE_STATE"
+			}
+			common := map[string]any{"get_private": "PERMISSION_DENIED", "sign_pre_active": lifecycle, "sign_with_public": "INVALID_FIELD"}
+			if v != "2.0" {
+				common["attribute_list_has_link"] = true
+			}
+			for name, bits := range map[string]int{"RSA_2048": 2048, "RSA_3072": 3072, "ECDSA_256": 256, "ECDSA_384": 384} {
+				alg := "RSA"
+				if bits < 1000 {
+					alg = "ECDSA"
+				}
+				want := map[string]any{"public_bits": bits, "private_attrs": map[string]any{"Object Type": []string{"PRIVATE_KEY"},
+					"Cryptographic Algorithm": []string{alg}, "Cryptographic Length": []int{bits}, "Name": []string{name + "-priv"}}}
+				for k, v := range common {
+					want[k] = v
+				}
+				schemes := []string{"ecdsa"}
+				if bits > 1000 {
+					schemes = []string{"pkcs1", "pkcs1_dsa", "pss"}
+				}
+				for _, s := range schemes {
+					want[s+"_checks"], want[s+"_verify"], want[s+"_verify_tampered"] = true, "VALID", "INVALID"
+				}
+				r, _ := got[name].(map[string]any)
+				t.Run(name, func(t *testing.T) { expect(t, r, want) })
+			}
 		})
 	}
 }

@@ -77,6 +77,25 @@ const (
 	tagAttributeReference     ttlv.Tag = 0x42013B
 	tagCurrentAttribute       ttlv.Tag = 0x42013C
 	tagNewAttribute           ttlv.Tag = 0x42013D
+	tagMACData                ttlv.Tag = 0x4200C6
+	tagSignatureData          ttlv.Tag = 0x4200C3
+	tagValidityIndicator      ttlv.Tag = 0x42009B
+	tagHashingAlgorithm       ttlv.Tag = 0x420038
+	tagDigitalSignatureAlg    ttlv.Tag = 0x4200AE
+	tagSaltLength             ttlv.Tag = 0x420100
+	tagMaskGeneratorHashing   ttlv.Tag = 0x420102
+	tagLink                   ttlv.Tag = 0x42004A
+	tagLinkType               ttlv.Tag = 0x42004B
+	tagLinkedObjectID         ttlv.Tag = 0x42004C
+	tagPublicKey              ttlv.Tag = 0x42006D
+	tagPrivateKeyUID          ttlv.Tag = 0x420066
+	tagPublicKeyUID           ttlv.Tag = 0x42006F
+	tagCommonTemplateAttr     ttlv.Tag = 0x42001F // 1.x
+	tagPrivateKeyTemplateAttr ttlv.Tag = 0x420065 // 1.x
+	tagPublicKeyTemplateAttr  ttlv.Tag = 0x42006E // 1.x
+	tagCommonAttributes       ttlv.Tag = 0x420126 // 2.0
+	tagPrivateKeyAttributes   ttlv.Tag = 0x420127 // 2.0
+	tagPublicKeyAttributes    ttlv.Tag = 0x420128 // 2.0
 )
 
 // Operations.
@@ -99,6 +118,9 @@ const (
 	opSetAttribute     uint32 = 0x31
 	opEncrypt          uint32 = 0x1F
 	opDecrypt          uint32 = 0x20
+	opMAC              uint32 = 0x23
+	opSign             uint32 = 0x21
+	opSignatureVerify  uint32 = 0x22
 )
 
 // opNames are the actions key policies and audit lines name ("kmip:Get").
@@ -108,6 +130,7 @@ var opNames = map[uint32]string{
 	opModifyAttribute: "ModifyAttribute", opDeleteAttribute: "DeleteAttribute", opActivate: "Activate",
 	opRevoke: "Revoke", opDestroy: "Destroy", opQuery: "Query", opDiscoverVersions: "DiscoverVersions",
 	opSetAttribute: "SetAttribute", opEncrypt: "Encrypt", opDecrypt: "Decrypt",
+	opMAC: "MAC", opCreateKeyPair: "CreateKeyPair", opSign: "Sign", opSignatureVerify: "SignatureVerify",
 }
 
 // Result statuses and reasons.
@@ -136,10 +159,16 @@ const (
 const (
 	objectSymmetricKey uint32 = 2
 	objectSecretData   uint32 = 7
+	objectPublicKey    uint32 = 3
+	objectPrivateKey   uint32 = 4
 
 	formatRaw                  uint32 = 1
 	formatOpaque               uint32 = 2
 	formatTransparentSymmetric uint32 = 7
+	formatX509                 uint32 = 5
+
+	linkPublicKey  uint32 = 0x102
+	linkPrivateKey uint32 = 0x103
 
 	nameTypeText uint32 = 1
 

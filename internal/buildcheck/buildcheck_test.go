@@ -186,8 +186,9 @@ func TestRulesCatchBreakage(t *testing.T) {
 
 // baseTools come with Go, with Debian's base system, or as dependencies of
 // SYSTEM_DEPS packages (python3 of python3-pykmip; mariadbd,
-// mariadb-install-db and mariadb of mariadb-server).
-var baseTools = []string{"go", "bash", "sh", "git", "make", "python3", "mariadbd", "mariadb-install-db", "mariadb"}
+// mariadb-install-db and mariadb of mariadb-server). cc is the C compiler
+// cgo itself needs, so every machine that builds the project has it.
+var baseTools = []string{"go", "bash", "sh", "git", "make", "cc", "python3", "mariadbd", "mariadb-install-db", "mariadb"}
 
 // TestEveryProgramTestsRunIsInstalled: each program a test runs by name is
 // the basename of a SYSTEM_DEPS file, a GO_TOOLS program, or a base tool.
