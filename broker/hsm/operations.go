@@ -197,13 +197,6 @@ func (p *Partition) decryptOAEPSoftware(ctx context.Context, k KeyRef, hash cryp
 	return out, nil
 }
 
-// digestInfoPrefix is the DER DigestInfo header for PKCS#1 v1.5 signatures.
-var digestInfoPrefix = map[crypto.Hash][]byte{
-	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
-}
-
 // SignDigest signs a message digest with key k. RSA PKCS#1 v1.5 and PSS
 // (salt length = hash length, MGF1 with the same hash, as AWS KMS does) and
 // ECDSA are supported; ECDSA signatures are returned DER-encoded.
@@ -217,7 +210,7 @@ func (p *Partition) SignDigest(ctx context.Context, k KeyRef, alg keys.SigningAl
 	switch {
 	case alg.IsPKCS1v15() && k.Spec.IsRSA():
 		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
-		input = append(append([]byte(nil), digestInfoPrefix[h]...), digest...)
+		input = keys.DigestInfo(h, digest)
 	case alg.IsPSS() && k.Spec.IsRSA():
 		hm := hashMechs[h]
 		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(hm.hash, hm.mgf, uint(h.Size())))

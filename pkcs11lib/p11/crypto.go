@@ -1,7 +1,6 @@
 package p11
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -13,6 +12,7 @@ import (
 	"hash"
 	"math/big"
 
+	"github.com/hsmbroker/hsmbroker/broker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -478,16 +478,6 @@ func (m *Module) compute(op *cryptoOp) ([]byte, uint64) {
 	return nil, CKR_GENERAL_ERROR
 }
 
-// digestInfo prefixes (RFC 8017 section 9.2) of the hashes the broker signs.
-var digestInfoPrefixes = []struct {
-	hash   crypto.Hash
-	prefix []byte
-}{
-	{crypto.SHA256, []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}},
-	{crypto.SHA384, []byte{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30}},
-	{crypto.SHA512, []byte{0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40}},
-}
-
 func pkcs1Alg(h crypto.Hash) pb.SigningAlgorithm {
 	switch h {
 	case crypto.SHA256:
@@ -533,10 +523,8 @@ func (m *Module) sign(op *cryptoOp, input []byte) ([]byte, uint64) {
 			alg, digest = pkcs1Alg(plan.hash), input
 			break
 		}
-		for _, p := range digestInfoPrefixes {
-			if len(input) == len(p.prefix)+p.hash.Size() && bytes.HasPrefix(input, p.prefix) {
-				alg, digest = pkcs1Alg(p.hash), input[len(p.prefix):]
-			}
+		if h, d, ok := keys.SplitDigestInfo(input); ok {
+			alg, digest = pkcs1Alg(h), d
 		}
 		if digest == nil {
 			// The broker signs DigestInfos of SHA-256, SHA-384 and SHA-512 only.

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
@@ -172,7 +173,7 @@ func TestSignVerifyDecryptWithKeysMadeElsewhere(t *testing.T) {
 	if err := rsa.VerifyPKCS1v15(rsaPub, crypto.SHA256, digest[:], sig); err != nil {
 		t.Fatalf("CKM_SHA256_RSA_PKCS: %v", err)
 	}
-	di := append(append([]byte{}, digestInfoPrefixes[0].prefix...), digest[:]...)
+	di := keys.DigestInfo(crypto.SHA256, digest[:])
 	sig = f.sign(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPriv, di)
 	if err := rsa.VerifyPKCS1v15(rsaPub, crypto.SHA256, digest[:], sig); err != nil {
 		t.Fatalf("CKM_RSA_PKCS: %v", err)
