@@ -435,9 +435,9 @@ func (s *Service) Now() time.Time { return s.now() }
 // The AES modes of KMIPCryptRequest, and GCM's tag size: the partition's
 // own names, so that the KMIP front need not import broker/hsm.
 const (
-	KMIPModeCBCPad = hsm.AESModeCBCPad
-	KMIPModeCBC    = hsm.AESModeCBC
-	KMIPModeGCM    = hsm.AESModeGCM
+	KMIPModeCBCPad = hsm.RawCBCPad
+	KMIPModeCBC    = hsm.RawCBC
+	KMIPModeGCM    = hsm.RawGCM
 	KMIPGCMTagSize = hsm.GCMTagSize
 )
 
@@ -446,9 +446,9 @@ const (
 type KMIPCryptRequest struct {
 	ID      string
 	Encrypt bool
-	Mode    string // KMIPModeCBCPad, KMIPModeCBC or KMIPModeGCM
-	IV      []byte // nil on Encrypt: the HSM's generator makes one
-	AAD     []byte // GCM only
+	Mode    hsm.RawMode // KMIPModeCBCPad, KMIPModeCBC or KMIPModeGCM
+	IV      []byte      // nil on Encrypt: the HSM's generator makes one
+	AAD     []byte      // GCM only
 	Data    []byte
 }
 
@@ -484,7 +484,7 @@ func (s *Service) KMIPCrypt(ctx context.Context, req KMIPCryptRequest) ([]byte, 
 	iv := req.IV
 	if req.Encrypt && len(iv) == 0 {
 		n := 16
-		if req.Mode == hsm.AESModeGCM {
+		if req.Mode == hsm.RawGCM {
 			n = hsm.GCMIVSize
 		}
 		if iv, err = s.hsm.Random(ctx, n); err != nil {
@@ -496,7 +496,16 @@ func (s *Service) KMIPCrypt(ctx context.Context, req KMIPCryptRequest) ([]byte, 
 		return nil, nil, err
 	}
 	defer clear(key)
-	out, err := s.hsm.CryptWithValue(ctx, key, req.Encrypt, req.Mode, iv, req.AAD, req.Data)
+	op := hsm.RawOp{Mode: req.Mode, IV: iv}
+	if req.Mode == hsm.RawGCM {
+		// KMIP GCM here is the 96-bit IV form; other modes ignore the
+		// additional data a client sends.
+		if len(iv) != hsm.GCMIVSize {
+			return nil, nil, kmipInvalid("GCM needs a %d-byte IV and a %d-byte tag", hsm.GCMIVSize, hsm.GCMTagSize)
+		}
+		op.AAD = req.AAD
+	}
+	out, err := s.hsm.CryptWithValue(ctx, key, req.Encrypt, op, req.Data)
 	switch {
 	case errors.Is(err, hsm.ErrInvalidInput), errors.Is(err, hsm.ErrUnsupported):
 		return nil, nil, kmipInvalid("%s", strings.TrimPrefix(err.Error(), hsm.ErrInvalidInput.Error()+": "))

@@ -116,12 +116,9 @@ func (p *Partition) EncryptRaw(ctx context.Context, k KeyRef, o RawOp, plaintext
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
 		mech, free := o.mechanism()
 		defer free()
-		if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
-			return wrapP11("C_EncryptInit", err)
-		}
 		var err error
-		out, err = p.m.Encrypt(sh, plaintext)
-		return wrapP11("C_Encrypt", err)
+		out, err = p.cryptOnce(sh, h, mech, true, plaintext)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raw encrypt with key %s: %w", k.ID, err)
@@ -143,15 +140,30 @@ func (p *Partition) DecryptRaw(ctx context.Context, k KeyRef, o RawOp, ciphertex
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
 		mech, free := o.mechanism()
 		defer free()
-		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
-			return wrapP11("C_DecryptInit", err)
-		}
 		var err error
-		out, err = p.m.Decrypt(sh, ciphertext)
-		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+		out, err = p.cryptOnce(sh, h, mech, false, ciphertext)
+		return err
 	})
 	if err != nil {
 		return nil, decryptError(k, err)
 	}
 	return out, nil
+}
+
+// cryptOnce runs one single-part encryption or decryption with key object
+// h on session sh. A decryption the token rejects for its input (a tag
+// or padding that does not verify) is ErrDecrypt.
+func (p *Partition) cryptOnce(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, mech *pkcs11.Mechanism, encrypt bool, in []byte) ([]byte, error) {
+	if encrypt {
+		if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
+			return nil, wrapP11("C_EncryptInit", err)
+		}
+		out, err := p.m.Encrypt(sh, in)
+		return out, wrapP11("C_Encrypt", err)
+	}
+	if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
+		return nil, wrapP11("C_DecryptInit", err)
+	}
+	out, err := p.m.Decrypt(sh, in)
+	return out, p.decryptResult(sh, wrapP11("C_Decrypt", err))
 }
