@@ -89,7 +89,19 @@ func TestMetricsAndRequestLogs(t *testing.T) {
 	if _, err := keysC.TagKey(ctx, &pb.TagKeyRequest{KeyId: id, Tags: map[string]string{"k": "v"}}); err != nil {
 		t.Fatal(err)
 	}
+	// Raft's own applied and commit indexes (Raft.AppliedIndex and
+	// CommitIndex) were once seen not yet grown right after the TagKey was
+	// answered: scrape until they show it, or until the deadline, when the
+	// check below fails with the figures.
 	after := scrape(t, metricsAddr)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if value(t, after, "hsmbroker_raft_applied_index", nil) > value(t, before, "hsmbroker_raft_applied_index", nil) &&
+			value(t, after, "hsmbroker_raft_commit_index", nil) > value(t, before, "hsmbroker_raft_commit_index", nil) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+		after = scrape(t, metricsAddr)
+	}
 
 	encOK := map[string]string{"service": "hsmbroker.v1.CryptoService", "method": "Encrypt", "code": "OK", "exception": ""}
 	grew := []struct {
