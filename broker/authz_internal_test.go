@@ -26,7 +26,7 @@ func TestUnmarkedContextDenied(t *testing.T) {
 	var buf bytes.Buffer
 	_, svc := newBareNode(t, "node1", hsmtest.NewPartition(t), broker.Config{AuditLog: audit.New(&lockedBuffer{b: &buf}, audit.Options{})})
 	ctx := ctxT(t)
-	if err := svc.EnsureDomainKeyCheck(ctx); err != nil {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).EnsureDomainKeyCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
 	internal := broker.Internal(ctx, "test")

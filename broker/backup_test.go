@@ -60,7 +60,7 @@ func TestBackupStreamsInChunks(t *testing.T) {
 	}
 	// What the daemon does at start: a restore checks the backup's blob
 	// against its HSM.
-	if err := e.svc.EnsureDomainKeyCheck(ctx); err != nil {
+	if err := broker.NewDaemon(e.svc, broker.DaemonConfig{}).EnsureDomainKeyCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -114,7 +114,7 @@ func TestBackupStreamsInChunks(t *testing.T) {
 	// A new single-node cluster on an HSM holding the domain key (the same
 	// token) restores the backup and decrypts every old ciphertext.
 	node, svc := newRestoreTarget(t, e.part)
-	if err := svc.RestoreBackup(ctx, bytes.NewReader(got)); err != nil {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, bytes.NewReader(got)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(node.State().Keys()); n != len(blobs) {
@@ -151,7 +151,7 @@ func TestRestoreNeedsDomainKeyCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, svc := newRestoreTarget(t, e.part)
-	if err := svc.RestoreBackup(ctx, &snap); err == nil || !strings.Contains(err.Error(), "no domain key check") {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, &snap); err == nil || !strings.Contains(err.Error(), "no domain key check") {
 		t.Fatalf("restore of a backup without a domain key check: %v", err)
 	}
 }

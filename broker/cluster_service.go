@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -133,29 +132,6 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 		return false, fmt.Sprintf("no contact with a leader for %s", since.Round(time.Millisecond))
 	}
 	return true, ""
-}
-
-// WatchHealth re-checks readiness every interval until ctx ends, and keeps
-// the gRPC health service (overall and per service) and Healthy in step.
-// A node whose HSM fails reports NOT_SERVING and comes back by itself when
-// the HSM does.
-func (s *Service) WatchHealth(ctx context.Context, hs *health.Server, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	s.health.mu.Lock()
-	s.health.srv = hs
-	s.health.mu.Unlock()
-	s.gate.Store(true)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, interval)
-		s.Ready(cctx)
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // Healthy is the last readiness verdict (see Ready).
@@ -297,44 +273,4 @@ func (s *Service) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupSer
 		}
 	}
 	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(h.Sum(nil)), Size: size, Index: index, Term: term})
-}
-
-// RegisterNode records this node and its partition in the replicated
-// state, so that cluster status can show it from any node.
-func (s *Service) RegisterNode(ctx context.Context, grpcAddr string) error {
-	ctx = Internal(ctx, "register")
-	_, err := s.apply(ctx, &cluster.UpsertNode{Node: cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(),
-		GRPCAddr: grpcAddr, Partition: s.LocalPartitionInfo(ctx), LastSeen: s.now()}})
-	return err
-}
-
-// RestoreBackup brings a destroyed cluster back from a Backup snapshot. It
-// is for a NEW cluster: a freshly bootstrapped single node, leading, whose
-// HSM holds the domain key the backup's blobs are wrapped under. After the
-// restore the backup's domain key check must pass on this node's HSM, or
-// the node refuses to serve; records of the old members are dropped, so
-// that new nodes (even with the old ids) can join.
-func (s *Service) RestoreBackup(ctx context.Context, r io.Reader) error {
-	ctx = Internal(ctx, "restore")
-	if err := s.node.RestoreFromBackup(ctx, r); err != nil {
-		return err
-	}
-	if err := s.hsm.VerifyDomainKey(ctx, s.node.State().DomainKeyCheck()); err != nil {
-		if errors.Is(err, hsm.ErrWrongDomainKey) {
-			return fmt.Errorf("the backup's keys are wrapped under another domain key than this HSM's: %w", err)
-		}
-		return fmt.Errorf("nothing shows the backup's keys are wrapped under this HSM's domain key: %w", err)
-	}
-	members := map[string]bool{}
-	for _, srv := range s.node.Stats().Servers {
-		members[srv.ID] = true
-	}
-	for _, n := range s.node.State().Nodes() {
-		if !members[n.ID] {
-			if _, err := s.apply(ctx, &cluster.RemoveNode{ID: n.ID}); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
@@ -23,7 +24,7 @@ func TestSingleNodeClusterStatus(t *testing.T) {
 	hs := health.NewServer()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go e.svc.WatchHealth(wctx, hs, 20*time.Millisecond)
+	go broker.NewDaemon(e.svc, broker.DaemonConfig{Health: hs, HealthInterval: 20 * time.Millisecond}).WatchHealth(wctx)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r, err := hs.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.CryptoService_ServiceDesc.ServiceName})
@@ -124,7 +125,7 @@ func TestEveryReadinessCheckIsTheNodesVerdict(t *testing.T) {
 	hs := health.NewServer()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go e.svc.WatchHealth(wctx, hs, time.Hour) // one check now, the next in an hour
+	go broker.NewDaemon(e.svc, broker.DaemonConfig{Health: hs, HealthInterval: time.Hour}).WatchHealth(wctx) // one check now, the next in an hour
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if ok, _ := e.svc.Healthy(); !ok {
 			break

@@ -136,7 +136,7 @@ func TestJoinRefusals(t *testing.T) {
 	ctx := ctxT(t)
 	admin := pb.NewClusterServiceClient(c.Dial(0, "admin"))
 
-	newJoiner := func(id string, ca *pki.CA, withDomainKey bool) *broker.Service {
+	newJoiner := func(id string, ca *pki.CA, withDomainKey bool) *broker.Daemon {
 		t.Helper()
 		dir := t.TempDir()
 		tok := hsmtest.NewToken(t)
@@ -172,7 +172,7 @@ func TestJoinRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(svc.Close)
-		return svc
+		return broker.NewDaemon(svc, broker.DaemonConfig{})
 	}
 	seeds := []string{c.Nodes[0].GRPCAddr}
 

@@ -101,7 +101,7 @@ func (e *env) start(p *hsm.Partition) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.RegisterNode(ctx, lis.Addr().String()); err != nil {
+	if err := broker.NewDaemon(e.svc, broker.DaemonConfig{GRPCAddr: lis.Addr().String()}).RegisterNode(ctx); err != nil {
 		t.Fatal(err)
 	}
 	e.keys = pb.NewKeyServiceClient(e.conn)

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/keys"
@@ -123,51 +122,4 @@ func (s *Service) RotateOnDemand(ctx context.Context, ref string) (cluster.Key, 
 	}
 	_, k, err = s.Rotate(ctx, k.ID)
 	return k, err
-}
-
-// RotateDue rotates every enabled key whose automatic rotation is on and
-// whose current version is at least a rotation period old, and returns how
-// many it rotated. Only the leader rotates: a follower returns at once, so
-// every node may run it. It is the node's own work (Internal "rotation"),
-// audited as such.
-func (s *Service) RotateDue(ctx context.Context) (int, error) {
-	if !s.node.IsLeader() {
-		return 0, nil
-	}
-	ctx = Internal(ctx, "rotation")
-	now := s.now()
-	n := 0
-	var errs []error
-	for _, k := range s.node.State().Keys() {
-		if !k.RotationEnabled || k.State != keys.StateEnabled || k.Spec != keys.SpecSymmetricDefault || now.Before(nextRotation(k)) {
-			continue
-		}
-		if _, _, err := s.Rotate(ctx, k.ID); err != nil {
-			if ctx.Err() != nil {
-				return n, ctx.Err()
-			}
-			errs = append(errs, err)
-			continue
-		}
-		n++
-		s.log.Info("rotated key at the end of its rotation period", "key", k.ID)
-	}
-	return n, errors.Join(errs...)
-}
-
-// WatchRotation runs RotateDue every interval until ctx ends; every node
-// may run it, as only the leader rotates.
-func (s *Service) WatchRotation(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.RotateDue(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("automatic key rotation failed; will retry", "err", err)
-			}
-		}
-	}
 }

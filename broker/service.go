@@ -40,8 +40,8 @@ type Config struct {
 	// leader before it stops serving (default 3s).
 	MaxStaleness time.Duration
 	// RequireCaughtUp keeps a node unready until it has applied a write of
-	// its own (the Heartbeat's first) since it started. The daemon sets it;
-	// a service without Heartbeat leaves it off.
+	// its own (Daemon.Heartbeat's first) since it started. The daemon sets
+	// it; a service whose node runs no Daemon.Heartbeat leaves it off.
 	RequireCaughtUp bool
 	// AuditLog, when set, receives one line per request (see accessInterceptor
 	// and EndRequest); a request whose line cannot be written fails. nil

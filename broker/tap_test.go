@@ -29,7 +29,7 @@ func TestRefusedBeforeRead(t *testing.T) {
 	lb := &lockedBuffer{b: &bytes.Buffer{}}
 	e := newSecureEnv(t, audit.New(lb, audit.Options{}))
 	ctx := ctxT(t)
-	if err := e.svc.EnsureDomainKeyCheck(ctx); err != nil {
+	if err := broker.NewDaemon(e.svc, broker.DaemonConfig{}).EnsureDomainKeyCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
 	admin := e.as("root", "admin")
@@ -125,7 +125,7 @@ func TestTapInflightReleased(t *testing.T) {
 	gw := &gateWriter{}
 	e := newSecureEnv(t, audit.New(gw, audit.Options{}))
 	ctx := ctxT(t)
-	if err := e.svc.EnsureDomainKeyCheck(ctx); err != nil {
+	if err := broker.NewDaemon(e.svc, broker.DaemonConfig{}).EnsureDomainKeyCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
 	admin := e.as("root", "admin")

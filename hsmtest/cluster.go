@@ -95,6 +95,9 @@ type Node struct {
 	Partition *hsm.Partition
 	Raft      *cluster.Node
 	Service   *broker.Service
+	// Daemon runs the node's own work: join, heartbeat, health, audit
+	// checkpoints.
+	Daemon *broker.Daemon
 
 	c       *Cluster
 	joined  bool // has been a member: restarts reopen, never re-join
@@ -264,6 +267,9 @@ func (nd *Node) Start() {
 	}
 	nd.Service = svc
 	srv, hs := svc.NewGRPCServer(tlsCfg)
+	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: nd.GRPCAddr, Health: hs, HealthInterval: 50 * time.Millisecond,
+		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: 10 * time.Second, AuditCheckpointInterval: c.AuditCheckpointInterval})
+	nd.Daemon = dm
 	nd.grpc = srv
 	lis, err := net.Listen("tcp", nd.GRPCAddr)
 	if err != nil {
@@ -282,12 +288,12 @@ func (nd *Node) Start() {
 			t.Fatal(err)
 		}
 		if c.Restore != nil {
-			if err := svc.RestoreBackup(ctx, bytes.NewReader(c.Restore)); err != nil {
+			if err := dm.RestoreBackup(ctx, bytes.NewReader(c.Restore)); err != nil {
 				t.Fatalf("%s: restore: %v", nd.ID, err)
 			}
 			c.Restore = nil
 		}
-		if err := svc.EnsureDomainKeyCheck(ctx); err != nil {
+		if err := dm.EnsureDomainKeyCheck(ctx); err != nil {
 			t.Fatalf("%s: domain key check: %v", nd.ID, err)
 		}
 	} else if isNew {
@@ -301,16 +307,16 @@ func (nd *Node) Start() {
 				seeds = append(seeds, o.GRPCAddr)
 			}
 		}
-		if err := svc.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok, GRPCAddr: nd.GRPCAddr}); err != nil {
+		if err := dm.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok, GRPCAddr: nd.GRPCAddr}); err != nil {
 			t.Fatalf("%s: join: %v", nd.ID, err)
 		}
 	}
 	nd.wg.Add(2)
-	go func() { defer nd.wg.Done(); svc.WatchHealth(rctx, hs, 50*time.Millisecond) }()
-	go func() { defer nd.wg.Done(); svc.Heartbeat(rctx, nd.GRPCAddr, 100*time.Millisecond, 10*time.Second) }()
+	go func() { defer nd.wg.Done(); dm.WatchHealth(rctx) }()
+	go func() { defer nd.wg.Done(); dm.Heartbeat(rctx) }()
 	if c.Audit {
 		nd.wg.Add(1)
-		go func() { defer nd.wg.Done(); svc.CheckpointAudit(rctx, c.AuditCheckpointInterval) }()
+		go func() { defer nd.wg.Done(); dm.CheckpointAudit(rctx) }()
 	}
 	nd.WaitServing(t)
 }

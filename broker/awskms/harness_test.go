@@ -80,7 +80,7 @@ func newEnv(tb testing.TB, opts ...envOption) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := e.svc.RegisterNode(ctx, "127.0.0.1:1"); err != nil {
+	if err := broker.NewDaemon(e.svc, broker.DaemonConfig{GRPCAddr: "127.0.0.1:1"}).RegisterNode(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	if e.admin, err = awskms.GenerateAccessKey("admin"); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
 )
 
@@ -566,12 +567,12 @@ func TestSDK(t *testing.T) {
 		if _, err := c.EnableKeyRotation(ctx, &kms.EnableKeyRotationInput{KeyId: aws.String(k)}); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := e.svc.RotateDue(ctx); err != nil || n != 0 {
+		if n, err := broker.NewDaemon(e.svc, broker.DaemonConfig{}).RotateDue(ctx); err != nil || n != 0 {
 			t.Fatalf("rotated %d keys before any was due: %v", n, err)
 		}
 		e.clock.Set(time.Now().Add(366 * 24 * time.Hour))
 		defer e.clock.Set(time.Time{})
-		if n, err := e.svc.RotateDue(ctx); err != nil || n == 0 {
+		if n, err := broker.NewDaemon(e.svc, broker.DaemonConfig{}).RotateDue(ctx); err != nil || n == 0 {
 			t.Fatalf("rotated %d keys a year later: %v", n, err)
 		}
 		r, err := c.ListKeyRotations(ctx, &kms.ListKeyRotationsInput{KeyId: aws.String(k)})

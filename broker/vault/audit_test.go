@@ -64,7 +64,7 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.RegisterNode(ctx, "127.0.0.1:1"); err != nil {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: "127.0.0.1:1"}).RegisterNode(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// A plaintext gRPC server (tests only) to set things up through the API.

@@ -20,17 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Timings of the daemon's background work and shutdown.
+// How long dev waits to be ready, and how long shutdown waits. The
+// broker.Daemon times its own loops.
 const (
-	// healthInterval is how often readiness is re-checked for gRPC health.
-	healthInterval = 2 * time.Second
-	// heartbeatCheck and heartbeatRefresh: how often this node's record in
-	// the replicated state is checked, and rewritten when nothing changed.
-	heartbeatCheck   = 2 * time.Second
-	heartbeatRefresh = 30 * time.Second
-	// rotationInterval is how often the leader looks for keys due for
-	// automatic rotation (their period is a year).
-	rotationInterval = time.Hour
 	// readyWait bounds how long dev waits to be ready before it writes
 	// dev.env anyway.
 	readyWait = 30 * time.Second
@@ -244,19 +236,14 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
-	spawn(func() { svc.WatchHealth(bg, hs, healthInterval) })
-	spawn(func() { reloadOnHangup(bg, log, d.kms) })
-	spawn(func() { d.kmip.run(bg, log, svc, kmipLis, fatal) })
-	if preloader != nil {
-		spawn(func() {
-			preloader.Run(bg, node.State(), func() bool { ok, _ := svc.Ready(bg); return ok })
-		})
-	}
+	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: advertise, Join: d.join, Health: hs, Preloader: preloader})
 	spawn(func() {
-		if err := startMembership(bg, log, svc, node, d.join, advertise, spawn); err != nil {
+		if err := dm.Run(bg); err != nil {
 			fatal <- err
 		}
 	})
+	spawn(func() { reloadOnHangup(bg, log, d.kms) })
+	spawn(func() { d.kmip.run(bg, log, svc, kmipLis, fatal) })
 	if d.onReady != nil {
 		spawn(func() {
 			if waitReady(bg, svc) != nil && bg.Err() != nil {
@@ -307,49 +294,6 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	// close the partition.
 	log.Info("stopped")
 	return err
-}
-
-// startMembership brings the node into its cluster: it joins when told
-// to, checks that its HSM holds the cluster's domain key (recording the
-// check blob when it founded the cluster), then keeps its member record
-// current and, while it leads, rotates keys that are due. Only errors that
-// make serving wrong are returned; the rest are retried.
-func startMembership(ctx context.Context, log *slog.Logger, svc *broker.Service, node *cluster.Node,
-	join *broker.JoinConfig, advertise string, spawn func(func())) error {
-	if join != nil {
-		jc := *join
-		jc.GRPCAddr = advertise
-		log.Info("joining the cluster", "seeds", jc.Seeds)
-		if err := svc.Join(ctx, jc); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("join the cluster: %w", err)
-		}
-	}
-	if err := node.WaitForLeader(ctx); err != nil {
-		return nil // shutting down
-	}
-	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
-		err := svc.EnsureDomainKeyCheck(ctx)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, hsm.ErrWrongDomainKey) {
-			return fmt.Errorf("this node's HSM holds a domain key other than the cluster's; it must not serve: %w", err)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Warn("domain key check failed; retrying", "err", err, "in", backoff)
-		if !sleep(ctx, backoff) {
-			return nil
-		}
-	}
-	spawn(func() { svc.Heartbeat(ctx, advertise, heartbeatCheck, heartbeatRefresh) })
-	spawn(func() { svc.WatchRotation(ctx, rotationInterval) })
-	spawn(func() { svc.CheckpointAudit(ctx, broker.AuditCheckpointInterval) })
-	return nil
 }
 
 // waitReady waits until the node's health watch reports it ready, at most
@@ -407,16 +351,4 @@ func dialable(a net.Addr) string {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
 	return net.JoinHostPort(ip.String(), strconv.Itoa(ta.Port))
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

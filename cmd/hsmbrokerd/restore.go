@@ -114,7 +114,7 @@ func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup []byt
 		return 0, err
 	}
 	defer svc.Close()
-	if err := svc.RestoreBackup(ctx, bytes.NewReader(backup)); err != nil {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, bytes.NewReader(backup)); err != nil {
 		return 0, err
 	}
 	return len(node.State().Keys()), nil

@@ -1,0 +1,201 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/cluster"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// EnsureDomainKeyCheck makes sure the cluster records a check blob for its
+// domain key (once, when a cluster is bootstrapped) and that this node's
+// HSM holds that domain key. A node whose HSM holds another domain key must
+// not serve: its blobs would not unwrap.
+func (d *Daemon) EnsureDomainKeyCheck(ctx context.Context) error {
+	s := d.svc
+	ctx = Internal(ctx, "domain-key-check")
+	check := s.node.State().DomainKeyCheck()
+	if len(check) == 0 {
+		if !s.node.IsLeader() {
+			return nil // the bootstrap node records it
+		}
+		c, err := s.hsm.DomainKeyCheck(ctx)
+		if err != nil {
+			return fmt.Errorf("make domain key check: %w", err)
+		}
+		sum := sha256.Sum256(c)
+		_, err = s.apply(ctx, &cluster.SetDomainKeyID{ID: hex.EncodeToString(sum[:8]), Check: c})
+		if err != nil && !errors.Is(err, cluster.ErrAlreadyExists) {
+			return err
+		}
+		check = s.node.State().DomainKeyCheck()
+	}
+	return s.hsm.VerifyDomainKey(ctx, check)
+}
+
+// JoinConfig is what a new node needs to join a cluster.
+type JoinConfig struct {
+	// Seeds are gRPC addresses of existing members; any reachable one will
+	// do, the leader is found from it.
+	Seeds []string
+	// Token is a join token from CreateJoinToken.
+	Token string
+	// GRPCAddr is the address other nodes and clients reach this node's
+	// gRPC server at.
+	GRPCAddr string
+}
+
+// Join makes this node (opened without Bootstrap, with Raft running) a
+// member of an existing cluster and gives its HSM the domain key, HSM to
+// HSM. A partition that already holds a domain key must hold the
+// cluster's: that is checked before anything is asked of the cluster.
+func (d *Daemon) Join(ctx context.Context, jc JoinConfig) error {
+	s := d.svc
+	ctx = Internal(ctx, "join")
+	// An election may be under way while a node joins: a seed may know no
+	// leader yet, or the node asked may have just lost leadership. Those
+	// answers spend no join token, so they are retried until ctx ends.
+	for {
+		err := d.joinOnce(ctx, jc)
+		if err == nil || !errors.Is(err, errJoinRetry) || ctx.Err() != nil {
+			return err
+		}
+		s.log.Info("join not possible yet; retrying", "reason", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// errJoinRetry marks join failures that changed nothing and may pass on a
+// second try (no leader yet, a leader change).
+var errJoinRetry = errors.New("broker: join can be retried")
+
+func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
+	s := d.svc
+	var (
+		cs      *pb.GetClusterStatusResponse
+		lastErr error
+	)
+	for _, seed := range jc.Seeds {
+		c, err := s.peerConn(seed)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if cs, err = pb.NewClusterServiceClient(c).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{}); err == nil {
+			break
+		}
+		lastErr = fmt.Errorf("seed %s: %w", seed, err)
+	}
+	if cs == nil {
+		return fmt.Errorf("no seed answered: %w", lastErr)
+	}
+	leaderAddr := ""
+	for _, n := range cs.GetNodes() {
+		if n.GetId() == cs.GetLeaderId() {
+			leaderAddr = n.GetGrpcAddress()
+		}
+		if n.GetId() == s.node.ID() {
+			return fmt.Errorf("%w: node id %s is already a member of the cluster", cluster.ErrAlreadyExists, s.node.ID())
+		}
+	}
+	if leaderAddr == "" {
+		return fmt.Errorf("%w: %w: the cluster reports no leader with a gRPC address", errJoinRetry, cluster.ErrNotLeader)
+	}
+	check := cs.GetDomainKeyCheck()
+	has, err := s.hsm.HasDomainKey(ctx)
+	if err != nil {
+		return err
+	}
+	req := &pb.JoinClusterRequest{NodeId: s.node.ID(), RaftAddress: s.node.Addr(), GrpcAddress: jc.GRPCAddr, JoinToken: jc.Token}
+	if has {
+		if err := s.hsm.VerifyDomainKey(ctx, check); err != nil {
+			return fmt.Errorf("this node's HSM already holds a domain key, and it is not the cluster's: %w", err)
+		}
+	} else if req.TransportPublicKey, err = s.hsm.TransportKey(ctx); err != nil {
+		return err
+	}
+	pi := s.LocalPartitionInfo(ctx)
+	req.Partition = partitionPB(pi, time.Time{})
+	c, err := s.peerConn(leaderAddr)
+	if err != nil {
+		return err
+	}
+	resp, err := pb.NewClusterServiceClient(c).JoinCluster(ctx, req)
+	if err != nil {
+		// The leader refuses before it spends the token when it has lost
+		// leadership; a connection that never carried the request spent
+		// nothing either.
+		if st, _ := status.FromError(err); st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "not the leader") ||
+			st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader {
+			return fmt.Errorf("%w: join through %s: %w", errJoinRetry, leaderAddr, err)
+		}
+		return fmt.Errorf("join through %s: %w", leaderAddr, err)
+	}
+	if !has {
+		if err := s.hsm.ImportDomainKey(ctx, resp.GetWrappedDomainKey(), resp.GetWrappingMechanism()); err != nil {
+			return fmt.Errorf("import the domain key: %w", err)
+		}
+		if err := s.hsm.VerifyDomainKey(ctx, check); err != nil {
+			return fmt.Errorf("the imported domain key fails the cluster's check: %w", err)
+		}
+	}
+	s.log.Info("joined the cluster", "leader", resp.GetLeaderId())
+	return s.node.WaitForLeader(ctx)
+}
+
+// Heartbeat keeps this node's record (gRPC address, partition metadata and
+// health) current in the replicated state until ctx ends: at once,
+// whenever the health changes (checked every HeartbeatCheck), and every
+// HeartbeatRefresh otherwise. Its first write that this node applies marks
+// the node caught up (Config.RequireCaughtUp).
+func (d *Daemon) Heartbeat(ctx context.Context) {
+	s := d.svc
+	grpcAddr, check, refresh := d.cfg.GRPCAddr, d.cfg.HeartbeatCheck, d.cfg.HeartbeatRefresh
+	ctx = Internal(ctx, "heartbeat")
+	var last string
+	var lastWrite time.Time
+	t := time.NewTicker(check)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, check+s.cfg.WriteTimeout)
+		pi := s.LocalPartitionInfo(cctx)
+		if pi.Health != last || time.Since(lastWrite) >= refresh {
+			rec := cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(), GRPCAddr: grpcAddr, Partition: pi, LastSeen: s.now()}
+			if _, err := s.apply(cctx, &cluster.UpsertNode{Node: rec}); err == nil {
+				last, lastWrite = pi.Health, time.Now()
+				s.caughtUp.Store(true) // apply waited until this node applied it
+			} else if ctx.Err() == nil {
+				s.log.Debug("node record not updated", "err", err)
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RegisterNode records this node (at GRPCAddr) and its partition in the
+// replicated state once, so that cluster status can show it from any node;
+// Heartbeat keeps the record current.
+func (d *Daemon) RegisterNode(ctx context.Context) error {
+	s := d.svc
+	ctx = Internal(ctx, "register")
+	_, err := s.apply(ctx, &cluster.UpsertNode{Node: cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(),
+		GRPCAddr: d.cfg.GRPCAddr, Partition: s.LocalPartitionInfo(ctx), LastSeen: s.now()}})
+	return err
+}
