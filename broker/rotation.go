@@ -107,24 +107,6 @@ func (s *Service) KeyRotations(ctx context.Context, ref string) (cluster.Key, []
 	return k, rs, nil
 }
 
-// RotateOnDemand rotates a symmetric key now, whatever its automatic
-// rotation setting. Unlike Rotate, it answers a disabled key with
-// KMSInvalidStateException, as AWS's RotateKeyOnDemand does.
-func (s *Service) RotateOnDemand(ctx context.Context, ref string) (cluster.Key, error) {
-	k, err := s.resolve(ctx, "KeyId", ref)
-	if err != nil {
-		return k, err
-	}
-	if k.Spec != keys.SpecSymmetricDefault {
-		return k, errRotationUnsupported(k)
-	}
-	if err := rotationState(k); err != nil {
-		return k, err
-	}
-	_, k, err = s.Rotate(ctx, k.ID)
-	return k, err
-}
-
 // RotateDue rotates every enabled key whose automatic rotation is on and
 // whose current version is at least a rotation period old, and returns how
 // many it rotated. Only the leader rotates: a follower returns at once, so
@@ -142,7 +124,7 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 		if !k.RotationEnabled || k.State != keys.StateEnabled || k.Spec != keys.SpecSymmetricDefault || now.Before(nextRotation(k)) {
 			continue
 		}
-		if _, _, err := s.Rotate(ctx, k.ID); err != nil {
+		if _, err := s.RotateKey(ctx, RotateKeyRequest{KeyRef: k.ID}); err != nil {
 			if ctx.Err() != nil {
 				return n, ctx.Err()
 			}
