@@ -182,9 +182,10 @@ type Event struct {
 	Version uint32 // the version created by CreateKey (1) or AddVersion
 }
 
-// CreateKey creates a key with its first version and, when Alias is set, an
-// alias for it, atomically. gRPC CreateKey always names an alias; the AWS
-// KMS front, like AWS, may not.
+// CreateKey creates a key with its first version, its tags and policy (the
+// Key's Policy, stored as PutPolicy stores one; none means the default)
+// and, when Alias is set, an alias for it, atomically. gRPC CreateKey
+// always names an alias; the AWS KMS front, like AWS, may not.
 type CreateKey struct {
 	Key   Key    `json:"key"`
 	Alias string `json:"alias"`
