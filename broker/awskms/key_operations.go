@@ -152,9 +152,8 @@ func (h *Handler) keyRef(field, ref string, aliasOK bool) (string, error) {
 }
 
 // parseEnum converts an AWS enum value to its proto enum: "" is
-// unspecified (the core's default), a value AWS defines but this service
-// does not support is an UnsupportedOperationException, anything else a
-// ValidationException listing the values.
+// unspecified (the core's default); any other value not defined is
+// refused as enumErr says.
 func parseEnum[E ~int32](field, s, prefix string, values map[string]int32, awsOnly ...string) (E, error) {
 	if s == "" {
 		return 0, nil
@@ -162,39 +161,40 @@ func parseEnum[E ~int32](field, s, prefix string, values map[string]int32, awsOn
 	if v, ok := values[prefix+s]; ok && v != 0 {
 		return E(v), nil
 	}
-	if slices.Contains(awsOnly, s) {
-		return 0, unsupported("%s %s is not supported by this key service", field, s)
-	}
 	var all []string
 	for name, v := range values {
 		if v != 0 {
 			all = append(all, strings.TrimPrefix(name, prefix))
 		}
 	}
-	sort.Strings(all)
-	return 0, validation("1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]",
-		truncate(s, 64), lowerFirst(field), strings.Join(append(all, awsOnly...), ", "))
+	return 0, enumErr(field, s, all, awsOnly)
 }
 
 // parseName converts an AWS enum value straight to the core's typed name
-// (keys.Spec, keys.Usage): "" is unset (the core's default), a value AWS
-// defines but this service does not support is an
-// UnsupportedOperationException, anything else a ValidationException
-// listing the values.
+// (keys.Spec, keys.Usage): "" is unset (the core's default); any other
+// value not in values is refused as enumErr says.
 func parseName[T ~string](field, s string, values []T, awsOnly ...string) (T, error) {
 	if s == "" || slices.Contains(values, T(s)) {
 		return T(s), nil
-	}
-	if slices.Contains(awsOnly, s) {
-		return "", unsupported("%s %s is not supported by this key service", field, s)
 	}
 	all := make([]string, 0, len(values))
 	for _, v := range values {
 		all = append(all, string(v))
 	}
-	sort.Strings(all)
-	return "", validation("1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]",
-		truncate(s, 64), lowerFirst(field), strings.Join(append(all, awsOnly...), ", "))
+	return "", enumErr(field, s, all, awsOnly)
+}
+
+// enumErr refuses s, a value of the enum field that is not one of valid:
+// a value AWS defines but this service does not support (awsOnly) is an
+// UnsupportedOperationException, anything else a ValidationException
+// listing every value.
+func enumErr(field, s string, valid, awsOnly []string) error {
+	if slices.Contains(awsOnly, s) {
+		return unsupported("%s %s is not supported by this key service", field, s)
+	}
+	sort.Strings(valid)
+	return validation("1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]",
+		truncate(s, 64), lowerFirst(field), strings.Join(append(valid, awsOnly...), ", "))
 }
 
 // enumName is the AWS name of a proto enum value ("" for unspecified).
