@@ -30,11 +30,11 @@ func TestUnmarkedContextDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	internal := broker.Internal(ctx, "test")
-	created, err := svc.CreateKey(internal, &pb.CreateKeyRequest{AliasName: "alias/internal"})
+	created, err := svc.CreateKey(internal, broker.CreateKeyRequest{Alias: "alias/internal"})
 	if err != nil {
 		t.Fatalf("internal CreateKey: %v", err)
 	}
-	id := created.GetKeyMetadata().GetKeyId()
+	id := created.ID
 	if _, err := svc.DescribeKey(internal, &pb.DescribeKeyRequest{KeyId: id}); err != nil {
 		t.Fatalf("internal DescribeKey: %v", err)
 	}
@@ -52,7 +52,7 @@ func TestUnmarkedContextDenied(t *testing.T) {
 	wantUnmarked(t, err)
 	_, err = svc.DisableKey(bg, &pb.DisableKeyRequest{KeyId: id})
 	wantUnmarked(t, err)
-	_, err = svc.CreateKey(bg, &pb.CreateKeyRequest{AliasName: "alias/unmarked"})
+	_, err = svc.CreateKey(bg, broker.CreateKeyRequest{Alias: "alias/unmarked"})
 	wantUnmarked(t, err)
 	_, err = svc.SetPrincipalRole(bg, &pb.SetPrincipalRoleRequest{Principal: "mallory", Role: pb.PrincipalRole_PRINCIPAL_ROLE_ADMIN})
 	wantUnmarked(t, err)

@@ -26,7 +26,7 @@ func (d *Daemon) RotateDue(ctx context.Context) (int, error) {
 		if !k.RotationEnabled || k.State != keys.StateEnabled || k.Spec != keys.SpecSymmetricDefault || now.Before(nextRotation(k)) {
 			continue
 		}
-		if _, _, err := s.Rotate(ctx, k.ID); err != nil {
+		if _, err := s.RotateKey(ctx, RotateKeyRequest{KeyRef: k.ID}); err != nil {
 			if ctx.Err() != nil {
 				return n, ctx.Err()
 			}

@@ -39,7 +39,7 @@ func TestDaemonRunBringsTheNodeUp(t *testing.T) {
 	p := hsmtest.NewPartition(t)
 	node, svc := newBareNode(t, "node1", p, broker.Config{RequireCaughtUp: true, AuditLog: audit.New(lb, audit.Options{})})
 	ctx := ctxT(t)
-	if _, err := svc.CreateKey(broker.Internal(ctx, "test"), &pb.CreateKeyRequest{AliasName: "alias/preloaded"}); err != nil {
+	if _, err := svc.CreateKey(broker.Internal(ctx, "test"), broker.CreateKeyRequest{Alias: "alias/preloaded"}); err != nil {
 		t.Fatal(err)
 	}
 	p.EvictAll(ctx) // as on a node that has just started: nothing loaded

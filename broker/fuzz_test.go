@@ -98,7 +98,7 @@ func FuzzRequests(f *testing.F) {
 			r := &pb.CreateKeyRequest{}
 			// Only the fast specs: RSA generation would make fuzzing crawl.
 			if proto.Unmarshal(body, r) == nil && (r.GetKeySpec() == 0 || r.GetKeySpec() >= pb.KeySpec_KEY_SPEC_ECC_NIST_P256) {
-				_, err = svc.CreateKey(ctx, r)
+				_, err = broker.KeyServer(svc).CreateKey(ctx, r)
 			}
 		case 8:
 			r := &pb.ScheduleKeyDeletionRequest{}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
-	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
 
@@ -25,24 +24,35 @@ var grantOperations = map[string]bool{
 	"GetPublicKey": false, "DescribeKey": false, "RetireGrant": false,
 }
 
-// GrantInput is CreateGrant for every front.
-type GrantInput struct {
-	KeyRef            string
-	Grantee           string
+// CreateGrantRequest is a request to give a principal operations on a key.
+type CreateGrantRequest struct {
+	// KeyRef names the key: a key id, key ARN or alias.
+	KeyRef string
+	// Grantee is the principal the grant is for, by name or as
+	// arn:aws:iam::ACCOUNT:user/NAME. Required.
+	Grantee string
+	// RetiringPrincipal, when set, may retire the grant.
 	RetiringPrincipal string
-	Operations        []string
-	ContextEquals     map[string]string
-	ContextSubset     map[string]string
-	Name              string
+	// Operations are the AWS names of the operations the grant gives
+	// (grantOperations). At least one.
+	Operations []string
+	// ContextEquals and ContextSubset constrain the encryption context of
+	// the requests the grant allows; at most one of them, and only when
+	// every operation takes an encryption context.
+	ContextEquals map[string]string
+	ContextSubset map[string]string
+	// Name, when set, makes the request idempotent: a grant with the same
+	// name, key, grantee, operations and constraints is that one.
+	Name string
 	// DryRun checks the request, authorization included, and stops before
 	// the grant is made.
 	DryRun bool
 }
 
-// CreateGrantWith checks and replicates a grant and returns it. A grant
-// with the same name, key, grantee, operations and constraints as an
-// existing one is that one (CreateGrant is idempotent by name, as in AWS).
-func (s *Service) CreateGrantWith(ctx context.Context, in GrantInput) (cluster.Grant, error) {
+// CreateGrant checks and replicates a grant and returns it. A grant with
+// the same name, key, grantee, operations and constraints as an existing
+// one is that one (CreateGrant is idempotent by name, as in AWS).
+func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (cluster.Grant, error) {
 	in.Grantee, in.RetiringPrincipal = s.principalName(in.Grantee), s.principalName(in.RetiringPrincipal)
 	if err := checkPrincipalName("GranteePrincipal", in.Grantee, true); err != nil {
 		return cluster.Grant{}, err
@@ -141,72 +151,64 @@ func checkPrincipalName(field, p string, required bool) error {
 	return nil
 }
 
-// CreateGrant creates a grant.
-func (s *Service) CreateGrant(ctx context.Context, req *pb.CreateGrantRequest) (*pb.CreateGrantResponse, error) {
-	g, err := s.CreateGrantWith(ctx, GrantInput{
-		KeyRef: req.GetKeyId(), Grantee: req.GetGranteePrincipal(), RetiringPrincipal: req.GetRetiringPrincipal(),
-		Operations: req.GetOperations(), Name: req.GetName(),
-		ContextEquals: req.GetConstraints().GetEncryptionContextEquals(), ContextSubset: req.GetConstraints().GetEncryptionContextSubset(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &pb.CreateGrantResponse{GrantId: g.ID, GrantToken: g.ID}, nil
+// ListGrantsRequest asks for a page of a key's grants, ordered by id.
+type ListGrantsRequest struct {
+	// KeyRef names the key: a key id, key ARN or alias.
+	KeyRef string
+	// GrantID and Grantee, when set, keep only that grant and the grants
+	// of that principal.
+	GrantID, Grantee string
+	// After is the last grant id of the previous page ("" for the first).
+	After string
+	// PageSize is at most how many grants to return (keys.PageSize: 0 is
+	// the default).
+	PageSize int32
 }
 
-// GrantPB is the API view of a grant.
-func GrantPB(g cluster.Grant) *pb.Grant {
-	out := &pb.Grant{GrantId: g.ID, KeyId: g.KeyID, Name: g.Name, GranteePrincipal: g.Grantee,
-		RetiringPrincipal: g.RetiringPrincipal, Operations: g.Operations, IssuingPrincipal: g.Issuer, CreateTime: ts(g.CreatedAt)}
-	if len(g.ContextEquals) > 0 || len(g.ContextSubset) > 0 {
-		out.Constraints = &pb.GrantConstraints{EncryptionContextEquals: g.ContextEquals, EncryptionContextSubset: g.ContextSubset}
-	}
-	return out
-}
-
-// Grants lists a key's grants, filtered by grant id and grantee when set,
-// after the grant id after, up to limit; next is the last id of a full page.
-func (s *Service) Grants(ctx context.Context, ref, grantID, grantee, after string, limit int) ([]cluster.Grant, string, error) {
-	k, err := s.resolve(ctx, "KeyId", ref)
-	if err != nil {
-		return nil, "", err
-	}
-	var page []cluster.Grant
-	for _, g := range s.node.State().Grants(k.ID, grantee) {
-		if g.ID <= after || (grantID != "" && g.ID != grantID) {
-			continue
-		}
-		if len(page) == limit {
-			return page, page[limit-1].ID, nil
-		}
-		page = append(page, g)
-	}
-	return page, "", nil
+// GrantsPage is one page of grants; Next is the last id of a full page
+// when more may follow, else "".
+type GrantsPage struct {
+	Grants []cluster.Grant
+	Next   string
 }
 
 // ListGrants lists a key's grants.
-func (s *Service) ListGrants(ctx context.Context, req *pb.ListGrantsRequest) (*pb.ListGrantsResponse, error) {
-	limit, err := keys.PageSize(req.GetPageSize())
+func (s *Service) ListGrants(ctx context.Context, req ListGrantsRequest) (GrantsPage, error) {
+	limit, err := keys.PageSize(req.PageSize)
 	if err != nil {
-		return nil, fieldErr("PageSize", err)
+		return GrantsPage{}, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken())
+	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
 	if err != nil {
-		return nil, err
+		return GrantsPage{}, err
 	}
-	gs, next, err := s.Grants(ctx, req.GetKeyId(), req.GetGrantId(), req.GetGranteePrincipal(), after, limit)
-	if err != nil {
-		return nil, err
+	var page []cluster.Grant
+	for _, g := range s.node.State().Grants(k.ID, req.Grantee) {
+		if g.ID <= req.After || (req.GrantID != "" && g.ID != req.GrantID) {
+			continue
+		}
+		if len(page) == limit {
+			return GrantsPage{Grants: page, Next: page[limit-1].ID}, nil
+		}
+		page = append(page, g)
 	}
-	resp := &pb.ListGrantsResponse{NextPageToken: encodePageToken(next)}
-	for _, g := range gs {
-		resp.Grants = append(resp.Grants, GrantPB(g))
-	}
-	return resp, nil
+	return GrantsPage{Grants: page}, nil
 }
 
-// RevokeGrantWith deletes a grant on a key: the administrators' way.
-func (s *Service) RevokeGrantWith(ctx context.Context, ref, grantID string, dryRun bool) error {
+// RevokeGrantRequest deletes a grant on a key.
+type RevokeGrantRequest struct {
+	// KeyRef names the key: a key id, key ARN or alias.
+	KeyRef string
+	// GrantID names the grant. Required.
+	GrantID string
+	// DryRun checks the request, authorization included, and stops before
+	// the grant is deleted.
+	DryRun bool
+}
+
+// RevokeGrant deletes a grant on a key: the administrators' way.
+func (s *Service) RevokeGrant(ctx context.Context, req RevokeGrantRequest) error {
+	ref, grantID, dryRun := req.KeyRef, req.GrantID, req.DryRun
 	if grantID == "" {
 		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
 	}
@@ -224,19 +226,23 @@ func (s *Service) RevokeGrantWith(ctx context.Context, ref, grantID string, dryR
 	return err
 }
 
-// RevokeGrant deletes a grant.
-func (s *Service) RevokeGrant(ctx context.Context, req *pb.RevokeGrantRequest) (*pb.RevokeGrantResponse, error) {
-	if err := s.RevokeGrantWith(ctx, req.GetKeyId(), req.GetGrantId(), false); err != nil {
-		return nil, err
-	}
-	return &pb.RevokeGrantResponse{}, nil
+// RetireGrantRequest deletes a grant at the request of a principal the
+// grant names.
+type RetireGrantRequest struct {
+	// KeyRef names the grant's key; "" lets the grant id name it.
+	KeyRef string
+	// GrantID names the grant (grant tokens are grant ids). Required.
+	GrantID string
+	// DryRun checks the request, authorization included, and stops before
+	// the grant is deleted.
+	DryRun bool
 }
 
-// RetireGrantWith deletes a grant at the request of its retiring principal,
+// RetireGrant deletes a grant at the request of its retiring principal,
 // its grantee (when the grant gives RetireGrant), or an admin whom the
-// key's policy lets retire grants. ref may be empty: the grant id names the
-// key.
-func (s *Service) RetireGrantWith(ctx context.Context, ref, grantID string, dryRun bool) error {
+// key's policy lets retire grants.
+func (s *Service) RetireGrant(ctx context.Context, req RetireGrantRequest) error {
+	ref, grantID, dryRun := req.KeyRef, req.GrantID, req.DryRun
 	if grantID == "" {
 		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
 	}
@@ -290,12 +296,4 @@ func (s *Service) mayRetire(ctx context.Context, k cluster.Key, g cluster.Grant)
 	reason := "only the grant's retiring principal, its grantee when the grant gives RetireGrant, or an admin the key policy allows may retire it"
 	rq.deny(reason)
 	return newError(codes.PermissionDenied, ExcAccessDenied, "%s may not retire grant %s: %s", id.principal, g.ID, reason)
-}
-
-// RetireGrant deletes a grant.
-func (s *Service) RetireGrant(ctx context.Context, req *pb.RetireGrantRequest) (*pb.RetireGrantResponse, error) {
-	if err := s.RetireGrantWith(ctx, req.GetKeyId(), req.GetGrantId(), false); err != nil {
-		return nil, err
-	}
-	return &pb.RetireGrantResponse{}, nil
 }

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/hsmbroker/hsmbroker/cluster"
-	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
 
@@ -46,35 +43,6 @@ const defaultPolicyFormat = `{
   }%s ]
 }`
 
-// KeyPolicy returns a key's policy document as it was put, or its default
-// policy (every admin and the key's creator) when none was.
-func (s *Service) KeyPolicy(ctx context.Context, ref string) (string, error) {
-	k, err := s.resolve(ctx, "KeyId", ref)
-	if err != nil {
-		return "", err
-	}
-	if len(k.Policy) == 0 {
-		return s.defaultPolicyFor(k), nil
-	}
-	return string(k.Policy), nil
-}
-
-// SetKeyPolicy replaces a key's policy document. The document is checked
-// (a JSON object with statements this service can evaluate, at most
-// MaxKeyPolicy bytes) and stored verbatim; every node evaluates it on every
-// request that reaches the key (see authz.go).
-func (s *Service) SetKeyPolicy(ctx context.Context, ref, policy string) error {
-	if err := CheckKeyPolicy(policy); err != nil {
-		return err
-	}
-	k, err := s.resolve(ctx, "KeyId", ref)
-	if err != nil {
-		return err
-	}
-	_, err = s.apply(ctx, &cluster.PutPolicy{KeyID: k.ID, Policy: []byte(policy)})
-	return err
-}
-
 // CheckKeyPolicy checks that policy has the form of a key policy document.
 func CheckKeyPolicy(policy string) error {
 	malformed := func(format string, args ...any) error {
@@ -104,24 +72,4 @@ func CheckKeyPolicy(policy string) error {
 		return malformed("%v", err)
 	}
 	return nil
-}
-
-// PutKeyPolicy replaces a key's policy.
-func (s *Service) PutKeyPolicy(ctx context.Context, req *pb.PutKeyPolicyRequest) (*pb.PutKeyPolicyResponse, error) {
-	if err := s.SetKeyPolicy(ctx, req.GetKeyId(), req.GetPolicy()); err != nil {
-		return nil, err
-	}
-	return &pb.PutKeyPolicyResponse{}, nil
-}
-
-// GetKeyPolicy returns a key's policy.
-func (s *Service) GetKeyPolicy(ctx context.Context, req *pb.GetKeyPolicyRequest) (*pb.GetKeyPolicyResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
-	if err != nil {
-		return nil, err
-	}
-	if len(k.Policy) == 0 {
-		return &pb.GetKeyPolicyResponse{Policy: s.defaultPolicyFor(k), IsDefault: true}, nil
-	}
-	return &pb.GetKeyPolicyResponse{Policy: string(k.Policy)}, nil
 }

@@ -12,71 +12,71 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// CreateKeyInput is CreateKey without the gRPC rule that an alias is
-// required: the AWS front, like AWS, creates keys without one.
-type CreateKeyInput struct {
-	Spec        keys.Spec
-	Usage       keys.Usage
+// CreateKeyRequest is a request to make a key, the same for every front.
+type CreateKeyRequest struct {
+	// Spec is the kind of key material; "" is keys.SpecSymmetricDefault.
+	Spec keys.Spec
+	// Usage is what the key is for; "" is the spec's default usage.
+	Usage keys.Usage
+	// Description is free text, at most keys.MaxDescription bytes.
 	Description string
-	Tags        map[string]string
-	Alias       string // "" for none
+	// Tags are the key's tags (keys.ValidateTags).
+	Tags map[string]string
+	// Alias, when set, names the key (alias/NAME); it is made with the key.
+	Alias string
+	// Policy, when set, is the key's policy document (CheckKeyPolicy);
+	// nil gives the key the default policy (every admin and its creator).
+	Policy *string
 }
 
 // CreateKey makes a key in this node's HSM, wraps it under the domain key,
-// and replicates the key with its alias. The alias is required, as the
-// product brief asks; the key and alias are created atomically.
-func (s *Service) CreateKey(ctx context.Context, req *pb.CreateKeyRequest) (*pb.CreateKeyResponse, error) {
-	if req.GetAliasName() == "" {
-		return nil, &keys.FieldError{Field: "AliasName", Problem: "is required: every key is created with an alias (alias/NAME)"}
+// and replicates it with its alias, tags and policy in one command: the
+// key exists with all of them, or not at all. Every field is checked
+// before the HSM generates anything.
+func (s *Service) CreateKey(ctx context.Context, req CreateKeyRequest) (cluster.Key, error) {
+	if req.Spec == "" {
+		req.Spec = keys.SpecSymmetricDefault
 	}
-	k, err := s.CreateKeyWith(ctx, CreateKeyInput{
-		Spec: specFrom(req.GetKeySpec()), Usage: usageFrom(req.GetKeyUsage()),
-		Description: req.GetDescription(), Tags: req.GetTags(), Alias: req.GetAliasName(),
-	})
-	if err != nil {
-		return nil, err
+	if !req.Spec.Valid() {
+		return cluster.Key{}, &keys.FieldError{Field: "KeySpec", Problem: fmt.Sprintf("%q is not a supported key spec", req.Spec)}
 	}
-	return &pb.CreateKeyResponse{KeyMetadata: s.metadata(k)}, nil
-}
-
-// CreateKeyWith is the shared core of CreateKey for every front.
-func (s *Service) CreateKeyWith(ctx context.Context, in CreateKeyInput) (cluster.Key, error) {
-	if in.Spec == "" {
-		in.Spec = keys.SpecSymmetricDefault
-	}
-	if !in.Spec.Valid() {
-		return cluster.Key{}, &keys.FieldError{Field: "KeySpec", Problem: fmt.Sprintf("%q is not a supported key spec", in.Spec)}
-	}
-	usage, err := keys.ValidateCreate(in.Spec, in.Usage)
+	usage, err := keys.ValidateCreate(req.Spec, req.Usage)
 	if err != nil {
 		return cluster.Key{}, err
 	}
-	if err := keys.ValidateDescription(in.Description); err != nil {
+	if err := keys.ValidateDescription(req.Description); err != nil {
 		return cluster.Key{}, err
 	}
-	if err := keys.ValidateTags(in.Tags); err != nil {
+	if err := keys.ValidateTags(req.Tags); err != nil {
 		return cluster.Key{}, err
 	}
-	if in.Alias != "" {
-		if err := keys.ValidateAliasName(in.Alias); err != nil {
+	var policy []byte
+	if req.Policy != nil {
+		if err := CheckKeyPolicy(*req.Policy); err != nil {
 			return cluster.Key{}, err
 		}
-		if _, exists := s.node.State().ResolveAlias(in.Alias); exists {
-			return cluster.Key{}, newAlreadyExists("alias %s already exists", in.Alias)
+		policy = []byte(*req.Policy)
+	}
+	if req.Alias != "" {
+		if err := keys.ValidateAliasName(req.Alias); err != nil {
+			return cluster.Key{}, err
+		}
+		if _, exists := s.node.State().ResolveAlias(req.Alias); exists {
+			return cluster.Key{}, newAlreadyExists("alias %s already exists", req.Alias)
 		}
 	}
-	g, err := s.hsm.GenerateKey(ctx, in.Spec)
+	g, err := s.hsm.GenerateKey(ctx, req.Spec)
 	if err != nil {
-		return cluster.Key{}, fmt.Errorf("generate %s key: %w", in.Spec, err)
+		return cluster.Key{}, fmt.Errorf("generate %s key: %w", req.Spec, err)
 	}
 	now := s.now()
 	k := cluster.Key{
-		ID: keys.NewKeyID(), Spec: in.Spec, Usage: usage, State: keys.StateEnabled,
-		Description: in.Description, Tags: in.Tags, Creator: Principal(ctx), CreatedAt: now,
+		ID: keys.NewKeyID(), Spec: req.Spec, Usage: usage, State: keys.StateEnabled,
+		Description: req.Description, Tags: req.Tags, Creator: Principal(ctx), CreatedAt: now, Policy: policy,
 		Versions:       []cluster.KeyVersion{{Number: 1, Wrapped: g.Wrapped, PublicKey: g.PublicKey, CreatedAt: now}},
 		CurrentVersion: 1,
 	}
-	if _, err := s.apply(ctx, &cluster.CreateKey{Key: k, Alias: in.Alias}); err != nil {
+	if _, err := s.apply(ctx, &cluster.CreateKey{Key: k, Alias: req.Alias}); err != nil {
 		return cluster.Key{}, err
 	}
 	stored, ok := s.node.State().Key(k.ID)
@@ -247,37 +247,41 @@ func (s *Service) CancelKeyDeletion(ctx context.Context, req *pb.CancelKeyDeleti
 	return &pb.CancelKeyDeletionResponse{KeyId: k.ID, KeyState: pb.KeyState_KEY_STATE_DISABLED}, nil
 }
 
-// RotateKey adds a new version to a symmetric key. New encryptions use
-// it; ciphertexts under older versions keep decrypting.
-func (s *Service) RotateKey(ctx context.Context, req *pb.RotateKeyRequest) (*pb.RotateKeyResponse, error) {
-	v, k, err := s.Rotate(ctx, req.GetKeyId())
-	if err != nil {
-		return nil, err
-	}
-	return &pb.RotateKeyResponse{KeyId: k.ID, Version: v}, nil
+// RotateKeyRequest is a request to rotate a key now.
+type RotateKeyRequest struct {
+	// KeyRef names the key: a key id, key ARN or alias.
+	KeyRef string
 }
 
-// Rotate is the shared core of RotateKey.
-func (s *Service) Rotate(ctx context.Context, ref string) (uint32, cluster.Key, error) {
-	k, err := s.resolve(ctx, "KeyId", ref)
+// RotateKeyResult is a rotated key and the version the rotation made.
+type RotateKeyResult struct {
+	Key     cluster.Key // as it was before the rotation
+	Version uint32
+}
+
+// RotateKey adds a new version to an enabled symmetric key, whatever its
+// automatic rotation setting. New encryptions use it; ciphertexts under
+// older versions keep decrypting.
+func (s *Service) RotateKey(ctx context.Context, req RotateKeyRequest) (RotateKeyResult, error) {
+	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
 	if err != nil {
-		return 0, k, err
+		return RotateKeyResult{Key: k}, err
 	}
 	if err := usable(k); err != nil {
-		return 0, k, err
+		return RotateKeyResult{Key: k}, err
 	}
 	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
-		return 0, k, errUnsupported("key %s is %s; only symmetric keys rotate (signatures, MACs and public keys do not record a version)", k.ID, k.Spec)
+		return RotateKeyResult{Key: k}, errUnsupported("key %s is %s; only symmetric keys rotate (signatures, MACs and public keys do not record a version)", k.ID, k.Spec)
 	}
 	g, err := s.hsm.GenerateKey(ctx, k.Spec)
 	if err != nil {
-		return 0, k, fmt.Errorf("generate version: %w", err)
+		return RotateKeyResult{Key: k}, fmt.Errorf("generate version: %w", err)
 	}
 	v := cluster.KeyVersion{Number: k.CurrentVersion + 1, Wrapped: g.Wrapped, CreatedAt: s.now()}
 	if _, err := s.apply(ctx, &cluster.AddVersion{KeyID: k.ID, Version: v}); err != nil {
-		return 0, k, err
+		return RotateKeyResult{Key: k}, err
 	}
-	return v.Number, k, nil
+	return RotateKeyResult{Key: k, Version: v.Number}, nil
 }
 
 // ListKeyVersions lists a key's versions, oldest first.
@@ -462,4 +466,56 @@ func (s *Service) aliasView(name string) *pb.Alias {
 
 func newAlreadyExists(format string, args ...any) *Error {
 	return newError(codes.AlreadyExists, ExcAlreadyExists, format, args...)
+}
+
+// GetKeyPolicyRequest asks for a key's policy.
+type GetKeyPolicyRequest struct {
+	// KeyRef names the key: a key id, key ARN or alias.
+	KeyRef string
+}
+
+// KeyPolicyDocument is a key's policy.
+type KeyPolicyDocument struct {
+	// Policy is the document as it was put, or the key's default policy.
+	Policy string
+	// IsDefault says no policy was put: Policy is the default one (every
+	// admin and the key's creator).
+	IsDefault bool
+}
+
+// GetKeyPolicy returns a key's policy document as it was put, or its
+// default policy when none was.
+func (s *Service) GetKeyPolicy(ctx context.Context, req GetKeyPolicyRequest) (KeyPolicyDocument, error) {
+	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
+	if err != nil {
+		return KeyPolicyDocument{}, err
+	}
+	if len(k.Policy) == 0 {
+		return KeyPolicyDocument{Policy: s.defaultPolicyFor(k), IsDefault: true}, nil
+	}
+	return KeyPolicyDocument{Policy: string(k.Policy)}, nil
+}
+
+// PutKeyPolicyRequest replaces a key's policy.
+type PutKeyPolicyRequest struct {
+	// KeyRef names the key: a key id, key ARN or alias.
+	KeyRef string
+	// Policy is the new document (CheckKeyPolicy), stored verbatim.
+	Policy string
+}
+
+// PutKeyPolicy replaces a key's policy document. The document is checked
+// (a JSON object with statements this service can evaluate, at most
+// MaxKeyPolicy bytes) and stored verbatim; every node evaluates it on every
+// request that reaches the key (see authz.go).
+func (s *Service) PutKeyPolicy(ctx context.Context, req PutKeyPolicyRequest) error {
+	if err := CheckKeyPolicy(req.Policy); err != nil {
+		return err
+	}
+	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, &cluster.PutPolicy{KeyID: k.ID, Policy: []byte(req.Policy)})
+	return err
 }

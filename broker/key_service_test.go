@@ -2,10 +2,13 @@ package broker_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
@@ -248,5 +251,44 @@ func TestRestartKeepsEverything(t *testing.T) {
 	}
 	if _, err := e.crypto.Sign(ctx, &pb.SignRequest{KeyId: sig.GetKeyId(), Message: []byte("m"), SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_RSASSA_PSS_SHA_256}); err != nil {
 		t.Fatalf("sign after restart: %v", err)
+	}
+}
+
+// TestCreateKeyIsOneCommand: the core's CreateKey replicates a key with
+// its alias, tags and policy in one log entry; a request with a policy it
+// cannot evaluate is refused before anything is generated or replicated,
+// and its alias stays free.
+func TestCreateKeyIsOneCommand(t *testing.T) {
+	node, svc := newBareNode(t, "node1", hsmtest.NewPartition(t), broker.Config{})
+	ctx := broker.Internal(ctxT(t), "test")
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).EnsureDomainKeyCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*","Resource":"*"}]}`
+	before := node.Stats().LastLogIndex
+	k, err := svc.CreateKey(ctx, broker.CreateKeyRequest{Alias: "alias/whole", Tags: map[string]string{"team": "a"}, Policy: &policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := node.Stats().LastLogIndex - before; n != 1 {
+		t.Fatalf("CreateKey appended %d log entries, want 1", n)
+	}
+	if id, ok := node.State().ResolveAlias("alias/whole"); !ok || id != k.ID || string(k.Policy) != policy || k.Tags["team"] != "a" {
+		t.Fatalf("key %+v, alias -> %q (%v)", k, id, ok)
+	}
+	got, err := svc.GetKeyPolicy(ctx, broker.GetKeyPolicyRequest{KeyRef: "alias/whole"})
+	if err != nil || got.Policy != policy || got.IsDefault {
+		t.Fatalf("GetKeyPolicy = %+v, %v", got, err)
+	}
+
+	bad := `{"Statement":[{"Effect":"Allow","NotAction":"kms:Decrypt","Principal":"*"}]}`
+	before = node.Stats().LastLogIndex
+	_, err = svc.CreateKey(ctx, broker.CreateKeyRequest{Alias: "alias/refused", Policy: &bad})
+	var be *broker.Error
+	if !errors.As(err, &be) || be.Exception != broker.ExcMalformedPolicyDocument {
+		t.Fatalf("CreateKey with an unevaluable policy: %v", err)
+	}
+	if _, ok := node.State().ResolveAlias("alias/refused"); ok || node.Stats().LastLogIndex != before {
+		t.Fatal("a refused CreateKey replicated something")
 	}
 }

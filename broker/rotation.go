@@ -105,21 +105,3 @@ func (s *Service) KeyRotations(ctx context.Context, ref string) (cluster.Key, []
 	}
 	return k, rs, nil
 }
-
-// RotateOnDemand rotates a symmetric key now, whatever its automatic
-// rotation setting. Unlike Rotate, it answers a disabled key with
-// KMSInvalidStateException, as AWS's RotateKeyOnDemand does.
-func (s *Service) RotateOnDemand(ctx context.Context, ref string) (cluster.Key, error) {
-	k, err := s.resolve(ctx, "KeyId", ref)
-	if err != nil {
-		return k, err
-	}
-	if k.Spec != keys.SpecSymmetricDefault {
-		return k, errRotationUnsupported(k)
-	}
-	if err := rotationState(k); err != nil {
-		return k, err
-	}
-	_, k, err = s.Rotate(ctx, k.ID)
-	return k, err
-}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"reflect"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -183,9 +182,10 @@ type Event struct {
 	Version uint32 // the version created by CreateKey (1) or AddVersion
 }
 
-// CreateKey creates a key with its first version and, when Alias is set, an
-// alias for it, atomically. gRPC CreateKey always names an alias; the AWS
-// KMS front, like AWS, may not.
+// CreateKey creates a key with its first version, its tags and policy (the
+// Key's Policy, stored as PutPolicy stores one; none means the default)
+// and, when Alias is set, an alias for it, atomically. gRPC CreateKey
+// always names an alias; the AWS KMS front, like AWS, may not.
 type CreateKey struct {
 	Key   Key    `json:"key"`
 	Alias string `json:"alias"`
@@ -338,7 +338,6 @@ func (*SetDomainKeyID) Type() CommandType    { return TypeSetDomainKeyID }
 // state that every node holds and every snapshot carries.
 const (
 	maxIDLen          = 256
-	maxAliasLen       = 256
 	maxDescriptionLen = 8192 // AWS: 8192 characters
 	maxTagKeyLen      = 128
 	maxTagValueLen    = 256
@@ -350,9 +349,6 @@ const (
 	minPendingDays    = 7
 	maxPendingDays    = 30
 )
-
-// reservedAliasPrefix is kept for AWS managed keys, as in AWS KMS.
-const reservedAliasPrefix = "alias/aws/"
 
 func checkID(what, id string) error {
 	if id == "" {
@@ -377,26 +373,11 @@ func checkText(what, s string, max int) error {
 	return nil
 }
 
-// CheckAliasName reports whether name is a valid, non-reserved alias name:
-// "alias/" followed by letters, digits, '/', '_' or '-', at most 256 bytes
-// in all, not under "alias/aws/".
-func CheckAliasName(name string) error {
-	rest, ok := strings.CutPrefix(name, "alias/")
-	if !ok || rest == "" {
-		return invalidCommand("alias name %q must be alias/<name>", name)
-	}
-	if len(name) > maxAliasLen {
-		return invalidCommand("alias name is longer than %d bytes", maxAliasLen)
-	}
-	for _, r := range rest {
-		switch {
-		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9', r == '/', r == '_', r == '-':
-		default:
-			return invalidCommand("alias name %q has a character other than letters, digits, /, _ and -", name)
-		}
-	}
-	if strings.HasPrefix(name, reservedAliasPrefix) {
-		return invalidCommand("alias name %q is reserved", name)
+// checkAliasName applies the alias name rules of broker/keys
+// (keys.ValidateAliasName), their one home, to a command.
+func checkAliasName(name string) error {
+	if err := keys.ValidateAliasName(name); err != nil {
+		return invalidCommand("%v", err)
 	}
 	return nil
 }
@@ -502,7 +483,7 @@ func (c *CreateKey) validate() error {
 		return invalidCommand("policy is longer than %d bytes", maxPolicyLen)
 	}
 	if c.Alias != "" {
-		return CheckAliasName(c.Alias)
+		return checkAliasName(c.Alias)
 	}
 	return nil
 }
@@ -583,7 +564,7 @@ func (c *UntagKey) validate() error {
 }
 
 func (c *CreateAlias) validate() error {
-	if err := CheckAliasName(c.Name); err != nil {
+	if err := checkAliasName(c.Name); err != nil {
 		return err
 	}
 	if err := checkID("key id", c.KeyID); err != nil {
@@ -593,7 +574,7 @@ func (c *CreateAlias) validate() error {
 }
 
 func (c *UpdateAlias) validate() error {
-	if err := CheckAliasName(c.Name); err != nil {
+	if err := checkAliasName(c.Name); err != nil {
 		return err
 	}
 	if err := checkID("key id", c.KeyID); err != nil {
@@ -603,7 +584,7 @@ func (c *UpdateAlias) validate() error {
 }
 
 func (c *DeleteAlias) validate() error {
-	// No CheckAliasName: an alias that exists can always be deleted, even
+	// No checkAliasName: an alias that exists can always be deleted, even
 	// if the naming rules have since become stricter.
 	return checkID("alias name", c.Name)
 }

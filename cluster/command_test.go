@@ -70,7 +70,15 @@ func TestCommandApply(t *testing.T) {
 			k.Tags = map[string]string{"team": "a"}
 			k.Policy = []byte(`{"Version":"2012-10-17"}`)
 			k.RotationEnabled = true
-		})}},
+		})},
+			check: func(t *testing.T, s *State, _ any) {
+				// The policy is the key's from its first entry, as PutPolicy
+				// would have stored it.
+				k, _ := s.Key("new")
+				if string(k.Policy) != `{"Version":"2012-10-17"}` || k.Tags["team"] != "a" {
+					t.Fatalf("policy %q, tags %v", k.Policy, k.Tags)
+				}
+			}},
 		{name: "create asymmetric key", cmd: &CreateKey{Key: testKey("new", keys.SpecECCNISTP384, keys.UsageSignVerify)}},
 		{name: "create duplicate key id", cmd: &CreateKey{Key: symKey("k1"), Alias: "alias/other"}, wantErr: ErrAlreadyExists},
 		{name: "create key with taken alias is atomic", cmd: &CreateKey{Key: symKey("new"), Alias: "alias/one"}, wantErr: ErrAlreadyExists,
@@ -81,6 +89,8 @@ func TestCommandApply(t *testing.T) {
 			}},
 		{name: "create key alias without prefix", cmd: &CreateKey{Key: symKey("new"), Alias: "one"}, wantErr: ErrInvalidCommand},
 		{name: "create key reserved alias", cmd: &CreateKey{Key: symKey("new"), Alias: "alias/aws/s3"}, wantErr: ErrInvalidCommand},
+		{name: "create key alias too long", cmd: &CreateKey{Key: symKey("new"), Alias: "alias/" + strings.Repeat("a", keys.MaxAliasName-len("alias/")+1)}, wantErr: ErrInvalidCommand},
+		{name: "create key alias at the limit", cmd: &CreateKey{Key: symKey("new"), Alias: "alias/" + strings.Repeat("a", keys.MaxAliasName-len("alias/"))}},
 		{name: "create key alias bad character", cmd: &CreateKey{Key: symKey("new"), Alias: "alias/a b"}, wantErr: ErrInvalidCommand},
 		{name: "create key empty id", cmd: &CreateKey{Key: symKey("")}, wantErr: ErrInvalidCommand},
 		{name: "create key unknown spec", cmd: &CreateKey{Key: testKey("new", "AES_128", keys.UsageEncryptDecrypt)}, wantErr: ErrInvalidCommand},
@@ -566,5 +576,20 @@ func TestCommandTypeString(t *testing.T) {
 	}
 	if s := CommandType(250).String(); s != "CommandType(250)" {
 		t.Errorf("CommandType(250) = %q", s)
+	}
+}
+
+// TestAliasRulesAreTheKeyModels: a command accepts exactly the alias names
+// broker/keys accepts, so a name the broker let through is never refused
+// at apply, and none it refused can be replicated.
+func TestAliasRulesAreTheKeyModels(t *testing.T) {
+	names := []string{"alias/ok", "alias/a/b_c-D9", "alias/", "alias", "ok", "alias/aws/x", "alias/awsx", "alias/a b", "alias/é",
+		"alias/a\x00", "alias/" + strings.Repeat("x", 250), "alias/" + strings.Repeat("x", 251)}
+	for _, name := range names {
+		want := keys.ValidateAliasName(name) == nil
+		got := (&CreateAlias{Name: name, KeyID: "k1", At: t0}).validate() == nil
+		if got != want {
+			t.Errorf("alias %q: command accepts %v, keys accepts %v", name, got, want)
+		}
 	}
 }

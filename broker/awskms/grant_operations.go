@@ -89,12 +89,12 @@ func (h *Handler) createGrant(ctx context.Context, in *createGrantInput) (*creat
 	if len(in.Operations) == 0 {
 		return nil, required("Operations")
 	}
-	gi := broker.GrantInput{KeyRef: ref, Grantee: in.GranteePrincipal, RetiringPrincipal: in.RetiringPrincipal,
+	gi := broker.CreateGrantRequest{KeyRef: ref, Grantee: in.GranteePrincipal, RetiringPrincipal: in.RetiringPrincipal,
 		Operations: in.Operations, Name: in.Name, DryRun: in.isDryRun()}
 	if c := in.Constraints; c != nil {
 		gi.ContextEquals, gi.ContextSubset = c.EncryptionContextEquals, c.EncryptionContextSubset
 	}
-	g, err := h.svc.CreateGrantWith(ctx, gi)
+	g, err := h.svc.CreateGrant(ctx, gi)
 	if err != nil {
 		return nil, err
 	}
@@ -118,16 +118,17 @@ func (h *Handler) listGrants(ctx context.Context, in *listGrantsInput) (*listGra
 		}
 		after = string(b[1:])
 	}
-	gs, next, err := h.svc.Grants(ctx, ref, in.GrantId, in.GranteePrincipal, after, int(n))
+	page, err := h.svc.ListGrants(ctx, broker.ListGrantsRequest{KeyRef: ref, GrantID: in.GrantId, Grantee: in.GranteePrincipal,
+		After: after, PageSize: n})
 	if err != nil {
 		return nil, err
 	}
 	out := &listGrantsOutput{Grants: []grantListEntry{}}
-	for _, g := range gs {
+	for _, g := range page.Grants {
 		out.Grants = append(out.Grants, h.grantEntry(g))
 	}
-	if next != "" {
-		out.NextMarker, out.Truncated = base64.RawURLEncoding.EncodeToString([]byte("g"+next)), true
+	if page.Next != "" {
+		out.NextMarker, out.Truncated = base64.RawURLEncoding.EncodeToString([]byte("g"+page.Next)), true
 	}
 	return out, nil
 }
@@ -150,7 +151,7 @@ func (h *Handler) revokeGrant(ctx context.Context, in *revokeGrantInput) (*empty
 	if in.GrantId == "" {
 		return nil, required("GrantId")
 	}
-	return &empty{}, h.svc.RevokeGrantWith(ctx, ref, in.GrantId, in.isDryRun())
+	return &empty{}, h.svc.RevokeGrant(ctx, broker.RevokeGrantRequest{KeyRef: ref, GrantID: in.GrantId, DryRun: in.isDryRun()})
 }
 
 func (h *Handler) retireGrant(ctx context.Context, in *retireGrantInput) (*empty, error) {
@@ -174,5 +175,5 @@ func (h *Handler) retireGrant(ctx context.Context, in *retireGrantInput) (*empty
 	if strings.ContainsAny(id, " /") {
 		return nil, notFound("grant %s does not exist", truncate(id, 128))
 	}
-	return &empty{}, h.svc.RetireGrantWith(ctx, ref, id, in.isDryRun())
+	return &empty{}, h.svc.RetireGrant(ctx, broker.RetireGrantRequest{KeyRef: ref, GrantID: id, DryRun: in.isDryRun()})
 }

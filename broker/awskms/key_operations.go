@@ -152,9 +152,8 @@ func (h *Handler) keyRef(field, ref string, aliasOK bool) (string, error) {
 }
 
 // parseEnum converts an AWS enum value to its proto enum: "" is
-// unspecified (the core's default), a value AWS defines but this service
-// does not support is an UnsupportedOperationException, anything else a
-// ValidationException listing the values.
+// unspecified (the core's default); any other value not defined is
+// refused as enumErr says.
 func parseEnum[E ~int32](field, s, prefix string, values map[string]int32, awsOnly ...string) (E, error) {
 	if s == "" {
 		return 0, nil
@@ -162,18 +161,40 @@ func parseEnum[E ~int32](field, s, prefix string, values map[string]int32, awsOn
 	if v, ok := values[prefix+s]; ok && v != 0 {
 		return E(v), nil
 	}
-	if slices.Contains(awsOnly, s) {
-		return 0, unsupported("%s %s is not supported by this key service", field, s)
-	}
 	var all []string
 	for name, v := range values {
 		if v != 0 {
 			all = append(all, strings.TrimPrefix(name, prefix))
 		}
 	}
-	sort.Strings(all)
-	return 0, validation("1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]",
-		truncate(s, 64), lowerFirst(field), strings.Join(append(all, awsOnly...), ", "))
+	return 0, enumErr(field, s, all, awsOnly)
+}
+
+// parseName converts an AWS enum value straight to the core's typed name
+// (keys.Spec, keys.Usage): "" is unset (the core's default); any other
+// value not in values is refused as enumErr says.
+func parseName[T ~string](field, s string, values []T, awsOnly ...string) (T, error) {
+	if s == "" || slices.Contains(values, T(s)) {
+		return T(s), nil
+	}
+	all := make([]string, 0, len(values))
+	for _, v := range values {
+		all = append(all, string(v))
+	}
+	return "", enumErr(field, s, all, awsOnly)
+}
+
+// enumErr refuses s, a value of the enum field that is not one of valid:
+// a value AWS defines but this service does not support (awsOnly) is an
+// UnsupportedOperationException, anything else a ValidationException
+// listing every value.
+func enumErr(field, s string, valid, awsOnly []string) error {
+	if slices.Contains(awsOnly, s) {
+		return unsupported("%s %s is not supported by this key service", field, s)
+	}
+	sort.Strings(valid)
+	return validation("1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]",
+		truncate(s, 64), lowerFirst(field), strings.Join(append(valid, awsOnly...), ", "))
 }
 
 // enumName is the AWS name of a proto enum value ("" for unspecified).
@@ -327,11 +348,11 @@ func (h *Handler) createKey(ctx context.Context, in *createKeyInput) (*keyMetada
 		}
 		specName = in.CustomerMasterKeySpec
 	}
-	spec, err := parseEnum[pb.KeySpec]("KeySpec", specName, "KEY_SPEC_", pb.KeySpec_value, awsOnlyKeySpecs...)
+	spec, err := parseName("KeySpec", specName, keys.Specs, awsOnlyKeySpecs...)
 	if err != nil {
 		return nil, err
 	}
-	usage, err := parseEnum[pb.KeyUsage]("KeyUsage", in.KeyUsage, "KEY_USAGE_", pb.KeyUsage_value, awsOnlyUsages...)
+	usage, err := parseName("KeyUsage", in.KeyUsage, keys.AllUsages, awsOnlyUsages...)
 	if err != nil {
 		return nil, err
 	}
@@ -339,24 +360,9 @@ func (h *Handler) createKey(ctx context.Context, in *createKeyInput) (*keyMetada
 	if err != nil {
 		return nil, err
 	}
-	if in.Policy != nil {
-		if err := broker.CheckKeyPolicy(*in.Policy); err != nil {
-			return nil, err
-		}
-	}
-	k, err := h.svc.CreateKeyWith(ctx, broker.CreateKeyInput{
-		Spec: keys.Spec(enumName(spec, "KEY_SPEC_")), Usage: keys.Usage(enumName(usage, "KEY_USAGE_")),
-		Description: in.Description, Tags: tags,
-	})
+	k, err := h.svc.CreateKey(ctx, broker.CreateKeyRequest{Spec: spec, Usage: usage, Description: in.Description, Tags: tags, Policy: in.Policy})
 	if err != nil {
 		return nil, tagErr(err)
-	}
-	if in.Policy != nil {
-		// The policy was checked above, so this fails only if the cluster
-		// does; the key then keeps the default policy.
-		if err := h.svc.SetKeyPolicy(ctx, k.ID, *in.Policy); err != nil {
-			return nil, err
-		}
 	}
 	return h.describe(ctx, k.ID)
 }
@@ -638,11 +644,17 @@ func (h *Handler) rotateKeyOnDemand(ctx context.Context, in *keyIDInput) (*keyID
 	if err != nil {
 		return nil, err
 	}
-	k, err := h.svc.RotateOnDemand(ctx, ref)
+	r, err := h.svc.RotateKey(ctx, broker.RotateKeyRequest{KeyRef: ref})
+	var be *broker.Error
+	if errors.As(err, &be) && be.Exception == broker.ExcDisabled {
+		// AWS's RotateKeyOnDemand answers a disabled key as a key in the
+		// wrong state.
+		return nil, &broker.Error{Code: be.Code, Exception: broker.ExcInvalidState, Message: be.Message, Err: be.Err}
+	}
 	if err != nil {
 		return nil, err
 	}
-	return &keyIDOutput{KeyId: k.ID}, nil
+	return &keyIDOutput{KeyId: r.Key.ID}, nil
 }
 
 func (h *Handler) listKeyRotations(ctx context.Context, in *listKeyRotationsInput) (*listKeyRotationsOutput, error) {
@@ -690,11 +702,11 @@ func (h *Handler) getKeyPolicy(ctx context.Context, in *keyPolicyInput) (*getKey
 	if in.PolicyName != nil && *in.PolicyName != defaultPolicyName {
 		return nil, notFound("No such policy exists: a key has one policy, named %q", defaultPolicyName)
 	}
-	p, err := h.svc.KeyPolicy(ctx, ref)
+	p, err := h.svc.GetKeyPolicy(ctx, broker.GetKeyPolicyRequest{KeyRef: ref})
 	if err != nil {
 		return nil, err
 	}
-	return &getKeyPolicyOutput{Policy: p, PolicyName: defaultPolicyName}, nil
+	return &getKeyPolicyOutput{Policy: p.Policy, PolicyName: defaultPolicyName}, nil
 }
 
 func (h *Handler) putKeyPolicy(ctx context.Context, in *keyPolicyInput) (*empty, error) {
@@ -708,7 +720,7 @@ func (h *Handler) putKeyPolicy(ctx context.Context, in *keyPolicyInput) (*empty,
 	if in.Policy == nil {
 		return nil, required("Policy")
 	}
-	return &empty{}, h.svc.SetKeyPolicy(ctx, ref, *in.Policy)
+	return &empty{}, h.svc.PutKeyPolicy(ctx, broker.PutKeyPolicyRequest{KeyRef: ref, Policy: *in.Policy})
 }
 
 func (h *Handler) listKeyPolicies(ctx context.Context, in *keyPolicyInput) (*listKeyPoliciesOutput, error) {
