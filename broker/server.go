@@ -50,7 +50,7 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterCryptoServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterAccessServiceServer(g, s)
-	pb.RegisterTDEServiceServer(g, tdeServer{s: s})
+	pb.RegisterTDEServiceServer(g, tdeServer{core: s.TDE()})
 	pb.RegisterAuditServiceServer(g, s)
 	pb.RegisterRawServiceServer(g, s)
 	pb.RegisterDataObjectServiceServer(g, s)
