@@ -27,7 +27,8 @@ import (
 // every call is refused for want of a certificate unless the service was
 // made with Config.InsecureNoClientAuth, for tests only), the interceptor
 // chains (the same checks for unary and streaming
-// calls), the four services, gRPC health and reflection. The health status
+// calls), the services (the Service itself and the adapters of its TDE,
+// raw AES and data object cores), gRPC health and reflection. The health status
 // follows the partition and the cluster; see WatchHealth.
 func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
 	opts := []grpc.ServerOption{
@@ -50,10 +51,10 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 	pb.RegisterCryptoServiceServer(g, s)
 	pb.RegisterClusterServiceServer(g, s)
 	pb.RegisterAccessServiceServer(g, s)
-	pb.RegisterTDEServiceServer(g, tdeServer{s: s})
+	pb.RegisterTDEServiceServer(g, tdeServer{core: s.TDE()})
 	pb.RegisterAuditServiceServer(g, s)
-	pb.RegisterRawServiceServer(g, s)
-	pb.RegisterDataObjectServiceServer(g, s)
+	pb.RegisterRawServiceServer(g, rawServer{core: s.Raw()})
+	pb.RegisterDataObjectServiceServer(g, dataObjectServer{core: s.DataObjects()})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)

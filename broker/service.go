@@ -66,8 +66,6 @@ type Service struct {
 	pb.UnimplementedClusterServiceServer
 	pb.UnimplementedAccessServiceServer
 	pb.UnimplementedAuditServiceServer
-	pb.UnimplementedRawServiceServer        // raw_service.go
-	pb.UnimplementedDataObjectServiceServer // raw_service.go
 
 	cfg  Config
 	node *cluster.Node

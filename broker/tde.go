@@ -24,6 +24,15 @@ import (
 // opens the blob in the HSM and hands the material to the authorized
 // caller: the documented data-key exception to "no plaintext leaves".
 
+// TDEKeys is the core of the TDE key endpoint (broker/vault reads keys
+// through ReadKey and ReadMount) and of TDEService (tde_grpc.go, for
+// admins: the keys' versions and the tokens that read them), over the
+// Service's authorization, audit, replication and HSM.
+type TDEKeys struct{ s *Service }
+
+// TDE returns the TDE core of s.
+func (s *Service) TDE() *TDEKeys { return &TDEKeys{s: s} }
+
 // FrontVault is the Vault-compatible TDE key endpoint, as audit lines name
 // it.
 const FrontVault = "vault"
@@ -50,7 +59,7 @@ const tdeTokenPrefix = "hbt."
 type TDERequest struct {
 	// Token authenticates the caller (the X-Vault-Token header).
 	Token string
-	// Mount and Name name the key; Name is unused by ReadTDEMount.
+	// Mount and Name name the key; Name is unused by ReadMount.
 	Mount, Name string
 	// Version is the version to read; 0 means the latest.
 	Version uint32
@@ -72,11 +81,13 @@ var (
 	ErrTDEToken = errors.New("unknown or revoked token")
 )
 
-// ReadTDEKey serves one read: it authenticates the token, authorizes its
-// principal (role gate, then kms:Decrypt on the mount's KMS key by its
-// policy or a grant), writes the audit line, and opens the version's blob
-// in the HSM. Unknown keys, versions and retired versions are NotFound.
-func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMaterial, err error) {
+// ReadKey serves one read: it begins the request (front FrontVault),
+// authenticates the token, authorizes its principal (role gate, then
+// kms:Decrypt on the mount's KMS key by its policy or a grant), writes the
+// audit line, and opens the version's blob in the HSM. Unknown keys,
+// versions and retired versions are NotFound.
+func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, err error) {
+	s := t.s
 	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEKey, RequestID: in.RequestID, Peer: in.Peer})
 	defer func() {
 		if err = s.endTDE(ctx, err); err != nil {
@@ -131,10 +142,11 @@ func (s *Service) ReadTDEKey(ctx context.Context, in TDERequest) (out TDEMateria
 	return TDEMaterial{Mount: in.Mount, Name: in.Name, Version: n, Material: pt}, nil
 }
 
-// ReadTDEMount serves the mount check databases make at start (Vault's
-// sys/mounts/<mount>/tune): it authenticates and audits like ReadTDEKey and
+// ReadMount serves the mount check databases make at start (Vault's
+// sys/mounts/<mount>/tune): it authenticates and audits like ReadKey and
 // fails with NotFound for a mount that has no keys.
-func (s *Service) ReadTDEMount(ctx context.Context, in TDERequest) (err error) {
+func (t *TDEKeys) ReadMount(ctx context.Context, in TDERequest) (err error) {
+	s := t.s
 	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEMount, RequestID: in.RequestID, Peer: in.Peer})
 	defer func() { err = s.endTDE(ctx, err) }()
 	if err := s.tdeReady(); err != nil {
@@ -270,8 +282,8 @@ func tdeMount(m string) string {
 	return m
 }
 
-// TDECreateInput is the input of CreateTDEKey.
-type TDECreateInput struct {
+// TDECreateRequest makes a TDE key.
+type TDECreateRequest struct {
 	Mount, Name string
 	// Bytes is the material's size: 16, 24 or 32; 0 means 32.
 	Bytes int
@@ -280,10 +292,11 @@ type TDECreateInput struct {
 	KMSKey string
 }
 
-// CreateTDEKey makes a TDE key with version 1, generated in the HSM and
+// CreateKey makes a TDE key with version 1, generated in the HSM and
 // sealed under the mount's KMS key. The caller's role was checked by its
 // front; the KMS key is resolved (and checked) for the caller as usual.
-func (s *Service) CreateTDEKey(ctx context.Context, in TDECreateInput) (cluster.TDEKey, error) {
+func (t *TDEKeys) CreateKey(ctx context.Context, in TDECreateRequest) (cluster.TDEKey, error) {
+	s := t.s
 	in.Mount = tdeMount(in.Mount)
 	if in.Bytes == 0 {
 		in.Bytes = 32
@@ -337,9 +350,16 @@ func (s *Service) tdeAfter(mount, name string) (cluster.TDEKey, error) {
 	return k, nil
 }
 
-// RotateTDEKey adds the next version of a TDE key.
-func (s *Service) RotateTDEKey(ctx context.Context, mount, name string) (cluster.TDEKey, error) {
-	mount = tdeMount(mount)
+// TDEKeyName names a TDE key.
+type TDEKeyName struct {
+	Mount string // "": DefaultTDEMount
+	Name  string
+}
+
+// RotateKey adds the next version of a TDE key and returns the key.
+func (t *TDEKeys) RotateKey(ctx context.Context, in TDEKeyName) (cluster.TDEKey, error) {
+	s := t.s
+	mount, name := tdeMount(in.Mount), in.Name
 	if err := tdeNames(mount, name); err != nil {
 		return cluster.TDEKey{}, err
 	}
@@ -362,9 +382,18 @@ func (s *Service) RotateTDEKey(ctx context.Context, mount, name string) (cluster
 	return s.tdeAfter(mount, name)
 }
 
-// RetireTDEVersion stops serving a version that is not the latest.
-func (s *Service) RetireTDEVersion(ctx context.Context, mount, name string, version uint32) (cluster.TDEKey, error) {
-	mount = tdeMount(mount)
+// TDERetireRequest names the version of a TDE key to retire.
+type TDERetireRequest struct {
+	Mount   string // "": DefaultTDEMount
+	Name    string
+	Version uint32 // required; not the latest
+}
+
+// RetireVersion stops serving a version that is not the latest and
+// returns the key.
+func (t *TDEKeys) RetireVersion(ctx context.Context, in TDERetireRequest) (cluster.TDEKey, error) {
+	s := t.s
+	mount, name, version := tdeMount(in.Mount), in.Name, in.Version
 	if err := tdeNames(mount, name); err != nil {
 		return cluster.TDEKey{}, err
 	}
@@ -377,48 +406,67 @@ func (s *Service) RetireTDEVersion(ctx context.Context, mount, name string, vers
 	return s.tdeAfter(mount, name)
 }
 
-// ListTDEKeys lists the TDE keys of one mount, or all when mount is "",
-// with the KMS key of each mount.
-func (s *Service) ListTDEKeys(ctx context.Context, mount string) ([]cluster.TDEKey, map[string]string, error) {
+// TDEKeyList is what ListKeys returns.
+type TDEKeyList struct {
+	Keys []cluster.TDEKey
+	// KMSKeyIDs maps each mount to the id of its KMS key.
+	KMSKeyIDs map[string]string
+}
+
+// ListKeys lists the TDE keys of one mount, or all when mount is "", with
+// the KMS key of each mount.
+func (t *TDEKeys) ListKeys(ctx context.Context, mount string) (TDEKeyList, error) {
+	s := t.s
 	if mount != "" {
 		if err := cluster.CheckTDEMount(mount); err != nil {
-			return nil, nil, &keys.FieldError{Field: "mount", Problem: err.Error()}
+			return TDEKeyList{}, &keys.FieldError{Field: "mount", Problem: err.Error()}
 		}
 	}
 	if err := s.linearize(ctx); err != nil {
-		return nil, nil, err
+		return TDEKeyList{}, err
 	}
 	st := s.node.State()
 	kms := map[string]string{}
 	for _, m := range st.TDEMounts() {
 		kms[m.Name] = m.KMSKeyID
 	}
-	return st.TDEKeys(mount), kms, nil
+	return TDEKeyList{Keys: st.TDEKeys(mount), KMSKeyIDs: kms}, nil
 }
 
-// IssueTDEToken makes a token for principal, records its hash, and
-// returns the token: the only time it exists outside the caller's hands.
-func (s *Service) IssueTDEToken(ctx context.Context, principal string) (string, cluster.TDEToken, error) {
+// TDEIssuedToken is a token IssueToken made.
+type TDEIssuedToken struct {
+	// Token is the secret the database presents; the broker keeps only
+	// its hash.
+	Token string
+	// Info describes it, without the hash.
+	Info cluster.TDEToken
+}
+
+// IssueToken makes a token for principal, records its hash, and returns
+// the token: the only time it exists outside the caller's hands.
+func (t *TDEKeys) IssueToken(ctx context.Context, principal string) (TDEIssuedToken, error) {
+	s := t.s
 	if principal == "" || len(principal) > 256 {
-		return "", cluster.TDEToken{}, &keys.FieldError{Field: "principal", Problem: "must be 1 to 256 bytes"}
+		return TDEIssuedToken{}, &keys.FieldError{Field: "principal", Problem: "must be 1 to 256 bytes"}
 	}
 	b := make([]byte, 32+8)
 	if _, err := rand.Read(b); err != nil {
-		return "", cluster.TDEToken{}, err
+		return TDEIssuedToken{}, err
 	}
 	token := tdeTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:32])
 	h := sha256.Sum256([]byte(token))
-	t := cluster.TDEToken{Accessor: hex.EncodeToString(b[32:]), Hash: h[:], Principal: principal,
+	info := cluster.TDEToken{Accessor: hex.EncodeToString(b[32:]), Hash: h[:], Principal: principal,
 		Creator: Principal(ctx), CreatedAt: s.now()}
-	if _, err := s.apply(ctx, &cluster.IssueTDEToken{Token: t}); err != nil {
-		return "", cluster.TDEToken{}, fieldErr("principal", err)
+	if _, err := s.apply(ctx, &cluster.IssueTDEToken{Token: info}); err != nil {
+		return TDEIssuedToken{}, fieldErr("principal", err)
 	}
-	t.Hash = nil
-	return token, t, nil
+	info.Hash = nil
+	return TDEIssuedToken{Token: token, Info: info}, nil
 }
 
-// RevokeTDEToken forgets the token with the accessor.
-func (s *Service) RevokeTDEToken(ctx context.Context, accessor string) error {
+// RevokeToken forgets the token with the accessor.
+func (t *TDEKeys) RevokeToken(ctx context.Context, accessor string) error {
+	s := t.s
 	if accessor == "" || len(accessor) > 64 {
 		return &keys.FieldError{Field: "accessor", Problem: "must be 1 to 64 characters"}
 	}
@@ -426,8 +474,9 @@ func (s *Service) RevokeTDEToken(ctx context.Context, accessor string) error {
 	return err
 }
 
-// ListTDETokens lists the tokens without their hashes.
-func (s *Service) ListTDETokens(ctx context.Context) ([]cluster.TDEToken, error) {
+// ListTokens lists the tokens without their hashes.
+func (t *TDEKeys) ListTokens(ctx context.Context) ([]cluster.TDEToken, error) {
+	s := t.s
 	if err := s.linearize(ctx); err != nil {
 		return nil, err
 	}

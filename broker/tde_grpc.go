@@ -8,66 +8,66 @@ import (
 )
 
 // tdeServer is the gRPC adapter of TDEService: it decodes each request,
-// calls one core method, and encodes the result. The interceptors have
-// applied the role gate and write the audit line.
+// calls one method of the TDE core, and encodes the result. The
+// interceptors have applied the role gate and write the audit line.
 type tdeServer struct {
 	pb.UnimplementedTDEServiceServer
-	s *Service
+	core *TDEKeys
 }
 
 func (t tdeServer) CreateKey(ctx context.Context, req *pb.TDEServiceCreateKeyRequest) (*pb.TDEServiceCreateKeyResponse, error) {
-	k, err := t.s.CreateTDEKey(ctx, TDECreateInput{Mount: req.GetMount(), Name: req.GetName(), Bytes: int(min(req.GetBytes(), 1<<20)), KMSKey: req.GetKmsKeyId()})
+	k, err := t.core.CreateKey(ctx, TDECreateRequest{Mount: req.GetMount(), Name: req.GetName(), Bytes: int(min(req.GetBytes(), 1<<20)), KMSKey: req.GetKmsKeyId()})
 	if err != nil {
 		return nil, err
 	}
-	return &pb.TDEServiceCreateKeyResponse{Key: t.s.tdeKeyPB(k)}, nil
+	return &pb.TDEServiceCreateKeyResponse{Key: t.keyPB(k)}, nil
 }
 
 func (t tdeServer) RotateKey(ctx context.Context, req *pb.TDEServiceRotateKeyRequest) (*pb.TDEServiceRotateKeyResponse, error) {
-	k, err := t.s.RotateTDEKey(ctx, req.GetMount(), req.GetName())
+	k, err := t.core.RotateKey(ctx, TDEKeyName{Mount: req.GetMount(), Name: req.GetName()})
 	if err != nil {
 		return nil, err
 	}
-	return &pb.TDEServiceRotateKeyResponse{Key: t.s.tdeKeyPB(k)}, nil
+	return &pb.TDEServiceRotateKeyResponse{Key: t.keyPB(k)}, nil
 }
 
 func (t tdeServer) RetireVersion(ctx context.Context, req *pb.TDEServiceRetireVersionRequest) (*pb.TDEServiceRetireVersionResponse, error) {
-	k, err := t.s.RetireTDEVersion(ctx, req.GetMount(), req.GetName(), req.GetVersion())
+	k, err := t.core.RetireVersion(ctx, TDERetireRequest{Mount: req.GetMount(), Name: req.GetName(), Version: req.GetVersion()})
 	if err != nil {
 		return nil, err
 	}
-	return &pb.TDEServiceRetireVersionResponse{Key: t.s.tdeKeyPB(k)}, nil
+	return &pb.TDEServiceRetireVersionResponse{Key: t.keyPB(k)}, nil
 }
 
 func (t tdeServer) ListKeys(ctx context.Context, req *pb.TDEServiceListKeysRequest) (*pb.TDEServiceListKeysResponse, error) {
-	ks, kms, err := t.s.ListTDEKeys(ctx, req.GetMount())
+	l, err := t.core.ListKeys(ctx, req.GetMount())
 	if err != nil {
 		return nil, err
 	}
-	out := &pb.TDEServiceListKeysResponse{Keys: make([]*pb.TDEKey, len(ks))}
-	for i, k := range ks {
-		out.Keys[i] = tdeKeyPB(k, kms[k.Mount])
+	out := &pb.TDEServiceListKeysResponse{Keys: make([]*pb.TDEKey, len(l.Keys))}
+	for i, k := range l.Keys {
+		out.Keys[i] = tdeKeyPB(k, l.KMSKeyIDs[k.Mount])
 	}
 	return out, nil
 }
 
 func (t tdeServer) IssueToken(ctx context.Context, req *pb.TDEServiceIssueTokenRequest) (*pb.TDEServiceIssueTokenResponse, error) {
-	tok, info, err := t.s.IssueTDEToken(ctx, req.GetPrincipal())
+	tok, err := t.core.IssueToken(ctx, req.GetPrincipal())
 	if err != nil {
 		return nil, err
 	}
-	return &pb.TDEServiceIssueTokenResponse{Token: tok, Info: tdeTokenPB(info)}, nil
+	return &pb.TDEServiceIssueTokenResponse{Token: tok.Token, Info: tdeTokenPB(tok.Info)}, nil
 }
 
 func (t tdeServer) RevokeToken(ctx context.Context, req *pb.TDEServiceRevokeTokenRequest) (*pb.TDEServiceRevokeTokenResponse, error) {
-	if err := t.s.RevokeTDEToken(ctx, req.GetAccessor()); err != nil {
+	if err := t.core.RevokeToken(ctx, req.GetAccessor()); err != nil {
 		return nil, err
 	}
 	return &pb.TDEServiceRevokeTokenResponse{}, nil
 }
 
 func (t tdeServer) ListTokens(ctx context.Context, _ *pb.TDEServiceListTokensRequest) (*pb.TDEServiceListTokensResponse, error) {
-	ts, err := t.s.ListTDETokens(ctx)
+	ts, err := t.core.ListTokens(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +78,10 @@ func (t tdeServer) ListTokens(ctx context.Context, _ *pb.TDEServiceListTokensReq
 	return out, nil
 }
 
-func (s *Service) tdeKeyPB(k cluster.TDEKey) *pb.TDEKey {
-	m, _ := s.node.State().TDEMount(k.Mount)
+// keyPB encodes a key that was just made or changed, with its mount's
+// KMS key.
+func (t tdeServer) keyPB(k cluster.TDEKey) *pb.TDEKey {
+	m, _ := t.core.s.node.State().TDEMount(k.Mount)
 	return tdeKeyPB(k, m.KMSKeyID)
 }
 

@@ -65,8 +65,10 @@ func TestAttributeOperations(t *testing.T) {
 	if got := ids(c.do(v, opLocate, attr1("Object Group", ttlv.Text(0, "late")))); !slices.Equal(got, []string{id}) {
 		t.Fatalf("Locate by an added group: %v", got)
 	}
-	// Server-set attributes cannot be changed.
-	for _, a := range []ttlv.Item{attr1("State", ttlv.Enum(0, 2)), attr1("Cryptographic Length", ttlv.Int(0, 64))} {
+	// Server-set and unknown attributes cannot be changed, whatever value
+	// they carry: the core refuses them before their value is read.
+	for _, a := range []ttlv.Item{attr1("State", ttlv.Enum(0, 2)), attr1("Cryptographic Length", ttlv.Int(0, 64)),
+		attr1("Unique Identifier", ttlv.Text(0, "other")), attr1("Initial Date", ttlv.Int(0, 1)), attr1("No Such Attribute", ttlv.Int(0, 1))} {
 		if r := c.fail(v, opModifyAttribute, uid(id), a); r != reasonPermissionDenied {
 			t.Fatalf("Modify of a server-set attribute: %s", reasonName(r))
 		}

@@ -2,9 +2,9 @@ package kmip
 
 import (
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/cluster"
 )
@@ -60,12 +60,6 @@ func attrByTag(tag ttlv.Tag) (attrDef, bool) {
 		}
 	}
 	return attrDef{}, false
-}
-
-// isCustom: KMIP 1.x custom attributes are named "x-..." (client) or
-// "y-..." (server).
-func isCustom(name string) bool {
-	return strings.HasPrefix(name, "x-") || strings.HasPrefix(name, "y-")
 }
 
 // attrValue is one decoded attribute: its name and its value item.
@@ -162,10 +156,22 @@ type attrSet struct {
 	activation     time.Time
 }
 
+// first is the text value one decoded attribute gave: its Name, its
+// Object Group, or the value of the custom attribute custom.
+func (s attrSet) first(custom string) string {
+	switch {
+	case len(s.names) > 0:
+		return s.names[0]
+	case len(s.groups) > 0:
+		return s.groups[0]
+	}
+	return s.custom[custom]
+}
+
 // apply reads one attribute value into s. settableOnly refuses the
 // attributes only the server sets.
 func (s *attrSet) apply(av attrValue, settableOnly bool) error {
-	if isCustom(av.name) {
+	if broker.KMIPCustomAttribute(av.name) {
 		if av.value.Type != ttlv.TypeTextString {
 			return invalidField("custom attribute %q: only Text String values are supported", av.name)
 		}

@@ -35,7 +35,7 @@ func newEnv(t testing.TB) *env {
 func startKMIP(t testing.TB, c *hsmtest.Cluster, i int) *env {
 	t.Helper()
 	svc := c.Nodes[i].Service
-	if _, err := svc.EnsureKMIPKey(context.Background(), DefaultWrappingKey); err != nil {
+	if _, err := svc.KMIP().EnsureWrappingKey(context.Background(), DefaultWrappingKey); err != nil {
 		t.Fatalf("EnsureKMIPKey: %v", err)
 	}
 	iss, err := c.CA.IssueServer("kmip-"+strconv.Itoa(i), []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)

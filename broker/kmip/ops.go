@@ -6,7 +6,6 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/cluster"
 )
 
 // batchEnv is what the items of one request share: the ID Placeholder,
@@ -50,7 +49,7 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: "kmip:" + name, RequestID: newRequestID(), Peer: peer})
 	ctx = broker.KMIPPrincipal(ctx, cert)
 	var out ttlv.Item
-	err := s.cfg.Service.AuthorizeKMIP(ctx, cert, "kmip:"+name, objectID)
+	err := s.core.Authorize(ctx, cert, "kmip:"+name, objectID)
 	if err == nil {
 		out, err = s.dispatch(ctx, v, op, payload, env)
 	}
@@ -105,18 +104,12 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 	case opGetAttributeList:
 		return s.getAttributeList(ctx, v, id)
 	case opActivate:
-		_, err := s.cfg.Service.KMIPUpdate(ctx, id, func(o *cluster.KMIPObject) error {
-			if o.State != cluster.KMIPPreActive {
-				return &opError{reason: reasonWrongLifecycleState, msg: "only a Pre-Active object can be activated"}
-			}
-			o.State, o.ActivationDate = cluster.KMIPActive, s.cfg.Service.Now()
-			return nil
-		})
+		_, err := s.core.Activate(ctx, id)
 		return idPayload(id), err
 	case opRevoke:
 		return s.revoke(ctx, p, id)
 	case opDestroy:
-		return idPayload(id), s.cfg.Service.KMIPDestroy(ctx, id)
+		return idPayload(id), s.core.Destroy(ctx, id)
 	case opAddAttribute, opModifyAttribute, opSetAttribute, opDeleteAttribute:
 		return s.changeAttribute(ctx, v, op, p, id)
 	case opEncrypt, opDecrypt:
@@ -313,7 +306,7 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 	default:
 		return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "only Symmetric Key and Secret Data objects can be registered"}
 	}
-	o, err := s.cfg.Service.KMIPRegister(ctx, req)
+	o, err := s.core.Register(ctx, req)
 	clear(req.Material)
 	if err != nil {
 		return ttlv.Item{}, err
@@ -334,7 +327,7 @@ func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	o, err := s.cfg.Service.KMIPCreate(ctx, broker.KMIPCreateRequest{WrappingKey: s.cfg.WrappingKey, Attributes: as.core()})
+	o, err := s.core.Create(ctx, broker.KMIPCreateRequest{WrappingKey: s.cfg.WrappingKey, Attributes: as.core()})
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -371,7 +364,7 @@ func (s *Server) locate(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 		}
 	}
 	req.Names, req.Groups, req.ObjectType, req.State = as.names, as.groups, as.objectType, as.state
-	ids, err := s.cfg.Service.KMIPLocate(ctx, req)
+	ids, err := s.core.Locate(ctx, req)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -396,10 +389,11 @@ func (s *Server) get(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, er
 	if _, ok := p.Child(tagKeyWrappingSpec); ok {
 		return ttlv.Item{}, featureNotSupported("Get with a Key Wrapping Specification is not supported")
 	}
-	o, pt, err := s.cfg.Service.KMIPGet(ctx, id)
+	m, err := s.core.Get(ctx, id)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
+	o, pt := m.Object, m.Material
 	// pt goes into the response, which serveConn clears once written.
 	var km ttlv.Item
 	switch {
@@ -434,7 +428,7 @@ func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id s
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	o, err := s.cfg.Service.KMIPObject(ctx, id)
+	o, err := s.core.Object(ctx, id)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -464,7 +458,7 @@ func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id s
 }
 
 func (s *Server) getAttributeList(ctx context.Context, v version, id string) (ttlv.Item, error) {
-	o, err := s.cfg.Service.KMIPObject(ctx, id)
+	o, err := s.core.Object(ctx, id)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -502,29 +496,19 @@ func (s *Server) revoke(ctx context.Context, p ttlv.Item, id string) (ttlv.Item,
 		}
 		msg = m.Text()
 	}
-	now := s.cfg.Service.Now()
-	_, err := s.cfg.Service.KMIPUpdate(ctx, id, func(o *cluster.KMIPObject) error {
-		o.RevocationReason, o.RevocationMessage = uint32(code.Int), msg
-		switch uint32(code.Int) {
-		case revocationKeyCompromise, revocationCACompromise:
-			o.State, o.CompromiseDate = cluster.KMIPCompromised, now
-		default:
-			if o.State == cluster.KMIPCompromised {
-				return nil
-			}
-			o.State = cluster.KMIPDeactivated
-			if o.DeactivationDate.IsZero() {
-				o.DeactivationDate = now
-			}
-		}
-		return nil
-	})
+	_, err := s.core.Revoke(ctx, broker.KMIPRevokeRequest{ID: id, Reason: uint32(code.Int), Message: msg})
 	return idPayload(id), err
 }
 
-// changeAttribute serves Add, Modify, Set (2.0) and Delete Attribute for
-// the attributes a client may change: Name, Object Group, Cryptographic
-// Usage Mask, Activation Date and custom attributes.
+// Attribute operations as the core names them.
+var attributeOps = map[uint32]broker.KMIPAttributeOp{
+	opAddAttribute: broker.KMIPAddAttribute, opModifyAttribute: broker.KMIPModifyAttribute,
+	opSetAttribute: broker.KMIPSetAttribute, opDeleteAttribute: broker.KMIPDeleteAttribute,
+}
+
+// changeAttribute serves Add, Modify, Set (2.0) and Delete Attribute: it
+// decodes the attribute named in either protocol form, and the core
+// decides whether a client may change it and how.
 func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p ttlv.Item, id string) (ttlv.Item, error) {
 	var target attrValue
 	var current *attrValue
@@ -585,28 +569,24 @@ func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p tt
 			current = &cur
 		}
 	}
-	if !isCustom(target.name) {
-		switch target.name {
-		case "Name", "Object Group", "Cryptographic Usage Mask", "Activation Date":
-		default:
-			return ttlv.Item{}, &opError{reason: reasonPermissionDenied, msg: "attribute " + target.name + " cannot be changed by a client"}
-		}
-	}
-	var newVal attrSet
-	if op != opDeleteAttribute {
-		if err := newVal.apply(target, true); err != nil {
-			return ttlv.Item{}, err
-		}
-	}
-	var curVal attrSet
-	if current != nil {
-		if err := curVal.apply(*current, true); err != nil {
-			return ttlv.Item{}, err
-		}
-	}
-	o, err := s.cfg.Service.KMIPUpdate(ctx, id, func(o *cluster.KMIPObject) error {
-		return editObject(o, op, target, newVal, curVal, current != nil)
-	})
+	edit := broker.KMIPAttributeEdit{ID: id, Op: attributeOps[op], Name: target.name, Index: target.index,
+		Decode: func() (broker.KMIPAttributeValue, *broker.KMIPAttributeValue, error) {
+			var nv attrSet
+			if err := nv.apply(target, true); err != nil {
+				return broker.KMIPAttributeValue{}, nil, err
+			}
+			value := broker.KMIPAttributeValue{Text: nv.first(target.name), UsageMask: nv.usageMask, Date: nv.activation}
+			if current == nil {
+				return value, nil, nil
+			}
+			var cv attrSet
+			if err := cv.apply(*current, true); err != nil {
+				return broker.KMIPAttributeValue{}, nil, err
+			}
+			// The instance to change is named by a Name or Object Group.
+			return value, &broker.KMIPAttributeValue{Text: cv.first("")}, nil
+		}}
+	o, err := s.core.EditAttribute(ctx, edit)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -620,72 +600,6 @@ func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p tt
 		}
 	}
 	return out, nil
-}
-
-// editObject applies one attribute change to o.
-func editObject(o *cluster.KMIPObject, op uint32, target attrValue, nv, cur attrSet, hasCurrent bool) error {
-	multi := func(list *[]string, add []string) error {
-		switch op {
-		case opAddAttribute:
-			*list = append(*list, add...)
-		case opSetAttribute:
-			*list = add
-		case opModifyAttribute:
-			i := target.index
-			if hasCurrent {
-				i = -1
-				for j, s := range *list {
-					if len(cur.names) > 0 && s == cur.names[0] || len(cur.groups) > 0 && s == cur.groups[0] {
-						i = j
-					}
-				}
-			}
-			if i < 0 || i >= len(*list) {
-				return &opError{reason: reasonItemNotFound, msg: "no such attribute instance"}
-			}
-			(*list)[i] = add[0]
-		case opDeleteAttribute:
-			i := target.index
-			if i < 0 || i >= len(*list) {
-				return &opError{reason: reasonItemNotFound, msg: "no such attribute instance"}
-			}
-			*list = append((*list)[:i], (*list)[i+1:]...)
-		}
-		return nil
-	}
-	switch {
-	case isCustom(target.name):
-		if op == opDeleteAttribute {
-			if _, ok := o.Custom[target.name]; !ok {
-				return &opError{reason: reasonItemNotFound, msg: "no attribute " + target.name}
-			}
-			delete(o.Custom, target.name)
-			return nil
-		}
-		if _, ok := o.Custom[target.name]; ok && op == opAddAttribute {
-			return &opError{reason: reasonIllegalOperation, msg: "custom attribute " + target.name + " exists; modify it"}
-		}
-		if o.Custom == nil {
-			o.Custom = map[string]string{}
-		}
-		o.Custom[target.name] = nv.custom[target.name]
-	case target.name == "Name":
-		return multi(&o.Names, nv.names)
-	case target.name == "Object Group":
-		return multi(&o.Groups, nv.groups)
-	case target.name == "Cryptographic Usage Mask":
-		if op == opDeleteAttribute {
-			o.UsageMask = 0
-		} else {
-			o.UsageMask = nv.usageMask
-		}
-	case target.name == "Activation Date":
-		if o.State != cluster.KMIPPreActive {
-			return &opError{reason: reasonWrongLifecycleState, msg: "Activation Date can change only while the object is Pre-Active"}
-		}
-		o.ActivationDate = nv.activation // zero for Delete
-	}
-	return nil
 }
 
 // AES modes as KMIP names them.
@@ -751,23 +665,24 @@ func (s *Server) crypt(ctx context.Context, encrypt bool, p ttlv.Item, id string
 		}
 		req.Data = append(append([]byte(nil), req.Data...), tag.Bytes...)
 	}
-	out, iv, err := s.cfg.Service.KMIPCrypt(ctx, req)
+	res, err := s.core.Crypt(ctx, req)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	res := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id))
+	out, iv := res.Data, res.IV
+	pl := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id))
 	if encrypt && req.Mode == broker.KMIPModeGCM {
-		res.Children = append(res.Children, ttlv.Bytes(tagData, out[:len(out)-broker.KMIPGCMTagSize]))
+		pl.Children = append(pl.Children, ttlv.Bytes(tagData, out[:len(out)-broker.KMIPGCMTagSize]))
 	} else {
-		res.Children = append(res.Children, ttlv.Bytes(tagData, out))
+		pl.Children = append(pl.Children, ttlv.Bytes(tagData, out))
 	}
 	if encrypt && len(req.IV) == 0 {
-		res.Children = append(res.Children, ttlv.Bytes(tagIVCounterNonce, iv))
+		pl.Children = append(pl.Children, ttlv.Bytes(tagIVCounterNonce, iv))
 	}
 	if encrypt && req.Mode == broker.KMIPModeGCM {
-		res.Children = append(res.Children, ttlv.Bytes(tagAEADTag, out[len(out)-broker.KMIPGCMTagSize:]))
+		pl.Children = append(pl.Children, ttlv.Bytes(tagAEADTag, out[len(out)-broker.KMIPGCMTagSize:]))
 	}
-	return res, nil
+	return pl, nil
 }
 
 // mac serves MAC: HMAC-SHA256/384/512 with a symmetric key or secret, run
@@ -788,7 +703,7 @@ func (s *Server) mac(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, er
 		return ttlv.Item{}, missingData("Data is required")
 	}
 	req.Data = d.Bytes
-	out, err := s.cfg.Service.KMIPMAC(ctx, req)
+	out, err := s.core.MAC(ctx, req)
 	if err != nil {
 		return ttlv.Item{}, err
 	}

@@ -69,12 +69,12 @@ func (s *Server) createKeyPair(ctx context.Context, p ttlv.Item, env *batchEnv) 
 	if req.Algorithm == 0 || req.Length == 0 {
 		return ttlv.Item{}, missingData("Cryptographic Algorithm and Cryptographic Length are required")
 	}
-	po, bo, err := s.cfg.Service.KMIPCreateKeyPair(ctx, req)
+	kp, err := s.core.CreateKeyPair(ctx, req)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	env.placeholder = po.ID
-	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagPrivateKeyUID, po.ID), ttlv.Text(tagPublicKeyUID, bo.ID)), nil
+	env.placeholder = kp.Private.ID
+	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagPrivateKeyUID, kp.Private.ID), ttlv.Text(tagPublicKeyUID, kp.Public.ID)), nil
 }
 
 // KMIP Digital Signature Algorithm, Hashing Algorithm and Padding Method
@@ -198,7 +198,7 @@ func (s *Server) sign(ctx context.Context, sign bool, p ttlv.Item, id string) (t
 	}
 	req := broker.KMIPSignRequest{ID: id, Algorithm: alg, Data: d.Bytes}
 	if sign {
-		sig, err := s.cfg.Service.KMIPSign(ctx, req)
+		sig, err := s.core.Sign(ctx, req)
 		if err != nil {
 			return ttlv.Item{}, err
 		}
@@ -209,7 +209,7 @@ func (s *Server) sign(ctx context.Context, sign bool, p ttlv.Item, id string) (t
 		return ttlv.Item{}, missingData("Signature Data is required")
 	}
 	req.Signature = sd.Bytes
-	valid, err := s.cfg.Service.KMIPSignatureVerify(ctx, req)
+	valid, err := s.core.SignatureVerify(ctx, req)
 	if err != nil {
 		return ttlv.Item{}, err
 	}

@@ -1,8 +1,8 @@
 // Package kmip serves KMIP (TTLV over mutual TLS) from the broker core. It
 // is a thin front: it decodes each batch item once, begins one audited
-// request in the core for it, calls the core's typed KMIP methods
-// (broker/kmip_objects.go), and encodes the answer in the protocol version
-// the request came in.
+// request in the core for it, calls one method of the core's KMIP type
+// (broker.KMIPObjects, broker/kmip_*.go), and encodes the answer in the
+// protocol version the request came in.
 package kmip
 
 import (
@@ -47,8 +47,9 @@ type Config struct {
 
 // Server serves KMIP on listeners.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	core *broker.KMIPObjects
+	log  *slog.Logger
 
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
@@ -92,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: cfg.Log.With("front", "kmip"), lns: map[net.Listener]struct{}{},
+	return &Server{cfg: cfg, core: cfg.Service.KMIP(), log: cfg.Log.With("front", "kmip"), lns: map[net.Listener]struct{}{},
 		conns: map[net.Conn]struct{}{}, slots: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
@@ -363,6 +364,10 @@ func asOpError(err error) *opError {
 	var oe *opError
 	if errors.As(err, &oe) {
 		return oe
+	}
+	if errors.Is(err, broker.ErrKMIPAttributeExists) {
+		_, _, msg := broker.Classify(err)
+		return &opError{reason: reasonIllegalOperation, msg: msg}
 	}
 	code, exc, msg := broker.Classify(err)
 	r := reasonGeneralFailure

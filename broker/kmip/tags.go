@@ -172,10 +172,8 @@ const (
 
 	nameTypeText uint32 = 1
 
-	queryOperations         uint32 = 1
-	queryObjects            uint32 = 2
-	queryServerInfo         uint32 = 3
-	revocationUnspec        uint32 = 1
-	revocationKeyCompromise uint32 = 2
-	revocationCACompromise  uint32 = 3
+	queryOperations  uint32 = 1
+	queryObjects     uint32 = 2
+	queryServerInfo  uint32 = 3
+	revocationUnspec uint32 = 1
 )

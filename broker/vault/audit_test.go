@@ -94,7 +94,7 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 	if _, err := keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: "alias/tde", GranteePrincipal: "db", Operations: []string{"Decrypt"}}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(vault.New(svc, hsmtest.QuietLogger()))
+	srv := httptest.NewServer(vault.New(svc.TDE(), hsmtest.QuietLogger()))
 	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv}
 

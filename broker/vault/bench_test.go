@@ -20,7 +20,7 @@ import (
 func BenchmarkTDERead(b *testing.B) {
 	e := newBenchEnv(b)
 	ctx := context.Background()
-	svc := e.c.Nodes[0].Service
+	svc := e.c.Nodes[0].Service.TDE()
 	in := broker.TDERequest{Token: e.token, Mount: "tde", Name: "1"}
 	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/tde/data/1", nil)
 	req.Header.Set(vault.TokenHeader, e.token)
@@ -34,7 +34,7 @@ func BenchmarkTDERead(b *testing.B) {
 		resp.Body.Close()
 	}
 	coreRead := func() {
-		m, err := svc.ReadTDEKey(ctx, in)
+		m, err := svc.ReadKey(ctx, in)
 		if err != nil {
 			b.Fatal(err)
 		}

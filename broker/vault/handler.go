@@ -3,9 +3,9 @@
 // other TDE key providers speaking the same API) asks for.
 //
 // It is a thin adapter: it bounds and decodes the request, calls one core
-// method (broker.Service.ReadTDEKey or ReadTDEMount, which authenticate
-// the token, authorize its principal, write the audit line and open the
-// key in the HSM), and encodes the answer in Vault's shapes:
+// method (broker.TDEKeys.ReadKey or ReadMount, which authenticate the
+// token, authorize its principal, write the audit line and open the key in
+// the HSM), and encodes the answer in Vault's shapes:
 //
 //	GET /v1/sys/mounts/<mount>/tune           {"options":{"version":"2"},...}
 //	GET /v1/<mount>/data/<name>[?version=N]   {"data":{"data":{"data":"<hex>"},"metadata":{"version":N}}}
@@ -44,10 +44,11 @@ const (
 // TokenHeader carries the token, as in Vault.
 const TokenHeader = "X-Vault-Token"
 
-// Core is the part of the broker the endpoint calls.
+// Core is the part of the broker the endpoint calls (*broker.TDEKeys, from
+// broker.Service.TDE).
 type Core interface {
-	ReadTDEKey(ctx context.Context, in broker.TDERequest) (broker.TDEMaterial, error)
-	ReadTDEMount(ctx context.Context, in broker.TDERequest) error
+	ReadKey(ctx context.Context, in broker.TDERequest) (broker.TDEMaterial, error)
+	ReadMount(ctx context.Context, in broker.TDERequest) error
 }
 
 // Handler serves the endpoint.
@@ -114,7 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := broker.TDERequest{Token: token, Mount: mount, Name: name, RequestID: requestID(), Peer: r.RemoteAddr}
 	w.Header().Set("X-Request-Id", in.RequestID)
 	if rt == routeTune {
-		if err := h.core.ReadTDEMount(r.Context(), in); err != nil {
+		if err := h.core.ReadMount(r.Context(), in); err != nil {
 			h.writeError(w, in, err)
 			return
 		}
@@ -131,7 +132,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		in.Version = uint32(n)
 	}
-	m, err := h.core.ReadTDEKey(r.Context(), in)
+	m, err := h.core.ReadKey(r.Context(), in)
 	if err != nil {
 		h.writeError(w, in, err)
 		return

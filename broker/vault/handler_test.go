@@ -43,7 +43,7 @@ func newEnvTB(t testing.TB) *env {
 		KeyUsage: pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT, AliasName: "alias/tde"}); err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(vault.New(nd.Service, hsmtest.QuietLogger()))
+	e.srv = httptest.NewServer(vault.New(nd.Service.TDE(), hsmtest.QuietLogger()))
 	t.Cleanup(e.srv.Close)
 	return e
 }

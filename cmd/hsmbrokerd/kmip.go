@@ -82,7 +82,7 @@ func (k *kmipEndpoint) run(ctx context.Context, log *slog.Logger, svc *broker.Se
 	}
 	for {
 		if waitReady(ctx, svc) == nil {
-			_, err = svc.EnsureKMIPKey(ctx, k.wrappingKey)
+			_, err = svc.KMIP().EnsureWrappingKey(ctx, k.wrappingKey)
 			if err == nil {
 				break
 			}

@@ -62,7 +62,7 @@ func (v *vaultEndpoint) listen() (net.Listener, error) {
 
 // server is the endpoint's HTTP server: every size and time bounded.
 func (v *vaultEndpoint) server(svc *broker.Service, log *slog.Logger) *http.Server {
-	return &http.Server{Handler: vault.New(svc, log), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+	return &http.Server{Handler: vault.New(svc.TDE(), log), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: vault.MaxHeaderBytes,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }

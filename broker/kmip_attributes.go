@@ -1,0 +1,178 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"google.golang.org/grpc/codes"
+)
+
+// KMIPAttributes are the attributes a client gives an object it creates or
+// registers.
+type KMIPAttributes struct {
+	Names          []string
+	Groups         []string
+	Custom         map[string]string // custom attributes by name (KMIPCustomAttribute)
+	Algorithm      uint32            // KMIP Cryptographic Algorithm; AES is 3
+	Length         int32             // bits
+	UsageMask      int32
+	SecretDataType uint32
+	// NotExtractable marks an object whose material Get never returns
+	// (the client set Extractable false or Sensitive true).
+	NotExtractable bool
+}
+
+func checkKMIPAttributes(a KMIPAttributes) error {
+	if len(a.Names) > cluster.MaxKMIPNames || len(a.Groups) > cluster.MaxKMIPGroups || len(a.Custom) > cluster.MaxKMIPCustom {
+		return kmipInvalid("an object has at most %d names, %d object groups and %d custom attributes", cluster.MaxKMIPNames, cluster.MaxKMIPGroups, cluster.MaxKMIPCustom)
+	}
+	return nil
+}
+
+// KMIPCustomAttribute reports whether name is a KMIP 1.x custom attribute:
+// "x-..." (the client's) or "y-..." (the server's).
+func KMIPCustomAttribute(name string) bool {
+	return strings.HasPrefix(name, "x-") || strings.HasPrefix(name, "y-")
+}
+
+// KMIPAttributeOp is what EditAttribute does to an attribute.
+type KMIPAttributeOp uint8
+
+// The attribute operations.
+const (
+	KMIPAddAttribute    KMIPAttributeOp = iota + 1 // adds an instance; a custom attribute must not exist yet
+	KMIPModifyAttribute                            // changes one instance (a custom attribute is set)
+	KMIPSetAttribute                               // replaces every instance (KMIP 2.0)
+	KMIPDeleteAttribute                            // removes one instance
+)
+
+// KMIPAttributeValue is the value of an attribute a client may change;
+// the field its attribute uses is set.
+type KMIPAttributeValue struct {
+	Text      string    // Name, Object Group and custom attributes
+	UsageMask int32     // Cryptographic Usage Mask
+	Date      time.Time // Activation Date
+}
+
+// KMIPAttributeEdit is one Add, Modify, Set or Delete Attribute request.
+type KMIPAttributeEdit struct {
+	ID string
+	Op KMIPAttributeOp
+	// Name is the attribute's KMIP 1.x name. A client may change Name,
+	// Object Group, Cryptographic Usage Mask, Activation Date (while the
+	// object is Pre-Active) and custom attributes; nothing else.
+	Name string
+	// Index picks the instance of a Name or Object Group that Modify and
+	// Delete change.
+	Index int
+	// Decode returns the values of the request, decoded by the front: the
+	// new value (Add, Modify, Set) and, for a Modify that names the
+	// instance it changes by its value (KMIP 2.0's Current Attribute),
+	// that value, else nil. EditAttribute calls it once, after it has
+	// found that a client may change the attribute, so that a request to
+	// change any other attribute is refused as such whatever value it
+	// carries. Delete carries no values and does not call it.
+	Decode func() (value KMIPAttributeValue, current *KMIPAttributeValue, err error)
+}
+
+// ErrKMIPAttributeExists is the cause of the error Add Attribute gets for
+// a custom attribute the object already has (KMIP's Illegal Operation).
+var ErrKMIPAttributeExists = errors.New("kmip: the attribute exists")
+
+// kmipClientAttribute reports whether a client may change the attribute
+// named name.
+func kmipClientAttribute(name string) bool {
+	switch name {
+	case "Name", "Object Group", "Cryptographic Usage Mask", "Activation Date":
+		return true
+	}
+	return KMIPCustomAttribute(name)
+}
+
+// EditAttribute applies one attribute operation to an object and returns
+// the object as stored, without its material.
+func (c *KMIPObjects) EditAttribute(ctx context.Context, req KMIPAttributeEdit) (cluster.KMIPObject, error) {
+	if req.Op < KMIPAddAttribute || req.Op > KMIPDeleteAttribute {
+		return cluster.KMIPObject{}, kmipInvalid("unknown attribute operation %d", req.Op)
+	}
+	if !kmipClientAttribute(req.Name) {
+		return cluster.KMIPObject{}, newError(codes.PermissionDenied, ExcAccessDenied, "attribute %s cannot be changed by a client", req.Name)
+	}
+	var value KMIPAttributeValue
+	var current *KMIPAttributeValue
+	if req.Decode != nil && req.Op != KMIPDeleteAttribute {
+		var err error
+		if value, current, err = req.Decode(); err != nil {
+			return cluster.KMIPObject{}, err
+		}
+	}
+	return c.update(ctx, req.ID, func(o *cluster.KMIPObject) error {
+		return editKMIPAttribute(o, req, value, current)
+	})
+}
+
+// editKMIPAttribute applies one attribute change to o.
+func editKMIPAttribute(o *cluster.KMIPObject, e KMIPAttributeEdit, value KMIPAttributeValue, current *KMIPAttributeValue) error {
+	noInstance := func() error { return errNotFound("no such attribute instance") }
+	multi := func(list *[]string) error {
+		switch e.Op {
+		case KMIPAddAttribute:
+			*list = append(*list, value.Text)
+		case KMIPSetAttribute:
+			*list = []string{value.Text}
+		case KMIPModifyAttribute:
+			i := e.Index
+			if current != nil {
+				i = -1
+				for j, s := range *list {
+					if current.Text != "" && s == current.Text {
+						i = j
+					}
+				}
+			}
+			if i < 0 || i >= len(*list) {
+				return noInstance()
+			}
+			(*list)[i] = value.Text
+		case KMIPDeleteAttribute:
+			i := e.Index
+			if i < 0 || i >= len(*list) {
+				return noInstance()
+			}
+			*list = append((*list)[:i], (*list)[i+1:]...)
+		}
+		return nil
+	}
+	switch {
+	case KMIPCustomAttribute(e.Name):
+		if e.Op == KMIPDeleteAttribute {
+			if _, ok := o.Custom[e.Name]; !ok {
+				return errNotFound("no attribute %s", e.Name)
+			}
+			delete(o.Custom, e.Name)
+			return nil
+		}
+		if _, ok := o.Custom[e.Name]; ok && e.Op == KMIPAddAttribute {
+			return &Error{Code: codes.AlreadyExists, Exception: ExcAlreadyExists, Message: "custom attribute " + e.Name + " exists; modify it", Err: ErrKMIPAttributeExists}
+		}
+		if o.Custom == nil {
+			o.Custom = map[string]string{}
+		}
+		o.Custom[e.Name] = value.Text
+	case e.Name == "Name":
+		return multi(&o.Names)
+	case e.Name == "Object Group":
+		return multi(&o.Groups)
+	case e.Name == "Cryptographic Usage Mask":
+		o.UsageMask = value.UsageMask // zero for Delete
+	case e.Name == "Activation Date":
+		if o.State != cluster.KMIPPreActive {
+			return newError(codes.FailedPrecondition, ExcInvalidState, "Activation Date can change only while the object is Pre-Active")
+		}
+		o.ActivationDate = value.Date // zero for Delete
+	}
+	return nil
+}
