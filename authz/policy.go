@@ -1,0 +1,404 @@
+package authz
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/hsmbroker/hsmbroker/internal/strictjson"
+)
+
+// Key policies are AWS-style JSON documents:
+//
+//	{"Version": "2012-10-17", "Statement": [{
+//	  "Sid": "AppDecrypts", "Effect": "Allow",
+//	  "Principal": {"AWS": ["app", "arn:aws:iam::000000000000:user/batch"]},
+//	  "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+//	  "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "acme"}}}]}
+//
+// Principals: "*" (everyone), a principal's name, its user ARN
+// (arn:aws:iam::ACCOUNT:user/NAME), a role (arn:aws:iam::ACCOUNT:role/ROLE,
+// ROLE being admin, user or auditor), or the account
+// (arn:aws:iam::ACCOUNT:root, or ACCOUNT), which means every admin, as
+// the account's IAM administrators are in AWS. Actions: kms:NAME with *
+// and ? wildcards, case-insensitive. Conditions: StringEquals,
+// StringNotEquals, StringLike and StringNotLike on
+// kms:EncryptionContext:KEY. Anything else (NotPrincipal, NotAction,
+// other condition keys) is refused when the policy is put, rather than
+// ignored when it is evaluated: a statement silently ignored could be a
+// Deny that protects something.
+
+// Effect is what a policy says about a request.
+type Effect uint8
+
+const (
+	// EffectNone: no statement applies; a grant may still allow.
+	EffectNone Effect = iota
+	// EffectAllow: an Allow statement applies and no Deny does.
+	EffectAllow
+	// EffectDeny: a Deny statement applies; nothing else counts.
+	EffectDeny
+)
+
+// Policy is a parsed key policy document. It is immutable.
+type Policy struct {
+	statements []policyStatement
+}
+
+type policyStatement struct {
+	deny       bool
+	principals []policyPrincipal
+	actions    []string // lower case, may hold wildcards
+	conditions []policyCondition
+}
+
+// policyPrincipal matches callers: any, a principal name, a role, or the
+// account (admins) of a given id.
+type policyPrincipal struct {
+	any     bool
+	name    string
+	role    Role
+	account string // set for the account form
+}
+
+type policyCondition struct {
+	op     string // StringEquals, StringNotEquals, StringLike, StringNotLike
+	key    string // the encryption context key
+	values []string
+}
+
+// stringList is a JSON string or array of strings.
+type stringList []string
+
+func (l *stringList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = stringList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("must be a string or a list of strings")
+	}
+	*l = many
+	return nil
+}
+
+type rawPolicy struct {
+	Version   string          `json:"Version"`
+	ID        string          `json:"Id"`
+	Statement json.RawMessage `json:"Statement"`
+}
+
+type rawStatement struct {
+	Sid          string                           `json:"Sid"`
+	Effect       string                           `json:"Effect"`
+	Principal    json.RawMessage                  `json:"Principal"`
+	NotPrincipal json.RawMessage                  `json:"NotPrincipal"`
+	Action       stringList                       `json:"Action"`
+	NotAction    json.RawMessage                  `json:"NotAction"`
+	Resource     stringList                       `json:"Resource"`
+	NotResource  json.RawMessage                  `json:"NotResource"`
+	Condition    map[string]map[string]stringList `json:"Condition"`
+}
+
+var (
+	accountPattern = regexp.MustCompile(`^[0-9]{12}$`)
+	// kmsActions are the AWS KMS actions, lower case, so that a misspelt
+	// action is refused instead of never matching.
+	kmsActions = func() map[string]bool {
+		m := map[string]bool{}
+		for a := range rules {
+			if n, ok := strings.CutPrefix(a, "kms:"); ok {
+				m[strings.ToLower(n)] = true
+			}
+		}
+		for _, n := range []string{"ReEncryptFrom", "ReEncryptTo", "ListRetirableGrants", "ConnectCustomKeyStore",
+			"CreateCustomKeyStore", "DeleteCustomKeyStore", "DescribeCustomKeyStores", "DisconnectCustomKeyStore",
+			"UpdateCustomKeyStore", "GetParametersForImport", "ImportKeyMaterial", "DeleteImportedKeyMaterial",
+			"ReplicateKey", "UpdatePrimaryRegion", "SynchronizeMultiRegionKey", "DeriveSharedSecret",
+			"UpdateKeyDescription", "GetKeyLastUsage"} {
+			m[strings.ToLower(n)] = true
+		}
+		return m
+	}()
+)
+
+// ParsePolicy parses and checks a policy document.
+func ParsePolicy(doc string) (*Policy, error) {
+	var raw rawPolicy
+	// The document is returned verbatim (GetKeyPolicy) and evaluated as
+	// encoding/json reads it: one with repeated or case-variant members
+	// ("Effect":"Deny","effect":"Allow") would read one way to a reviewer
+	// and another to the evaluator, so it is refused.
+	if err := strictjson.Check([]byte(doc), &raw); err != nil {
+		return nil, fmt.Errorf("the key policy cannot be read one way: %w", err)
+	}
+	if err := json.Unmarshal([]byte(doc), &raw); err != nil {
+		return nil, errors.New("the key policy is not a JSON object")
+	}
+	body := bytes.TrimSpace(raw.Statement)
+	var stmts []json.RawMessage
+	switch {
+	case len(body) == 0:
+		return nil, errors.New("the key policy has no Statement")
+	case body[0] == '{':
+		stmts = []json.RawMessage{body}
+	default:
+		if err := json.Unmarshal(body, &stmts); err != nil {
+			return nil, errors.New("the Statement must be an object or a list of objects")
+		}
+	}
+	p := &Policy{}
+	for i, b := range stmts {
+		st, err := parseStatement(b)
+		if err != nil {
+			return nil, fmt.Errorf("statement %d: %w", i+1, err)
+		}
+		p.statements = append(p.statements, st)
+	}
+	return p, nil
+}
+
+func parseStatement(b []byte) (policyStatement, error) {
+	var st policyStatement
+	var raw rawStatement
+	if err := strictjson.Check(b, &raw); err != nil {
+		return st, fmt.Errorf("cannot be read one way: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return st, fmt.Errorf("not a statement this service can evaluate: %v", err)
+	}
+	switch {
+	case raw.NotPrincipal != nil, raw.NotAction != nil, raw.NotResource != nil:
+		return st, errors.New("the NotPrincipal, NotAction and NotResource members are not supported; name what the statement applies to")
+	case raw.Effect == "Deny":
+		st.deny = true
+	case raw.Effect != "Allow":
+		return st, fmt.Errorf("the Effect must be Allow or Deny, not %q", raw.Effect)
+	}
+	var err error
+	if st.principals, err = parsePrincipals(raw.Principal); err != nil {
+		return st, err
+	}
+	if len(raw.Action) == 0 {
+		return st, errors.New("the Action member is required")
+	}
+	for _, a := range raw.Action {
+		la := strings.ToLower(a)
+		if la != "*" {
+			name, ok := strings.CutPrefix(la, "kms:")
+			if !ok {
+				name, ok = strings.CutPrefix(la, "kmip:") // the KMIP front's actions
+			}
+			if !ok || name == "" {
+				return st, fmt.Errorf("action %q is not a kms: or kmip: action", a)
+			}
+			if !strings.ContainsAny(name, "*?") && !kmsActions[name] {
+				return st, fmt.Errorf("action %q is not an AWS KMS action", a)
+			}
+		}
+		st.actions = append(st.actions, la)
+	}
+	for op, conds := range raw.Condition {
+		switch op {
+		case "StringEquals", "StringNotEquals", "StringLike", "StringNotLike":
+		default:
+			return st, fmt.Errorf("condition operator %q is not supported (StringEquals, StringNotEquals, StringLike, StringNotLike are)", op)
+		}
+		for k, vs := range conds {
+			ecKey, ok := strings.CutPrefix(k, "kms:EncryptionContext:")
+			if !ok || ecKey == "" {
+				return st, fmt.Errorf("condition key %q is not supported (kms:EncryptionContext:KEY is)", k)
+			}
+			if len(vs) == 0 {
+				return st, fmt.Errorf("condition %s on %q has no values", op, k)
+			}
+			st.conditions = append(st.conditions, policyCondition{op: op, key: ecKey, values: vs})
+		}
+	}
+	return st, nil
+}
+
+func parsePrincipals(raw json.RawMessage) ([]policyPrincipal, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, errors.New("the Principal member is required")
+	}
+	var star string
+	if err := json.Unmarshal(raw, &star); err == nil {
+		if star != "*" {
+			return nil, errors.New(`the Principal must be "*" or {"AWS": ...}`)
+		}
+		return []policyPrincipal{{any: true}}, nil
+	}
+	var m map[string]stringList
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, errors.New(`the Principal must be "*" or {"AWS": ...}`)
+	}
+	var ps []policyPrincipal
+	for kind, vs := range m {
+		if kind != "AWS" {
+			return nil, fmt.Errorf("principal kind %q is not supported (AWS is)", kind)
+		}
+		for _, v := range vs {
+			p, err := parsePrincipal(v)
+			if err != nil {
+				return nil, err
+			}
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return nil, errors.New("the Principal names no one")
+	}
+	return ps, nil
+}
+
+func parsePrincipal(v string) (policyPrincipal, error) {
+	switch {
+	case v == "*":
+		return policyPrincipal{any: true}, nil
+	case v == "":
+		return policyPrincipal{}, errors.New("empty principal")
+	case accountPattern.MatchString(v):
+		return policyPrincipal{account: v}, nil
+	case !strings.HasPrefix(v, "arn:"):
+		return policyPrincipal{name: v}, nil
+	}
+	parts := strings.SplitN(v, ":", 6)
+	if len(parts) != 6 || parts[1] != "aws" || parts[2] != "iam" || !accountPattern.MatchString(parts[4]) {
+		return policyPrincipal{}, fmt.Errorf("principal %q is not an IAM ARN of this form: arn:aws:iam::ACCOUNT:root|user/NAME|role/ROLE", v)
+	}
+	acct, res := parts[4], parts[5]
+	switch {
+	case res == "root":
+		return policyPrincipal{account: acct}, nil
+	case strings.HasPrefix(res, "user/") && len(res) > len("user/"):
+		return policyPrincipal{name: res[len("user/"):], account: acct}, nil
+	case strings.HasPrefix(res, "role/"):
+		role := Role(res[len("role/"):])
+		if role.Issuable() {
+			return policyPrincipal{role: role, account: acct}, nil
+		}
+		return policyPrincipal{}, fmt.Errorf("principal %q names role %q; the roles are admin, user and auditor", v, role)
+	}
+	return policyPrincipal{}, fmt.Errorf("principal %q is not an IAM ARN of this form: arn:aws:iam::ACCOUNT:root|user/NAME|role/ROLE", v)
+}
+
+// matches reports whether p names the caller id, in this service's account.
+func (p policyPrincipal) matches(account string, id Caller) bool {
+	if p.any {
+		return true
+	}
+	if p.account != "" && p.account != account {
+		return false
+	}
+	switch {
+	case p.name != "":
+		return p.name == id.Principal
+	case p.role != "":
+		return p.role == id.Role
+	}
+	return id.Role == RoleAdmin // the account: its administrators
+}
+
+// Decide evaluates the policy for caller id asking for action under
+// encryption context ec, in the given account: a matching Deny wins, else
+// a matching Allow allows, else the policy has nothing to say
+// (EffectNone).
+func (p *Policy) Decide(account string, id Caller, action string, ec map[string]string) Effect {
+	action = strings.ToLower(action)
+	allowed := false
+	for _, st := range p.statements {
+		if !st.applies(account, id, action, ec) {
+			continue
+		}
+		if st.deny {
+			return EffectDeny
+		}
+		allowed = true
+	}
+	if allowed {
+		return EffectAllow
+	}
+	return EffectNone
+}
+
+func (st policyStatement) applies(account string, id Caller, action string, ec map[string]string) bool {
+	who := false
+	for _, p := range st.principals {
+		if p.matches(account, id) {
+			who = true
+			break
+		}
+	}
+	if !who {
+		return false
+	}
+	what := false
+	for _, a := range st.actions {
+		if a == "*" || glob(a, action) {
+			what = true
+			break
+		}
+	}
+	if !what {
+		return false
+	}
+	for _, c := range st.conditions {
+		if !c.holds(ec) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c policyCondition) holds(ec map[string]string) bool {
+	v, present := ec[c.key]
+	match := false
+	if present {
+		for _, want := range c.values {
+			if (c.op == "StringEquals" || c.op == "StringNotEquals") && v == want ||
+				(c.op == "StringLike" || c.op == "StringNotLike") && glob(want, v) {
+				match = true
+				break
+			}
+		}
+	}
+	if c.op == "StringNotEquals" || c.op == "StringNotLike" {
+		return !match
+	}
+	return match
+}
+
+// glob matches s against pattern, where * is any run of characters and ?
+// any one character (IAM's wildcards; nothing else is special).
+func glob(pattern, s string) bool {
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
+			p++
+			i++
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
