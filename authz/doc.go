@@ -14,7 +14,7 @@
 // A request passes two checks, on whichever node receives it:
 //
 //  1. The role gate (Allowed): the caller's role must be one the action
-//     admits (see RuleFor). A front applies it before the operation runs.
+//     admits (see AccessFor). A front applies it before the operation runs.
 //  2. The key check (Authorizer.DecideKey): when the operation reaches a
 //     key, the key's policy and the caller's grants on it are evaluated
 //     for the action and the request's encryption context, unless the role

@@ -1,6 +1,9 @@
 package authz
 
-import "fmt"
+import (
+	"crypto/x509"
+	"fmt"
+)
 
 // Role is what a caller may do, as a client certificate's organizational
 // unit, an AWS access key or a principal record names it. The zero value
@@ -55,4 +58,14 @@ func ParseRole(s string) (Role, error) {
 		return r, nil
 	}
 	return "", fmt.Errorf("authz: role %q is not one of %s, %s, %s", s, RoleAdmin, RoleUser, RoleAuditor)
+}
+
+// RoleOf returns the role a client certificate names in its subject's
+// first organizational unit, where internal/pki writes it ("" if none). It
+// is what the certificate says, not yet a role to accept: see Issuable.
+func RoleOf(cert *x509.Certificate) Role {
+	if len(cert.Subject.OrganizationalUnit) == 0 {
+		return ""
+	}
+	return Role(cert.Subject.OrganizationalUnit[0])
 }

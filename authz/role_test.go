@@ -1,6 +1,10 @@
 package authz
 
-import "testing"
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"testing"
+)
 
 func TestRoles(t *testing.T) {
 	tests := []struct {
@@ -34,5 +38,22 @@ func TestRoles(t *testing.T) {
 				t.Errorf("ParseRole = %q, %v; want %q accepted: %v", r, err, tt.role, tt.issuable)
 			}
 		})
+	}
+}
+
+func TestRoleOf(t *testing.T) {
+	for _, tt := range []struct {
+		ou   []string
+		want Role
+	}{
+		{nil, ""},
+		{[]string{"user"}, RoleUser},
+		{[]string{"auditor", "admin"}, RoleAuditor}, // the first unit only
+		{[]string{"root"}, "root"},                  // read as written; Issuable decides
+	} {
+		c := &x509.Certificate{Subject: pkix.Name{CommonName: "p", OrganizationalUnit: tt.ou}}
+		if got := RoleOf(c); got != tt.want {
+			t.Errorf("RoleOf(OU %q) = %q, want %q", tt.ou, got, tt.want)
+		}
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"google.golang.org/grpc/codes"
 )
 
@@ -38,21 +38,7 @@ const FrontKMIP = "kmip"
 // blob opens only under the object's own id.
 const kmipContextKey = "kmip-object"
 
-// KMIP actions, as key policies name them.
-var kmipActions = []string{
-	"Create", "Register", "Get", "GetAttributes", "GetAttributeList", "Locate", "Activate", "Revoke",
-	"Destroy", "AddAttribute", "ModifyAttribute", "DeleteAttribute", "SetAttribute", "Encrypt", "Decrypt",
-	"MAC", "CreateKeyPair", "Sign", "SignatureVerify",
-}
-
-func init() {
-	for _, a := range kmipActions {
-		rules["kmip:"+a] = useRule
-	}
-	// Discovering versions and querying the server reach no object.
-	rules["kmip:DiscoverVersions"] = rule{pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole}
-	rules["kmip:Query"] = rule{pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole}
-}
+// KMIP actions are kmip:<Operation>; their rules are authz's.
 
 // KMIPPolicy is the policy of the KMIP wrapping key that EnsureKMIPKey
 // creates: admins may do everything with the key and with KMIP objects,
@@ -111,12 +97,12 @@ func (s *Service) AuthorizeKMIP(ctx context.Context, cert *x509.Certificate, act
 	if rq == nil {
 		return newError(codes.Internal, ExcInternal, "request not begun")
 	}
-	id := identity{}
+	id := authz.Caller{}
 	if cert != nil {
 		id = s.certIdentity(cert)
 	}
-	if id.role == roleNode {
-		id.role = "" // a node certificate is no KMIP client
+	if id.Role == authz.RoleNode {
+		id.Role = "" // a node certificate is no KMIP client
 	}
 	if err := s.roleGate(rq, id, action, RequestContexts{KeyRef: objectID}); err != nil {
 		return err
