@@ -4,18 +4,19 @@ import (
 	"bytes"
 	"context"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
 
-var rolesToPB = map[string]pb.PrincipalRole{
-	cluster.RoleAdmin: pb.PrincipalRole_PRINCIPAL_ROLE_ADMIN, cluster.RoleUser: pb.PrincipalRole_PRINCIPAL_ROLE_USER,
-	cluster.RoleAuditor: pb.PrincipalRole_PRINCIPAL_ROLE_AUDITOR, cluster.RoleNone: pb.PrincipalRole_PRINCIPAL_ROLE_NONE,
+var rolesToPB = map[authz.Role]pb.PrincipalRole{
+	authz.RoleAdmin: pb.PrincipalRole_PRINCIPAL_ROLE_ADMIN, authz.RoleUser: pb.PrincipalRole_PRINCIPAL_ROLE_USER,
+	authz.RoleAuditor: pb.PrincipalRole_PRINCIPAL_ROLE_AUDITOR, authz.RoleNone: pb.PrincipalRole_PRINCIPAL_ROLE_NONE,
 	"": pb.PrincipalRole_PRINCIPAL_ROLE_NONE,
 }
 
-func roleFromPB(r pb.PrincipalRole) (string, bool) {
+func roleFromPB(r pb.PrincipalRole) (authz.Role, bool) {
 	for name, v := range rolesToPB {
 		if v == r && name != "" {
 			return name, true
@@ -29,7 +30,7 @@ func (s *Service) WhoAmI(ctx context.Context, _ *pb.WhoAmIRequest) (*pb.WhoAmIRe
 	resp := &pb.WhoAmIResponse{NodeId: s.node.ID(), Principal: Principal(ctx)}
 	if rq := requestOf(ctx); rq != nil {
 		id, _ := rq.identity()
-		resp.Principal, resp.Role, resp.RoleSource = id.principal, rolesToPB[id.role], id.source
+		resp.Principal, resp.Role, resp.RoleSource = id.Principal, rolesToPB[id.Role], id.Source
 	}
 	return resp, nil
 }
@@ -41,7 +42,7 @@ func callerIs(ctx context.Context, p string) bool {
 		return false
 	}
 	id, _ := rq.identity()
-	return !id.open && id.principal == p
+	return !id.Open && id.Principal == p
 }
 
 // SetPrincipalRole records a principal's role.

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -34,12 +34,12 @@ func TestAuditAmplification(t *testing.T) {
 	}
 	e := newSecureEnv(t, log)
 	ctx := ctxT(t)
-	admin := e.as("root", pki.RoleAdmin)
+	admin := e.as("root", authz.RoleAdmin)
 	key := e.createKey(admin, "alias/amplified", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	if _, err := admin.access.SetPrincipalRole(ctx, &pb.SetPrincipalRoleRequest{Principal: "revoked", Role: pb.PrincipalRole_PRINCIPAL_ROLE_NONE}); err != nil {
 		t.Fatal(err)
 	}
-	dial := func(principal, role string) clients {
+	dial := func(principal string, role authz.Role) clients {
 		conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(hsmtest.ClientTLS(t, e.ca, principal, role))),
 			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20)))
 		if err != nil {
@@ -51,7 +51,10 @@ func TestAuditAmplification(t *testing.T) {
 	// Just under the gRPC receive limit (256 KiB): a larger message is
 	// refused before it is read, and never reaches the audit writer.
 	huge := map[string]string{"tenant": strings.Repeat("<", 160<<10)}
-	for _, who := range []struct{ principal, role string }{{"revoked", pki.RoleUser}, {"ursula", pki.RoleUser}} {
+	for _, who := range []struct {
+		principal string
+		role      authz.Role
+	}{{"revoked", authz.RoleUser}, {"ursula", authz.RoleUser}} {
 		_, err := dial(who.principal, who.role).crypto.Encrypt(withRequestID(ctx, who.principal+"-"+strings.Repeat("x", 100)),
 			&pb.EncryptRequest{KeyId: key + strings.Repeat("k", 64<<10), Plaintext: []byte("p"), EncryptionContext: huge})
 		if err == nil {
@@ -132,15 +135,15 @@ func TestAuditCheckpointsAnchorTheLog(t *testing.T) {
 	c.Audit, c.AuditCheckpointInterval = true, 50*time.Millisecond
 	nd := c.AddNode()
 	ctx := ctxT(t)
-	admin := newClient(c.DialAs(0, "root", pki.RoleAdmin))
+	admin := newClient(c.DialAs(0, "root", authz.RoleAdmin))
 	for i := range 3 {
 		if _, err := admin.keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/anchored-%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	seq := waitCheckpointed(t, nd)
-	auditor := newClient(c.DialAs(0, "audra", pki.RoleAuditor))
-	ac := pb.NewAuditServiceClient(c.DialAs(0, "audra", pki.RoleAuditor))
+	auditor := newClient(c.DialAs(0, "audra", authz.RoleAuditor))
+	ac := pb.NewAuditServiceClient(c.DialAs(0, "audra", authz.RoleAuditor))
 	resp, err := ac.ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{NodeId: nd.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +152,7 @@ func TestAuditCheckpointsAnchorTheLog(t *testing.T) {
 	if resp.GetNodeId() != nd.ID || last.GetSeq() < seq || last.GetMacVerdict() != pb.AuditMacVerdict_AUDIT_MAC_VERDICT_VALID || len(last.GetMac()) != 32 {
 		t.Fatalf("checkpoints %v", resp)
 	}
-	if _, err := pb.NewAuditServiceClient(c.DialAs(0, "ursula", pki.RoleUser)).ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{}); !isDenied(err) {
+	if _, err := pb.NewAuditServiceClient(c.DialAs(0, "ursula", authz.RoleUser)).ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{}); !isDenied(err) {
 		t.Fatalf("a user listed checkpoints: %v", err)
 	}
 	seq = waitCheckpointed(t, nd) // the auditor's own requests' lines
@@ -206,7 +209,7 @@ func TestOutcomeUnwritable(t *testing.T) {
 	var buf bytes.Buffer
 	w := &outcomeFailer{lockedBuffer{b: &buf}}
 	e := newSecureEnv(t, audit.New(w, audit.Options{}))
-	admin := e.as("root", pki.RoleAdmin)
+	admin := e.as("root", authz.RoleAdmin)
 	key := e.createKey(admin, "alias/outcome-lost", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	if _, ok := e.node.State().Key(key); !ok {
 		t.Fatal("the key was not made")
@@ -232,7 +235,7 @@ func TestAuditCheckpointsReplicated(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	for _, nd := range c.Nodes {
-		admin := newClient(c.DialAs(nd.Index, "root", pki.RoleAdmin))
+		admin := newClient(c.DialAs(nd.Index, "root", authz.RoleAdmin))
 		if _, err := admin.keys.ListKeys(ctx, &pb.ListKeysRequest{}); err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +258,7 @@ func TestAuditCheckpointsReplicated(t *testing.T) {
 	}
 	owner, other := c.Nodes[1], c.Nodes[2]
 	for _, asked := range []*hsmtest.Node{owner, other} {
-		resp, err := pb.NewAuditServiceClient(c.DialAs(asked.Index, "audra", pki.RoleAuditor)).
+		resp, err := pb.NewAuditServiceClient(c.DialAs(asked.Index, "audra", authz.RoleAuditor)).
 			ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{NodeId: owner.ID})
 		if err != nil || len(resp.GetCheckpoints()) == 0 {
 			t.Fatalf("checkpoints of %s from %s: %v %v", owner.ID, asked.ID, resp, err)
@@ -280,7 +283,7 @@ func TestAuditCheckpointsReplicated(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := pb.NewAuditServiceClient(c.DialAs(owner.Index, "audra", pki.RoleAuditor)).
+		resp, err := pb.NewAuditServiceClient(c.DialAs(owner.Index, "audra", authz.RoleAuditor)).
 			ListAuditCheckpoints(ctx, &pb.ListAuditCheckpointsRequest{NodeId: owner.ID})
 		if err != nil {
 			t.Fatal(err)

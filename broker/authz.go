@@ -3,31 +3,24 @@ package broker
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/cluster"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 )
 
-// Authorization happens in two steps, on whichever node receives the
-// request, against that node's replicated copy of principals, policies and
-// grants:
-//
-//  1. The role gate: the caller's role must be one the operation admits
-//     (see rules). A front checks it before the operation runs.
-//  2. The key check: when the operation reaches a key (resolve, keyByID),
-//     the key's policy and grants are evaluated for the caller, the
-//     action and the request's encryption context, unless the role alone
-//     decides for this operation (byRole). A Deny statement wins; else an
-//     Allow statement or a grant lets the request through; else it is
-//     refused.
+// Authorization (package authz) happens in two steps, on whichever node
+// receives the request, against that node's replicated copy of
+// principals, policies and grants: the role gate (authz.Gate), which a
+// front applies before the operation runs, and the key check
+// (authz.Authorizer.DecideKey), which resolve and keyByID apply to every
+// key the operation reaches. This file is the plumbing around them.
 //
 // A front marks each request with a *request in its context; the core
 // finds it there. The node's own work (automatic rotation, heartbeats,
@@ -45,126 +38,6 @@ const (
 	// FrontInternal is the node's own work, marked with Internal.
 	FrontInternal = "internal"
 )
-
-// roleNode is the identity of a cluster member's certificate: it may make
-// the calls nodes make to each other and nothing else.
-const roleNode = "node"
-
-// roleInternal is the identity of the node's own work (Internal).
-const roleInternal = "internal"
-
-// accessMode says how an operation is authorized for a role.
-type accessMode uint8
-
-const (
-	// byPolicy: the role may ask; the key's policy and grants decide.
-	byPolicy accessMode = iota + 1
-	// byRole: the role alone decides; key policies are not consulted.
-	byRole
-)
-
-// rule maps the roles an operation admits to how each is authorized.
-type rule map[string]accessMode
-
-var (
-	useRule      = rule{pki.RoleAdmin: byPolicy, pki.RoleUser: byPolicy}
-	manageRule   = rule{pki.RoleAdmin: byPolicy}
-	adminRule    = rule{pki.RoleAdmin: byRole}
-	readRule     = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole}
-	listRule     = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, pki.RoleUser: byRole}
-	describeRule = rule{pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, pki.RoleUser: byPolicy}
-	nodeRule     = rule{roleNode: byRole}
-)
-
-// rules names every operation either front serves by the action key
-// policies use. An action missing here is refused to everyone.
-var rules = map[string]rule{
-	// Using keys: users and admins, as the key's policy and grants allow.
-	"kms:Encrypt":                             useRule,
-	"kms:Decrypt":                             useRule,
-	"kms:ReEncrypt":                           useRule,
-	"kms:GenerateDataKey":                     useRule,
-	"kms:GenerateDataKeyWithoutPlaintext":     useRule,
-	"kms:GenerateDataKeyPair":                 useRule,
-	"kms:GenerateDataKeyPairWithoutPlaintext": useRule,
-	"kms:GetPublicKey":                        useRule,
-	"kms:Sign":                                useRule,
-	"kms:Verify":                              useRule,
-	"kms:GenerateMac":                         useRule,
-	"kms:VerifyMac":                           useRule,
-	"kms:RawEncrypt":                          useRule, // raw_service.go
-	"kms:RawDecrypt":                          useRule,
-	"kms:GenerateRandom":                      {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
-	"kms:DescribeKey":                         describeRule,
-	// Managing keys: admins, as the key's policy allows (the default
-	// policy allows every admin).
-	"kms:UpdateKeyDescription": manageRule,
-	"kms:EnableKey":            manageRule,
-	"kms:DisableKey":           manageRule,
-	"kms:ScheduleKeyDeletion":  manageRule,
-	"kms:CancelKeyDeletion":    manageRule,
-	"kms:RotateKeyOnDemand":    manageRule,
-	"kms:EnableKeyRotation":    manageRule,
-	"kms:DisableKeyRotation":   manageRule,
-	"kms:TagResource":          manageRule,
-	"kms:UntagResource":        manageRule,
-	"kms:CreateAlias":          manageRule,
-	"kms:UpdateAlias":          manageRule,
-	"kms:CreateGrant":          manageRule,
-	"kms:RevokeGrant":          manageRule,
-	// Admins only, whatever a key's policy says: making keys, deleting
-	// aliases (which names no key to check), and putting a key's policy,
-	// so that no policy can lock a key away from every admin.
-	"kms:CreateKey":    adminRule,
-	"kms:DeleteAlias":  adminRule,
-	"kms:PutKeyPolicy": adminRule,
-	// Listing key ids and alias names: anyone with a role, as AWS lets
-	// any principal of the account list them.
-	"kms:ListKeys":    listRule,
-	"kms:ListAliases": listRule,
-	// Reading metadata: admins and auditors.
-	"kms:ListResourceTags":     readRule,
-	"kms:ListKeyRotations":     readRule,
-	"kms:GetKeyRotationStatus": readRule,
-	"kms:GetKeyPolicy":         readRule,
-	"kms:ListKeyPolicies":      readRule,
-	"kms:ListGrants":           readRule,
-	// RetireGrant is for the grant's grantee or retiring principal (or an
-	// admin the key's policy lets retire grants); the operation checks.
-	"kms:RetireGrant": {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
-
-	"hsmbroker:GetClusterStatus":    {pki.RoleAdmin: byRole, pki.RoleAuditor: byRole, roleNode: byRole},
-	"hsmbroker:CreateJoinToken":     adminRule,
-	"hsmbroker:Backup":              adminRule,
-	"hsmbroker:RemoveNode":          {pki.RoleAdmin: byRole, roleNode: byRole}, // a follower passes it on
-	"hsmbroker:TransferLeadership":  {pki.RoleAdmin: byRole, roleNode: byRole},
-	"hsmbroker:ForwardCommand":      nodeRule,
-	"hsmbroker:ReadIndex":           nodeRule,
-	"hsmbroker:JoinCluster":         nodeRule,
-	"hsmbroker:WhoAmI":              {pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole, roleNode: byRole},
-	"hsmbroker:SetPrincipalRole":    adminRule,
-	"hsmbroker:DeletePrincipalRole": adminRule,
-	// PKCS#11 data objects (raw_service.go): application data, not keys.
-	"hsmbroker:CreateDataObject": {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
-	"hsmbroker:ListDataObjects":  {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
-	"hsmbroker:DeleteDataObject": {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
-	"hsmbroker:ListPrincipals":   readRule,
-	"hsmbroker:ReadAuditLog":     readRule,
-	// The TDE key endpoint: reading a key needs kms:Decrypt on the
-	// mount's KMS key (keyAction); managing keys and tokens is for admins.
-	ActionReadTDEKey:             useRule,
-	ActionReadTDEMount:           {pki.RoleAdmin: byRole, pki.RoleUser: byRole},
-	"hsmbroker:TDECreateKey":     adminRule,
-	"hsmbroker:TDERotateKey":     adminRule,
-	"hsmbroker:TDERetireVersion": adminRule,
-	"hsmbroker:TDEIssueToken":    adminRule,
-	"hsmbroker:TDERevokeToken":   adminRule,
-	"hsmbroker:TDEListKeys":      readRule,
-	"hsmbroker:TDEListTokens":    readRule,
-
-	// Audit checkpoints (AuditService).
-	"hsmbroker:ListAuditCheckpoints": readRule,
-}
 
 // grpcActions maps gRPC method names to the AWS action where the names
 // differ, so that one policy statement covers both fronts.
@@ -197,20 +70,6 @@ func grpcAction(fullMethod string) string {
 	return fullMethod
 }
 
-// identity is who a request comes from, as this node sees it.
-type identity struct {
-	principal string
-	role      string // admin, user, auditor, none, node; "" is none
-	// source says where the role came from: record, certificate, default
-	// (AWS access keys), node, or open.
-	source string
-	// open: a server run with Config.InsecureNoClientAuth, which has no
-	// identities; nothing is enforced.
-	open bool
-	// internal: the node's own work (Internal); no caller to check.
-	internal bool
-}
-
 // RequestContexts are the encryption contexts a request carries, for key
 // policy conditions and grant constraints: EncryptionContext for most
 // operations, Source and Destination for ReEncrypt.
@@ -231,7 +90,7 @@ type request struct {
 
 	mu         sync.Mutex
 	action     string
-	id         identity
+	id         authz.Caller
 	identified bool
 	contexts   RequestContexts
 	keyIDs     []string
@@ -257,7 +116,7 @@ func requestOf(ctx context.Context) *request {
 // behalf of a caller. Any request ctx carried is replaced.
 func Internal(ctx context.Context, task string) context.Context {
 	rq := &request{front: FrontInternal, action: "internal:" + task, identified: true,
-		id: identity{principal: "node", role: roleInternal, source: "internal", internal: true}}
+		id: authz.Caller{Principal: "node", Role: authz.RoleInternal, Source: "internal", Internal: true}}
 	return context.WithValue(ctx, requestKey{}, rq)
 }
 
@@ -302,11 +161,11 @@ func (r *request) setPrincipal(p string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.identified {
-		r.id.principal = p
+		r.id.Principal = p
 	}
 }
 
-func (r *request) identity() (identity, bool) {
+func (r *request) identity() (authz.Caller, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.id, r.identified
@@ -342,73 +201,48 @@ func (s *Service) BeginRequest(ctx context.Context, c Call) context.Context {
 // return as is. Requests of the external key store API (FrontXKS) are
 // authorized by their own credentials, which only AWS KMS holds; key
 // policies do not apply to them.
-func (s *Service) Authorize(ctx context.Context, action, defaultRole string, contexts RequestContexts) error {
+func (s *Service) Authorize(ctx context.Context, action string, defaultRole authz.Role, contexts RequestContexts) error {
 	rq := requestOf(ctx)
 	if rq == nil {
 		return newError(codes.Internal, ExcInternal, "request not begun")
 	}
 	principal := Principal(ctx)
-	id := identity{principal: principal, role: pki.RoleUser, source: "default"}
+	id := authz.Caller{Principal: principal, Role: authz.RoleUser, Source: "default"}
 	if defaultRole != "" {
-		id.role, id.source = defaultRole, "credential"
+		id.Role, id.Source = defaultRole, "credential"
 	}
 	if p, ok := s.node.State().Principal(principal); ok {
-		id.role, id.source = p.Role, "record"
+		id.Role, id.Source = p.Role, "record"
 	}
 	if principal == "" {
-		id = identity{}
+		id = authz.Caller{}
 	}
 	return s.roleGate(rq, id, action, contexts)
 }
 
 // roleGate records who the request comes from and applies the role gate.
-func (s *Service) roleGate(rq *request, id identity, action string, contexts RequestContexts) error {
+func (s *Service) roleGate(rq *request, id authz.Caller, action string, contexts RequestContexts) error {
 	rq.mu.Lock()
 	rq.id, rq.identified, rq.action, rq.contexts = id, true, action, contexts
 	rq.mu.Unlock()
-	if id.open {
+	d := authz.Gate(id, action)
+	switch d.Verdict {
+	case authz.Allow:
 		return nil
+	case authz.DenyUnauthenticated:
+		rq.deny(d.Reason)
+		return errUnauthenticated()
 	}
-	if id.principal == "" {
-		rq.deny("unauthenticated")
-		return newError(codes.Unauthenticated, ExcUnauthenticated, "the caller is not authenticated")
-	}
-	if _, ok := rules[action][id.role]; !ok {
-		reason := fmt.Sprintf("role %s may not perform %s", roleName(id.role), action)
-		rq.deny(reason)
-		return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) is not authorized to perform %s", id.principal, roleName(id.role), action)
-	}
-	return nil
+	rq.deny(d.Reason)
+	return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) is not authorized to perform %s", id.Principal, id.Role.Name(), action)
 }
 
-func roleName(r string) string {
-	if r == "" {
-		return cluster.RoleNone
-	}
-	return r
-}
-
-// keyAction is the action and encryption context a key reached through
-// field is checked for: ReEncrypt needs ReEncryptFrom on the source key
-// (named by SourceKeyId or by the ciphertext) and ReEncryptTo on the
-// destination.
-func (r *request) keyAction(field string) (string, map[string]string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.action == "kms:ReEncrypt" {
-		if field == "DestinationKeyId" {
-			return "kms:ReEncryptTo", r.contexts.Destination
-		}
-		return "kms:ReEncryptFrom", r.contexts.Source
-	}
-	if r.action == ActionReadTDEKey {
-		return "kms:Decrypt", r.contexts.EncryptionContext
-	}
-	return r.action, r.contexts.EncryptionContext
+func errUnauthenticated() error {
+	return newError(codes.Unauthenticated, ExcUnauthenticated, "the caller is not authenticated")
 }
 
 // authorizeKey is the key check: resolve and keyByID call it for every key
-// a request reaches.
+// a request reaches. field is the request field that named the key.
 func (s *Service) authorizeKey(ctx context.Context, field string, k cluster.Key) error {
 	rq := requestOf(ctx)
 	if rq == nil {
@@ -416,109 +250,82 @@ func (s *Service) authorizeKey(ctx context.Context, field string, k cluster.Key)
 	}
 	rq.addKey(k.ID)
 	id, ok := rq.identity()
-	switch {
-	case ok && id.internal:
+	// Requests of the external key store API are authorized by their own
+	// credentials, which only AWS KMS holds; key policies do not apply.
+	if rq.front == FrontXKS && id.Principal != "" {
 		return nil
-	case rq.front == FrontXKS && id.principal != "":
-		return nil
-	case !ok || id.principal == "" && !id.open:
-		rq.deny("unauthenticated")
-		return newError(codes.Unauthenticated, ExcUnauthenticated, "the caller is not authenticated")
-	case id.open:
-		return nil
+	}
+	if !ok {
+		id = authz.Caller{}
 	}
 	rq.mu.Lock()
-	mode := rules[rq.action][id.role]
+	kr := authz.KeyRequest{Caller: id, Action: rq.action, Field: field, EncryptionContext: rq.contexts.EncryptionContext,
+		SourceContext: rq.contexts.Source, DestinationContext: rq.contexts.Destination}
 	rq.mu.Unlock()
-	switch mode {
-	case byRole:
+	d := s.access.DecideKey(kr, keyTerms(k), s.grantsOn(k.ID, id.Principal))
+	switch d.Verdict {
+	case authz.Allow:
 		return nil
-	case byPolicy:
-	default:
-		rq.deny("role " + roleName(id.role))
-		return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) may not use key %s", id.principal, roleName(id.role), k.ID)
+	case authz.DenyUnauthenticated:
+		rq.deny(d.Reason)
+		return errUnauthenticated()
+	case authz.DenyRole:
+		rq.deny(d.Reason)
+		return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) may not use key %s", id.Principal, id.Role.Name(), k.ID)
 	}
-	action, ec := rq.keyAction(field)
-	if ok, why := s.keyAllows(k, id, action, ec); !ok {
-		rq.deny(why)
-		return newError(codes.PermissionDenied, ExcAccessDenied, "%s is not authorized to perform %s on key %s: %s", id.principal, action, k.ID, why)
-	}
-	return nil
+	rq.deny(d.Reason)
+	return newError(codes.PermissionDenied, ExcAccessDenied, "%s is not authorized to perform %s on key %s: %s", id.Principal, d.Action, k.ID, d.Reason)
 }
 
-// keyAllows evaluates k's policy and grants for one principal, action and
-// encryption context. A Deny statement wins over everything; then an Allow
-// statement or a grant lets the request through; nothing else does.
-func (s *Service) keyAllows(k cluster.Key, id identity, action string, ec map[string]string) (bool, string) {
-	pol, err := s.policyOf(k)
-	if err != nil {
-		return false, "the key policy cannot be evaluated (" + err.Error() + "); an admin must put a new one"
-	}
-	switch pol.decide(s.cfg.Account, id, action, ec) {
-	case effectDeny:
-		return false, "a Deny statement in the key policy applies"
-	case effectAllow:
-		return true, ""
-	}
-	op := strings.TrimPrefix(action, "kms:")
-	for _, g := range s.node.State().Grants(k.ID, id.principal) {
-		if grantAllows(g, op, ec) {
-			return true, ""
-		}
-	}
-	return false, "no statement in the key policy and no grant allows it"
+// keyAllows evaluates k's policy and grants for one caller, action and
+// encryption context (authz.Authorizer.Allows).
+func (s *Service) keyAllows(k cluster.Key, id authz.Caller, action string, ec map[string]string) (bool, string) {
+	return s.access.Allows(keyTerms(k), id, action, ec, s.grantsOn(k.ID, id.Principal))
 }
 
-// grantAllows reports whether g gives op under encryption context ec.
-func grantAllows(g cluster.Grant, op string, ec map[string]string) bool {
-	if !slices.Contains(g.Operations, op) {
-		return false
-	}
-	if len(g.ContextEquals) > 0 {
-		if len(ec) != len(g.ContextEquals) {
-			return false
+// keyTerms is what of k decides access to it.
+func keyTerms(k cluster.Key) authz.Key {
+	return authz.Key{Creator: k.Creator, Policy: k.Policy}
+}
+
+// grantsOn reads the grants principal holds on a key from this node's
+// state, when the key check asks for them.
+func (s *Service) grantsOn(keyID, principal string) func() []authz.Grant {
+	return func() []authz.Grant {
+		var gs []authz.Grant
+		for _, g := range s.node.State().Grants(keyID, principal) {
+			gs = append(gs, g.Terms())
 		}
-		for k, v := range g.ContextEquals {
-			if got, ok := ec[k]; !ok || got != v {
-				return false
-			}
-		}
+		return gs
 	}
-	for k, v := range g.ContextSubset {
-		if got, ok := ec[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // identifyPeer is the identity of a gRPC caller: its verified client
 // certificate's principal, with the role the cluster records for it, else
 // the certificate's own; cluster members' certificates are nodes.
-func (s *Service) identifyPeer(ctx context.Context) identity {
+func (s *Service) identifyPeer(ctx context.Context) authz.Caller {
 	if s.cfg.InsecureNoClientAuth {
-		return identity{principal: Principal(ctx), role: pki.RoleAdmin, source: "open", open: true}
+		return authz.Caller{Principal: Principal(ctx), Role: authz.RoleAdmin, Source: "open", Open: true}
 	}
 	c := peerCert(ctx)
 	if c == nil {
-		return identity{}
+		return authz.Caller{}
 	}
 	return s.certIdentity(c)
 }
 
-func (s *Service) certIdentity(c *x509.Certificate) identity {
+func (s *Service) certIdentity(c *x509.Certificate) authz.Caller {
 	name := PrincipalFromCert(c)
 	if isNodeCert(c) {
-		return identity{principal: name, role: roleNode, source: "node"}
+		return authz.Caller{Principal: name, Role: authz.RoleNode, Source: "node"}
 	}
 	if p, ok := s.node.State().Principal(name); ok {
-		return identity{principal: name, role: p.Role, source: "record"}
+		return authz.Caller{Principal: name, Role: p.Role, Source: "record"}
 	}
-	switch r := pki.RoleOf(c); r {
-	case pki.RoleAdmin, pki.RoleUser, pki.RoleAuditor:
-		return identity{principal: name, role: r, source: "certificate"}
+	if r := authz.RoleOf(c); r.Issuable() {
+		return authz.Caller{Principal: name, Role: r, Source: "certificate"}
 	}
-	return identity{principal: name, role: "", source: "certificate"}
+	return authz.Caller{Principal: name, Role: "", Source: "certificate"}
 }
 
 // requestContexts are the encryption contexts of a gRPC request.
@@ -718,7 +525,7 @@ func (s *Service) auditAhead(rq *request) error {
 
 func (r *request) recordLocked(node, result, code string) *audit.Record {
 	rec := &audit.Record{Node: node, Front: r.front, RequestID: r.requestID, Peer: r.peer,
-		Principal: r.id.principal, Role: r.id.role, Operation: r.action, Result: result, Code: code,
+		Principal: r.id.Principal, Role: string(r.id.Role), Operation: r.action, Result: result, Code: code,
 		Decision: "allow", Reason: r.denied, EncryptionContext: r.contexts.EncryptionContext, KeyRef: r.contexts.KeyRef}
 	if r.denied != "" {
 		rec.Decision = "deny"
@@ -732,7 +539,7 @@ func (r *request) recordLocked(node, result, code string) *audit.Record {
 	if len(r.keyIDs) > 1 {
 		rec.KeyIDs = slices.Clone(r.keyIDs)
 	}
-	if r.id.open {
+	if r.id.Open {
 		rec.Role = ""
 	}
 	return rec

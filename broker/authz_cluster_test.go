@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -46,7 +46,7 @@ func TestAccessChangesReachFollowers(t *testing.T) {
 			followers = append(followers, nd.Index)
 		}
 	}
-	admin := newClient(c.DialAs(leader.Index, "root", pki.RoleAdmin))
+	admin := newClient(c.DialAs(leader.Index, "root", authz.RoleAdmin))
 	key := func() string {
 		resp, err := admin.keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/shared"})
 		if err != nil {
@@ -63,7 +63,7 @@ func TestAccessChangesReachFollowers(t *testing.T) {
 	type who struct{ alice, bob clients }
 	on := make([]who, len(c.Nodes))
 	for i := range c.Nodes {
-		on[i] = who{newClient(c.DialAs(i, "alice", pki.RoleUser)), newClient(c.DialAs(i, "bob", pki.RoleUser))}
+		on[i] = who{newClient(c.DialAs(i, "alice", authz.RoleUser)), newClient(c.DialAs(i, "bob", authz.RoleUser))}
 	}
 	decrypt := func(cl clients) error {
 		_, err := cl.crypto.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob(), EncryptionContext: ec})
@@ -118,7 +118,7 @@ func TestAccessChangesReachFollowers(t *testing.T) {
 	expect("bob allowed by the grant", encrypt, bob, true)
 
 	// A change through a follower binds the leader too.
-	viaFollower := newClient(c.DialAs(followers[0], "root", pki.RoleAdmin))
+	viaFollower := newClient(c.DialAs(followers[0], "root", authz.RoleAdmin))
 	put(viaFollower, `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*"},
 	  {"Effect":"Deny","Principal":{"AWS":"alice"},"Action":"kms:*"}]}`)
 	expect("alice denied by a Deny put through a follower", decrypt, alice, false)
@@ -170,12 +170,12 @@ func TestEveryNodeAudits(t *testing.T) {
 	for _, nd := range c.Nodes {
 		before[nd.ID] = len(lines(nd))
 	}
-	admin := newClient(c.DialAs(follower.Index, "root", pki.RoleAdmin))
+	admin := newClient(c.DialAs(follower.Index, "root", authz.RoleAdmin))
 	k, err := admin.keys.CreateKey(withRequestID(ctx, "create-via-follower"), &pb.CreateKeyRequest{AliasName: "alias/audited"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	user := newClient(c.DialAs(leader.Index, "carol", pki.RoleUser))
+	user := newClient(c.DialAs(leader.Index, "carol", authz.RoleUser))
 	_, err = user.crypto.Encrypt(withRequestID(ctx, "denied-on-leader"), &pb.EncryptRequest{KeyId: k.GetKeyMetadata().GetKeyId(), Plaintext: []byte("x")})
 	if !isDenied(err) {
 		t.Fatalf("carol encrypt: %v", err)

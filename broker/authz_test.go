@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -81,7 +82,7 @@ func newClient(conn *grpc.ClientConn) clients {
 	return clients{pb.NewKeyServiceClient(conn), pb.NewCryptoServiceClient(conn), pb.NewClusterServiceClient(conn), pb.NewAccessServiceClient(conn)}
 }
 
-func (e *secureEnv) as(principal, role string) clients {
+func (e *secureEnv) as(principal string, role authz.Role) clients {
 	e.t.Helper()
 	return newClient(hsmtest.DialTLS(e.t, e.addr, hsmtest.ClientTLS(e.t, e.ca, principal, role)))
 }
@@ -111,8 +112,8 @@ func TestAuthenticationRequired(t *testing.T) {
 	ctx := ctxT(t)
 	for name, cfg := range map[string]*tls.Config{
 		"no certificate":      hsmtest.NoCertTLS(e.ca),
-		"expired certificate": hsmtest.ExpiredClientTLS(t, e.ca, "admin", pki.RoleAdmin),
-		"foreign CA":          hsmtest.ForeignClientTLS(t, e.ca, "admin", pki.RoleAdmin),
+		"expired certificate": hsmtest.ExpiredClientTLS(t, e.ca, "admin", authz.RoleAdmin),
+		"foreign CA":          hsmtest.ForeignClientTLS(t, e.ca, "admin", authz.RoleAdmin),
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := newClient(hsmtest.DialTLS(t, e.addr, cfg))
@@ -254,7 +255,7 @@ func matrixOps() []matrixOp {
 func TestAuthorizationMatrix(t *testing.T) {
 	e := newSecureEnv(t, nil)
 	ctx := ctxT(t)
-	admin1 := e.as("admin1", pki.RoleAdmin)
+	admin1 := e.as("admin1", authz.RoleAdmin)
 	k := map[string]string{}
 	for _, name := range []string{"k1", "k2", "k3", "k4"} {
 		k[name] = e.createKey(admin1, "alias/"+name, pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
@@ -313,16 +314,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 	metadata := set("DescribeKey", "ListKeyTags", "GetKeyPolicy", "ListGrants")
 	aliceK2 := set("Encrypt", "EncryptOtherContext", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "DescribeKey")
 	principals := []struct {
-		name, role string
-		allow      map[string]map[string]bool // key -> allowed operations
+		name  string
+		role  authz.Role
+		allow map[string]map[string]bool // key -> allowed operations
 	}{
-		{"admin1", pki.RoleAdmin, map[string]map[string]bool{"k1": all, "k2": all, "k3": all, "k4": all}},
-		{"admin2", pki.RoleAdmin, map[string]map[string]bool{"k1": all, "k2": all, "k3": all, "k4": metadata}},
-		{"alice", pki.RoleUser, map[string]map[string]bool{"k2": aliceK2, "k4": set("Decrypt", "DescribeKey")}},
-		{"bob", pki.RoleUser, map[string]map[string]bool{"k3": set("Encrypt", "Decrypt", "GenerateDataKey", "DescribeKey"), "k4": set("DescribeKey")}},
-		{"carol", pki.RoleUser, map[string]map[string]bool{"k4": set("DescribeKey")}},
-		{"audra", pki.RoleAuditor, map[string]map[string]bool{"k1": metadata, "k2": metadata, "k3": metadata, "k4": metadata}},
-		{"mallory", pki.RoleUser, nil},
+		{"admin1", authz.RoleAdmin, map[string]map[string]bool{"k1": all, "k2": all, "k3": all, "k4": all}},
+		{"admin2", authz.RoleAdmin, map[string]map[string]bool{"k1": all, "k2": all, "k3": all, "k4": metadata}},
+		{"alice", authz.RoleUser, map[string]map[string]bool{"k2": aliceK2, "k4": set("Decrypt", "DescribeKey")}},
+		{"bob", authz.RoleUser, map[string]map[string]bool{"k3": set("Encrypt", "Decrypt", "GenerateDataKey", "DescribeKey"), "k4": set("DescribeKey")}},
+		{"carol", authz.RoleUser, map[string]map[string]bool{"k4": set("DescribeKey")}},
+		{"audra", authz.RoleAuditor, map[string]map[string]bool{"k1": metadata, "k2": metadata, "k3": metadata, "k4": metadata}},
+		{"mallory", authz.RoleUser, nil},
 	}
 	cells, allowed, unexpectedAllows, unexpectedDenials := 0, 0, 0, 0
 	for _, p := range principals {
@@ -392,11 +394,11 @@ func TestRoleGate(t *testing.T) {
 		}},
 		{"WhoAmI", "admin user auditor", func(c clients) error { _, err := c.access.WhoAmI(ctx, &pb.WhoAmIRequest{}); return err }},
 	}
-	for _, role := range []string{pki.RoleAdmin, pki.RoleUser, pki.RoleAuditor} {
-		c := e.as("gate-"+role, role)
+	for _, role := range []authz.Role{authz.RoleAdmin, authz.RoleUser, authz.RoleAuditor} {
+		c := e.as("gate-"+string(role), role)
 		for _, op := range ops {
 			err := op.call(c)
-			want := strings.Contains(" "+op.roles+" ", " "+role+" ")
+			want := strings.Contains(" "+op.roles+" ", " "+string(role)+" ")
 			if want && err != nil || !want && !isDenied(err) {
 				t.Errorf("%s as %s: %v, want allowed=%v", op.name, role, err, want)
 			}
@@ -409,8 +411,8 @@ func TestRoleGate(t *testing.T) {
 func TestPrincipalRecords(t *testing.T) {
 	e := newSecureEnv(t, nil)
 	ctx := ctxT(t)
-	admin := e.as("root", pki.RoleAdmin)
-	dave := e.as("dave", pki.RoleUser)
+	admin := e.as("root", authz.RoleAdmin)
+	dave := e.as("dave", authz.RoleUser)
 	who, err := dave.access.WhoAmI(ctx, &pb.WhoAmIRequest{})
 	if err != nil || who.GetPrincipal() != "dave" || who.GetRole() != pb.PrincipalRole_PRINCIPAL_ROLE_USER || who.GetRoleSource() != "certificate" {
 		t.Fatalf("whoami = %v %v", who, err)
@@ -449,8 +451,8 @@ func TestPrincipalRecords(t *testing.T) {
 func TestGrantLifecycle(t *testing.T) {
 	e := newSecureEnv(t, nil)
 	ctx := ctxT(t)
-	admin := e.as("root", pki.RoleAdmin)
-	erin, frank := e.as("erin", pki.RoleUser), e.as("frank", pki.RoleUser)
+	admin := e.as("root", authz.RoleAdmin)
+	erin, frank := e.as("erin", authz.RoleUser), e.as("frank", authz.RoleUser)
 	key := e.createKey(admin, "alias/granted", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	encrypt := func(c clients) error {
 		_, err := c.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
@@ -540,7 +542,7 @@ func TestAuditCompleteness(t *testing.T) {
 	t.Cleanup(func() { _ = log.Close() })
 	e := newSecureEnv(t, log)
 	ctx := ctxT(t)
-	admin, user, auditor := e.as("root", pki.RoleAdmin), e.as("ursula", pki.RoleUser), e.as("audra", pki.RoleAuditor)
+	admin, user, auditor := e.as("root", authz.RoleAdmin), e.as("ursula", authz.RoleUser), e.as("audra", authz.RoleAuditor)
 	key := e.createKey(admin, "alias/audited", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	_, setup := log.LastHash() // the script's lines follow the set-up's
 	secret := []byte("the plaintext must never reach the audit log")
@@ -685,7 +687,7 @@ func TestAuditUnwritable(t *testing.T) {
 	w := &lockedBuffer{b: &buf}
 	e := newSecureEnv(t, audit.New(w, audit.Options{}))
 	ctx := ctxT(t)
-	admin := e.as("root", pki.RoleAdmin)
+	admin := e.as("root", authz.RoleAdmin)
 	key := e.createKey(admin, "alias/before", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	enc, err := admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("kept")})
 	if err != nil {
@@ -730,7 +732,7 @@ func TestAuditUnwritable(t *testing.T) {
 func TestExtractionAttempts(t *testing.T) {
 	e := newSecureEnv(t, nil)
 	ctx := ctxT(t)
-	admin := e.as("root", pki.RoleAdmin)
+	admin := e.as("root", authz.RoleAdmin)
 	sym := e.createKey(admin, "alias/sym", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	mac := e.createKey(admin, "alias/mac", pb.KeySpec_KEY_SPEC_HMAC_256)
 	k, _ := e.node.State().Key(sym)

@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -191,7 +191,7 @@ func TestBackupStreamAuthorization(t *testing.T) {
 	w := &lockedBuffer{b: &buf}
 	e := newSecureEnv(t, audit.New(w, audit.Options{}))
 	ctx := ctxT(t)
-	admin := e.as("root", pki.RoleAdmin)
+	admin := e.as("root", authz.RoleAdmin)
 	e.createKey(admin, "alias/backed-up", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
 	setup := len(auditLines(t, []byte(w.String())))
 	deniedBefore, okBefore := requestsTotal(t, "Backup", "PermissionDenied"), requestsTotal(t, "Backup", "OK")
@@ -203,11 +203,12 @@ func TestBackupStreamAuthorization(t *testing.T) {
 	nodeCert := newClient(hsmtest.DialTLS(t, e.addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: e.ca.Pool(),
 		Certificates: []tls.Certificate{{Certificate: [][]byte{iss.Cert.Raw}, PrivateKey: iss.Key}}}))
 	refused := []struct {
-		principal, role string
-		c               clients
+		principal string
+		role      authz.Role
+		c         clients
 	}{
-		{"ursula", pki.RoleUser, e.as("ursula", pki.RoleUser)},
-		{"audra", pki.RoleAuditor, e.as("audra", pki.RoleAuditor)},
+		{"ursula", authz.RoleUser, e.as("ursula", authz.RoleUser)},
+		{"audra", authz.RoleAuditor, e.as("audra", authz.RoleAuditor)},
 		{"drifter", "", e.as("drifter", "contractor")},
 		{"node2", "node", nodeCert},
 	}
@@ -240,7 +241,7 @@ func TestBackupStreamAuthorization(t *testing.T) {
 	}
 	for i, r := range refused {
 		rec := recs[i]
-		if rec.Operation != "hsmbroker:Backup" || rec.Principal != r.principal || rec.Role != r.role || rec.Decision != "deny" ||
+		if rec.Operation != "hsmbroker:Backup" || rec.Principal != r.principal || rec.Role != string(r.role) || rec.Decision != "deny" ||
 			rec.Result != broker.ExcAccessDenied || rec.Code != "PermissionDenied" || rec.RequestID != fmt.Sprintf("denied-%d", i) || rec.Peer == "" {
 			t.Errorf("audit line of %s's backup: %+v", r.principal, rec)
 		}
@@ -349,7 +350,7 @@ func TestStreamsWithoutCertificate(t *testing.T) {
 	}
 
 	// The same client with a certificate gets its backup.
-	if err := backup(metadata.AppendToOutgoingContext(ctx, "x-request-id", "with-cert"), e.as("root", pki.RoleAdmin), io.Discard); err != nil {
+	if err := backup(metadata.AppendToOutgoingContext(ctx, "x-request-id", "with-cert"), e.as("root", authz.RoleAdmin), io.Discard); err != nil {
 		t.Fatalf("admin backup: %v", err)
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -129,7 +129,7 @@ func sdk(t *testing.T, c *hsmtest.Cluster, principal string) *client.Client {
 	for _, nd := range c.Nodes {
 		eps = append(eps, nd.GRPCAddr)
 	}
-	cli, err := client.Dial(context.Background(), client.Config{Endpoints: eps, TLS: c.ClientTLS(principal, pki.RoleAdmin),
+	cli, err := client.Dial(context.Background(), client.Config{Endpoints: eps, TLS: c.ClientTLS(principal, authz.RoleAdmin),
 		Timeout: 15 * time.Second, Retries: 6})
 	if err != nil {
 		t.Fatal(err)

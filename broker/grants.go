@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"google.golang.org/grpc/codes"
@@ -282,18 +283,18 @@ func (s *Service) mayRetire(ctx context.Context, k cluster.Key, g cluster.Grant)
 	}
 	id, _ := rq.identity()
 	switch {
-	case id.open:
+	case id.Open:
 		return nil
-	case id.principal != "" && id.principal == g.RetiringPrincipal:
+	case id.Principal != "" && id.Principal == g.RetiringPrincipal:
 		return nil
-	case id.principal != "" && id.principal == g.Grantee && slices.Contains(g.Operations, "RetireGrant"):
+	case id.Principal != "" && id.Principal == g.Grantee && slices.Contains(g.Operations, "RetireGrant"):
 		return nil
-	case id.role == "admin":
+	case id.Role == authz.RoleAdmin:
 		if ok, _ := s.keyAllows(k, id, "kms:RetireGrant", nil); ok {
 			return nil
 		}
 	}
 	reason := "only the grant's retiring principal, its grantee when the grant gives RetireGrant, or an admin the key policy allows may retire it"
 	rq.deny(reason)
-	return newError(codes.PermissionDenied, ExcAccessDenied, "%s may not retire grant %s: %s", id.principal, g.ID, reason)
+	return newError(codes.PermissionDenied, ExcAccessDenied, "%s may not retire grant %s: %s", id.Principal, g.ID, reason)
 }

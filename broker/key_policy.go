@@ -1,14 +1,10 @@
 package broker
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"strings"
-	"unicode/utf8"
 
+	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/cluster"
 	"google.golang.org/grpc/codes"
 )
 
@@ -17,59 +13,36 @@ import (
 const ExcMalformedPolicyDocument = "MalformedPolicyDocumentException"
 
 // MaxKeyPolicy is the largest key policy, in bytes, as in AWS KMS.
-const MaxKeyPolicy = 32 << 10
+const MaxKeyPolicy = authz.MaxPolicySize
 
 // DefaultKeyPolicy is AWS KMS's default key policy, which gives the
 // account full access to the key; here the account stands for every
 // principal with the admin role. A key whose creator is known has that
 // principal added (defaultPolicyFor): its policy until one is put.
 func (s *Service) DefaultKeyPolicy() string {
-	return fmt.Sprintf(defaultPolicyFormat, s.cfg.Account, "")
+	return s.access.DefaultPolicy("")
 }
 
-// defaultPolicyFormat is AWS KMS's default key policy, formatted with the
-// account id and further statements (each starting ", {").
-const defaultPolicyFormat = `{
-  "Version" : "2012-10-17",
-  "Id" : "key-default-1",
-  "Statement" : [ {
-    "Sid" : "Enable IAM User Permissions",
-    "Effect" : "Allow",
-    "Principal" : {
-      "AWS" : "arn:aws:iam::%s:root"
-    },
-    "Action" : "kms:*",
-    "Resource" : "*"
-  }%s ]
-}`
+// defaultPolicyFor is the policy k has until one is put: the account's
+// statement of DefaultKeyPolicy (every admin), and a statement for the
+// principal that created the key.
+func (s *Service) defaultPolicyFor(k cluster.Key) string {
+	return s.access.DefaultPolicy(k.Creator)
+}
 
-// CheckKeyPolicy checks that policy has the form of a key policy document.
+// CheckKeyPolicy checks that policy has the form of a key policy document
+// (authz.CheckPolicy): InvalidArgument, ValidationException when it is
+// empty and MalformedPolicyDocumentException otherwise.
 func CheckKeyPolicy(policy string) error {
-	malformed := func(format string, args ...any) error {
-		return newError(codes.InvalidArgument, ExcMalformedPolicyDocument, format, args...)
-	}
+	err := authz.CheckPolicy(policy)
+	var pe *authz.PolicyError
 	switch {
-	case policy == "":
+	case err == nil:
+		return nil
+	case errors.Is(err, authz.ErrPolicyRequired):
 		return newError(codes.InvalidArgument, ExcValidation, "invalid Policy: is required")
-	case len(policy) > MaxKeyPolicy:
-		return malformed("the key policy is %d bytes; the limit is %d", len(policy), MaxKeyPolicy)
-	case !utf8.ValidString(policy):
-		return malformed("the key policy is not valid UTF-8")
+	case errors.As(err, &pe):
+		return newError(codes.InvalidArgument, ExcMalformedPolicyDocument, "%s", pe.Reason)
 	}
-	var doc map[string]json.RawMessage
-	dec := json.NewDecoder(strings.NewReader(policy))
-	if err := dec.Decode(&doc); err != nil || doc == nil {
-		return malformed("the key policy is not a JSON object")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return malformed("the key policy has data after its JSON object")
-	}
-	st := bytes.TrimSpace(doc["Statement"])
-	if len(st) == 0 || (st[0] != '[' && st[0] != '{') {
-		return malformed("the key policy has no Statement")
-	}
-	if _, err := parsePolicy(policy); err != nil {
-		return malformed("%v", err)
-	}
-	return nil
+	return newError(codes.InvalidArgument, ExcMalformedPolicyDocument, "%v", err)
 }

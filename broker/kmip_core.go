@@ -5,9 +5,9 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"google.golang.org/grpc/codes"
 )
 
@@ -44,21 +44,7 @@ const FrontKMIP = "kmip"
 // blob opens only under the object's own id.
 const kmipContextKey = "kmip-object"
 
-// KMIP actions, as key policies name them.
-var kmipActions = []string{
-	"Create", "Register", "Get", "GetAttributes", "GetAttributeList", "Locate", "Activate", "Revoke",
-	"Destroy", "AddAttribute", "ModifyAttribute", "DeleteAttribute", "SetAttribute", "Encrypt", "Decrypt",
-	"MAC", "CreateKeyPair", "Sign", "SignatureVerify",
-}
-
-func init() {
-	for _, a := range kmipActions {
-		rules["kmip:"+a] = useRule
-	}
-	// Discovering versions and querying the server reach no object.
-	rules["kmip:DiscoverVersions"] = rule{pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole}
-	rules["kmip:Query"] = rule{pki.RoleAdmin: byRole, pki.RoleUser: byRole, pki.RoleAuditor: byRole}
-}
+// KMIP actions are kmip:<Operation>; their rules are authz's.
 
 // Policy is the policy of the KMIP wrapping key that EnsureWrappingKey
 // creates: admins may do everything with the key and with KMIP objects,
@@ -119,12 +105,12 @@ func (c *KMIPObjects) Authorize(ctx context.Context, cert *x509.Certificate, act
 	if rq == nil {
 		return newError(codes.Internal, ExcInternal, "request not begun")
 	}
-	id := identity{}
+	id := authz.Caller{}
 	if cert != nil {
 		id = s.certIdentity(cert)
 	}
-	if id.role == roleNode {
-		id.role = "" // a node certificate is no KMIP client
+	if id.Role == authz.RoleNode {
+		id.Role = "" // a node certificate is no KMIP client
 	}
 	if err := s.roleGate(rq, id, action, RequestContexts{KeyRef: objectID}); err != nil {
 		return err

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -96,7 +96,7 @@ func TestRawServiceAndDataObjects(t *testing.T) {
 	want(err, codes.NotFound, "deleting twice")
 
 	// An auditor may neither use raw keys nor make data objects.
-	aud := c.DialAs(0, "auditor1", pki.RoleAuditor)
+	aud := c.DialAs(0, "auditor1", authz.RoleAuditor)
 	_, err = pb.NewRawServiceClient(aud).RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC, Iv: iv, Plaintext: pt})
 	want(err, codes.PermissionDenied, "auditor RawEncrypt")
 	_, err = pb.NewDataObjectServiceClient(aud).CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "x"}})

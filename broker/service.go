@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -77,9 +78,10 @@ type Service struct {
 	inflight   atomic.Int64
 	tapRefused atomic.Uint64
 
-	health   healthState
-	peers    peers
-	policies policyCache
+	health healthState
+	peers  peers
+	// access decides key access: policies (parsed once, cached) and grants.
+	access *authz.Authorizer
 	// gate is set while WatchHealth runs: key and crypto calls are then
 	// refused (Unavailable) whenever the node is not ready.
 	gate atomic.Bool
@@ -124,6 +126,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
 	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}
+	s.access = authz.NewAuthorizer(cfg.Account)
 	if cfg.InsecureNoClientAuth {
 		s.log.Warn("INSECURE: gRPC client authentication is off (InsecureNoClientAuth): every caller is an admin and a cluster node; never run this outside a test",
 			"node", cfg.NodeID)

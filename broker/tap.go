@@ -3,7 +3,7 @@ package broker
 import (
 	"context"
 
-	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -106,7 +106,7 @@ func (s *Service) tapIn(ctx context.Context, info *tap.Info) (context.Context, e
 // read.
 func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (known bool, err error) {
 	action := grpcAction(info.FullMethodName)
-	if _, ok := rules[action]; !ok {
+	if !authz.Known(action) {
 		return false, status.Errorf(codes.Unimplemented, "unknown method %.200q", info.FullMethodName)
 	}
 	if s.cfg.InsecureNoClientAuth {
@@ -117,7 +117,7 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (known bool, err
 		return true, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	id := s.certIdentity(c)
-	if id.principal != "" && id.role != "" && id.role != cluster.RoleNone {
+	if id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone {
 		return true, nil
 	}
 	addr := ""

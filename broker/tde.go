@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -40,11 +41,11 @@ const FrontVault = "vault"
 // DefaultTDEMount is the mount used when none is named.
 const DefaultTDEMount = "tde"
 
-// Actions of the TDE key endpoint. ActionReadTDEKey is checked on the
-// mount's KMS key as kms:Decrypt (see request.keyAction).
+// Actions of the TDE key endpoint (authz's). ActionReadTDEKey is checked
+// on the mount's KMS key as kms:Decrypt.
 const (
-	ActionReadTDEKey   = "hsmbroker:ReadTDEKey"
-	ActionReadTDEMount = "hsmbroker:ReadTDEMount"
+	ActionReadTDEKey   = authz.ActionReadTDEKey
+	ActionReadTDEMount = authz.ActionReadTDEMount
 )
 
 // MaxTDETokenLen bounds a token a caller presents. Tokens this service

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 )
 
@@ -472,7 +473,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&SetDomainKeyID{ID: "dk"},
 		&CreateGrant{Grant: testGrant("g", "k", "app")},
 		&RemoveGrant{GrantID: "g", KeyID: "k"},
-		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
+		&SetPrincipalRole{Name: "app", Role: authz.RoleUser, At: t0},
 		&DeletePrincipal{Name: "app"},
 		&RetireTDEVersion{Mount: "tde", Name: "1", Version: 1, At: t0},
 		&RevokeTDEToken{Accessor: "acc1"},

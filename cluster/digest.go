@@ -78,7 +78,7 @@ func (d *Data) Digest() [32]byte {
 		p := d.Principals[name]
 		e.str(name)
 		e.str(p.Name)
-		e.str(p.Role)
+		e.str(string(p.Role))
 		e.time(p.UpdatedAt)
 	}
 	e.tde(&d.TDE)

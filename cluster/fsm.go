@@ -292,7 +292,7 @@ func checkData(d *Data) error {
 		if p == nil || p.Name != name {
 			return fmt.Errorf("principal entry %q does not hold principal %q", name, name)
 		}
-		if !ValidRole(p.Role) {
+		if !p.Role.Valid() {
 			return fmt.Errorf("principal %q has unknown role %q", name, p.Role)
 		}
 		if err := checkTime("principal updated_at", p.UpdatedAt, false); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 )
 
@@ -34,7 +35,7 @@ func richFSM(t testing.TB) *FSM {
 		&AddJoinToken{Hash: tokenHash("tok"), Expires: t0.Add(time.Hour), At: t0},
 		&SetDomainKeyID{ID: "dk-0123"},
 		&CreateGrant{Grant: testGrant("g1", "k1", "app")},
-		&SetPrincipalRole{Name: "app", Role: RoleUser, At: t0},
+		&SetPrincipalRole{Name: "app", Role: authz.RoleUser, At: t0},
 		&AuditCheckpoint{Node: "n1", Segment: "0a1b", Seq: 7, Head: strings.Repeat("ab", 32), MAC: []byte("mac"), At: t0},
 		&KMIPCreateObject{Object: testKMIPObject("o1", "k1")},
 	} {
@@ -440,7 +441,7 @@ func TestDigestSeesChanges(t *testing.T) {
 		"domain key other": func(d *Data) { d.DomainKeyID = "dk" },
 		"grant operation":  func(d *Data) { d.Grants["g1"].Operations = []string{"Decrypt"} },
 		"grant constraint": func(d *Data) { d.Grants["g1"].ContextSubset = map[string]string{"a": "c"} },
-		"principal role":   func(d *Data) { d.Principals["app"].Role = RoleAdmin },
+		"principal role":   func(d *Data) { d.Principals["app"].Role = authz.RoleAdmin },
 	}
 	for name, mutate := range mutations {
 		d := base.Clone()

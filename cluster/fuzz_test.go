@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 )
 
@@ -36,7 +37,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		&SetDomainKeyID{ID: "dk"},
 		&CreateGrant{Grant: testGrant("g", "k1", "app")},
 		&RemoveGrant{GrantID: "g"},
-		&SetPrincipalRole{Name: "app", Role: RoleAuditor, At: t0},
+		&SetPrincipalRole{Name: "app", Role: authz.RoleAuditor, At: t0},
 		&DeletePrincipal{Name: "app"},
 	) {
 		seeds = append(seeds, rawEntry(t, c))

@@ -6,14 +6,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 )
 
 // Grant delegates some operations on one key to one principal, as an AWS
 // KMS grant does. The cluster stores grants and keeps them consistent with
 // their keys (a deleted key takes its grants with it); what the operation
-// names mean, and how constraints are matched against a request, is the
-// authorization layer's business.
+// names mean, and how constraints are matched against a request, is
+// authz's business (Terms).
 type Grant struct {
 	ID    string `json:"id"`
 	KeyID string `json:"key_id"`
@@ -43,6 +44,12 @@ func (g Grant) Clone() Grant {
 	g.ContextEquals = maps.Clone(g.ContextEquals)
 	g.ContextSubset = maps.Clone(g.ContextSubset)
 	return g
+}
+
+// Terms is what g gives its grantee, as the key check matches it against
+// a request (authz.Grant.Allows).
+func (g Grant) Terms() authz.Grant {
+	return authz.Grant{Operations: g.Operations, ContextEquals: g.ContextEquals, ContextSubset: g.ContextSubset}
 }
 
 // Limits on grants, as in AWS KMS where they exist.

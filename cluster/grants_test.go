@@ -5,6 +5,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/authz"
 )
 
 func testGrant(id, keyID, grantee string) Grant {
@@ -38,7 +40,7 @@ func TestGrantCommands(t *testing.T) {
 		{name: "remove", cmd: &RemoveGrant{GrantID: "g1", KeyID: "k1"}},
 		{name: "remove wrong key", cmd: &RemoveGrant{GrantID: "g1", KeyID: "k2"}, wantErr: ErrNotFound},
 		{name: "remove missing", cmd: &RemoveGrant{GrantID: "nope"}, wantErr: ErrNotFound},
-		{name: "set role", cmd: &SetPrincipalRole{Name: "bob", Role: RoleAuditor, At: t0}},
+		{name: "set role", cmd: &SetPrincipalRole{Name: "bob", Role: authz.RoleAuditor, At: t0}},
 		{name: "set unknown role", cmd: &SetPrincipalRole{Name: "bob", Role: "root", At: t0}, wantErr: ErrInvalidCommand},
 		{name: "delete principal", cmd: &DeletePrincipal{Name: "app"}},
 		{name: "delete missing principal", cmd: &DeletePrincipal{Name: "nobody"}, wantErr: ErrNotFound},
@@ -50,7 +52,7 @@ func TestGrantCommands(t *testing.T) {
 				a.must(t, c)
 			}
 			a.must(t, &CreateGrant{Grant: testGrant("g1", "k1", "app")})
-			a.must(t, &SetPrincipalRole{Name: "app", Role: RoleUser, At: t0})
+			a.must(t, &SetPrincipalRole{Name: "app", Role: authz.RoleUser, At: t0})
 			before := a.f.State().Digest()
 			_, err := a.apply(t, tt.cmd)
 			wantErrIs(t, err, tt.wantErr)
@@ -117,14 +119,14 @@ func TestDeleteKeyDropsGrants(t *testing.T) {
 
 func TestPrincipals(t *testing.T) {
 	a := &fsmApplier{f: NewFSM(nil, nil)}
-	a.must(t, &SetPrincipalRole{Name: "zed", Role: RoleNone, At: t0})
-	a.must(t, &SetPrincipalRole{Name: "amy", Role: RoleAdmin, At: t0})
-	a.must(t, &SetPrincipalRole{Name: "amy", Role: RoleAuditor, At: t0.Add(time.Second)})
+	a.must(t, &SetPrincipalRole{Name: "zed", Role: authz.RoleNone, At: t0})
+	a.must(t, &SetPrincipalRole{Name: "amy", Role: authz.RoleAdmin, At: t0})
+	a.must(t, &SetPrincipalRole{Name: "amy", Role: authz.RoleAuditor, At: t0.Add(time.Second)})
 	ps := a.f.State().Principals()
-	if len(ps) != 2 || ps[0].Name != "amy" || ps[0].Role != RoleAuditor || ps[1].Role != RoleNone {
+	if len(ps) != 2 || ps[0].Name != "amy" || ps[0].Role != authz.RoleAuditor || ps[1].Role != authz.RoleNone {
 		t.Fatalf("principals = %+v", ps)
 	}
-	if p, ok := a.f.State().Principal("zed"); !ok || p.Role != RoleNone {
+	if p, ok := a.f.State().Principal("zed"); !ok || p.Role != authz.RoleNone {
 		t.Fatalf("zed = %+v %v", p, ok)
 	}
 }

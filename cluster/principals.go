@@ -4,47 +4,33 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/authz"
 )
 
 // Principal records the role the cluster gives a principal. A client
 // certificate names a default role; a record here overrides it on every
 // node, which is how an administrator changes a role, or withdraws all
-// access (RoleNone) from a certificate that is still valid, without
+// access (authz.RoleNone) from a certificate that is still valid, without
 // reissuing or revoking certificates. Principals of the AWS endpoint (access
 // keys) have no certificate, so their records are their only source of a
 // role beyond the default.
 type Principal struct {
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Name string `json:"name"`
+	// Role is one that authz.Role.Valid accepts: admin, user, auditor or
+	// none.
+	Role      authz.Role `json:"role"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
-
-// Roles a principal record can hold.
-const (
-	RoleAdmin   = "admin"
-	RoleUser    = "user"
-	RoleAuditor = "auditor"
-	// RoleNone denies everything.
-	RoleNone = "none"
-)
 
 // maxPrincipals bounds the principal records a cluster holds.
 const maxPrincipals = 10000
 
-// ValidRole reports whether r is a role a principal record can hold.
-func ValidRole(r string) bool {
-	switch r {
-	case RoleAdmin, RoleUser, RoleAuditor, RoleNone:
-		return true
-	}
-	return false
-}
-
 // SetPrincipalRole records (or replaces) a principal's role.
 type SetPrincipalRole struct {
-	Name string    `json:"name"`
-	Role string    `json:"role"`
-	At   time.Time `json:"at"`
+	Name string     `json:"name"`
+	Role authz.Role `json:"role"`
+	At   time.Time  `json:"at"`
 }
 
 // DeletePrincipal forgets a principal's record; a certificate's own role
@@ -60,7 +46,7 @@ func (c *SetPrincipalRole) validate() error {
 	if err := checkID("principal", c.Name); err != nil {
 		return err
 	}
-	if !ValidRole(c.Role) {
+	if !c.Role.Valid() {
 		return invalidCommand("role %q is not one of admin, user, auditor, none", c.Role)
 	}
 	return checkTime("at", c.At, true)

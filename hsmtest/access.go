@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"google.golang.org/grpc"
@@ -21,7 +22,7 @@ import (
 
 // DialAs connects to node i as principal with role (admin, user, auditor,
 // or anything else for a certificate without a usable role).
-func (c *Cluster) DialAs(i int, principal, role string) *grpc.ClientConn {
+func (c *Cluster) DialAs(i int, principal string, role authz.Role) *grpc.ClientConn {
 	c.t.Helper()
 	return DialTLS(c.t, c.Nodes[i].GRPCAddr, ClientTLS(c.t, c.CA, principal, role))
 }
@@ -41,7 +42,7 @@ func DialTLS(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 // ClientTLS is a client configuration trusting ca, with a fresh client
 // certificate from ca for principal and role. A role pki does not know
 // gives a certificate whose organizational unit is that string.
-func ClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
+func ClientTLS(t testing.TB, ca *pki.CA, principal string, role authz.Role) *tls.Config {
 	t.Helper()
 	now := time.Now()
 	return clientTLS(t, ca, ca, principal, role, now.Add(-time.Minute), now.Add(time.Hour))
@@ -49,7 +50,7 @@ func ClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
 
 // ExpiredClientTLS is ClientTLS with a certificate that expired an hour
 // ago.
-func ExpiredClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
+func ExpiredClientTLS(t testing.TB, ca *pki.CA, principal string, role authz.Role) *tls.Config {
 	t.Helper()
 	now := time.Now()
 	return clientTLS(t, ca, ca, principal, role, now.Add(-48*time.Hour), now.Add(-time.Hour))
@@ -57,7 +58,7 @@ func ExpiredClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Con
 
 // ForeignClientTLS trusts ca but presents a certificate (of principal,
 // role) from another CA, which the server must refuse.
-func ForeignClientTLS(t testing.TB, ca *pki.CA, principal, role string) *tls.Config {
+func ForeignClientTLS(t testing.TB, ca *pki.CA, principal string, role authz.Role) *tls.Config {
 	t.Helper()
 	other, err := pki.NewCA("some other CA")
 	if err != nil {
@@ -72,7 +73,7 @@ func NoCertTLS(ca *pki.CA) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool()}
 }
 
-func clientTLS(t testing.TB, trust, issuer *pki.CA, principal, role string, notBefore, notAfter time.Time) *tls.Config {
+func clientTLS(t testing.TB, trust, issuer *pki.CA, principal string, role authz.Role, notBefore, notAfter time.Time) *tls.Config {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -83,7 +84,7 @@ func clientTLS(t testing.TB, trust, issuer *pki.CA, principal, role string, notB
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: principal, OrganizationalUnit: []string{role}},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: principal, OrganizationalUnit: []string{string(role)}},
 		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
 	}

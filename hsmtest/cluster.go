@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -165,7 +166,7 @@ func (c *Cluster) AddNodeOnToken(tok Token) *Node {
 
 // TLSFiles issues a certificate for a client principal with a role and
 // returns the paths of the CA, certificate and key files.
-func (c *Cluster) TLSFiles(principal, role string) (caFile, certFile, keyFile string) {
+func (c *Cluster) TLSFiles(principal string, role authz.Role) (caFile, certFile, keyFile string) {
 	c.t.Helper()
 	iss, err := c.CA.IssueClient(principal, role, time.Hour)
 	if err != nil {
@@ -180,7 +181,7 @@ func (c *Cluster) TLSFiles(principal, role string) (caFile, certFile, keyFile st
 }
 
 // ClientTLS is a client TLS configuration for principal with role.
-func (c *Cluster) ClientTLS(principal, role string) *tls.Config {
+func (c *Cluster) ClientTLS(principal string, role authz.Role) *tls.Config {
 	c.t.Helper()
 	ca, cert, key := c.TLSFiles(principal, role)
 	cfg, err := pki.ClientTLSConfig(cert, key, ca, "")
@@ -193,7 +194,7 @@ func (c *Cluster) ClientTLS(principal, role string) *tls.Config {
 // Dial connects to node i as principal (role admin).
 func (c *Cluster) Dial(i int, principal string) *grpc.ClientConn {
 	c.t.Helper()
-	conn, err := grpc.NewClient(c.Nodes[i].GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(c.ClientTLS(principal, pki.RoleAdmin))))
+	conn, err := grpc.NewClient(c.Nodes[i].GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(c.ClientTLS(principal, authz.RoleAdmin))))
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 )
 
@@ -24,14 +25,14 @@ import (
 // carries, as a client certificate names its role. StaticCredentials and
 // FileCredentials are.
 type roleCredentials interface {
-	Role(accessKeyID string) string
+	Role(accessKeyID string) authz.Role
 }
 
 // Role implements roleCredentials: the key's role, "" for none.
-func (c StaticCredentials) Role(id string) string { return c[id].Role }
+func (c StaticCredentials) Role(id string) authz.Role { return c[id].Role }
 
 // Role implements roleCredentials.
-func (c *FileCredentials) Role(id string) string {
+func (c *FileCredentials) Role(id string) authz.Role {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.keys.Role(id)
@@ -40,7 +41,7 @@ func (c *FileCredentials) Role(id string) string {
 // accessKeyRole is the role the access key of an authenticated request
 // names ("" for none). It takes the key id the signature was verified
 // for, rather than reading the Authorization header again.
-func (h *Handler) accessKeyRole(accessKeyID string) string {
+func (h *Handler) accessKeyRole(accessKeyID string) authz.Role {
 	rc, ok := h.trent.creds.(roleCredentials)
 	if !ok {
 		return ""

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
@@ -72,8 +73,9 @@ func newAccessEnv(t testing.TB) *accessEnv {
 	}
 	keys := map[string]awskms.AccessKey{}
 	for _, k := range []struct {
-		dst             *awskms.AccessKey
-		principal, role string
+		dst       *awskms.AccessKey
+		principal string
+		role      authz.Role
 	}{{&a.admin, "admin", "admin"}, {&a.app, "app", ""}, {&a.auditor, "audra", "auditor"}} {
 		if *k.dst, err = awskms.GenerateAccessKey(k.principal); err != nil {
 			t.Fatal(err)

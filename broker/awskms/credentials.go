@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hsmbroker/hsmbroker/authz"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ type AccessKey struct {
 	// auditor), as a client certificate names one; "" means user. A role
 	// the cluster records for the principal (hsmctl principals set-role)
 	// overrides it.
-	Role string `json:"role,omitempty"`
+	Role authz.Role `json:"role,omitempty"`
 }
 
 // String names the key without its secret, so that printing or logging an
@@ -167,7 +168,7 @@ func readCredentialsFile(path string) (StaticCredentials, error) {
 			return nil, fmt.Errorf("awskms: credentials file %s: access key %d needs access_key_id, secret_access_key and principal", path, i+1)
 		case strings.ContainsAny(k.ID, "/ ,="):
 			return nil, fmt.Errorf("awskms: credentials file %s: access key id %q has a character that SigV4 cannot carry", path, k.ID)
-		case k.Role != "" && k.Role != "admin" && k.Role != "user" && k.Role != "auditor":
+		case k.Role != "" && !k.Role.Issuable():
 			return nil, fmt.Errorf("awskms: credentials file %s: access key %s has role %q; the roles are admin, user and auditor", path, k.ID, k.Role)
 		}
 		if _, dup := keys[k.ID]; dup {

@@ -4,15 +4,15 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 // Add, Modify and Delete Attribute (1.x forms) on names, groups and custom
 // attributes; server-set attributes refuse them.
 func TestAttributeOperations(t *testing.T) {
 	e := newEnv(t)
-	c := e.dial(t, "app", pki.RoleUser)
+	c := e.dial(t, "app", authz.RoleUser)
 	v := version{1, 4}
 	id := ids(c.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey),
 		ttlv.Struct(tagTemplateAttribute, attr1("Name", nameValue("first"))), symKey(randBytes(t, 16))))[0]

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 func nested(depth int) ttlv.Item {
@@ -71,7 +71,7 @@ func TestBadInputOverTLS(t *testing.T) {
 		{"too many batch items", enc(tooManyItems), reasonInvalidMessage},
 		{"not a request message", enc(ttlv.Struct(tagResponseMessage)), reasonInvalidMessage},
 	}
-	c := e.dial(t, "app", pki.RoleUser)
+	c := e.dial(t, "app", authz.RoleUser)
 	for _, tc := range cases {
 		if len(tc.msg) == 0 {
 			continue
@@ -97,7 +97,7 @@ func TestBadInputOverTLS(t *testing.T) {
 		"truncated":       enc(register)[:40],
 	}
 	for name, b := range closes {
-		cc := e.dial(t, "app", pki.RoleUser)
+		cc := e.dial(t, "app", authz.RoleUser)
 		_ = cc.conn.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := cc.conn.Write(b); err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -114,13 +114,13 @@ func TestBadInputOverTLS(t *testing.T) {
 		t.Fatal("bad input changed the replicated state")
 	}
 	// The server still serves.
-	e.dial(t, "app", pki.RoleUser).do(v, opDiscoverVersions)
+	e.dial(t, "app", authz.RoleUser).do(v, opDiscoverVersions)
 }
 
 // A client without a certificate from the cluster CA never gets past TLS.
 func TestRequiresClientCertificate(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.c.ClientTLS("app", pki.RoleUser)
+	cfg := e.c.ClientTLS("app", authz.RoleUser)
 	cfg.Certificates = nil
 	c := &client{t: t}
 	conn, err := tlsDial(e.addr, cfg)

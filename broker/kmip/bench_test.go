@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 // BenchmarkKMIP measures Get (the TDE clients' hot path: open the sealed
@@ -20,7 +20,7 @@ import (
 func BenchmarkKMIP(b *testing.B) {
 	e := newEnv(b)
 	v := version{1, 4}
-	setup := e.dial(b, "bench", pki.RoleUser)
+	setup := e.dial(b, "bench", authz.RoleUser)
 	id := ids(setup.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(make([]byte, 32))))[0]
 	setup.do(v, opActivate, uid(id))
 	get, _ := request(v, op{opGet, []ttlv.Item{uid(id)}}).Encode()
@@ -34,7 +34,7 @@ func BenchmarkKMIP(b *testing.B) {
 			b.Run(tc.name+"/clients="+itoa(clients), func(b *testing.B) {
 				conns := make([]*client, clients)
 				for i := range conns {
-					conns[i] = e.dial(b, "bench", pki.RoleUser)
+					conns[i] = e.dial(b, "bench", authz.RoleUser)
 				}
 				lat := make([][]time.Duration, clients)
 				var wg sync.WaitGroup

@@ -7,9 +7,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 func keyMaterial(t *testing.T, p ttlv.Item) []byte {
@@ -41,12 +41,12 @@ func TestThreeNodes(t *testing.T) {
 	}
 	v := version{1, 4}
 	key := randBytes(t, 32)
-	w := envs[follower].dial(t, "app", pki.RoleUser)
+	w := envs[follower].dial(t, "app", authz.RoleUser)
 	id := ids(w.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey),
 		ttlv.Struct(tagTemplateAttribute, attr1("Name", nameValue("replicated"))), symKey(key)))[0]
 	w.do(v, opActivate, uid(id))
 
-	r := envs[other].dial(t, "app", pki.RoleUser)
+	r := envs[other].dial(t, "app", authz.RoleUser)
 	if got := ids(r.do(v, opLocate, attr1("Name", nameValue("replicated")))); len(got) != 1 || got[0] != id {
 		t.Fatalf("Locate through another node = %v", got)
 	}
@@ -60,7 +60,7 @@ func TestThreeNodes(t *testing.T) {
 		survivor = other
 	}
 	c.Leader(t)
-	s := envs[survivor].dial(t, "app", pki.RoleUser)
+	s := envs[survivor].dial(t, "app", authz.RoleUser)
 	if !bytes.Equal(keyMaterial(t, s.do(v, opGet, uid(id))), key) {
 		t.Fatal("Get after the leader stopped returned other material")
 	}
@@ -76,10 +76,10 @@ func TestAudited(t *testing.T) {
 	c.AddNode()
 	e := startKMIP(t, c, 0)
 	v := version{1, 2}
-	u := e.dial(t, "app", pki.RoleUser)
+	u := e.dial(t, "app", authz.RoleUser)
 	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
 	u.do(v, opGet, uid(id))
-	e.dial(t, "watcher", pki.RoleAuditor).fail(v, opGet, uid(id))
+	e.dial(t, "watcher", authz.RoleAuditor).fail(v, opGet, uid(id))
 	u.fail(v, 0x24, uid(id)) // MAC Verify: not served, still audited
 
 	f, err := os.Open(c.Nodes[0].AuditPath())

@@ -6,8 +6,8 @@ import (
 	"crypto/cipher"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 func cryptParams(mode, padding uint32) ttlv.Item {
@@ -28,7 +28,7 @@ func child(t *testing.T, it ttlv.Item, tag ttlv.Tag) []byte {
 // CBC with and without padding and in GCM.
 func TestEncryptDecrypt(t *testing.T) {
 	e := newEnv(t)
-	c := e.dial(t, "app", pki.RoleUser)
+	c := e.dial(t, "app", authz.RoleUser)
 	v := version{1, 4}
 	key := randBytes(t, 32)
 	id := ids(c.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey),

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 )
@@ -71,7 +72,7 @@ type client struct {
 	conn *tls.Conn
 }
 
-func (e *env) dial(t testing.TB, principal, role string) *client {
+func (e *env) dial(t testing.TB, principal string, role authz.Role) *client {
 	t.Helper()
 	cfg := e.c.ClientTLS(principal, role)
 	conn, err := tls.Dial("tcp", e.addr, cfg)

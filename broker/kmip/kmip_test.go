@@ -6,9 +6,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/cluster"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 func randBytes(t *testing.T, n int) []byte {
@@ -25,7 +25,7 @@ func randBytes(t *testing.T, n int) []byte {
 // is stored only wrapped.
 func TestMixedVersionsOnOneConnection(t *testing.T) {
 	e := newEnv(t)
-	c := e.dial(t, "mysql", pki.RoleUser)
+	c := e.dial(t, "mysql", authz.RoleUser)
 	v14, v10 := version{1, 4}, version{1, 0}
 	key := randBytes(t, 32)
 	resp, rs := c.send(v14,
@@ -105,7 +105,7 @@ func TestMixedVersionsOnOneConnection(t *testing.T) {
 // of AES keys of each size, Wrong Key Lifecycle State.
 func TestKMIP20(t *testing.T) {
 	e := newEnv(t)
-	c := e.dial(t, "app", pki.RoleUser)
+	c := e.dial(t, "app", authz.RoleUser)
 	v := version{2, 0}
 	var created []string
 	for _, bits := range []int32{128, 192, 256} {
@@ -167,10 +167,10 @@ func TestKMIP20(t *testing.T) {
 // Roles and the wrapping key's policy decide, as on gRPC.
 func TestAuthorization(t *testing.T) {
 	e := newEnv(t)
-	user := e.dial(t, "app", pki.RoleUser)
+	user := e.dial(t, "app", authz.RoleUser)
 	v := version{1, 2}
 	id := ids(user.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
-	auditor := e.dial(t, "watcher", pki.RoleAuditor)
+	auditor := e.dial(t, "watcher", authz.RoleAuditor)
 	if r := auditor.fail(v, opGet, uid(id)); r != reasonPermissionDenied {
 		t.Fatalf("auditor Get: %s", reasonName(r))
 	}

@@ -8,8 +8,8 @@ import (
 	"crypto/x509"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 func textChild(t *testing.T, it ttlv.Item, tag ttlv.Tag) string {
@@ -24,7 +24,7 @@ func textChild(t *testing.T, it ttlv.Item, tag ttlv.Tag) string {
 // and what is not served gets its KMIP reason.
 func TestCreateKeyPairLinksAndSign(t *testing.T) {
 	e := newEnv(t)
-	c := e.dial(t, "app", pki.RoleUser)
+	c := e.dial(t, "app", authz.RoleUser)
 	v := version{2, 0}
 	msg := []byte("signed in the HSM")
 	digest := sha256.Sum256(msg)

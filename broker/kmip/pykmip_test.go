@@ -6,13 +6,13 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 // runPyKMIP runs one scenario of testdata/pykmip_client.py as principal
 // with role against e and returns what it printed.
-func (e *env) runPyKMIP(t *testing.T, principal, role, scenario, version string) map[string]any {
+func (e *env) runPyKMIP(t *testing.T, principal string, role authz.Role, scenario, version string) map[string]any {
 	t.Helper()
 	py := hsmtest.RequirePyKMIP(t)
 	ca, cert, key := e.c.TLSFiles(principal, role)
@@ -53,7 +53,7 @@ func TestPyKMIPOperations(t *testing.T) {
 	e := newEnv(t)
 	for _, v := range []string{"1.2", "1.4", "2.0"} {
 		t.Run(v, func(t *testing.T) {
-			got := e.runPyKMIP(t, "app-"+v, pki.RoleUser, "ops", v)
+			got := e.runPyKMIP(t, "app-"+v, authz.RoleUser, "ops", v)
 			expect(t, got, map[string]any{
 				"create_sizes":   map[string]int{"128": 16, "192": 24, "256": 32},
 				"get_matches":    true,
@@ -91,7 +91,7 @@ func TestPyKMIPMAC(t *testing.T) {
 	e := newEnv(t)
 	for _, v := range []string{"1.2", "1.4", "2.0"} {
 		t.Run(v, func(t *testing.T) {
-			got := e.runPyKMIP(t, "mac-"+v, pki.RoleUser, "mac", v)
+			got := e.runPyKMIP(t, "mac-"+v, authz.RoleUser, "mac", v)
 			lifecycle := "PERMISSION_DENIED"
 			if v == "2.0" {
 				lifecycle = "WRONG_KEY_LIFECYCLE_STATE"
@@ -118,7 +118,7 @@ func TestPyKMIPKeyPairSign(t *testing.T) {
 	e := newEnv(t)
 	for _, v := range []string{"1.2", "1.4", "2.0"} {
 		t.Run(v, func(t *testing.T) {
-			got := e.runPyKMIP(t, "signer-"+v, pki.RoleUser, "pairs", v)
+			got := e.runPyKMIP(t, "signer-"+v, authz.RoleUser, "pairs", v)
 			lifecycle := "PERMISSION_DENIED"
 			if v == "2.0" {
 				lifecycle = "WRONG_KEY_LIFECYCLE_STATE"
@@ -155,7 +155,7 @@ func TestPyKMIPKeyPairSign(t *testing.T) {
 // 1.0 on one connection.
 func TestPyKMIPPercona(t *testing.T) {
 	e := newEnv(t)
-	got := e.runPyKMIP(t, "mysql", pki.RoleUser, "percona", "")
+	got := e.runPyKMIP(t, "mysql", authz.RoleUser, "percona", "")
 	expect(t, got, map[string]any{"locate_group": true, "get": true, "name": []string{"percona-key"}, "after_destroy": []string{}})
 }
 
@@ -164,7 +164,7 @@ func TestPyKMIPPercona(t *testing.T) {
 func TestPyKMIPPgTDE(t *testing.T) {
 	for _, v := range []string{"1.2", "1.4", "2.0"} {
 		t.Run(v, func(t *testing.T) {
-			got := newEnv(t).runPyKMIP(t, "postgres", pki.RoleUser, "pgtde", v)
+			got := newEnv(t).runPyKMIP(t, "postgres", authz.RoleUser, "pgtde", v)
 			expect(t, got, map[string]any{"locate": true, "get": true})
 		})
 	}
@@ -173,7 +173,7 @@ func TestPyKMIPPgTDE(t *testing.T) {
 func TestPyKMIPMongoDB(t *testing.T) {
 	e := newEnv(t)
 	for _, v := range []string{"1.0", "1.2", "2.0"} {
-		got := e.runPyKMIP(t, "mongod", pki.RoleUser, "mongodb", v)
+		got := e.runPyKMIP(t, "mongod", authz.RoleUser, "mongodb", v)
 		expect(t, got, map[string]any{"get": true, "state": []string{"ACTIVE"}, "missing": "ITEM_NOT_FOUND"})
 	}
 }
@@ -181,6 +181,6 @@ func TestPyKMIPMongoDB(t *testing.T) {
 // An auditor's certificate is refused as on gRPC.
 func TestPyKMIPDenied(t *testing.T) {
 	e := newEnv(t)
-	got := e.runPyKMIP(t, "watcher", pki.RoleAuditor, "denied", "1.4")
+	got := e.runPyKMIP(t, "watcher", authz.RoleAuditor, "denied", "1.4")
 	expect(t, got, map[string]any{"register": "PERMISSION_DENIED"})
 }

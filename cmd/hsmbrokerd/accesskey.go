@@ -8,8 +8,8 @@ import (
 	"slices"
 	"text/tabwriter"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/spf13/cobra"
 )
 
@@ -52,9 +52,8 @@ hand to its user; without it the secret is in the credentials file only.
 proxy (give it to create-custom-key-store); it carries no role.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch role {
-			case pki.RoleAdmin, pki.RoleUser, pki.RoleAuditor:
-			default:
+			r, err := authz.ParseRole(role)
+			if err != nil {
 				return fmt.Errorf("--role %q: want admin, user or auditor", role)
 			}
 			keys, err := readAccessKeys(file)
@@ -70,7 +69,7 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 				return err
 			}
 			if !xks {
-				k.Role = role
+				k.Role = r
 			}
 			if out != "" {
 				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -92,7 +91,7 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 				}
 				return err
 			}
-			fmt.Fprintf(stdout, "Access key %s of principal %s (role %s) added to %s.\n", k.ID, k.Principal, firstSet(k.Role, "none"), file)
+			fmt.Fprintf(stdout, "Access key %s of principal %s (role %s) added to %s.\n", k.ID, k.Principal, firstSet(string(k.Role), "none"), file)
 			if out != "" {
 				fmt.Fprintf(stdout, "Its id and secret are in %s (mode 0600).\n", out)
 			}
@@ -101,7 +100,7 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 		},
 	}
 	create.Flags().StringVar(&principal, "principal", "", "the principal the key stands for (required)")
-	create.Flags().StringVar(&role, "role", pki.RoleUser, "the role the key gives its principal: admin, user or auditor")
+	create.Flags().StringVar(&role, "role", string(authz.RoleUser), "the role the key gives its principal: admin, user or auditor")
 	create.Flags().StringVar(&out, "out", "", "also write the key's exports to this new file (0600)")
 	create.Flags().BoolVar(&xks, "xks", false, "make an external key store proxy credential")
 	_ = create.MarkFlagRequired("principal")
@@ -118,7 +117,7 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ACCESS KEY ID\tPRINCIPAL\tROLE")
 			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Principal, firstSet(k.Role, "-"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Principal, firstSet(string(k.Role), "-"))
 			}
 			return tw.Flush()
 		},

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -226,7 +227,7 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		accessKey awskms.AccessKey
 	)
 	if f.kmsAddr != "" {
-		if accessKey, err = ensureAccessKey(log, l.kmsCredentials, devAdmin, pki.RoleAdmin); err != nil {
+		if accessKey, err = ensureAccessKey(log, l.kmsCredentials, devAdmin, authz.RoleAdmin); err != nil {
 			return daemon{}, err
 		}
 		if kms, err = loadKMSEndpoint(f.kmsAddr, l.kmsCredentials, "", "", "", "", ""); err != nil {
@@ -416,7 +417,7 @@ func ensureDevPKI(log *slog.Logger, l devLayout, hosts []string) error {
 	}
 	admin := leafSpec{
 		kind: "dev", name: "admin", cert: l.adminCert, key: l.adminKey, usage: x509.ExtKeyUsageClientAuth,
-		issue: func() (*pki.Issued, error) { return ca.IssueClient(devAdmin, pki.RoleAdmin, pki.DefaultClientTTL) },
+		issue: func() (*pki.Issued, error) { return ca.IssueClient(devAdmin, authz.RoleAdmin, pki.DefaultClientTTL) },
 	}
 	for _, s := range []leafSpec{node, admin} {
 		if err := s.ensure(log, ca); err != nil {
@@ -570,7 +571,7 @@ To use it from a shell:
 // is none, and giving an existing key the role when it names another (a
 // key made before access keys carried roles names none). The secret goes
 // to the file only, never to a log.
-func ensureAccessKey(log *slog.Logger, path, principal, role string) (awskms.AccessKey, error) {
+func ensureAccessKey(log *slog.Logger, path, principal string, role authz.Role) (awskms.AccessKey, error) {
 	keys, err := readAccessKeys(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return awskms.AccessKey{}, err

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
@@ -264,8 +265,8 @@ func checkDevCerts(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if admin.Subject.CommonName != "admin" || pki.RoleOf(admin) != "admin" {
-		t.Errorf("admin certificate: CN %q, role %q; want admin, admin", admin.Subject.CommonName, pki.RoleOf(admin))
+	if admin.Subject.CommonName != "admin" || authz.RoleOf(admin) != "admin" {
+		t.Errorf("admin certificate: CN %q, role %q; want admin, admin", admin.Subject.CommonName, authz.RoleOf(admin))
 	}
 	if err := ca.Verify(admin, x509.ExtKeyUsageClientAuth); err != nil {
 		t.Errorf("admin certificate does not chain to the dev CA: %v", err)

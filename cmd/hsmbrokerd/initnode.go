@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/internal/config"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/spf13/cobra"
@@ -186,7 +187,7 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 		{name: "node", cert: l.nodeCert, key: l.nodeKey, usage: x509.ExtKeyUsageServerAuth, hosts: hosts,
 			issue: func() (*pki.Issued, error) { return ca.IssueServer(f.nodeID, dns, ips, pki.DefaultServerTTL) }},
 		{name: "admin", cert: l.adminCert, key: l.adminKey, usage: x509.ExtKeyUsageClientAuth,
-			issue: func() (*pki.Issued, error) { return ca.IssueClient(devAdmin, pki.RoleAdmin, pki.DefaultClientTTL) }},
+			issue: func() (*pki.Issued, error) { return ca.IssueClient(devAdmin, authz.RoleAdmin, pki.DefaultClientTTL) }},
 	}
 	for _, s := range leaves {
 		if err := s.ensure(log, ca); err != nil {
@@ -196,7 +197,7 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 	if err := pki.WriteFileAtomic(l.caCopy, ca.CertPEM(), 0o644); err != nil {
 		return err
 	}
-	key, err := ensureAccessKey(log, l.kmsCredentials, devAdmin, pki.RoleAdmin)
+	key, err := ensureAccessKey(log, l.kmsCredentials, devAdmin, authz.RoleAdmin)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
@@ -137,7 +138,7 @@ func writeAccessKeys(t *testing.T, path string, principals ...string) accessKey 
 	var last accessKey
 	log := slog.New(slog.DiscardHandler)
 	for _, p := range principals {
-		k, err := ensureAccessKey(log, path, p, pki.RoleAdmin)
+		k, err := ensureAccessKey(log, path, p, authz.RoleAdmin)
 		if err != nil {
 			t.Fatal(err)
 		}

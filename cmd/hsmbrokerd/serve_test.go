@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -88,7 +89,7 @@ func newServeCluster(t *testing.T, module string) *serveCluster {
 	if err := c.ca.Save(c.caFile, filepath.Join(c.dir, "ca-key.pem")); err != nil {
 		t.Fatal(err)
 	}
-	client, err := c.ca.IssueClient("alice", pki.RoleAdmin, time.Hour)
+	client, err := c.ca.IssueClient("alice", authz.RoleAdmin, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,23 +4,24 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"github.com/spf13/cobra"
 )
 
 // roleNames are the principal roles as the command line names them.
-var roleNames = map[string]pb.PrincipalRole{
-	"admin": pb.PrincipalRole_PRINCIPAL_ROLE_ADMIN, "user": pb.PrincipalRole_PRINCIPAL_ROLE_USER,
-	"auditor": pb.PrincipalRole_PRINCIPAL_ROLE_AUDITOR, "none": pb.PrincipalRole_PRINCIPAL_ROLE_NONE,
+var roleNames = map[authz.Role]pb.PrincipalRole{
+	authz.RoleAdmin: pb.PrincipalRole_PRINCIPAL_ROLE_ADMIN, authz.RoleUser: pb.PrincipalRole_PRINCIPAL_ROLE_USER,
+	authz.RoleAuditor: pb.PrincipalRole_PRINCIPAL_ROLE_AUDITOR, authz.RoleNone: pb.PrincipalRole_PRINCIPAL_ROLE_NONE,
 }
 
 func roleString(r pb.PrincipalRole) string {
 	for name, v := range roleNames {
 		if v == r {
-			return name
+			return string(name)
 		}
 	}
-	return "none"
+	return string(authz.RoleNone)
 }
 
 func (a *app) whoamiCommand() *cobra.Command {
@@ -99,7 +100,7 @@ func (a *app) principalsSetRoleCommand() *cobra.Command {
 		Example: "  hsmctl principals set-role alice auditor\n  hsmctl principals set-role mallory none",
 		Args:    exactArgs("PRINCIPAL", "ROLE"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
-			role, ok := roleNames[args[1]]
+			role, ok := roleNames[authz.Role(args[1])]
 			if !ok {
 				return usageErr(fmt.Sprintf("invalid ROLE %q: valid values are admin, user, auditor, none", args[1]))
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
@@ -46,8 +47,8 @@ func TestCertsIssue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cert.Subject.CommonName != "alice" || pki.RoleOf(cert) != "user" {
-		t.Fatalf("certificate for %q role %q", cert.Subject.CommonName, pki.RoleOf(cert))
+	if cert.Subject.CommonName != "alice" || authz.RoleOf(cert) != "user" {
+		t.Fatalf("certificate for %q role %q", cert.Subject.CommonName, authz.RoleOf(cert))
 	}
 	if err := ca.Verify(cert, 2 /* x509.ExtKeyUsageClientAuth */); err != nil {
 		t.Fatalf("not a client certificate of the CA: %v", err)
@@ -170,7 +171,7 @@ func TestAccessCommands(t *testing.T) {
 		t.Skip("needs a broker")
 	}
 	c := hsmtest.NewCluster(t, 1)
-	as := func(principal, role string, args ...string) result {
+	as := func(principal string, role authz.Role, args ...string) result {
 		ca, cert, key := c.TLSFiles(principal, role)
 		return runArgs(append(args, "--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key)...)
 	}

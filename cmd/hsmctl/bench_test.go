@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/bench"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -23,7 +23,7 @@ func TestBenchAgainstBroker(t *testing.T) {
 		t.Skip("starts a broker")
 	}
 	c := hsmtest.NewCluster(t, 1)
-	ca, cert, key := c.TLSFiles("bench", pki.RoleAdmin)
+	ca, cert, key := c.TLSFiles("bench", authz.RoleAdmin)
 	tok := c.Nodes[0].Token
 	pinFile := filepath.Join(t.TempDir(), "user.pin")
 	if err := os.WriteFile(pinFile, []byte(tok.PIN+"\n"), 0o600); err != nil {

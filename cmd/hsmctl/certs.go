@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/spf13/cobra"
 )
@@ -60,7 +61,7 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`,
 				return usageErr("--principal, --role and --out-dir are required")
 			case caCert == "" || caKey == "":
 				return usageErr("--ca-cert and --ca-key are required (default $HSMBROKER_CA and $HSMBROKER_CA_KEY, which 'hsmbrokerd dev' writes to dev.env)")
-			case role != pki.RoleAdmin && role != pki.RoleUser && role != pki.RoleAuditor:
+			case !authz.Role(role).Issuable():
 				return usageErr(fmt.Sprintf("invalid --role %q: valid values are admin, user, auditor", role))
 			case strings.ContainsAny(principal, `/\`) || principal == "." || principal == "..":
 				return usageErr(fmt.Sprintf("--principal %q cannot name a file in --out-dir", principal))
@@ -82,7 +83,7 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`,
 					}
 				}
 			}
-			iss, err := ca.IssueClient(principal, role, ttl)
+			iss, err := ca.IssueClient(principal, authz.Role(role), ttl)
 			if err != nil {
 				return err
 			}

@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/drill"
 	"github.com/hsmbroker/hsmbroker/internal/drill/drilltest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 func TestMain(m *testing.M) { hsmtest.Main(m) }
@@ -33,7 +33,7 @@ func TestDrillInProcess(t *testing.T) {
 		t.Fatalf("no node %s", id)
 		return nil
 	}
-	base := client.Config{Endpoints: []string{c.Nodes[0].GRPCAddr}, TLS: c.ClientTLS("drill", pki.RoleAdmin)}
+	base := client.Config{Endpoints: []string{c.Nodes[0].GRPCAddr}, TLS: c.ClientTLS("drill", authz.RoleAdmin)}
 	tests := []struct {
 		mode          drill.Mode
 		take, restore drill.Action

@@ -14,15 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
-)
 
-// Roles a client certificate can carry, as the broker's authorization
-// understands them (modelled on CloudHSM's crypto officer, crypto user and
-// auditor).
-const (
-	RoleAdmin   = "admin"   // keys, policies and cluster membership
-	RoleUser    = "user"    // use of keys
-	RoleAuditor = "auditor" // read-only access
+	"github.com/hsmbroker/hsmbroker/authz"
 )
 
 // Validity defaults. A CA outlives the certificates it issues; leaves are
@@ -169,18 +162,16 @@ func (ca *CA) IssueServer(commonName string, dnsNames []string, ips []net.IP, tt
 
 // IssueClient issues a client certificate valid for ttl. The principal is
 // the subject common name and the role the organizational unit; see
-// RoleOf.
-func (ca *CA) IssueClient(principal, role string, ttl time.Duration) (*Issued, error) {
+// authz.RoleOf.
+func (ca *CA) IssueClient(principal string, role authz.Role, ttl time.Duration) (*Issued, error) {
 	if err := checkName("principal", principal); err != nil {
 		return nil, err
 	}
-	switch role {
-	case RoleAdmin, RoleUser, RoleAuditor:
-	default:
-		return nil, fmt.Errorf("%w: role %q (want %s, %s or %s)", ErrInvalid, role, RoleAdmin, RoleUser, RoleAuditor)
+	if !role.Issuable() {
+		return nil, fmt.Errorf("%w: role %q (want %s, %s or %s)", ErrInvalid, role, authz.RoleAdmin, authz.RoleUser, authz.RoleAuditor)
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: principal, OrganizationalUnit: []string{role}},
+		Subject:     pkix.Name{CommonName: principal, OrganizationalUnit: []string{string(role)}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	return ca.issue(tmpl, ttl)
@@ -194,14 +185,6 @@ func (ca *CA) Verify(cert *x509.Certificate, usage x509.ExtKeyUsage) error {
 		KeyUsages:   []x509.ExtKeyUsage{usage},
 	})
 	return err
-}
-
-// RoleOf returns the role a client certificate carries ("" if none).
-func RoleOf(cert *x509.Certificate) string {
-	if len(cert.Subject.OrganizationalUnit) == 0 {
-		return ""
-	}
-	return cert.Subject.OrganizationalUnit[0]
 }
 
 // Save writes the certificate and key (both 0600).

@@ -6,9 +6,10 @@
 // # Identities
 //
 // A client certificate carries the principal in the subject common name and
-// its role (admin, user or auditor) in the subject organizational unit. It
-// has no URI SAN, so broker.PrincipalFromCert, which prefers a URI SAN and
-// falls back to the common name, reads the principal from the CN. Node
+// its role (an authz.Role: admin, user or auditor) in the subject
+// organizational unit. It has no URI SAN, so broker.PrincipalFromCert,
+// which prefers a URI SAN and falls back to the common name, reads the
+// principal from the CN. Node
 // certificates are valid for both server and client authentication because
 // a Raft node is a server to some peers and a client of others.
 //

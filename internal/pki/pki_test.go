@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/authz"
 )
 
 func newCA(t *testing.T, name string) *CA {
@@ -37,7 +39,7 @@ func TestIssueAndVerifyChains(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IssueServer: %v", err)
 	}
-	cli, err := ca.IssueClient("alice", RoleUser, time.Hour)
+	cli, err := ca.IssueClient("alice", authz.RoleUser, time.Hour)
 	if err != nil {
 		t.Fatalf("IssueClient: %v", err)
 	}
@@ -68,8 +70,8 @@ func TestIssueAndVerifyChains(t *testing.T) {
 	if got := cli.Cert.Subject.CommonName; got != "alice" {
 		t.Errorf("client CN = %q, want alice", got)
 	}
-	if got := RoleOf(cli.Cert); got != RoleUser {
-		t.Errorf("RoleOf = %q, want %q", got, RoleUser)
+	if got := authz.RoleOf(cli.Cert); got != authz.RoleUser {
+		t.Errorf("authz.RoleOf = %q, want %q", got, authz.RoleUser)
 	}
 	if len(cli.Cert.URIs) != 0 {
 		t.Errorf("client certificate has URI SANs %v; the principal must come from the CN", cli.Cert.URIs)
@@ -88,11 +90,14 @@ func TestIssueRejectsBadArguments(t *testing.T) {
 		name  string
 		issue func() error
 	}{
-		{"empty principal", func() error { _, err := ca.IssueClient("", RoleAdmin, time.Hour); return err }},
+		{"empty principal", func() error { _, err := ca.IssueClient("", authz.RoleAdmin, time.Hour); return err }},
 		{"unknown role", func() error { _, err := ca.IssueClient("bob", "root", time.Hour); return err }},
-		{"zero ttl", func() error { _, err := ca.IssueClient("bob", RoleAdmin, 0); return err }},
-		{"long principal", func() error { _, err := ca.IssueClient(strings.Repeat("a", 65), RoleAdmin, time.Hour); return err }},
-		{"control character", func() error { _, err := ca.IssueClient("bob\n", RoleAdmin, time.Hour); return err }},
+		{"zero ttl", func() error { _, err := ca.IssueClient("bob", authz.RoleAdmin, 0); return err }},
+		{"long principal", func() error {
+			_, err := ca.IssueClient(strings.Repeat("a", 65), authz.RoleAdmin, time.Hour)
+			return err
+		}},
+		{"control character", func() error { _, err := ca.IssueClient("bob\n", authz.RoleAdmin, time.Hour); return err }},
 		{"server without names", func() error { _, err := ca.IssueServer("n", nil, nil, time.Hour); return err }},
 		{"negative server ttl", func() error {
 			_, err := ca.IssueServer("n", []string{"localhost"}, nil, -time.Hour)
@@ -135,7 +140,7 @@ func TestSaveLoadCA(t *testing.T) {
 		t.Fatal("loaded CA certificate differs")
 	}
 	// The loaded CA must be able to issue certificates the original trusts.
-	leaf, err := loaded.IssueClient("carol", RoleAuditor, time.Hour)
+	leaf, err := loaded.IssueClient("carol", authz.RoleAuditor, time.Hour)
 	if err != nil {
 		t.Fatalf("IssueClient from loaded CA: %v", err)
 	}
@@ -295,9 +300,9 @@ func TestTLSHandshakes(t *testing.T) {
 	node := save(t, dir, "node", mustIssue(ca.IssueServer("node", []string{"localhost"}, loopback, time.Hour)))
 	expiredNode := save(t, dir, "expired-node", mustIssue(past.IssueServer("node", []string{"localhost"}, loopback, 24*time.Hour)))
 	foreignNode := save(t, dir, "foreign-node", mustIssue(foreign.IssueServer("node", []string{"localhost"}, loopback, time.Hour)))
-	admin := save(t, dir, "admin", mustIssue(ca.IssueClient("admin", RoleAdmin, time.Hour)))
-	expiredAdmin := save(t, dir, "expired-admin", mustIssue(past.IssueClient("admin", RoleAdmin, 24*time.Hour)))
-	foreignAdmin := save(t, dir, "foreign-admin", mustIssue(foreign.IssueClient("admin", RoleAdmin, time.Hour)))
+	admin := save(t, dir, "admin", mustIssue(ca.IssueClient("admin", authz.RoleAdmin, time.Hour)))
+	expiredAdmin := save(t, dir, "expired-admin", mustIssue(past.IssueClient("admin", authz.RoleAdmin, 24*time.Hour)))
+	foreignAdmin := save(t, dir, "foreign-admin", mustIssue(foreign.IssueClient("admin", authz.RoleAdmin, time.Hour)))
 
 	tests := []struct {
 		name       string

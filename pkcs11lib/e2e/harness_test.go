@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/hsmbroker/hsmbroker/pkcs11lib/p11"
 )
 
@@ -102,7 +102,7 @@ func newEnv(t *testing.T, nodes int) *env {
 	t.Helper()
 	lib, hsmctl := artifacts(t)
 	c := hsmtest.NewCluster(t, nodes)
-	ca, cert, key := c.TLSFiles("pkcs11-e2e", pki.RoleAdmin)
+	ca, cert, key := c.TLSFiles("pkcs11-e2e", authz.RoleAdmin)
 	e := &env{t: t, lib: lib, hsmctl: hsmctl, dir: t.TempDir(), pin: hsmtest.RandomPIN(), c: c}
 	keyPEM, err := os.ReadFile(key)
 	if err != nil {

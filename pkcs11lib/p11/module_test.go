@@ -15,10 +15,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -38,7 +38,7 @@ type fixture struct {
 func newFixture(t *testing.T, pin string) *fixture {
 	t.Helper()
 	c := hsmtest.NewCluster(t, 1)
-	ca, cert, key := c.TLSFiles("pkcs11app", pki.RoleAdmin)
+	ca, cert, key := c.TLSFiles("pkcs11app", authz.RoleAdmin)
 	f := &fixture{t: t, c: c, dir: t.TempDir()}
 	t.Setenv(EnvConfig, "")
 	t.Setenv(client.EnvAddr, c.Nodes[0].GRPCAddr)

@@ -1,4 +1,4 @@
-package broker
+package authz
 
 import (
 	"bytes"
@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 
-	"github.com/hsmbroker/hsmbroker/cluster"
-	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/hsmbroker/hsmbroker/internal/strictjson"
 )
 
@@ -34,16 +31,20 @@ import (
 // ignored when it is evaluated: a statement silently ignored could be a
 // Deny that protects something.
 
-type effect uint8
+// Effect is what a policy says about a request.
+type Effect uint8
 
 const (
-	effectNone effect = iota
-	effectAllow
-	effectDeny
+	// EffectNone: no statement applies; a grant may still allow.
+	EffectNone Effect = iota
+	// EffectAllow: an Allow statement applies and no Deny does.
+	EffectAllow
+	// EffectDeny: a Deny statement applies; nothing else counts.
+	EffectDeny
 )
 
-// keyPolicy is a parsed policy document.
-type keyPolicy struct {
+// Policy is a parsed key policy document. It is immutable.
+type Policy struct {
 	statements []policyStatement
 }
 
@@ -59,7 +60,7 @@ type policyStatement struct {
 type policyPrincipal struct {
 	any     bool
 	name    string
-	role    string
+	role    Role
 	account string // set for the account form
 }
 
@@ -126,8 +127,8 @@ var (
 	}()
 )
 
-// parsePolicy parses and checks a policy document.
-func parsePolicy(doc string) (*keyPolicy, error) {
+// ParsePolicy parses and checks a policy document.
+func ParsePolicy(doc string) (*Policy, error) {
 	var raw rawPolicy
 	// The document is returned verbatim (GetKeyPolicy) and evaluated as
 	// encoding/json reads it: one with repeated or case-variant members
@@ -151,7 +152,7 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 			return nil, errors.New("the Statement must be an object or a list of objects")
 		}
 	}
-	p := &keyPolicy{}
+	p := &Policy{}
 	for i, b := range stmts {
 		st, err := parseStatement(b)
 		if err != nil {
@@ -280,9 +281,8 @@ func parsePrincipal(v string) (policyPrincipal, error) {
 	case strings.HasPrefix(res, "user/") && len(res) > len("user/"):
 		return policyPrincipal{name: res[len("user/"):], account: acct}, nil
 	case strings.HasPrefix(res, "role/"):
-		role := res[len("role/"):]
-		switch role {
-		case pki.RoleAdmin, pki.RoleUser, pki.RoleAuditor:
+		role := Role(res[len("role/"):])
+		if role.Issuable() {
 			return policyPrincipal{role: role, account: acct}, nil
 		}
 		return policyPrincipal{}, fmt.Errorf("principal %q names role %q; the roles are admin, user and auditor", v, role)
@@ -291,7 +291,7 @@ func parsePrincipal(v string) (policyPrincipal, error) {
 }
 
 // matches reports whether p names the caller id, in this service's account.
-func (p policyPrincipal) matches(account string, id identity) bool {
+func (p policyPrincipal) matches(account string, id Caller) bool {
 	if p.any {
 		return true
 	}
@@ -300,16 +300,18 @@ func (p policyPrincipal) matches(account string, id identity) bool {
 	}
 	switch {
 	case p.name != "":
-		return p.name == id.principal
+		return p.name == id.Principal
 	case p.role != "":
-		return p.role == id.role
+		return p.role == id.Role
 	}
-	return id.role == pki.RoleAdmin // the account: its administrators
+	return id.Role == RoleAdmin // the account: its administrators
 }
 
-// decide evaluates the policy: a matching Deny wins, else a matching
-// Allow allows, else the policy has nothing to say (effectNone).
-func (p *keyPolicy) decide(account string, id identity, action string, ec map[string]string) effect {
+// Decide evaluates the policy for caller id asking for action under
+// encryption context ec, in the given account: a matching Deny wins, else
+// a matching Allow allows, else the policy has nothing to say
+// (EffectNone).
+func (p *Policy) Decide(account string, id Caller, action string, ec map[string]string) Effect {
 	action = strings.ToLower(action)
 	allowed := false
 	for _, st := range p.statements {
@@ -317,17 +319,17 @@ func (p *keyPolicy) decide(account string, id identity, action string, ec map[st
 			continue
 		}
 		if st.deny {
-			return effectDeny
+			return EffectDeny
 		}
 		allowed = true
 	}
 	if allowed {
-		return effectAllow
+		return EffectAllow
 	}
-	return effectNone
+	return EffectNone
 }
 
-func (st policyStatement) applies(account string, id identity, action string, ec map[string]string) bool {
+func (st policyStatement) applies(account string, id Caller, action string, ec map[string]string) bool {
 	who := false
 	for _, p := range st.principals {
 		if p.matches(account, id) {
@@ -399,65 +401,4 @@ func glob(pattern, s string) bool {
 		p++
 	}
 	return p == len(pattern)
-}
-
-// policyCache keeps parsed policies by their text: a policy is parsed once,
-// not on every request.
-type policyCache struct {
-	mu sync.Mutex
-	m  map[string]*keyPolicy
-}
-
-const maxCachedPolicies = 1024
-
-// get returns the parsed policy cached under name, parsing doc() on a
-// miss.
-func (c *policyCache) get(name string, doc func() string) (*keyPolicy, error) {
-	c.mu.Lock()
-	p, ok := c.m[name]
-	c.mu.Unlock()
-	if ok {
-		return p, nil
-	}
-	p, err := parsePolicy(doc())
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxCachedPolicies {
-		c.m = map[string]*keyPolicy{}
-	}
-	c.m[name] = p
-	c.mu.Unlock()
-	return p, nil
-}
-
-// policyOf is k's parsed policy: the one put, or the default one (cached
-// by creator, since that is all that varies; no put policy starts with a
-// NUL byte).
-func (s *Service) policyOf(k cluster.Key) (*keyPolicy, error) {
-	if len(k.Policy) == 0 {
-		return s.policies.get("\x00default\x00"+k.Creator, func() string { return s.defaultPolicyFor(k) })
-	}
-	doc := string(k.Policy)
-	return s.policies.get(doc, func() string { return doc })
-}
-
-// defaultPolicyFor is the policy a key has until one is put: the account's
-// statement of DefaultKeyPolicy (every admin), and a statement for the
-// principal that created the key.
-func (s *Service) defaultPolicyFor(k cluster.Key) string {
-	if k.Creator == "" {
-		return s.DefaultKeyPolicy()
-	}
-	creator, _ := json.Marshal(fmt.Sprintf("arn:aws:iam::%s:user/%s", s.cfg.Account, k.Creator))
-	return fmt.Sprintf(defaultPolicyFormat, s.cfg.Account, fmt.Sprintf(`, {
-    "Sid" : "Allow the key's creator",
-    "Effect" : "Allow",
-    "Principal" : {
-      "AWS" : %s
-    },
-    "Action" : "kms:*",
-    "Resource" : "*"
-  }`, creator))
 }

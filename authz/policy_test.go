@@ -1,0 +1,127 @@
+package authz
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const acct = "000000000000"
+
+func TestParsePolicyRefuses(t *testing.T) {
+	tests := []struct{ name, doc, mention string }{
+		{"not json", `nope`, "JSON"},
+		{"no statement", `{"Version":"2012-10-17"}`, "Statement"},
+		{"bad effect", `{"Statement":{"Effect":"Maybe","Principal":"*","Action":"kms:*"}}`, "Effect"},
+		{"no principal", `{"Statement":{"Effect":"Allow","Action":"kms:*"}}`, "Principal"},
+		{"service principal", `{"Statement":{"Effect":"Allow","Principal":{"Service":"x"},"Action":"kms:*"}}`, "Service"},
+		{"other arn", `{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:sts::000000000000:assumed-role/x"},"Action":"kms:*"}}`, "IAM ARN"},
+		{"unknown role", `{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:role/root"},"Action":"kms:*"}}`, "role"},
+		{"no action", `{"Statement":{"Effect":"Allow","Principal":"*"}}`, "Action"},
+		{"misspelt action", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:Decrpyt"}}`, "kms:Decrpyt"},
+		{"other service", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"s3:GetObject"}}`, "s3:GetObject"},
+		{"not action", `{"Statement":{"Effect":"Deny","Principal":"*","NotAction":"kms:Decrypt"}}`, "NotAction"},
+		{"typo member", `{"Statement":{"Effect":"Deny","Principal":"*","Actions":"kms:Decrypt"}}`, "Actions"},
+		{"condition op", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}}`, "Bool"},
+		{"condition key", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:CallerAccount":"1"}}}}`, "kms:CallerAccount"},
+		{"case variant member", `{"Statement":{"Effect":"Deny","effect":"Allow","Principal":"*","Action":"kms:*"}}`, "effect"},
+		{"repeated member", `{"Statement":{"Effect":"Deny","Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "Effect"},
+		{"repeated statement list", `{"Statement":[],"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "Statement"},
+		{"case variant statement", `{"Statement":[],"statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "statement"},
+		{"repeated condition key", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:t":"a","kms:EncryptionContext:t":"b"}}}}`, "kms:EncryptionContext:t"},
+		{"repeated principal", `{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/a","AWS":"*"},"Action":"kms:*"}}`, "AWS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParsePolicy(tt.doc)
+			if err == nil || !strings.Contains(err.Error(), tt.mention) {
+				t.Fatalf("ParsePolicy = %v, want an error mentioning %q", err, tt.mention)
+			}
+			var pe *PolicyError
+			if err := CheckPolicy(tt.doc); !errors.As(err, &pe) {
+				t.Fatalf("CheckPolicy = %v, want a *PolicyError", err)
+			}
+		})
+	}
+}
+
+func TestPolicyDecide(t *testing.T) {
+	doc := `{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*","Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":["alice","arn:aws:iam::000000000000:user/bob"]},"Action":["kms:Encrypt","kms:GenerateDataKey*"]},
+	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:role/user"},"Action":"kms:Decrypt",
+	   "Condition":{"StringLike":{"kms:EncryptionContext:tenant":"acme-*"}}},
+	  {"Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Condition":{"StringEquals":{"kms:EncryptionContext:tenant":"acme-frozen"}}},
+	  {"Effect":"Deny","Principal":{"AWS":"mallory"},"Action":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111111111111:root"},"Action":"kms:Sign"}
+	]}`
+	p, err := ParsePolicy(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := Caller{Principal: "root-admin", Role: "admin"}
+	alice := Caller{Principal: "alice", Role: "user"}
+	bob := Caller{Principal: "bob", Role: "user"}
+	carol := Caller{Principal: "carol", Role: "user"}
+	mallory := Caller{Principal: "mallory", Role: "admin"}
+	tenant := func(v string) map[string]string { return map[string]string{"tenant": v} }
+	tests := []struct {
+		name   string
+		id     Caller
+		action string
+		ec     map[string]string
+		want   Effect
+	}{
+		{"admin via account", admin, "kms:DisableKey", nil, EffectAllow},
+		{"admin denied frozen tenant", admin, "kms:Decrypt", tenant("acme-frozen"), EffectDeny},
+		{"alice encrypts", alice, "kms:Encrypt", nil, EffectAllow},
+		{"alice wildcard action", alice, "kms:GenerateDataKeyWithoutPlaintext", nil, EffectAllow},
+		{"action case", alice, "KMS:ENCRYPT", nil, EffectAllow},
+		{"alice cannot sign", alice, "kms:Sign", nil, EffectNone},
+		{"bob by user ARN", bob, "kms:Encrypt", nil, EffectAllow},
+		{"role with condition", carol, "kms:Decrypt", tenant("acme-1"), EffectAllow},
+		{"role condition unmet", carol, "kms:Decrypt", tenant("other"), EffectNone},
+		{"role condition missing key", carol, "kms:Decrypt", nil, EffectNone},
+		{"deny wins over allow", carol, "kms:Decrypt", tenant("acme-frozen"), EffectDeny},
+		{"deny by name beats account", mallory, "kms:DescribeKey", nil, EffectDeny},
+		{"other account is no one here", carol, "kms:Sign", nil, EffectNone},
+	}
+	for _, tt := range tests {
+		if got := p.Decide(acct, tt.id, tt.action, tt.ec); got != tt.want {
+			t.Errorf("%s: Decide = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestGlob(t *testing.T) {
+	for _, c := range []struct {
+		p, s string
+		want bool
+	}{
+		{"*", "", true}, {"a*", "abc", true}, {"a?c", "abc", true}, {"a?c", "ac", false}, {"*c", "abc", true},
+		{"a*b*c", "axxbyyc", true}, {"a*b*c", "axxbyy", false}, {"kms:generate*", "kms:generatemac", true}, {"", "x", false},
+	} {
+		if got := glob(c.p, c.s); got != c.want {
+			t.Errorf("glob(%q, %q) = %v", c.p, c.s, got)
+		}
+	}
+}
+
+// FuzzParsePolicy: a key policy is untrusted input (any admin, or the AWS
+// API, can put one); parsing never panics, and a policy that parses can be
+// evaluated for anyone.
+func FuzzParsePolicy(f *testing.F) {
+	f.Add(`{"Statement":[{"Effect":"Allow","Principal":{"AWS":["alice","arn:aws:iam::000000000000:role/user"]},"Action":"kms:Gen*",
+	  "Condition":{"StringLike":{"kms:EncryptionContext:t":"a*"}}}]}`)
+	f.Add(`{"Statement":{"Effect":"Deny","Principal":"*","Action":["*"],"Condition":{"StringNotEquals":{"kms:EncryptionContext:x":["1","2"]}}}}`)
+	f.Add(`{"Statement":[]}`)
+	f.Fuzz(func(t *testing.T, doc string) {
+		p, err := ParsePolicy(doc)
+		if err != nil {
+			return
+		}
+		for _, id := range []Caller{{Principal: "alice", Role: "user"}, {Principal: "root", Role: "admin"}, {}} {
+			p.Decide(acct, id, "kms:GenerateDataKey", map[string]string{"t": "abc", "x": "3"})
+		}
+	})
+}
