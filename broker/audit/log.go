@@ -99,27 +99,37 @@ const (
 // longer than MaxLine is ever written.
 func encode(r *Record) ([]byte, string, error) {
 	bound(r)
-	body, err := json.Marshal(r)
+	body, err := marshal(r)
 	if err != nil {
-		return nil, "", fmt.Errorf("audit: encode record: %w", err)
+		return nil, "", err
 	}
 	if len(body)+suffixLen > MaxLine && r.EncryptionContext != nil {
 		omitContext(r, "too large for one audit line")
-		if body, err = json.Marshal(r); err != nil {
-			return nil, "", fmt.Errorf("audit: encode record: %w", err)
+		if body, err = marshal(r); err != nil {
+			return nil, "", err
 		}
 	}
 	if len(body)+suffixLen > MaxLine {
 		return nil, "", fmt.Errorf("audit: a record of %d bytes does not fit in one line of %d", len(body), MaxLine)
 	}
 	sum := sha256.Sum256(body)
-	h := hex.EncodeToString(sum[:])
-	line := make([]byte, 0, len(body)+suffixLen+1)
-	line = append(line, body[:len(body)-1]...)
-	line = append(line, hashPrefix...)
-	line = append(line, h...)
+	line := append(body[:len(body)-1], hashPrefix...)
+	line = hex.AppendEncode(line, sum[:])
+	h := string(line[len(line)-64:])
 	line = append(line, "\"}\n"...)
 	return line, h, nil
+}
+
+// marshal is r's JSON object, with room after it for the hash.
+func marshal(r *Record) ([]byte, error) {
+	body, ok := appendRecord(make([]byte, 0, 768), r)
+	if ok {
+		return body, nil
+	}
+	if _, err := json.Marshal(r); err != nil {
+		return nil, fmt.Errorf("audit: encode record: %w", err)
+	}
+	return nil, fmt.Errorf("audit: encode record: time %v out of range", r.Time)
 }
 
 // Options configure a Log.
