@@ -85,6 +85,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
 	$(GO) test -run '^$$' -bench TDERead -benchtime 2000x ./broker/vault
 	$(GO) test -run '^$$' -bench KMIP -benchtime 2000x ./broker/kmip
+	$(GO) test -run '^$$' -bench 'Append|Encode' -benchtime 2x ./broker/audit
 
 # The AWS endpoint against nsmithuk/local-kms (a software-only KMS emulator),
 # same aws-sdk-go-v2 load, alternating windows (docs/BENCHMARKS.md).

@@ -408,11 +408,12 @@ func (s *Service) beginGRPC(ctx context.Context, method string, contexts Request
 // non-nil result means the line could not be written, and is the answer
 // to give instead of the operation's.
 func (s *Service) endGRPC(rq *request, err error) error {
+	if err == nil {
+		return s.endRequest(rq, "OK", codes.OK.String())
+	}
 	st := toStatus(err)
 	result := reasonOf(st)
-	if err == nil {
-		result = "OK"
-	} else if result == "" {
+	if result == "" {
 		result = st.Code().String()
 	}
 	return s.endRequest(rq, result, st.Code().String())

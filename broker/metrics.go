@@ -3,11 +3,13 @@ package broker
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -38,9 +40,9 @@ func init() {
 // metricsInterceptor counts and times every unary call. It is the outermost
 // interceptor, so it sees the final status, refusals included.
 func (s *Service) metricsInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	done := observeRequest(info.FullMethod)
+	obs := observeRequest(info.FullMethod)
 	resp, err := handler(ctx, req)
-	done(err)
+	obs.done(err)
 	return resp, err
 }
 
@@ -53,24 +55,60 @@ func (s *Service) metricsStreamInterceptor(srv any, ss grpc.ServerStream, info *
 	if isHealthOrReflection(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	done := observeRequest(info.FullMethod)
+	obs := observeRequest(info.FullMethod)
 	err := handler(srv, ss)
-	done(err)
+	obs.done(err)
 	return err
 }
 
-// observeRequest counts a request in flight; the function it returns
-// records its end with the request's final error.
-func observeRequest(fullMethod string) func(error) {
-	start := time.Now()
-	requestsInFlight.Inc()
-	return func(err error) {
-		requestsInFlight.Dec()
-		service, method := splitMethod(fullMethod)
-		requestDuration.WithLabelValues(service, method).Observe(time.Since(start).Seconds())
-		st := status.Convert(err)
-		requestsTotal.WithLabelValues(service, method, st.Code().String(), exceptionOf(st)).Inc()
+// methodMetrics are the series of one method that every call of it
+// updates, looked up once rather than by label values on every call.
+type methodMetrics struct {
+	service, method string
+	duration        prometheus.Observer
+	ok              prometheus.Counter
+}
+
+// methodSeries holds a *methodMetrics per full method name. Only methods
+// the server serves reach the interceptors (the tap refuses others), so
+// it stays small.
+var methodSeries sync.Map
+
+func seriesOf(fullMethod string) *methodMetrics {
+	if m, ok := methodSeries.Load(fullMethod); ok {
+		return m.(*methodMetrics)
 	}
+	service, method := splitMethod(fullMethod)
+	m := &methodMetrics{service: service, method: method,
+		duration: requestDuration.WithLabelValues(service, method),
+		ok:       requestsTotal.WithLabelValues(service, method, codes.OK.String(), "")}
+	actual, _ := methodSeries.LoadOrStore(fullMethod, m)
+	return actual.(*methodMetrics)
+}
+
+// requestEnd is a request being observed: its start and its method's
+// series.
+type requestEnd struct {
+	start time.Time
+	m     *methodMetrics
+}
+
+// observeRequest counts a request in flight; done records its end with
+// the request's final error.
+func observeRequest(fullMethod string) requestEnd {
+	requestsInFlight.Inc()
+	return requestEnd{start: time.Now(), m: seriesOf(fullMethod)}
+}
+
+func (r requestEnd) done(err error) {
+	requestsInFlight.Dec()
+	r.m.duration.Observe(time.Since(r.start).Seconds())
+	if err == nil {
+		r.m.ok.Inc()
+		return
+	}
+	st := status.Convert(err)
+	requestsTotal.WithLabelValues(r.m.service, r.m.method, st.Code().String(), exceptionOf(st)).Inc()
 }
 
 // splitMethod turns "/hsmbroker.v1.CryptoService/Encrypt" into

@@ -169,10 +169,10 @@ type call struct {
 // not logged.
 func (s *Service) admit(ctx context.Context, method string) (context.Context, *call, error) {
 	c := &call{start: time.Now(), method: method}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-request-id"); len(v) > 0 && len(v[0]) <= 64 {
-			c.requestID = v[0]
-		}
+	// ValueFromIncomingContext reads the one key without copying the
+	// call's whole metadata, as FromIncomingContext does.
+	if v := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(v) > 0 && len(v[0]) <= 64 {
+		c.requestID = v[0]
 	}
 	if c.requestID == "" {
 		c.requestID = newRequestID()
@@ -193,11 +193,20 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 
 // finish logs a call admit let through and turns its error into a status.
 func (s *Service) finish(ctx context.Context, c *call, err error) error {
-	st := toStatus(err)
-	s.log.LogAttrs(ctx, levelFor(st.Code()), "request",
-		slog.String("method", c.method), slog.String("principal", c.principal),
-		slog.String("peer", c.peer), slog.String("request_id", c.requestID),
-		slog.String("code", st.Code().String()), slog.Duration("took", time.Since(c.start)))
+	var st *status.Status
+	code := codes.OK
+	if err != nil {
+		st = toStatus(err)
+		code = st.Code()
+	}
+	// Checked here, not only inside LogAttrs: the attributes would be
+	// built (and allocated) for every call, logged or not.
+	if level := levelFor(code); s.log.Enabled(ctx, level) {
+		s.log.LogAttrs(ctx, level, "request",
+			slog.String("method", c.method), slog.String("principal", c.principal),
+			slog.String("peer", c.peer), slog.String("request_id", c.requestID),
+			slog.String("code", code.String()), slog.Duration("took", time.Since(c.start)))
+	}
 	if err != nil {
 		return st.Err()
 	}

@@ -16,10 +16,15 @@
 // hash) somewhere the broker's host cannot rewrite to anchor the chain.
 // Verify checks a file and names the first line that breaks the chain.
 //
-// Log appends lines. It is safe for concurrent use; lines are written in
-// the order Append is called, each with one write(2) on a file opened
-// O_APPEND, and a failed write is cut back off the file so that the next
-// line continues an unbroken chain. Whether the caller may go on when a
-// line cannot be written is the caller's decision: the broker fails the
+// Log appends lines. It is safe for concurrent use; lines are chained in
+// the order Append is called and written in that order on a file opened
+// O_APPEND. Concurrent Appends share writes (group commit): the lines
+// that arrive while one write is under way go out together in the next,
+// with one write(2), and one fsync if any of them asked for it; each
+// Append returns only once its own line is written (and synced, when it
+// asked). A failed write fails every line it carried and those chained
+// behind them, and is cut back off the file so that the next line
+// continues an unbroken chain. Whether the caller may go on when a line
+// cannot be written is the caller's decision: the broker fails the
 // request (see docs/SECURITY.md).
 package audit

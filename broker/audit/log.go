@@ -99,27 +99,37 @@ const (
 // longer than MaxLine is ever written.
 func encode(r *Record) ([]byte, string, error) {
 	bound(r)
-	body, err := json.Marshal(r)
+	body, err := marshal(r)
 	if err != nil {
-		return nil, "", fmt.Errorf("audit: encode record: %w", err)
+		return nil, "", err
 	}
 	if len(body)+suffixLen > MaxLine && r.EncryptionContext != nil {
 		omitContext(r, "too large for one audit line")
-		if body, err = json.Marshal(r); err != nil {
-			return nil, "", fmt.Errorf("audit: encode record: %w", err)
+		if body, err = marshal(r); err != nil {
+			return nil, "", err
 		}
 	}
 	if len(body)+suffixLen > MaxLine {
 		return nil, "", fmt.Errorf("audit: a record of %d bytes does not fit in one line of %d", len(body), MaxLine)
 	}
 	sum := sha256.Sum256(body)
-	h := hex.EncodeToString(sum[:])
-	line := make([]byte, 0, len(body)+suffixLen+1)
-	line = append(line, body[:len(body)-1]...)
-	line = append(line, hashPrefix...)
-	line = append(line, h...)
+	line := append(body[:len(body)-1], hashPrefix...)
+	line = hex.AppendEncode(line, sum[:])
+	h := string(line[len(line)-64:])
 	line = append(line, "\"}\n"...)
 	return line, h, nil
+}
+
+// marshal is r's JSON object, with room after it for the hash.
+func marshal(r *Record) ([]byte, error) {
+	body, ok := appendRecord(make([]byte, 0, 768), r)
+	if ok {
+		return body, nil
+	}
+	if _, err := json.Marshal(r); err != nil {
+		return nil, fmt.Errorf("audit: encode record: %w", err)
+	}
+	return nil, fmt.Errorf("audit: encode record: time %v out of range", r.Time)
 }
 
 // Options configure a Log.
@@ -133,15 +143,32 @@ type Options struct {
 
 // Log appends records to an audit log. It is safe for concurrent use.
 type Log struct {
-	mu      sync.Mutex
-	w       io.Writer
-	f       *os.File // when w is a file: for Sync, Truncate and reading
-	path    string
+	mu   sync.Mutex
+	w    io.Writer
+	f    *os.File // when w is a file: for Sync, Truncate and reading
+	path string
+	// size, seq and prev are what is written: the file's size, and the seq
+	// and hash of its last line.
 	size    int64
 	seq     uint64
 	prev    string
 	segment string
 	now     func() time.Time
+	// Group commit: lines are encoded (and chained) under mu as Append is
+	// called, into open, the batch no write has taken yet; tailSeq and
+	// tailPrev are the seq and hash of the last line encoded, written or
+	// not. One Append at a time writes (writing): it takes open whole,
+	// writes it with one write(2), syncs it if any of its lines asked to
+	// be, and then wakes (done) every Append whose line was in it.
+	open     *batch
+	writing  bool
+	done     *sync.Cond
+	tailSeq  uint64
+	tailPrev string
+	spare    []byte // a written batch's buffer, for the next batch
+	// syncFile flushes the file to stable storage (f.Sync; nil when w is not
+	// a file).
+	syncFile func() error
 	// broken is set when a failed write could not be cut back off the file
 	// (the file then ends with a torn line and no later line may follow
 	// it), or by Fail.
@@ -189,7 +216,7 @@ func continueFile(f *os.File, path string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: read %s: %w", path, err)
 	}
 	l := newLog(f, opts)
-	l.f, l.path, l.size = f, path, size
+	l.f, l.path, l.size, l.syncFile = f, path, size, f.Sync
 	torn := len(buf) - (bytes.LastIndexByte(buf, '\n') + 1)
 	if torn == len(buf) && start > 0 {
 		return nil, fmt.Errorf("audit: %s: the last line is longer than %d bytes, which no writer writes: the chain is broken; move the file aside (keep it) to start a new chain", path, MaxLine)
@@ -208,6 +235,7 @@ func continueFile(f *os.File, path string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: %s: the chain is broken (%v); refusing to continue it: move the file aside (keep it as evidence) to start a new chain", path, err)
 	}
 	l.seq, l.prev, l.segment, l.signalled = rep.LastSeq, rep.LastHash, rep.Segment, rep.LastSeq
+	l.tailSeq, l.tailPrev = l.seq, l.prev
 	l.openSeq, l.openSize = l.seq, l.size
 	return l, nil
 }
@@ -237,7 +265,8 @@ func New(w io.Writer, opts Options) *Log {
 }
 
 func newLog(w io.Writer, opts Options) *Log {
-	l := &Log{w: w, prev: Genesis, now: opts.Now, signal: make(chan struct{}, 1)}
+	l := &Log{w: w, prev: Genesis, tailPrev: Genesis, now: opts.Now, signal: make(chan struct{}, 1)}
+	l.done = sync.NewCond(&l.mu)
 	if opts.CheckpointEvery > 0 {
 		l.every = uint64(opts.CheckpointEvery)
 	}
@@ -286,20 +315,41 @@ func (l *Log) Err() error {
 	return l.broken
 }
 
+// batch is lines encoded and waiting to be written together.
+type batch struct {
+	buf  []byte
+	sync bool
+	// seq and hash are those of the batch's last line.
+	seq  uint64
+	hash string
+	// done is set once the batch was written (err nil) or failed.
+	done bool
+	err  error
+}
+
 // Append sets r's Seq, Prev, Segment and (if zero) Time, bounds its fields
 // (see MaxLine) and writes it as one line. With sync, the file is also
 // flushed to stable storage before Append returns. It returns r's Seq. On
 // error nothing was added to the chain.
+//
+// Concurrent Appends are written together (group commit): the lines that
+// arrive while one write is under way are written by the next with one
+// write(2), and synced once if any of them asked to be; each Append
+// returns only when its own line is written (and synced when asked). The
+// chain's order is the order of the lines in the file. A write that fails
+// fails every line it carried and every line already chained onto them
+// (encoded behind them, waiting), is cut back off the file, and the chain
+// continues from the last line written.
 func (l *Log) Append(r *Record, sync bool) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.broken != nil {
 		return 0, l.broken
 	}
-	if l.segment == "" && l.seq == 0 {
+	if l.segment == "" && l.tailSeq == 0 {
 		l.segment = newSegment()
 	}
-	r.Seq, r.Prev, r.Segment = l.seq+1, l.prev, l.segment
+	r.Seq, r.Prev, r.Segment = l.tailSeq+1, l.tailPrev, l.segment
 	if r.Time.IsZero() {
 		now := time.Now
 		if l.now != nil {
@@ -312,19 +362,63 @@ func (l *Log) Append(r *Record, sync bool) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := l.w.Write(line)
-	if err == nil && n != len(line) {
+	b := l.open
+	if b == nil {
+		b = &batch{buf: l.spare[:0]}
+		l.spare = nil
+		l.open = b
+	}
+	b.buf = append(b.buf, line...)
+	b.sync = b.sync || sync
+	b.seq, b.hash = r.Seq, h
+	l.tailSeq, l.tailPrev = r.Seq, h
+	for !b.done {
+		if l.writing {
+			l.done.Wait()
+			continue
+		}
+		// No write is under way and b is not written: b is still the
+		// open batch, and this Append writes it.
+		l.flush()
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	return r.Seq, nil
+}
+
+// flush writes the open batch; l.mu is held, and released during the
+// write.
+func (l *Log) flush() {
+	b, syncFile := l.open, l.syncFile
+	l.open, l.writing = nil, true
+	l.mu.Unlock()
+	n, err := l.w.Write(b.buf)
+	if err == nil && n != len(b.buf) {
 		err = io.ErrShortWrite
 	}
-	if err == nil && sync && l.f != nil {
-		err = l.f.Sync()
+	if err == nil && b.sync && syncFile != nil {
+		err = syncFile()
 	}
+	l.mu.Lock()
+	l.writing, b.done = false, true
+	l.done.Broadcast() // the waiters run once mu is released
 	if err != nil {
 		l.cutBack(n)
-		return 0, fmt.Errorf("audit: write: %w", err)
+		b.err = fmt.Errorf("audit: write: %w", err)
+		// The lines encoded since were chained onto b's: they fail too,
+		// and the chain continues from the last line written.
+		if o := l.open; o != nil {
+			o.done, o.err, l.open = true, b.err, nil
+		}
+		l.tailSeq, l.tailPrev = l.seq, l.prev
+		return
 	}
 	l.size += int64(n)
-	l.seq, l.prev = r.Seq, h
+	l.seq, l.prev = b.seq, b.hash
+	if cap(b.buf) <= 64<<10 {
+		l.spare = b.buf
+	}
 	if l.every > 0 && l.seq-l.signalled >= l.every {
 		l.signalled = l.seq
 		select {
@@ -332,7 +426,6 @@ func (l *Log) Append(r *Record, sync bool) (uint64, error) {
 		default:
 		}
 	}
-	return r.Seq, nil
 }
 
 // cutBack removes a failed write's bytes from the file, so that the next
@@ -410,6 +503,9 @@ func (l *Log) Contents() (*io.SectionReader, error) {
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.writing {
+		l.done.Wait()
+	}
 	if l.f == nil {
 		return nil
 	}
