@@ -83,21 +83,3 @@ var macVerdicts = map[string]pb.AuditMacVerdict{
 	audit.MACInvalid:   pb.AuditMacVerdict_AUDIT_MAC_VERDICT_INVALID,
 	audit.MACUnchecked: pb.AuditMacVerdict_AUDIT_MAC_VERDICT_UNCHECKED,
 }
-
-// AuditLogHead is this node's audit chain head (see audit.Log.Head); zeros
-// without an audit log.
-func (s *Service) AuditLogHead() (segment string, seq uint64, hash string) {
-	if s.cfg.AuditLog == nil {
-		return "", 0, ""
-	}
-	return s.cfg.AuditLog.Head()
-}
-
-// AuditLogErr is why this node's audit log refuses lines, nil while it
-// accepts them (or without an audit log).
-func (s *Service) AuditLogErr() error {
-	if s.cfg.AuditLog == nil {
-		return nil
-	}
-	return s.cfg.AuditLog.Err()
-}

@@ -146,8 +146,8 @@ func partitionPB(pi cluster.PartitionInfo, lastSeen time.Time) *pb.PartitionInfo
 		Health: pi.Health, LastSeen: ts(lastSeen)}
 }
 
-// LocalPartitionInfo describes this node's partition as cluster metadata.
-func (s *Service) LocalPartitionInfo(ctx context.Context) cluster.PartitionInfo {
+// localPartitionInfo describes this node's partition as cluster metadata.
+func (s *Service) localPartitionInfo(ctx context.Context) cluster.PartitionInfo {
 	info := s.hsm.Info()
 	health := "ok"
 	if err := s.hsm.Healthy(ctx); err != nil {
@@ -190,7 +190,7 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 			ok, _ := s.Healthy()
 			ns.Role, ns.Healthy = roleOf(st.Role), ok
 			ns.AppliedIndex, ns.CommitIndex = st.AppliedIndex, st.CommitIndex
-			ns.Partition = partitionPB(s.LocalPartitionInfo(ctx), time.Now())
+			ns.Partition = partitionPB(s.localPartitionInfo(ctx), time.Now())
 			if !st.LastContact.IsZero() {
 				ns.LastContact = durationpb.New(time.Since(st.LastContact))
 			}

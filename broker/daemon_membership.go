@@ -126,7 +126,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 	} else if req.TransportPublicKey, err = s.hsm.TransportKey(ctx); err != nil {
 		return err
 	}
-	pi := s.LocalPartitionInfo(ctx)
+	pi := s.localPartitionInfo(ctx)
 	req.Partition = partitionPB(pi, time.Time{})
 	c, err := s.peerConn(leaderAddr)
 	if err != nil {
@@ -170,7 +170,7 @@ func (d *Daemon) Heartbeat(ctx context.Context) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, check+s.cfg.WriteTimeout)
-		pi := s.LocalPartitionInfo(cctx)
+		pi := s.localPartitionInfo(cctx)
 		if pi.Health != last || time.Since(lastWrite) >= refresh {
 			rec := cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(), GRPCAddr: grpcAddr, Partition: pi, LastSeen: s.now()}
 			if _, err := s.apply(cctx, &cluster.UpsertNode{Node: rec}); err == nil {
@@ -196,6 +196,6 @@ func (d *Daemon) RegisterNode(ctx context.Context) error {
 	s := d.svc
 	ctx = Internal(ctx, "register")
 	_, err := s.apply(ctx, &cluster.UpsertNode{Node: cluster.NodeInfo{ID: s.node.ID(), RaftAddr: s.node.Addr(),
-		GRPCAddr: d.cfg.GRPCAddr, Partition: s.LocalPartitionInfo(ctx), LastSeen: s.now()}})
+		GRPCAddr: d.cfg.GRPCAddr, Partition: s.localPartitionInfo(ctx), LastSeen: s.now()}})
 	return err
 }
