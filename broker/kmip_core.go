@@ -69,18 +69,12 @@ func (c *KMIPObjects) EnsureWrappingKey(ctx context.Context, alias string) (stri
 	if id, ok := s.node.State().ResolveAlias(alias); ok {
 		return id, nil
 	}
-	g, err := s.hsm.GenerateKey(ctx, keys.SpecSymmetricDefault)
+	policy := c.Policy()
+	k, err := s.CreateKey(Internal(ctx, "kmip-wrapping-key"), CreateKeyRequest{
+		Spec: keys.SpecSymmetricDefault, Usage: keys.UsageEncryptDecrypt,
+		Description: "wraps the material of KMIP objects", Alias: alias, Policy: &policy,
+	})
 	if err != nil {
-		return "", fmt.Errorf("generate the KMIP wrapping key: %w", err)
-	}
-	now := s.now()
-	k := cluster.Key{
-		ID: keys.NewKeyID(), Spec: keys.SpecSymmetricDefault, Usage: keys.UsageEncryptDecrypt, State: keys.StateEnabled,
-		Description: "wraps the material of KMIP objects", CreatedAt: now, Policy: []byte(c.Policy()),
-		Versions:       []cluster.KeyVersion{{Number: 1, Wrapped: g.Wrapped, CreatedAt: now}},
-		CurrentVersion: 1,
-	}
-	if _, err := s.apply(Internal(ctx, "kmip-wrapping-key"), &cluster.CreateKey{Key: k, Alias: alias}); err != nil {
 		// Another node may have made it meanwhile, or before this node
 		// caught up: look again once the state is the leader's.
 		if serr := s.syncWithLeader(ctx); serr == nil {
@@ -88,7 +82,7 @@ func (c *KMIPObjects) EnsureWrappingKey(ctx context.Context, alias string) (stri
 				return id, nil
 			}
 		}
-		return "", err
+		return "", fmt.Errorf("make the KMIP wrapping key: %w", err)
 	}
 	return k.ID, nil
 }
