@@ -110,7 +110,7 @@ func waitCheckpointed(t *testing.T, nd *hsmtest.Node) uint64 {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, seq, _ := nd.Service.AuditLogHead()
+		_, seq, _ := nd.AuditLog.Head()
 		for _, h := range nd.Raft.State().AuditHeads(nd.ID) {
 			if seq > 0 && h.Last.Seq == seq {
 				return seq
@@ -183,7 +183,7 @@ func TestAuditCheckpointsAnchorTheLog(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := nd.Service.AuditLogErr(); err == nil || !strings.Contains(err.Error(), audit.ProblemCutEnd) {
+	if err := nd.AuditLog.Err(); err == nil || !strings.Contains(err.Error(), audit.ProblemCutEnd) {
 		after, _ := os.ReadFile(nd.AuditPath())
 		t.Logf("the log after the restart, past the cut:\n%s", after[len(cut):])
 		t.Fatalf("the log's refusal does not say what is wrong: %v", err)
@@ -275,7 +275,7 @@ func TestAuditCheckpointsReplicated(t *testing.T) {
 	}
 	// Another member records a checkpoint in owner's name (any member may
 	// propose commands): owner's HSM calls its MAC invalid.
-	seg, seq, _ := owner.Service.AuditLogHead()
+	seg, seq, _ := owner.AuditLog.Head()
 	leader := c.Leader(t)
 	if _, err := leader.Raft.Apply(ctx, &cluster.AuditCheckpoint{Node: owner.ID, Segment: seg, Seq: seq + 1000,
 		Head: strings.Repeat("ab", 32), MAC: bytes.Repeat([]byte{7}, 32), At: time.Now()}); err != nil {

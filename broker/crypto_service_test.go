@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // RotateDue rotates every enabled key whose automatic rotation is on and

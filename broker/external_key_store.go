@@ -7,8 +7,8 @@ import (
 	"fmt"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // The AWS KMS external key store (XKS) proxy API asks the key manager for

@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 	"google.golang.org/grpc/codes"
 )
 

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // Preloader keeps a partition's handle cache warm, so that the first use of

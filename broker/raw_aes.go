@@ -5,8 +5,8 @@ import (
 	"strings"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // RawAES is the core of RawService (raw_grpc.go), for

@@ -5,8 +5,8 @@ import (
 	"errors"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 	"google.golang.org/grpc/codes"
 )
 

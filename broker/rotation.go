@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 	"google.golang.org/grpc/codes"
 )
 

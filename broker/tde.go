@@ -10,8 +10,8 @@ import (
 	"fmt"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )

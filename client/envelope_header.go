@@ -7,7 +7,7 @@ import (
 	"io"
 	"slices"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // The envelope file header. docs/FILE_FORMAT.md describes it byte by byte.

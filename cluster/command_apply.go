@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // The apply methods below run under the state's write lock. Each one checks

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // baseSetup is the state most command tests start from: a symmetric key

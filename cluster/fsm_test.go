@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // richFSM returns an FSM holding something of every kind of state.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // fuzzSeeds are valid entries of every type against the baseSetup state,

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // Grant delegates some operations on one key to one principal, as an AWS

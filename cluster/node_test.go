@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // logBuffer collects a test's logs and prints them only if it fails, so

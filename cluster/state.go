@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // Key is a KMS key as the cluster replicates it. It carries no key material:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
@@ -96,6 +97,9 @@ type Node struct {
 	Partition *hsm.Partition
 	Raft      *cluster.Node
 	Service   *broker.Service
+	// AuditLog is the node's audit log while it runs (nil when the
+	// cluster keeps none, Audit).
+	AuditLog *audit.Log
 	// Daemon runs the node's own work: join, heartbeat, health, audit
 	// checkpoints.
 	Daemon *broker.Daemon
@@ -261,8 +265,9 @@ func (nd *Node) Start() {
 	}
 	nd.Raft = node
 	nd.raftLis = node.Addr()
+	nd.AuditLog = nd.openAuditLog()
 	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger(), RequireCaughtUp: true,
-		AuditLog: nd.openAuditLog()})
+		AuditLog: nd.AuditLog})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // keyCache shares generated keys between the subtests of one conformance

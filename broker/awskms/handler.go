@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // Defaults of Config.

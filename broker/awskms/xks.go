@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 

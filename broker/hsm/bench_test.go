@@ -19,8 +19,8 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/keys"
 	"github.com/miekg/pkcs11"
 )
 

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/keys"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

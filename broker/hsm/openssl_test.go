@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 func requireOpenSSL(t *testing.T) string {

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 func TestMain(m *testing.M) { benchMain(m) }

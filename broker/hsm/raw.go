@@ -7,7 +7,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // RawMode is the AES mode of a raw operation, as PKCS#11 names it.

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // TestRawAES runs every raw mode on a real SoftHSM token: round trips,

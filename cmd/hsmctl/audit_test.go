@@ -39,7 +39,7 @@ func TestAuditVerifyAgainstCheckpoints(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, seq, _ := nd.Service.AuditLogHead()
+		_, seq, _ := nd.AuditLog.Head()
 		hs := nd.Raft.State().AuditHeads(nd.ID)
 		if len(hs) == 1 && hs[0].Last.Seq == seq {
 			break

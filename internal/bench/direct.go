@@ -8,7 +8,7 @@ import (
 	"fmt"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // errNoBaseline is nil: a cgo build can load the token's PKCS#11 library.

@@ -12,7 +12,7 @@ import (
 	"hash"
 	"math/big"
 
-	"github.com/hsmbroker/hsmbroker/broker/keys"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 

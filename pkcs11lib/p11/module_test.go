@@ -16,9 +16,9 @@ import (
 	"testing"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker/keys"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
