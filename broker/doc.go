@@ -5,7 +5,7 @@
 // become gRPC status codes.
 //
 // The Service methods are the core: they take and return the protobuf
-// messages, and return Go errors (*Error, or sentinels of broker/keys,
+// messages, and return Go errors (*Error, or sentinels of keys,
 // broker/hsm and cluster). The gRPC server wraps them with toStatus; the
 // AWS KMS front calls the same methods and maps the same errors to AWS
 // exception names.

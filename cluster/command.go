@@ -373,7 +373,7 @@ func checkText(what, s string, max int) error {
 	return nil
 }
 
-// checkAliasName applies the alias name rules of broker/keys
+// checkAliasName applies the alias name rules of keys
 // (keys.ValidateAliasName), their one home, to a command.
 func checkAliasName(name string) error {
 	if err := keys.ValidateAliasName(name); err != nil {

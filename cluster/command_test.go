@@ -581,7 +581,7 @@ func TestCommandTypeString(t *testing.T) {
 }
 
 // TestAliasRulesAreTheKeyModels: a command accepts exactly the alias names
-// broker/keys accepts, so a name the broker let through is never refused
+// keys accepts, so a name the broker let through is never refused
 // at apply, and none it refused can be replicated.
 func TestAliasRulesAreTheKeyModels(t *testing.T) {
 	names := []string{"alias/ok", "alias/a/b_c-D9", "alias/", "alias", "ok", "alias/aws/x", "alias/awsx", "alias/a b", "alias/é",

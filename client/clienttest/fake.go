@@ -41,7 +41,7 @@ const (
 // Fake is an in-memory implementation of KeyService, CryptoService and the
 // read side of ClusterService (status and backups). Its request checks,
 // limits and validation messages are the broker's own (package
-// broker/keys), as is its symmetric ciphertext format; key material is
+// keys), as is its symmetric ciphertext format; key material is
 // generated and used in software and kept in memory. TestBroker is the
 // conformance suite that holds it to the real broker's answers.
 type Fake struct {

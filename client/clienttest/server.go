@@ -6,7 +6,7 @@
 // The Fake keeps keys in process memory, in software, and checks no
 // permissions: it is a test double for the API, not an HSM and not a
 // security boundary. Its request checks, limits and messages come from the
-// broker's package broker/keys, and TestBroker, the conformance suite that
+// broker's package keys, and TestBroker, the conformance suite that
 // the Fake and a real broker both pass, holds it to the broker's answers.
 // Tests that need the real broker use hsmtest.
 package clienttest
