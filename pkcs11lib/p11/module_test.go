@@ -273,6 +273,9 @@ func TestSignVerifyDecryptWithKeysMadeElsewhere(t *testing.T) {
 	if sig, rv := f.m.Sign(h, di, Out{Cap: 512}); rv != CKR_OK || rsa.VerifyPKCS1v15(rsaPub, crypto.SHA256, digest[:], sig) != nil {
 		t.Fatalf("CKM_RSA_PKCS after CKR_DATA_INVALID: %#x", rv)
 	}
+	if rv := f.m.DecryptInit(h, Mechanism{Type: CKM_RSA_PKCS}, encPriv); rv != CKR_MECHANISM_INVALID {
+		t.Fatalf("DecryptInit CKM_RSA_PKCS (PKCS#1 v1.5 decryption is not offered): %#x", rv)
+	}
 	if rv := f.m.SignInit(h, Mechanism{Type: CKM_ECDSA}, rsaPriv); rv != CKR_KEY_TYPE_INCONSISTENT {
 		t.Fatalf("ECDSA with an RSA key: %#x", rv)
 	}
