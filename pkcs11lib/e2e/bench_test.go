@@ -35,8 +35,8 @@ import (
 //
 //	HSMBROKER_BENCH=1 go test -count=1 -timeout 30m -run TestBenchLibraryVsGRPC -v ./pkcs11lib/e2e
 //
-// HSMBROKER_BENCH_CONCURRENCY (default 8), HSMBROKER_BENCH_WINDOWS (pairs
-// of windows, default 7) and HSMBROKER_BENCH_WINDOW (default 3s) change the
+// HSMBROKER_BENCH_CONCURRENCY (default 8), HSMBROKER_BENCH_WINDOWS (hsmctl
+// windows, default 15) and HSMBROKER_BENCH_WINDOW (default 1s) change the
 // run; HSMBROKER_BENCH_OPS (default sign-rsa,sign-p256,aes-cbc) picks the
 // operations.
 func TestBenchLibraryVsGRPC(t *testing.T) {
@@ -59,7 +59,7 @@ func TestBenchLibraryVsGRPC(t *testing.T) {
 		t.Fatalf("cc bench.c: %v\n%s", err, out)
 	}
 
-	conc, pairs, window := 8, 7, 3*time.Second
+	conc, pairs, window := 8, 15, time.Second
 	if v, err := strconv.Atoi(os.Getenv("HSMBROKER_BENCH_CONCURRENCY")); err == nil && v > 0 {
 		conc = v
 	}
@@ -177,8 +177,9 @@ func TestBenchLibraryVsGRPC(t *testing.T) {
 		for _, l := range libs {
 			libSum += l
 		}
-		t.Logf("%-9s library %.0f ops/s (%d windows), hsmctl bench (gRPC) %.0f ops/s (%d windows); ratio median %.2f, min %.2f, max %.2f (%s)",
-			op, libSum/float64(len(libs)), len(libs), grpcSum/float64(pairs), pairs, med, ratios[0], ratios[len(ratios)-1], fmtRatios(ratios))
+		q1, q3 := ratios[len(ratios)/4], ratios[(3*len(ratios))/4]
+		t.Logf("%-9s library %.0f ops/s (%d windows), hsmctl bench (gRPC) %.0f ops/s (%d windows); ratio median %.2f, middle half %.2f-%.2f, min %.2f, max %.2f (%s)",
+			op, libSum/float64(len(libs)), len(libs), grpcSum/float64(pairs), pairs, med, q1, q3, ratios[0], ratios[len(ratios)-1], fmtRatios(ratios))
 		t.Logf("%-9s CPU µs/op: library client %.0f, broker %.0f | hsmctl client %.0f, broker %.0f",
 			op, libCPU/float64(libN)*1e6, libBrokerCPU/float64(libN)*1e6, grpcCPU/float64(grpcN)*1e6, grpcBrokerCPU/float64(grpcN)*1e6)
 	}
