@@ -72,7 +72,9 @@ soak: deps
 
 # Every Go benchmark docs/BENCHMARKS.md cites, each with the docs' command
 # (internal/buildcheck checks that the two agree). LoadedKeyMemory runs
-# each kind in a process of its own.
+# each kind in a process of its own. The last line is the PKCS#11 library
+# against hsmctl bench, each in its own process against hsmbrokerd dev (a
+# test that runs only with HSMBROKER_BENCH=1; docs/PKCS11.md).
 bench: deps
 	$(GO) test -run '^$$' -bench Paired -benchtime 3s ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadAESKey ./broker/hsm
@@ -86,6 +88,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench TDERead -benchtime 2000x ./broker/vault
 	$(GO) test -run '^$$' -bench KMIP -benchtime 2000x ./broker/kmip
 	$(GO) test -run '^$$' -bench 'Append|Encode' -benchtime 2x ./broker/audit
+	HSMBROKER_BENCH=1 $(GO) test -count=1 -timeout 30m -run TestBenchLibraryVsGRPC -v ./pkcs11lib/e2e
 
 # The AWS endpoint against nsmithuk/local-kms (a software-only KMS emulator),
 # same aws-sdk-go-v2 load, alternating windows (docs/BENCHMARKS.md).

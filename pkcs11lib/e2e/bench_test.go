@@ -2,159 +2,327 @@ package e2e
 
 import (
 	"bufio"
-	"context"
-	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/hsmbroker/hsmbroker/client"
-	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
-// TestBenchLibraryVsGRPC measures, in one run and against one broker, the
-// library's throughput and the Go SDK's over gRPC for the same operation
-// and concurrency, the two sides taking turns in short windows (as
-// internal/bench does for hsmctl bench), so that load from other work on
-// the machine falls on both alike; it logs their ratio. It asserts nothing
-// about time (figures belong in docs/PKCS11.md); it runs only with
-// HSMBROKER_BENCH=1.
+// TestBenchLibraryVsGRPC compares the library's throughput with hsmctl
+// bench's over gRPC, against one broker, for the same operation and
+// concurrency, in one run. Three processes: `hsmbrokerd dev` (the broker,
+// on a SoftHSM token of its own), testdata/bench.c (threads with a session
+// each in one library instance) and `hsmctl bench` (Go SDK clients, a
+// connection each). The two clients take turns: a window of the library,
+// then a window of hsmctl bench (a fresh process each time, whose set-up
+// and warm-up are not measured), then the library again, and so on, so
+// that load from other work on the machine falls on both alike. It logs,
+// per operation, the ratio library/gRPC of each hsmctl window to the mean
+// of the library windows around it, their median and spread, and the CPU
+// time per operation of each client and of the broker. It asserts
+// nothing about time (figures belong in docs/PKCS11.md); it runs only with
+// HSMBROKER_BENCH=1:
 //
-//	HSMBROKER_BENCH=1 go test -run TestBenchLibraryVsGRPC -v ./pkcs11lib/e2e
+//	HSMBROKER_BENCH=1 go test -count=1 -timeout 30m -run TestBenchLibraryVsGRPC -v ./pkcs11lib/e2e
 //
-// HSMBROKER_BENCH_CONCURRENCY (default 8) and HSMBROKER_BENCH_SECONDS
-// (per side, default 10) change the run; windows are 500 ms.
+// HSMBROKER_BENCH_CONCURRENCY (default 8), HSMBROKER_BENCH_WINDOWS (hsmctl
+// windows, default 15) and HSMBROKER_BENCH_WINDOW (default 1s) change the
+// run; HSMBROKER_BENCH_OPS (default sign-rsa,sign-p256,aes-cbc) picks the
+// operations.
 func TestBenchLibraryVsGRPC(t *testing.T) {
 	if os.Getenv("HSMBROKER_BENCH") != "1" {
 		t.Skip("set HSMBROKER_BENCH=1")
 	}
 	requireTool(t, cc, "gcc")
-	e := newEnv(t, 1)
-	src, _ := filepath.Abs("testdata/bench.c")
-	bin := e.path("bench")
-	e.run(cc, "-O2", "-Wall", "-Werror", "-I/usr/include/p11-kit-1", "-o", bin, src, "-ldl", "-lpthread")
-	ctx := context.Background()
-	ids := map[string]string{}
-	for _, k := range []struct {
-		alias string
-		spec  pb.KeySpec
-		usage pb.KeyUsage
-	}{
-		{"lib-rsa", pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY},
-		{"lib-p256", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY},
-		{"lib-aes", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT},
-		{"grpc-aes", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT},
-	} {
-		resp, err := e.cl.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/" + k.alias, KeySpec: k.spec, KeyUsage: k.usage})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[k.alias] = resp.GetKeyMetadata().GetKeyId()
+	module := requireTool(t, "/usr/lib/softhsm/libsofthsm2.so", "softhsm2")
+	lib, hsmctl := artifacts(t)
+	dir := t.TempDir()
+	daemon := filepath.Join(dir, "hsmbrokerd")
+	build := exec.Command("go", "build", "-o", daemon, "./cmd/hsmbrokerd")
+	build.Dir = repoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/hsmbrokerd: %v\n%s", err, out)
 	}
-	conc, seconds := 8, 10
+	bin := filepath.Join(dir, "bench")
+	src, _ := filepath.Abs("testdata/bench.c")
+	if out, err := exec.Command(cc, "-O2", "-Wall", "-Werror", "-I/usr/include/p11-kit-1", "-o", bin, src, "-ldl", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("cc bench.c: %v\n%s", err, out)
+	}
+
+	conc, pairs, window := 8, 15, time.Second
 	if v, err := strconv.Atoi(os.Getenv("HSMBROKER_BENCH_CONCURRENCY")); err == nil && v > 0 {
 		conc = v
 	}
-	if v, err := strconv.Atoi(os.Getenv("HSMBROKER_BENCH_SECONDS")); err == nil && v > 0 {
-		seconds = v
+	if v, err := strconv.Atoi(os.Getenv("HSMBROKER_BENCH_WINDOWS")); err == nil && v > 0 {
+		pairs = v
 	}
-	const window = 500 * time.Millisecond
-	windows := seconds * int(time.Second/window)
+	if v, err := time.ParseDuration(os.Getenv("HSMBROKER_BENCH_WINDOW")); err == nil && v > 0 {
+		window = v
+	}
+	ops := []string{"sign-rsa", "sign-p256", "aes-cbc"}
+	if v := os.Getenv("HSMBROKER_BENCH_OPS"); v != "" {
+		ops = strings.Split(v, ",")
+	}
 
-	// The gRPC side: conc clients of the Go SDK, a connection each, the
-	// requests of internal/bench (hsmctl bench).
-	vars := map[string]string{}
-	for _, v := range e.vars {
-		k, val, _ := strings.Cut(v, "=")
-		vars[k] = val
-	}
-	var clients []*client.Client
-	for range conc {
-		c, err := client.Dial(ctx, client.Config{Endpoints: client.SplitEndpoints(vars[client.EnvAddr]),
-			CAFile: vars[client.EnvCA], CertFile: vars[client.EnvCert], KeyFile: vars[client.EnvKey]})
+	broker, vars := startDevBroker(t, daemon, module, filepath.Join(dir, "data"))
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), vars...)
+		out, err := cmd.Output()
 		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				out = append(out, ee.Stderr...)
+			}
+			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// The library's keys, made by hsmctl and found by the library by label
+	// (alias name). hsmctl bench makes its own at each run.
+	run(hsmctl, "keys", "create", "--alias", "alias/lib-rsa", "--spec", "RSA_2048", "--usage", "SIGN_VERIFY")
+	run(hsmctl, "keys", "create", "--alias", "alias/lib-p256", "--spec", "ECC_NIST_P256", "--usage", "SIGN_VERIFY")
+	run(hsmctl, "keys", "create", "--alias", "alias/lib-aes", "--spec", "SYMMETRIC_DEFAULT", "--usage", "RAW_ENCRYPT_DECRYPT")
+
+	t.Logf("broker: hsmbrokerd dev (pid %d); %d clients a side; %d pairs of %v windows", broker.Process.Pid, conc, pairs, window)
+	for _, op := range ops {
+		// The library's operation on its key, and hsmctl bench's: CKM_RSA_PKCS
+		// over a SHA-256 DigestInfo / Sign of a SHA-256 digest; CKM_ECDSA /
+		// Sign; raw CKM_AES_CBC_PAD / Encrypt (AES-256-GCM, the broker's
+		// format), 4096 bytes each.
+		var label, grpcOp string
+		switch op {
+		case "sign-rsa":
+			label, grpcOp = "lib-rsa", "sign-rsa"
+		case "sign-p256":
+			label, grpcOp = "lib-p256", "sign-p256"
+		case "aes-cbc":
+			label, grpcOp = "lib-aes", "encrypt"
+		default:
+			t.Fatalf("unknown operation %q", op)
+		}
+		lb := startLibBench(t, bin, lib, op, label, conc, vars)
+		lb.window(window) // warm-up: connection, sessions, key handles
+		// libWindow runs one measured window of the library and returns its
+		// ops/s, adding its own and the broker's CPU time to the totals.
+		var libCPU, libBrokerCPU, grpcCPU, grpcBrokerCPU float64
+		var libN, grpcN int64
+		libWindow := func() float64 {
+			b0, c0 := procCPU(t, broker.Process.Pid), procCPU(t, lb.cmd.Process.Pid)
+			n, bad := lb.window(window)
+			c1, b1 := procCPU(t, lb.cmd.Process.Pid), procCPU(t, broker.Process.Pid)
+			if bad != 0 || n == 0 {
+				t.Fatalf("library %s: %d operations, %d errors in a window", op, n, bad)
+			}
+			libCPU += c1 - c0
+			libBrokerCPU += b1 - b0
+			libN += n
+			return float64(n) / window.Seconds()
+		}
+		// Each hsmctl bench window is compared with the mean of the library
+		// windows just before and just after it, so that a drift of the
+		// machine's load during the run does not fall on one side.
+		libs := []float64{libWindow()}
+		var ratios []float64
+		var grpcSum float64
+		for range pairs {
+			var res struct {
+				Broker struct {
+					Ops         int      `json:"ops"`
+					Errors      int      `json:"errors"`
+					OpsPerSec   float64  `json:"opsPerSecond"`
+					FirstError  string   `json:"firstError"`
+					ClientCPUUs *float64 `json:"clientCpuUsPerOp"`
+					BrokerCPUUs *float64 `json:"brokerCpuUsPerOp"`
+				} `json:"broker"`
+			}
+			out := run(hsmctl, "bench", "--op", grpcOp, "--size", "4096", "--concurrency", strconv.Itoa(conc),
+				"--duration", window.String(), "--window", window.String(), "-o", "json")
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatalf("hsmctl bench -o json: %v\n%s", err, out)
+			}
+			if res.Broker.Errors != 0 || res.Broker.Ops == 0 {
+				t.Fatalf("hsmctl bench %s: %d operations, %d errors (%s)", grpcOp, res.Broker.Ops, res.Broker.Errors, res.Broker.FirstError)
+			}
+			g := res.Broker.OpsPerSec
+			grpcN += int64(res.Broker.Ops)
+			if res.Broker.ClientCPUUs != nil {
+				grpcCPU += *res.Broker.ClientCPUUs * float64(res.Broker.Ops) / 1e6
+			}
+			if res.Broker.BrokerCPUUs != nil {
+				grpcBrokerCPU += *res.Broker.BrokerCPUUs * float64(res.Broker.Ops) / 1e6
+			}
+			libs = append(libs, libWindow())
+			ratios = append(ratios, (libs[len(libs)-2]+libs[len(libs)-1])/2/g)
+			grpcSum += g
+		}
+		lb.close()
+		slices.Sort(ratios)
+		med := ratios[len(ratios)/2]
+		if len(ratios)%2 == 0 {
+			med = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
+		}
+		var libSum float64
+		for _, l := range libs {
+			libSum += l
+		}
+		q1, q3 := ratios[len(ratios)/4], ratios[(3*len(ratios))/4]
+		t.Logf("%-9s library %.0f ops/s (%d windows), hsmctl bench (gRPC) %.0f ops/s (%d windows); ratio median %.2f, middle half %.2f-%.2f, min %.2f, max %.2f (%s)",
+			op, libSum/float64(len(libs)), len(libs), grpcSum/float64(pairs), pairs, med, q1, q3, ratios[0], ratios[len(ratios)-1], fmtRatios(ratios))
+		t.Logf("%-9s CPU µs/op: library client %.0f, broker %.0f | hsmctl client %.0f, broker %.0f",
+			op, libCPU/float64(libN)*1e6, libBrokerCPU/float64(libN)*1e6, grpcCPU/float64(grpcN)*1e6, grpcBrokerCPU/float64(grpcN)*1e6)
+	}
+}
+
+func fmtRatios(rs []float64) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = strconv.FormatFloat(r, 'f', 2, 64)
+	}
+	return strings.Join(s, " ")
+}
+
+// procCPU is the CPU time (user + system, seconds) process pid has used.
+func procCPU(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces), from field 3.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// startDevBroker runs `hsmbrokerd dev` in a process of its own on free
+// loopback ports and returns it with the variables of its dev.env.
+func startDevBroker(t *testing.T, daemon, module, dataDir string) (*exec.Cmd, []string) {
+	t.Helper()
+start:
+	for attempt := 0; ; attempt++ {
+		var addrs []string
+		var lns []net.Listener
+		for range 6 {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lns = append(lns, ln)
+			addrs = append(addrs, ln.Addr().String())
+		}
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		var out syncBuf
+		cmd := exec.Command(daemon, "dev", "--data-dir", dataDir, "--module", module, "--grpc-addr", addrs[0],
+			"--raft-addr", addrs[1], "--metrics-addr", addrs[2], "--kms-addr", addrs[3], "--vault-addr", addrs[4], "--kmip-addr", addrs[5])
+		// A SOFTHSM2_CONF of the caller's must not leak into dev mode.
+		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+filepath.Join(t.TempDir(), "elsewhere.conf"))
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		clients = append(clients, c)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+		envFile := filepath.Join(dataDir, "dev.env")
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			if vars := readDevEnv(envFile); vars != nil {
+				if err := waitReady(addrs[2], deadline); err != nil {
+					t.Fatalf("hsmbrokerd dev: %v\n%s", err, out.String())
+				}
+				return cmd, vars
+			}
+			select {
+			case <-done:
+				if strings.Contains(out.String(), "address already in use") && attempt < 3 {
+					t.Logf("port collision on %v; retrying", addrs)
+					continue start
+				}
+				t.Fatalf("hsmbrokerd dev exited before writing dev.env:\n%s", out.String())
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hsmbrokerd dev wrote no dev.env in 2 minutes:\n%s", out.String())
+			}
+		}
 	}
-	digest := sha256.Sum256([]byte("bench"))
-	plain := make([]byte, 4096)
+}
 
-	for _, c := range []struct {
-		libOp, label string
-		grpc         func(*client.Client) error
-	}{
-		{"sign-rsa", "lib-rsa", func(cl *client.Client) error {
-			_, err := cl.Crypto.Sign(ctx, &pb.SignRequest{KeyId: ids["lib-rsa"], Message: digest[:], MessageType: pb.MessageType_MESSAGE_TYPE_DIGEST,
-				SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_RSASSA_PKCS1_V1_5_SHA_256})
-			return err
-		}},
-		{"sign-p256", "lib-p256", func(cl *client.Client) error {
-			_, err := cl.Crypto.Sign(ctx, &pb.SignRequest{KeyId: ids["lib-p256"], Message: digest[:], MessageType: pb.MessageType_MESSAGE_TYPE_DIGEST,
-				SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_ECDSA_SHA_256})
-			return err
-		}},
-		{"aes-cbc", "lib-aes", func(cl *client.Client) error {
-			_, err := cl.Crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: ids["grpc-aes"], Plaintext: plain})
-			return err
-		}},
-	} {
-		lib := startLibBench(t, e, bin, c.libOp, c.label, conc)
-		grpcWindow := func(d time.Duration) (int64, int64) {
-			var ops, errs int64
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			end := time.Now().Add(d)
-			for _, cl := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					var n, bad int64
-					for time.Now().Before(end) {
-						if err := c.grpc(cl); err != nil {
-							bad++
-						} else {
-							n++
-						}
-					}
-					mu.Lock()
-					ops, errs = ops+n, errs+bad
-					mu.Unlock()
-				}()
+// waitReady polls the broker's /readyz until it answers 200.
+func waitReady(metricsAddr string, deadline time.Time) error {
+	for {
+		c, err := net.DialTimeout("tcp", metricsAddr, time.Second)
+		if err == nil {
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			_, _ = io.WriteString(c, "GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			_ = c.Close()
+			if strings.Contains(line, " 200 ") {
+				return nil
 			}
-			wg.Wait()
-			return ops, errs
+			err = errors.New(strings.TrimSpace(line))
 		}
-		// Warm up both, then alternate.
-		lib.window(2 * window)
-		grpcWindow(2 * window)
-		var libOps, grpcOps int64
-		for range windows {
-			n, bad := lib.window(window)
-			if bad != 0 {
-				t.Fatalf("library bench: %d errors in a window", bad)
-			}
-			libOps += n
-			n, bad = grpcWindow(window)
-			if bad != 0 {
-				t.Fatalf("gRPC bench: %d errors in a window", bad)
-			}
-			grpcOps += n
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready: %v", err)
 		}
-		lib.close()
-		measured := float64(windows) * window.Seconds()
-		l, g := float64(libOps)/measured, float64(grpcOps)/measured
-		t.Logf("%-9s concurrency %d, %d x %v windows per side: library %.0f ops/s, gRPC (Go SDK) %.0f ops/s, ratio %.2f",
-			c.libOp, conc, windows, window, l, g, l/g)
+		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// readDevEnv reads the export lines of dev.env, nil until it is complete.
+func readDevEnv(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(b), "HSMBROKER_PKCS11_PIN=") {
+		return nil
+	}
+	var vars []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			vars = append(vars, k+"="+strings.Trim(v, "'\""))
+		}
+	}
+	return vars
+}
+
+type syncBuf struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // libBench is testdata/bench.c in window mode.
@@ -165,10 +333,10 @@ type libBench struct {
 	out *bufio.Reader
 }
 
-func startLibBench(t *testing.T, e *env, bin, op, label string, conc int) *libBench {
+func startLibBench(t *testing.T, bin, lib, op, label string, conc int, vars []string) *libBench {
 	t.Helper()
-	cmd := exec.Command(bin, e.lib, op, label, strconv.Itoa(conc), "0")
-	cmd.Env = append(os.Environ(), e.vars...)
+	cmd := exec.Command(bin, lib, op, label, strconv.Itoa(conc), "0")
+	cmd.Env = append(os.Environ(), vars...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -269,7 +269,10 @@ func (m *Module) prepare(op *cryptoOp) uint64 {
 			return m.prepareRaw(op)
 		}
 		if op.mech.Type != CKM_RSA_PKCS_OAEP {
-			if op.mech.Type == CKM_RSA_PKCS || isAESMech(op.mech.Type) {
+			// CKM_RSA_PKCS is the token's for signing only (PKCS#1 v1.5
+			// encryption is not offered): for this function it is not a
+			// mechanism of the token.
+			if isAESMech(op.mech.Type) {
 				return CKR_KEY_TYPE_INCONSISTENT
 			}
 			return CKR_MECHANISM_INVALID

@@ -242,6 +242,40 @@ func TestSignVerifyDecryptWithKeysMadeElsewhere(t *testing.T) {
 	if rv := f.m.SignInit(h, Mechanism{Type: 0x9999}, rsaPriv); rv != CKR_MECHANISM_INVALID {
 		t.Fatalf("SignInit with an unknown mechanism: %#x", rv)
 	}
+	// The broker signs PKCS#1 v1.5 over SHA-256, SHA-384 and SHA-512 only:
+	// the mechanisms of other hashes (and raw RSA) are not mechanisms of the
+	// token, and CKM_RSA_PKCS over a DigestInfo of another hash (pkcs11-tool
+	// --test sends one of SHA-1) is CKR_DATA_INVALID, ending the operation.
+	const ckmRSAX509, ckmMD5RSA, ckmSHA1RSA, ckmRIPEMD160RSA, ckmSHA224RSA = 0x3, 0x5, 0x6, 0x8, 0x46
+	for _, typ := range []uint64{ckmRSAX509, ckmMD5RSA, ckmSHA1RSA, ckmRIPEMD160RSA, ckmSHA224RSA} {
+		if rv := f.m.SignInit(h, Mechanism{Type: typ}, rsaPriv); rv != CKR_MECHANISM_INVALID {
+			t.Fatalf("SignInit with mechanism %#x: %#x", typ, rv)
+		}
+		if _, _, _, rv := f.m.MechanismInfo(0, typ); rv != CKR_MECHANISM_INVALID {
+			t.Fatalf("MechanismInfo of %#x: %#x", typ, rv)
+		}
+		for _, mi := range Mechanisms {
+			if mi.Type == typ {
+				t.Fatalf("mechanism %#x is listed", typ)
+			}
+		}
+	}
+	sha1DI := []byte("\x30\x21\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00\x04\x14\x29\xb0\xe7\x87\x82\x71\x64\x5f\xff\xb7\xee\xc7\xdb\x4a\x74\x73\xa1\xc0\x0b\xc1")
+	if rv := f.m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPriv); rv != CKR_OK {
+		t.Fatalf("SignInit CKM_RSA_PKCS: %#x", rv)
+	}
+	if _, rv := f.m.Sign(h, sha1DI, Out{Cap: 512}); rv != CKR_DATA_INVALID {
+		t.Fatalf("CKM_RSA_PKCS over a SHA-1 DigestInfo: %#x", rv)
+	}
+	if rv := f.m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPriv); rv != CKR_OK {
+		t.Fatalf("SignInit after CKR_DATA_INVALID: %#x", rv)
+	}
+	if sig, rv := f.m.Sign(h, di, Out{Cap: 512}); rv != CKR_OK || rsa.VerifyPKCS1v15(rsaPub, crypto.SHA256, digest[:], sig) != nil {
+		t.Fatalf("CKM_RSA_PKCS after CKR_DATA_INVALID: %#x", rv)
+	}
+	if rv := f.m.DecryptInit(h, Mechanism{Type: CKM_RSA_PKCS}, encPriv); rv != CKR_MECHANISM_INVALID {
+		t.Fatalf("DecryptInit CKM_RSA_PKCS (PKCS#1 v1.5 decryption is not offered): %#x", rv)
+	}
 	if rv := f.m.SignInit(h, Mechanism{Type: CKM_ECDSA}, rsaPriv); rv != CKR_KEY_TYPE_INCONSISTENT {
 		t.Fatalf("ECDSA with an RSA key: %#x", rv)
 	}
@@ -304,11 +338,30 @@ func TestGenerateKeys(t *testing.T) {
 	if _, rv := f.m.GetAttribute(h, k, CKA_VALUE); rv != CKR_ATTRIBUTE_SENSITIVE {
 		t.Fatalf("CKA_VALUE of a secret key: %#x", rv)
 	}
-	// Templates asking for a readable or extractable secret are refused.
-	for _, a := range []Attribute{{CKA_EXTRACTABLE, []byte{1}}, {CKA_SENSITIVE, []byte{0}}, {CKA_VALUE, make([]byte, 32)}} {
-		if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte("x")}, a}); rv == CKR_OK {
-			t.Fatalf("GenerateKey with attribute %#x=%x succeeded", a.Type, a.Value)
+	// Templates asking for an extractable or caller-given secret are refused.
+	for _, a := range []Attribute{{CKA_EXTRACTABLE, []byte{1}}, {CKA_VALUE, make([]byte, 32)}, {CKA_TOKEN, []byte{0}}} {
+		if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte("x")}, a}); rv != CKR_ATTRIBUTE_VALUE_INVALID && rv != CKR_TEMPLATE_INCONSISTENT {
+			t.Fatalf("GenerateKey with attribute %#x=%x: %#x", a.Type, a.Value, rv)
 		}
+	}
+	// pkcs11-tool's --keygen template without --sensitive (CKA_SENSITIVE
+	// and CKA_PRIVATE false, CKA_EXTRACTABLE false) makes a key that is
+	// sensitive all the same: its value is never readable.
+	k2, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{
+		{CKA_TOKEN, []byte{1}}, {CKA_CLASS, ulong(CKO_SECRET_KEY)}, {CKA_KEY_TYPE, ulong(CKK_AES)},
+		{CKA_SENSITIVE, []byte{0}}, {CKA_EXTRACTABLE, []byte{0}}, {CKA_PRIVATE, []byte{0}},
+		{CKA_ENCRYPT, []byte{1}}, {CKA_DECRYPT, []byte{1}}, {CKA_VALUE_LEN, ulong(32)}, {CKA_LABEL, []byte("ORACLE.TDE.HSM.MK.0B")},
+	})
+	if rv != CKR_OK {
+		t.Fatalf("GenerateKey with CKA_SENSITIVE=false: %#x", rv)
+	}
+	for typ, want := range map[uint64][]byte{CKA_SENSITIVE: {1}, CKA_ALWAYS_SENSITIVE: {1}, CKA_EXTRACTABLE: {0}, CKA_NEVER_EXTRACTABLE: {1}} {
+		if got, rv := f.m.GetAttribute(h, k2, typ); rv != CKR_OK || !bytes.Equal(got, want) {
+			t.Fatalf("attribute %#x of a key asked with CKA_SENSITIVE=false: %x %#x", typ, got, rv)
+		}
+	}
+	if _, rv := f.m.GetAttribute(h, k2, CKA_VALUE); rv != CKR_ATTRIBUTE_SENSITIVE {
+		t.Fatalf("CKA_VALUE of a key asked with CKA_SENSITIVE=false: %#x", rv)
 	}
 	if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{0x7fff0001, []byte{1}}}); rv != CKR_ATTRIBUTE_TYPE_INVALID {
 		t.Fatalf("unknown attribute: %#x", rv)

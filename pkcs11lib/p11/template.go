@@ -120,13 +120,17 @@ func parseTemplate(attrs []Attribute) (keyTemplate, uint64) {
 }
 
 // checkSecretFlags refuses templates that ask for a key the broker cannot
-// make: one whose value could be read or exported, or one that lives only
-// in the session.
+// make: one that could be exported (CKA_EXTRACTABLE=true), one whose value
+// the caller supplies, or one that lives only in the session.
+//
+// CKA_SENSITIVE=false is accepted and has no effect: every key the library
+// makes is sensitive (its value never leaves the HSMs, and CKA_SENSITIVE
+// reads true), as PKCS#11 allows a token to make a key more protected than
+// asked, never less. pkcs11-tool (0.23) puts CKA_SENSITIVE=false in every
+// --keygen template made without --sensitive; refusing it would refuse the
+// plain `pkcs11-tool --keygen --key-type AES:32` that TDE set-ups use.
 func (t keyTemplate) checkSecretFlags() uint64 {
 	if v, ok := t.bools[CKA_EXTRACTABLE]; ok && v {
-		return CKR_ATTRIBUTE_VALUE_INVALID
-	}
-	if v, ok := t.bools[CKA_SENSITIVE]; ok && !v {
 		return CKR_ATTRIBUTE_VALUE_INVALID
 	}
 	if v, ok := t.bools[CKA_TOKEN]; ok && !v {
