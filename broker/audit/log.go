@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -390,8 +391,15 @@ func (l *Log) Append(r *Record, sync bool) (uint64, error) {
 // flush writes the open batch; l.mu is held, and released during the
 // write.
 func (l *Log) flush() {
+	// Yield once before taking the batch: goroutines that are runnable
+	// now (other requests ending) append their lines to it meanwhile and
+	// share its write. With nothing else runnable it returns at once.
+	l.writing = true
+	l.mu.Unlock()
+	runtime.Gosched()
+	l.mu.Lock()
 	b, syncFile := l.open, l.syncFile
-	l.open, l.writing = nil, true
+	l.open = nil
 	l.mu.Unlock()
 	n, err := l.w.Write(b.buf)
 	if err == nil && n != len(b.buf) {
