@@ -6,8 +6,14 @@ BIN := bin
 DATA_DIR ?= $(CURDIR)/.hsmbroker-dev
 GOBIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
-FUZZTIME ?= 5s
-LONG_FUZZTIME ?= 2m
+# Fuzz budgets are counts of executions, not durations: Go 1.26's fuzz
+# coordinator can fail a target with a bare "context deadline exceeded"
+# when a -fuzztime duration ends while a worker is mid-call (go.dev/issue/75804,
+# fixed in Go 1.27); a count has no deadline to race. 20000x takes up to
+# about 30 s for the slowest targets here (the AWS request decoders, some
+# 700 executions a second) and under a second for the fastest.
+FUZZTIME ?= 20000x
+LONG_FUZZTIME ?= 1000000x
 # Debian package -> a file it installs, used by `make deps` to find what is
 # missing. RUN_DEPS is what `make run` needs; the rest are the clients the
 # suite drives (a database, KMIP and PKCS#11 consumers).
