@@ -232,9 +232,11 @@ const (
 	KMIPRevocationKeyCompromise uint32 = 2
 	KMIPRevocationCACompromise  uint32 = 3
 
-	maxKMIPRevocationReason  = 8
-	maxKMIPRevocationMessage = 1024
+	maxKMIPRevocationReason = 8
 )
+
+// MaxKMIPRevocationMessage is the longest Revocation Message, in bytes.
+const MaxKMIPRevocationMessage = 1024
 
 // KMIPRevokeRequest revokes an object.
 type KMIPRevokeRequest struct {
@@ -253,8 +255,8 @@ func (c *KMIPObjects) Revoke(ctx context.Context, req KMIPRevokeRequest) (cluste
 	if req.Reason < 1 || req.Reason > maxKMIPRevocationReason {
 		return cluster.KMIPObject{}, kmipInvalid("Revocation Reason Code must be a KMIP revocation reason")
 	}
-	if len(req.Message) > maxKMIPRevocationMessage {
-		return cluster.KMIPObject{}, kmipInvalid("Revocation Message must be a Text String of at most %d bytes", maxKMIPRevocationMessage)
+	if len(req.Message) > MaxKMIPRevocationMessage {
+		return cluster.KMIPObject{}, kmipInvalid("Revocation Message must be a Text String of at most %d bytes", MaxKMIPRevocationMessage)
 	}
 	now := c.s.now()
 	return c.update(ctx, req.ID, func(o *cluster.KMIPObject) error {

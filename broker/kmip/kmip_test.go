@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hsmbroker/hsmbroker/authz"
@@ -91,7 +92,30 @@ func TestMixedVersionsOnOneConnection(t *testing.T) {
 	if r := c.fail(v14, opDestroy, uid(id)); r != reasonPermissionDenied {
 		t.Fatalf("Destroy of an Active key at 1.4: reason %s", reasonName(r))
 	}
-	c.do(v14, opRevoke, uid(id), ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, revocationUnspec)))
+	// A reason code outside 1-8 and a message over 1024 bytes are
+	// refused (Invalid Field, naming the rule) and revoke nothing.
+	for _, bad := range []struct {
+		name, want string
+		reason     ttlv.Item
+	}{
+		{"reason code 9", "Revocation Reason Code must be a KMIP revocation reason",
+			ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, 9))},
+		{"reason code 0", "Revocation Reason Code must be a KMIP revocation reason",
+			ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, 0))},
+		{"1025-byte message", "at most 1024 bytes",
+			ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, revocationUnspec),
+				ttlv.Text(tagRevocationMessage, strings.Repeat("m", 1025)))},
+	} {
+		_, rs := c.send(v14, op{opRevoke, []ttlv.Item{uid(id), bad.reason}})
+		if len(rs) != 1 || rs[0].status != statusOperationFailed || rs[0].reason != reasonInvalidField || !strings.Contains(rs[0].message, bad.want) {
+			t.Fatalf("Revoke with %s: %+v, want Invalid Field naming %q", bad.name, rs, bad.want)
+		}
+	}
+	if r := c.fail(v14, opDestroy, uid(id)); r != reasonPermissionDenied {
+		t.Fatalf("Destroy after refused Revokes at 1.4: reason %s, want the key still Active", reasonName(r))
+	}
+	c.do(v14, opRevoke, uid(id), ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, revocationUnspec),
+		ttlv.Text(tagRevocationMessage, strings.Repeat("m", 1024))))
 	c.do(v14, opDestroy, uid(id))
 	if r := c.fail(v14, opGet, uid(id)); r != reasonItemNotFound {
 		t.Fatalf("Get after Destroy: %s", reasonName(r))

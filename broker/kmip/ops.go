@@ -485,14 +485,17 @@ func (s *Server) revoke(ctx context.Context, p ttlv.Item, id string) (ttlv.Item,
 	if !ok || rr.Type != ttlv.TypeStructure {
 		return ttlv.Item{}, missingData("Revocation Reason is required")
 	}
+	// The front checks the encoding; the core's Revoke checks the code's
+	// range and the message's length (the message is already bounded by
+	// the TTLV message limit).
 	code, ok := rr.Child(tagRevocationReasonCode)
-	if !ok || code.Type != ttlv.TypeEnumeration || code.Int < 1 || code.Int > 8 {
+	if !ok || code.Type != ttlv.TypeEnumeration {
 		return ttlv.Item{}, invalidField("Revocation Reason Code must be a KMIP revocation reason")
 	}
 	msg := ""
 	if m, ok := rr.Child(tagRevocationMessage); ok {
-		if m.Type != ttlv.TypeTextString || len(m.Bytes) > 1024 {
-			return ttlv.Item{}, invalidField("Revocation Message must be a Text String of at most 1024 bytes")
+		if m.Type != ttlv.TypeTextString {
+			return ttlv.Item{}, invalidField("Revocation Message must be a Text String of at most %d bytes", broker.MaxKMIPRevocationMessage)
 		}
 		msg = m.Text()
 	}
