@@ -112,14 +112,7 @@ func (p *Partition) EncryptRaw(ctx context.Context, k KeyRef, o RawOp, plaintext
 	if err := o.Check(plaintext, true); err != nil {
 		return nil, err
 	}
-	var out []byte
-	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		mech, free := o.mechanism()
-		defer free()
-		var err error
-		out, err = p.cryptOnce(sh, h, mech, true, plaintext)
-		return err
-	})
+	out, err := p.rawOnce(ctx, k, o, true, plaintext)
 	if err != nil {
 		return nil, fmt.Errorf("raw encrypt with key %s: %w", k.ID, err)
 	}
@@ -136,18 +129,24 @@ func (p *Partition) DecryptRaw(ctx context.Context, k KeyRef, o RawOp, ciphertex
 	if err := o.Check(ciphertext, false); err != nil {
 		return nil, err
 	}
+	out, err := p.rawOnce(ctx, k, o, false, ciphertext)
+	if err != nil {
+		return nil, decryptError(k, err)
+	}
+	return out, nil
+}
+
+// rawOnce runs one raw operation, checked by its caller, under k's handle.
+func (p *Partition) rawOnce(ctx context.Context, k KeyRef, o RawOp, encrypt bool, in []byte) ([]byte, error) {
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
 		mech, free := o.mechanism()
 		defer free()
 		var err error
-		out, err = p.cryptOnce(sh, h, mech, false, ciphertext)
+		out, err = p.cryptOnce(sh, h, mech, encrypt, in)
 		return err
 	})
-	if err != nil {
-		return nil, decryptError(k, err)
-	}
-	return out, nil
+	return out, err
 }
 
 // cryptOnce runs one single-part encryption or decryption with key object
