@@ -167,6 +167,9 @@ const (
 	famECDSA
 )
 
+// pssMechHash is the hash each hashing PSS mechanism names.
+var pssMechHash = map[uint64]crypto.Hash{CKM_SHA256_RSA_PKCS_PSS: crypto.SHA256, CKM_SHA384_RSA_PKCS_PSS: crypto.SHA384, CKM_SHA512_RSA_PKCS_PSS: crypto.SHA512}
+
 func planSign(mech Mechanism) (signPlan, uint64) {
 	switch mech.Type {
 	case CKM_RSA_PKCS:
@@ -186,14 +189,14 @@ func planSign(mech Mechanism) (signPlan, uint64) {
 			// The broker's PSS salt is as long as the hash, with MGF1 of the same hash.
 			return signPlan{}, CKR_MECHANISM_PARAM_INVALID
 		}
-		want := map[uint64]crypto.Hash{CKM_SHA256_RSA_PKCS_PSS: crypto.SHA256, CKM_SHA384_RSA_PKCS_PSS: crypto.SHA384, CKM_SHA512_RSA_PKCS_PSS: crypto.SHA512}
-		if w, ok := want[mech.Type]; ok {
-			if w != h {
-				return signPlan{}, CKR_MECHANISM_PARAM_INVALID
-			}
-			return signPlan{h, famPSS}, CKR_OK
+		if mech.Type == CKM_RSA_PKCS_PSS {
+			return signPlan{0, famPSS}, CKR_OK
 		}
-		return signPlan{0, famPSS}, CKR_OK
+		// The hashing mechanisms name their hash; the parameters must agree.
+		if w := pssMechHash[mech.Type]; w != h {
+			return signPlan{}, CKR_MECHANISM_PARAM_INVALID
+		}
+		return signPlan{h, famPSS}, CKR_OK
 	case CKM_ECDSA:
 		return signPlan{0, famECDSA}, CKR_OK
 	case CKM_ECDSA_SHA256:
