@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	tuneGC()
+	tuneRuntime()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// After the first signal starts a clean shutdown, a second one kills
 	// the process the default way.

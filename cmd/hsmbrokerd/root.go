@@ -27,7 +27,11 @@ metadata and wrapped key blobs; key material exists only inside the HSMs.
 
 Every node also serves plain HTTP on its metrics address: /metrics
 (Prometheus), /healthz (the process is up) and /readyz (the HSM answers and
-a Raft leader is known).`,
+a Raft leader is known).
+
+Environment: unless set, GOGC defaults to 300 and GOMAXPROCS to half the
+CPUs Go would use (at least one); docs/OPERATIONS.md says why and when to
+change them.`,
 		Example: `  # A local single-node broker on a SoftHSM token, for development:
   hsmbrokerd dev --data-dir ./.hsmbroker-dev
 
