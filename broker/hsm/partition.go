@@ -255,10 +255,10 @@ func (p *Partition) Healthy(ctx context.Context) error {
 // fn always runs, even if ctx is already done, because callers release
 // what they hold (a pool slot, the anchor lock) inside fn. If the deadline
 // passes first, call returns ErrUnavailable at once and onAbandon runs
-// after fn finally returns, with fn's error.
+// after fn finally returns, with fn's error. A timer, not a derived
+// context, keeps the deadline: fn takes no context, and a derived one
+// would register with and unregister from ctx on every call.
 func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(error)) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
-	defer cancel()
 	done := make(chan error, 1)
 	var abandoned atomic.Bool
 	go func() {
@@ -268,22 +268,29 @@ func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(er
 		}
 		done <- err
 	}()
+	timeout := time.NewTimer(p.cfg.CallTimeout)
+	defer timeout.Stop()
+	var canceled error
 	select {
 	case err := <-done:
 		return err
+	case <-timeout.C:
 	case <-ctx.Done():
-		abandoned.Store(true)
-		// fn may have finished just now; prefer its result.
-		select {
-		case err := <-done:
-			return err
-		default:
-		}
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return ctx.Err()
+			canceled = ctx.Err()
 		}
-		return fmt.Errorf("%w: PKCS#11 call exceeded its deadline", ErrUnavailable)
 	}
+	abandoned.Store(true)
+	// fn may have finished just now; prefer its result.
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
+	if canceled != nil {
+		return canceled
+	}
+	return fmt.Errorf("%w: PKCS#11 call exceeded its deadline", ErrUnavailable)
 }
 
 // withSession lends a pooled session to fn, under the call deadline. A

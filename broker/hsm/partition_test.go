@@ -419,6 +419,45 @@ func TestCallDeadline(t *testing.T) {
 	}
 }
 
+// A caller that gives up while its call is stalled in the token is
+// answered at once: cancelled callers get context.Canceled, a caller
+// deadline sooner than CallTimeout gives ErrUnavailable like CallTimeout
+// itself.
+func TestCallEndsWithTheCallersContext(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := make([]byte, hsm.GCMIVSize)
+	if _, err := p.EncryptGCM(ctx, k, iv, []byte("warm"), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	f.Add(hsm.FaultRule{Call: "C_Encrypt", Stall: 2 * time.Second, Times: 1})
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := p.EncryptGCM(cctx, k, iv, []byte("x"), nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled during a stall: got %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d >= 2*time.Second {
+		t.Fatalf("cancelled caller waited for the token: %v", d)
+	}
+
+	f.Add(hsm.FaultRule{Call: "C_Encrypt", Stall: 2 * time.Second, Times: 1})
+	dctx, dcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer dcancel()
+	start = time.Now()
+	_, err = p.EncryptGCM(dctx, k, iv, []byte("y"), nil)
+	if !errors.Is(err, hsm.ErrUnavailable) || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("caller deadline during a stall: got %v, want ErrUnavailable naming the deadline", err)
+	}
+	if d := time.Since(start); d >= 2*time.Second {
+		t.Fatalf("caller with a deadline waited for the token: %v", d)
+	}
+}
+
 func TestPoolSaturation(t *testing.T) {
 	f := &hsm.Faults{}
 	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) {
