@@ -29,23 +29,50 @@ func validContext(field string, m map[string]string) (keys.EncryptionContext, er
 // sealSymmetric encrypts pt under the current version of symmetric key k,
 // binding the blob header and the encryption context as AAD.
 func (s *Service) sealSymmetric(ctx context.Context, k cluster.Key, pt []byte, ec keys.EncryptionContext) ([]byte, error) {
-	ref, ok := hsmRef(k, k.CurrentVersion)
-	if !ok {
-		return nil, fmt.Errorf("key %s has no current version %d", k.ID, k.CurrentVersion)
-	}
-	c := keys.Ciphertext{KeyID: k.ID, Version: k.CurrentVersion, IV: make([]byte, keys.IVSize)}
-	if _, err := rand.Read(c.IV); err != nil {
-		return nil, err
-	}
-	header, err := c.Header()
+	c, ref, aad, err := newCiphertext(k, ec)
 	if err != nil {
 		return nil, err
 	}
-	c.Sealed, err = s.hsm.EncryptGCM(ctx, ref, c.IV, pt, keys.AAD(header, ec))
-	if err != nil {
+	if c.Sealed, err = s.hsm.EncryptGCM(ctx, ref, c.IV, pt, aad); err != nil {
 		return nil, err
 	}
 	return c.Marshal()
+}
+
+// sealRandom makes n random bytes in the HSM and seals them as
+// sealSymmetric does, in one HSM call: a data key and its blob.
+func (s *Service) sealRandom(ctx context.Context, k cluster.Key, n int, ec keys.EncryptionContext) (pt, blob []byte, err error) {
+	c, ref, aad, err := newCiphertext(k, ec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pt, c.Sealed, err = s.hsm.SealRandomGCM(ctx, ref, n, c.IV, aad); err != nil {
+		return nil, nil, err
+	}
+	if blob, err = c.Marshal(); err != nil {
+		clear(pt)
+		return nil, nil, err
+	}
+	return pt, blob, nil
+}
+
+// newCiphertext starts a blob under the current version of symmetric key
+// k: a fresh random IV, and the AAD that binds the blob's header and the
+// encryption context.
+func newCiphertext(k cluster.Key, ec keys.EncryptionContext) (keys.Ciphertext, hsm.KeyRef, []byte, error) {
+	ref, ok := hsmRef(k, k.CurrentVersion)
+	if !ok {
+		return keys.Ciphertext{}, ref, nil, fmt.Errorf("key %s has no current version %d", k.ID, k.CurrentVersion)
+	}
+	c := keys.Ciphertext{KeyID: k.ID, Version: k.CurrentVersion, IV: make([]byte, keys.IVSize)}
+	if _, err := rand.Read(c.IV); err != nil {
+		return c, ref, nil, err
+	}
+	header, err := c.Header()
+	if err != nil {
+		return c, ref, nil, err
+	}
+	return c, ref, keys.AAD(header, ec), nil
 }
 
 // openSymmetric decrypts a symmetric ciphertext blob. Every failure that
@@ -232,13 +259,8 @@ func (s *Service) dataKey(ctx context.Context, ref string, spec pb.DataKeySpec, 
 	if k.Spec != keys.SpecSymmetricDefault {
 		return k, nil, nil, errKeyUsage("data keys are encrypted under symmetric keys; key %s is %s", k.ID, k.Spec)
 	}
-	pt, err := s.hsm.Random(ctx, size)
+	pt, blob, err := s.sealRandom(ctx, k, size, ec)
 	if err != nil {
-		return k, nil, nil, err
-	}
-	blob, err := s.sealSymmetric(ctx, k, pt, ec)
-	if err != nil {
-		clear(pt)
 		return k, nil, nil, err
 	}
 	return k, pt, blob, nil

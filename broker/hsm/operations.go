@@ -28,30 +28,72 @@ const MaxGCMInput = 64 << 10
 // EncryptGCM encrypts plaintext with key k (AES-256) under the given IV and
 // additional authenticated data. It returns ciphertext||tag.
 func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad []byte) ([]byte, error) {
-	if len(iv) != GCMIVSize {
-		return nil, fmt.Errorf("%w: GCM IV must be %d bytes, got %d", ErrInvalidInput, GCMIVSize, len(iv))
-	}
-	if len(plaintext) > MaxGCMInput {
-		return nil, fmt.Errorf("%w: plaintext of %d bytes exceeds %d", ErrInvalidInput, len(plaintext), MaxGCMInput)
-	}
-	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
-		return nil, fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s %s", ErrInvalidInput, k.Spec, k.Usage)
+	if err := checkGCMEncrypt(k, iv, len(plaintext)); err != nil {
+		return nil, err
 	}
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		params := pkcs11.NewGCMParams(iv, aad, GCMTagSize*8)
-		defer params.Free()
-		if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
-			return wrapP11("C_EncryptInit", err)
-		}
 		var err error
-		out, err = p.m.Encrypt(sh, plaintext)
-		return wrapP11("C_Encrypt", err)
+		out, err = p.encryptGCMOn(sh, h, iv, plaintext, aad)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encrypt with key %s: %w", k.ID, err)
 	}
 	return out, nil
+}
+
+// SealRandomGCM draws n bytes from the token's random generator and
+// encrypts them as EncryptGCM does, on one session in one call: a data key
+// is made and sealed with one trip through the session pool instead of
+// two. It returns the random bytes and their ciphertext||tag.
+func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad []byte) (random, sealed []byte, err error) {
+	if n < 1 || n > MaxRandom {
+		return nil, nil, fmt.Errorf("%w: random byte count must be 1 to %d, got %d", ErrInvalidInput, MaxRandom, n)
+	}
+	if err := checkGCMEncrypt(k, iv, n); err != nil {
+		return nil, nil, err
+	}
+	err = p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		r, err := p.m.GenerateRandom(sh, n)
+		if err != nil {
+			return wrapP11("C_GenerateRandom", err)
+		}
+		out, err := p.encryptGCMOn(sh, h, iv, r, aad)
+		if err != nil {
+			clear(r)
+			return err
+		}
+		random, sealed = r, out
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("seal random bytes with key %s: %w", k.ID, err)
+	}
+	return random, sealed, nil
+}
+
+func checkGCMEncrypt(k KeyRef, iv []byte, plaintextLen int) error {
+	if len(iv) != GCMIVSize {
+		return fmt.Errorf("%w: GCM IV must be %d bytes, got %d", ErrInvalidInput, GCMIVSize, len(iv))
+	}
+	if plaintextLen > MaxGCMInput {
+		return fmt.Errorf("%w: plaintext of %d bytes exceeds %d", ErrInvalidInput, plaintextLen, MaxGCMInput)
+	}
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
+		return fmt.Errorf("%w: AES-GCM needs a SYMMETRIC_DEFAULT key, not %s %s", ErrInvalidInput, k.Spec, k.Usage)
+	}
+	return nil
+}
+
+func (p *Partition) encryptGCMOn(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, iv, plaintext, aad []byte) ([]byte, error) {
+	params := pkcs11.NewGCMParams(iv, aad, GCMTagSize*8)
+	defer params.Free()
+	if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
+		return nil, wrapP11("C_EncryptInit", err)
+	}
+	out, err := p.m.Encrypt(sh, plaintext)
+	return out, wrapP11("C_Encrypt", err)
 }
 
 // DecryptGCM reverses EncryptGCM. Every authentication or format failure is

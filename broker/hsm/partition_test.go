@@ -458,6 +458,53 @@ func TestCallEndsWithTheCallersContext(t *testing.T) {
 	}
 }
 
+// SealRandomGCM draws the bytes from the token and seals them in one
+// session use: DecryptGCM opens them, each call is made once, and a failed
+// seal hands out no bytes.
+func TestSealRandomGCM(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := []byte("twelve bytes")
+	aad := []byte("header and context")
+	if _, err := p.EncryptGCM(ctx, k, iv, []byte("warm"), aad); err != nil {
+		t.Fatal(err)
+	}
+	rnd, enc := f.Calls("C_GenerateRandom"), f.Calls("C_Encrypt")
+	pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pt) != 32 || len(sealed) != 32+hsm.GCMTagSize {
+		t.Fatalf("got %d random bytes sealed in %d, want 32 in %d", len(pt), len(sealed), 32+hsm.GCMTagSize)
+	}
+	if got, want := f.Calls("C_GenerateRandom")-rnd, 1; got != want {
+		t.Errorf("C_GenerateRandom calls: %d, want %d", got, want)
+	}
+	if got, want := f.Calls("C_Encrypt")-enc, 1; got != want {
+		t.Errorf("C_Encrypt calls: %d, want %d", got, want)
+	}
+	opened, err := p.DecryptGCM(ctx, k, iv, sealed, aad)
+	if err != nil || !bytes.Equal(opened, pt) {
+		t.Fatalf("DecryptGCM of the sealed bytes: %x, %v; want %x", opened, err, pt)
+	}
+	pt2, _, err := p.SealRandomGCM(ctx, k, 32, iv, aad)
+	if err != nil || bytes.Equal(pt2, pt) {
+		t.Fatalf("second draw: %x, %v; want fresh bytes", pt2, err)
+	}
+
+	for _, n := range []int{0, hsm.MaxRandom + 1} {
+		if _, _, err := p.SealRandomGCM(ctx, k, n, iv, aad); !errors.Is(err, hsm.ErrInvalidInput) {
+			t.Errorf("n=%d: got %v, want ErrInvalidInput", n, err)
+		}
+	}
+	f.Add(hsm.FaultRule{Call: "C_Encrypt", Code: hsm.CKRArgumentsBad, Times: 1})
+	if pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err == nil || pt != nil || sealed != nil {
+		t.Fatalf("failed seal: got %x, %x, %v; want an error and no bytes", pt, sealed, err)
+	}
+}
+
 func TestPoolSaturation(t *testing.T) {
 	f := &hsm.Faults{}
 	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) {
