@@ -54,11 +54,51 @@ func decodeStrict(body []byte, in any) error {
 	return nil
 }
 
-// contextsOf picks the encryption contexts and key reference that
-// authorization and the audit line need out of a decoded request: the
-// same maps the operation hands to the core. Fields are found by name, so
-// every request shape with an EncryptionContext member is covered.
-func contextsOf(in any) broker.RequestContexts {
+// contextFields locates, in one request shape, the encryption contexts
+// and key reference that authorization and the audit line need: the same
+// maps the operation hands to the core. Fields are found by name, so every
+// request shape with an EncryptionContext member is covered; they are
+// found once per shape (contextFieldsOf, when the operation table is
+// built), because looking them up by name on every request took about
+// 1.5% of the daemon's CPU.
+type contextFields struct {
+	ec, src, dst []int   // index paths of the context maps, nil if absent
+	keyRefs      [][]int // KeyId, TargetKeyId, DestinationKeyId: the first non-empty one
+}
+
+var (
+	contextMapType = reflect.TypeFor[map[string]string]()
+	stringType     = reflect.TypeFor[string]()
+)
+
+func contextFieldsOf(t reflect.Type) contextFields {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var c contextFields
+	if t.Kind() != reflect.Struct {
+		return c
+	}
+	field := func(name string, typ reflect.Type) []int {
+		f, ok := t.FieldByName(name)
+		if !ok || !f.IsExported() || f.Type != typ {
+			return nil
+		}
+		return f.Index
+	}
+	c.ec = field("EncryptionContext", contextMapType)
+	c.src = field("SourceEncryptionContext", contextMapType)
+	c.dst = field("DestinationEncryptionContext", contextMapType)
+	for _, name := range []string{"KeyId", "TargetKeyId", "DestinationKeyId"} {
+		if i := field(name, stringType); i != nil {
+			c.keyRefs = append(c.keyRefs, i)
+		}
+	}
+	return c
+}
+
+// of reads the fields out of in, a pointer to the shape they were found in.
+func (c contextFields) of(in any) broker.RequestContexts {
 	v := reflect.ValueOf(in)
 	for v.Kind() == reflect.Pointer {
 		if v.IsNil() {
@@ -69,30 +109,22 @@ func contextsOf(in any) broker.RequestContexts {
 	if v.Kind() != reflect.Struct {
 		return broker.RequestContexts{}
 	}
-	ctxMap := func(name string) map[string]string {
-		f := v.FieldByName(name)
-		if m, ok := reflectInterface(f).(map[string]string); ok {
-			return m
+	ctxMap := func(i []int) map[string]string {
+		if i == nil {
+			return nil
 		}
-		return nil
+		m, _ := v.FieldByIndex(i).Interface().(map[string]string)
+		return m
 	}
-	c := broker.RequestContexts{EncryptionContext: ctxMap("EncryptionContext"),
-		Source: ctxMap("SourceEncryptionContext"), Destination: ctxMap("DestinationEncryptionContext")}
-	for _, name := range []string{"KeyId", "TargetKeyId", "DestinationKeyId"} {
-		if s, ok := reflectInterface(v.FieldByName(name)).(string); ok && s != "" {
-			c.KeyRef = s
+	r := broker.RequestContexts{EncryptionContext: ctxMap(c.ec), Source: ctxMap(c.src), Destination: ctxMap(c.dst)}
+	for _, i := range c.keyRefs {
+		if s := v.FieldByIndex(i).String(); s != "" {
+			r.KeyRef = s
 			break
 		}
 	}
-	if len(c.KeyRef) > 2048 {
-		c.KeyRef = c.KeyRef[:2048]
+	if len(r.KeyRef) > 2048 {
+		r.KeyRef = r.KeyRef[:2048]
 	}
-	return c
-}
-
-func reflectInterface(f reflect.Value) any {
-	if !f.IsValid() || !f.CanInterface() {
-		return nil
-	}
-	return f.Interface()
+	return r
 }

@@ -2,8 +2,11 @@ package awskms
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/hsmbroker/hsmbroker/broker"
 )
 
 func TestDecodeStrict(t *testing.T) {
@@ -56,6 +59,9 @@ func TestDecodeStrict(t *testing.T) {
 		t.Errorf("grant constraints: %+v %v", g.Constraints, err)
 	}
 }
+
+// contextsOf reads a request's contexts as the operation table does.
+func contextsOf(in any) broker.RequestContexts { return contextFieldsOf(reflect.TypeOf(in)).of(in) }
 
 func TestContextsOf(t *testing.T) {
 	in := &reEncryptInput{SourceEncryptionContext: map[string]string{"s": "1"}, DestinationEncryptionContext: map[string]string{"d": "2"},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,7 +22,7 @@ import (
 type operation func(body []byte) (*decoded, error)
 
 // decoded is one request, decoded once. contexts are read from the typed
-// request (contextsOf) and run hands that same request to the operation.
+// request (contextFields) and run hands that same request to the operation.
 type decoded struct {
 	contexts broker.RequestContexts
 	run      func(h *Handler, ctx context.Context) (any, error)
@@ -32,12 +33,13 @@ type decoded struct {
 // as AWS does. The operations that take DryRun have no side effects, so
 // running them is how the answer is decided.
 func op[In any, Out any](fn func(*Handler, context.Context, *In) (Out, error)) operation {
+	fields := contextFieldsOf(reflect.TypeFor[In]())
 	return func(body []byte) (*decoded, error) {
 		in := new(In)
 		if err := decodeStrict(body, in); err != nil {
 			return nil, err
 		}
-		return &decoded{contexts: contextsOf(in), run: func(h *Handler, ctx context.Context) (any, error) {
+		return &decoded{contexts: fields.of(in), run: func(h *Handler, ctx context.Context) (any, error) {
 			out, err := fn(h, ctx, in)
 			if err != nil {
 				return nil, err
