@@ -53,6 +53,9 @@ type Partition struct {
 	domainKey  pkcs11.ObjectHandle // valid while the anchor is open; 0: none
 	cache      *handleCache
 
+	work chan *callJob // to an idle call worker; unbuffered
+	stop chan struct{} // closed by Close: idle call workers exit
+
 	oaepNative atomic.Int32   // oaepUnknown, oaepYes, oaepNo
 	transport  *transportPair // pending join transport pair; guarded by anchorLock
 }
@@ -99,6 +102,8 @@ func Open(cfg Config) (*Partition, error) {
 		sem:        make(chan struct{}, cfg.PoolSize),
 		anchorLock: make(chan struct{}, 1),
 		cache:      newHandleCache(cfg.CacheSize),
+		work:       make(chan *callJob),
+		stop:       make(chan struct{}),
 	}
 	switch cfg.OAEPSHA256 {
 	case OAEPNative:
@@ -235,6 +240,7 @@ func (p *Partition) Close() error {
 		p.anchor = 0
 	}
 	p.cache.purge()
+	close(p.stop)
 	return nil
 }
 
@@ -258,21 +264,21 @@ func (p *Partition) Healthy(ctx context.Context) error {
 // after fn finally returns, with fn's error. A timer, not a derived
 // context, keeps the deadline: fn takes no context, and a derived one
 // would register with and unregister from ctx on every call.
+//
+// fn runs on a call worker (see callWorker), so that the caller can give
+// up on a call the token does not answer.
 func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(error)) error {
-	done := make(chan error, 1)
-	var abandoned atomic.Bool
-	go func() {
-		err := fn()
-		if abandoned.Load() && onAbandon != nil {
-			onAbandon(err)
-		}
-		done <- err
-	}()
+	j := &callJob{fn: fn, onAbandon: onAbandon, done: make(chan error, 1)}
+	select {
+	case p.work <- j:
+	default:
+		go p.callWorker(j)
+	}
 	timeout := time.NewTimer(p.cfg.CallTimeout)
 	defer timeout.Stop()
 	var canceled error
 	select {
-	case err := <-done:
+	case err := <-j.done:
 		return err
 	case <-timeout.C:
 	case <-ctx.Done():
@@ -280,10 +286,10 @@ func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(er
 			canceled = ctx.Err()
 		}
 	}
-	abandoned.Store(true)
+	j.abandoned.Store(true)
 	// fn may have finished just now; prefer its result.
 	select {
-	case err := <-done:
+	case err := <-j.done:
 		return err
 	default:
 	}
@@ -291,6 +297,37 @@ func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(er
 		return canceled
 	}
 	return fmt.Errorf("%w: PKCS#11 call exceeded its deadline", ErrUnavailable)
+}
+
+// callJob is one call handed to a worker.
+type callJob struct {
+	fn        func() error
+	onAbandon func(error)
+	done      chan error // buffered: the worker never waits for the caller
+	abandoned atomic.Bool
+}
+
+// callWorker runs j, then waits for further calls until the partition is
+// closed. A call goes to an idle worker if there is one and otherwise
+// starts a new worker. The calls in flight together are bounded (one per
+// pooled session, plus the anchor session's), and a worker that has just
+// answered may not be waiting yet when the next call comes, so there are
+// at most about twice that many workers. Workers are kept, not started per
+// call, because a new goroutine grew its stack again through the PKCS#11
+// wrappers on every call.
+func (p *Partition) callWorker(j *callJob) {
+	for {
+		err := j.fn()
+		if j.abandoned.Load() && j.onAbandon != nil {
+			j.onAbandon(err)
+		}
+		j.done <- err
+		select {
+		case j = <-p.work:
+		case <-p.stop:
+			return
+		}
+	}
 }
 
 // withSession lends a pooled session to fn, under the call deadline. A

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -502,6 +503,55 @@ func TestSealRandomGCM(t *testing.T) {
 	f.Add(hsm.FaultRule{Call: "C_Encrypt", Code: hsm.CKRArgumentsBad, Times: 1})
 	if pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err == nil || pt != nil || sealed != nil {
 		t.Fatalf("failed seal: got %x, %x, %v; want an error and no bytes", pt, sealed, err)
+	}
+}
+
+// PKCS#11 calls run on kept workers: sequential calls reuse them, there
+// are at most about twice as many as the calls that can be in flight
+// together (a worker that has just answered may not be waiting yet when
+// the next call comes), and Close stops them.
+func TestCallWorkers(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p := hsmtest.NewPartition(t, hsmtest.WithConfig(func(c *hsm.Config) { c.PoolSize = 4 }))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := make([]byte, hsm.GCMIVSize)
+	if _, err := p.EncryptGCM(ctx, k, iv, []byte("warm"), nil); err != nil {
+		t.Fatal(err)
+	}
+	warm := runtime.NumGoroutine()
+	for i := 0; i < 200; i++ {
+		if _, err := p.EncryptGCM(ctx, k, iv, []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := runtime.NumGoroutine(); n > warm+1 {
+		t.Errorf("200 calls one after another: %d goroutines, %d before them", n, warm)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 12; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				_, _ = p.EncryptGCM(ctx, k, iv, []byte("y"), nil)
+			}
+		}()
+	}
+	wg.Wait()
+	// Four pooled sessions and the anchor: five calls in flight at most.
+	if n := runtime.NumGoroutine(); n > warm+2*(4+1) {
+		t.Errorf("12 callers on 4 sessions: %d goroutines, %d before them", n, warm)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("after Close: %d goroutines, %d before the partition", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
