@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -227,7 +228,8 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	ep.kmip = kmipAddr(kmipLis)
 	advertise := firstSet(d.grpcAdvertise, ep.grpc)
 	log.Info("serving", "node", cc.NodeID, "grpc", ep.grpc, "grpc_advertise", advertise,
-		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL, "vault", ep.vaultURL)
+		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL, "vault", ep.vaultURL,
+		"gomaxprocs", runtime.GOMAXPROCS(0))
 	if d.kms != nil && d.kms.tls == nil && !isLoopback(d.kms.addr) {
 		log.Warn("the AWS KMS endpoint serves plain HTTP on a non-loopback address; requests and answers (plaintext, data keys) cross the network unencrypted",
 			"kms", d.kms.addr)

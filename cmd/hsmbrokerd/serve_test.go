@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -234,6 +236,7 @@ func TestServeStartStopRestart(t *testing.T) {
 		p.stop(t)
 		out := p.out.String()
 		checkOutput(t, n, out)
+		checkProcs(t, out)
 		if created := strings.Contains(out, "domain key created"); created != (run == 1) {
 			t.Errorf("run %d: domain key created=%v, want %v", run, created, run == 1)
 		}
@@ -287,6 +290,38 @@ func TestServeJoin(t *testing.T) {
 	}
 	p1.stop(t)
 	checkOutput(t, n1, p1.out.String())
+}
+
+// checkProcs reads GOMAXPROCS from the "serving" record: the environment's
+// value when it sets one, else half of what Go chose, at least one
+// (tuneProcs). Go's choice may follow a container's CPU limit, so without
+// the variable the check is a bound: at most half the CPUs.
+func checkProcs(t *testing.T, out string) {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		var rec struct {
+			Msg        string `json:"msg"`
+			GOMAXPROCS *int   `json:"gomaxprocs"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "serving" {
+			continue
+		}
+		if rec.GOMAXPROCS == nil {
+			t.Fatalf("the serving record does not give gomaxprocs: %s", line)
+		}
+		n := *rec.GOMAXPROCS
+		if env, set := os.LookupEnv("GOMAXPROCS"); set {
+			if want, err := strconv.Atoi(env); err == nil && n != want {
+				t.Errorf("with GOMAXPROCS=%s the daemon ran with %d", env, n)
+			}
+			return
+		}
+		if n < 1 || (runtime.NumCPU() >= 2 && n > runtime.NumCPU()/2) {
+			t.Errorf("without GOMAXPROCS the daemon ran with %d on %d CPUs, want 1 to %d", n, runtime.NumCPU(), max(1, runtime.NumCPU()/2))
+		}
+		return
+	}
+	t.Fatal("no serving record in the output")
 }
 
 // checkJSONLines requires every line of output to be a JSON log record
