@@ -13,9 +13,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 )
 
 // TestBenchLibraryVsGRPC compares the library's throughput with hsmctl
@@ -226,7 +227,7 @@ start:
 		for _, ln := range lns {
 			_ = ln.Close()
 		}
-		var out syncBuf
+		var out hsmtest.SyncBuffer
 		cmd := exec.Command(daemon, "dev", "--data-dir", dataDir, "--module", module, "--grpc-addr", addrs[0],
 			"--raft-addr", addrs[1], "--metrics-addr", addrs[2], "--kms-addr", addrs[3], "--vault-addr", addrs[4], "--kmip-addr", addrs[5])
 		// A SOFTHSM2_CONF of the caller's must not leak into dev mode.
@@ -306,23 +307,6 @@ func readDevEnv(path string) []string {
 		}
 	}
 	return vars
-}
-
-type syncBuf struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // libBench is testdata/bench.c in window mode.
