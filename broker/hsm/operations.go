@@ -46,8 +46,8 @@ func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad
 // is made and sealed with one trip through the session pool instead of
 // two. It returns the random bytes and their ciphertext||tag.
 func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad []byte) (random, sealed []byte, err error) {
-	if n < 1 || n > MaxRandom {
-		return nil, nil, fmt.Errorf("%w: random byte count must be 1 to %d, got %d", ErrInvalidInput, MaxRandom, n)
+	if err := checkRandomCount(n); err != nil {
+		return nil, nil, err
 	}
 	if err := checkGCMEncrypt(k, iv, n); err != nil {
 		return nil, nil, err
@@ -357,10 +357,17 @@ func (p *Partition) VerifyMAC(ctx context.Context, k KeyRef, alg keys.MacAlgorit
 // MaxRandom bounds one GenerateRandom call.
 const MaxRandom = 1024
 
+func checkRandomCount(n int) error {
+	if n < 1 || n > MaxRandom {
+		return fmt.Errorf("%w: random byte count must be 1 to %d, got %d", ErrInvalidInput, MaxRandom, n)
+	}
+	return nil
+}
+
 // Random returns n bytes from the token's random number generator.
 func (p *Partition) Random(ctx context.Context, n int) ([]byte, error) {
-	if n < 1 || n > MaxRandom {
-		return nil, fmt.Errorf("%w: random byte count must be 1 to %d, got %d", ErrInvalidInput, MaxRandom, n)
+	if err := checkRandomCount(n); err != nil {
+		return nil, err
 	}
 	var out []byte
 	err := p.do(ctx, func(sh pkcs11.SessionHandle) error {
