@@ -290,3 +290,21 @@ func (w faultModule) GenerateRandom(sh pkcs11.SessionHandle, n int) ([]byte, err
 	}
 	return w.m.GenerateRandom(sh, n)
 }
+
+// Once consults the rules for each call the operation makes, in order,
+// before it makes any: a fault on the operation itself (C_Encrypt) fails
+// it with nothing run, as a fault on the second of two separate calls
+// would, except that no Init is left active.
+func (w faultModule) Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error) {
+	names := stepNames[a.op]
+	first := 1
+	if a.randomLen > 0 {
+		first = 0
+	}
+	for _, name := range names[first:] {
+		if err := w.f.before(name); err != nil {
+			return nil, wrapP11(name, err)
+		}
+	}
+	return w.m.Once(sh, a)
+}

@@ -1,7 +1,6 @@
 package hsm
 
 import (
-	"errors"
 	"strings"
 	"time"
 
@@ -74,11 +73,11 @@ func (o callObserver) done(start time.Time, err error) {
 
 // ckrLabel is the CKR_* name of a module error, or "other".
 func ckrLabel(err error) string {
-	var pe pkcs11.Error
-	if !errors.As(err, &pe) {
+	code, ok := ckrOf(err)
+	if !ok {
 		return "other"
 	}
-	s := pe.Error() // "pkcs11: 0x30: CKR_DEVICE_ERROR"
+	s := pkcs11.Error(code).Error() // "pkcs11: 0x30: CKR_DEVICE_ERROR"
 	if i := strings.LastIndex(s, ": "); i >= 0 {
 		return s[i+2:]
 	}

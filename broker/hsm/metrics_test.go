@@ -1,6 +1,8 @@
 package hsm_test
 
 import (
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,5 +168,79 @@ func TestPreload(t *testing.T) {
 	p.Evict(ctx, a.ID)
 	if loaded, err := p.Preload(ctx, bad); err == nil || loaded {
 		t.Fatalf("Preload of a damaged blob = %v, %v; want an error", loaded, err)
+	}
+}
+
+// An operation's calls are made in one crossing into C, but a failure
+// still names the call that failed, in the error and in the metrics, and
+// leaves the session usable for the next operation.
+func TestOneCrossingNamesTheFailedCall(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+	ctx := ctxT(t)
+	aes, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	ec, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+	mac, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
+	iv := make([]byte, hsm.GCMIVSize)
+	sealed, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := make([]byte, 32)
+	ops := []struct {
+		call string
+		run  func() error
+	}{
+		{"C_GenerateRandom", func() error { _, _, err := p.SealRandomGCM(ctx, aes, 32, iv, nil); return err }},
+		{"C_EncryptInit", func() error { _, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil); return err }},
+		{"C_Encrypt", func() error { _, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil); return err }},
+		{"C_DecryptInit", func() error { _, err := p.DecryptGCM(ctx, aes, iv, sealed, nil); return err }},
+		{"C_Decrypt", func() error { _, err := p.DecryptGCM(ctx, aes, iv, sealed, nil); return err }},
+		{"C_SignInit", func() error { _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", digest); return err }},
+		{"C_Sign", func() error { _, err := p.MAC(ctx, mac, "HMAC_SHA_256", []byte("m")); return err }},
+	}
+	for _, op := range ops {
+		t.Run(op.call, func(t *testing.T) {
+			failures := map[string]string{"function": op.call, "ckr": "CKR_FUNCTION_FAILED"}
+			before := gathered(t, "hsmbroker_hsm_call_errors_total", failures)
+			f.Add(hsm.FaultRule{Call: op.call, Code: 0x6 /* CKR_FUNCTION_FAILED */, Times: 1})
+			err := op.run()
+			if err == nil {
+				t.Fatal("the injected failure was not reported")
+			}
+			if !strings.HasPrefix(op.call, "C_Decrypt") && (!strings.Contains(err.Error(), "hsm: "+op.call+": ") || !strings.Contains(err.Error(), "CKR_FUNCTION_FAILED")) {
+				t.Errorf("error %q does not name %s", err, op.call)
+			}
+			if d := gathered(t, "hsmbroker_hsm_call_errors_total", failures) - before; d != 1 {
+				t.Errorf("%s CKR_FUNCTION_FAILED counted %v times, want 1", op.call, d)
+			}
+			if err := op.run(); err != nil {
+				t.Errorf("the next call: %v", err)
+			}
+		})
+	}
+
+	// Failures from the token itself are named by the step that failed
+	// inside the crossing: a tag that does not authenticate fails
+	// C_Decrypt (SoftHSM says CKR_GENERAL_ERROR), and a handle lost with
+	// its anchor session fails C_SignInit before the key is reloaded.
+	tagFailures := map[string]string{"function": "C_Decrypt", "ckr": "CKR_GENERAL_ERROR"}
+	before := gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures)
+	tampered := append([]byte(nil), sealed...)
+	tampered[0] ^= 1
+	if _, err := p.DecryptGCM(ctx, aes, iv, tampered, nil); !errors.Is(err, hsm.ErrDecrypt) {
+		t.Fatalf("tampered ciphertext: %v, want ErrDecrypt", err)
+	}
+	if d := gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures) - before; d != 1 {
+		t.Errorf("C_Decrypt CKR_GENERAL_ERROR counted %v times, want 1", d)
+	}
+	initFailures := map[string]string{"function": "C_SignInit"}
+	before = gathered(t, "hsmbroker_hsm_call_errors_total", initFailures)
+	p.KillAnchor()
+	if _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", digest); err != nil {
+		t.Fatalf("sign after anchor loss: %v", err)
+	}
+	if d := gathered(t, "hsmbroker_hsm_call_errors_total", initFailures) - before; d != 1 {
+		t.Errorf("C_SignInit failures counted %v times after the anchor loss, want 1", d)
 	}
 }

@@ -38,11 +38,14 @@ type module interface {
 	SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
 	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
 	GenerateRandom(sh pkcs11.SessionHandle, length int) ([]byte, error)
+	// Once is an operation's Init and single-part call (after
+	// C_GenerateRandom, for a data key) in one crossing into C (direct.go).
+	Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error)
 }
 
-var _ module = (*pkcs11.Ctx)(nil)
+var _ module = (*p11Module)(nil)
 
-// loadedModules holds one initialized *pkcs11.Ctx per library path for the
+// loadedModules holds one initialized module per library path for the
 // life of the process. A PKCS#11 library is a process-wide singleton
 // (dlopen returns the same handle, C_Initialize may run once), so every
 // Partition on the same library shares one context. Libraries are never
@@ -50,18 +53,18 @@ var _ module = (*pkcs11.Ctx)(nil)
 // may still hold sessions.
 var loadedModules = struct {
 	sync.Mutex
-	byPath map[string]*pkcs11.Ctx
-}{byPath: map[string]*pkcs11.Ctx{}}
+	byPath map[string]*p11Module
+}{byPath: map[string]*p11Module{}}
 
 // loadModule returns the shared, initialized context for path.
-func loadModule(path string) (*pkcs11.Ctx, error) {
+func loadModule(path string) (*p11Module, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: no PKCS#11 module path configured", ErrInvalidInput)
 	}
 	loadedModules.Lock()
 	defer loadedModules.Unlock()
-	if ctx, ok := loadedModules.byPath[path]; ok {
-		return ctx, nil
+	if m, ok := loadedModules.byPath[path]; ok {
+		return m, nil
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("%w: PKCS#11 module %s: %v", ErrNotFound, path, err)
@@ -77,6 +80,10 @@ func loadModule(path string) (*pkcs11.Ctx, error) {
 			return nil, fmt.Errorf("initialize PKCS#11 module %s: %w", path, wrapP11("C_Initialize", err))
 		}
 	}
-	loadedModules.byPath[path] = ctx
-	return ctx, nil
+	m, err := newP11Module(path, ctx)
+	if err != nil {
+		return nil, err
+	}
+	loadedModules.byPath[path] = m
+	return m, nil
 }

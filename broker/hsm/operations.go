@@ -32,7 +32,7 @@ func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
 		var err error
-		out, err = p.encryptGCMOn(sh, h, iv, plaintext, aad)
+		out, err = p.m.Once(sh, gcmArgs(opEncrypt, h, iv, aad, plaintext, 0))
 		return err
 	})
 	if err != nil {
@@ -53,11 +53,8 @@ func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad 
 		return nil, nil, err
 	}
 	err = p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		r, err := p.m.GenerateRandom(sh, n)
-		if err != nil {
-			return wrapP11("C_GenerateRandom", err)
-		}
-		out, err := p.encryptGCMOn(sh, h, iv, r, aad)
+		r := make([]byte, n)
+		out, err := p.m.Once(sh, gcmArgs(opEncrypt, h, iv, aad, r, n))
 		if err != nil {
 			clear(r)
 			return err
@@ -84,14 +81,16 @@ func checkGCMEncrypt(k KeyRef, iv []byte, plaintextLen int) error {
 	return nil
 }
 
-func (p *Partition) encryptGCMOn(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, iv, plaintext, aad []byte) ([]byte, error) {
-	params := pkcs11.NewGCMParams(iv, aad, GCMTagSize*8)
-	defer params.Free()
-	if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
-		return nil, wrapP11("C_EncryptInit", err)
+// gcmArgs is one AES-GCM call with a 128-bit tag. For opEncrypt with
+// randomLen > 0, in is filled from the token's RNG and then sealed.
+func gcmArgs(op onceOp, h pkcs11.ObjectHandle, iv, aad, in []byte, randomLen int) onceArgs {
+	a := onceArgs{op: op, mech: pkcs11.CKM_AES_GCM, key: h, iv: iv, aad: aad, randomLen: randomLen, in: in}
+	if op == opEncrypt {
+		a.outLen = len(in) + GCMTagSize
+	} else {
+		a.outLen = len(in)
 	}
-	out, err := p.m.Encrypt(sh, plaintext)
-	return out, wrapP11("C_Encrypt", err)
+	return a
 }
 
 // DecryptGCM reverses EncryptGCM. Every authentication or format failure is
@@ -105,14 +104,9 @@ func (p *Partition) DecryptGCM(ctx context.Context, k KeyRef, iv, sealed, aad []
 	}
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		params := pkcs11.NewGCMParams(iv, aad, GCMTagSize*8)
-		defer params.Free()
-		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
-			return wrapP11("C_DecryptInit", err)
-		}
 		var err error
-		out, err = p.m.Decrypt(sh, sealed)
-		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+		out, err = p.m.Once(sh, gcmArgs(opDecrypt, h, iv, aad, sealed, 0))
+		return p.decryptResult(sh, err)
 	})
 	if err != nil {
 		return nil, decryptError(k, err)
@@ -261,10 +255,14 @@ func (p *Partition) SignDigest(ctx context.Context, k KeyRef, alg keys.SigningAl
 	}
 	var sig []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error {
+		var err error
+		if mech.Parameter == nil {
+			sig, err = p.m.Once(sh, onceArgs{op: opSign, mech: mech.Mechanism, key: oh, in: input, outLen: maxSignature})
+			return err
+		}
 		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{mech}, oh); err != nil {
 			return wrapP11("C_SignInit", err)
 		}
-		var err error
 		sig, err = p.m.Sign(sh, input)
 		return wrapP11("C_Sign", err)
 	})
@@ -276,6 +274,10 @@ func (p *Partition) SignDigest(ctx context.Context, k KeyRef, alg keys.SigningAl
 	}
 	return sig, nil
 }
+
+// maxSignature is the longest signature a key spec makes: RSA-4096's 512
+// bytes (P-521's raw r||s is 132, HMAC-SHA-512's 64).
+const maxSignature = 512
 
 // ecdsaRawToDER converts PKCS#11's r||s to the DER SEQUENCE {r, s} that
 // X.509, OpenSSL and AWS KMS use. It writes the DER itself: through
@@ -332,12 +334,9 @@ func (p *Partition) MAC(ctx context.Context, k KeyRef, alg keys.MacAlgorithm, me
 	}
 	var mac []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
-			return wrapP11("C_SignInit", err)
-		}
 		var err error
-		mac, err = p.m.Sign(sh, message)
-		return wrapP11("C_Sign", err)
+		mac, err = p.m.Once(sh, onceArgs{op: opSign, mech: mech, key: h, in: message, outLen: alg.Hash().Size()})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("MAC with key %s: %w", k.ID, err)
