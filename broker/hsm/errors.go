@@ -92,6 +92,10 @@ func wrapP11(op string, err error) error {
 
 // ckrOf extracts the CKR code from an error, if it carries one.
 func ckrOf(err error) (uint, bool) {
+	if err == nil {
+		// Every successful call asks; errors.As would allocate its target.
+		return 0, false
+	}
 	var pe *p11Error
 	if errors.As(err, &pe) {
 		return pe.code, true

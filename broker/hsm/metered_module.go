@@ -213,8 +213,7 @@ func (w *meteredModule) Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error
 	start := time.Now()
 	r0, err := w.m.Once(sh, a)
 	name := stepNames[a.op][2]
-	var pe *p11Error
-	if errors.As(err, &pe) {
+	if pe := (*p11Error)(nil); err != nil && errors.As(err, &pe) {
 		name = pe.op
 	}
 	w.obs[name].done(start, err)
