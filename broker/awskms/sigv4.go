@@ -1,11 +1,13 @@
 package awskms
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"net/http"
 	"net/url"
 	"sort"
@@ -70,11 +72,8 @@ type sigV4Auth struct {
 	region        string
 	service       string
 	signedHeaders []string // lower case, sorted, unique
+	signedRaw     string   // signedHeaders joined by ';', as received
 	signature     string   // 64 lower-case hex digits
-}
-
-func (a sigV4Auth) scope() string {
-	return a.date + "/" + a.region + "/" + a.service + "/" + sigV4Terminator
 }
 
 // parseAuthorization parses a SigV4 Authorization header. Every failure is
@@ -90,7 +89,9 @@ func parseAuthorization(h string) (sigV4Auth, *authError) {
 	}
 	var cred, signed, sig string
 	var haveCred, haveSigned, haveSig bool
-	for _, part := range strings.Split(rest, ",") {
+	for more := true; more; {
+		var part string
+		part, rest, more = strings.Cut(rest, ",")
 		part = strings.TrimSpace(part)
 		k, v, ok := strings.Cut(part, "=")
 		if !ok {
@@ -121,8 +122,16 @@ func parseAuthorization(h string) (sigV4Auth, *authError) {
 	case !haveSig:
 		return a, incomplete("Authorization header requires 'Signature' parameter.")
 	}
-	parts := strings.Split(cred, "/")
-	if len(parts) != 5 || parts[0] == "" || parts[2] == "" || parts[3] == "" || parts[4] != sigV4Terminator {
+	var parts [5]string
+	n := 0
+	for more := true; more; n++ {
+		if n == len(parts) {
+			n++ // too many components
+			break
+		}
+		parts[n], cred, more = strings.Cut(cred, "/")
+	}
+	if n != 5 || parts[0] == "" || parts[2] == "" || parts[3] == "" || parts[4] != sigV4Terminator {
 		return a, incomplete("Credential must have the form ACCESS_KEY_ID/YYYYMMDD/REGION/SERVICE/%s", sigV4Terminator)
 	}
 	if _, err := time.Parse(scopeDateFormat, parts[1]); err != nil || len(parts[1]) != 8 {
@@ -133,6 +142,7 @@ func parseAuthorization(h string) (sigV4Auth, *authError) {
 		return a, incomplete("SignedHeaders is empty")
 	}
 	a.signedHeaders = strings.Split(signed, ";")
+	a.signedRaw = signed
 	for i, name := range a.signedHeaders {
 		if !isHeaderToken(name) || strings.ToLower(name) != name {
 			return a, incomplete("SignedHeaders entry %d is not a lower-case header name", i+1)
@@ -171,24 +181,48 @@ type verifier struct {
 // secret takes effect at once.
 type signingKeyCache struct {
 	mu sync.Mutex
-	m  map[string]signingKey
+	m  map[signingScope]*signingKey
 }
 
+// signingScope is what a signing key is derived for, besides the secret.
+type signingScope struct{ accessKeyID, date, region, service string }
+
 type signingKey struct {
-	secretHash [sha256.Size]byte
-	key        []byte
+	secret string
+	key    []byte
+	// macs holds HMAC-SHA256 states keyed with key: Reset returns one to
+	// its keyed state, where hmac.New would allocate and hash the key's
+	// pads again for every request.
+	macs sync.Pool
+}
+
+func newSigningKey(secret string, key []byte) *signingKey {
+	k := &signingKey{secret: secret, key: key}
+	k.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return k
+}
+
+// mac returns the HMAC of data under the key, in hex.
+func (k *signingKey) mac(data []byte) [2 * sha256.Size]byte {
+	m := k.macs.Get().(hash.Hash)
+	m.Reset()
+	m.Write(data)
+	var sum [sha256.Size]byte
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], m.Sum(sum[:0]))
+	k.macs.Put(m)
+	return out
 }
 
 const maxCachedSigningKeys = 1024
 
-func (c *signingKeyCache) get(secret string, a sigV4Auth) []byte {
-	id := a.accessKeyID + "/" + a.scope()
-	sh := sha256.Sum256([]byte(secret))
+func (c *signingKeyCache) get(secret string, a sigV4Auth) *signingKey {
+	id := signingScope{a.accessKeyID, a.date, a.region, a.service}
 	c.mu.Lock()
 	e, ok := c.m[id]
 	c.mu.Unlock()
-	if ok && e.secretHash == sh {
-		return e.key
+	if ok && e.secret == secret {
+		return e
 	}
 	k := hmacSHA256([]byte("AWS4"+secret), a.date)
 	k = hmacSHA256(k, a.region)
@@ -196,11 +230,12 @@ func (c *signingKeyCache) get(secret string, a sigV4Auth) []byte {
 	k = hmacSHA256(k, sigV4Terminator)
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedSigningKeys {
-		c.m = map[string]signingKey{}
+		c.m = map[signingScope]*signingKey{}
 	}
-	c.m[id] = signingKey{secretHash: sh, key: k}
+	e = newSigningKey(secret, k)
+	c.m[id] = e
 	c.mu.Unlock()
-	return k
+	return e
 }
 
 // preAuth is a request whose Authorization header, signing time,
@@ -297,16 +332,17 @@ func (v *verifier) verifyHeaders(r *http.Request) (*preAuth, *authError) {
 // the payload hash and the signature.
 func (v *verifier) verifyBody(p *preAuth, r *http.Request, body []byte) (string, *authError) {
 	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
-	if p.claimedPayloadHash != "" && p.claimedPayloadHash != payloadHash {
+	var payloadHash [2 * sha256.Size]byte
+	hex.Encode(payloadHash[:], sum[:])
+	if p.claimedPayloadHash != "" && p.claimedPayloadHash != string(payloadHash[:]) {
 		return "", invalidSig("The provided 'x-amz-content-sha256' header does not match what was computed.")
 	}
-	creq, aerr := canonicalRequest(r, p.a.signedHeaders, payloadHash)
+	creq, aerr := canonicalRequest(r, p.a, payloadHash[:])
 	if aerr != nil {
 		return "", aerr
 	}
 	want := signature(v.keys.get(p.secret, p.a), p.a, p.amzDate, creq)
-	if subtle.ConstantTimeCompare([]byte(want), []byte(p.a.signature)) != 1 {
+	if subtle.ConstantTimeCompare(want[:], []byte(p.a.signature)) != 1 {
 		return "", invalidSig(msgSignatureMismatch)
 	}
 	return p.principal, nil
@@ -334,12 +370,16 @@ func requestTime(r *http.Request) (time.Time, string, *authError) {
 }
 
 // canonicalRequest builds the canonical request of SigV4 task 1.
-func canonicalRequest(r *http.Request, signedHeaders []string, payloadHash string) (string, *authError) {
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return "", invalidSig("the query string is not valid URL encoding")
+func canonicalRequest(r *http.Request, a sigV4Auth, payloadHash []byte) ([]byte, *authError) {
+	var query url.Values
+	if r.URL.RawQuery != "" {
+		var err error
+		if query, err = url.ParseQuery(r.URL.RawQuery); err != nil {
+			return nil, invalidSig("the query string is not valid URL encoding")
+		}
 	}
-	var b strings.Builder
+	var b bytes.Buffer
+	b.Grow(canonicalRequestSize)
 	b.WriteString(r.Method)
 	b.WriteByte('\n')
 	path := r.URL.EscapedPath()
@@ -370,40 +410,67 @@ func canonicalRequest(r *http.Request, signedHeaders []string, payloadHash strin
 		}
 	}
 	b.WriteByte('\n')
-	for _, name := range signedHeaders {
+	for _, name := range a.signedHeaders {
 		b.WriteString(name)
 		b.WriteByte(':')
-		var values []string
-		switch name {
-		case "host":
-			values = []string{r.Host}
+		switch values := headerValues(r.Header, name); {
+		case name == "host":
+			b.WriteString(collapseSpaces(r.Host))
+		case name == "content-length" && len(values) == 0 && r.ContentLength >= 0:
+			b.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		default:
-			values = r.Header.Values(name)
-			if name == "content-length" && len(values) == 0 && r.ContentLength >= 0 {
-				values = []string{strconv.FormatInt(r.ContentLength, 10)}
+			for i, val := range values {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(collapseSpaces(val))
 			}
-		}
-		for i, val := range values {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(collapseSpaces(val))
 		}
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')
-	b.WriteString(strings.Join(signedHeaders, ";"))
+	b.WriteString(a.signedRaw)
 	b.WriteByte('\n')
-	b.WriteString(payloadHash)
-	return b.String(), nil
+	b.Write(payloadHash)
+	return b.Bytes(), nil
+}
+
+// canonicalRequestSize is room for an SDK's KMS request's canonical form
+// (about 400 bytes), so that building one allocates once.
+const canonicalRequestSize = 512
+
+// canonicalHeaderNames are the canonical forms of the headers SDKs sign,
+// by their lower-case names: Header.Values would canonicalize each name
+// again, allocating, on every request.
+var canonicalHeaderNames = map[string]string{}
+
+func init() {
+	for _, h := range []string{"Content-Length", "Content-Type", "Date", "X-Amz-Content-Sha256", "X-Amz-Date",
+		"X-Amz-Security-Token", "X-Amz-Target", "X-Amz-User-Agent", "Amz-Sdk-Invocation-Id", "Amz-Sdk-Request",
+		"User-Agent", "Accept", "Accept-Encoding", "Content-Encoding", "Expect"} {
+		canonicalHeaderNames[strings.ToLower(h)] = h
+	}
+}
+
+// headerValues is h.Values(name) for a lower-case name.
+func headerValues(h http.Header, name string) []string {
+	if c, ok := canonicalHeaderNames[name]; ok {
+		return h[c]
+	}
+	return h.Values(name)
 }
 
 // signature computes SigV4 tasks 2 and 3: the string to sign and its HMAC
 // under the signing key derived from the secret and scope, in hex.
-func signature(signingKey []byte, a sigV4Auth, amzDate, canonical string) string {
-	h := sha256.Sum256([]byte(canonical))
-	toSign := sigV4Algorithm + "\n" + amzDate + "\n" + a.scope() + "\n" + hex.EncodeToString(h[:])
-	return hex.EncodeToString(hmacSHA256(signingKey, toSign))
+func signature(signingKey *signingKey, a sigV4Auth, amzDate string, canonical []byte) [2 * sha256.Size]byte {
+	h := sha256.Sum256(canonical)
+	var hh [2 * sha256.Size]byte
+	hex.Encode(hh[:], h[:])
+	toSign := make([]byte, 0, len(sigV4Algorithm)+len(amzDate)+len(a.date)+len(a.region)+len(a.service)+len(sigV4Terminator)+len(hh)+6)
+	for _, s := range [...]string{sigV4Algorithm, "\n", amzDate, "\n", a.date, "/", a.region, "/", a.service, "/", sigV4Terminator, "\n"} {
+		toSign = append(toSign, s...)
+	}
+	return signingKey.mac(append(toSign, hh[:]...))
 }
 
 func hmacSHA256(key []byte, data string) []byte {
@@ -416,6 +483,9 @@ func hmacSHA256(key []byte, data string) []byte {
 // characters, and '/' unless encodeSlash, with upper-case hex digits.
 func uriEncode(s string, encodeSlash bool) string {
 	const hexDigits = "0123456789ABCDEF"
+	if !needsURIEncoding(s, encodeSlash) {
+		return s
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
@@ -432,6 +502,18 @@ func uriEncode(s string, encodeSlash bool) string {
 		}
 	}
 	return b.String()
+}
+
+func needsURIEncoding(s string, encodeSlash bool) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+		case c == '/' && !encodeSlash:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // collapseSpaces trims a header value and collapses runs of spaces inside

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,4 +252,92 @@ func FuzzVerifySigV4(f *testing.F) {
 		}
 		_, _ = parseAuthorization(auth)
 	})
+}
+
+// swappableCreds is one access key whose secret a test changes.
+type swappableCreds struct {
+	mu     sync.Mutex
+	secret string
+}
+
+func (c *swappableCreds) Lookup(id string) (string, string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.secret, "alice", id == sigTestKey.ID
+}
+
+// The verifier keeps derived signing keys and keyed HMAC states, but a
+// changed secret takes effect on the next request, and requests verified
+// side by side each get their own HMAC state.
+func TestSigV4SigningKeyCache(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	creds := &swappableCreds{secret: sigTestKey.Secret}
+	v := testVerifier(now)
+	v.creds = creds
+	verify := func(key AccessKey, body string) *authError {
+		r := signed(t, body, now, key, "kms", "us-east-1", true)
+		_, aerr := v.verify(r, readAll(t, r))
+		return aerr
+	}
+	if aerr := verify(sigTestKey, `{"n":1}`); aerr != nil {
+		t.Fatal(aerr)
+	}
+	if aerr := verify(sigTestKey, `{"n":2}`); aerr != nil {
+		t.Fatalf("second request, cached key: %v", aerr)
+	}
+	rotated := sigTestKey
+	rotated.Secret = "a different secret of the same access key"
+	creds.mu.Lock()
+	creds.secret = rotated.Secret
+	creds.mu.Unlock()
+	if aerr := verify(sigTestKey, `{"n":3}`); aerr == nil || aerr.exception != excInvalidSignature {
+		t.Fatalf("request signed with the old secret after the change: %v, want %s", aerr, excInvalidSignature)
+	}
+	if aerr := verify(rotated, `{"n":4}`); aerr != nil {
+		t.Fatalf("request signed with the new secret: %v", aerr)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				good := signed(t, fmt.Sprintf(`{"g":%d,"i":%d}`, g, i), now, rotated, "kms", "us-east-1", true)
+				bad := signed(t, fmt.Sprintf(`{"g":%d,"i":%d}`, g, i), now, sigTestKey, "kms", "us-east-1", true)
+				if _, aerr := v.verify(good, readAll(t, good)); aerr != nil {
+					errs <- "good request refused: " + aerr.Error()
+					return
+				}
+				if _, aerr := v.verify(bad, readAll(t, bad)); aerr == nil {
+					errs <- "request with the old secret accepted"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// BenchmarkVerifySigV4 is the server's cost to verify one SDK-signed KMS
+// request, the body already read:
+//
+//	go test -run '^$' -bench VerifySigV4 -benchmem ./broker/awskms
+func BenchmarkVerifySigV4(b *testing.B) {
+	at := time.Date(2026, 12, 6, 7, 0, 0, 0, time.UTC)
+	v := testVerifier(at)
+	body := `{"KeyId":"alias/bench","KeySpec":"AES_256"}`
+	r := signed(b, body, at, sigTestKey, "kms", "us-east-1", true)
+	raw := readAll(b, r)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, aerr := v.verify(r, raw); aerr != nil {
+			b.Fatal(aerr)
+		}
+	}
 }
