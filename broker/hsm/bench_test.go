@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -255,6 +256,26 @@ func BenchmarkPaired(b *testing.B) {
 			return nil
 		}, func() error {
 			_, err := p.EncryptGCM(ctx, k, iv, pt, aad)
+			return err
+		})
+	})
+	b.Run("DataKey", func(b *testing.B) {
+		// A data key: 32 bytes from the token's RNG, sealed under the key.
+		aead := c11GCM(b)
+		rng, err := bench.c11.NewRandomReader()
+		if err != nil {
+			b.Fatal(err)
+		}
+		k := benchKey(b, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		paired(b, func() error {
+			dk := make([]byte, 32)
+			if _, err := io.ReadFull(rng, dk); err != nil {
+				return err
+			}
+			_ = aead.Seal(nil, iv, dk, aad)
+			return nil
+		}, func() error {
+			_, _, err := p.SealRandomGCM(ctx, k, 32, iv, aad)
 			return err
 		})
 	})
