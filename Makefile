@@ -88,6 +88,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench LoadedKeyMemory/P-256 -benchtime 1x ./broker/hsm
 	$(GO) test -run '^$$' -bench ServiceVsPartition -benchtime 2x ./broker
 	$(GO) test -run '^$$' -bench Encrypt ./broker/awskms
+	$(GO) test -run '^$$' -bench VerifySigV4 -benchmem ./broker/awskms
 	$(GO) test -run '^$$' -bench Check -benchtime 2000x ./internal/strictjson
 	$(GO) test -run '^$$' -bench CreateKey -benchtime 1x ./broker
 	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
