@@ -5,6 +5,7 @@ package hsm
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
 #include <stdlib.h>
+#include <string.h>
 #include <p11-kit/pkcs11.h>
 
 // The steps of a one-crossing call, reported back so that an error names
@@ -28,6 +29,18 @@ static CK_RV hsm_function_list(const char *path, CK_FUNCTION_LIST_PTR *fl) {
 		return CKR_GENERAL_ERROR;
 	}
 	return get(fl);
+}
+
+static CK_RV hsm_op(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
+		CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
+	switch (op) {
+	case OP_ENCRYPT:
+		return fl->C_Encrypt(sh, in, in_len, out, out_len);
+	case OP_DECRYPT:
+		return fl->C_Decrypt(sh, in, in_len, out, out_len);
+	default:
+		return fl->C_Sign(sh, in, in_len, out, out_len);
+	}
 }
 
 // hsm_once runs an Init and its single-part operation in one call. With
@@ -75,14 +88,20 @@ static CK_RV hsm_once(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
 		return rv;
 	}
 	*step = STEP_OP;
-	switch (op) {
-	case OP_ENCRYPT:
-		return fl->C_Encrypt(sh, in, in_len, out, out_len);
-	case OP_DECRYPT:
-		return fl->C_Decrypt(sh, in, in_len, out, out_len);
-	default:
-		return fl->C_Sign(sh, in, in_len, out, out_len);
+	rv = hsm_op(fl, op, sh, in, in_len, out, out_len);
+	if (rv == CKR_BUFFER_TOO_SMALL) {
+		// The operation is still active; finish it into a scratch buffer
+		// so that the session goes back to the pool clean, and report the
+		// error (the caller sized out wrongly).
+		CK_ULONG need = *out_len;
+		CK_BYTE_PTR scratch = malloc(need > 0 ? need : 1);
+		if (scratch != NULL) {
+			hsm_op(fl, op, sh, in, in_len, scratch, &need);
+			memset(scratch, 0, need);
+			free(scratch);
+		}
 	}
+	return rv;
 }
 */
 import "C"
@@ -147,7 +166,9 @@ var stepNames = map[onceOp][3]string{
 // Once makes the operation's calls in one crossing. A failure is a
 // *p11Error naming the function that returned it.
 func (m *p11Module) Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error) {
-	out := make([]byte, a.outLen)
+	// Never a NULL output: C_Encrypt and its kin would take that for a size
+	// query and leave the operation active.
+	out := make([]byte, max(a.outLen, 1))
 	outLen := C.CK_ULONG(len(out))
 	var step C.int
 	rv := C.hsm_once(m.fl, C.int(a.op), C.CK_SESSION_HANDLE(sh), C.CK_MECHANISM_TYPE(a.mech), C.CK_OBJECT_HANDLE(a.key),

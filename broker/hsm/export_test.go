@@ -90,3 +90,17 @@ const (
 	CKRAttributeSensitive  = pkcs11.CKR_ATTRIBUTE_SENSITIVE
 	CKRKeyFunctionNotAllow = pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED
 )
+
+// EncryptGCMInto is EncryptGCM with the output buffer's size chosen by the
+// caller, to test a buffer the token finds too small.
+func (p *Partition) EncryptGCMInto(ctx context.Context, k KeyRef, iv, plaintext []byte, outLen int) ([]byte, error) {
+	var out []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		a := gcmArgs(opEncrypt, h, iv, nil, plaintext, 0)
+		a.outLen = outLen
+		var err error
+		out, err = p.m.Once(sh, a)
+		return err
+	})
+	return out, err
+}

@@ -1,6 +1,7 @@
 package hsm_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"sync"
@@ -242,5 +243,27 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 	}
 	if d := gathered(t, "hsmbroker_hsm_call_errors_total", initFailures) - before; d != 1 {
 		t.Errorf("C_SignInit failures counted %v times after the anchor loss, want 1", d)
+	}
+}
+
+// A buffer the token finds too small is reported, and the operation it
+// left active is finished inside the crossing: the same session (the pool
+// holds one) serves the next call.
+func TestOneCrossingBufferTooSmall(t *testing.T) {
+	p := hsmtest.NewPartition(t, hsmtest.WithConfig(func(c *hsm.Config) { c.PoolSize = 1 }))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := make([]byte, hsm.GCMIVSize)
+	pt := []byte("thirty-two bytes of plaintext...")
+	_, err := p.EncryptGCMInto(ctx, k, iv, pt, len(pt))
+	if err == nil || !strings.Contains(err.Error(), "C_Encrypt: ") || !strings.Contains(err.Error(), "CKR_BUFFER_TOO_SMALL") {
+		t.Fatalf("too small a buffer: %v, want C_Encrypt CKR_BUFFER_TOO_SMALL", err)
+	}
+	sealed, err := p.EncryptGCM(ctx, k, iv, pt, nil)
+	if err != nil {
+		t.Fatalf("the next call on the same session: %v", err)
+	}
+	if got, err := p.DecryptGCM(ctx, k, iv, sealed, nil); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("round trip after the failure: %q, %v", got, err)
 	}
 }
