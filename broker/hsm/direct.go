@@ -18,7 +18,8 @@ enum { OP_ENCRYPT = 1, OP_DECRYPT = 2, OP_SIGN = 3 };
 static CK_BYTE hsm_empty[1];
 
 // hsm_function_list finds the function list of a library that is already
-// loaded (by miekg/pkcs11); dlopen hands back the same handle.
+// loaded (by miekg/pkcs11); dlopen hands back the same handle, which is
+// never closed, as the library is never finalized (module.go).
 static CK_RV hsm_function_list(const char *path, CK_FUNCTION_LIST_PTR *fl) {
 	void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
 	if (h == NULL) {
@@ -118,9 +119,8 @@ import (
 // operation's PKCS#11 calls in one crossing from Go into C. Through
 // miekg/pkcs11 a GenerateDataKey took about ten crossings (each C_* call,
 // its size query's buffer, the mechanism's parameters and their frees);
-// here it takes one, into a buffer Go allocated. Fewer crossings means
-// less cgo bookkeeping and fewer calls long enough for the Go runtime to
-// hand the processor to another thread (docs/BENCHMARKS.md, issue 13).
+// here it takes one, into a buffer Go allocated, with no size query and no
+// copy of the result left on the C heap (docs/BENCHMARKS.md, issue 13).
 type p11Module struct {
 	*pkcs11.Ctx
 	fl C.CK_FUNCTION_LIST_PTR
@@ -145,7 +145,7 @@ const (
 	opSign    onceOp = C.OP_SIGN
 )
 
-// onceArgs is one operation for once. Byte slices may be empty.
+// onceArgs is one operation for Once. Byte slices may be empty.
 type onceArgs struct {
 	op        onceOp
 	mech      uint
