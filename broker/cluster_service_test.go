@@ -126,8 +126,11 @@ func TestEveryReadinessCheckIsTheNodesVerdict(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go broker.NewDaemon(e.svc, broker.DaemonConfig{Health: hs, HealthInterval: time.Hour}).WatchHealth(wctx) // one check now, the next in an hour
+	// Wait for the watcher's check itself: before any check the verdict is
+	// "not ready" with no reason, and a check still running when the
+	// faults are cleared below would overwrite the later verdict.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ok, _ := e.svc.Healthy(); !ok {
+		if ok, reason := e.svc.Healthy(); !ok && reason != "" {
 			break
 		}
 		if time.Now().After(deadline) {
