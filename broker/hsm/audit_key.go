@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 
@@ -79,11 +80,8 @@ func (p *Partition) AuditMAC(ctx context.Context, msg []byte) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		if err := p.m.SignInit(anchor, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, h); err != nil {
-			return wrapP11("C_SignInit", err)
-		}
-		mac, err = p.m.Sign(anchor, msg)
-		return wrapP11("C_Sign", err)
+		mac, err = p.m.Once(anchor, onceArgs{op: opSign, mech: pkcs11.CKM_SHA256_HMAC, key: h, in: msg, outLen: sha256.Size})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit MAC: %w", err)

@@ -47,10 +47,11 @@ static CK_RV hsm_op(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
 // hsm_once runs an Init and its single-part operation in one call. With
 // random_len > 0 it first fills in[0:random_len] from C_GenerateRandom (a
 // data key drawn and sealed together). iv non-NULL selects CKM_AES_GCM
-// parameters with a 128-bit tag; otherwise the mechanism has none. out
-// must be large enough for the result: there is no size query.
+// parameters with a 128-bit tag, which hold pointers and so are built
+// here; otherwise param (possibly NULL) is the mechanism's parameter as it
+// is. out must be large enough for the result: there is no size query.
 static CK_RV hsm_once(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
-		CK_MECHANISM_TYPE mech, CK_OBJECT_HANDLE key,
+		CK_MECHANISM_TYPE mech, CK_VOID_PTR param, CK_ULONG param_len, CK_OBJECT_HANDLE key,
 		CK_BYTE_PTR iv, CK_ULONG iv_len, CK_BYTE_PTR aad, CK_ULONG aad_len,
 		CK_ULONG random_len, CK_BYTE_PTR in, CK_ULONG in_len,
 		CK_BYTE_PTR out, CK_ULONG_PTR out_len, int *step) {
@@ -66,7 +67,7 @@ static CK_RV hsm_once(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
 		}
 	}
 	CK_GCM_PARAMS gcm = {iv, iv_len, iv_len * 8, aad_len > 0 ? aad : NULL, aad_len, 128};
-	CK_MECHANISM m = {mech, NULL, 0};
+	CK_MECHANISM m = {mech, param, param_len};
 	if (iv != NULL) {
 		m.pParameter = &gcm;
 		m.ulParameterLen = sizeof gcm;
@@ -114,8 +115,9 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// p11Module is the loaded library: miekg/pkcs11's context for most calls,
-// and the library's own function list for the hot ones, which make an
+// p11Module is the loaded library: miekg/pkcs11's context for object,
+// session and key management calls, and the library's own function list
+// for encryption, decryption, signatures and MACs, which make an
 // operation's PKCS#11 calls in one crossing from Go into C. Through
 // miekg/pkcs11 a GenerateDataKey took about ten crossings (each C_* call,
 // its size query's buffer, the mechanism's parameters and their frees);
@@ -147,10 +149,14 @@ const (
 
 // onceArgs is one operation for Once. Byte slices may be empty.
 type onceArgs struct {
-	op        onceOp
-	mech      uint
+	op   onceOp
+	mech uint
+	// param is the mechanism's parameter, which must hold no pointers: an
+	// IV, CK_AES_CTR_PARAMS, CK_RSA_PKCS_PSS_PARAMS, or
+	// CK_RSA_PKCS_OAEP_PARAMS without a label (oaepParams).
+	param     []byte
 	key       pkcs11.ObjectHandle
-	iv, aad   []byte // iv non-empty: AES-GCM with a 128-bit tag
+	iv, aad   []byte // iv non-empty: AES-GCM with a 128-bit tag, and no param
 	randomLen int    // > 0: fill in[:randomLen] from the token's RNG first
 	in        []byte
 	outLen    int // the largest result
@@ -171,7 +177,8 @@ func (m *p11Module) Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error) {
 	out := make([]byte, max(a.outLen, 1))
 	outLen := C.CK_ULONG(len(out))
 	var step C.int
-	rv := C.hsm_once(m.fl, C.int(a.op), C.CK_SESSION_HANDLE(sh), C.CK_MECHANISM_TYPE(a.mech), C.CK_OBJECT_HANDLE(a.key),
+	rv := C.hsm_once(m.fl, C.int(a.op), C.CK_SESSION_HANDLE(sh), C.CK_MECHANISM_TYPE(a.mech),
+		C.CK_VOID_PTR(bytePtr(a.param)), C.CK_ULONG(len(a.param)), C.CK_OBJECT_HANDLE(a.key),
 		bytePtr(a.iv), C.CK_ULONG(len(a.iv)), bytePtr(a.aad), C.CK_ULONG(len(a.aad)),
 		C.CK_ULONG(a.randomLen), bytePtr(a.in), C.CK_ULONG(len(a.in)),
 		bytePtr(out), &outLen, &step)
@@ -182,6 +189,13 @@ func (m *p11Module) Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error) {
 		return nil, &p11Error{op: stepNames[a.op][2], code: pkcs11.CKR_BUFFER_TOO_SMALL}
 	}
 	return out[:outLen], nil
+}
+
+// oaepParams is CK_RSA_PKCS_OAEP_PARAMS with an empty label: hash, MGF1
+// of the same hash, and no source data.
+func oaepParams(hash, mgf uint) []byte {
+	p := C.CK_RSA_PKCS_OAEP_PARAMS{hashAlg: C.CK_MECHANISM_TYPE(hash), mgf: C.CK_RSA_PKCS_MGF_TYPE(mgf), source: C.CKZ_DATA_SPECIFIED}
+	return C.GoBytes(unsafe.Pointer(&p), C.int(unsafe.Sizeof(p)))
 }
 
 func bytePtr(b []byte) C.CK_BYTE_PTR {

@@ -242,48 +242,6 @@ func (w faultModule) UnwrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, u
 	return w.m.UnwrapKey(sh, m, uk, wrapped, a)
 }
 
-func (w faultModule) EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
-	if err := w.f.before("C_EncryptInit"); err != nil {
-		return err
-	}
-	return w.m.EncryptInit(sh, m, o)
-}
-
-func (w faultModule) Encrypt(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
-	if err := w.f.before("C_Encrypt"); err != nil {
-		return nil, err
-	}
-	return w.m.Encrypt(sh, msg)
-}
-
-func (w faultModule) DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
-	if err := w.f.before("C_DecryptInit"); err != nil {
-		return err
-	}
-	return w.m.DecryptInit(sh, m, o)
-}
-
-func (w faultModule) Decrypt(sh pkcs11.SessionHandle, c []byte) ([]byte, error) {
-	if err := w.f.before("C_Decrypt"); err != nil {
-		return nil, err
-	}
-	return w.m.Decrypt(sh, c)
-}
-
-func (w faultModule) SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
-	if err := w.f.before("C_SignInit"); err != nil {
-		return err
-	}
-	return w.m.SignInit(sh, m, o)
-}
-
-func (w faultModule) Sign(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
-	if err := w.f.before("C_Sign"); err != nil {
-		return nil, err
-	}
-	return w.m.Sign(sh, msg)
-}
-
 func (w faultModule) GenerateRandom(sh pkcs11.SessionHandle, n int) ([]byte, error) {
 	if err := w.f.before("C_GenerateRandom"); err != nil {
 		return nil, err

@@ -157,48 +157,6 @@ func (w *meteredModule) UnwrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism
 	return r0, err
 }
 
-func (w *meteredModule) EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) (err error) {
-	start := time.Now()
-	err = w.m.EncryptInit(sh, m, o)
-	w.obs["C_EncryptInit"].done(start, err)
-	return err
-}
-
-func (w *meteredModule) Encrypt(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
-	start := time.Now()
-	r0, err := w.m.Encrypt(sh, msg)
-	w.obs["C_Encrypt"].done(start, err)
-	return r0, err
-}
-
-func (w *meteredModule) DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) (err error) {
-	start := time.Now()
-	err = w.m.DecryptInit(sh, m, o)
-	w.obs["C_DecryptInit"].done(start, err)
-	return err
-}
-
-func (w *meteredModule) Decrypt(sh pkcs11.SessionHandle, c []byte) ([]byte, error) {
-	start := time.Now()
-	r0, err := w.m.Decrypt(sh, c)
-	w.obs["C_Decrypt"].done(start, err)
-	return r0, err
-}
-
-func (w *meteredModule) SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) (err error) {
-	start := time.Now()
-	err = w.m.SignInit(sh, m, o)
-	w.obs["C_SignInit"].done(start, err)
-	return err
-}
-
-func (w *meteredModule) Sign(sh pkcs11.SessionHandle, msg []byte) ([]byte, error) {
-	start := time.Now()
-	r0, err := w.m.Sign(sh, msg)
-	w.obs["C_Sign"].done(start, err)
-	return r0, err
-}
-
 func (w *meteredModule) GenerateRandom(sh pkcs11.SessionHandle, n int) ([]byte, error) {
 	start := time.Now()
 	r0, err := w.m.GenerateRandom(sh, n)

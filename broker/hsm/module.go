@@ -31,15 +31,10 @@ type module interface {
 	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, public, private []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
 	WrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, wrappingkey, key pkcs11.ObjectHandle) ([]byte, error)
 	UnwrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, unwrappingkey pkcs11.ObjectHandle, wrappedkey []byte, a []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
-	EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
-	Encrypt(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
-	DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
-	Decrypt(sh pkcs11.SessionHandle, cipher []byte) ([]byte, error)
-	SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
-	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
 	GenerateRandom(sh pkcs11.SessionHandle, length int) ([]byte, error)
 	// Once is an operation's Init and single-part call (after
-	// C_GenerateRandom, for a data key) in one crossing into C (direct.go).
+	// C_GenerateRandom, for a data key) in one crossing into C (direct.go):
+	// every encryption, decryption, signature and MAC goes through it.
 	Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error)
 }
 

@@ -192,13 +192,10 @@ func (p *Partition) decryptOAEPNative(ctx context.Context, k KeyRef, hash crypto
 	hm := hashMechs[hash]
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		mech := pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_OAEP, pkcs11.NewOAEPParams(hm.hash, hm.mgf, pkcs11.CKZ_DATA_SPECIFIED, nil))
-		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
-			return wrapP11("C_DecryptInit", err)
-		}
 		var err error
-		out, err = p.m.Decrypt(sh, ciphertext)
-		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+		out, err = p.m.Once(sh, onceArgs{op: opDecrypt, mech: pkcs11.CKM_RSA_PKCS_OAEP, param: oaepParams(hm.hash, hm.mgf),
+			key: h, in: ciphertext, outLen: len(ciphertext)})
+		return p.decryptResult(sh, err)
 	})
 	if err != nil {
 		return nil, err
@@ -213,12 +210,9 @@ func (p *Partition) decryptOAEPNative(ctx context.Context, k KeyRef, hash crypto
 func (p *Partition) decryptOAEPSoftware(ctx context.Context, k KeyRef, hash crypto.Hash, ciphertext []byte) ([]byte, error) {
 	var em []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil)}, h); err != nil {
-			return wrapP11("C_DecryptInit", err)
-		}
 		var err error
-		em, err = p.m.Decrypt(sh, ciphertext)
-		return p.decryptResult(sh, wrapP11("C_Decrypt", err))
+		em, err = p.m.Once(sh, onceArgs{op: opDecrypt, mech: pkcs11.CKM_RSA_X_509, key: h, in: ciphertext, outLen: len(ciphertext)})
+		return p.decryptResult(sh, err)
 	})
 	if err != nil {
 		return nil, decryptError(k, err)
@@ -239,32 +233,24 @@ func (p *Partition) SignDigest(ctx context.Context, k KeyRef, alg keys.SigningAl
 	if h == 0 || len(digest) != h.Size() {
 		return nil, fmt.Errorf("%w: digest for %s must be %d bytes, got %d", ErrInvalidInput, alg, h.Size(), len(digest))
 	}
-	var mech *pkcs11.Mechanism
-	input := digest
+	a := onceArgs{op: opSign, in: digest, outLen: maxSignature}
 	switch {
 	case alg.IsPKCS1v15() && k.Spec.IsRSA():
-		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
-		input = keys.DigestInfo(h, digest)
+		a.mech, a.in = pkcs11.CKM_RSA_PKCS, keys.DigestInfo(h, digest)
 	case alg.IsPSS() && k.Spec.IsRSA():
 		hm := hashMechs[h]
-		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(hm.hash, hm.mgf, uint(h.Size())))
+		a.mech, a.param = pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(hm.hash, hm.mgf, uint(h.Size()))
 	case alg.IsECDSA() && k.Spec.IsEC():
-		mech = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+		a.mech = pkcs11.CKM_ECDSA
 	default:
 		return nil, fmt.Errorf("%w: signing algorithm %s does not fit key spec %s", ErrInvalidInput, alg, k.Spec)
 	}
 	var sig []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error {
+		a.key = oh
 		var err error
-		if mech.Parameter == nil {
-			sig, err = p.m.Once(sh, onceArgs{op: opSign, mech: mech.Mechanism, key: oh, in: input, outLen: maxSignature})
-			return err
-		}
-		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{mech}, oh); err != nil {
-			return wrapP11("C_SignInit", err)
-		}
-		sig, err = p.m.Sign(sh, input)
-		return wrapP11("C_Sign", err)
+		sig, err = p.m.Once(sh, a)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sign with key %s: %w", k.ID, err)

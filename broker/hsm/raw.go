@@ -80,21 +80,29 @@ func (o RawOp) Check(in []byte, encrypt bool) error {
 	return nil
 }
 
-func (o RawOp) mechanism() (*pkcs11.Mechanism, func()) {
+// args is the operation o on in with key object h, for Once.
+func (o RawOp) args(h pkcs11.ObjectHandle, encrypt bool, in []byte) onceArgs {
+	op, outLen := opDecrypt, len(in)
+	if encrypt {
+		// At most a block of padding (CBC_PAD) or a tag (GCM) more.
+		op, outLen = opEncrypt, len(in)+rawBlockSize
+	}
+	a := onceArgs{op: op, key: h, in: in, outLen: outLen}
 	switch o.Mode {
 	case RawCBC:
-		return pkcs11.NewMechanism(pkcs11.CKM_AES_CBC, o.IV), func() {}
+		a.mech, a.param = pkcs11.CKM_AES_CBC, o.IV
 	case RawCBCPad:
-		return pkcs11.NewMechanism(pkcs11.CKM_AES_CBC_PAD, o.IV), func() {}
+		a.mech, a.param = pkcs11.CKM_AES_CBC_PAD, o.IV
 	case RawCTR:
 		// CK_AES_CTR_PARAMS: CK_ULONG ulCounterBits, then the 16-byte block.
 		p := make([]byte, 8+rawBlockSize)
 		binary.NativeEndian.PutUint64(p, 128)
 		copy(p[8:], o.IV)
-		return pkcs11.NewMechanism(pkcs11.CKM_AES_CTR, p), func() {}
+		a.mech, a.param = pkcs11.CKM_AES_CTR, p
+	default:
+		a.mech, a.iv, a.aad = pkcs11.CKM_AES_GCM, o.IV, o.AAD
 	}
-	params := pkcs11.NewGCMParams(o.IV, o.AAD, GCMTagSize*8)
-	return pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params), params.Free
+	return a
 }
 
 func checkRawKey(k KeyRef) error {
@@ -140,10 +148,8 @@ func (p *Partition) DecryptRaw(ctx context.Context, k KeyRef, o RawOp, ciphertex
 func (p *Partition) rawOnce(ctx context.Context, k KeyRef, o RawOp, encrypt bool, in []byte) ([]byte, error) {
 	var out []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		mech, free := o.mechanism()
-		defer free()
 		var err error
-		out, err = p.cryptOnce(sh, h, mech, encrypt, in)
+		out, err = p.cryptOnce(sh, h, o, encrypt, in)
 		return err
 	})
 	return out, err
@@ -152,17 +158,10 @@ func (p *Partition) rawOnce(ctx context.Context, k KeyRef, o RawOp, encrypt bool
 // cryptOnce runs one single-part encryption or decryption with key object
 // h on session sh. A decryption the token rejects for its input (a tag
 // or padding that does not verify) is ErrDecrypt.
-func (p *Partition) cryptOnce(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, mech *pkcs11.Mechanism, encrypt bool, in []byte) ([]byte, error) {
+func (p *Partition) cryptOnce(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, o RawOp, encrypt bool, in []byte) ([]byte, error) {
+	out, err := p.m.Once(sh, o.args(h, encrypt, in))
 	if encrypt {
-		if err := p.m.EncryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
-			return nil, wrapP11("C_EncryptInit", err)
-		}
-		out, err := p.m.Encrypt(sh, in)
-		return out, wrapP11("C_Encrypt", err)
+		return out, err
 	}
-	if err := p.m.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
-		return nil, wrapP11("C_DecryptInit", err)
-	}
-	out, err := p.m.Decrypt(sh, in)
-	return out, p.decryptResult(sh, wrapP11("C_Decrypt", err))
+	return out, p.decryptResult(sh, err)
 }

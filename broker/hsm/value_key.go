@@ -44,9 +44,7 @@ func (p *Partition) CryptWithValue(ctx context.Context, value []byte, encrypt bo
 			return wrapP11("C_CreateObject", err)
 		}
 		defer func() { _ = p.m.DestroyObject(sh, h) }()
-		mech, free := o.mechanism()
-		defer free()
-		out, err = p.cryptOnce(sh, h, mech, encrypt, data)
+		out, err = p.cryptOnce(sh, h, o, encrypt, data)
 		return err
 	})
 	if err != nil && !encrypt {
@@ -101,11 +99,8 @@ func (p *Partition) MACWithValue(ctx context.Context, value []byte, h crypto.Has
 			return wrapP11("C_CreateObject", err)
 		}
 		defer func() { _ = p.m.DestroyObject(sh, o) }()
-		if err := p.m.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, o); err != nil {
-			return wrapP11("C_SignInit", err)
-		}
-		out, err = p.m.Sign(sh, message)
-		return wrapP11("C_Sign", err)
+		out, err = p.m.Once(sh, onceArgs{op: opSign, mech: mech, key: o, in: message, outLen: h.Size()})
+		return err
 	})
 	if err != nil {
 		return nil, err
