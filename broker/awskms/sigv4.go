@@ -413,18 +413,21 @@ func canonicalRequest(r *http.Request, a sigV4Auth, payloadHash []byte) ([]byte,
 	for _, name := range a.signedHeaders {
 		b.WriteString(name)
 		b.WriteByte(':')
-		switch values := headerValues(r.Header, name); {
-		case name == "host":
+		if name == "host" {
+			// net/http keeps the Host header out of r.Header.
 			b.WriteString(collapseSpaces(r.Host))
-		case name == "content-length" && len(values) == 0 && r.ContentLength >= 0:
+			b.WriteByte('\n')
+			continue
+		}
+		values := headerValues(r.Header, name)
+		if name == "content-length" && len(values) == 0 && r.ContentLength >= 0 {
 			b.WriteString(strconv.FormatInt(r.ContentLength, 10))
-		default:
-			for i, val := range values {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString(collapseSpaces(val))
+		}
+		for i, val := range values {
+			if i > 0 {
+				b.WriteByte(',')
 			}
+			b.WriteString(collapseSpaces(val))
 		}
 		b.WriteByte('\n')
 	}
