@@ -233,6 +233,16 @@ func Open(c Config) (*Node, error) {
 		Logger:  hclogger.Named("transport"),
 		MaxPool: cfg.MaxPool,
 		Timeout: cfg.TransportTimeout,
+		// One AppendEntries in flight per follower: no pipelined
+		// replication. raft's pipeline (v1.7.3) can wedge for good: when a
+		// follower's answer ends the pipeline's decoder (a newer term after
+		// a step-down, or Success=false after a restart), the send loop may
+		// still make one more send, which waits on a queue nobody drains.
+		// That follower then gets heartbeats but no more entries from this
+		// leader, and Shutdown waits on the stuck sender forever. Without
+		// the pipeline each follower is replicated by request and answer,
+		// still in batches; docs/BENCHMARKS.md has the write figures.
+		MaxRPCsInFlight: 1,
 	}
 	if cfg.TLS != nil {
 		stream, err := newTLSStreamLayer(cfg.RaftAddr, advertise, cfg.TLS)
