@@ -47,9 +47,13 @@ func ModulePath() string {
 }
 
 // Main runs the tests of a package that uses hsmtest and removes the
-// process's SoftHSM directory afterwards. Call it from TestMain.
+// process's SoftHSM directory afterwards. Call it from TestMain. Tests
+// about to run out of -test.timeout end with a digest of what is stuck
+// (watchTimeout).
 func Main(m *testing.M) {
+	stop := watchTimeout()
 	code := m.Run()
+	stop()
 	if baseDir != "" {
 		_ = os.RemoveAll(baseDir)
 	}
