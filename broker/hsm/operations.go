@@ -45,14 +45,20 @@ func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad
 // encrypts them as EncryptGCM does, on one session in one call: a data key
 // is made and sealed with one trip through the session pool instead of
 // two. It returns the random bytes and their ciphertext||tag.
-func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad []byte) (random, sealed []byte, err error) {
+//
+// The call may be abandoned at its deadline while the token still works
+// (Partition.call), so the closure writes only variables that this
+// function reads after a successful call, never its results: a return on
+// the abandoned path would write those while the worker does.
+func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad []byte) ([]byte, []byte, error) {
 	if err := checkRandomCount(n); err != nil {
 		return nil, nil, err
 	}
 	if err := checkGCMEncrypt(k, iv, n); err != nil {
 		return nil, nil, err
 	}
-	err = p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+	var random, sealed []byte
+	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
 		r := make([]byte, n)
 		out, err := p.m.Once(sh, gcmArgs(opEncrypt, h, iv, aad, r, n))
 		if err != nil {

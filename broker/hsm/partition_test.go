@@ -420,6 +420,55 @@ func TestCallDeadline(t *testing.T) {
 	}
 }
 
+// Every operation can be abandoned at its deadline while the token still
+// works; the worker then finishes the call on its own. The race detector
+// checks that nothing the worker writes is written or read by the caller
+// on the abandoned path (a return through named results did, in
+// SealRandomGCM), and the partition serves again once the token answers.
+func TestAbandonedCallsShareNothingWithTheCaller(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) { c.CallTimeout = 100 * time.Millisecond }))
+	ctx := ctxT(t)
+	aes, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	ec, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+	mac, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
+	iv := make([]byte, hsm.GCMIVSize)
+	sealed, err := p.EncryptGCM(ctx, aes, iv, []byte("sealed"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := make([]byte, 32)
+	ops := []struct {
+		name, call string
+		run        func() error
+	}{
+		{"SealRandomGCM", "C_Encrypt", func() error { _, _, err := p.SealRandomGCM(ctx, aes, 32, iv, nil); return err }},
+		{"EncryptGCM", "C_Encrypt", func() error { _, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil); return err }},
+		{"DecryptGCM", "C_Decrypt", func() error { _, err := p.DecryptGCM(ctx, aes, iv, sealed, nil); return err }},
+		{"SignDigest", "C_Sign", func() error { _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", digest); return err }},
+		{"MAC", "C_Sign", func() error { _, err := p.MAC(ctx, mac, "HMAC_SHA_256", []byte("m")); return err }},
+		{"Random", "C_GenerateRandom", func() error { _, err := p.Random(ctx, 32); return err }},
+		{"GenerateKey", "C_GenerateKey", func() error { _, err := p.GenerateKey(ctx, keys.SpecSymmetricDefault); return err }},
+	}
+	for _, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			if err := op.run(); err != nil {
+				t.Fatalf("before the stall: %v", err)
+			}
+			f.Add(hsm.FaultRule{Call: op.call, Stall: 400 * time.Millisecond, Times: 1})
+			if err := op.run(); !errors.Is(err, hsm.ErrUnavailable) || !strings.Contains(err.Error(), "deadline") {
+				t.Fatalf("stalled call: got %v, want ErrUnavailable naming the deadline", err)
+			}
+			// Past the stall, the abandoned call has finished and written
+			// what it writes; the next call must work.
+			time.Sleep(500 * time.Millisecond)
+			if err := op.run(); err != nil {
+				t.Fatalf("after the stall: %v", err)
+			}
+		})
+	}
+}
+
 // A caller that gives up while its call is stalled in the token is
 // answered at once: cancelled callers get context.Canceled, a caller
 // deadline sooner than CallTimeout gives ErrUnavailable like CallTimeout
