@@ -179,26 +179,18 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 	f := &hsm.Faults{}
 	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
 	ctx := ctxT(t)
-	aes, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-	ec, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
-	mac, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
-	iv := make([]byte, hsm.GCMIVSize)
-	sealed, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := make([]byte, 32)
+	c := newCrossingCalls(t, p)
 	ops := []struct {
 		call string
 		run  func() error
 	}{
-		{"C_GenerateRandom", func() error { _, _, err := p.SealRandomGCM(ctx, aes, 32, iv, nil); return err }},
-		{"C_EncryptInit", func() error { _, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil); return err }},
-		{"C_Encrypt", func() error { _, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil); return err }},
-		{"C_DecryptInit", func() error { _, err := p.DecryptGCM(ctx, aes, iv, sealed, nil); return err }},
-		{"C_Decrypt", func() error { _, err := p.DecryptGCM(ctx, aes, iv, sealed, nil); return err }},
-		{"C_SignInit", func() error { _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", digest); return err }},
-		{"C_Sign", func() error { _, err := p.MAC(ctx, mac, "HMAC_SHA_256", []byte("m")); return err }},
+		{"C_GenerateRandom", c.seal},
+		{"C_EncryptInit", c.encrypt},
+		{"C_Encrypt", c.encrypt},
+		{"C_DecryptInit", c.decrypt},
+		{"C_Decrypt", c.decrypt},
+		{"C_SignInit", c.sign},
+		{"C_Sign", c.mac},
 	}
 	for _, op := range ops {
 		t.Run(op.call, func(t *testing.T) {
@@ -227,9 +219,9 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 	// its anchor session fails C_SignInit before the key is reloaded.
 	tagFailures := map[string]string{"function": "C_Decrypt", "ckr": "CKR_GENERAL_ERROR"}
 	before := gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures)
-	tampered := append([]byte(nil), sealed...)
+	tampered := append([]byte(nil), c.sealed...)
 	tampered[0] ^= 1
-	if _, err := p.DecryptGCM(ctx, aes, iv, tampered, nil); !errors.Is(err, hsm.ErrDecrypt) {
+	if _, err := p.DecryptGCM(ctx, c.aes, c.iv, tampered, nil); !errors.Is(err, hsm.ErrDecrypt) {
 		t.Fatalf("tampered ciphertext: %v, want ErrDecrypt", err)
 	}
 	if d := gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures) - before; d != 1 {
@@ -238,7 +230,7 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 	initFailures := map[string]string{"function": "C_SignInit"}
 	before = gathered(t, "hsmbroker_hsm_call_errors_total", initFailures)
 	p.KillAnchor()
-	if _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", digest); err != nil {
+	if err := c.sign(); err != nil {
 		t.Fatalf("sign after anchor loss: %v", err)
 	}
 	if d := gathered(t, "hsmbroker_hsm_call_errors_total", initFailures) - before; d != 1 {

@@ -420,6 +420,35 @@ func TestCallDeadline(t *testing.T) {
 	}
 }
 
+// crossingCalls holds an AES-256, a P-256 and an HMAC-256 key on one
+// partition and one call of each operation the one crossing into C makes
+// (direct.go): a data key drawn and sealed, AES-GCM both ways, an ECDSA
+// signature and a MAC.
+type crossingCalls struct {
+	aes                               hsm.KeyRef
+	iv, sealed                        []byte
+	seal, encrypt, decrypt, sign, mac func() error
+}
+
+func newCrossingCalls(t *testing.T, p *hsm.Partition) crossingCalls {
+	t.Helper()
+	ctx := ctxT(t)
+	c := crossingCalls{iv: make([]byte, hsm.GCMIVSize)}
+	c.aes, _ = newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	ec, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+	mac, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
+	var err error
+	if c.sealed, err = p.EncryptGCM(ctx, c.aes, c.iv, []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	c.seal = func() error { _, _, err := p.SealRandomGCM(ctx, c.aes, 32, c.iv, nil); return err }
+	c.encrypt = func() error { _, err := p.EncryptGCM(ctx, c.aes, c.iv, []byte("x"), nil); return err }
+	c.decrypt = func() error { _, err := p.DecryptGCM(ctx, c.aes, c.iv, c.sealed, nil); return err }
+	c.sign = func() error { _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", make([]byte, 32)); return err }
+	c.mac = func() error { _, err := p.MAC(ctx, mac, "HMAC_SHA_256", []byte("m")); return err }
+	return c
+}
+
 // Every operation can be abandoned at its deadline while the token still
 // works; the worker then finishes the call on its own. The race detector
 // checks that nothing the worker writes is written or read by the caller
@@ -429,24 +458,16 @@ func TestAbandonedCallsShareNothingWithTheCaller(t *testing.T) {
 	f := &hsm.Faults{}
 	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) { c.CallTimeout = 100 * time.Millisecond }))
 	ctx := ctxT(t)
-	aes, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-	ec, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
-	mac, _ := newKey(t, p, keys.SpecHMAC256, keys.UsageGenerateVerifyMAC)
-	iv := make([]byte, hsm.GCMIVSize)
-	sealed, err := p.EncryptGCM(ctx, aes, iv, []byte("sealed"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := make([]byte, 32)
+	c := newCrossingCalls(t, p)
 	ops := []struct {
 		name, call string
 		run        func() error
 	}{
-		{"SealRandomGCM", "C_Encrypt", func() error { _, _, err := p.SealRandomGCM(ctx, aes, 32, iv, nil); return err }},
-		{"EncryptGCM", "C_Encrypt", func() error { _, err := p.EncryptGCM(ctx, aes, iv, []byte("x"), nil); return err }},
-		{"DecryptGCM", "C_Decrypt", func() error { _, err := p.DecryptGCM(ctx, aes, iv, sealed, nil); return err }},
-		{"SignDigest", "C_Sign", func() error { _, err := p.SignDigest(ctx, ec, "ECDSA_SHA_256", digest); return err }},
-		{"MAC", "C_Sign", func() error { _, err := p.MAC(ctx, mac, "HMAC_SHA_256", []byte("m")); return err }},
+		{"SealRandomGCM", "C_Encrypt", c.seal},
+		{"EncryptGCM", "C_Encrypt", c.encrypt},
+		{"DecryptGCM", "C_Decrypt", c.decrypt},
+		{"SignDigest", "C_Sign", c.sign},
+		{"MAC", "C_Sign", c.mac},
 		{"Random", "C_GenerateRandom", func() error { _, err := p.Random(ctx, 32); return err }},
 		{"GenerateKey", "C_GenerateKey", func() error { _, err := p.GenerateKey(ctx, keys.SpecSymmetricDefault); return err }},
 	}
