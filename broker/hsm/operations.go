@@ -44,12 +44,8 @@ func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad
 // SealRandomGCM draws n bytes from the token's random generator and
 // encrypts them as EncryptGCM does, on one session in one call: a data key
 // is made and sealed with one trip through the session pool instead of
-// two. It returns the random bytes and their ciphertext||tag.
-//
-// The call may be abandoned at its deadline while the token still works
-// (Partition.call), so the closure writes only variables that this
-// function reads after a successful call, never its results: a return on
-// the abandoned path would write those while the worker does.
+// two. It returns the random bytes and their ciphertext||tag. Its results
+// are unnamed: the closure outlives an abandoned call (Partition.call).
 func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad []byte) ([]byte, []byte, error) {
 	if err := checkRandomCount(n); err != nil {
 		return nil, nil, err

@@ -266,7 +266,10 @@ func (p *Partition) Healthy(ctx context.Context) error {
 // would register with and unregister from ctx on every call.
 //
 // fn runs on a call worker (see callWorker), so that the caller can give
-// up on a call the token does not answer.
+// up on a call the token does not answer. So fn may still be running, and
+// writing the variables it captured, after call has returned: a caller
+// reads what fn wrote only when call returns nil, and never lets fn assign
+// its own named results, which its error return writes at the same time.
 func (p *Partition) call(ctx context.Context, fn func() error, onAbandon func(error)) error {
 	j := &callJob{fn: fn, onAbandon: onAbandon, done: make(chan error, 1)}
 	select {
