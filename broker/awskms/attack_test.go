@@ -26,8 +26,9 @@ func (a *accessEnv) auditLine(tb testing.TB, reqID string) audit.Record {
 	// that reads every line of a growing log on each input slows to a
 	// crawl.
 	lines := bytes.Split(bytes.TrimSpace(a.w.bytes()), []byte("\n"))
+	id := []byte(reqID)
 	for i := len(lines) - 1; i >= 0; i-- {
-		if !bytes.Contains(lines[i], []byte(reqID)) {
+		if !bytes.Contains(lines[i], id) {
 			continue
 		}
 		var r audit.Record
