@@ -29,14 +29,19 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// String is what has been logged so far.
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	t.Helper()
 	lb := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			lb.mu.Lock()
-			t.Logf("logs:\n%s", lb.buf.String())
-			lb.mu.Unlock()
+			t.Logf("logs:\n%s", lb)
 		}
 	})
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -48,9 +48,7 @@ func TestReplicationIsNotPipelined(t *testing.T) {
 			if !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
 				t.Fatalf("the transport offers a replication pipeline (err %v)", err)
 			}
-			logs.mu.Lock()
-			text := logs.buf.String()
-			logs.mu.Unlock()
+			text := logs.String()
 			if !strings.Contains(text, "starting replication") {
 				t.Fatalf("the leader's raft log does not show replication to b starting:\n%s", tail(text))
 			}
