@@ -77,12 +77,16 @@ soak: deps
 	set -o pipefail; HSMBROKER_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run 'LeaderKilled|Partitioned|HSMFailure|FiveNodes|Rejoin|Backup|Soak|Chaos|Failover|Scale|Drill' ./... 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go'
 
 # Every Go benchmark docs/BENCHMARKS.md cites, each with the docs' command
-# (internal/buildcheck checks that the two agree). LoadedKeyMemory runs
+# (internal/buildcheck checks that the two agree), and the `openssl speed`
+# runs the token's share of a call is compared with. LoadedKeyMemory runs
 # each kind in a process of its own. The last line is the PKCS#11 library
 # against hsmctl bench, each in its own process against hsmbrokerd dev (a
 # test that runs only with HSMBROKER_BENCH=1; docs/PKCS11.md).
 bench: deps
 	$(GO) test -run '^$$' -bench Paired -benchtime 3s ./broker/hsm
+	openssl speed -seconds 3 ecdsap256
+	openssl speed -seconds 2 -bytes 32 -evp aes-256-gcm
+	$(GO) test -run '^$$' -bench 'Paired/(SignP256|DataKey)' -benchtime 3000x -count 2 ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadAESKey ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadedKeyMemory/AES-256 -benchtime 1x ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadedKeyMemory/P-256 -benchtime 1x ./broker/hsm
