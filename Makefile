@@ -86,7 +86,6 @@ bench: deps
 	$(GO) test -run '^$$' -bench Paired -benchtime 3s ./broker/hsm
 	openssl speed -seconds 3 ecdsap256
 	openssl speed -seconds 2 -bytes 32 -evp aes-256-gcm
-	$(GO) test -run '^$$' -bench 'Paired/(SignP256|DataKey)' -benchtime 3000x -count 2 ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadAESKey ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadedKeyMemory/AES-256 -benchtime 1x ./broker/hsm
 	$(GO) test -run '^$$' -bench LoadedKeyMemory/P-256 -benchtime 1x ./broker/hsm
