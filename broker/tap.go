@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,10 @@ import (
 // What one gRPC caller can make a node hold in memory is bounded before
 // any of its messages is read:
 //
+//   - handshakeTimeout closes a connection that has not finished its TLS
+//     and HTTP/2 handshakes in time (grpc-go's default is 120 s, during
+//     which a silent connection holds a file descriptor). The daemon
+//     bounds the connections open at once (internal/netlimit).
 //   - The tap (tapIn) runs when a call's headers arrive, before a byte of
 //     its message is read. It refuses callers without a client
 //     certificate, and callers without a role (the cluster's record, else
@@ -39,6 +44,7 @@ import (
 //     16 MiB: they bound the bytes a peer may send ahead of what the
 //     server has read.
 const (
+	handshakeTimeout      = 10 * time.Second
 	maxRecvMsgSize        = 256 << 10
 	maxConcurrentStreams  = 128
 	maxInflightCalls      = 512
@@ -60,6 +66,7 @@ func init() { prometheus.MustRegister(refusedBeforeRead) }
 // the node hold (see above).
 func (s *Service) limitOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.InTapHandle(s.tapIn),
 		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),

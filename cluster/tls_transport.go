@@ -6,15 +6,30 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // raftALPN is the application protocol raft connections negotiate, so that
 // a raft port answering a gRPC client (or the reverse) fails the handshake
 // instead of exchanging garbage.
 const raftALPN = "hsmbroker-raft/1"
+
+// What a client without a node certificate can hold of the raft port:
+// at most maxRaftConns connections at once (more wait in the kernel's
+// accept queue; a cluster of five nodes uses a few dozen), each for at
+// most raftHandshakeTimeout before its handshake has proved a node
+// certificate. raft reads an accepted connection without a deadline, so
+// before these bounds a silent TCP connection held a file descriptor for
+// as long as the client kept it open.
+const (
+	maxRaftConns         = 256
+	raftHandshakeTimeout = 10 * time.Second
+)
 
 // tlsStreamLayer is a raft.StreamLayer over mutually authenticated TLS 1.3.
 // Both ends present a certificate from the cluster CA and verify the other's
@@ -24,6 +39,9 @@ type tlsStreamLayer struct {
 	advertise net.Addr
 	client    *tls.Config
 	filter    LinkFilter
+	// handshakeTimeout bounds an accepted connection's handshake
+	// (raftHandshakeTimeout; tests shorten it before the first Accept).
+	handshakeTimeout time.Duration
 }
 
 var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
@@ -90,11 +108,13 @@ func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config) (*tlsSt
 	if err != nil {
 		return nil, err
 	}
-	ln, err := tls.Listen("tcp", bind, server)
+	tcp, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: listen on %s: %w", bind, err)
 	}
-	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client}
+	// Bounded before TLS, so that handshakes count too.
+	ln := tls.NewListener(netlimit.Listener(tcp, netlimit.Limits{MaxConns: maxRaftConns}), server)
+	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client, handshakeTimeout: raftHandshakeTimeout}
 	if err := checkAdvertisable(s.Addr()); err != nil {
 		ln.Close()
 		return nil, err
@@ -130,24 +150,24 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		return nil, fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
 	}
 	if s.filter != nil {
-		fc := &filteredConn{Conn: conn, allow: s.filter}
-		if err := fc.check(); err != nil {
+		rc := &raftConn{Conn: conn, allow: s.filter, dialed: true}
+		if err := rc.check(); err != nil {
 			return nil, err
 		}
-		return fc, nil
+		return rc, nil
 	}
 	return conn, nil
 }
 
 // Accept returns the next connection. Its handshake happens on first use,
 // in raft's per-connection goroutine, so a slow or hostile client cannot
-// stall the accept loop.
+// stall the accept loop, and within raftHandshakeTimeout.
 func (s *tlsStreamLayer) Accept() (net.Conn, error) {
 	c, err := s.ln.Accept()
-	if err != nil || s.filter == nil {
-		return c, err
+	if err != nil {
+		return nil, err
 	}
-	return &filteredConn{Conn: c.(*tls.Conn), allow: s.filter}, nil
+	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, timeout: s.handshakeTimeout}, nil
 }
 
 // Close stops listening.
@@ -171,16 +191,42 @@ type LinkFilter func(peerID string) bool
 // errLinkDown is what a filtered connection reports.
 var errLinkDown = errors.New("cluster: link to peer is down (filtered)")
 
-// filteredConn applies a LinkFilter to one TLS connection. The peer is known
-// once the handshake has run (on first use for accepted connections).
-type filteredConn struct {
+// raftConn is one raft connection: every accepted one, and a dialed one
+// when a LinkFilter is set. An accepted connection completes its handshake
+// on first use, within timeout. With a LinkFilter, every read and write
+// asks it about the peer, known once the handshake has run.
+type raftConn struct {
 	*tls.Conn
-	allow LinkFilter
+	allow LinkFilter // nil allows every peer
+	// dialed: the handshake ran in Dial, and raft sets the connection's
+	// deadlines itself from then on.
+	dialed  bool
+	timeout time.Duration
+	once    sync.Once
+	err     error
 }
 
-func (c *filteredConn) check() error {
-	if err := c.Conn.Handshake(); err != nil {
+// handshake completes an accepted connection's handshake once, within
+// timeout; raft sets no deadline on accepted connections, so clearing it
+// afterwards takes none of raft's away.
+func (c *raftConn) handshake() error {
+	if c.dialed {
+		return nil
+	}
+	c.once.Do(func() {
+		_ = c.Conn.SetDeadline(time.Now().Add(c.timeout))
+		c.err = c.Conn.Handshake()
+		_ = c.Conn.SetDeadline(time.Time{})
+	})
+	return c.err
+}
+
+func (c *raftConn) check() error {
+	if err := c.handshake(); err != nil {
 		return err
+	}
+	if c.allow == nil {
+		return nil
 	}
 	st := c.Conn.ConnectionState()
 	peer := ""
@@ -194,14 +240,14 @@ func (c *filteredConn) check() error {
 	return nil
 }
 
-func (c *filteredConn) Read(b []byte) (int, error) {
+func (c *raftConn) Read(b []byte) (int, error) {
 	if err := c.check(); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(b)
 }
 
-func (c *filteredConn) Write(b []byte) (int, error) {
+func (c *raftConn) Write(b []byte) (int, error) {
 	if err := c.check(); err != nil {
 		return 0, err
 	}

@@ -7,8 +7,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"io"
 	"math/big"
 	"net"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,9 +164,7 @@ func TestTLSStreamLayerHandshakes(t *testing.T) {
 				}
 				go func() {
 					defer conn.Close()
-					if tc, ok := conn.(*tls.Conn); ok && tc.Handshake() == nil {
-						conn.Write([]byte{1})
-					}
+					conn.Write([]byte{1}) // completes the handshake first
 				}()
 			}
 		}()
@@ -224,6 +226,93 @@ func TestTLSStreamLayerHandshakes(t *testing.T) {
 		conn.Close()
 		if n == 1 && buf[0] == 1 {
 			t.Error("server answered plain TCP")
+		}
+	}
+}
+
+// TestRaftPortBoundsUnprovenConnections: a connection that has not
+// proved a node certificate is closed after the handshake timeout, and at
+// most maxRaftConns are accepted at once; a member still gets through once
+// the silent ones are gone.
+func TestRaftPortBoundsUnprovenConnections(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "cluster CA")
+	s, err := newTLSStreamLayer("127.0.0.1:0", nil, ca.nodeTLS(t, "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.handshakeTimeout = 4 * time.Second
+	var accepted, failed atomic.Int64
+	go func() {
+		for {
+			conn, err := s.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() { // as raft's handleConn: read until an error, then close
+				defer conn.Close()
+				if _, err := io.Copy(io.Discard, conn); err != nil {
+					failed.Add(1)
+				}
+			}()
+		}
+	}()
+	addr := s.Addr().String()
+	var silent []net.Conn
+	for range maxRaftConns + 10 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		silent = append(silent, c)
+	}
+	waitCond(t, "the bound's worth of connections to be accepted", func() bool { return accepted.Load() == maxRaftConns })
+	// The ten beyond the bound wait in the kernel's queue until the first
+	// handshakes time out, seconds from now.
+	time.Sleep(200 * time.Millisecond)
+	if n := accepted.Load(); n != maxRaftConns {
+		t.Fatalf("%d connections accepted at once, want at most %d", n, maxRaftConns)
+	}
+	// Every one of them is closed by the server, the ten that waited too.
+	for i, c := range silent {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("silent connection %d not closed by the server: %v", i, err)
+		}
+	}
+	waitCond(t, "the handshakes to fail", func() bool { return failed.Load() == maxRaftConns+10 })
+	if n := accepted.Load(); n != maxRaftConns+10 {
+		t.Fatalf("%d connections accepted, want %d", n, maxRaftConns+10)
+	}
+	// A member's connection, accepted now, is served past the timeout.
+	member, err := newTLSStreamLayer("127.0.0.1:0", nil, ca.nodeTLS(t, "2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { member.Close() })
+	conn, err := member.Dial(raft.ServerAddress(addr), 5*time.Second)
+	if err != nil {
+		t.Fatalf("member after the silent connections: %v", err)
+	}
+	defer conn.Close()
+	time.Sleep(s.handshakeTimeout + 500*time.Millisecond)
+	if _, err := conn.Write([]byte("still here")); err != nil {
+		t.Fatalf("member's connection after the handshake timeout: %v", err)
+	}
+	if n := failed.Load(); n != maxRaftConns+10 {
+		t.Fatalf("%d connections failed, want %d: the member's was closed", n, maxRaftConns+10)
+	}
+}
+
+// waitCond polls cond for up to 30 s.
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
 }

@@ -27,8 +27,18 @@
 //
 // A request body is decoded once, strictly (decode.go), into the
 // operation's typed request; authorization, the audit line and the
-// operation all read that one value. NewServer and LimitListener
-// (server.go) bound the time, connections and memory a client can hold.
+// operation all read that one value.
+//
+// What a client can hold of the endpoint before it is authenticated is
+// bounded at three levels: connections and time by the daemon's server
+// (internal/netlimit: at most 1024 connections at once, headers within
+// 5 s, the request within 30 s, the answer within 60 s, idle keep-alives
+// for 2 minutes), and memory by the Handler, which checks a request's
+// Authorization header (form, known access key, signing time, signed
+// headers) before reading its body and holds at most
+// Config.MaxInFlightBodyBytes of bodies across all requests; a request
+// that would exceed it is answered with ThrottlingException without its
+// body being read.
 //
 // A Handler is safe for concurrent use; between requests it keeps only
 // its configuration, derived signing keys and the count of body bytes in

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // stalledRequest opens a connection to addr and sends the headers of a
@@ -74,14 +75,14 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 // are served at once; the one waiting is served once they are gone.
 func TestStalledConnections(t *testing.T) {
 	e := newEnv(t)
-	limits := awskms.ServerLimits{ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 4 * time.Second,
+	limits := netlimit.Limits{ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 4 * time.Second,
 		IdleTimeout: time.Second, MaxConns: 4}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := awskms.NewServer(e.h, limits, nil)
-	go func() { _ = srv.Serve(awskms.LimitListener(lis, limits)) }()
+	srv := netlimit.NewHTTPServer(e.h, limits, nil)
+	go func() { _ = srv.Serve(netlimit.Listener(lis, limits)) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	addr := lis.Addr().String()
 

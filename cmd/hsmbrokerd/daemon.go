@@ -17,6 +17,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -92,14 +93,14 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 		return nil // stopped while preparing: nothing is running yet
 	}
 	// Bind first: a taken port fails before the HSM or Raft are touched.
-	grpcLis, err := net.Listen("tcp", d.grpcAddr)
+	grpcLis, err := listenLimited("gRPC", d.grpcAddr, grpcLimits)
 	if err != nil {
-		return fmt.Errorf("gRPC listener: %w", err)
+		return err
 	}
 	defer grpcLis.Close()
-	metricsLis, err := net.Listen("tcp", d.metricsAddr)
+	metricsLis, err := listenLimited("metrics", d.metricsAddr, metricsLimits)
 	if err != nil {
-		return fmt.Errorf("metrics listener: %w", err)
+		return err
 	}
 	defer metricsLis.Close()
 	var kmsLis net.Listener
@@ -191,8 +192,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", serveLive)
 	mux.Handle("GET /readyz", readyHandler(svc))
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	httpSrv := netlimit.NewHTTPServer(mux, metricsLimits, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	var kmsSrv *http.Server
 	if d.kms != nil {
 		h, err := d.kms.handler(svc, log)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // kmsEndpoint is the AWS KMS JSON endpoint (and optionally the XKS proxy
@@ -29,6 +30,8 @@ type kmsEndpoint struct {
 	xksRegion    string
 	credFile     string
 	xksCredsFile string
+	// limits bound connections and times (netlimit's defaults).
+	limits netlimit.Limits
 }
 
 // loadKMSEndpoint reads the credentials files (and the certificate, when
@@ -70,21 +73,20 @@ func (k *kmsEndpoint) handler(svc *broker.Service, log *slog.Logger) (*awskms.Ha
 	return h, nil
 }
 
-// server is the endpoint's HTTP server, with awskms's read, write and idle
-// timeouts (awskms.ServerLimits).
+// server is the endpoint's HTTP server, with netlimit's default read,
+// write and idle timeouts.
 func (k *kmsEndpoint) server(h http.Handler, log *slog.Logger) *http.Server {
-	return awskms.NewServer(h, awskms.ServerLimits{}, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	return netlimit.NewHTTPServer(h, k.limits, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 }
 
 // listen binds the endpoint's address, with TLS when configured, serving
-// at most awskms.DefaultMaxConns connections at once.
+// at most netlimit.DefaultMaxConns connections at once.
 func (k *kmsEndpoint) listen() (net.Listener, error) {
-	lis, err := net.Listen("tcp", k.addr)
-	if err != nil {
-		return nil, fmt.Errorf("AWS KMS listener: %w", err)
-	}
 	// Bounded before TLS, so that handshakes count too.
-	lis = awskms.LimitListener(lis, awskms.ServerLimits{})
+	lis, err := listenLimited("AWS KMS", k.addr, k.limits)
+	if err != nil {
+		return nil, err
+	}
 	if k.tls != nil {
 		return tls.NewListener(lis, k.tls), nil
 	}

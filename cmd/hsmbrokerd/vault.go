@@ -15,6 +15,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/vault"
 	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
@@ -25,14 +26,21 @@ import (
 // broker/vault): HTTPS with the node certificate under serve, plain HTTP
 // on loopback under dev.
 type vaultEndpoint struct {
-	addr string
-	tls  *tls.Config // nil: plain HTTP (dev, loopback only)
+	addr   string
+	tls    *tls.Config // nil: plain HTTP (dev, loopback only)
+	limits netlimit.Limits
 }
+
+// vaultLimits bound the endpoint's connections and times. A TDE key read
+// is one small GET: its headers are the whole request.
+var vaultLimits = netlimit.Limits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+	WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxConns: netlimit.DefaultMaxConns,
+	MaxHeaderBytes: vault.MaxHeaderBytes}
 
 // newVaultEndpoint configures the endpoint; certFile and keyFile empty
 // means plain HTTP, which only a loopback address may serve.
 func newVaultEndpoint(addr, certFile, keyFile string) (*vaultEndpoint, error) {
-	v := &vaultEndpoint{addr: addr}
+	v := &vaultEndpoint{addr: addr, limits: vaultLimits}
 	if certFile == "" {
 		if !isLoopback(addr) {
 			return nil, fmt.Errorf("vault: %s is not a loopback address: plain HTTP would send keys across the network", addr)
@@ -50,9 +58,10 @@ func newVaultEndpoint(addr, certFile, keyFile string) (*vaultEndpoint, error) {
 }
 
 func (v *vaultEndpoint) listen() (net.Listener, error) {
-	lis, err := net.Listen("tcp", v.addr)
+	// Bounded before TLS, so that handshakes count too.
+	lis, err := listenLimited("TDE key endpoint", v.addr, v.limits)
 	if err != nil {
-		return nil, fmt.Errorf("TDE key endpoint listener: %w", err)
+		return nil, err
 	}
 	if v.tls != nil {
 		lis = tls.NewListener(lis, v.tls)
@@ -62,9 +71,7 @@ func (v *vaultEndpoint) listen() (net.Listener, error) {
 
 // server is the endpoint's HTTP server: every size and time bounded.
 func (v *vaultEndpoint) server(svc *broker.Service, log *slog.Logger) *http.Server {
-	return &http.Server{Handler: vault.New(svc.TDE(), log), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: vault.MaxHeaderBytes,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	return netlimit.NewHTTPServer(vault.New(svc.TDE(), log), v.limits, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 }
 
 func (v *vaultEndpoint) url(a net.Addr) string {

@@ -1,4 +1,22 @@
-package awskms
+// Package netlimit bounds what a client that has not yet authenticated can
+// hold of the daemon's network servers (gRPC, the AWS KMS endpoint, the
+// TDE key endpoint, metrics and health):
+//
+//   - connections: Listener accepts at most Limits.MaxConns at once;
+//     further clients wait in the kernel's accept queue, costing the
+//     process nothing. Wrap the TCP listener under TLS, so that handshakes
+//     count too. Without it every connection holds a file descriptor, and
+//     a node out of descriptors refuses every client, on every port;
+//   - time: NewHTTPServer's server closes a connection that takes longer
+//     than ReadHeaderTimeout to send its headers (or finish its TLS
+//     handshake), ReadTimeout to send its whole request, WriteTimeout to be
+//     answered, or stays idle longer than IdleTimeout (the gRPC server has
+//     its own: broker.NewGRPCServer bounds the handshake);
+//   - header bytes: MaxHeaderBytes.
+//
+// Bodies are the handlers' to bound: each knows what its requests hold.
+// The package uses the standard library only.
+package netlimit
 
 import (
 	"log"
@@ -8,23 +26,7 @@ import (
 	"time"
 )
 
-// What a client can hold of the endpoint before it is authenticated is
-// bounded at three levels:
-//
-//   - connections: LimitListener accepts at most ServerLimits.MaxConns at
-//     once; further clients wait in the kernel's accept queue, costing the
-//     process nothing;
-//   - time: NewServer's server closes a connection that takes longer than
-//     ReadHeaderTimeout to send its headers, ReadTimeout to send its whole
-//     request, WriteTimeout to be answered, or stays idle longer than
-//     IdleTimeout;
-//   - memory: the Handler checks a request's Authorization header (form,
-//     known access key, signing time, signed headers) before reading its
-//     body, and holds at most Config.MaxInFlightBodyBytes of bodies across
-//     all requests; a request that would exceed it is answered with
-//     ThrottlingException without its body being read.
-
-// Defaults of ServerLimits.
+// Defaults of Limits.
 const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
@@ -34,9 +36,9 @@ const (
 	DefaultMaxHeaderBytes    = 64 << 10
 )
 
-// ServerLimits bound what a client can hold of the endpoint's HTTP server.
-// Zero values mean the defaults.
-type ServerLimits struct {
+// Limits bound what a client can hold of a server. Zero values mean the
+// defaults.
+type Limits struct {
 	// ReadHeaderTimeout bounds the time to read a request's headers.
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds the time to read a whole request, body included.
@@ -47,13 +49,16 @@ type ServerLimits struct {
 	WriteTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection with no request.
 	IdleTimeout time.Duration
-	// MaxConns bounds the connections served at once (LimitListener).
+	// MaxConns bounds the connections served at once (Listener).
 	MaxConns int
 	// MaxHeaderBytes bounds a request's headers.
 	MaxHeaderBytes int
 }
 
-func (l ServerLimits) withDefaults() ServerLimits {
+// WithDefaults returns l with every zero field set to its default, and a
+// WriteTimeout shorter than ReadTimeout raised to leave room for an
+// answer.
+func (l Limits) WithDefaults() Limits {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -75,19 +80,20 @@ func (l ServerLimits) withDefaults() ServerLimits {
 	return l
 }
 
-// NewServer returns an http.Server for h with the limits' timeouts. Serve
-// it on a listener wrapped by LimitListener with the same limits.
-func NewServer(h http.Handler, l ServerLimits, errorLog *log.Logger) *http.Server {
-	l = l.withDefaults()
+// NewHTTPServer returns an http.Server for h with the limits' timeouts and
+// header bound. Serve it on a listener wrapped by Listener with the same
+// limits.
+func NewHTTPServer(h http.Handler, l Limits, errorLog *log.Logger) *http.Server {
+	l = l.WithDefaults()
 	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
 		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes, ErrorLog: errorLog}
 }
 
-// LimitListener returns a listener that has at most l.MaxConns of its
-// connections open at once: Accept waits while that many are open. Wrap
-// the TCP listener, under TLS, so that handshakes are bounded too.
-func LimitListener(lis net.Listener, l ServerLimits) net.Listener {
-	l = l.withDefaults()
+// Listener returns a listener that has at most l.MaxConns of its
+// connections open at once: Accept waits while that many are open, and a
+// connection's slot is freed when it is closed.
+func Listener(lis net.Listener, l Limits) net.Listener {
+	l = l.WithDefaults()
 	return &limitListener{Listener: lis, slots: make(chan struct{}, l.MaxConns), done: make(chan struct{})}
 }
 

@@ -1,0 +1,175 @@
+package netlimit_test
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
+)
+
+// serve serves h on a loopback listener wrapped by Listener with l, and
+// returns its address and the number of connections accepted so far.
+func serve(t *testing.T, l netlimit.Limits) (string, *atomic.Int64) {
+	t.Helper()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	srv := netlimit.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }), l, nil)
+	srv.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			accepted.Add(1)
+		}
+	}
+	lis := netlimit.Listener(tcp, l)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return lis.Addr().String(), &accepted
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// get sends one keep-alive GET on c and reads its answer within d.
+func get(c net.Conn, d time.Duration) error {
+	_ = c.SetDeadline(time.Now().Add(d))
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// waitUntil polls cond for up to 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestListenerBoundsConnections: with MaxConns connections open, the next
+// client is not accepted (it waits in the kernel's queue) until one of
+// them closes, whichever side closes it.
+func TestListenerBoundsConnections(t *testing.T) {
+	t.Parallel()
+	addr, accepted := serve(t, netlimit.Limits{MaxConns: 3, IdleTimeout: time.Minute})
+	held := []net.Conn{dial(t, addr), dial(t, addr), dial(t, addr)}
+	for i, c := range held {
+		if err := get(c, 10*time.Second); err != nil {
+			t.Fatalf("connection %d within the bound: %v", i, err)
+		}
+	}
+	waiting := dial(t, addr) // the kernel completes the TCP handshake
+	if err := get(waiting, 300*time.Millisecond); !isTimeout(err) {
+		t.Fatalf("a fourth connection was served while three were open: %v", err)
+	}
+	if n := accepted.Load(); n != 3 {
+		t.Fatalf("%d connections accepted, want 3", n)
+	}
+	// The client closes one: its slot goes to the waiting connection.
+	_ = held[0].Close()
+	waitUntil(t, "the waiting connection to be accepted", func() bool { return accepted.Load() == 4 })
+	if err := get(dial(t, addr), 300*time.Millisecond); err == nil {
+		t.Fatal("a fifth connection was served while three were open")
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestServerClosesSilentAndIdleConnections: a connection that sends no
+// headers is closed after ReadHeaderTimeout, an idle keep-alive after
+// IdleTimeout, and each frees its slot.
+func TestServerClosesSilentAndIdleConnections(t *testing.T) {
+	t.Parallel()
+	addr, accepted := serve(t, netlimit.Limits{MaxConns: 2, ReadHeaderTimeout: 200 * time.Millisecond,
+		IdleTimeout: 200 * time.Millisecond})
+	silent := dial(t, addr)
+	idle := dial(t, addr)
+	if err := get(idle, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]net.Conn{"silent": silent, "idle": idle} {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("the %s connection was not closed by the server: %v", name, err)
+		}
+	}
+	// Both slots are free again.
+	for i := range 2 {
+		if err := get(dial(t, addr), 10*time.Second); err != nil {
+			t.Fatalf("connection %d after the slots were freed: %v", i, err)
+		}
+	}
+	if n := accepted.Load(); n != 4 {
+		t.Fatalf("%d connections accepted, want 4", n)
+	}
+}
+
+// TestListenerClose: Close ends an Accept that is waiting for a slot.
+func TestListenerClose(t *testing.T) {
+	t.Parallel()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := netlimit.Listener(tcp, netlimit.Limits{MaxConns: 1})
+	dial(t, lis.Addr().String())
+	first, err := lis.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	done := make(chan error, 1)
+	go func() { _, err := lis.Accept(); done <- err }()
+	_ = lis.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Accept still waiting for a slot after Close")
+	}
+}
+
+func TestWithDefaults(t *testing.T) {
+	t.Parallel()
+	d := netlimit.Limits{}.WithDefaults()
+	want := netlimit.Limits{ReadHeaderTimeout: netlimit.DefaultReadHeaderTimeout, ReadTimeout: netlimit.DefaultReadTimeout,
+		WriteTimeout: netlimit.DefaultWriteTimeout, IdleTimeout: netlimit.DefaultIdleTimeout, MaxConns: netlimit.DefaultMaxConns,
+		MaxHeaderBytes: netlimit.DefaultMaxHeaderBytes}
+	if d != want {
+		t.Fatalf("zero Limits with defaults: %+v, want %+v", d, want)
+	}
+	// A write timeout shorter than the read timeout leaves no time to
+	// answer a request read at the last moment: it is raised.
+	l := netlimit.Limits{ReadTimeout: 90 * time.Second, WriteTimeout: time.Second}.WithDefaults()
+	if l.WriteTimeout <= l.ReadTimeout {
+		t.Fatalf("WriteTimeout %v not raised above ReadTimeout %v", l.WriteTimeout, l.ReadTimeout)
+	}
+	if s := netlimit.NewHTTPServer(nil, netlimit.Limits{MaxHeaderBytes: 100}, nil); s.MaxHeaderBytes != 100 || s.IdleTimeout != netlimit.DefaultIdleTimeout {
+		t.Fatalf("NewHTTPServer: MaxHeaderBytes %d, IdleTimeout %v", s.MaxHeaderBytes, s.IdleTimeout)
+	}
+}
