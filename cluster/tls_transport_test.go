@@ -269,7 +269,7 @@ func TestRaftPortBoundsUnprovenConnections(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		silent = append(silent, c)
 	}
-	waitCond(t, "the bound's worth of connections to be accepted", func() bool { return accepted.Load() == maxRaftConns })
+	waitFor(t, 30*time.Second, "the bound's worth of connections to be accepted", func() bool { return accepted.Load() == maxRaftConns })
 	// The ten beyond the bound wait in the kernel's queue until the first
 	// handshakes time out, seconds from now.
 	time.Sleep(200 * time.Millisecond)
@@ -283,7 +283,7 @@ func TestRaftPortBoundsUnprovenConnections(t *testing.T) {
 			t.Fatalf("silent connection %d not closed by the server: %v", i, err)
 		}
 	}
-	waitCond(t, "the handshakes to fail", func() bool { return failed.Load() == maxRaftConns+10 })
+	waitFor(t, 30*time.Second, "the handshakes to fail", func() bool { return failed.Load() == maxRaftConns+10 })
 	if n := accepted.Load(); n != maxRaftConns+10 {
 		t.Fatalf("%d connections accepted, want %d", n, maxRaftConns+10)
 	}
@@ -304,16 +304,6 @@ func TestRaftPortBoundsUnprovenConnections(t *testing.T) {
 	}
 	if n := failed.Load(); n != maxRaftConns+10 {
 		t.Fatalf("%d connections failed, want %d: the member's was closed", n, maxRaftConns+10)
-	}
-}
-
-// waitCond polls cond for up to 30 s.
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 
