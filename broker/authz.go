@@ -469,6 +469,9 @@ func (s *Service) endRequest(rq *request, result, code string) error {
 		return nil
 	}
 	rq.finished = true
+	if rq.id.Principal == "" && !rq.id.Open && rq.aheadSeq == 0 && result != "OK" && !s.lineAnonymous(rq) {
+		return nil // counted for a summary line (audit_anonymous.go)
+	}
 	rec := rq.recordLocked(s.cfg.NodeID, result, code)
 	rec.Intent = rq.aheadSeq
 	if _, err := log.Append(rec, false); err != nil {

@@ -53,8 +53,11 @@ func (s *Service) peerConn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// Close releases the connections to peers.
+// Close writes the pending summary lines of unauthenticated refusals
+// (audit_anonymous.go) and releases the connections to peers. Call it
+// after the servers have stopped and before the audit log is closed.
 func (s *Service) Close() {
+	s.writeAnonymousSummaries()
 	s.peers.mu.Lock()
 	defer s.peers.mu.Unlock()
 	for a, c := range s.peers.conns {

@@ -94,6 +94,9 @@ type Service struct {
 	// serve until it has, so that no request's line lands on a log that
 	// may have been cut while the node was down.
 	auditAnchoring atomic.Bool
+	// anonymous bounds the audit lines of refusals that proved no
+	// identity (audit_anonymous.go).
+	anonymous anonymousRefusals
 }
 
 // New checks cfg and returns a Service.

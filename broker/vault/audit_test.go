@@ -1,13 +1,17 @@
 package vault_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,5 +116,90 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 	w.fail.Store(false)
 	if again, _ := e.read("/v1/tde/data/1", tok.GetToken()); !bytes.Equal(again, material) {
 		t.Fatal("a different key after the outage")
+	}
+}
+
+// TestUnauthenticatedFloodBoundsAuditLines: refusals of requests that
+// prove no identity get their own audit lines up to a rate, and beyond it
+// are counted in a summary line per source; a request with a valid token
+// in the middle of the flood keeps its own line, and the log verifies.
+func TestUnauthenticatedFloodBoundsAuditLines(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 600
+	start := time.Now()
+	for i := range flood {
+		if code, _ := e.get("/v1/tde/data/1", "hbt.made-up"); code != http.StatusForbidden {
+			t.Fatalf("refusal %d: status %d", i, code)
+		}
+		if i == flood/2 {
+			e.read("/v1/tde/data/1", tok.GetToken())
+		}
+	}
+	elapsed := time.Since(start)
+
+	type line struct {
+		Front, Peer, Principal, Operation, Decision, Reason, Result string
+	}
+	var refused, served int
+	var summarized uint64
+	waitUntil := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(e.c.Nodes[0].AuditPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused, served, summarized = 0, 0, 0
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			var l line
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				t.Fatalf("audit line %q: %v", sc.Text(), err)
+			}
+			switch {
+			case l.Front != "vault":
+			case l.Operation == "hsmbroker:UnauthenticatedRefusals":
+				var n uint64
+				if _, err := fmt.Sscanf(l.Reason, "%d requests that proved no identity", &n); err != nil || l.Peer != "127.0.0.1" ||
+					l.Principal != "" || l.Decision != "deny" {
+					t.Fatalf("summary line %+v", l)
+				}
+				summarized += n
+			case l.Reason == "unknown or revoked token":
+				refused++
+			case l.Result == "OK" && l.Principal == "admin":
+				served++
+			}
+		}
+		if uint64(refused)+summarized == flood {
+			break
+		}
+		if time.Now().After(waitUntil) {
+			t.Fatalf("%d refusals with a line and %d in summaries, want %d in all", refused, summarized, flood)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if served != 1 {
+		t.Fatalf("%d lines for the valid read in the flood, want 1", served)
+	}
+	// The burst, and the rate for as long as the flood lasted.
+	if limit := 200 + int(20*elapsed.Seconds()) + 1; refused > limit || summarized == 0 {
+		t.Fatalf("%d refusals had their own line in %v (limit %d), %d were summarized", refused, elapsed, limit, summarized)
+	}
+	f, err := os.Open(e.c.Nodes[0].AuditPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := audit.Verify(f); err != nil {
+		t.Fatalf("the audit log with summaries does not verify: %v", err)
 	}
 }
