@@ -18,7 +18,7 @@ import (
 // their ratio. Each read authenticates the token, authorizes, writes an
 // audit line and unwraps the version in SoftHSM.
 func BenchmarkTDERead(b *testing.B) {
-	e := newBenchEnv(b)
+	e := newKeyEnv(b)
 	ctx := context.Background()
 	svc := e.c.Nodes[0].Service.TDE()
 	in := broker.TDERequest{Token: e.token, Mount: "tde", Name: "1"}
@@ -66,20 +66,21 @@ func BenchmarkTDERead(b *testing.B) {
 	b.ReportMetric(float64(h)/float64(c), "http/core")
 }
 
-type benchEnv struct {
+// keyEnv is an env with TDE key "1" and an admin's token.
+type keyEnv struct {
 	*env
 	token string
 }
 
-func newBenchEnv(b *testing.B) benchEnv {
-	e := newEnvTB(b)
+func newKeyEnv(tb testing.TB) keyEnv {
+	e := newEnvTB(tb)
 	ctx := context.Background()
 	if _, err := e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "1"}); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	tok, err := e.tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "admin"})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	return benchEnv{env: e, token: tok.GetToken()}
+	return keyEnv{env: e, token: tok.GetToken()}
 }
