@@ -48,15 +48,13 @@ var anonymousUnlined = prometheus.NewCounterVec(prometheus.CounterOpts{
 func init() { prometheus.MustRegister(anonymousUnlined) }
 
 // anonymousRefusals is the rate limit and the pending counts. The zero
-// value is ready: its bucket starts full.
+// value is ready: its bucket starts full (last is zero until the first
+// refusal). pending is non-nil exactly while a summary is scheduled.
 type anonymousRefusals struct {
 	mu      sync.Mutex
-	started bool
 	tokens  float64
 	last    time.Time
 	pending map[anonymousSource]*unlined
-	// flushing is set while a summary is scheduled.
-	flushing bool
 }
 
 type anonymousSource struct{ front, peer string }
@@ -71,8 +69,8 @@ type unlined struct {
 func (a *anonymousRefusals) admit(front, peer string, now time.Time) (line, schedule bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.started {
-		a.started, a.tokens, a.last = true, anonymousLineBurst, now
+	if a.last.IsZero() {
+		a.tokens, a.last = anonymousLineBurst, now
 	}
 	if dt := now.Sub(a.last).Seconds(); dt > 0 {
 		a.tokens = min(anonymousLineBurst, a.tokens+dt*anonymousLinesPerSecond)
@@ -83,7 +81,8 @@ func (a *anonymousRefusals) admit(front, peer string, now time.Time) (line, sche
 		return true, false
 	}
 	src := anonymousSource{front: front, peer: hostOf(peer)}
-	if a.pending == nil {
+	schedule = a.pending == nil
+	if schedule {
 		a.pending = map[anonymousSource]*unlined{}
 	}
 	u, ok := a.pending[src]
@@ -98,8 +97,6 @@ func (a *anonymousRefusals) admit(front, peer string, now time.Time) (line, sche
 	u.count++
 	u.last = now
 	anonymousUnlined.WithLabelValues(front).Inc()
-	schedule = !a.flushing
-	a.flushing = true
 	return false, schedule
 }
 
@@ -108,7 +105,7 @@ func (a *anonymousRefusals) take() map[anonymousSource]*unlined {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.pending
-	a.pending, a.flushing = nil, false
+	a.pending = nil
 	return p
 }
 
