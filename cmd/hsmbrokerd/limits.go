@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/vault"
 	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
@@ -23,11 +24,19 @@ var (
 	// so the bound is generous. Only MaxConns applies: the gRPC server has
 	// its own timeouts (broker.NewGRPCServer).
 	grpcLimits = netlimit.Limits{MaxConns: 4096}
-	// metricsLimits: scrapers and health probes, a few at a time, each
-	// asking one short GET.
-	metricsLimits = netlimit.Limits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxConns: 128, MaxHeaderBytes: 16 << 10}
+	// vaultLimits: databases reading their TDE keys.
+	vaultLimits = getLimits(netlimit.DefaultMaxConns)
+	// metricsLimits: scrapers and health probes, a few at a time.
+	metricsLimits = getLimits(128)
 )
+
+// getLimits are the bounds of a server whose every request is one small
+// GET (the TDE key endpoint, metrics and health): its headers are the
+// whole request, and vault.MaxHeaderBytes is room enough for them.
+func getLimits(maxConns int) netlimit.Limits {
+	return netlimit.Limits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxConns: maxConns, MaxHeaderBytes: vault.MaxHeaderBytes}
+}
 
 // listenLimited binds addr for the named server, serving at most
 // l.MaxConns connections at once.

@@ -31,12 +31,6 @@ type vaultEndpoint struct {
 	limits netlimit.Limits
 }
 
-// vaultLimits bound the endpoint's connections and times. A TDE key read
-// is one small GET: its headers are the whole request.
-var vaultLimits = netlimit.Limits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-	WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxConns: netlimit.DefaultMaxConns,
-	MaxHeaderBytes: vault.MaxHeaderBytes}
-
 // newVaultEndpoint configures the endpoint; certFile and keyFile empty
 // means plain HTTP, which only a loopback address may serve.
 func newVaultEndpoint(addr, certFile, keyFile string) (*vaultEndpoint, error) {
