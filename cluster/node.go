@@ -245,7 +245,7 @@ func Open(c Config) (*Node, error) {
 		MaxRPCsInFlight: 1,
 	}
 	if cfg.TLS != nil {
-		stream, err := newTLSStreamLayer(cfg.RaftAddr, advertise, cfg.TLS)
+		stream, err := newTLSStreamLayer(cfg.RaftAddr, advertise, cfg.TLS, logger.With("component", "raft.transport"))
 		if err != nil {
 			return fail(err)
 		}

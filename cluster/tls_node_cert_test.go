@@ -19,7 +19,7 @@ import (
 // so holding one is not enough to rewrite the replicated state.
 func TestRaftRefusesClientCertificates(t *testing.T) {
 	ca := newTestCA(t, "cluster CA")
-	s, err := newTLSStreamLayer("127.0.0.1:0", nil, ca.nodeTLS(t, "n1"))
+	s, err := newTLSStreamLayer("127.0.0.1:0", nil, ca.nodeTLS(t, "n1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -42,6 +45,10 @@ type tlsStreamLayer struct {
 	// handshakeTimeout bounds an accepted connection's handshake
 	// (raftHandshakeTimeout; tests shorten it before the first Accept).
 	handshakeTimeout time.Duration
+	// handshakeLog writes, within bounds, why an accepted connection's
+	// handshake failed. raft would log each at ERROR ("failed to decode
+	// incoming command"), one line for every connection anyone makes.
+	handshakeLog *netlimit.LogLimiter
 }
 
 var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
@@ -103,7 +110,7 @@ func requireNodeCertificate(next func(tls.ConnectionState) error) func(tls.Conne
 // newTLSStreamLayer listens on bind. advertise, if not nil, is the address
 // given to peers; otherwise the listener's own address, which must then be
 // a specific IP.
-func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config) (*tlsStreamLayer, error) {
+func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config, log *slog.Logger) (*tlsStreamLayer, error) {
 	server, client, err := raftTLSConfigs(cfg)
 	if err != nil {
 		return nil, err
@@ -114,7 +121,8 @@ func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config) (*tlsSt
 	}
 	// Bounded before TLS, so that handshakes count too.
 	ln := tls.NewListener(netlimit.Listener(tcp, netlimit.Limits{MaxConns: maxRaftConns}), server)
-	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client, handshakeTimeout: raftHandshakeTimeout}
+	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client, handshakeTimeout: raftHandshakeTimeout,
+		handshakeLog: netlimit.NewLogLimiter(log, "Raft TLS handshake failed")}
 	if err := checkAdvertisable(s.Addr()); err != nil {
 		ln.Close()
 		return nil, err
@@ -167,11 +175,14 @@ func (s *tlsStreamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, timeout: s.handshakeTimeout}, nil
+	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, timeout: s.handshakeTimeout, log: s.handshakeLog}, nil
 }
 
 // Close stops listening.
-func (s *tlsStreamLayer) Close() error { return s.ln.Close() }
+func (s *tlsStreamLayer) Close() error {
+	s.handshakeLog.Close()
+	return s.ln.Close()
+}
 
 // Addr is the advertised address.
 func (s *tlsStreamLayer) Addr() net.Addr {
@@ -202,21 +213,29 @@ type raftConn struct {
 	// deadlines itself from then on.
 	dialed  bool
 	timeout time.Duration
+	log     *netlimit.LogLimiter // of an accepted connection's failed handshake
 	once    sync.Once
 	err     error
 }
 
 // handshake completes an accepted connection's handshake once, within
 // timeout; raft sets no deadline on accepted connections, so clearing it
-// afterwards takes none of raft's away.
+// afterwards takes none of raft's away. A failed handshake reads as
+// io.EOF from then on.
 func (c *raftConn) handshake() error {
 	if c.dialed {
 		return nil
 	}
 	c.once.Do(func() {
 		_ = c.Conn.SetDeadline(time.Now().Add(c.timeout))
-		c.err = c.Conn.Handshake()
+		err := c.Conn.Handshake()
 		_ = c.Conn.SetDeadline(time.Time{})
+		if err != nil {
+			// Logged here, within bounds; raft logs nothing of io.EOF.
+			c.log.Log(context.Background(), slog.LevelWarn, "Raft connection refused: TLS handshake failed",
+				slog.String("peer", c.Conn.RemoteAddr().String()), slog.Any("err", err))
+			c.err = io.EOF
+		}
 	})
 	return c.err
 }

@@ -129,7 +129,7 @@ func (a *auditWriter) decide(body []byte) {
 	a.refused = true
 	a.Header().Del("Content-Length")
 	if a.xks {
-		a.h.xks.writeError(a.ResponseWriter, a.r, a.reqID, "", err)
+		a.h.xks.writeError(a.ResponseWriter, a.r, a.reqID, "", "", err)
 		return
 	}
 	a.h.writeTrentError(a.ResponseWriter, "", a.reqID, "", err, time.Now())

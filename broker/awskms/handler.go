@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/hsmbroker/hsmbroker/keys"
 )
 
@@ -76,6 +77,9 @@ type Handler struct {
 	authorize func(ctx context.Context, principal, action string) error
 	maxBody   int64
 	log       *slog.Logger
+	// anonLog takes the lines of requests that proved no identity, which
+	// anyone can send (logRequest).
+	anonLog *netlimit.LogLimiter
 	// inFlight is the body bytes held by requests now (at most
 	// maxInFlight).
 	inFlight    atomic.Int64
@@ -117,6 +121,7 @@ func New(cfg Config) (*Handler, error) {
 		authorize: cfg.Authorize,
 		maxBody:   cfg.MaxBodyBytes,
 		log:       cfg.Logger,
+		anonLog:   netlimit.NewLogLimiter(cfg.Logger, "request refused before it proved an identity"),
 
 		maxInFlight: cfg.MaxInFlightBodyBytes,
 	}
@@ -146,7 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer aw.finish()
 	w = aw
 	if h.xks != nil && h.xks.owns(r.URL.Path) {
-		defer h.recoverTo(w, reqID, func() { h.xks.writeError(w, r, reqID, "", errInternal) })
+		defer h.recoverTo(w, reqID, func() { h.xks.writeError(w, r, reqID, "", "", errInternal) })
 		h.xks.serve(w, r, reqID)
 		return
 	}
@@ -299,6 +304,22 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		slog.String("request_id", reqID), slog.Int("status", http.StatusOK), slog.Duration("took", time.Since(start)))
 }
 
+// Close writes the summary of request lines left out by the bound, if
+// any; the handler still serves after it. The daemon calls it on shutdown.
+func (h *Handler) Close() { h.anonLog.Close() }
+
+// logRequest writes a request's line. The line of one that proved no
+// identity (principal "") goes through h.anonLog: anyone can send such
+// requests, thousands a second, and its audit line is bounded too
+// (broker/audit_anonymous.go).
+func (h *Handler) logRequest(ctx context.Context, level slog.Level, msg, principal string, attrs ...slog.Attr) {
+	if principal == "" {
+		h.anonLog.Log(ctx, level, msg, attrs...)
+		return
+	}
+	h.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
 // writeTrentError answers with an AWS JSON error body.
 func (h *Handler) writeTrentError(w http.ResponseWriter, op, reqID, principal string, err error, start time.Time) {
 	status, exc, msg := classify(err)
@@ -313,7 +334,7 @@ func (h *Handler) writeTrentError(w http.ResponseWriter, op, reqID, principal st
 	case status == http.StatusServiceUnavailable:
 		level = slog.LevelWarn
 	}
-	h.log.LogAttrs(context.Background(), level, "kms request", attrs...)
+	h.logRequest(context.Background(), level, "kms request", principal, attrs...)
 	b, _ := json.Marshal(struct {
 		Type    string `json:"__type"`
 		Message string `json:"message"`

@@ -205,16 +205,16 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 	start := time.Now()
 	op, keyID := x.route(r.URL.Path)
 	if op == "" {
-		x.writeError(w, r, reqID, "", xksErr(http.StatusNotFound, xksInvalidURIPath, "no XKS API at this URI path"))
+		x.writeError(w, r, reqID, "", "", xksErr(http.StatusNotFound, xksInvalidURIPath, "no XKS API at this URI path"))
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		x.writeError(w, r, reqID, op, xksErr(http.StatusMethodNotAllowed, xksValidation, "XKS API requests must be POST"))
+		x.writeError(w, r, reqID, op, "", xksErr(http.StatusMethodNotAllowed, xksValidation, "XKS API requests must be POST"))
 		return
 	}
 	authFailed := func(aerr *authError) {
-		x.writeError(w, r, reqID, op, xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
+		x.writeError(w, r, reqID, op, "", xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
 	}
 	pre, aerr := x.verifier.verifyHeaders(r)
 	if aerr != nil {
@@ -225,10 +225,10 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 	defer release()
 	if err != nil {
 		if err == errBusy {
-			x.writeError(w, r, reqID, op, xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message))
+			x.writeError(w, r, reqID, op, "", xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message))
 			return
 		}
-		x.writeError(w, r, reqID, op, xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable"))
+		x.writeError(w, r, reqID, op, "", xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable"))
 		return
 	}
 	principal, aerr := x.verifier.verifyBody(pre, r, body)
@@ -246,16 +246,16 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 		if errors.As(err, &ae) {
 			msg = ae.message
 		}
-		x.writeError(w, r, reqID, op, xksErr(http.StatusBadRequest, xksValidation, "%s", msg))
+		x.writeError(w, r, reqID, op, principal, xksErr(http.StatusBadRequest, xksValidation, "%s", msg))
 		return
 	}
 	if err := req.RequestMetadata.check(op); err != nil {
-		x.writeError(w, r, reqID, op, err)
+		x.writeError(w, r, reqID, op, principal, err)
 		return
 	}
 	if x.h.authorize != nil && op != "GetHealthStatus" {
 		if err := x.h.authorize(ctx, principal, "kms-xks-proxy:"+op); err != nil {
-			x.writeError(w, r, reqID, op, xksErr(http.StatusForbidden, xksAccessDenied, "%s is not authorized to perform %s", principal, op))
+			x.writeError(w, r, reqID, op, principal, xksErr(http.StatusForbidden, xksAccessDenied, "%s is not authorized to perform %s", principal, op))
 			return
 		}
 	}
@@ -271,12 +271,12 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 		out, err = x.decrypt(ctx, keyID, &req)
 	}
 	if err != nil {
-		x.writeError(w, r, reqID, op, err)
+		x.writeError(w, r, reqID, op, principal, err)
 		return
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
-		x.writeError(w, r, reqID, op, err)
+		x.writeError(w, r, reqID, op, principal, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -542,16 +542,16 @@ func isXKSName(s string) bool {
 
 // writeError answers with the specification's error body. The message
 // is limited to printable ASCII and 511 characters, as it requires.
-func (x *xksServer) writeError(w http.ResponseWriter, r *http.Request, reqID, op string, err error) {
+func (x *xksServer) writeError(w http.ResponseWriter, r *http.Request, reqID, op, principal string, err error) {
 	status, name, msg := xksClassify(err)
 	level := slog.LevelInfo
-	attrs := []slog.Attr{slog.String("operation", op), slog.String("request_id", reqID), slog.Int("status", status),
-		slog.String("error_name", name)}
+	attrs := []slog.Attr{slog.String("operation", op), slog.String("principal", principal), slog.String("request_id", reqID),
+		slog.Int("status", status), slog.String("error_name", name)}
 	if status == http.StatusInternalServerError {
 		level = slog.LevelError
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	x.h.log.LogAttrs(r.Context(), level, "xks request", attrs...)
+	x.h.logRequest(r.Context(), level, "xks request", principal, attrs...)
 	b, _ := json.Marshal(struct {
 		ErrorName    string `json:"errorName"`
 		ErrorMessage string `json:"errorMessage,omitempty"`

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // DefaultWrappingKey is the alias of the KMS key that seals KMIP objects.
@@ -50,6 +51,9 @@ type Server struct {
 	cfg  Config
 	core *broker.KMIPObjects
 	log  *slog.Logger
+	// Lines that a client without a certificate can cause, one a
+	// connection, are bounded (netlimit.LogLimiter).
+	refusedLog, handshakeLog *netlimit.LogLimiter
 
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
@@ -93,8 +97,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, core: cfg.Service.KMIP(), log: cfg.Log.With("front", "kmip"), lns: map[net.Listener]struct{}{},
-		conns: map[net.Conn]struct{}{}, slots: make(chan struct{}, cfg.MaxConns)}, nil
+	log := cfg.Log.With("front", "kmip")
+	return &Server{cfg: cfg, core: cfg.Service.KMIP(), log: log,
+		refusedLog:   netlimit.NewLogLimiter(log, "KMIP connection refused: too many"),
+		handshakeLog: netlimit.NewLogLimiter(log, "KMIP TLS handshake failed"),
+		lns:          map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, slots: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
 // Serve accepts connections on l (a plain TCP listener; the server does
@@ -126,7 +133,8 @@ func (s *Server) Serve(l net.Listener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.log.Warn("too many KMIP connections; refusing one", "peer", c.RemoteAddr().String(), "max", s.cfg.MaxConns)
+			s.refusedLog.Log(context.Background(), slog.LevelWarn, "too many KMIP connections; refusing one",
+				slog.String("peer", c.RemoteAddr().String()), slog.Int("max", s.cfg.MaxConns))
 			c.Close()
 			continue
 		}
@@ -155,6 +163,8 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.refusedLog.Close()
+	s.handshakeLog.Close()
 	return nil
 }
 
@@ -174,7 +184,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	c := tls.Server(raw, s.cfg.TLS)
 	_ = c.SetDeadline(time.Now().Add(min(s.cfg.IdleTimeout, handshakeTimeout)))
 	if err := c.Handshake(); err != nil {
-		s.log.Info("KMIP TLS handshake failed", "peer", peer, "err", err)
+		s.handshakeLog.Log(context.Background(), slog.LevelInfo, "KMIP TLS handshake failed", slog.String("peer", peer), slog.Any("err", err))
 		return
 	}
 	chains := c.ConnectionState().VerifiedChains

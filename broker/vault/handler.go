@@ -29,6 +29,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"google.golang.org/grpc/codes"
 )
 
@@ -55,6 +56,9 @@ type Core interface {
 type Handler struct {
 	core Core
 	log  *slog.Logger
+	// anonLog takes the lines of reads refused for a token that proves no
+	// identity, which anyone can send (netlimit.LogLimiter).
+	anonLog *netlimit.LogLimiter
 }
 
 // New returns a handler over core; log may be nil.
@@ -62,7 +66,7 @@ func New(core Core, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{core: core, log: log}
+	return &Handler{core: core, log: log, anonLog: netlimit.NewLogLimiter(log, "TDE key read refused: no valid token")}
 }
 
 type route uint8
@@ -143,6 +147,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"data": map[string]any{"data": map[string]string{"data": material}, "metadata": map[string]any{"version": m.Version}}})
 }
 
+// Close writes the summary of refusal lines left out by the bound, if
+// any; the handler still serves after it. The daemon calls it on shutdown.
+func (h *Handler) Close() { h.anonLog.Close() }
+
 // writeError answers a refused or failed read in Vault's shapes.
 func (h *Handler) writeError(w http.ResponseWriter, in broker.TDERequest, err error) {
 	code, _, msg := broker.Classify(err)
@@ -154,8 +162,13 @@ func (h *Handler) writeError(w http.ResponseWriter, in broker.TDERequest, err er
 		return
 	case codes.Unauthenticated, codes.PermissionDenied:
 		// The reason is in the audit line and the node's log, not the answer.
-		h.log.Info("TDE key read refused", "request_id", in.RequestID, "peer", in.Peer, "mount", in.Mount, "name", in.Name,
-			"reason", msg)
+		attrs := []slog.Attr{slog.String("request_id", in.RequestID), slog.String("peer", in.Peer), slog.String("mount", in.Mount),
+			slog.String("name", in.Name), slog.String("reason", msg)}
+		if code == codes.Unauthenticated {
+			h.anonLog.Log(context.Background(), slog.LevelInfo, "TDE key read refused", attrs...)
+		} else {
+			h.log.LogAttrs(context.Background(), slog.LevelInfo, "TDE key read refused", attrs...)
+		}
 		writeErrors(w, http.StatusForbidden, "permission denied")
 		return
 	case codes.InvalidArgument, codes.FailedPrecondition:

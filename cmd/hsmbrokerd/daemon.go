@@ -192,14 +192,15 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", serveLive)
 	mux.Handle("GET /readyz", readyHandler(svc))
-	httpSrv := netlimit.NewHTTPServer(mux, metricsLimits, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
-	var kmsSrv *http.Server
+	httpSrv := netlimit.NewHTTPServer(mux, metricsLimits, log.With("server", "metrics"))
+	var kmsSrv *netlimit.Server
 	if d.kms != nil {
-		h, err := d.kms.handler(svc, log)
+		kmsLog := log.With("front", broker.FrontAWS)
+		h, err := d.kms.handler(svc, kmsLog)
 		if err != nil {
 			return err
 		}
-		kmsSrv = d.kms.server(h, log)
+		kmsSrv = d.kms.server(h, kmsLog)
 	}
 
 	fatal := make(chan error, 5)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -75,8 +74,10 @@ func (k *kmsEndpoint) handler(svc *broker.Service, log *slog.Logger) (*awskms.Ha
 
 // server is the endpoint's HTTP server, with netlimit's default read,
 // write and idle timeouts.
-func (k *kmsEndpoint) server(h http.Handler, log *slog.Logger) *http.Server {
-	return netlimit.NewHTTPServer(h, k.limits, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+func (k *kmsEndpoint) server(h *awskms.Handler, log *slog.Logger) *netlimit.Server {
+	srv := netlimit.NewHTTPServer(h, k.limits, log)
+	srv.OnShutdown(h.Close)
+	return srv
 }
 
 // listen binds the endpoint's address, with TLS when configured, serving

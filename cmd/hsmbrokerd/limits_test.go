@@ -3,13 +3,19 @@ package main
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // TestServersDropSilentConnections: a client that connects to any of the
@@ -132,5 +138,92 @@ func TestEndpointListenersBound(t *testing.T) {
 			t.Fatalf("%s: the third connection not accepted once a slot was free", name)
 		}
 		lis.Close()
+	}
+}
+
+// TestUnauthenticatedClientsBoundLogLines: connections and requests that
+// prove no identity cost the node's log a bounded number of lines. Before
+// the bound each garbage connection to the Raft or KMIP port, and each
+// request with a made-up AWS signature or TDE token, wrote a line of its
+// own (Raft's at ERROR), as fast as a client could send them. Now the
+// first netlimit.LogLineBurst of each kind are written, then
+// netlimit.LogLinesPerSecond, and one summary line counts the others; the
+// node writes it on shutdown at the latest.
+func TestUnauthenticatedClientsBoundLogLines(t *testing.T) {
+	t.Parallel()
+	module := requireSoftHSM(t)
+	buildBinary(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	var addrs []string
+	p := startDev(t, module, dir, &addrs)
+	before := len(p.out.String())
+
+	const n = 150
+	start := time.Now()
+	garbage := func(addr string) {
+		for range n {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = c.Write([]byte("\x16\x03\x01\x00\x05not TLS at all\r\n\r\n"))
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Fatalf("%s did not close a garbage connection: %v", addr, err)
+			}
+			c.Close()
+		}
+	}
+	garbage(addrs[1]) // Raft
+	garbage(addrs[5]) // KMIP
+	for range n {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addrs[3]+"/", strings.NewReader("{}"))
+		req.Header.Set("X-Amz-Target", "TrentService.Encrypt")
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKIANOBODY/20261206/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-target, Signature=00")
+		checkStatus(t, req, http.StatusBadRequest)
+		req, _ = http.NewRequest(http.MethodGet, "http://"+addrs[4]+"/v1/tde/data/1", nil)
+		req.Header.Set("X-Vault-Token", "made-up")
+		checkStatus(t, req, http.StatusForbidden)
+	}
+	elapsed := time.Since(start)
+	p.stop(t)
+
+	out := p.out.String()[before:]
+	maxLines := netlimit.LogLineBurst + int(elapsed.Seconds()+1)*netlimit.LogLinesPerSecond
+	for _, c := range []struct{ line, event string }{
+		{`msg="Raft connection refused: TLS handshake failed"`, "Raft TLS handshake failed"},
+		{`msg="KMIP TLS handshake failed"`, "KMIP TLS handshake failed"},
+		{`msg="kms request" front=aws operation="" principal=""`, "request refused before it proved an identity"},
+		{`msg="TDE key read refused"`, "TDE key read refused: no valid token"},
+	} {
+		lines := strings.Count(out, c.line)
+		leftOut := 0
+		for _, m := range regexp.MustCompile(`event="`+regexp.QuoteMeta(c.event)+`" left_out=(\d+)`).FindAllStringSubmatch(out, -1) {
+			k, _ := strconv.Atoi(m[1])
+			leftOut += k
+		}
+		if lines > maxLines {
+			t.Errorf("%s: %d lines for %d events in %v, want at most %d", c.event, lines, n, elapsed.Round(time.Millisecond), maxLines)
+		}
+		if lines+leftOut != n {
+			t.Errorf("%s: %d lines and %d left out in summaries, want %d in all", c.event, lines, leftOut, n)
+		}
+	}
+	if strings.Contains(out, "failed to decode incoming command") {
+		t.Error("raft logged a garbage connection at ERROR")
+	}
+}
+
+// checkStatus sends req and requires the status.
+func checkStatus(t *testing.T, req *http.Request, want int) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d", req.Method, req.URL, resp.StatusCode, want)
 	}
 }

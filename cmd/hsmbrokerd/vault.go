@@ -64,8 +64,12 @@ func (v *vaultEndpoint) listen() (net.Listener, error) {
 }
 
 // server is the endpoint's HTTP server: every size and time bounded.
-func (v *vaultEndpoint) server(svc *broker.Service, log *slog.Logger) *http.Server {
-	return netlimit.NewHTTPServer(vault.New(svc.TDE(), log), v.limits, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+func (v *vaultEndpoint) server(svc *broker.Service, log *slog.Logger) *netlimit.Server {
+	log = log.With("front", broker.FrontVault)
+	h := vault.New(svc.TDE(), log)
+	srv := netlimit.NewHTTPServer(h, v.limits, log)
+	srv.OnShutdown(h.Close)
+	return srv
 }
 
 func (v *vaultEndpoint) url(a net.Addr) string {
@@ -77,7 +81,7 @@ func (v *vaultEndpoint) url(a net.Addr) string {
 
 // serveVault starts the endpoint; it returns the server (nil when not
 // configured) and its URL.
-func serveVault(v *vaultEndpoint, lis net.Listener, svc *broker.Service, log *slog.Logger, fatal chan<- error) (*http.Server, string) {
+func serveVault(v *vaultEndpoint, lis net.Listener, svc *broker.Service, log *slog.Logger, fatal chan<- error) (*netlimit.Server, string) {
 	if v == nil {
 		return nil, ""
 	}

@@ -1,6 +1,7 @@
 // Package netlimit bounds what a client that has not yet authenticated can
-// hold of the daemon's network servers (gRPC, the AWS KMS endpoint, the
-// TDE key endpoint, metrics and health):
+// hold of the daemon's network servers (gRPC, Raft, KMIP, the AWS KMS
+// endpoint, the TDE key endpoint, metrics and health), and what it can
+// make them write to the log:
 //
 //   - connections: Listener accepts at most Limits.MaxConns at once;
 //     further clients wait in the kernel's accept queue, costing the
@@ -12,14 +13,18 @@
 //     handshake), ReadTimeout to send its whole request, WriteTimeout to be
 //     answered, or stays idle longer than IdleTimeout (the gRPC server has
 //     its own: broker.NewGRPCServer bounds the handshake);
-//   - header bytes: MaxHeaderBytes.
+//   - header bytes: MaxHeaderBytes;
+//   - log lines: LogLimiter bounds the lines of events anyone can cause
+//     without authenticating (failed handshakes, refused connections and
+//     requests); NewHTTPServer puts net/http's own through one.
 //
 // Bodies are the handlers' to bound: each knows what its requests hold.
 // The package uses the standard library only.
 package netlimit
 
 import (
-	"log"
+	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -80,13 +85,41 @@ func (l Limits) WithDefaults() Limits {
 	return l
 }
 
-// NewHTTPServer returns an http.Server for h with the limits' timeouts and
+// NewHTTPServer returns a server for h with the limits' timeouts and
 // header bound. Serve it on a listener wrapped by Listener with the same
-// limits.
-func NewHTTPServer(h http.Handler, l Limits, errorLog *log.Logger) *http.Server {
+// limits. What net/http logs of a connection before any handler runs (a
+// failed TLS handshake, one line a connection) goes to log at Warn through
+// a LogLimiter, whose pending summary Shutdown writes.
+func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *Server {
 	l = l.WithDefaults()
-	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
-		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes, ErrorLog: errorLog}
+	lim := NewLogLimiter(log, "HTTP connection error")
+	srv := &Server{Server: &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes,
+		ErrorLog: lim.ErrorLog(slog.LevelWarn)}}
+	srv.OnShutdown(lim.Close)
+	return srv
+}
+
+// Server is an http.Server whose Shutdown, once the server has stopped,
+// runs the functions given to OnShutdown before it returns (net/http's own
+// RegisterOnShutdown starts them in goroutines, which a process on its way
+// out may never run): the summaries of lines its limiters left out.
+type Server struct {
+	*http.Server
+	onShutdown []func()
+}
+
+// OnShutdown adds f to what Shutdown runs.
+func (s *Server) OnShutdown(f func()) { s.onShutdown = append(s.onShutdown, f) }
+
+// Shutdown shuts the server down as http.Server.Shutdown does, then runs
+// the OnShutdown functions in the order given.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.Server.Shutdown(ctx)
+	for _, f := range s.onShutdown {
+		f()
+	}
+	return err
 }
 
 // Listener returns a listener that has at most l.MaxConns of its
