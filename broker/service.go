@@ -97,6 +97,10 @@ type Service struct {
 	// anonymous bounds the audit lines of refusals that proved no
 	// identity (audit_anonymous.go).
 	anonymous anonymousRefusals
+	// leaderSync shares syncWithLeader's round trips among its callers;
+	// anonSync those of callers that have proved no identity yet
+	// (syncUnauthenticated), apart, so that they cannot slow the others.
+	leaderSync, anonSync leaderSync
 }
 
 // New checks cfg and returns a Service.
@@ -128,7 +132,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.BackupChunkSize <= 0 || cfg.BackupChunkSize > MaxBackupChunkSize {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
-	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger}
+	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger, anonSync: leaderSync{spacing: anonSyncSpacing}}
 	s.access = authz.NewAuthorizer(cfg.Account)
 	if cfg.InsecureNoClientAuth {
 		s.log.Warn("INSECURE: gRPC client authentication is off (InsecureNoClientAuth): every caller is an admin and a cluster node; never run this outside a test",
