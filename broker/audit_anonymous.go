@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -48,12 +49,11 @@ var anonymousUnlined = prometheus.NewCounterVec(prometheus.CounterOpts{
 func init() { prometheus.MustRegister(anonymousUnlined) }
 
 // anonymousRefusals is the rate limit and the pending counts. The zero
-// value is ready: its bucket starts full (last is zero until the first
-// refusal). pending is non-nil exactly while a summary is scheduled.
+// value is ready: its bucket starts full. pending is non-nil exactly while
+// a summary is scheduled.
 type anonymousRefusals struct {
 	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
+	bucket  netlimit.Bucket
 	pending map[anonymousSource]*unlined
 }
 
@@ -69,15 +69,7 @@ type unlined struct {
 func (a *anonymousRefusals) admit(front, peer string, now time.Time) (line, schedule bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.last.IsZero() {
-		a.tokens, a.last = anonymousLineBurst, now
-	}
-	if dt := now.Sub(a.last).Seconds(); dt > 0 {
-		a.tokens = min(anonymousLineBurst, a.tokens+dt*anonymousLinesPerSecond)
-	}
-	a.last = now
-	if a.tokens >= 1 {
-		a.tokens--
+	if a.bucket.Take(now, anonymousLineBurst, anonymousLinesPerSecond) {
 		return true, false
 	}
 	src := anonymousSource{front: front, peer: hostOf(peer)}

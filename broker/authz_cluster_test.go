@@ -41,10 +41,8 @@ func TestAccessChangesReachFollowers(t *testing.T) {
 	ctx := ctxT(t)
 	leader := c.Leader(t)
 	var followers []int
-	for _, nd := range c.Nodes {
-		if nd != leader {
-			followers = append(followers, nd.Index)
-		}
+	for _, nd := range c.Followers(t) {
+		followers = append(followers, nd.Index)
 	}
 	admin := newClient(c.DialAs(leader.Index, "root", authz.RoleAdmin))
 	key := func() string {

@@ -21,7 +21,6 @@ import (
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -159,25 +158,7 @@ func TestRestoreNeedsDomainKeyCheck(t *testing.T) {
 // requestsTotal reads hsmbroker_requests_total for one method and code.
 func requestsTotal(t *testing.T, method, code string) float64 {
 	t.Helper()
-	fams, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() != "hsmbroker_requests_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["method"] == method && labels["code"] == code {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return hsmtest.Gathered(t, "hsmbroker_requests_total", map[string]string{"method": method, "code": code})
 }
 
 // TestBackupStreamAuthorization: the streaming Backup goes through the same

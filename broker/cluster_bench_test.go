@@ -70,16 +70,11 @@ func BenchmarkCreateKey(b *testing.B) {
 	}
 	one := hsmtest.NewCluster(b, 1)
 	three := hsmtest.NewCluster(b, 3)
-	leader := three.Leader(b)
-	follower := 0
-	for i, nd := range three.Nodes {
-		if nd != leader {
-			follower = i
-		}
-	}
+	leader, fs := three.Leader(b), three.Followers(b)
+	follower := fs[len(fs)-1].Index
 	k1 := pb.NewKeyServiceClient(one.Dial(0, "bench"))
 	k3 := pb.NewKeyServiceClient(three.Dial(follower, "bench"))
-	k3l := pb.NewKeyServiceClient(three.Dial(index(three, leader), "bench"))
+	k3l := pb.NewKeyServiceClient(three.Dial(leader.Index, "bench"))
 	b.Run("latency", func(b *testing.B) {
 		l := p50s(50*b.N, k1, k3, k3l)
 		l1, l3, l3l := l[0], l[1], l[2]

@@ -24,15 +24,6 @@ func nodeClients(t *testing.T, c *hsmtest.Cluster, i int) (pb.KeyServiceClient, 
 	return pb.NewKeyServiceClient(conn), pb.NewCryptoServiceClient(conn)
 }
 
-func index(c *hsmtest.Cluster, nd *hsmtest.Node) int {
-	for i, n := range c.Nodes {
-		if n == nd {
-			return i
-		}
-	}
-	return -1
-}
-
 // A partitioned minority cannot commit; after healing it converges, and a
 // key disabled on the majority side is refused by every node.
 func TestPartitionedMinorityCannotCommit(t *testing.T) {
@@ -48,8 +39,8 @@ func TestPartitionedMinorityCannotCommit(t *testing.T) {
 			majority = append(majority, nd)
 		}
 	}
-	ok0, oc0 := nodeClients(t, c, index(c, old))
-	mk, mc := nodeClients(t, c, index(c, majority[0]))
+	ok0, oc0 := nodeClients(t, c, old.Index)
+	mk, mc := nodeClients(t, c, majority[0].Index)
 	k, err := ok0.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/gate"})
 	if err != nil {
 		t.Fatal(err)
@@ -139,17 +130,10 @@ func TestRejoinThroughSnapshot(t *testing.T) {
 		cfg.TrailingLogs = 16
 	})
 	ctx := ctxT(t)
-	leader := c.Leader(t)
-	var down *hsmtest.Node
-	for _, nd := range c.Nodes {
-		if nd != leader {
-			down = nd
-			break
-		}
-	}
+	leader, down := c.Leader(t), c.Followers(t)[0]
 	wasAt := down.Raft.Stats().LastLogIndex
 	down.Stop()
-	lk, _ := nodeClients(t, c, index(c, leader))
+	lk, _ := nodeClients(t, c, leader.Index)
 	var ids []string
 	for i := 0; i < 40; i++ {
 		k, err := lk.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/away-%d", i)})
@@ -171,7 +155,7 @@ func TestRejoinThroughSnapshot(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	down.Start()
-	_, dc := nodeClients(t, c, index(c, down))
+	_, dc := nodeClients(t, c, down.Index)
 	for _, id := range ids {
 		if _, err := dc.Encrypt(ctx, &pb.EncryptRequest{KeyId: id, Plaintext: []byte("back")}); err != nil {
 			t.Fatalf("rejoined node cannot use key %s made while it was down: %v", id, err)

@@ -27,12 +27,8 @@ func TestThreeNodeClusterServesFromEveryNode(t *testing.T) {
 	c := hsmtest.NewCluster(t, 3)
 	ctx := ctxT(t)
 	leader := c.Leader(t)
-	var follower int
-	for i, nd := range c.Nodes {
-		if nd != leader {
-			follower = i
-		}
-	}
+	fs := c.Followers(t)
+	follower := fs[len(fs)-1].Index
 	keys := make([]pb.KeyServiceClient, 3)
 	cryptos := make([]pb.CryptoServiceClient, 3)
 	for i := range c.Nodes {

@@ -409,6 +409,20 @@ func (c *Cluster) Leader(t testing.TB) *Node {
 	}
 }
 
+// Followers returns the running nodes that are not the leader (Leader),
+// in the order of c.Nodes.
+func (c *Cluster) Followers(t testing.TB) []*Node {
+	t.Helper()
+	leader := c.Leader(t)
+	var fs []*Node
+	for _, nd := range c.Nodes {
+		if nd.running && nd != leader {
+			fs = append(fs, nd)
+		}
+	}
+	return fs
+}
+
 // WaitConverged waits until every running node has the same state digest
 // and returns it.
 func (c *Cluster) WaitConverged(t testing.TB) [32]byte {

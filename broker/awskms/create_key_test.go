@@ -6,7 +6,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 )
 
 // TestCreateKeyWithPolicyIsOneCommand: CreateKey with a policy, tags and a
@@ -62,21 +62,5 @@ func TestCreateKeyWithPolicyIsOneCommand(t *testing.T) {
 // function fn, from the partition's call metrics.
 func hsmCalls(t *testing.T, fn string) uint64 {
 	t.Helper()
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "hsmbroker_hsm_call_duration_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "function" && l.GetValue() == fn {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return 0
+	return uint64(hsmtest.Gathered(t, "hsmbroker_hsm_call_duration_seconds", map[string]string{"function": fn}))
 }

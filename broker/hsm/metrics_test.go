@@ -11,38 +11,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/keys"
-	"github.com/prometheus/client_golang/prometheus"
 )
-
-// gathered sums the default registry's series of family name whose labels
-// include want: counters by value, histograms by sample count.
-func gathered(t *testing.T, name string, want map[string]string) float64 {
-	t.Helper()
-	fams, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return sum
-}
 
 // Every PKCS#11 call is timed by function, and failed calls are counted
 // by function and CKR code, injected faults included.
@@ -54,7 +23,7 @@ func TestCallMetrics(t *testing.T) {
 	iv := make([]byte, hsm.GCMIVSize)
 	encrypts := map[string]string{"function": "C_Encrypt"}
 	failures := map[string]string{"function": "C_Encrypt", "ckr": "CKR_DEVICE_ERROR"}
-	calls0, errs0 := gathered(t, "hsmbroker_hsm_call_duration_seconds", encrypts), gathered(t, "hsmbroker_hsm_call_errors_total", failures)
+	calls0, errs0 := hsmtest.Gathered(t, "hsmbroker_hsm_call_duration_seconds", encrypts), hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", failures)
 	for range 3 {
 		if _, err := p.EncryptGCM(ctx, k, iv, []byte("x"), nil); err != nil {
 			t.Fatal(err)
@@ -65,10 +34,10 @@ func TestCallMetrics(t *testing.T) {
 	if _, err := p.EncryptGCM(ctx, k, iv, []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if d := gathered(t, "hsmbroker_hsm_call_duration_seconds", encrypts) - calls0; d < 5 {
+	if d := hsmtest.Gathered(t, "hsmbroker_hsm_call_duration_seconds", encrypts) - calls0; d < 5 {
 		t.Errorf("C_Encrypt timed %v times, want at least 5 (3 + a failed call + its retry)", d)
 	}
-	if d := gathered(t, "hsmbroker_hsm_call_errors_total", failures) - errs0; d < 1 {
+	if d := hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", failures) - errs0; d < 1 {
 		t.Errorf("C_Encrypt CKR_DEVICE_ERROR counted %v times, want at least 1", d)
 	}
 }
@@ -195,7 +164,7 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 	for _, op := range ops {
 		t.Run(op.call, func(t *testing.T) {
 			failures := map[string]string{"function": op.call, "ckr": "CKR_FUNCTION_FAILED"}
-			before := gathered(t, "hsmbroker_hsm_call_errors_total", failures)
+			before := hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", failures)
 			f.Add(hsm.FaultRule{Call: op.call, Code: 0x6 /* CKR_FUNCTION_FAILED */, Times: 1})
 			err := op.run()
 			if err == nil {
@@ -204,7 +173,7 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 			if !strings.HasPrefix(op.call, "C_Decrypt") && (!strings.Contains(err.Error(), "hsm: "+op.call+": ") || !strings.Contains(err.Error(), "CKR_FUNCTION_FAILED")) {
 				t.Errorf("error %q does not name %s", err, op.call)
 			}
-			if d := gathered(t, "hsmbroker_hsm_call_errors_total", failures) - before; d != 1 {
+			if d := hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", failures) - before; d != 1 {
 				t.Errorf("%s CKR_FUNCTION_FAILED counted %v times, want 1", op.call, d)
 			}
 			if err := op.run(); err != nil {
@@ -218,22 +187,22 @@ func TestOneCrossingNamesTheFailedCall(t *testing.T) {
 	// C_Decrypt (SoftHSM says CKR_GENERAL_ERROR), and a handle lost with
 	// its anchor session fails C_SignInit before the key is reloaded.
 	tagFailures := map[string]string{"function": "C_Decrypt", "ckr": "CKR_GENERAL_ERROR"}
-	before := gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures)
+	before := hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures)
 	tampered := append([]byte(nil), c.sealed...)
 	tampered[0] ^= 1
 	if _, err := p.DecryptGCM(ctx, c.aes, c.iv, tampered, nil); !errors.Is(err, hsm.ErrDecrypt) {
 		t.Fatalf("tampered ciphertext: %v, want ErrDecrypt", err)
 	}
-	if d := gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures) - before; d != 1 {
+	if d := hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", tagFailures) - before; d != 1 {
 		t.Errorf("C_Decrypt CKR_GENERAL_ERROR counted %v times, want 1", d)
 	}
 	initFailures := map[string]string{"function": "C_SignInit"}
-	before = gathered(t, "hsmbroker_hsm_call_errors_total", initFailures)
+	before = hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", initFailures)
 	p.KillAnchor()
 	if err := c.sign(); err != nil {
 		t.Fatalf("sign after anchor loss: %v", err)
 	}
-	if d := gathered(t, "hsmbroker_hsm_call_errors_total", initFailures) - before; d != 1 {
+	if d := hsmtest.Gathered(t, "hsmbroker_hsm_call_errors_total", initFailures) - before; d != 1 {
 		t.Errorf("C_SignInit failures counted %v times after the anchor loss, want 1", d)
 	}
 }

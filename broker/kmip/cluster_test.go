@@ -29,12 +29,8 @@ func TestThreeNodes(t *testing.T) {
 	}
 	c := hsmtest.NewCluster(t, 3)
 	leader := c.Leader(t)
-	var follower, other int
-	for i, nd := range c.Nodes {
-		if nd != leader {
-			follower, other = i, follower
-		}
-	}
+	fs := c.Followers(t)
+	follower, other := fs[1].Index, fs[0].Index
 	envs := map[int]*env{}
 	for i := range c.Nodes {
 		envs[i] = startKMIP(t, c, i)

@@ -14,31 +14,12 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/vault"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // readIndexServed is how many ReadIndex calls the process's gRPC servers
 // have answered (only a leader answers them).
 func readIndexServed(t *testing.T) float64 {
-	t.Helper()
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != "hsmbroker_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "method" && l.GetValue() == "ReadIndex" {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
+	return hsmtest.Gathered(t, "hsmbroker_requests_total", map[string]string{"method": "ReadIndex"})
 }
 
 // TestMadeUpTokensOnFollowerBoundLeaderRoundTrips: a follower that does
@@ -55,14 +36,7 @@ func TestMadeUpTokensOnFollowerBoundLeaderRoundTrips(t *testing.T) {
 	for range 3 {
 		c.AddNode()
 	}
-	leader := c.Leader(t)
-	var follower *hsmtest.Node
-	for _, n := range c.Nodes {
-		if n != leader {
-			follower = n
-			break
-		}
-	}
+	leader, follower := c.Leader(t), c.Followers(t)[0]
 	conn := c.Dial(leader.Index, "admin")
 	keys, tde := pb.NewKeyServiceClient(conn), pb.NewTDEServiceClient(conn)
 	ctx := context.Background()

@@ -18,6 +18,17 @@ import (
 	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
+// devNode starts `hsmbrokerd dev` in a new data directory and returns it
+// and its addresses: gRPC, Raft, metrics, AWS KMS, TDE, KMIP.
+func devNode(t *testing.T) (*proc, []string) {
+	t.Helper()
+	module := requireSoftHSM(t)
+	buildBinary(t)
+	var addrs []string
+	p := startDev(t, module, filepath.Join(t.TempDir(), "data"), &addrs)
+	return p, addrs
+}
+
 // TestServersDropSilentConnections: a client that connects to any of the
 // node's ports and sends nothing is disconnected by the node (gRPC and
 // Raft at their 10 s handshake bound, the HTTP servers at their 5 s header
@@ -28,11 +39,7 @@ import (
 // took the node to its descriptor limit.
 func TestServersDropSilentConnections(t *testing.T) {
 	t.Parallel()
-	module := requireSoftHSM(t)
-	buildBinary(t)
-	dir := filepath.Join(t.TempDir(), "data")
-	var addrs []string
-	startDev(t, module, dir, &addrs)
+	_, addrs := devNode(t)
 
 	var wg sync.WaitGroup
 	for i, name := range []string{"gRPC", "Raft", "metrics", "AWS KMS", "TDE key endpoint", "KMIP"} {
@@ -151,11 +158,7 @@ func TestEndpointListenersBound(t *testing.T) {
 // node writes it on shutdown at the latest.
 func TestUnauthenticatedClientsBoundLogLines(t *testing.T) {
 	t.Parallel()
-	module := requireSoftHSM(t)
-	buildBinary(t)
-	dir := filepath.Join(t.TempDir(), "data")
-	var addrs []string
-	p := startDev(t, module, dir, &addrs)
+	p, addrs := devNode(t)
 	before := len(p.out.String())
 
 	const n = 150

@@ -40,8 +40,7 @@ type LogLimiter struct {
 	event string
 
 	mu      sync.Mutex
-	tokens  float64
-	last    time.Time // zero until the first event: the bucket starts full
+	bucket  Bucket
 	skipped uint64
 	first   time.Time // of the events counted since the last summary
 	latest  time.Time
@@ -76,15 +75,7 @@ func (l *LogLimiter) Log(ctx context.Context, level slog.Level, msg string, attr
 func (l *LogLimiter) admit(msg string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.last.IsZero() {
-		l.tokens, l.last = LogLineBurst, now
-	}
-	if dt := now.Sub(l.last).Seconds(); dt > 0 {
-		l.tokens = min(LogLineBurst, l.tokens+dt*LogLinesPerSecond)
-		l.last = now
-	}
-	if l.tokens >= 1 {
-		l.tokens--
+	if l.bucket.Take(now, LogLineBurst, LogLinesPerSecond) {
 		return true
 	}
 	if l.skipped == 0 {
@@ -123,6 +114,31 @@ func (l *LogLimiter) Close() {
 	}
 	l.mu.Unlock()
 	l.summarize()
+}
+
+// Bucket is a token bucket whose size and refill rate its owner gives
+// Take. The zero value starts full at its first Take. It has no lock of
+// its own.
+type Bucket struct {
+	tokens float64
+	last   time.Time // zero until the first Take
+}
+
+// Take reports whether a token is left at now, and takes it if so, after
+// refilling perSecond tokens a second since the last Take, up to burst.
+func (b *Bucket) Take(now time.Time, burst, perSecond float64) bool {
+	if b.last.IsZero() {
+		b.tokens, b.last = burst, now
+	}
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(burst, b.tokens+dt*perSecond)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
 }
 
 // ErrorLog returns a logger for http.Server.ErrorLog that writes each of
