@@ -366,8 +366,9 @@ func (s *Service) errCannotSync() error {
 }
 
 // leaderSync runs one round at a time and gathers the callers that come
-// while one runs into the next, which starts when it ends, and no sooner
-// than spacing after it started. The zero value is ready, with no spacing.
+// while one runs into the next, which starts when it ends, and asks the
+// leader no sooner than spacing after the last one did. The zero value is
+// ready, with no spacing.
 type leaderSync struct {
 	spacing time.Duration
 
@@ -398,16 +399,18 @@ func (l *leaderSync) join(run func() error) *syncWait {
 	return w
 }
 
-// startLocked starts the waiting round; l.mu is held.
+// startLocked starts the waiting round; l.mu is held. Until it asks the
+// leader (after the spacing), callers still join it.
 func (l *leaderSync) startLocked(run func() error) {
 	w := l.next
-	l.next, l.running = nil, true
+	l.running = true
 	wait := time.Until(l.lastStart.Add(l.spacing))
 	go func() {
 		if wait > 0 {
 			time.Sleep(wait)
 		}
 		l.mu.Lock()
+		l.next = nil // callers from now on wait for the round after this one
 		l.lastStart = time.Now()
 		l.mu.Unlock()
 		w.err = run()

@@ -202,8 +202,9 @@ func tdeRef(path string) string {
 
 // tdePrincipal is the principal of a token, looked up by its SHA-256 hash.
 // A follower that does not know the hash catches up with the leader once
-// (syncUnauthenticated: within 100 ms, shared with every other unknown
-// token), so a token issued through another node a moment ago works.
+// (syncUnauthenticated: shared with every other unknown token, and at
+// most one round trip per 100 ms), so a token issued through another node
+// a moment ago works.
 func (s *Service) tdePrincipal(ctx context.Context, token string) (string, error) {
 	errToken := &Error{Code: codes.Unauthenticated, Exception: ExcUnauthenticated, Message: ErrTDEToken.Error(), Err: ErrTDEToken}
 	if token == "" || len(token) > MaxTDETokenLen {
