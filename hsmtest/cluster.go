@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,8 +106,11 @@ type Node struct {
 	// checkpoints.
 	Daemon *broker.Daemon
 
-	c       *Cluster
-	joined  bool // has been a member: restarts reopen, never re-join
+	c      *Cluster
+	joined bool // has been a member: restarts reopen, never re-join
+	// grpcLis holds GRPCAddr from AddNode until the first Start serves
+	// on it, so that nothing else on the machine takes the port between.
+	grpcLis net.Listener
 	raftLis string
 	grpc    *grpc.Server
 	cancel  context.CancelFunc
@@ -161,8 +166,7 @@ func (c *Cluster) AddNodeOnToken(tok Token) *Node {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	nd.GRPCAddr = lis.Addr().String()
-	_ = lis.Close()
+	nd.GRPCAddr, nd.grpcLis = lis.Addr().String(), lis
 	c.Nodes = append(c.Nodes, nd)
 	nd.Start()
 	return nd
@@ -277,10 +281,7 @@ func (nd *Node) Start() {
 		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: 10 * time.Second, AuditCheckpointInterval: c.AuditCheckpointInterval})
 	nd.Daemon = dm
 	nd.grpc = srv
-	lis, err := net.Listen("tcp", nd.GRPCAddr)
-	if err != nil {
-		t.Fatalf("%s: listen %s: %v", nd.ID, nd.GRPCAddr, err)
-	}
+	lis := nd.listenGRPC()
 	nd.wg.Add(1)
 	go func() { defer nd.wg.Done(); _ = srv.Serve(lis) }()
 	rctx, rcancel := context.WithCancel(context.Background())
@@ -380,6 +381,29 @@ func (nd *Node) Stop() {
 	nd.wg.Wait()
 	nd.Service.Close()
 	_ = nd.Partition.Close()
+}
+
+// listenGRPC returns the listener reserved by AddNode on the first start;
+// on a restart it listens on GRPCAddr again, retrying for a while if
+// something else on the machine (an outgoing connection's port) holds it.
+func (nd *Node) listenGRPC() net.Listener {
+	t := nd.c.t
+	t.Helper()
+	if lis := nd.grpcLis; lis != nil {
+		nd.grpcLis = nil
+		return lis
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lis, err := net.Listen("tcp", nd.GRPCAddr)
+		if err == nil {
+			return lis
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			t.Fatalf("%s: listen %s: %v", nd.ID, nd.GRPCAddr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Running reports whether the node is up.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,11 +41,11 @@ func RequireMariaDB(t testing.TB) {
 	}
 }
 
-// MariaDB is a MariaDB server in a temporary directory.
+// MariaDB is a MariaDB server in a temporary directory, reached on its
+// Unix socket only (no TCP port to collide with another test's).
 type MariaDB struct {
 	t                     testing.TB
 	dir, data, sock, conf string
-	port                  string
 	proc                  *exec.Cmd
 	done                  chan error
 }
@@ -61,8 +60,7 @@ func NewMariaDB(t testing.TB, token, vaultURL, vaultCA string) *MariaDB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	m := &MariaDB{t: t, dir: dir, data: filepath.Join(dir, "data"), sock: filepath.Join(dir, "s.sock"), conf: filepath.Join(dir, "my.cnf"),
-		port: freePort(t)}
+	m := &MariaDB{t: t, dir: dir, data: filepath.Join(dir, "data"), sock: filepath.Join(dir, "s.sock"), conf: filepath.Join(dir, "my.cnf")}
 	m.Configure(vaultURL, vaultCA)
 	if err := os.Mkdir(m.data, 0o700); err != nil {
 		t.Fatal(err)
@@ -81,8 +79,7 @@ func (m *MariaDB) Configure(vaultURL, vaultCA string) {
 	cnf := fmt.Sprintf(`[mariadbd]
 datadir=%s
 socket=%s
-port=%s
-bind-address=127.0.0.1
+skip-networking
 pid-file=%s
 log-error=%s
 user=root
@@ -97,7 +94,7 @@ innodb_encrypt_tables=ON
 innodb_encrypt_log=ON
 innodb_encryption_threads=1
 innodb_encryption_rotate_key_age=1
-`, m.data, m.sock, m.port, filepath.Join(m.dir, "mariadb.pid"), filepath.Join(m.dir, "error.log"), vaultURL)
+`, m.data, m.sock, filepath.Join(m.dir, "mariadb.pid"), filepath.Join(m.dir, "error.log"), vaultURL)
 	if vaultCA != "" {
 		cnf += "hashicorp-key-management-vault-ca=" + vaultCA + "\n"
 	}
@@ -209,15 +206,4 @@ func (m *MariaDB) FilesContaining(needle []byte, match func(name string) bool) (
 		m.t.Fatal(err)
 	}
 	return matched, containing
-}
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
 }
