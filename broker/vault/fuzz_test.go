@@ -26,15 +26,10 @@ import (
 //     mount check (tune) for any valid token, and without material;
 //   - no material, of any key, in any other answer.
 func FuzzRequest(f *testing.F) {
-	e := newEnvTB(f)
+	ke := newKeyEnv(f) // key "1" and admin's token
+	e, admin := ke.env, ke.token
 	ctx := context.Background()
-	for _, k := range []*pb.TDEServiceCreateKeyRequest{{Name: "1"}, {Name: "2", Bytes: 16}} {
-		if _, err := e.tde.CreateKey(ctx, k); err != nil {
-			f.Fatal(err)
-		}
-	}
-	admin, err := e.tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "admin"})
-	if err != nil {
+	if _, err := e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "2", Bytes: 16}); err != nil {
 		f.Fatal(err)
 	}
 	// "db" has a token but no grant on the mount's KMS key: refused.
@@ -44,7 +39,7 @@ func FuzzRequest(f *testing.F) {
 	}
 	material := map[string]string{} // decoded path -> hex material
 	for _, name := range []string{"1", "2"} {
-		m, _ := e.read("/v1/tde/data/"+name, admin.GetToken())
+		m, _ := e.read("/v1/tde/data/"+name, admin)
 		material["/v1/tde/data/"+name] = hex.EncodeToString(m)
 	}
 	const tune = "/v1/sys/mounts/tde/tune"
@@ -63,7 +58,7 @@ func FuzzRequest(f *testing.F) {
 	tokens := func(sel uint8, raw string) string {
 		switch sel % 4 {
 		case 1:
-			return admin.GetToken()
+			return admin
 		case 2:
 			return db.GetToken()
 		case 3:
@@ -149,7 +144,7 @@ func FuzzRequest(f *testing.F) {
 		// The mount check answers any valid token (the plugin's start-up
 		// call); a key only a principal allowed to decrypt with the mount's
 		// KMS key.
-		allowed := token == admin.GetToken() || !isKey && token == db.GetToken()
+		allowed := token == admin || !isKey && token == db.GetToken()
 		if method != http.MethodGet || !allowed {
 			t.Fatalf("%s %q with token selector %d: 200, want a refusal", method, target, tokenSel%4)
 		}
