@@ -126,7 +126,7 @@ func (p *Partition) VerifyDomainKey(ctx context.Context, check []byte) error {
 	if err != nil {
 		return err
 	}
-	tmpl, _ := unwrapTemplate(KeyRef{Spec: "SYMMETRIC_DEFAULT", Usage: "ENCRYPT_DECRYPT"})
+	tmpl, _ := unwrapTemplate(KeyRef{Spec: "SYMMETRIC_DEFAULT", Usage: "ENCRYPT_DECRYPT"}, true)
 	return p.do(ctx, func(sh pkcs11.SessionHandle) error {
 		h, err := p.m.UnwrapKey(sh, wrapPadMech, dk, check, tmpl)
 		if err != nil {

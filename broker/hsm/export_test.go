@@ -87,6 +87,7 @@ func IsCKR(err error, code uint) bool {
 // CKRKeyUnextractable and friends, for assertions.
 const (
 	CKRKeyUnextractable    = pkcs11.CKR_KEY_UNEXTRACTABLE
+	CKRTemplateInconsist   = pkcs11.CKR_TEMPLATE_INCONSISTENT
 	CKRAttributeSensitive  = pkcs11.CKR_ATTRIBUTE_SENSITIVE
 	CKRKeyFunctionNotAllow = pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED
 )

@@ -175,9 +175,18 @@ func (p *Partition) publicKeyDER(sh pkcs11.SessionHandle, spec keys.Spec, h pkcs
 // unwrapTemplate is the template of a loaded (working) copy: a session
 // object that is sensitive, never extractable, and allowed only what its
 // usage needs.
-func unwrapTemplate(k KeyRef) ([]*pkcs11.Attribute, error) {
+//
+// private sets CKA_PRIVATE. A working copy is public (private false) when
+// the token allows it: a session object is visible only to this process's
+// sessions, all of which are logged in, and never reaches the token's
+// storage, so CKA_PRIVATE would decide only whether the token keeps the
+// key encrypted under its own key in the same memory and decrypts it again
+// on every C_SignInit and C_EncryptInit (SoftHSM does; docs/SECURITY.md,
+// "HSM attribute policy"). A token that refuses a public private key gets
+// private copies (Partition.privateCopies).
+func unwrapTemplate(k KeyRef, private bool) ([]*pkcs11.Attribute, error) {
 	t := []*pkcs11.Attribute{
-		attr(pkcs11.CKA_TOKEN, false), attr(pkcs11.CKA_PRIVATE, true),
+		attr(pkcs11.CKA_TOKEN, false), attr(pkcs11.CKA_PRIVATE, private),
 		attr(pkcs11.CKA_SENSITIVE, true), attr(pkcs11.CKA_EXTRACTABLE, false),
 		attr(pkcs11.CKA_UNWRAP, false),
 	}
@@ -226,8 +235,7 @@ func (p *Partition) Preload(ctx context.Context, k KeyRef) (loaded bool, err err
 // unwrapIntoCache unwraps k under the domain key into a session object of
 // the anchor session and caches its handle.
 func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, error) {
-	tmpl, err := unwrapTemplate(k)
-	if err != nil {
+	if _, err := unwrapTemplate(k, true); err != nil {
 		return 0, err
 	}
 	if len(k.Wrapped) == 0 {
@@ -242,7 +250,7 @@ func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.Objec
 		if p.domainKey == 0 {
 			return ErrNoDomainKey
 		}
-		nh, err := p.m.UnwrapKey(anchor, wrapPadMech, p.domainKey, k.Wrapped, tmpl)
+		nh, err := p.unwrapCopy(anchor, k)
 		if err != nil {
 			err = wrapP11("C_UnwrapKey", err)
 			if p.inputRejected(anchor, err) {
@@ -256,13 +264,38 @@ func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.Objec
 		}
 		return nil
 	}
-	err = p.anchorDo(ctx, load)
+	err := p.anchorDo(ctx, load)
 	if sessionBroken(err) {
 		// The anchor died under us; anchorDo reopens it on the next call.
 		err = p.anchorDo(ctx, load)
 	}
 	if err != nil {
 		return 0, err // h is not read: an abandoned load may still set it
+	}
+	return h, nil
+}
+
+// unwrapCopy unwraps k's working copy on the anchor session, public if
+// the token allows it. A token that refuses the public template
+// (CKR_TEMPLATE_INCONSISTENT or CKR_ATTRIBUTE_VALUE_INVALID) is asked again
+// for a private copy, and only if that succeeds does the partition keep to
+// private copies from then on: a blob that does not unwrap fails both and
+// changes nothing.
+func (p *Partition) unwrapCopy(anchor pkcs11.SessionHandle, k KeyRef) (pkcs11.ObjectHandle, error) {
+	private := p.privateCopies.Load()
+	tmpl, _ := unwrapTemplate(k, private)
+	h, err := p.m.UnwrapKey(anchor, wrapPadMech, p.domainKey, k.Wrapped, tmpl)
+	if code, ok := ckrOf(err); private || !ok || (code != pkcs11.CKR_TEMPLATE_INCONSISTENT && code != pkcs11.CKR_ATTRIBUTE_VALUE_INVALID) {
+		return h, err
+	}
+	tmpl, _ = unwrapTemplate(k, true)
+	h, perr := p.m.UnwrapKey(anchor, wrapPadMech, p.domainKey, k.Wrapped, tmpl)
+	if perr != nil {
+		return 0, err
+	}
+	if !p.privateCopies.Swap(true) {
+		p.log.Info("the token refuses public session keys; working copies are private from now on",
+			"refused", wrapP11("C_UnwrapKey", err).Error())
 	}
 	return h, nil
 }

@@ -56,8 +56,11 @@ type Partition struct {
 	work chan *callJob // to an idle call worker; unbuffered
 	stop chan struct{} // closed by Close: idle call workers exit
 
-	oaepNative atomic.Int32   // oaepUnknown, oaepYes, oaepNo
-	transport  *transportPair // pending join transport pair; guarded by anchorLock
+	oaepNative atomic.Int32 // oaepUnknown, oaepYes, oaepNo
+	// privateCopies: the token refused a public working copy, so every
+	// copy is loaded with CKA_PRIVATE true (unwrapCopy).
+	privateCopies atomic.Bool
+	transport     *transportPair // pending join transport pair; guarded by anchorLock
 }
 
 type pooledSession struct {

@@ -254,8 +254,9 @@ func TestDomainKeyTransportErrors(t *testing.T) {
 	}
 }
 
-// Loaded copies are sensitive and not extractable, checked through
-// PKCS#11; wrapping one out or reading its value fails in the token.
+// Loaded copies are sensitive, not extractable and public session objects
+// (SoftHSM allows that), checked through PKCS#11; wrapping one out or
+// reading its value fails in the token.
 func TestLoadedKeyAttributes(t *testing.T) {
 	p := hsmtest.NewPartition(t)
 	ctx := ctxT(t)
@@ -275,7 +276,7 @@ func TestLoadedKeyAttributes(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := map[string]bool{"CKA_SENSITIVE": true, "CKA_EXTRACTABLE": false, "CKA_TOKEN": false,
-				"CKA_PRIVATE": true, "CKA_UNWRAP": false, "CKA_NEVER_EXTRACTABLE": false}
+				"CKA_PRIVATE": false, "CKA_UNWRAP": false, "CKA_NEVER_EXTRACTABLE": false}
 			if !c.spec.IsAsymmetric() {
 				want["CKA_WRAP"] = false
 			}
@@ -292,6 +293,60 @@ func TestLoadedKeyAttributes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A token that refuses a public working copy gets a private one, and the
+// partition asks for private copies from then on; a blob that fails both
+// ways changes nothing.
+func TestPrivateCopiesWhenTokenRefusesPublic(t *testing.T) {
+	ctx := ctxT(t)
+	loadPrivate := func(t *testing.T, p *hsm.Partition, k hsm.KeyRef) bool {
+		t.Helper()
+		attrs, err := p.LoadedAttributes(ctx, k)
+		if err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		return attrs["CKA_PRIVATE"]
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		f := &hsm.Faults{}
+		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+		k1, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
+		k2, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		f.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRTemplateInconsist, Times: 1})
+		before := f.Calls("C_UnwrapKey")
+		if !loadPrivate(t, p, k1) {
+			t.Error("the copy loaded after the token refused a public one is public")
+		}
+		if n := f.Calls("C_UnwrapKey") - before; n != 2 {
+			t.Errorf("C_UnwrapKey called %d times for the refused load, want 2", n)
+		}
+		before = f.Calls("C_UnwrapKey")
+		if !loadPrivate(t, p, k2) {
+			t.Error("a later copy is public")
+		}
+		if n := f.Calls("C_UnwrapKey") - before; n != 1 {
+			t.Errorf("C_UnwrapKey called %d times for a later load, want 1", n)
+		}
+		if _, err := p.SignDigest(ctx, k1, keys.SigningECDSASHA256, make([]byte, 32)); err != nil {
+			t.Errorf("sign with a private copy: %v", err)
+		}
+	})
+
+	t.Run("blob that fails both", func(t *testing.T) {
+		f := &hsm.Faults{}
+		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+		k1, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		k2, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		f.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRTemplateInconsist, Times: 2})
+		if _, err := p.LoadedAttributes(ctx, k1); err == nil {
+			t.Fatal("a load refused twice succeeded")
+		}
+		if loadPrivate(t, p, k2) {
+			t.Error("a load that failed both ways made later copies private")
+		}
+	})
 }
 
 func TestSessionLossDuringLoad(t *testing.T) {
