@@ -3,6 +3,8 @@ package hsm
 /*
 #cgo CFLAGS: -I/usr/include/p11-kit-1 -Wall
 #cgo LDFLAGS: -ldl
+#cgo noescape hsm_once
+#cgo nocallback hsm_once
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
