@@ -309,12 +309,20 @@ func TestPrivateCopiesWhenTokenRefusesPublic(t *testing.T) {
 		return attrs["CKA_PRIVATE"]
 	}
 
-	t.Run("refused", func(t *testing.T) {
+	// refusing makes a partition whose token refuses the next `times`
+	// C_UnwrapKey calls with CKR_TEMPLATE_INCONSISTENT, and two keys not
+	// loaded yet.
+	refusing := func(t *testing.T, times int) (*hsm.Partition, *hsm.Faults, hsm.KeyRef, hsm.KeyRef) {
 		f := &hsm.Faults{}
 		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
 		k1, _ := newKey(t, p, keys.SpecECCNISTP256, keys.UsageSignVerify)
 		k2, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-		f.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRTemplateInconsist, Times: 1})
+		f.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRTemplateInconsist, Times: times})
+		return p, f, k1, k2
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		p, f, k1, k2 := refusing(t, 1)
 		before := f.Calls("C_UnwrapKey")
 		if !loadPrivate(t, p, k1) {
 			t.Error("the copy loaded after the token refused a public one is public")
@@ -335,11 +343,7 @@ func TestPrivateCopiesWhenTokenRefusesPublic(t *testing.T) {
 	})
 
 	t.Run("blob that fails both", func(t *testing.T) {
-		f := &hsm.Faults{}
-		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
-		k1, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-		k2, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
-		f.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRTemplateInconsist, Times: 2})
+		p, _, k1, k2 := refusing(t, 2)
 		if _, err := p.LoadedAttributes(ctx, k1); err == nil {
 			t.Fatal("a load refused twice succeeded")
 		}
