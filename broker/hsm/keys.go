@@ -235,7 +235,7 @@ func (p *Partition) Preload(ctx context.Context, k KeyRef) (loaded bool, err err
 // unwrapIntoCache unwraps k under the domain key into a session object of
 // the anchor session and caches its handle.
 func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, error) {
-	if _, err := unwrapTemplate(k, true); err != nil {
+	if _, err := unwrapTemplate(k, true); err != nil { // a spec no copy can have
 		return 0, err
 	}
 	if len(k.Wrapped) == 0 {
@@ -291,7 +291,7 @@ func (p *Partition) unwrapCopy(anchor pkcs11.SessionHandle, k KeyRef) (pkcs11.Ob
 	tmpl, _ = unwrapTemplate(k, true)
 	h, perr := p.m.UnwrapKey(anchor, wrapPadMech, p.domainKey, k.Wrapped, tmpl)
 	if perr != nil {
-		return 0, err
+		return 0, perr // the later answer: a session that died meanwhile shows in it
 	}
 	if !p.privateCopies.Swap(true) {
 		p.log.Info("the token refuses public session keys; working copies are private from now on",

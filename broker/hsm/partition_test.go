@@ -342,6 +342,16 @@ func TestPrivateCopiesWhenTokenRefusesPublic(t *testing.T) {
 		}
 	})
 
+	t.Run("session lost before the second ask", func(t *testing.T) {
+		// The private retry meets a dead session: the load reports that,
+		// so the anchor is reopened and the load asked again, public.
+		p, f, k1, _ := refusing(t, 1)
+		f.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRSessionHandleInvalid, After: 1, Times: 1})
+		if loadPrivate(t, p, k1) {
+			t.Error("a retry that failed made the copy private")
+		}
+	})
+
 	t.Run("blob that fails both", func(t *testing.T) {
 		p, _, k1, k2 := refusing(t, 2)
 		if _, err := p.LoadedAttributes(ctx, k1); err == nil {
