@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +69,12 @@ type Side struct {
 	FirstErr string
 	Measured time.Duration
 	CPU      time.Duration // the server process's utime+stime over its windows
+	// ClientCPU is this process's utime+stime over the side's windows: the
+	// clients' work (with the little the process does besides).
+	ClientCPU time.Duration
+	// Idle is the machine's idle CPU time (idle and iowait, every CPU)
+	// over the side's windows.
+	Idle time.Duration
 }
 
 // OpsPerSec is the side's throughput.
@@ -84,6 +91,23 @@ func (s Side) CPUPerOp() time.Duration {
 		return 0
 	}
 	return s.CPU / time.Duration(s.Ops)
+}
+
+// ClientCPUPerOp is the clients' CPU per successful call.
+func (s Side) ClientCPUPerOp() time.Duration {
+	if s.Ops == 0 {
+		return 0
+	}
+	return s.ClientCPU / time.Duration(s.Ops)
+}
+
+// IdleShare is the share of the machine's CPU time left idle during the
+// side's windows.
+func (s Side) IdleShare() float64 {
+	if s.Measured <= 0 {
+		return 0
+	}
+	return s.Idle.Seconds() / (s.Measured.Seconds() * float64(runtime.NumCPU()))
 }
 
 // Row is one operation's result.
@@ -224,6 +248,8 @@ func measure(ctx context.Context, cfg Config, op Op, plaintext []byte, broker, l
 			}
 			side.Measured += w.Measured
 			side.CPU += w.CPU
+			side.ClientCPU += w.ClientCPU
+			side.Idle += w.Idle
 			tput[idx] = w.OpsPerSec()
 		}
 		if tput[1] > 0 {
@@ -238,6 +264,14 @@ func measure(ctx context.Context, cfg Config, op Op, plaintext []byte, broker, l
 func window(ctx context.Context, cfg Config, s *server, op Op, plaintext []byte, d time.Duration) (Side, error) {
 	var w Side
 	cpu0, err := procCPU(s.cmd.Process.Pid)
+	if err != nil {
+		return w, err
+	}
+	self0, err := procCPU(os.Getpid())
+	if err != nil {
+		return w, err
+	}
+	idle0, err := machineIdle()
 	if err != nil {
 		return w, err
 	}
@@ -280,6 +314,15 @@ func window(ctx context.Context, cfg Config, s *server, op Op, plaintext []byte,
 		return w, fmt.Errorf("%s: %w", s.name, err)
 	}
 	w.CPU = cpu1 - cpu0
+	self1, err := procCPU(os.Getpid())
+	if err != nil {
+		return w, err
+	}
+	idle1, err := machineIdle()
+	if err != nil {
+		return w, err
+	}
+	w.ClientCPU, w.Idle = self1-self0, idle1-idle0
 	w.Ops, w.Errors = ops.Load(), errs.Load()
 	if v, ok := firstErr.Load().(string); ok {
 		w.FirstErr = v
@@ -558,6 +601,32 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
+// machineIdle reads the machine's idle and iowait time, summed over its
+// CPUs, from /proc/stat.
+func machineIdle() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseIdle(string(b))
+}
+
+// parseIdle reads idle+iowait from the "cpu" line of /proc/stat.
+func parseIdle(stat string) (time.Duration, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait ...
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	idle, err1 := strconv.ParseInt(f[4], 10, 64)
+	iowait, err2 := strconv.ParseInt(f[5], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/stat: bad idle/iowait in %q", line)
+	}
+	return time.Duration(idle+iowait) * time.Second / clockTicks, nil
+}
+
 // WriteText prints the table.
 func (r *Result) WriteText(w io.Writer) error {
 	var b strings.Builder
@@ -578,6 +647,14 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "| %s | %d us | %d us | %.2f | %.0f / %.0f | %.2f (%.2f-%.2f) | %s |\n", row.Op,
 			cb.Microseconds(), cl.Microseconds(), cpuRatio, row.Broker.OpsPerSec(), row.LocalKMS.OpsPerSec(),
 			row.Ratio(), lo, hi, errs)
+	}
+	fmt.Fprintf(&b, "\nThe same windows from the clients' side (this process's CPU) and the machine's (its idle CPU, %d CPUs):\n\n", runtime.NumCPU())
+	fmt.Fprintf(&b, "| operation | client CPU/op against hsmbroker / local-kms | machine idle while hsmbroker / local-kms served |\n")
+	fmt.Fprintf(&b, "| --- | --- | --- |\n")
+	for _, row := range r.Rows {
+		fmt.Fprintf(&b, "| %s | %d us / %d us | %.0f%% / %.0f%% |\n", row.Op,
+			row.Broker.ClientCPUPerOp().Microseconds(), row.LocalKMS.ClientCPUPerOp().Microseconds(),
+			100*row.Broker.IdleShare(), 100*row.LocalKMS.IdleShare())
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -87,7 +87,7 @@ func TestPeerBench(t *testing.T) {
 	if len(res.Rows) != len(AllOps) {
 		t.Fatalf("%d rows, want %d", len(res.Rows), len(AllOps))
 	}
-	var cpuB, cpuL time.Duration
+	var cpuB, cpuL, clientB, clientL time.Duration
 	for _, r := range res.Rows {
 		for name, s := range map[string]Side{"hsmbroker": r.Broker, "local-kms": r.LocalKMS} {
 			// At most 1% failed: see newClient on the one client-side
@@ -101,9 +101,19 @@ func TestPeerBench(t *testing.T) {
 		}
 		cpuB += r.Broker.CPU
 		cpuL += r.LocalKMS.CPU
+		clientB += r.Broker.ClientCPU
+		clientL += r.LocalKMS.ClientCPU
+		for _, sh := range []float64{r.Broker.IdleShare(), r.LocalKMS.IdleShare()} {
+			if sh < 0 || sh > 1.05 {
+				t.Errorf("%s: idle share %.2f out of range", r.Op, sh)
+			}
+		}
 	}
 	if cpuB <= 0 || cpuL <= 0 {
 		t.Errorf("server CPU not measured: hsmbroker %s, local-kms %s", cpuB, cpuL)
+	}
+	if clientB <= 0 || clientL <= 0 {
+		t.Errorf("client CPU not measured: against hsmbroker %s, against local-kms %s", clientB, clientL)
 	}
 	var table strings.Builder
 	if err := res.WriteText(&table); err != nil {
@@ -117,7 +127,7 @@ func TestPeerBench(t *testing.T) {
 	t.Log("\n" + table.String())
 }
 
-// TestProcCPUAndParseEnv checks the /proc reader, the dev.env parser and
+// TestProcCPUAndParseEnv checks the /proc readers, the dev.env parser and
 // the operation list.
 func TestProcCPUAndParseEnv(t *testing.T) {
 	d, err := procCPU(os.Getpid())
@@ -130,5 +140,15 @@ func TestProcCPUAndParseEnv(t *testing.T) {
 	}
 	if _, err := ParseOps("encrypt,nope"); err == nil {
 		t.Fatal("unknown operation accepted")
+	}
+	idle, err := parseIdle("cpu  10 0 5 700 30 0 2 0 0 0\ncpu0 5 0 2 350 15 0 1 0 0 0\n")
+	if err != nil || idle != 7300*time.Millisecond {
+		t.Fatalf("parseIdle: %v %v, want 7.3s", idle, err)
+	}
+	if _, err := parseIdle("intr 1 2 3\n"); err == nil {
+		t.Fatal("parseIdle accepted a file without the cpu line first")
+	}
+	if d, err := machineIdle(); err != nil || d <= 0 {
+		t.Fatalf("machineIdle: %v %v", d, err)
 	}
 }
