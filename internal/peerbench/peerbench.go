@@ -259,19 +259,11 @@ func measure(ctx context.Context, cfg Config, op Op, plaintext []byte, broker, l
 	return row, nil
 }
 
-// window runs cfg.Clients callers against s for d and reads the server's
-// CPU around it.
+// window runs cfg.Clients callers against s for d and reads the CPU
+// counters around it.
 func window(ctx context.Context, cfg Config, s *server, op Op, plaintext []byte, d time.Duration) (Side, error) {
 	var w Side
-	cpu0, err := procCPU(s.cmd.Process.Pid)
-	if err != nil {
-		return w, err
-	}
-	self0, err := procCPU(os.Getpid())
-	if err != nil {
-		return w, err
-	}
-	idle0, err := machineIdle()
+	c0, err := readCounters(s)
 	if err != nil {
 		return w, err
 	}
@@ -309,20 +301,11 @@ func window(ctx context.Context, cfg Config, s *server, op Op, plaintext []byte,
 	stop.Store(true)
 	wg.Wait()
 	w.Measured = time.Since(start)
-	cpu1, err := procCPU(s.cmd.Process.Pid)
-	if err != nil {
-		return w, fmt.Errorf("%s: %w", s.name, err)
-	}
-	w.CPU = cpu1 - cpu0
-	self1, err := procCPU(os.Getpid())
+	c1, err := readCounters(s)
 	if err != nil {
 		return w, err
 	}
-	idle1, err := machineIdle()
-	if err != nil {
-		return w, err
-	}
-	w.ClientCPU, w.Idle = self1-self0, idle1-idle0
+	w.CPU, w.ClientCPU, w.Idle = c1.server-c0.server, c1.self-c0.self, c1.idle-c0.idle
 	w.Ops, w.Errors = ops.Load(), errs.Load()
 	if v, ok := firstErr.Load().(string); ok {
 		w.FirstErr = v
@@ -593,12 +576,38 @@ func procCPU(pid int) (time.Duration, error) {
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
+	d, ok := ticks(f[11], f[12])
+	if !ok {
 		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	return d, nil
+}
+
+// ticks is the time of two counts of clock ticks, added.
+func ticks(a, b string) (time.Duration, bool) {
+	x, err1 := strconv.ParseInt(a, 10, 64)
+	y, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(x+y) * time.Second / clockTicks, true
+}
+
+// counters are what a window reads before and after it: the server's
+// CPU, this process's, and the machine's idle time.
+type counters struct{ server, self, idle time.Duration }
+
+func readCounters(s *server) (counters, error) {
+	var c counters
+	var err error
+	if c.server, err = procCPU(s.cmd.Process.Pid); err != nil {
+		return c, fmt.Errorf("%s: %w", s.name, err)
+	}
+	if c.self, err = procCPU(os.Getpid()); err != nil {
+		return c, err
+	}
+	c.idle, err = machineIdle()
+	return c, err
 }
 
 // machineIdle reads the machine's idle and iowait time, summed over its
@@ -619,12 +628,11 @@ func parseIdle(stat string) (time.Duration, error) {
 	if len(f) < 6 || f[0] != "cpu" {
 		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
-	idle, err1 := strconv.ParseInt(f[4], 10, 64)
-	iowait, err2 := strconv.ParseInt(f[5], 10, 64)
-	if err1 != nil || err2 != nil {
+	d, ok := ticks(f[4], f[5])
+	if !ok {
 		return 0, fmt.Errorf("/proc/stat: bad idle/iowait in %q", line)
 	}
-	return time.Duration(idle+iowait) * time.Second / clockTicks, nil
+	return d, nil
 }
 
 // WriteText prints the table.
