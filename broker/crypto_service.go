@@ -79,15 +79,23 @@ func newCiphertext(k cluster.Key, ec keys.EncryptionContext) (keys.Ciphertext, h
 // depends on the blob's bytes is the same errInvalidCiphertext; state
 // errors (disabled key) and availability errors keep their own codes.
 func (s *Service) openSymmetric(ctx context.Context, field string, blob []byte, keyRef string, ec keys.EncryptionContext) (cluster.Key, []byte, error) {
+	var named cluster.Key
+	if keyRef != "" {
+		var err error
+		if named, err = s.resolve(ctx, field, keyRef); err != nil {
+			return cluster.Key{}, nil, err
+		}
+		// An RSA key named without an algorithm: say so, rather than that
+		// its RSA-OAEP ciphertext is not a symmetric one.
+		if _, err := keys.CheckEncryptionAlgorithm(named.Spec, named.Usage, keys.EncryptionSymmetricDefault); err != nil {
+			return named, nil, err
+		}
+	}
 	c, err := keys.ParseCiphertext(blob)
 	if err != nil {
 		return cluster.Key{}, nil, errInvalidCiphertext
 	}
 	if keyRef != "" {
-		named, err := s.resolve(ctx, field, keyRef)
-		if err != nil {
-			return cluster.Key{}, nil, err
-		}
 		if named.ID != c.KeyID {
 			return cluster.Key{}, nil, newError(codes.InvalidArgument, ExcIncorrectKey, "the ciphertext was not made with key %s", named.ID)
 		}
@@ -424,15 +432,12 @@ func (s *Service) Sign(ctx context.Context, req *pb.SignRequest) (*pb.SignRespon
 	return &pb.SignResponse{Signature: sig, KeyId: k.ID, SigningAlgorithm: sigAlgTo(alg)}, nil
 }
 
-// maxSignature bounds a signature to verify (RSA-4096 is 512 bytes).
-const maxSignature = 1024
-
 // Verify checks a signature with the key's public half. A signature that
 // does not verify is signature_valid=false, not an error.
 func (s *Service) Verify(ctx context.Context, req *pb.VerifyRequest) (*pb.VerifyResponse, error) {
 	alg := sigAlgFrom(req.GetSigningAlgorithm())
-	if n := len(req.GetSignature()); n == 0 || n > maxSignature {
-		return nil, &keys.FieldError{Field: "Signature", Problem: fmt.Sprintf("must be 1 to %d bytes, got %d", maxSignature, n)}
+	if n := len(req.GetSignature()); n == 0 || n > keys.MaxSignature {
+		return nil, &keys.FieldError{Field: "Signature", Problem: fmt.Sprintf("must be 1 to %d bytes, got %d", keys.MaxSignature, n)}
 	}
 	k, digest, err := s.signingInput(ctx, req.GetKeyId(), alg, messageTypeFrom(req.GetMessageType()), req.GetMessage())
 	if err != nil {

@@ -284,6 +284,11 @@ func TestRSAEncryption(t *testing.T) {
 	wantErr(t, err, codes.InvalidArgument, "InvalidKeyUsageException")
 	_, err = e.crypto.Sign(ctx, &pb.SignRequest{KeyId: k.GetKeyId(), Message: []byte("m"), SigningAlgorithm: pb.SigningAlgorithm_SIGNING_ALGORITHM_RSASSA_PSS_SHA_256})
 	wantErr(t, err, codes.InvalidArgument, "InvalidKeyUsageException", "ENCRYPT_DECRYPT")
+	// The key named and the algorithm left out: the answer is that the key
+	// cannot decrypt with SYMMETRIC_DEFAULT, not that an RSA ciphertext is
+	// not a symmetric one.
+	_, err = e.crypto.Decrypt(ctx, &pb.DecryptRequest{KeyId: k.GetKeyId(), CiphertextBlob: ct})
+	wantErr(t, err, codes.InvalidArgument, "InvalidKeyUsageException", "RSA_2048", "SYMMETRIC_DEFAULT")
 }
 
 func TestDataKeys(t *testing.T) {

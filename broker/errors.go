@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -102,13 +103,13 @@ func Classify(err error) (codes.Code, string, string) {
 	case errors.Is(err, keys.ErrInvalidArgument):
 		return codes.InvalidArgument, ExcValidation, err.Error()
 	case errors.Is(err, cluster.ErrNotFound):
-		return codes.NotFound, ExcNotFound, err.Error()
+		return codes.NotFound, ExcNotFound, detail(err, cluster.ErrNotFound) + " does not exist"
 	case errors.Is(err, cluster.ErrAlreadyExists):
-		return codes.AlreadyExists, ExcAlreadyExists, err.Error()
+		return codes.AlreadyExists, ExcAlreadyExists, detail(err, cluster.ErrAlreadyExists) + " already exists"
 	case errors.Is(err, cluster.ErrInvalidState):
-		return codes.FailedPrecondition, ExcInvalidState, err.Error()
+		return codes.FailedPrecondition, ExcInvalidState, detail(err, cluster.ErrInvalidState)
 	case errors.Is(err, cluster.ErrInvalidCommand):
-		return codes.InvalidArgument, ExcValidation, err.Error()
+		return codes.InvalidArgument, ExcValidation, detail(err, cluster.ErrInvalidCommand)
 	case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrShutdown):
 		return codes.Unavailable, ExcDependencyTimeout, "the cluster lost its leader while applying the write; re-read before retrying: " + err.Error()
 	case errors.Is(err, cluster.ErrNotLeader):
@@ -119,6 +120,19 @@ func Classify(err error) (codes.Code, string, string) {
 		return codes.Unavailable, ExcDependencyTimeout, "the HSM is unavailable on this node; retry or use another node"
 	}
 	return codes.Internal, ExcInternal, "internal error"
+}
+
+// detail is what err says beyond sentinel, the error it wraps: the
+// message a caller reads without the chain of package prefixes on the way
+// ("replicate CreateTDEKey: cluster: already exists: TDE key "1" ..."
+// gives `TDE key "1" ...`). The code and exception already say what kind
+// of error it is; the log keeps the whole chain.
+func detail(err, sentinel error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, sentinel.Error()+": "); i >= 0 {
+		return msg[i+len(sentinel.Error())+2:]
+	}
+	return msg
 }
 
 // toStatus is the one place where errors become gRPC statuses. A status

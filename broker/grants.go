@@ -15,6 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
+// grantIDSize is the size of a grant id in bytes; the id is their
+// lowercase hex.
+const grantIDSize = 32
+
 // grantOperations are the operations a grant can give, by AWS name, and
 // whether each takes an encryption context (constraints need one).
 var grantOperations = map[string]bool{
@@ -89,7 +93,7 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 			return cluster.Grant{}, &keys.FieldError{Field: "Constraints", Problem: "apply only to grants whose operations all take an encryption context"}
 		}
 	}
-	k, err := s.resolve(ctx, "KeyId", in.KeyRef)
+	k, err := s.resolveID(ctx, "KeyId", in.KeyRef)
 	if err != nil {
 		return cluster.Grant{}, err
 	}
@@ -106,7 +110,7 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 	if in.DryRun {
 		return g, nil
 	}
-	id := make([]byte, 32)
+	id := make([]byte, grantIDSize)
 	if _, err := rand.Read(id); err != nil {
 		return cluster.Grant{}, err
 	}
@@ -179,6 +183,10 @@ func (s *Service) ListGrants(ctx context.Context, req ListGrantsRequest) (Grants
 	if err != nil {
 		return GrantsPage{}, fieldErr("PageSize", err)
 	}
+	if req.After != "" && !isGrantIDPosition(req.After) {
+		return GrantsPage{}, &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker,
+			Message: "invalid page position: not a grant id this service issued"}
+	}
 	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
 	if err != nil {
 		return GrantsPage{}, err
@@ -213,7 +221,7 @@ func (s *Service) RevokeGrant(ctx context.Context, req RevokeGrantRequest) error
 	if grantID == "" {
 		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
 	}
-	k, err := s.resolve(ctx, "KeyId", ref)
+	k, err := s.resolveID(ctx, "KeyId", ref)
 	if err != nil {
 		return err
 	}
@@ -259,7 +267,7 @@ func (s *Service) RetireGrant(ctx context.Context, req RetireGrantRequest) error
 	if ref == "" {
 		ref = g.KeyID
 	}
-	k, err := s.resolve(ctx, "KeyId", ref)
+	k, err := s.resolveID(ctx, "KeyId", ref)
 	if err != nil {
 		return err
 	}

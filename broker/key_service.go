@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -124,15 +126,26 @@ func encodePageToken(last string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(last))
 }
 
-func decodePageToken(field, tok string) (string, error) {
+// decodePageToken returns the position tok holds. A token this service did
+// not issue is refused rather than read as a position past the end, which
+// would answer with an empty last page: it must be the canonical encoding
+// of a position that isPosition accepts, of the kind the list pages by.
+func decodePageToken(field, tok string, isPosition func(string) bool) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) == 0 || len(b) > 512 {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
+	if err != nil || len(b) == 0 || len(b) > 512 || !isPosition(string(b)) {
 		return "", &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker, Message: fmt.Sprintf("invalid %s: not a token this service issued", field)}
 	}
 	return string(b), nil
+}
+
+// isGrantIDPosition reports whether s is a grant id as CreateGrant makes
+// them (ListGrants' position; the others are in package keys).
+func isGrantIDPosition(s string) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == grantIDSize && hex.EncodeToString(b) == s
 }
 
 // ListKeys pages through every key, ordered by id.
@@ -141,7 +154,7 @@ func (s *Service) ListKeys(ctx context.Context, req *pb.ListKeysRequest) (*pb.Li
 	if err != nil {
 		return nil, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken())
+	after, err := decodePageToken("PageToken", req.GetPageToken(), keys.IsKeyIDPosition)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +168,7 @@ func (s *Service) ListKeys(ctx context.Context, req *pb.ListKeysRequest) (*pb.Li
 
 // UpdateKeyDescription replaces a key's description.
 func (s *Service) UpdateKeyDescription(ctx context.Context, req *pb.UpdateKeyDescriptionRequest) (*pb.UpdateKeyDescriptionResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+	k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +207,7 @@ func (s *Service) DisableKey(ctx context.Context, req *pb.DisableKeyRequest) (*p
 // setKeyState enables or disables the key ref names; a key pending
 // deletion must have its deletion cancelled first.
 func (s *Service) setKeyState(ctx context.Context, ref string, st keys.State) error {
-	k, err := s.resolve(ctx, "KeyId", ref)
+	k, err := s.resolveID(ctx, "KeyId", ref)
 	if err != nil {
 		return err
 	}
@@ -216,7 +229,7 @@ func (s *Service) ScheduleKeyDeletion(ctx context.Context, req *pb.ScheduleKeyDe
 	if err != nil {
 		return nil, fieldErr("PendingWindowDays", err)
 	}
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+	k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +247,7 @@ func (s *Service) ScheduleKeyDeletion(ctx context.Context, req *pb.ScheduleKeyDe
 // CancelKeyDeletion takes a key out of PendingDeletion; like AWS KMS it
 // comes back disabled.
 func (s *Service) CancelKeyDeletion(ctx context.Context, req *pb.CancelKeyDeletionRequest) (*pb.CancelKeyDeletionResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+	k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +276,7 @@ type RotateKeyResult struct {
 // automatic rotation setting. New encryptions use it; ciphertexts under
 // older versions keep decrypting.
 func (s *Service) RotateKey(ctx context.Context, req RotateKeyRequest) (RotateKeyResult, error) {
-	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
+	k, err := s.resolveID(ctx, "KeyId", req.KeyRef)
 	if err != nil {
 		return RotateKeyResult{Key: k}, err
 	}
@@ -294,15 +307,13 @@ func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRe
 	if err != nil {
 		return nil, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken())
+	after, err := decodePageToken("PageToken", req.GetPageToken(), keys.IsIndexPosition)
 	if err != nil {
 		return nil, err
 	}
 	start := 0
 	if after != "" {
-		if _, err := fmt.Sscanf(after, "%d", &start); err != nil || start < 0 {
-			return nil, &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker, Message: "invalid PageToken: not a token this service issued"}
-		}
+		start, _ = strconv.Atoi(after)
 	}
 	resp := &pb.ListKeyVersionsResponse{}
 	for i := start; i < len(k.Versions) && len(resp.Versions) < limit; i++ {
@@ -317,7 +328,7 @@ func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRe
 
 // TagKey adds or replaces tags.
 func (s *Service) TagKey(ctx context.Context, req *pb.TagKeyRequest) (*pb.TagKeyResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+	k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +354,7 @@ func (s *Service) TagKey(ctx context.Context, req *pb.TagKeyRequest) (*pb.TagKey
 
 // UntagKey removes tags.
 func (s *Service) UntagKey(ctx context.Context, req *pb.UntagKeyRequest) (*pb.UntagKeyResponse, error) {
-	k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+	k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +382,7 @@ func (s *Service) CreateAlias(ctx context.Context, req *pb.CreateAliasRequest) (
 	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, "TargetKeyId", req.GetTargetKeyId())
+	k, err := s.resolveID(ctx, "TargetKeyId", req.GetTargetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -392,7 +403,7 @@ func (s *Service) UpdateAlias(ctx context.Context, req *pb.UpdateAliasRequest) (
 	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, "TargetKeyId", req.GetTargetKeyId())
+	k, err := s.resolveID(ctx, "TargetKeyId", req.GetTargetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -428,13 +439,13 @@ func (s *Service) ListAliases(ctx context.Context, req *pb.ListAliasesRequest) (
 	if err != nil {
 		return nil, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken())
+	after, err := decodePageToken("PageToken", req.GetPageToken(), keys.IsAliasPosition)
 	if err != nil {
 		return nil, err
 	}
 	keyID := ""
 	if req.GetKeyId() != "" {
-		k, err := s.resolve(ctx, "KeyId", req.GetKeyId())
+		k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
 		if err != nil {
 			return nil, err
 		}
@@ -512,7 +523,7 @@ func (s *Service) PutKeyPolicy(ctx context.Context, req PutKeyPolicyRequest) err
 	if err := CheckKeyPolicy(req.Policy); err != nil {
 		return err
 	}
-	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
+	k, err := s.resolveID(ctx, "KeyId", req.KeyRef)
 	if err != nil {
 		return err
 	}

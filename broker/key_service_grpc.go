@@ -71,7 +71,7 @@ func (g keyServiceServer) CreateGrant(ctx context.Context, req *pb.CreateGrantRe
 // ListGrants pages with opaque tokens (encodePageToken) over the core's
 // grant ids.
 func (g keyServiceServer) ListGrants(ctx context.Context, req *pb.ListGrantsRequest) (*pb.ListGrantsResponse, error) {
-	after, err := decodePageToken("PageToken", req.GetPageToken())
+	after, err := decodePageToken("PageToken", req.GetPageToken(), isGrantIDPosition)
 	if err != nil {
 		return nil, err
 	}

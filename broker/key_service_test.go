@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -125,6 +126,67 @@ func TestListKeysPagination(t *testing.T) {
 	wantErr(t, err, codes.InvalidArgument, "ValidationException", "PageSize", "1000")
 }
 
+// A page token the broker did not issue is refused as InvalidMarker
+// naming the field, not read as a position past the end (an empty last
+// page, as "garbage" once was); positions of the right kind that name
+// nothing any more, such as a deleted key's id, still page on.
+func TestPageTokensTheBrokerDidNotIssue(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0).GetKeyId()
+	if _, err := e.keys.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: k}); err != nil {
+		t.Fatal(err)
+	}
+	tok := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	lists := []struct {
+		name string
+		list func(tok string) error
+		good []string // positions of the list's kind
+	}{
+		{"ListKeys", func(tok string) error {
+			_, err := e.keys.ListKeys(ctx, &pb.ListKeysRequest{PageToken: tok})
+			return err
+		}, []string{k, "00000000-0000-4000-8000-000000000000"}},
+		{"ListAliases", func(tok string) error {
+			_, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{PageToken: tok})
+			return err
+		}, []string{"alias/zzz", "alias/aws/x"}},
+		{"ListKeyVersions", func(tok string) error {
+			_, err := e.keys.ListKeyVersions(ctx, &pb.ListKeyVersionsRequest{KeyId: k, PageToken: tok})
+			return err
+		}, []string{"1", "7"}},
+		{"ListGrants", func(tok string) error {
+			_, err := e.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: k, PageToken: tok})
+			return err
+		}, []string{strings.Repeat("ab", 32)}},
+	}
+	bad := []string{
+		"garbage",               // the token of the report
+		"!!!",                   // not base64url
+		"Z2FyYmFnZR",            // tok("garbage") with a stray trailing bit
+		tok("garbage"),          // canonical, but no position of any list
+		tok(strings.ToUpper(k)), // a key id, but not as the broker writes it
+		tok("-1"), tok("0"), tok("01"),
+		tok("alias/"), tok("alias/with space"),
+		tok(strings.Repeat("AB", 32)), tok(strings.Repeat("ab", 31)),
+		tok(strings.Repeat("a", 513)),
+	}
+	for _, l := range lists {
+		t.Run(l.name, func(t *testing.T) {
+			for i, b := range bad {
+				t.Run(fmt.Sprintf("bad %d", i), func(t *testing.T) {
+					wantErr(t, l.list(b), codes.InvalidArgument, "InvalidMarkerException", "invalid PageToken: not a token this service issued")
+				})
+			}
+			for _, g := range l.good {
+				if err := l.list(tok(g)); err != nil {
+					t.Errorf("token of %q: %v", g, err)
+				}
+			}
+		})
+	}
+}
+
 func TestAliasesAndTags(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
@@ -160,7 +222,7 @@ func TestAliasesAndTags(t *testing.T) {
 	_, err = e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/aws/x", TargetKeyId: a.GetKeyId()})
 	wantErr(t, err, codes.InvalidArgument, "ValidationException", "reserved")
 	_, err = e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/x", TargetKeyId: "alias/nope"})
-	wantErr(t, err, codes.NotFound, "NotFoundException")
+	wantErr(t, err, codes.InvalidArgument, "ValidationException", "TargetKeyId", "not an alias")
 
 	all, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{})
 	if err != nil || len(all.GetAliases()) != 4 {
@@ -201,6 +263,119 @@ func TestAliasesAndTags(t *testing.T) {
 	d, _ := e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: a.GetKeyId()})
 	if d.GetKeyMetadata().GetDescription() != "new" {
 		t.Fatal("description not updated")
+	}
+}
+
+// Every change to a key names it by key id or key ARN: an alias, by name
+// or ARN, is refused before anything changes, because it can be moved
+// between the caller's look and the change (key.proto, "Naming keys").
+// Reads and cryptography take aliases. An ARN of another region or
+// account names no key here, whatever its key id.
+func TestChangesNameKeysByID(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	id := k.GetKeyId()
+	if _, err := e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/moving", TargetKeyId: id}); err != nil {
+		t.Fatal(err)
+	}
+	const policy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}`
+	changes := map[string]func(ref string) error{
+		"UpdateKeyDescription": func(ref string) error {
+			_, err := e.keys.UpdateKeyDescription(ctx, &pb.UpdateKeyDescriptionRequest{KeyId: ref, Description: "changed"})
+			return err
+		},
+		"DisableKey": func(ref string) error {
+			_, err := e.keys.DisableKey(ctx, &pb.DisableKeyRequest{KeyId: ref})
+			return err
+		},
+		"EnableKey": func(ref string) error {
+			_, err := e.keys.EnableKey(ctx, &pb.EnableKeyRequest{KeyId: ref})
+			return err
+		},
+		"ScheduleKeyDeletion": func(ref string) error {
+			_, err := e.keys.ScheduleKeyDeletion(ctx, &pb.ScheduleKeyDeletionRequest{KeyId: ref, PendingWindowDays: 7})
+			return err
+		},
+		"CancelKeyDeletion": func(ref string) error {
+			_, err := e.keys.CancelKeyDeletion(ctx, &pb.CancelKeyDeletionRequest{KeyId: ref})
+			return err
+		},
+		"RotateKey": func(ref string) error {
+			_, err := e.keys.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: ref})
+			return err
+		},
+		"TagKey": func(ref string) error {
+			_, err := e.keys.TagKey(ctx, &pb.TagKeyRequest{KeyId: ref, Tags: map[string]string{"team": "x"}})
+			return err
+		},
+		"UntagKey": func(ref string) error {
+			_, err := e.keys.UntagKey(ctx, &pb.UntagKeyRequest{KeyId: ref, TagKeys: []string{"team"}})
+			return err
+		},
+		"PutKeyPolicy": func(ref string) error {
+			_, err := e.keys.PutKeyPolicy(ctx, &pb.PutKeyPolicyRequest{KeyId: ref, Policy: policy})
+			return err
+		},
+		"CreateGrant": func(ref string) error {
+			_, err := e.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: ref, GranteePrincipal: "bob", Operations: []string{"Encrypt"}})
+			return err
+		},
+		"ListAliases": func(ref string) error {
+			_, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{KeyId: ref})
+			return err
+		},
+	}
+	for name, change := range changes {
+		for _, ref := range []string{"alias/moving", e.svc.AliasARN("alias/moving")} {
+			err := change(ref)
+			wantErr(t, err, codes.InvalidArgument, "ValidationException", "KeyId", "not an alias", "alias/moving")
+			if t.Failed() {
+				t.Fatalf("%s(%s) was not refused", name, ref)
+			}
+		}
+	}
+	d, err := e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: "alias/moving"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := d.GetKeyMetadata(); m.GetKeyState() != pb.KeyState_KEY_STATE_ENABLED || m.GetDescription() == "changed" {
+		t.Fatalf("a refused change changed the key: %v", m)
+	}
+	if tags, err := e.keys.ListKeyTags(ctx, &pb.ListKeyTagsRequest{KeyId: "alias/moving"}); err != nil || len(tags.GetTags()) != 0 {
+		t.Fatalf("a refused TagKey tagged the key: %v %v", tags.GetTags(), err)
+	}
+	_, err = e.keys.UpdateAlias(ctx, &pb.UpdateAliasRequest{AliasName: "alias/moving", TargetKeyId: "alias/moving"})
+	wantErr(t, err, codes.InvalidArgument, "ValidationException", "TargetKeyId", "not an alias")
+
+	// The same changes by key ARN and by key id work (CancelKeyDeletion
+	// leaves the key disabled, as in AWS; the last EnableKey undoes that).
+	for _, name := range []string{"UpdateKeyDescription", "TagKey", "UntagKey", "DisableKey", "EnableKey", "RotateKey", "CreateGrant", "ListAliases",
+		"ScheduleKeyDeletion", "CancelKeyDeletion", "EnableKey"} {
+		ref := e.svc.KeyARN(id)
+		if strings.HasSuffix(name, "Deletion") {
+			ref = id
+		}
+		if err := changes[name](ref); err != nil {
+			t.Fatalf("%s(%s): %v", name, ref, err)
+		}
+	}
+
+	// Another region's or account's ARN names nothing here, for reads,
+	// cryptography and changes alike, with or without a key of that id.
+	other := strings.Replace(e.svc.KeyARN(id), ":us-east-1:", ":eu-west-1:", 1)
+	otherAccount := strings.Replace(e.svc.KeyARN(id), ":000000000000:", ":111122223333:", 1)
+	otherAlias := strings.Replace(e.svc.AliasARN("alias/moving"), ":us-east-1:", ":eu-west-1:", 1)
+	for _, ref := range []string{other, otherAccount, otherAlias} {
+		_, err = e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: ref})
+		wantErr(t, err, codes.NotFound, "NotFoundException", "region", "account", "us-east-1")
+		_, err = e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: ref, Plaintext: []byte("x")})
+		wantErr(t, err, codes.NotFound, "NotFoundException")
+	}
+	_, err = e.keys.DisableKey(ctx, &pb.DisableKeyRequest{KeyId: other})
+	wantErr(t, err, codes.NotFound, "NotFoundException", "eu-west-1")
+	if d, _ := e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: id}); d.GetKeyMetadata().GetKeyState() != pb.KeyState_KEY_STATE_ENABLED {
+		t.Fatalf("key state after a refused DisableKey: %v", d.GetKeyMetadata().GetKeyState())
 	}
 }
 

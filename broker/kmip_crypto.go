@@ -340,8 +340,8 @@ func (c *KMIPObjects) Sign(ctx context.Context, req KMIPSignRequest) ([]byte, er
 // SignatureVerify checks a signature with a KMIP public key, as KMS
 // Verify does. A signature that does not verify is false, not an error.
 func (c *KMIPObjects) SignatureVerify(ctx context.Context, req KMIPSignRequest) (bool, error) {
-	if n := len(req.Signature); n == 0 || n > maxSignature {
-		return false, kmipInvalid("Signature Data must be 1 to %d bytes, got %d", maxSignature, n)
+	if n := len(req.Signature); n == 0 || n > keys.MaxSignature {
+		return false, kmipInvalid("Signature Data must be 1 to %d bytes, got %d", keys.MaxSignature, n)
 	}
 	o, alg, digest, err := c.signing(ctx, req, cluster.KMIPPublicKey, kmipUsageVerify, "verify")
 	if err != nil {

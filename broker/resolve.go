@@ -25,11 +25,31 @@ func fieldErr(field string, err error) error {
 // resolve finds the key a request names by id, key ARN, alias/NAME or
 // alias ARN, in this node's copy of the state. A follower that does not
 // find it catches up with the leader and looks once more before it says
-// NotFound.
+// NotFound. An ARN of another region or account names no key here.
 func (s *Service) resolve(ctx context.Context, field, ref string) (cluster.Key, error) {
+	return s.resolveRef(ctx, field, ref, true)
+}
+
+// resolveID is resolve for a field that takes a key id or key ARN only:
+// the key of a change (its state, description, tags, policy, rotation or
+// grants, or the target of an alias). An alias can be moved, so a change
+// made through one could reach another key than the caller looked at
+// (proto/hsmbroker/v1/key.proto, "Naming keys"). AWS KMS refuses aliases
+// there too.
+func (s *Service) resolveID(ctx context.Context, field, ref string) (cluster.Key, error) {
+	return s.resolveRef(ctx, field, ref, false)
+}
+
+func (s *Service) resolveRef(ctx context.Context, field, ref string, aliasOK bool) (cluster.Key, error) {
 	kr, err := keys.ParseKeyRef(ref)
 	if err != nil {
 		return cluster.Key{}, fieldErr(field, err)
+	}
+	if why := kr.OtherCluster(field, s.cfg.Region, s.cfg.Account); why != "" {
+		return cluster.Key{}, errNotFound("%s", why)
+	}
+	if kr.IsAlias() && !aliasOK {
+		return cluster.Key{}, keys.AliasNotAllowed(field, kr.Alias)
 	}
 	k, err := s.lookup(kr)
 	if err != nil {

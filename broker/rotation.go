@@ -49,7 +49,7 @@ func rotationState(k cluster.Key) error {
 
 // SetKeyRotation turns automatic rotation of a symmetric key on or off.
 func (s *Service) SetKeyRotation(ctx context.Context, ref string, enabled bool) error {
-	k, err := s.resolve(ctx, "KeyId", ref)
+	k, err := s.resolveID(ctx, "KeyId", ref)
 	if err != nil {
 		return err
 	}

@@ -341,7 +341,7 @@ func (c *ConsumeJoinToken) apply(d *Data) (any, Event, error) {
 
 func (c *SetDomainKeyID) apply(d *Data) (any, Event, error) {
 	if d.DomainKeyID != "" {
-		return nil, Event{}, alreadyExists("domain key id is already set")
+		return nil, Event{}, alreadyExists("the cluster's domain key id")
 	}
 	d.DomainKeyID = c.ID
 	d.DomainKeyCheck = append([]byte(nil), c.Check...)

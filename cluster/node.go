@@ -486,27 +486,38 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 
 // TransferLeadership hands leadership to the voter id, or to the most
 // up-to-date voter when id is "", and waits until the transfer completes.
-// Leader only.
+// Leader only. It fails with ErrNotFound when id is not a member and with
+// ErrInvalidState when there is no one to hand over to: id is this node or
+// a non-voter, or (id "") no other voter exists. Raft would refuse these
+// too, but with errors of its own that say nothing to the caller.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if err := n.requireLeader(); err != nil {
 		return err
-	}
-	if id == "" {
-		return n.wait(ctx, n.raft.LeadershipTransfer())
 	}
 	cf := n.raft.GetConfiguration()
 	if err := n.wait(ctx, cf); err != nil {
 		return err
 	}
+	if id == n.cfg.NodeID {
+		return invalidState("node %s is already the leader", id)
+	}
+	if id == "" {
+		for _, s := range cf.Configuration().Servers {
+			if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.NodeID {
+				return n.wait(ctx, n.raft.LeadershipTransfer())
+			}
+		}
+		return invalidState("no other voter to hand leadership to")
+	}
 	for _, s := range cf.Configuration().Servers {
 		if string(s.ID) == id {
 			if s.Suffrage != raft.Voter {
-				return invalidState("server %q is not a voter", id)
+				return invalidState("node %q is not a voter", id)
 			}
 			return n.wait(ctx, n.raft.LeadershipTransferToServer(s.ID, s.Address))
 		}
 	}
-	return notFound("server %q", id)
+	return notFound("node %q", id)
 }
 
 // Server is one member of the raft configuration.

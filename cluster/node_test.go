@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/hsmbroker/hsmbroker/keys"
 )
 
@@ -182,6 +184,45 @@ func TestSingleNodeRestart(t *testing.T) {
 	if k, _ := n2.State().Key("k1"); k.CurrentVersion != 3 {
 		t.Fatalf("current version = %d", k.CurrentVersion)
 	}
+}
+
+// A transfer with no one to hand over to is refused up front, with an
+// error that says why (raft's own are "cannot find peer" and "cannot
+// transfer leadership to itself"), and leaves the leader in place.
+func TestTransferLeadershipRefusals(t *testing.T) {
+	solo := openNode(t, testConfig(t, "solo", true))
+	waitLeader(t, solo)
+	ctx := testContext(t, 10*time.Second)
+	tests := []struct {
+		name, to string
+		wantErr  error
+		wantMsg  string
+	}{
+		{"no other voter", "", ErrInvalidState, "no other voter to hand leadership to"},
+		{"to itself", "solo", ErrInvalidState, "node solo is already the leader"},
+		{"unknown node", "nobody", ErrNotFound, `node "nobody"`},
+	}
+	check := func(t *testing.T, to string, wantErr error, wantMsg string) {
+		t.Helper()
+		err := solo.TransferLeadership(ctx, to)
+		wantErrIs(t, err, wantErr)
+		if !strings.Contains(err.Error(), wantMsg) {
+			t.Errorf("TransferLeadership(%q) = %q, want it to say %q", to, err, wantMsg)
+		}
+		if !solo.IsLeader() {
+			t.Fatalf("solo lost leadership after a refused transfer to %q", to)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { check(t, tt.to, tt.wantErr, tt.wantMsg) })
+	}
+	// A non-voter cannot take over either, named or not.
+	learner := openNode(t, testConfig(t, "learner", false))
+	if err := solo.wait(ctx, solo.raft.AddNonvoter("learner", raft.ServerAddress(learner.Addr()), 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	check(t, "", ErrInvalidState, "no other voter to hand leadership to")
+	check(t, "learner", ErrInvalidState, `node "learner" is not a voter`)
 }
 
 func TestOpenRejectsBadConfig(t *testing.T) {

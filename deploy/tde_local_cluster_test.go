@@ -33,14 +33,15 @@ func TestLocalClusterTDE(t *testing.T) {
 
 	// Keys and a token made through the leader; MariaDB's principal may
 	// decrypt with the mount's KMS key by a grant.
-	c.hsmctl(leader, "keys", "create", "--alias", "alias/tde")
+	var kms struct{ KeyID string }
+	c.hsmctlJSON(&kms, leader, "keys", "create", "--alias", "alias/tde")
 	c.hsmctl(leader, "tde", "create", "1")
 	c.hsmctl(leader, "tde", "create", "2")
 	var issued struct{ Token string }
 	if err := json.Unmarshal([]byte(c.hsmctl(leader, "tde", "token", "issue", "--principal", "mariadb", "-o", "json")), &issued); err != nil {
 		t.Fatal(err)
 	}
-	c.hsmctl(leader, "grants", "create", "--key", "alias/tde", "--grantee", "mariadb", "--operations", "Decrypt")
+	c.hsmctl(leader, "grants", "create", "--key", kms.KeyID, "--grantee", "mariadb", "--operations", "Decrypt")
 
 	env := c.envFile(follower)
 	if !strings.HasPrefix(env["VAULT_ADDR"], "https://") || env["VAULT_CACERT"] == "" {

@@ -355,6 +355,16 @@ func RSAOAEPMaxPlaintext(bits int, h crypto.Hash) int {
 // deliberately not ErrInvalidArgument, so that fronts can tell the two apart.
 var ErrInvalidKeyUsage = errors.New("keys: key usage does not permit the operation")
 
+// UsageError is an ErrInvalidKeyUsage that says what the key cannot do. Its
+// message is only that, as a caller reads it: the exception
+// (InvalidKeyUsageException) already says what kind of error it is.
+type UsageError struct{ Problem string }
+
+func (e *UsageError) Error() string { return e.Problem }
+
+// Unwrap makes errors.Is(err, ErrInvalidKeyUsage) hold.
+func (e *UsageError) Unwrap() error { return ErrInvalidKeyUsage }
+
 // keyUsageError names spec and usage only when they are known values, so the
 // message never carries arbitrary bytes.
 func keyUsageError(s Spec, u Usage, what string) error {
@@ -365,7 +375,7 @@ func keyUsageError(s Spec, u Usage, what string) error {
 	if u.Valid() {
 		usage = string(u)
 	}
-	return fmt.Errorf("%w: %s key with usage %s does not support %s", ErrInvalidKeyUsage, spec, usage, what)
+	return &UsageError{Problem: fmt.Sprintf("%s key with usage %s does not support %s", spec, usage, what)}
 }
 
 // CheckEncryptionAlgorithm checks that a key of spec s and usage u can encrypt

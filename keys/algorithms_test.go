@@ -369,12 +369,12 @@ func TestKeyUsageErrorNamesOnlyKnownValues(t *testing.T) {
 	if !errors.Is(err, ErrInvalidKeyUsage) {
 		t.Fatalf("error %v, want ErrInvalidKeyUsage", err)
 	}
-	want := "keys: key usage does not permit the operation: unknown key with usage unknown does not support ECDSA_SHA_256"
+	want := "unknown key with usage unknown does not support ECDSA_SHA_256"
 	if err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}
 	err = CheckSigningAlgorithm(SpecRSA2048, UsageEncryptDecrypt, SigningECDSASHA256)
-	want = "keys: key usage does not permit the operation: RSA_2048 key with usage ENCRYPT_DECRYPT does not support ECDSA_SHA_256"
+	want = "RSA_2048 key with usage ENCRYPT_DECRYPT does not support ECDSA_SHA_256"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v, want %q", err, want)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -12,6 +13,7 @@ import (
 const (
 	MaxPlaintext         = 4096 // Encrypt plaintext, Sign RAW message, GenerateMac message
 	MaxRandomBytes       = 1024 // GenerateRandom, GenerateDataKey NumberOfBytes
+	MaxSignature         = 1024 // Verify's Signature (RSA-4096 signatures are 512 bytes)
 	MaxKeyRef            = 2048 // KeyId in any of its four forms
 	MaxAliasName         = 256  // including the "alias/" prefix
 	MaxDescription       = 8192 // bytes
@@ -105,12 +107,41 @@ func isAliasChar(c byte) bool {
 		c == '/' || c == '_' || c == '-'
 }
 
-// KeyRef is a reference to a key as a request names it. Exactly one field is
-// set: KeyID (canonical lowercase UUID) for a key id or key ARN, Alias (the
-// full "alias/NAME") for an alias name or alias ARN.
+// KeyRef is a reference to a key as a request names it. Exactly one of
+// KeyID (canonical lowercase UUID, for a key id or key ARN) and Alias (the
+// full "alias/NAME", for an alias name or alias ARN) is set. Region and
+// Account are set for an ARN only: the cluster an ARN names, which the
+// caller compares with its own.
 type KeyRef struct {
-	KeyID string
-	Alias string
+	KeyID   string
+	Alias   string
+	Region  string
+	Account string
+}
+
+// IsAlias reports whether the reference names an alias (by name or ARN)
+// rather than a key.
+func (r KeyRef) IsAlias() bool { return r.Alias != "" }
+
+// OtherCluster says why an ARN names no key of the cluster whose ARNs
+// carry region and account, or "" if it may (r is not an ARN, or its
+// region and account are the cluster's). The broker answers NotFound with
+// it, whatever key id the ARN holds.
+func (r KeyRef) OtherCluster(field, region, account string) string {
+	if r.Region == "" || r.Region == region && r.Account == account {
+		return ""
+	}
+	return fmt.Sprintf("%s names region %s and account %s; this cluster's keys are in region %s, account %s",
+		field, r.Region, r.Account, region, account)
+}
+
+// AliasNotAllowed is the error for an alias, by name or ARN, in a field
+// that takes a key id or key ARN only: the key of a change to a key, or
+// the target of an alias. An alias can be moved, so a change made through
+// one could reach another key than the caller looked at.
+func AliasNotAllowed(field, alias string) error {
+	return fieldError(field, "takes a key id or key ARN, not an alias (%s): an alias can be moved, so a change made through it "+
+		"could reach another key; DescribeKey gives the key id", alias)
 }
 
 // String is the key id or alias name.
@@ -126,7 +157,8 @@ func (r KeyRef) String() string {
 // ("arn:aws:kms:us-east-1:111122223333:key/1234abcd-..."), an alias name
 // ("alias/name") or an alias ARN ("arn:aws:kms:us-east-1:111122223333:alias/name").
 // ARNs of any partition (aws, aws-cn, aws-us-gov, ...) are accepted; their
-// region and account are checked for form only. Alias references under the
+// region and account are checked for form here and returned in the KeyRef,
+// for the broker to compare with its own. Alias references under the
 // reserved "alias/aws/" prefix are accepted: they name nothing here, which is
 // a lookup failure, not a malformed request.
 func ParseKeyRef(s string) (KeyRef, error) {
@@ -177,13 +209,13 @@ func parseKeyARN(s string) (KeyRef, error) {
 		if err != nil {
 			return KeyRef{}, fieldError(field, "key ARN must end in key/ and a key id")
 		}
-		return KeyRef{KeyID: FormatKeyID(b)}, nil
+		return KeyRef{KeyID: FormatKeyID(b), Region: region, Account: account}, nil
 	}
 	if strings.HasPrefix(resource, aliasPrefix) {
 		if p := aliasSyntaxProblem(resource); p != "" {
 			return KeyRef{}, fieldError(field, "alias name in ARN %s", p)
 		}
-		return KeyRef{Alias: resource}, nil
+		return KeyRef{Alias: resource, Region: region, Account: account}, nil
 	}
 	return KeyRef{}, fieldError(field, "ARN resource must be key/KEY_ID or alias/NAME")
 }
@@ -366,6 +398,29 @@ func ValidateLimit(field string, v, maxV int32) error {
 		return fieldError(field, "must be 1 to %d, got %d", maxV, v)
 	}
 	return nil
+}
+
+// The positions a page token holds: where the previous page of a list
+// ended. A token that decodes to anything else was not issued by the
+// broker, and is refused rather than read as a position past the end.
+
+// IsKeyIDPosition reports whether s is a key id in canonical form (ListKeys).
+func IsKeyIDPosition(s string) bool {
+	id, err := ParseKeyID(s)
+	return err == nil && FormatKeyID(id) == s
+}
+
+// IsAliasPosition reports whether s is an alias name (ListAliases).
+func IsAliasPosition(s string) bool {
+	ref, err := ParseKeyRef(s)
+	return err == nil && ref.Alias == s
+}
+
+// IsIndexPosition reports whether s is a positive index in canonical
+// decimal form (ListKeyVersions).
+func IsIndexPosition(s string) bool {
+	i, err := strconv.Atoi(s)
+	return err == nil && i > 0 && strconv.Itoa(i) == s
 }
 
 // PageSize returns the number of entries a List call returns per page for the

@@ -35,5 +35,5 @@ func VerifySignature(publicKeyDER []byte, alg SigningAlgorithm, digest, sig []by
 			return ecdsa.VerifyASN1(k, digest, sig), nil
 		}
 	}
-	return false, fmt.Errorf("%w: %s does not fit a %T public key", ErrInvalidKeyUsage, alg, pub)
+	return false, &UsageError{Problem: fmt.Sprintf("%s does not fit a %T public key", alg, pub)}
 }

@@ -2,6 +2,7 @@ package awskms_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -152,6 +153,9 @@ func TestAWSRolesAndGrants(t *testing.T) {
 		aws.ToString(list.Grants[0].GranteePrincipal) != "app" || list.Grants[0].Constraints.EncryptionContextSubset["tenant"] != "acme" {
 		t.Fatalf("ListGrants = %+v, %v", list, err)
 	}
+	// A marker that decodes but names no grant id was not issued here.
+	_, err = auditor.ListGrants(ctx, &kms.ListGrantsInput{KeyId: aws.String(key), Marker: aws.String(base64.RawURLEncoding.EncodeToString([]byte("gzzz")))})
+	wantAWSError(t, err, "InvalidMarkerException")
 	_, err = app.RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g.GrantToken})
 	wantAWSError(t, err, "AccessDeniedException", "retire")
 	if _, err := auditor.RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g.GrantToken}); err == nil {

@@ -137,17 +137,14 @@ func (h *Handler) keyRef(field, ref string, aliasOK bool) (string, error) {
 	if err != nil {
 		return "", notFound("Invalid keyId %s", truncate(ref, 128))
 	}
-	if strings.HasPrefix(ref, "arn:") {
-		parts := strings.SplitN(ref, ":", 6)
-		if parts[3] != h.region || parts[4] != h.account {
-			what := "Key"
-			if kr.Alias != "" {
-				what = "Alias"
-			}
-			return "", notFound("%s '%s' does not exist", what, truncate(ref, 256))
+	if kr.OtherCluster(field, h.region, h.account) != "" {
+		what := "Key"
+		if kr.IsAlias() {
+			what = "Alias"
 		}
+		return "", notFound("%s '%s' does not exist", what, truncate(ref, 256))
 	}
-	if kr.Alias != "" && !aliasOK {
+	if kr.IsAlias() && !aliasOK {
 		return "", notFound("Invalid keyId %s: this operation takes a key id or key ARN, not an alias", truncate(ref, 128))
 	}
 	return kr.String(), nil

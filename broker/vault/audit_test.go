@@ -95,7 +95,7 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: "alias/tde", GranteePrincipal: "db", Operations: []string{"Decrypt"}}); err != nil {
+	if _, err := keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: tdeKeyID(ctx, t, keys), GranteePrincipal: "db", Operations: []string{"Decrypt"}}); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(vault.New(svc.TDE(), hsmtest.QuietLogger()))

@@ -16,6 +16,8 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/vault"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestMain(m *testing.M) { hsmtest.Main(m) }
@@ -112,6 +114,16 @@ func TestReadTDEKeys(t *testing.T) {
 	if _, err := e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "2", Bytes: 16}); err != nil {
 		t.Fatal(err)
 	}
+	// A replicated change the cluster refuses answers with what was
+	// refused, not the chain of packages it passed through.
+	_, err = e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "1"})
+	if st := status.Convert(err); st.Code() != codes.AlreadyExists || st.Message() != `TDE key "1" in mount "tde" already exists` {
+		t.Fatalf("second CreateKey 1: %v", err)
+	}
+	_, err = e.tde.RevokeToken(ctx, &pb.TDEServiceRevokeTokenRequest{Accessor: "00000000000000000000000000000000"})
+	if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != `TDE token with accessor "00000000000000000000000000000000" does not exist` {
+		t.Fatalf("RevokeToken of an unknown accessor: %v", err)
+	}
 	tok, err := e.tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "admin"})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +175,7 @@ func TestReadTDEKeys(t *testing.T) {
 	if code, body := e.get("/v1/tde/data/1", db.GetToken()); code != http.StatusForbidden || body != denied {
 		t.Fatalf("db without grant: %d %s", code, body)
 	}
-	if _, err := e.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: "alias/tde", GranteePrincipal: "db", Operations: []string{"Decrypt"}}); err != nil {
+	if _, err := e.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: tdeKeyID(ctx, t, e.keys), GranteePrincipal: "db", Operations: []string{"Decrypt"}}); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := e.read("/v1/tde/data/1", db.GetToken()); !bytes.Equal(m, v2) {
@@ -262,4 +274,15 @@ func TestReadTDEKeys(t *testing.T) {
 	if refused < 10 || grantDenied != 1 || served < 5 {
 		t.Errorf("audit: %d refused tokens (want >= 10), %d denied by policy (want 1), %d served (want >= 5)", refused, grantDenied, served)
 	}
+}
+
+// tdeKeyID is the key id of alias/tde, the mount's KMS key: a grant names
+// its key by id, never by an alias.
+func tdeKeyID(ctx context.Context, t *testing.T, kc pb.KeyServiceClient) string {
+	t.Helper()
+	d, err := kc.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: "alias/tde"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.GetKeyMetadata().GetKeyId()
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -185,10 +186,24 @@ func (s *suite) testKeys(t *testing.T) {
 			t.Errorf("DescribeKey %q: key %s, want %s", ref, got.GetKeyId(), id)
 		}
 	}
-	_, err = s.kc.UpdateKeyDescription(ctx, &pb.UpdateKeyDescriptionRequest{KeyId: name, Description: "new words"})
+	// A change names its key by key id or key ARN, never by an alias that
+	// could have been moved; an ARN of another region or account names
+	// nothing here.
+	for _, ref := range []string{name, aliasARN} {
+		_, err = s.kc.UpdateKeyDescription(ctx, &pb.UpdateKeyDescriptionRequest{KeyId: ref, Description: "through an alias"})
+		wantInvalid(t, "UpdateKeyDescription by alias "+ref, err, keys.AliasNotAllowed("KeyId", name))
+		_, err = s.kc.DisableKey(ctx, &pb.DisableKeyRequest{KeyId: ref})
+		wantInvalid(t, "DisableKey by alias "+ref, err, keys.AliasNotAllowed("KeyId", name))
+	}
+	foreign := strings.Replace(m.GetArn(), ":kms:", ":kms:xx-", 1)
+	fr, _ := keys.ParseKeyRef(foreign)
+	own, _ := keys.ParseKeyRef(m.GetArn())
+	_, err = s.kc.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: foreign})
+	wantErr(t, "DescribeKey by another region's ARN", err, codes.NotFound, "NotFoundException", fr.OtherCluster("KeyId", own.Region, own.Account))
+	_, err = s.kc.UpdateKeyDescription(ctx, &pb.UpdateKeyDescriptionRequest{KeyId: m.GetArn(), Description: "new words"})
 	must(t, "UpdateKeyDescription", err)
-	if got := s.describe(t, id); got.GetDescription() != "new words" {
-		t.Errorf("description after update: %q", got.GetDescription())
+	if got := s.describe(t, id); got.GetDescription() != "new words" || got.GetKeyState() != pb.KeyState_KEY_STATE_ENABLED {
+		t.Errorf("description after update: %q, state %v", got.GetDescription(), got.GetKeyState())
 	}
 
 	for _, tt := range []struct {
@@ -414,7 +429,9 @@ func (s *suite) testPagination(t *testing.T) {
 		wantInvalid(t, fmt.Sprintf("ListKeyVersions page size %d", size), err, want)
 	}
 	const badToken = "invalid PageToken: not a token this service issued"
-	for _, tok := range []string{"!", "not base64?"} {
+	// Tokens the broker never issues: not base64, or base64 of no position
+	// (what "garbage" decodes to, "0").
+	for _, tok := range []string{"!", "not base64?", "garbage", base64.RawURLEncoding.EncodeToString([]byte("0"))} {
 		_, err := s.kc.ListKeys(ctx, &pb.ListKeysRequest{PageToken: tok})
 		wantErr(t, "ListKeys bad token "+tok, err, codes.InvalidArgument, "InvalidMarkerException", badToken)
 		_, err = s.kc.ListAliases(ctx, &pb.ListAliasesRequest{PageToken: tok})
@@ -518,7 +535,7 @@ func (s *suite) testTags(t *testing.T) {
 	id, name := m.GetKeyId(), m.GetAliasNames()[0]
 	_, err := s.kc.TagKey(ctx, &pb.TagKeyRequest{KeyId: id, Tags: map[string]string{"a": "1", "b": "2", "c": ""}})
 	must(t, "TagKey", err)
-	_, err = s.kc.UntagKey(ctx, &pb.UntagKeyRequest{KeyId: name, TagKeys: []string{"a", "nonexistent"}})
+	_, err = s.kc.UntagKey(ctx, &pb.UntagKeyRequest{KeyId: id, TagKeys: []string{"a", "nonexistent"}})
 	must(t, "UntagKey", err)
 	tags, err := s.kc.ListKeyTags(ctx, &pb.ListKeyTagsRequest{KeyId: name})
 	if err != nil || tags.GetKeyId() != id || len(tags.GetTags()) != 2 || tags.GetTags()["b"] != "2" || tags.GetTags()["c"] != "" {
@@ -740,6 +757,8 @@ func (s *suite) testRSA(t *testing.T) {
 	_, want := keys.CheckEncryptionAlgorithm(keys.SpecRSA2048, keys.UsageEncryptDecrypt, "")
 	_, err = s.cc.Encrypt(ctx, &pb.EncryptRequest{KeyId: id, Plaintext: []byte("x")})
 	wantInvalid(t, "Encrypt RSA without an algorithm", err, want)
+	_, err = s.cc.Decrypt(ctx, &pb.DecryptRequest{KeyId: id, CiphertextBlob: enc.GetCiphertextBlob()})
+	wantInvalid(t, "Decrypt RSA without an algorithm", err, want)
 	_, err = s.cc.GenerateDataKey(ctx, &pb.GenerateDataKeyRequest{KeyId: id, KeySpec: pb.DataKeySpec_DATA_KEY_SPEC_AES_256})
 	wantErr(t, "GenerateDataKey under an RSA key", err, codes.InvalidArgument, "InvalidKeyUsageException", "data keys are encrypted under symmetric keys; key "+id+" is RSA_2048")
 	sym := s.symmetric(t)

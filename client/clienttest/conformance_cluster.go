@@ -108,7 +108,9 @@ func checkMembershipRefusals(t *testing.T, cl pb.ClusterServiceClient) {
 	_, err = cl.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "bad id!"})
 	wantErr(t, "RemoveNode malformed", err, codes.InvalidArgument, "ValidationException", `invalid NodeId "bad id!"`)
 	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: "no-such-node"})
-	wantErr(t, "TransferLeadership to an unknown node", err, codes.NotFound, "NotFoundException", `cluster: not found: server "no-such-node"`)
+	wantErr(t, "TransferLeadership to an unknown node", err, codes.NotFound, "NotFoundException", `node "no-such-node" does not exist`)
+	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: leader})
+	wantErr(t, "TransferLeadership to the leader", err, codes.FailedPrecondition, "KMSInvalidStateException", "node "+leader+" is already the leader")
 	if after := checkClusterStatus(t, cl); after.GetLeaderId() != leader || len(after.GetNodes()) != len(st.GetNodes()) {
 		t.Errorf("refused calls changed the cluster: leader %s -> %s, %d -> %d nodes", leader, after.GetLeaderId(), len(st.GetNodes()), len(after.GetNodes()))
 	}

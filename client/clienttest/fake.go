@@ -179,9 +179,25 @@ func macAlgTo(a keys.MacAlgorithm) pb.MacAlgorithm {
 // ARN), parsed as the broker parses it; field is the request field. The
 // caller holds f.mu.
 func (f *Fake) resolve(field, ref string) (*fakeKey, error) {
+	return f.resolveRef(field, ref, true)
+}
+
+// resolveID is resolve for a field that takes a key id or key ARN only
+// (the key of a change), as the broker's: an alias is refused.
+func (f *Fake) resolveID(field, ref string) (*fakeKey, error) {
+	return f.resolveRef(field, ref, false)
+}
+
+func (f *Fake) resolveRef(field, ref string, aliasOK bool) (*fakeKey, error) {
 	kr, err := keys.ParseKeyRef(ref)
 	if err != nil {
 		return nil, invalidField(field, err)
+	}
+	if why := kr.OtherCluster(field, Region, Account); why != "" {
+		return nil, errNotFound("%s", why)
+	}
+	if kr.IsAlias() && !aliasOK {
+		return nil, invalid(keys.AliasNotAllowed(field, kr.Alias))
 	}
 	id := kr.KeyID
 	if kr.Alias != "" {
@@ -323,12 +339,12 @@ func encodePageToken(last string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(last))
 }
 
-func decodePageToken(tok string) (string, error) {
+func decodePageToken(tok string, isPosition func(string) bool) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) == 0 || len(b) > 512 {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
+	if err != nil || len(b) == 0 || len(b) > 512 || !isPosition(string(b)) {
 		return "", Error(codes.InvalidArgument, excInvalidMarker, "invalid PageToken: not a token this service issued")
 	}
 	return string(b), nil
@@ -336,12 +352,12 @@ func decodePageToken(tok string) (string, error) {
 
 // pageOf returns the items after the one named after (in name order), at
 // most size of them, and the next page token ("" on the last page).
-func pageOf[T any](items []T, name func(T) string, size int32, token string) ([]T, string, error) {
+func pageOf[T any](items []T, name func(T) string, isPosition func(string) bool, size int32, token string) ([]T, string, error) {
 	limit, err := keys.PageSize(size)
 	if err != nil {
 		return nil, "", invalidField("PageSize", err)
 	}
-	after, err := decodePageToken(token)
+	after, err := decodePageToken(token, isPosition)
 	if err != nil {
 		return nil, "", err
 	}
@@ -365,7 +381,7 @@ func (f *Fake) ListKeys(_ context.Context, req *pb.ListKeysRequest) (*pb.ListKey
 	for _, id := range slices.Sorted(maps.Keys(f.keys)) {
 		all = append(all, f.out(f.keys[id]))
 	}
-	ks, next, err := pageOf(all, (*pb.KeyMetadata).GetKeyId, req.GetPageSize(), req.GetPageToken())
+	ks, next, err := pageOf(all, (*pb.KeyMetadata).GetKeyId, keys.IsKeyIDPosition, req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +396,7 @@ func pendingErr(k *fakeKey) error {
 func (f *Fake) UpdateKeyDescription(_ context.Context, req *pb.UpdateKeyDescriptionRequest) (*pb.UpdateKeyDescriptionResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", req.GetKeyId())
+	k, err := f.resolveID("KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -397,7 +413,7 @@ func (f *Fake) UpdateKeyDescription(_ context.Context, req *pb.UpdateKeyDescript
 func (f *Fake) setState(ref string, to pb.KeyState) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", ref)
+	k, err := f.resolveID("KeyId", ref)
 	if err != nil {
 		return err
 	}
@@ -448,7 +464,7 @@ func (f *Fake) ScheduleKeyDeletion(_ context.Context, req *pb.ScheduleKeyDeletio
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", req.GetKeyId())
+	k, err := f.resolveID("KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -466,7 +482,7 @@ func (f *Fake) ScheduleKeyDeletion(_ context.Context, req *pb.ScheduleKeyDeletio
 func (f *Fake) CancelKeyDeletion(_ context.Context, req *pb.CancelKeyDeletionRequest) (*pb.CancelKeyDeletionResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", req.GetKeyId())
+	k, err := f.resolveID("KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -484,7 +500,7 @@ func (f *Fake) CancelKeyDeletion(_ context.Context, req *pb.CancelKeyDeletionReq
 func (f *Fake) RotateKey(_ context.Context, req *pb.RotateKeyRequest) (*pb.RotateKeyResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", req.GetKeyId())
+	k, err := f.resolveID("KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -511,7 +527,7 @@ func (f *Fake) ListKeyVersions(_ context.Context, req *pb.ListKeyVersionsRequest
 	if err != nil {
 		return nil, invalidField("PageSize", err)
 	}
-	after, err := decodePageToken(req.GetPageToken())
+	after, err := decodePageToken(req.GetPageToken(), keys.IsIndexPosition)
 	if err != nil {
 		return nil, err
 	}
@@ -535,7 +551,7 @@ func (f *Fake) ListKeyVersions(_ context.Context, req *pb.ListKeyVersionsRequest
 func (f *Fake) TagKey(_ context.Context, req *pb.TagKeyRequest) (*pb.TagKeyResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", req.GetKeyId())
+	k, err := f.resolveID("KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -561,7 +577,7 @@ func (f *Fake) TagKey(_ context.Context, req *pb.TagKeyRequest) (*pb.TagKeyRespo
 func (f *Fake) UntagKey(_ context.Context, req *pb.UntagKeyRequest) (*pb.UntagKeyResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("KeyId", req.GetKeyId())
+	k, err := f.resolveID("KeyId", req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -595,7 +611,7 @@ func (f *Fake) CreateAlias(_ context.Context, req *pb.CreateAliasRequest) (*pb.C
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("TargetKeyId", req.GetTargetKeyId())
+	k, err := f.resolveID("TargetKeyId", req.GetTargetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -618,7 +634,7 @@ func (f *Fake) UpdateAlias(_ context.Context, req *pb.UpdateAliasRequest) (*pb.U
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, err := f.resolve("TargetKeyId", req.GetTargetKeyId())
+	k, err := f.resolveID("TargetKeyId", req.GetTargetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -654,14 +670,14 @@ func (f *Fake) ListAliases(_ context.Context, req *pb.ListAliasesRequest) (*pb.L
 	if _, err := keys.PageSize(req.GetPageSize()); err != nil {
 		return nil, invalidField("PageSize", err)
 	}
-	if _, err := decodePageToken(req.GetPageToken()); err != nil {
+	if _, err := decodePageToken(req.GetPageToken(), keys.IsAliasPosition); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var keyID string
 	if req.GetKeyId() != "" {
-		k, err := f.resolve("KeyId", req.GetKeyId())
+		k, err := f.resolveID("KeyId", req.GetKeyId())
 		if err != nil {
 			return nil, err
 		}
@@ -673,7 +689,7 @@ func (f *Fake) ListAliases(_ context.Context, req *pb.ListAliasesRequest) (*pb.L
 			all = append(all, proto.Clone(a).(*pb.Alias))
 		}
 	}
-	aliases, next, err := pageOf(all, (*pb.Alias).GetAliasName, req.GetPageSize(), req.GetPageToken())
+	aliases, next, err := pageOf(all, (*pb.Alias).GetAliasName, keys.IsAliasPosition, req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -731,17 +747,23 @@ func (f *Fake) sealSymmetric(k *fakeKey, plaintext []byte, ec keys.EncryptionCon
 // its state, then the tag. Every failure that depends on the blob's bytes
 // is the same errInvalidCiphertext.
 func (f *Fake) openSymmetric(blob []byte, keyRef string, ec keys.EncryptionContext) (*fakeKey, []byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var named *fakeKey
+	if keyRef != "" {
+		var err error
+		if named, err = f.resolve("KeyId", keyRef); err != nil {
+			return nil, nil, err
+		}
+		if _, err := keys.CheckEncryptionAlgorithm(named.spec, named.usage, keys.EncryptionSymmetricDefault); err != nil {
+			return nil, nil, invalid(err)
+		}
+	}
 	c, err := keys.ParseCiphertext(blob)
 	if err != nil {
 		return nil, nil, errInvalidCiphertext
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if keyRef != "" {
-		named, err := f.resolve("KeyId", keyRef)
-		if err != nil {
-			return nil, nil, err
-		}
+	if named != nil {
 		if named.meta.KeyId != c.KeyID {
 			return nil, nil, Error(codes.InvalidArgument, excIncorrectKey, "the ciphertext was not made with key %s", named.meta.KeyId)
 		}
@@ -992,14 +1014,11 @@ func (f *Fake) Sign(_ context.Context, req *pb.SignRequest) (*pb.SignResponse, e
 	return &pb.SignResponse{Signature: sig, KeyId: k.meta.KeyId, SigningAlgorithm: sigAlgTo(alg)}, nil
 }
 
-// maxSignature bounds a signature to verify, as in the broker.
-const maxSignature = 1024
-
 // Verify implements CryptoService, with the broker's verifier.
 func (f *Fake) Verify(_ context.Context, req *pb.VerifyRequest) (*pb.VerifyResponse, error) {
 	alg := sigAlgOf(req.GetSigningAlgorithm())
-	if n := len(req.GetSignature()); n == 0 || n > maxSignature {
-		return nil, fieldError("Signature", "must be 1 to %d bytes, got %d", maxSignature, n)
+	if n := len(req.GetSignature()); n == 0 || n > keys.MaxSignature {
+		return nil, fieldError("Signature", "must be 1 to %d bytes, got %d", keys.MaxSignature, n)
 	}
 	k, digest, err := f.signingInput(req.GetKeyId(), alg, req.GetMessageType(), req.GetMessage())
 	if err != nil {

@@ -175,10 +175,11 @@ func (a *app) policyGetCommand() *cobra.Command {
 func (a *app) policyPutCommand() *cobra.Command {
 	var in string
 	cmd := &cobra.Command{
-		Use:     "put KEY --in FILE|-",
-		Short:   "Replace a key's policy (admin)",
-		Example: "  hsmctl policy put alias/payments --in payments-policy.json",
-		Args:    exactArgs("KEY"),
+		Use:   "put KEY --in FILE|-",
+		Short: "Replace a key's policy (admin)",
+		Example: `  KEY=$(hsmctl keys describe alias/payments -o json | jq -r .keyId)
+  hsmctl policy put "$KEY" --in payments-policy.json`,
+		Args: exactArgs("KEY"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			if in == "" {
 				return usageErr("--in is required (a file, or - for stdin)")
@@ -217,7 +218,8 @@ func (a *app) grantsCreateCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create --key KEY --grantee PRINCIPAL --operations OP[,OP...] [--context-subset K=V]... [--context-equals K=V]...",
 		Short: "Create a grant (admin)",
-		Example: `  hsmctl grants create --key alias/payments --grantee batch --operations Decrypt,GenerateDataKey \
+		Example: `  KEY=$(hsmctl keys describe alias/payments -o json | jq -r .keyId)
+  hsmctl grants create --key "$KEY" --grantee batch --operations Decrypt,GenerateDataKey \
     --context-subset app=batch`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
