@@ -43,7 +43,10 @@ sign-rsa (RSA-2048 PKCS#1 v1.5 over a SHA-256 digest), sign-p256 (ECDSA
 P-256 over a digest), datakey (GenerateDataKey AES_256), and mix (the five
 in turn). Setup creates --keys keys of each kind the operation needs, with
 aliases alias/bench-<id>-..., and leaves them; each call picks one at
-random. bench needs a client certificate whose role may create keys.
+random. A run that fails once it has made keys schedules their deletion,
+with the shortest waiting period the broker allows, and deletes their
+aliases. bench needs a client certificate whose role may create and
+delete keys.
 
 --baseline-direct also runs the same operations directly on a PKCS#11
 token, through the partition layer the broker itself uses (the same
@@ -56,7 +59,9 @@ from --pin-file (a file of mode 0600) or the environment variable named by
 --pin-env, never from the command line. The token must hold an hsmbroker
 domain key: a broker node's own token does (SoftHSM: set SOFTHSM2_CONF to
 the node's softhsm2.conf), and the baseline adds only session objects to
-it. For a scratch token, --baseline-create-domain-key makes one.
+it. For a scratch token, --baseline-create-domain-key makes one. The
+token, its PIN and its domain key are checked before any broker key is
+made.
 
 CPU µs/op is the CPU time each side used per successful operation: this
 process's (getrusage; for the baseline it includes the token's work when
@@ -84,15 +89,27 @@ With -o json: {"op", "size", "keys", "concurrency", "durationSeconds",
 				return usageErr("--concurrency and --keys must be at least 1")
 			case size < 1 || size > 4096:
 				return usageErr("--size must be from 1 to 4096 bytes")
-			case duration <= 0 || window <= 0 || window > duration:
-				return usageErr("--duration and --window must be positive, the window no longer than the duration")
+			case duration <= 0:
+				return usageErr("--duration must be positive")
+			case window <= 0:
+				return usageErr("--window must be positive")
+			case window > duration:
+				which := ""
+				if !cmd.Flags().Changed("window") {
+					which = " (the default)"
+				}
+				return usageErr(fmt.Sprintf("--duration %s is shorter than --window %s%s: the duration must be at least the window; lengthen --duration or shorten --window",
+					duration, window, which))
 			case !baseline && (label != "" || serial != "" || pinFile != "" || createDomainKey):
 				return usageErr("--token-label, --token-serial, --pin-file and --baseline-create-domain-key go with --baseline-direct")
 			case baseline && label == "" && serial == "":
 				return usageErr("--baseline-direct needs --token-label or --token-serial")
 			}
 			cfg.Concurrency, cfg.Keys, cfg.Size, cfg.Duration, cfg.Window = concurrency, keyCount, size, duration, window
-			cfg.Client = a.clientConfig()
+			var err error
+			if cfg.Client, err = a.clientConfig(); err != nil {
+				return err
+			}
 			cfg.Progress = a.stderr
 			cfg.MetricsAddr = metricsAddr
 			if baseline {

@@ -11,20 +11,24 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -187,31 +191,44 @@ type target interface {
 // the result. Setup creates the keys it needs on each side: on the broker
 // Keys keys of each kind the operation uses (aliases alias/bench-ID-...),
 // in the baseline partition session objects that vanish with it.
-func Run(ctx context.Context, cfg Config) (*Result, error) {
+//
+// The baseline is set up first: its token, PIN and domain key are checked
+// before the broker gets any key. A successful run leaves its broker keys;
+// a run that fails after making some schedules their deletion (in
+// keys.MinPendingWindow days) and deletes their aliases, even when ctx
+// was cancelled.
+func Run(ctx context.Context, cfg Config) (_ *Result, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	id := strconv.FormatInt(time.Now().UnixNano()%1e10, 36)
 	plaintext := make([]byte, cfg.Size)
 	_, _ = rand.Read(plaintext)
+	var d *directTarget
+	if cfg.Direct != nil {
+		progressf(cfg.Progress, "opening the baseline token %q and generating its keys", firstSet(cfg.Direct.TokenLabel, cfg.Direct.TokenSerial))
+		if d, err = newDirectTarget(ctx, cfg, plaintext); err != nil {
+			return nil, err
+		}
+		defer d.close()
+	}
 	progressf(cfg.Progress, "setting up %d key(s) of each kind on the broker (aliases alias/bench-%s-...)", cfg.Keys, id)
 	b, err := newBrokerTarget(ctx, cfg, id, plaintext)
 	if err != nil {
 		return nil, err
 	}
 	defer b.close()
-	sides := []target{b}
-	res := &Result{Op: cfg.Op, Size: cfg.Size, Keys: cfg.Keys, Concurrency: cfg.Concurrency,
-		DurationS: cfg.Duration.Seconds(), WindowMs: float64(cfg.Window) / float64(time.Millisecond)}
-	if cfg.Direct != nil {
-		progressf(cfg.Progress, "opening the baseline token %q and generating its keys", firstSet(cfg.Direct.TokenLabel, cfg.Direct.TokenSerial))
-		d, err := newDirectTarget(ctx, cfg, plaintext)
+	defer func() {
 		if err != nil {
-			return nil, err
+			err = errors.Join(err, b.discardKeys(ctx, cfg.Progress))
 		}
-		defer d.close()
+	}()
+	sides := []target{b}
+	if d != nil {
 		sides = append(sides, d)
 	}
+	res := &Result{Op: cfg.Op, Size: cfg.Size, Keys: cfg.Keys, Concurrency: cfg.Concurrency,
+		DurationS: cfg.Duration.Seconds(), WindowMs: float64(cfg.Window) / float64(time.Millisecond)}
 	// Warm up: connections, sessions, loaded key handles.
 	for _, s := range sides {
 		if _, err := window(ctx, s, cfg, 2*cfg.Window); err != nil {
@@ -397,7 +414,8 @@ func kindsFor(op Op) (sym, rsa, p256 bool) {
 type brokerTarget struct {
 	clients           []*client.Client
 	sym, rsa, p256    []string
-	blobs             [][]byte // a ciphertext per symmetric key
+	made              []brokerKey // every key setup created, for discardKeys
+	blobs             [][]byte    // a ciphertext per symmetric key
 	plaintext         []byte
 	dataKeySpec       pb.DataKeySpec
 	rsaAlg, p256Alg   pb.SigningAlgorithm
@@ -416,15 +434,31 @@ func newBrokerTarget(ctx context.Context, cfg Config, id string, plaintext []byt
 		}
 		t.clients = append(t.clients, c)
 	}
+	if err := t.createKeys(ctx, cfg, id, plaintext); err != nil {
+		err = errors.Join(err, t.discardKeys(ctx, cfg.Progress))
+		t.close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// brokerKey is a key bench created, by id and alias.
+type brokerKey struct{ id, alias string }
+
+// createKeys makes the keys of each kind cfg.Op needs, recording each in
+// t.made as soon as it exists, and the ciphertexts decryption needs.
+func (t *brokerTarget) createKeys(ctx context.Context, cfg Config, id string, plaintext []byte) error {
 	c := t.clients[0]
 	create := func(kind string, spec pb.KeySpec, usage pb.KeyUsage) ([]string, error) {
 		var ids []string
 		for i := range cfg.Keys {
-			resp, err := c.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/bench-%s-%s-%d", id, kind, i),
+			alias := fmt.Sprintf("alias/bench-%s-%s-%d", id, kind, i)
+			resp, err := c.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: alias,
 				KeySpec: spec, KeyUsage: usage, Description: "hsmctl bench " + id})
 			if err != nil {
 				return nil, fmt.Errorf("bench: create a %s key: %w", kind, err)
 			}
+			t.made = append(t.made, brokerKey{resp.GetKeyMetadata().GetKeyId(), alias})
 			ids = append(ids, resp.GetKeyMetadata().GetKeyId())
 		}
 		return ids, nil
@@ -433,31 +467,64 @@ func newBrokerTarget(ctx context.Context, cfg Config, id string, plaintext []byt
 	var err error
 	if sym {
 		if t.sym, err = create("aes", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT); err != nil {
-			t.close()
-			return nil, err
+			return err
 		}
 		for _, k := range t.sym {
 			resp, err := c.Crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k, Plaintext: plaintext})
 			if err != nil {
-				t.close()
-				return nil, fmt.Errorf("bench: encrypt the decryption input: %w", err)
+				return fmt.Errorf("bench: encrypt the decryption input: %w", err)
 			}
 			t.blobs = append(t.blobs, resp.GetCiphertextBlob())
 		}
 	}
 	if rsa {
 		if t.rsa, err = create("rsa", pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY); err != nil {
-			t.close()
-			return nil, err
+			return err
 		}
 	}
 	if p256 {
 		if t.p256, err = create("p256", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY); err != nil {
-			t.close()
-			return nil, err
+			return err
 		}
 	}
-	return t, nil
+	return nil
+}
+
+// discardTimeout bounds the clean-up of a failed run, which goes on when
+// the run's own context was cancelled (an interrupted run cleans up too).
+const discardTimeout = 30 * time.Second
+
+// discardKeys undoes setup after a failure: it schedules the deletion of
+// every key setup made, in keys.MinPendingWindow days (the broker's
+// shortest wait; CancelKeyDeletion brings one back), then deletes its
+// alias, so that the alias/bench-* names a failed run took are free
+// again. A key whose deletion could not be scheduled keeps its alias, to
+// be found by; the error names it.
+func (t *brokerTarget) discardKeys(ctx context.Context, progress io.Writer) error {
+	if len(t.made) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
+	defer cancel()
+	progressf(progress, "the run failed: scheduling the deletion of the %d broker key(s) it made", len(t.made))
+	c := t.clients[0]
+	var left []string
+	var firstErr error
+	for _, k := range t.made {
+		_, err := c.Keys.ScheduleKeyDeletion(ctx, &pb.ScheduleKeyDeletionRequest{KeyId: k.id, PendingWindowDays: keys.MinPendingWindow})
+		if err == nil {
+			_, err = c.Keys.DeleteAlias(ctx, &pb.DeleteAliasRequest{AliasName: k.alias})
+		}
+		if err != nil {
+			left = append(left, fmt.Sprintf("%s (%s)", k.id, k.alias))
+			firstErr = cmp.Or(firstErr, err)
+		}
+	}
+	t.made = nil
+	if len(left) > 0 {
+		return fmt.Errorf("bench: clean-up left %d key(s) the run made: %s: %w", len(left), strings.Join(left, ", "), firstErr)
+	}
+	return nil
 }
 
 func (t *brokerTarget) do(ctx context.Context, w int, op Op, k int) error {
