@@ -396,3 +396,83 @@ func TestEnvelopeOverGRPC(t *testing.T) {
 		t.Errorf("Message %q", client.Message(err))
 	}
 }
+
+// An endpoint without a port would be dialed on gRPC's default port 443
+// without a word: Dial refuses it, and every other address that is not
+// host:port.
+func TestDialRefusesEndpointWithoutPort(t *testing.T) {
+	pki := clienttest.NewPKI(t)
+	tests := []struct {
+		addr string
+		want string // "" for accepted
+	}{
+		{"127.0.0.1", `client: invalid endpoint "127.0.0.1": no port; want host:port, such as 127.0.0.1:7400`},
+		{"broker.example", `invalid endpoint "broker.example": no port`},
+		{"127.0.0.1:", `invalid endpoint "127.0.0.1:": no port`},
+		{":7400", `invalid endpoint ":7400": no host`},
+		{"::1", "an IPv6 address needs brackets and a port"},
+		{"[::1]", "want host:port"},
+		{"127.0.0.1:7400", ""},
+		{"[::1]:7400", ""},
+		{"dns:///broker.example:7400", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			c, err := client.Dial(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:1", tt.addr},
+				CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Dial: %v", err)
+				}
+				c.Close()
+				return
+			}
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial accepted it")
+			}
+			if !errors.Is(err, client.ErrInvalidEndpoint) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Dial: %v, want ErrInvalidEndpoint and %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// When no endpoint can be reached, the call's error says why each one
+// failed, not only the last, and still reads and classifies as before.
+func TestAttemptErrorsNameEveryEndpoint(t *testing.T) {
+	pki := clienttest.NewPKI(t)
+	dead1, dead2 := deadAddr(t), deadAddr(t)
+	c := dial(t, pki, client.Config{Timeout: time.Second}, dead1, dead2)
+	_, err := c.Keys.DescribeKey(context.Background(), &pb.DescribeKeyRequest{KeyId: "alias/x"})
+	if client.Code(err) != codes.Unavailable {
+		t.Fatalf("call: %v, want Unavailable", err)
+	}
+	attempts := client.AttemptErrors(err)
+	if len(attempts) != 2 {
+		t.Fatalf("AttemptErrors: %v, want one per endpoint", attempts)
+	}
+	seen := map[string]bool{}
+	for _, a := range attempts {
+		seen[a.Endpoint] = true
+		if client.Code(a.Err) != codes.Unavailable || !strings.Contains(a.Err.Error(), "connection refused") {
+			t.Errorf("%s: %v, want Unavailable, connection refused", a.Endpoint, a.Err)
+		}
+	}
+	if !seen[dead1] || !seen[dead2] {
+		t.Errorf("AttemptErrors names %v, want %s and %s", seen, dead1, dead2)
+	}
+	if got := client.Message(err); strings.Contains(got, "rpc error") || !strings.Contains(got, "connection refused") {
+		t.Errorf("Message: %q", got)
+	}
+	if st, ok := status.FromError(err); !ok || st.Code() != codes.Unavailable || strings.Contains(st.Message(), "rpc error") {
+		t.Errorf("status.FromError: %v %v", st, ok)
+	}
+	if client.Endpoint(err) == "" || client.RequestID(err) == "" {
+		t.Errorf("Endpoint %q, RequestID %q", client.Endpoint(err), client.RequestID(err))
+	}
+
+	if client.AttemptErrors(errors.New("local")) != nil {
+		t.Error("AttemptErrors of a local error")
+	}
+}

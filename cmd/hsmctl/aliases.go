@@ -32,8 +32,8 @@ func (a *app) aliasesListCommand() *cobra.Command {
   hsmctl aliases list --key 1234abcd-12ab-34cd-56ef-1234567890ab -o json`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if limit < 0 || limit > 1000 {
-				return usageErr("--limit must be 1 to 1000")
+			if err := checkPageLimit(limit); err != nil {
+				return err
 			}
 			c, err := a.conn()
 			if err != nil {
@@ -70,7 +70,7 @@ func (a *app) aliasesListCommand() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVar(&keyID, "key", "", "only the aliases of this key (key id or key ARN)")
-	cmd.Flags().IntVar(&limit, "limit", 0, "aliases per page, 1 to 1000 (default 100)")
+	pageLimitFlag(cmd, &limit, "aliases")
 	cmd.Flags().BoolVar(&all, "all", false, "list every alias, following every page")
 	cmd.Flags().StringVar(&pageToken, "page-token", "", "continue a listing from a previous nextPageToken")
 	return cmd

@@ -158,28 +158,34 @@ func (a *app) auditCheckpoints(node string) ([]audit.Checkpoint, string, error) 
 }
 
 func (a *app) auditFetchCommand() *cobra.Command {
-	var out string
+	var out outFlags
 	var offset int64
 	cmd := &cobra.Command{
-		Use:   "fetch [--out FILE] [--offset N]",
+		Use:   "fetch [--out FILE [--force]] [--offset N]",
 		Short: "Copy the audit log of the broker that answers",
 		Long: `fetch copies the audit log of one broker (the first that answers: pass a
 single --addr to choose) to --out or stdout, from --offset bytes on. It
-needs the admin or auditor role. Each broker keeps its own log.`,
+needs the admin or auditor role. Each broker keeps its own log.
+
+--out is a new file of mode 0600, put in place only once the whole log has
+been copied; an existing file is refused unless --force.`,
 		Example: `  hsmctl audit fetch --addr node1.example:7400 --out node1-audit.log && hsmctl audit verify node1-audit.log`,
 		Args:    noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			c, err := a.conn()
 			if err != nil {
 				return err
 			}
 			var w io.Writer = a.stdout
-			if out != "" && out != "-" {
-				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-				if err != nil {
+			var f *outFile
+			if out.toFile() {
+				if f, err = createOutFile(out.path, out.perm, out.force); err != nil {
 					return err
 				}
-				defer f.Close()
+				defer f.Abort()
 				w = f
 			}
 			next := offset
@@ -192,8 +198,11 @@ needs the admin or auditor role. Each broker keeps its own log.`,
 					return err
 				}
 				if len(resp.GetData()) == 0 || resp.GetNextOffset() >= resp.GetSize() {
-					if out != "" && out != "-" {
-						fmt.Fprintf(a.stderr, "%d bytes of %s's audit log written to %s\n", resp.GetNextOffset()-offset, resp.GetNodeId(), out)
+					if f != nil {
+						if err := f.Commit(); err != nil {
+							return err
+						}
+						fmt.Fprintf(a.stderr, "%d bytes of %s's audit log written to %s\n", resp.GetNextOffset()-offset, resp.GetNodeId(), out.path)
 					}
 					return nil
 				}
@@ -201,7 +210,7 @@ needs the admin or auditor role. Each broker keeps its own log.`,
 			}
 		}),
 	}
-	cmd.Flags().StringVar(&out, "out", "", "write to FILE (0600) instead of stdout")
+	out.register(cmd, "audit log", privateFileMode)
 	cmd.Flags().Int64Var(&offset, "offset", 0, "start this many bytes into the log")
 	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,12 +34,13 @@ func (a *app) certsIssueCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "issue --principal NAME --role ROLE --out-dir DIR [--ca-cert FILE] [--ca-key FILE]",
 		Short: "Issue a client certificate for a principal",
-		Long: `issue writes DIR/NAME.pem (the certificate, 0644) and DIR/NAME-key.pem (its
-private key, 0600), signed by the CA in --ca-cert and --ca-key. Existing
-files are kept unless --force.
+		Long: fmt.Sprintf(`issue writes DIR/NAME.pem (the certificate, mode %04o) and DIR/NAME-key.pem
+(its private key, mode %04o), signed by the CA in --ca-cert and --ca-key.
+Existing files are kept unless --force, which replaces them (a symlink is
+replaced, not followed).
 
 --ca-cert defaults to $HSMBROKER_CA and --ca-key to $HSMBROKER_CA_KEY; the
-dev.env of 'hsmbrokerd dev' sets both to its dev CA.`,
+dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.KeyFileMode),
 		Example: `  source ./.hsmbroker-dev/dev.env
   hsmctl certs issue --principal alice --role user --out-dir ./certs
   HSMBROKER_CERT=./certs/alice.pem HSMBROKER_KEY=./certs/alice-key.pem hsmctl whoami
@@ -74,13 +74,9 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`,
 			}
 			certFile := filepath.Join(outDir, principal+".pem")
 			keyFile := filepath.Join(outDir, principal+"-key.pem")
-			if !force {
-				for _, f := range []string{certFile, keyFile} {
-					if _, err := os.Stat(f); err == nil {
-						return fmt.Errorf("%s exists; use --force to replace it", f)
-					} else if !errors.Is(err, os.ErrNotExist) {
-						return err
-					}
+			for _, f := range []string{certFile, keyFile} {
+				if err := checkOutPath(f, force); err != nil {
+					return err
 				}
 			}
 			iss, err := ca.IssueClient(principal, authz.Role(role), ttl)
@@ -108,6 +104,6 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`,
 	f.StringVar(&caCert, "ca-cert", "", "the CA certificate, PEM (default $HSMBROKER_CA)")
 	f.StringVar(&caKey, "ca-key", "", "the CA private key, PEM (default $HSMBROKER_CA_KEY)")
 	f.DurationVar(&ttl, "ttl", pki.DefaultClientTTL, "validity of the certificate")
-	f.BoolVar(&force, "force", false, "replace existing files")
+	f.BoolVar(&force, "force", false, "replace existing files (a symlink is replaced, not followed)")
 	return cmd
 }

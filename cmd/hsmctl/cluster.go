@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -157,7 +156,7 @@ non_voter, unknown), "healthy", "reachable", "error", "lastContact",
 // which is first-hand already) with the member's own, asked directly and
 // concurrently.
 func (a *app) probeMembers(answeredBy string, nodes []nodeJSON) {
-	cfg := a.clientConfig()
+	cfg := a.rawClientConfig() // checked by conn, which made the status call
 	cfg.Retries = -1
 	cfg.Timeout = min(a.timeout, maxProbeTimeout)
 	var wg sync.WaitGroup
@@ -246,8 +245,9 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 
 func (a *app) clusterJoinTokenCommand() *cobra.Command {
 	var (
-		ttl time.Duration
-		out string
+		ttl   time.Duration
+		out   string
+		force bool
 	)
 	cmd := &cobra.Command{
 		Use:   "join-token",
@@ -258,7 +258,8 @@ cluster keeps only its hash; the token is shown once.
 Give the token to the new node in a file of mode 0600 named by
 join_token_file in its configuration, with join listing members' gRPC
 addresses. --out FILE writes it there (mode 0600) instead of printing it,
-so that it never passes through a terminal or a shell variable.
+so that it never passes through a terminal or a shell variable; an existing
+FILE is refused unless --force.
 
 Without --out, the token alone is printed on standard output. With -o json:
 {"token", "expireTime"}, or {"file", "expireTime"} with --out.`,
@@ -268,6 +269,11 @@ Without --out, the token alone is printed on standard output. With -o json:
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 || ttl > 24*time.Hour {
 				return usageErr(fmt.Sprintf("invalid --ttl %s: want more than 0 and at most 24h", ttl))
+			}
+			if out != "" {
+				if err := checkOutPath(out, force); err != nil {
+					return err
+				}
 			}
 			c, err := a.conn()
 			if err != nil {
@@ -285,7 +291,7 @@ Without --out, the token alone is printed on standard output. With -o json:
 				_, err := fmt.Fprintln(a.stdout, resp.GetToken())
 				return err
 			}
-			if err := writeFileAtomic(out, []byte(resp.GetToken()+"\n")); err != nil {
+			if err := writeOutFile(out, []byte(resp.GetToken()+"\n"), privateFileMode, force); err != nil {
 				return fmt.Errorf("write the join token: %w", err)
 			}
 			if a.json() {
@@ -298,7 +304,8 @@ Without --out, the token alone is printed on standard output. With -o json:
 		}),
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token stays valid (at most 24h)")
-	cmd.Flags().StringVar(&out, "out", "", "write the token to this file (mode 0600) instead of standard output")
+	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of standard output; an existing file is refused unless --force")
+	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
 	return cmd
 }
 
@@ -394,7 +401,8 @@ func (a *app) clusterBackupCommand() *cobra.Command {
 		Short: "Write a snapshot of the replicated state to FILE",
 		Long: `backup writes a consistent snapshot of the replicated state (keys and their
 versions as blobs wrapped under the domain key, aliases, policies,
-members) to FILE, mode 0600, and its SHA-256 to FILE.sha256 in the form
+members) to FILE, mode 0600, and its SHA-256 to FILE.sha256 (replaced if
+it exists) in the form
 'sha256sum -c' reads. The snapshot holds no plaintext key material: it is
 useless without an HSM holding the cluster's domain key, which is why the
 HSM partitions need backups of their own.
@@ -404,8 +412,9 @@ SHA-256; backup writes the pieces to a temporary file beside FILE and
 renames it to FILE only once both match. If the stream breaks or the
 snapshot does not match, nothing is written. Memory use does not grow with
 the snapshot. --timeout bounds the wait for the broker's first piece, not
-the whole backup. An existing FILE is kept unless --force is given. A
-progress line is shown on a terminal.
+the whole backup. An existing FILE is kept unless --force is given; a
+symlink there is replaced, never followed. A progress line is shown on a
+terminal.
 
 It prints the Raft index and term the snapshot covers; with -o json
 {"file", "bytes", "index", "term", "sha256"}.`,
@@ -414,18 +423,19 @@ It prints the Raft index and term the snapshot covers; with -o json
 		Args: exactArgs("FILE"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			file := args[0]
-			if _, err := os.Stat(file); err == nil && !force {
-				return fmt.Errorf("%s exists; give --force to replace it", file)
+			if err := checkOutPath(file, force); err != nil {
+				return err
 			}
 			c, err := a.conn()
 			if err != nil {
 				return err
 			}
-			info, err := a.backupTo(c, file)
+			info, err := a.backupTo(c, file, force)
 			if err != nil {
 				return err
 			}
-			if err := writeFileAtomic(file+".sha256", []byte(info.SHA256+"  "+filepath.Base(file)+"\n")); err != nil {
+			// The checksum describes the file just written: replace any older one.
+			if err := writeOutFile(file+".sha256", []byte(info.SHA256+"  "+filepath.Base(file)+"\n"), privateFileMode, true); err != nil {
 				return fmt.Errorf("write the backup checksum: %w", err)
 			}
 			if a.json() {
@@ -441,41 +451,27 @@ It prints the Raft index and term the snapshot covers; with -o json
 			)
 		}),
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "replace FILE if it exists")
+	cmd.Flags().BoolVar(&force, "force", false, "replace FILE if it exists (a symlink is replaced, not followed)")
 	return cmd
 }
 
-// backupTo streams a backup into a temporary file beside file, mode 0600,
-// and renames it to file once the snapshot's size and SHA-256 check out;
-// on any failure it removes the temporary file and file is untouched.
-func (a *app) backupTo(c *client.Client, file string) (info client.BackupInfo, err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+// backupTo streams a backup into a new file, mode 0600, that becomes
+// file only once the snapshot's size and SHA-256 check out (see outFile);
+// on any failure file is untouched.
+func (a *app) backupTo(c *client.Client, file string, force bool) (info client.BackupInfo, err error) {
+	out, err := createOutFile(file, privateFileMode, force)
 	if err != nil {
 		return info, fmt.Errorf("write the backup: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return info, fmt.Errorf("write the backup: %w", err)
-	}
+	defer out.Abort()
 	bar := a.newProgress("backup", -1)
-	w := &progressWriter{w: tmp, bar: bar}
+	w := &progressWriter{w: out, bar: bar}
 	info, err = c.Backup(a.ctx, w)
 	bar.finish(w.n)
 	if err != nil {
 		return info, fmt.Errorf("%w; nothing written", err)
 	}
-	if err = tmp.Sync(); err != nil {
-		return info, fmt.Errorf("write the backup: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return info, fmt.Errorf("write the backup: %w", err)
-	}
-	if err = os.Rename(tmp.Name(), file); err != nil {
+	if err = out.Commit(); err != nil {
 		return info, fmt.Errorf("write the backup: %w", err)
 	}
 	return info, nil
@@ -493,34 +489,6 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.n += int64(n)
 	p.bar.update(p.n)
 	return n, err
-}
-
-// writeFileAtomic writes data to path with mode 0600 through a temporary
-// file in the same directory, so that path is never seen half-written.
-func writeFileAtomic(path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func dash(s string) string {

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/client/clienttest"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -187,10 +189,12 @@ func (m *fakeMember) TransferLeadership(_ context.Context, req *pb.TransferLeade
 	switch to := req.GetNodeId(); {
 	case to == "":
 		m.c.leader = "node3"
+	case to == m.c.leader:
+		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "node %s is already the leader", to)
 	case contains(m.c.ids, to):
 		m.c.leader = to
 	default:
-		return nil, clienttest.Error(codes.NotFound, "NotFoundException", "cluster: not found: server %q", to)
+		return nil, clienttest.Error(codes.NotFound, "NotFoundException", "node %q does not exist", to)
 	}
 	return &pb.TransferLeadershipResponse{LeaderId: m.c.leader}, nil
 }
@@ -359,7 +363,10 @@ func TestClusterJoinToken(t *testing.T) {
 		t.Errorf("token file mode: %v %v", fi.Mode(), err)
 	}
 	j = struct{ Token, ExpireTime, File string }{}
-	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--out", file)
+	if r := c.run(c.flags(1), "cluster", "join-token", "--out", file); r.code != exitError || !strings.Contains(r.stderr, "exists; use --force") {
+		t.Errorf("join-token over an existing --out: %+v", r)
+	}
+	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--out", file, "--force")
 	if j.Token != "" || j.File != file {
 		t.Errorf("join-token --out -o json: %+v", j)
 	}
@@ -461,5 +468,37 @@ func TestClusterBackup(t *testing.T) {
 	c.okJSON(&b, c.flags(2, 0), "cluster", "backup", moved)
 	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, c.snapshot) || b.SHA256 != want {
 		t.Fatalf("backup through the second endpoint: %+v (%v)", b, err)
+	}
+}
+
+// transfer-leadership on a one-node cluster: a refusal that says why, as
+// FailedPrecondition, not an internal error; the node keeps leading.
+func TestTransferLeadershipOnASingleNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a broker")
+	}
+	c := hsmtest.NewCluster(t, 1)
+	ca, cert, key := c.TLSFiles("ops", authz.RoleAdmin)
+	conn := []string{"--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key}
+	id := c.Nodes[0].ID
+	tests := []struct {
+		name      string
+		args      []string
+		want, exc string
+	}{
+		{"to any voter", nil, "no other voter to hand leadership to", "KMSInvalidStateException"},
+		{"to the leader", []string{id}, "node " + id + " is already the leader", "KMSInvalidStateException"},
+		{"to an unknown node", []string{"no-such-node"}, `node "no-such-node" does not exist`, "NotFoundException"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runArgs(append(append([]string{"cluster", "transfer-leadership"}, tt.args...), conn...)...)
+			if r.code != exitError || !strings.Contains(r.stderr, tt.want) || !strings.HasSuffix(r.stderr, "("+tt.exc+")\n") {
+				t.Fatalf("exit %d, stderr %q; want exit %d, %q and %s", r.code, r.stderr, exitError, tt.want, tt.exc)
+			}
+			if !c.Nodes[0].Raft.IsLeader() {
+				t.Fatal("the node stopped leading")
+			}
+		})
 	}
 }

@@ -2,8 +2,9 @@ package main
 
 import (
 	"encoding/pem"
-	"os"
+	"fmt"
 
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"github.com/spf13/cobra"
 )
@@ -22,15 +23,17 @@ func requireKey(key string) error {
 }
 
 func (a *app) encryptCommand() *cobra.Command {
-	var key, in, out, alg string
+	var key, in, alg string
+	var out outFlags
 	var encCtx []string
 	var asBase64 bool
 	cmd := &cobra.Command{
-		Use:   "encrypt --key KEY [--in FILE|-] [--out FILE] [--context K=V]... [--algorithm ALG] [--base64]",
+		Use:   "encrypt --key KEY [--in FILE|-] [--out FILE [--force]] [--context K=V]... [--algorithm ALG] [--base64]",
 		Short: "Encrypt up to 4096 bytes under a key",
 		Long: `Encrypt up to 4096 bytes (less with RSA keys) under a key and write the
 ciphertext blob, raw, to --out or stdout (--base64 encodes it). Use
-'hsmctl encrypt-file' for larger data.
+'hsmctl encrypt-file' for larger data. --out is created with mode 0600; an
+existing file is refused unless --force.
 
 The encryption context (--context, repeatable) is bound to the ciphertext:
 decrypt needs the same pairs. It is not secret. RSA keys take no context and
@@ -41,6 +44,9 @@ need --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if err := requireKey(key); err != nil {
+				return err
+			}
+			if err := out.check(); err != nil {
 				return err
 			}
 			req := &pb.EncryptRequest{KeyId: key}
@@ -67,7 +73,7 @@ need --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.`,
 			if err != nil {
 				return err
 			}
-			return a.emitBinary(out, asBase64, resp.GetCiphertextBlob(), "ciphertextBlob", map[string]any{
+			return a.emitBinary(&out, asBase64, resp.GetCiphertextBlob(), "ciphertextBlob", map[string]any{
 				"keyId": resp.GetKeyId(), "encryptionAlgorithm": encryptionAlgs.name(int32(resp.GetEncryptionAlgorithm())),
 			})
 		}),
@@ -75,7 +81,7 @@ need --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.`,
 	f := cmd.Flags()
 	kmsKeyFlag(cmd, &key, "the key to encrypt under (required)")
 	f.StringVar(&in, "in", "-", "plaintext file, or - for standard input")
-	f.StringVar(&out, "out", "", "ciphertext file (default standard output)")
+	out.register(cmd, "ciphertext", privateFileMode)
 	f.StringArrayVar(&encCtx, "context", nil, "encryption context pair K=V; repeat for more")
 	f.StringVar(&alg, "algorithm", "", "encryption algorithm: "+enumHelp(encryptionAlgs)+" (default SYMMETRIC_DEFAULT)")
 	f.BoolVar(&asBase64, "base64", false, "write the ciphertext base64-encoded")
@@ -83,16 +89,21 @@ need --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.`,
 }
 
 func (a *app) decryptCommand() *cobra.Command {
-	var key, in, out, alg string
+	var key, in, alg string
+	var out outFlags
 	var encCtx []string
 	var fromBase64 bool
 	cmd := &cobra.Command{
-		Use:   "decrypt [--in FILE|-] [--out FILE] [--key KEY] [--context K=V]... [--algorithm ALG] [--base64]",
+		Use:   "decrypt [--in FILE|-] [--out FILE [--force]] [--key KEY] [--context K=V]... [--algorithm ALG] [--base64]",
 		Short: "Decrypt a ciphertext blob made by encrypt",
 		Long: `Decrypt a ciphertext blob made by 'hsmctl encrypt' (or Encrypt, or a data key
 RPC) and write the plaintext to --out or stdout. Give the encryption context
 the ciphertext was made with. Symmetric ciphertext names its key; --key, if
 given, must be that key. RSA ciphertext needs --key and --algorithm.
+
+--out is a new file of mode 0600, written whole or not at all. An existing
+file is refused unless --force, which replaces it (a symlink is replaced,
+never followed, and the new file is 0600 whatever the old one's mode).
 
 Every failure to decrypt, whatever its cause (wrong context, damaged blob),
 gives the same InvalidCiphertextException.`,
@@ -101,6 +112,9 @@ gives the same InvalidCiphertextException.`,
   hsmctl decrypt --in secret.enc --key alias/rsa --algorithm RSAES_OAEP_SHA_256 --out secret`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			req := &pb.DecryptRequest{KeyId: key}
 			if alg != "" {
 				v, err := encryptionAlgs.parse("--algorithm", alg)
@@ -117,7 +131,7 @@ gives the same InvalidCiphertextException.`,
 			if fromBase64 {
 				limit = 4*maxCiphertext/3 + 64
 			}
-			if req.CiphertextBlob, err = a.readInput(in, limit, "ciphertext blobs are at most 6144 bytes; files made by encrypt-file need decrypt-file"); err != nil {
+			if req.CiphertextBlob, err = a.readInput(in, limit, fmt.Sprintf("ciphertext blobs are at most %d bytes; files made by encrypt-file need decrypt-file", maxCiphertext)); err != nil {
 				return err
 			}
 			if fromBase64 {
@@ -136,21 +150,21 @@ gives the same InvalidCiphertextException.`,
 			pt := resp.GetPlaintext()
 			defer clear(pt)
 			if a.json() {
-				return a.emitBinary(out, false, pt, "plaintext", map[string]any{
+				return a.emitBinary(&out, false, pt, "plaintext", map[string]any{
 					"keyId": resp.GetKeyId(), "encryptionAlgorithm": encryptionAlgs.name(int32(resp.GetEncryptionAlgorithm())),
 				})
 			}
-			if out == "" || out == "-" {
+			if !out.toFile() {
 				_, err = a.stdout.Write(pt)
 				return err
 			}
-			return os.WriteFile(out, pt, 0o600)
+			return out.write(pt)
 		}),
 	}
 	f := cmd.Flags()
 	kmsKeyFlag(cmd, &key, "the key the ciphertext was made under; required for RSA")
 	f.StringVar(&in, "in", "-", "ciphertext file, or - for standard input")
-	f.StringVar(&out, "out", "", "plaintext file, created with mode 0600 (default standard output)")
+	out.register(cmd, "plaintext", privateFileMode)
 	f.StringArrayVar(&encCtx, "context", nil, "encryption context pair K=V the ciphertext was made with; repeat for more")
 	f.StringVar(&alg, "algorithm", "", "encryption algorithm: "+enumHelp(encryptionAlgs)+" (default SYMMETRIC_DEFAULT)")
 	f.BoolVar(&fromBase64, "base64", false, "the input is base64-encoded")
@@ -190,8 +204,8 @@ JSON output has the fields keyId, ciphertextBlob and plaintext.`,
 			if bytesSet && spec != "" {
 				return usageErr("give --spec or --bytes, not both")
 			}
-			if bytesSet && (nbytes < 1 || nbytes > 1024) {
-				return usageErr("--bytes must be 1 to 1024")
+			if bytesSet && (nbytes < 1 || nbytes > keys.MaxRandomBytes) {
+				return usageErr(fmt.Sprintf("--bytes must be 1 to %d", keys.MaxRandomBytes))
 			}
 			var ks pb.DataKeySpec
 			switch {
@@ -257,17 +271,26 @@ JSON output has the fields keyId, ciphertextBlob and plaintext.`,
 
 func (a *app) randomCommand() *cobra.Command {
 	var n int
-	var out string
+	var out outFlags
 	var asBase64 bool
 	cmd := &cobra.Command{
-		Use:   "random --bytes N [--out FILE] [--base64]",
+		Use:   "random --bytes N [--out FILE [--force]] [--base64]",
 		Short: "Get random bytes from an HSM",
+		Long: fmt.Sprintf(`Get --bytes N random bytes (1 to %d) from an HSM and write them, raw, to
+--out or stdout (--base64 encodes them). --out is created with mode 0600;
+an existing file is refused unless --force.`, keys.MaxRandomBytes),
 		Example: `  hsmctl random --bytes 32 --base64
   hsmctl random --bytes 64 --out seed.bin`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if n < 1 || n > 1024 {
-				return usageErr("--bytes must be 1 to 1024")
+			if !cmd.Flags().Changed("bytes") {
+				return usageErr(fmt.Sprintf("--bytes is required: how many random bytes, 1 to %d", keys.MaxRandomBytes))
+			}
+			if n < 1 || n > keys.MaxRandomBytes {
+				return usageErr(fmt.Sprintf("--bytes must be 1 to %d, got %d", keys.MaxRandomBytes, n))
+			}
+			if err := out.check(); err != nil {
+				return err
 			}
 			c, err := a.conn()
 			if err != nil {
@@ -277,28 +300,32 @@ func (a *app) randomCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.emitBinary(out, asBase64, resp.GetPlaintext(), "plaintext", map[string]any{})
+			return a.emitBinary(&out, asBase64, resp.GetPlaintext(), "plaintext", map[string]any{})
 		}),
 	}
-	cmd.Flags().IntVar(&n, "bytes", 0, "how many bytes, 1 to 1024 (required)")
-	cmd.Flags().StringVar(&out, "out", "", "output file (default standard output)")
+	cmd.Flags().IntVar(&n, "bytes", 0, fmt.Sprintf("how many bytes, 1 to %d (required)", keys.MaxRandomBytes))
+	out.register(cmd, "random bytes", privateFileMode)
 	cmd.Flags().BoolVar(&asBase64, "base64", false, "write the bytes base64-encoded")
 	return cmd
 }
 
 func (a *app) pubkeyCommand() *cobra.Command {
-	var out string
+	var out outFlags
 	cmd := &cobra.Command{
-		Use:   "pubkey KEY [--out FILE]",
+		Use:   "pubkey KEY [--out FILE [--force]]",
 		Short: "Print the public key of an RSA or ECC key as PEM",
 		Long: `Print the public half of an RSA or ECC key as a PEM "PUBLIC KEY" block
 (a SubjectPublicKeyInfo), which OpenSSL and most libraries read, so that
-others can encrypt to the key or verify its signatures without the broker.`,
+others can encrypt to the key or verify its signatures without the broker.
+--out is created with mode 0644; an existing file is refused unless --force.`,
 		Example: `  hsmctl pubkey alias/rsa > rsa.pub.pem
   openssl pkey -pubin -in rsa.pub.pem -noout -text
   openssl pkeyutl -encrypt -pubin -inkey rsa.pub.pem -pkeyopt rsa_padding_mode:oaep -in secret -out secret.enc`,
 		Args: exactArgs("KEY"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			c, err := a.conn()
 			if err != nil {
 				return err
@@ -316,23 +343,23 @@ others can encrypt to the key or verify its signatures without the broker.`,
 					"encryptionAlgorithms": names(encryptionAlgs, resp.GetEncryptionAlgorithms()),
 					"signingAlgorithms":    names(signingAlgs, resp.GetSigningAlgorithms()),
 				}
-				if out != "" && out != "-" {
-					if err := os.WriteFile(out, pemBytes, 0o644); err != nil {
+				if out.toFile() {
+					if err := out.write(pemBytes); err != nil {
 						return err
 					}
-					obj["out"] = out
+					obj["out"] = out.path
 				} else {
 					obj["publicKey"] = string(pemBytes)
 				}
 				return printJSON(a.stdout, obj)
 			}
-			if out != "" && out != "-" {
-				return os.WriteFile(out, pemBytes, 0o644)
+			if out.toFile() {
+				return out.write(pemBytes)
 			}
 			_, err = a.stdout.Write(pemBytes)
 			return err
 		}),
 	}
-	cmd.Flags().StringVar(&out, "out", "", "PEM file (default standard output)")
+	out.register(cmd, "PEM", publicFileMode)
 	return cmd
 }

@@ -83,7 +83,7 @@ func TestEncryptDecrypt(t *testing.T) {
 		t.Errorf("decrypt -o json: %v", dec)
 	}
 	res = nil
-	e.okJSON(&res, "encrypt", "--key", "alias/enc", "--in", in, "--out", enc)
+	e.okJSON(&res, "encrypt", "--key", "alias/enc", "--in", in, "--out", enc, "--force")
 	if res["out"] != enc || res["ciphertextBlob"] != "" {
 		t.Errorf("encrypt -o json --out: %v", res)
 	}
@@ -185,7 +185,7 @@ func TestSignVerify(t *testing.T) {
 		msg := bytes.Repeat([]byte("m"), size)
 		in := e.file("msg", msg)
 		sigPath := filepath.Join(e.dir, "msg.sig")
-		e.ok("sign", "--key", "alias/sig", "--algorithm", "ECDSA_SHA_256", "--in", in, "--out", sigPath)
+		e.ok("sign", "--key", "alias/sig", "--algorithm", "ECDSA_SHA_256", "--in", in, "--out", sigPath, "--force")
 		sig := e.read(sigPath)
 		digest := sha256.Sum256(msg)
 		if !ecdsa.VerifyASN1(pub, digest[:], sig) {

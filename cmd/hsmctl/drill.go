@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ type drillFlags struct {
 	rounds, clients     int
 	steady, hold, wait  time.Duration
 	plotFile, traceFile string
+	force               bool
 }
 
 func (f *drillFlags) register(cmd *cobra.Command) {
@@ -27,8 +27,9 @@ func (f *drillFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.steady, "steady", 5*time.Second, "load before each fault and after each recovery (the before and after windows)")
 	fl.DurationVar(&f.hold, "hold", 2*time.Second, "how long a killed node or a lost HSM stays away once the cluster has noticed")
 	fl.DurationVar(&f.wait, "wait", time.Minute, "longest wait for a new leader, a first write, a node to stop or resume serving, or a command")
-	fl.StringVar(&f.plotFile, "plot", "", "draw latency and errors over time, fault windows marked, to this SVG file")
-	fl.StringVar(&f.traceFile, "trace", "", "write every client operation (time, latency, operation, code) to this file, one JSON object a line")
+	fl.StringVar(&f.plotFile, "plot", "", "draw latency and errors over time, fault windows marked, to this new SVG file (mode 0644; an existing file is refused unless --force)")
+	fl.StringVar(&f.traceFile, "trace", "", "write every client operation (time, latency, operation, code) to this new file, one JSON object a line (mode 0644; an existing file is refused unless --force)")
+	fl.BoolVar(&f.force, "force", false, "replace the --plot and --trace files if they exist")
 }
 
 func (f *drillFlags) check() error {
@@ -41,6 +42,15 @@ func (f *drillFlags) check() error {
 		return usageErr("--steady, --hold and --wait must be positive")
 	case f.plotFile != "" && !strings.EqualFold(filepath.Ext(f.plotFile), ".svg"):
 		return usageErr(fmt.Sprintf("--plot %s: the plot is SVG; name a .svg file", f.plotFile))
+	}
+	// Refused now rather than after the drill has run.
+	for _, file := range []string{f.plotFile, f.traceFile} {
+		if file == "" {
+			continue
+		}
+		if err := checkOutPath(file, f.force); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -107,6 +117,9 @@ a command failed) or anything was lost.`,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if err := f.check(); err != nil {
 				return err
+			}
+			if mode == "" {
+				return usageErr("--mode is required: transfer (hand leadership over) or kill (with --kill-cmd and --start-cmd)")
 			}
 			cfg := drill.Config{Mode: drill.Mode(mode)}
 			// Progress lines and the commands' output share standard error.
@@ -200,7 +213,11 @@ anything was lost.`,
 var errLost = errors.New("the drill lost acknowledged data")
 
 func (a *app) runDrill(cmd *cobra.Command, cfg drill.Config, f drillFlags, progress io.Writer) error {
-	cfg.Client = a.clientConfig()
+	clientCfg, err := a.clientConfig()
+	if err != nil {
+		return err
+	}
+	cfg.Client = clientCfg
 	if f := cmd.Flag("timeout"); f == nil || !f.Changed {
 		cfg.Client.Timeout = 0 // the drill's own per-attempt default
 	}
@@ -211,16 +228,15 @@ func (a *app) runDrill(cmd *cobra.Command, cfg drill.Config, f drillFlags, progr
 		return runErr
 	}
 	if f.plotFile != "" {
-		if err := writeWith(f.plotFile, rep.WriteSVG); err != nil {
+		if err := writeWith(f.plotFile, f.force, rep.WriteSVG); err != nil {
 			return fmt.Errorf("write the plot: %w", err)
 		}
 	}
 	if f.traceFile != "" {
-		if err := writeWith(f.traceFile, rep.WriteTrace); err != nil {
+		if err := writeWith(f.traceFile, f.force, rep.WriteTrace); err != nil {
 			return fmt.Errorf("write the trace: %w", err)
 		}
 	}
-	var err error
 	if a.json() {
 		err = printJSON(a.stdout, rep)
 	} else {
@@ -238,15 +254,15 @@ func (a *app) runDrill(cmd *cobra.Command, cfg drill.Config, f drillFlags, progr
 	return nil
 }
 
-// writeWith creates path and fills it with write.
-func writeWith(path string, write func(w io.Writer) error) error {
-	out, err := os.Create(path)
+// writeWith creates path (see outFile) and fills it with write.
+func writeWith(path string, force bool, write func(w io.Writer) error) error {
+	out, err := createOutFile(path, publicFileMode, force)
 	if err != nil {
 		return err
 	}
 	if err := write(out); err != nil {
-		out.Close()
+		out.Abort()
 		return err
 	}
-	return out.Close()
+	return out.Commit()
 }

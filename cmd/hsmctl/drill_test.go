@@ -10,7 +10,8 @@ func TestDrillUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no mode", []string{"drill", "failover"}, `invalid --mode ""`},
+		{"no mode", []string{"drill", "failover"}, "--mode is required: transfer"},
+		{"bad mode", []string{"drill", "failover", "--mode", "stop"}, `invalid --mode "stop": valid values are transfer, kill`},
 		{"kill without commands", []string{"drill", "failover", "--mode", "kill"}, "needs --kill-cmd and --start-cmd"},
 		{"transfer with commands", []string{"drill", "failover", "--mode", "transfer", "--kill-cmd", "x {node}"}, "go with --mode kill"},
 		{"template names no node", []string{"drill", "failover", "--mode", "kill", "--kill-cmd", "pkill x", "--start-cmd", "start {node}"}, "names no node"},

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/client"
@@ -24,9 +23,10 @@ in 64 KiB chunks; the data key is stored in the output only encrypted, and
 erased from memory after use. docs/FILE_FORMAT.md describes the format.
 
 The encryption context (--context) is bound to the data key and stored in the
-clear in the file header. The output is written to a temporary file next to
---out and renamed into place only on success. --out must not exist unless
---force is given. A progress bar is shown on a terminal.`,
+clear in the file header. The output is written to a temporary file (mode
+0600) next to --out and renamed into place only on success. --out must not
+exist unless --force is given; a symlink there is replaced, never followed.
+A progress bar is shown on a terminal.`,
 		Example: `  hsmctl encrypt-file --key alias/backups --in db.dump --out db.dump.hsmb --context host=db1
   tar c /srv | hsmctl encrypt-file --key alias/backups --in - --out srv.tar.hsmb`,
 		Args: noArgs,
@@ -50,9 +50,9 @@ clear in the file header. The output is written to a temporary file next to
 	f := cmd.Flags()
 	kmsKeyFlag(cmd, &key, "the SYMMETRIC_DEFAULT key for the data key (required)")
 	f.StringVar(&in, "in", "", "file to encrypt, or - for standard input (required)")
-	f.StringVar(&out, "out", "", "encrypted file to write (required)")
+	f.StringVar(&out, "out", "", "encrypted file to create, mode 0600 (required)")
 	f.StringArrayVar(&encCtx, "context", nil, "encryption context pair K=V; repeat for more")
-	f.BoolVar(&force, "force", false, "replace --out if it exists")
+	f.BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
 	return cmd
 }
 
@@ -71,7 +71,8 @@ any change to the file are detected.
 The plaintext is written to a temporary file (mode 0600) next to --out and
 renamed into place only when the whole file has been verified; on any failure
 the temporary file is removed, so no partial plaintext is left under --out.
---context, if given, requires the file's encryption context to be exactly
+--out must not exist unless --force is given; a symlink there is replaced,
+never followed. --context, if given, requires the file's encryption context to be exactly
 these pairs.`,
 		Example: `  hsmctl decrypt-file --in db.dump.hsmb --out db.dump
   hsmctl decrypt-file --in db.dump.hsmb --out db.dump --context host=db1`,
@@ -99,16 +100,15 @@ these pairs.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&in, "in", "", "encrypted file, or - for standard input (required)")
-	f.StringVar(&out, "out", "", "plaintext file to write (required)")
+	f.StringVar(&out, "out", "", "plaintext file to create, mode 0600 (required)")
 	f.StringArrayVar(&encCtx, "context", nil, "require this encryption context pair K=V; repeat for more")
-	f.BoolVar(&force, "force", false, "replace --out if it exists")
+	f.BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
 	return cmd
 }
 
-// transformFile runs stream from --in to a temporary file beside --out,
-// and renames it to --out only if stream succeeds; otherwise it removes
-// it.
-func (a *app) transformFile(in, out string, force bool, verb string, stream func(r io.Reader, w io.Writer, progress func(int64)) error) (err error) {
+// transformFile runs stream from --in to a new file, mode 0600, that
+// becomes --out only if stream succeeds (see outFile).
+func (a *app) transformFile(in, out string, force bool, verb string, stream func(r io.Reader, w io.Writer, progress func(int64)) error) error {
 	if in == "" {
 		return usageErr("--in is required (a file, or - for standard input)")
 	}
@@ -133,21 +133,13 @@ func (a *app) transformFile(in, out string, force bool, verb string, stream func
 		}
 		src = f
 	}
-	if _, err := os.Lstat(out); err == nil && !force {
-		return fmt.Errorf("%s exists; use --force to replace it", out)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".*.tmp")
+	dst, err := createOutFile(out, privateFileMode, force)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer dst.Abort()
 	bar := a.newProgress(verb, size)
-	counter := &countingWriter{w: tmp}
+	counter := &countingWriter{w: dst}
 	var read int64
 	err = stream(src, counter, func(n int64) {
 		read = n
@@ -157,13 +149,7 @@ func (a *app) transformFile(in, out string, force bool, verb string, stream func
 	if err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
+	if err := dst.Commit(); err != nil {
 		return err
 	}
 	if a.json() {

@@ -7,14 +7,16 @@ import (
 	"os"
 	"strings"
 
+	"github.com/hsmbroker/hsmbroker/keys"
 	"golang.org/x/term"
 )
 
 // Size limits on what hsmctl reads for one call, so that a wrong --in
-// fails at once instead of being read whole.
+// fails at once instead of being read whole: the broker's own.
 const (
-	maxPlaintext  = 4096 // Encrypt, GenerateMac, and Sign without hashing locally
-	maxCiphertext = 6144 // Decrypt; signatures; MACs
+	maxPlaintext  = keys.MaxPlaintext      // Encrypt, GenerateMac, and Sign without hashing locally
+	maxCiphertext = keys.MaxCiphertextBlob // Decrypt; MACs
+	maxSignature  = keys.MaxSignature      // Verify
 )
 
 // openInput opens --in: a file, or standard input for "" and "-".
@@ -75,33 +77,33 @@ func encode(data []byte, asBase64 bool) []byte {
 	return []byte(b64(data) + "\n")
 }
 
-// writeOutput writes a binary result to --out (a new or replaced file,
-// mode 0600) or, for "" and "-", to standard output, which it refuses when
-// that is a terminal and the data is raw.
-func (a *app) writeOutput(path string, data []byte, asBase64 bool) error {
-	if path == "" || path == "-" {
+// writeOutput writes a binary result to --out (a new file, or with
+// --force a replaced one; see outFile) or, for "" and "-", to standard
+// output, which it refuses when that is a terminal and the data is raw.
+func (a *app) writeOutput(out *outFlags, data []byte, asBase64 bool) error {
+	if !out.toFile() {
 		if !asBase64 && isTerminal(a.stdout) {
 			return usageErr("refusing to write binary output to a terminal; use --out FILE or --base64")
 		}
 		_, err := a.stdout.Write(encode(data, asBase64))
 		return err
 	}
-	return os.WriteFile(path, encode(data, asBase64), 0o600)
+	return out.write(encode(data, asBase64))
 }
 
 // emitBinary writes a command's binary result and its details: in text
 // mode, the data alone, as writeOutput does; in JSON mode, obj on standard
 // output with the data, base64, as obj[field], unless --out is given, in
 // which case the data goes there and obj names the file instead.
-func (a *app) emitBinary(out string, asBase64 bool, data []byte, field string, obj map[string]any) error {
+func (a *app) emitBinary(out *outFlags, asBase64 bool, data []byte, field string, obj map[string]any) error {
 	if !a.json() {
 		return a.writeOutput(out, data, asBase64)
 	}
-	if out != "" && out != "-" {
-		if err := os.WriteFile(out, encode(data, asBase64), 0o600); err != nil {
+	if out.toFile() {
+		if err := out.write(encode(data, asBase64)); err != nil {
 			return err
 		}
-		obj["out"] = out
+		obj["out"] = out.path
 	} else {
 		obj[field] = b64(data)
 	}

@@ -118,8 +118,8 @@ says how to get them and JSON output has a nextPageToken for --page-token.`,
   hsmctl keys list --all -o json | jq -r '.keys[] | select(.keyState == "Enabled") | .keyId'`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if limit < 0 || limit > 1000 {
-				return usageErr("--limit must be 1 to 1000")
+			if err := checkPageLimit(limit); err != nil {
+				return err
 			}
 			c, err := a.conn()
 			if err != nil {
@@ -156,7 +156,7 @@ says how to get them and JSON output has a nextPageToken for --page-token.`,
 			return nil
 		}),
 	}
-	cmd.Flags().IntVar(&limit, "limit", 0, "keys per page, 1 to 1000 (default 100)")
+	pageLimitFlag(cmd, &limit, "keys")
 	cmd.Flags().BoolVar(&all, "all", false, "list every key, following every page")
 	cmd.Flags().StringVar(&pageToken, "page-token", "", "continue a listing from a previous nextPageToken")
 	return cmd

@@ -251,7 +251,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"keys", "create", "--alias", "alias/x", "--usage", "SIGN"}, "valid values are ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC"},
 		{[]string{"keys", "create", "--alias", "alias/x", "--tag", "novalue"}, `invalid --tag "novalue"`},
 		{[]string{"keys", "list", "-o", "yaml"}, `invalid --output "yaml": valid values are text, json`},
-		{[]string{"keys", "list", "--limit", "5000"}, "--limit must be 1 to 1000"},
+		{[]string{"keys", "list", "--limit", "5000"}, "--limit must be 1 to 1000, got 5000"},
+		{[]string{"keys", "list", "--limit", "0"}, "--limit must be 1 to 1000, got 0"},
+		{[]string{"aliases", "list", "--limit", "0"}, "--limit must be 1 to 1000, got 0"},
+		{[]string{"aliases", "list", "--limit", "1001"}, "--limit must be 1 to 1000, got 1001"},
+		{[]string{"aliases", "list", "--limit", "-1"}, "--limit must be 1 to 1000, got -1"},
 		{[]string{"keys", "list", "--limit", "x"}, `invalid argument "x" for "--limit"`},
 		{[]string{"aliases", "create", "alias/x"}, "needs 2 argument(s) (alias/NAME KEY), got 1"},
 		{[]string{"encrypt"}, "--key is required"},
@@ -265,7 +269,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"verify", "--key", "k", "--algorithm", "ECDSA_SHA_256"}, "--signature is required"},
 		{[]string{"mac", "--key", "k", "--algorithm", "SHA256"}, "valid values are HMAC_SHA_256, HMAC_SHA_384, HMAC_SHA_512"},
 		{[]string{"verify-mac", "--key", "k", "--algorithm", "HMAC_SHA_256"}, "--mac is required"},
-		{[]string{"random"}, "--bytes must be 1 to 1024"},
+		{[]string{"random"}, "--bytes is required"},
+		{[]string{"random", "--bytes", "1025"}, "--bytes must be 1 to 1024"},
 		{[]string{"pubkey"}, "needs 1 argument(s) (KEY)"},
 		{[]string{"encrypt-file", "--key", "k", "--in", "x"}, "--out is required"},
 		{[]string{"decrypt-file", "--out", "x"}, "--in is required"},
@@ -356,10 +361,10 @@ func TestConnectionSettings(t *testing.T) {
 
 	t.Setenv("HSMBROKER_ADDR", "")
 	t.Setenv("HSMBROKER_KEY", p.KeyFile)
-	if r := run("keys", "list"); r.code != 1 || r.stderr != "hsmctl: no endpoints given (set HSMBROKER_ADDR)\n" {
+	if r := run("keys", "list"); r.code != exitUsage || !strings.HasPrefix(r.stderr, "hsmctl: no broker address: give --addr host:port") {
 		t.Fatalf("no address: %+v", r)
 	}
-	if r := run("keys", "list", "--addr", "127.0.0.1:1", "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "(Unavailable)") {
+	if r := run("keys", "list", "--addr", "127.0.0.1:1", "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "(Unavailable; retry, or check --addr)") {
 		t.Fatalf("nothing listening: %+v", r)
 	}
 }

@@ -11,7 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -171,6 +173,21 @@ func (a *app) printAlias(al *pb.Alias) error {
 		"CreateTime", j.CreateTime,
 		"UpdateTime", j.UpdateTime,
 	)
+}
+
+// pageLimitFlag adds --limit to a list command: the page size, by default
+// the broker's own (keys.DefaultPageSize), which the help shows.
+func pageLimitFlag(cmd *cobra.Command, limit *int, what string) {
+	cmd.Flags().IntVar(limit, "limit", keys.DefaultPageSize, fmt.Sprintf("%s per page, 1 to %d", what, keys.MaxPageSize))
+}
+
+// checkPageLimit refuses a --limit the broker would refuse or, for 0, read
+// as its default page size.
+func checkPageLimit(limit int) error {
+	if limit < 1 || limit > keys.MaxPageSize {
+		return usageErr(fmt.Sprintf("--limit must be 1 to %d, got %d", keys.MaxPageSize, limit))
+	}
+	return nil
 }
 
 // collectPages fetches one page starting at token, or with all every page

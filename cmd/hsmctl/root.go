@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -91,7 +93,9 @@ a KMS key; the TLS client key is --tls-key.
 
 Output. -o text (the default) is for people; -o json prints one JSON object
 per command, for scripts. Binary results (ciphertext, signatures, MACs, random
-bytes) are written raw to --out or stdout; --base64 encodes them.
+bytes) are written raw to --out or stdout; --base64 encodes them. A file named
+by --out is created new, mode 0600 (public keys 0644); an existing one is
+refused unless --force, and a symlink is never followed.
 
 Errors are printed as 'hsmctl: <message> (<AWS KMS exception name>)'. Exit
 status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
@@ -108,6 +112,8 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 		PersistentPreRunE: a.checkGlobalFlags,
 	}
 	root.CompletionOptions.HiddenDefaultCmd = true
+	root.Version = versionString()
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err.Error()) })
 
 	pf := root.PersistentFlags()
@@ -148,6 +154,7 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 		a.certsCommand(),
 		a.benchCommand(),
 		a.tdeCommand(),
+		a.versionCommand(),
 	)
 	return root
 }
@@ -176,7 +183,11 @@ func (a *app) conn() (*client.Client, error) {
 	if a.client != nil {
 		return a.client, nil
 	}
-	c, err := client.Dial(a.ctx, a.clientConfig())
+	cfg, err := a.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(a.ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +196,28 @@ func (a *app) conn() (*client.Client, error) {
 }
 
 // clientConfig is the connection configuration of the global flags and
-// the environment, as conn uses it.
-func (a *app) clientConfig() client.Config {
+// the environment, as conn uses it. Missing or malformed broker addresses
+// are usage errors.
+func (a *app) clientConfig() (client.Config, error) {
+	cfg := a.rawClientConfig()
+	source := "--addr"
+	if a.addr == "" {
+		source = "$" + client.EnvAddr
+	}
+	if len(cfg.Endpoints) == 0 {
+		return cfg, usageErr("no broker address: give --addr host:port (or a comma-separated list), or set " + client.EnvAddr)
+	}
+	for _, e := range cfg.Endpoints {
+		if err := client.CheckEndpoint(e); err != nil {
+			return cfg, usageErr(source + ": " + strings.TrimPrefix(err.Error(), "client: "))
+		}
+	}
+	return cfg, nil
+}
+
+// rawClientConfig is the configuration of the global flags over the
+// environment's, unchecked.
+func (a *app) rawClientConfig() client.Config {
 	cfg := client.ConfigFromEnv()
 	if a.addr != "" {
 		cfg.Endpoints = client.SplitEndpoints(a.addr)
@@ -260,11 +291,76 @@ func formatError(err error) string {
 	if exc := client.AWSException(err); exc != "" {
 		return fmt.Sprintf("hsmctl: %s (%s)", msg, exc)
 	}
+	if s := unreachableError(err); s != "" {
+		return s
+	}
 	var gs interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &gs) {
 		return fmt.Sprintf("hsmctl: %s (%s)", msg, client.Code(err))
 	}
 	return "hsmctl: " + msg
+}
+
+// unreachableError is the one-line form of a call that no broker served:
+// it failed with Unavailable, and no broker said why. It names each
+// endpoint tried and why it failed, its connection error reduced to its
+// cause ("connection refused"). It is "" for other errors.
+func unreachableError(err error) string {
+	attempts := client.AttemptErrors(err)
+	if client.Code(err) != codes.Unavailable || len(attempts) == 0 {
+		return ""
+	}
+	const hint = "(Unavailable; retry, or check --addr)"
+	if len(attempts) == 1 {
+		return fmt.Sprintf("hsmctl: cannot reach the broker at %s: %s %s", attempts[0].Endpoint, attemptReason(attempts[0].Err), hint)
+	}
+	parts := make([]string, len(attempts))
+	for i, at := range attempts {
+		parts[i] = at.Endpoint + ": " + attemptReason(at.Err)
+	}
+	return fmt.Sprintf("hsmctl: cannot reach any broker: %s %s", strings.Join(parts, "; "), hint)
+}
+
+// attemptReason is why one attempt failed: the cause of a connection
+// error, or a broker's message with its exception name or code.
+func attemptReason(err error) string {
+	msg := connectionCause(client.Message(err))
+	if exc := client.AWSException(err); exc != "" {
+		return fmt.Sprintf("%s (%s)", msg, exc)
+	}
+	if code := client.Code(err); code != codes.Unavailable {
+		return fmt.Sprintf("%s (%s)", msg, code)
+	}
+	return msg
+}
+
+// connectionCause reduces gRPC's message for a connection that could not
+// be made, such as
+//
+//	connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:7400: connect: connection refused"
+//
+// to its cause, "connection refused". Other messages are kept whole.
+func connectionCause(msg string) string {
+	rest, ok := strings.CutPrefix(msg, "connection error: desc = ")
+	if !ok {
+		return msg
+	}
+	if unq, err := strconv.Unquote(rest); err == nil {
+		rest = unq
+	}
+	rest = strings.TrimPrefix(rest, "transport: ")
+	rest = strings.TrimPrefix(rest, "Error while dialing: ")
+	// A *net.OpError: "dial tcp ADDR: CAUSE", or "dial tcp: CAUSE" when no
+	// address was resolved; a refused connect adds "connect: ".
+	if r, ok := strings.CutPrefix(rest, "dial tcp"); ok {
+		if r, ok = strings.CutPrefix(r, ": "); !ok {
+			if _, after, found := strings.Cut(r, ": "); found {
+				r = after
+			}
+		}
+		rest = strings.TrimPrefix(r, "connect: ")
+	}
+	return rest
 }
 
 // noArgs refuses positional arguments, naming an unknown subcommand as

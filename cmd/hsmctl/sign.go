@@ -64,15 +64,17 @@ func (a *app) signedMessage(in string, alg pb.SigningAlgorithm, isDigest bool) (
 }
 
 func (a *app) signCommand() *cobra.Command {
-	var key, alg, in, out string
+	var key, alg, in string
+	var out outFlags
 	var isDigest, asBase64 bool
 	cmd := &cobra.Command{
-		Use:   "sign --key KEY --algorithm ALG [--in FILE|-] [--digest] [--out FILE] [--base64]",
+		Use:   "sign --key KEY --algorithm ALG [--in FILE|-] [--digest] [--out FILE [--force]] [--base64]",
 		Short: "Sign a message or digest with an RSA or ECC key",
 		Long: `Sign a message with a SIGN_VERIFY key and write the signature, raw, to --out
 or stdout (--base64 encodes it). Messages longer than 4096 bytes are hashed
 here with the algorithm's hash and the digest is signed, which gives the same
-signature. With --digest the input is already the digest.
+signature. With --digest the input is already the digest. --out is created
+with mode 0600; an existing file is refused unless --force.
 
 RSA signatures are as long as the modulus; ECDSA signatures are DER
 (ECDSA-Sig-Value), as OpenSSL and crypto/ecdsa.VerifyASN1 expect.`,
@@ -92,6 +94,9 @@ RSA signatures are as long as the modulus; ECDSA signatures are DER
 				return err
 			}
 			sa := pb.SigningAlgorithm(v)
+			if err := out.check(); err != nil {
+				return err
+			}
 			msg, mt, err := a.signedMessage(in, sa, isDigest)
 			if err != nil {
 				return err
@@ -104,7 +109,7 @@ RSA signatures are as long as the modulus; ECDSA signatures are DER
 			if err != nil {
 				return err
 			}
-			return a.emitBinary(out, asBase64, resp.GetSignature(), "signature", map[string]any{
+			return a.emitBinary(&out, asBase64, resp.GetSignature(), "signature", map[string]any{
 				"keyId": resp.GetKeyId(), "signingAlgorithm": signingAlgs.name(int32(resp.GetSigningAlgorithm())),
 			})
 		}),
@@ -114,7 +119,7 @@ RSA signatures are as long as the modulus; ECDSA signatures are DER
 	f.StringVar(&alg, "algorithm", "", "signing algorithm (required): "+enumHelp(signingAlgs))
 	f.StringVar(&in, "in", "-", "message file, or - for standard input")
 	f.BoolVar(&isDigest, "digest", false, "the input is a digest made with the algorithm's hash, not the message")
-	f.StringVar(&out, "out", "", "signature file (default standard output)")
+	out.register(cmd, "signature", privateFileMode)
 	f.BoolVar(&asBase64, "base64", false, "write the signature base64-encoded")
 	return cmd
 }
@@ -146,7 +151,7 @@ valid signature and 1 for an invalid one or a failure.`,
 				return err
 			}
 			sa := pb.SigningAlgorithm(v)
-			sig, err := readSecondInput(sigFile, fromBase64, "signature")
+			sig, err := readSecondInput(sigFile, fromBase64, maxSignature)
 			if err != nil {
 				return err
 			}
@@ -170,7 +175,7 @@ valid signature and 1 for an invalid one or a failure.`,
 	f := cmd.Flags()
 	kmsKeyFlag(cmd, &key, "the key that made the signature (required)")
 	f.StringVar(&alg, "algorithm", "", "signing algorithm (required): "+enumHelp(signingAlgs))
-	f.StringVar(&sigFile, "signature", "", "signature file (required)")
+	f.StringVar(&sigFile, "signature", "", fmt.Sprintf("signature file, at most %d bytes (required)", maxSignature))
 	f.StringVar(&in, "in", "-", "message file, or - for standard input")
 	f.BoolVar(&isDigest, "digest", false, "the input is a digest made with the algorithm's hash, not the message")
 	f.BoolVar(&fromBase64, "base64", false, "the signature file is base64-encoded")
@@ -178,23 +183,25 @@ valid signature and 1 for an invalid one or a failure.`,
 }
 
 // readSecondInput reads a signature or MAC file (never standard input,
-// which carries the message).
-func readSecondInput(path string, fromBase64 bool, what string) ([]byte, error) {
+// which carries the message) of at most limit bytes once decoded.
+func readSecondInput(path string, fromBase64 bool, limit int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	limit := maxCiphertext
-	if fromBase64 {
-		limit = 4*maxCiphertext/3 + 64
+	if !fromBase64 {
+		return readLimited(f, limit, path, "")
 	}
-	b, err := readLimited(f, limit, path, "")
+	b, err := readLimited(f, 4*limit/3+64, path, "")
 	if err != nil {
 		return nil, err
 	}
-	if fromBase64 {
-		return decodeBase64(b, path)
+	if b, err = decodeBase64(b, path); err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("%s holds more than %d bytes once decoded", path, limit)
 	}
 	return b, nil
 }
@@ -223,17 +230,24 @@ func (a *app) verdict(valid bool, field, what string, obj map[string]any) error 
 }
 
 func (a *app) macCommand() *cobra.Command {
-	var key, alg, in, out string
+	var key, alg, in string
+	var out outFlags
 	var asBase64 bool
 	cmd := &cobra.Command{
-		Use:   "mac --key KEY --algorithm ALG [--in FILE|-] [--out FILE] [--base64]",
+		Use:   "mac --key KEY --algorithm ALG [--in FILE|-] [--out FILE [--force]] [--base64]",
 		Short: "Compute an HMAC of up to 4096 bytes with an HMAC key",
+		Long: `Compute an HMAC of up to 4096 bytes with a GENERATE_VERIFY_MAC key and write
+it, raw, to --out or stdout (--base64 encodes it). --out is created with
+mode 0600; an existing file is refused unless --force.`,
 		Example: `  hsmctl mac --key alias/webhooks --algorithm HMAC_SHA_256 --in payload.json --base64
   hsmctl mac --key alias/webhooks --algorithm HMAC_SHA_256 --in payload.json --out payload.mac`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			ma, err := macArgs(key, alg)
 			if err != nil {
+				return err
+			}
+			if err := out.check(); err != nil {
 				return err
 			}
 			msg, err := a.readInput(in, maxPlaintext, "HMAC keys take at most 4096 bytes")
@@ -248,7 +262,7 @@ func (a *app) macCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.emitBinary(out, asBase64, resp.GetMac(), "mac", map[string]any{
+			return a.emitBinary(&out, asBase64, resp.GetMac(), "mac", map[string]any{
 				"keyId": resp.GetKeyId(), "macAlgorithm": macAlgs.name(int32(resp.GetMacAlgorithm())),
 			})
 		}),
@@ -257,7 +271,7 @@ func (a *app) macCommand() *cobra.Command {
 	kmsKeyFlag(cmd, &key, "the HMAC key (required)")
 	f.StringVar(&alg, "algorithm", "", "MAC algorithm (required): "+enumHelp(macAlgs))
 	f.StringVar(&in, "in", "-", "message file, or - for standard input")
-	f.StringVar(&out, "out", "", "MAC file (default standard output)")
+	out.register(cmd, "MAC", privateFileMode)
 	f.BoolVar(&asBase64, "base64", false, "write the MAC base64-encoded")
 	return cmd
 }
@@ -289,7 +303,7 @@ func (a *app) verifyMacCommand() *cobra.Command {
 			if macFile == "" {
 				return usageErr("--mac is required")
 			}
-			mac, err := readSecondInput(macFile, fromBase64, "MAC")
+			mac, err := readSecondInput(macFile, fromBase64, maxCiphertext)
 			if err != nil {
 				return err
 			}

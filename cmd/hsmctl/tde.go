@@ -29,7 +29,9 @@ is printed once, when it is issued: the cluster keeps only its hash.`,
   hsmctl tde rotate 1
   hsmctl tde list -o json
   hsmctl tde token issue --principal mariadb > mariadb.token
-  hsmctl grants create --key alias/tde --grantee mariadb --operations Decrypt
+  # grants create takes a key id or key ARN, not an alias:
+  hsmctl grants create --key "$(hsmctl keys describe alias/tde -o json | jq -r .keyId)" \
+      --grantee mariadb --operations Decrypt
   hsmctl tde token revoke 1f2e3d4c5b6a7988`,
 	}, a.tdeCreateCommand(), a.tdeRotateCommand(), a.tdeRetireCommand(), a.tdeListCommand(), a.tdeTokenCommand())
 }
@@ -41,14 +43,18 @@ func (a *app) tdeCreateCommand() *cobra.Command {
 		Use:   "create NAME [--mount tde] [--bytes 32] [--kms-key KEY]",
 		Short: "Make a TDE key, version 1",
 		Long: `create makes TDE key NAME (1 to 128 letters, digits, '.', '_' or '-';
-MariaDB uses 1, 2, ...) with version 1: --bytes (16, 24 or 32) generated in
-an HSM and stored wrapped under the mount's KMS key. --kms-key binds a new
+MariaDB uses 1, 2, ...) with version 1: --bytes (16, 24 or 32; default 32)
+of key material generated in an HSM and stored wrapped under the mount's KMS
+key. --kms-key binds a new
 mount to a KMS key other than alias/<mount>.`,
 		Example: `  hsmctl keys create --alias alias/tde
   hsmctl tde create 1
   hsmctl tde create 2 --bytes 16 --mount tde`,
 		Args: exactArgs("NAME"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			if size != 16 && size != 24 && size != 32 {
+				return usageErr(fmt.Sprintf("invalid --bytes %d: want 16, 24 or 32 (AES-128, -192 or -256)", size))
+			}
 			c, err := a.conn()
 			if err != nil {
 				return err

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
+)
+
+// tlsFiles writes a CA and a client certificate of it, as certs issue
+// does, and returns the connection flags that use them, without --addr.
+func tlsFiles(t *testing.T) []string {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert := filepath.Join(dir, "ca.pem")
+	if err := ca.Save(caCert, filepath.Join(dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	iss, err := ca.IssueClient("alice", authz.RoleUser, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(dir, "alice.pem"), filepath.Join(dir, "alice-key.pem")
+	if err := iss.Save(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--ca", caCert, "--cert", cert, "--tls-key", key}
+}
+
+// closedPort is a loopback address where nothing listens.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// Mistakes on the command line are named as the user made them: the flag
+// that is missing or wrong, and what would be right. Each is a usage
+// error, exit status 2, found before any broker is contacted.
+func TestUsageMessages(t *testing.T) {
+	tlsFlags := tlsFiles(t)
+	dead := closedPort(t)
+	t.Setenv("HSMBROKER_ADDR", dead)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"random without --bytes", []string{"random"}, "--bytes is required: how many random bytes, 1 to 1024"},
+		{"random --bytes 0", []string{"random", "--bytes", "0"}, "--bytes must be 1 to 1024, got 0"},
+		{"drill without --mode", []string{"drill", "failover"}, "--mode is required: transfer (hand leadership over) or kill (with --kill-cmd and --start-cmd)"},
+		{"bench shorter than the default window", []string{"bench", "--duration", "100ms"},
+			"--duration 100ms is shorter than --window 500ms (the default): the duration must be at least the window"},
+		{"bench shorter than the window", []string{"bench", "--duration", "1s", "--window", "2s"},
+			"--duration 1s is shorter than --window 2s: the duration must be at least the window"},
+		{"tde --bytes 0", []string{"tde", "create", "1", "--bytes", "0"}, "invalid --bytes 0: want 16, 24 or 32"},
+		{"tde --bytes 20", []string{"tde", "create", "1", "--bytes", "20"}, "invalid --bytes 20: want 16, 24 or 32"},
+		{"address without a port", []string{"keys", "list", "--addr", "127.0.0.1"},
+			`--addr: invalid endpoint "127.0.0.1": no port; want host:port, such as 127.0.0.1:7400`},
+		{"one of the addresses without a port", []string{"keys", "list", "--addr", dead + ",broker.example"},
+			`--addr: invalid endpoint "broker.example": no port`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runArgs(append(tt.args, tlsFlags...)...)
+			if r.code != exitUsage || !strings.HasPrefix(r.stderr, "hsmctl: "+tt.want) || !strings.Contains(r.stderr, "--help' for usage.") {
+				t.Fatalf("exit %d, stderr %q; want exit 2 and %q", r.code, r.stderr, tt.want)
+			}
+		})
+	}
+
+	t.Run("address without a port from the environment", func(t *testing.T) {
+		t.Setenv("HSMBROKER_ADDR", "localhost")
+		r := runArgs(append([]string{"keys", "list"}, tlsFlags...)...)
+		if r.code != exitUsage || !strings.HasPrefix(r.stderr, `hsmctl: $HSMBROKER_ADDR: invalid endpoint "localhost": no port`) {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+	t.Run("no address", func(t *testing.T) {
+		t.Setenv("HSMBROKER_ADDR", "")
+		r := runArgs(append([]string{"keys", "list"}, tlsFlags...)...)
+		want := "hsmctl: no broker address: give --addr host:port (or a comma-separated list), or set HSMBROKER_ADDR\n"
+		if r.code != exitUsage || !strings.HasPrefix(r.stderr, want) {
+			t.Fatalf("exit %d, stderr %q; want exit 2 and %q", r.code, r.stderr, want)
+		}
+	})
+}
+
+// A signature longer than the broker accepts is refused with the broker's
+// limit, before the broker is asked.
+func TestVerifySignatureLimit(t *testing.T) {
+	dir := t.TempDir()
+	sig := filepath.Join(dir, "sig")
+	if err := os.WriteFile(sig, make([]byte, 1025), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runArgs("verify", "--key", "alias/k", "--algorithm", "ECDSA_SHA_256", "--signature", sig, "--addr", closedPort(t))
+	if r.code != exitError || r.stderr != "hsmctl: "+sig+" is larger than 1024 bytes\n" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// When no broker can be reached, the message says so, names the address
+// and the cause, and suggests what to do; with several addresses, it
+// names each one's failure.
+func TestUnreachableBroker(t *testing.T) {
+	tlsFlags := tlsFiles(t)
+	dead1, dead2 := closedPort(t), closedPort(t)
+	r := runArgs(append([]string{"keys", "list", "--addr", dead1}, tlsFlags...)...)
+	want := "hsmctl: cannot reach the broker at " + dead1 + ": connection refused (Unavailable; retry, or check --addr)\n"
+	if r.code != exitError || r.stderr != want {
+		t.Fatalf("one address: exit %d, stderr %q; want %q", r.code, r.stderr, want)
+	}
+	r = runArgs(append([]string{"keys", "create", "--alias", "alias/x", "--addr", dead1 + "," + dead2}, tlsFlags...)...)
+	want = "hsmctl: cannot reach any broker: " + dead1 + ": connection refused; " + dead2 + ": connection refused (Unavailable; retry, or check --addr)\n"
+	if r.code != exitError || r.stderr != want {
+		t.Fatalf("two addresses: exit %d, stderr %q; want %q", r.code, r.stderr, want)
+	}
+}
+
+func TestConnectionCause(t *testing.T) {
+	tests := []struct{ msg, want string }{
+		{`connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:7400: connect: connection refused"`, "connection refused"},
+		{`connection error: desc = "transport: Error while dialing: dial tcp [::1]:7400: connect: connection refused"`, "connection refused"},
+		{`connection error: desc = "transport: Error while dialing: dial tcp: lookup broker.invalid: no such host"`, "lookup broker.invalid: no such host"},
+		{`connection error: desc = "transport: authentication handshake failed: tls: bad certificate"`, "authentication handshake failed: tls: bad certificate"},
+		{"no leader", "no leader"},
+	}
+	for _, tt := range tests {
+		if got := connectionCause(tt.msg); got != tt.want {
+			t.Errorf("connectionCause(%q) = %q, want %q", tt.msg, got, tt.want)
+		}
+	}
+}
+
+// Help says what the commands do.
+func TestHelpMatchesBehaviour(t *testing.T) {
+	help := func(args ...string) string {
+		t.Helper()
+		r := runArgs(append(args, "--help")...)
+		if r.code != 0 {
+			t.Fatalf("%v --help: exit %d %s", args, r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	if h := help("certs", "issue"); !strings.Contains(h, "(the certificate, mode 0600)") || strings.Contains(h, "0644") {
+		t.Errorf("certs issue --help does not give the certificate's mode, 0600:\n%s", h)
+	}
+	if h := help("tde"); strings.Contains(h, "--key alias/") || !strings.Contains(h, "keys describe alias/tde") {
+		t.Errorf("tde --help gives grants create an alias:\n%s", h)
+	}
+	if h := help("tde", "create"); !strings.Contains(h, "16, 24 or 32; default 32") {
+		t.Errorf("tde create --help:\n%s", h)
+	}
+	if h := help("verify"); !strings.Contains(h, "at most 1024 bytes") {
+		t.Errorf("verify --help:\n%s", h)
+	}
+	for _, cmd := range [][]string{{"decrypt"}, {"encrypt"}, {"random"}, {"sign"}, {"mac"}, {"pubkey"}, {"audit", "fetch"}, {"cluster", "join-token"}} {
+		if h := help(cmd...); !strings.Contains(h, "--force") || !strings.Contains(h, "refused unless --force") {
+			t.Errorf("%v --help does not say that an existing --out is refused without --force:\n%s", cmd, h)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		r := runArgs(args...)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "hsmctl ") || !strings.Contains(r.stdout, "go1.") || r.stderr != "" {
+			t.Errorf("hsmctl %v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+	}
+}
