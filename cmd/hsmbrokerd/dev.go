@@ -75,6 +75,9 @@ On first run it creates, under DIR (mode 0700):
   tls/admin.pem, tls/admin-key.pem         a client certificate: principal admin, role admin
   kms-credentials.json                     an AWS access key of principal admin, role admin (0600)
   vault-token                              a TDE key endpoint token of principal admin (0600)
+  pkcs11.pin                               the PIN that C_Login of libhsmbroker-pkcs11.so takes (0600)
+  tls/admin-key.pkcs11.pem                 the admin key sealed under that PIN, for the PKCS#11
+                                           library (0600; sealed again at each start)
   raft/                                    the Raft log and snapshots
   audit.log                                the audit log, a JSON line per request (0600)
 
@@ -86,7 +89,8 @@ Once serving, it writes DIR/dev.env (0600) with the exports a client needs:
 HSMBROKER_ADDR, HSMBROKER_CA, HSMBROKER_CERT, HSMBROKER_KEY and
 HSMBROKER_METRICS_ADDR for hsmctl and the Go SDK, HSMBROKER_AUDIT_LOG (the
 audit log, for hsmctl audit verify), HSMBROKER_CA_KEY (the dev CA's key, for
-hsmctl certs issue), and AWS_ENDPOINT_URL_KMS,
+hsmctl certs issue), HSMBROKER_PKCS11_KEY and HSMBROKER_PKCS11_PIN for
+libhsmbroker-pkcs11.so (docs/PKCS11.md), and AWS_ENDPOINT_URL_KMS,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION for AWS
 tools. The AWS CLI 2.9 of Debian 12 ignores AWS_ENDPOINT_URL_KMS: give it
 --endpoint-url "$AWS_ENDPOINT_URL_KMS".
