@@ -298,6 +298,12 @@ Without --out, the token alone is printed on standard output. With -o json:
 				return printJSON(a.stdout, map[string]any{"file": out, "expireTime": expires})
 			}
 			fmt.Fprintf(a.stdout, "Join token written to %s (mode 0600), valid until %s.\n", out, expires)
+			// The configuration line names the file absolutely: a relative
+			// path there is read from the configuration file's directory,
+			// not from this one.
+			if abs, err := filepath.Abs(out); err == nil {
+				out = abs
+			}
 			fmt.Fprintf(a.stdout, "In the new node's configuration, before its first start:\n  join: [%s]\n  join_token_file: %s\n",
 				strings.Join(a.memberAddresses(c), ", "), out)
 			return nil

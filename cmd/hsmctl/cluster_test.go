@@ -370,6 +370,13 @@ func TestClusterJoinToken(t *testing.T) {
 	if j.Token != "" || j.File != file {
 		t.Errorf("join-token --out -o json: %+v", j)
 	}
+	// A relative --out: the configuration line still names the file
+	// absolutely, since the node reads it from elsewhere.
+	t.Chdir(t.TempDir())
+	out = c.ok(c.flags(1), "cluster", "join-token", "--out", "rel.token")
+	if abs, err := filepath.Abs("rel.token"); err != nil || !strings.Contains(out, "join_token_file: "+abs+"\n") {
+		t.Errorf("join-token --out rel.token, output:\n%s", out)
+	}
 
 	for _, ttl := range []string{"0s", "25h", "-1m"} {
 		if r := c.run(c.flags(1), "cluster", "join-token", "--ttl", ttl); r.code != exitUsage || !strings.Contains(r.stderr, "--ttl") {
