@@ -326,7 +326,7 @@ func TestErrorFormatting(t *testing.T) {
 		t.Errorf("error output: stdout %q stderr %q", r.stdout, r.stderr)
 	}
 	r = e.fails(1, "(NotFoundException)", "keys", "describe", "alias/none", "-v")
-	if !regexp.MustCompile(`hsmctl: request id [0-9a-f]{32}, broker 127\.0\.0\.1:\d+\n`).MatchString(r.stderr) {
+	if !regexp.MustCompile(`hsmctl: request id [0-9a-f]{32}, answered by the broker at 127\.0\.0\.1:\d+\n`).MatchString(r.stderr) {
 		t.Errorf("--verbose: %q", r.stderr)
 	}
 }

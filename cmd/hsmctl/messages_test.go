@@ -125,6 +125,11 @@ func TestUnreachableBroker(t *testing.T) {
 	if r.code != exitError || r.stderr != want {
 		t.Fatalf("one address: exit %d, stderr %q; want %q", r.code, r.stderr, want)
 	}
+	// -v does not name a broker that answered when none did.
+	r = runArgs(append([]string{"keys", "list", "-v", "--addr", dead1}, tlsFlags...)...)
+	if r.code != exitError || !strings.HasSuffix(r.stderr, ", no broker answered; last tried "+dead1+"\n") {
+		t.Fatalf("-v, one address: exit %d, stderr %q", r.code, r.stderr)
+	}
 	r = runArgs(append([]string{"keys", "create", "--alias", "alias/x", "--addr", dead1 + "," + dead2}, tlsFlags...)...)
 	want = "hsmctl: cannot reach any broker: " + dead1 + ": connection refused; " + dead2 + ": connection refused (Unavailable; retry, or check --addr)\n"
 	if r.code != exitError || r.stderr != want {

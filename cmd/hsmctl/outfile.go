@@ -33,16 +33,20 @@ type outFile struct {
 	done  bool
 }
 
-// checkOutPath refuses an existing path unless force. Commands call it
-// before they do any work, so that a file in the way costs nothing.
+// checkOutPath refuses an existing path unless force, and a directory
+// even with force. Commands call it before they do any work, so that a
+// file in the way costs nothing.
 func checkOutPath(path string, force bool) error {
-	if force {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil
-	}
-	if _, err := os.Lstat(path); err == nil {
-		return errExists(path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	case err != nil:
 		return err
+	case fi.IsDir():
+		return fmt.Errorf("%s is a directory; --out names the file to write", path)
+	case !force:
+		return errExists(path)
 	}
 	return nil
 }

@@ -146,6 +146,15 @@ func TestOutputFiles(t *testing.T) {
 			if got, _ := os.ReadFile(victim); string(got) != "victim" {
 				t.Fatalf("the symlink was followed: its target holds %q", got)
 			}
+
+			// A directory: refused, with --force too, before any work.
+			sub := filepath.Join(dir, name+".dir")
+			if err := os.Mkdir(sub, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if r := cli(with(sub, "--force")...); r.code != exitError || !strings.Contains(r.stderr, sub+" is a directory") {
+				t.Fatalf("over a directory: exit %d, %q", r.code, r.stderr)
+			}
 		})
 	}
 

@@ -128,7 +128,7 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 	_ = pf.MarkHidden("key")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
 	pf.DurationVar(&a.timeout, "timeout", client.DefaultTimeout, "deadline of each attempt of a call")
-	pf.BoolVarP(&a.verbose, "verbose", "v", false, "on failure, also print the request id and the broker that answered")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "on failure, also print the request id and the broker that answered (or, if none did, the last one tried)")
 
 	root.AddCommand(
 		a.keysCommand(),
@@ -276,7 +276,13 @@ func (a *app) exitStatus(cmd *cobra.Command, err error) int {
 	fmt.Fprintln(a.stderr, formatError(err))
 	if a.verbose {
 		if id := client.RequestID(err); id != "" {
-			fmt.Fprintf(a.stderr, "hsmctl: request id %s, broker %s\n", id, client.Endpoint(err))
+			// Only an error with an exception name is a broker's answer;
+			// without one, the last endpoint tried gave none.
+			who := "answered by the broker at " + client.Endpoint(err)
+			if client.AWSException(err) == "" {
+				who = "no broker answered; last tried " + client.Endpoint(err)
+			}
+			fmt.Fprintf(a.stderr, "hsmctl: request id %s, %s\n", id, who)
 		}
 	}
 	return exitError
