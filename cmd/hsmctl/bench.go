@@ -135,7 +135,7 @@ With -o json: {"op", "size", "keys", "concurrency", "durationSeconds",
 	fl.IntVar(&keyCount, "keys", 1, "keys of each kind to spread the calls over")
 	fl.IntVar(&size, "size", 4096, "plaintext bytes of encrypt and decrypt")
 	fl.StringVar(&metricsAddr, "metrics-addr", os.Getenv("HSMBROKER_METRICS_ADDR"),
-		"the broker's metrics address host:port, to read its CPU time per operation (default $HSMBROKER_METRICS_ADDR)")
+		"the broker's metrics address host:port, to read its CPU time per operation; bench refuses to start if it does not answer (default $HSMBROKER_METRICS_ADDR)")
 	fl.BoolVar(&baseline, "baseline-direct", false, "also run the operations directly on a PKCS#11 token, and print the ratio")
 	fl.StringVar(&module, "module", firstNonEmpty(os.Getenv("HSMBROKER_PKCS11_MODULE"), defaultModule), "baseline: PKCS#11 library (default $HSMBROKER_PKCS11_MODULE, else SoftHSM's)")
 	fl.StringVar(&label, "token-label", "", "baseline: label of the token")

@@ -201,6 +201,14 @@ func Run(ctx context.Context, cfg Config) (_ *Result, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	meter := newCPUMeter(cfg.MetricsAddr)
+	if cfg.MetricsAddr != "" {
+		// A metrics address that does not answer would leave the broker's
+		// CPU figures out of the result without a word: refuse it first.
+		if _, err := meter.brokerCPU(ctx); err != nil {
+			return nil, fmt.Errorf("the broker's CPU at --metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+	}
 	id := strconv.FormatInt(time.Now().UnixNano()%1e10, 36)
 	plaintext := make([]byte, cfg.Size)
 	_, _ = rand.Read(plaintext)
@@ -240,7 +248,6 @@ func Run(ctx context.Context, cfg Config) (_ *Result, err error) {
 	errs := make([]int, len(sides))
 	first := make([]string, len(sides))
 	cpu := make([]cpuTotals, len(sides))
-	meter := newCPUMeter(cfg.MetricsAddr)
 	for done := time.Duration(0); done < cfg.Duration; done += cfg.Window {
 		for i, s := range sides {
 			before := meter.read(ctx, i == 0)
