@@ -95,16 +95,22 @@ func (s *Service) openSymmetric(ctx context.Context, field string, blob []byte, 
 	if err != nil {
 		return cluster.Key{}, nil, errInvalidCiphertext
 	}
+	// The key named is the blob's key, already looked up and authorized;
+	// only a blob whose key no field names is looked up by its key id.
+	k := named
 	if keyRef != "" {
 		if named.ID != c.KeyID {
 			return cluster.Key{}, nil, newError(codes.InvalidArgument, ExcIncorrectKey, "the ciphertext was not made with key %s", named.ID)
 		}
+	} else {
+		var ok bool
+		if k, ok, err = s.keyByID(ctx, c.KeyID); err != nil {
+			return cluster.Key{}, nil, err
+		} else if !ok {
+			return cluster.Key{}, nil, errInvalidCiphertext
+		}
 	}
-	k, ok, err := s.keyByID(ctx, c.KeyID)
-	if err != nil {
-		return cluster.Key{}, nil, err
-	}
-	if !ok || k.Spec != keys.SpecSymmetricDefault || k.Usage != keys.UsageEncryptDecrypt {
+	if k.Spec != keys.SpecSymmetricDefault || k.Usage != keys.UsageEncryptDecrypt {
 		return cluster.Key{}, nil, errInvalidCiphertext
 	}
 	if err := usable(k); err != nil {
