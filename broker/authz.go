@@ -455,7 +455,24 @@ func (s *Service) EndRequest(ctx context.Context, result, code string) error {
 // be written.
 func (s *Service) auditUnavailable() *Error {
 	return newError(codes.Unavailable, ExcDependencyTimeout,
-		"node %s cannot write its audit log, so it refuses requests; retry on another node", s.cfg.NodeID)
+		"node %s cannot write its audit log, so it refuses requests; %s", s.cfg.NodeID, s.retryHint())
+}
+
+// notReady is the answer to a request refused while this node is not
+// ready (see Ready); why is the reason Ready gave.
+func (s *Service) notReady(why string) *Error {
+	return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); %s", s.node.ID(), why, s.retryHint())
+}
+
+// retryHint is what an Unavailable answer from this node advises: another
+// node only where the cluster has one, so that a one-node cluster
+// (restarting, or with its HSM down) does not send its callers looking for
+// a node that does not exist.
+func (s *Service) retryHint() string {
+	if s.node.HasPeers() {
+		return "retry or use another node"
+	}
+	return "retry later"
 }
 
 // endRequest writes the line that ends a request: its outcome. When an

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,7 +139,10 @@ func TestEveryReadinessCheckIsTheNodesVerdict(t *testing.T) {
 		}
 	}
 	_, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("x")})
-	wantErr(t, err, codes.Unavailable, "", "not ready")
+	wantErr(t, err, codes.Unavailable, "", "not ready", "retry later")
+	if strings.Contains(err.Error(), "another node") {
+		t.Errorf("a one-node cluster sends its callers to another node: %v", err)
+	}
 
 	faults.Clear()
 	if ok, reason := e.svc.Ready(ctx); !ok {

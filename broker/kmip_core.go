@@ -111,7 +111,7 @@ func (c *KMIPObjects) Authorize(ctx context.Context, cert *x509.Certificate, act
 	}
 	if s.gate.Load() {
 		if ok, why := s.Healthy(); !ok {
-			return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)
+			return s.notReady(why)
 		}
 	}
 	return nil

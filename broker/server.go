@@ -185,7 +185,7 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 	ctx = WithPrincipal(ctx, c.principal)
 	if s.gate.Load() && servesState(method) {
 		if ok, why := s.Healthy(); !ok {
-			return ctx, c, toStatus(newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)).Err()
+			return ctx, c, toStatus(s.notReady(why)).Err()
 		}
 	}
 	return ctx, c, nil

@@ -248,7 +248,7 @@ func (s *Service) tdeKey(ctx context.Context, mount, name string) (cluster.TDEKe
 func (s *Service) tdeReady() error {
 	if s.gate.Load() {
 		if ok, why := s.Healthy(); !ok {
-			return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); use another node", s.node.ID(), why)
+			return s.notReady(why)
 		}
 	}
 	return nil

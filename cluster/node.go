@@ -547,6 +547,22 @@ type Stats struct {
 	Servers       []Server // nil if the configuration could not be read
 }
 
+// HasPeers reports whether the latest cluster configuration this node
+// knows names a member other than itself: whether "use another node" is
+// advice a caller can follow.
+func (n *Node) HasPeers() bool {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	for _, sv := range cf.Configuration().Servers {
+		if string(sv.ID) != n.cfg.NodeID {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats reports the node's raft status.
 func (n *Node) Stats() Stats {
 	s := Stats{

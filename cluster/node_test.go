@@ -267,6 +267,9 @@ func TestThreeNodeCluster(t *testing.T) {
 	if l := waitLeader(t, n1); l != n1 {
 		t.Fatal("n1 does not lead")
 	}
+	if n1.HasPeers() {
+		t.Fatal("n1 alone reports peers")
+	}
 	ctx := testContext(t, 30*time.Second)
 	for _, n := range []*Node{n2, n3} {
 		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
@@ -274,6 +277,9 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 	}
 	waitLeader(t, n1, n2, n3)
+	if !n1.HasPeers() {
+		t.Fatal("n1 reports no peers in a cluster of three")
+	}
 
 	// 200 commands from 8 concurrent proposers.
 	var next atomic.Int64
