@@ -15,6 +15,9 @@ type Key struct {
 	// Policy is the policy document put on the key, nil for the default
 	// policy.
 	Policy []byte
+	// ARN is the key's ARN: a policy statement applies to the key only if
+	// its Resource is "*", absent, or matches this.
+	ARN string
 }
 
 // KeyRequest is one request's use of one key.
@@ -149,7 +152,7 @@ func (a *Authorizer) Allows(k Key, c Caller, action string, ec map[string]string
 	if err != nil {
 		return false, "the key policy cannot be evaluated (" + err.Error() + "); an admin must put a new one"
 	}
-	switch pol.Decide(a.account, c, action, ec) {
+	switch pol.Decide(a.account, k.ARN, c, action, ec) {
 	case EffectDeny:
 		return false, "a Deny statement in the key policy applies"
 	case EffectAllow:

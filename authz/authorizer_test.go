@@ -95,10 +95,10 @@ func TestDefaultPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Decide("123456789012", Caller{Principal: "mallory", Role: RoleUser}, "kms:Decrypt", nil); got != EffectNone {
+	if got := p.Decide("123456789012", keyARN, Caller{Principal: "mallory", Role: RoleUser}, "kms:Decrypt", nil); got != EffectNone {
 		t.Errorf("a user other than the creator: %d", got)
 	}
-	if got := p.Decide("123456789012", Caller{Principal: evil, Role: RoleUser}, "kms:Decrypt", nil); got != EffectAllow {
+	if got := p.Decide("123456789012", keyARN, Caller{Principal: evil, Role: RoleUser}, "kms:Decrypt", nil); got != EffectAllow {
 		t.Errorf("the creator: %d", got)
 	}
 }

@@ -24,7 +24,10 @@ import (
 // ROLE being admin, user or auditor), or the account
 // (arn:aws:iam::ACCOUNT:root, or ACCOUNT), which means every admin, as
 // the account's IAM administrators are in AWS. Actions: kms:NAME with *
-// and ? wildcards, case-insensitive. Conditions: StringEquals,
+// and ? wildcards, case-insensitive. Resources: "*" (the key the policy
+// is on) or key ARNs, with * and ? wildcards; a statement applies to the
+// key only if one of them matches its ARN, and a statement without a
+// Resource applies to it. Conditions: StringEquals,
 // StringNotEquals, StringLike and StringNotLike on
 // kms:EncryptionContext:KEY. Anything else (NotPrincipal, NotAction,
 // other condition keys) is refused when the policy is put, rather than
@@ -52,6 +55,7 @@ type policyStatement struct {
 	deny       bool
 	principals []policyPrincipal
 	actions    []string // lower case, may hold wildcards
+	resources  []string // "*" or key ARN patterns; empty: the key itself
 	conditions []policyCondition
 }
 
@@ -205,6 +209,15 @@ func parseStatement(b []byte) (policyStatement, error) {
 		}
 		st.actions = append(st.actions, la)
 	}
+	if raw.Resource != nil && len(raw.Resource) == 0 {
+		return st, errors.New("the Resource member names nothing; give \"*\" (this key) or the key's ARN")
+	}
+	for _, r := range raw.Resource {
+		if err := checkResource(r); err != nil {
+			return st, err
+		}
+		st.resources = append(st.resources, r)
+	}
 	for op, conds := range raw.Condition {
 		switch op {
 		case "StringEquals", "StringNotEquals", "StringLike", "StringNotLike":
@@ -223,6 +236,24 @@ func parseStatement(b []byte) (policyStatement, error) {
 		}
 	}
 	return st, nil
+}
+
+// checkResource checks one entry of a statement's Resource: "*", which in a
+// key policy means the key the policy is on, or a KMS key ARN
+// (arn:PARTITION:kms:REGION:ACCOUNT:key/KEY_ID), where * and ? are
+// wildcards. Anything else (an alias ARN, another service's ARN, a bare
+// key id) is refused, because a statement that names no key could be
+// read as applying to this one or to none.
+func checkResource(r string) error {
+	if r == "*" {
+		return nil
+	}
+	parts := strings.SplitN(r, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || !glob(parts[2], "kms") ||
+		!(strings.HasPrefix(parts[5], "key/") || parts[5] == "*") {
+		return fmt.Errorf("resource %q is not \"*\" (this key) or a key ARN of the form arn:aws:kms:REGION:ACCOUNT:key/KEY_ID", r)
+	}
+	return nil
 }
 
 func parsePrincipals(raw json.RawMessage) ([]policyPrincipal, error) {
@@ -307,15 +338,15 @@ func (p policyPrincipal) matches(account string, id Caller) bool {
 	return id.Role == RoleAdmin // the account: its administrators
 }
 
-// Decide evaluates the policy for caller id asking for action under
-// encryption context ec, in the given account: a matching Deny wins, else
-// a matching Allow allows, else the policy has nothing to say
-// (EffectNone).
-func (p *Policy) Decide(account string, id Caller, action string, ec map[string]string) Effect {
+// Decide evaluates the policy, put on the key whose ARN is keyARN, for
+// caller id asking for action under encryption context ec, in the given
+// account: a matching Deny wins, else a matching Allow allows, else the
+// policy has nothing to say (EffectNone).
+func (p *Policy) Decide(account, keyARN string, id Caller, action string, ec map[string]string) Effect {
 	action = strings.ToLower(action)
 	allowed := false
 	for _, st := range p.statements {
-		if !st.applies(account, id, action, ec) {
+		if !st.applies(account, keyARN, id, action, ec) {
 			continue
 		}
 		if st.deny {
@@ -329,7 +360,10 @@ func (p *Policy) Decide(account string, id Caller, action string, ec map[string]
 	return EffectNone
 }
 
-func (st policyStatement) applies(account string, id Caller, action string, ec map[string]string) bool {
+func (st policyStatement) applies(account, keyARN string, id Caller, action string, ec map[string]string) bool {
+	if !st.names(keyARN) {
+		return false
+	}
 	who := false
 	for _, p := range st.principals {
 		if p.matches(account, id) {
@@ -356,6 +390,20 @@ func (st policyStatement) applies(account string, id Caller, action string, ec m
 		}
 	}
 	return true
+}
+
+// names reports whether the statement's Resource takes in the key whose
+// ARN is keyARN.
+func (st policyStatement) names(keyARN string) bool {
+	if len(st.resources) == 0 {
+		return true
+	}
+	for _, r := range st.resources {
+		if r == "*" || glob(r, keyARN) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c policyCondition) holds(ec map[string]string) bool {

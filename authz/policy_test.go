@@ -8,6 +8,9 @@ import (
 
 const acct = "000000000000"
 
+// keyARN is the ARN of the key the policies of these tests are on.
+const keyARN = "arn:aws:kms:us-east-1:000000000000:key/0f8e2c3a-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
+
 func TestParsePolicyRefuses(t *testing.T) {
 	tests := []struct{ name, doc, mention string }{
 		{"not json", `nope`, "JSON"},
@@ -29,6 +32,13 @@ func TestParsePolicyRefuses(t *testing.T) {
 		{"repeated statement list", `{"Statement":[],"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "Statement"},
 		{"case variant statement", `{"Statement":[],"statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "statement"},
 		{"repeated condition key", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:t":"a","kms:EncryptionContext:t":"b"}}}}`, "kms:EncryptionContext:t"},
+		{"resource not an ARN", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"not-an-arn"}}`, "not-an-arn"},
+		{"resource an alias ARN", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:kms:us-east-1:000000000000:alias/x"}}`, "alias/x"},
+		{"resource of another service", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":["*","arn:aws:s3:::bucket/key/x"]}}`, "arn:aws:s3"},
+		{"resource a bare key id", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"key/1234"}}`, "key/1234"},
+		{"resource empty list", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":[]}}`, "Resource"},
+		{"resource null", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":null}}`, "resource"},
+		{"not resource", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","NotResource":"*"}}`, "NotResource"},
 		{"repeated principal", `{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/a","AWS":"*"},"Action":"kms:*"}}`, "AWS"},
 	}
 	for _, tt := range tests {
@@ -87,8 +97,59 @@ func TestPolicyDecide(t *testing.T) {
 		{"other account is no one here", carol, "kms:Sign", nil, EffectNone},
 	}
 	for _, tt := range tests {
-		if got := p.Decide(acct, tt.id, tt.action, tt.ec); got != tt.want {
+		if got := p.Decide(acct, keyARN, tt.id, tt.action, tt.ec); got != tt.want {
 			t.Errorf("%s: Decide = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// A statement applies to the key only if its Resource is "*", absent, or
+// matches the key's ARN: an Allow or a Deny written for another key (or
+// another region or account) says nothing about this one.
+func TestPolicyResource(t *testing.T) {
+	alice := Caller{Principal: "alice", Role: "user"}
+	admin := Caller{Principal: "root-admin", Role: "admin"}
+	stmt := func(effect, principal, resource string) string {
+		r := ""
+		if resource != "" {
+			r = `,"Resource":` + resource
+		}
+		return `{"Effect":"` + effect + `","Principal":{"AWS":"` + principal + `"},"Action":"kms:Encrypt"` + r + `}`
+	}
+	other := `"arn:aws:kms:us-east-1:000000000000:key/11111111-2222-4333-8444-555555555555"`
+	tests := []struct {
+		name     string
+		resource string
+		want     Effect
+	}{
+		{"star", `"*"`, EffectAllow},
+		{"absent", ``, EffectAllow},
+		{"this key's ARN", `"` + keyARN + `"`, EffectAllow},
+		{"a list naming this key", `[` + other + `,"` + keyARN + `"]`, EffectAllow},
+		{"wildcard over the account's keys", `"arn:aws:kms:*:000000000000:key/*"`, EffectAllow},
+		{"another key", other, EffectNone},
+		{"another region", `"arn:aws:kms:eu-west-1:000000000000:key/0f8e2c3a-5b6d-4e7f-8a9b-0c1d2e3f4a5b"`, EffectNone},
+		{"another account's keys", `"arn:aws:kms:us-east-1:111111111111:key/*"`, EffectNone},
+	}
+	for _, tt := range tests {
+		allow, err := ParsePolicy(`{"Statement":[` + stmt("Allow", "alice", tt.resource) + `]}`)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := allow.Decide(acct, keyARN, alice, "kms:Encrypt", nil); got != tt.want {
+			t.Errorf("%s: Allow decides %d, want %d", tt.name, got, tt.want)
+		}
+		// The same Resource on a Deny next to an Allow for everyone.
+		deny, err := ParsePolicy(`{"Statement":[` + stmt("Allow", "*", `"*"`) + `,` + stmt("Deny", "arn:aws:iam::000000000000:root", tt.resource) + `]}`)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		want := EffectAllow
+		if tt.want == EffectAllow {
+			want = EffectDeny
+		}
+		if got := deny.Decide(acct, keyARN, admin, "kms:Encrypt", nil); got != want {
+			t.Errorf("%s: Deny decides %d, want %d", tt.name, got, want)
 		}
 	}
 }
@@ -121,7 +182,7 @@ func FuzzParsePolicy(f *testing.F) {
 			return
 		}
 		for _, id := range []Caller{{Principal: "alice", Role: "user"}, {Principal: "root", Role: "admin"}, {}} {
-			p.Decide(acct, id, "kms:GenerateDataKey", map[string]string{"t": "abc", "x": "3"})
+			p.Decide(acct, keyARN, id, "kms:GenerateDataKey", map[string]string{"t": "abc", "x": "3"})
 		}
 	})
 }

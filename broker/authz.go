@@ -262,7 +262,7 @@ func (s *Service) authorizeKey(ctx context.Context, field string, k cluster.Key)
 	kr := authz.KeyRequest{Caller: id, Action: rq.action, Field: field, EncryptionContext: rq.contexts.EncryptionContext,
 		SourceContext: rq.contexts.Source, DestinationContext: rq.contexts.Destination}
 	rq.mu.Unlock()
-	d := s.access.DecideKey(kr, keyTerms(k), s.grantsOn(k.ID, id.Principal))
+	d := s.access.DecideKey(kr, s.keyTerms(k), s.grantsOn(k.ID, id.Principal))
 	switch d.Verdict {
 	case authz.Allow:
 		return nil
@@ -280,12 +280,12 @@ func (s *Service) authorizeKey(ctx context.Context, field string, k cluster.Key)
 // keyAllows evaluates k's policy and grants for one caller, action and
 // encryption context (authz.Authorizer.Allows).
 func (s *Service) keyAllows(k cluster.Key, id authz.Caller, action string, ec map[string]string) (bool, string) {
-	return s.access.Allows(keyTerms(k), id, action, ec, s.grantsOn(k.ID, id.Principal))
+	return s.access.Allows(s.keyTerms(k), id, action, ec, s.grantsOn(k.ID, id.Principal))
 }
 
 // keyTerms is what of k decides access to it.
-func keyTerms(k cluster.Key) authz.Key {
-	return authz.Key{Creator: k.Creator, Policy: k.Policy}
+func (s *Service) keyTerms(k cluster.Key) authz.Key {
+	return authz.Key{Creator: k.Creator, Policy: k.Policy, ARN: s.KeyARN(k.ID)}
 }
 
 // grantsOn reads the grants principal holds on a key from this node's

@@ -265,15 +265,22 @@ func TestAuthorizationMatrix(t *testing.T) {
 			t.Fatalf("put policy: %v", err)
 		}
 	}
+	// Statements whose Resource names another key, or this key in another
+	// region, apply to nothing here: carol gains nothing on k2 and admin1
+	// loses nothing; on k4 a statement naming k4's own ARN applies.
+	otherRegion := strings.Replace(e.svc.KeyARN(k["k2"]), ":"+e.svc.Region()+":", ":eu-west-9:", 1)
 	put(k["k2"], `{"Version":"2012-10-17","Statement":[
 	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*","Resource":"*"},
-	  {"Effect":"Allow","Principal":{"AWS":"alice"},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"}]}`)
+	  {"Effect":"Allow","Principal":{"AWS":"alice"},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"carol"},"Action":"kms:*","Resource":"`+e.svc.KeyARN(k["k1"])+`"},
+	  {"Effect":"Deny","Principal":{"AWS":"admin1"},"Action":"kms:*","Resource":"`+otherRegion+`"}]}`)
 	put(k["k4"], `{"Version":"2012-10-17","Statement":[
 	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*","Resource":"*"},
 	  {"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::000000000000:user/admin2"},"Action":"*","Resource":"*"},
 	  {"Effect":"Allow","Principal":{"AWS":"alice"},"Action":"kms:Decrypt","Resource":"*",
 	   "Condition":{"StringEquals":{"kms:EncryptionContext:tenant":"a"}}},
-	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:role/user"},"Action":"kms:DescribeKey","Resource":"*"}]}`)
+	  {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:role/user"},"Action":"kms:DescribeKey","Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"carol"},"Action":"kms:Encrypt","Resource":"`+e.svc.KeyARN(k["k4"])+`"}]}`)
 	if _, err := admin1.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: k["k3"], GranteePrincipal: "bob",
 		Operations:  []string{"Encrypt", "Decrypt", "GenerateDataKey", "DescribeKey"},
 		Constraints: &pb.GrantConstraints{EncryptionContextSubset: map[string]string{"app": "bob"}}}); err == nil {
@@ -322,7 +329,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"admin2", authz.RoleAdmin, map[string]map[string]bool{"k1": all, "k2": all, "k3": all, "k4": metadata}},
 		{"alice", authz.RoleUser, map[string]map[string]bool{"k2": aliceK2, "k4": set("Decrypt", "DescribeKey")}},
 		{"bob", authz.RoleUser, map[string]map[string]bool{"k3": set("Encrypt", "Decrypt", "GenerateDataKey", "DescribeKey"), "k4": set("DescribeKey")}},
-		{"carol", authz.RoleUser, map[string]map[string]bool{"k4": set("DescribeKey")}},
+		{"carol", authz.RoleUser, map[string]map[string]bool{"k4": set("DescribeKey", "Encrypt", "EncryptOtherContext")}},
 		{"audra", authz.RoleAuditor, map[string]map[string]bool{"k1": metadata, "k2": metadata, "k3": metadata, "k4": metadata}},
 		{"mallory", authz.RoleUser, nil},
 	}

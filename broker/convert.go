@@ -103,7 +103,7 @@ func (s *Service) Account() string { return s.cfg.Account }
 
 // KeyARN is the ARN of a key in this service's region and account.
 func (s *Service) KeyARN(id string) string {
-	return fmt.Sprintf("arn:aws:kms:%s:%s:key/%s", s.cfg.Region, s.cfg.Account, id)
+	return "arn:aws:kms:" + s.cfg.Region + ":" + s.cfg.Account + ":key/" + id
 }
 
 // AliasARN is the ARN of an alias.
