@@ -237,6 +237,16 @@ func (s *Service) roleGate(rq *request, id authz.Caller, action string, contexts
 	return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) is not authorized to perform %s", id.Principal, id.Role.Name(), action)
 }
 
+// RefuseUnauthenticated records that the request begun for ctx
+// (BeginRequest) is refused because it proved no identity, for reason (the
+// front's own, such as the signature check that failed): its audit line
+// says "deny" with that reason, as the role gate's refusals do.
+func (s *Service) RefuseUnauthenticated(ctx context.Context, reason string) {
+	if rq := requestOf(ctx); rq != nil {
+		rq.deny("unauthenticated: " + reason)
+	}
+}
+
 func errUnauthenticated() error {
 	return newError(codes.Unauthenticated, ExcUnauthenticated, "the caller is not authenticated")
 }

@@ -276,3 +276,41 @@ func TestXKSOneReading(t *testing.T) {
 		t.Fatalf("a well-formed XKS Encrypt: %d %s", ok.status, ok.body)
 	}
 }
+
+// TestAuthenticationFailuresAuditedAsDenials: a request that proves no
+// identity is a refusal, and its audit line says so ("deny", with the
+// check that failed), so that filtering the log for denials finds forged
+// and unsigned requests too. A signature made with a known access key
+// names that key's principal in the reason, not as the line's principal.
+func TestAuthenticationFailuresAuditedAsDenials(t *testing.T) {
+	a := newAccessEnv(t)
+	body := []byte(`{}`)
+	wrongSecret := a.app
+	wrongSecret.Secret = strings.Repeat("x", len(a.app.Secret))
+	unknown := a.app
+	unknown.ID = "AKIA" + strings.Repeat("Z", 16)
+	for _, c := range []struct {
+		name, exception, reason string
+		sr                      signedRequest
+	}{
+		{"unsigned", "MissingAuthenticationTokenException", "unauthenticated: MissingAuthenticationTokenException",
+			signedRequest{target: "TrentService.ListKeys", body: body, key: a.app, tamper: func(r *http.Request) { r.Header.Del("Authorization") }}},
+		{"wrong secret", "InvalidSignatureException", "unauthenticated: InvalidSignatureException with the access key of app",
+			signedRequest{target: "TrentService.ListKeys", body: body, key: wrongSecret}},
+		{"unknown access key", "UnrecognizedClientException", "unauthenticated: UnrecognizedClientException",
+			signedRequest{target: "TrentService.ListKeys", body: body, key: unknown}},
+		{"XKS wrong secret", "", "unauthenticated: InvalidSignatureException with the access key of aws-kms",
+			signedRequest{path: xksPrefix + "/kms/xks/v1/health", body: []byte(`{"requestMetadata":{"awsPrincipalArn":"x","kmsOperation":"CreateKey","kmsRequestId":"r"}}`),
+				key: awskms.AccessKey{ID: a.xksKey.ID, Secret: strings.Repeat("y", len(a.xksKey.Secret))}, service: "kms-xks-proxy"}},
+	} {
+		r := a.do(c.sr)
+		if r.status == http.StatusOK || (c.exception != "" && r.errorType() != c.exception) {
+			t.Errorf("%s: %d %s, want %s", c.name, r.status, r.body, c.exception)
+			continue
+		}
+		l := a.auditLine(t, r.header.Get("x-amzn-RequestId"))
+		if l.Decision != "deny" || l.Reason != c.reason || l.Principal != "" {
+			t.Errorf("%s: audit line decision %q, reason %q, principal %q; want deny, %q, no principal", c.name, l.Decision, l.Reason, l.Principal, c.reason)
+		}
+	}
+}

@@ -236,6 +236,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	// read: a request that is not signed by a known key costs no memory.
 	pre, aerr := h.trent.verifyHeaders(r)
 	if aerr != nil {
+		h.authRefused(r, nil, aerr)
 		h.writeTrentError(w, "", reqID, "", aerr, start)
 		return
 	}
@@ -247,6 +248,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	}
 	principal, aerr := h.trent.verifyBody(pre, r, body)
 	if aerr != nil {
+		h.authRefused(r, pre, aerr)
 		h.writeTrentError(w, "", reqID, "", aerr, start)
 		return
 	}
@@ -302,6 +304,17 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	_, _ = w.Write(b)
 	h.log.LogAttrs(ctx, slog.LevelDebug, "kms request", slog.String("operation", name), slog.String("principal", principal),
 		slog.String("request_id", reqID), slog.Int("status", http.StatusOK), slog.Duration("took", time.Since(start)))
+}
+
+// authRefused records, for the request's audit line, that it was refused
+// for proving no identity: the exception, and for a signature that does
+// not verify under a known access key (pre set), whose key it claimed.
+func (h *Handler) authRefused(r *http.Request, pre *preAuth, aerr *authError) {
+	reason := aerr.exception
+	if pre != nil && pre.principal != "" {
+		reason += " with the access key of " + pre.principal
+	}
+	h.svc.RefuseUnauthenticated(r.Context(), reason)
 }
 
 // Close writes the summary of request lines left out by the bound, if

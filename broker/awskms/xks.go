@@ -213,7 +213,9 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 		x.writeError(w, r, reqID, op, "", xksErr(http.StatusMethodNotAllowed, xksValidation, "XKS API requests must be POST"))
 		return
 	}
+	var pre *preAuth
 	authFailed := func(aerr *authError) {
+		x.h.authRefused(r, pre, aerr)
 		x.writeError(w, r, reqID, op, "", xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
 	}
 	pre, aerr := x.verifier.verifyHeaders(r)
