@@ -2,11 +2,13 @@ package awskms_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -312,5 +314,50 @@ func TestAuthenticationFailuresAuditedAsDenials(t *testing.T) {
 		if l.Decision != "deny" || l.Reason != c.reason || l.Principal != "" {
 			t.Errorf("%s: audit line decision %q, reason %q, principal %q; want deny, %q, no principal", c.name, l.Decision, l.Reason, l.Principal, c.reason)
 		}
+	}
+}
+
+// TestClientGoneIsNotAnOutage: a client that closes its connection while
+// its request is in the HSM (an RSA-4096 key being generated) is recorded
+// as ClientClosedRequest (499), not as the DependencyTimeoutException
+// (503) that would page an operator for an HSM or cluster outage.
+func TestClientGoneIsNotAnOutage(t *testing.T) {
+	a := newAccessEnv(t)
+	createLines := func() []audit.Record {
+		var out []audit.Record
+		for _, line := range bytes.Split(bytes.TrimSpace(a.w.bytes()), []byte("\n")) {
+			var r audit.Record
+			if json.Unmarshal(line, &r) == nil && r.Operation == "kms:CreateKey" && r.Result != audit.ResultIntent {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	closed := 0
+	for attempt := 0; attempt < 5 && closed == 0; attempt++ {
+		before := len(createLines())
+		ctx, cancel := context.WithTimeout(ctxT(t), 30*time.Millisecond)
+		_, err := a.kms.CreateKey(ctx, &kms.CreateKeyInput{KeySpec: types.KeySpecRsa4096, KeyUsage: types.KeyUsageTypeSignVerify})
+		cancel()
+		var lines []audit.Record
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if lines = createLines(); len(lines) > before || time.Now().After(deadline) {
+				break
+			}
+		}
+		if len(lines) <= before {
+			t.Fatalf("attempt %d (client error %v): no audit line for the CreateKey", attempt, err)
+		}
+		switch l := lines[len(lines)-1]; {
+		case l.Result == "ClientClosedRequest" && l.Code == "499":
+			closed++
+		case l.Result == "OK" && err == nil:
+			// The key was made before the client gave up; try again.
+		default:
+			t.Fatalf("attempt %d: audit line result %q code %q (client error %v); want ClientClosedRequest 499", attempt, l.Result, l.Code, err)
+		}
+	}
+	if closed == 0 {
+		t.Fatal("every RSA-4096 key was made within 30 ms; the client never left first")
 	}
 }

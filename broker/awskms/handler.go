@@ -163,6 +163,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 var errInternal = errors.New("internal error")
 
+// errClientClosed ends a request whose client closed its connection before
+// the answer was ready. No one reads the answer; its status (499, "client
+// closed request" in nginx's and others' logs) and name keep the log, the
+// metrics and the audit line from reading it as an outage of the HSM or
+// the cluster, which DependencyTimeoutException and 503 would say.
+var errClientClosed = &apiError{499, "ClientClosedRequest", "the client closed the connection before the answer was ready"}
+
 func (h *Handler) recoverTo(w http.ResponseWriter, reqID string, answer func()) {
 	if v := recover(); v != nil {
 		if v == http.ErrAbortHandler {
@@ -290,6 +297,9 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	}
 	out, err := req.run(h, ctx)
 	if err != nil {
+		if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+			err = errClientClosed
+		}
 		h.writeTrentError(w, name, reqID, principal, err, start)
 		return
 	}
