@@ -453,6 +453,64 @@ func TestPrincipalRecords(t *testing.T) {
 	}
 }
 
+// TestGrantsThatCouldNeverApplyAreRefused: a grant is matched against the
+// caller's principal name and used only for operations its key can do, so
+// a grant for "*", a role ARN, another account's user, or an operation the
+// key cannot do would be kept and never used. Each is refused, naming the
+// field; the same grant for a principal by name or by this account's user
+// ARN, with operations the key can do, is made.
+func TestGrantsThatCouldNeverApplyAreRefused(t *testing.T) {
+	e := newSecureEnv(t, nil)
+	ctx := ctxT(t)
+	admin := e.as("root", authz.RoleAdmin)
+	sym := e.createKey(admin, "alias/sym", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	ec, err := admin.keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/signer", KeySpec: pb.KeySpec_KEY_SPEC_ECC_NIST_P256, KeyUsage: pb.KeyUsage_KEY_USAGE_SIGN_VERIFY})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := ec.GetKeyMetadata().GetKeyId()
+	grant := func(key, grantee, retiring, name string, ops ...string) error {
+		_, err := admin.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: key, GranteePrincipal: grantee, RetiringPrincipal: retiring, Name: name, Operations: ops})
+		return err
+	}
+	for _, c := range []struct {
+		name, key, grantee, retiring, grantName string
+		ops                                     []string
+		field                                   string
+	}{
+		{"everyone", sym, "*", "", "", []string{"Encrypt"}, "GranteePrincipal"},
+		{"a role", sym, "arn:aws:iam::000000000000:role/user", "", "", []string{"Encrypt"}, "GranteePrincipal"},
+		{"another account's user", sym, "arn:aws:iam::999999999999:user/erin", "", "", []string{"Encrypt"}, "GranteePrincipal"},
+		{"retiring role", sym, "erin", "arn:aws:iam::000000000000:role/admin", "", []string{"Encrypt"}, "RetiringPrincipal"},
+		{"Sign on a symmetric key", sym, "erin", "", "", []string{"Encrypt", "Sign"}, "Sign"},
+		{"GenerateMac on a symmetric key", sym, "erin", "", "", []string{"GenerateMac"}, "GenerateMac"},
+		{"GetPublicKey on a symmetric key", sym, "erin", "", "", []string{"GetPublicKey"}, "GetPublicKey"},
+		{"Encrypt on a signing key", signer, "erin", "", "", []string{"Encrypt"}, "Encrypt"},
+		{"GenerateDataKey on a signing key", signer, "erin", "", "", []string{"GenerateDataKey"}, "GenerateDataKey"},
+		{"a name with a space", sym, "erin", "", "bad name!", []string{"Encrypt"}, "Name"},
+	} {
+		wantErr(t, grant(c.key, c.grantee, c.retiring, c.grantName, c.ops...), codes.InvalidArgument, "ValidationException", c.field)
+	}
+	for _, op := range []string{"CreateGrant", "DeriveSharedSecret"} {
+		wantErr(t, grant(sym, "erin", "", "", op), codes.Unimplemented, "UnsupportedOperationException", op)
+	}
+	wantErr(t, grant(sym, "erin", "", "", "Fly"), codes.InvalidArgument, "ValidationException", "Fly")
+	for _, k := range []string{sym, signer} {
+		if r, err := admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: k}); err != nil || len(r.GetGrants()) != 0 {
+			t.Fatalf("grants after the refusals: %v %v", r.GetGrants(), err)
+		}
+	}
+	for _, ok := range []error{
+		grant(sym, "erin", "", "app-1:enc/x_y-z", "Encrypt", "Decrypt", "GenerateDataKey", "DescribeKey", "RetireGrant"),
+		grant(sym, "arn:aws:iam::000000000000:user/frank", "arn:aws:iam::000000000000:user/root", "", "ReEncryptFrom", "ReEncryptTo"),
+		grant(signer, "erin", "", "", "Sign", "Verify", "GetPublicKey", "DescribeKey"),
+	} {
+		if ok != nil {
+			t.Errorf("a grant that can apply was refused: %v", ok)
+		}
+	}
+}
+
 // TestGrantLifecycle: who may retire and revoke grants, and that a grant
 // stops working once gone.
 func TestGrantLifecycle(t *testing.T) {

@@ -29,6 +29,10 @@ var grantOperations = map[string]bool{
 	"GetPublicKey": false, "DescribeKey": false, "RetireGrant": false,
 }
 
+// unsupportedGrantOperations are grant operations AWS KMS has and this
+// service does not give: refused as unsupported, not as unknown.
+var unsupportedGrantOperations = map[string]bool{"CreateGrant": true, "DeriveSharedSecret": true}
+
 // CreateGrantRequest is a request to give a principal operations on a key.
 type CreateGrantRequest struct {
 	// KeyRef names the key: a key id, key ARN or alias.
@@ -59,14 +63,14 @@ type CreateGrantRequest struct {
 // one is that one (CreateGrant is idempotent by name, as in AWS).
 func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (cluster.Grant, error) {
 	in.Grantee, in.RetiringPrincipal = s.principalName(in.Grantee), s.principalName(in.RetiringPrincipal)
-	if err := checkPrincipalName("GranteePrincipal", in.Grantee, true); err != nil {
+	if err := s.checkGrantPrincipal("GranteePrincipal", in.Grantee, true); err != nil {
 		return cluster.Grant{}, err
 	}
-	if err := checkPrincipalName("RetiringPrincipal", in.RetiringPrincipal, false); err != nil {
+	if err := s.checkGrantPrincipal("RetiringPrincipal", in.RetiringPrincipal, false); err != nil {
 		return cluster.Grant{}, err
 	}
-	if len(in.Name) > 256 || strings.ContainsFunc(in.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return cluster.Grant{}, &keys.FieldError{Field: "Name", Problem: "must be at most 256 printable characters"}
+	if len(in.Name) > 256 || strings.ContainsFunc(in.Name, func(r rune) bool { return !isGrantNameChar(r) }) {
+		return cluster.Grant{}, &keys.FieldError{Field: "Name", Problem: "must be at most 256 characters, each a letter, digit or one of : / _ -"}
 	}
 	if len(in.Operations) == 0 {
 		return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: "must name at least one operation"}
@@ -77,6 +81,9 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 	allTakeContext := true
 	for _, op := range ops {
 		takes, ok := grantOperations[op]
+		if !ok && unsupportedGrantOperations[op] {
+			return cluster.Grant{}, errUnsupported("grants for %s are not supported by this key service", op)
+		}
 		if !ok {
 			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%q is not an operation a grant can give (%s)", op, strings.Join(slices.Sorted(maps.Keys(grantOperations)), ", "))}
 		}
@@ -96,6 +103,11 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 	k, err := s.resolveID(ctx, "KeyId", in.KeyRef)
 	if err != nil {
 		return cluster.Grant{}, err
+	}
+	for _, op := range ops {
+		if !keyCanDo(k, op) {
+			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%s is not an operation key %s can do (%s, %s); a grant for it would never be used", op, k.ID, k.Spec, k.Usage)}
+		}
 	}
 	g := cluster.Grant{KeyID: k.ID, Name: in.Name, Grantee: in.Grantee, RetiringPrincipal: in.RetiringPrincipal,
 		Operations: ops, ContextEquals: nonEmpty(in.ContextEquals), ContextSubset: nonEmpty(in.ContextSubset),
@@ -141,6 +153,46 @@ func (s *Service) principalName(p string) string {
 		return name
 	}
 	return p
+}
+
+// checkGrantPrincipal checks the principal a grant names (after
+// principalName): one principal of this service, by name, since a grant
+// is matched against the caller's principal name only. "*", role ARNs and
+// the ARNs of other accounts would name no caller, and the grant would
+// silently never apply.
+func (s *Service) checkGrantPrincipal(field, p string, required bool) error {
+	if err := checkPrincipalName(field, p, required); err != nil {
+		return err
+	}
+	if p == "*" || strings.HasPrefix(p, "arn:") {
+		return &keys.FieldError{Field: field, Problem: fmt.Sprintf("must name one principal of this service, by name or as arn:aws:iam::%s:user/NAME; %q names none", s.cfg.Account, p)}
+	}
+	return nil
+}
+
+// isGrantNameChar reports whether r may appear in a grant name (AWS:
+// [a-zA-Z0-9:/_-]).
+func isGrantNameChar(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(":/_-", r)
+}
+
+// keyCanDo reports whether key k can do the grant operation op at all.
+// AWS refuses a grant for an operation its key cannot do (Sign on a
+// symmetric encryption key) rather than keep one that is never used.
+func keyCanDo(k cluster.Key, op string) bool {
+	switch op {
+	case "Sign", "Verify":
+		return k.Usage == keys.UsageSignVerify
+	case "GenerateMac", "VerifyMac":
+		return k.Usage == keys.UsageGenerateVerifyMAC
+	case "GetPublicKey":
+		return k.Spec.IsAsymmetric()
+	case "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo":
+		return k.Usage == keys.UsageEncryptDecrypt
+	case "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext":
+		return k.Usage == keys.UsageEncryptDecrypt && k.Spec == keys.SpecSymmetricDefault
+	}
+	return true // DescribeKey, RetireGrant
 }
 
 // checkPrincipalName checks a principal named in a request.
