@@ -114,8 +114,16 @@ func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, 
 	}
 	k, m, err := s.tdeKey(ctx, in.Mount, in.Name)
 	if err != nil {
-		if aerr := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref}); aerr != nil {
+		// The version asked for (0: the latest) stands in the context of
+		// a key that does not exist.
+		ec := cluster.TDEContext(in.Mount, in.Name, in.Version)
+		if aerr := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref, EncryptionContext: ec}); aerr != nil {
 			return out, aerr
+		}
+		if errors.Is(err, errTDENotFound) {
+			if herr := s.tdeHidden(ctx, in.Mount); herr != nil {
+				return out, herr
+			}
 		}
 		return out, err
 	}
@@ -130,6 +138,9 @@ func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, 
 		return out, err
 	}
 	if n > k.Current() || !k.Versions[n-1].RetiredAt.IsZero() {
+		if herr := s.tdeHidden(ctx, in.Mount); herr != nil {
+			return out, herr
+		}
 		return out, errNotFound("TDE key %s in mount %s has no version %d that is served", in.Name, in.Mount, n)
 	}
 	kms, pt, err := s.openSymmetric(ctx, "", k.Versions[n-1].Wrapped, "", ec)
@@ -223,6 +234,26 @@ func (s *Service) tdePrincipal(ctx context.Context, token string) (string, error
 	return t.Principal, nil
 }
 
+// errTDENotFound marks tdeKey's answer for a key its mount does not have.
+var errTDENotFound = errors.New("no such TDE key")
+
+// tdeHidden is the key check for a read that will answer NotFound (a key
+// or version the mount does not serve): the caller must be allowed to read
+// it, were it there (kms:Decrypt on the mount's KMS key, under the
+// request's context, by its policy or a grant), or it gets the refusal a
+// read of an existing key would get. So which keys and versions exist is
+// revealed only to those who may read them. A mount itself is not hidden:
+// the mount check (ReadMount) answers for it to any token. nil means the
+// caller may be told.
+func (s *Service) tdeHidden(ctx context.Context, mount string) error {
+	m, ok := s.node.State().TDEMount(mount)
+	if !ok {
+		return nil
+	}
+	_, _, err := s.keyByID(ctx, m.KMSKeyID)
+	return err
+}
+
 // tdeKey finds a TDE key and its mount, catching up with the leader on a
 // miss.
 func (s *Service) tdeKey(ctx context.Context, mount, name string) (cluster.TDEKey, cluster.TDEMount, error) {
@@ -233,7 +264,8 @@ func (s *Service) tdeKey(ctx context.Context, mount, name string) (cluster.TDEKe
 			return k, cluster.TDEMount{}, err
 		}
 		if k, ok = st.TDEKey(mount, name); !ok {
-			return k, cluster.TDEMount{}, errNotFound("TDE key %s does not exist in mount %s", name, mount)
+			return k, cluster.TDEMount{}, &Error{Code: codes.NotFound, Exception: ExcNotFound,
+				Message: fmt.Sprintf("TDE key %s does not exist in mount %s", name, mount), Err: errTDENotFound}
 		}
 	}
 	m, ok := st.TDEMount(mount)

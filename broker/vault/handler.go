@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -127,7 +128,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"options": map[string]string{"version": "2"}})
 		return
 	}
-	q := r.URL.Query()
+	// A query string that does not parse is refused, not read in part:
+	// url.Query drops the pairs it cannot decode, which would serve the
+	// latest version to a request for "version=1%".
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeErrors(w, http.StatusBadRequest, "the query string is malformed; the one parameter read is version=N")
+		return
+	}
 	if v, ok := q["version"]; ok {
 		n, err := strconv.ParseUint(v[0], 10, 32)
 		if len(v) != 1 || err != nil || n == 0 || n > cluster.MaxTDEVersions {
