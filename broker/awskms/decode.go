@@ -2,11 +2,14 @@ package awskms
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
+	"strings"
+	"unicode"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/internal/strictjson"
@@ -47,11 +50,88 @@ func decodeStrict(body []byte, in any) error {
 	if err := json.Unmarshal(body, in); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return serialization("member %s has the wrong type (want %s)", truncate(te.Field, 64), te.Type)
+			return serialization("member %s has the wrong type (want %s)", truncate(memberName(te.Field), 64), jsonType(te.Type))
+		}
+		var be base64.CorruptInputError
+		if errors.As(err, &be) {
+			if names := binaryMembers(reflect.TypeOf(in)); len(names) > 0 {
+				return serialization("member %s is not valid base64", strings.Join(names, " or "))
+			}
 		}
 		return serialization("the request body is not a valid JSON object of this operation's members")
 	}
 	return nil
+}
+
+// memberName is a member's path as the request names it: encoding/json
+// puts the Go names of embedded structs (such as dryRun) in the path,
+// which no request has.
+func memberName(field string) string {
+	parts := strings.Split(field, ".")
+	kept := parts[:0]
+	for _, p := range parts {
+		if p != "" && unicode.IsUpper(rune(p[0])) {
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) == 0 {
+		return field
+	}
+	return strings.Join(kept, ".")
+}
+
+// jsonType names a member's type as a JSON request carries it, not as Go
+// declares it.
+func jsonType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(jsonType(t.Elem()), "a "), "an ") + "s"
+	case reflect.Map:
+		return "an object of " + strings.TrimPrefix(strings.TrimPrefix(jsonType(t.Elem()), "a "), "an ") + " values"
+	case reflect.Pointer:
+		return jsonType(t.Elem())
+	case reflect.Struct:
+		return "an object"
+	}
+	return "another type"
+}
+
+// binaryMembers lists the members of a request shape (a pointer to a
+// struct) that carry base64: the candidates for a body whose base64 does
+// not decode, which encoding/json does not name.
+func binaryMembers(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous {
+			names = append(names, binaryMembers(f.Type)...)
+			continue
+		}
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Uint8 && f.IsExported() {
+			name := f.Name
+			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" && tag != "-" {
+				name = tag
+			}
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // contextFields locates, in one request shape, the encryption contexts

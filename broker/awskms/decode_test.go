@@ -27,7 +27,11 @@ func TestDecodeStrict(t *testing.T) {
 		{"not an object", `[]`, "one JSON object"},
 		{"trailing", `{} []`, "after"},
 		{"deep", strings.Repeat(`{"x":`, 40) + `1` + strings.Repeat(`}`, 40), "nested"},
-		{"wrong type", `{"KeyId":1}`, "KeyId"},
+		{"wrong type", `{"KeyId":1}`, "member KeyId has the wrong type (want a string)"},
+		{"wrong type of an embedded member", `{"DryRun":"yes"}`, "member DryRun has the wrong type (want a boolean)"},
+		{"wrong type of a context", `{"EncryptionContext":["a"]}`, "member EncryptionContext has the wrong type (want an object of string values)"},
+		{"wrong type of a list", `{"GrantTokens":"t"}`, "member GrantTokens has the wrong type (want a list of strings)"},
+		{"not base64", `{"Plaintext":"not base64!"}`, "member Plaintext is not valid base64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,6 +54,10 @@ func TestDecodeStrict(t *testing.T) {
 	if err := decodeStrict([]byte(`{"KeyId":"k","Tags":[{"TagKey":"a","TagValue":"b","tagValue":"c"}]}`), &tags); err == nil ||
 		!strings.Contains(err.Error(), "Tags[].tagValue") {
 		t.Errorf("case variant in a tag: %v", err)
+	}
+	if err := decodeStrict([]byte(`{"KeyId":"k","Tags":{"TagKey":"a"}}`), &tags); err == nil ||
+		!strings.Contains(err.Error(), "member Tags has the wrong type (want a list of objects)") {
+		t.Errorf("tags as an object: %v", err)
 	}
 	var g createGrantInput
 	if err := decodeStrict([]byte(`{"Constraints":{"EncryptionContextEquals":{"t":"a"},"EncryptionContextequals":{}}}`), &g); err == nil {

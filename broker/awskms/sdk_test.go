@@ -190,6 +190,15 @@ func TestSDK(t *testing.T) {
 		if err != nil || string(dec.Plaintext) != "hello" {
 			t.Fatalf("decrypt re-encrypted: %q, %v", dec.Plaintext, err)
 		}
+		// Into a key that cannot take the plaintext: the answer names the
+		// destination, not a Plaintext the caller never sent.
+		big, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(sym), Plaintext: make([]byte, 1000)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: big.CiphertextBlob, DestinationKeyId: aws.String(rsaKey),
+			DestinationEncryptionAlgorithm: types.EncryptionAlgorithmSpecRsaesOaepSha256})
+		wantAWSError(t, err, "ValidationException", "DestinationKeyId", "at most 190 bytes", "plaintext is 1000 bytes")
 	})
 
 	t.Run("DataKeys", func(t *testing.T) {
