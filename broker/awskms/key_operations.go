@@ -722,10 +722,17 @@ func (h *Handler) putKeyPolicy(ctx context.Context, in *keyPolicyInput) (*empty,
 	return &empty{}, h.svc.PutKeyPolicy(ctx, broker.PutKeyPolicyRequest{KeyRef: ref, Policy: *in.Policy})
 }
 
-func (h *Handler) listKeyPolicies(ctx context.Context, in *keyPolicyInput) (*listKeyPoliciesOutput, error) {
+func (h *Handler) listKeyPolicies(ctx context.Context, in *listKeyPoliciesInput) (*listKeyPoliciesOutput, error) {
 	ref, err := h.keyRef("KeyId", in.KeyId, false)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := limit(in.Limit, 100, 1000); err != nil {
+		return nil, err
+	}
+	// The one page has no next page, so no marker was ever issued for it.
+	if in.Marker != nil {
+		return nil, &apiError{http.StatusBadRequest, broker.ExcInvalidMarker, "Marker is not a marker this service issued"}
 	}
 	if _, err := h.svc.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: ref}); err != nil {
 		return nil, err

@@ -609,9 +609,13 @@ func TestSDK(t *testing.T) {
 		_, err = c.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: aws.String(k), PolicyName: aws.String("other")})
 		wantAWSError(t, err, "NotFoundException")
 		lp, err := c.ListKeyPolicies(ctx, &kms.ListKeyPoliciesInput{KeyId: aws.String(k)})
-		if err != nil || !slices.Equal(lp.PolicyNames, []string{"default"}) {
+		if err != nil || !slices.Equal(lp.PolicyNames, []string{"default"}) || lp.Truncated {
 			t.Fatalf("policy names %v %v", lp, err)
 		}
+		_, err = c.ListKeyPolicies(ctx, &kms.ListKeyPoliciesInput{KeyId: aws.String(k), Limit: aws.Int32(1001)})
+		wantAWSError(t, err, "ValidationException", "limit")
+		_, err = c.ListKeyPolicies(ctx, &kms.ListKeyPoliciesInput{KeyId: aws.String(k), Marker: aws.String("bogus")})
+		wantAWSError(t, err, "InvalidMarkerException")
 		created, err := c.CreateKey(ctx, &kms.CreateKeyInput{Policy: aws.String(policy)})
 		if err != nil {
 			t.Fatal(err)

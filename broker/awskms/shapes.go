@@ -207,6 +207,12 @@ type keyPolicyInput struct {
 	BypassPolicyLockoutSafetyCheck bool
 }
 
+type listKeyPoliciesInput struct {
+	KeyId  string
+	Limit  *int32
+	Marker *string
+}
+
 type getKeyPolicyOutput struct {
 	Policy     string
 	PolicyName string
