@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/keys"
@@ -248,9 +250,19 @@ type KMIPRevokeRequest struct {
 	Message string
 }
 
-// Revoke records why an object is revoked and moves it to Compromised or
-// Deactivated (dated now). A Compromised object stays Compromised whatever
-// a later revocation says.
+// Revoke revokes an object as KMIP's state model says, in one
+// replicated change checked against the object's state:
+//
+//   - Key Compromise and CA Compromise make a Pre-Active, Active or
+//     Deactivated object Compromised, dated now (a Compromised object
+//     stays Compromised);
+//   - every other reason (Unspecified, Affiliation Changed, Superseded,
+//     Cessation of Operation, Privilege Withdrawn) deactivates an Active
+//     object, dated now, and is refused in any other state: a Pre-Active
+//     object was never in use, and a Deactivated or Compromised one is
+//     already out of use.
+//
+// A refused revocation is a wrong lifecycle state and changes nothing.
 func (c *KMIPObjects) Revoke(ctx context.Context, req KMIPRevokeRequest) (cluster.KMIPObject, error) {
 	if req.Reason < 1 || req.Reason > maxKMIPRevocationReason {
 		return cluster.KMIPObject{}, kmipInvalid("Revocation Reason Code must be a KMIP revocation reason")
@@ -260,21 +272,26 @@ func (c *KMIPObjects) Revoke(ctx context.Context, req KMIPRevokeRequest) (cluste
 	}
 	now := c.s.now()
 	return c.update(ctx, req.ID, func(o *cluster.KMIPObject) error {
-		o.RevocationReason, o.RevocationMessage = req.Reason, req.Message
-		switch req.Reason {
-		case KMIPRevocationKeyCompromise, KMIPRevocationCACompromise:
-			o.State, o.CompromiseDate = cluster.KMIPCompromised, now
-		default:
-			if o.State == cluster.KMIPCompromised {
-				return nil
-			}
-			o.State = cluster.KMIPDeactivated
-			if o.DeactivationDate.IsZero() {
-				o.DeactivationDate = now
-			}
-		}
-		return nil
+		return kmipRevoke(o, req, now)
 	})
+}
+
+// kmipRevoke applies a revocation to o, or refuses it (Revoke).
+func kmipRevoke(o *cluster.KMIPObject, req KMIPRevokeRequest, now time.Time) error {
+	switch req.Reason {
+	case KMIPRevocationKeyCompromise, KMIPRevocationCACompromise:
+		o.State, o.CompromiseDate = cluster.KMIPCompromised, now
+	default:
+		if o.State != cluster.KMIPActive {
+			return kmipWrongState("KMIP object %s is %s: only an Active object can be revoked for a reason other than Key Compromise or CA Compromise", o.ID, kmipStateName(o.State))
+		}
+		o.State = cluster.KMIPDeactivated
+		if o.DeactivationDate.IsZero() {
+			o.DeactivationDate = now
+		}
+	}
+	o.RevocationReason, o.RevocationMessage = req.Reason, req.Message
+	return nil
 }
 
 // update changes an object with change, which sees a copy and returns an
@@ -324,4 +341,84 @@ func (c *KMIPObjects) Destroy(ctx context.Context, id string) error {
 		s.hsm.Evict(ctx, id) // the private key may still be loaded from a Sign
 	}
 	return err
+}
+
+// CheckKMIPKeyMaterial checks the material of a symmetric key a client
+// registers against what the request says of it: every Cryptographic
+// Length it states (in bits, 0 for none) must be the material's, and an
+// AES key (Cryptographic Algorithm 3) is 128, 192 or 256 bits, as Create
+// makes them. n is the material's length in bytes.
+func CheckKMIPKeyMaterial(algorithm uint32, n int, stated ...int32) error {
+	for _, l := range stated {
+		if l != 0 && int64(l) != 8*int64(n) {
+			return kmipInvalid("Cryptographic Length is %d bits but the key material is %d bytes (%d bits)", l, n, 8*n)
+		}
+	}
+	if algorithm == KMIPAES && n != 16 && n != 24 && n != 32 {
+		return kmipInvalid("Cryptographic Length must be 128, 192 or 256 for an AES key; the key material is %d bytes (%d bits)", n, 8*n)
+	}
+	return nil
+}
+
+// The dates a client may give (Activation Date): from the Unix epoch (a
+// KMIP Date-Time is POSIX time) to the end of year 9999, the last the
+// replicated state holds.
+var (
+	minKMIPDate = time.Unix(0, 0).UTC()
+	maxKMIPDate = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// CheckKMIPDate refuses a date outside what a client may give; field names
+// the attribute.
+func CheckKMIPDate(field string, t time.Time) error {
+	if t.Before(minKMIPDate) || t.After(maxKMIPDate) {
+		return kmipInvalid("%s must be from %s to %s", field, minKMIPDate.Format(time.DateOnly), maxKMIPDate.Format(time.DateOnly))
+	}
+	return nil
+}
+
+// kmipStateName names a KMIP state in messages.
+func kmipStateName(s uint32) string {
+	switch s {
+	case cluster.KMIPPreActive:
+		return "Pre-Active"
+	case cluster.KMIPActive:
+		return "Active"
+	case cluster.KMIPDeactivated:
+		return "Deactivated"
+	case cluster.KMIPCompromised:
+		return "Compromised"
+	}
+	return fmt.Sprintf("state %d", s)
+}
+
+// kmipWrongState is the error of a change the lifecycle does not allow
+// (KMIP 2.0's Wrong Key Lifecycle State; the front answers 1.x clients
+// with Permission Denied).
+func kmipWrongState(format string, args ...any) error {
+	return newError(codes.FailedPrecondition, ExcInvalidState, format, args...)
+}
+
+// SetActivationDate sets the Activation Date of a Pre-Active object (Add,
+// Modify or Set Attribute, or an Activation Date given at Create or
+// Register). A date that is not in the future also makes the object
+// Active, in the same replicated change: KMIP's state model makes an
+// object Active once its Activation Date is reached. A later date only
+// records it. An object that is not Pre-Active keeps its date (a wrong
+// lifecycle state).
+func (c *KMIPObjects) SetActivationDate(ctx context.Context, id string, date time.Time) (cluster.KMIPObject, error) {
+	if err := CheckKMIPDate("Activation Date", date); err != nil {
+		return cluster.KMIPObject{}, err
+	}
+	now := c.s.now()
+	return c.update(ctx, id, func(o *cluster.KMIPObject) error {
+		if o.State != cluster.KMIPPreActive {
+			return kmipWrongState("Activation Date can change only while the object is Pre-Active; KMIP object %s is %s", o.ID, kmipStateName(o.State))
+		}
+		o.ActivationDate = date.UTC()
+		if !date.After(now) {
+			o.State = cluster.KMIPActive
+		}
+		return nil
+	})
 }

@@ -236,7 +236,11 @@ func (s *attrSet) apply(av attrValue, settableOnly bool) error {
 			s.notExtractable = true
 		}
 	case tagActivationDate:
-		s.activation = v.Time()
+		t := v.Time()
+		if err := broker.CheckKMIPDate("Activation Date", t); err != nil {
+			return err
+		}
+		s.activation = t
 	case tagOperationPolicyName:
 	default:
 		return invalidField("attribute %q cannot be used here", av.name)

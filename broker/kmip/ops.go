@@ -3,9 +3,11 @@ package kmip
 import (
 	"context"
 	"crypto/x509"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/cluster"
 )
 
 // batchEnv is what the items of one request share: the ID Placeholder,
@@ -284,7 +286,15 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 		}
 		req.Material = b
 		if alg != 0 {
+			if as.algorithm != 0 && as.algorithm != alg {
+				return ttlv.Item{}, invalidField("Cryptographic Algorithm is %d in the Key Block but %d in the attributes", alg, as.algorithm)
+			}
 			req.Attributes.Algorithm = alg
+		}
+		// Every length the request states must be the material's, and an
+		// AES key one Encrypt can use.
+		if err := broker.CheckKMIPKeyMaterial(req.Attributes.Algorithm, len(b), as.length, length); err != nil {
+			return ttlv.Item{}, err
 		}
 		if length != 0 && req.Attributes.Length == 0 {
 			req.Attributes.Length = length
@@ -312,7 +322,21 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 		return ttlv.Item{}, err
 	}
 	env.placeholder = o.ID
+	if err := s.activationDate(ctx, o.ID, as.activation); err != nil {
+		return ttlv.Item{}, err
+	}
 	return idPayload(o.ID), nil
+}
+
+// activationDate gives an object just made the Activation Date its
+// request carried, if any: the core records it, and activates the object
+// when the date is not in the future.
+func (s *Server) activationDate(ctx context.Context, id string, date time.Time) error {
+	if date.IsZero() {
+		return nil
+	}
+	_, err := s.core.SetActivationDate(ctx, id, date)
+	return err
 }
 
 func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
@@ -332,6 +356,9 @@ func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 		return ttlv.Item{}, err
 	}
 	env.placeholder = o.ID
+	if err := s.activationDate(ctx, o.ID, as.activation); err != nil {
+		return ttlv.Item{}, err
+	}
 	return ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Text(tagUniqueIdentifier, o.ID)), nil
 }
 
@@ -589,7 +616,18 @@ func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p tt
 			// The instance to change is named by a Name or Object Group.
 			return value, &broker.KMIPAttributeValue{Text: cv.first("")}, nil
 		}}
-	o, err := s.core.EditAttribute(ctx, edit)
+	var o cluster.KMIPObject
+	var err error
+	if target.name == "Activation Date" && op != opDeleteAttribute {
+		// Setting the date may also activate the object: the core's
+		// SetActivationDate does both in one change.
+		var value broker.KMIPAttributeValue
+		if value, _, err = edit.Decode(); err == nil {
+			o, err = s.core.SetActivationDate(ctx, id, value.Date)
+		}
+	} else {
+		o, err = s.core.EditAttribute(ctx, edit)
+	}
 	if err != nil {
 		return ttlv.Item{}, err
 	}

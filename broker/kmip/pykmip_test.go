@@ -151,6 +151,35 @@ func TestPyKMIPKeyPairSign(t *testing.T) {
 	}
 }
 
+// Through PyKMIP at 1.2, 1.4 and 2.0: Register refuses AES keys that are
+// not 128, 192 or 256 bits; Revoke for a reason other than Key Compromise
+// takes only an Active key (to Deactivated), Key Compromise any other
+// (to Compromised); an Activation Date an hour ago at Register activates.
+func TestPyKMIPLifecycle(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []string{"1.2", "1.4", "2.0"} {
+		t.Run(v, func(t *testing.T) {
+			got := e.runPyKMIP(t, "life-"+v, authz.RoleUser, "lifecycle", v)
+			lifecycle := "PERMISSION_DENIED"
+			if v == "2.0" {
+				lifecycle = "WRONG_KEY_LIFECYCLE_STATE"
+			}
+			bad := map[string]string{}
+			for _, n := range []string{"1", "15", "17", "31", "33", "64", "4096"} {
+				bad[n] = "INVALID_FIELD"
+			}
+			expect(t, got, map[string]any{
+				"register_aes": bad, "register_aes_ok": "no failure",
+				"pre_active_cessation": lifecycle, "pre_active_after": []string{"PRE_ACTIVE"},
+				"pre_active_compromise": []string{"COMPROMISED"}, "compromised_cessation": lifecycle, "compromised_get": lifecycle,
+				"active_cessation": []string{"DEACTIVATED"}, "deactivated_cessation": lifecycle,
+				"deactivated_compromise": []string{"COMPROMISED"},
+				"past_activation_date":   []string{"ACTIVE"},
+			})
+		})
+	}
+}
+
 // The Percona Server keyring_kmip sequence, Register in 1.4 and Locate in
 // 1.0 on one connection.
 func TestPyKMIPPercona(t *testing.T) {

@@ -42,8 +42,16 @@ type Config struct {
 	// IdleTimeout closes a connection that sends nothing for this long
 	// (2 minutes when 0); a request must arrive whole within it.
 	IdleTimeout time.Duration
-	// MaxConns bounds concurrent connections (256 when 0).
+	// MaxConns bounds the connections of authenticated clients, those that
+	// have completed the TLS handshake with a client certificate (256 when
+	// 0). A connection counts against it only once its handshake is done.
 	MaxConns int
+	// MaxHandshakes bounds the connections still in their TLS handshake
+	// (64 when 0). When a new connection finds that many, the one that has
+	// waited longest among those of the source address with the most is
+	// closed, so that clients that prove nothing cannot keep out the ones
+	// that do.
+	MaxHandshakes int
 }
 
 // Server serves KMIP on listeners.
@@ -55,12 +63,25 @@ type Server struct {
 	// connection, are bounded (netlimit.LogLimiter).
 	refusedLog, handshakeLog *netlimit.LogLimiter
 
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
-	slots  chan struct{}
+	mu    sync.Mutex
+	lns   map[net.Listener]struct{}
+	conns map[net.Conn]struct{}
+	// handshaking holds the connections still in their TLS handshake; a
+	// connection leaves it when its handshake ends or when it is closed to
+	// make room (MaxHandshakes).
+	handshaking map[net.Conn]handshake
+	accepted    uint64 // connections accepted, for handshake.seq
+	closed      bool
+	wg          sync.WaitGroup
+	// slots bounds authenticated connections (MaxConns).
+	slots chan struct{}
+}
+
+// handshake is a connection in its TLS handshake: the host it comes from
+// and its rank among the accepted connections.
+type handshake struct {
+	host string
+	seq  uint64
 }
 
 // ServerTLS is the TLS configuration of a KMIP listener: TLS 1.2 or later,
@@ -92,7 +113,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = 2 * time.Minute
 	}
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = 256
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -101,8 +125,15 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, core: cfg.Service.KMIP(), log: log,
 		refusedLog:   netlimit.NewLogLimiter(log, "KMIP connection refused: too many"),
 		handshakeLog: netlimit.NewLogLimiter(log, "KMIP TLS handshake failed"),
-		lns:          map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, slots: make(chan struct{}, cfg.MaxConns)}, nil
+		lns:          map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, handshaking: map[net.Conn]handshake{},
+		slots: make(chan struct{}, cfg.MaxConns)}, nil
 }
+
+// Defaults of Config's bounds on connections.
+const (
+	DefaultMaxConns      = 256
+	DefaultMaxHandshakes = 64
+)
 
 // Serve accepts connections on l (a plain TCP listener; the server does
 // TLS) until Close.
@@ -130,25 +161,63 @@ func (s *Server) Serve(l net.Listener) error {
 			}
 			return err
 		}
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.refusedLog.Log(context.Background(), slog.LevelWarn, "too many KMIP connections; refusing one",
-				slog.String("peer", c.RemoteAddr().String()), slog.Int("max", s.cfg.MaxConns))
-			c.Close()
-			continue
-		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
 			return nil
 		}
+		var evicted net.Conn
+		if len(s.handshaking) >= s.cfg.MaxHandshakes {
+			evicted = s.evictHandshakeLocked()
+		}
+		s.accepted++
+		s.handshaking[c] = handshake{host: hostOf(c.RemoteAddr()), seq: s.accepted}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
+		if evicted != nil {
+			s.refusedLog.Log(context.Background(), slog.LevelWarn, "too many KMIP TLS handshakes in progress; closing the oldest of the busiest source",
+				slog.String("peer", evicted.RemoteAddr().String()), slog.Int("max_handshakes", s.cfg.MaxHandshakes))
+		}
 		go s.serveConn(c)
 	}
+}
+
+// evictHandshakeLocked closes the connection in its TLS handshake that has
+// waited longest among those of the host with the most, and returns it.
+// One source flooding the port so loses its own connections first, and a
+// client from another host keeps its handshake. The caller holds s.mu.
+func (s *Server) evictHandshakeLocked() net.Conn {
+	perHost := map[string]int{}
+	for _, h := range s.handshaking {
+		perHost[h.host]++
+	}
+	var victim net.Conn
+	var vh handshake
+	for c, h := range s.handshaking {
+		if victim == nil || perHost[h.host] > perHost[vh.host] || perHost[h.host] == perHost[vh.host] && h.seq < vh.seq {
+			victim, vh = c, h
+		}
+	}
+	if victim != nil {
+		delete(s.handshaking, victim)
+		victim.Close()
+	}
+	return victim
+}
+
+// hostOf is the host part of a connection's remote address, the unit of
+// fairness among connections in their handshake.
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 // Close stops the listeners and closes every connection.
@@ -171,20 +240,45 @@ func (s *Server) Close() error {
 // serveConn answers one client's requests in order until it hangs up,
 // stays idle too long, or sends bytes that are not a TTLV message (after
 // which the stream cannot be trusted to be in step).
+//
+// The connection counts against MaxHandshakes until its handshake ends,
+// and then, authenticated, against MaxConns; when every authenticated slot
+// is taken it is closed.
 func (s *Server) serveConn(raw net.Conn) {
+	slot := false
 	defer func() {
 		raw.Close()
 		s.mu.Lock()
 		delete(s.conns, raw)
+		delete(s.handshaking, raw)
 		s.mu.Unlock()
-		<-s.slots
+		if slot {
+			<-s.slots
+		}
 		s.wg.Done()
 	}()
 	peer := raw.RemoteAddr().String()
 	c := tls.Server(raw, s.cfg.TLS)
 	_ = c.SetDeadline(time.Now().Add(min(s.cfg.IdleTimeout, handshakeTimeout)))
-	if err := c.Handshake(); err != nil {
+	err := c.Handshake()
+	s.mu.Lock()
+	_, mine := s.handshaking[raw]
+	delete(s.handshaking, raw)
+	closed := s.closed
+	s.mu.Unlock()
+	if !mine || closed {
+		return // closed to make room for another handshake (and logged there), or the server is closing
+	}
+	if err != nil {
 		s.handshakeLog.Log(context.Background(), slog.LevelInfo, "KMIP TLS handshake failed", slog.String("peer", peer), slog.Any("err", err))
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+		slot = true
+	default:
+		s.refusedLog.Log(context.Background(), slog.LevelWarn, "too many KMIP connections; refusing one",
+			slog.String("peer", peer), slog.Int("max", s.cfg.MaxConns))
 		return
 	}
 	chains := c.ConnectionState().VerifiedChains
@@ -242,7 +336,8 @@ func parseVersion(it ttlv.Item) (version, error) {
 }
 
 // handshakeTimeout bounds the TLS handshake, so that a client that stalls
-// in it does not hold a connection slot for a whole idle timeout.
+// in it does not hold a handshake slot (MaxHandshakes) for a whole idle
+// timeout.
 const handshakeTimeout = 10 * time.Second
 
 // MaxBatch is the most batch items one request may carry.

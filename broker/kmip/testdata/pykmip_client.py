@@ -294,7 +294,50 @@ def pairs(args, version):
     return out
 
 
-SCENARIOS = {"pairs": pairs, "mac": mac, "store": store, "fetch": fetch, "ops": ops, "percona": percona, "pgtde": pgtde, "mongodb": mongodb, "denied": denied}
+def lifecycle(args, version):
+    """Register of AES keys of other lengths; Revoke by state and reason;
+    an Activation Date in the past at Register."""
+    import time
+    out = {}
+    c = client(args, version)
+    A, R = enums.CryptographicAlgorithm, enums.RevocationReasonCode
+    out["register_aes"] = {str(n): failure(lambda: c.register(objects.SymmetricKey(A.AES, n * 8, os.urandom(n))))
+                           for n in (1, 15, 17, 31, 33, 64, 4096)}
+    out["register_aes_ok"] = failure(lambda: c.register(objects.SymmetricKey(A.AES, 192, os.urandom(24))))
+
+    def key():
+        return c.register(objects.SymmetricKey(A.AES, 256, os.urandom(32), masks=ENC_DEC))
+
+    pre = key()
+    out["pre_active_cessation"] = failure(lambda: c.revoke(R.CESSATION_OF_OPERATION, pre))
+    out["pre_active_after"] = attrs(c, pre, ["State"])["State"]
+    c.revoke(R.KEY_COMPROMISE, pre)
+    out["pre_active_compromise"] = attrs(c, pre, ["State"])["State"]
+    out["compromised_cessation"] = failure(lambda: c.revoke(R.CESSATION_OF_OPERATION, pre))
+    out["compromised_get"] = failure(lambda: c.get(pre))
+    act = key()
+    c.activate(act)
+    c.revoke(R.CESSATION_OF_OPERATION, act)
+    out["active_cessation"] = attrs(c, act, ["State"])["State"]
+    out["deactivated_cessation"] = failure(lambda: c.revoke(R.CESSATION_OF_OPERATION, act))
+    c.revoke(R.KEY_COMPROMISE, act)
+    out["deactivated_compromise"] = attrs(c, act, ["State"])["State"]
+
+    material = os.urandom(32)
+    secret = pfactory.ObjectFactory().convert(objects.SymmetricKey(A.AES, 256, material))
+    tmpl = cobjects.TemplateAttribute(attributes=[
+        F.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_USAGE_MASK, ENC_DEC),
+        F.create_attribute(enums.AttributeType.ACTIVATION_DATE, int(time.time()) - 3600),
+    ])
+    r = c.proxy.register(enums.ObjectType.SYMMETRIC_KEY, tmpl, secret)
+    if r.result_status.value != enums.ResultStatus.SUCCESS:
+        raise RuntimeError("register: %s %s" % (r.result_reason, r.result_message))
+    out["past_activation_date"] = attrs(c, r.uuid, ["State"])["State"]
+    c.close()
+    return out
+
+
+SCENARIOS = {"lifecycle": lifecycle, "pairs": pairs, "mac": mac, "store": store, "fetch": fetch, "ops": ops, "percona": percona, "pgtde": pgtde, "mongodb": mongodb, "denied": denied}
 
 if __name__ == "__main__":
     a = sys.argv[1:]
