@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"math/big"
 	"strings"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
@@ -75,7 +76,7 @@ func (r *RawAES) Encrypt(ctx context.Context, req RawRequest) (RawResult, error)
 	if err != nil {
 		return RawResult{}, err
 	}
-	ct, err := r.s.hsm.EncryptRaw(ctx, ref, op, req.Data)
+	ct, err := r.crypt(ctx, ref, op, req.Data, true)
 	if err != nil {
 		return RawResult{}, err
 	}
@@ -92,9 +93,51 @@ func (r *RawAES) Decrypt(ctx context.Context, req RawRequest) (RawResult, error)
 	if err != nil {
 		return RawResult{}, err
 	}
-	pt, err := r.s.hsm.DecryptRaw(ctx, ref, op, req.Data)
+	pt, err := r.crypt(ctx, ref, op, req.Data, false)
 	if err != nil {
 		return RawResult{}, err
 	}
 	return RawResult{KeyID: k.ID, Data: pt}, nil
+}
+
+// crypt runs op over data in the HSM. In CTR the counter block counts
+// modulo 2^128 (PKCS#11's CKM_AES_CTR with ulCounterBits 128): the block
+// after ff..ff is 00..00. A token may refuse to wrap the counter within one
+// call (SoftHSM answers CKR_DATA_LEN_RANGE, an input error the checks
+// above do not expect, so it would go back as Internal), so an input that
+// wraps it is run as two calls, the second from the all-zero block.
+func (r *RawAES) crypt(ctx context.Context, ref hsm.KeyRef, op hsm.RawOp, data []byte, encrypt bool) ([]byte, error) {
+	call := r.s.hsm.DecryptRaw
+	if encrypt {
+		call = r.s.hsm.EncryptRaw
+	}
+	at := len(data)
+	if op.Mode == hsm.RawCTR {
+		at = ctrWrapAt(op.IV, len(data))
+	}
+	if at == len(data) {
+		return call(ctx, ref, op, data)
+	}
+	first, err := call(ctx, ref, op, data[:at])
+	if err != nil {
+		return nil, err
+	}
+	op.IV = make([]byte, len(op.IV))
+	rest, err := call(ctx, ref, op, data[at:])
+	if err != nil {
+		return nil, err
+	}
+	return append(first, rest...), nil
+}
+
+// ctrWrapAt is the number of bytes of an n-byte CTR input that come
+// before its 128-bit counter block wraps to zero, starting from the block
+// cb; n when it does not wrap.
+func ctrWrapAt(cb []byte, n int) int {
+	room := new(big.Int).Lsh(big.NewInt(1), 128)
+	room.Sub(room, new(big.Int).SetBytes(cb)) // blocks up to and including ff..ff
+	if room.Cmp(big.NewInt(int64((n+15)/16))) >= 0 {
+		return n
+	}
+	return int(room.Int64()) * 16
 }

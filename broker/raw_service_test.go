@@ -125,3 +125,66 @@ func TestRawServiceAndDataObjects(t *testing.T) {
 		t.Fatal("the audit log holds a plaintext")
 	}
 }
+
+// TestRawCTRCounterWraps: AES-CTR counts with all 128 bits of the counter
+// block, modulo 2^128, as PKCS#11 defines the counter with ulCounterBits
+// 128: a counter block that wraps inside the input is no error, and the
+// block after ff..ff is 00..00. Each keystream block is checked against
+// the encryption of its counter block alone (CBC with a zero IV).
+func TestRawCTRCounterWraps(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	c.AddNode()
+	conn := c.Dial(0, "admin")
+	ks, rs := pb.NewKeyServiceClient(conn), pb.NewRawServiceClient(conn)
+	ctx := context.Background()
+	resp, err := ks.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/ctr", KeyUsage: pb.KeyUsage_KEY_USAGE_RAW_ENCRYPT_DECRYPT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := resp.GetKeyMetadata().GetKeyId()
+	block := func(counter []byte) []byte {
+		t.Helper()
+		r, err := rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: key, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC, Iv: make([]byte, 16), Plaintext: counter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetCiphertext()
+	}
+	ones := bytes.Repeat([]byte{0xff}, 16)
+	fe := append(bytes.Repeat([]byte{0xff}, 15), 0xfe)
+	one := append(make([]byte, 15), 1)
+	for _, tc := range []struct {
+		iv       []byte
+		n        int
+		counters [][]byte
+	}{
+		{ones, 17, [][]byte{ones, make([]byte, 16)}},
+		{ones, 32, [][]byte{ones, make([]byte, 16)}},
+		{fe, 48, [][]byte{fe, ones, make([]byte, 16)}},
+		{fe, 40, [][]byte{fe, ones, make([]byte, 16)}},
+		{ones, 48, [][]byte{ones, make([]byte, 16), one}},
+	} {
+		pt := make([]byte, tc.n)
+		for i := range pt {
+			pt[i] = byte(i * 7)
+		}
+		enc, err := rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: key, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CTR, Iv: tc.iv, Plaintext: pt})
+		if err != nil {
+			t.Fatalf("CTR from %x over %d bytes: %v", tc.iv, tc.n, err)
+		}
+		ct := enc.GetCiphertext()
+		var stream []byte
+		for _, cb := range tc.counters {
+			stream = append(stream, block(cb)...)
+		}
+		for i := range pt {
+			if ct[i] != pt[i]^stream[i] {
+				t.Fatalf("CTR from %x over %d bytes: byte %d is not the keystream of counter %x", tc.iv, tc.n, i, tc.counters[i/16])
+			}
+		}
+		dec, err := rs.RawDecrypt(ctx, &pb.RawDecryptRequest{KeyId: key, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CTR, Iv: tc.iv, Ciphertext: ct})
+		if err != nil || !bytes.Equal(dec.GetPlaintext(), pt) {
+			t.Fatalf("CTR decrypt from %x over %d bytes: %v", tc.iv, tc.n, err)
+		}
+	}
+}
