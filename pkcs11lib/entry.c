@@ -197,11 +197,8 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR
 }
 CK_RV C_EncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen) || outlen == NULL) return CKR_ARGUMENTS_BAD;
-	(void)out;
-	CK_RV rv = goOpUpdate(h, 2, in, inlen);
-	if (rv == CKR_OK) hsmb_put_ulong(outlen, 0); // buffered: the output comes at C_EncryptFinal
-	return rv;
+	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
+	OUT_CALL(goCryptUpdate(h, 2, in, inlen, out, &n), outlen);
 }
 CK_RV C_EncryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
@@ -220,11 +217,8 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR
 }
 CK_RV C_DecryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen) || outlen == NULL) return CKR_ARGUMENTS_BAD;
-	(void)out;
-	CK_RV rv = goOpUpdate(h, 3, in, inlen);
-	if (rv == CKR_OK) hsmb_put_ulong(outlen, 0);
-	return rv;
+	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
+	OUT_CALL(goCryptUpdate(h, 3, in, inlen, out, &n), outlen);
 }
 CK_RV C_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();

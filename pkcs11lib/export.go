@@ -51,7 +51,11 @@ func goInitialize(present C.int, a *C.CK_C_INITIALIZE_ARGS) C.CK_RV {
 	if args.Present {
 		args.Flags = uint64(a.flags)
 		args.LibraryCantCreateThrds = a.flags&C.CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0
-		args.HasMutexFuncs = a.CreateMutex != nil || a.DestroyMutex != nil || a.LockMutex != nil || a.UnlockMutex != nil
+		for _, set := range []bool{a.CreateMutex != nil, a.DestroyMutex != nil, a.LockMutex != nil, a.UnlockMutex != nil} {
+			if set {
+				args.MutexFuncs++
+			}
+		}
 		if a.pReserved != nil {
 			return C.CKR_ARGUMENTS_BAD
 		}
@@ -386,15 +390,35 @@ func goOpUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, n C.CK_ULONG) 
 		return C.CKR_DATA_LEN_RANGE
 	}
 	data := bytesOf(in, n)
-	switch kind {
-	case 0:
+	if kind == 0 {
 		return rv(mod.SignUpdate(uint64(h), data))
-	case 1:
-		return rv(mod.VerifyUpdate(uint64(h), data))
-	case 2:
-		return rv(mod.EncryptUpdate(uint64(h), data))
 	}
-	return rv(mod.DecryptUpdate(uint64(h), data))
+	return rv(mod.VerifyUpdate(uint64(h), data))
+}
+
+// goCryptUpdate is C_EncryptUpdate (kind 2) and C_DecryptUpdate (kind 3).
+// *n is the caller's capacity on entry and the part's output length on
+// return (also for a NULL buffer and for CKR_BUFFER_TOO_SMALL).
+//
+//export goCryptUpdate
+func goCryptUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, inLen C.CK_ULONG, out *C.CK_BYTE, n *C.CK_ULONG) C.CK_RV {
+	if inLen > p11.MaxBuffered {
+		return C.CKR_DATA_LEN_RANGE
+	}
+	data := bytesOf(in, inLen)
+	o := p11.Out{Query: out == nil, Cap: uint64(*n)}
+	update := mod.DecryptUpdate
+	if kind == 2 {
+		update = mod.EncryptUpdate
+	}
+	res, length, r := update(uint64(h), data, o)
+	if r == p11.CKR_OK || r == p11.CKR_BUFFER_TOO_SMALL {
+		*n = C.CK_ULONG(length)
+	}
+	if r == p11.CKR_OK && out != nil && len(res) > 0 {
+		C.memcpy(unsafe.Pointer(out), unsafe.Pointer(&res[0]), C.size_t(len(res)))
+	}
+	return rv(r)
 }
 
 // goOpFinish is C_Sign/C_Encrypt/C_Decrypt (single != 0) and their Final

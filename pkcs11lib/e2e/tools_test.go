@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -151,6 +155,52 @@ func TestPkcs11Tool(t *testing.T) {
 	}
 	if n, _ := strconv.Atoi(m[1]); n != 2 || len(errLines) != 2 {
 		t.Errorf("pkcs11-tool --test: %d errors, %d lines in error; want the 2 SHA-1 DigestInfo signatures", n, len(errLines))
+	}
+}
+
+// TestPkcs11ToolLargeFiles: pkcs11-tool (opensc 0.23) encrypts and
+// decrypts a file of 1024 bytes or more with C_*Update in parts of 1024
+// bytes and 1024-byte output buffers, then C_*Final into another: each
+// Update must return its output as it goes. Files of 1024, 4096 and 65535
+// bytes go through --encrypt and --decrypt -m AES-CBC-PAD --iv; the
+// ciphertext must be the single-part C_Encrypt's of the same data and IV
+// (testdata/stream.c, which also runs the parts itself with the two-call
+// convention) and decrypt to the file.
+func TestPkcs11ToolLargeFiles(t *testing.T) {
+	requireTool(t, pkcs11Tool, "opensc")
+	requireTool(t, cc, "gcc")
+	e := newEnv(t, 1)
+	src, err := filepath.Abs("testdata/stream.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := e.path("stream")
+	e.run(cc, "-Wall", "-Werror", "-I/usr/include/p11-kit-1", "-o", stream, src, "-ldl")
+	label := "ORACLE.TDE.HSM.MK.57AE"
+	e.tool("--keygen", "--key-type", "AES:32", "--label", label, "--id", "57ae")
+	iv := "000102030405060708090a0b0c0d0e0f"
+	for _, n := range []int{1024, 4096, 65535} {
+		data := make([]byte, n)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		in := e.write(fmt.Sprintf("plain-%d.bin", n), data)
+		ct, back, single := e.path(fmt.Sprintf("ct-%d.bin", n)), e.path(fmt.Sprintf("back-%d.bin", n)), e.path(fmt.Sprintf("single-%d.bin", n))
+		e.tool("--encrypt", "-m", "AES-CBC-PAD", "--iv", iv, "--id", "57ae", "--input-file", in, "--output-file", ct)
+		e.tool("--decrypt", "-m", "AES-CBC-PAD", "--iv", iv, "--id", "57ae", "--input-file", ct, "--output-file", back)
+		got, _ := os.ReadFile(ct)
+		if len(got) != n/16*16+16 {
+			t.Fatalf("%d bytes: ciphertext of %d bytes", n, len(got))
+		}
+		if b, _ := os.ReadFile(back); !bytes.Equal(b, data) {
+			t.Fatalf("%d bytes: the round trip gave %d bytes, not the file", n, len(b))
+		}
+		if out := e.run(stream, e.lib, label, in, single); !strings.HasSuffix(out, "ok\n") {
+			t.Fatalf("stream, %d bytes:\n%s", n, out)
+		}
+		if s, _ := os.ReadFile(single); !bytes.Equal(s, got) {
+			t.Fatalf("%d bytes: pkcs11-tool's ciphertext is not C_Encrypt's", n)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/asn1"
 	"hash"
 	"math/big"
+	"sync"
 
 	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -46,6 +47,10 @@ const (
 
 // cryptoOp is an operation between its Init and its end.
 type cryptoOp struct {
+	// run lets one call at a time work on the operation: its broker calls
+	// run without the session's lock, and a multi-part encryption's state
+	// moves on with each Update.
+	run        sync.Mutex
 	kind       int
 	mech       Mechanism
 	obj        *object
@@ -354,14 +359,14 @@ func (m *Module) active(h uint64, kind int) (*session, **cryptoOp, uint64) {
 	return s, slot, CKR_OK
 }
 
-// update feeds data to a multi-part operation.
+// update feeds data to a multi-part signature or verification.
 func (m *Module) update(h uint64, kind int, data []byte) uint64 {
-	s, slot, rv := m.active(h, kind)
+	s, slot, op, rv := m.lockOp(h, kind)
 	if rv != CKR_OK {
 		return rv
 	}
+	defer op.run.Unlock()
 	defer s.mu.Unlock()
-	op := *slot
 	op.parts = true
 	if op.hash != nil {
 		op.hash.Write(data)
@@ -404,21 +409,96 @@ func (m *Module) EncryptFinal(h uint64, out Out) ([]byte, uint64) {
 	return m.finish(h, opEncrypt, nil, false, out)
 }
 
-// Update buffers the data of a multi-part encryption or decryption. The
-// output comes at Final: buffering keeps CBC padding and GCM tags in one
-// place, as PKCS#11 allows (an Update may return no output).
-func (m *Module) EncryptUpdate(h uint64, data []byte) uint64 { return m.update(h, opEncrypt, data) }
+// EncryptUpdate and DecryptUpdate are C_EncryptUpdate and C_DecryptUpdate.
+// They return the part's output, its length and the return value. AES CBC,
+// CBC_PAD and CTR return output as it comes (see rawUpdate); GCM and OAEP
+// buffer their input and return it all at Final. The output follows the
+// two-call convention: a length query (out.Query) or a short buffer
+// (CKR_BUFFER_TOO_SMALL) gets the length, consumes nothing and keeps the
+// operation, and the length is known without asking the broker.
+func (m *Module) EncryptUpdate(h uint64, data []byte, out Out) ([]byte, uint64, uint64) {
+	return m.cryptUpdate(h, opEncrypt, data, out)
+}
 
-func (m *Module) DecryptUpdate(h uint64, data []byte) uint64 { return m.update(h, opDecrypt, data) }
+func (m *Module) DecryptUpdate(h uint64, data []byte, out Out) ([]byte, uint64, uint64) {
+	return m.cryptUpdate(h, opDecrypt, data, out)
+}
+
+// lockOp takes the operation of kind in session h for one call, with its
+// run lock and the session's lock held; the caller unlocks both.
+func (m *Module) lockOp(h uint64, kind int) (*session, **cryptoOp, *cryptoOp, uint64) {
+	s, slot, rv := m.active(h, kind)
+	if rv != CKR_OK {
+		return nil, nil, nil, rv
+	}
+	op := *slot
+	s.mu.Unlock()
+	op.run.Lock()
+	s.mu.Lock()
+	if *slot != op {
+		s.mu.Unlock()
+		op.run.Unlock()
+		return nil, nil, nil, CKR_OPERATION_NOT_INITIALIZED
+	}
+	return s, slot, op, CKR_OK
+}
+
+func (m *Module) cryptUpdate(h uint64, kind int, data []byte, out Out) ([]byte, uint64, uint64) {
+	s, slot, op, rv := m.lockOp(h, kind)
+	if rv != CKR_OK {
+		return nil, 0, rv
+	}
+	s.mu.Unlock()
+	defer op.run.Unlock()
+	end := func(rv uint64) ([]byte, uint64, uint64) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if *slot == op {
+			*slot = nil
+		}
+		return nil, 0, rv
+	}
+	if op.haveResult {
+		// A Final's result waits for its buffer: no more input.
+		return nil, 0, CKR_OPERATION_ACTIVE
+	}
+	if op.raw == nil || !op.raw.streams() {
+		if len(op.buf)+len(data) > MaxBuffered {
+			return end(CKR_DATA_LEN_RANGE)
+		}
+		if !out.Query {
+			op.buf = append(op.buf, data...)
+			op.parts = true
+		}
+		return []byte{}, 0, CKR_OK
+	}
+	need := uint64(op.raw.updateLen(kind == opEncrypt, len(data)))
+	if out.Query {
+		return nil, need, CKR_OK
+	}
+	if need > out.Cap {
+		return nil, need, CKR_BUFFER_TOO_SMALL
+	}
+	res, rv := m.rawUpdate(op, data)
+	if rv != CKR_OK {
+		return end(rv)
+	}
+	if uint64(len(res)) != need {
+		m.log.Error("raw AES: an Update's output is not the length announced", "key", op.obj.keyID)
+		return end(CKR_DEVICE_ERROR)
+	}
+	op.parts = true
+	return res, need, CKR_OK
+}
 
 // finish computes (or returns the kept) result of an operation. single is
 // true for the one-call form, whose data is the whole input.
 func (m *Module) finish(h uint64, kind int, data []byte, single bool, out Out) ([]byte, uint64) {
-	s, slot, rv := m.active(h, kind)
+	s, slot, op, rv := m.lockOp(h, kind)
 	if rv != CKR_OK {
 		return nil, rv
 	}
-	op := *slot
+	defer op.run.Unlock()
 	if op.haveResult {
 		res, rv := deliver(slot, op.result, out)
 		s.mu.Unlock()
@@ -444,7 +524,7 @@ func (m *Module) finish(h uint64, kind int, data []byte, single bool, out Out) (
 	// The broker call runs without the session's lock; the operation stays
 	// in its slot, so a second Init on the session still answers
 	// CKR_OPERATION_ACTIVE.
-	res, rv := m.compute(op)
+	res, rv := m.compute(op, single)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if *slot != op {
@@ -457,8 +537,11 @@ func (m *Module) finish(h uint64, kind int, data []byte, single bool, out Out) (
 	return deliver(slot, res, out)
 }
 
-func (m *Module) compute(op *cryptoOp) ([]byte, uint64) {
+func (m *Module) compute(op *cryptoOp, single bool) ([]byte, uint64) {
 	if op.raw != nil {
+		if !single && op.raw.streams() {
+			return m.rawFinal(op)
+		}
 		return m.computeRaw(op)
 	}
 	input := op.buf
@@ -634,12 +717,12 @@ func (m *Module) VerifyFinal(h uint64, sig []byte) uint64 {
 }
 
 func (m *Module) verifyFinish(h uint64, data []byte, single bool, sig []byte) uint64 {
-	s, slot, rv := m.active(h, opVerify)
+	s, slot, op, rv := m.lockOp(h, opVerify)
 	if rv != CKR_OK {
 		return rv
 	}
+	defer op.run.Unlock()
 	defer s.mu.Unlock()
-	op := *slot
 	*slot = nil
 	if single && op.parts {
 		return CKR_OPERATION_ACTIVE

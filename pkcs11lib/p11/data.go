@@ -93,7 +93,7 @@ func (m *Module) DestroyObject(h, obj uint64) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(s.tok.objs.byHandle, obj)
-	delete(s.tok.objs.byKey, "data/"+o.data.GetId())
+	delete(s.tok.objs.byKey, o.ref)
 	return CKR_OK
 }
 
@@ -106,7 +106,7 @@ func (t *objectTable) putData(d *pb.DataObject) *object {
 		return o
 	}
 	*t.next++
-	o := &object{handle: *t.next, class: CKO_DATA, data: d, tok: t.tok}
+	o := &object{handle: *t.next, ref: k, class: CKO_DATA, data: d, tok: t.tok}
 	t.byHandle[o.handle] = o
 	t.byKey[k] = o.handle
 	return o

@@ -69,7 +69,7 @@ func New(w io.Writer) *Module {
 // InitArgs are the parts of CK_C_INITIALIZE_ARGS the library looks at.
 type InitArgs struct {
 	Present                bool // pInitArgs was not NULL
-	HasMutexFuncs          bool // any of the four mutex callbacks is set
+	MutexFuncs             int  // how many of the four mutex callbacks are set
 	Flags                  uint64
 	LibraryCantCreateThrds bool
 }
@@ -78,11 +78,16 @@ type InitArgs struct {
 // makes threads, so it accepts NULL arguments or CKF_OS_LOCKING_OK with or
 // without application mutex callbacks (it never calls them), and refuses
 // CKF_LIBRARY_CANT_CREATE_OS_THREADS with CKR_NEED_TO_CREATE_THREADS.
+// Some but not all of the four callbacks is CKR_ARGUMENTS_BAD (PKCS#11
+// v2.40, C_Initialize).
 func (m *Module) Initialize(a InitArgs) uint64 {
+	if a.Present && a.MutexFuncs != 0 && a.MutexFuncs != 4 {
+		return CKR_ARGUMENTS_BAD
+	}
 	if a.Present && a.Flags&CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
 		return CKR_NEED_TO_CREATE_THREADS
 	}
-	if a.Present && a.HasMutexFuncs && a.Flags&CKF_OS_LOCKING_OK == 0 {
+	if a.Present && a.MutexFuncs == 4 && a.Flags&CKF_OS_LOCKING_OK == 0 {
 		// Only the application's mutexes allowed: the Go runtime cannot
 		// promise that. PKCS#11 says CKR_CANT_LOCK.
 		return CKR_CANT_LOCK
@@ -328,13 +333,16 @@ func (m *Module) CloseAllSessions(slot uint64) uint64 {
 	return CKR_OK
 }
 
-// logoutLocked forgets the login; with a sealed key the connection goes
-// too, since only the PIN opens the key. Module.mu is held.
+// logoutLocked forgets the login and the handles of private objects
+// (PKCS#11: on logout they become invalid, for every session); with a
+// sealed key the connection goes too, since only the PIN opens the key.
+// Module.mu is held.
 func (t *token) logoutLocked() {
 	if !t.loggedIn {
 		return
 	}
 	t.loggedIn = false
+	t.objs.dropPrivate()
 	if t.cfg.SealedKey != "" && t.cl != nil {
 		cl := t.cl
 		t.cl = nil

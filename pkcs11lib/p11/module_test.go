@@ -37,7 +37,12 @@ type fixture struct {
 // With pin set, the client key is sealed under it.
 func newFixture(t *testing.T, pin string) *fixture {
 	t.Helper()
-	c := hsmtest.NewCluster(t, 1)
+	return newFixtureOn(t, hsmtest.NewCluster(t, 1), pin)
+}
+
+// newFixtureOn is newFixture on a cluster the test made.
+func newFixtureOn(t *testing.T, c *hsmtest.Cluster, pin string) *fixture {
+	t.Helper()
 	ca, cert, key := c.TLSFiles("pkcs11app", authz.RoleAdmin)
 	f := &fixture{t: t, c: c, dir: t.TempDir()}
 	t.Setenv(EnvConfig, "")
@@ -445,8 +450,17 @@ func TestInitializeArgs(t *testing.T) {
 	if rv := m.Initialize(InitArgs{Present: true, Flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS}); rv != CKR_NEED_TO_CREATE_THREADS {
 		t.Fatalf("CKF_LIBRARY_CANT_CREATE_OS_THREADS: %#x", rv)
 	}
-	if rv := m.Initialize(InitArgs{Present: true, HasMutexFuncs: true}); rv != CKR_CANT_LOCK {
+	if rv := m.Initialize(InitArgs{Present: true, MutexFuncs: 4}); rv != CKR_CANT_LOCK {
 		t.Fatalf("application mutexes only: %#x", rv)
+	}
+	// Some but not all of the four mutex functions: PKCS#11 v2.40 says
+	// CKR_ARGUMENTS_BAD, with or without CKF_OS_LOCKING_OK.
+	for n := 1; n < 4; n++ {
+		for _, flags := range []uint64{0, CKF_OS_LOCKING_OK} {
+			if rv := m.Initialize(InitArgs{Present: true, MutexFuncs: n, Flags: flags}); rv != CKR_ARGUMENTS_BAD {
+				t.Fatalf("%d of the 4 mutex functions, flags %#x: %#x", n, flags, rv)
+			}
+		}
 	}
 }
 
@@ -527,17 +541,24 @@ func TestRawAESAndDataObjects(t *testing.T) {
 		if rv != CKR_OK || !bytes.Equal(pt, tableKey) {
 			t.Fatalf("decrypt %#x: %#x", mech.Type, rv)
 		}
-		// Multi-part: the same result, buffered.
+		// Multi-part: the same result.
 		if rv := f.m.EncryptInit(h, mech, key); rv != CKR_OK {
 			t.Fatal(rv)
 		}
-		_ = f.m.EncryptUpdate(h, tableKey[:7])
-		_ = f.m.EncryptUpdate(h, tableKey[7:])
+		ct1, _, rv := f.m.EncryptUpdate(h, tableKey[:7], Out{Cap: 100})
+		if rv != CKR_OK {
+			t.Fatalf("first update %#x: %#x", mech.Type, rv)
+		}
+		part, _, rv := f.m.EncryptUpdate(h, tableKey[7:], Out{Cap: 100})
+		if rv != CKR_OK {
+			t.Fatalf("second update %#x: %#x", mech.Type, rv)
+		}
+		ct1 = append(ct1, part...)
 		if _, rv := f.m.Encrypt(h, tableKey, Out{Cap: 100}); rv != CKR_OPERATION_ACTIVE {
 			t.Fatalf("C_Encrypt after C_EncryptUpdate: %#x", rv)
 		}
 		ct2, rv := f.m.EncryptFinal(h, Out{Cap: 100})
-		if rv != CKR_OK || !bytes.Equal(ct2, ct) {
+		if rv != CKR_OK || !bytes.Equal(append(ct1, ct2...), ct) {
 			t.Fatalf("multi-part %#x: %#x", mech.Type, rv)
 		}
 	}
@@ -555,8 +576,12 @@ func TestRawAESAndDataObjects(t *testing.T) {
 	if _, rv := f.crypt(h, false, gcm, key, ct); rv != CKR_ENCRYPTED_DATA_INVALID {
 		t.Fatalf("tampered GCM: %#x", rv)
 	}
-	if !ctrWraps(append(bytes.Repeat([]byte{0}, 15), 0xff), 8, 32) || ctrWraps(iv, 128, 64<<10) {
-		t.Fatal("ctrWraps")
+	cb := append(bytes.Repeat([]byte{7}, 15), 0xff)
+	if got := ctrAdd(cb, 8, 1); !bytes.Equal(got, append(bytes.Repeat([]byte{7}, 15), 0)) || ctrRoom(cb, 8) != 1 || ctrRoom(cb, 12) != 4096-0x7ff {
+		t.Fatalf("an 8-bit counter after %x: %x", cb, got)
+	}
+	if got := ctrAdd(bytes.Repeat([]byte{0xff}, 16), 128, 2); !bytes.Equal(got, append(make([]byte, 15), 1)) {
+		t.Fatalf("a 128-bit counter after ff..ff: %x", got)
 	}
 	// A key of the broker's own format does not serve raw AES.
 	f.createKey("kms-format", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT)

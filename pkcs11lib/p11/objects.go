@@ -27,6 +27,7 @@ const (
 // private or public half of a key pair.
 type object struct {
 	handle uint64
+	ref    string // its key in objectTable.byKey
 	class  uint64
 	keyID  string
 	meta   *pb.KeyMetadata
@@ -58,10 +59,34 @@ func (t *objectTable) put(meta *pb.KeyMetadata, class uint64) *object {
 		return o
 	}
 	*t.next++
-	o := &object{handle: *t.next, class: class, keyID: meta.GetKeyId(), meta: meta, tok: t.tok}
+	o := &object{handle: *t.next, ref: k, class: class, keyID: meta.GetKeyId(), meta: meta, tok: t.tok}
 	t.byHandle[o.handle] = o
 	t.byKey[k] = o.handle
 	return o
+}
+
+// dropPrivate forgets the handles of the token's private objects, as
+// C_Logout does in PKCS#11: they stay invalid even after a new login, and a
+// search gives the objects new handles.
+func (t *objectTable) dropPrivate() {
+	for h, o := range t.byHandle {
+		if o.private() {
+			delete(t.byHandle, h)
+			delete(t.byKey, o.ref)
+		}
+	}
+}
+
+// private is CKA_PRIVATE: true for secret and private keys and for the
+// data objects made private.
+func (o *object) private() bool {
+	switch o.class {
+	case CKO_PUBLIC_KEY:
+		return false
+	case CKO_DATA:
+		return o.data.GetPrivate()
+	}
+	return true
 }
 
 // classesOf is the objects a key appears as; none for keys the library

@@ -38,6 +38,10 @@ static unsigned char scratch[64];
 
 static CK_ULONG get_ulong(const void *q) { CK_ULONG v; memcpy(&v, q, sizeof v); return v; }
 
+/* application mutex callbacks; the library never calls them */
+static CK_RV mutex_new(CK_VOID_PTR_PTR m) { *m = NULL; return CKR_OK; }
+static CK_RV mutex_op(CK_VOID_PTR m) { (void)m; return CKR_OK; }
+
 static CK_SESSION_HANDLE open_login(void) {
 	CHECK(p->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, ODD(CK_SESSION_HANDLE)), CKR_OK);
 	CK_SESSION_HANDLE s = get_ulong(scratch + 1);
@@ -219,6 +223,18 @@ int main(int argc, char **argv) {
 	CHECK(gfl((CK_FUNCTION_LIST_PTR_PTR)(scratch + 5)), CKR_OK);
 	memcpy(&p, scratch + 5, sizeof p);
 	CK_C_INITIALIZE_ARGS ia = {0};
+	/* Some but not all of the four mutex functions: CKR_ARGUMENTS_BAD
+	 * (PKCS#11 v2.40, C_Initialize); all four without CKF_OS_LOCKING_OK:
+	 * CKR_CANT_LOCK. */
+	ia.CreateMutex = mutex_new;
+	CHECK(p->C_Initialize(&ia), CKR_ARGUMENTS_BAD);
+	ia.flags = CKF_OS_LOCKING_OK;
+	ia.LockMutex = mutex_op; ia.UnlockMutex = mutex_op;
+	CHECK(p->C_Initialize(&ia), CKR_ARGUMENTS_BAD);
+	ia.flags = 0;
+	ia.DestroyMutex = mutex_op;
+	CHECK(p->C_Initialize(&ia), CKR_CANT_LOCK);
+	memset(&ia, 0, sizeof ia);
 	ia.flags = CKF_LIBRARY_CANT_CREATE_OS_THREADS;
 	CHECK(p->C_Initialize(&ia), CKR_NEED_TO_CREATE_THREADS);
 	ia.flags = CKF_OS_LOCKING_OK;
