@@ -20,7 +20,7 @@ type CreateKeyRequest struct {
 	Spec keys.Spec
 	// Usage is what the key is for; "" is the spec's default usage.
 	Usage keys.Usage
-	// Description is free text, at most keys.MaxDescription bytes.
+	// Description is free text, at most keys.MaxDescription characters.
 	Description string
 	// Tags are the key's tags (keys.ValidateTags).
 	Tags map[string]string

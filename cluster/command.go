@@ -337,10 +337,13 @@ func (*SetDomainKeyID) Type() CommandType    { return TypeSetDomainKeyID }
 // Limits on field sizes. They keep a single bad proposal from bloating the
 // state that every node holds and every snapshot carries.
 const (
-	maxIDLen          = 256
-	maxDescriptionLen = 8192 // AWS: 8192 characters
-	maxTagKeyLen      = 128
-	maxTagValueLen    = 256
+	maxIDLen = 256
+	// The API counts characters (AWS: 8192, 128 and 256); these bound the
+	// bytes, at most 4 per character in UTF-8, so that they are never
+	// stricter than the API's limits.
+	maxDescriptionLen = 4 * 8192
+	maxTagKeyLen      = 4 * 128
+	maxTagValueLen    = 4 * 256
 	maxTags           = 50
 	maxPolicyLen      = 32 << 10 // AWS: 32 KiB
 	maxBlobLen        = 64 << 10

@@ -16,7 +16,7 @@ const (
 	MaxSignature         = 1024 // Verify's Signature (RSA-4096 signatures are 512 bytes)
 	MaxKeyRef            = 2048 // KeyId in any of its four forms
 	MaxAliasName         = 256  // including the "alias/" prefix
-	MaxDescription       = 8192 // bytes
+	MaxDescription       = 8192 // characters
 	MaxTags              = 50
 	MaxTagKey            = 128 // characters
 	MaxTagValue          = 256 // characters
@@ -253,15 +253,32 @@ func ValidateDeletionWindow(days int32) error {
 }
 
 // ValidateDescription checks a key description: valid UTF-8, at most
-// MaxDescription bytes. Empty is allowed.
+// MaxDescription characters (as AWS counts), no control characters.
+// Empty is allowed.
 func ValidateDescription(s string) error {
-	if len(s) > MaxDescription {
-		return fieldError("Description", "must be at most %d bytes, got %d", MaxDescription, len(s))
-	}
 	if !utf8.ValidString(s) {
 		return fieldError("Description", "must be valid UTF-8")
 	}
+	if n := utf8.RuneCountInString(s); n > MaxDescription {
+		return fieldError("Description", "must be at most %d characters, got %d", MaxDescription, n)
+	}
+	if p := controlProblem(s); p != "" {
+		return fieldError("Description", "%s", p)
+	}
 	return nil
+}
+
+// controlProblem names the first control character of s, "" if none.
+// Descriptions and tags are printed by hsmctl on terminals, where a control
+// character (an escape sequence, a carriage return) could rewrite what an
+// operator sees, so they are refused, where AWS accepts them.
+func controlProblem(s string) string {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Sprintf("must not contain control characters (U+%04X); descriptions and tags are shown on terminals", r)
+		}
+	}
+	return ""
 }
 
 // ValidateTags checks the tags of CreateKey and TagResource: at most MaxTags,
@@ -287,6 +304,9 @@ func ValidateTags(tags map[string]string) error {
 		}
 		if n := utf8.RuneCountInString(v); n > MaxTagValue {
 			return fieldError("Tags", "tag value must be at most %d characters, got %d", MaxTagValue, n)
+		}
+		if p := controlProblem(v); p != "" {
+			return fieldError("Tags", "tag value %s", p)
 		}
 	}
 	return nil
@@ -318,6 +338,9 @@ func tagKeyProblem(k string) string {
 	}
 	if len(k) >= 4 && strings.EqualFold(k[:4], "aws:") {
 		return `tag keys starting with "aws:" are reserved`
+	}
+	if p := controlProblem(k); p != "" {
+		return "tag key " + p
 	}
 	return ""
 }

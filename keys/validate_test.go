@@ -205,7 +205,10 @@ func TestValidateDescription(t *testing.T) {
 		{"unicode", "clé de paiement ✓", false},
 		{"max", strings.Repeat("a", 8192), false},
 		{"too long", strings.Repeat("a", 8193), true},
-		{"multi-byte over bytes", strings.Repeat("é", 4097), true},
+		{"multi-byte: characters count, not bytes", strings.Repeat("é", 8192), false},
+		{"multi-byte too long", strings.Repeat("é", 8193), true},
+		{"newline", "line1\nline2", true},
+		{"escape sequence", "\x1b[2Jgone", true},
 		{"invalid UTF-8", "a\xffb", true},
 	}
 	for _, tt := range tests {
@@ -251,6 +254,8 @@ func TestValidateTags(t *testing.T) {
 		{"reserved key upper", map[string]string{"AWS:x": "v"}, true},
 		{"invalid key", map[string]string{"\xff": "v"}, true},
 		{"invalid value", map[string]string{"k": "\xff"}, true},
+		{"control character in a key", map[string]string{"k\tx": "v"}, true},
+		{"control character in a value", map[string]string{"k": "a\rb"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

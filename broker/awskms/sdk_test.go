@@ -479,7 +479,23 @@ func TestSDK(t *testing.T) {
 		if _, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(k), Tags: tags}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(k), Tags: []types.Tag{{TagKey: aws.String("AWS:x"), TagValue: aws.String("")}}})
+		// Limits count characters, as AWS's do, on every layer: 128 two-byte
+		// characters are a valid tag key, 129 are one TagException.
+		wide := []types.Tag{{TagKey: aws.String(strings.Repeat("é", 128)), TagValue: aws.String(strings.Repeat("é", 256))}}
+		if _, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(k), Tags: wide}); err != nil {
+			t.Fatalf("a 128-character tag key of 2-byte characters: %v", err)
+		}
+		if _, err := c.UntagResource(ctx, &kms.UntagResourceInput{KeyId: aws.String(k), TagKeys: []string{strings.Repeat("é", 128)}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(k), Tags: []types.Tag{{TagKey: aws.String(strings.Repeat("é", 129)), TagValue: aws.String("")}}})
+		wantAWSError(t, err, "TagException", "128 characters")
+		if _, err := c.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(k), Description: aws.String(strings.Repeat("é", 8192))}); err != nil {
+			t.Fatalf("an 8192-character description of 2-byte characters: %v", err)
+		}
+		_, err = c.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(k), Description: aws.String("a\x1b[2Jb")})
+		wantAWSError(t, err, "ValidationException", "Description", "control characters")
+		_, err = c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(k), Tags: []types.Tag{{TagKey: aws.String("AWS:x"), TagValue: aws.String("")}}})
 		wantAWSError(t, err, "TagException")
 		if _, err := c.UntagResource(ctx, &kms.UntagResourceInput{KeyId: aws.String(k), TagKeys: []string{"k4"}}); err != nil {
 			t.Fatal(err)
