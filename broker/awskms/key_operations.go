@@ -306,13 +306,16 @@ func keyState(s pb.KeyState) string {
 
 // tagMap converts a request's tag list, refusing duplicate and invalid tags
 // with TagException, as AWS does.
-func tagMap(tags []tag) (map[string]string, error) {
+func tagMap(tags []tagIn) (map[string]string, error) {
 	m := make(map[string]string, len(tags))
-	for _, t := range tags {
+	for i, t := range tags {
+		if t.TagValue == nil {
+			return nil, validation("1 validation error detected: Value null at 'tags.%d.member.tagValue' failed to satisfy constraint: Member must not be null", i+1)
+		}
 		if _, dup := m[t.TagKey]; dup {
 			return nil, &apiError{http.StatusBadRequest, excTag, fmt.Sprintf("tag key %q appears more than once", truncate(t.TagKey, 128))}
 		}
-		m[t.TagKey] = t.TagValue
+		m[t.TagKey] = *t.TagValue
 	}
 	return m, tagErr(keys.ValidateTags(m))
 }

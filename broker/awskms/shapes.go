@@ -49,6 +49,13 @@ type tag struct {
 	TagValue string
 }
 
+// tagIn is a tag in a request: TagValue is required (it may be empty), so
+// a missing one is told from "".
+type tagIn struct {
+	TagKey   string
+	TagValue *string
+}
+
 type keyMetadata struct {
 	AWSAccountId                string
 	KeyId                       string
@@ -83,7 +90,7 @@ type createKeyInput struct {
 	Origin                         string
 	CustomKeyStoreId               *string
 	BypassPolicyLockoutSafetyCheck bool
-	Tags                           []tag
+	Tags                           []tagIn
 	MultiRegion                    *bool
 	XksKeyId                       *string
 }
@@ -152,7 +159,7 @@ type listAliasesOutput struct {
 
 type tagResourceInput struct {
 	KeyId string
-	Tags  []tag
+	Tags  []tagIn
 }
 
 type untagResourceInput struct {
