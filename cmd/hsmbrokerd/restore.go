@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -55,11 +57,21 @@ HSMs receive the domain key HSM-to-HSM.`,
 				return fmt.Errorf("backup: %w", err)
 			}
 			got := sha256.Sum256(backup)
-			if sum != "" && !strings.EqualFold(sum, hex.EncodeToString(got[:])) {
-				return fmt.Errorf("backup %s has SHA-256 %x, not %s: refusing a damaged or different file", backupFile, got, sum)
-			}
-			if has, err := raftStateExists(c.RaftDir()); err != nil {
+			want, from, err := expectedSum(sum, backupFile)
+			if err != nil {
 				return err
+			}
+			if want == "" {
+				log.Warn("the backup's SHA-256 is not checked: give --sha256, or keep the .sha256 file 'hsmctl cluster backup' writes beside it", "backup", backupFile)
+			} else if !strings.EqualFold(want, hex.EncodeToString(got[:])) {
+				return fmt.Errorf("backup %s has SHA-256 %x, not %s (%s): refusing a damaged or different file", backupFile, got, want, from)
+			}
+			// Decoded and checked before anything is made from it.
+			if err := cluster.CheckBackup(backup); err != nil {
+				return fmt.Errorf("backup %s cannot be restored: %w", backupFile, err)
+			}
+			if has, err := cluster.HasState(c.RaftDir()); err != nil {
+				return fmt.Errorf("data_dir: %w", err)
 			} else if has {
 				return fmt.Errorf("%s already holds Raft state; restore founds a new cluster and needs an empty Raft directory", c.RaftDir())
 			}
@@ -71,6 +83,12 @@ HSMs receive the domain key HSM-to-HSM.`,
 			defer cancel()
 			n, err := restoreBackup(ctx, log, d, backup)
 			if err != nil {
+				// Leave the Raft directory as it was found, so that the
+				// next attempt (or serve) does not find a founded, empty
+				// cluster there.
+				if rerr := clearRaftState(c.RaftDir()); rerr != nil {
+					log.Error("the failed restore's Raft state could not be removed; empty the Raft directory before trying again", "dir", c.RaftDir(), "err", rerr)
+				}
 				return err
 			}
 			fmt.Fprintf(stdout, "restored %d keys from %s (SHA-256 %x) into a new cluster founded by %s\n", n, backupFile, got, c.NodeID)
@@ -80,7 +98,7 @@ HSMs receive the domain key HSM-to-HSM.`,
 	}
 	cmd.Flags().StringVar(&configFile, "config", "", "the founding node's serve configuration (required)")
 	cmd.Flags().StringVar(&backupFile, "backup", "", "the backup file from 'hsmctl cluster backup' (required)")
-	cmd.Flags().StringVar(&sum, "sha256", "", "the backup's SHA-256 as 'hsmctl cluster backup' printed it; checked when given")
+	cmd.Flags().StringVar(&sum, "sha256", "", "the backup's SHA-256 as 'hsmctl cluster backup' printed it (default: read from FILE.sha256 beside the backup, if there)")
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("backup")
 	return cmd
@@ -118,4 +136,40 @@ func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup []byt
 		return 0, err
 	}
 	return len(node.State().Keys()), nil
+}
+
+// expectedSum is the SHA-256 the backup must have: the one given, else the
+// one in FILE.sha256 beside it ('hsmctl cluster backup' writes it, in
+// sha256sum's format), else none. from says where it came from.
+func expectedSum(given, backupFile string) (sum, from string, err error) {
+	if given != "" {
+		return given, "--sha256", nil
+	}
+	side := backupFile + ".sha256"
+	b, err := os.ReadFile(side)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("backup checksum: %w", err)
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 || len(fields[0]) != 2*sha256.Size {
+		return "", "", fmt.Errorf("backup checksum %s is not in sha256sum's format (HEX  FILE)", side)
+	}
+	return fields[0], side, nil
+}
+
+// clearRaftState removes what opening a node made in dir (its Raft store
+// and snapshots); restore calls it when it fails, having found no state
+// there.
+func clearRaftState(dir string) error {
+	return errors.Join(removeIfExists(filepath.Join(dir, "raft.db")), removeIfExists(filepath.Join(dir, "snapshots")))
+}
+
+func removeIfExists(path string) error {
+	if err := os.RemoveAll(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
 
@@ -83,10 +84,47 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", strings.Repeat("0", 64)); err == nil || !strings.Contains(out, "refusing") {
 		t.Fatalf("restore with a wrong checksum: %v\n%s", err, out)
 	}
+	// Without --sha256, the FILE.sha256 that hsmctl writes beside a backup
+	// is checked; a truncated file with no checksum is refused before
+	// anything is made from it. Neither leaves Raft state behind.
+	edited := filepath.Join(c.dir, "edited.snap")
+	if err := os.WriteFile(edited, append([]byte(nil), written...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(edited+".sha256", []byte(strings.Repeat("ab", 32)+"  edited.snap\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", edited); err == nil || !strings.Contains(out, "edited.snap.sha256") {
+		t.Fatalf("restore against a .sha256 beside it that does not match: %v\n%s", err, out)
+	}
+	truncated := filepath.Join(c.dir, "truncated.snap")
+	if err := os.WriteFile(truncated, written[:len(written)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated); err == nil || !strings.Contains(out, "cannot be restored") || !strings.Contains(out, "not checked") {
+		t.Fatalf("restore of a truncated backup: %v\n%s", err, out)
+	}
+	if has, err := cluster.HasState(filepath.Join(n1.dir, "data", "raft")); err != nil || has {
+		t.Fatalf("Raft state after refused restores: %v %v", has, err)
+	}
 	// A node whose HSM holds no domain key cannot restore.
 	n2 := c.node(t, "node-2", "bootstrap: true\n")
 	if out, err := runRestore(t, c, "--config", n2.config, "--backup", backup); err == nil || !strings.Contains(out, "no domain key") {
 		t.Fatalf("restore on an HSM without the domain key: %v\n%s", err, out)
+	}
+	// Nor one whose HSM holds another cluster's: that is found once a
+	// cluster has been founded to restore into, and the failed restore
+	// takes the founded state away again, so serve finds no empty cluster.
+	p2 := c.start(t, n2)
+	p2.stop(t)
+	if err := os.RemoveAll(filepath.Join(n2.dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runRestore(t, c, "--config", n2.config, "--backup", backup); err == nil || !strings.Contains(out, "domain key") {
+		t.Fatalf("restore on an HSM with another domain key: %v\n%s", err, out)
+	}
+	if has, err := cluster.HasState(filepath.Join(n2.dir, "data", "raft")); err != nil || has {
+		t.Fatalf("Raft state after a restore refused for its domain key: %v %v", has, err)
 	}
 
 	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.SHA256)

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
@@ -103,9 +101,11 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return daemon{}, fmt.Errorf("data_dir: %w", err)
 	}
-	hasState, err := raftStateExists(c.RaftDir())
+	// State, not a file: a first join that failed leaves an empty raft.db,
+	// and the node must still join on its next start.
+	hasState, err := cluster.HasState(c.RaftDir())
 	if err != nil {
-		return daemon{}, err
+		return daemon{}, fmt.Errorf("data_dir: %w", err)
 	}
 	var join *broker.JoinConfig
 	switch {
@@ -166,20 +166,6 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		// other member receives the cluster's own when it joins.
 		createDomainKey: c.Bootstrap && !hasState,
 	}, nil
-}
-
-// raftStateExists reports whether dir holds a Raft log from an earlier
-// run.
-func raftStateExists(dir string) (bool, error) {
-	_, err := os.Stat(filepath.Join(dir, "raft.db"))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, os.ErrNotExist):
-		return false, nil
-	default:
-		return false, fmt.Errorf("data_dir: %w", err)
-	}
 }
 
 // checkAdvertisedNames warns when the node certificate is not valid for

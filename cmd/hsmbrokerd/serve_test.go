@@ -267,11 +267,26 @@ func TestServeJoin(t *testing.T) {
 		t.Fatalf("CreateJoinToken: %v", err)
 	}
 	tokenFile := filepath.Join(c.dir, "join.token")
+	n2 := c.node(t, "node-2", fmt.Sprintf("join: [%s]\njoin_token_file: %s\n", n1.grpcAddr, tokenFile))
+
+	// A first join that fails (here a token the cluster never issued)
+	// exits, and leaves no member state behind: the next start, with a
+	// good token, joins rather than waiting as a member no one knows.
+	if err := os.WriteFile(tokenFile, []byte("hbj.0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", n2.config)
+	select {
+	case <-bad.done:
+	case <-time.After(time.Minute):
+		t.Fatal("a node with a made-up join token did not exit")
+	}
+	if bad.err == nil || !strings.Contains(bad.out.String(), "join") {
+		t.Fatalf("a node with a made-up join token: %v\n%s", bad.err, bad.out.String())
+	}
 	if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-
-	n2 := c.node(t, "node-2", fmt.Sprintf("join: [%s]\njoin_token_file: %s\n", n1.grpcAddr, tokenFile))
 	for run := 1; run <= 2; run++ {
 		p2 := c.start(t, n2)
 		c.checkServing(t, p2, n2)

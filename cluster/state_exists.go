@@ -1,0 +1,60 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// HasState reports whether dataDir (a node's Raft directory) holds the
+// state of a cluster member: a term, log entries or a snapshot. A raft.db
+// that exists but holds none of these, as a first join that failed leaves
+// it, is no state: the node may still join. It opens the store read-only
+// and briefly, so it fails (ErrDataDirInUse) if a running node holds it.
+func HasState(dataDir string) (bool, error) {
+	path := filepath.Join(dataDir, "raft.db")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("cluster: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path,
+		BoltOptions: &bbolt.Options{Timeout: time.Second, ReadOnly: true}})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return false, fmt.Errorf("%w: %s", ErrDataDirInUse, dataDir)
+		}
+		return false, fmt.Errorf("cluster: open %s: %w", path, err)
+	}
+	defer store.Close()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dataDir, 2, hclog.NewNullLogger())
+	if err != nil {
+		return false, fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	has, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		return false, fmt.Errorf("cluster: read %s: %w", path, err)
+	}
+	return has, nil
+}
+
+// ErrDataDirInUse is the error for a Raft directory another process (another
+// node with the same data directory) holds open.
+var ErrDataDirInUse = errors.New("cluster: the data directory is in use by another process (is another hsmbrokerd running with this data_dir?)")
+
+// CheckBackup decodes and checks a backup (hsmctl cluster backup) as a
+// restore will, without a node: a truncated, damaged or edited file that no
+// longer decodes or breaks the state's invariants is refused before anything
+// is made from it.
+func CheckBackup(b []byte) error {
+	_, err := readSnapshot(bytes.NewReader(b))
+	return err
+}
