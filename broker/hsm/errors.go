@@ -91,6 +91,22 @@ func wrapP11(op string, err error) error {
 }
 
 // ckrOf extracts the CKR code from an error, if it carries one.
+// PINRefused reports whether err is a token refusing the PIN itself
+// (wrong, locked, expired or malformed): not a condition that a retry
+// clears, and one that retries make worse, since HSMs lock a partition or
+// crypto user after repeated wrong PINs.
+func PINRefused(err error) bool {
+	code, ok := ckrOf(err)
+	switch {
+	case !ok:
+		return false
+	case code == pkcs11.CKR_PIN_INCORRECT, code == pkcs11.CKR_PIN_LOCKED, code == pkcs11.CKR_PIN_EXPIRED,
+		code == pkcs11.CKR_PIN_INVALID, code == pkcs11.CKR_PIN_LEN_RANGE:
+		return true
+	}
+	return false
+}
+
 func ckrOf(err error) (uint, bool) {
 	if err == nil {
 		// Every successful call asks; errors.As would allocate its target.

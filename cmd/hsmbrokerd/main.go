@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
 )
 
 func main() {
@@ -29,9 +31,18 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hsmbrokerd: %v\n", err)
+		if hsm.PINRefused(err) {
+			fmt.Fprintf(os.Stderr, "hsmbrokerd: the HSM refused the PIN: check hsm.pin_file (or hsm.pin_env); exiting with status %d, which deploy/hsmbrokerd.service does not restart, because repeated wrong PINs lock HSM partitions\n", exitPINRefused)
+			os.Exit(exitPINRefused)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitPINRefused is the exit status of a daemon whose HSM refused its PIN
+// (RestartPreventExitStatus in deploy/hsmbrokerd.service): every other
+// failure exits 1 and is retried.
+const exitPINRefused = 3
 
 // run executes the command line args; the daemon commands return when ctx
 // ends and the shutdown is complete.

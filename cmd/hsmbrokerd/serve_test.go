@@ -244,6 +244,26 @@ func TestServeStartStopRestart(t *testing.T) {
 			t.Fatal("data_dir was not resolved against the config file's directory")
 		}
 	}
+
+	// A PIN the HSM refuses ends the daemon with its own status, which the
+	// systemd unit does not restart: retries would lock a real HSM.
+	if err := os.WriteFile(filepath.Join(n.dir, "user.pin"), []byte("000000-wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", n.config)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatal("a node with a wrong PIN did not exit")
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != exitPINRefused || !strings.Contains(p.out.String(), "check hsm.pin_file") {
+		t.Fatalf("a node with a wrong PIN: %v, want exit status %d\n%s", p.err, exitPINRefused, p.out.String())
+	}
+	unit, err := os.ReadFile(filepath.Join("..", "..", "deploy", "hsmbrokerd.service"))
+	if err != nil || !strings.Contains(string(unit), fmt.Sprintf("RestartPreventExitStatus=%d", exitPINRefused)) {
+		t.Errorf("deploy/hsmbrokerd.service does not keep status %d from being restarted: %v", exitPINRefused, err)
+	}
 }
 
 // TestServeJoin starts a second node with a join list and a join token; it
