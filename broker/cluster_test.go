@@ -175,7 +175,10 @@ func TestJoinRefusals(t *testing.T) {
 	t.Run("wrong token", func(t *testing.T) {
 		j := newJoiner("node9", c.CA, false)
 		err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: "hsmbj_not-a-token", GRPCAddr: "127.0.0.1:1"})
-		wantErr(t, err, codes.PermissionDenied, "AccessDeniedException", "join token")
+		wantErr(t, err, codes.PermissionDenied, "AccessDeniedException", "join token", "the leader "+seeds[0], "hsmctl cluster join-token")
+		if strings.Contains(err.Error(), "rpc error") {
+			t.Errorf("the join error shows grpc-go's own text: %v", err)
+		}
 	})
 	t.Run("duplicate node id", func(t *testing.T) {
 		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})

@@ -86,8 +86,9 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 	var (
 		cs      *pb.GetClusterStatusResponse
 		lastErr error
+		seed    string
 	)
-	for _, seed := range jc.Seeds {
+	for _, seed = range jc.Seeds {
 		c, err := s.peerConn(seed)
 		if err != nil {
 			lastErr = err
@@ -96,7 +97,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		if cs, err = pb.NewClusterServiceClient(c).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{}); err == nil {
 			break
 		}
-		lastErr = fmt.Errorf("seed %s: %w", seed, err)
+		lastErr = fmt.Errorf("seed %s: %w", seed, readable(err))
 	}
 	if cs == nil {
 		return fmt.Errorf("no seed answered: %w", lastErr)
@@ -139,9 +140,13 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		// nothing either.
 		if st, _ := status.FromError(err); st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "not the leader") ||
 			st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader {
-			return fmt.Errorf("%w: join through %s: %w", errJoinRetry, leaderAddr, err)
+			return fmt.Errorf("%w: join through the leader %s: %w", errJoinRetry, leaderAddr, readable(err))
 		}
-		return fmt.Errorf("join through %s: %w", leaderAddr, err)
+		hint := ""
+		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
+			hint = "; make a new token with 'hsmctl cluster join-token' and give it in join_token_file or join_token_env"
+		}
+		return fmt.Errorf("join through the leader %s (named by seed %s): %w%s", leaderAddr, seed, readable(err), hint)
 	}
 	if !has {
 		if err := s.hsm.ImportDomainKey(ctx, resp.GetWrappedDomainKey(), resp.GetWrappingMechanism()); err != nil {
@@ -199,3 +204,21 @@ func (d *Daemon) RegisterNode(ctx context.Context) error {
 		GRPCAddr: d.cfg.GRPCAddr, Partition: s.localPartitionInfo(ctx), LastSeen: s.now()}})
 	return err
 }
+
+// readable is err with a gRPC status written as its message and code,
+// rather than grpc-go's "rpc error: code = ... desc = ...", for the
+// messages an operator reads; the status stays matchable (status.Code).
+func readable(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.OK {
+		return err
+	}
+	return statusText{st}
+}
+
+type statusText struct{ st *status.Status }
+
+func (e statusText) Error() string { return e.st.Message() + " (" + e.st.Code().String() + ")" }
+
+// GRPCStatus keeps the status for status.Code and status.FromError.
+func (e statusText) GRPCStatus() *status.Status { return e.st }
