@@ -202,6 +202,9 @@ func Open(c Config) (*Node, error) {
 		Path:        filepath.Join(cfg.DataDir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second},
 	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fail(dataDirInUse(cfg.DataDir))
+	}
 	if err != nil {
 		return fail(fmt.Errorf("cluster: open raft.db: %w", err))
 	}

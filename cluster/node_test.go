@@ -245,6 +245,13 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 	if n, err := Open(cfg); err == nil {
 		n.Shutdown()
 		t.Error("second Open of the same data dir succeeded")
+	} else if !errors.Is(err, ErrDataDirInUse) || !strings.Contains(err.Error(), cfg.DataDir+" is locked by another process") ||
+		!strings.Contains(err.Error(), "same data_dir") {
+		t.Errorf("second Open of the same data dir: %v", err)
+	}
+	// So does HasState, which serve and restore ask first.
+	if _, err := HasState(cfg.DataDir); !errors.Is(err, ErrDataDirInUse) {
+		t.Errorf("HasState of a data dir in use: %v", err)
 	}
 }
 

@@ -30,7 +30,7 @@ func HasState(dataDir string) (bool, error) {
 		BoltOptions: &bbolt.Options{Timeout: time.Second, ReadOnly: true}})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return false, fmt.Errorf("%w: %s", ErrDataDirInUse, dataDir)
+			return false, dataDirInUse(dataDir)
 		}
 		return false, fmt.Errorf("cluster: open %s: %w", path, err)
 	}
@@ -46,9 +46,13 @@ func HasState(dataDir string) (bool, error) {
 	return has, nil
 }
 
-// ErrDataDirInUse is the error for a Raft directory another process (another
-// node with the same data directory) holds open.
-var ErrDataDirInUse = errors.New("cluster: the data directory is in use by another process (is another hsmbrokerd running with this data_dir?)")
+// ErrDataDirInUse is matched by the error for a Raft directory another
+// process (another node with the same data directory) holds open.
+var ErrDataDirInUse = errors.New("cluster: data directory in use")
+
+func dataDirInUse(dir string) error {
+	return fmt.Errorf("%w: %s is locked by another process (raft.db: another hsmbrokerd with the same data_dir?); stop that process, or give this node a data_dir of its own", ErrDataDirInUse, dir)
+}
 
 // CheckBackup decodes and checks a backup (hsmctl cluster backup) as a
 // restore will, without a node: a truncated, damaged or edited file that no
