@@ -1,7 +1,9 @@
 package hsm
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -81,35 +83,63 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// LoadPIN reads a PIN from file (which must not be readable by group or
+// LoadPIN reads a PIN from file (a regular file not readable by group or
 // others) or, when file is empty, from the environment variable env. The
-// PIN is trimmed of surrounding white space. Errors name the source, never
-// the PIN.
+// PIN is trimmed of surrounding white space. Errors name the source by its
+// configuration field (pin_file, pin_env), never the PIN, and match
+// ErrLogin without saying "login failed": no login was tried.
 func LoadPIN(file, env string) (string, error) {
 	if file != "" {
 		fi, err := os.Stat(file)
 		if err != nil {
-			return "", fmt.Errorf("%w: PIN file: %v", ErrLogin, err)
+			return "", pinError("pin_file %s: %v", file, pathCause(err))
 		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return "", fmt.Errorf("%w: PIN file %s is accessible by group or others (mode %04o); chmod 600 it", ErrLogin, file, fi.Mode().Perm())
+		switch {
+		case fi.IsDir():
+			return "", pinError("pin_file %s is a directory, not a file", file)
+		case !fi.Mode().IsRegular():
+			return "", pinError("pin_file %s is not a regular file", file)
+		case fi.Mode().Perm()&0o077 != 0:
+			return "", pinError("pin_file %s is accessible by group or others (mode %04o); chmod 600 it", file, fi.Mode().Perm())
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("%w: PIN file: %v", ErrLogin, err)
+			return "", pinError("pin_file %s: %v", file, pathCause(err))
 		}
 		pin := strings.TrimSpace(string(b))
 		if pin == "" {
-			return "", fmt.Errorf("%w: PIN file %s is empty", ErrLogin, file)
+			return "", pinError("pin_file %s is empty", file)
 		}
 		return pin, nil
 	}
 	if env == "" {
-		return "", fmt.Errorf("%w: no PIN file or PIN environment variable configured", ErrLogin)
+		return "", pinError("no pin_file or pin_env configured")
 	}
 	pin := strings.TrimSpace(os.Getenv(env))
 	if pin == "" {
-		return "", fmt.Errorf("%w: environment variable %s is empty or unset", ErrLogin, env)
+		return "", pinError("pin_env %s: the environment variable is empty or unset", env)
 	}
 	return pin, nil
+}
+
+// loadPINError is a LoadPIN failure: it matches ErrLogin, since the token
+// cannot be logged in to, but its text is only what went wrong.
+type loadPINError struct{ msg string }
+
+func (e *loadPINError) Error() string { return e.msg }
+func (e *loadPINError) Unwrap() error { return ErrLogin }
+
+func pinError(format string, args ...any) error {
+	return &loadPINError{msg: fmt.Sprintf(format, args...)}
+}
+
+// pathCause is err without the operation and path an *fs.PathError repeats
+// ("stat /x: no such file or directory" becomes "no such file or
+// directory"), for messages that name the path themselves.
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

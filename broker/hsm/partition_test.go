@@ -896,26 +896,32 @@ func TestLoadPIN(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	openDir := filepath.Join(dir, "pin-dir")
+	if err := os.Mkdir(openDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("HSMBROKER_TEST_PIN", "5678")
 	cases := []struct {
 		file, env, want string
-		wantErr         bool
+		wantErr         string
 	}{
-		{good, "", "1234", false},
-		{open, "", "", true},
-		{empty, "", "", true},
-		{filepath.Join(dir, "missing"), "", "", true},
-		{"", "HSMBROKER_TEST_PIN", "5678", false},
-		{"", "HSMBROKER_TEST_UNSET_PIN", "", true},
-		{"", "", "", true},
+		{good, "", "1234", ""},
+		{open, "", "", "pin_file " + open + " is accessible by group or others (mode 0644); chmod 600 it"},
+		{empty, "", "", "pin_file " + empty + " is empty"},
+		{filepath.Join(dir, "missing"), "", "", "pin_file " + filepath.Join(dir, "missing") + ": no such file or directory"},
+		{openDir, "", "", "pin_file " + openDir + " is a directory, not a file"},
+		{"", "HSMBROKER_TEST_PIN", "5678", ""},
+		{"", "HSMBROKER_TEST_UNSET_PIN", "", "pin_env HSMBROKER_TEST_UNSET_PIN: the environment variable is empty or unset"},
+		{"", "", "", "no pin_file or pin_env configured"},
 	}
 	for _, c := range cases {
 		got, err := hsm.LoadPIN(c.file, c.env)
-		if (err != nil) != c.wantErr || got != c.want {
-			t.Errorf("LoadPIN(%q, %q) = %q, %v", c.file, c.env, got, err)
+		if got != c.want || (err == nil) != (c.wantErr == "") || err != nil && err.Error() != c.wantErr {
+			t.Errorf("LoadPIN(%q, %q) = %q, %v, want error %q", c.file, c.env, got, err, c.wantErr)
 		}
-		if err != nil && !errors.Is(err, hsm.ErrLogin) {
-			t.Errorf("LoadPIN error %v is not ErrLogin", err)
+		// No login was tried: the error matches ErrLogin without saying so.
+		if err != nil && (!errors.Is(err, hsm.ErrLogin) || strings.Contains(err.Error(), "login")) {
+			t.Errorf("LoadPIN error %v is not ErrLogin, or says login failed", err)
 		}
 	}
 }

@@ -51,6 +51,11 @@ func TestRunErrors(t *testing.T) {
 	}
 	loosePIN := write("loose-pin.yaml", "node_id: n\nraft_addr: 127.0.0.1:7401\ndata_dir: data\n"+tlsOK+
 		"hsm: {module: /nonexistent/lib.so, token_label: t, pin_file: loose.pin}\n")
+	if err := os.Mkdir(filepath.Join(dir, "pin.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dirPIN := write("dir-pin.yaml", "node_id: n\nraft_addr: 127.0.0.1:7401\ndata_dir: data\n"+tlsOK+
+		"hsm: {module: /nonexistent/lib.so, token_label: t, pin_file: pin.d}\n")
 
 	tests := []struct {
 		name string
@@ -67,8 +72,9 @@ func TestRunErrors(t *testing.T) {
 		{"serve with missing config", []string{"serve", "--config", filepath.Join(dir, "none.yaml")}, []string{"none.yaml"}},
 		{"serve with invalid config", []string{"serve", "--config", write("invalid.yaml", "node_id: n\n")}, []string{"hsm.module: required", "tls.ca: required"}},
 		{"serve with missing TLS files", []string{"serve", "--config", missingTLS}, []string{"tls:", filepath.Join(dir, "nope")}},
-		{"serve with missing PIN file", []string{"serve", "--config", missingPIN}, []string{"PIN file", "user.pin"}},
+		{"serve with missing PIN file", []string{"serve", "--config", missingPIN}, []string{"hsm: pin_file ", "user.pin: no such file or directory"}},
 		{"serve with loose PIN file", []string{"serve", "--config", loosePIN}, []string{"chmod 600"}},
+		{"serve with a directory as PIN file", []string{"serve", "--config", dirPIN}, []string{"hsm: pin_file ", "pin.d is a directory, not a file"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +92,9 @@ func TestRunErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "1234") {
 				t.Errorf("error %q shows the PIN", err)
+			}
+			if strings.Contains(err.Error(), "hsm: hsm:") || strings.Contains(err.Error(), "login failed") {
+				t.Errorf("error %q repeats its prefix or reports a login that was not tried", err)
 			}
 		})
 	}
