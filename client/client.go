@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 )
 
@@ -101,10 +102,23 @@ var ErrInvalidEndpoint = errors.New("client: invalid endpoint")
 // CheckEndpoint checks that addr is host:port with both parts given, as
 // Config.Endpoints wants: without a port, gRPC would quietly dial its
 // default, 443. Targets with a gRPC scheme ("dns:///host:port",
-// "unix:///path") are left to gRPC. Errors match ErrInvalidEndpoint.
+// "unix:///path") are left to gRPC; any other scheme ("http://host:port")
+// is refused, since gRPC would take the whole of it for a host name.
+// Errors match ErrInvalidEndpoint.
 func CheckEndpoint(addr string) error {
-	if strings.Contains(addr, "://") || strings.HasPrefix(addr, "unix:") {
+	if strings.HasPrefix(addr, "unix:") {
 		return nil
+	}
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		if resolver.Get(strings.ToLower(scheme)) != nil {
+			return nil
+		}
+		example := "127.0.0.1:7400"
+		if h, p, err := net.SplitHostPort(strings.TrimSuffix(rest, "/")); err == nil && h != "" && p != "" {
+			example = net.JoinHostPort(h, p)
+		}
+		return fmt.Errorf("%w %q: %s:// is not a gRPC target scheme; give host:port without a scheme, such as %s",
+			ErrInvalidEndpoint, addr, scheme, example)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	var problem string

@@ -415,6 +415,10 @@ func TestDialRefusesEndpointWithoutPort(t *testing.T) {
 		{"127.0.0.1:7400", ""},
 		{"[::1]:7400", ""},
 		{"dns:///broker.example:7400", ""},
+		{"unix:///run/hsmbroker.sock", ""},
+		{"http://127.0.0.1:37410", `invalid endpoint "http://127.0.0.1:37410": http:// is not a gRPC target scheme; give host:port without a scheme, such as 127.0.0.1:37410`},
+		{"https://[::1]:7400/", "https:// is not a gRPC target scheme; give host:port without a scheme, such as [::1]:7400"},
+		{"grpc://broker.example", "give host:port without a scheme, such as 127.0.0.1:7400"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {

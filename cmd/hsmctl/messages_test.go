@@ -73,6 +73,8 @@ func TestUsageMessages(t *testing.T) {
 			`--addr: invalid endpoint "127.0.0.1": no port; want host:port, such as 127.0.0.1:7400`},
 		{"one of the addresses without a port", []string{"keys", "list", "--addr", dead + ",broker.example"},
 			`--addr: invalid endpoint "broker.example": no port`},
+		{"address with a URL scheme", []string{"whoami", "--addr", "http://127.0.0.1:37410"},
+			`--addr: invalid endpoint "http://127.0.0.1:37410": http:// is not a gRPC target scheme; give host:port without a scheme, such as 127.0.0.1:37410`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
