@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,13 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	if ok, err := s.hsm.HasDomainKey(ctx); err != nil || !ok {
 		return false, "HSM partition holds no domain key"
 	}
+	// A member removed from the cluster learns it from the configuration
+	// that removed it; it is never a member again (its state stays), so say
+	// what it takes to come back rather than "catching up" for ever.
+	st := s.node.Stats()
+	if len(st.Servers) > 0 && !slices.ContainsFunc(st.Servers, func(sv cluster.Server) bool { return sv.ID == st.ID }) {
+		return false, "this node was removed from the cluster; to bring it back, stop it, move its audit log aside, empty the rest of its data_dir and start it with a new join token (docs/OPERATIONS.md)"
+	}
 	if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
 		return false, "catching up with the cluster"
 	}
@@ -118,7 +126,6 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	// Cryptography needs no leader, only a current state: a follower keeps
 	// serving through an election as long as it heard from a leader within
 	// MaxStaleness.
-	st := s.node.Stats()
 	if st.Role == "Leader" {
 		return true, ""
 	}
@@ -147,13 +154,18 @@ func partitionPB(pi cluster.PartitionInfo, lastSeen time.Time) *pb.PartitionInfo
 }
 
 // localPartitionInfo describes this node's partition as cluster metadata.
+// DomainKeyPresent false means "missing" only when Health is "ok": a
+// partition that could not be asked may hold the key or not.
 func (s *Service) localPartitionInfo(ctx context.Context) cluster.PartitionInfo {
 	info := s.hsm.Info()
 	health := "ok"
 	if err := s.hsm.Healthy(ctx); err != nil {
 		health = "unavailable: " + err.Error()
 	}
-	dk, _ := s.hsm.HasDomainKey(ctx)
+	dk, err := s.hsm.HasDomainKey(ctx)
+	if err != nil && health == "ok" {
+		health = "unavailable: domain key check: " + err.Error()
+	}
 	return cluster.PartitionInfo{Model: info.Model, Manufacturer: info.Manufacturer, Serial: info.Serial,
 		TokenLabel: info.Label, Library: info.Library, Firmware: info.Firmware, Mechanisms: info.Mechanisms,
 		DomainKeyPresent: dk, Health: health}

@@ -143,6 +143,15 @@ func TestEveryReadinessCheckIsTheNodesVerdict(t *testing.T) {
 	if strings.Contains(err.Error(), "another node") {
 		t.Errorf("a one-node cluster sends its callers to another node: %v", err)
 	}
+	// The status says the partition could not be asked, so that "no domain
+	// key" reads as unknown, not missing.
+	st, err := e.cluster.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pi := st.GetNodes()[0].GetPartition(); !strings.HasPrefix(pi.GetHealth(), "unavailable: ") || pi.GetDomainKeyPresent() {
+		t.Errorf("partition of a failing HSM: health %q, domain key present %v", pi.GetHealth(), pi.GetDomainKeyPresent())
+	}
 
 	faults.Clear()
 	if ok, reason := e.svc.Ready(ctx); !ok {

@@ -221,3 +221,36 @@ func TestJoinRefusals(t *testing.T) {
 		t.Fatalf("membership changed: %v / %v", st.Nodes(), c.Nodes[0].Raft.Stats().Servers)
 	}
 }
+
+// A member removed from the cluster says so when asked whether it is
+// ready, and what it takes to come back, instead of "catching up" for
+// ever.
+func TestRemovedNodeSaysSo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	gone := c.Followers(t)[0]
+	admin := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var ok bool
+		if ok, reason = gone.Service.Ready(ctx); !ok && strings.Contains(reason, "removed from the cluster") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed node's readiness: %q", reason)
+		}
+	}
+	if !strings.Contains(reason, "join token") {
+		t.Errorf("the removed node does not say how to come back: %q", reason)
+	}
+	if ok, reason := leader.Service.Ready(ctx); !ok {
+		t.Errorf("the leader after the removal: %s", reason)
+	}
+}

@@ -142,12 +142,19 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 			return lc.RemoveNode(outgoing(ctx), req)
 		}
 	}
-	if id == s.node.ID() {
-		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is the leader and cannot remove itself; transfer leadership first", id)
-	}
-	member := false
+	member, voters, voter := false, 0, false
 	for _, srv := range s.node.Stats().Servers {
 		member = member || srv.ID == id
+		if srv.Voter {
+			voters++
+			voter = voter || srv.ID == id
+		}
+	}
+	if voter && voters == 1 {
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is the cluster's last voter and cannot be removed: a cluster cannot remove its last member; to retire the cluster, stop the node", id)
+	}
+	if id == s.node.ID() {
+		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is the leader and cannot remove itself; transfer leadership first", id)
 	}
 	if _, ok := s.node.State().Node(id); !ok && !member {
 		return nil, errNotFound("node %s is not a member", id)

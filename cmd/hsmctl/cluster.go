@@ -225,8 +225,11 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 			strconv.FormatUint(n.AppliedIndex, 10), strconv.FormatUint(n.CommitIndex, 10), dash(n.LastContact)})
 		p := n.Partition
 		dk := "missing"
-		if p.DomainKeyPresent {
+		switch {
+		case p.DomainKeyPresent:
 			dk = "present"
+		case p.Health != "ok":
+			dk = "unknown" // the partition could not be asked
 		}
 		partitions = append(partitions, []string{n.ID, dash(p.HSMModel), dash(p.Serial), dash(p.TokenLabel), dash(p.Library),
 			strconv.Itoa(len(p.Mechanisms)), dk, dash(p.Health), dash(p.LastSeen)})
@@ -337,9 +340,12 @@ func (a *app) clusterRemoveCommand() *cobra.Command {
 		Short: "Remove a member from the cluster",
 		Long: `remove takes NODE out of the cluster's Raft configuration. The removed node
 stops serving; its HSM partition keeps its objects until an operator
-clears it. The leader cannot be removed: transfer leadership first. A
-removed node that should come back must start over with an empty data
-directory and a new join token.`,
+clears it. The leader cannot be removed: transfer leadership first. Nor
+can the last voter: to retire a one-node cluster, stop the node. A
+removed node that should come back must start over: stop it, move its
+audit log aside (it is the record of what the node did; keep it), empty
+the rest of its data directory and start it with a new join token
+(docs/OPERATIONS.md).`,
 		Example: `  hsmctl cluster remove node3`,
 		Args:    exactArgs("NODE"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {

@@ -42,6 +42,9 @@ type fakeCluster struct {
 	removed  []string
 	tokenTTL time.Duration
 	snapshot []byte
+	// hsmDown is the member whose HSM cannot be asked: its partition
+	// reports unavailable and no domain key.
+	hsmDown string
 	// backupFault makes Backup misbehave: "bad sum", "bad size", "no
 	// trailer", "flipped byte" or "broken stream".
 	backupFault string
@@ -144,6 +147,10 @@ func (m *fakeMember) GetClusterStatus(context.Context, *pb.GetClusterStatusReque
 			Partition: &pb.PartitionInfo{HsmModel: "SoftHSM v2", Serial: "serial-" + id, TokenLabel: id, LibraryPath: "/lib/softhsm.so",
 				Mechanisms: []string{"CKM_AES_GCM", "CKM_AES_KEY_WRAP_PAD"}, DomainKeyPresent: true, Health: "ok",
 				LastSeen: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}}
+		if id == c.hsmDown {
+			n.Healthy, n.Partition.DomainKeyPresent = false, false
+			n.Partition.Health = "unavailable: hsm: partition unavailable: C_OpenSession: CKR_DEVICE_REMOVED"
+		}
 		if id == m.id {
 			n.AppliedIndex, n.CommitIndex = uint64(10*(i+1)), uint64(10*(i+1))
 			n.LastContact = durationpb.New(25 * time.Millisecond)
@@ -174,6 +181,8 @@ func (m *fakeMember) RemoveNode(_ context.Context, req *pb.RemoveNodeRequest) (*
 	switch {
 	case !nodeIDPattern.MatchString(id):
 		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid NodeId %q", id)
+	case id == m.c.leader && len(m.c.ids) == len(m.c.removed)+1:
+		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "node %s is the cluster's last voter and cannot be removed: a cluster cannot remove its last member; to retire the cluster, stop the node", id)
 	case id == m.c.leader:
 		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "node %s is the leader and cannot remove itself; transfer leadership first", id)
 	case !contains(m.c.ids, id) || contains(m.c.removed, id):
@@ -296,6 +305,28 @@ func TestClusterStatus(t *testing.T) {
 		}
 	}
 
+	// A member whose HSM cannot be asked: whether it holds the domain key
+	// is unknown, not missing.
+	c.mu.Lock()
+	c.hsmDown = "node2"
+	c.mu.Unlock()
+	out = c.ok(c.flags(0), "cluster", "status")
+	rows := 0
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 6 && strings.HasPrefix(f[1], "SoftHSM") {
+			rows++
+			if want := map[bool]string{true: "unknown", false: "present"}[f[0] == "node2"]; !strings.Contains(line, " "+want+" ") {
+				t.Errorf("domain key of %s is not %q: %q", f[0], want, line)
+			}
+		}
+	}
+	if rows != 3 || strings.Contains(out, "missing") {
+		t.Errorf("a member whose HSM cannot be asked shows its domain key missing:\n%s", out)
+	}
+	c.mu.Lock()
+	c.hsmDown = ""
+	c.mu.Unlock()
+
 	// A member that is gone: its replicated record still says healthy, the
 	// probe says otherwise.
 	c.servers[2].Stop()
@@ -409,6 +440,16 @@ func TestClusterRemoveAndTransfer(t *testing.T) {
 	}
 	if r := c.run(c.flags(0), "cluster", "transfer-leadership", "a", "b"); r.code != exitUsage {
 		t.Errorf("two nodes: %+v", r)
+	}
+
+	// The last voter: no transfer helps, so the refusal says so.
+	c = newFakeCluster(t)
+	c.ok(c.flags(0), "cluster", "remove", "node3")
+	c.ok(c.flags(0), "cluster", "remove", "node2")
+	if r := c.run(c.flags(0), "cluster", "remove", "node1"); r.code != exitError ||
+		!strings.Contains(r.stderr, "node node1 is the cluster's last voter and cannot be removed") || !strings.Contains(r.stderr, "stop the node") ||
+		strings.Contains(r.stderr, "transfer leadership") {
+		t.Errorf("remove the last voter: %+v", r)
 	}
 }
 

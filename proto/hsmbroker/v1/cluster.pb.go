@@ -112,7 +112,9 @@ type PartitionInfo struct {
 	// CKM_ names (for example `CKM_AES_KEY_WRAP_PAD`), sorted.
 	Mechanisms []string `protobuf:"bytes,7,rep,name=mechanisms,proto3" json:"mechanisms,omitempty"`
 	// Whether the partition holds the cluster's domain key. A node without it
-	// cannot unwrap keys and does not serve them.
+	// cannot unwrap keys and does not serve them. False means missing only
+	// when health is `ok`; otherwise the partition could not be asked, and
+	// whether it holds the key is unknown.
 	DomainKeyPresent bool `protobuf:"varint,8,opt,name=domain_key_present,json=domainKeyPresent,proto3" json:"domain_key_present,omitempty"`
 	// A short, human-readable health summary: `ok` when the node's last check
 	// of the partition succeeded, otherwise what failed (never secrets).

@@ -59,7 +59,8 @@ type ClusterServiceClient interface {
 	// RemoveNode removes a member from the cluster. The removed node stops
 	// serving; its HSM partition keeps its objects until an operator clears
 	// it. The leader cannot remove itself (FAILED_PRECONDITION): transfer
-	// leadership first.
+	// leadership first. Nor can the cluster's last voter be removed
+	// (FAILED_PRECONDITION): to retire a cluster, stop its node.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// TransferLeadership makes the leader hand over to another voter, for
 	// maintenance on the leader's host. Writes fail with UNAVAILABLE for the
@@ -215,7 +216,8 @@ type ClusterServiceServer interface {
 	// RemoveNode removes a member from the cluster. The removed node stops
 	// serving; its HSM partition keeps its objects until an operator clears
 	// it. The leader cannot remove itself (FAILED_PRECONDITION): transfer
-	// leadership first.
+	// leadership first. Nor can the cluster's last voter be removed
+	// (FAILED_PRECONDITION): to retire a cluster, stop its node.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// TransferLeadership makes the leader hand over to another voter, for
 	// maintenance on the leader's host. Writes fail with UNAVAILABLE for the
