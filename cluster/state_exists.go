@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // HasState reports whether dataDir (a node's Raft directory) holds the
@@ -29,7 +30,7 @@ func HasState(dataDir string) (bool, error) {
 	store, err := raftboltdb.New(raftboltdb.Options{Path: path,
 		BoltOptions: &bbolt.Options{Timeout: time.Second, ReadOnly: true}})
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return false, dataDirInUse(dataDir)
 		}
 		return false, fmt.Errorf("cluster: open %s: %w", path, err)
