@@ -190,6 +190,19 @@ func (c *serveCluster) start(t *testing.T, n *serveNode) *proc {
 	}
 }
 
+// startToExit starts serve on a node that must fail to start (what says
+// which), and returns the process once it has exited.
+func (c *serveCluster) startToExit(t *testing.T, n *serveNode, what string) *proc {
+	t.Helper()
+	p := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", n.config)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not exit", what)
+	}
+	return p
+}
+
 // checkServing runs the client-side checks against a running node.
 func (c *serveCluster) checkServing(t *testing.T, p *proc, n *serveNode) {
 	t.Helper()
@@ -250,12 +263,7 @@ func TestServeStartStopRestart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(n.dir, "user.pin"), []byte("000000-wrong\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", n.config)
-	select {
-	case <-p.done:
-	case <-time.After(time.Minute):
-		t.Fatal("a node with a wrong PIN did not exit")
-	}
+	p := c.startToExit(t, n, "a node with a wrong PIN")
 	var ee *exec.ExitError
 	if !errors.As(p.err, &ee) || ee.ExitCode() != exitPINRefused || !strings.Contains(p.out.String(), "check hsm.pin_file") {
 		t.Fatalf("a node with a wrong PIN: %v, want exit status %d\n%s", p.err, exitPINRefused, p.out.String())
@@ -295,12 +303,7 @@ func TestServeJoin(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("hbj.0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bad := startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", n2.config)
-	select {
-	case <-bad.done:
-	case <-time.After(time.Minute):
-		t.Fatal("a node with a made-up join token did not exit")
-	}
+	bad := c.startToExit(t, n2, "a node with a made-up join token")
 	if bad.err == nil || !strings.Contains(bad.out.String(), "join") {
 		t.Fatalf("a node with a made-up join token: %v\n%s", bad.err, bad.out.String())
 	}
