@@ -38,6 +38,10 @@ func (d *Daemon) CheckpointAudit(ctx context.Context) {
 		if !anchored {
 			if anchored = d.anchorAudit(ctx); anchored {
 				s.auditAnchoring.Store(false)
+				// A restart finds its head checkpointed already (the last
+				// run's final checkpoint): start from there, rather than
+				// propose it again and have the cluster refuse it.
+				done = d.recordedSeq()
 			} else {
 				// Not anchored yet (no leader to read the checkpoints
 				// from): the node does not serve meanwhile, so retry soon.
@@ -67,6 +71,19 @@ func (d *Daemon) CheckpointAudit(ctx context.Context) {
 		case <-log.Checkpoints():
 		}
 	}
+}
+
+// recordedSeq is the last seq the cluster holds a checkpoint of for this
+// node's current audit chain, 0 if none.
+func (d *Daemon) recordedSeq() uint64 {
+	s := d.svc
+	seg, _, _ := s.cfg.AuditLog.Head()
+	for _, h := range s.node.State().AuditHeads(s.cfg.NodeID) {
+		if h.Segment == seg {
+			return h.Last.Seq
+		}
+	}
+	return 0
 }
 
 // checkpointAudit records one chain head.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +139,56 @@ func TestDaemonRunRefusesAForeignDomainKey(t *testing.T) {
 	}
 	if ok, reason := svc.Healthy(); ok {
 		t.Fatalf("the node reports itself ready (%q) over a foreign domain key", reason)
+	}
+}
+
+// TestCheckpointAfterRestartIsQuiet: a checkpointer that starts again (as
+// on a restart) on a log whose head the cluster has a checkpoint of
+// already does not propose it again, which the cluster would refuse and
+// the node log as a failure to retry.
+func TestCheckpointAfterRestartIsQuiet(t *testing.T) {
+	ctx := ctxT(t)
+	p := hsmtest.NewPartition(t)
+	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(), Bootstrap: true,
+		Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Shutdown() })
+	if err := node.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{b: &bytes.Buffer{}}
+	alog := audit.New(&lockedBuffer{b: &bytes.Buffer{}}, audit.Options{})
+	svc, err := broker.New(broker.Config{NodeID: "node1", Node: node, Partition: p, AuditLog: alog,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	if _, err := svc.CreateKey(broker.Internal(ctx, "test"), broker.CreateKeyRequest{Alias: "alias/checkpointed"}); err != nil {
+		t.Fatal(err)
+	}
+	dm := broker.NewDaemon(svc, broker.DaemonConfig{AuditCheckpointInterval: 20 * time.Millisecond})
+	checkpointed := func() bool {
+		_, seq, _ := alog.Head()
+		for _, h := range node.State().AuditHeads("node1") {
+			if h.Last.Seq == seq {
+				return true
+			}
+		}
+		return false
+	}
+	for run := 1; run <= 2; run++ {
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { dm.CheckpointAudit(runCtx); close(done) }()
+		waitFor(t, fmt.Sprintf("run %d: the head checkpointed", run), checkpointed)
+		time.Sleep(100 * time.Millisecond) // several more intervals
+		stop()
+		<-done
+	}
+	if strings.Contains(logs.String(), "not recorded") {
+		t.Errorf("the second run proposed a checkpoint the cluster has:\n%s", logs.String())
 	}
 }
