@@ -135,14 +135,16 @@ func TestParseErrors(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"empty document", "", []string{"node_id: required", "tls.ca: required", "hsm.module: required", "hsm.pin_file: required"}},
-		{"unknown field", edit("", "colour: blue"), []string{"field colour not found"}},
-		{"unknown nested field", edit("", "log: {level: info, colour: blue}"), []string{"field colour not found"}},
+		{"unknown field", edit("", "colour: blue"), []string{`unknown setting "colour"`, "hsmbrokerd.example.yaml"}},
+		{"unknown nested field", edit("", "log: {level: info, colour: blue}"), []string{`unknown setting "colour" under log`}},
+		{"unknown field two levels down", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, xks: {colour: blue}}"), []string{`unknown setting "colour" under kms.xks`}},
+		{"a list for a string", edit("", "region: [a, b]"), []string{"region: a list is not a string"}},
 		{"missing module", edit("module: /usr/lib/softhsm/libsofthsm2.so, ", ""), []string{"hsm.module: required"}},
 		{"no token", edit("token_label: hsmbroker, ", ""), []string{"hsm.token_label: required"}},
 		{"two PIN sources", edit("pin_file:", "pin_env: PIN, pin_file:"), []string{"hsm.pin_file: set either"}},
 		{"bad oaep mode", edit("user.pin}", "user.pin, oaep_sha256: sha1}"), []string{"hsm.oaep_sha256"}},
 		{"negative pool", edit("user.pin}", "user.pin, pool_size: -1}"), []string{"hsm.pool_size: must not be negative"}},
-		{"duration without unit", edit("user.pin}", "user.pin, call_timeout: 5}"), []string{"line 5", "time.Duration"}},
+		{"duration without unit", edit("user.pin}", "user.pin, call_timeout: 5}"), []string{"line 5", `call_timeout: "5" is not a duration with a unit, such as 5s`}},
 		{"bad duration", edit("", "raft: {heartbeat_timeout: soon}"), []string{"soon"}},
 		{"lease over heartbeat", edit("", "raft: {heartbeat_timeout: 1s, leader_lease_timeout: 2s}"), []string{"raft.leader_lease_timeout"}},
 		{"wildcard raft without advertise", edit("raft_advertise: 10.0.0.1:7401", ""), []string{"raft_advertise: required when raft_addr"}},
@@ -163,14 +165,14 @@ func TestParseErrors(t *testing.T) {
 		{"kms plaintext with cert", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, plaintext: true, cert: a, key: b}"), []string{"kms.cert: not used"}},
 		{"xks prefix without credentials", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, xks: {path_prefix: /x}}"), []string{"kms.xks.credentials_file: required"}},
 		{"xks sharing user credentials", edit("", "kms: {addr: 127.0.0.1:7480, credentials_file: c.json, xks: {credentials_file: c.json}}"), []string{"kms.xks.credentials_file: must not"}},
-		{"old kms_addr", edit("", "kms_addr: 127.0.0.1:7480"), []string{"field kms_addr not found"}},
+		{"old kms_addr", edit("", "kms_addr: 127.0.0.1:7480"), []string{`unknown setting "kms_addr"`}},
 		{"bad hsm env name", edit("user.pin}", "user.pin, env: {\"A=B\": x}}"), []string{"hsm.env"}},
 		{"bad log level", edit("", "log: {level: loud}"), []string{"log.level"}},
 		{"bad log format", edit("", "log: {format: xml}"), []string{"log.format"}},
 		{"node id with space", edit("node_id: node-1", "node_id: node 1"), []string{"node_id: must not contain"}},
 		{"duplicate key", edit("", "node_id: node-2"), []string{"already defined"}},
 		{"two documents", minimal + "---\nnode_id: x\n", []string{"more than one YAML document"}},
-		{"not a mapping", "- a\n- b\n", []string{"cannot unmarshal"}},
+		{"not a mapping", "- a\n- b\n", []string{"must be a mapping of settings"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,6 +184,9 @@ func TestParseErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "config.") || strings.Contains(err.Error(), "!!") {
+				t.Errorf("error %q shows the decoder's Go terms", err)
 			}
 		})
 	}
