@@ -229,3 +229,56 @@ func TestAccessCommands(t *testing.T) {
 		t.Fatalf("audit fetch from a node without a log: %d %s", r.code, r.stderr)
 	}
 }
+
+// certs ca makes a cluster CA once, and certs node issues a node
+// certificate from it that serve's TLS set-up takes: the node id as its
+// common name, every --host as a name or address, server and client
+// authentication.
+func TestCertsCAAndNode(t *testing.T) {
+	dir := t.TempDir()
+	caDir, tlsDir := filepath.Join(dir, "ca"), filepath.Join(dir, "tls")
+	if r := runArgs("certs", "ca", "--out-dir", caDir, "--name", "test cluster CA"); r.code != 0 {
+		t.Fatalf("certs ca: %d %s", r.code, r.stderr)
+	}
+	if r := runArgs("certs", "ca", "--out-dir", caDir); r.code != exitError || !strings.Contains(r.stderr, "ca.pem") {
+		t.Fatalf("certs ca over an existing CA: %d %s", r.code, r.stderr)
+	}
+	caCert, caKey := filepath.Join(caDir, "ca.pem"), filepath.Join(caDir, "ca-key.pem")
+	if fi, err := os.Stat(caKey); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key file: %v %v", fi, err)
+	}
+	node := func(extra ...string) result {
+		return runArgs(append([]string{"certs", "node", "--node-id", "node1", "--out-dir", tlsDir, "--ca-cert", caCert, "--ca-key", caKey}, extra...)...)
+	}
+	if r := node("--host", "node1.example.net:7400"); r.code != exitUsage || !strings.Contains(r.stderr, "without a port") {
+		t.Fatalf("a host with a port: %d %s", r.code, r.stderr)
+	}
+	if r := node(); r.code != exitUsage || !strings.Contains(r.stderr, "--host") {
+		t.Fatalf("no --host: %d %s", r.code, r.stderr)
+	}
+	if r := node("--host", "node1.example.net,127.0.0.1", "--host", "::1"); r.code != 0 {
+		t.Fatalf("certs node: %d %s", r.code, r.stderr)
+	}
+	cert, err := pki.ReadCertFile(filepath.Join(tlsDir, "node.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != "node1" || len(cert.DNSNames) != 1 || cert.DNSNames[0] != "node1.example.net" || len(cert.IPAddresses) != 2 {
+		t.Fatalf("node certificate: CN %q, names %v, addresses %v", cert.Subject.CommonName, cert.DNSNames, cert.IPAddresses)
+	}
+	ca, err := pki.LoadCA(caCert, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if err := ca.Verify(cert, usage); err != nil {
+			t.Errorf("node certificate for usage %d: %v", usage, err)
+		}
+	}
+	if _, err := pki.ServerTLSConfig(filepath.Join(tlsDir, "node.pem"), filepath.Join(tlsDir, "node-key.pem"), caCert); err != nil {
+		t.Errorf("serve's TLS set-up refuses the node certificate: %v", err)
+	}
+	if r := node("--host", "node1.example.net"); r.code != exitError || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("certs node over existing files: %d %s", r.code, r.stderr)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,16 +16,159 @@ import (
 func (a *app) certsCommand() *cobra.Command {
 	return group(&cobra.Command{
 		Use:   "certs",
-		Short: "Issue client certificates from the cluster CA (offline)",
+		Short: "Make the cluster CA and issue node and client certificates (offline)",
 		Long: `A client certificate names a principal (its common name) and a default role
 (its organizational unit: admin, user or auditor). The brokers accept any
 certificate of the cluster CA; the role the cluster records for a principal
 (hsmctl principals) overrides the certificate's.
 
+A node certificate ('certs node') names the node (common name: its
+node_id) and the names and addresses it is reached at, for server and
+client authentication, as the nodes' gRPC and Raft links need.
+
 certs works offline, against the CA certificate and key files, on the
 machine that keeps them; it never contacts a broker. Production
 deployments may bring their own CA instead.`,
-	}, a.certsIssueCommand())
+	}, a.certsIssueCommand(), a.certsNodeCommand(), a.certsCACommand())
+}
+
+// caFiles is --ca-cert and --ca-key, defaulting to $HSMBROKER_CA and
+// $HSMBROKER_CA_KEY.
+func caFiles(caCert, caKey string) (string, string, error) {
+	if caCert == "" {
+		caCert = os.Getenv("HSMBROKER_CA")
+	}
+	if caKey == "" {
+		caKey = os.Getenv("HSMBROKER_CA_KEY")
+	}
+	if caCert == "" || caKey == "" {
+		return "", "", usageErr("--ca-cert and --ca-key are required (default $HSMBROKER_CA and $HSMBROKER_CA_KEY, which 'hsmbrokerd dev' writes to dev.env)")
+	}
+	return caCert, caKey, nil
+}
+
+func (a *app) certsNodeCommand() *cobra.Command {
+	var nodeID, outDir, caCert, caKey string
+	var hosts []string
+	var ttl time.Duration
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "node --node-id ID --host NAME|IP... --out-dir DIR [--ca-cert FILE] [--ca-key FILE]",
+		Short: "Issue a node certificate (tls.cert and tls.key of 'hsmbrokerd serve')",
+		Long: fmt.Sprintf(`node writes DIR/node.pem (mode %04o) and DIR/node-key.pem (mode %04o): a
+certificate for node ID (its common name) valid for server and client
+authentication, for every --host, signed by the CA in --ca-cert and --ca-key.
+Give every name and address peers and clients use to reach the node: those
+of grpc_addr (or grpc_advertise) and raft_addr (or raft_advertise). The
+files are what the configuration's tls.cert and tls.key name; tls.ca is the
+CA certificate. Existing files are kept unless --force.`, pki.CertFileMode, pki.KeyFileMode),
+		Example: `  hsmctl certs node --node-id node1 --host node1.example.net --host 10.0.9.1 \
+    --out-dir /etc/hsmbroker/tls --ca-cert ca.pem --ca-key ca-key.pem`,
+		Args: noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if nodeID == "" || outDir == "" || len(hosts) == 0 {
+				return usageErr("--node-id, --host and --out-dir are required")
+			}
+			if ttl <= 0 {
+				return usageErr("--ttl must be positive")
+			}
+			caCert, caKey, err := caFiles(caCert, caKey)
+			if err != nil {
+				return err
+			}
+			var dns []string
+			var ips []net.IP
+			for _, h := range hosts {
+				switch ip := net.ParseIP(h); {
+				case ip != nil:
+					ips = append(ips, ip)
+				case h != "" && !strings.ContainsAny(h, ":/ "):
+					dns = append(dns, h)
+				default:
+					return usageErr(fmt.Sprintf("invalid --host %q: give a host name or an IP address, without a port", h))
+				}
+			}
+			ca, err := pki.LoadCA(caCert, caKey)
+			if err != nil {
+				return err
+			}
+			certFile, keyFile := filepath.Join(outDir, "node.pem"), filepath.Join(outDir, "node-key.pem")
+			for _, f := range []string{certFile, keyFile} {
+				if err := checkOutPath(f, force); err != nil {
+					return err
+				}
+			}
+			iss, err := ca.IssueServer(nodeID, dns, ips, ttl)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(outDir, 0o700); err != nil {
+				return err
+			}
+			if err := iss.Save(certFile, keyFile); err != nil {
+				return err
+			}
+			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"node_id": nodeID, "hosts": hosts, "cert": certFile, "key": keyFile, "expires": expires})
+			}
+			return fields(a.stdout, "Node", nodeID, "Hosts", strings.Join(hosts, ", "), "Certificate", certFile, "Key", keyFile, "Expires", expires)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&nodeID, "node-id", "", "the node's id (node_id in its configuration; the certificate's common name)")
+	f.StringSliceVar(&hosts, "host", nil, "a DNS name or IP address the node is reached at (repeat, or comma-separate)")
+	f.StringVar(&outDir, "out-dir", "", "directory for node.pem and node-key.pem (created 0700)")
+	f.StringVar(&caCert, "ca-cert", "", "the CA certificate, PEM (default $HSMBROKER_CA)")
+	f.StringVar(&caKey, "ca-key", "", "the CA private key, PEM (default $HSMBROKER_CA_KEY)")
+	f.DurationVar(&ttl, "ttl", pki.DefaultServerTTL, "validity of the certificate")
+	f.BoolVar(&force, "force", false, "replace existing files (a symlink is replaced, not followed)")
+	return cmd
+}
+
+func (a *app) certsCACommand() *cobra.Command {
+	var outDir, name string
+	cmd := &cobra.Command{
+		Use:   "ca --out-dir DIR [--name NAME]",
+		Short: "Make a cluster CA (once per cluster)",
+		Long: fmt.Sprintf(`ca writes DIR/ca.pem (the CA certificate; tls.ca of every node, and
+HSMBROKER_CA of clients) and DIR/ca-key.pem (its private key), both mode
+0600, valid for %d years. Keep ca-key.pem off the nodes, on the machine that
+issues certificates ('hsmctl certs node', 'hsmctl certs issue'). It refuses
+to replace an existing CA: the certificates it signed would stop being
+trusted.`, int(pki.DefaultCATTL.Hours()/24/365)),
+		Example: `  hsmctl certs ca --out-dir ./ca --name "example.net hsmbroker CA"`,
+		Args:    noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if outDir == "" {
+				return usageErr("--out-dir is required")
+			}
+			certFile, keyFile := filepath.Join(outDir, "ca.pem"), filepath.Join(outDir, "ca-key.pem")
+			for _, f := range []string{certFile, keyFile} {
+				if err := checkOutPath(f, false); err != nil {
+					return err
+				}
+			}
+			ca, err := pki.NewCA(name)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(outDir, 0o700); err != nil {
+				return err
+			}
+			if err := ca.Save(certFile, keyFile); err != nil {
+				return err
+			}
+			expires := ca.Cert.NotAfter.UTC().Format(time.RFC3339)
+			if a.json() {
+				return printJSON(a.stdout, map[string]string{"name": name, "cert": certFile, "key": keyFile, "expires": expires})
+			}
+			return fields(a.stdout, "CA", name, "Certificate", certFile, "Key", keyFile, "Expires", expires)
+		}),
+	}
+	cmd.Flags().StringVar(&outDir, "out-dir", "", "directory for ca.pem and ca-key.pem (created 0700)")
+	cmd.Flags().StringVar(&name, "name", "hsmbroker cluster CA", "the CA's common name")
+	return cmd
 }
 
 func (a *app) certsIssueCommand() *cobra.Command {
@@ -50,17 +194,14 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
     --ca-cert /etc/hsmbroker/ca.pem --ca-key /etc/hsmbroker/ca-key.pem`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if caCert == "" {
-				caCert = os.Getenv("HSMBROKER_CA")
+			if principal == "" || role == "" || outDir == "" {
+				return usageErr("--principal, --role and --out-dir are required")
 			}
-			if caKey == "" {
-				caKey = os.Getenv("HSMBROKER_CA_KEY")
+			caCert, caKey, err := caFiles(caCert, caKey)
+			if err != nil {
+				return err
 			}
 			switch {
-			case principal == "" || role == "" || outDir == "":
-				return usageErr("--principal, --role and --out-dir are required")
-			case caCert == "" || caKey == "":
-				return usageErr("--ca-cert and --ca-key are required (default $HSMBROKER_CA and $HSMBROKER_CA_KEY, which 'hsmbrokerd dev' writes to dev.env)")
 			case !authz.Role(role).Issuable():
 				return usageErr(fmt.Sprintf("invalid --role %q: valid values are admin, user, auditor", role))
 			case strings.ContainsAny(principal, `/\`) || principal == "." || principal == "..":
