@@ -32,6 +32,31 @@ deployments may bring their own CA instead.`,
 	}, a.certsIssueCommand(), a.certsNodeCommand(), a.certsCACommand())
 }
 
+// certSaver is what writeCert saves: an issued certificate, or a CA.
+type certSaver interface {
+	Save(certFile, keyFile string) error
+}
+
+// writeCert is the one way certs writes a certificate and its key, to
+// DIR/NAME.pem and DIR/NAME-key.pem: existing files are refused unless
+// force (checkOutPath), before issue makes anything; DIR is made 0700.
+func writeCert(outDir, name string, force bool, issue func() (certSaver, error)) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(outDir, name+".pem"), filepath.Join(outDir, name+"-key.pem")
+	for _, f := range []string{certFile, keyFile} {
+		if err := checkOutPath(f, force); err != nil {
+			return "", "", err
+		}
+	}
+	c, err := issue()
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, c.Save(certFile, keyFile)
+}
+
 // caFiles is --ca-cert and --ca-key, defaulting to $HSMBROKER_CA and
 // $HSMBROKER_CA_KEY.
 func caFiles(caCert, caKey string) (string, string, error) {
@@ -92,20 +117,13 @@ CA certificate. Existing files are kept unless --force.`, pki.CertFileMode, pki.
 			if err != nil {
 				return err
 			}
-			certFile, keyFile := filepath.Join(outDir, "node.pem"), filepath.Join(outDir, "node-key.pem")
-			for _, f := range []string{certFile, keyFile} {
-				if err := checkOutPath(f, force); err != nil {
-					return err
-				}
-			}
-			iss, err := ca.IssueServer(nodeID, dns, ips, ttl)
+			var iss *pki.Issued
+			certFile, keyFile, err := writeCert(outDir, "node", force, func() (certSaver, error) {
+				var err error
+				iss, err = ca.IssueServer(nodeID, dns, ips, ttl)
+				return iss, err
+			})
 			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(outDir, 0o700); err != nil {
-				return err
-			}
-			if err := iss.Save(certFile, keyFile); err != nil {
 				return err
 			}
 			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
@@ -143,20 +161,13 @@ trusted.`, int(pki.DefaultCATTL.Hours()/24/365)),
 			if outDir == "" {
 				return usageErr("--out-dir is required")
 			}
-			certFile, keyFile := filepath.Join(outDir, "ca.pem"), filepath.Join(outDir, "ca-key.pem")
-			for _, f := range []string{certFile, keyFile} {
-				if err := checkOutPath(f, false); err != nil {
-					return err
-				}
-			}
-			ca, err := pki.NewCA(name)
+			var ca *pki.CA
+			certFile, keyFile, err := writeCert(outDir, "ca", false, func() (certSaver, error) {
+				var err error
+				ca, err = pki.NewCA(name)
+				return ca, err
+			})
 			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(outDir, 0o700); err != nil {
-				return err
-			}
-			if err := ca.Save(certFile, keyFile); err != nil {
 				return err
 			}
 			expires := ca.Cert.NotAfter.UTC().Format(time.RFC3339)
@@ -213,21 +224,13 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
 			if err != nil {
 				return err
 			}
-			certFile := filepath.Join(outDir, principal+".pem")
-			keyFile := filepath.Join(outDir, principal+"-key.pem")
-			for _, f := range []string{certFile, keyFile} {
-				if err := checkOutPath(f, force); err != nil {
-					return err
-				}
-			}
-			iss, err := ca.IssueClient(principal, authz.Role(role), ttl)
+			var iss *pki.Issued
+			certFile, keyFile, err := writeCert(outDir, principal, force, func() (certSaver, error) {
+				var err error
+				iss, err = ca.IssueClient(principal, authz.Role(role), ttl)
+				return iss, err
+			})
 			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(outDir, 0o700); err != nil {
-				return err
-			}
-			if err := iss.Save(certFile, keyFile); err != nil {
 				return err
 			}
 			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
