@@ -23,13 +23,33 @@ type KMIPAttributes struct {
 	// NotExtractable marks an object whose material Get never returns
 	// (the client set Extractable false or Sensitive true).
 	NotExtractable bool
+	// ActivationDate, when set, is recorded; one that is not in the future
+	// makes the new object Active at once (activateBy).
+	ActivationDate time.Time
 }
 
 func checkKMIPAttributes(a KMIPAttributes) error {
 	if len(a.Names) > cluster.MaxKMIPNames || len(a.Groups) > cluster.MaxKMIPGroups || len(a.Custom) > cluster.MaxKMIPCustom {
 		return kmipInvalid("an object has at most %d names, %d object groups and %d custom attributes", cluster.MaxKMIPNames, cluster.MaxKMIPGroups, cluster.MaxKMIPCustom)
 	}
+	if !a.ActivationDate.IsZero() {
+		return checkKMIPDate("Activation Date", a.ActivationDate)
+	}
 	return nil
+}
+
+// activateBy gives a Pre-Active object the Activation Date date (none when
+// zero): KMIP's state model makes an object Active once its Activation
+// Date is reached, so a date that is not after now activates it in the
+// same change; a later one is only recorded.
+func activateBy(o *cluster.KMIPObject, date, now time.Time) {
+	if date.IsZero() {
+		return
+	}
+	o.ActivationDate = date.UTC()
+	if !date.After(now) {
+		o.State = cluster.KMIPActive
+	}
 }
 
 // KMIPCustomAttribute reports whether name is a KMIP 1.x custom attribute:
@@ -108,14 +128,20 @@ func (c *KMIPObjects) EditAttribute(ctx context.Context, req KMIPAttributeEdit) 
 		if value, current, err = req.Decode(); err != nil {
 			return cluster.KMIPObject{}, err
 		}
+		if req.Name == "Activation Date" {
+			if err := checkKMIPDate("Activation Date", value.Date); err != nil {
+				return cluster.KMIPObject{}, err
+			}
+		}
 	}
+	now := c.s.now()
 	return c.update(ctx, req.ID, func(o *cluster.KMIPObject) error {
-		return editKMIPAttribute(o, req, value, current)
+		return editKMIPAttribute(o, req, value, current, now)
 	})
 }
 
-// editKMIPAttribute applies one attribute change to o.
-func editKMIPAttribute(o *cluster.KMIPObject, e KMIPAttributeEdit, value KMIPAttributeValue, current *KMIPAttributeValue) error {
+// editKMIPAttribute applies one attribute change to o, made at now.
+func editKMIPAttribute(o *cluster.KMIPObject, e KMIPAttributeEdit, value KMIPAttributeValue, current *KMIPAttributeValue, now time.Time) error {
 	noInstance := func() error { return errNotFound("no such attribute instance") }
 	multi := func(list *[]string) error {
 		switch e.Op {
@@ -170,9 +196,10 @@ func editKMIPAttribute(o *cluster.KMIPObject, e KMIPAttributeEdit, value KMIPAtt
 		o.UsageMask = value.UsageMask // zero for Delete
 	case e.Name == "Activation Date":
 		if o.State != cluster.KMIPPreActive {
-			return newError(codes.FailedPrecondition, ExcInvalidState, "Activation Date can change only while the object is Pre-Active")
+			return kmipWrongState("Activation Date can change only while the object is Pre-Active; KMIP object %s is %s", o.ID, kmipStateName(o.State))
 		}
-		o.ActivationDate = value.Date // zero for Delete
+		o.ActivationDate = time.Time{} // Delete
+		activateBy(o, value.Date, now)
 	}
 	return nil
 }

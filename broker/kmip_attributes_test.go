@@ -71,7 +71,7 @@ func TestKMIPAttributeEdits(t *testing.T) {
 			if tt.state != 0 {
 				o.State = tt.state
 			}
-			err := editKMIPAttribute(&o, tt.edit, tt.value, tt.current)
+			err := editKMIPAttribute(&o, tt.edit, tt.value, tt.current, day.Add(-24*time.Hour)) // the date is still to come
 			code, _, _ := Classify(err)
 			if code != tt.wantCode {
 				t.Fatalf("error %v (%s), want %s", err, code, tt.wantCode)

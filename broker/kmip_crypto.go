@@ -255,11 +255,13 @@ func (c *KMIPObjects) CreateKeyPair(ctx context.Context, req KMIPCreateKeyPairRe
 		if a.UsageMask == 0 {
 			a.UsageMask = mask
 		}
-		return cluster.KMIPObject{
+		o := cluster.KMIPObject{
 			ID: keys.NewKeyID(), ObjectType: t, State: cluster.KMIPPreActive, Algorithm: req.Algorithm, Length: req.Length,
 			UsageMask: a.UsageMask, Names: a.Names, Groups: a.Groups, Custom: a.Custom, Owner: Principal(ctx),
 			WrappingKeyID: k.ID, CreatedAt: now, LastChange: now, KeySpec: string(spec), PublicKey: g.PublicKey,
 		}
+		activateBy(&o, a.ActivationDate, now)
+		return o
 	}
 	priv := half(cluster.KMIPPrivateKey, req.Private, kmipUsageSign)
 	pub := half(cluster.KMIPPublicKey, req.Public, kmipUsageVerify)

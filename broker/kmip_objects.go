@@ -51,6 +51,10 @@ func (c *KMIPObjects) Register(ctx context.Context, req KMIPRegisterRequest) (cl
 		if n := len(req.Material); n == 0 || a.Length != 0 && int(a.Length) != 8*n {
 			return cluster.KMIPObject{}, kmipInvalid("the key material is %d bytes but Cryptographic Length says %d bits", n, a.Length)
 		}
+		// An AES key is one Encrypt can use, as Create makes them.
+		if n := len(req.Material); a.Algorithm == KMIPAES && n != 16 && n != 24 && n != 32 {
+			return cluster.KMIPObject{}, kmipInvalid("Cryptographic Length must be 128, 192 or 256 for an AES key; the key material is %d bytes (%d bits)", n, 8*n)
+		}
 		a.Length = int32(8 * len(req.Material))
 	case KMIPSecretData:
 		a.Algorithm, a.Length = 0, 0
@@ -109,6 +113,7 @@ func (c *KMIPObjects) store(ctx context.Context, wrappingKey string, objectType 
 		Extractable: !a.NotExtractable, Names: a.Names, Groups: a.Groups, Custom: a.Custom,
 		Owner: Principal(ctx), WrappingKeyID: k.ID, CreatedAt: now, LastChange: now,
 	}
+	activateBy(&o, a.ActivationDate, now)
 	nameObject(ctx, o.ID)
 	if o.Wrapped, err = seal(k, keys.EncryptionContext{kmipContextKey: o.ID}); err != nil {
 		return cluster.KMIPObject{}, err
@@ -343,23 +348,6 @@ func (c *KMIPObjects) Destroy(ctx context.Context, id string) error {
 	return err
 }
 
-// CheckKMIPKeyMaterial checks the material of a symmetric key a client
-// registers against what the request says of it: every Cryptographic
-// Length it states (in bits, 0 for none) must be the material's, and an
-// AES key (Cryptographic Algorithm 3) is 128, 192 or 256 bits, as Create
-// makes them. n is the material's length in bytes.
-func CheckKMIPKeyMaterial(algorithm uint32, n int, stated ...int32) error {
-	for _, l := range stated {
-		if l != 0 && int64(l) != 8*int64(n) {
-			return kmipInvalid("Cryptographic Length is %d bits but the key material is %d bytes (%d bits)", l, n, 8*n)
-		}
-	}
-	if algorithm == KMIPAES && n != 16 && n != 24 && n != 32 {
-		return kmipInvalid("Cryptographic Length must be 128, 192 or 256 for an AES key; the key material is %d bytes (%d bits)", n, 8*n)
-	}
-	return nil
-}
-
 // The dates a client may give (Activation Date): from the Unix epoch (a
 // KMIP Date-Time is POSIX time) to the end of year 9999, the last the
 // replicated state holds.
@@ -368,9 +356,9 @@ var (
 	maxKMIPDate = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 )
 
-// CheckKMIPDate refuses a date outside what a client may give; field names
+// checkKMIPDate refuses a date outside what a client may give; field names
 // the attribute.
-func CheckKMIPDate(field string, t time.Time) error {
+func checkKMIPDate(field string, t time.Time) error {
 	if t.Before(minKMIPDate) || t.After(maxKMIPDate) {
 		return kmipInvalid("%s must be from %s to %s", field, minKMIPDate.Format(time.DateOnly), maxKMIPDate.Format(time.DateOnly))
 	}
@@ -397,28 +385,4 @@ func kmipStateName(s uint32) string {
 // with Permission Denied).
 func kmipWrongState(format string, args ...any) error {
 	return newError(codes.FailedPrecondition, ExcInvalidState, format, args...)
-}
-
-// SetActivationDate sets the Activation Date of a Pre-Active object (Add,
-// Modify or Set Attribute, or an Activation Date given at Create or
-// Register). A date that is not in the future also makes the object
-// Active, in the same replicated change: KMIP's state model makes an
-// object Active once its Activation Date is reached. A later date only
-// records it. An object that is not Pre-Active keeps its date (a wrong
-// lifecycle state).
-func (c *KMIPObjects) SetActivationDate(ctx context.Context, id string, date time.Time) (cluster.KMIPObject, error) {
-	if err := CheckKMIPDate("Activation Date", date); err != nil {
-		return cluster.KMIPObject{}, err
-	}
-	now := c.s.now()
-	return c.update(ctx, id, func(o *cluster.KMIPObject) error {
-		if o.State != cluster.KMIPPreActive {
-			return kmipWrongState("Activation Date can change only while the object is Pre-Active; KMIP object %s is %s", o.ID, kmipStateName(o.State))
-		}
-		o.ActivationDate = date.UTC()
-		if !date.After(now) {
-			o.State = cluster.KMIPActive
-		}
-		return nil
-	})
 }

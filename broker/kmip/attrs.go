@@ -236,11 +236,7 @@ func (s *attrSet) apply(av attrValue, settableOnly bool) error {
 			s.notExtractable = true
 		}
 	case tagActivationDate:
-		t := v.Time()
-		if err := broker.CheckKMIPDate("Activation Date", t); err != nil {
-			return err
-		}
-		s.activation = t
+		s.activation = v.Time()
 	case tagOperationPolicyName:
 	default:
 		return invalidField("attribute %q cannot be used here", av.name)

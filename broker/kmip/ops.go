@@ -3,11 +3,9 @@ package kmip
 import (
 	"context"
 	"crypto/x509"
-	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
-	"github.com/hsmbroker/hsmbroker/cluster"
 )
 
 // batchEnv is what the items of one request share: the ID Placeholder,
@@ -253,7 +251,7 @@ func requestAttrs(p ttlv.Item) (attrSet, error) {
 
 func (as attrSet) core() broker.KMIPAttributes {
 	return broker.KMIPAttributes{Names: as.names, Groups: as.groups, Custom: as.custom, Algorithm: as.algorithm,
-		Length: as.length, UsageMask: as.usageMask, NotExtractable: as.notExtractable}
+		Length: as.length, UsageMask: as.usageMask, NotExtractable: as.notExtractable, ActivationDate: as.activation}
 }
 
 func requestObjectType(p ttlv.Item) (uint32, error) {
@@ -291,12 +289,11 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 			}
 			req.Attributes.Algorithm = alg
 		}
-		// Every length the request states must be the material's, and an
-		// AES key one Encrypt can use.
-		if err := broker.CheckKMIPKeyMaterial(req.Attributes.Algorithm, len(b), as.length, length); err != nil {
-			return ttlv.Item{}, err
-		}
-		if length != 0 && req.Attributes.Length == 0 {
+		// The one length the core checks against the material.
+		if length != 0 {
+			if as.length != 0 && as.length != length {
+				return ttlv.Item{}, invalidField("Cryptographic Length is %d in the Key Block but %d in the attributes", length, as.length)
+			}
 			req.Attributes.Length = length
 		}
 	case objectSecretData:
@@ -322,21 +319,7 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 		return ttlv.Item{}, err
 	}
 	env.placeholder = o.ID
-	if err := s.activationDate(ctx, o.ID, as.activation); err != nil {
-		return ttlv.Item{}, err
-	}
 	return idPayload(o.ID), nil
-}
-
-// activationDate gives an object just made the Activation Date its
-// request carried, if any: the core records it, and activates the object
-// when the date is not in the future.
-func (s *Server) activationDate(ctx context.Context, id string, date time.Time) error {
-	if date.IsZero() {
-		return nil
-	}
-	_, err := s.core.SetActivationDate(ctx, id, date)
-	return err
 }
 
 func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
@@ -356,9 +339,6 @@ func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 		return ttlv.Item{}, err
 	}
 	env.placeholder = o.ID
-	if err := s.activationDate(ctx, o.ID, as.activation); err != nil {
-		return ttlv.Item{}, err
-	}
 	return ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Text(tagUniqueIdentifier, o.ID)), nil
 }
 
@@ -616,18 +596,7 @@ func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p tt
 			// The instance to change is named by a Name or Object Group.
 			return value, &broker.KMIPAttributeValue{Text: cv.first("")}, nil
 		}}
-	var o cluster.KMIPObject
-	var err error
-	if target.name == "Activation Date" && op != opDeleteAttribute {
-		// Setting the date may also activate the object: the core's
-		// SetActivationDate does both in one change.
-		var value broker.KMIPAttributeValue
-		if value, _, err = edit.Decode(); err == nil {
-			o, err = s.core.SetActivationDate(ctx, id, value.Date)
-		}
-	} else {
-		o, err = s.core.EditAttribute(ctx, edit)
-	}
+	o, err := s.core.EditAttribute(ctx, edit)
 	if err != nil {
 		return ttlv.Item{}, err
 	}

@@ -37,6 +37,9 @@ func merged(common, own attrSet) broker.KMIPAttributes {
 	if o.UsageMask != 0 {
 		a.UsageMask = o.UsageMask
 	}
+	if !o.ActivationDate.IsZero() {
+		a.ActivationDate = o.ActivationDate
+	}
 	return a
 }
 
@@ -74,18 +77,6 @@ func (s *Server) createKeyPair(ctx context.Context, p ttlv.Item, env *batchEnv) 
 		return ttlv.Item{}, err
 	}
 	env.placeholder = kp.Private.ID
-	for _, h := range []struct {
-		id  string
-		own attrSet
-	}{{kp.Private.ID, priv}, {kp.Public.ID, pub}} {
-		date := h.own.activation
-		if date.IsZero() {
-			date = common.activation
-		}
-		if err := s.activationDate(ctx, h.id, date); err != nil {
-			return ttlv.Item{}, err
-		}
-	}
 	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagPrivateKeyUID, kp.Private.ID), ttlv.Text(tagPublicKeyUID, kp.Public.ID)), nil
 }
 
