@@ -468,10 +468,17 @@ func (s *Service) auditUnavailable() *Error {
 		"node %s cannot write its audit log, so it refuses requests; %s", s.cfg.NodeID, s.retryHint())
 }
 
-// notReady is the answer to a request refused while this node is not
-// ready (see Ready); why is the reason Ready gave.
-func (s *Service) notReady(why string) *Error {
-	return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); %s", s.node.ID(), why, s.retryHint())
+// refuseIfNotReady is the readiness gate every front applies to the
+// requests that use the node's state or HSM (gRPC key and crypto calls,
+// TDE reads, KMIP): once the gate is on (WatchHealth), a node that is not
+// ready refuses them, saying why.
+func (s *Service) refuseIfNotReady() error {
+	if s.gate.Load() {
+		if ok, why := s.Healthy(); !ok {
+			return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); %s", s.node.ID(), why, s.retryHint())
+		}
+	}
+	return nil
 }
 
 // retryHint is what an Unavailable answer from this node advises: another

@@ -109,12 +109,7 @@ func (c *KMIPObjects) Authorize(ctx context.Context, cert *x509.Certificate, act
 	if err := s.roleGate(rq, id, action, RequestContexts{KeyRef: objectID}); err != nil {
 		return err
 	}
-	if s.gate.Load() {
-		if ok, why := s.Healthy(); !ok {
-			return s.notReady(why)
-		}
-	}
-	return nil
+	return s.refuseIfNotReady()
 }
 
 // KMIPPrincipal returns ctx carrying the principal of a KMIP client

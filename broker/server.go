@@ -183,9 +183,9 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 		return ctx, c, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	ctx = WithPrincipal(ctx, c.principal)
-	if s.gate.Load() && servesState(method) {
-		if ok, why := s.Healthy(); !ok {
-			return ctx, c, toStatus(s.notReady(why)).Err()
+	if servesState(method) {
+		if err := s.refuseIfNotReady(); err != nil {
+			return ctx, c, toStatus(err).Err()
 		}
 	}
 	return ctx, c, nil

@@ -96,7 +96,7 @@ func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, 
 			out = TDEMaterial{}
 		}
 	}()
-	if err := s.tdeReady(); err != nil {
+	if err := s.refuseIfNotReady(); err != nil {
 		return out, err
 	}
 	// Who asks comes first: nothing about keys is looked up, or revealed,
@@ -161,7 +161,7 @@ func (t *TDEKeys) ReadMount(ctx context.Context, in TDERequest) (err error) {
 	s := t.s
 	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEMount, RequestID: in.RequestID, Peer: in.Peer})
 	defer func() { err = s.endTDE(ctx, err) }()
-	if err := s.tdeReady(); err != nil {
+	if err := s.refuseIfNotReady(); err != nil {
 		return err
 	}
 	ref := tdeRef(in.Mount)
@@ -273,17 +273,6 @@ func (s *Service) tdeKey(ctx context.Context, mount, name string) (cluster.TDEKe
 		return k, m, fmt.Errorf("TDE key %s/%s has no mount", mount, name)
 	}
 	return k, m, nil
-}
-
-// tdeReady refuses reads while the node is not ready, as the gRPC key
-// and crypto calls are refused (see Ready).
-func (s *Service) tdeReady() error {
-	if s.gate.Load() {
-		if ok, why := s.Healthy(); !ok {
-			return s.notReady(why)
-		}
-	}
-	return nil
 }
 
 // endTDE writes the audit line of a TDE read that ended with err; if the
