@@ -15,9 +15,10 @@ type Key struct {
 	// Policy is the policy document put on the key, nil for the default
 	// policy.
 	Policy []byte
-	// ARN is the key's ARN: a policy statement applies to the key only if
-	// its Resource is "*", absent, or matches this.
-	ARN string
+	// ID is the key's id. A policy statement applies to the key only if
+	// its Resource is "*", absent, or matches the key's ARN (built from ID
+	// only for policies whose statements name key ARNs).
+	ID string
 }
 
 // KeyRequest is one request's use of one key.
@@ -59,6 +60,7 @@ func (r KeyRequest) keyAction() (string, map[string]string) {
 // for concurrent use.
 type Authorizer struct {
 	account string
+	keyARN  func(id string) string
 
 	mu       sync.Mutex
 	policies map[string]*Policy
@@ -68,9 +70,10 @@ type Authorizer struct {
 const maxCachedPolicies = 1024
 
 // NewAuthorizer returns an Authorizer for account (12 digits), the
-// account of the ARNs its policies name.
-func NewAuthorizer(account string) *Authorizer {
-	return &Authorizer{account: account}
+// account of the ARNs its policies name; keyARN gives a key's ARN, which
+// the Resource of a policy statement is matched against.
+func NewAuthorizer(account string, keyARN func(id string) string) *Authorizer {
+	return &Authorizer{account: account, keyARN: keyARN}
 }
 
 // defaultPolicyFormat is AWS KMS's default key policy, formatted with the
@@ -152,7 +155,11 @@ func (a *Authorizer) Allows(k Key, c Caller, action string, ec map[string]string
 	if err != nil {
 		return false, "the key policy cannot be evaluated (" + err.Error() + "); an admin must put a new one"
 	}
-	switch pol.Decide(a.account, k.ARN, c, action, ec) {
+	arn := ""
+	if pol.namesKeys {
+		arn = a.keyARN(k.ID)
+	}
+	switch pol.Decide(a.account, arn, c, action, ec) {
 	case EffectDeny:
 		return false, "a Deny statement in the key policy applies"
 	case EffectAllow:

@@ -9,7 +9,7 @@ import (
 )
 
 func TestDecideKey(t *testing.T) {
-	a := NewAuthorizer(acct)
+	a := NewAuthorizer(acct, testKeyARN)
 	admin := Caller{Principal: "root", Role: RoleAdmin}
 	alice := Caller{Principal: "alice", Role: RoleUser}
 	bob := Caller{Principal: "bob", Role: RoleUser}
@@ -76,7 +76,7 @@ func TestDecideKey(t *testing.T) {
 }
 
 func TestDefaultPolicy(t *testing.T) {
-	a := NewAuthorizer("123456789012")
+	a := NewAuthorizer("123456789012", testKeyARN)
 	plain := a.DefaultPolicy("")
 	if !strings.Contains(plain, `"AWS" : "arn:aws:iam::123456789012:root"`) || strings.Contains(plain, "creator") {
 		t.Errorf("default policy:\n%s", plain)
@@ -106,7 +106,7 @@ func TestDefaultPolicy(t *testing.T) {
 // TestPolicyCacheBounded: the cache holds at most maxCachedPolicies
 // parsed policies, and a cached policy is the one its text parses to.
 func TestPolicyCacheBounded(t *testing.T) {
-	a := NewAuthorizer(acct)
+	a := NewAuthorizer(acct, testKeyARN)
 	for i := range maxCachedPolicies + 10 {
 		doc := `{"Statement":{"Effect":"Allow","Principal":{"AWS":"p` + strings.Repeat("x", i%50) + string(rune('a'+i%26)) + `"},"Action":"kms:Encrypt"},"Id":"` + strings.Repeat("i", i) + `"}`
 		p, err := a.PolicyOf(Key{Policy: []byte(doc)})
@@ -174,5 +174,22 @@ func TestImportsNoBroker(t *testing.T) {
 		default:
 			t.Errorf("authz depends on %s; it may use the standard library and internal/strictjson only", p)
 		}
+	}
+}
+
+// testKeyARN is the ARN of key id in the tests' region and account.
+func testKeyARN(id string) string { return "arn:aws:kms:us-east-1:" + acct + ":key/" + id }
+
+// A policy whose statements name key ARNs is matched against the ARN of
+// the key asked about, which the Authorizer builds from the key's id.
+func TestAllowsMatchesResourceToTheKey(t *testing.T) {
+	a := NewAuthorizer(acct, testKeyARN)
+	policy := []byte(`{"Statement":{"Effect":"Allow","Principal":{"AWS":"alice"},"Action":"kms:Encrypt","Resource":"` + testKeyARN("k1") + `"}}`)
+	alice := Caller{Principal: "alice", Role: RoleUser}
+	if ok, why := a.Allows(Key{ID: "k1", Policy: policy}, alice, "kms:Encrypt", nil, nil); !ok {
+		t.Errorf("the key the statement names: refused (%s)", why)
+	}
+	if ok, _ := a.Allows(Key{ID: "k2", Policy: policy}, alice, "kms:Encrypt", nil, nil); ok {
+		t.Error("another key with the same policy: allowed")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/hsmbroker/hsmbroker/internal/strictjson"
@@ -49,6 +50,9 @@ const (
 // Policy is a parsed key policy document. It is immutable.
 type Policy struct {
 	statements []policyStatement
+	// namesKeys: a statement's Resource names key ARNs, so deciding needs
+	// the key's ARN (otherwise every statement applies to any key).
+	namesKeys bool
 }
 
 type policyStatement struct {
@@ -163,6 +167,7 @@ func ParsePolicy(doc string) (*Policy, error) {
 			return nil, fmt.Errorf("statement %d: %w", i+1, err)
 		}
 		p.statements = append(p.statements, st)
+		p.namesKeys = p.namesKeys || slices.ContainsFunc(st.resources, func(r string) bool { return r != "*" })
 	}
 	return p, nil
 }

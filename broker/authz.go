@@ -295,7 +295,7 @@ func (s *Service) keyAllows(k cluster.Key, id authz.Caller, action string, ec ma
 
 // keyTerms is what of k decides access to it.
 func (s *Service) keyTerms(k cluster.Key) authz.Key {
-	return authz.Key{Creator: k.Creator, Policy: k.Policy, ARN: s.KeyARN(k.ID)}
+	return authz.Key{Creator: k.Creator, Policy: k.Policy, ID: k.ID}
 }
 
 // grantsOn reads the grants principal holds on a key from this node's

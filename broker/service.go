@@ -133,7 +133,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
 	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger, anonSync: leaderSync{spacing: anonSyncSpacing}}
-	s.access = authz.NewAuthorizer(cfg.Account)
+	s.access = authz.NewAuthorizer(cfg.Account, s.KeyARN)
 	if cfg.InsecureNoClientAuth {
 		s.log.Warn("INSECURE: gRPC client authentication is off (InsecureNoClientAuth): every caller is an admin and a cluster node; never run this outside a test",
 			"node", cfg.NodeID)
