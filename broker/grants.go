@@ -19,15 +19,33 @@ import (
 // lowercase hex.
 const grantIDSize = 32
 
-// grantOperations are the operations a grant can give, by AWS name, and
-// whether each takes an encryption context (constraints need one).
-var grantOperations = map[string]bool{
-	"Encrypt": true, "Decrypt": true, "ReEncryptFrom": true, "ReEncryptTo": true,
-	"GenerateDataKey": true, "GenerateDataKeyWithoutPlaintext": true,
-	"GenerateDataKeyPair": true, "GenerateDataKeyPairWithoutPlaintext": true,
-	"Sign": false, "Verify": false, "GenerateMac": false, "VerifyMac": false,
-	"GetPublicKey": false, "DescribeKey": false, "RetireGrant": false,
+// grantOperation is what a grant's operation asks of the grant and its
+// key: whether it takes an encryption context (constraints need one), and
+// which keys can do it at all (nil: any key). AWS refuses a grant for an
+// operation its key cannot do (Sign on a symmetric encryption key) rather
+// than keep one that is never used.
+type grantOperation struct {
+	takesContext bool
+	keyCan       func(k cluster.Key) bool
 }
+
+// grantOperations are the operations a grant can give, by AWS name.
+var grantOperations = func() map[string]grantOperation {
+	usage := func(u keys.Usage) func(cluster.Key) bool {
+		return func(k cluster.Key) bool { return k.Usage == u }
+	}
+	encrypts := usage(keys.UsageEncryptDecrypt)
+	dataKeys := func(k cluster.Key) bool { return encrypts(k) && k.Spec == keys.SpecSymmetricDefault }
+	return map[string]grantOperation{
+		"Encrypt": {true, encrypts}, "Decrypt": {true, encrypts}, "ReEncryptFrom": {true, encrypts}, "ReEncryptTo": {true, encrypts},
+		"GenerateDataKey": {true, dataKeys}, "GenerateDataKeyWithoutPlaintext": {true, dataKeys},
+		"GenerateDataKeyPair": {true, dataKeys}, "GenerateDataKeyPairWithoutPlaintext": {true, dataKeys},
+		"Sign": {false, usage(keys.UsageSignVerify)}, "Verify": {false, usage(keys.UsageSignVerify)},
+		"GenerateMac": {false, usage(keys.UsageGenerateVerifyMAC)}, "VerifyMac": {false, usage(keys.UsageGenerateVerifyMAC)},
+		"GetPublicKey": {false, func(k cluster.Key) bool { return k.Spec.IsAsymmetric() }},
+		"DescribeKey":  {false, nil}, "RetireGrant": {false, nil},
+	}
+}()
 
 // unsupportedGrantOperations are grant operations AWS KMS has and this
 // service does not give: refused as unsupported, not as unknown.
@@ -80,14 +98,14 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 	ops = slices.Compact(ops)
 	allTakeContext := true
 	for _, op := range ops {
-		takes, ok := grantOperations[op]
+		gop, ok := grantOperations[op]
 		if !ok && unsupportedGrantOperations[op] {
 			return cluster.Grant{}, errUnsupported("grants for %s are not supported by this key service", op)
 		}
 		if !ok {
 			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%q is not an operation a grant can give (%s)", op, strings.Join(slices.Sorted(maps.Keys(grantOperations)), ", "))}
 		}
-		allTakeContext = allTakeContext && takes
+		allTakeContext = allTakeContext && gop.takesContext
 	}
 	if len(in.ContextEquals) > 0 && len(in.ContextSubset) > 0 {
 		return cluster.Grant{}, &keys.FieldError{Field: "Constraints", Problem: "may set EncryptionContextEquals or EncryptionContextSubset, not both"}
@@ -105,7 +123,7 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 		return cluster.Grant{}, err
 	}
 	for _, op := range ops {
-		if !keyCanDo(k, op) {
+		if can := grantOperations[op].keyCan; can != nil && !can(k) {
 			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%s is not an operation key %s can do (%s, %s); a grant for it would never be used", op, k.ID, k.Spec, k.Usage)}
 		}
 	}
@@ -174,25 +192,6 @@ func (s *Service) checkGrantPrincipal(field, p string, required bool) error {
 // [a-zA-Z0-9:/_-]).
 func isGrantNameChar(r rune) bool {
 	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(":/_-", r)
-}
-
-// keyCanDo reports whether key k can do the grant operation op at all.
-// AWS refuses a grant for an operation its key cannot do (Sign on a
-// symmetric encryption key) rather than keep one that is never used.
-func keyCanDo(k cluster.Key, op string) bool {
-	switch op {
-	case "Sign", "Verify":
-		return k.Usage == keys.UsageSignVerify
-	case "GenerateMac", "VerifyMac":
-		return k.Usage == keys.UsageGenerateVerifyMAC
-	case "GetPublicKey":
-		return k.Spec.IsAsymmetric()
-	case "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo":
-		return k.Usage == keys.UsageEncryptDecrypt
-	case "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext":
-		return k.Usage == keys.UsageEncryptDecrypt && k.Spec == keys.SpecSymmetricDefault
-	}
-	return true // DescribeKey, RetireGrant
 }
 
 // checkPrincipalName checks a principal named in a request.
