@@ -13,6 +13,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/client/clienttest"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -83,7 +84,7 @@ func TestBackupRetry(t *testing.T) {
 			s.Fake.FailBackupAfter(0, unavailable)
 			return s.Addr
 		}, codes.OK, [2]int{1, 1}},
-		{"unreachable", func(*clienttest.Server) string { return deadAddr(t) }, codes.OK, [2]int{0, 1}},
+		{"unreachable", func(*clienttest.Server) string { return hsmtest.ClosedAddr(t) }, codes.OK, [2]int{0, 1}},
 		{"no message within the timeout", func(s *clienttest.Server) string {
 			s.SetHook(func(ctx context.Context, _ string) error {
 				<-ctx.Done()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/client/clienttest"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -39,18 +39,6 @@ func dial(t *testing.T, pki *clienttest.PKI, cfg client.Config, addrs ...string)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// deadAddr is an address where nothing listens: connections are refused.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func createKey(t *testing.T, c *client.Client, alias string) *pb.KeyMetadata {
@@ -234,7 +222,7 @@ func TestFailover(t *testing.T) {
 			first := servers[0].Addr
 			switch {
 			case tt.deadFirst:
-				first = deadAddr(t)
+				first = hsmtest.ClosedAddr(t)
 			case tt.slowFirst:
 				servers[0].SetHook(func(ctx context.Context, _ string) error {
 					<-ctx.Done()
@@ -446,7 +434,7 @@ func TestDialRefusesEndpointWithoutPort(t *testing.T) {
 // failed, not only the last, and still reads and classifies as before.
 func TestAttemptErrorsNameEveryEndpoint(t *testing.T) {
 	pki := clienttest.NewPKI(t)
-	dead1, dead2 := deadAddr(t), deadAddr(t)
+	dead1, dead2 := hsmtest.ClosedAddr(t), hsmtest.ClosedAddr(t)
 	c := dial(t, pki, client.Config{Timeout: time.Second}, dead1, dead2)
 	_, err := c.Keys.DescribeKey(context.Background(), &pb.DescribeKeyRequest{KeyId: "alias/x"})
 	if client.Code(err) != codes.Unavailable {

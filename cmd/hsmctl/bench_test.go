@@ -114,7 +114,7 @@ func TestBenchFailureLeavesNoKeys(t *testing.T) {
 		{"no such token", baseline("no-such-token", nodePIN), "bench: open the baseline token"},
 		{"no domain key", baseline(scratch.Label, pinFile("scratch.pin", scratch.PIN, 0o600)), "holds no hsmbroker domain key"},
 		{"metrics address that does not answer", append([]string{"bench", "--op", "encrypt", "--duration", "1s", "--window", "250ms",
-			"--metrics-addr", closedPort(t)}, conn...), "the broker's CPU at --metrics-addr"},
+			"--metrics-addr", hsmtest.ClosedAddr(t)}, conn...), "the broker's CPU at --metrics-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
@@ -36,24 +36,12 @@ func tlsFiles(t *testing.T) []string {
 	return []string{"--ca", caCert, "--cert", cert, "--tls-key", key}
 }
 
-// closedPort is a loopback address where nothing listens.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // Mistakes on the command line are named as the user made them: the flag
 // that is missing or wrong, and what would be right. Each is a usage
 // error, exit status 2, found before any broker is contacted.
 func TestUsageMessages(t *testing.T) {
 	tlsFlags := tlsFiles(t)
-	dead := closedPort(t)
+	dead := hsmtest.ClosedAddr(t)
 	t.Setenv("HSMBROKER_ADDR", dead)
 	tests := []struct {
 		name string
@@ -110,7 +98,7 @@ func TestVerifySignatureLimit(t *testing.T) {
 	if err := os.WriteFile(sig, make([]byte, 1025), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := runArgs("verify", "--key", "alias/k", "--algorithm", "ECDSA_SHA_256", "--signature", sig, "--addr", closedPort(t))
+	r := runArgs("verify", "--key", "alias/k", "--algorithm", "ECDSA_SHA_256", "--signature", sig, "--addr", hsmtest.ClosedAddr(t))
 	if r.code != exitError || r.stderr != "hsmctl: "+sig+" is larger than 1024 bytes\n" {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -121,7 +109,7 @@ func TestVerifySignatureLimit(t *testing.T) {
 // names each one's failure.
 func TestUnreachableBroker(t *testing.T) {
 	tlsFlags := tlsFiles(t)
-	dead1, dead2 := closedPort(t), closedPort(t)
+	dead1, dead2 := hsmtest.ClosedAddr(t), hsmtest.ClosedAddr(t)
 	r := runArgs(append([]string{"keys", "list", "--addr", dead1}, tlsFlags...)...)
 	want := "hsmctl: cannot reach the broker at " + dead1 + ": connection refused (Unavailable; retry, or check --addr)\n"
 	if r.code != exitError || r.stderr != want {
