@@ -172,8 +172,7 @@ func TestAccessCommands(t *testing.T) {
 	}
 	c := hsmtest.NewCluster(t, 1)
 	as := func(principal string, role authz.Role, args ...string) result {
-		ca, cert, key := c.TLSFiles(principal, role)
-		return runArgs(append(args, "--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key)...)
+		return runArgs(append(args, connFlags(c, principal, role)...)...)
 	}
 	ok := func(r result) string {
 		t.Helper()

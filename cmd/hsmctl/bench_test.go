@@ -27,7 +27,6 @@ func TestBenchAgainstBroker(t *testing.T) {
 		t.Skip("starts a broker")
 	}
 	c := hsmtest.NewCluster(t, 1)
-	ca, cert, key := c.TLSFiles("bench", authz.RoleAdmin)
 	tok := c.Nodes[0].Token
 	pinFile := filepath.Join(t.TempDir(), "user.pin")
 	if err := os.WriteFile(pinFile, []byte(tok.PIN+"\n"), 0o600); err != nil {
@@ -43,8 +42,8 @@ func TestBenchAgainstBroker(t *testing.T) {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	args := []string{"bench", "--op", "mix", "--metrics-addr", lis.Addr().String(), "--concurrency", "2", "--keys", "2", "--size", "1024", "--duration", "1s", "--window", "250ms",
-		"--baseline-direct", "--module", tok.Module, "--token-label", tok.Label, "--pin-file", pinFile, "-o", "json",
-		"--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key}
+		"--baseline-direct", "--module", tok.Module, "--token-label", tok.Label, "--pin-file", pinFile, "-o", "json"}
+	args = append(args, connFlags(c, "bench", authz.RoleAdmin)...)
 	var stdout, stderr bytes.Buffer
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("hsmctl bench: exit %d\n%s", code, stderr.String())
@@ -81,8 +80,7 @@ func TestBenchFailureLeavesNoKeys(t *testing.T) {
 		t.Skip("starts a broker")
 	}
 	c := hsmtest.NewCluster(t, 1)
-	ca, cert, key := c.TLSFiles("bench", authz.RoleAdmin)
-	conn := []string{"--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key}
+	conn := connFlags(c, "bench", authz.RoleAdmin)
 	kc := pb.NewKeyServiceClient(c.Dial(0, "observer"))
 	tok := c.Nodes[0].Token
 	scratch := hsmtest.NewToken(t) // no domain key

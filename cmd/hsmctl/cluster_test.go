@@ -526,8 +526,7 @@ func TestTransferLeadershipOnASingleNode(t *testing.T) {
 		t.Skip("starts a broker")
 	}
 	c := hsmtest.NewCluster(t, 1)
-	ca, cert, key := c.TLSFiles("ops", authz.RoleAdmin)
-	conn := []string{"--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key}
+	conn := connFlags(c, "ops", authz.RoleAdmin)
 	id := c.Nodes[0].ID
 	tests := []struct {
 		name      string

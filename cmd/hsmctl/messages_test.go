@@ -36,6 +36,13 @@ func tlsFiles(t *testing.T) []string {
 	return []string{"--ca", caCert, "--cert", cert, "--tls-key", key}
 }
 
+// connFlags are the flags that reach c's first node as principal, with a
+// client certificate of role.
+func connFlags(c *hsmtest.Cluster, principal string, role authz.Role) []string {
+	ca, cert, key := c.TLSFiles(principal, role)
+	return []string{"--addr", c.Nodes[0].GRPCAddr, "--ca", ca, "--cert", cert, "--tls-key", key}
+}
+
 // Mistakes on the command line are named as the user made them: the flag
 // that is missing or wrong, and what would be right. Each is a usage
 // error, exit status 2, found before any broker is contacted.
