@@ -201,7 +201,7 @@ func checkPrincipalName(field, p string, required bool) error {
 		return &keys.FieldError{Field: field, Problem: "is required"}
 	case len(p) > 256:
 		return &keys.FieldError{Field: field, Problem: "must be at most 256 characters"}
-	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+	case strings.ContainsFunc(p, keys.IsControl):
 		return &keys.FieldError{Field: field, Problem: "must not contain control characters"}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -368,10 +369,8 @@ func checkText(what, s string, max int) error {
 	if !utf8.ValidString(s) {
 		return invalidCommand("%s is not valid UTF-8", what)
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return invalidCommand("%s contains a control character", what)
-		}
+	if strings.ContainsFunc(s, keys.IsControl) {
+		return invalidCommand("%s contains a control character", what)
 	}
 	return nil
 }

@@ -273,13 +273,16 @@ func ValidateDescription(s string) error {
 // character (an escape sequence, a carriage return) could rewrite what an
 // operator sees, so they are refused, where AWS accepts them.
 func controlProblem(s string) string {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Sprintf("must not contain control characters (U+%04X); descriptions and tags are shown on terminals", r)
-		}
+	if i := strings.IndexFunc(s, IsControl); i >= 0 {
+		return fmt.Sprintf("must not contain control characters (U+%04X); descriptions and tags are shown on terminals", s[i])
 	}
 	return ""
 }
+
+// IsControl reports whether r is an ASCII control character (C0 or DEL),
+// which the names and texts of keys, tags, grants and principals may not
+// hold: they are printed on terminals and in logs.
+func IsControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // ValidateTags checks the tags of CreateKey and TagResource: at most MaxTags,
 // keys of 1 to 128 characters not starting with "aws:" (in any case, as the
