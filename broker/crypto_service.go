@@ -153,12 +153,13 @@ func (s *Service) encryptWith(ctx context.Context, field, ref string, alg keys.E
 	if len(ec) > 0 {
 		return k, "", nil, &keys.FieldError{Field: "EncryptionContext", Problem: "is not supported with asymmetric keys"}
 	}
-	if limit := k.Spec.PlaintextLimit(alg); field == "DestinationKeyId" && len(pt) > limit {
+	limit := k.Spec.PlaintextLimit(alg)
+	if field == "DestinationKeyId" && len(pt) > limit {
 		// ReEncrypt: the caller sent no plaintext; say what is too long.
 		return k, "", nil, &keys.FieldError{Field: field, Problem: fmt.Sprintf("key %s (%s with %s) encrypts at most %d bytes; the source ciphertext's plaintext is %d bytes",
 			k.ID, k.Spec, alg, limit, len(pt))}
 	}
-	if err := keys.ValidatePlaintext("Plaintext", pt, k.Spec.PlaintextLimit(alg)); err != nil {
+	if err := keys.ValidatePlaintext("Plaintext", pt, limit); err != nil {
 		return k, "", nil, err
 	}
 	v, _ := k.Version(k.CurrentVersion)
