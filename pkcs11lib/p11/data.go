@@ -122,7 +122,7 @@ func (o *object) dataAttr(typ uint64) ([]byte, uint64) {
 	case CKA_TOKEN, CKA_DESTROYABLE:
 		return ckBool(true), CKR_OK
 	case CKA_PRIVATE:
-		return ckBool(d.GetPrivate()), CKR_OK
+		return ckBool(o.private()), CKR_OK
 	case CKA_MODIFIABLE, CKA_COPYABLE:
 		return ckBool(false), CKR_OK
 	case CKA_LABEL:

@@ -201,7 +201,7 @@ func (o *object) attr(typ uint64, pub any) ([]byte, uint64) {
 	case CKA_TOKEN, CKA_LOCAL:
 		return ckBool(true), CKR_OK
 	case CKA_PRIVATE:
-		return ckBool(secretOrPrivate), CKR_OK
+		return ckBool(o.private()), CKR_OK
 	case CKA_MODIFIABLE, CKA_COPYABLE, CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED, CKA_ALWAYS_AUTHENTICATE,
 		CKA_DERIVE, CKA_SIGN_RECOVER, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_UNWRAP:
 		return ckBool(false), CKR_OK
