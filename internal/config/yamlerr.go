@@ -30,10 +30,9 @@ func readable(err error, data []byte) error {
 }
 
 var (
-	lineRe       = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRe    = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
-	unmarshalRe  = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
-	sectionNames = sectionsOf(reflect.TypeFor[Config](), "")
+	lineRe      = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRe   = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
+	unmarshalRe = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
 )
 
 func readableLine(m string, data []byte) string {
@@ -44,7 +43,7 @@ func readableLine(m string, data []byte) string {
 	line, rest := sm[1], sm[2]
 	if u := unknownRe.FindStringSubmatch(rest); u != nil {
 		where := ""
-		if s := sectionNames[u[2]]; s != "" {
+		if s := sectionsOf(reflect.TypeFor[Config](), "")[u[2]]; s != "" {
 			where = " under " + s
 		}
 		return fmt.Sprintf("line %s: unknown setting %q%s (deploy/hsmbrokerd.example.yaml lists every setting)", line, u[1], where)
