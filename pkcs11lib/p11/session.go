@@ -108,9 +108,16 @@ func (m *Module) FindObjects(h, max uint64) ([]uint64, uint64) {
 	if s.find == nil {
 		return nil, CKR_OPERATION_NOT_INITIALIZED
 	}
-	n := min(max, uint64(len(s.find.handles)))
-	out := s.find.handles[:n]
-	s.find.handles = s.find.handles[n:]
+	// A handle found before a C_Logout or a C_DestroyObject is skipped:
+	// the object is gone, and its handle would answer invalid anyway.
+	var out []uint64
+	for uint64(len(out)) < max && len(s.find.handles) > 0 {
+		o := s.find.handles[0]
+		s.find.handles = s.find.handles[1:]
+		if _, ok := m.object(s.tok, o); ok {
+			out = append(out, o)
+		}
+	}
 	return out, CKR_OK
 }
 

@@ -329,8 +329,29 @@ func TestLogoutInvalidatesPrivateHandles(t *testing.T) {
 	if _, rv := f.m.Encrypt(h2, []byte("x"), Out{Cap: 16}); rv != CKR_OK {
 		t.Fatalf("Encrypt before logout: %#x", rv)
 	}
+	// A search started before the logout, in the other session, over
+	// every object: what it returns after the logout is only what still
+	// has a handle.
+	if rv := f.m.FindObjectsInit(h2, nil); rv != CKR_OK {
+		t.Fatalf("FindObjectsInit before logout: %#x", rv)
+	}
+	if first, rv := f.m.FindObjects(h2, 1); rv != CKR_OK || len(first) != 1 {
+		t.Fatalf("FindObjects before logout: %v %#x", first, rv)
+	}
 	if rv := f.m.Logout(h); rv != CKR_OK {
 		t.Fatalf("Logout: %#x", rv)
+	}
+	rest, rv := f.m.FindObjects(h2, 100)
+	if rv != CKR_OK {
+		t.Fatalf("FindObjects after logout: %#x", rv)
+	}
+	if rv := f.m.FindObjectsFinal(h2); rv != CKR_OK {
+		t.Fatalf("FindObjectsFinal: %#x", rv)
+	}
+	for _, o := range rest {
+		if o == aes || o == priv || o == privData {
+			t.Fatalf("a search begun before C_Logout returned private object %d after it (all: %v)", o, rest)
+		}
 	}
 	invalid := func(when string) {
 		t.Helper()
