@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,9 +115,29 @@ func TestBackupStreamsInChunks(t *testing.T) {
 	}
 
 	// A new single-node cluster on an HSM holding the domain key (the same
-	// token) restores the backup and decrypts every old ciphertext.
+	// token) refuses a backup edited consistently (one blob changed, the
+	// file still decodes and its checksum could be recomputed), before it
+	// restores anything; then it restores the intact backup and decrypts
+	// every old ciphertext.
 	node, svc := newRestoreTarget(t, e.part)
-	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, bytes.NewReader(got)); err != nil {
+	dm := broker.NewDaemon(svc, broker.DaemonConfig{})
+	edited, editedKey := editBlob(t, got)
+	eb, err := cluster.ReadBackup(edited)
+	if err != nil {
+		t.Fatalf("the edited backup should still decode: %v", err)
+	}
+	if err := dm.RestoreBackup(ctx, eb); err == nil || !strings.Contains(err.Error(), editedKey+" version 1") ||
+		!strings.Contains(err.Error(), "1 of the backup's 8 key versions do not unwrap") {
+		t.Fatalf("restore of a backup with an edited blob: %v", err)
+	}
+	if n := len(node.State().Keys()); n != 0 {
+		t.Fatalf("the refused restore left %d keys", n)
+	}
+	b, err := cluster.ReadBackup(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dm.RestoreBackup(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(node.State().Keys()); n != len(blobs) {
@@ -125,6 +149,30 @@ func TestBackupStreamsInChunks(t *testing.T) {
 			t.Fatalf("ciphertext %d after the restore: %v", i, err)
 		}
 	}
+}
+
+// editBlob returns backup with one byte of one key's wrapped blob changed,
+// re-encoded so that it still decodes, and that key's id.
+func editBlob(t *testing.T, backup []byte) ([]byte, string) {
+	t.Helper()
+	var file map[string]any
+	if err := json.Unmarshal(backup, &file); err != nil {
+		t.Fatal(err)
+	}
+	ks := file["data"].(map[string]any)["keys"].(map[string]any)
+	ids := slices.Sorted(maps.Keys(ks))
+	v := ks[ids[0]].(map[string]any)["versions"].([]any)[0].(map[string]any)
+	blob, err := base64.StdEncoding.DecodeString(v["wrapped"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob[len(blob)/2] ^= 1
+	v["wrapped"] = base64.StdEncoding.EncodeToString(blob)
+	out, err := json.Marshal(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, ids[0]
 }
 
 // newRestoreTarget is a new single-node cluster, leading, with a service
@@ -150,7 +198,11 @@ func TestRestoreNeedsDomainKeyCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, svc := newRestoreTarget(t, e.part)
-	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, &snap); err == nil || !strings.Contains(err.Error(), "no domain key check") {
+	b, err := cluster.ReadBackup(snap.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, b); err == nil || !strings.Contains(err.Error(), "no domain key check") {
 		t.Fatalf("restore of a backup without a domain key check: %v", err)
 	}
 }

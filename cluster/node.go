@@ -607,13 +607,12 @@ func (n *Node) Snapshot() (rc io.ReadCloser, index, term uint64, err error) {
 // RestoreFromBackup replaces the cluster's state with a backup taken by
 // Snapshot. It is for disaster recovery into a NEW cluster: open a single
 // node with Bootstrap (with the domain key present in its HSM), wait for it
-// to lead, restore, then add the other members. The backup is checked
-// before raft sees it, and the restore is refused with ErrInvalidState if
+// to lead, restore, then add the other members. The restore is refused with ErrInvalidState if
 // this cluster already holds keys or has a different domain key id, since
 // the backup's wrapped keys are useless under another domain key. Leader
 // only; the followers receive the restored state as a raft snapshot. If ctx
-// ends first the restore may still complete.
-func (n *Node) RestoreFromBackup(ctx context.Context, r io.Reader) error {
+// ends first the restore may still complete. b comes from ReadBackup.
+func (n *Node) RestoreFromBackup(ctx context.Context, b *Backup) error {
 	if err := n.requireLeader(); err != nil {
 		return err
 	}
@@ -622,14 +621,7 @@ func (n *Node) RestoreFromBackup(ctx context.Context, r io.Reader) error {
 	if err := n.Barrier(ctx); err != nil {
 		return err
 	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return fmt.Errorf("cluster: read backup: %w", err)
-	}
-	sf, err := readSnapshot(bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
+	sf := b.file
 	st := n.State()
 	if len(st.Keys()) > 0 {
 		return invalidState("this cluster already holds keys; restore a backup only into a new cluster")
@@ -637,18 +629,20 @@ func (n *Node) RestoreFromBackup(ctx context.Context, r io.Reader) error {
 	if cur := st.DomainKeyID(); cur != "" && sf.Data.DomainKeyID != "" && cur != sf.Data.DomainKeyID {
 		return invalidState("backup is of domain key %q, this cluster uses %q", sf.Data.DomainKeyID, cur)
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: sf.Index, Term: sf.Term, Size: int64(len(b))}
+	// Raft stores the bytes as a snapshot and hands them to FSM.Restore,
+	// which decodes them again: the state it installs is what b checked.
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: sf.Index, Term: sf.Term, Size: int64(len(b.raw))}
 	done := make(chan error, 1)
-	go func() { done <- n.raft.Restore(meta, bytes.NewReader(b), enqueueTimeout(ctx)) }()
+	go func() { done <- n.raft.Restore(meta, bytes.NewReader(b.raw), enqueueTimeout(ctx)) }()
 	select {
-	case err = <-done:
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("cluster: restore: %w", err)
+		}
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err != nil {
-		return fmt.Errorf("cluster: restore: %w", err)
-	}
-	return nil
 }
 
 // Shutdown stops the reaper and raft and closes the transport and stores.

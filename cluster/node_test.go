@@ -491,10 +491,20 @@ func TestBackupRestore(t *testing.T) {
 	ctx := testContext(t, 20*time.Second)
 	dst := openNode(t, testConfig(t, "dst", true))
 	waitLeader(t, dst)
-	if err := dst.RestoreFromBackup(ctx, bytes.NewReader([]byte("garbage"))); err == nil {
-		t.Fatal("garbage backup restored")
+	if _, err := ReadBackup([]byte("garbage")); err == nil {
+		t.Fatal("garbage backup decoded")
 	}
-	if err := dst.RestoreFromBackup(ctx, bytes.NewReader(backup)); err != nil {
+	if _, err := ReadBackup(backup[:len(backup)-10]); err == nil {
+		t.Fatal("truncated backup decoded")
+	}
+	b, err := ReadBackup(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks := b.Keys(); len(ks) != len(src.State().Keys()) || len(ks) == 0 || len(ks[0].Versions) == 0 || len(ks[0].Versions[0].Wrapped) == 0 {
+		t.Fatalf("backup's keys: %+v, source holds %d", ks, len(src.State().Keys()))
+	}
+	if err := dst.RestoreFromBackup(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	if dst.State().Digest() != src.State().Digest() {
@@ -510,12 +520,12 @@ func TestBackupRestore(t *testing.T) {
 	waitSameDigest(t, dst, member)
 
 	// A cluster that already holds keys refuses a restore.
-	wantErrIs(t, dst.RestoreFromBackup(ctx, bytes.NewReader(backup)), ErrInvalidState)
+	wantErrIs(t, dst.RestoreFromBackup(ctx, b), ErrInvalidState)
 	// So does one with another domain key.
 	other := openNode(t, testConfig(t, "other", true))
 	waitLeader(t, other)
 	mustApply(t, other, &SetDomainKeyID{ID: "dk-2"})
-	wantErrIs(t, other.RestoreFromBackup(ctx, bytes.NewReader(backup)), ErrInvalidState)
+	wantErrIs(t, other.RestoreFromBackup(ctx, b), ErrInvalidState)
 }
 
 func TestStateReadsDuringApply(t *testing.T) {

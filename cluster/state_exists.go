@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,11 +56,39 @@ func dataDirInUse(dir string) error {
 	return fmt.Errorf("%w: %s is locked by another process (raft.db: another hsmbrokerd with the same data_dir?); stop that process, or give this node a data_dir of its own", ErrDataDirInUse, dir)
 }
 
-// CheckBackup decodes and checks a backup (hsmctl cluster backup) as a
-// restore will, without a node: a truncated, damaged or edited file that no
-// longer decodes or breaks the state's invariants is refused before anything
-// is made from it.
-func CheckBackup(b []byte) error {
-	_, err := readSnapshot(bytes.NewReader(b))
-	return err
+// Backup is a decoded backup (hsmctl cluster backup): read once, checked,
+// and then restored from the same bytes.
+type Backup struct {
+	raw  []byte
+	file snapshotFile
+}
+
+// ReadBackup decodes and checks a backup as a restore will, without a
+// node: a truncated, damaged or edited file that no longer decodes or
+// breaks the state's invariants is refused before anything is made from
+// it.
+func ReadBackup(b []byte) (*Backup, error) {
+	sf, err := readSnapshot(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return &Backup{raw: b, file: sf}, nil
+}
+
+// DomainKeyCheck is the backup's domain key check blob (see
+// State.DomainKeyCheck), nil if the cluster never set one.
+func (b *Backup) DomainKeyCheck() []byte { return bytes.Clone(b.file.Data.DomainKeyCheck) }
+
+// Keys returns the backup's keys, sorted by ID.
+func (b *Backup) Keys() []Key {
+	ids := make([]string, 0, len(b.file.Data.Keys))
+	for id := range b.file.Data.Keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]Key, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, b.file.Data.Keys[id].Clone())
+	}
+	return out
 }

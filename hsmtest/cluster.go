@@ -1,7 +1,6 @@
 package hsmtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -295,7 +294,11 @@ func (nd *Node) Start() {
 			t.Fatal(err)
 		}
 		if c.Restore != nil {
-			if err := dm.RestoreBackup(ctx, bytes.NewReader(c.Restore)); err != nil {
+			b, err := cluster.ReadBackup(c.Restore)
+			if err != nil {
+				t.Fatalf("%s: restore: %v", nd.ID, err)
+			}
+			if err := dm.RestoreBackup(ctx, b); err != nil {
 				t.Fatalf("%s: restore: %v", nd.ID, err)
 			}
 			c.Restore = nil

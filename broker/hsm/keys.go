@@ -235,11 +235,8 @@ func (p *Partition) Preload(ctx context.Context, k KeyRef) (loaded bool, err err
 // unwrapIntoCache unwraps k under the domain key into a session object of
 // the anchor session and caches its handle.
 func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.ObjectHandle, error) {
-	if _, err := unwrapTemplate(k, true); err != nil { // a spec no copy can have
+	if err := checkLoadable(k); err != nil {
 		return 0, err
-	}
-	if len(k.Wrapped) == 0 {
-		return 0, fmt.Errorf("%w: key %s version %d has no wrapped blob", ErrInvalidInput, k.ID, k.Version)
 	}
 	var h pkcs11.ObjectHandle
 	load := func(anchor pkcs11.SessionHandle) error {
@@ -247,16 +244,9 @@ func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.Objec
 			h = cached // another caller loaded it while we waited
 			return nil
 		}
-		if p.domainKey == 0 {
-			return ErrNoDomainKey
-		}
-		nh, err := p.unwrapCopy(anchor, k)
+		nh, err := p.unwrapLoaded(anchor, k)
 		if err != nil {
-			err = wrapP11("C_UnwrapKey", err)
-			if p.inputRejected(anchor, err) {
-				return fmt.Errorf("%w: key %s version %d does not unwrap under this partition's domain key (different domain key, or a damaged blob)", ErrWrongDomainKey, k.ID, k.Version)
-			}
-			return fmt.Errorf("load key %s version %d: %w", k.ID, k.Version, err)
+			return err
 		}
 		h = nh
 		for _, old := range p.cache.put(k, nh) {
@@ -271,6 +261,52 @@ func (p *Partition) unwrapIntoCache(ctx context.Context, k KeyRef) (pkcs11.Objec
 	}
 	if err != nil {
 		return 0, err // h is not read: an abandoned load may still set it
+	}
+	return h, nil
+}
+
+// CheckUnwraps unwraps k's blob under the domain key and destroys the copy
+// at once, without caching it: it tells whether the blob is usable on this
+// partition before anything depends on it (a restore checks every version
+// of a backup's keys). A blob that does not unwrap answers
+// ErrWrongDomainKey, as a use of it would.
+func (p *Partition) CheckUnwraps(ctx context.Context, k KeyRef) error {
+	if err := checkLoadable(k); err != nil {
+		return err
+	}
+	return p.anchorDo(ctx, func(anchor pkcs11.SessionHandle) error {
+		h, err := p.unwrapLoaded(anchor, k)
+		if err != nil {
+			return err
+		}
+		return wrapP11("C_DestroyObject", p.m.DestroyObject(anchor, h))
+	})
+}
+
+// checkLoadable refuses a KeyRef no working copy can be made of.
+func checkLoadable(k KeyRef) error {
+	if _, err := unwrapTemplate(k, true); err != nil { // a spec no copy can have
+		return err
+	}
+	if len(k.Wrapped) == 0 {
+		return fmt.Errorf("%w: key %s version %d has no wrapped blob", ErrInvalidInput, k.ID, k.Version)
+	}
+	return nil
+}
+
+// unwrapLoaded makes k's working copy on the anchor session; a blob the
+// token refuses is ErrWrongDomainKey.
+func (p *Partition) unwrapLoaded(anchor pkcs11.SessionHandle, k KeyRef) (pkcs11.ObjectHandle, error) {
+	if p.domainKey == 0 {
+		return 0, ErrNoDomainKey
+	}
+	h, err := p.unwrapCopy(anchor, k)
+	if err != nil {
+		err = wrapP11("C_UnwrapKey", err)
+		if p.inputRejected(anchor, err) {
+			return 0, fmt.Errorf("%w: key %s version %d does not unwrap under this partition's domain key (different domain key, or a damaged blob)", ErrWrongDomainKey, k.ID, k.Version)
+		}
+		return 0, fmt.Errorf("load key %s version %d: %w", k.ID, k.Version, err)
 	}
 	return h, nil
 }

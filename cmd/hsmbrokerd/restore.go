@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,8 +33,11 @@ Run it once, on the node that will found the new cluster, with that node's
 serve configuration. Its Raft directory must be empty and its HSM must hold
 the domain key the backup's keys are wrapped under (an HSM of the old
 cluster, or one restored from the HSM vendor's own backup); restore checks
-the backup's domain key check against it and refuses otherwise. Records of
-the old members are dropped. Then start the node with 'hsmbrokerd serve'
+the backup's domain key check against it and refuses otherwise, and it
+unwraps every version of every key in the HSM once and refuses a backup
+with a blob that does not unwrap (a damaged or edited file). Records of
+the old members are dropped. A restore that fails leaves the Raft
+directory as it found it. Then start the node with 'hsmbrokerd serve'
 and let the other nodes join with join tokens, as for a new cluster: their
 HSMs receive the domain key HSM-to-HSM.`,
 		Example: `  hsmctl cluster backup /backup/hsmbroker-2026-11-27.snap      # earlier, on the old cluster
@@ -67,7 +69,8 @@ HSMs receive the domain key HSM-to-HSM.`,
 				return fmt.Errorf("backup %s has SHA-256 %x, not %s (%s): refusing a damaged or different file", backupFile, got, want, from)
 			}
 			// Decoded and checked before anything is made from it.
-			if err := cluster.CheckBackup(backup); err != nil {
+			b, err := cluster.ReadBackup(backup)
+			if err != nil {
 				return fmt.Errorf("backup %s cannot be restored: %w", backupFile, err)
 			}
 			if has, err := cluster.HasState(c.RaftDir()); err != nil {
@@ -81,7 +84,7 @@ HSMs receive the domain key HSM-to-HSM.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
 			defer cancel()
-			n, err := restoreBackup(ctx, log, d, backup)
+			n, err := restoreBackup(ctx, log, d, b)
 			if err != nil {
 				// Leave the Raft directory as it was found, so that the
 				// next attempt (or serve) does not find a founded, empty
@@ -91,7 +94,11 @@ HSMs receive the domain key HSM-to-HSM.`,
 				}
 				return err
 			}
-			fmt.Fprintf(stdout, "restored %d keys from %s (SHA-256 %x) into a new cluster founded by %s\n", n, backupFile, got, c.NodeID)
+			noun := "keys"
+			if n == 1 {
+				noun = "key"
+			}
+			fmt.Fprintf(stdout, "restored %d %s from %s (SHA-256 %x) into a new cluster founded by %s\n", n, noun, backupFile, got, c.NodeID)
 			fmt.Fprintf(stdout, "next: hsmbrokerd serve --config %s, then join the other nodes with join tokens\n", configFile)
 			return nil
 		},
@@ -106,7 +113,7 @@ HSMs receive the domain key HSM-to-HSM.`,
 
 // restoreBackup opens the partition and a freshly bootstrapped single-node
 // cluster, restores the backup into it and shuts down again.
-func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup []byte) (int, error) {
+func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *cluster.Backup) (int, error) {
 	p, err := hsm.Open(d.hsm)
 	if err != nil {
 		return 0, err
@@ -132,7 +139,7 @@ func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup []byt
 		return 0, err
 	}
 	defer svc.Close()
-	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, bytes.NewReader(backup)); err != nil {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, backup); err != nil {
 		return 0, err
 	}
 	return len(node.State().Keys()), nil

@@ -128,7 +128,7 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	}
 
 	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.SHA256)
-	if err != nil || !strings.Contains(out, "restored 1 keys") {
+	if err != nil || !strings.Contains(out, "restored 1 key from") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
 	p1 = c.start(t, n1)
