@@ -32,6 +32,8 @@ func TestDecodeStrict(t *testing.T) {
 		{"wrong type of a context", `{"EncryptionContext":["a"]}`, "member EncryptionContext has the wrong type (want an object of string values)"},
 		{"wrong type of a list", `{"GrantTokens":"t"}`, "member GrantTokens has the wrong type (want a list of strings)"},
 		{"not base64", `{"Plaintext":"not base64!"}`, "member Plaintext is not valid base64"},
+		{"null context value", `{"KeyId":"k","EncryptionContext":{"a":null}}`, "member EncryptionContext.a is null"},
+		{"null member", `{"KeyId":"k","EncryptionContext":null,"GrantTokens":null}`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,7 +19,7 @@ func checkTokens(data []byte, v any) error {
 		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := checkValueTokens(dec, reflect.TypeOf(v), "", 0, true); err != nil {
+	if err := checkValueTokens(dec, reflect.TypeOf(v), "", 0, true, false); err != nil {
 		return err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -28,7 +28,7 @@ func checkTokens(data []byte, v any) error {
 	return nil
 }
 
-func checkValueTokens(dec *json.Decoder, t reflect.Type, path string, depth int, top bool) error {
+func checkValueTokens(dec *json.Decoder, t reflect.Type, path string, depth int, top, notNull bool) error {
 	if depth > MaxDepth {
 		return fail(path, "the document is nested more than %d levels deep", MaxDepth)
 	}
@@ -38,6 +38,9 @@ func checkValueTokens(dec *json.Decoder, t reflect.Type, path string, depth int,
 	tok, err := dec.Token()
 	if err != nil {
 		return fail(path, "the document is not valid JSON%s", where(path))
+	}
+	if notNull && tok == nil {
+		return fail(path, "member %s is null; a value of this map must not be", truncate(path, 128))
 	}
 	d, ok := tok.(json.Delim)
 	if top && (!ok || d != '{') {
@@ -53,7 +56,7 @@ func checkValueTokens(dec *json.Decoder, t reflect.Type, path string, depth int,
 			elem = t.Elem()
 		}
 		for dec.More() {
-			if err := checkValueTokens(dec, elem, path+"[]", depth+1, false); err != nil {
+			if err := checkValueTokens(dec, elem, path+"[]", depth+1, false, false); err != nil {
 				return err
 			}
 		}
@@ -89,7 +92,7 @@ func checkValueTokens(dec *json.Decoder, t reflect.Type, path string, depth int,
 					}
 				}
 			}
-			if err := checkValueTokens(dec, ft, at, depth+1, false); err != nil {
+			if err := checkValueTokens(dec, ft, at, depth+1, false, elem != nil && !nullable(ft)); err != nil {
 				return err
 			}
 		}
@@ -156,6 +159,9 @@ func FuzzCheckSameAsTokens(f *testing.F) {
 		`{"Condition":{"StringEquals":{"a":"b","A":"c"}},"Condition":{}}`, `{"kelvin":"x"}`, `{"Kelvin":1}`,
 		`{"Principal":{"AWS":"*","AWS":"x"}}`, `{"a":"\u00zz"}`, `{"a":"\ud800"}`, "{\"a\":\"\x01\"}",
 		`{"":1,"":2}`, `{"":{"":[{"":1}]}}`, `[1,]`, `{"a":[1 2]}`, `{"a":[,1]}`, `{"a":truex}`, `{"a":nul}`,
+		`{"EncryptionContext":{"a":null}}`, `{"EncryptionContext":{"a":null,}}`, `{"EncryptionContext":{"a":null`,
+		`{"EncryptionContext":{"a":nullx}}`, `{"EncryptionContext":{"a": null }}`, `{"Condition":{"a":null}}`,
+		`{"Condition":{"a":{"b":null}}}`, `{"x":null}`, `{"Principal":{"AWS":null}}`,
 		`{"a":1,`, `{"a":[`, `{"a"`, `{"a":`, `{,}`, `{"a":1 "b":2}`, "\ufeff{}", "{}\u00a0"} {
 		f.Add([]byte(s), uint8(0))
 		f.Add([]byte(s), uint8(1))

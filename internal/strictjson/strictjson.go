@@ -7,6 +7,10 @@
 //   - a member repeated in an object (map keys included);
 //   - a member whose name differs only in letter case from a field of the
 //     Go struct the object is decoded into;
+//   - null as the value of a map entry whose Go type cannot hold null (a
+//     string, number, bool, list or map): encoding/json stores the zero
+//     value under the name, so {"a": null} would read as {"a": ""} to one
+//     reader and as "no a" to another;
 //
 // so that a document that passes has one reading, and decoding it with
 // encoding/json gives that reading. Members a struct does not have are not
@@ -138,6 +142,11 @@ func (s *scanner) ws() {
 // member name, ',' between list elements), 0 for none. Like the Token
 // walk, the depth is checked before anything is read.
 func (s *scanner) value(t reflect.Type, depth int, sep byte) error {
+	return s.valueIn(t, depth, sep, false)
+}
+
+// valueIn is value for a map entry's value when inMap is set.
+func (s *scanner) valueIn(t reflect.Type, depth int, sep byte, inMap bool) error {
 	if depth > MaxDepth {
 		return fail(s.pathString(), "the document is nested more than %d levels deep", MaxDepth)
 	}
@@ -147,6 +156,10 @@ func (s *scanner) value(t reflect.Type, depth int, sep byte) error {
 			return s.invalid()
 		}
 		s.i++
+	}
+	if inMap && !nullable(t) && s.nullValue() {
+		at := s.pathString()
+		return fail(at, "member %s is null; a value of this map must not be", truncate(at, 128))
 	}
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -184,6 +197,17 @@ func (s *scanner) scalar() bool {
 		return s.literal("null")
 	}
 	return false
+}
+
+// nullValue reports whether the value at s.i is the literal null. Like
+// Decoder.Token, it reads the literal whatever follows it. It moves
+// nothing.
+func (s *scanner) nullValue() bool {
+	at := s.i
+	s.ws()
+	null := s.literal("null")
+	s.i = at
+	return null
 }
 
 func (s *scanner) literal(lit string) bool {
@@ -432,12 +456,21 @@ func (s *scanner) object(t reflect.Type, depth int) error {
 				}
 			}
 		}
-		if err := s.value(ft, depth+1, ':'); err != nil {
+		if err := s.valueIn(ft, depth+1, ':', elem != nil); err != nil {
 			return err
 		}
 		s.n--
 	}
 	return s.end('}')
+}
+
+var rawMessage = reflect.TypeFor[json.RawMessage]()
+
+// nullable reports whether a map entry's value of Go type t can be null
+// and be read back as null: a pointer, an interface or a json.RawMessage.
+// A nil t (a type Check does not know) counts as nullable.
+func nullable(t reflect.Type) bool {
+	return t == nil || t == rawMessage || t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface
 }
 
 func where(path string) string {

@@ -49,6 +49,11 @@ func TestCheck(t *testing.T) {
 		{`[1]`, false, ""},
 		{`{} {}`, false, ""},
 		{`{"ID":`, false, "ID"},
+		{`{"Map":{"k":null}}`, false, "Map.k"},
+		{`{"Map":{"a":"1", "k" : null }}`, false, "Map.k"},
+		{`{"Map":{"k":nullx}}`, false, "Map.k"}, // the null is read first, as Decoder.Token reads it
+		{`{"Map":null,"ID":null,"Inner":null,"List":[null]}`, true, ""},
+		{`{"Other":{"k":null},"Raw":{"k":null}}`, true, ""}, // no Go type, and raw JSON
 	}
 	for _, tt := range tests {
 		err := Check([]byte(tt.doc), &outer{})
