@@ -38,6 +38,10 @@ type DaemonConfig struct {
 	// RotationInterval is how often WatchRotation looks for keys due for
 	// automatic rotation, whose period is a year (default 1h).
 	RotationInterval time.Duration
+	// KMIPActivationCheck is the longest WatchKMIPActivation waits before
+	// it looks again for KMIP objects whose Activation Date has come
+	// (default 1s); it also wakes at the next date it knows.
+	KMIPActivationCheck time.Duration
 	// AuditCheckpointInterval is how often CheckpointAudit records the
 	// audit chain's head while lines were written (default
 	// AuditCheckpointInterval).
@@ -47,11 +51,11 @@ type DaemonConfig struct {
 // Daemon is a node's own work beside the request path: bringing the node
 // into its cluster (join, the domain key check, a backup's restore) and
 // the loops that keep it serving (readiness, heartbeat, automatic
-// rotation, audit checkpoints, preloading). It serves no request; every
-// change it makes carries Internal(ctx, task), so that each is a request
-// of its own with its intent and outcome audit lines (heartbeats and
-// checkpoints write none, see applyInternal). Its loops run until their
-// context ends; each may run once at a time.
+// rotation, KMIP activation dates, audit checkpoints, preloading). It
+// serves no request; every change it makes carries Internal(ctx, task), so
+// that each is a request of its own with its intent and outcome audit
+// lines (heartbeats and checkpoints write none, see applyInternal). Its
+// loops run until their context ends; each may run once at a time.
 type Daemon struct {
 	svc *Service
 	cfg DaemonConfig
@@ -71,6 +75,9 @@ func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 	if cfg.RotationInterval <= 0 {
 		cfg.RotationInterval = time.Hour
 	}
+	if cfg.KMIPActivationCheck <= 0 {
+		cfg.KMIPActivationCheck = time.Second
+	}
 	if cfg.AuditCheckpointInterval <= 0 {
 		cfg.AuditCheckpointInterval = AuditCheckpointInterval
 	}
@@ -81,8 +88,9 @@ func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 // and preloads keys from the start; it joins the cluster when told to,
 // waits for a leader and checks that this node's HSM holds the cluster's
 // domain key (recording the check blob when the node founded the
-// cluster), then keeps the node's record current, rotates keys that are
-// due while it leads, and checkpoints the audit log. It returns nil when
+// cluster), then keeps the node's record current, rotates keys and
+// activates KMIP objects that are due while it leads, and checkpoints the
+// audit log. It returns nil when
 // ctx ends, and earlier only with an error that makes serving wrong (the
 // join failed, or the HSM holds another domain key); the rest is retried.
 // Every loop has stopped when Run returns.
@@ -105,6 +113,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	spawn(d.Heartbeat)
 	spawn(d.WatchRotation)
+	spawn(d.WatchKMIPActivation)
 	spawn(d.CheckpointAudit)
 	<-ctx.Done()
 	return nil

@@ -366,6 +366,26 @@ func (s *State) KMIPObject(id string) (KMIPObject, bool) {
 	return o.Clone(), true
 }
 
+// KMIPActivationsDue returns the ids of the Pre-Active objects whose
+// Activation Date is set and not after now, sorted, and the earliest
+// Activation Date after now among the other Pre-Active objects (zero when
+// there is none).
+func (s *State) KMIPActivationsDue(now time.Time) (due []string, next time.Time) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id, o := range s.data.KMIP {
+		switch {
+		case o.State != KMIPPreActive || o.ActivationDate.IsZero():
+		case !o.ActivationDate.After(now):
+			due = append(due, id)
+		case next.IsZero() || o.ActivationDate.Before(next):
+			next = o.ActivationDate
+		}
+	}
+	slices.Sort(due)
+	return due, next
+}
+
 // KMIPObjects returns the KMIP objects match accepts, in id order, skipping
 // the first offset matches and returning at most limit (0: no limit).
 func (s *State) KMIPObjects(match func(*KMIPObject) bool, offset, limit int) []KMIPObject {

@@ -101,7 +101,8 @@ type Node struct {
 	// AuditLog is the node's audit log while it runs (nil when the
 	// cluster keeps none, Audit).
 	AuditLog *audit.Log
-	// Daemon runs the node's own work: join, heartbeat, health, audit
+	// Daemon runs the node's own work: join, heartbeat, health, KMIP
+	// activation dates, audit
 	// checkpoints.
 	Daemon *broker.Daemon
 
@@ -321,9 +322,10 @@ func (nd *Node) Start() {
 			t.Fatalf("%s: join: %v", nd.ID, err)
 		}
 	}
-	nd.wg.Add(2)
+	nd.wg.Add(3)
 	go func() { defer nd.wg.Done(); dm.WatchHealth(rctx) }()
 	go func() { defer nd.wg.Done(); dm.Heartbeat(rctx) }()
+	go func() { defer nd.wg.Done(); dm.WatchKMIPActivation(rctx) }()
 	if c.Audit {
 		nd.wg.Add(1)
 		go func() { defer nd.wg.Done(); dm.CheckpointAudit(rctx) }()

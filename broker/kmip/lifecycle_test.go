@@ -1,6 +1,7 @@
 package kmip
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -279,5 +280,50 @@ func TestActivationDateActivates(t *testing.T) {
 		if state.Digest() != before {
 			t.Fatalf("%s: a refused Register changed the replicated state", v)
 		}
+	}
+}
+
+// A Pre-Active object whose Activation Date is in the future becomes
+// Active when the date comes, keeping that date, without a client asking:
+// the leader's daemon activates it (broker.Daemon.WatchKMIPActivation).
+// Until then it stays Pre-Active, and ActivateDue names the date it waits
+// for.
+func TestFutureActivationDateComes(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "app", authz.RoleUser)
+	v := version{1, 4}
+	register := func(d time.Time) string {
+		ta := ttlv.Struct(tagTemplateAttribute, attr1("Activation Date", ttlv.DateTime(0, d)))
+		return ids(c.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), ta, symKey(randBytes(t, 32))))[0]
+	}
+	ctx := context.Background()
+	later := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	waiting := register(later)
+	n, next, err := e.c.Nodes[0].Daemon.ActivateDue(ctx)
+	if err != nil || n != 0 || !next.Equal(later) {
+		t.Fatalf("ActivateDue with a date an hour ahead: %d activated, next %v, %v; want 0, %v", n, next, err, later)
+	}
+	soon := time.Now().Add(2 * time.Second).Truncate(time.Second).UTC()
+	id := register(soon)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o := e.object(t, id)
+		if o.State == cluster.KMIPActive {
+			if !o.ActivationDate.Equal(soon) {
+				t.Fatalf("activated with Activation Date %v, set to %v", o.ActivationDate, soon)
+			}
+			if time.Now().Before(soon) {
+				t.Fatalf("activated before its Activation Date %v", soon)
+			}
+			break
+		}
+		if o.State != cluster.KMIPPreActive || time.Now().After(deadline) {
+			t.Fatalf("object with Activation Date %v: state %s at %v", soon, kmipState(o.State), time.Now())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.do(v, opEncrypt, uid(id), ttlv.Bytes(tagData, []byte("data")))
+	if o := e.object(t, waiting); o.State != cluster.KMIPPreActive {
+		t.Fatalf("the object due in an hour is %s", kmipState(o.State))
 	}
 }
