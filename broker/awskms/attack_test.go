@@ -361,3 +361,33 @@ func TestClientGoneIsNotAnOutage(t *testing.T) {
 		t.Fatal("every RSA-4096 key was made within 30 ms; the client never left first")
 	}
 }
+
+// With Config.Hosts set, a request signed for another Host (captured on
+// its way to another service that shares the access key) is refused, on
+// TrentService and on the XKS proxy API alike; one signed for a listed
+// name is served, whatever its letter case or port.
+func TestSignedHostMustBeThisEndpoint(t *testing.T) {
+	e := newEnv(t, func(c *awskms.Config) { c.Hosts = []string{"kms.example.internal", "LocalHost"} })
+	ctx := ctxT(t)
+	// The SDK signs the Host it connects to: 127.0.0.1:PORT is not listed.
+	_, err := e.kms.ListKeys(ctx, &kms.ListKeysInput{})
+	wantAWSError(t, err, "InvalidSignatureException", "signed for host '127.0.0.1:", "not a name of this endpoint")
+	_, port, _ := strings.Cut(strings.TrimPrefix(e.srv.URL, "http://"), ":")
+	local := kms.NewFromConfig(aws.Config{Region: testRegion, HTTPClient: e.srv.Client(),
+		Credentials: e.kms.Options().Credentials, Retryer: func() aws.Retryer { return aws.NopRetryer{} }},
+		func(o *kms.Options) { o.BaseEndpoint = aws.String("http://localhost:" + port) })
+	if _, err := local.ListKeys(ctx, &kms.ListKeysInput{}); err != nil {
+		t.Fatalf("ListKeys signed for localhost, listed as LocalHost: %v", err)
+	}
+	for host, ok := range map[string]bool{"kms.example.internal:443": true, "KMS.Example.Internal.": true, "kms.example.internal.evil:443": false, "kms2.example.internal": false} {
+		r := e.do(signedRequest{target: "TrentService.ListKeys", body: []byte("{}"), key: e.admin, host: host})
+		if ok != (r.status == http.StatusOK) || !ok && r.errorType() != "InvalidSignatureException" {
+			t.Errorf("ListKeys signed for Host %s: %d %s", host, r.status, r.body)
+		}
+	}
+	health := map[string]any{"requestMetadata": map[string]string{"kmsRequestId": "r-1", "kmsOperation": "KmsHealthCheck"}}
+	if r := e.xksCall(t, "/health", health); r.status != http.StatusUnauthorized || !strings.Contains(string(r.body), "AuthenticationFailedException") ||
+		!strings.Contains(string(r.body), "not a name of this endpoint") {
+		t.Errorf("XKS health signed for 127.0.0.1: %d %s", r.status, r.body)
+	}
+}

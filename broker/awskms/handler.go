@@ -36,6 +36,13 @@ type Config struct {
 	// Credentials authenticate TrentService requests: each access key
 	// stands for a principal. Required.
 	Credentials Credentials
+	// Hosts, when set, are the names clients reach this endpoint by (host
+	// names or IP addresses, without a port, compared without regard to
+	// letter case): a request whose signed Host header names another is
+	// refused with InvalidSignatureException, so that a request signed
+	// for another service that shares the access key cannot be replayed
+	// here. Empty: any Host is accepted.
+	Hosts []string
 	// XKS, when set, also serves the external key store proxy API.
 	XKS *XKSConfig
 	// Authorize, when set, is asked before every operation whether the
@@ -117,7 +124,7 @@ func New(cfg Config) (*Handler, error) {
 		region:  cfg.Service.Region(),
 		account: cfg.Service.Account(),
 		trent: verifier{creds: cfg.Credentials, service: "kms", region: cfg.Service.Region(), maxSkew: cfg.MaxSkew, now: cfg.Now,
-			requireSigned: []string{"x-amz-target"}},
+			hosts: hostSet(cfg.Hosts), requireSigned: []string{"x-amz-target"}},
 		authorize: cfg.Authorize,
 		maxBody:   cfg.MaxBodyBytes,
 		log:       cfg.Logger,

@@ -195,7 +195,8 @@ type signedRequest struct {
 	at        time.Time
 	header    map[string]string // set before signing
 	tamper    func(*http.Request)
-	noContent bool // omit X-Amz-Content-Sha256
+	noContent bool   // omit X-Amz-Content-Sha256
+	host      string // the Host to sign and send (default the server's address)
 }
 
 func (e *env) do(sr signedRequest) rawResponse {
@@ -230,6 +231,9 @@ func (e *env) doWith(tb testing.TB, sr signedRequest) rawResponse {
 	}
 	for k, v := range sr.header {
 		req.Header.Set(k, v)
+	}
+	if sr.host != "" {
+		req.Host = sr.host
 	}
 	sum := sha256.Sum256(sr.body)
 	hash := hex.EncodeToString(sum[:])

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -173,6 +174,30 @@ type verifier struct {
 	// requireSigned are headers, besides host and the date, that every
 	// request must sign (lower case): x-amz-target for TrentService.
 	requireSigned []string
+	// hosts, when not nil, are the host names (lower case, no port) a
+	// request may be signed for.
+	hosts map[string]bool
+}
+
+// hostSet is Config.Hosts as verifier.hosts: nil for none.
+func hostSet(hosts []string) map[string]bool {
+	if len(hosts) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		m[hostName(h)] = true
+	}
+	return m
+}
+
+// hostName is a Host header's (or a configured name's) host, lower case,
+// without its port, brackets or a trailing dot.
+func hostName(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
 }
 
 // signingKeyCache keeps derived signing keys, which change once a day per
@@ -303,6 +328,9 @@ func (v *verifier) verifyHeaders(r *http.Request) (*preAuth, *authError) {
 	}
 	if a.region != v.region {
 		return nil, invalidSig("Credential should be scoped to a valid region, not '%s'.", truncate(a.region, 32))
+	}
+	if v.hosts != nil && !v.hosts[hostName(r.Host)] {
+		return nil, invalidSig("The request is signed for host '%s', which is not a name of this endpoint.", truncate(r.Host, 64))
 	}
 	if r.Header.Get("X-Amz-Security-Token") != "" {
 		return nil, &authError{excUnrecognizedClient, "session tokens are not supported; sign with an access key of this service"}

@@ -109,7 +109,8 @@ func newXKSServer(h *Handler, cfg XKSConfig, maxSkew time.Duration, now func() t
 		cfg.Model = "hsmbroker XKS proxy"
 	}
 	return &xksServer{h: h, base: p + xksAPIPath, vendor: cfg.Vendor, model: cfg.Model,
-		verifier: verifier{creds: cfg.Credentials, service: "kms-xks-proxy", region: cfg.Region, maxSkew: maxSkew, now: now}}, nil
+		verifier: verifier{creds: cfg.Credentials, service: "kms-xks-proxy", region: cfg.Region, maxSkew: maxSkew, now: now,
+			hosts: h.trent.hosts}}, nil
 }
 
 func (x *xksServer) owns(path string) bool {

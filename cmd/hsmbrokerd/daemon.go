@@ -231,9 +231,9 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	log.Info("serving", "node", cc.NodeID, "grpc", ep.grpc, "grpc_advertise", advertise,
 		"raft", node.Addr(), "metrics", ep.metrics, "kms", ep.kmsURL, "vault", ep.vaultURL,
 		"gomaxprocs", runtime.GOMAXPROCS(0))
-	if d.kms != nil && d.kms.tls == nil && !isLoopback(d.kms.addr) {
+	if d.kms != nil && d.kms.tls == nil && !isLoopback(d.kms.cfg.Addr) {
 		log.Warn("the AWS KMS endpoint serves plain HTTP on a non-loopback address; requests and answers (plaintext, data keys) cross the network unencrypted",
-			"kms", d.kms.addr)
+			"kms", d.kms.cfg.Addr)
 	}
 
 	bg, stopBg := context.WithCancel(ctx)

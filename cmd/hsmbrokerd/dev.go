@@ -234,7 +234,7 @@ func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error)
 		if accessKey, err = ensureAccessKey(log, l.kmsCredentials, devAdmin, authz.RoleAdmin); err != nil {
 			return daemon{}, err
 		}
-		if kms, err = loadKMSEndpoint(f.kmsAddr, l.kmsCredentials, "", "", "", "", ""); err != nil {
+		if kms, err = loadKMSEndpoint(config.KMS{Addr: f.kmsAddr, CredentialsFile: l.kmsCredentials}); err != nil {
 			return daemon{}, err
 		}
 	}

@@ -13,44 +13,41 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/awskms"
+	"github.com/hsmbroker/hsmbroker/internal/config"
 	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // kmsEndpoint is the AWS KMS JSON endpoint (and optionally the XKS proxy
 // API) as dev or serve configured it.
 type kmsEndpoint struct {
-	addr string
+	cfg config.KMS // its Cert and Key already resolved (empty: plain HTTP)
 	// tls serves HTTPS; nil serves plain HTTP.
 	tls         *tls.Config
 	credentials *awskms.FileCredentials
 	// xks, when set, also serves the XKS proxy API with these credentials.
-	xks          *awskms.FileCredentials
-	xksPrefix    string
-	xksRegion    string
-	credFile     string
-	xksCredsFile string
+	xks *awskms.FileCredentials
 	// limits bound connections and times (netlimit's defaults).
 	limits netlimit.Limits
 }
 
 // loadKMSEndpoint reads the credentials files (and the certificate, when
-// certFile is set), so that a missing or loose file fails before anything
+// c.Cert is set), so that a missing or loose file fails before anything
 // starts.
-func loadKMSEndpoint(addr, credFile, certFile, keyFile, xksCredFile, xksPrefix, xksRegion string) (*kmsEndpoint, error) {
-	k := &kmsEndpoint{addr: addr, credFile: credFile, xksCredsFile: xksCredFile, xksPrefix: xksPrefix, xksRegion: xksRegion}
+func loadKMSEndpoint(c config.KMS) (*kmsEndpoint, error) {
+	k := &kmsEndpoint{cfg: c}
 	var err error
-	if k.credentials, err = awskms.LoadCredentialsFile(credFile); err != nil {
+	if k.credentials, err = awskms.LoadCredentialsFile(c.CredentialsFile); err != nil {
 		return nil, err
 	}
-	if xksCredFile != "" {
-		if k.xks, err = awskms.LoadCredentialsFile(xksCredFile); err != nil {
+	if c.XKS.CredentialsFile != "" {
+		if k.xks, err = awskms.LoadCredentialsFile(c.XKS.CredentialsFile); err != nil {
 			return nil, err
 		}
 	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if c.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
 		if err != nil {
-			return nil, fmt.Errorf("HTTPS certificate %s: %w", certFile, err)
+			return nil, fmt.Errorf("HTTPS certificate %s: %w", c.Cert, err)
 		}
 		// TLS 1.2 as well as 1.3: AWS KMS and older AWS CLIs and SDKs
 		// still negotiate 1.2.
@@ -61,9 +58,9 @@ func loadKMSEndpoint(addr, credFile, certFile, keyFile, xksCredFile, xksPrefix, 
 
 // handler makes the endpoint's HTTP handler over svc.
 func (k *kmsEndpoint) handler(svc *broker.Service, log *slog.Logger) (*awskms.Handler, error) {
-	cfg := awskms.Config{Service: svc, Credentials: k.credentials, Logger: log}
+	cfg := awskms.Config{Service: svc, Credentials: k.credentials, Hosts: k.cfg.Hosts, Logger: log}
 	if k.xks != nil {
-		cfg.XKS = &awskms.XKSConfig{PathPrefix: k.xksPrefix, Credentials: k.xks, Region: k.xksRegion}
+		cfg.XKS = &awskms.XKSConfig{PathPrefix: k.cfg.XKS.PathPrefix, Credentials: k.xks, Region: k.cfg.XKS.Region}
 	}
 	h, err := awskms.New(cfg)
 	if err != nil {
@@ -84,7 +81,7 @@ func (k *kmsEndpoint) server(h *awskms.Handler, log *slog.Logger) *netlimit.Serv
 // at most netlimit.DefaultMaxConns connections at once.
 func (k *kmsEndpoint) listen() (net.Listener, error) {
 	// Bounded before TLS, so that handshakes count too.
-	lis, err := listenLimited("AWS KMS", k.addr, k.limits)
+	lis, err := listenLimited("AWS KMS", k.cfg.Addr, k.limits)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +127,7 @@ func reloadOnHangup(ctx context.Context, log *slog.Logger, k *kmsEndpoint) {
 			log.Error("SIGHUP: credentials not reloaded; the keys loaded before stay in use", "err", err)
 			continue
 		}
-		log.Info("SIGHUP: credentials reloaded", "file", k.credFile, "xks_file", k.xksCredsFile)
+		log.Info("SIGHUP: credentials reloaded", "file", k.cfg.CredentialsFile, "xks_file", k.cfg.XKS.CredentialsFile)
 	}
 }
 

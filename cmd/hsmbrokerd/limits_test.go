@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/internal/config"
 	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
@@ -104,7 +105,7 @@ func TestEndpointListenersBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kms := &kmsEndpoint{addr: "127.0.0.1:0"}
+	kms := &kmsEndpoint{cfg: config.KMS{Addr: "127.0.0.1:0"}}
 	for name, listen := range map[string]func() (net.Listener, error){
 		"TDE key endpoint": func() (net.Listener, error) { vault.limits.MaxConns = 2; return vault.listen() },
 		"AWS KMS":          func() (net.Listener, error) { kms.limits.MaxConns = 2; return kms.listen() },

@@ -197,11 +197,11 @@ func serveKMS(c config.Config) (*kmsEndpoint, error) {
 	if k.Addr == "" {
 		return nil, nil
 	}
-	cert, key := firstSet(k.Cert, c.TLS.Cert), firstSet(k.Key, c.TLS.Key)
+	k.Cert, k.Key = firstSet(k.Cert, c.TLS.Cert), firstSet(k.Key, c.TLS.Key)
 	if k.Plaintext {
-		cert, key = "", ""
+		k.Cert, k.Key = "", ""
 	}
-	ep, err := loadKMSEndpoint(k.Addr, k.CredentialsFile, cert, key, k.XKS.CredentialsFile, k.XKS.PathPrefix, k.XKS.Region)
+	ep, err := loadKMSEndpoint(k)
 	if err != nil {
 		return nil, fmt.Errorf("kms: %w", err)
 	}

@@ -169,6 +169,12 @@ type KMS struct {
 	// docs/AWS_KMS_ENDPOINT.md), each standing for a principal. Required
 	// with Addr. SIGHUP rereads it.
 	CredentialsFile string `yaml:"credentials_file"`
+	// Hosts, when set, are the names (host names or IP addresses, without
+	// a port) clients reach this endpoint by. A request signed for any
+	// other Host is refused, so that a request captured on its way to
+	// another service that shares the access key cannot be replayed here.
+	// Empty: any Host is accepted.
+	Hosts []string `yaml:"hosts"`
 	// XKS also serves the AWS KMS external key store proxy API on the same
 	// listener, when XKS.CredentialsFile is set.
 	XKS XKS `yaml:"xks"`
@@ -465,18 +471,40 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// awsHost checks one of kms.hosts: a host name or an IP address, without
+// a scheme, port or path.
+func awsHost(h string) error {
+	if h == "" || len(h) > 253 {
+		return errors.New("want a host name or IP address of 1 to 253 characters")
+	}
+	if net.ParseIP(strings.Trim(h, "[]")) != nil {
+		return nil
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return errors.New("want a host name (letters, digits, hyphens and dots) or an IP address, without a scheme or port")
+		}
+	}
+	return nil
+}
+
 // validateKMS checks the kms section; an endpoint without a listen address
 // has nothing else to check.
 func (c Config) validateKMS(bad func(field, format string, args ...any)) {
 	k := c.KMS
 	if k.Addr == "" {
-		if k.CredentialsFile != "" || k.XKS.CredentialsFile != "" || k.Cert != "" || k.Key != "" {
+		if k.CredentialsFile != "" || k.XKS.CredentialsFile != "" || k.Cert != "" || k.Key != "" || len(k.Hosts) > 0 {
 			bad("kms.addr", "required when other kms fields are set")
 		}
 		return
 	}
 	if k.CredentialsFile == "" {
 		bad("kms.credentials_file", "required with kms.addr")
+	}
+	for _, h := range k.Hosts {
+		if err := awsHost(h); err != nil {
+			bad("kms.hosts", "%q: %v", h, err)
+		}
 	}
 	if (k.Cert == "") != (k.Key == "") {
 		bad("kms.cert", "set both kms.cert and kms.key, or neither to use the node certificate")
