@@ -61,14 +61,7 @@ func isCode(err error, c codes.Code) bool {
 // activates.
 func (d *Daemon) WatchKMIPActivation(ctx context.Context) {
 	s := d.svc
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	repeat(ctx, 0, func() time.Duration {
 		_, next, err := d.ActivateDue(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("activating KMIP objects at their Activation Date failed; will retry", "err", err)
@@ -77,6 +70,21 @@ func (d *Daemon) WatchKMIPActivation(ctx context.Context) {
 		if !next.IsZero() {
 			wait = min(wait, max(next.Sub(s.cfg.Now()), 0))
 		}
-		t.Reset(wait)
+		return wait
+	})
+}
+
+// repeat runs step after first and then after each wait step returns,
+// until ctx ends.
+func repeat(ctx context.Context, first time.Duration, step func() time.Duration) {
+	t := time.NewTimer(first)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		t.Reset(step())
 	}
 }

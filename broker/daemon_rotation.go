@@ -43,16 +43,10 @@ func (d *Daemon) RotateDue(ctx context.Context) (int, error) {
 // node may run it, as only the leader rotates.
 func (d *Daemon) WatchRotation(ctx context.Context) {
 	s := d.svc
-	t := time.NewTicker(d.cfg.RotationInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := d.RotateDue(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("automatic key rotation failed; will retry", "err", err)
-			}
+	repeat(ctx, d.cfg.RotationInterval, func() time.Duration {
+		if _, err := d.RotateDue(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("automatic key rotation failed; will retry", "err", err)
 		}
-	}
+		return d.cfg.RotationInterval
+	})
 }
