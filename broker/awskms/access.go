@@ -38,6 +38,23 @@ func (c *FileCredentials) Role(id string) authz.Role {
 	return c.keys.Role(id)
 }
 
+// xksCredentials are Credentials that tell external key store proxy
+// credentials (AccessKey.XKS) from TrentService keys. StaticCredentials and
+// FileCredentials are.
+type xksCredentials interface {
+	IsXKS(accessKeyID string) bool
+}
+
+// IsXKS implements xksCredentials.
+func (c StaticCredentials) IsXKS(id string) bool { return c[id].XKS }
+
+// IsXKS implements xksCredentials.
+func (c *FileCredentials) IsXKS(id string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.keys.IsXKS(id)
+}
+
 // accessKeyRole is the role the access key of an authenticated request
 // names ("" for none). It takes the key id the signature was verified
 // for, rather than reading the Authorization header again.

@@ -391,3 +391,30 @@ func TestSignedHostMustBeThisEndpoint(t *testing.T) {
 		t.Errorf("XKS health signed for 127.0.0.1: %d %s", r.status, r.body)
 	}
 }
+
+// An external key store proxy credential put among the endpoint's access
+// keys (an operator's mix-up: it carries no role, and no role reads as
+// user) signs no TrentService request; it still signs XKS requests.
+func TestXKSCredentialIsNoEndpointKey(t *testing.T) {
+	var proxy awskms.AccessKey
+	e := newEnv(t, func(c *awskms.Config) {
+		proxy = c.XKS.Credentials.(awskms.StaticCredentials)[firstKey(c.XKS.Credentials.(awskms.StaticCredentials))]
+		c.Credentials.(awskms.StaticCredentials)[proxy.ID] = proxy
+	})
+	if !proxy.XKS {
+		t.Fatal("GenerateXKSAccessKey made a key not marked XKS")
+	}
+	_, err := e.client(proxy.ID, proxy.Secret).ListKeys(ctxT(t), &kms.ListKeysInput{})
+	wantAWSError(t, err, "UnrecognizedClientException", "external key store proxy credential")
+	health := map[string]any{"requestMetadata": map[string]string{"kmsRequestId": "r-1", "kmsOperation": "KmsHealthCheck"}}
+	if r := e.xksCall(t, "/health", health); r.status != http.StatusOK {
+		t.Fatalf("XKS health with the proxy credential: %d %s", r.status, r.body)
+	}
+}
+
+func firstKey(c awskms.StaticCredentials) string {
+	for id := range c {
+		return id
+	}
+	return ""
+}

@@ -34,6 +34,11 @@ type AccessKey struct {
 	// the cluster records for the principal (hsmctl principals set-role)
 	// overrides it.
 	Role authz.Role `json:"role,omitempty"`
+	// XKS marks an external key store proxy credential
+	// (GenerateXKSAccessKey): it carries no role, and TrentService
+	// refuses it, so that one put in kms.credentials_file by mistake
+	// does not act as a user's key.
+	XKS bool `json:"xks,omitempty"`
 }
 
 // String names the key without its secret, so that printing or logging an
@@ -57,7 +62,9 @@ func GenerateAccessKey(principal string) (AccessKey, error) {
 // 20 to 30 characters of A-Z and 2-7 (here "AKIA" and 24 more), and a
 // secret of 43 to 64 base64 characters (here 44, 256 random bits).
 func GenerateXKSAccessKey(principal string) (AccessKey, error) {
-	return generate(principal, 15, 32)
+	k, err := generate(principal, 15, 32)
+	k.XKS = true
+	return k, err
 }
 
 func generate(principal string, idBytes, secretBytes int) (AccessKey, error) {
@@ -168,6 +175,8 @@ func readCredentialsFile(path string) (StaticCredentials, error) {
 			return nil, fmt.Errorf("awskms: credentials file %s: access key %d needs access_key_id, secret_access_key and principal", path, i+1)
 		case strings.ContainsAny(k.ID, "/ ,="):
 			return nil, fmt.Errorf("awskms: credentials file %s: access key id %q has a character that SigV4 cannot carry", path, k.ID)
+		case k.XKS && k.Role != "":
+			return nil, fmt.Errorf("awskms: credentials file %s: access key %s is an external key store proxy credential (xks) and carries no role", path, k.ID)
 		case k.Role != "" && !k.Role.Issuable():
 			return nil, fmt.Errorf("awskms: credentials file %s: access key %s has role %q; the roles are admin, user and auditor", path, k.ID, k.Role)
 		}

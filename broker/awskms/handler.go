@@ -124,7 +124,7 @@ func New(cfg Config) (*Handler, error) {
 		region:  cfg.Service.Region(),
 		account: cfg.Service.Account(),
 		trent: verifier{creds: cfg.Credentials, service: "kms", region: cfg.Service.Region(), maxSkew: cfg.MaxSkew, now: cfg.Now,
-			hosts: hostSet(cfg.Hosts), requireSigned: []string{"x-amz-target"}},
+			hosts: hostSet(cfg.Hosts), refuseXKS: true, requireSigned: []string{"x-amz-target"}},
 		authorize: cfg.Authorize,
 		maxBody:   cfg.MaxBodyBytes,
 		log:       cfg.Logger,

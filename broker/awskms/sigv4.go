@@ -174,6 +174,9 @@ type verifier struct {
 	// requireSigned are headers, besides host and the date, that every
 	// request must sign (lower case): x-amz-target for TrentService.
 	requireSigned []string
+	// refuseXKS refuses external key store proxy credentials
+	// (TrentService takes only its own keys).
+	refuseXKS bool
 	// hosts, when not nil, are the host names (lower case, no port) a
 	// request may be signed for.
 	hosts map[string]bool
@@ -338,6 +341,9 @@ func (v *verifier) verifyHeaders(r *http.Request) (*preAuth, *authError) {
 	secret, principal, ok := v.creds.Lookup(a.accessKeyID)
 	if !ok {
 		return nil, &authError{excUnrecognizedClient, msgUnrecognizedClient}
+	}
+	if xc, isXC := v.creds.(xksCredentials); v.refuseXKS && isXC && xc.IsXKS(a.accessKeyID) {
+		return nil, &authError{excUnrecognizedClient, "The access key is an external key store proxy credential; it signs only XKS proxy requests."}
 	}
 	now := v.now().UTC()
 	if t.Before(now.Add(-v.maxSkew)) {

@@ -49,7 +49,12 @@ auditor) unless the cluster records another role for the principal
 AWS_SECRET_ACCESS_KEY exports to ENVFILE (0600, which must not exist), to
 hand to its user; without it the secret is in the credentials file only.
 --xks makes a credential in the form AWS KMS takes for an external key store
-proxy (give it to create-custom-key-store); it carries no role.`,
+proxy (give it to create-custom-key-store) in kms.xks.credentials_file; it
+carries no role, and the AWS KMS endpoint refuses it for its own requests.
+A file holds one kind of key: create refuses an --xks credential in a file
+of TrentService keys, and the reverse. With --xks, --out writes
+XKS_PROXY_ACCESS_KEY_ID and XKS_PROXY_SECRET_ACCESS_KEY, the AccessKeyId and
+RawSecretAccessKey of create-custom-key-store.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := authz.ParseRole(role)
@@ -58,6 +63,9 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 			}
 			keys, err := readAccessKeys(file)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			if err := sameKind(file, keys, xks); err != nil {
 				return err
 			}
 			gen := awskms.GenerateAccessKey
@@ -76,7 +84,11 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 				if err != nil {
 					return fmt.Errorf("--out: %w", err)
 				}
-				_, err = fmt.Fprintf(f, "export AWS_ACCESS_KEY_ID=%s\nexport AWS_SECRET_ACCESS_KEY=%s\n", shellQuote(k.ID), shellQuote(k.Secret))
+				idVar, secretVar := "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+				if xks {
+					idVar, secretVar = "XKS_PROXY_ACCESS_KEY_ID", "XKS_PROXY_SECRET_ACCESS_KEY"
+				}
+				_, err = fmt.Fprintf(f, "export %s=%s\nexport %s=%s\n", idVar, shellQuote(k.ID), secretVar, shellQuote(k.Secret))
 				if cerr := f.Close(); err == nil {
 					err = cerr
 				}
@@ -91,7 +103,7 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 				}
 				return err
 			}
-			fmt.Fprintf(stdout, "Access key %s of principal %s (role %s) added to %s.\n", k.ID, k.Principal, firstSet(string(k.Role), "none"), file)
+			fmt.Fprintf(stdout, "Access key %s of principal %s (%s) added to %s.\n", k.ID, k.Principal, keyKind(k), file)
 			if out != "" {
 				fmt.Fprintf(stdout, "Its id and secret are in %s (mode 0600).\n", out)
 			}
@@ -115,9 +127,9 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 				return err
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ACCESS KEY ID\tPRINCIPAL\tROLE")
+			fmt.Fprintln(tw, "ACCESS KEY ID\tPRINCIPAL\tKIND")
 			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Principal, firstSet(string(k.Role), "-"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Principal, keyKind(k))
 			}
 			return tw.Flush()
 		},
@@ -145,4 +157,29 @@ proxy (give it to create-custom-key-store); it carries no role.`,
 	}
 	cmd.AddCommand(create, list, del)
 	return cmd
+}
+
+// keyKind describes what a key is for: its role on the AWS KMS endpoint,
+// or an XKS proxy credential.
+func keyKind(k awskms.AccessKey) string {
+	if k.XKS {
+		return "XKS proxy credential, no role"
+	}
+	return "role " + firstSet(string(k.Role), string(authz.RoleUser))
+}
+
+// sameKind refuses to add a key of one kind (xks or not) to a file that
+// holds keys of the other: the two files are read by different APIs. A key
+// with a role is an endpoint key; one marked xks a proxy credential; one
+// with neither (made before keys carried either) could be both.
+func sameKind(file string, keys []awskms.AccessKey, xks bool) error {
+	for _, k := range keys {
+		switch {
+		case k.XKS && !xks:
+			return fmt.Errorf("%s holds XKS proxy credentials (kms.xks.credentials_file); access keys of the AWS KMS endpoint go in kms.credentials_file", file)
+		case k.Role != "" && xks:
+			return fmt.Errorf("%s holds access keys of the AWS KMS endpoint (kms.credentials_file); give --xks a file of its own, kms.xks.credentials_file", file)
+		}
+	}
+	return nil
 }

@@ -33,20 +33,36 @@ func TestAccessKeyCommands(t *testing.T) {
 	aliceEnv := filepath.Join(dir, "alice.env")
 	out := must("create", "--file", file, "--principal", "alice", "--out", aliceEnv)
 	must("create", "--file", file, "--principal", "bob", "--role", "admin")
-	must("create", "--file", file, "--principal", "aws-kms", "--xks")
+	// An XKS proxy credential goes in a file of its own: create refuses
+	// to mix the kinds, either way.
+	if out, err := run("create", "--file", file, "--principal", "aws-kms", "--xks"); err == nil || !strings.Contains(err.Error(), "kms.xks.credentials_file") {
+		t.Errorf("an XKS credential into a file of endpoint keys: %v\n%s", err, out)
+	}
+	xksFile, xksEnv := filepath.Join(dir, "xks-credentials.json"), filepath.Join(dir, "xks.env")
+	xksOut := must("create", "--file", xksFile, "--principal", "aws-kms", "--xks", "--out", xksEnv)
+	if out, err := run("create", "--file", xksFile, "--principal", "carol"); err == nil || !strings.Contains(err.Error(), "kms.credentials_file") {
+		t.Errorf("an endpoint key into a file of XKS credentials: %v\n%s", err, out)
+	}
+	xksKeys, err := readAccessKeys(xksFile)
+	if err != nil || len(xksKeys) != 1 || !xksKeys[0].XKS || xksKeys[0].Role != "" || !strings.Contains(xksOut, "XKS proxy credential, no role") {
+		t.Fatalf("XKS file %v, %v; create printed %q", xksKeys, err, xksOut)
+	}
+	if len(xksKeys[0].ID) != 28 || len(xksKeys[0].Secret) != 44 {
+		t.Errorf("XKS credential %s has a %d-character secret; want a 28-character id and a 44-character secret", xksKeys[0].ID, len(xksKeys[0].Secret))
+	}
+	if env, err := os.ReadFile(xksEnv); err != nil || !strings.Contains(string(env), "XKS_PROXY_ACCESS_KEY_ID="+xksKeys[0].ID) || strings.Contains(string(env), "AWS_") {
+		t.Errorf("--out of an XKS credential: %q, %v", env, err)
+	}
 	keys, err := readAccessKeys(file)
-	if err != nil || len(keys) != 3 {
+	if err != nil || len(keys) != 2 {
 		t.Fatalf("keys %v, %v", keys, err)
 	}
 	alice := keys[0]
-	if alice.Role != "user" || keys[1].Role != "admin" || keys[2].Role != "" {
-		t.Errorf("roles %q, %q, %q; want user (the default), admin, none for XKS", alice.Role, keys[1].Role, keys[2].Role)
+	if alice.Role != "user" || keys[1].Role != "admin" || keys[0].XKS || keys[1].XKS {
+		t.Errorf("keys %+v; want roles user (the default) and admin, no XKS", keys)
 	}
-	if alice.Principal != "alice" || !strings.Contains(out, alice.ID) || strings.Contains(out, alice.Secret) {
+	if alice.Principal != "alice" || !strings.Contains(out, alice.ID) || strings.Contains(out, alice.Secret) || !strings.Contains(out, "role user") {
 		t.Errorf("create printed %q for %v (the secret must not be printed)", out, alice)
-	}
-	if len(keys[2].ID) != 28 || len(keys[2].Secret) != 44 {
-		t.Errorf("XKS credential %s has a %d-character secret; want a 28-character id and a 44-character secret", keys[2].ID, len(keys[2].Secret))
 	}
 	env, err := os.ReadFile(aliceEnv)
 	if err != nil || !strings.Contains(string(env), "AWS_ACCESS_KEY_ID="+alice.ID) || !strings.Contains(string(env), alice.Secret) {
@@ -69,7 +85,7 @@ func TestAccessKeyCommands(t *testing.T) {
 	}
 
 	must("delete", "--file", file, keys[1].ID)
-	if after, _ := readAccessKeys(file); len(after) != 2 || after[0].ID != alice.ID || after[1].ID != keys[2].ID {
+	if after, _ := readAccessKeys(file); len(after) != 1 || after[0].ID != alice.ID {
 		t.Errorf("after delete: %v", after)
 	}
 
@@ -88,7 +104,7 @@ func TestAccessKeyCommands(t *testing.T) {
 			t.Errorf("access-key %v: %v (%s); want an error mentioning %q", tt.args, err, out, tt.want)
 		}
 	}
-	if after, _ := readAccessKeys(file); len(after) != 2 {
+	if after, _ := readAccessKeys(file); len(after) != 1 {
 		t.Errorf("a failed create changed the file: %v", after)
 	}
 }
