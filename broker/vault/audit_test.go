@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,8 +43,9 @@ func (f *failingLog) Write(p []byte) (int, error) {
 }
 
 // TestNoKeyWithoutAuditLine: while the node cannot write its audit log,
-// reads are refused (503) and no key material leaves; afterwards they are
-// served again.
+// reads get no answer (the connection is closed, which a database takes as
+// a passing failure and answers from its cache) and no key material
+// leaves; afterwards they are served again.
 func TestNoKeyWithoutAuditLine(t *testing.T) {
 	p := hsmtest.NewPartition(t)
 	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
@@ -105,13 +104,7 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 	material, _ := e.read("/v1/tde/data/1", tok.GetToken())
 	w.fail.Store(true)
 	for _, path := range []string{"/v1/tde/data/1", "/v1/sys/mounts/tde/tune"} {
-		code, body := e.get(path, tok.GetToken())
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "audit log") {
-			t.Fatalf("GET %s with the audit log failing: %d %s", path, code, body)
-		}
-		if strings.Contains(body, string(material)) || strings.Contains(body, hex.EncodeToString(material)) {
-			t.Fatal("key material answered without an audit line")
-		}
+		e.unanswered(path, tok.GetToken())
 	}
 	w.fail.Store(false)
 	if again, _ := e.read("/v1/tde/data/1", tok.GetToken()); !bytes.Equal(again, material) {

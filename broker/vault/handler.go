@@ -14,6 +14,14 @@
 // revoked token, or a principal not allowed kms:Decrypt on the mount's KMS
 // key, 403 {"errors":["permission denied"]}. Writes get 405 and other
 // paths 404, each with a message.
+//
+// A read the node cannot serve for a passing reason (it is not ready, its
+// HSM or the cluster's leader is unreachable, its audit log cannot be
+// written) gets no answer: the connection is closed. MariaDB's plugin
+// keeps using its cached key after a transport failure, but takes any
+// HTTP error other than 404 as final, and InnoDB then stops the server;
+// a node that answered 503 would take a running database down where a
+// node that is down does not.
 package vault
 
 import (
@@ -60,6 +68,9 @@ type Handler struct {
 	// anonLog takes the lines of reads refused for a token that proves no
 	// identity, which anyone can send (netlimit.LogLimiter).
 	anonLog *netlimit.LogLimiter
+	// unservedLog takes the lines of reads not served for a passing
+	// reason, which a database repeats while the reason lasts.
+	unservedLog *netlimit.LogLimiter
 }
 
 // New returns a handler over core; log may be nil.
@@ -67,7 +78,8 @@ func New(core Core, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{core: core, log: log, anonLog: netlimit.NewLogLimiter(log, "TDE key read refused: no valid token")}
+	return &Handler{core: core, log: log, anonLog: netlimit.NewLogLimiter(log, "TDE key read refused: no valid token"),
+		unservedLog: netlimit.NewLogLimiter(log, "TDE key read not served now: connection closed")}
 }
 
 type route uint8
@@ -157,7 +169,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Close writes the summary of refusal lines left out by the bound, if
 // any; the handler still serves after it. The daemon calls it on shutdown.
-func (h *Handler) Close() { h.anonLog.Close() }
+func (h *Handler) Close() { h.anonLog.Close(); h.unservedLog.Close() }
 
 // writeError answers a refused or failed read in Vault's shapes.
 func (h *Handler) writeError(w http.ResponseWriter, in broker.TDERequest, err error) {
@@ -182,7 +194,15 @@ func (h *Handler) writeError(w http.ResponseWriter, in broker.TDERequest, err er
 	case codes.InvalidArgument, codes.FailedPrecondition:
 		status = http.StatusBadRequest
 	case codes.Unavailable, codes.ResourceExhausted, codes.DeadlineExceeded, codes.Canceled:
-		status = http.StatusServiceUnavailable
+		// A passing failure: no answer, so that the database keeps its
+		// cached key (see the package comment). The request's audit line
+		// has its outcome already.
+		if code != codes.Canceled {
+			h.unservedLog.Log(context.Background(), slog.LevelWarn, "TDE key read not served now: connection closed without an answer, so that the database keeps using its cached key",
+				slog.String("request_id", in.RequestID), slog.String("peer", in.Peer), slog.String("mount", in.Mount),
+				slog.String("name", in.Name), slog.String("reason", msg))
+		}
+		panic(http.ErrAbortHandler)
 	default:
 		h.log.Error("TDE key read failed", "request_id", in.RequestID, "mount", in.Mount, "name", in.Name, "err", err)
 		msg = "internal error; see the node's log for request " + in.RequestID

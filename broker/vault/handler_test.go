@@ -73,6 +73,23 @@ func (e *env) do(method, path, token string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
+// unanswered checks that a GET gets no HTTP answer at all: the connection
+// is closed, as the endpoint does for a read it cannot serve for now.
+func (e *env) unanswered(path, token string) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set(vault.TokenHeader, token)
+	resp, err := e.srv.Client().Do(req)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e.t.Fatalf("GET %s: answered %d %s; want the connection closed without an answer", path, resp.StatusCode, b)
+	}
+}
+
 type kvAnswer struct {
 	Data struct {
 		Data struct {

@@ -186,5 +186,52 @@ INSERT INTO app.plain VALUES (1, '%[1]s-1');`, canary))
 		t.Fatal("mariadbd started trusting a CA that did not issue the endpoint's certificate")
 	}
 	tlsBroker.stop(t)
+
+	// A node that cannot serve keys for a while (its HSM gone) does not
+	// take a running database down: it closes the connection instead of
+	// answering 503, and the plugin keeps using its cached keys, as when
+	// the node is down. (Any HTTP error but 404 makes InnoDB abort.)
+	fault := filepath.Join(t.TempDir(), "hsm.down")
+	faulty := startProc(t, environ("SOFTHSM2_CONF="+filepath.Join(t.TempDir(), "elsewhere.conf"), envDrillHSMFault+"="+fault),
+		"dev", "--data-dir", dir, "--module", module, "--grpc-addr", addrs[0], "--raft-addr", addrs[1], "--metrics-addr", addrs[2],
+		"--kms-addr", addrs[3], "--vault-addr", addrs[4])
+	waitFor(t, faulty, "dev.env with an http VAULT_ADDR", func() error {
+		if e := readEnvFile(t, envFile); e["VAULT_ADDR"] != "http://"+addrs[4] {
+			return fmt.Errorf("VAULT_ADDR=%s", e["VAULT_ADDR"])
+		}
+		return nil
+	})
+	m.Configure("http://"+addrs[4], "")
+	if err := m.Start(token); err != nil {
+		t.Fatalf("mariadbd did not start: %v\n%s", err, m.ErrorLog())
+	}
+	if err := os.WriteFile(fault, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Long enough for the plugin's version cache (500 ms) to expire many
+	// times, and for the node to find its HSM gone and turn not ready.
+	for i, end := 10, time.Now().Add(6*time.Second); time.Now().Before(end); i++ {
+		if _, err := m.Query(fmt.Sprintf("INSERT INTO app.secret VALUES (%d, 'written while the HSM was away')", i)); err != nil {
+			t.Fatalf("insert %d while the node could not serve keys: %v\n%s", i, err, m.ErrorLog())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := m.Query("CREATE TABLE app.later (id INT PRIMARY KEY) ENGINE=InnoDB ENCRYPTED=YES ENCRYPTION_KEY_ID=2"); err != nil {
+		t.Fatalf("create an encrypted table while the node could not serve keys: %v\n%s", err, m.ErrorLog())
+	}
+	if !strings.Contains(faulty.out.String(), "TDE key read not served now") {
+		t.Fatalf("MariaDB asked the node nothing while its HSM was away; the test proves nothing:\n%s", faulty.out)
+	}
+	if log := m.ErrorLog(); strings.Contains(log, "Unable to get key data") || strings.Contains(log, "Hashicorp server error") {
+		t.Fatalf("MariaDB saw an error answer while the node could not serve keys:\n%s", log)
+	}
+	if err := os.Remove(fault); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.MustQuery("SELECT COUNT(*) > 3 FROM app.secret"); got != "1" {
+		t.Fatalf("rows written while the HSM was away: %s", got)
+	}
+	m.Stop()
+	faulty.stop(t)
 	t.Logf("MariaDB first start (encryption on, keys from the endpoint): %v; whole test: %v", started, time.Since(began))
 }
