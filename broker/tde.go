@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -493,6 +494,10 @@ func (t *TDEKeys) RevokeToken(ctx context.Context, accessor string) error {
 	s := t.s
 	if accessor == "" || len(accessor) > 64 {
 		return &keys.FieldError{Field: "accessor", Problem: "must be 1 to 64 characters"}
+	}
+	if strings.HasPrefix(accessor, tdeTokenPrefix) {
+		// Never echoed: it is the secret itself.
+		return &keys.FieldError{Field: "accessor", Problem: "this is a token, not its accessor; a token is revoked by the accessor 'hsmctl tde token list' shows"}
 	}
 	_, err := s.apply(ctx, &cluster.RevokeTDEToken{Accessor: accessor})
 	return err

@@ -278,7 +278,8 @@ func checkAccessor(a string) error {
 	}
 	for _, r := range a {
 		if !('a' <= r && r <= 'z' || '0' <= r && r <= '9') {
-			return invalidCommand("token accessor %q: only a-z and 0-9 are allowed", a)
+			// The value is not echoed: a token given by mistake is a secret.
+			return invalidCommand("token accessor: only a-z and 0-9 are allowed")
 		}
 	}
 	return nil

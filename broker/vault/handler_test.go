@@ -146,6 +146,17 @@ func TestReadTDEKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := tok.GetToken()
+	// A token given where its accessor belongs is refused without being
+	// echoed, and one that is no accessor at all is not echoed either.
+	for _, bad := range []string{admin, "Not-An-Accessor." + admin[len(admin)-8:]} {
+		_, err = e.tde.RevokeToken(ctx, &pb.TDEServiceRevokeTokenRequest{Accessor: bad})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || strings.Contains(st.Message(), bad[len(bad)-8:]) {
+			t.Fatalf("RevokeToken of %q: %v", bad[:4], err)
+		}
+	}
+	if _, err := e.tde.RevokeToken(ctx, &pb.TDEServiceRevokeTokenRequest{Accessor: admin}); !strings.Contains(status.Convert(err).Message(), "not its accessor") {
+		t.Fatalf("RevokeToken of a token: %v", err)
+	}
 
 	code, body := e.get("/v1/sys/mounts/tde/tune", admin)
 	if code != http.StatusOK || !strings.Contains(body, `"options":{"version":"2"}`) {
