@@ -59,7 +59,7 @@ RawSecretAccessKey of create-custom-key-store.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := authz.ParseRole(role)
 			if err != nil {
-				return fmt.Errorf("--role %q: want admin, user or auditor", role)
+				return usage(fmt.Errorf("--role %q: want admin, user or auditor", role))
 			}
 			keys, err := readAccessKeys(file)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {

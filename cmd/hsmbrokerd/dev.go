@@ -180,7 +180,7 @@ func newDevLayout(dir string) devLayout {
 // returns the daemon's configuration.
 func prepareDev(log *slog.Logger, f *devFlags, stderr io.Writer) (daemon, error) {
 	if f.dataDir == "" {
-		return daemon{}, errors.New("--data-dir is required")
+		return daemon{}, usage(errors.New("--data-dir is required"))
 	}
 	dir, err := filepath.Abs(f.dataDir)
 	if err != nil {

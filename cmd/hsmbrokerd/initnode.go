@@ -130,7 +130,7 @@ func newNodeLayout(dir, caDir string) nodeLayout {
 
 func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 	if !localNodeID.MatchString(f.nodeID) {
-		return fmt.Errorf("--node-id %q: want 1 to 32 letters, digits, '.', '_' or '-' (it is also the token label)", f.nodeID)
+		return usage(fmt.Errorf("--node-id %q: want 1 to 32 letters, digits, '.', '_' or '-' (it is also the token label)", f.nodeID))
 	}
 	for _, a := range []struct{ flag, addr string }{{"grpc-addr", f.grpcAddr}, {"raft-addr", f.raftAddr},
 		{"metrics-addr", f.metricsAddr}, {"kms-addr", f.kmsAddr}, {"vault-addr", f.vaultAddr}} {
@@ -138,7 +138,7 @@ func initNode(log *slog.Logger, f *initNodeFlags, stdout io.Writer) error {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			return fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
+			return usage(fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
 		}
 	}
 	dir, err := filepath.Abs(f.dir)

@@ -46,9 +46,6 @@ change them.`,
 		"least severe log level written: debug, info, warn or error (default info, or log.level of the config file)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "",
 		"log format: text or json (default text for dev, json for serve, or log.format of the config file)")
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())
-	})
 	root.AddCommand(newDevCommand(g, stderr), newServeCommand(g, stderr), newVersionCommand(stdout),
 		newInitNodeCommand(g, stdout, stderr), newAccessKeyCommand(stdout), newRestoreCommand(g, stdout, stderr))
 	return root
@@ -68,7 +65,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "error":
 		lv = slog.LevelError
 	default:
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+		return nil, usage(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(format) {
@@ -77,7 +74,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	default:
-		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+		return nil, usage(fmt.Errorf("--log-format %q: want text or json", format))
 	}
 }
 
