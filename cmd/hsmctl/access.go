@@ -28,7 +28,9 @@ func (a *app) whoamiCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "whoami",
 		Short: "Show the principal and role the broker sees for this client",
-		Args:  noArgs,
+		Example: `  hsmctl whoami
+  HSMBROKER_CERT=./certs/alice.pem HSMBROKER_KEY=./certs/alice-key.pem hsmctl whoami -o json`,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			c, err := a.conn()
 			if err != nil {
@@ -63,7 +65,9 @@ func (a *app) principalsListCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List the principals the cluster records a role for",
-		Args:  noArgs,
+		Example: `  hsmctl principals list
+  hsmctl principals list -o json | jq -r '.principals[] | select(.role == "none") | .principal'`,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			c, err := a.conn()
 			if err != nil {
@@ -123,15 +127,22 @@ func (a *app) principalsSetRoleCommand() *cobra.Command {
 
 func (a *app) principalsDeleteCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete PRINCIPAL",
-		Short: "Forget a principal's record; its certificate's role applies again",
-		Args:  exactArgs("PRINCIPAL"),
+		Use:     "delete PRINCIPAL",
+		Short:   "Forget a principal's record; its certificate's role applies again",
+		Example: "  hsmctl principals delete mallory",
+		Args:    exactArgs("PRINCIPAL"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.conn()
 			if err != nil {
 				return err
 			}
-			_, err = c.Access.DeletePrincipalRole(a.ctx, &pb.DeletePrincipalRoleRequest{Principal: args[0]})
+			if _, err := c.Access.DeletePrincipalRole(a.ctx, &pb.DeletePrincipalRoleRequest{Principal: args[0]}); err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"principal": args[0], "deleted": true})
+			}
+			_, err = fmt.Fprintf(a.stdout, "Role record of %s deleted; its certificate's role applies again\n", args[0])
 			return err
 		}),
 	}
@@ -153,7 +164,9 @@ func (a *app) policyGetCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get KEY",
 		Short: "Print a key's policy",
-		Args:  exactArgs("KEY"),
+		Example: `  hsmctl policy get alias/payments > payments-policy.json
+  hsmctl policy get alias/payments -o json | jq .isDefault`,
+		Args: exactArgs("KEY"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.conn()
 			if err != nil {
@@ -192,7 +205,13 @@ func (a *app) policyPutCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = c.Keys.PutKeyPolicy(a.ctx, &pb.PutKeyPolicyRequest{KeyId: args[0], Policy: string(doc)})
+			if _, err := c.Keys.PutKeyPolicy(a.ctx, &pb.PutKeyPolicyRequest{KeyId: args[0], Policy: string(doc)}); err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"keyId": args[0], "policyReplaced": true})
+			}
+			_, err = fmt.Fprintf(a.stdout, "Policy of key %s replaced\n", args[0])
 			return err
 		}),
 	}
@@ -225,6 +244,9 @@ func (a *app) grantsCreateCommand() *cobra.Command {
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if key == "" || grantee == "" || len(ops) == 0 {
 				return usageErr("--key, --grantee and --operations are required")
+			}
+			if len(subset) > 0 && len(equals) > 0 {
+				return usageErr("give --context-subset or --context-equals, not both: a grant constrains the encryption context one way")
 			}
 			req := &pb.CreateGrantRequest{KeyId: key, GranteePrincipal: grantee, Operations: ops, RetiringPrincipal: retiring, Name: name}
 			s, err := parsePairs("--context-subset", subset)
@@ -269,7 +291,9 @@ func (a *app) grantsListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list KEY [--grantee PRINCIPAL]",
 		Short: "List a key's grants (admin, auditor)",
-		Args:  exactArgs("KEY"),
+		Example: `  hsmctl grants list alias/payments
+  hsmctl grants list alias/payments --grantee batch -o json | jq -r '.grants[].grantId'`,
+		Args: exactArgs("KEY"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.conn()
 			if err != nil {
@@ -327,13 +351,22 @@ func (a *app) grantsRevokeCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke KEY GRANT_ID",
 		Short: "Revoke a grant (admin)",
-		Args:  exactArgs("KEY", "GRANT_ID"),
+		Example: `  KEY=$(hsmctl keys describe alias/payments -o json | jq -r .keyId)
+  hsmctl grants list "$KEY" --grantee batch
+  hsmctl grants revoke "$KEY" 9f3c2a71d0b84e6a5c1f7e2d3b4a59687f0e1d2c3b4a5968778695a4b3c2d1e0`,
+		Args: exactArgs("KEY", "GRANT_ID"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.conn()
 			if err != nil {
 				return err
 			}
-			_, err = c.Keys.RevokeGrant(a.ctx, &pb.RevokeGrantRequest{KeyId: args[0], GrantId: args[1]})
+			if _, err := c.Keys.RevokeGrant(a.ctx, &pb.RevokeGrantRequest{KeyId: args[0], GrantId: args[1]}); err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"keyId": args[0], "grantId": args[1], "revoked": true})
+			}
+			_, err = fmt.Fprintf(a.stdout, "Grant %s of key %s revoked\n", args[1], args[0])
 			return err
 		}),
 	}
@@ -341,15 +374,22 @@ func (a *app) grantsRevokeCommand() *cobra.Command {
 
 func (a *app) grantsRetireCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "retire GRANT_ID",
-		Short: "Retire a grant (its retiring principal, or its grantee)",
-		Args:  exactArgs("GRANT_ID"),
+		Use:     "retire GRANT_ID",
+		Short:   "Retire a grant (its retiring principal, or its grantee)",
+		Example: "  hsmctl grants retire 9f3c2a71d0b84e6a5c1f7e2d3b4a59687f0e1d2c3b4a5968778695a4b3c2d1e0",
+		Args:    exactArgs("GRANT_ID"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.conn()
 			if err != nil {
 				return err
 			}
-			_, err = c.Keys.RetireGrant(a.ctx, &pb.RetireGrantRequest{GrantId: args[0]})
+			if _, err := c.Keys.RetireGrant(a.ctx, &pb.RetireGrantRequest{GrantId: args[0]}); err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"grantId": args[0], "retired": true})
+			}
+			_, err = fmt.Fprintf(a.stdout, "Grant %s retired\n", args[0])
 			return err
 		}),
 	}

@@ -195,7 +195,23 @@ func TestAccessCommands(t *testing.T) {
 	if err := os.WriteFile(policy, []byte(`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ok(as("ops", "admin", "policy", "put", key.KeyID, "--in", policy))
+	if out := ok(as("ops", "admin", "policy", "put", key.KeyID, "--in", policy)); out != "Policy of key "+key.KeyID+" replaced\n" {
+		t.Fatalf("policy put: %q", out)
+	}
+	okJSON := func(v any, r result) {
+		t.Helper()
+		if err := json.Unmarshal([]byte(ok(r)), v); err != nil {
+			t.Fatalf("not JSON: %v: %q", err, r.stdout)
+		}
+	}
+	var put struct {
+		KeyID    string `json:"keyId"`
+		Replaced bool   `json:"policyReplaced"`
+	}
+	okJSON(&put, as("ops", "admin", "policy", "put", key.KeyID, "--in", policy, "-o", "json"))
+	if put.KeyID != key.KeyID || !put.Replaced {
+		t.Fatalf("policy put -o json: %+v", put)
+	}
 	if r := as("app", "user", "encrypt", "--key", key.KeyID, "--base64"); r.code != exitError || !strings.Contains(r.stderr, "AccessDeniedException") {
 		t.Fatalf("encrypt before the grant: %d %s", r.code, r.stderr)
 	}
@@ -212,7 +228,41 @@ func TestAccessCommands(t *testing.T) {
 	if out := ok(as("audra", "auditor", "grants", "list", key.KeyID)); !strings.Contains(out, grant) || !strings.Contains(out, "team=a") {
 		t.Fatalf("grants list: %s", out)
 	}
-	ok(as("ops", "admin", "grants", "retire", grant))
+	if out := ok(as("ops", "admin", "grants", "retire", grant)); out != "Grant "+grant+" retired\n" {
+		t.Fatalf("grants retire: %q", out)
+	}
+	if out := ok(as("audra", "auditor", "grants", "list", key.KeyID)); strings.Contains(out, grant) {
+		t.Fatalf("grants list after retire: %s", out)
+	}
+	// Revoke, in text and in JSON; and retire in JSON.
+	newGrant := func() string {
+		t.Helper()
+		return strings.TrimSpace(ok(as("ops", "admin", "grants", "create", "--key", key.KeyID, "--grantee", "app", "--operations", "Encrypt")))
+	}
+	g1, g2, g3 := newGrant(), newGrant(), newGrant()
+	if out := ok(as("ops", "admin", "grants", "revoke", key.KeyID, g1)); out != "Grant "+g1+" of key "+key.KeyID+" revoked\n" {
+		t.Fatalf("grants revoke: %q", out)
+	}
+	var revoked struct {
+		KeyID   string `json:"keyId"`
+		GrantID string `json:"grantId"`
+		Revoked bool   `json:"revoked"`
+	}
+	okJSON(&revoked, as("ops", "admin", "grants", "revoke", key.KeyID, g2, "-o", "json"))
+	if revoked.KeyID != key.KeyID || revoked.GrantID != g2 || !revoked.Revoked {
+		t.Fatalf("grants revoke -o json: %+v", revoked)
+	}
+	var retired struct {
+		GrantID string `json:"grantId"`
+		Retired bool   `json:"retired"`
+	}
+	okJSON(&retired, as("ops", "admin", "grants", "retire", g3, "-o", "json"))
+	if retired.GrantID != g3 || !retired.Retired {
+		t.Fatalf("grants retire -o json: %+v", retired)
+	}
+	if out := ok(as("audra", "auditor", "grants", "list", key.KeyID)); strings.Contains(out, g1) || strings.Contains(out, g2) || strings.Contains(out, g3) {
+		t.Fatalf("grants list after revoke and retire: %s", out)
+	}
 	ok(as("ops", "admin", "principals", "set-role", "app", "none"))
 	if out := ok(as("audra", "auditor", "principals", "list")); !strings.Contains(out, "app") || !strings.Contains(out, "none") {
 		t.Fatalf("principals list: %s", out)
@@ -223,7 +273,53 @@ func TestAccessCommands(t *testing.T) {
 	if r := as("ops", "admin", "principals", "set-role", "ops", "user"); r.code != exitError {
 		t.Fatalf("changing one's own role: %d", r.code)
 	}
-	ok(as("ops", "admin", "principals", "delete", "app"))
+	if out := ok(as("ops", "admin", "principals", "delete", "app")); out != "Role record of app deleted; its certificate's role applies again\n" {
+		t.Fatalf("principals delete: %q", out)
+	}
+	ok(as("ops", "admin", "principals", "set-role", "eve", "auditor"))
+	var deleted struct {
+		Principal string `json:"principal"`
+		Deleted   bool   `json:"deleted"`
+	}
+	okJSON(&deleted, as("ops", "admin", "principals", "delete", "eve", "-o", "json"))
+	if deleted.Principal != "eve" || !deleted.Deleted {
+		t.Fatalf("principals delete -o json: %+v", deleted)
+	}
+	if out := ok(as("audra", "auditor", "principals", "list")); strings.Contains(out, "app") || strings.Contains(out, "eve") {
+		t.Fatalf("principals list after delete: %s", out)
+	}
+
+	// A TDE token written to --out: mode 0600, the token in the file only.
+	tokenFile := filepath.Join(t.TempDir(), "mariadb.token")
+	var issued map[string]string
+	okJSON(&issued, as("ops", "admin", "tde", "token", "issue", "--principal", "mariadb", "--out", tokenFile, "-o", "json"))
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", fi, err)
+	}
+	if issued["file"] != tokenFile || issued["accessor"] == "" || issued["principal"] != "mariadb" || issued["token"] != "" ||
+		len(strings.TrimSpace(string(tok))) < 16 || !strings.HasSuffix(string(tok), "\n") {
+		t.Fatalf("tde token issue --out -o json: %v, file %q", issued, tok)
+	}
+	if out := ok(as("audra", "auditor", "tde", "token", "list")); !strings.Contains(out, issued["accessor"]) || strings.Contains(out, strings.TrimSpace(string(tok))) {
+		t.Fatalf("tde token list: %s", out)
+	}
+	r = as("ops", "admin", "tde", "token", "issue", "--principal", "mariadb", "--out", tokenFile)
+	if r.code != exitError || !strings.Contains(r.stderr, tokenFile+" exists; use --force") {
+		t.Fatalf("tde token issue over an existing --out: %d %s", r.code, r.stderr)
+	}
+	if got, _ := os.ReadFile(tokenFile); string(got) != string(tok) {
+		t.Fatal("the existing token file was changed")
+	}
+	other := filepath.Join(t.TempDir(), "other.token")
+	out := ok(as("ops", "admin", "tde", "token", "issue", "--principal", "mariadb", "--out", other))
+	tok2, _ := os.ReadFile(other)
+	if !strings.HasPrefix(out, "Token for mariadb written to "+other+" (mode 0600)") || len(tok2) == 0 || strings.Contains(out, strings.TrimSpace(string(tok2))) {
+		t.Fatalf("tde token issue --out: %q, file %q", out, tok2)
+	}
 	if r := as("audra", "auditor", "audit", "fetch"); r.code != exitError || !strings.Contains(r.stderr, "no audit log") {
 		t.Fatalf("audit fetch from a node without a log: %d %s", r.code, r.stderr)
 	}
@@ -239,8 +335,12 @@ func TestCertsCAAndNode(t *testing.T) {
 	if r := runArgs("certs", "ca", "--out-dir", caDir, "--name", "test cluster CA"); r.code != 0 {
 		t.Fatalf("certs ca: %d %s", r.code, r.stderr)
 	}
-	if r := runArgs("certs", "ca", "--out-dir", caDir); r.code != exitError || !strings.Contains(r.stderr, "ca.pem") {
-		t.Fatalf("certs ca over an existing CA: %d %s", r.code, r.stderr)
+	// certs ca has no --force: the refusal says what to do instead.
+	r := runArgs("certs", "ca", "--out-dir", caDir)
+	want := "hsmctl: " + filepath.Join(caDir, "ca.pem") + " exists: certs ca refuses to replace an existing CA"
+	if r.code != exitError || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, "choose another --out-dir, or move the old CA aside") ||
+		strings.Contains(r.stderr, "--force") {
+		t.Fatalf("certs ca over an existing CA: exit %d, stderr %q; want exit 1 and %q", r.code, r.stderr, want)
 	}
 	caCert, caKey := filepath.Join(caDir, "ca.pem"), filepath.Join(caDir, "ca-key.pem")
 	if fi, err := os.Stat(caKey); err != nil || fi.Mode().Perm() != 0o600 {

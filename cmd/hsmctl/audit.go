@@ -165,7 +165,8 @@ func (a *app) auditFetchCommand() *cobra.Command {
 		Short: "Copy the audit log of the broker that answers",
 		Long: `fetch copies the audit log of one broker (the first that answers: pass a
 single --addr to choose) to --out or stdout, from --offset bytes on. It
-needs the admin or auditor role. Each broker keeps its own log.
+needs the admin or auditor role. Each broker keeps its own log. An --offset
+past the end of the log copies nothing, with a warning on stderr.
 
 --out is a new file of mode 0600, put in place only once the whole log has
 been copied; an existing file is refused unless --force.`,
@@ -193,6 +194,9 @@ been copied; an existing file is refused unless --force.`,
 				resp, err := c.Access.ReadAuditLog(a.ctx, &pb.ReadAuditLogRequest{Offset: next})
 				if err != nil {
 					return err
+				}
+				if next == offset && offset > resp.GetSize() {
+					fmt.Fprintf(a.stderr, "hsmctl: warning: --offset %d is past the end of %s's audit log (%d bytes); nothing to copy\n", offset, resp.GetNodeId(), resp.GetSize())
 				}
 				if _, err := w.Write(resp.GetData()); err != nil {
 					return err

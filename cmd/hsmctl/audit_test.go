@@ -98,6 +98,18 @@ func TestAuditVerifyAgainstCheckpoints(t *testing.T) {
 	if r.code != exitError || !strings.Contains(r.stdout, "PROBLEM: intent without outcome at line") || !strings.Contains(r.stdout, "kms:CreateKey") {
 		t.Fatalf("intent without outcome: %d\n%s", r.code, r.stdout)
 	}
+
+	// fetch from an --offset within the log copies its rest, silently;
+	// from one past its end it copies nothing, and says why.
+	r = runArgs(append([]string{"audit", "fetch", "--offset", "1"}, conn...)...)
+	if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, `"kms:CreateKey"`) {
+		t.Fatalf("audit fetch --offset 1: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = runArgs(append([]string{"audit", "fetch", "--offset", "1000000000"}, conn...)...)
+	want := "hsmctl: warning: --offset 1000000000 is past the end of " + nd.ID + "'s audit log ("
+	if r.code != 0 || r.stdout != "" || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, " bytes); nothing to copy") {
+		t.Fatalf("audit fetch past the end: exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
+	}
 }
 
 // rehashed is the log with its first line's principal changed and every

@@ -106,6 +106,12 @@ With -o json: {"op", "size", "keys", "concurrency", "durationSeconds",
 				return usageErr("--baseline-direct needs --token-label or --token-serial")
 			}
 			cfg.Concurrency, cfg.Keys, cfg.Size, cfg.Duration, cfg.Window = concurrency, keyCount, size, duration, window
+			if !cmd.Flags().Changed("metrics-addr") {
+				metricsAddr = os.Getenv("HSMBROKER_METRICS_ADDR")
+			}
+			if !cmd.Flags().Changed("module") {
+				module = firstNonEmpty(os.Getenv("HSMBROKER_PKCS11_MODULE"), defaultModule)
+			}
 			var err error
 			if cfg.Client, err = a.clientConfig(); err != nil {
 				return err
@@ -134,10 +140,12 @@ With -o json: {"op", "size", "keys", "concurrency", "durationSeconds",
 	fl.DurationVar(&window, "window", 500*time.Millisecond, "how long one side runs before the other takes over")
 	fl.IntVar(&keyCount, "keys", 1, "keys of each kind to spread the calls over")
 	fl.IntVar(&size, "size", 4096, "plaintext bytes of encrypt and decrypt")
-	fl.StringVar(&metricsAddr, "metrics-addr", os.Getenv("HSMBROKER_METRICS_ADDR"),
+	// The environment is read when the command runs, so that the help
+	// shows the one default it describes, not also the value found.
+	fl.StringVar(&metricsAddr, "metrics-addr", "",
 		"the broker's metrics address host:port, to read its CPU time per operation; bench refuses to start if it does not answer (default $HSMBROKER_METRICS_ADDR)")
 	fl.BoolVar(&baseline, "baseline-direct", false, "also run the operations directly on a PKCS#11 token, and print the ratio")
-	fl.StringVar(&module, "module", firstNonEmpty(os.Getenv("HSMBROKER_PKCS11_MODULE"), defaultModule), "baseline: PKCS#11 library (default $HSMBROKER_PKCS11_MODULE, else SoftHSM's)")
+	fl.StringVar(&module, "module", "", "baseline: PKCS#11 library (default $HSMBROKER_PKCS11_MODULE, else "+defaultModule+")")
 	fl.StringVar(&label, "token-label", "", "baseline: label of the token")
 	fl.StringVar(&serial, "token-serial", "", "baseline: serial number of the token")
 	fl.StringVar(&pinFile, "pin-file", "", "baseline: file (mode 0600) holding the token's user PIN")

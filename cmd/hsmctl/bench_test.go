@@ -129,6 +129,29 @@ func TestBenchFailureLeavesNoKeys(t *testing.T) {
 		})
 	}
 
+	// --metrics-addr and --module left out come from the environment.
+	fromEnv := []struct {
+		name, env, value string
+		args             []string
+	}{
+		{"metrics address from the environment", "HSMBROKER_METRICS_ADDR", hsmtest.ClosedAddr(t),
+			[]string{"bench", "--op", "encrypt", "--duration", "1s", "--window", "250ms"}},
+		{"module from the environment", "HSMBROKER_PKCS11_MODULE", filepath.Join(dir, "no-such-module.so"),
+			[]string{"bench", "--op", "encrypt", "--duration", "1s", "--window", "250ms", "--baseline-direct", "--token-label", tok.Label, "--pin-file", nodePIN}},
+	}
+	for _, tt := range fromEnv {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(tt.env, tt.value)
+			var stdout, stderr bytes.Buffer
+			if code := run(append(tt.args, conn...), &stdout, &stderr); code != exitError || !strings.Contains(stderr.String(), tt.value) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), exitError, tt.value)
+			}
+			if keys, aliases := benchKeys(t, kc); len(keys) != 0 || len(aliases) != 0 {
+				t.Fatalf("a refused run left keys %v and aliases %v", keys, aliases)
+			}
+		})
+	}
+
 	t.Run("interrupted after setup", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -167,6 +168,11 @@ trusted.`, int(pki.DefaultCATTL.Hours()/24/365)),
 				ca, err = pki.NewCA(name)
 				return ca, err
 			})
+			// ca has no --force, by design: say what to do instead.
+			var ee *existsError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("%s exists: certs ca refuses to replace an existing CA (the certificates it signed would stop being trusted); choose another --out-dir, or move the old CA aside", ee.path)
+			}
 			if err != nil {
 				return err
 			}

@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/pem"
 	"fmt"
+	"regexp"
 
+	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"github.com/spf13/cobra"
@@ -20,6 +22,21 @@ func requireKey(key string) error {
 		return usageErr("--key is required")
 	}
 	return nil
+}
+
+// rsaWithoutAlgorithm is the broker's refusal of an RSA encryption key
+// named without an algorithm, which means SYMMETRIC_DEFAULT
+// (keys.CheckEncryptionAlgorithm).
+var rsaWithoutAlgorithm = regexp.MustCompile(`^RSA_[0-9]+ key with usage ENCRYPT_DECRYPT does not support SYMMETRIC_DEFAULT$`)
+
+// algorithmHint adds to the broker's refusal of an RSA key without
+// --algorithm (alg) which algorithms to give. Other errors are returned as
+// they are.
+func algorithmHint(err error, alg string) error {
+	if alg != "" || client.AWSException(err) != "InvalidKeyUsageException" || !rsaWithoutAlgorithm.MatchString(client.Message(err)) {
+		return err
+	}
+	return fmt.Errorf("%w; an RSA key needs --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256", err)
 }
 
 func (a *app) encryptCommand() *cobra.Command {
@@ -71,7 +88,7 @@ need --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.`,
 			}
 			resp, err := c.Crypto.Encrypt(a.ctx, req)
 			if err != nil {
-				return err
+				return algorithmHint(err, alg)
 			}
 			return a.emitBinary(&out, asBase64, resp.GetCiphertextBlob(), "ciphertextBlob", map[string]any{
 				"keyId": resp.GetKeyId(), "encryptionAlgorithm": encryptionAlgs.name(int32(resp.GetEncryptionAlgorithm())),
@@ -112,9 +129,6 @@ gives the same InvalidCiphertextException.`,
   hsmctl decrypt --in secret.enc --key alias/rsa --algorithm RSAES_OAEP_SHA_256 --out secret`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if err := out.check(); err != nil {
-				return err
-			}
 			req := &pb.DecryptRequest{KeyId: key}
 			if alg != "" {
 				v, err := encryptionAlgs.parse("--algorithm", alg)
@@ -122,6 +136,14 @@ gives the same InvalidCiphertextException.`,
 					return err
 				}
 				req.EncryptionAlgorithm = pb.EncryptionAlgorithm(v)
+			}
+			if key == "" && req.EncryptionAlgorithm != pb.EncryptionAlgorithm_ENCRYPTION_ALGORITHM_UNSPECIFIED &&
+				req.EncryptionAlgorithm != pb.EncryptionAlgorithm_ENCRYPTION_ALGORITHM_SYMMETRIC_DEFAULT {
+				return usageErr(fmt.Sprintf("--key is required with --algorithm %s: RSA ciphertext does not name its key (only symmetric ciphertext does)",
+					encryptionAlgs.name(int32(req.EncryptionAlgorithm))))
+			}
+			if err := out.check(); err != nil {
+				return err
 			}
 			var err error
 			if req.EncryptionContext, err = parsePairs("--context", encCtx); err != nil {
@@ -145,7 +167,7 @@ gives the same InvalidCiphertextException.`,
 			}
 			resp, err := c.Crypto.Decrypt(a.ctx, req)
 			if err != nil {
-				return err
+				return algorithmHint(err, alg)
 			}
 			pt := resp.GetPlaintext()
 			defer clear(pt)

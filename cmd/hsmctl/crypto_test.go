@@ -117,7 +117,20 @@ func TestRSAEncryptWithPublicKey(t *testing.T) {
 	if got := e.ok("decrypt", "--in", enc, "--key", "alias/rsa", "--algorithm", "RSAES_OAEP_SHA_256"); got != "offline secret" {
 		t.Errorf("decrypt: %q", got)
 	}
-	e.fails(1, "(ValidationException)", "decrypt", "--in", enc, "--algorithm", "RSAES_OAEP_SHA_256")
+	e.fails(2, "--key is required with --algorithm RSAES_OAEP_SHA_256", "decrypt", "--in", enc, "--algorithm", "RSAES_OAEP_SHA_256")
+	// An RSA key without --algorithm: the broker's refusal, and what to give.
+	const hint = "hsmctl: RSA_2048 key with usage ENCRYPT_DECRYPT does not support SYMMETRIC_DEFAULT; an RSA key needs --algorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 (InvalidKeyUsageException)\n"
+	if r := e.run("decrypt", "--in", enc, "--key", "alias/rsa"); r.code != 1 || r.stderr != hint {
+		t.Errorf("decrypt with an RSA key and no --algorithm: exit %d, stderr %q; want %q", r.code, r.stderr, hint)
+	}
+	if r := e.run("encrypt", "--key", "alias/rsa", "--in", enc, "--base64"); r.code != 1 || r.stderr != hint {
+		t.Errorf("encrypt with an RSA key and no --algorithm: exit %d, stderr %q; want %q", r.code, r.stderr, hint)
+	}
+	// Not for a key --algorithm would not help.
+	e.createKey("alias/ecc", "--spec", "ECC_NIST_P256")
+	if r := e.fails(1, "(InvalidKeyUsageException)", "decrypt", "--in", enc, "--key", "alias/ecc"); strings.Contains(r.stderr, "--algorithm") {
+		t.Errorf("decrypt with an ECC key: %q", r.stderr)
+	}
 
 	var pk map[string]any
 	e.okJSON(&pk, "pubkey", "alias/rsa")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -90,11 +91,17 @@ these pairs.`,
 				return err
 			}
 			return a.transformFile(in, out, force, "decrypt", func(r io.Reader, w io.Writer, progress func(int64)) error {
+				var err error
 				if pairs == nil {
-					return client.DecryptStream(a.ctx, c, r, w, progress)
+					err = client.DecryptStream(a.ctx, c, r, w, progress)
+				} else {
+					env := client.Envelope{Keys: c.DataKeys(), Progress: progress, RequireContext: pairs}
+					err = env.Decrypt(a.ctx, r, w)
 				}
-				env := client.Envelope{Keys: c.DataKeys(), Progress: progress, RequireContext: pairs}
-				return env.Decrypt(a.ctx, r, w)
+				if errors.Is(err, client.ErrNotEnvelope) {
+					return fmt.Errorf("%w (a ciphertext from 'hsmctl encrypt'? use 'hsmctl decrypt')", err)
+				}
+				return err
 			})
 		}),
 	}

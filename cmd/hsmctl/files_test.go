@@ -57,6 +57,13 @@ func TestEncryptDecryptFile(t *testing.T) {
 	e.ok("decrypt-file", "--in", enc, "--out", filepath.Join(e.dir, "ctx-ok"), "--context", "file=data.bin")
 	e.fails(1, "encryption context differs from the one required", "decrypt-file", "--in", enc, "--out", filepath.Join(e.dir, "ctx-bad"), "--context", "file=other")
 
+	// A ciphertext blob of encrypt is not an envelope file: say which
+	// command reads it.
+	small := e.file("small.txt", []byte("small"))
+	blob := e.file("small.enc", unb64(t, e.ok("encrypt", "--key", "alias/files", "--in", small, "--base64")))
+	e.fails(1, "hsmctl: not an envelope-encrypted file (bad magic) (a ciphertext from 'hsmctl encrypt'? use 'hsmctl decrypt')\n",
+		"decrypt-file", "--in", blob, "--out", filepath.Join(e.dir, "small.out"))
+
 	// From standard input.
 	stdinEnc := filepath.Join(e.dir, "stdin.hsmb")
 	if r := e.runIn("from a pipe", "encrypt-file", "--key", "alias/files", "--in", "-", "--out", stdinEnc); r.code != 0 {

@@ -275,6 +275,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"encrypt-file", "--key", "k", "--in", "x"}, "--out is required"},
 		{[]string{"decrypt-file", "--out", "x"}, "--in is required"},
 		{[]string{"keys", "list", "--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"grants", "create", "--key", "k", "--grantee", "g", "--operations", "Decrypt", "--context-subset", "a=b", "--context-equals", "c=d"},
+			"give --context-subset or --context-equals, not both"},
+		{[]string{"decrypt", "--algorithm", "RSAES_OAEP_SHA_1"}, "--key is required with --algorithm RSAES_OAEP_SHA_1: RSA ciphertext does not name its key"},
+		{[]string{"decrypt", "--algorithm", "rsaes_oaep_sha_256", "--in", "x"}, "--key is required with --algorithm RSAES_OAEP_SHA_256"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

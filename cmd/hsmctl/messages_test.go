@@ -10,6 +10,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
+	"github.com/spf13/cobra"
 )
 
 // tlsFiles writes a CA and a client certificate of it, as certs issue
@@ -47,6 +48,7 @@ func connFlags(c *hsmtest.Cluster, principal string, role authz.Role) []string {
 // that is missing or wrong, and what would be right. Each is a usage
 // error, exit status 2, found before any broker is contacted.
 func TestUsageMessages(t *testing.T) {
+	const keyID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 	tlsFlags := tlsFiles(t)
 	dead := hsmtest.ClosedAddr(t)
 	t.Setenv("HSMBROKER_ADDR", dead)
@@ -70,6 +72,18 @@ func TestUsageMessages(t *testing.T) {
 			`--addr: invalid endpoint "broker.example": no port`},
 		{"address with a URL scheme", []string{"whoami", "--addr", "http://127.0.0.1:37410"},
 			`--addr: invalid endpoint "http://127.0.0.1:37410": http:// is not a gRPC target scheme; give host:port without a scheme, such as 127.0.0.1:37410`},
+		// The deprecated global --key (the TLS key) given a KMS key, on a
+		// command that takes its key otherwise, or none.
+		{"deprecated --key naming a key by id", []string{"grants", "list", "--key", keyID, keyID},
+			`--key "` + keyID + `" names a KMS key, not a TLS key file: hsmctl grants list takes the key as an argument, not --key ` +
+				`(usage: hsmctl grants list KEY [--grantee PRINCIPAL] [flags]); the TLS client key is --tls-key`},
+		{"deprecated --key naming a key by ARN", []string{"keys", "disable", "--key", "arn:aws:kms:us-east-1:111122223333:key/" + keyID, keyID},
+			`--key "arn:aws:kms:us-east-1:111122223333:key/` + keyID + `" names a KMS key, not a TLS key file: ` +
+				"hsmctl keys disable takes the key as an argument, not --key (usage: hsmctl keys disable KEY [flags])"},
+		{"deprecated --key naming an alias", []string{"whoami", "--key", "alias/payments"},
+			`--key "alias/payments" names a KMS key, not a TLS key file: hsmctl whoami takes no --key (usage: hsmctl whoami [flags]); the TLS client key is --tls-key`},
+		{"deprecated --key naming no file", []string{"tde", "create", "1", "--key", "payments"},
+			`--key "payments" is not a TLS key file: hsmctl tde create takes no --key (usage: hsmctl tde create NAME [--mount tde] [--bytes 32] [--kms-key KEY] [flags])`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,10 +189,74 @@ func TestHelpMatchesBehaviour(t *testing.T) {
 	if h := help("verify"); !strings.Contains(h, "at most 1024 bytes") {
 		t.Errorf("verify --help:\n%s", h)
 	}
-	for _, cmd := range [][]string{{"decrypt"}, {"encrypt"}, {"random"}, {"sign"}, {"mac"}, {"pubkey"}, {"audit", "fetch"}, {"cluster", "join-token"}} {
+	for _, cmd := range [][]string{{"decrypt"}, {"encrypt"}, {"random"}, {"sign"}, {"mac"}, {"pubkey"}, {"audit", "fetch"}, {"cluster", "join-token"}, {"tde", "token", "issue"}} {
 		if h := help(cmd...); !strings.Contains(h, "--force") || !strings.Contains(h, "refused unless --force") {
 			t.Errorf("%v --help does not say that an existing --out is refused without --force:\n%s", cmd, h)
 		}
+	}
+}
+
+// bench's flags that default to the environment show that default once,
+// however the environment is set.
+func TestBenchHelpDefaults(t *testing.T) {
+	for _, env := range []string{"", "set"} {
+		if env == "set" {
+			t.Setenv("HSMBROKER_METRICS_ADDR", "127.0.0.1:18490")
+			t.Setenv("HSMBROKER_PKCS11_MODULE", "/opt/hsm/lib/libpkcs11.so")
+		} else {
+			t.Setenv("HSMBROKER_METRICS_ADDR", "")
+			t.Setenv("HSMBROKER_PKCS11_MODULE", "")
+		}
+		r := runArgs("bench", "--help")
+		if r.code != 0 {
+			t.Fatalf("bench --help: exit %d %s", r.code, r.stderr)
+		}
+		want := map[string]string{
+			"--metrics-addr": "(default $HSMBROKER_METRICS_ADDR)",
+			"--module":       "(default $HSMBROKER_PKCS11_MODULE, else " + defaultModule + ")",
+		}
+		for _, line := range strings.Split(r.stdout, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[1] != "string" || want[f[0]] == "" {
+				continue
+			}
+			if strings.Count(line, "(default") != 1 || !strings.HasSuffix(line, want[f[0]]) {
+				t.Errorf("environment %q: bench --help shows %s as\n%s\nwant one default, %s", env, f[0], line, want[f[0]])
+			}
+			delete(want, f[0])
+		}
+		if len(want) != 0 {
+			t.Errorf("bench --help does not show %v", want)
+		}
+	}
+}
+
+// Every command that does something has examples in its help, as the
+// README promises.
+func TestEveryCommandHasExamples(t *testing.T) {
+	a := &app{}
+	var walk func(cmd *cobra.Command)
+	n := 0
+	walk = func(cmd *cobra.Command) {
+		if cmd.Hidden || cmd.Name() == "help" || cmd.Name() == "completion" {
+			return
+		}
+		if cmd.HasSubCommands() {
+			for _, sub := range cmd.Commands() {
+				walk(sub)
+			}
+			return
+		}
+		n++
+		if strings.TrimSpace(cmd.Example) == "" {
+			t.Errorf("%s has no Example", cmd.CommandPath())
+		} else if !strings.Contains(cmd.Example, cmd.CommandPath()) {
+			t.Errorf("%s: no example runs it:\n%s", cmd.CommandPath(), cmd.Example)
+		}
+	}
+	walk(a.rootCommand())
+	if n < 50 {
+		t.Fatalf("walked %d commands; the command tree is not what it seems", n)
 	}
 }
 

@@ -51,9 +51,14 @@ func checkOutPath(path string, force bool) error {
 	return nil
 }
 
-func errExists(path string) error {
-	return fmt.Errorf("%s exists; use --force to replace it", path)
-}
+// existsError is an output file that is in the way. Commands whose
+// --force would replace it say so; a command without one says what to do
+// instead (see certs ca).
+type existsError struct{ path string }
+
+func (e *existsError) Error() string { return e.path + " exists; use --force to replace it" }
+
+func errExists(path string) error { return &existsError{path} }
 
 // createOutFile starts writing path with mode perm. Call Commit to put it
 // in place, or Abort to leave path as it was.

@@ -73,6 +73,7 @@ func TestOutputFiles(t *testing.T) {
 		{"pubkey", []string{"pubkey", "alias/sig"}, "--out", 0o644, ""},
 		{"audit fetch", []string{"audit", "fetch"}, "--out", 0o600, ""},
 		{"join-token", []string{"cluster", "join-token"}, "--out", 0o600, ""},
+		{"tde token", []string{"tde", "token", "issue", "--principal", "mariadb"}, "--out", 0o600, ""},
 		{"cluster backup", []string{"cluster", "backup"}, "", 0o600, ""},
 	}
 	for _, tt := range tests {

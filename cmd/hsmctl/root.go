@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/keys"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -123,7 +124,9 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 	pf.StringVar(&a.keyFile, "tls-key", "", "client private key file, PEM (default $HSMBROKER_KEY)")
 	// Earlier releases took the TLS key as --key too, on commands whose
 	// --key is not a KMS key. Accepted there, with a warning, for one more
-	// release; commands that take a KMS key define their own --key.
+	// release; commands that take a KMS key define their own --key. A value
+	// that is no file, or has the form of a KMS key, is refused
+	// (checkLegacyKeyFile): it was meant as a KMS key.
 	pf.StringVar(&a.legacyKeyFile, "key", "", "deprecated: the TLS client key is --tls-key")
 	_ = pf.MarkHidden("key")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
@@ -159,8 +162,11 @@ status: 0 success, 1 failure (or an invalid signature or MAC), 2 bad usage.`,
 	return root
 }
 
-func (a *app) checkGlobalFlags(*cobra.Command, []string) error {
+func (a *app) checkGlobalFlags(cmd *cobra.Command, _ []string) error {
 	if a.legacyKeyFile != "" {
+		if err := checkLegacyKeyFile(cmd, a.legacyKeyFile); err != nil {
+			return err
+		}
 		if a.keyFile != "" && a.keyFile != a.legacyKeyFile {
 			return usageErr("--key and --tls-key both given: the TLS client key is --tls-key only")
 		}
@@ -174,6 +180,48 @@ func (a *app) checkGlobalFlags(*cobra.Command, []string) error {
 		return usageErr("--timeout must be positive")
 	}
 	return nil
+}
+
+// checkLegacyKeyFile refuses a deprecated global --key that is not a TLS
+// key file: one that names a KMS key, or no file at all. It was meant as
+// the KMS key, on a command that takes its key otherwise or not at all.
+func checkLegacyKeyFile(cmd *cobra.Command, value string) error {
+	fi, err := os.Stat(value)
+	isKMSKey := looksLikeKMSKey(value)
+	if err == nil && !fi.IsDir() && !isKMSKey {
+		return nil
+	}
+	what := "is not a TLS key file"
+	if isKMSKey {
+		what = "names a KMS key, not a TLS key file"
+	}
+	takes := cmd.CommandPath() + " takes no --key"
+	if hasKeyArgument(cmd.Use) {
+		takes = cmd.CommandPath() + " takes the key as an argument, not --key"
+	}
+	return usageErr(fmt.Sprintf("--key %q %s: %s (usage: %s); the TLS client key is --tls-key", value, what, takes, cmd.UseLine()))
+}
+
+// looksLikeKMSKey reports whether s has the form of a key id, key ARN,
+// alias name or alias ARN.
+func looksLikeKMSKey(s string) bool {
+	if strings.HasPrefix(s, "arn:") || strings.HasPrefix(s, "alias/") {
+		return true
+	}
+	_, err := keys.ParseKeyRef(s)
+	return err == nil
+}
+
+// hasKeyArgument reports whether a command's Use line takes a KEY
+// argument, rather than a flag's KEY value ("[--kms-key KEY]").
+func hasKeyArgument(use string) bool {
+	words := strings.Fields(use)
+	for i, w := range words {
+		if i > 0 && strings.Trim(w, "[]") == "KEY" && !strings.HasPrefix(strings.Trim(words[i-1], "[]"), "-") {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *app) json() bool { return a.output == "json" }

@@ -28,7 +28,7 @@ is printed once, when it is issued: the cluster keeps only its hash.`,
   hsmctl tde create 2 --bytes 32
   hsmctl tde rotate 1
   hsmctl tde list -o json
-  hsmctl tde token issue --principal mariadb > mariadb.token
+  hsmctl tde token issue --principal mariadb --out mariadb.token
   # grants create takes a key id or key ARN, not an alias:
   hsmctl grants create --key "$(hsmctl keys describe alias/tde -o json | jq -r .keyId)" \
       --grantee mariadb --operations Decrypt
@@ -106,11 +106,19 @@ func (a *app) tdeRetireCommand() *cobra.Command {
 		Use:   "retire NAME --version N [--mount tde]",
 		Short: "Stop serving an old version of a TDE key",
 		Long: `retire stops serving version N of TDE key NAME; the latest version cannot be
-retired. Retire a version only once no data is encrypted with it any more
-(MariaDB: information_schema.innodb_tablespaces_encryption shows no
-tablespace with that CURRENT_KEY_VERSION).`,
-		Example: `  hsmctl tde retire 1 --version 1`,
-		Args:    exactArgs("NAME"),
+retired. It cannot be undone (only a restore of a cluster backup brings the
+version back), and data still encrypted with the version can no longer be
+read. Retire a version only once no data is encrypted with it any more.
+MariaDB: every tablespace of the key shows a MIN_KEY_VERSION above N in
+information_schema.innodb_tablespaces_encryption (CURRENT_KEY_VERSION is
+what new writes use, not what the pages hold); and leave key 1's versions
+alone, since the redo log keeps the one it was created with
+(docs/TDE.md, step 6).`,
+		Example: `  # MariaDB: no tablespace of key 2 still holds version 1 (prints 0)?
+  mariadb -Ne "SELECT COUNT(*) FROM information_schema.innodb_tablespaces_encryption
+               WHERE CURRENT_KEY_ID=2 AND MIN_KEY_VERSION<=1"
+  hsmctl tde retire 2 --version 1`,
+		Args: exactArgs("NAME"),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			if version == 0 {
 				return usageErr("--version is required")
@@ -219,18 +227,30 @@ Tokens are named by their accessor in listings and revocations.`,
 }
 
 func (a *app) tdeTokenIssueCommand() *cobra.Command {
-	var principal string
+	var principal, out string
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "issue --principal P",
+		Use:   "issue --principal P [--out FILE [--force]]",
 		Short: "Issue a token for a principal and print it, once",
-		Long: `issue makes a token for --principal and prints it on stdout (-o json: with
-its accessor). It cannot be shown again: redirect it to a file only its user
-can read. The principal needs kms:Decrypt on the mount's KMS key.`,
-		Example: `  (umask 077; hsmctl tde token issue --principal mariadb > mariadb.token)`,
-		Args:    noArgs,
+		Long: `issue makes a token for --principal and prints it on standard output. It
+cannot be shown again. --out FILE writes it there (mode 0600) instead of
+printing it, so that it never passes through a terminal or a shell
+variable; an existing FILE is refused unless --force. The principal needs
+kms:Decrypt on the mount's KMS key.
+
+With -o json: {"token", "accessor", "principal"}, or {"file", "accessor",
+"principal"} with --out.`,
+		Example: `  hsmctl tde token issue --principal mariadb --out /etc/mysql/mariadb.token
+  hsmctl tde token issue --principal mariadb --out mariadb.token -o json | jq -r .accessor`,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if principal == "" {
 				return usageErr("--principal is required")
+			}
+			if out != "" {
+				if err := checkOutPath(out, force); err != nil {
+					return err
+				}
 			}
 			c, err := a.conn()
 			if err != nil {
@@ -240,15 +260,27 @@ can read. The principal needs kms:Decrypt on the mount's KMS key.`,
 			if err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]string{"token": resp.GetToken(), "accessor": resp.GetInfo().GetAccessor(),
-					"principal": resp.GetInfo().GetPrincipal()})
+			accessor, who := resp.GetInfo().GetAccessor(), resp.GetInfo().GetPrincipal()
+			if out == "" {
+				if a.json() {
+					return printJSON(a.stdout, map[string]string{"token": resp.GetToken(), "accessor": accessor, "principal": who})
+				}
+				_, err = fmt.Fprintln(a.stdout, resp.GetToken())
+				return err
 			}
-			_, err = fmt.Fprintln(a.stdout, resp.GetToken())
+			if err := writeOutFile(out, []byte(resp.GetToken()+"\n"), privateFileMode, force); err != nil {
+				return fmt.Errorf("write the token (revoke it: hsmctl tde token revoke %s): %w", accessor, err)
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]string{"file": out, "accessor": accessor, "principal": who})
+			}
+			_, err = fmt.Fprintf(a.stdout, "Token for %s written to %s (mode 0600); its accessor is %s.\n", who, out, accessor)
 			return err
 		}),
 	}
 	cmd.Flags().StringVar(&principal, "principal", "", "the principal the token authenticates (required)")
+	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of standard output; an existing file is refused unless --force")
+	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
 	return cmd
 }
 
@@ -256,7 +288,9 @@ func (a *app) tdeTokenListCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List tokens by accessor and principal (never the tokens)",
-		Args:  noArgs,
+		Example: `  hsmctl tde token list
+  hsmctl tde token list -o json | jq -r '.tokens[] | select(.principal == "mariadb") | .accessor'`,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			c, err := a.conn()
 			if err != nil {

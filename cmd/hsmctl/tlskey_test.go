@@ -84,6 +84,20 @@ func TestKeyFlagHasOneMeaning(t *testing.T) {
 		t.Fatalf("encrypt --key without a TLS key: exit %d, stderr %q", r.code, r.stderr)
 	}
 
+	// The old global --key given a KMS key, on a command that takes its key
+	// as an argument: a usage error that says so, not a TLS key file that
+	// cannot be read, and no deprecation warning.
+	var created map[string]any
+	if err := json.Unmarshal([]byte(ok(runArgs(append([]string{"keys", "describe", "alias/one", "-o", "json", "--tls-key", tlsKey}, conn...)...)).stdout), &created); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := created["keyId"].(string)
+	r = runArgs(append([]string{"grants", "list", "--key", id, id, "--tls-key", tlsKey}, conn...)...)
+	if r.code != exitUsage || r.stdout != "" || strings.Contains(r.stderr, deprecated) ||
+		!strings.Contains(r.stderr, "hsmctl grants list takes the key as an argument, not --key (usage: hsmctl grants list KEY [--grantee PRINCIPAL] [flags]); the TLS client key is --tls-key") {
+		t.Fatalf("grants list --key KEY KEY: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
 	// Help: --key is a KMS key wherever it is shown, and the global flags
 	// list --tls-key only.
 	r = ok(runArgs("--help"))
