@@ -88,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd, err := root.ExecuteContextC(ctx)
 	var ue *usageError
 	if err != nil && (!started || errors.As(err, &ue)) {
-		return usage(fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath()))
+		return usage(fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath()))
 	}
 	return err
 }

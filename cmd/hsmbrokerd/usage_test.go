@@ -21,7 +21,7 @@ func TestUsageErrors(t *testing.T) {
 		want  string
 	}{
 		{[]string{"bogus"}, true, "unknown command"},
-		{[]string{"serve", "--bogus"}, true, "Run 'hsmbrokerd serve --help' for usage."},
+		{[]string{"serve", "--bogus"}, true, "Run 'hsmbrokerd serve --help' for usage"},
 		{[]string{"serve"}, true, `required flag(s) "config" not set`},
 		{[]string{"access-key", "delete", "--file", filepath.Join(dir, "c.json")}, true, "Run 'hsmbrokerd access-key delete --help'"},
 		{[]string{"access-key", "create", "--file", filepath.Join(dir, "c.json"), "--principal", "p", "--role", "root"}, true, "--role"},
