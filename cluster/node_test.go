@@ -491,11 +491,20 @@ func TestBackupRestore(t *testing.T) {
 	ctx := testContext(t, 20*time.Second)
 	dst := openNode(t, testConfig(t, "dst", true))
 	waitLeader(t, dst)
-	if _, err := ReadBackup([]byte("garbage")); err == nil {
-		t.Fatal("garbage backup decoded")
-	}
-	if _, err := ReadBackup(backup[:len(backup)-10]); err == nil {
-		t.Fatal("truncated backup decoded")
+	damaged := bytes.Clone(backup)
+	damaged[len(damaged)/2] = 0x01 // valid nowhere in JSON
+	for _, bad := range []struct {
+		b    []byte
+		want string
+	}{
+		{[]byte("garbage"), "not an hsmbroker backup"},
+		{nil, "empty"},
+		{backup[:len(backup)-10], "the backup is truncated"},
+		{damaged, "damaged"},
+	} {
+		if _, err := ReadBackup(bad.b); err == nil || !strings.Contains(err.Error(), bad.want) || strings.Contains(err.Error(), "invalid character") {
+			t.Errorf("ReadBackup of %q...: %v; want an error saying %q", bad.b[:min(len(bad.b), 16)], err, bad.want)
+		}
 	}
 	b, err := ReadBackup(backup)
 	if err != nil {

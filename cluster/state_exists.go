@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,8 +70,19 @@ type Backup struct {
 // breaks the state's invariants is refused before anything is made from
 // it.
 func ReadBackup(b []byte) (*Backup, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, errors.New("the file is empty")
+	}
 	sf, err := readSnapshot(bytes.NewReader(b))
-	if err != nil {
+	var se *json.SyntaxError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("the backup is truncated (it ends after %d bytes, inside its data)", len(b))
+	case errors.As(err, &se) && se.Offset <= 1:
+		return nil, errors.New("not an hsmbroker backup (not JSON; 'hsmctl cluster backup' writes one)")
+	case errors.As(err, &se):
+		return nil, fmt.Errorf("the backup is damaged: it stops being valid JSON at byte %d", se.Offset)
+	case err != nil:
 		return nil, err
 	}
 	return &Backup{raw: b, file: sf}, nil
