@@ -70,6 +70,12 @@ func TestCertsIssue(t *testing.T) {
 	if r.code != exitUsage {
 		t.Fatalf("principal with a path: %d %s", r.code, r.stderr)
 	}
+	// A certificate cannot outlive the CA that signs it.
+	r = issue("--force", "--ttl", "1000000h")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "would end after the CA's own, on "+ca.Cert.NotAfter.UTC().Format("2006-01-02")) ||
+		strings.Contains(r.stderr, "pki:") {
+		t.Fatalf("a validity beyond the CA's: %d %s", r.code, r.stderr)
+	}
 }
 
 // certs issue takes the CA from HSMBROKER_CA and HSMBROKER_CA_KEY, as

@@ -125,7 +125,7 @@ CA certificate. Existing files are kept unless --force.`, pki.CertFileMode, pki.
 				return iss, err
 			})
 			if err != nil {
-				return err
+				return certErr(err)
 			}
 			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
 			if a.json() {
@@ -174,7 +174,7 @@ trusted.`, int(pki.DefaultCATTL.Hours()/24/365)),
 				return fmt.Errorf("%s exists: certs ca refuses to replace an existing CA (the certificates it signed would stop being trusted); choose another --out-dir, or move the old CA aside", ee.path)
 			}
 			if err != nil {
-				return err
+				return certErr(err)
 			}
 			expires := ca.Cert.NotAfter.UTC().Format(time.RFC3339)
 			if a.json() {
@@ -237,7 +237,7 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
 				return iss, err
 			})
 			if err != nil {
-				return err
+				return certErr(err)
 			}
 			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
 			if a.json() {
@@ -256,4 +256,13 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
 	f.DurationVar(&ttl, "ttl", pki.DefaultClientTTL, "validity of the certificate")
 	f.BoolVar(&force, "force", false, "replace existing files (a symlink is replaced, not followed)")
 	return cmd
+}
+
+// certErr makes a bad argument of the certificate authority (an empty or
+// overlong name, a role, a validity beyond the CA's own) a usage error.
+func certErr(err error) error {
+	if errors.Is(err, pki.ErrInvalid) {
+		return usageErr(err.Error())
+	}
+	return err
 }

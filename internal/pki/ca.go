@@ -144,7 +144,7 @@ func (ca *CA) IssueServer(commonName string, dnsNames []string, ips []net.IP, tt
 		return nil, err
 	}
 	if len(dnsNames) == 0 && len(ips) == 0 {
-		return nil, fmt.Errorf("%w: a server certificate needs at least one DNS name or IP address", ErrInvalid)
+		return nil, invalid("a server certificate needs at least one DNS name or IP address")
 	}
 	for _, n := range dnsNames {
 		if err := checkLen("DNS name", n, maxDNSName); err != nil {
@@ -168,7 +168,7 @@ func (ca *CA) IssueClient(principal string, role authz.Role, ttl time.Duration) 
 		return nil, err
 	}
 	if !role.Issuable() {
-		return nil, fmt.Errorf("%w: role %q (want %s, %s or %s)", ErrInvalid, role, authz.RoleAdmin, authz.RoleUser, authz.RoleAuditor)
+		return nil, invalid("role %q (want %s, %s or %s)", role, authz.RoleAdmin, authz.RoleUser, authz.RoleAuditor)
 	}
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: principal, OrganizationalUnit: []string{string(role)}},
@@ -201,7 +201,7 @@ func (ca *CA) clock() time.Time {
 
 func (ca *CA) issue(tmpl *x509.Certificate, ttl time.Duration) (*Issued, error) {
 	if ttl <= 0 {
-		return nil, fmt.Errorf("%w: validity must be positive, got %v", ErrInvalid, ttl)
+		return nil, invalid("validity must be positive, got %v", ttl)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -212,6 +212,10 @@ func (ca *CA) issue(tmpl *x509.Certificate, ttl time.Duration) (*Issued, error) 
 		return nil, err
 	}
 	now := ca.clock()
+	if end := ca.Cert.NotAfter; now.Add(ttl).After(end) {
+		return nil, invalid("a validity of %v would end after the CA's own, on %s: at most %v", ttl, end.UTC().Format(time.DateOnly),
+			end.Sub(now).Truncate(time.Hour))
+	}
 	tmpl.SerialNumber = serial
 	tmpl.NotBefore = now.Add(-backdate)
 	tmpl.NotAfter = now.Add(ttl)
@@ -238,18 +242,29 @@ func randomSerial() (*big.Int, error) {
 	return n.Add(n, big.NewInt(1)), nil
 }
 
+// invalidArg is an ErrInvalid whose message is only what is wrong, for
+// the command lines that show it.
+type invalidArg struct{ msg string }
+
+func (e *invalidArg) Error() string        { return e.msg }
+func (e *invalidArg) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, args ...any) error {
+	return &invalidArg{fmt.Sprintf(format, args...)}
+}
+
 func checkName(what, s string) error { return checkLen(what, s, maxCommonName) }
 
 func checkLen(what, s string, max int) error {
 	if strings.TrimSpace(s) == "" {
-		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+		return invalid("%s is empty", what)
 	}
 	if len(s) > max {
-		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalid, what, max)
+		return invalid("%s is longer than %d bytes", what, max)
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: %s contains a control character", ErrInvalid, what)
+			return invalid("%s contains a control character", what)
 		}
 	}
 	return nil

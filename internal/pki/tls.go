@@ -66,7 +66,7 @@ func PeerTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if certFile == "" || keyFile == "" {
-		return tls.Certificate{}, fmt.Errorf("%w: a certificate needs both a certificate file and a key file", ErrInvalid)
+		return tls.Certificate{}, invalid("a certificate needs both a certificate file and a key file")
 	}
 	if err := config.CheckPrivateFile(keyFile); err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: private key: %w", err)
