@@ -152,6 +152,28 @@ func TestUnreachableBroker(t *testing.T) {
 	}
 }
 
+// A client certificate the broker refuses (of another CA) is named as the
+// likely cause, not reported as an unreachable address to retry.
+func TestRefusedClientCertificate(t *testing.T) {
+	e := newEnv(t)
+	other, err := pki.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := other.IssueClient("mallory", authz.RoleAdmin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(e.dir, "mallory.pem"), filepath.Join(e.dir, "mallory-key.pem")
+	if err := iss.Save(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	r := runArgs("whoami", "--addr", e.srv.Addr, "--ca", e.srv.PKI.CAFile, "--cert", cert, "--tls-key", key)
+	if r.code != exitError || !strings.Contains(r.stderr, "check that --cert is signed by the cluster's CA") || strings.Contains(r.stderr, "retry, or check --addr") {
+		t.Fatalf("a client certificate of another CA: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 func TestConnectionCause(t *testing.T) {
 	tests := []struct{ msg, want string }{
 		{`connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:7400: connect: connection refused"`, "connection refused"},

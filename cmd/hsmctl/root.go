@@ -364,7 +364,10 @@ func unreachableError(err error) string {
 	if client.Code(err) != codes.Unavailable || len(attempts) == 0 {
 		return ""
 	}
-	const hint = "(Unavailable; retry, or check --addr)"
+	hint := "(Unavailable; retry, or check --addr)"
+	if allRefusedCertificate(attempts) {
+		hint = "(the broker closed the connection after the TLS handshake, as it does when it refuses the client certificate: check that --cert is signed by the cluster's CA, names a principal, and has not expired)"
+	}
 	if len(attempts) == 1 {
 		return fmt.Sprintf("hsmctl: cannot reach the broker at %s: %s %s", attempts[0].Endpoint, attemptReason(attempts[0].Err), hint)
 	}
@@ -373,6 +376,22 @@ func unreachableError(err error) string {
 		parts[i] = at.Endpoint + ": " + attemptReason(at.Err)
 	}
 	return fmt.Sprintf("hsmctl: cannot reach any broker: %s %s", strings.Join(parts, "; "), hint)
+}
+
+// allRefusedCertificate reports whether every attempt failed the way a
+// broker's refusal of the client certificate shows on the client: under
+// TLS 1.3 the client finishes its handshake first, so it sees the
+// broker's alert, or only the connection closed at its first write.
+func allRefusedCertificate(attempts []client.EndpointError) bool {
+	for _, at := range attempts {
+		cause := connectionCause(client.Message(at.Err))
+		if !strings.Contains(cause, "tls: unknown certificate authority") && !strings.Contains(cause, "tls: bad certificate") &&
+			!strings.Contains(cause, "tls: certificate required") && !strings.Contains(cause, "tls: expired certificate") &&
+			!strings.HasSuffix(cause, "write: broken pipe") && !strings.HasSuffix(cause, "connection reset by peer") {
+			return false
+		}
+	}
+	return len(attempts) > 0
 }
 
 // attemptReason is why one attempt failed: the cause of a connection
