@@ -1,9 +1,11 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,6 +173,43 @@ func TestRefusedClientCertificate(t *testing.T) {
 	r := runArgs("whoami", "--addr", e.srv.Addr, "--ca", e.srv.PKI.CAFile, "--cert", cert, "--tls-key", key)
 	if r.code != exitError || !strings.Contains(r.stderr, "check that --cert is signed by the cluster's CA") || strings.Contains(r.stderr, "retry, or check --addr") {
 		t.Fatalf("a client certificate of another CA: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// An address that accepts TCP connections but never speaks TLS (not a
+// broker's gRPC port) is named, with what to check, instead of grpc-go's
+// "context deadline exceeded while waiting for connections to become ready".
+func TestSilentAddress(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	addr := lis.Addr().String()
+	r := runArgs(append([]string{"whoami", "--addr", addr, "--timeout", "500ms"}, tlsFiles(t)...)...)
+	if r.code != exitError || !strings.Contains(r.stderr, "no connection to the broker at "+addr+" became ready") ||
+		strings.Contains(r.stderr, "context deadline exceeded") {
+		t.Fatalf("a silent address: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 

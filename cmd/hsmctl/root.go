@@ -348,6 +348,15 @@ func formatError(err error) string {
 	if s := unreachableError(err); s != "" {
 		return s
 	}
+	if client.Code(err) == codes.DeadlineExceeded && strings.Contains(msg, "waiting for connections to become ready") {
+		// grpc-go's words for a connection that never became ready: the
+		// address took the TCP connection but no TLS and gRPC followed.
+		where := "the broker"
+		if ep := client.Endpoint(err); ep != "" {
+			where = "the broker at " + ep
+		}
+		return fmt.Sprintf("hsmctl: no connection to %s became ready within --timeout: the address accepted TCP, but no TLS handshake and gRPC answer followed (is it a broker's gRPC address?) (DeadlineExceeded; check --addr, or raise --timeout)", where)
+	}
 	var gs interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &gs) {
 		return fmt.Sprintf("hsmctl: %s (%s)", msg, client.Code(err))
