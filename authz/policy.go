@@ -181,7 +181,7 @@ func parseStatement(b []byte) (policyStatement, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return st, fmt.Errorf("not a statement this service can evaluate: %v", err)
+		return st, statementDecodeError(err)
 	}
 	switch {
 	case raw.NotPrincipal != nil, raw.NotAction != nil, raw.NotResource != nil:
@@ -454,4 +454,18 @@ func glob(pattern, s string) bool {
 		p++
 	}
 	return p == len(pattern)
+}
+
+// statementDecodeError says in a policy's own terms why a statement does
+// not decode, where encoding/json speaks of Go ("json: unknown field",
+// "cannot unmarshal number into Go struct field rawStatement.Effect").
+func statementDecodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("the member %s has the wrong type (%s)", te.Field, te.Value)
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("%s is not a statement member; a statement has Sid, Effect, Principal, Action, Resource and Condition", name)
+	}
+	return errors.New("not a statement this service can evaluate: not a JSON object of statement members")
 }

@@ -41,9 +41,16 @@ func TestParsePolicyRefuses(t *testing.T) {
 		{"not resource", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kms:*","NotResource":"*"}}`, "NotResource"},
 		{"repeated principal", `{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/a","AWS":"*"},"Action":"kms:*"}}`, "AWS"},
 	}
+	tests = append(tests, []struct{ name, doc, mention string }{
+		{"wrong type", `{"Statement":{"Effect":1,"Principal":"*","Action":"kms:*"}}`, "the member Effect has the wrong type (number)"},
+		{"typo member, named", `{"Statement":{"Effect":"Allow","Principals":"*","Action":"kms:*"}}`, `"Principals" is not a statement member`},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ParsePolicy(tt.doc)
+			if err != nil && (strings.Contains(err.Error(), "json:") || strings.Contains(err.Error(), "Go struct")) {
+				t.Fatalf("ParsePolicy = %v, in Go's terms", err)
+			}
 			if err == nil || !strings.Contains(err.Error(), tt.mention) {
 				t.Fatalf("ParsePolicy = %v, want an error mentioning %q", err, tt.mention)
 			}

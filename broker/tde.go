@@ -174,7 +174,7 @@ func (t *TDEKeys) ReadMount(ctx context.Context, in TDERequest) (err error) {
 		return err
 	}
 	if err := cluster.CheckTDEMount(in.Mount); err != nil {
-		return &keys.FieldError{Field: "mount", Problem: err.Error()}
+		return tdeFieldErr("mount", err)
 	}
 	if _, ok := s.node.State().TDEMount(in.Mount); !ok {
 		if err := s.syncWithLeader(ctx); err != nil {
@@ -292,12 +292,18 @@ func (s *Service) endTDE(ctx context.Context, err error) error {
 
 func tdeNames(mount, name string) error {
 	if err := cluster.CheckTDEMount(mount); err != nil {
-		return &keys.FieldError{Field: "mount", Problem: err.Error()}
+		return tdeFieldErr("mount", err)
 	}
 	if err := cluster.CheckTDEName(name); err != nil {
-		return &keys.FieldError{Field: "name", Problem: err.Error()}
+		return tdeFieldErr("name", err)
 	}
 	return nil
+}
+
+// tdeFieldErr is a refusal of cluster.CheckTDEMount or CheckTDEName as
+// the field error of a request, without the cluster package's prefix.
+func tdeFieldErr(field string, err error) error {
+	return &keys.FieldError{Field: field, Problem: detail(err, cluster.ErrInvalidCommand)}
 }
 
 func tdeMount(m string) string {
@@ -444,7 +450,7 @@ func (t *TDEKeys) ListKeys(ctx context.Context, mount string) (TDEKeyList, error
 	s := t.s
 	if mount != "" {
 		if err := cluster.CheckTDEMount(mount); err != nil {
-			return TDEKeyList{}, &keys.FieldError{Field: "mount", Problem: err.Error()}
+			return TDEKeyList{}, tdeFieldErr("mount", err)
 		}
 	}
 	if err := s.linearize(ctx); err != nil {

@@ -137,6 +137,13 @@ func TestReadTDEKeys(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.AlreadyExists || st.Message() != `TDE key "1" in mount "tde" already exists` {
 		t.Fatalf("second CreateKey 1: %v", err)
 	}
+	for _, req := range []*pb.TDEServiceCreateKeyRequest{{Name: "a/b"}, {Name: "3", Mount: "Bad Mount"}} {
+		_, err = e.tde.CreateKey(ctx, req)
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || strings.Contains(st.Message(), "cluster:") ||
+			!strings.Contains(st.Message(), "are allowed") {
+			t.Fatalf("CreateKey %v: %v", req, err)
+		}
+	}
 	_, err = e.tde.RevokeToken(ctx, &pb.TDEServiceRevokeTokenRequest{Accessor: "00000000000000000000000000000000"})
 	if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != `TDE token with accessor "00000000000000000000000000000000" does not exist` {
 		t.Fatalf("RevokeToken of an unknown accessor: %v", err)

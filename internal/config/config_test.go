@@ -176,6 +176,8 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate key", edit("", "node_id: node-2"), []string{"already defined"}},
 		{"two documents", minimal + "---\nnode_id: x\n", []string{"more than one YAML document"}},
 		{"not a mapping", "- a\n- b\n", []string{"must be a mapping of settings"}},
+		{"a string document", "hsmbrokerd\n", []string{"not a string"}},
+		{"a string for a list", edit("", "join: 127.0.0.1:7400"), []string{`join: "127.0.0.1:7400" is not a list`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

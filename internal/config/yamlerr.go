@@ -58,6 +58,10 @@ func readableLine(m string, data []byte) string {
 	}
 	n, _ := strconv.Atoi(line)
 	key := keyOnLine(data, n, value)
+	if strings.HasSuffix(value, "...") && key != "" {
+		// The decoder shortens values; the line has it whole.
+		value = wholeValue(data, n, strings.TrimSuffix(key, ": "), value)
+	}
 	got := "a " + yamlKind(tag)
 	if value != "" {
 		got = strconv.Quote(value)
@@ -85,8 +89,25 @@ func keyOnLine(data []byte, n int, value string) string {
 	return ""
 }
 
+// wholeValue is the value of key on line n (1-based) of data, for a value
+// the decoder shortened to short; short if it cannot be told.
+func wholeValue(data []byte, n int, key, short string) string {
+	lines := bytes.Split(data, []byte("\n"))
+	if n < 1 || n > len(lines) {
+		return short
+	}
+	_, v, ok := strings.Cut(string(lines[n-1]), key+":")
+	v, _, _ = strings.Cut(v, " #")
+	if v = strings.Trim(strings.TrimSpace(v), `"'`); !ok || v == "" || !strings.HasPrefix(v, strings.TrimSuffix(short, "...")) {
+		return short
+	}
+	return v
+}
+
 func yamlKind(tag string) string {
 	switch tag {
+	case "str":
+		return "string"
 	case "seq":
 		return "list"
 	case "map":
