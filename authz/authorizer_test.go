@@ -142,7 +142,7 @@ func TestCheckPolicy(t *testing.T) {
 		{"a statement that cannot be evaluated", `{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]}`,
 			`statement 1: condition operator "IpAddress" is not supported`},
 		{"second statement", `{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Encrypt"},{"Effect":"Allow","Principal":"nobody:x","Action":"kms:Sign","Resource":"*","Extra":1}]}`,
-			"statement 2: not a statement this service can evaluate"},
+			`statement 2: "Extra" is not a statement member`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
