@@ -140,8 +140,8 @@ func (r KeyRef) OtherCluster(field, region, account string) string {
 // the target of an alias. An alias can be moved, so a change made through
 // one could reach another key than the caller looked at.
 func AliasNotAllowed(field, alias string) error {
-	return fieldError(field, "takes a key id or key ARN, not an alias (%s): an alias can be moved, so a change made through it "+
-		"could reach another key; DescribeKey gives the key id", alias)
+	return fieldError(field, "takes a key id or key ARN, not an alias (%s), as in AWS KMS: an alias can be moved to another key "+
+		"between the moment the caller looked and this request; DescribeKey gives the key id", alias)
 }
 
 // String is the key id or alias name.
