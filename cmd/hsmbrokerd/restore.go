@@ -26,8 +26,10 @@ func newRestoreCommand(g *globalFlags, stdout, stderr io.Writer) *cobra.Command 
 		Use:   "restore --config FILE --backup FILE [--sha256 HEX]",
 		Short: "Bring a destroyed cluster back from a backup, on an HSM that holds its domain key",
 		Long: `restore founds a new cluster from a backup made by 'hsmctl cluster backup':
-keys (their versions wrapped under the domain key), aliases, states, tags
-and policies come back exactly as they were when the backup was taken.
+keys (their versions wrapped under the domain key), aliases, states, tags,
+policies, grants, principal roles, TDE keys and tokens, KMIP objects and
+PKCS#11 data objects come back exactly as they were when the backup was
+taken.
 
 Run it once, on the node that will found the new cluster, with that node's
 serve configuration. Its Raft directory must be empty and its HSM must hold

@@ -412,8 +412,9 @@ func (a *app) clusterBackupCommand() *cobra.Command {
 		Use:   "backup FILE",
 		Short: "Write a snapshot of the replicated state to FILE",
 		Long: `backup writes a consistent snapshot of the replicated state (keys and their
-versions as blobs wrapped under the domain key, aliases, policies,
-members) to FILE, mode 0600, and its SHA-256 to FILE.sha256 (replaced if
+versions as blobs wrapped under the domain key, aliases, policies, grants,
+principal roles, TDE keys and token hashes, KMIP objects, PKCS#11 data
+objects, members) to FILE, mode 0600, and its SHA-256 to FILE.sha256 (replaced if
 it exists) in the form
 'sha256sum -c' reads. The snapshot holds no plaintext key material: it is
 useless without an HSM holding the cluster's domain key, which is why the
