@@ -528,10 +528,14 @@ func TestAbandonedCallsShareNothingWithTheCaller(t *testing.T) {
 	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f), hsmtest.WithConfig(func(c *hsm.Config) { c.CallTimeout = 100 * time.Millisecond }))
 	ctx := ctxT(t)
 	c := newCrossingCalls(t, p)
+	raw, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageRawEncryptDecrypt)
+	cbc := hsm.RawOp{Mode: hsm.RawCBC, IV: make([]byte, 16)}
 	ops := []struct {
 		name, call string
 		run        func() error
 	}{
+		{"EncryptRaw", "C_Encrypt", func() error { _, err := p.EncryptRaw(ctx, raw, cbc, make([]byte, 32)); return err }},
+		{"DecryptRaw", "C_Decrypt", func() error { _, err := p.DecryptRaw(ctx, raw, cbc, make([]byte, 32)); return err }},
 		{"SealRandomGCM", "C_Encrypt", c.seal},
 		{"EncryptGCM", "C_Encrypt", c.encrypt},
 		{"DecryptGCM", "C_Decrypt", c.decrypt},

@@ -152,7 +152,10 @@ func (p *Partition) rawOnce(ctx context.Context, k KeyRef, o RawOp, encrypt bool
 		out, err = p.cryptOnce(sh, h, o, encrypt, in)
 		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, err // out is not read: an abandoned call may still set it
+	}
+	return out, nil
 }
 
 // cryptOnce runs one single-part encryption or decryption with key object
