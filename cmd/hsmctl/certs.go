@@ -12,6 +12,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func (a *app) certsCommand() *cobra.Command {
@@ -50,7 +51,7 @@ func writeCert(outDir, name string, force bool, issue func() (certSaver, error))
 	}
 	c, err := issue()
 	if err != nil {
-		return "", "", err
+		return "", "", certErr(err)
 	}
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return "", "", err
@@ -58,26 +59,66 @@ func writeCert(outDir, name string, force bool, issue func() (certSaver, error))
 	return certFile, keyFile, c.Save(certFile, keyFile)
 }
 
-// caFiles is --ca-cert and --ca-key, defaulting to $HSMBROKER_CA and
-// $HSMBROKER_CA_KEY.
-func caFiles(caCert, caKey string) (string, string, error) {
-	if caCert == "" {
-		caCert = os.Getenv("HSMBROKER_CA")
+// signing is what certs issue and certs node share: the CA that signs,
+// the validity, and where the files go.
+type signing struct {
+	outDir, caCert, caKey string
+	ttl                   time.Duration
+	force                 bool
+}
+
+// flags adds --out-dir (described by outDirHelp), --ca-cert, --ca-key,
+// --ttl (default ttl) and --force.
+func (s *signing) flags(f *pflag.FlagSet, outDirHelp string, ttl time.Duration) {
+	f.StringVar(&s.outDir, "out-dir", "", outDirHelp)
+	f.StringVar(&s.caCert, "ca-cert", "", "the CA certificate, PEM (default $HSMBROKER_CA)")
+	f.StringVar(&s.caKey, "ca-key", "", "the CA private key, PEM (default $HSMBROKER_CA_KEY)")
+	f.DurationVar(&s.ttl, "ttl", ttl, "validity of the certificate")
+	f.BoolVar(&s.force, "force", false, "replace existing files (a symlink is replaced, not followed)")
+}
+
+// check checks --ttl and fills --ca-cert and --ca-key from $HSMBROKER_CA
+// and $HSMBROKER_CA_KEY.
+func (s *signing) check() error {
+	if s.ttl <= 0 {
+		return usageErr("--ttl must be positive")
 	}
-	if caKey == "" {
-		caKey = os.Getenv("HSMBROKER_CA_KEY")
+	if s.caCert == "" {
+		s.caCert = os.Getenv("HSMBROKER_CA")
 	}
-	if caCert == "" || caKey == "" {
-		return "", "", usageErr("--ca-cert and --ca-key are required (default $HSMBROKER_CA and $HSMBROKER_CA_KEY, which 'hsmbrokerd dev' writes to dev.env)")
+	if s.caKey == "" {
+		s.caKey = os.Getenv("HSMBROKER_CA_KEY")
 	}
-	return caCert, caKey, nil
+	if s.caCert == "" || s.caKey == "" {
+		return usageErr("--ca-cert and --ca-key are required (default $HSMBROKER_CA and $HSMBROKER_CA_KEY, which 'hsmbrokerd dev' writes to dev.env)")
+	}
+	return nil
+}
+
+// issue loads the CA, has issue sign with it for s.ttl, and writes
+// DIR/NAME.pem and DIR/NAME-key.pem (writeCert). It returns the files and
+// when the certificate expires.
+func (s *signing) issue(name string, issue func(ca *pki.CA, ttl time.Duration) (*pki.Issued, error)) (certFile, keyFile, expires string, err error) {
+	ca, err := pki.LoadCA(s.caCert, s.caKey)
+	if err != nil {
+		return "", "", "", err
+	}
+	var iss *pki.Issued
+	certFile, keyFile, err = writeCert(s.outDir, name, s.force, func() (certSaver, error) {
+		var err error
+		iss, err = issue(ca, s.ttl)
+		return iss, err
+	})
+	if err != nil {
+		return "", "", "", err
+	}
+	return certFile, keyFile, iss.Cert.NotAfter.UTC().Format(time.RFC3339), nil
 }
 
 func (a *app) certsNodeCommand() *cobra.Command {
-	var nodeID, outDir, caCert, caKey string
+	var nodeID string
 	var hosts []string
-	var ttl time.Duration
-	var force bool
+	var sg signing
 	cmd := &cobra.Command{
 		Use:   "node --node-id ID --host NAME|IP... --out-dir DIR [--ca-cert FILE] [--ca-key FILE]",
 		Short: "Issue a node certificate (tls.cert and tls.key of 'hsmbrokerd serve')",
@@ -92,14 +133,10 @@ CA certificate. Existing files are kept unless --force.`, pki.CertFileMode, pki.
     --out-dir /etc/hsmbroker/tls --ca-cert ca.pem --ca-key ca-key.pem`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if nodeID == "" || outDir == "" || len(hosts) == 0 {
+			if nodeID == "" || sg.outDir == "" || len(hosts) == 0 {
 				return usageErr("--node-id, --host and --out-dir are required")
 			}
-			if ttl <= 0 {
-				return usageErr("--ttl must be positive")
-			}
-			caCert, caKey, err := caFiles(caCert, caKey)
-			if err != nil {
+			if err := sg.check(); err != nil {
 				return err
 			}
 			var dns []string
@@ -114,20 +151,12 @@ CA certificate. Existing files are kept unless --force.`, pki.CertFileMode, pki.
 					return usageErr(fmt.Sprintf("invalid --host %q: give a host name or an IP address, without a port", h))
 				}
 			}
-			ca, err := pki.LoadCA(caCert, caKey)
+			certFile, keyFile, expires, err := sg.issue("node", func(ca *pki.CA, ttl time.Duration) (*pki.Issued, error) {
+				return ca.IssueServer(nodeID, dns, ips, ttl)
+			})
 			if err != nil {
 				return err
 			}
-			var iss *pki.Issued
-			certFile, keyFile, err := writeCert(outDir, "node", force, func() (certSaver, error) {
-				var err error
-				iss, err = ca.IssueServer(nodeID, dns, ips, ttl)
-				return iss, err
-			})
-			if err != nil {
-				return certErr(err)
-			}
-			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
 			if a.json() {
 				return printJSON(a.stdout, map[string]any{"node_id": nodeID, "hosts": hosts, "cert": certFile, "key": keyFile, "expires": expires})
 			}
@@ -137,11 +166,7 @@ CA certificate. Existing files are kept unless --force.`, pki.CertFileMode, pki.
 	f := cmd.Flags()
 	f.StringVar(&nodeID, "node-id", "", "the node's id (node_id in its configuration; the certificate's common name)")
 	f.StringSliceVar(&hosts, "host", nil, "a DNS name or IP address the node is reached at (repeat, or comma-separate)")
-	f.StringVar(&outDir, "out-dir", "", "directory for node.pem and node-key.pem (created 0700)")
-	f.StringVar(&caCert, "ca-cert", "", "the CA certificate, PEM (default $HSMBROKER_CA)")
-	f.StringVar(&caKey, "ca-key", "", "the CA private key, PEM (default $HSMBROKER_CA_KEY)")
-	f.DurationVar(&ttl, "ttl", pki.DefaultServerTTL, "validity of the certificate")
-	f.BoolVar(&force, "force", false, "replace existing files (a symlink is replaced, not followed)")
+	sg.flags(f, "directory for node.pem and node-key.pem (created 0700)", pki.DefaultServerTTL)
 	return cmd
 }
 
@@ -174,7 +199,7 @@ trusted.`, int(pki.DefaultCATTL.Hours()/24/365)),
 				return fmt.Errorf("%s exists: certs ca refuses to replace an existing CA (the certificates it signed would stop being trusted); choose another --out-dir, or move the old CA aside", ee.path)
 			}
 			if err != nil {
-				return certErr(err)
+				return err
 			}
 			expires := ca.Cert.NotAfter.UTC().Format(time.RFC3339)
 			if a.json() {
@@ -189,9 +214,8 @@ trusted.`, int(pki.DefaultCATTL.Hours()/24/365)),
 }
 
 func (a *app) certsIssueCommand() *cobra.Command {
-	var principal, role, outDir, caCert, caKey string
-	var ttl time.Duration
-	var force bool
+	var principal, role string
+	var sg signing
 	cmd := &cobra.Command{
 		Use:   "issue --principal NAME --role ROLE --out-dir DIR [--ca-cert FILE] [--ca-key FILE]",
 		Short: "Issue a client certificate for a principal",
@@ -211,11 +235,10 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
     --ca-cert /etc/hsmbroker/ca.pem --ca-key /etc/hsmbroker/ca-key.pem`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if principal == "" || role == "" || outDir == "" {
+			if principal == "" || role == "" || sg.outDir == "" {
 				return usageErr("--principal, --role and --out-dir are required")
 			}
-			caCert, caKey, err := caFiles(caCert, caKey)
-			if err != nil {
+			if err := sg.check(); err != nil {
 				return err
 			}
 			switch {
@@ -223,23 +246,13 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
 				return usageErr(fmt.Sprintf("invalid --role %q: valid values are admin, user, auditor", role))
 			case strings.ContainsAny(principal, `/\`) || principal == "." || principal == "..":
 				return usageErr(fmt.Sprintf("--principal %q cannot name a file in --out-dir", principal))
-			case ttl <= 0:
-				return usageErr("--ttl must be positive")
 			}
-			ca, err := pki.LoadCA(caCert, caKey)
+			certFile, keyFile, expires, err := sg.issue(principal, func(ca *pki.CA, ttl time.Duration) (*pki.Issued, error) {
+				return ca.IssueClient(principal, authz.Role(role), ttl)
+			})
 			if err != nil {
 				return err
 			}
-			var iss *pki.Issued
-			certFile, keyFile, err := writeCert(outDir, principal, force, func() (certSaver, error) {
-				var err error
-				iss, err = ca.IssueClient(principal, authz.Role(role), ttl)
-				return iss, err
-			})
-			if err != nil {
-				return certErr(err)
-			}
-			expires := iss.Cert.NotAfter.UTC().Format(time.RFC3339)
 			if a.json() {
 				return printJSON(a.stdout, map[string]string{"principal": principal, "role": role,
 					"cert": certFile, "key": keyFile, "expires": expires})
@@ -250,11 +263,7 @@ dev.env of 'hsmbrokerd dev' sets both to its dev CA.`, pki.CertFileMode, pki.Key
 	f := cmd.Flags()
 	f.StringVar(&principal, "principal", "", "the principal (certificate common name)")
 	f.StringVar(&role, "role", "", "its default role: admin, user or auditor")
-	f.StringVar(&outDir, "out-dir", "", "directory for NAME.pem and NAME-key.pem (created 0700)")
-	f.StringVar(&caCert, "ca-cert", "", "the CA certificate, PEM (default $HSMBROKER_CA)")
-	f.StringVar(&caKey, "ca-key", "", "the CA private key, PEM (default $HSMBROKER_CA_KEY)")
-	f.DurationVar(&ttl, "ttl", pki.DefaultClientTTL, "validity of the certificate")
-	f.BoolVar(&force, "force", false, "replace existing files (a symlink is replaced, not followed)")
+	sg.flags(f, "directory for NAME.pem and NAME-key.pem (created 0700)", pki.DefaultClientTTL)
 	return cmd
 }
 
