@@ -36,11 +36,11 @@ func (d *Daemon) ActivateDue(ctx context.Context) (int, time.Time, error) {
 			o.State = cluster.KMIPActive
 			return nil
 		})
-		switch {
+		switch code, _, _ := Classify(err); {
 		case err == nil:
 			n++
 			s.log.Info("activated a KMIP object at its Activation Date", "object", id)
-		case errors.Is(err, errNotDue) || isCode(err, codes.NotFound):
+		case errors.Is(err, errNotDue) || code == codes.NotFound:
 		case ctx.Err() != nil:
 			return n, next, ctx.Err()
 		default:
@@ -48,11 +48,6 @@ func (d *Daemon) ActivateDue(ctx context.Context) (int, time.Time, error) {
 		}
 	}
 	return n, next, errors.Join(errs...)
-}
-
-func isCode(err error, c codes.Code) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == c
 }
 
 // WatchKMIPActivation runs ActivateDue when the next Activation Date comes
