@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -94,11 +93,7 @@ func (b *Backup) DomainKeyCheck() []byte { return bytes.Clone(b.file.Data.Domain
 
 // Keys returns the backup's keys, sorted by ID.
 func (b *Backup) Keys() []Key {
-	ids := make([]string, 0, len(b.file.Data.Keys))
-	for id := range b.file.Data.Keys {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := sortedKeys(b.file.Data.Keys)
 	out := make([]Key, 0, len(ids))
 	for _, id := range ids {
 		out = append(out, b.file.Data.Keys[id].Clone())
