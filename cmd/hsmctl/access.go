@@ -139,11 +139,7 @@ func (a *app) principalsDeleteCommand() *cobra.Command {
 			if _, err := c.Access.DeletePrincipalRole(a.ctx, &pb.DeletePrincipalRoleRequest{Principal: args[0]}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"principal": args[0], "deleted": true})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Role record of %s deleted; its certificate's role applies again\n", args[0])
-			return err
+			return a.confirm(map[string]any{"principal": args[0], "deleted": true}, "Role record of %s deleted; its certificate's role applies again", args[0])
 		}),
 	}
 }
@@ -208,11 +204,7 @@ func (a *app) policyPutCommand() *cobra.Command {
 			if _, err := c.Keys.PutKeyPolicy(a.ctx, &pb.PutKeyPolicyRequest{KeyId: args[0], Policy: string(doc)}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"keyId": args[0], "policyReplaced": true})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Policy of key %s replaced\n", args[0])
-			return err
+			return a.confirm(map[string]any{"keyId": args[0], "policyReplaced": true}, "Policy of key %s replaced", args[0])
 		}),
 	}
 	cmd.Flags().StringVar(&in, "in", "", "the policy document, JSON (- for stdin)")
@@ -363,11 +355,7 @@ func (a *app) grantsRevokeCommand() *cobra.Command {
 			if _, err := c.Keys.RevokeGrant(a.ctx, &pb.RevokeGrantRequest{KeyId: args[0], GrantId: args[1]}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"keyId": args[0], "grantId": args[1], "revoked": true})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Grant %s of key %s revoked\n", args[1], args[0])
-			return err
+			return a.confirm(map[string]any{"keyId": args[0], "grantId": args[1], "revoked": true}, "Grant %s of key %s revoked", args[1], args[0])
 		}),
 	}
 }
@@ -386,11 +374,7 @@ func (a *app) grantsRetireCommand() *cobra.Command {
 			if _, err := c.Keys.RetireGrant(a.ctx, &pb.RetireGrantRequest{GrantId: args[0]}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"grantId": args[0], "retired": true})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Grant %s retired\n", args[0])
-			return err
+			return a.confirm(map[string]any{"grantId": args[0], "retired": true}, "Grant %s retired", args[0])
 		}),
 	}
 }

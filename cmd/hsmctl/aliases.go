@@ -132,11 +132,7 @@ func (a *app) aliasesDeleteCommand() *cobra.Command {
 			if _, err := c.Keys.DeleteAlias(a.ctx, &pb.DeleteAliasRequest{AliasName: args[0]}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"aliasName": args[0], "deleted": true})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Alias %s deleted\n", args[0])
-			return err
+			return a.confirm(map[string]any{"aliasName": args[0], "deleted": true}, "Alias %s deleted", args[0])
 		}),
 	}
 }

@@ -356,11 +356,7 @@ the rest of its data directory and start it with a new join token
 			if _, err := c.Cluster.RemoveNode(a.ctx, &pb.RemoveNodeRequest{NodeId: args[0]}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"removed": args[0]})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Removed %s from the cluster.\n", args[0])
-			return err
+			return a.confirm(map[string]any{"removed": args[0]}, "Removed %s from the cluster.", args[0])
 		}),
 	}
 }
@@ -397,11 +393,7 @@ retry them). It prints the new leader; with -o json {"leader": ID}.`,
 			if err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"leader": resp.GetLeaderId()})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Leader is now %s.\n", resp.GetLeaderId())
-			return err
+			return a.confirm(map[string]any{"leader": resp.GetLeaderId()}, "Leader is now %s.", resp.GetLeaderId())
 		}),
 	}
 }

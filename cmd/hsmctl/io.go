@@ -135,3 +135,13 @@ func parsePairs(flag string, vals []string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// confirm reports a change that has nothing else to show: obj with
+// -o json, else one line made of format and args.
+func (a *app) confirm(obj map[string]any, format string, args ...any) error {
+	if a.json() {
+		return printJSON(a.stdout, obj)
+	}
+	_, err := fmt.Fprintf(a.stdout, format+"\n", args...)
+	return err
+}

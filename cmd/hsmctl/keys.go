@@ -234,11 +234,7 @@ current. Older versions keep decrypting what was encrypted under them.`,
 			if err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"keyId": resp.GetKeyId(), "version": resp.GetVersion()})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Key %s rotated: version %d is current\n", resp.GetKeyId(), resp.GetVersion())
-			return err
+			return a.confirm(map[string]any{"keyId": resp.GetKeyId(), "version": resp.GetVersion()}, "Key %s rotated: version %d is current", resp.GetKeyId(), resp.GetVersion())
 		}),
 	}
 }
@@ -398,11 +394,7 @@ func (a *app) keysTagCommand() *cobra.Command {
 			if _, err := c.Keys.TagKey(a.ctx, &pb.TagKeyRequest{KeyId: args[0], Tags: tags}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"keyId": args[0], "tagged": tags})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Key %s tagged: %s\n", args[0], tagString(tags))
-			return err
+			return a.confirm(map[string]any{"keyId": args[0], "tagged": tags}, "Key %s tagged: %s", args[0], tagString(tags))
 		}),
 	}
 }
@@ -421,11 +413,7 @@ func (a *app) keysUntagCommand() *cobra.Command {
 			if _, err := c.Keys.UntagKey(a.ctx, &pb.UntagKeyRequest{KeyId: args[0], TagKeys: args[1:]}); err != nil {
 				return err
 			}
-			if a.json() {
-				return printJSON(a.stdout, map[string]any{"keyId": args[0], "untagged": args[1:]})
-			}
-			_, err = fmt.Fprintf(a.stdout, "Key %s untagged: %s\n", args[0], joinOrDash(args[1:]))
-			return err
+			return a.confirm(map[string]any{"keyId": args[0], "untagged": args[1:]}, "Key %s untagged: %s", args[0], joinOrDash(args[1:]))
 		}),
 	}
 }
