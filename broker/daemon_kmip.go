@@ -30,7 +30,7 @@ func (d *Daemon) ActivateDue(ctx context.Context) (int, time.Time, error) {
 	var errs []error
 	for _, id := range due {
 		_, err := s.KMIP().update(ctx, id, func(o *cluster.KMIPObject) error {
-			if o.State != cluster.KMIPPreActive || o.ActivationDate.IsZero() || o.ActivationDate.After(now) {
+			if !o.ActivationDue(now) {
 				return errNotDue
 			}
 			o.State = cluster.KMIPActive

@@ -47,7 +47,7 @@ func activateBy(o *cluster.KMIPObject, date, now time.Time) {
 		return
 	}
 	o.ActivationDate = date.UTC()
-	if !date.After(now) {
+	if o.ActivationDue(now) {
 		o.State = cluster.KMIPActive
 	}
 }

@@ -366,6 +366,12 @@ func (s *State) KMIPObject(id string) (KMIPObject, bool) {
 	return o.Clone(), true
 }
 
+// ActivationDue reports whether o is Pre-Active with an Activation Date
+// that is not after now: KMIP's state model makes it Active then.
+func (o *KMIPObject) ActivationDue(now time.Time) bool {
+	return o.State == KMIPPreActive && !o.ActivationDate.IsZero() && !o.ActivationDate.After(now)
+}
+
 // KMIPActivationsDue returns the ids of the Pre-Active objects whose
 // Activation Date is set and not after now, sorted, and the earliest
 // Activation Date after now among the other Pre-Active objects (zero when
@@ -376,7 +382,7 @@ func (s *State) KMIPActivationsDue(now time.Time) (due []string, next time.Time)
 	for id, o := range s.data.KMIP {
 		switch {
 		case o.State != KMIPPreActive || o.ActivationDate.IsZero():
-		case !o.ActivationDate.After(now):
+		case o.ActivationDue(now):
 			due = append(due, id)
 		case next.IsZero() || o.ActivationDate.Before(next):
 			next = o.ActivationDate
