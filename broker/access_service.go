@@ -6,6 +6,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
@@ -53,6 +54,15 @@ func (s *Service) SetPrincipalRole(ctx context.Context, req *pb.SetPrincipalRole
 	role, ok := roleFromPB(req.GetRole())
 	if !ok {
 		return nil, errInvalidArg(ExcValidation, "invalid Role: must be admin, user, auditor or none")
+	}
+	// A role that gives something goes to a name that may be made today,
+	// or to a principal that has a record already; role none, which takes
+	// everything away, goes to any name, so that a principal named before
+	// the rule can still be shut out.
+	if problem := authz.NewPrincipalProblem(req.GetPrincipal()); problem != "" && role != authz.RoleNone {
+		if _, known := s.node.State().Principal(req.GetPrincipal()); !known {
+			return nil, &keys.FieldError{Field: "Principal", Problem: problem}
+		}
 	}
 	if callerIs(ctx, req.GetPrincipal()) {
 		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "a principal cannot change its own role; ask another admin")

@@ -869,3 +869,45 @@ func TestExtractionAttempts(t *testing.T) {
 	_, err = admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: mac, Plaintext: wrapped[:32]})
 	wantErr(t, err, codes.InvalidArgument, broker.ExcInvalidKeyUsage)
 }
+
+// TestPrincipalNamesAreCheckedWhereMade: a role record is refused for a
+// name no principal may be given today (white space, "*", an ARN), unless
+// the role is none, which takes everything away, or the principal has a
+// record already; a principal named before the rule keeps working and can
+// be shut out and let back in.
+func TestPrincipalNamesAreCheckedWhereMade(t *testing.T) {
+	e := newSecureEnv(t, nil)
+	ctx := ctxT(t)
+	admin := e.as("root", authz.RoleAdmin)
+	set := func(name string, role pb.PrincipalRole) error {
+		_, err := admin.access.SetPrincipalRole(ctx, &pb.SetPrincipalRoleRequest{Principal: name, Role: role})
+		return err
+	}
+	for name, want := range map[string]string{"new name": "spaces", "tab\tname": "control", "*": "ARN",
+		"arn:aws:iam::000000000000:user/erin": "ARN"} {
+		wantErr(t, set(name, pb.PrincipalRole_PRINCIPAL_ROLE_USER), codes.InvalidArgument, "ValidationException", "Principal", want)
+	}
+	if r, err := admin.access.ListPrincipals(ctx, &pb.ListPrincipalsRequest{}); err != nil || len(r.GetPrincipals()) != 0 {
+		t.Fatalf("records after the refusals: %v %v", r.GetPrincipals(), err)
+	}
+
+	old := e.as("old name", authz.RoleUser) // a certificate issued before the rule
+	if _, err := old.keys.ListKeys(ctx, &pb.ListKeysRequest{}); err != nil {
+		t.Fatalf("a principal named before the rule stopped working: %v", err)
+	}
+	if err := set("old name", pb.PrincipalRole_PRINCIPAL_ROLE_NONE); err != nil {
+		t.Fatalf("shutting out a principal named before the rule: %v", err)
+	}
+	if _, err := old.keys.ListKeys(ctx, &pb.ListKeysRequest{}); !isDenied(err) {
+		t.Fatalf("role none did not shut it out: %v", err)
+	}
+	if err := set("old name", pb.PrincipalRole_PRINCIPAL_ROLE_USER); err != nil {
+		t.Fatalf("letting back in a principal with a record: %v", err)
+	}
+	if _, err := old.keys.ListKeys(ctx, &pb.ListKeysRequest{}); err != nil {
+		t.Fatalf("let back in, still refused: %v", err)
+	}
+	if _, err := admin.access.DeletePrincipalRole(ctx, &pb.DeletePrincipalRoleRequest{Principal: "old name"}); err != nil {
+		t.Fatalf("deleting its record: %v", err)
+	}
+}

@@ -477,8 +477,8 @@ type TDEIssuedToken struct {
 // the token: the only time it exists outside the caller's hands.
 func (t *TDEKeys) IssueToken(ctx context.Context, principal string) (TDEIssuedToken, error) {
 	s := t.s
-	if principal == "" || len(principal) > 256 {
-		return TDEIssuedToken{}, &keys.FieldError{Field: "principal", Problem: "must be 1 to 256 bytes"}
+	if problem := authz.NewPrincipalProblem(principal); problem != "" {
+		return TDEIssuedToken{}, &keys.FieldError{Field: "principal", Problem: problem}
 	}
 	b := make([]byte, 32+8)
 	if _, err := rand.Read(b); err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/hsmbroker/hsmbroker/authz"
 	"log/slog"
@@ -68,8 +67,8 @@ func GenerateXKSAccessKey(principal string) (AccessKey, error) {
 }
 
 func generate(principal string, idBytes, secretBytes int) (AccessKey, error) {
-	if principal == "" {
-		return AccessKey{}, errors.New("awskms: an access key needs a principal")
+	if problem := authz.NewPrincipalProblem(principal); problem != "" {
+		return AccessKey{}, fmt.Errorf("awskms: an access key's principal %s (got %q)", problem, principal)
 	}
 	b := make([]byte, idBytes+secretBytes)
 	if _, err := rand.Read(b); err != nil {

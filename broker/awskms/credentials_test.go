@@ -36,6 +36,11 @@ func TestGenerateAccessKey(t *testing.T) {
 	if _, err := GenerateAccessKey(""); err == nil {
 		t.Error("an access key without a principal was made")
 	}
+	for _, p := range []string{"bad name", "*", "arn:aws:iam::000000000000:user/x"} {
+		if _, err := GenerateXKSAccessKey(p); err == nil || !strings.Contains(err.Error(), "principal") {
+			t.Errorf("an access key for principal %q: %v, want refused", p, err)
+		}
+	}
 }
 
 func TestAccessKeyHidesSecret(t *testing.T) {

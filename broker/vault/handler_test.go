@@ -202,6 +202,13 @@ func TestReadTDEKeys(t *testing.T) {
 			}
 		}
 	}
+	// A token stands for a principal whose name could be given to a
+	// certificate or an access key: no white space, no ARN.
+	for _, p := range []string{"db admin", "arn:aws:iam::000000000000:user/db"} {
+		if _, err := e.tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: p}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "principal") {
+			t.Errorf("a token for principal %q: %v, want InvalidArgument naming the principal", p, err)
+		}
+	}
 	// A principal the KMS key's policy does not name needs a grant.
 	db, err := e.tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "db"})
 	if err != nil {

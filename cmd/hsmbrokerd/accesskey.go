@@ -61,6 +61,9 @@ RawSecretAccessKey of create-custom-key-store.`,
 			if err != nil {
 				return usage(fmt.Errorf("--role %q: want admin, user or auditor", role))
 			}
+			if problem := authz.NewPrincipalProblem(principal); problem != "" {
+				return usage(fmt.Errorf("--principal %q: %s", principal, problem))
+			}
 			keys, err := readAccessKeys(file)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err

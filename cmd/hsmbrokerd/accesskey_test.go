@@ -96,6 +96,7 @@ func TestAccessKeyCommands(t *testing.T) {
 		{[]string{"create", "--file", file, "--principal", "carol", "--out", aliceEnv}, "--out"},
 		{[]string{"create", "--file", file}, "principal"},
 		{[]string{"create", "--file", file, "--principal", "carol", "--role", "root"}, "--role"},
+		{[]string{"create", "--file", file, "--principal", "carol smith"}, "--principal \"carol smith\": must not contain spaces"},
 		{[]string{"delete", "--file", file, "AKIANOSUCHKEY"}, "no access key AKIANOSUCHKEY"},
 		{[]string{"list"}, "file"},
 		{[]string{"list", "--file", filepath.Join(dir, "none.json")}, "none.json"},

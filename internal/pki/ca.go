@@ -167,6 +167,9 @@ func (ca *CA) IssueClient(principal string, role authz.Role, ttl time.Duration) 
 	if err := checkName("principal", principal); err != nil {
 		return nil, err
 	}
+	if problem := authz.NewPrincipalProblem(principal); problem != "" {
+		return nil, invalid("principal %s (got %q)", problem, principal)
+	}
 	if !role.Issuable() {
 		return nil, invalid("role %q (want %s, %s or %s)", role, authz.RoleAdmin, authz.RoleUser, authz.RoleAuditor)
 	}

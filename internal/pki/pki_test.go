@@ -98,6 +98,11 @@ func TestIssueRejectsBadArguments(t *testing.T) {
 			return err
 		}},
 		{"control character", func() error { _, err := ca.IssueClient("bob\n", authz.RoleAdmin, time.Hour); return err }},
+		{"space in principal", func() error { _, err := ca.IssueClient("bob smith", authz.RoleAdmin, time.Hour); return err }},
+		{"principal as an ARN", func() error {
+			_, err := ca.IssueClient("arn:aws:iam::000000000000:user/bob", authz.RoleAdmin, time.Hour)
+			return err
+		}},
 		{"server without names", func() error { _, err := ca.IssueServer("n", nil, nil, time.Hour); return err }},
 		{"negative server ttl", func() error {
 			_, err := ca.IssueServer("n", []string{"localhost"}, nil, -time.Hour)
