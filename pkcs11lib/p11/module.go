@@ -229,6 +229,14 @@ func (m *Module) checkSlot(slot uint64) uint64 {
 func (m *Module) slotToken(slot uint64) (*token, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.slotTokenLocked(slot)
+}
+
+// slotTokenLocked is slotToken with Module.mu held. A caller that goes on
+// to use the token or the session table looks the slot up under the same
+// hold: between two holds C_Finalize may close the token and drop the
+// table, and C_Initialize make new ones.
+func (m *Module) slotTokenLocked(slot uint64) (*token, uint64) {
 	if !m.initialized {
 		return nil, CKR_CRYPTOKI_NOT_INITIALIZED
 	}
@@ -250,12 +258,12 @@ type TokenInfo struct {
 // will not make a master key on one that is); it needs a login when the
 // client key is sealed under the PIN.
 func (m *Module) GetTokenInfo(slot uint64) (TokenInfo, uint64) {
-	t, rv := m.slotToken(slot)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, rv := m.slotTokenLocked(slot)
 	if rv != CKR_OK {
 		return TokenInfo{}, rv
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	ti := TokenInfo{Label: t.cfg.TokenLabel, Manufacturer: "hsmbroker", Model: "cluster", Serial: fmt.Sprint(t.slot + 1),
 		Flags:  CKF_RNG | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED,
 		MinPIN: minPINLen, MaxPIN: maxPINLen}
@@ -276,15 +284,15 @@ func (m *Module) GetTokenInfo(slot uint64) (TokenInfo, uint64) {
 
 // OpenSession is C_OpenSession (without notification callbacks).
 func (m *Module) OpenSession(slot, flags uint64) (uint64, uint64) {
-	t, rv := m.slotToken(slot)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, rv := m.slotTokenLocked(slot)
 	if rv != CKR_OK {
 		return 0, rv
 	}
 	if flags&CKF_SERIAL_SESSION == 0 {
 		return 0, CKR_SESSION_PARALLEL_NOT_SUPPORTED
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if len(m.sessions) >= MaxSessions {
 		return 0, CKR_SESSION_COUNT
 	}
@@ -318,12 +326,12 @@ func (m *Module) CloseSession(h uint64) uint64 {
 
 // CloseAllSessions is C_CloseAllSessions: the slot's sessions.
 func (m *Module) CloseAllSessions(slot uint64) uint64 {
-	t, rv := m.slotToken(slot)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, rv := m.slotTokenLocked(slot)
 	if rv != CKR_OK {
 		return rv
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	for h, s := range m.sessions {
 		if s.tok == t {
 			delete(m.sessions, h)

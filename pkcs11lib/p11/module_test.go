@@ -10,9 +10,12 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/hsmbroker/hsmbroker/authz"
@@ -621,5 +624,74 @@ func TestRawAESAndDataObjects(t *testing.T) {
 	}
 	if got := g.find(oh, Attribute{CKA_CLASS, ulong(CKO_DATA)}); len(got) != 0 {
 		t.Fatalf("%d data objects after destroy", len(got))
+	}
+}
+
+// TestFinalizeDuringOpenSession: C_Finalize and C_Initialize while other
+// threads open and close sessions. PKCS#11 leaves such an application's
+// results undefined, but the library must not take the process down (it
+// wrote to the session table C_Finalize had dropped) nor attach a session
+// to a token C_Finalize closed.
+func TestFinalizeDuringOpenSession(t *testing.T) {
+	f := newFixture(t, "")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	bad := make(chan string, 16)
+	report := func(format string, rv uint64) {
+		select {
+		case bad <- fmt.Sprintf(format, rv):
+		default:
+		}
+	}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h, rv := f.m.OpenSession(SlotID, CKF_SERIAL_SESSION)
+				switch rv {
+				case CKR_OK:
+					if rv := f.m.CloseSession(h); rv != CKR_OK && rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_CRYPTOKI_NOT_INITIALIZED {
+						report("CloseSession: %#x", rv)
+					}
+				case CKR_CRYPTOKI_NOT_INITIALIZED:
+				default:
+					report("OpenSession: %#x", rv)
+				}
+				if _, rv := f.m.GetTokenInfo(SlotID); rv != CKR_OK && rv != CKR_CRYPTOKI_NOT_INITIALIZED {
+					report("GetTokenInfo: %#x", rv)
+				}
+				if rv := f.m.CloseAllSessions(SlotID); rv != CKR_OK && rv != CKR_CRYPTOKI_NOT_INITIALIZED {
+					report("CloseAllSessions: %#x", rv)
+				}
+			}
+		}()
+	}
+	for range 300 {
+		if rv := f.m.Finalize(); rv != CKR_OK {
+			t.Fatalf("Finalize: %#x", rv)
+		}
+		if rv := f.m.Initialize(InitArgs{}); rv != CKR_OK {
+			t.Fatalf("Initialize: %#x", rv)
+		}
+		runtime.Gosched()
+	}
+	close(stop)
+	wg.Wait()
+	close(bad)
+	for b := range bad {
+		t.Error(b)
+	}
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	for h, s := range f.m.sessions {
+		if s.tok != f.m.tokens[0] {
+			t.Errorf("session %d belongs to a token C_Finalize closed", h)
+		}
 	}
 }
