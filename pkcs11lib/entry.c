@@ -174,9 +174,11 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR objs, CK_ULONG max
 CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE h) { GUARD(); return goFindObjectsFinal(h); }
 
 // Operations with output follow one pattern: the caller's length is read
-// and written back with memcpy; Go returns the result's length in it.
-#define OUT_CALL(call, outlen) do { \
-	if ((outlen) == NULL) return CKR_ARGUMENTS_BAD; \
+// and written back with memcpy; Go returns the result's length in it. A
+// call refused here ends the session's operation of kind, as any error but
+// CKR_BUFFER_TOO_SMALL does (goEndOp).
+#define OUT_CALL(call, outlen, kind) do { \
+	if ((outlen) == NULL) return goEndOp(h, (kind), CKR_ARGUMENTS_BAD); \
 	CK_ULONG n = hsmb_get_ulong(outlen); \
 	CK_RV rv = (call); \
 	if (rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL) hsmb_put_ulong((outlen), n); \
@@ -192,17 +194,17 @@ CK_RV C_EncryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 }
 CK_RV C_Encrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
-	OUT_CALL(goOpFinish(h, 2, 1, in, inlen, out, &n), outlen);
+	if (!IN_OK(in, inlen)) return goEndOp(h, 2, CKR_ARGUMENTS_BAD);
+	OUT_CALL(goOpFinish(h, 2, 1, in, inlen, out, &n), outlen, 2);
 }
 CK_RV C_EncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
-	OUT_CALL(goCryptUpdate(h, 2, in, inlen, out, &n), outlen);
+	if (!IN_OK(in, inlen)) return goEndOp(h, 2, CKR_ARGUMENTS_BAD);
+	OUT_CALL(goCryptUpdate(h, 2, in, inlen, out, &n), outlen, 2);
 }
 CK_RV C_EncryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	OUT_CALL(goOpFinish(h, 2, 0, NULL, 0, out, &n), outlen);
+	OUT_CALL(goOpFinish(h, 2, 0, NULL, 0, out, &n), outlen, 2);
 }
 
 CK_RV C_DecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
@@ -212,17 +214,17 @@ CK_RV C_DecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 }
 CK_RV C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
-	OUT_CALL(goOpFinish(h, 3, 1, in, inlen, out, &n), outlen);
+	if (!IN_OK(in, inlen)) return goEndOp(h, 3, CKR_ARGUMENTS_BAD);
+	OUT_CALL(goOpFinish(h, 3, 1, in, inlen, out, &n), outlen, 3);
 }
 CK_RV C_DecryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
-	OUT_CALL(goCryptUpdate(h, 3, in, inlen, out, &n), outlen);
+	if (!IN_OK(in, inlen)) return goEndOp(h, 3, CKR_ARGUMENTS_BAD);
+	OUT_CALL(goCryptUpdate(h, 3, in, inlen, out, &n), outlen, 3);
 }
 CK_RV C_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	OUT_CALL(goOpFinish(h, 3, 0, NULL, 0, out, &n), outlen);
+	OUT_CALL(goOpFinish(h, 3, 0, NULL, 0, out, &n), outlen, 3);
 }
 
 CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
@@ -232,17 +234,17 @@ CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE ke
 }
 CK_RV C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
-	OUT_CALL(goOpFinish(h, 0, 1, in, inlen, out, &n), outlen);
+	if (!IN_OK(in, inlen)) return goEndOp(h, 0, CKR_ARGUMENTS_BAD);
+	OUT_CALL(goOpFinish(h, 0, 1, in, inlen, out, &n), outlen, 0);
 }
 CK_RV C_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
+	if (!IN_OK(in, inlen)) return goEndOp(h, 0, CKR_ARGUMENTS_BAD);
 	return goOpUpdate(h, 0, in, inlen);
 }
 CK_RV C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 	GUARD();
-	OUT_CALL(goOpFinish(h, 0, 0, NULL, 0, out, &n), outlen);
+	OUT_CALL(goOpFinish(h, 0, 0, NULL, 0, out, &n), outlen, 0);
 }
 
 CK_RV C_VerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
@@ -252,17 +254,17 @@ CK_RV C_VerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE 
 }
 CK_RV C_Verify(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig, CK_ULONG siglen) {
 	GUARD();
-	if (!IN_OK(in, inlen) || !IN_OK(sig, siglen)) return CKR_ARGUMENTS_BAD;
+	if (!IN_OK(in, inlen) || !IN_OK(sig, siglen)) return goEndOp(h, 1, CKR_ARGUMENTS_BAD);
 	return goVerify(h, 1, in, inlen, sig, siglen);
 }
 CK_RV C_VerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen) {
 	GUARD();
-	if (!IN_OK(in, inlen)) return CKR_ARGUMENTS_BAD;
+	if (!IN_OK(in, inlen)) return goEndOp(h, 1, CKR_ARGUMENTS_BAD);
 	return goOpUpdate(h, 1, in, inlen);
 }
 CK_RV C_VerifyFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG siglen) {
 	GUARD();
-	if (!IN_OK(sig, siglen)) return CKR_ARGUMENTS_BAD;
+	if (!IN_OK(sig, siglen)) return goEndOp(h, 1, CKR_ARGUMENTS_BAD);
 	return goVerify(h, 0, NULL, 0, sig, siglen);
 }
 

@@ -384,10 +384,20 @@ func goOpInit(h C.CK_SESSION_HANDLE, kind C.int, cm *C.CK_MECHANISM, key C.CK_OB
 	return rv(mod.DecryptInit(uint64(h), m, uint64(key)))
 }
 
+// goEndOp ends session h's active operation of kind (0 sign, 1 verify,
+// 2 encrypt, 3 decrypt) and returns r: for a call refused before it
+// reached the operation, which PKCS#11 ends on any error but
+// CKR_BUFFER_TOO_SMALL.
+//
+//export goEndOp
+func goEndOp(h C.CK_SESSION_HANDLE, kind C.int, r C.CK_RV) C.CK_RV {
+	return C.CK_RV(mod.EndOperation(uint64(h), int(kind), uint64(r)))
+}
+
 //export goOpUpdate
 func goOpUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, n C.CK_ULONG) C.CK_RV {
 	if n > p11.MaxBuffered {
-		return C.CKR_DATA_LEN_RANGE
+		return goEndOp(h, kind, C.CKR_DATA_LEN_RANGE)
 	}
 	data := bytesOf(in, n)
 	if kind == 0 {
@@ -403,7 +413,7 @@ func goOpUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, n C.CK_ULONG) 
 //export goCryptUpdate
 func goCryptUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, inLen C.CK_ULONG, out *C.CK_BYTE, n *C.CK_ULONG) C.CK_RV {
 	if inLen > p11.MaxBuffered {
-		return C.CKR_DATA_LEN_RANGE
+		return goEndOp(h, kind, C.CKR_DATA_LEN_RANGE)
 	}
 	data := bytesOf(in, inLen)
 	o := p11.Out{Query: out == nil, Cap: uint64(*n)}
@@ -428,7 +438,7 @@ func goCryptUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, inLen C.CK_
 //export goOpFinish
 func goOpFinish(h C.CK_SESSION_HANDLE, kind, single C.int, in *C.CK_BYTE, inLen C.CK_ULONG, out *C.CK_BYTE, n *C.CK_ULONG) C.CK_RV {
 	if inLen > p11.MaxBuffered {
-		return C.CKR_DATA_LEN_RANGE
+		return goEndOp(h, kind, C.CKR_DATA_LEN_RANGE)
 	}
 	data := bytesOf(in, inLen)
 	o := p11.Out{Query: out == nil, Cap: uint64(*n)}
@@ -461,8 +471,11 @@ func goOpFinish(h C.CK_SESSION_HANDLE, kind, single C.int, in *C.CK_BYTE, inLen 
 
 //export goVerify
 func goVerify(h C.CK_SESSION_HANDLE, single C.int, in *C.CK_BYTE, inLen C.CK_ULONG, sig *C.CK_BYTE, sigLen C.CK_ULONG) C.CK_RV {
-	if inLen > p11.MaxBuffered || sigLen > 4096 {
-		return C.CKR_DATA_LEN_RANGE
+	switch {
+	case inLen > p11.MaxBuffered:
+		return goEndOp(h, 1, C.CKR_DATA_LEN_RANGE)
+	case sigLen > 4096:
+		return goEndOp(h, 1, C.CKR_SIGNATURE_LEN_RANGE)
 	}
 	if single != 0 {
 		return rv(mod.Verify(uint64(h), bytesOf(in, inLen), bytesOf(sig, sigLen)))

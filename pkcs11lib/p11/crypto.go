@@ -359,6 +359,26 @@ func (m *Module) active(h uint64, kind int) (*session, **cryptoOp, uint64) {
 	return s, slot, CKR_OK
 }
 
+// EndOperation ends session h's active operation of kind (0 sign, 1
+// verify, 2 encrypt, 3 decrypt, as C_SignInit and its kin number them) and
+// returns rv: the error of a call refused before it reached the operation
+// (a NULL buffer, an input over MaxBuffered). PKCS#11 ends the operation on
+// every error of C_Encrypt, C_EncryptUpdate and their kin other than
+// CKR_BUFFER_TOO_SMALL, so the next Init must not answer
+// CKR_OPERATION_ACTIVE.
+func (m *Module) EndOperation(h uint64, kind int, rv uint64) uint64 {
+	if kind < opSign || kind > opDecrypt {
+		return rv
+	}
+	s, slot, r := m.active(h, kind)
+	if r != CKR_OK {
+		return rv
+	}
+	*slot = nil
+	s.mu.Unlock()
+	return rv
+}
+
 // update feeds data to a multi-part signature or verification.
 func (m *Module) update(h uint64, kind int, data []byte) uint64 {
 	s, slot, op, rv := m.lockOp(h, kind)

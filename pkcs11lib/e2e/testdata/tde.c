@@ -163,6 +163,34 @@ static void bad(void) {
 	CHECK(p->C_DigestInit(s, &gen), CKR_FUNCTION_NOT_SUPPORTED);
 	CHECK(p->C_GenerateRandom(s, buf, 8), CKR_OK);
 	CHECK(p->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)"1234", 4), CKR_USER_ALREADY_LOGGED_IN);
+
+	/* Every error of C_Encrypt, C_Decrypt and their Update and Final but
+	 * CKR_BUFFER_TOO_SMALL ends the operation, also one refused before it
+	 * reached the operation: the next Init must succeed. */
+	CK_OBJECT_CLASS sk = CKO_SECRET_KEY; CK_KEY_TYPE aes = CKK_AES; CK_ULONG len = 32; CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE kt[] = {{CKA_CLASS, &sk, sizeof sk}, {CKA_KEY_TYPE, &aes, sizeof aes}, {CKA_VALUE_LEN, &len, sizeof len},
+		{CKA_LABEL, "bad-input", 9}, {CKA_TOKEN, &yes, 1}, {CKA_SENSITIVE, &yes, 1}, {CKA_EXTRACTABLE, &no, 1},
+		{CKA_ENCRYPT, &yes, 1}, {CKA_DECRYPT, &yes, 1}};
+	CHECK(p->C_GenerateKey(s, &gen, kt, sizeof kt / sizeof kt[0], ODD(CK_OBJECT_HANDLE)), CKR_OK);
+	CK_OBJECT_HANDLE k = get_ulong(scratch + 1);
+	CK_BYTE iv[16] = "0123456789abcdef", big[64] = {0};
+	CK_MECHANISM cbc = {CKM_AES_CBC_PAD, iv, sizeof iv};
+	CK_ULONG_PTR outlen = (CK_ULONG_PTR)(scratch + 33);
+	CK_ULONG cap = sizeof big;
+	memcpy(scratch + 33, &cap, sizeof cap);
+	CHECK(p->C_EncryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_Encrypt(s, big, (CK_ULONG)1 << 40, big, outlen), CKR_DATA_LEN_RANGE);
+	CHECK(p->C_EncryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_EncryptUpdate(s, NULL, 16, big, outlen), CKR_ARGUMENTS_BAD);
+	CHECK(p->C_EncryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_EncryptFinal(s, big, NULL), CKR_ARGUMENTS_BAD);
+	CHECK(p->C_EncryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_Encrypt(s, big, 16, big, NULL), CKR_ARGUMENTS_BAD);
+	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_DecryptUpdate(s, big, (CK_ULONG)1 << 40, big, outlen), CKR_DATA_LEN_RANGE);
+	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_Decrypt(s, NULL, 32, big, outlen), CKR_ARGUMENTS_BAD);
+	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
 	CHECK(p->C_CloseSession(s), CKR_OK);
 }
 
