@@ -27,7 +27,8 @@ type RawRequest struct {
 	IV    []byte      // 16 bytes; GCM 1 to hsm.MaxRawGCMIV
 	AAD   []byte      // GCM only
 	// Data is the plaintext to encrypt or the ciphertext to decrypt (in
-	// GCM followed by its tag), at most hsm.MaxRawInput bytes.
+	// GCM followed by its tag): a plaintext of at most hsm.MaxRawInput
+	// bytes, and a GCM or CBC_PAD ciphertext of at most 16 more.
 	Data []byte
 }
 

@@ -62,9 +62,12 @@ func (o RawOp) Check(in []byte, encrypt bool) error {
 	default:
 		return bad("unknown raw mode %d", o.Mode)
 	}
+	// A ciphertext may be longer than its plaintext by GCM's tag or
+	// CBC_PAD's padding block: what MaxRawInput bytes encrypt to must
+	// decrypt in one call too.
 	limit := MaxRawInput
-	if !encrypt && o.Mode == RawGCM {
-		limit += GCMTagSize
+	if !encrypt && (o.Mode == RawGCM || o.Mode == RawCBCPad) {
+		limit += rawBlockSize
 	}
 	if len(in) > limit {
 		return bad("input of %d bytes exceeds %d", len(in), limit)

@@ -26,6 +26,7 @@ func TestRawAES(t *testing.T) {
 	normal.ID, normal.Usage = keys.NewKeyID(), keys.UsageEncryptDecrypt
 	iv := bytes.Repeat([]byte{7}, 16)
 	pt32 := bytes.Repeat([]byte("table-key-"), 4)[:32]
+	largest := bytes.Repeat([]byte("0123456789abcdef"), hsm.MaxRawInput/16)
 	for _, tc := range []struct {
 		name   string
 		op     hsm.RawOp
@@ -37,6 +38,10 @@ func TestRawAES(t *testing.T) {
 		{"CBC_PAD short", hsm.RawOp{Mode: hsm.RawCBCPad, IV: iv}, []byte("abc"), 16},
 		{"CTR", hsm.RawOp{Mode: hsm.RawCTR, IV: iv}, []byte("seventeen bytes!!"), 17},
 		{"GCM", hsm.RawOp{Mode: hsm.RawGCM, IV: iv[:12], AAD: []byte("aad")}, pt32, 48},
+		// The largest plaintext: its ciphertext, a block longer, decrypts
+		// in one call too.
+		{"CBC_PAD largest", hsm.RawOp{Mode: hsm.RawCBCPad, IV: iv}, largest, hsm.MaxRawInput + 16},
+		{"GCM largest", hsm.RawOp{Mode: hsm.RawGCM, IV: iv[:12]}, largest, hsm.MaxRawInput + 16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ct, err := p.EncryptRaw(ctx, raw, tc.op, tc.pt)
@@ -78,9 +83,15 @@ func TestRawAES(t *testing.T) {
 		{hsm.RawOp{Mode: hsm.RawCTR, IV: iv, AAD: []byte("x")}, pt32},
 		{hsm.RawOp{Mode: 9, IV: iv}, pt32},
 		{hsm.RawOp{Mode: hsm.RawCBCPad, IV: iv}, make([]byte, hsm.MaxRawInput+1)},
+		{hsm.RawOp{Mode: hsm.RawGCM, IV: iv[:12]}, make([]byte, hsm.MaxRawInput+1)},
 	} {
 		if _, err := p.EncryptRaw(ctx, raw, bad.op, bad.in); !errors.Is(err, hsm.ErrInvalidInput) {
 			t.Fatalf("bad input %+v (%d bytes): %v", bad.op.Mode, len(bad.in), err)
+		}
+	}
+	for _, op := range []hsm.RawOp{{Mode: hsm.RawCBCPad, IV: iv}, {Mode: hsm.RawGCM, IV: iv[:12]}} {
+		if _, err := p.DecryptRaw(ctx, raw, op, make([]byte, hsm.MaxRawInput+32)); !errors.Is(err, hsm.ErrInvalidInput) {
+			t.Fatalf("a ciphertext two blocks over the largest plaintext, mode %d: %v", op.Mode, err)
 		}
 	}
 }

@@ -574,6 +574,22 @@ func TestRawAESAndDataObjects(t *testing.T) {
 	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_ECB}, key, tableKey); rv != CKR_MECHANISM_INVALID {
 		t.Fatalf("ECB: %#x", rv)
 	}
+	// The largest single-part plaintext: its CBC_PAD or GCM ciphertext, a
+	// block longer, opens in one C_Decrypt too; a byte more is the
+	// plaintext's length error, not a broker refusal.
+	largest := bytes.Repeat([]byte{0x11}, maxRawInput)
+	for _, mech := range []Mechanism{{Type: CKM_AES_CBC_PAD, Param: iv}, gcm} {
+		ct, rv := f.crypt(h, true, mech, key, largest)
+		if rv != CKR_OK || len(ct) != maxRawInput+aesBlock {
+			t.Fatalf("%#x, encrypt %d bytes: %#x, %d bytes out", mech.Type, len(largest), rv, len(ct))
+		}
+		if pt, rv := f.crypt(h, false, mech, key, ct); rv != CKR_OK || !bytes.Equal(pt, largest) {
+			t.Fatalf("%#x, decrypt %d bytes: %#x", mech.Type, len(ct), rv)
+		}
+		if _, rv := f.crypt(h, true, mech, key, append(largest, 0)); rv != CKR_DATA_LEN_RANGE {
+			t.Fatalf("%#x, encrypt %d bytes: %#x, want CKR_DATA_LEN_RANGE", mech.Type, len(largest)+1, rv)
+		}
+	}
 	ct, _ := f.crypt(h, true, gcm, key, tableKey)
 	ct[3] ^= 1
 	if _, rv := f.crypt(h, false, gcm, key, ct); rv != CKR_ENCRYPTED_DATA_INVALID {

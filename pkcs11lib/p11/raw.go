@@ -116,8 +116,15 @@ func (m *Module) computeRaw(op *cryptoOp) ([]byte, uint64) {
 	enc := op.kind == opEncrypt
 	r := op.raw
 	lenErr := rawLenErr(enc)
+	// The broker's limits (hsm.RawOp.Check): a plaintext of at most
+	// maxRawInput bytes; a GCM or CBC_PAD ciphertext one tag or padding
+	// block longer, so that what C_Encrypt made C_Decrypt opens.
+	limit := maxRawInput
+	if !enc && (r.alg == pb.RawAlgorithm_RAW_ALGORITHM_AES_GCM || r.alg == pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC_PAD) {
+		limit += aesBlock
+	}
 	switch {
-	case len(in) > maxRawInput+gcmTagSize || len(in) > maxRawInput && r.alg != pb.RawAlgorithm_RAW_ALGORITHM_AES_GCM:
+	case len(in) > limit:
 		return nil, lenErr
 	case r.alg == pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC && len(in)%aesBlock != 0:
 		return nil, lenErr

@@ -231,7 +231,8 @@ type RawDecryptRequest struct {
 	Iv []byte `protobuf:"bytes,3,opt,name=iv,proto3" json:"iv,omitempty"`
 	// GCM only: the additional authenticated data it was encrypted with.
 	AdditionalData []byte `protobuf:"bytes,4,opt,name=additional_data,json=additionalData,proto3" json:"additional_data,omitempty"`
-	// The ciphertext, at most 65536 bytes plus the GCM tag.
+	// The ciphertext, at most 65536 bytes plus the GCM tag or the CBC_PAD
+	// padding block (16 bytes).
 	Ciphertext    []byte `protobuf:"bytes,5,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
