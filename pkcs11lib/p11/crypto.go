@@ -649,10 +649,13 @@ func (m *Module) sign(op *cryptoOp, input []byte) ([]byte, uint64) {
 		// ECDSA uses the leftmost bits of the hash, as many as the order
 		// has: a shorter hash is the same number left-padded with zeros, a
 		// longer one is cut. Either way the broker's digest size fits.
-		if len(input) == 0 {
+		size, dsize, a := ecSize(spec)
+		// P-521's order has 521 bits, and the broker signs digests of at
+		// most 64 bytes: the leftmost 521 bits of a longer input are a
+		// number it cannot be given. No standard hash is that long.
+		if len(input) == 0 || len(input) > dsize && dsize < size {
 			return nil, CKR_DATA_LEN_RANGE
 		}
-		_, dsize, a := ecSize(spec)
 		alg = a
 		digest = make([]byte, dsize)
 		if len(input) >= dsize {

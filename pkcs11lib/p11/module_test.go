@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"fmt"
 	"math/big"
@@ -220,6 +221,32 @@ func TestSignVerifyDecryptWithKeysMadeElsewhere(t *testing.T) {
 		if !ecdsa.Verify(ecPub, digest[:], r, s) {
 			t.Fatalf("mechanism %#x: signature does not verify", mech.Type)
 		}
+	}
+
+	// CKM_ECDSA fits its input to the curve as ECDSA does (Go's
+	// ecdsa.Verify too): a longer one is cut, a shorter one padded. On
+	// P-521 an input over 64 bytes is refused: its leftmost 521 bits are
+	// no digest the broker takes.
+	f.createKey("ec521", pb.KeySpec_KEY_SPEC_ECC_NIST_P521, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	ec521 := f.one(h, CKO_PRIVATE_KEY, "ec521")
+	long := sha512.Sum512(msg)
+	for _, c := range []struct {
+		alias string
+		key   uint64
+		in    []byte
+	}{{"ec-sign", ecPriv, long[:48]}, {"ec521", ec521, long[:]}, {"ec521", ec521, digest[:]}} {
+		sig := f.sign(h, Mechanism{Type: CKM_ECDSA}, c.key, c.in)
+		half := len(sig) / 2
+		r, s := new(big.Int).SetBytes(sig[:half]), new(big.Int).SetBytes(sig[half:])
+		if !ecdsa.Verify(f.pub(c.alias).(*ecdsa.PublicKey), c.in, r, s) {
+			t.Fatalf("CKM_ECDSA with %s over %d bytes: signature does not verify", c.alias, len(c.in))
+		}
+	}
+	if rv := f.m.SignInit(h, Mechanism{Type: CKM_ECDSA}, ec521); rv != CKR_OK {
+		t.Fatalf("SignInit: %#x", rv)
+	}
+	if _, rv := f.m.Sign(h, append(long[:], 1, 2), Out{Cap: 200}); rv != CKR_DATA_LEN_RANGE {
+		t.Fatalf("CKM_ECDSA with P-521 over 66 bytes: %#x, want CKR_DATA_LEN_RANGE", rv)
 	}
 
 	encPriv := f.one(h, CKO_PRIVATE_KEY, "rsa-enc")
