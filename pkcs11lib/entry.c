@@ -21,6 +21,9 @@ static pid_t hsmb_pid;
 __attribute__((constructor)) static void hsmb_record_pid(void) { hsmb_pid = getpid(); }
 
 #define GUARD() do { if (getpid() != hsmb_pid) return CKR_CRYPTOKI_NOT_INITIALIZED; } while (0)
+// GUARD_INIT is GUARD for the functions answered here without Go: they
+// too answer CKR_CRYPTOKI_NOT_INITIALIZED before C_Initialize.
+#define GUARD_INIT() do { GUARD(); if (goInitialized() != CKR_OK) return CKR_CRYPTOKI_NOT_INITIALIZED; } while (0)
 
 void hsmb_put_ulong(void *p, CK_ULONG v) { memcpy(p, &v, sizeof v); }
 CK_ULONG hsmb_get_ulong(const void *p) { CK_ULONG v; memcpy(&v, p, sizeof v); return v; }
@@ -294,39 +297,39 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len) {
 }
 
 CK_RV C_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len) {
-	GUARD(); (void)h; (void)seed; (void)len;
+	GUARD_INIT(); (void)h; (void)seed; (void)len;
 	return CKR_RANDOM_SEED_NOT_SUPPORTED;
 }
 
 // Not supported. The arguments are named only to match the prototypes.
 #define UNSUPPORTED return CKR_FUNCTION_NOT_SUPPORTED
-CK_RV C_InitToken(CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d) { GUARD(); (void)a; (void)b; (void)c; (void)d; UNSUPPORTED; }
-CK_RV C_InitPIN(CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_SetPIN(CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d, CK_ULONG e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_GetOperationState(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_SetOperationState(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_OBJECT_HANDLE d, CK_OBJECT_HANDLE e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_CopyObject(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_GetObjectSize(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ULONG_PTR c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_SetAttributeValue(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d) { GUARD(); (void)a; (void)b; (void)c; (void)d; UNSUPPORTED; }
-CK_RV C_DigestInit(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b) { GUARD(); (void)a; (void)b; UNSUPPORTED; }
-CK_RV C_Digest(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_DigestUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_DigestKey(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b) { GUARD(); (void)a; (void)b; UNSUPPORTED; }
-CK_RV C_DigestFinal(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_SignRecoverInit(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_SignRecover(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
-CK_RV C_VerifyRecover(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
-CK_RV C_WrapKey(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_OBJECT_HANDLE d, CK_BYTE_PTR e, CK_ULONG_PTR f) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; (void)f; UNSUPPORTED; }
-CK_RV C_UnwrapKey(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_BYTE_PTR d, CK_ULONG e, CK_ATTRIBUTE_PTR f, CK_ULONG g, CK_OBJECT_HANDLE_PTR k) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; (void)f; (void)g; (void)k; UNSUPPORTED; }
-CK_RV C_DeriveKey(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_ATTRIBUTE_PTR d, CK_ULONG e, CK_OBJECT_HANDLE_PTR f) { GUARD(); (void)a; (void)b; (void)c; (void)d; (void)e; (void)f; UNSUPPORTED; }
-CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE a) { GUARD(); (void)a; return CKR_FUNCTION_NOT_PARALLEL; }
-CK_RV C_CancelFunction(CK_SESSION_HANDLE a) { GUARD(); (void)a; return CKR_FUNCTION_NOT_PARALLEL; }
-CK_RV C_WaitForSlotEvent(CK_FLAGS a, CK_SLOT_ID_PTR b, CK_VOID_PTR c) { GUARD(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_InitToken(CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; UNSUPPORTED; }
+CK_RV C_InitPIN(CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_SetPIN(CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d, CK_ULONG e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_GetOperationState(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_SetOperationState(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_OBJECT_HANDLE d, CK_OBJECT_HANDLE e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_CopyObject(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_GetObjectSize(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ULONG_PTR c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_SetAttributeValue(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; UNSUPPORTED; }
+CK_RV C_DigestInit(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b) { GUARD_INIT(); (void)a; (void)b; UNSUPPORTED; }
+CK_RV C_Digest(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_DigestUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_DigestKey(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b) { GUARD_INIT(); (void)a; (void)b; UNSUPPORTED; }
+CK_RV C_DigestFinal(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_SignRecoverInit(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_SignRecover(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
+CK_RV C_VerifyRecover(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; UNSUPPORTED; }
+CK_RV C_WrapKey(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_OBJECT_HANDLE d, CK_BYTE_PTR e, CK_ULONG_PTR f) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; (void)f; UNSUPPORTED; }
+CK_RV C_UnwrapKey(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_BYTE_PTR d, CK_ULONG e, CK_ATTRIBUTE_PTR f, CK_ULONG g, CK_OBJECT_HANDLE_PTR k) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; (void)f; (void)g; (void)k; UNSUPPORTED; }
+CK_RV C_DeriveKey(CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_ATTRIBUTE_PTR d, CK_ULONG e, CK_OBJECT_HANDLE_PTR f) { GUARD_INIT(); (void)a; (void)b; (void)c; (void)d; (void)e; (void)f; UNSUPPORTED; }
+CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE a) { GUARD_INIT(); (void)a; return CKR_FUNCTION_NOT_PARALLEL; }
+CK_RV C_CancelFunction(CK_SESSION_HANDLE a) { GUARD_INIT(); (void)a; return CKR_FUNCTION_NOT_PARALLEL; }
+CK_RV C_WaitForSlotEvent(CK_FLAGS a, CK_SLOT_ID_PTR b, CK_VOID_PTR c) { GUARD_INIT(); (void)a; (void)b; (void)c; UNSUPPORTED; }
 
 static CK_FUNCTION_LIST hsmb_functions = {
 	{2, 40},

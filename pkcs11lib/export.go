@@ -63,6 +63,18 @@ func goInitialize(present C.int, a *C.CK_C_INITIALIZE_ARGS) C.CK_RV {
 	return rv(mod.Initialize(args))
 }
 
+// goInitialized is CKR_OK once C_Initialize has been called (and not
+// C_Finalize since), else CKR_CRYPTOKI_NOT_INITIALIZED: the check of the
+// functions the C side answers alone.
+//
+//export goInitialized
+func goInitialized() C.CK_RV {
+	if !mod.Initialized() {
+		return C.CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	return C.CKR_OK
+}
+
 //export goFinalize
 func goFinalize() C.CK_RV { return rv(mod.Finalize()) }
 

@@ -133,6 +133,14 @@ func closeTokens(ts []*token) {
 	}
 }
 
+// Initialized reports whether C_Initialize has been called and
+// C_Finalize not since.
+func (m *Module) Initialized() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.initialized
+}
+
 // Finalize is C_Finalize: every session closes and the connections too;
 // C_Initialize may follow.
 func (m *Module) Finalize() uint64 {

@@ -250,6 +250,15 @@ int main(int argc, char **argv) {
 	if (!gfl) { fprintf(stderr, "no C_GetFunctionList\n"); return 1; }
 	CHECK(gfl((CK_FUNCTION_LIST_PTR_PTR)(scratch + 5)), CKR_OK);
 	memcpy(&p, scratch + 5, sizeof p);
+	/* Before C_Initialize every function but C_GetFunctionList and
+	 * C_Initialize answers CKR_CRYPTOKI_NOT_INITIALIZED, also those the
+	 * library does not support. */
+	CK_INFO info;
+	CHECK(p->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_DigestInit(1, NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_SeedRandom(1, NULL, 0), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_CancelFunction(1), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_WaitForSlotEvent(0, NULL, NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CK_C_INITIALIZE_ARGS ia = {0};
 	/* Some but not all of the four mutex functions: CKR_ARGUMENTS_BAD
 	 * (PKCS#11 v2.40, C_Initialize); all four without CKF_OS_LOCKING_OK:
