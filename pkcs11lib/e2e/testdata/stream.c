@@ -102,8 +102,13 @@ int main(int argc, char **argv) {
 	FILE *fo = fopen(argv[4], "wb");
 	if (!fo || fwrite(single, 1, n, fo) != n || fclose(fo) != 0) { perror(argv[4]); return 1; }
 
+	/* An error ends the operation (PKCS#11: "A call to C_EncryptUpdate
+	 * which results in an error terminates the current encryption
+	 * operation"), a NULL length pointer too. */
 	CHECK(p->C_EncryptInit(s, &mech, key), CKR_OK);
 	CHECK(p->C_EncryptUpdate(s, in, len, multi, NULL), CKR_ARGUMENTS_BAD);
+	CHECK(p->C_EncryptUpdate(s, in, len, NULL, &n), CKR_OPERATION_NOT_INITIALIZED);
+	CHECK(p->C_EncryptInit(s, &mech, key), CKR_OK);
 	CK_ULONG m = parts(s, p->C_EncryptUpdate, p->C_EncryptFinal, in, len, multi);
 	if (m != n || memcmp(multi, single, n) != 0) { fprintf(stderr, "in parts: %lu bytes, not C_Encrypt's\n", m); return 1; }
 
