@@ -200,7 +200,7 @@ func (c *KMIPObjects) Locate(ctx context.Context, req KMIPLocateRequest) ([]stri
 	if err := s.syncWithLeader(ctx); err != nil {
 		return nil, err
 	}
-	objs := s.node.State().KMIPObjects(func(o *cluster.KMIPObject) bool {
+	return s.node.State().KMIPObjectIDs(func(o *cluster.KMIPObject) bool {
 		if req.ObjectType != 0 && o.ObjectType != req.ObjectType || req.State != 0 && o.State != req.State {
 			return false
 		}
@@ -215,12 +215,7 @@ func (c *KMIPObjects) Locate(ctx context.Context, req KMIPLocateRequest) ([]stri
 			}
 		}
 		return true
-	}, req.Offset, limit)
-	ids := make([]string, len(objs))
-	for i, o := range objs {
-		ids[i] = o.ID
-	}
-	return ids, nil
+	}, req.Offset, limit), nil
 }
 
 // Activate makes a Pre-Active object Active, dated now.

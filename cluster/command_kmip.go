@@ -392,22 +392,23 @@ func (s *State) KMIPActivationsDue(now time.Time) (due []string, next time.Time)
 	return due, next
 }
 
-// KMIPObjects returns the KMIP objects match accepts, in id order, skipping
-// the first offset matches and returning at most limit (0: no limit).
-func (s *State) KMIPObjects(match func(*KMIPObject) bool, offset, limit int) []KMIPObject {
+// KMIPObjectIDs returns the ids of the KMIP objects match accepts, in id
+// order, skipping the first offset matches and returning at most limit
+// (0: no limit). It copies no object: a Locate needs only ids, and one
+// request may hold many Locates.
+func (s *State) KMIPObjectIDs(match func(*KMIPObject) bool, offset, limit int) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []KMIPObject
+	var out []string
 	for _, id := range sortedKeys(s.data.KMIP) {
-		o := s.data.KMIP[id]
-		if !match(o) {
+		if !match(s.data.KMIP[id]) {
 			continue
 		}
 		if offset > 0 {
 			offset--
 			continue
 		}
-		out = append(out, o.Clone())
+		out = append(out, id)
 		if limit > 0 && len(out) == limit {
 			break
 		}

@@ -88,14 +88,10 @@ func TestKMIPObjectsFilterAndPage(t *testing.T) {
 		a.must(t, &KMIPCreateObject{Object: testKMIPObject(id, "k1")})
 	}
 	all := func(*KMIPObject) bool { return true }
-	var ids []string
-	for _, o := range a.f.State().KMIPObjects(all, 1, 2) {
-		ids = append(ids, o.ID)
-	}
-	if strings.Join(ids, ",") != "b,c" {
+	if ids := a.f.State().KMIPObjectIDs(all, 1, 2); strings.Join(ids, ",") != "b,c" {
 		t.Fatalf("offset 1 limit 2: %v", ids)
 	}
-	if got := a.f.State().KMIPObjects(func(o *KMIPObject) bool { return o.ID == "d" }, 0, 0); len(got) != 1 {
+	if got := a.f.State().KMIPObjectIDs(func(o *KMIPObject) bool { return o.ID == "d" }, 0, 0); len(got) != 1 {
 		t.Fatalf("filter: %v", got)
 	}
 }
