@@ -153,7 +153,7 @@ func FuzzHandleParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_, items, _, err := parseRequest(req)
+		_, items, _, _, err := parseRequest(req)
 		if err != nil {
 			return
 		}

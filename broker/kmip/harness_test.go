@@ -35,6 +35,12 @@ func newEnv(t testing.TB) *env {
 // startKMIP serves KMIP from node i of c.
 func startKMIP(t testing.TB, c *hsmtest.Cluster, i int) *env {
 	t.Helper()
+	return startKMIPWith(t, c, i, nil)
+}
+
+// startKMIPWith is startKMIP with edit applied to the server's Config.
+func startKMIPWith(t testing.TB, c *hsmtest.Cluster, i int, edit func(*Config)) *env {
+	t.Helper()
 	svc := c.Nodes[i].Service
 	if _, err := svc.KMIP().EnsureWrappingKey(context.Background(), DefaultWrappingKey); err != nil {
 		t.Fatalf("EnsureKMIPKey: %v", err)
@@ -52,7 +58,11 @@ func startKMIP(t testing.TB, c *hsmtest.Cluster, i int) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Service: svc, TLS: ServerTLS(cert, c.CA.Pool()), IdleTimeout: 30 * time.Second})
+	cfg := Config{Service: svc, TLS: ServerTLS(cert, c.CA.Pool()), IdleTimeout: 30 * time.Second}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +113,12 @@ type op struct {
 	payload []ttlv.Item
 }
 
-func request(v version, ops ...op) ttlv.Item {
-	hdr := ttlv.Struct(tagRequestHeader, v.item(), ttlv.Int(tagBatchCount, int32(len(ops))))
+func request(v version, ops ...op) ttlv.Item { return requestWith(v, nil, ops...) }
+
+// requestWith is request with more fields in its header (Batch Error
+// Continuation Option, Maximum Response Size).
+func requestWith(v version, header []ttlv.Item, ops ...op) ttlv.Item {
+	hdr := ttlv.Struct(tagRequestHeader, append([]ttlv.Item{v.item(), ttlv.Int(tagBatchCount, int32(len(ops)))}, header...)...)
 	msg := ttlv.Struct(tagRequestMessage, hdr)
 	for _, o := range ops {
 		msg.Children = append(msg.Children, ttlv.Struct(tagBatchItem, ttlv.Enum(tagOperation, o.code), ttlv.Struct(tagRequestPayload, o.payload...)))
@@ -121,7 +135,13 @@ type result struct {
 
 func (c *client) send(v version, ops ...op) (ttlv.Item, []result) {
 	c.t.Helper()
-	b, err := request(v, ops...).Encode()
+	return c.sendWith(v, nil, ops...)
+}
+
+// sendWith is send with more fields in the request's header.
+func (c *client) sendWith(v version, header []ttlv.Item, ops ...op) (ttlv.Item, []result) {
+	c.t.Helper()
+	b, err := requestWith(v, header, ops...).Encode()
 	if err != nil {
 		c.t.Fatal(err)
 	}

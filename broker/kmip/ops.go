@@ -3,6 +3,7 @@ package kmip
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
@@ -10,8 +11,12 @@ import (
 
 // batchEnv is what the items of one request share: the ID Placeholder,
 // the object id the previous item produced, used by an item that names
-// none.
-type batchEnv struct{ placeholder string }
+// none (cleared by an item that fails); and the room left in the
+// response, in bytes.
+type batchEnv struct {
+	placeholder string
+	room        int
+}
 
 // handleItem answers one batch item as one audited request of the core.
 func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer string, v version, bi ttlv.Item, env *batchEnv) (ttlv.Item, bool) {
@@ -53,6 +58,13 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	if err == nil {
 		out, err = s.dispatch(ctx, v, op, payload, env)
 	}
+	if err == nil && out.Size()+itemOverhead > env.room {
+		// Decided before the audit line, which then says what the client
+		// got. What was read is not sent: wipe it (a Get's key material).
+		err = &opError{reason: reasonResponseTooLarge, msg: fmt.Sprintf("the answer (%d bytes) does not fit in what is left of the response (%d bytes; Maximum Response Size, or this server's limit)", out.Size()+itemOverhead, max(env.room, 0))}
+		wipe(out)
+		out = ttlv.Item{}
+	}
 	result, code := "OK", "Success"
 	if err != nil {
 		oe := asOpError(err)
@@ -74,6 +86,18 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	}
 	it.Children = append(it.Children, ttlv.Enum(tagResultStatus, statusSuccess), out)
 	return it, false
+}
+
+// itemOverhead is the size of a successful batch item around its
+// payload: operation, a Unique Batch Item ID of up to 64 bytes, status.
+const itemOverhead = 8 + 16 + 8 + 64 + 16
+
+// wipe zeroes the bytes of it and its children.
+func wipe(it ttlv.Item) {
+	clear(it.Bytes)
+	for _, c := range it.Children {
+		wipe(c)
+	}
 }
 
 func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {

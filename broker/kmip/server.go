@@ -16,8 +16,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
@@ -351,20 +353,61 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 	v := version{1, 0}
 	req, err := ttlv.Decode(msg)
 	var items []ttlv.Item
-	stop := true
+	stop, maxResp := true, 0
 	if err != nil {
 		err = invalidMessage("the message does not decode: %v", err)
 	} else {
-		v, items, stop, err = parseRequest(req)
+		v, items, stop, maxResp, err = parseRequest(req)
 	}
 	if err != nil {
 		s.auditRefused(ctx, cert, peer, "kmip:Message", err)
 		return s.encodeResponse(v, []ttlv.Item{failedItem(0, nil, err)})
 	}
+	// The response is bounded like a request (MaxMessage), or by the
+	// client's Maximum Response Size if smaller: one small request of
+	// many Locate or Get items could otherwise ask for megabytes. Room is
+	// kept for the answer of every item that may follow (of the next one
+	// only, with Stop): an item that does not fit answers Response Too
+	// Large, and one that finds too little room is not run.
+	limit := s.cfg.MaxMessage
+	if maxResp > 0 && maxResp < limit {
+		limit = maxResp
+	}
+	notRun := make([]ttlv.Item, len(items))
+	reserve := make([]int, len(items)+1) // reserve[i]: room kept for the items from i on
+	for i := len(items) - 1; i >= 0; i-- {
+		notRun[i] = skippedItem(items[i])
+		reserve[i] = notRun[i].Size()
+		if !stop {
+			reserve[i] += reserve[i+1]
+		}
+	}
+	used := response(v, nil).Size()
+	if used+reserve[0] > limit {
+		err := &opError{reason: reasonResponseTooLarge, msg: fmt.Sprintf("a response to %d batch items needs more than %d bytes (Maximum Response Size, or this server's limit)", len(items), limit)}
+		s.auditRefused(ctx, cert, peer, "kmip:Message", err)
+		return s.encodeResponse(v, []ttlv.Item{failedItem(0, nil, err)})
+	}
 	env := &batchEnv{}
 	var out []ttlv.Item
-	for _, bi := range items {
-		res, failed := s.handleItem(ctx, cert, peer, v, bi, env)
+	for i, bi := range items {
+		env.room = limit - used - reserve[i+1]
+		var (
+			res    ttlv.Item
+			failed bool
+		)
+		if env.room < itemReserve {
+			s.auditRefused(ctx, cert, peer, itemAction(bi), errSkipped)
+			res, failed = notRun[i], true
+		} else {
+			res, failed = s.handleItem(ctx, cert, peer, v, bi, env)
+		}
+		if failed {
+			// An item that failed produced no object: the next one must
+			// not act on what an earlier one left in the placeholder.
+			env.placeholder = ""
+		}
+		used += res.Size()
 		out = append(out, res)
 		if failed && stop {
 			break
@@ -373,50 +416,97 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 	return s.encodeResponse(v, out)
 }
 
-// parseRequest checks a request message's structure and header.
-func parseRequest(req ttlv.Item) (version, []ttlv.Item, bool, error) {
+// itemReserve is the room an item needs before it runs: more than the
+// answer of any operation that changes something (an id or two, an
+// attribute of at most 1 KiB) and than any failure (whose message
+// failedItem bounds), so that such an operation never runs only for its
+// answer to be dropped.
+const itemReserve = 2 << 10
+
+// errSkipped answers an item that finds the response full.
+var errSkipped = &opError{reason: reasonResponseTooLarge, msg: "not run: the response is full"}
+
+// skippedItem is the answer to batch item bi when it is not run because
+// the response is full.
+func skippedItem(bi ttlv.Item) ttlv.Item {
+	var batchID *ttlv.Item
+	if id, ok := bi.Child(tagUniqueBatchItemID); ok && id.Type == ttlv.TypeByteString && len(id.Bytes) <= 64 {
+		batchID = &id
+	}
+	op := uint32(0)
+	if o, ok := bi.Child(tagOperation); ok && o.Type == ttlv.TypeEnumeration {
+		op = uint32(o.Int)
+	}
+	return failedItem(op, batchID, errSkipped)
+}
+
+// itemAction is the audited action of batch item bi.
+func itemAction(bi ttlv.Item) string {
+	if o, ok := bi.Child(tagOperation); ok && o.Type == ttlv.TypeEnumeration {
+		if name, known := opNames[uint32(o.Int)]; known {
+			return "kmip:" + name
+		}
+	}
+	return "kmip:Message"
+}
+
+// parseRequest checks a request message's structure and header. It
+// returns the version, the batch items, whether to stop at the first
+// failed item, and the Maximum Response Size (0 if none).
+func parseRequest(req ttlv.Item) (version, []ttlv.Item, bool, int, error) {
 	v := version{1, 0}
 	if req.Tag != tagRequestMessage || req.Type != ttlv.TypeStructure {
-		return v, nil, true, invalidMessage("not a Request Message")
+		return v, nil, true, 0, invalidMessage("not a Request Message")
 	}
 	hdr, ok := req.Child(tagRequestHeader)
 	if !ok || hdr.Type != ttlv.TypeStructure {
-		return v, nil, true, invalidMessage("the Request Header is missing")
+		return v, nil, true, 0, invalidMessage("the Request Header is missing")
 	}
 	pv, ok := hdr.Child(tagProtocolVersion)
 	if !ok {
-		return v, nil, true, invalidMessage("the Protocol Version is missing")
+		return v, nil, true, 0, invalidMessage("the Protocol Version is missing")
 	}
 	got, err := parseVersion(pv)
 	if err != nil {
-		return v, nil, true, err
+		return v, nil, true, 0, err
 	}
 	if !got.ok() {
-		return v, nil, true, &opError{reason: reasonInvalidMessage, msg: fmt.Sprintf("protocol version %s is not supported; this server speaks 1.0 to 1.4 and 2.0", got)}
+		return v, nil, true, 0, &opError{reason: reasonInvalidMessage, msg: fmt.Sprintf("protocol version %s is not supported; this server speaks 1.0 to 1.4 and 2.0", got)}
 	}
 	v = got
 	items := req.ChildrenOf(tagBatchItem)
 	bc, ok := hdr.Child(tagBatchCount)
 	if !ok || bc.Type != ttlv.TypeInteger || int(bc.Int) != len(items) {
-		return v, nil, true, invalidMessage("Batch Count must be an Integer equal to the number of batch items (%d)", len(items))
+		return v, nil, true, 0, invalidMessage("Batch Count must be an Integer equal to the number of batch items (%d)", len(items))
 	}
 	if len(items) == 0 || len(items) > MaxBatch {
-		return v, nil, true, invalidMessage("a request carries 1 to %d batch items, got %d", MaxBatch, len(items))
+		return v, nil, true, 0, invalidMessage("a request carries 1 to %d batch items, got %d", MaxBatch, len(items))
 	}
 	stop := true
 	if o, ok := hdr.Child(tagBatchErrorContinuation); ok {
 		if o.Type != ttlv.TypeEnumeration || o.Int < 1 || o.Int > 3 {
-			return v, nil, true, invalidMessage("Batch Error Continuation Option must be Continue, Stop or Undo")
+			return v, nil, true, 0, invalidMessage("Batch Error Continuation Option must be Continue, Stop or Undo")
 		}
 		stop = o.Int != 1
 	}
-	return v, items, stop, nil
+	maxResp := 0
+	if m, ok := hdr.Child(tagMaximumResponseSize); ok {
+		if m.Type != ttlv.TypeInteger || m.Int <= 0 {
+			return v, nil, true, 0, invalidMessage("Maximum Response Size must be a positive Integer")
+		}
+		maxResp = int(m.Int)
+	}
+	return v, items, stop, maxResp, nil
+}
+
+// response is the response message of version v answering items.
+func response(v version, items []ttlv.Item) ttlv.Item {
+	hdr := ttlv.Struct(tagResponseHeader, v.item(), ttlv.DateTime(tagTimeStamp, time.Now()), ttlv.Int(tagBatchCount, int32(len(items))))
+	return ttlv.Struct(tagResponseMessage, append([]ttlv.Item{hdr}, items...)...)
 }
 
 func (s *Server) encodeResponse(v version, items []ttlv.Item) []byte {
-	hdr := ttlv.Struct(tagResponseHeader, v.item(), ttlv.DateTime(tagTimeStamp, time.Now()), ttlv.Int(tagBatchCount, int32(len(items))))
-	msg := ttlv.Struct(tagResponseMessage, append([]ttlv.Item{hdr}, items...)...)
-	b, err := msg.Encode()
+	b, err := response(v, items).Encode()
 	if err != nil {
 		s.log.Error("encode a KMIP response", "err", err)
 		b, _ = ttlv.Struct(tagResponseMessage, ttlv.Struct(tagResponseHeader, v.item(), ttlv.DateTime(tagTimeStamp, time.Now()), ttlv.Int(tagBatchCount, 1)),
@@ -435,8 +525,26 @@ func failedItem(op uint32, batchID *ttlv.Item, err error) ttlv.Item {
 	if batchID != nil {
 		it.Children = append(it.Children, *batchID)
 	}
-	it.Children = append(it.Children, ttlv.Enum(tagResultStatus, statusOperationFailed), ttlv.Enum(tagResultReason, oe.reason), ttlv.Text(tagResultMessage, oe.msg))
+	it.Children = append(it.Children, ttlv.Enum(tagResultStatus, statusOperationFailed), ttlv.Enum(tagResultReason, oe.reason), ttlv.Text(tagResultMessage, resultMessage(oe.msg)))
 	return it
+}
+
+// maxResultMessage bounds a Result Message, in bytes.
+const maxResultMessage = 512
+
+// resultMessage is msg as a Result Message: valid UTF-8 (a message may
+// quote what the client sent, such as an identifier that is not) and at
+// most maxResultMessage bytes.
+func resultMessage(msg string) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	if len(msg) <= maxResultMessage {
+		return msg
+	}
+	cut := maxResultMessage - len("...")
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "..."
 }
 
 // opError is a failure with its KMIP result reason.

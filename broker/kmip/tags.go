@@ -35,6 +35,7 @@ const (
 	tagKeyWrappingSpec        ttlv.Tag = 0x420047
 	tagLastChangeDate         ttlv.Tag = 0x420048
 	tagMaximumItems           ttlv.Tag = 0x42004F
+	tagMaximumResponseSize    ttlv.Tag = 0x420050
 	tagName                   ttlv.Tag = 0x420053
 	tagNameType               ttlv.Tag = 0x420054
 	tagNameValue              ttlv.Tag = 0x420055

@@ -312,6 +312,21 @@ func (d *decoder) item(b []byte, depth int) (Item, int, error) {
 	return it, HeaderSize + total, nil
 }
 
+// Size is the length of it's encoding, in bytes, without encoding it.
+func (it Item) Size() int {
+	switch it.Type {
+	case TypeStructure:
+		n := HeaderSize
+		for _, c := range it.Children {
+			n += c.Size()
+		}
+		return n
+	case TypeTextString, TypeByteString, TypeBigInteger:
+		return HeaderSize + padded(len(it.Bytes))
+	}
+	return HeaderSize + 8
+}
+
 // Encode returns the encoding of it.
 func (it Item) Encode() ([]byte, error) { return it.AppendTo(nil) }
 

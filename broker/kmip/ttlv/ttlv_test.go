@@ -61,6 +61,9 @@ func TestSpecExamples(t *testing.T) {
 			if !bytes.Equal(again, want) {
 				t.Fatalf("decode then encode:\n got %x\nwant %x", again, want)
 			}
+			if c.item.Size() != len(want) {
+				t.Fatalf("Size %d, encoding %d bytes", c.item.Size(), len(want))
+			}
 		})
 	}
 }
@@ -268,6 +271,9 @@ func FuzzDecode(f *testing.F) {
 		again, err := it.Encode()
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("round trip: %x -> %x (%v)", b, again, err)
+		}
+		if it.Size() != len(b) {
+			t.Fatalf("Size %d of an item that encodes to %d bytes", it.Size(), len(b))
 		}
 	})
 }

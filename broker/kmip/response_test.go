@@ -1,0 +1,131 @@
+package kmip
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+)
+
+// continueOnError is the Batch Error Continuation Option Continue.
+var continueOnError = ttlv.Enum(tagBatchErrorContinuation, 1)
+
+// TestResponseIsBounded: a small request of many Locate items cannot ask
+// for a response larger than the server's message limit, or than the
+// client's Maximum Response Size. The items that do not fit answer
+// Response Too Large; once the response is full, the rest are not run.
+func TestResponseIsBounded(t *testing.T) {
+	hsmtest.RequireSoftHSM(t)
+	const limit = 16 << 10
+	e := startKMIPWith(t, hsmtest.NewCluster(t, 1), 0, func(c *Config) { c.MaxMessage = limit })
+	c := e.dial(t, "mysql", authz.RoleUser)
+	v := version{1, 4}
+	var regs []op
+	for range 30 {
+		regs = append(regs, op{opRegister, []ttlv.Item{ttlv.Enum(tagObjectType, objectSymmetricKey),
+			ttlv.Struct(tagTemplateAttribute, attr1("Object Group", ttlv.Text(0, "bounded"))), symKey(randBytes(t, 32))}})
+	}
+	if _, rs := c.send(v, regs...); len(rs) != 30 || rs[29].status != statusSuccess {
+		t.Fatalf("30 Registers: %+v", rs[len(rs)-1])
+	}
+	locate := op{opLocate, []ttlv.Item{attr1("Object Group", ttlv.Text(0, "bounded"))}}
+	many := make([]op, MaxBatch)
+	for i := range many {
+		many[i] = locate
+	}
+
+	for _, tc := range []struct {
+		name   string
+		header []ttlv.Item
+		max    int
+	}{
+		{"the server's limit", []ttlv.Item{continueOnError}, limit},
+		{"Maximum Response Size", []ttlv.Item{continueOnError, ttlv.Int(tagMaximumResponseSize, 12000)}, 12000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, rs := c.sendWith(v, tc.header, many...)
+			b, _ := resp.Encode()
+			if len(b) > tc.max {
+				t.Fatalf("a response of %d bytes, over %d", len(b), tc.max)
+			}
+			if len(rs) != MaxBatch {
+				t.Fatalf("%d items answered, want %d", len(rs), MaxBatch)
+			}
+			ok := 0
+			for ok < len(rs) && rs[ok].status == statusSuccess {
+				if n := len(ids(rs[ok].payload)); n != 30 {
+					t.Fatalf("item %d located %d objects, want 30", ok, n)
+				}
+				ok++
+			}
+			if ok == 0 || ok == len(rs) {
+				t.Fatalf("%d of %d items answered in full; want some, not all", ok, len(rs))
+			}
+			for i, r := range rs[ok:] {
+				if r.status != statusOperationFailed || r.reason != reasonResponseTooLarge {
+					t.Fatalf("item %d: %+v, want Response Too Large", ok+i, r)
+				}
+			}
+		})
+	}
+
+	// Stop (the default): the response ends at the first item that does
+	// not fit.
+	_, rs := c.sendWith(v, []ttlv.Item{ttlv.Int(tagMaximumResponseSize, 5000)}, many...)
+	if last := rs[len(rs)-1]; len(rs) == MaxBatch || last.reason != reasonResponseTooLarge {
+		t.Fatalf("Stop: %d items, the last %+v", len(rs), last)
+	}
+	// Continue, and no room for an answer to each item: nothing runs.
+	if _, rs := c.sendWith(v, []ttlv.Item{continueOnError, ttlv.Int(tagMaximumResponseSize, 5000)}, many...); len(rs) != 1 || rs[0].reason != reasonResponseTooLarge {
+		t.Fatalf("Continue, %d items in 5000 bytes: %+v", MaxBatch, rs)
+	}
+	if _, rs := c.sendWith(v, []ttlv.Item{ttlv.Int(tagMaximumResponseSize, 0)}, locate); len(rs) != 1 || rs[0].reason != reasonInvalidMessage {
+		t.Fatalf("Maximum Response Size 0: %+v", rs)
+	}
+}
+
+// TestFailedItemClearsThePlaceholder: with Continue, an item that fails
+// leaves no ID Placeholder, so the next item that names no object fails
+// instead of acting on what an earlier item produced.
+func TestFailedItemClearsThePlaceholder(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "mysql", authz.RoleUser)
+	v := version{1, 4}
+	register := op{opRegister, []ttlv.Item{ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 32))}}
+	tooLong := op{opRegister, []ttlv.Item{ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(make([]byte, 8192))}}
+	missing := op{opGet, []ttlv.Item{uid("no-such-object")}}
+	for _, failing := range []op{tooLong, missing} {
+		_, rs := c.sendWith(v, []ttlv.Item{continueOnError}, register, failing, op{opActivate, nil})
+		if len(rs) != 3 || rs[0].status != statusSuccess || rs[1].status != statusOperationFailed {
+			t.Fatalf("Register, then a failing %s: %+v", opNames[failing.code], rs)
+		}
+		if rs[2].status != statusOperationFailed || rs[2].reason != reasonMissingData {
+			t.Fatalf("Activate after a failed %s: %+v, want Missing Data", opNames[failing.code], rs[2])
+		}
+		if o := e.object(t, ids(rs[0].payload)[0]); o.State != cluster.KMIPPreActive {
+			t.Fatalf("the first item's object was activated (state %d)", o.State)
+		}
+	}
+}
+
+// TestResultMessageIsBoundedUTF8: a Result Message may quote what the
+// client sent; it is sent as valid UTF-8 and at most maxResultMessage
+// bytes, whatever was quoted.
+func TestResultMessageIsBoundedUTF8(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "mysql", authz.RoleUser)
+	_, rs := c.send(version{1, 4}, op{opGet, []ttlv.Item{ttlv.Text(tagUniqueIdentifier, "id-\xff\xfe")}})
+	if len(rs) != 1 || rs[0].status != statusOperationFailed || !utf8.ValidString(rs[0].message) {
+		t.Fatalf("Get of an id that is not UTF-8: %+v", rs)
+	}
+	for _, msg := range []string{strings.Repeat("é", 400), strings.Repeat("x", 511) + "\xff" + strings.Repeat("y", 100)} {
+		got := resultMessage(msg)
+		if len(got) > maxResultMessage || !utf8.ValidString(got) || !strings.HasSuffix(got, "...") {
+			t.Errorf("resultMessage of %d bytes: %d bytes, valid %v", len(msg), len(got), utf8.ValidString(got))
+		}
+	}
+}
