@@ -55,6 +55,9 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	ctx = broker.KMIPPrincipal(ctx, cert)
 	var out ttlv.Item
 	err := s.core.Authorize(ctx, cert, "kmip:"+name, objectID)
+	if held := s.held.Load(); err == nil && held != nil && op != opQuery && op != opDiscoverVersions {
+		err = &opError{reason: reasonGeneralFailure, msg: "KMIP is not ready on this node (" + *held + "); retry"}
+	}
 	if err == nil {
 		out, err = s.dispatch(ctx, v, op, payload, env)
 	}

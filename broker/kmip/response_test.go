@@ -3,9 +3,11 @@ package kmip
 import (
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
@@ -128,4 +130,49 @@ func TestResultMessageIsBoundedUTF8(t *testing.T) {
 			t.Errorf("resultMessage of %d bytes: %d bytes, valid %v", len(msg), len(got), utf8.ValidString(got))
 		}
 	}
+}
+
+// TestHeldAndNotReadyNodeAnswers: a server held (its wrapping key not
+// made yet) and a node that is not ready (its HSM gone) answer each item:
+// General Failure, retry, for what needs the node; Query and Discover
+// Versions, which read nothing of it, as usual.
+func TestHeldAndNotReadyNodeAnswers(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "mysql", authz.RoleUser)
+	v := version{1, 4}
+	create := op{opCreate, []ttlv.Item{ttlv.Enum(tagObjectType, objectSymmetricKey),
+		ttlv.Struct(tagTemplateAttribute, attr1("Cryptographic Algorithm", ttlv.Enum(0, 3)), attr1("Cryptographic Length", ttlv.Int(0, 256)),
+			attr1("Cryptographic Usage Mask", ttlv.Int(0, 12)))}}
+	stateless := []op{{opQuery, []ttlv.Item{ttlv.Enum(tagQueryFunction, 1)}}, {opDiscoverVersions, nil}}
+	check := func(when string) {
+		t.Helper()
+		_, rs := c.send(v, create)
+		if len(rs) != 1 || rs[0].reason != reasonGeneralFailure || !strings.Contains(rs[0].message, "retry") {
+			t.Fatalf("Create %s: %+v, want General Failure, retry", when, rs)
+		}
+		for _, o := range stateless {
+			if _, rs := c.send(v, o); len(rs) != 1 || rs[0].status != statusSuccess {
+				t.Fatalf("%s %s: %+v", opNames[o.code], when, rs)
+			}
+		}
+	}
+
+	e.srv.Hold("its wrapping key is not made yet")
+	check("while held")
+	e.srv.Release()
+	if _, rs := c.send(v, create); len(rs) != 1 || rs[0].status != statusSuccess {
+		t.Fatalf("Create once released: %+v", rs)
+	}
+
+	n := e.c.Nodes[0]
+	n.Faults.Add(hsm.FaultRule{Call: "*", Code: hsm.CKRDeviceRemoved})
+	deadline := time.Now().Add(20 * time.Second)
+	for healthy, _ := n.Service.Healthy(); healthy; healthy, _ = n.Service.Healthy() {
+		if time.Now().After(deadline) {
+			t.Fatal("the node with a failed HSM still reports itself ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	check("while the HSM is gone")
+	n.Faults.Clear()
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -77,7 +78,18 @@ type Server struct {
 	wg          sync.WaitGroup
 	// slots bounds authenticated connections (MaxConns).
 	slots chan struct{}
+	// held, when set, is why the server cannot act yet (Hold).
+	held atomic.Pointer[string]
 }
+
+// Hold makes the server answer every item but Query and Discover Versions
+// with General Failure naming reason ("retry"), until Release. A node
+// serves KMIP while its front cannot work yet (its wrapping key not made),
+// so that clients get an answer instead of waiting in their handshake.
+func (s *Server) Hold(reason string) { s.held.Store(&reason) }
+
+// Release ends Hold.
+func (s *Server) Release() { s.held.Store(nil) }
 
 // handshake is a connection in its TLS handshake: the host it comes from
 // and its rank among the accepted connections.

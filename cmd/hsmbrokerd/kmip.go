@@ -80,6 +80,22 @@ func (k *kmipEndpoint) run(ctx context.Context, log *slog.Logger, svc *broker.Se
 		fatal <- err
 		return
 	}
+	// Serve from the start, held until the wrapping key exists: a client
+	// that connects while the node starts, or while it cannot serve,
+	// completes its handshake and gets an answer (General Failure,
+	// retry) instead of waiting in the listen queue.
+	srv.Hold("its wrapping key " + k.wrappingKey + " is not made yet")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
+			fatal <- fmt.Errorf("KMIP server: %w", err)
+		}
+	}()
+	defer func() {
+		_ = srv.Close()
+		<-done
+	}()
 	for {
 		if waitReady(ctx, svc) == nil {
 			_, err = svc.KMIP().EnsureWrappingKey(ctx, k.wrappingKey)
@@ -94,17 +110,9 @@ func (k *kmipEndpoint) run(ctx context.Context, log *slog.Logger, svc *broker.Se
 		case <-time.After(2 * time.Second):
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
-			fatal <- fmt.Errorf("KMIP server: %w", err)
-		}
-	}()
+	srv.Release()
 	log.Info("serving KMIP", "kmip", l.Addr().String(), "wrapping_key", k.wrappingKey)
 	<-ctx.Done()
-	_ = srv.Close()
-	<-done
 }
 
 // kmipAddr is the address KMIP clients dial, "" when not served.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -158,4 +161,85 @@ func TestServeKMIPClusterSurvivesLeaderKill(t *testing.T) {
 	}
 	<-procs[leader].done
 	check("after the leader's SIGKILL")
+
+	// A node that cannot serve objects still answers KMIP: the killed
+	// node, started again while the other two are down (no quorum, so it
+	// never becomes ready), completes a client's handshake and answers
+	// its Discover Versions, instead of leaving it in the listen queue.
+	// Once a second node is back, objects are served through it again.
+	for _, i := range []int{writer, reader} {
+		if err := procs[i].cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-procs[i].done
+	}
+	procs[leader] = startProc(t, environ("SOFTHSM2_CONF="+c.softhsm), "serve", "--config", nodes[leader].config)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", kmipAddrs[leader], time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node's KMIP port: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := kmipDiscoverVersions(kmipAddrs[leader], c.caFile, c.clientCert, c.clientKey, 5*time.Second); err != nil {
+		t.Fatalf("KMIP on a node without quorum: %v", err)
+	}
+	procs[writer] = c.start(t, nodes[writer])
+	reader = leader
+	check("through the restarted node, with quorum again")
+}
+
+// kmipDiscoverVersions connects to a KMIP server, sends Discover Versions
+// and reads a successful answer, all within timeout.
+func kmipDiscoverVersions(addr, caFile, certFile, keyFile string, timeout time.Duration) error {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr,
+		&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: host, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	// Tags and values of KMIP 1.4: Request Message, Request Header,
+	// Protocol Version 1.4, Batch Count 1, Batch Item, Operation Discover
+	// Versions, an empty Request Payload.
+	req := ttlv.Struct(0x420078,
+		ttlv.Struct(0x420077, ttlv.Struct(0x420069, ttlv.Int(0x42006A, 1), ttlv.Int(0x42006B, 4)), ttlv.Int(0x42000D, 1)),
+		ttlv.Struct(0x42000F, ttlv.Enum(0x42005C, 0x1E), ttlv.Struct(0x420079)))
+	b, err := req.Encode()
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return err
+	}
+	msg, err := ttlv.ReadMessage(conn, 0)
+	if err != nil {
+		return fmt.Errorf("read the answer: %w", err)
+	}
+	resp, err := ttlv.Decode(msg)
+	if err != nil {
+		return err
+	}
+	item, _ := resp.Child(0x42000F)
+	if status, ok := item.Child(0x42007F); !ok || status.Int != 0 {
+		text, _ := item.Child(0x42007D)
+		return fmt.Errorf("Discover Versions failed: %s", text.Text())
+	}
+	return nil
 }
