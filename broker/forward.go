@@ -10,6 +10,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -181,9 +182,29 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 		if notLeader || notSent {
 			return nil, true, newError(codes.Unavailable, ExcDependencyTimeout, "no reachable cluster leader for writes: %s", st.Message())
 		}
-		return nil, false, err
+		return nil, false, s.leaderError(ctx, st)
 	}
 	return nil, false, s.waitApplied(ctx, resp.GetIndex())
+}
+
+// leaderError is the error of a ForwardCommand that reached the leader:
+// the leader's own answer (a refusal of the command, with its exception)
+// as it gave it, or, when the call broke off (the leader died, the
+// connection dropped), an Unavailable error saying that the write may or
+// may not have been applied. Either way every front answers it as such,
+// not as an internal error.
+func (s *Service) leaderError(ctx context.Context, st *status.Status) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain && info.GetReason() != "" {
+			return &Error{Code: st.Code(), Exception: info.GetReason(), Message: st.Message()}
+		}
+	}
+	s.log.Warn("a forwarded write broke off at the leader", "code", st.Code().String(), "err", st.Message())
+	return newError(codes.Unavailable, ExcDependencyTimeout,
+		"the leader was lost while it handled the write, which may or may not have been applied; re-read before retrying (%s)", st.Message())
 }
 
 // outgoing carries the request's id to the node a call is passed on to, so
