@@ -49,8 +49,9 @@ func PreloadingObserver(p *hsm.Partition, pl *Preloader) func(cluster.Event) {
 
 // serving is this node's last health verdict, kept by WatchHealth.
 type healthState struct {
-	ok     atomic.Bool
-	reason atomic.Value // string
+	// verdict is the last one, read whole: a verdict and its reason are
+	// never seen from two different checks. nil before the first check.
+	verdict atomic.Pointer[healthVerdict]
 
 	mu  sync.Mutex
 	srv *health.Server // the gRPC health service WatchHealth keeps; nil before
@@ -81,8 +82,7 @@ func (s *Service) recordHealth(ok bool, reason string) {
 	h := &s.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ok.Store(ok)
-	h.reason.Store(reason)
+	h.verdict.Store(&healthVerdict{ok: ok, reason: reason})
 	if h.srv != nil {
 		st := healthpb.HealthCheckResponse_SERVING
 		if !ok {
@@ -141,10 +141,19 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	return true, ""
 }
 
+// healthVerdict is one readiness verdict.
+type healthVerdict struct {
+	ok     bool
+	reason string
+}
+
 // Healthy is the last readiness verdict (see Ready).
 func (s *Service) Healthy() (bool, string) {
-	r, _ := s.health.reason.Load().(string)
-	return s.health.ok.Load(), r
+	v := s.health.verdict.Load()
+	if v == nil {
+		return false, "starting: its readiness not checked yet"
+	}
+	return v.ok, v.reason
 }
 
 func partitionPB(pi cluster.PartitionInfo, lastSeen time.Time) *pb.PartitionInfo {
