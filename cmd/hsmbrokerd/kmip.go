@@ -84,7 +84,7 @@ func (k *kmipEndpoint) run(ctx context.Context, log *slog.Logger, svc *broker.Se
 	// that connects while the node starts, or while it cannot serve,
 	// completes its handshake and gets an answer (General Failure,
 	// retry) instead of waiting in the listen queue.
-	srv.Hold("its wrapping key " + k.wrappingKey + " is not made yet")
+	srv.Hold("starting: making sure its wrapping key " + k.wrappingKey + " exists")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

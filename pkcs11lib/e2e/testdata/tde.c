@@ -187,7 +187,9 @@ static void bad(void) {
 	CHECK(p->C_EncryptInit(s, &cbc, k), CKR_OK);
 	CHECK(p->C_Encrypt(s, big, 16, big, NULL), CKR_ARGUMENTS_BAD);
 	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
-	CHECK(p->C_DecryptUpdate(s, big, (CK_ULONG)1 << 40, big, outlen), CKR_DATA_LEN_RANGE);
+	CHECK(p->C_DecryptUpdate(s, big, (CK_ULONG)1 << 40, big, outlen), CKR_ENCRYPTED_DATA_LEN_RANGE);
+	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
+	CHECK(p->C_Decrypt(s, big, (CK_ULONG)1 << 40, big, outlen), CKR_ENCRYPTED_DATA_LEN_RANGE);
 	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
 	CHECK(p->C_Decrypt(s, NULL, 32, big, outlen), CKR_ARGUMENTS_BAD);
 	CHECK(p->C_DecryptInit(s, &cbc, k), CKR_OK);
