@@ -18,32 +18,55 @@ type batchEnv struct {
 	room        int
 }
 
-// handleItem answers one batch item as one audited request of the core.
-func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer string, v version, bi ttlv.Item, env *batchEnv) (ttlv.Item, bool) {
-	refuse := func(op uint32, batchID *ttlv.Item, action string, err error) (ttlv.Item, bool) {
-		s.auditRefused(ctx, cert, peer, action, err)
-		return failedItem(op, batchID, err), true
-	}
-	var batchID *ttlv.Item
+// itemHead is what a batch item says of itself, decoded once: for its
+// answer, whether it runs or not, and for the work.
+type itemHead struct {
+	op      uint32     // 0 when the item names none
+	batchID *ttlv.Item // the Unique Batch Item ID, if valid
+	payload ttlv.Item
+	action  string // the audited action
+	// err says why the item cannot run (Invalid Message, Operation Not
+	// Supported), nil if it can.
+	err error
+}
+
+// readItem decodes batch item bi's head.
+func readItem(bi ttlv.Item) itemHead {
+	h := itemHead{action: "kmip:Message"}
 	if id, ok := bi.Child(tagUniqueBatchItemID); ok {
 		if id.Type != ttlv.TypeByteString || len(id.Bytes) > 64 {
-			return refuse(0, nil, "kmip:Message", invalidMessage("Unique Batch Item ID must be a Byte String of at most 64 bytes"))
+			h.err = invalidMessage("Unique Batch Item ID must be a Byte String of at most 64 bytes")
+			return h
 		}
-		batchID = &id
+		h.batchID = &id
 	}
 	opItem, ok := bi.Child(tagOperation)
 	if !ok || opItem.Type != ttlv.TypeEnumeration {
-		return refuse(0, batchID, "kmip:Message", invalidMessage("the batch item has no Operation"))
+		h.err = invalidMessage("the batch item has no Operation")
+		return h
 	}
-	op := uint32(opItem.Int)
-	payload, ok := bi.Child(tagRequestPayload)
-	if !ok || payload.Type != ttlv.TypeStructure {
-		return refuse(op, batchID, "kmip:Message", invalidMessage("the batch item has no Request Payload"))
+	h.op = uint32(opItem.Int)
+	if h.payload, ok = bi.Child(tagRequestPayload); !ok || h.payload.Type != ttlv.TypeStructure {
+		h.err = invalidMessage("the batch item has no Request Payload")
+		return h
 	}
-	name, known := opNames[op]
+	name, known := opNames[h.op]
 	if !known {
-		return refuse(op, batchID, "kmip:Operation"+opString(op), &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"})
+		h.action = "kmip:Operation" + opString(h.op)
+		h.err = &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(h.op) + " is not supported"}
+		return h
 	}
+	h.action = "kmip:" + name
+	return h
+}
+
+// handleItem answers one batch item as one audited request of the core.
+func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer string, v version, h itemHead, env *batchEnv) (ttlv.Item, bool) {
+	if h.err != nil {
+		s.auditRefused(ctx, cert, peer, h.action, h.err)
+		return failedItem(h.op, h.batchID, h.err), true
+	}
+	op, batchID, payload := h.op, h.batchID, h.payload
 	objectID := ""
 	if u, ok := payload.Child(tagUniqueIdentifier); ok && u.Type == ttlv.TypeTextString {
 		objectID = u.Text()
@@ -51,10 +74,10 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	if len(objectID) > 256 {
 		objectID = objectID[:256]
 	}
-	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: "kmip:" + name, RequestID: newRequestID(), Peer: peer})
+	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: h.action, RequestID: newRequestID(), Peer: peer})
 	ctx = broker.KMIPPrincipal(ctx, cert)
 	var out ttlv.Item
-	err := s.core.Authorize(ctx, cert, "kmip:"+name, objectID)
+	err := s.core.Authorize(ctx, cert, h.action, objectID)
 	if held := s.held.Load(); err == nil && held != nil && op != opQuery && op != opDiscoverVersions {
 		err = &opError{reason: reasonGeneralFailure, msg: "KMIP is not ready on this node (" + *held + "); retry"}
 	}

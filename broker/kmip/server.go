@@ -385,10 +385,12 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 	if maxResp > 0 && maxResp < limit {
 		limit = maxResp
 	}
+	heads := make([]itemHead, len(items))
 	notRun := make([]ttlv.Item, len(items))
 	reserve := make([]int, len(items)+1) // reserve[i]: room kept for the items from i on
 	for i := len(items) - 1; i >= 0; i-- {
-		notRun[i] = skippedItem(items[i])
+		heads[i] = readItem(items[i])
+		notRun[i] = failedItem(heads[i].op, heads[i].batchID, errSkipped)
 		reserve[i] = notRun[i].Size()
 		if !stop {
 			reserve[i] += reserve[i+1]
@@ -402,17 +404,17 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 	}
 	env := &batchEnv{}
 	var out []ttlv.Item
-	for i, bi := range items {
+	for i, h := range heads {
 		env.room = limit - used - reserve[i+1]
 		var (
 			res    ttlv.Item
 			failed bool
 		)
 		if env.room < itemReserve {
-			s.auditRefused(ctx, cert, peer, itemAction(bi), errSkipped)
+			s.auditRefused(ctx, cert, peer, h.action, errSkipped)
 			res, failed = notRun[i], true
 		} else {
-			res, failed = s.handleItem(ctx, cert, peer, v, bi, env)
+			res, failed = s.handleItem(ctx, cert, peer, v, h, env)
 		}
 		if failed {
 			// An item that failed produced no object: the next one must
@@ -437,30 +439,6 @@ const itemReserve = 2 << 10
 
 // errSkipped answers an item that finds the response full.
 var errSkipped = &opError{reason: reasonResponseTooLarge, msg: "not run: the response is full"}
-
-// skippedItem is the answer to batch item bi when it is not run because
-// the response is full.
-func skippedItem(bi ttlv.Item) ttlv.Item {
-	var batchID *ttlv.Item
-	if id, ok := bi.Child(tagUniqueBatchItemID); ok && id.Type == ttlv.TypeByteString && len(id.Bytes) <= 64 {
-		batchID = &id
-	}
-	op := uint32(0)
-	if o, ok := bi.Child(tagOperation); ok && o.Type == ttlv.TypeEnumeration {
-		op = uint32(o.Int)
-	}
-	return failedItem(op, batchID, errSkipped)
-}
-
-// itemAction is the audited action of batch item bi.
-func itemAction(bi ttlv.Item) string {
-	if o, ok := bi.Child(tagOperation); ok && o.Type == ttlv.TypeEnumeration {
-		if name, known := opNames[uint32(o.Int)]; known {
-			return "kmip:" + name
-		}
-	}
-	return "kmip:Message"
-}
 
 // parseRequest checks a request message's structure and header. It
 // returns the version, the batch items, whether to stop at the first
