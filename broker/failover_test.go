@@ -15,6 +15,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
 )
 
 // soak reports whether the long variants run (make soak).
@@ -53,6 +54,10 @@ type ledger struct {
 	writeOK     atomic.Int64
 	writeFail   atomic.Int64
 	errs        map[string]int // failure kinds, for the report
+	// notRetryable counts failures whose code does not say "the node or
+	// leader is away, retry" (an Internal "internal error" for a write
+	// the dying leader may have applied, say).
+	notRetryable int
 }
 
 func (l *ledger) fail(kind string, err error) {
@@ -60,6 +65,11 @@ func (l *ledger) fail(kind string, err error) {
 	defer l.mu.Unlock()
 	if l.errs == nil {
 		l.errs = map[string]int{}
+	}
+	switch client.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+	default:
+		l.notRetryable++
 	}
 	msg := client.Message(err)
 	if len(msg) > 60 {
@@ -278,6 +288,9 @@ func TestLeaderKilledRepeatedlyUnderLoad(t *testing.T) {
 	}
 	if len(l.keys) == 0 || len(l.ciphertexts) == 0 {
 		t.Fatal("the workload acknowledged nothing; the test proved nothing")
+	}
+	if l.notRetryable > 0 {
+		t.Errorf("%d calls failed with a code other than Unavailable or DeadlineExceeded while nodes were killed (listed above)", l.notRetryable)
 	}
 	if ratio := float64(l.cryptoOK.Load()) / float64(max(total, 1)); ratio < targetCryptoSuccess {
 		t.Errorf("crypto success %.3f%% (%d of %d failed), target >= %.1f%%", 100*ratio, l.cryptoFail.Load(), total, 100*targetCryptoSuccess)
