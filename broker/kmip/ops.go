@@ -77,9 +77,14 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: h.action, RequestID: newRequestID(), Peer: peer})
 	ctx = broker.KMIPPrincipal(ctx, cert)
 	var out ttlv.Item
+	reason, held := "", false
+	if op != opQuery && op != opDiscoverVersions {
+		reason, held = s.waitHeld(ctx)
+	}
+	// After the wait, so that a node that is still not ready says why.
 	err := s.core.Authorize(ctx, cert, h.action, objectID)
-	if held := s.held.Load(); err == nil && held != nil && op != opQuery && op != opDiscoverVersions {
-		err = &opError{reason: reasonGeneralFailure, msg: "KMIP is not ready on this node (" + *held + "); retry"}
+	if err == nil && held {
+		err = &opError{reason: reasonGeneralFailure, msg: "KMIP is not ready on this node (" + reason + "); retry"}
 	}
 	if err == nil {
 		out, err = s.dispatch(ctx, v, op, payload, env)

@@ -132,9 +132,10 @@ func TestResultMessageIsBoundedUTF8(t *testing.T) {
 	}
 }
 
-// TestHeldAndNotReadyNodeAnswers: a server held (its wrapping key not
-// made yet) and a node that is not ready (its HSM gone) answer each item:
-// General Failure, retry, for what needs the node; Query and Discover
+// TestHeldAndNotReadyNodeAnswers: a server held (starting) serves a
+// request once released, and answers one still held after HoldWait; a
+// held server and a node that is not ready (its HSM gone) answer General
+// Failure, retry, for what needs the node, and Query and Discover
 // Versions, which read nothing of it, as usual.
 func TestHeldAndNotReadyNodeAnswers(t *testing.T) {
 	e := newEnv(t)
@@ -157,7 +158,18 @@ func TestHeldAndNotReadyNodeAnswers(t *testing.T) {
 		}
 	}
 
-	e.srv.Hold("its wrapping key is not made yet")
+	// A request that comes while the server is held waits for Release and
+	// is then served; one still held after HoldWait is answered.
+	e.srv.Hold("starting")
+	time.AfterFunc(300*time.Millisecond, e.srv.Release)
+	start := time.Now()
+	if _, rs := c.send(v, create); len(rs) != 1 || rs[0].status != statusSuccess {
+		t.Fatalf("Create while held, then released: %+v", rs)
+	}
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Fatalf("Create while held answered after %v, before the release", took)
+	}
+	e.srv.Hold("starting")
 	check("while held")
 	e.srv.Release()
 	if _, rs := c.send(v, create); len(rs) != 1 || rs[0].status != statusSuccess {

@@ -78,18 +78,55 @@ type Server struct {
 	wg          sync.WaitGroup
 	// slots bounds authenticated connections (MaxConns).
 	slots chan struct{}
-	// held, when set, is why the server cannot act yet (Hold).
-	held atomic.Pointer[string]
+	// held, when set, says why the server cannot act yet (Hold).
+	held atomic.Pointer[hold]
 }
 
-// Hold makes the server answer every item but Query and Discover Versions
-// with General Failure naming reason ("retry"), until Release. A node
-// serves KMIP while its front cannot work yet (its wrapping key not made),
-// so that clients get an answer instead of waiting in their handshake.
-func (s *Server) Hold(reason string) { s.held.Store(&reason) }
+// hold is a Hold: its reason, and a channel Release closes.
+type hold struct {
+	reason   string
+	released chan struct{}
+}
 
-// Release ends Hold.
-func (s *Server) Release() { s.held.Store(nil) }
+// HoldWait is how long an item waits for Release before it is answered
+// General Failure.
+const HoldWait = 5 * time.Second
+
+// Hold keeps the server from acting until Release: an item other than
+// Query and Discover Versions waits up to HoldWait for Release and is then
+// answered General Failure naming reason ("retry"). A node serves KMIP from
+// its start, held until it can work (ready, its wrapping key confirmed), so
+// that a client that connects early has its handshake done and its
+// requests served once the node can, or a clear answer, instead of
+// waiting in the listen queue. Hold while held changes nothing.
+func (s *Server) Hold(reason string) {
+	s.held.CompareAndSwap(nil, &hold{reason: reason, released: make(chan struct{})})
+}
+
+// Release ends Hold and lets the items that wait for it go on.
+func (s *Server) Release() {
+	if h := s.held.Swap(nil); h != nil {
+		close(h.released)
+	}
+}
+
+// waitHeld waits, while the server is held, for Release or HoldWait or
+// ctx, and returns the hold's reason if it is still held.
+func (s *Server) waitHeld(ctx context.Context) (string, bool) {
+	h := s.held.Load()
+	if h == nil {
+		return "", false
+	}
+	t := time.NewTimer(HoldWait)
+	defer t.Stop()
+	select {
+	case <-h.released:
+		return "", false
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return h.reason, true
+}
 
 // handshake is a connection in its TLS handshake: the host it comes from
 // and its rank among the accepted connections.

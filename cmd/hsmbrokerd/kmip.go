@@ -80,11 +80,12 @@ func (k *kmipEndpoint) run(ctx context.Context, log *slog.Logger, svc *broker.Se
 		fatal <- err
 		return
 	}
-	// Serve from the start, held until the wrapping key exists: a client
-	// that connects while the node starts, or while it cannot serve,
-	// completes its handshake and gets an answer (General Failure,
-	// retry) instead of waiting in the listen queue.
-	srv.Hold("starting: making sure its wrapping key " + k.wrappingKey + " exists")
+	// Serve from the start, held until the node is ready and the wrapping
+	// key exists: a client that connects while the node starts completes
+	// its handshake and has its requests served once the node can (or,
+	// after kmip.HoldWait, General Failure, retry), instead of waiting in
+	// the listen queue.
+	srv.Hold("starting: waiting to be ready and for its wrapping key " + k.wrappingKey)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
