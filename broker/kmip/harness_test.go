@@ -97,14 +97,7 @@ func (e *env) dial(t testing.TB, principal string, role authz.Role) *client {
 func (c *client) roundTrip(b []byte) (ttlv.Item, error) {
 	c.t.Helper()
 	_ = c.conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := c.conn.Write(b); err != nil {
-		return ttlv.Item{}, err
-	}
-	msg, err := ttlv.ReadMessage(c.conn, 0)
-	if err != nil {
-		return ttlv.Item{}, err
-	}
-	return ttlv.Decode(msg)
+	return hsmtest.KMIPExchangeRaw(c.conn, b)
 }
 
 // op is one batch item of a request.
