@@ -217,8 +217,20 @@ func (s *Service) Authorize(ctx context.Context, action string, defaultRole auth
 	if principal == "" {
 		id = authz.Caller{}
 	}
-	return s.roleGate(rq, id, action, contexts)
+	if err := s.roleGate(rq, id, action, contexts); err != nil {
+		return err
+	}
+	// Every action a front authorizes here (TrentService's, TDE's) reads
+	// the node's state or uses its HSM: a node that is not ready refuses
+	// it, as the gRPC front does before the call.
+	return s.refuseIfNotReady()
 }
+
+// ReadinessGate is the readiness gate for a front whose requests reach
+// the core through more than one call (the XKS proxy API): nil when the
+// node may serve requests that read its state or use its HSM, else the
+// Unavailable error saying why it may not.
+func (s *Service) ReadinessGate() error { return s.refuseIfNotReady() }
 
 // roleGate records who the request comes from and applies the role gate.
 func (s *Service) roleGate(rq *request, id authz.Caller, action string, contexts RequestContexts) error {
@@ -470,8 +482,8 @@ func (s *Service) auditUnavailable() *Error {
 
 // refuseIfNotReady is the readiness gate every front applies to the
 // requests that use the node's state or HSM (gRPC key and crypto calls,
-// TDE reads, KMIP): once the gate is on (WatchHealth), a node that is not
-// ready refuses them, saying why.
+// TrentService and XKS, TDE reads, KMIP): once the gate is on
+// (WatchHealth), a node that is not ready refuses them, saying why.
 func (s *Service) refuseIfNotReady() error {
 	if s.gate.Load() {
 		if ok, why := s.Healthy(); !ok {

@@ -262,6 +262,14 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 			return
 		}
 	}
+	// GetHealthStatus reports the node's readiness; the others read its
+	// state or use its HSM, which a node that is not ready does not.
+	if op != "GetHealthStatus" {
+		if err := x.h.svc.ReadinessGate(); err != nil {
+			x.writeError(w, r, reqID, op, principal, err)
+			return
+		}
+	}
 	var out any
 	switch op {
 	case "GetHealthStatus":
