@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/hsmtest"
+	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 )
 
 // silentConns opens n TCP connections to addr from the local address
@@ -82,7 +82,18 @@ func (e *env) queryWithin(t *testing.T, principal string, limit time.Duration) e
 
 // query1 sends one Query on conn and checks that it succeeded.
 func query1(conn *tls.Conn) error {
-	resp, err := hsmtest.KMIPExchange(conn, request(version{1, 4}, op{opQuery, nil}))
+	b, err := request(version{1, 4}, op{opQuery, nil}).Encode()
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return err
+	}
+	msg, err := ttlv.ReadMessage(conn, 0)
+	if err != nil {
+		return err
+	}
+	resp, err := ttlv.Decode(msg)
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,14 @@ func (e *env) dial(t testing.TB, principal string, role authz.Role) *client {
 func (c *client) roundTrip(b []byte) (ttlv.Item, error) {
 	c.t.Helper()
 	_ = c.conn.SetDeadline(time.Now().Add(20 * time.Second))
-	return hsmtest.KMIPExchangeRaw(c.conn, b)
+	if _, err := c.conn.Write(b); err != nil {
+		return ttlv.Item{}, err
+	}
+	msg, err := ttlv.ReadMessage(c.conn, 0)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	return ttlv.Decode(msg)
 }
 
 // op is one batch item of a request.

@@ -221,9 +221,20 @@ func kmipDiscoverVersions(addr, caFile, certFile, keyFile string, timeout time.D
 	req := ttlv.Struct(0x420078,
 		ttlv.Struct(0x420077, ttlv.Struct(0x420069, ttlv.Int(0x42006A, 1), ttlv.Int(0x42006B, 4)), ttlv.Int(0x42000D, 1)),
 		ttlv.Struct(0x42000F, ttlv.Enum(0x42005C, 0x1E), ttlv.Struct(0x420079)))
-	resp, err := hsmtest.KMIPExchange(conn, req)
+	b, err := req.Encode()
 	if err != nil {
-		return fmt.Errorf("Discover Versions: %w", err)
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return err
+	}
+	msg, err := ttlv.ReadMessage(conn, 0)
+	if err != nil {
+		return fmt.Errorf("read the answer: %w", err)
+	}
+	resp, err := ttlv.Decode(msg)
+	if err != nil {
+		return err
 	}
 	item, _ := resp.Child(0x42000F)
 	if status, ok := item.Child(0x42007F); !ok || status.Int != 0 {
