@@ -396,15 +396,6 @@ func goOpInit(h C.CK_SESSION_HANDLE, kind C.int, cm *C.CK_MECHANISM, key C.CK_OB
 	return rv(mod.DecryptInit(uint64(h), m, uint64(key)))
 }
 
-// inputLenRange is the error for an input too long for an operation of
-// kind: the ciphertext's own code for decryption (kind 3).
-func inputLenRange(kind C.int) C.CK_RV {
-	if kind == 3 {
-		return C.CKR_ENCRYPTED_DATA_LEN_RANGE
-	}
-	return C.CKR_DATA_LEN_RANGE
-}
-
 // goEndOp ends session h's active operation of kind (0 sign, 1 verify,
 // 2 encrypt, 3 decrypt) and returns r: for a call refused before it
 // reached the operation, which PKCS#11 ends on any error but
@@ -434,7 +425,7 @@ func goOpUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, n C.CK_ULONG) 
 //export goCryptUpdate
 func goCryptUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, inLen C.CK_ULONG, out *C.CK_BYTE, n *C.CK_ULONG) C.CK_RV {
 	if inLen > p11.MaxBuffered {
-		return goEndOp(h, kind, inputLenRange(kind))
+		return goEndOp(h, kind, C.CK_RV(p11.LenRangeErr(int(kind))))
 	}
 	data := bytesOf(in, inLen)
 	o := p11.Out{Query: out == nil, Cap: uint64(*n)}
@@ -459,7 +450,7 @@ func goCryptUpdate(h C.CK_SESSION_HANDLE, kind C.int, in *C.CK_BYTE, inLen C.CK_
 //export goOpFinish
 func goOpFinish(h C.CK_SESSION_HANDLE, kind, single C.int, in *C.CK_BYTE, inLen C.CK_ULONG, out *C.CK_BYTE, n *C.CK_ULONG) C.CK_RV {
 	if inLen > p11.MaxBuffered {
-		return goEndOp(h, kind, inputLenRange(kind))
+		return goEndOp(h, kind, C.CK_RV(p11.LenRangeErr(int(kind))))
 	}
 	data := bytesOf(in, inLen)
 	o := p11.Out{Query: out == nil, Cap: uint64(*n)}

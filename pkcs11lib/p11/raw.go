@@ -100,11 +100,14 @@ func (m *Module) prepareRaw(op *cryptoOp) uint64 {
 	return CKR_OK
 }
 
-func rawLenErr(enc bool) uint64 {
-	if enc {
-		return CKR_DATA_LEN_RANGE
+// LenRangeErr is the error for an input whose length an operation of kind
+// (0 sign, 1 verify, 2 encrypt, 3 decrypt, as C_SignInit and its kin
+// number them) cannot take: the ciphertext's own code for decryption.
+func LenRangeErr(kind int) uint64 {
+	if kind == opDecrypt {
+		return CKR_ENCRYPTED_DATA_LEN_RANGE
 	}
-	return CKR_ENCRYPTED_DATA_LEN_RANGE
+	return CKR_DATA_LEN_RANGE
 }
 
 // computeRaw is a single-part operation (C_Encrypt, C_Decrypt) on op.buf,
@@ -115,7 +118,7 @@ func (m *Module) computeRaw(op *cryptoOp) ([]byte, uint64) {
 	in := op.buf
 	enc := op.kind == opEncrypt
 	r := op.raw
-	lenErr := rawLenErr(enc)
+	lenErr := LenRangeErr(op.kind)
 	// The broker's limits (hsm.RawOp.Check): a plaintext of at most
 	// maxRawInput bytes; a GCM or CBC_PAD ciphertext one tag or padding
 	// block longer, so that what C_Encrypt made C_Decrypt opens.
@@ -206,7 +209,7 @@ func (m *Module) rawFinal(op *cryptoOp) ([]byte, uint64) {
 	switch r.alg {
 	case pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC:
 		if len(r.pending) != 0 {
-			return nil, rawLenErr(enc)
+			return nil, LenRangeErr(op.kind)
 		}
 		return []byte{}, CKR_OK
 	case pb.RawAlgorithm_RAW_ALGORITHM_AES_CTR:
