@@ -109,13 +109,18 @@ func (c *KMIPObjects) Authorize(ctx context.Context, cert *x509.Certificate, act
 	if err := s.roleGate(rq, id, action, RequestContexts{KeyRef: objectID}); err != nil {
 		return err
 	}
-	if action == "kmip:Query" || action == "kmip:DiscoverVersions" {
-		// They read nothing of the node's state or HSM: a client that
-		// asks them as it connects gets its answer from a node that
-		// cannot serve objects now.
+	if KMIPReadsNothing(action) {
 		return nil
 	}
 	return s.refuseIfNotReady()
+}
+
+// KMIPReadsNothing reports whether a KMIP action reads nothing of the
+// node's state or HSM (Query, Discover Versions): a node that cannot serve
+// objects now, or has not started to, still answers it, so that a client
+// that asks it as it connects gets its answer.
+func KMIPReadsNothing(action string) bool {
+	return action == "kmip:Query" || action == "kmip:DiscoverVersions"
 }
 
 // KMIPPrincipal returns ctx carrying the principal of a KMIP client

@@ -78,7 +78,7 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	ctx = broker.KMIPPrincipal(ctx, cert)
 	var out ttlv.Item
 	reason, held := "", false
-	if op != opQuery && op != opDiscoverVersions {
+	if !broker.KMIPReadsNothing(h.action) {
 		reason, held = s.waitHeld(ctx)
 	}
 	// After the wait, so that a node that is still not ready says why.
