@@ -146,7 +146,7 @@ func (a *auditWriter) decide(body []byte) {
 	a.refused = true
 	a.Header().Del("Content-Length")
 	if a.xks {
-		a.h.xks.writeError(a.ResponseWriter, a.r, a.reqID, "", "", err)
+		a.h.xks.writeError(a.ResponseWriter, a.r, &xksCall{start: time.Now(), reqID: a.reqID}, err)
 		return
 	}
 	a.h.writeTrentError(a.ResponseWriter, "", a.reqID, "", err, time.Now())

@@ -304,6 +304,20 @@ func TestAuthenticationFailuresAuditedAsDenials(t *testing.T) {
 		{"XKS wrong secret", "", "unauthenticated: InvalidSignatureException with the access key of aws-kms",
 			signedRequest{path: xksPrefix + "/kms/xks/v1/health", body: []byte(`{"requestMetadata":{"awsPrincipalArn":"x","kmsOperation":"CreateKey","kmsRequestId":"r"}}`),
 				key: awskms.AccessKey{ID: a.xksKey.ID, Secret: strings.Repeat("y", len(a.xksKey.Secret))}, service: "kms-xks-proxy"}},
+		// Refused before the signature is looked at: still no identity.
+		{"wrong path", "UnknownOperationException", "unauthenticated: UnknownOperationException before any identity was proved",
+			signedRequest{path: "/other", target: "TrentService.ListKeys", body: body, key: a.app}},
+		{"GET", "UnknownOperationException", "unauthenticated: UnknownOperationException before any identity was proved",
+			signedRequest{target: "TrentService.ListKeys", body: body, key: a.app, tamper: func(r *http.Request) { r.Method = http.MethodGet }}},
+		{"no target", "UnknownOperationException", "unauthenticated: UnknownOperationException before any identity was proved",
+			signedRequest{body: body, key: a.app, header: map[string]string{"Content-Type": "application/x-amz-json-1.1"}}},
+		{"XKS unknown path", "InvalidUriPathException", "unauthenticated: InvalidUriPathException before any identity was proved",
+			signedRequest{path: xksPrefix + "/kms/xks/v1/keys", body: body, key: a.xksKey, service: "kms-xks-proxy"}},
+		{"XKS under another prefix", "InvalidUriPathException", "unauthenticated: InvalidUriPathException before any identity was proved",
+			signedRequest{path: "/elsewhere/kms/xks/v1/health", body: body, key: a.xksKey, service: "kms-xks-proxy"}},
+		{"XKS GET", "ValidationException", "unauthenticated: ValidationException before any identity was proved",
+			signedRequest{path: xksPrefix + "/kms/xks/v1/health", body: body, key: a.xksKey, service: "kms-xks-proxy",
+				tamper: func(r *http.Request) { r.Method = http.MethodGet }}},
 	} {
 		r := a.do(c.sr)
 		if r.status == http.StatusOK || (c.exception != "" && r.errorType() != c.exception) {

@@ -158,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer aw.finish()
 	w = aw
 	if h.xks != nil && h.xks.owns(r.URL.Path) {
-		defer h.recoverTo(w, reqID, func() { h.xks.writeError(w, r, reqID, "", "", errInternal) })
+		defer h.recoverTo(w, reqID, func() { h.xks.writeError(w, r, &xksCall{start: time.Now(), reqID: reqID}, errInternal) })
 		h.xks.serve(w, r, reqID)
 		return
 	}
@@ -231,19 +231,25 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 
 func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID string) {
 	start := time.Now()
+	// Refusals before the signature is checked prove no identity; their
+	// audit lines are denials, as a failed signature's is.
+	refuse := func(err *apiError) {
+		h.svc.RefuseUnauthenticated(r.Context(), err.exception+" before any identity was proved")
+		h.writeTrentError(w, "", reqID, "", err, start)
+	}
 	if r.URL.Path != "/" {
-		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusNotFound, excUnknownOperation, "the AWS KMS API is served at POST /"}, start)
+		refuse(&apiError{http.StatusNotFound, excUnknownOperation, "the AWS KMS API is served at POST /"})
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusMethodNotAllowed, excUnknownOperation, "the AWS KMS API takes POST requests"}, start)
+		refuse(&apiError{http.StatusMethodNotAllowed, excUnknownOperation, "the AWS KMS API takes POST requests"})
 		return
 	}
 	name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
 	if !ok || name == "" || len(r.Header.Values("X-Amz-Target")) != 1 {
-		h.writeTrentError(w, "", reqID, "", &apiError{http.StatusBadRequest, excUnknownOperation,
-			"X-Amz-Target must name one TrentService operation (TrentService.<Operation>)"}, start)
+		refuse(&apiError{http.StatusBadRequest, excUnknownOperation,
+			"X-Amz-Target must name one TrentService operation (TrentService.<Operation>)"})
 		return
 	}
 	// Everything the headers can prove is checked before the body is
@@ -257,6 +263,8 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	body, release, err := h.readBody(w, r)
 	defer release()
 	if err != nil {
+		_, exc, _ := classify(err)
+		h.svc.RefuseUnauthenticated(r.Context(), exc+" before any identity was proved")
 		h.writeTrentError(w, "", reqID, "", err, start)
 		return
 	}

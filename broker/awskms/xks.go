@@ -113,8 +113,13 @@ func newXKSServer(h *Handler, cfg XKSConfig, maxSkew time.Duration, now func() t
 			hosts: h.trent.hosts}}, nil
 }
 
+// owns tells whether path is the XKS API's to answer: a path under its
+// base, or one that names the XKS API under another prefix (a proxy URI
+// path configured wrong in AWS KMS), which is answered with the
+// specification's InvalidUriPathException rather than as TrentService.
 func (x *xksServer) owns(path string) bool {
-	return path == x.base || strings.HasPrefix(path, x.base+"/")
+	return path == x.base || strings.HasPrefix(path, x.base+"/") ||
+		strings.HasSuffix(path, xksAPIPath) || strings.Contains(path, xksAPIPath+"/")
 }
 
 func xksErr(status int, name, format string, args ...any) *apiError {
@@ -123,7 +128,10 @@ func xksErr(status int, name, format string, args ...any) *apiError {
 
 // route names the operation and external key id of a path.
 func (x *xksServer) route(path string) (op, keyID string) {
-	rest := strings.TrimPrefix(path, x.base)
+	rest, ok := strings.CutPrefix(path, x.base)
+	if !ok {
+		return "", ""
+	}
 	if rest == "/health" {
 		return "GetHealthStatus", ""
 	}
@@ -202,22 +210,34 @@ type xksHealthResponse struct {
 	EkmFleetDetails   []xksEKM `json:"ekmFleetDetails"`
 }
 
+// xksCall is what one request's log line says of it, filled in as the
+// request is read: the same line for an answer and for an error, so that a
+// failed call can be matched with AWS CloudTrail by its kmsRequestId too.
+type xksCall struct {
+	start     time.Time
+	reqID     string
+	op        string
+	keyID     string
+	principal string
+	md        *xksRequestMetadata // nil until the body is decoded
+}
+
 func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) {
-	start := time.Now()
-	op, keyID := x.route(r.URL.Path)
-	if op == "" {
-		x.writeError(w, r, reqID, "", "", xksErr(http.StatusNotFound, xksInvalidURIPath, "no XKS API at this URI path"))
+	c := &xksCall{start: time.Now(), reqID: reqID}
+	c.op, c.keyID = x.route(r.URL.Path)
+	if c.op == "" {
+		x.refuseUnauthenticated(w, r, c, xksErr(http.StatusNotFound, xksInvalidURIPath, "no XKS API at this URI path; AWS KMS's XksProxyUriPath must be %s", x.base))
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		x.writeError(w, r, reqID, op, "", xksErr(http.StatusMethodNotAllowed, xksValidation, "XKS API requests must be POST"))
+		x.refuseUnauthenticated(w, r, c, xksErr(http.StatusMethodNotAllowed, xksValidation, "XKS API requests must be POST"))
 		return
 	}
 	var pre *preAuth
 	authFailed := func(aerr *authError) {
 		x.h.authRefused(r, pre, aerr)
-		x.writeError(w, r, reqID, op, "", xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
+		x.writeError(w, r, c, xksErr(http.StatusUnauthorized, xksAuthenticationFailed, "%s: %s", aerr.exception, aerr.message))
 	}
 	pre, aerr := x.verifier.verifyHeaders(r)
 	if aerr != nil {
@@ -228,10 +248,10 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 	defer release()
 	if err != nil {
 		if err == errBusy {
-			x.writeError(w, r, reqID, op, "", xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message))
+			x.refuseUnauthenticated(w, r, c, xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message))
 			return
 		}
-		x.writeError(w, r, reqID, op, "", xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable"))
+		x.refuseUnauthenticated(w, r, c, xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable"))
 		return
 	}
 	principal, aerr := x.verifier.verifyBody(pre, r, body)
@@ -239,6 +259,7 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 		authFailed(aerr)
 		return
 	}
+	c.principal = principal
 	ctx := broker.WithPrincipal(r.Context(), principal)
 	// One strict reading, as for TrentService (decodeStrict): a member
 	// repeated or spelled in another letter case is refused.
@@ -249,55 +270,67 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 		if errors.As(err, &ae) {
 			msg = ae.message
 		}
-		x.writeError(w, r, reqID, op, principal, xksErr(http.StatusBadRequest, xksValidation, "%s", msg))
+		x.writeError(w, r, c, xksErr(http.StatusBadRequest, xksValidation, "%s", msg))
 		return
 	}
-	if err := req.RequestMetadata.check(op); err != nil {
-		x.writeError(w, r, reqID, op, principal, err)
+	c.md = req.RequestMetadata
+	if err := req.RequestMetadata.check(c.op); err != nil {
+		x.writeError(w, r, c, err)
 		return
 	}
-	if x.h.authorize != nil && op != "GetHealthStatus" {
-		if err := x.h.authorize(ctx, principal, "kms-xks-proxy:"+op); err != nil {
-			x.writeError(w, r, reqID, op, principal, xksErr(http.StatusForbidden, xksAccessDenied, "%s is not authorized to perform %s", principal, op))
+	if x.h.authorize != nil && c.op != "GetHealthStatus" {
+		if err := x.h.authorize(ctx, principal, "kms-xks-proxy:"+c.op); err != nil {
+			x.writeError(w, r, c, xksErr(http.StatusForbidden, xksAccessDenied, "%s is not authorized to perform %s", principal, c.op))
 			return
 		}
 	}
 	// GetHealthStatus reports the node's readiness; the others read its
 	// state or use its HSM, which a node that is not ready does not.
-	if op != "GetHealthStatus" {
+	if c.op != "GetHealthStatus" {
 		if err := x.h.svc.ReadinessGate(); err != nil {
-			x.writeError(w, r, reqID, op, principal, err)
+			x.writeError(w, r, c, err)
 			return
 		}
 	}
 	var out any
-	switch op {
+	switch c.op {
 	case "GetHealthStatus":
 		out, err = x.health(ctx)
 	case "GetKeyMetadata":
-		out, err = x.metadata(ctx, keyID)
+		out, err = x.metadata(ctx, c.keyID)
 	case "Encrypt":
-		out, err = x.encrypt(ctx, keyID, &req)
+		out, err = x.encrypt(ctx, c.keyID, &req)
 	case "Decrypt":
-		out, err = x.decrypt(ctx, keyID, &req)
+		out, err = x.decrypt(ctx, c.keyID, &req)
 	}
 	if err != nil {
-		x.writeError(w, r, reqID, op, principal, err)
+		x.writeError(w, r, c, err)
 		return
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
-		x.writeError(w, r, reqID, op, principal, err)
+		x.writeError(w, r, c, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
-	md := req.RequestMetadata
-	x.h.log.LogAttrs(ctx, slog.LevelInfo, "xks request", slog.String("operation", op), slog.String("external_key_id", keyID),
-		slog.String("principal", principal), slog.String("request_id", reqID), slog.String("kms_request_id", md.KmsRequestID),
-		slog.String("kms_operation", md.KmsOperation), slog.String("aws_principal_arn", md.AwsPrincipalArn),
-		slog.String("kms_key_arn", md.KmsKeyArn), slog.Int("status", http.StatusOK), slog.Duration("took", time.Since(start)))
+	x.logCall(r.Context(), slog.LevelInfo, c, slog.Int("status", http.StatusOK))
+}
+
+// logCall writes a request's one log line: what it asked, of which key,
+// for whom in AWS (the request metadata, once decoded) and how long it took,
+// then attrs (its outcome).
+func (x *xksServer) logCall(ctx context.Context, level slog.Level, c *xksCall, attrs ...slog.Attr) {
+	line := []slog.Attr{slog.String("operation", c.op), slog.String("external_key_id", c.keyID),
+		slog.String("principal", c.principal), slog.String("request_id", c.reqID)}
+	if md := c.md; md != nil {
+		line = append(line, slog.String("kms_request_id", truncate(md.KmsRequestID, 256)), slog.String("kms_operation", truncate(md.KmsOperation, 256)),
+			slog.String("aws_principal_arn", truncate(md.AwsPrincipalArn, 512)), slog.String("kms_key_arn", truncate(md.KmsKeyArn, 512)))
+	}
+	line = append(line, attrs...)
+	line = append(line, slog.Duration("took", time.Since(c.start)))
+	x.h.logRequest(ctx, level, "xks request", c.principal, line...)
 }
 
 // check enforces the members the specification marks REQUIRED. Their
@@ -307,13 +340,18 @@ func (md *xksRequestMetadata) check(op string) error {
 		return xksErr(http.StatusBadRequest, xksValidation, "requestMetadata.%s is required", f)
 	}
 	switch {
+	case op == "GetHealthStatus":
+		// The specification raises ValidationException for every
+		// operation but this one: a health check is answered whatever
+		// metadata it carries.
+		return nil
 	case md == nil:
 		return xksErr(http.StatusBadRequest, xksValidation, "requestMetadata is required")
 	case md.KmsRequestID == "":
 		return missing("kmsRequestId")
 	case md.KmsOperation == "":
 		return missing("kmsOperation")
-	case op != "GetHealthStatus" && md.AwsPrincipalArn == "":
+	case md.AwsPrincipalArn == "":
 		return missing("awsPrincipalArn")
 	case (op == "Encrypt" || op == "Decrypt") && md.KmsKeyArn == "":
 		return missing("kmsKeyArn")
@@ -379,11 +417,16 @@ func (x *xksServer) metadata(ctx context.Context, id string) (*xksMetadataRespon
 	if md.GetKeySpec() == pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT {
 		out.KeySpec = "AES_256"
 	}
+	// The operations the key supports among the specification's. A MAC
+	// key or a raw AES key supports none of them (this proxy's Encrypt and
+	// Decrypt refuse both), so AWS KMS refuses to make a key of it.
 	switch md.GetKeyUsage() {
 	case pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT:
 		out.KeyUsage = []string{"ENCRYPT", "DECRYPT"}
-	default:
+	case pb.KeyUsage_KEY_USAGE_SIGN_VERIFY:
 		out.KeyUsage = []string{"SIGN", "VERIFY"}
+	default:
+		out.KeyUsage = []string{}
 	}
 	if md.GetKeyState() == pb.KeyState_KEY_STATE_ENABLED {
 		out.KeyStatus = "ENABLED"
@@ -551,18 +594,25 @@ func isXKSName(s string) bool {
 	return false
 }
 
+// refuseUnauthenticated answers a request refused before it proved an
+// identity (a path or method of no XKS operation, a body that cannot be
+// read): its audit line is a denial, as a failed signature's is.
+func (x *xksServer) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, c *xksCall, err *apiError) {
+	x.h.svc.RefuseUnauthenticated(r.Context(), err.exception+" before any identity was proved")
+	x.writeError(w, r, c, err)
+}
+
 // writeError answers with the specification's error body. The message
 // is limited to printable ASCII and 511 characters, as it requires.
-func (x *xksServer) writeError(w http.ResponseWriter, r *http.Request, reqID, op, principal string, err error) {
+func (x *xksServer) writeError(w http.ResponseWriter, r *http.Request, c *xksCall, err error) {
 	status, name, msg := xksClassify(err)
 	level := slog.LevelInfo
-	attrs := []slog.Attr{slog.String("operation", op), slog.String("principal", principal), slog.String("request_id", reqID),
-		slog.Int("status", status), slog.String("error_name", name)}
+	attrs := []slog.Attr{slog.Int("status", status), slog.String("error_name", name)}
 	if status == http.StatusInternalServerError {
 		level = slog.LevelError
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	x.h.logRequest(r.Context(), level, "xks request", principal, attrs...)
+	x.logCall(r.Context(), level, c, attrs...)
 	b, _ := json.Marshal(struct {
 		ErrorName    string `json:"errorName"`
 		ErrorMessage string `json:"errorMessage,omitempty"`

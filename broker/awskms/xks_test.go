@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/hsmbroker/hsmbroker/broker/awskms"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
 )
 
 // xksCall signs a request as AWS KMS signs XKS proxy calls (SigV4, service
@@ -135,6 +138,14 @@ func TestXKS(t *testing.T) {
 			h.EkmFleetDetails[0].ID != "node1" || h.EkmFleetDetails[0].HealthStatus != "ACTIVE" || !strings.Contains(h.EkmFleetDetails[0].Model, "SoftHSM") {
 			t.Errorf("health %s", r.body)
 		}
+		// The specification raises ValidationException for every
+		// operation but GetHealthStatus: a health check is answered
+		// whatever metadata it carries.
+		for _, body := range []any{map[string]any{}, map[string]any{"requestMetadata": map[string]string{"kmsOperation": "KmsHealthCheck"}}} {
+			if r := e.xksCall(t, "/health", body); r.status != 200 {
+				t.Errorf("health with %v: %d %s", body, r.status, r.body)
+			}
+		}
 	})
 
 	t.Run("GetKeyMetadata", func(t *testing.T) {
@@ -145,8 +156,15 @@ func TestXKS(t *testing.T) {
 			}
 		}
 		r := e.xksCall(t, "/keys/"+ecKey+"/metadata", map[string]any{"requestMetadata": reqMeta("CreateKey")})
-		if r.status != 200 || !bytes.Contains(r.body, []byte(`"keySpec":"ECC_NIST_P256"`)) {
+		if r.status != 200 || string(r.body) != `{"keySpec":"ECC_NIST_P256","keyUsage":["SIGN","VERIFY"],"keyStatus":"ENABLED"}` {
 			t.Fatalf("metadata of an EC key: %d %s", r.status, r.body)
+		}
+		// keyUsage lists what the key supports among the specification's
+		// operations: a MAC key supports none of them.
+		macKey := createKey(t, e.kms, types.KeySpecHmac256, types.KeyUsageTypeGenerateVerifyMac)
+		r = e.xksCall(t, "/keys/"+macKey+"/metadata", map[string]any{"requestMetadata": reqMeta("CreateKey")})
+		if r.status != 200 || string(r.body) != `{"keySpec":"HMAC_256","keyUsage":[],"keyStatus":"ENABLED"}` {
+			t.Fatalf("metadata of an HMAC key: %d %s", r.status, r.body)
 		}
 		wantXKS(t, e.xksCall(t, "/keys/11111111-2222-4333-8444-555555555555/metadata", map[string]any{"requestMetadata": reqMeta("CreateKey")}),
 			404, "KeyNotFoundException")
@@ -363,4 +381,39 @@ func TestXKS(t *testing.T) {
 			t.Errorf("other prefix answered %d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestXKSFailureLogNamesTheKMSRequest: a refused call's log line carries
+// the request metadata AWS KMS sent, as an answered call's does, so that
+// the failures an operator looks for can be matched with CloudTrail.
+func TestXKSFailureLogNamesTheKMSRequest(t *testing.T) {
+	var logs hsmtest.SyncBuffer
+	e := newEnv(t, func(c *awskms.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	key := createKey(t, e.kms, "", "")
+	meta := reqMeta("Decrypt")
+	meta["kmsRequestId"] = "failed-call-7f3a"
+	r := e.xksCall(t, "/keys/"+key+"/decrypt", map[string]any{"requestMetadata": meta, "encryptionAlgorithm": "AES_GCM",
+		"ciphertext": b64s([]byte("not a ciphertext")), "initializationVector": b64s(make([]byte, 12)), "authenticationTag": b64s(make([]byte, 16))})
+	wantXKS(t, r, 400, "InvalidCiphertextException")
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "failed-call-7f3a") {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatalf("log line %q: %v", l, err)
+			}
+		}
+	}
+	if line == nil {
+		t.Fatalf("no log line names the kmsRequestId; logs:\n%s", logs.String())
+	}
+	for k, want := range map[string]any{"msg": "xks request", "operation": "Decrypt", "external_key_id": key, "principal": "aws-kms",
+		"kms_operation": "Decrypt", "aws_principal_arn": meta["awsPrincipalArn"], "kms_key_arn": meta["kmsKeyArn"],
+		"status": float64(400), "error_name": "InvalidCiphertextException"} {
+		if line[k] != want {
+			t.Errorf("log line %s = %v, want %v", k, line[k], want)
+		}
+	}
+	if _, ok := line["took"]; !ok {
+		t.Error("log line has no took")
+	}
 }
