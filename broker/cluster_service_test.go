@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,41 @@ func TestDeletionEvictsLoadedCopies(t *testing.T) {
 // A readiness check made by anyone (here, as /readyz makes it) is the
 // node's verdict at once: the gate of crypto calls and gRPC health follow
 // it, not only WatchHealth's periodic checks.
+// TestLostTokenStorage: a token whose storage is taken away under a running
+// node (SoftHSM's token directory moved, as a lost disk or a replaced
+// partition would) still opens sessions and draws random bytes, but its
+// domain key is gone. Calls that need the key answer Unavailable, which a
+// client retries elsewhere, never InvalidCiphertext for a good ciphertext
+// or Internal; and the node stops calling itself ready, saying why.
+func TestLostTokenStorage(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	k := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	ct, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("kept")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, reason := e.svc.Ready(ctx); !ok {
+		t.Fatalf("not ready before: %s", reason)
+	}
+	e.part.EvictAll(ctx) // the next use unwraps the key under the domain key
+	dir := e.tok.StorageDir(t)
+	if err := os.Rename(dir, dir+".lost"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Rename(dir+".lost", dir) })
+
+	_, err = e.crypto.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: ct.GetCiphertextBlob()})
+	wantErr(t, err, codes.Unavailable, broker.ExcDependencyTimeout)
+	_, err = e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyId(), Plaintext: []byte("x")})
+	wantErr(t, err, codes.Unavailable, broker.ExcDependencyTimeout)
+	_, err = e.keys.CreateKey(ctx, &pb.CreateKeyRequest{KeySpec: pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, AliasName: "alias/lost"})
+	wantErr(t, err, codes.Unavailable, broker.ExcDependencyTimeout)
+	if ok, reason := e.svc.Ready(ctx); ok || !strings.Contains(reason, "no longer shows the domain key") {
+		t.Fatalf("ready %v (%q) with the token's storage gone; want not ready, saying the domain key is gone", ok, reason)
+	}
+}
+
 func TestEveryReadinessCheckIsTheNodesVerdict(t *testing.T) {
 	faults := &hsm.Faults{}
 	e := &env{t: t, dataDir: t.TempDir(), clock: &clock{}}

@@ -11,6 +11,7 @@
 package hsmtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -223,4 +224,29 @@ func QuietLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// StorageDir is the directory in which SoftHSM keeps tok's objects, for
+// tests that take a token's storage away under a running partition, as a
+// lost disk or a replaced partition would.
+func (tok Token) StorageDir(t testing.TB) string {
+	t.Helper()
+	if baseDir == "" {
+		t.Fatal("SoftHSM is not configured for this process")
+	}
+	tokens := filepath.Join(baseDir, "tokens")
+	dirs, err := os.ReadDir(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// token.object holds the label padded with spaces to 32 bytes.
+	label := []byte(fmt.Sprintf("%-32s", tok.Label))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(tokens, d.Name(), "token.object"))
+		if err == nil && bytes.Contains(b, label) {
+			return filepath.Join(tokens, d.Name())
+		}
+	}
+	t.Fatalf("no SoftHSM token directory holds token %q", tok.Label)
+	return ""
 }

@@ -52,15 +52,65 @@ func (p *Partition) anchorDo(ctx context.Context, fn func(anchor pkcs11.SessionH
 	}, nil)
 }
 
-// ensureAnchorLocked checks the anchor and reopens it if it is gone.
+// ensureAnchorLocked checks the anchor and reopens it if it is gone, and
+// finds the domain key again if a call found its handle lost.
 func (p *Partition) ensureAnchorLocked(ctx context.Context) error {
 	if p.anchor != 0 && p.anchorOK {
 		si, err := p.m.GetSessionInfo(p.anchor)
 		if err == nil && si.State == pkcs11.CKS_RW_USER_FUNCTIONS {
+			if p.domainKeyLost.Load() {
+				return p.checkDomainKeyLocked()
+			}
 			return nil
 		}
 	}
 	return p.resetAnchorLocked(ctx)
+}
+
+// domainKeyGone reports whether err is the token refusing the domain key's
+// handle as naming no key, and if so has the next use of the anchor find
+// the key again.
+func (p *Partition) domainKeyGone(err error) bool {
+	code, ok := ckrOf(err)
+	if !ok || (code != pkcs11.CKR_WRAPPING_KEY_HANDLE_INVALID && code != pkcs11.CKR_UNWRAPPING_KEY_HANDLE_INVALID &&
+		code != pkcs11.CKR_KEY_HANDLE_INVALID && code != pkcs11.CKR_OBJECT_HANDLE_INVALID) {
+		return false
+	}
+	p.domainKeyLost.Store(true)
+	return true
+}
+
+// checkDomainKeyLocked proves that the domain key's handle still names an
+// object, and finds the key again if it does not. A partition that has not
+// found a domain key passes: whether it holds one is HasDomainKey's
+// question.
+func (p *Partition) checkDomainKeyLocked() error {
+	if p.domainKey == 0 {
+		p.domainKeyLost.Store(false)
+		return nil
+	}
+	_, err := p.m.GetAttributeValue(p.anchor, p.domainKey, []*pkcs11.Attribute{attr(pkcs11.CKA_CLASS, nil)})
+	if err == nil && !p.domainKeyLost.Load() {
+		return nil
+	}
+	if err != nil && !handleLost(err) {
+		return wrapP11("C_GetAttributeValue of the domain key", err)
+	}
+	dk, ferr := p.findDomainKeyLocked()
+	if ferr != nil {
+		if errors.Is(ferr, ErrNoDomainKey) {
+			p.domainKey = 0
+			p.domainKeyLost.Store(false)
+			return fmt.Errorf("%w: the domain key is no longer on token %q (its storage lost or replaced?)", ErrUnavailable, p.info.Label)
+		}
+		return ferr
+	}
+	if dk != p.domainKey {
+		p.log.Warn("the domain key's handle was lost; found the key again", "token", p.info.Label)
+		p.domainKey = dk
+	}
+	p.domainKeyLost.Store(false)
+	return nil
 }
 
 // resetAnchorLocked closes the anchor (if any), forgets every loaded

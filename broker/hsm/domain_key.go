@@ -43,6 +43,7 @@ func (p *Partition) findDomainKeyLocked() (pkcs11.ObjectHandle, error) {
 	case 0:
 		return 0, ErrNoDomainKey
 	case 1:
+		p.domainKeySeen.Store(true)
 		return hs[0], nil
 	}
 	return 0, fmt.Errorf("%w: %d objects labelled %q in token %q; expected one domain key", ErrInvalidInput, len(hs), p.cfg.DomainKeyLabel, p.info.Label)
@@ -66,6 +67,16 @@ func (p *Partition) domainKeyHandle(ctx context.Context) (pkcs11.ObjectHandle, e
 		return 0, err
 	}
 	return dk, nil
+}
+
+// DomainKeyLost reports whether the partition held a domain key since it
+// was opened and does not now (HasDomainKey false): the token's storage was
+// lost or replaced under it. SoftHSM does not show objects again whose
+// storage came back while it ran, so such a node needs its token restored
+// and a restart.
+func (p *Partition) DomainKeyLost(ctx context.Context) bool {
+	ok, err := p.HasDomainKey(ctx)
+	return err == nil && !ok && p.domainKeySeen.Load()
 }
 
 // HasDomainKey reports whether the partition holds a domain key.
@@ -96,6 +107,7 @@ func (p *Partition) CreateDomainKey(ctx context.Context) error {
 			return fmt.Errorf("generate domain key: %w", wrapP11("C_GenerateKey", err))
 		}
 		p.domainKey = h
+		p.domainKeySeen.Store(true)
 		p.log.Info("domain key created", "token", p.info.Label)
 		return nil
 	})
@@ -130,6 +142,7 @@ func (p *Partition) VerifyDomainKey(ctx context.Context, check []byte) error {
 	return p.do(ctx, func(sh pkcs11.SessionHandle) error {
 		h, err := p.m.UnwrapKey(sh, wrapPadMech, dk, check, tmpl)
 		if err != nil {
+			p.domainKeyGone(err)
 			err = wrapP11("C_UnwrapKey", err)
 			if p.inputRejected(sh, err) {
 				return fmt.Errorf("%w: token %q", ErrWrongDomainKey, p.info.Label)
@@ -219,6 +232,7 @@ func (p *Partition) WrapDomainKeyFor(ctx context.Context, transportPublicKey []b
 		defer func() { _ = p.m.DestroyObject(sh, pub) }()
 		wrapped, err = p.m.WrapKey(sh, transportMech(), pub, dk)
 		if err != nil {
+			p.domainKeyGone(err)
 			return fmt.Errorf("wrap domain key for transport: %w", wrapP11("C_WrapKey", err))
 		}
 		return nil
@@ -255,6 +269,7 @@ func (p *Partition) ImportDomainKey(ctx context.Context, wrapped []byte, mechani
 			return fmt.Errorf("unwrap transported domain key: %w", wrapP11("C_UnwrapKey", err))
 		}
 		p.domainKey = h
+		p.domainKeySeen.Store(true)
 		p.closeTransportLocked()
 		p.log.Info("domain key imported", "token", p.info.Label)
 		return nil

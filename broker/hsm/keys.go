@@ -126,6 +126,7 @@ func (p *Partition) GenerateKey(ctx context.Context, spec keys.Spec) (Generated,
 		}
 		g.Wrapped, err = p.m.WrapKey(sh, wrapPadMech, dk, secret)
 		if err != nil {
+			p.domainKeyGone(err)
 			return fmt.Errorf("wrap new %s key under the domain key: %w", spec, wrapP11("C_WrapKey", err))
 		}
 		return nil
@@ -301,9 +302,18 @@ func (p *Partition) unwrapLoaded(anchor pkcs11.SessionHandle, k KeyRef) (pkcs11.
 		return 0, ErrNoDomainKey
 	}
 	h, err := p.unwrapCopy(anchor, k)
+	if p.domainKeyGone(err) && p.checkDomainKeyLocked() == nil {
+		h, err = p.unwrapCopy(anchor, k) // found again under a new handle
+	}
 	if err != nil {
 		err = wrapP11("C_UnwrapKey", err)
 		if p.inputRejected(anchor, err) {
+			// Blame the blob only once the domain key is known to be there:
+			// a token that lost it may answer as if the blob were bad.
+			p.domainKeyLost.Store(true)
+			if cerr := p.checkDomainKeyLocked(); cerr != nil {
+				return 0, fmt.Errorf("load key %s version %d: %w (the token answered %v)", k.ID, k.Version, cerr, err)
+			}
 			return 0, fmt.Errorf("%w: key %s version %d does not unwrap under this partition's domain key (different domain key, or a damaged blob)", ErrWrongDomainKey, k.ID, k.Version)
 		}
 		return 0, fmt.Errorf("load key %s version %d: %w", k.ID, k.Version, err)

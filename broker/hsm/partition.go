@@ -51,6 +51,13 @@ type Partition struct {
 	anchor     pkcs11.SessionHandle // 0: none open
 	anchorOK   bool
 	domainKey  pkcs11.ObjectHandle // valid while the anchor is open; 0: none
+	// domainKeyLost: a call was refused because the domain key's handle
+	// names no object (the token's storage was lost, or reloaded); the
+	// next use of the anchor finds the key again (ensureAnchorLocked).
+	domainKeyLost atomic.Bool
+	// domainKeySeen: the partition has held a domain key since it was
+	// opened, so not finding one now means the token lost it.
+	domainKeySeen atomic.Bool
 	cache      *handleCache
 
 	work chan *callJob // to an idle call worker; unbuffered
@@ -248,7 +255,12 @@ func (p *Partition) Close() error {
 }
 
 // Healthy checks that the token answers: the anchor session is valid and
-// logged in. It is what health checks call.
+// logged in, and the domain key, once found, still names an object. It is
+// what health checks call. A token whose storage is lost under it (SoftHSM's
+// token directory removed, a partition's objects gone) still opens
+// sessions and draws random bytes, but can no longer wrap or unwrap keys:
+// Healthy reports that, and once the key can be found again, it is used
+// again.
 func (p *Partition) Healthy(ctx context.Context) error {
 	if p.closed.Load() {
 		return fmt.Errorf("%w: partition closed", ErrUnavailable)
@@ -257,7 +269,10 @@ func (p *Partition) Healthy(ctx context.Context) error {
 		return err
 	}
 	defer p.unlockAnchor()
-	return p.ensureAnchorLocked(ctx)
+	if err := p.ensureAnchorLocked(ctx); err != nil {
+		return err
+	}
+	return p.checkDomainKeyLocked()
 }
 
 // call runs fn under the partition's call deadline (or ctx's, if sooner).
