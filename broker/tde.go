@@ -138,6 +138,18 @@ func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, 
 	if err := s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref, EncryptionContext: ec}); err != nil {
 		return out, err
 	}
+	if n > k.Current() {
+		// A version the leader committed a moment ago may not have reached
+		// this node: MariaDB asks one node for the latest version and may
+		// ask another for that version. Catch up before answering NotFound,
+		// as for a key this node does not know.
+		if err := s.syncWithLeader(ctx); err != nil {
+			return out, err
+		}
+		if nk, ok := s.node.State().TDEKey(in.Mount, in.Name); ok {
+			k = nk
+		}
+	}
 	if n > k.Current() || !k.Versions[n-1].RetiredAt.IsZero() {
 		if herr := s.tdeHidden(ctx, in.Mount); herr != nil {
 			return out, herr

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -102,4 +104,51 @@ func TestMadeUpTokensOnFollowerBoundLeaderRoundTrips(t *testing.T) {
 			refused.Load(), elapsed.Round(time.Millisecond), rounds, limit)
 	}
 	t.Logf("%d made-up tokens refused in %v; the leader answered %.0f ReadIndex calls", refused.Load(), elapsed.Round(time.Millisecond), rounds)
+}
+
+// TestFollowerServesAVersionJustRotated: MariaDB asks for a key's latest
+// version and then for that version, and behind one name the two requests
+// can reach different nodes. A follower asked for a version the leader
+// committed a moment ago catches up with the leader rather than answer 404
+// ("no such version"), which fails a MariaDB start or a page read.
+func TestFollowerServesAVersionJustRotated(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	for range 3 {
+		c.AddNode()
+	}
+	leader, follower := c.Leader(t), c.Followers(t)[0]
+	conn := c.Dial(leader.Index, "admin")
+	keys, tde := pb.NewKeyServiceClient(conn), pb.NewTDEServiceClient(conn)
+	ctx := context.Background()
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{KeySpec: pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT,
+		KeyUsage: pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT, AliasName: "alias/tde"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(vault.New(follower.Service.TDE(), hsmtest.QuietLogger()))
+	t.Cleanup(srv.Close)
+	for range 10 {
+		r, err := tde.RotateKey(ctx, &pb.TDEServiceRotateKeyRequest{Name: "1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// At once, as a client that read "latest" from the leader would.
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/tde/data/1?version=%d", srv.URL, r.GetKey().GetCurrentVersion()), nil)
+		req.Header.Set(vault.TokenHeader, tok.GetToken())
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("version %d, just rotated through the leader, on the follower: %d %s; want 200", r.GetKey().GetCurrentVersion(), resp.StatusCode, body)
+		}
+	}
 }
