@@ -378,3 +378,54 @@ func createKeyOnce(t *testing.T, cli *client.Client, alias string) *pb.KeyMetada
 		}
 	}
 }
+
+// TestStatusCallsAStoppedNodeUnhealthy: cluster status (and XKS
+// GetHealthStatus, which reads it) takes another node's health from its
+// replicated record, which a node that stopped leaves behind. A record not
+// rewritten for three refreshes is a node not heard from: unhealthy until it
+// writes again.
+func TestStatusCallsAStoppedNodeUnhealthy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	c.HeartbeatRefresh = 200 * time.Millisecond
+	for range 3 {
+		c.AddNode()
+	}
+	leader := c.Leader(t)
+	stopped := c.Followers(t)[0]
+	cc := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	ctx := ctxT(t)
+	waitHealth := func(want map[string]bool) {
+		t.Helper()
+		var got map[string]bool
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			st, err := cc.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = map[string]bool{}
+			for _, n := range st.GetNodes() {
+				got[n.GetId()] = n.GetHealthy()
+			}
+			if fmt.Sprint(got) == fmt.Sprint(want) {
+				return
+			}
+		}
+		t.Fatalf("health by node %v, want %v", got, want)
+	}
+	all := map[string]bool{}
+	for _, nd := range c.Nodes {
+		all[nd.ID] = true
+	}
+	waitHealth(all)
+	stopped.Stop()
+	without := map[string]bool{}
+	for id := range all {
+		without[id] = id != stopped.ID
+	}
+	waitHealth(without)
+	stopped.Start()
+	waitHealth(all)
+}

@@ -219,18 +219,29 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 				ns.LastContact = durationpb.New(time.Since(st.LastContact))
 			}
 		case srv.ID == st.LeaderID:
-			ns.Role = pb.NodeRole_NODE_ROLE_LEADER
-			ns.Healthy = rec.Partition.Health == "ok"
+			ns.Role, ns.Healthy = pb.NodeRole_NODE_ROLE_LEADER, s.recordHealthy(rec)
 		case !srv.Voter:
-			ns.Role = pb.NodeRole_NODE_ROLE_NON_VOTER
-			ns.Healthy = rec.Partition.Health == "ok"
+			ns.Role, ns.Healthy = pb.NodeRole_NODE_ROLE_NON_VOTER, s.recordHealthy(rec)
 		default:
-			ns.Role = pb.NodeRole_NODE_ROLE_FOLLOWER
-			ns.Healthy = rec.Partition.Health == "ok"
+			ns.Role, ns.Healthy = pb.NodeRole_NODE_ROLE_FOLLOWER, s.recordHealthy(rec)
 		}
 		resp.Nodes = append(resp.Nodes, ns)
 	}
 	return resp, nil
+}
+
+// recordHealthy is what another node's record says of its health: its HSM
+// answered and held the domain key when it last wrote the record, and it
+// wrote it recently. A node that stopped (or cannot reach the leader to
+// write) keeps its last record, which would otherwise call it healthy for
+// ever.
+func (s *Service) recordHealthy(rec cluster.NodeInfo) bool {
+	refresh := time.Duration(s.recordRefresh.Load())
+	if refresh <= 0 {
+		refresh = DefaultHeartbeatRefresh
+	}
+	fresh := s.now().Sub(rec.LastSeen) <= recordStaleRefreshes*refresh
+	return fresh && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent
 }
 
 // TransferLeadership hands leadership to another voter (any, when no

@@ -61,6 +61,16 @@ type Daemon struct {
 	cfg DaemonConfig
 }
 
+// DefaultHeartbeatRefresh is how often a node rewrites its record when
+// nothing in it changed. Other nodes take a record older than
+// recordStaleRefreshes of these for a node they have not heard from.
+const DefaultHeartbeatRefresh = 10 * time.Second
+
+// recordStaleRefreshes is how many refreshes a node's record may miss
+// before cluster status (and XKS GetHealthStatus) report the node
+// unhealthy.
+const recordStaleRefreshes = 3
+
 // NewDaemon returns the Daemon of svc's node.
 func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 	if cfg.HealthInterval <= 0 {
@@ -70,8 +80,9 @@ func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 		cfg.HeartbeatCheck = 2 * time.Second
 	}
 	if cfg.HeartbeatRefresh <= 0 {
-		cfg.HeartbeatRefresh = 30 * time.Second
+		cfg.HeartbeatRefresh = DefaultHeartbeatRefresh
 	}
+	svc.recordRefresh.Store(int64(cfg.HeartbeatRefresh))
 	if cfg.RotationInterval <= 0 {
 		cfg.RotationInterval = time.Hour
 	}

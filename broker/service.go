@@ -89,6 +89,10 @@ type Service struct {
 	// here: the state is then at least as new as the cluster's was when
 	// the node started.
 	caughtUp atomic.Bool
+	// recordRefresh is how often the nodes rewrite their records
+	// (DaemonConfig.HeartbeatRefresh, as NewDaemon set it): a record not
+	// rewritten for recordStaleRefreshes of it is a node not heard from.
+	recordRefresh atomic.Int64
 	// auditAnchoring is set while CheckpointAudit runs and has not yet
 	// checked the log against the cluster's checkpoints: the node does not
 	// serve until it has, so that no request's line lands on a log that

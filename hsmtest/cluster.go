@@ -1,6 +1,7 @@
 package hsmtest
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -49,6 +50,9 @@ type Cluster struct {
 	Audit                   bool
 	AuditCheckpointInterval time.Duration
 	AuditCheckpointLines    int
+	// HeartbeatRefresh is how often each node rewrites its record
+	// (default 10s).
+	HeartbeatRefresh time.Duration
 
 	linkMu  sync.RWMutex
 	blocked map[[2]string]bool
@@ -278,7 +282,7 @@ func (nd *Node) Start() {
 	nd.Service = svc
 	srv, hs := svc.NewGRPCServer(tlsCfg)
 	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: nd.GRPCAddr, Health: hs, HealthInterval: 50 * time.Millisecond,
-		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: 10 * time.Second, AuditCheckpointInterval: c.AuditCheckpointInterval})
+		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: cmp.Or(c.HeartbeatRefresh, 10*time.Second), AuditCheckpointInterval: c.AuditCheckpointInterval})
 	nd.Daemon = dm
 	nd.grpc = srv
 	lis := nd.listenGRPC()

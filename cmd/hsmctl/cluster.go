@@ -115,7 +115,9 @@ A broker knows its own role, health and progress first-hand, and the other
 members only from what they last replicated. So status asks one broker
 for the membership, then, by default, asks each other member directly for
 its own view; a member that does not answer is shown unreachable and not
-healthy. --probe=false shows the first broker's view alone.
+healthy. --probe=false shows the first broker's view alone, in which a
+member that has not rewritten its record for 30 s (three heartbeat
+refreshes) is not healthy.
 
 With -o json: {"leader": ID, "term": N, "answeredBy": ID, "nodes": [{"id",
 "grpcAddress", "raftAddress", "role" (leader, follower, candidate,
