@@ -32,7 +32,7 @@ type DaemonConfig struct {
 	HealthInterval time.Duration
 	// HeartbeatCheck is how often Heartbeat checks this node's record
 	// (default 2s); HeartbeatRefresh how often it rewrites the record when
-	// nothing changed (default 30s).
+	// nothing changed (default DefaultHeartbeatRefresh).
 	HeartbeatCheck   time.Duration
 	HeartbeatRefresh time.Duration
 	// RotationInterval is how often WatchRotation looks for keys due for
