@@ -25,6 +25,7 @@ where it is. Every node also records its chain's head in the cluster
 
 func (a *app) auditVerifyCommand() *cobra.Command {
 	var offline bool
+	var node string
 	cmd := &cobra.Command{
 		Use:   "verify FILE",
 		Short: "Check an audit log's hash chain and its checkpoints",
@@ -56,6 +57,12 @@ is not, something is (or the file cannot be read).`,
 			var cps []audit.Checkpoint
 			macNode := ""
 			anchor := !offline && (a.addr != "" || os.Getenv("HSMBROKER_ADDR") != "")
+			if err == nil && anchor && rep.Lines == 0 {
+				// An empty file names no node. It is the whole log only if its
+				// node has no checkpoint: a log emptied after checkpoints were
+				// recorded has lost every line they cover.
+				return a.verifyEmpty(args[0], node)
+			}
 			if err == nil && anchor && rep.Lines > 0 {
 				if cps, macNode, err = a.auditCheckpoints(rep.Node); err != nil {
 					return fmt.Errorf("fetch the audit checkpoints (--offline checks the file alone): %w", err)
@@ -129,7 +136,48 @@ is not, something is (or the file cannot be read).`,
 		}),
 	}
 	cmd.Flags().BoolVar(&offline, "offline", false, "check the file alone, not against the cluster's checkpoints")
+	cmd.Flags().StringVar(&node, "node", "", "for an empty FILE, the node whose log it is (default: the broker that answers; a non-empty log names its node)")
 	return cmd
+}
+
+// verifyEmpty checks an empty log against the checkpoints of node (the
+// broker that answers, if ""): with none, it is intact; with any, the lines
+// they cover are missing.
+func (a *app) verifyEmpty(file, node string) error {
+	cps, answered, err := a.auditCheckpoints(node)
+	if err != nil {
+		return fmt.Errorf("fetch the audit checkpoints (--offline checks the file alone): %w", err)
+	}
+	if node == "" {
+		node = answered
+	}
+	var last *audit.Checkpoint
+	for i := range cps {
+		if c := &cps[i]; c.Node == node && (last == nil || c.At.After(last.At)) {
+			last = c
+		}
+	}
+	out := map[string]any{"file": file, "lines": 0, "intact": true, "node": node, "checkedAgainstCheckpoints": true,
+		"ok": last == nil, "problems": []string{}}
+	problem := ""
+	if last != nil {
+		problem = fmt.Sprintf("the file is empty, but node %s's log was checkpointed up to seq %d (segment %s, %s): if this is its log, every line was removed",
+			node, last.Seq, last.Segment, last.At.Format(time.RFC3339))
+		out["problems"], out["checkpointedSeq"] = []string{problem}, last.Seq
+	}
+	if a.json() {
+		if err := printJSON(a.stdout, out); err != nil {
+			return err
+		}
+	} else if last == nil {
+		fmt.Fprintf(a.stdout, "%s: intact (empty); node %s has no audit checkpoint\n", file, node)
+	} else {
+		fmt.Fprintf(a.stdout, "%s: empty\n  PROBLEM: %s\n", file, problem)
+	}
+	if last != nil {
+		return exitCode(exitError)
+	}
+	return nil
 }
 
 // auditCheckpoints fetches the checkpoints of node's audit chains, and

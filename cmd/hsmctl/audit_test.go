@@ -87,6 +87,20 @@ func TestAuditVerifyAgainstCheckpoints(t *testing.T) {
 			t.Errorf("%s --offline: %d %s", name, r.code, r.stdout)
 		}
 	}
+	// An emptied log names no node: checked against the checkpoints of the
+	// node that answers (or --node), it has lost every line they cover.
+	r = verify("empty.log", "")
+	if r.code != exitError || !strings.Contains(r.stdout, "PROBLEM: the file is empty, but node "+nd.ID+"'s log was checkpointed") {
+		t.Errorf("emptied log: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = verify("empty.log", "", "-o", "json")
+	if r.code != exitError || !strings.Contains(r.stdout, `"ok": false`) {
+		t.Errorf("emptied log, json: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := verify("empty.log", "", "--node", "node-without-a-log"); r.code != 0 || !strings.Contains(r.stdout, "intact (empty)") {
+		t.Errorf("an empty log of a node with no checkpoint: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	// Cut right after CreateKey's intent line (written before its change
 	// was proposed): an intent without outcome. The node's own work before
 	// it (internal:...) has its intents and outcomes too.
