@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -428,4 +430,74 @@ func TestStatusCallsAStoppedNodeUnhealthy(t *testing.T) {
 	waitHealth(without)
 	stopped.Start()
 	waitHealth(all)
+}
+
+// TestJoinStoppedBeforeTheKeyIsCompleted: a join that stops after the
+// leader added the node as a voter and before the node imported the domain
+// key (the process killed in between, or its HSM failing then) left a voter
+// that could never serve: on its next start the node found its Raft state
+// and ignored its join list, and the cluster refused it as a member. Now the
+// member, whose HSM shows no domain key, completes its join with a new
+// token, and serves.
+func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	first := c.AddNode()
+	var joinErr error
+	c.BeforeStart = func(nd *hsmtest.Node) {
+		if nd != first {
+			nd.Faults.Add(hsm.FaultRule{Call: "C_UnwrapKey", Code: hsm.CKRDeviceError, Times: 1})
+		}
+	}
+	c.OnJoinError = func(_ *hsmtest.Node, err error) { joinErr = err }
+	second := c.AddNode()
+	if joinErr == nil {
+		t.Fatal("the join succeeded with the domain key's import failing")
+	}
+	ctx := ctxT(t)
+	if has, err := second.Partition.HasDomainKey(ctx); err != nil || has {
+		t.Fatalf("after the failed import: domain key %v, %v", has, err)
+	}
+	voter := false
+	for _, s := range first.Raft.Stats().Servers {
+		voter = voter || s.ID == second.ID && s.Voter
+	}
+	if !voter {
+		t.Fatalf("%s is not a voter after the leader admitted it: %+v", second.ID, first.Raft.Stats().Servers)
+	}
+
+	c.BeforeStart, c.OnJoinError = nil, nil
+	second.Stop()
+	second.Start() // completes the join, or fails the test
+	if has, err := second.Partition.HasDomainKey(ctx); err != nil || !has {
+		t.Fatalf("after the completed join: domain key %v, %v", has, err)
+	}
+	_, crypto1 := nodeClients(t, c, first.Index)
+	keys1, _ := nodeClients(t, c, first.Index)
+	k, err := keys1.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-join"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := crypto1.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyMetadata().GetKeyId(), Plaintext: []byte("joined")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, crypto2 := nodeClients(t, c, second.Index)
+	dec, err := crypto2.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob()})
+	if err != nil || string(dec.GetPlaintext()) != "joined" {
+		t.Fatalf("decrypt on the completed member: %v", err)
+	}
+
+	// A member whose HSM holds the key cannot join again, even with a token.
+	third := c.AddNode()
+	tok, err := pb.NewClusterServiceClient(c.Dial(first.Index, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = third.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: tok.GetToken(), GRPCAddr: third.GRPCAddr})
+	if status.Code(err) != codes.AlreadyExists && !strings.Contains(fmt.Sprint(err), "already a member") {
+		t.Fatalf("a member with the key joining again: %v, want already a member", err)
+	}
 }

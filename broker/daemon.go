@@ -137,7 +137,9 @@ func (d *Daemon) startMembership(ctx context.Context) error {
 	if d.cfg.Join != nil {
 		jc := *d.cfg.Join
 		jc.GRPCAddr = d.cfg.GRPCAddr
-		s.log.Info("joining the cluster", "seeds", jc.Seeds)
+		if !jc.Complete {
+			s.log.Info("joining the cluster", "seeds", jc.Seeds)
+		}
 		if err := d.Join(ctx, jc); err != nil {
 			if ctx.Err() != nil {
 				return nil

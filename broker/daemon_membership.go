@@ -51,6 +51,12 @@ type JoinConfig struct {
 	// GRPCAddr is the address other nodes and clients reach this node's
 	// gRPC server at.
 	GRPCAddr string
+	// Complete is set for a node that is a member already (it has Raft
+	// state): it joins only to receive the domain key, if its HSM lacks it
+	// because an earlier join stopped after the leader added the node and
+	// before the key was imported. A member whose HSM holds the key does
+	// nothing.
+	Complete bool
 }
 
 // Join makes this node (opened without Bootstrap, with Raft running) a
@@ -60,6 +66,19 @@ type JoinConfig struct {
 func (d *Daemon) Join(ctx context.Context, jc JoinConfig) error {
 	s := d.svc
 	ctx = Internal(ctx, "join")
+	if jc.Complete {
+		// Asked before any seed: a member with the key (every restart of a
+		// node whose configuration keeps its join list) needs no cluster.
+		has, err := s.hsm.HasDomainKey(ctx)
+		if err != nil {
+			s.log.Warn("cannot tell whether this member's HSM holds the domain key; a join is not completed", "err", err)
+			return nil
+		}
+		if has {
+			return nil
+		}
+		s.log.Warn("this member's HSM holds no domain key: an earlier join stopped before it was imported; completing the join")
+	}
 	// An election may be under way while a node joins: a seed may know no
 	// leader yet, or the node asked may have just lost leadership. Those
 	// answers spend no join token, so they are retried until ctx ends.
@@ -107,7 +126,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		if n.GetId() == cs.GetLeaderId() {
 			leaderAddr = n.GetGrpcAddress()
 		}
-		if n.GetId() == s.node.ID() {
+		if n.GetId() == s.node.ID() && !jc.Complete {
 			return fmt.Errorf("%w: node id %s is already a member of the cluster", cluster.ErrAlreadyExists, s.node.ID())
 		}
 	}
@@ -119,6 +138,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 	if err != nil {
 		return err
 	}
+
 	req := &pb.JoinClusterRequest{NodeId: s.node.ID(), RaftAddress: s.node.Addr(), GrpcAddress: jc.GRPCAddr, JoinToken: jc.Token}
 	if has {
 		if err := s.hsm.VerifyDomainKey(ctx, check); err != nil {

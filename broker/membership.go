@@ -79,20 +79,13 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 		leader, _ := s.node.Leader()
 		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is not the leader; join through the leader %q", s.node.ID(), leader)
 	}
-	if _, exists := s.node.State().Node(id); exists {
-		return nil, newAlreadyExists("a node with id %s is already a member", id)
-	}
-	for _, srv := range s.node.Stats().Servers {
-		if srv.ID == id {
-			return nil, newAlreadyExists("a node with id %s is already a member", id)
-		}
-		if srv.Address == req.GetRaftAddress() {
-			return nil, newAlreadyExists("node %s already uses raft address %s", srv.ID, srv.Address)
-		}
-	}
 	pub := req.GetTransportPublicKey()
 	if len(pub) == 0 && !req.GetPartition().GetDomainKeyPresent() {
 		return nil, errInvalidArg(ExcValidation, "invalid join request: a TransportPublicKey is required when the joining partition holds no domain key")
+	}
+	completing, err := s.joinCompletes(id, req)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now()}); err != nil {
 		if errors.Is(err, cluster.ErrNotFound) || errors.Is(err, cluster.ErrInvalidState) {
@@ -111,6 +104,10 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 		}
 		resp.WrappedDomainKey, resp.WrappingMechanism = w, mech
 	}
+	if completing {
+		s.log.Info("join completed: the domain key sent to a member that had not received it", "node", id)
+		return resp, nil
+	}
 	pi := req.GetPartition()
 	rec := cluster.NodeInfo{ID: id, RaftAddr: req.GetRaftAddress(), GRPCAddr: req.GetGrpcAddress(), LastSeen: s.now(),
 		Partition: cluster.PartitionInfo{Model: pi.GetHsmModel(), Manufacturer: pi.GetManufacturer(), Serial: pi.GetSerial(),
@@ -124,6 +121,39 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	s.log.Info("node joined", "node", id, "raft", req.GetRaftAddress(), "grpc", req.GetGrpcAddress())
 	return resp, nil
+}
+
+// joinCompletes decides whether a join request for id may proceed: a node
+// that is not a member joins; a member is refused (AlreadyExists), unless it
+// is completing its own join (completing true): a join that stopped after
+// the leader added the node and before the node imported the domain key
+// leaves a voter that can never serve, and can only be completed by the
+// same node, at the Raft address it joined with, whose HSM shows no domain
+// key, both in the request and in the node's own record if it wrote one.
+// The caller's node certificate and a new join token are required as for
+// any join.
+func (s *Service) joinCompletes(id string, req *pb.JoinClusterRequest) (bool, error) {
+	member := false
+	for _, srv := range s.node.Stats().Servers {
+		switch {
+		case srv.ID == id && srv.Address != req.GetRaftAddress():
+			return false, newAlreadyExists("a node with id %s is already a member, at raft address %s", id, srv.Address)
+		case srv.ID == id:
+			member = true
+		case srv.Address == req.GetRaftAddress():
+			return false, newAlreadyExists("node %s already uses raft address %s", srv.ID, srv.Address)
+		}
+	}
+	rec, recorded := s.node.State().Node(id)
+	switch {
+	case !member && !recorded:
+		return false, nil
+	case !member || req.GetPartition().GetDomainKeyPresent() || len(req.GetTransportPublicKey()) == 0:
+		return false, newAlreadyExists("a node with id %s is already a member", id)
+	case recorded && rec.Partition.Health != "joining" && rec.Partition.DomainKeyPresent:
+		return false, newAlreadyExists("a node with id %s is already a member, and its HSM held the domain key", id)
+	}
+	return true, nil
 }
 
 // RemoveNode removes a member from Raft and from the replicated records.

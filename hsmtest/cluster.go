@@ -53,6 +53,12 @@ type Cluster struct {
 	// HeartbeatRefresh is how often each node rewrites its record
 	// (default 10s).
 	HeartbeatRefresh time.Duration
+	// BeforeStart, if set, runs before each node starts (to arm its
+	// Faults, say).
+	BeforeStart func(*Node)
+	// OnJoinError, if set, gets a node's join error instead of failing the
+	// test; the node is left with Raft and gRPC running, and no loops.
+	OnJoinError func(*Node, error)
 
 	linkMu  sync.RWMutex
 	blocked map[[2]string]bool
@@ -241,6 +247,9 @@ func (nd *Node) Start() {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if c.BeforeStart != nil {
+		c.BeforeStart(nd)
+	}
 	cfg := nd.Token.Config()
 	cfg.Faults = nd.Faults
 	p, err := hsm.Open(cfg)
@@ -316,14 +325,23 @@ func (nd *Node) Start() {
 		if err != nil {
 			t.Fatalf("%s: join token: %v", nd.ID, err)
 		}
-		var seeds []string
-		for _, o := range c.Nodes {
-			if o != nd && o.running {
-				seeds = append(seeds, o.GRPCAddr)
+		if err := dm.Join(ctx, broker.JoinConfig{Seeds: c.seeds(nd), Token: tok, GRPCAddr: nd.GRPCAddr}); err != nil {
+			if c.OnJoinError != nil {
+				c.OnJoinError(nd, err)
+				return
 			}
-		}
-		if err := dm.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok, GRPCAddr: nd.GRPCAddr}); err != nil {
 			t.Fatalf("%s: join: %v", nd.ID, err)
+		}
+	} else if has, err := p.HasDomainKey(ctx); err == nil && !has {
+		// A member whose HSM lacks the domain key (its first join stopped
+		// after the leader added it) completes the join with a new token,
+		// as hsmbrokerd serve does with its join list.
+		tok, err := c.joinToken(ctx)
+		if err != nil {
+			t.Fatalf("%s: join token: %v", nd.ID, err)
+		}
+		if err := dm.Join(ctx, broker.JoinConfig{Seeds: c.seeds(nd), Token: tok, GRPCAddr: nd.GRPCAddr, Complete: true}); err != nil {
+			t.Fatalf("%s: complete the join: %v", nd.ID, err)
 		}
 	}
 	nd.wg.Add(3)
@@ -344,6 +362,17 @@ func raftLogLevel() slog.Level {
 		return slog.LevelDebug
 	}
 	return slog.LevelError + 4
+}
+
+// seeds are the gRPC addresses of the running nodes but nd.
+func (c *Cluster) seeds(nd *Node) []string {
+	var seeds []string
+	for _, o := range c.Nodes {
+		if o != nd && o.running {
+			seeds = append(seeds, o.GRPCAddr)
+		}
+	}
+	return seeds
 }
 
 // joinToken asks the cluster (any running node) for a join token as admin.
