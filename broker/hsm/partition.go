@@ -58,7 +58,7 @@ type Partition struct {
 	// domainKeySeen: the partition has held a domain key since it was
 	// opened, so not finding one now means the token lost it.
 	domainKeySeen atomic.Bool
-	cache      *handleCache
+	cache         *handleCache
 
 	work chan *callJob // to an idle call worker; unbuffered
 	stop chan struct{} // closed by Close: idle call workers exit
