@@ -492,7 +492,7 @@ func TestGrantsThatCouldNeverApplyAreRefused(t *testing.T) {
 		wantErr(t, grant(c.key, c.grantee, c.retiring, c.grantName, c.ops...), codes.InvalidArgument, "ValidationException", c.field)
 	}
 	for _, op := range []string{"CreateGrant", "DeriveSharedSecret"} {
-		wantErr(t, grant(sym, "erin", "", "", op), codes.Unimplemented, "UnsupportedOperationException", op)
+		wantErr(t, grant(sym, "erin", "", "", op), codes.FailedPrecondition, "UnsupportedOperationException", op)
 	}
 	wantErr(t, grant(sym, "erin", "", "", "Fly"), codes.InvalidArgument, "ValidationException", "Fly")
 	for _, k := range []string{sym, signer} {
@@ -820,7 +820,7 @@ func TestExtractionAttempts(t *testing.T) {
 	l, err := admin.keys.ListKeys(ctx, &pb.ListKeysRequest{})
 	keep(l, err)
 	_, err = admin.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sym})
-	wantErr(t, err, codes.Unimplemented, broker.ExcUnsupportedOperation)
+	wantErr(t, err, codes.FailedPrecondition, broker.ExcUnsupportedOperation)
 	for _, a := range answers {
 		if bytes.Contains(a, wrapped) || bytes.Contains(a, mk.Versions[0].Wrapped) {
 			t.Fatalf("an answer carries a wrapped key: %s", a)

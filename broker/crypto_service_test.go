@@ -228,7 +228,7 @@ func TestRotationKeepsOldCiphertexts(t *testing.T) {
 	}
 	rsaKey := e.createKey(pb.KeySpec_KEY_SPEC_RSA_2048, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
 	_, err = e.keys.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: rsaKey.GetKeyId()})
-	wantErr(t, err, codes.Unimplemented, "UnsupportedOperationException", "symmetric")
+	wantErr(t, err, codes.FailedPrecondition, "UnsupportedOperationException", "symmetric")
 }
 
 func TestRSAEncryption(t *testing.T) {
@@ -408,7 +408,7 @@ func TestSignVerifyEveryAlgorithm(t *testing.T) {
 	wantErr(t, err, codes.InvalidArgument, "ValidationException", "Signature")
 	sym := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
 	_, err = e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: sym.GetKeyId()})
-	wantErr(t, err, codes.Unimplemented, "UnsupportedOperationException")
+	wantErr(t, err, codes.FailedPrecondition, "UnsupportedOperationException")
 
 	pkr, _ := e.crypto.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: p256.GetKeyId()})
 	pub, _ := x509.ParsePKIXPublicKey(pkr.GetPublicKey())

@@ -74,7 +74,10 @@ func errKeyUsage(format string, args ...any) *Error {
 }
 
 func errUnsupported(format string, args ...any) *Error {
-	return newError(codes.Unimplemented, ExcUnsupportedOperation, format, args...)
+	// FailedPrecondition, as key.proto documents: the method exists, the
+	// key (or request) is what it does not apply to. Unimplemented would
+	// tell a gRPC client that the server lacks the method.
+	return newError(codes.FailedPrecondition, ExcUnsupportedOperation, format, args...)
 }
 
 // errInvalidCiphertext is the one answer to every symmetric decryption

@@ -284,7 +284,7 @@ func (s *Service) RotateKey(ctx context.Context, req RotateKeyRequest) (RotateKe
 		return RotateKeyResult{Key: k}, err
 	}
 	if k.Spec != keys.SpecSymmetricDefault || k.Usage == keys.UsageRawEncryptDecrypt {
-		return RotateKeyResult{Key: k}, errUnsupported("key %s is %s; only symmetric keys rotate (signatures, MACs and public keys do not record a version)", k.ID, k.Spec)
+		return RotateKeyResult{Key: k}, errRotationUnsupported(k)
 	}
 	g, err := s.hsm.GenerateKey(ctx, k.Spec)
 	if err != nil {

@@ -158,7 +158,7 @@ func (c *KMIPObjects) MAC(ctx context.Context, req KMIPMACRequest) ([]byte, erro
 	}
 	h, ok := kmipHMACHash[alg]
 	if !ok {
-		return nil, newError(codes.Unimplemented, ExcUnsupportedOperation, "MAC is HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512 (Cryptographic Algorithm 9, 10 or 11), not %d", alg)
+		return nil, errUnsupported("MAC is HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512 (Cryptographic Algorithm 9, 10 or 11), not %d", alg)
 	}
 	if o.UsageMask&kmipUsageMACGenerate == 0 {
 		return nil, errKeyUsage("the usage mask of KMIP object %s does not allow MAC Generate", req.ID)
@@ -221,7 +221,7 @@ func kmipPairSpec(alg uint32, bits int32) (keys.Spec, error) {
 	case alg == KMIPRSA || alg == KMIPECDSA || alg == KMIPEC:
 		return "", kmipInvalid("Cryptographic Length must be 2048 or 3072 for RSA, 256 or 384 for EC, got %d", bits)
 	}
-	return "", newError(codes.Unimplemented, ExcUnsupportedOperation, "Create Key Pair makes RSA and EC keys (Cryptographic Algorithm 4, 6 or 26), not algorithm %d", alg)
+	return "", errUnsupported("Create Key Pair makes RSA and EC keys (Cryptographic Algorithm 4, 6 or 26), not algorithm %d", alg)
 }
 
 // CreateKeyPair makes a key pair with the broker's own asymmetric key

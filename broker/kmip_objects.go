@@ -59,7 +59,7 @@ func (c *KMIPObjects) Register(ctx context.Context, req KMIPRegisterRequest) (cl
 	case KMIPSecretData:
 		a.Algorithm, a.Length = 0, 0
 	default:
-		return cluster.KMIPObject{}, newError(codes.Unimplemented, ExcUnsupportedOperation, "object type %d cannot be registered; Symmetric Key and Secret Data can", req.ObjectType)
+		return cluster.KMIPObject{}, errUnsupported("object type %d cannot be registered; Symmetric Key and Secret Data can", req.ObjectType)
 	}
 	if len(req.Material) == 0 || len(req.Material) > MaxKMIPMaterial {
 		return cluster.KMIPObject{}, kmipInvalid("the material must be 1 to %d bytes, got %d", MaxKMIPMaterial, len(req.Material))
@@ -79,7 +79,7 @@ func (c *KMIPObjects) Create(ctx context.Context, req KMIPCreateRequest) (cluste
 	s := c.s
 	a := req.Attributes
 	if a.Algorithm != KMIPAES {
-		return cluster.KMIPObject{}, newError(codes.Unimplemented, ExcUnsupportedOperation, "Create makes AES keys (Cryptographic Algorithm 3), not algorithm %d", a.Algorithm)
+		return cluster.KMIPObject{}, errUnsupported("Create makes AES keys (Cryptographic Algorithm 3), not algorithm %d", a.Algorithm)
 	}
 	if a.Length != 128 && a.Length != 192 && a.Length != 256 {
 		return cluster.KMIPObject{}, kmipInvalid("Cryptographic Length must be 128, 192 or 256, got %d", a.Length)

@@ -66,7 +66,7 @@ func TestRawServiceAndDataObjects(t *testing.T) {
 	_, err = cs.Decrypt(ctx, &pb.DecryptRequest{KeyId: "alias/raw", CiphertextBlob: normalCT.GetCiphertextBlob()})
 	want(err, codes.InvalidArgument, "Decrypt naming a raw key")
 	_, err = ks.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: raw})
-	want(err, codes.Unimplemented, "rotating a raw key")
+	want(err, codes.FailedPrecondition, "rotating a raw key")
 	_, err = rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC, Iv: iv[:5], Plaintext: pt})
 	want(err, codes.InvalidArgument, "short IV")
 	_, err = rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Iv: iv, Plaintext: pt})

@@ -620,11 +620,12 @@ func asOpError(err error) *opError {
 		r = reasonInvalidField
 	case "FailedPrecondition":
 		r = reasonWrongLifecycleState
-	case "Unimplemented":
-		r = reasonOperationNotSupported
 	}
-	if exc == broker.ExcInvalidCiphertext {
+	switch exc {
+	case broker.ExcInvalidCiphertext:
 		r = reasonCryptographicFailure
+	case broker.ExcUnsupportedOperation:
+		r = reasonOperationNotSupported
 	}
 	return &opError{reason: r, msg: msg}
 }

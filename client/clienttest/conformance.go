@@ -269,7 +269,7 @@ func (s *suite) testKeyErrors(t *testing.T) {
 	_, err = s.kc.ListKeyTags(ctx, &pb.ListKeyTagsRequest{KeyId: unknown})
 	wantErr(t, "ListKeyTags unknown key", err, codes.NotFound, "NotFoundException", "key "+unknown+" does not exist")
 	_, err = s.cc.GetPublicKey(ctx, &pb.GetPublicKeyRequest{KeyId: id})
-	wantErr(t, "GetPublicKey of a symmetric key", err, codes.Unimplemented, "UnsupportedOperationException", "key "+id+" is SYMMETRIC_DEFAULT and has no public key")
+	wantErr(t, "GetPublicKey of a symmetric key", err, codes.FailedPrecondition, "UnsupportedOperationException", "key "+id+" is SYMMETRIC_DEFAULT and has no public key")
 }
 
 func (s *suite) testAliases(t *testing.T) {
@@ -525,8 +525,8 @@ func (s *suite) testStates(t *testing.T) {
 	_, err = s.kc.EnableKey(ctx, &pb.EnableKeyRequest{KeyId: ec})
 	must(t, "EnableKey", err)
 	_, err = s.kc.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: ec})
-	wantErr(t, "RotateKey asymmetric", err, codes.Unimplemented, "UnsupportedOperationException",
-		"key "+ec+" is ECC_NIST_P256; only symmetric keys rotate (signatures, MACs and public keys do not record a version)")
+	wantErr(t, "RotateKey asymmetric", err, codes.FailedPrecondition, "UnsupportedOperationException",
+		"key "+ec+" is a ECC_NIST_P256 key with usage SIGN_VERIFY; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) rotate")
 }
 
 func (s *suite) testTags(t *testing.T) {

@@ -112,7 +112,7 @@ func errUsage(format string, args ...any) error {
 }
 
 func errUnsupported(format string, args ...any) error {
-	return Error(codes.Unimplemented, excUnsupported, format, args...)
+	return Error(codes.FailedPrecondition, excUnsupported, format, args...)
 }
 
 var errInvalidCiphertext = Error(codes.InvalidArgument, excInvalidCiphertext, "%s", keys.InvalidCiphertextMessage)
@@ -507,8 +507,8 @@ func (f *Fake) RotateKey(_ context.Context, req *pb.RotateKeyRequest) (*pb.Rotat
 	if err := usable(k); err != nil {
 		return nil, err
 	}
-	if k.spec != keys.SpecSymmetricDefault {
-		return nil, errUnsupported("key %s is %s; only symmetric keys rotate (signatures, MACs and public keys do not record a version)", k.meta.KeyId, k.spec)
+	if k.spec != keys.SpecSymmetricDefault || k.usage == keys.UsageRawEncryptDecrypt {
+		return nil, errUnsupported("key %s is a %s key with usage %s; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) rotate", k.meta.KeyId, k.spec, k.usage)
 	}
 	k.versions = append(k.versions, newAESVersion(f.Now()))
 	k.meta.CurrentVersion = uint32(len(k.versions))
