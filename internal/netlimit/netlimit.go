@@ -3,9 +3,12 @@
 // endpoint, the TDE key endpoint, metrics and health), and what it can
 // make them write to the log:
 //
-//   - connections: Listener accepts at most Limits.MaxConns at once;
-//     further clients wait in the kernel's accept queue, costing the
-//     process nothing. Wrap the TCP listener under TLS, so that handshakes
+//   - connections: Listener holds at most Limits.MaxConns at once (and
+//     one more it accepted while it waits for a slot); further clients
+//     wait in the kernel's accept queue, costing the process nothing. With
+//     every slot held, a new client's arrival closes the HTTP connection
+//     idle between requests the longest, so idle keep-alive connections
+//     cannot hold every slot. Wrap the TCP listener under TLS, so that handshakes
 //     count too. Without it every connection holds a file descriptor, and
 //     a node out of descriptors refuses every client, on every port;
 //   - time: NewHTTPServer's server closes a connection that takes longer
@@ -28,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -95,7 +99,7 @@ func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *Server {
 	lim := NewLogLimiter(log, "HTTP connection error")
 	srv := &Server{Server: &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
 		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes,
-		ErrorLog: lim.ErrorLog(slog.LevelWarn)}}
+		ErrorLog: lim.ErrorLog(slog.LevelWarn), ConnState: trackIdle}}
 	srv.OnShutdown(lim.Close)
 	return srv
 }
@@ -127,7 +131,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connection's slot is freed when it is closed.
 func Listener(lis net.Listener, l Limits) net.Listener {
 	l = l.WithDefaults()
-	return &limitListener{Listener: lis, slots: make(chan struct{}, l.MaxConns), done: make(chan struct{})}
+	return &limitListener{Listener: lis, slots: make(chan struct{}, l.MaxConns), done: make(chan struct{}),
+		conns: map[*limitConn]struct{}{}}
 }
 
 type limitListener struct {
@@ -135,20 +140,56 @@ type limitListener struct {
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	mu        sync.Mutex
+	conns     map[*limitConn]struct{} // open, for closeLongestIdle
 }
 
+// Accept takes the next connection once it has a slot for it. With every
+// slot held, it first closes the connection that has been idle between two
+// requests the longest, if any is (an HTTP keep-alive connection; see
+// NewHTTPServer): otherwise anyone who sent one request on each of
+// MaxConns connections would hold every slot for IdleTimeout, and could
+// renew them. A client reopens a closed idle connection, as HTTP allows a
+// server to close one at any time. So the listener holds at most MaxConns
+// connections, and one more accepted while it waits for a slot.
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
 	c, err := l.Listener.Accept()
 	if err != nil {
-		<-l.slots
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		l.closeLongestIdle()
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			_ = c.Close()
+			return nil, net.ErrClosed
+		}
+	}
+	lc := &limitConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[lc] = struct{}{}
+	l.mu.Unlock()
+	return lc, nil
+}
+
+// closeLongestIdle closes the connection idle between requests the
+// longest, if one is.
+func (l *limitListener) closeLongestIdle() {
+	l.mu.Lock()
+	var oldest *limitConn
+	var since int64
+	for c := range l.conns {
+		if t := c.idleSince.Load(); t != 0 && (oldest == nil || t < since) {
+			oldest, since = c, t
+		}
+	}
+	l.mu.Unlock()
+	if oldest != nil {
+		_ = oldest.Close()
+	}
 }
 
 func (l *limitListener) Close() error {
@@ -159,12 +200,41 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l    *limitListener
+	once sync.Once
+	// idleSince is when the HTTP server last saw the connection go idle
+	// between requests (UnixNano), 0 while it is not (trackIdle).
+	idleSince atomic.Int64
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		<-c.l.slots
+	})
 	return err
+}
+
+// trackIdle is an http.Server's ConnState hook: it marks the listener's
+// connections idle between requests, so that Accept can close one when
+// every slot is held. A TLS connection is followed to the one it wraps.
+func trackIdle(c net.Conn, state http.ConnState) {
+	for {
+		if lc, ok := c.(*limitConn); ok {
+			if state == http.StateIdle {
+				lc.idleSince.Store(time.Now().UnixNano())
+			} else {
+				lc.idleSince.Store(0)
+			}
+			return
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = w.NetConn()
+	}
 }

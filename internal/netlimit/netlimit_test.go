@@ -22,7 +22,9 @@ func serve(t *testing.T, l netlimit.Limits) (string, *atomic.Int64) {
 	}
 	var accepted atomic.Int64
 	srv := netlimit.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }), l, nil)
-	srv.ConnState = func(_ net.Conn, s http.ConnState) {
+	track := srv.ConnState // NewHTTPServer's own, which the listener needs
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		track(c, s)
 		if s == http.StateNew {
 			accepted.Add(1)
 		}
@@ -66,30 +68,51 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestListenerBoundsConnections: with MaxConns connections open, the next
-// client is not accepted (it waits in the kernel's queue) until one of
-// them closes, whichever side closes it.
+// TestListenerBoundsConnections: with MaxConns connections open and none
+// idle between requests (here, none has sent a request yet), the next
+// client is not served (it waits, unaccepted or held by Accept) until one of
+// them closes.
 func TestListenerBoundsConnections(t *testing.T) {
 	t.Parallel()
-	addr, accepted := serve(t, netlimit.Limits{MaxConns: 3, IdleTimeout: time.Minute})
+	addr, accepted := serve(t, netlimit.Limits{MaxConns: 3, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute})
 	held := []net.Conn{dial(t, addr), dial(t, addr), dial(t, addr)}
-	for i, c := range held {
-		if err := get(c, 10*time.Second); err != nil {
-			t.Fatalf("connection %d within the bound: %v", i, err)
-		}
-	}
+	waitUntil(t, "three connections to be accepted", func() bool { return accepted.Load() == 3 })
 	waiting := dial(t, addr) // the kernel completes the TCP handshake
 	if err := get(waiting, 300*time.Millisecond); !isTimeout(err) {
 		t.Fatalf("a fourth connection was served while three were open: %v", err)
 	}
 	if n := accepted.Load(); n != 3 {
-		t.Fatalf("%d connections accepted, want 3", n)
+		t.Fatalf("%d connections served, want 3", n)
 	}
 	// The client closes one: its slot goes to the waiting connection.
 	_ = held[0].Close()
-	waitUntil(t, "the waiting connection to be accepted", func() bool { return accepted.Load() == 4 })
-	if err := get(dial(t, addr), 300*time.Millisecond); err == nil {
-		t.Fatal("a fifth connection was served while three were open")
+	waitUntil(t, "the waiting connection to be served", func() bool { return accepted.Load() == 4 })
+}
+
+// TestIdleConnectionsYieldTheirSlots: a keep-alive connection idle between
+// requests holds its slot only while no one else needs it. With every slot
+// held by one, a new client's request is served at once, and the
+// connection idle the longest is closed. Before, one request on each of
+// MaxConns connections held every slot for IdleTimeout (2 minutes in the
+// daemon), and a MariaDB could not reach its key endpoint.
+func TestIdleConnectionsYieldTheirSlots(t *testing.T) {
+	t.Parallel()
+	addr, _ := serve(t, netlimit.Limits{MaxConns: 2, IdleTimeout: time.Minute})
+	first, second := dial(t, addr), dial(t, addr)
+	for i, c := range []net.Conn{first, second} {
+		if err := get(c, 10*time.Second); err != nil {
+			t.Fatalf("connection %d within the bound: %v", i, err)
+		}
+	}
+	if err := get(dial(t, addr), 10*time.Second); err != nil {
+		t.Fatalf("a third client while two connections idle: %v", err)
+	}
+	_ = first.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := first.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("the connection idle the longest was not closed: %v", err)
+	}
+	if err := get(second, 10*time.Second); err != nil {
+		t.Fatalf("the connection idle the shorter time: %v", err)
 	}
 }
 
