@@ -97,12 +97,12 @@ func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, 
 			out = TDEMaterial{}
 		}
 	}()
-	if err := s.refuseIfNotReady(); err != nil {
-		return out, err
-	}
 	// Who asks comes first: nothing about keys is looked up, or revealed,
 	// for an unknown token.
 	ref := tdeRef(in.Mount + "/" + in.Name)
+	if err := s.refuseTDEIfNotReady(ctx, ref); err != nil {
+		return out, err
+	}
 	ctx, err = s.authenticateTDE(ctx, in.Token, ref)
 	if err != nil {
 		return out, err
@@ -174,10 +174,10 @@ func (t *TDEKeys) ReadMount(ctx context.Context, in TDERequest) (err error) {
 	s := t.s
 	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEMount, RequestID: in.RequestID, Peer: in.Peer})
 	defer func() { err = s.endTDE(ctx, err) }()
-	if err := s.refuseIfNotReady(); err != nil {
+	ref := tdeRef(in.Mount)
+	if err := s.refuseTDEIfNotReady(ctx, ref); err != nil {
 		return err
 	}
-	ref := tdeRef(in.Mount)
 	ctx, err = s.authenticateTDE(ctx, in.Token, ref)
 	if err != nil {
 		return err
@@ -245,6 +245,26 @@ func (s *Service) tdePrincipal(ctx context.Context, token string) (string, error
 		}
 	}
 	return t.Principal, nil
+}
+
+// refuseTDEIfNotReady refuses a TDE read on a node that is not ready,
+// before its token is read (a node that may be behind does not consult its
+// token store). The request has proved no identity, so its audit line (an
+// anonymous one, bounded as those are) is a denial naming the key or mount
+// asked for and why the node cannot serve.
+func (s *Service) refuseTDEIfNotReady(ctx context.Context, ref string) error {
+	err := s.refuseIfNotReady()
+	if err == nil {
+		return nil
+	}
+	if rq := requestOf(ctx); rq != nil {
+		rq.mu.Lock()
+		rq.contexts.KeyRef = ref
+		rq.mu.Unlock()
+		_, _, msg := Classify(err)
+		rq.deny("unavailable: " + msg)
+	}
+	return err
 }
 
 // errTDENotFound marks tdeKey's answer for a key its mount does not have.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/broker/vault"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
@@ -47,7 +49,8 @@ func (f *failingLog) Write(p []byte) (int, error) {
 // a passing failure and answers from its cache) and no key material
 // leaves; afterwards they are served again.
 func TestNoKeyWithoutAuditLine(t *testing.T) {
-	p := hsmtest.NewPartition(t)
+	faults := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(faults))
 	node, err := cluster.Open(cluster.Config{NodeID: "node1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(),
 		Bootstrap: true, ReapInterval: time.Hour, Logger: hsmtest.QuietLogger(), Observer: broker.Observer(p)})
 	if err != nil {
@@ -109,6 +112,37 @@ func TestNoKeyWithoutAuditLine(t *testing.T) {
 	w.fail.Store(false)
 	if again, _ := e.read("/v1/tde/data/1", tok.GetToken()); !bytes.Equal(again, material) {
 		t.Fatal("a different key after the outage")
+	}
+
+	// A node that is not ready (its HSM failing) refuses before it reads
+	// the token; the audit line is a denial that names the key asked for
+	// and the reason, not an "allow" of nobody.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go broker.NewDaemon(svc, broker.DaemonConfig{HealthInterval: 20 * time.Millisecond}).WatchHealth(wctx)
+	faults.Add(hsm.FaultRule{Call: "*", Code: hsm.CKRDeviceRemoved})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ok, reason := svc.Healthy(); !ok && strings.Contains(reason, "HSM") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node never found its HSM failing")
+		}
+	}
+	e.unanswered("/v1/tde/data/1", "hbt.not-a-token")
+	faults.Clear()
+	var line audit.Record
+	w.mu.Lock()
+	for _, l := range bytes.Split(w.b.Bytes(), []byte("\n")) {
+		var r audit.Record
+		if json.Unmarshal(l, &r) == nil && r.Operation == broker.ActionReadTDEKey && r.Code == "Unavailable" {
+			line = r
+		}
+	}
+	w.mu.Unlock()
+	if line.Decision != "deny" || line.KeyRef != "tde:tde/1" || line.Principal != "" ||
+		!strings.HasPrefix(line.Reason, "unavailable: node node1 is not ready (HSM partition unavailable") {
+		t.Fatalf("audit line of a read refused while not ready: %+v", line)
 	}
 }
 
