@@ -1356,7 +1356,7 @@ type VerifyRequest struct {
 	// Whether message is the message or a digest. Unset means
 	// MESSAGE_TYPE_RAW.
 	MessageType MessageType `protobuf:"varint,3,opt,name=message_type,json=messageType,proto3,enum=hsmbroker.v1.MessageType" json:"message_type,omitempty"`
-	// The signature to check, in the form Sign returns; 1 to 6144 bytes.
+	// The signature to check, in the form Sign returns; 1 to 1024 bytes (an RSA-4096 signature is 512).
 	Signature []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
 	// The algorithm the signature was made with; one the key supports.
 	// Required.
