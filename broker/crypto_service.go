@@ -268,7 +268,7 @@ func (s *Service) dataKey(ctx context.Context, ref string, spec pb.DataKeySpec, 
 	if err != nil {
 		return cluster.Key{}, nil, nil, err
 	}
-	size, err := keys.DataKeyBytes(dataKeySpecFrom(spec), int32(min(n, keys.MaxRandomBytes+1)))
+	size, err := keys.DataKeyBytes(dataKeySpecFrom(spec), int64(n))
 	if err != nil {
 		return cluster.Key{}, nil, nil, err
 	}
@@ -515,8 +515,8 @@ func (s *Service) VerifyMac(ctx context.Context, req *pb.VerifyMacRequest) (*pb.
 
 // GenerateRandom returns bytes from the HSM's random number generator.
 func (s *Service) GenerateRandom(ctx context.Context, req *pb.GenerateRandomRequest) (*pb.GenerateRandomResponse, error) {
-	n := min(req.GetNumberOfBytes(), keys.MaxRandomBytes+1)
-	if err := keys.ValidateRandomBytes(int32(n)); err != nil {
+	n := req.GetNumberOfBytes()
+	if err := keys.ValidateRandomBytes(int64(n)); err != nil {
 		return nil, fieldErr("NumberOfBytes", err)
 	}
 	b, err := s.hsm.Random(ctx, int(n))

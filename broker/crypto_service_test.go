@@ -9,6 +9,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -456,9 +457,14 @@ func TestMACAndRandom(t *testing.T) {
 	if err != nil || len(r.GetPlaintext()) != 1024 {
 		t.Fatalf("random: %v", err)
 	}
-	for _, n := range []uint32{0, 1025, 1 << 31} {
+	for _, n := range []uint32{0, 1025, 1 << 31, 1<<32 - 1} {
+		// The message names the number asked for.
 		_, err := e.crypto.GenerateRandom(ctx, &pb.GenerateRandomRequest{NumberOfBytes: n})
-		wantErr(t, err, codes.InvalidArgument, "ValidationException", "NumberOfBytes", "1024")
+		wantErr(t, err, codes.InvalidArgument, "ValidationException", "NumberOfBytes", "1024", fmt.Sprintf("got %d", n))
+		_, err = e.crypto.GenerateDataKey(ctx, &pb.GenerateDataKeyRequest{KeyId: "alias/none", NumberOfBytes: n})
+		if n != 0 {
+			wantErr(t, err, codes.InvalidArgument, "ValidationException", "NumberOfBytes", fmt.Sprintf("got %d", n))
+		}
 	}
 }
 

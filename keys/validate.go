@@ -349,7 +349,7 @@ func tagKeyProblem(k string) string {
 }
 
 // ValidateRandomBytes checks NumberOfBytes of GenerateRandom: 1 to 1024.
-func ValidateRandomBytes(n int32) error {
+func ValidateRandomBytes(n int64) error {
 	if n < 1 || n > MaxRandomBytes {
 		return fieldError("NumberOfBytes", "must be 1 to %d, got %d", MaxRandomBytes, n)
 	}
@@ -358,7 +358,7 @@ func ValidateRandomBytes(n int32) error {
 
 // DataKeyBytes returns the length of the data key GenerateDataKey asks for.
 // Exactly one of spec and n must be set (n = 0 means unset).
-func DataKeyBytes(spec DataKeySpec, n int32) (int, error) {
+func DataKeyBytes(spec DataKeySpec, n int64) (int, error) {
 	switch {
 	case spec == "" && n == 0:
 		return 0, fieldError("KeySpec", "one of KeySpec or NumberOfBytes is required")

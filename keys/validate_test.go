@@ -320,11 +320,15 @@ func make50(prefix string) []string {
 }
 
 func TestValidateRandomBytes(t *testing.T) {
-	for _, n := range []int32{1, 32, 1024} {
+	for _, n := range []int64{1, 32, 1024} {
 		checkErr(t, ValidateRandomBytes(n), nil, "")
 	}
-	for _, n := range []int32{0, -1, 1025, 1 << 30} {
+	for _, n := range []int64{0, -1, 1025, 1 << 30, 1<<32 - 1} {
 		checkErr(t, ValidateRandomBytes(n), ErrInvalidArgument, "NumberOfBytes")
+		// The message names the number asked for, not a clamped one.
+		if err := ValidateRandomBytes(n); !strings.Contains(err.Error(), fmt.Sprintf("got %d", n)) {
+			t.Errorf("ValidateRandomBytes(%d): %v", n, err)
+		}
 	}
 }
 
@@ -332,7 +336,7 @@ func TestDataKeyBytes(t *testing.T) {
 	tests := []struct {
 		name      string
 		spec      DataKeySpec
-		n         int32
+		n         int64
 		want      int
 		wantField string // "" means no error
 	}{
@@ -490,8 +494,8 @@ func FuzzValidators(f *testing.F) {
 		add(ValidateDescription(s))
 		add(ValidateTags(map[string]string{s: spec, usage: alg}))
 		add(ValidateTagKeys([]string{s, spec}))
-		add(ValidateRandomBytes(n))
-		addV(DataKeyBytes(DataKeySpec(spec), n))
+		add(ValidateRandomBytes(int64(n)))
+		addV(DataKeyBytes(DataKeySpec(spec), int64(n)))
 		addV(ValidateCreate(Spec(spec), Usage(usage)))
 		add(ValidateMessage(MessageType(usage), SigningAlgorithm(alg), b))
 		add(ValidateMessage(MessageType(alg), SigningAlgorithm(spec), b))

@@ -885,7 +885,7 @@ func (f *Fake) dataKey(ref string, spec pb.DataKeySpec, n uint32, m map[string]s
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	size, err := keys.DataKeyBytes(keys.DataKeySpec(fromEnum(spec, pb.DataKeySpec_name, "DATA_KEY_SPEC_")), int32(min(n, keys.MaxRandomBytes+1)))
+	size, err := keys.DataKeyBytes(keys.DataKeySpec(fromEnum(spec, pb.DataKeySpec_name, "DATA_KEY_SPEC_")), int64(n))
 	if err != nil {
 		return nil, nil, nil, invalid(err)
 	}
@@ -1081,8 +1081,8 @@ func (f *Fake) VerifyMac(_ context.Context, req *pb.VerifyMacRequest) (*pb.Verif
 
 // GenerateRandom implements CryptoService.
 func (f *Fake) GenerateRandom(_ context.Context, req *pb.GenerateRandomRequest) (*pb.GenerateRandomResponse, error) {
-	n := min(req.GetNumberOfBytes(), keys.MaxRandomBytes+1)
-	if err := keys.ValidateRandomBytes(int32(n)); err != nil {
+	n := req.GetNumberOfBytes()
+	if err := keys.ValidateRandomBytes(int64(n)); err != nil {
 		return nil, invalidField("NumberOfBytes", err)
 	}
 	b := make([]byte, n)
