@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -327,5 +328,11 @@ func TestVersion(t *testing.T) {
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "hsmctl ") || !strings.Contains(r.stdout, "go1.") || r.stderr != "" {
 			t.Errorf("hsmctl %v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 		}
+	}
+	// Every command has -o json.
+	r := runArgs("version", "-o", "json")
+	var v struct{ Version string }
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || !strings.HasPrefix(v.Version, "hsmctl ") {
+		t.Errorf("hsmctl version -o json: exit %d, stdout %q", r.code, r.stdout)
 	}
 }

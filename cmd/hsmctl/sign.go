@@ -80,7 +80,7 @@ RSA signatures are as long as the modulus; ECDSA signatures are DER
 (ECDSA-Sig-Value), as OpenSSL and crypto/ecdsa.VerifyASN1 expect.`,
 		Example: `  hsmctl sign --key alias/release-signing --algorithm ECDSA_SHA_256 --in release.tar.gz --out release.sig
   openssl dgst -sha256 -verify <(hsmctl pubkey alias/release-signing) -signature release.sig release.tar.gz
-  sha256sum -b file | cut -c1-64 | xxd -r -p | hsmctl sign --key alias/rsa --algorithm RSASSA_PSS_SHA_256 --digest --base64`,
+  sha256sum -b file | cut -c1-64 | xxd -r -p | hsmctl sign --key alias/rsa-sign --algorithm RSASSA_PSS_SHA_256 --digest --base64`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if err := requireKey(key); err != nil {
@@ -134,7 +134,7 @@ func (a *app) verifyCommand() *cobra.Command {
 --digest, its digest). Prints whether it is valid; the exit status is 0 for a
 valid signature and 1 for an invalid one or a failure.`,
 		Example: `  hsmctl verify --key alias/release-signing --algorithm ECDSA_SHA_256 --signature release.sig --in release.tar.gz && echo ok
-  hsmctl verify --key alias/rsa --algorithm RSASSA_PSS_SHA_256 --signature sig.b64 --base64 --in msg`,
+  hsmctl verify --key alias/rsa-sign --algorithm RSASSA_PSS_SHA_256 --signature sig.b64 --base64 --in msg`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if err := requireKey(key); err != nil {

@@ -21,6 +21,9 @@ func (a *app) versionCommand() *cobra.Command {
 		Example: "  hsmctl version",
 		Args:    noArgs,
 		RunE: a.runE(func(*cobra.Command, []string) error {
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"version": versionString()})
+			}
 			_, err := fmt.Fprintln(a.stdout, versionString())
 			return err
 		}),
