@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -508,7 +509,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if id == "" {
 		for _, s := range cf.Configuration().Servers {
 			if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.NodeID {
-				return n.wait(ctx, n.raft.LeadershipTransfer())
+				return transferFailed(id, n.wait(ctx, n.raft.LeadershipTransfer()))
 			}
 		}
 		return invalidState("no other voter to hand leadership to")
@@ -518,10 +519,29 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 			if s.Suffrage != raft.Voter {
 				return invalidState("node %q is not a voter", id)
 			}
-			return n.wait(ctx, n.raft.LeadershipTransferToServer(s.ID, s.Address))
+			return transferFailed(id, n.wait(ctx, n.raft.LeadershipTransferToServer(s.ID, s.Address)))
 		}
 	}
 	return notFound("node %q", id)
+}
+
+// transferFailed says why a leadership transfer to id ("" for any voter)
+// did not happen. Besides losing leadership or shutting down, raft fails a
+// transfer when the target cannot be reached ("failed to make TimeoutNow
+// RPC") or does not win an election in time ("leadership transfer
+// timeout"): it is down, unreachable or far behind. The leader keeps
+// leading, so that is a precondition the operator can fix, not an internal
+// error.
+func transferFailed(id string, err error) error {
+	if err == nil || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrLeadershipLost) || errors.Is(err, ErrShutdown) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if id == "" {
+		id = "the chosen voter"
+	}
+	return invalidState("leadership was not handed to %s (%s): is it running, reachable and caught up? This node still leads",
+		id, strings.TrimPrefix(err.Error(), "cluster: "))
 }
 
 // Server is one member of the raft configuration.

@@ -576,3 +576,35 @@ func TestStateReadsDuringApply(t *testing.T) {
 	close(stop)
 	readers.Wait()
 }
+
+// A transfer to a voter that does not take over in time (here, one that is
+// down) is a precondition the operator can fix, and says so; raft's own
+// answer, "leadership transfer timeout", became an internal error with no
+// cause. The leader keeps leading.
+func TestTransferLeadershipToAStoppedVoter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node in -short mode")
+	}
+	n1 := openNode(t, testConfig(t, "n1", true))
+	n2 := openNode(t, testConfig(t, "n2", false))
+	n3 := openNode(t, testConfig(t, "n3", false))
+	waitLeader(t, n1)
+	ctx := testContext(t, 30*time.Second)
+	for _, n := range []*Node{n2, n3} {
+		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
+			t.Fatalf("add %s: %v", n.ID(), err)
+		}
+	}
+	waitLeader(t, n1, n2, n3)
+	if err := n3.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	err := n1.TransferLeadership(ctx, "n3")
+	wantErrIs(t, err, ErrInvalidState)
+	if !strings.Contains(fmt.Sprint(err), "leadership was not handed to n3") {
+		t.Fatalf("transfer to a stopped voter: %v", err)
+	}
+	if l := waitLeader(t, n1, n2); l != n1 {
+		t.Errorf("%s leads after a failed transfer, want n1", l.ID())
+	}
+}
