@@ -501,3 +501,40 @@ func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
 		t.Fatalf("a member with the key joining again: %v, want already a member", err)
 	}
 }
+
+// TestNoQuorumIsSaidBeforeTheCallerGivesUp: a node that knows no leader
+// (here the last of three) waited for one until the caller's deadline,
+// so a membership change on a cluster without quorum ended in the caller's
+// own DeadlineExceeded, which says nothing. It now answers Unavailable,
+// saying the cluster may have lost its quorum, before that deadline.
+func TestNoQuorumIsSaidBeforeTheCallerGivesUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	leader := c.Leader(t)
+	var last *hsmtest.Node
+	for _, nd := range c.Followers(t) {
+		if last == nil {
+			last = nd
+			continue
+		}
+		nd.Stop()
+	}
+	leader.Stop()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if id, _ := last.Raft.Leader(); id == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the last node still follows a leader")
+		}
+	}
+	cc := pb.NewClusterServiceClient(c.Dial(last.Index, "admin"))
+	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+	defer cancel()
+	_, err := cc.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: leader.ID})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "may have lost its quorum") {
+		t.Fatalf("RemoveNode on a node without a leader: %v; want Unavailable saying the quorum may be lost", err)
+	}
+}

@@ -70,6 +70,17 @@ func (s *Service) Close() {
 // leaderClient returns a ClusterService client for the current leader,
 // waiting for an election to finish if there is none.
 func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, string, error) {
+	// An election takes about a second on the default timeouts; a node
+	// that sees no leader for longer is most likely in a cluster that lost
+	// its quorum, and says so while its caller still listens, rather than
+	// at the caller's deadline, which the caller sees only as its own.
+	wait := leaderWait
+	if d, ok := ctx.Deadline(); ok {
+		// Answer a little before the caller's deadline, for it to read.
+		wait = max(min(wait, time.Until(d)-leaderAnswerMargin), 0)
+	}
+	giveUp := time.NewTimer(wait)
+	defer giveUp.Stop()
 	for {
 		id, _ := s.node.Leader()
 		if id != "" {
@@ -89,10 +100,21 @@ func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, st
 		select {
 		case <-ctx.Done():
 			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout, "no cluster leader: %v", ctx.Err())
+		case <-giveUp.C:
+			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout,
+				"no cluster leader for %s: the cluster may have lost its quorum (a majority of its voters must be up and reach each other); retry", wait.Round(time.Millisecond))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
+
+// leaderWait is how long leaderClient waits for a leader to be elected,
+// well over an election's second or two; leaderAnswerMargin is how long
+// before the caller's deadline it answers, if that comes first.
+const (
+	leaderWait         = 5 * time.Second
+	leaderAnswerMargin = 250 * time.Millisecond
+)
 
 // apply replicates one command, through the leader, and waits until this
 // node has applied it.
