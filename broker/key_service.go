@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -117,28 +119,47 @@ func (s *Service) linearize(ctx context.Context) error {
 	return s.node.Barrier(ctx)
 }
 
-// Page tokens are the last id or name of the previous page, base64url
-// encoded so that callers treat them as opaque.
-func encodePageToken(last string) string {
+// Page tokens are the last id or name of the previous page and a digest of
+// the request they page (the list, and the key or filters it was asked
+// for), base64url encoded so that callers treat them as opaque: a token is
+// good only for the request that issued it, as the API says the other
+// fields must not change between pages.
+func encodePageToken(scope, last string) string {
 	if last == "" {
 		return ""
 	}
-	return base64.RawURLEncoding.EncodeToString([]byte(last))
+	return base64.RawURLEncoding.EncodeToString(append(append([]byte(last), 0), pageScope(scope)...))
 }
+
+// pageScope is the digest of a page token's request.
+func pageScope(scope string) []byte {
+	h := sha256.Sum256([]byte(scope))
+	return h[:pageScopeSize]
+}
+
+const pageScopeSize = 8
 
 // decodePageToken returns the position tok holds. A token this service did
 // not issue is refused rather than read as a position past the end, which
 // would answer with an empty last page: it must be the canonical encoding
-// of a position that isPosition accepts, of the kind the list pages by.
-func decodePageToken(field, tok string, isPosition func(string) bool) (string, error) {
+// of a position that isPosition accepts, of the kind the list pages by,
+// issued for the same request (scope).
+func decodePageToken(field, scope, tok string, isPosition func(string) bool) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
-	if err != nil || len(b) == 0 || len(b) > 512 || !isPosition(string(b)) {
-		return "", &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker, Message: fmt.Sprintf("invalid %s: not a token this service issued", field)}
+	invalid := func(why string) error {
+		return &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker, Message: fmt.Sprintf("invalid %s: %s", field, why)}
 	}
-	return string(b), nil
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
+	n := len(b) - pageScopeSize - 1
+	if err != nil || n < 1 || n > 512 || b[n] != 0 || !isPosition(string(b[:n])) {
+		return "", invalid("not a token this service issued")
+	}
+	if !bytes.Equal(b[n+1:], pageScope(scope)) {
+		return "", invalid("issued for another request; give the same key and filters on every page")
+	}
+	return string(b[:n]), nil
 }
 
 // isGrantIDPosition reports whether s is a grant id as CreateGrant makes
@@ -154,12 +175,12 @@ func (s *Service) ListKeys(ctx context.Context, req *pb.ListKeysRequest) (*pb.Li
 	if err != nil {
 		return nil, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken(), keys.IsKeyIDPosition)
+	after, err := decodePageToken("PageToken", "ListKeys", req.GetPageToken(), keys.IsKeyIDPosition)
 	if err != nil {
 		return nil, err
 	}
 	page, next := s.node.State().KeysPage(after, limit)
-	resp := &pb.ListKeysResponse{NextPageToken: encodePageToken(next)}
+	resp := &pb.ListKeysResponse{NextPageToken: encodePageToken("ListKeys", next)}
 	for _, k := range page {
 		resp.Keys = append(resp.Keys, s.metadata(k))
 	}
@@ -307,7 +328,8 @@ func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRe
 	if err != nil {
 		return nil, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken(), keys.IsIndexPosition)
+	scope := "ListKeyVersions/" + k.ID
+	after, err := decodePageToken("PageToken", scope, req.GetPageToken(), keys.IsIndexPosition)
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +342,7 @@ func (s *Service) ListKeyVersions(ctx context.Context, req *pb.ListKeyVersionsRe
 		v := k.Versions[i]
 		resp.Versions = append(resp.Versions, &pb.KeyVersion{Version: v.Number, CreateTime: ts(v.CreatedAt), Current: v.Number == k.CurrentVersion})
 		if len(resp.Versions) == limit && i+1 < len(k.Versions) {
-			resp.NextPageToken = encodePageToken(fmt.Sprint(i + 1))
+			resp.NextPageToken = encodePageToken(scope, fmt.Sprint(i+1))
 		}
 	}
 	return resp, nil
@@ -439,10 +461,6 @@ func (s *Service) ListAliases(ctx context.Context, req *pb.ListAliasesRequest) (
 	if err != nil {
 		return nil, fieldErr("PageSize", err)
 	}
-	after, err := decodePageToken("PageToken", req.GetPageToken(), keys.IsAliasPosition)
-	if err != nil {
-		return nil, err
-	}
 	keyID := ""
 	if req.GetKeyId() != "" {
 		k, err := s.resolveID(ctx, "KeyId", req.GetKeyId())
@@ -451,13 +469,18 @@ func (s *Service) ListAliases(ctx context.Context, req *pb.ListAliasesRequest) (
 		}
 		keyID = k.ID
 	}
+	scope := "ListAliases/" + keyID
+	after, err := decodePageToken("PageToken", scope, req.GetPageToken(), keys.IsAliasPosition)
+	if err != nil {
+		return nil, err
+	}
 	resp := &pb.ListAliasesResponse{}
 	for _, a := range s.node.State().Aliases(keyID) {
 		if a.Name <= after {
 			continue
 		}
 		if len(resp.Aliases) == limit {
-			resp.NextPageToken = encodePageToken(resp.Aliases[limit-1].AliasName)
+			resp.NextPageToken = encodePageToken(scope, resp.Aliases[limit-1].AliasName)
 			break
 		}
 		resp.Aliases = append(resp.Aliases, s.aliasPB(a))

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"strings"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/keys"
@@ -71,7 +72,8 @@ func (g keyServiceServer) CreateGrant(ctx context.Context, req *pb.CreateGrantRe
 // ListGrants pages with opaque tokens (encodePageToken) over the core's
 // grant ids.
 func (g keyServiceServer) ListGrants(ctx context.Context, req *pb.ListGrantsRequest) (*pb.ListGrantsResponse, error) {
-	after, err := decodePageToken("PageToken", req.GetPageToken(), isGrantIDPosition)
+	scope := strings.Join([]string{"ListGrants", req.GetKeyId(), req.GetGrantId(), req.GetGranteePrincipal()}, "\x00")
+	after, err := decodePageToken("PageToken", scope, req.GetPageToken(), isGrantIDPosition)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +82,7 @@ func (g keyServiceServer) ListGrants(ctx context.Context, req *pb.ListGrantsRequ
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.ListGrantsResponse{NextPageToken: encodePageToken(page.Next)}
+	resp := &pb.ListGrantsResponse{NextPageToken: encodePageToken(scope, page.Next)}
 	for _, gr := range page.Grants {
 		resp.Grants = append(resp.Grants, grantPB(gr))
 	}

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -138,24 +139,31 @@ func TestPageTokensTheBrokerDidNotIssue(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	// A token the broker issues: the position, a NUL, and the first 8 bytes
+	// of the SHA-256 of the request it pages.
+	issued := func(scope, pos string) string {
+		h := sha256.Sum256([]byte(scope))
+		return base64.RawURLEncoding.EncodeToString(append(append([]byte(pos), 0), h[:8]...))
+	}
 	lists := []struct {
-		name string
-		list func(tok string) error
-		good []string // positions of the list's kind
+		name  string
+		scope string
+		list  func(tok string) error
+		good  []string // positions of the list's kind
 	}{
-		{"ListKeys", func(tok string) error {
+		{"ListKeys", "ListKeys", func(tok string) error {
 			_, err := e.keys.ListKeys(ctx, &pb.ListKeysRequest{PageToken: tok})
 			return err
 		}, []string{k, "00000000-0000-4000-8000-000000000000"}},
-		{"ListAliases", func(tok string) error {
+		{"ListAliases", "ListAliases/", func(tok string) error {
 			_, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{PageToken: tok})
 			return err
 		}, []string{"alias/zzz", "alias/aws/x"}},
-		{"ListKeyVersions", func(tok string) error {
+		{"ListKeyVersions", "ListKeyVersions/" + k, func(tok string) error {
 			_, err := e.keys.ListKeyVersions(ctx, &pb.ListKeyVersionsRequest{KeyId: k, PageToken: tok})
 			return err
 		}, []string{"1", "7"}},
-		{"ListGrants", func(tok string) error {
+		{"ListGrants", "ListGrants\x00" + k + "\x00\x00", func(tok string) error {
 			_, err := e.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: k, PageToken: tok})
 			return err
 		}, []string{strings.Repeat("ab", 32)}},
@@ -179,12 +187,48 @@ func TestPageTokensTheBrokerDidNotIssue(t *testing.T) {
 				})
 			}
 			for _, g := range l.good {
-				if err := l.list(tok(g)); err != nil {
+				if err := l.list(issued(l.scope, g)); err != nil {
 					t.Errorf("token of %q: %v", g, err)
 				}
+				// The same position issued for another request.
+				wantErr(t, l.list(issued(l.scope+"/other", g)), codes.InvalidArgument, "InvalidMarkerException", "issued for another request")
 			}
 		})
 	}
+}
+
+// TestPageTokensAreBoundToTheirRequest: a token is good only for the
+// request that issued it. Before, a ListKeyVersions token of one key, given
+// with another key, silently skipped that key's first versions.
+func TestPageTokensAreBoundToTheirRequest(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	a := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0).GetKeyId()
+	b := e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0).GetKeyId()
+	for _, k := range []string{a, a, b, b} {
+		if _, err := e.keys.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := e.keys.ListKeyVersions(ctx, &pb.ListKeyVersionsRequest{KeyId: a, PageSize: 2})
+	if err != nil || page.GetNextPageToken() == "" {
+		t.Fatalf("first page of %s: %v %v", a, page, err)
+	}
+	_, err = e.keys.ListKeyVersions(ctx, &pb.ListKeyVersionsRequest{KeyId: b, PageSize: 2, PageToken: page.GetNextPageToken()})
+	wantErr(t, err, codes.InvalidArgument, "InvalidMarkerException", "issued for another request")
+	next, err := e.keys.ListKeyVersions(ctx, &pb.ListKeyVersionsRequest{KeyId: a, PageSize: 2, PageToken: page.GetNextPageToken()})
+	if err != nil || len(next.GetVersions()) != 1 || next.GetVersions()[0].GetVersion() != 3 {
+		t.Fatalf("second page of %s: %v %v", a, next, err)
+	}
+	if _, err := e.keys.CreateAlias(ctx, &pb.CreateAliasRequest{AliasName: "alias/a2", TargetKeyId: a}); err != nil {
+		t.Fatal(err)
+	}
+	aliases, err := e.keys.ListAliases(ctx, &pb.ListAliasesRequest{KeyId: a, PageSize: 1})
+	if err != nil || aliases.GetNextPageToken() == "" {
+		t.Fatalf("aliases of %s: %v %v", a, aliases, err)
+	}
+	_, err = e.keys.ListAliases(ctx, &pb.ListAliasesRequest{KeyId: b, PageSize: 1, PageToken: aliases.GetNextPageToken()})
+	wantErr(t, err, codes.InvalidArgument, "InvalidMarkerException", "issued for another request")
 }
 
 func TestAliasesAndTags(t *testing.T) {

@@ -972,7 +972,8 @@ type ListKeyVersionsRequest struct {
 	// fewer even when more follow.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page, or empty for the first page.
-	// key_id must be the same as in the first request.
+	// key_id must be the same as in the first request; a token given with
+	// another key is refused (INVALID_ARGUMENT, InvalidMarkerException).
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
