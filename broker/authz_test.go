@@ -568,6 +568,13 @@ func TestGrantLifecycle(t *testing.T) {
 	}
 	_, err = admin.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: key, GranteePrincipal: "erin", Operations: []string{"Decrypt", "CreateKey"}})
 	wantErr(t, err, codes.InvalidArgument, broker.ExcValidation, "CreateKey")
+	// A malformed grant id is the caller's mistake, not a missing grant.
+	_, err = admin.keys.RevokeGrant(ctx, &pb.RevokeGrantRequest{KeyId: key, GrantId: "x"})
+	wantErr(t, err, codes.InvalidArgument, broker.ExcInvalidGrantID, "GrantId", "64 lowercase hex")
+	_, err = admin.keys.RetireGrant(ctx, &pb.RetireGrantRequest{GrantId: strings.ToUpper(g2.GetGrantId())})
+	wantErr(t, err, codes.InvalidArgument, broker.ExcInvalidGrantID, "GrantId")
+	_, err = admin.keys.RevokeGrant(ctx, &pb.RevokeGrantRequest{KeyId: key, GrantId: g2.GetGrantId()})
+	wantErr(t, err, codes.NotFound, broker.ExcNotFound, "grant")
 }
 
 // auditLines reads an audit log as records.

@@ -31,6 +31,7 @@ const (
 	ExcInvalidAliasName     = "InvalidAliasNameException"
 	ExcInvalidArn           = "InvalidArnException"
 	ExcInvalidMarker        = "InvalidMarkerException"
+	ExcInvalidGrantID       = "InvalidGrantIdException"
 	ExcUnsupportedOperation = "UnsupportedOperationException"
 	ExcAccessDenied         = "AccessDeniedException"
 	ExcDependencyTimeout    = "DependencyTimeoutException"

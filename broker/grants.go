@@ -269,8 +269,8 @@ type RevokeGrantRequest struct {
 // RevokeGrant deletes a grant on a key: the administrators' way.
 func (s *Service) RevokeGrant(ctx context.Context, req RevokeGrantRequest) error {
 	ref, grantID, dryRun := req.KeyRef, req.GrantID, req.DryRun
-	if grantID == "" {
-		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
+	if err := checkGrantID(grantID); err != nil {
+		return err
 	}
 	k, err := s.resolveID(ctx, "KeyId", ref)
 	if err != nil {
@@ -284,6 +284,20 @@ func (s *Service) RevokeGrant(ctx context.Context, req RevokeGrantRequest) error
 	}
 	_, err = s.apply(ctx, &cluster.RemoveGrant{GrantID: grantID, KeyID: k.ID})
 	return err
+}
+
+// checkGrantID refuses what is no grant id as CreateGrant makes them (64
+// lowercase hex characters): a malformed id is the caller's mistake, not a
+// grant that does not exist.
+func checkGrantID(id string) error {
+	switch {
+	case id == "":
+		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
+	case !isGrantIDPosition(id):
+		return &Error{Code: codes.InvalidArgument, Exception: ExcInvalidGrantID,
+			Message: fmt.Sprintf("invalid GrantId: must be %d lowercase hex characters, as CreateGrant returns, got %d characters", 2*grantIDSize, len(id))}
+	}
+	return nil
 }
 
 // RetireGrantRequest deletes a grant at the request of a principal the
@@ -303,8 +317,8 @@ type RetireGrantRequest struct {
 // key's policy lets retire grants.
 func (s *Service) RetireGrant(ctx context.Context, req RetireGrantRequest) error {
 	ref, grantID, dryRun := req.KeyRef, req.GrantID, req.DryRun
-	if grantID == "" {
-		return &keys.FieldError{Field: "GrantId", Problem: "is required"}
+	if err := checkGrantID(grantID); err != nil {
+		return err
 	}
 	g, ok := s.node.State().Grant(grantID)
 	if !ok {

@@ -41,6 +41,8 @@
 //   InvalidKeyUsageException      INVALID_ARGUMENT     the key's spec or usage does not allow the operation or algorithm
 //   InvalidCiphertextException    INVALID_ARGUMENT     decryption failed (one error for every cause)
 //   IncorrectKeyException         INVALID_ARGUMENT     the ciphertext was made under another key than the one named
+//   InvalidMarkerException        INVALID_ARGUMENT     a page token this service did not issue for this request
+//   InvalidGrantIdException       INVALID_ARGUMENT     a grant id that is not 64 lowercase hex characters
 //   TagException                  INVALID_ARGUMENT     bad tag key or value, or too many tags
 //   DisabledException             FAILED_PRECONDITION  the key is disabled
 //   KMSInvalidStateException      FAILED_PRECONDITION  the key's state forbids the operation (for example pending deletion)
