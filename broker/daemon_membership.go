@@ -96,6 +96,23 @@ func (d *Daemon) Join(ctx context.Context, jc JoinConfig) error {
 	}
 }
 
+// tlsHint is what to check when a join failed in the TLS handshake with a
+// member: the members refuse a certificate from another CA, and the
+// joiner sees anything from "unknown certificate authority" to a broken
+// pipe.
+func tlsHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	for _, s := range []string{"certificate", "tls:", "handshake", "broken pipe", "connection reset"} {
+		if strings.Contains(msg, s) {
+			return "; if the members are up, check that this node's certificate (tls.cert) is issued by the cluster's CA (tls.ca) for its node_id"
+		}
+	}
+	return ""
+}
+
 // errJoinRetry marks join failures that changed nothing and may pass on a
 // second try (no leader yet, a leader change).
 var errJoinRetry = errors.New("broker: join can be retried")
@@ -119,7 +136,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		lastErr = fmt.Errorf("seed %s: %w", seed, readable(err))
 	}
 	if cs == nil {
-		return fmt.Errorf("no seed answered: %w", lastErr)
+		return fmt.Errorf("no seed answered: %w%s", lastErr, tlsHint(lastErr))
 	}
 	leaderAddr := ""
 	for _, n := range cs.GetNodes() {
@@ -162,8 +179,11 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 			st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader {
 			return fmt.Errorf("%w: join through the leader %s: %w", errJoinRetry, leaderAddr, readable(err))
 		}
-		hint := ""
-		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
+		hint := tlsHint(err)
+		switch c := status.Code(err); {
+		case c == codes.PermissionDenied && strings.Contains(err.Error(), "node certificate names"):
+			hint = "; this node's certificate (tls.cert) must be issued for its node_id: 'hsmctl certs node --node-id " + s.node.ID() + " ...'"
+		case c == codes.PermissionDenied || c == codes.Unauthenticated:
 			hint = "; make a new token with 'hsmctl cluster join-token' and give it in join_token_file or join_token_env"
 		}
 		return fmt.Errorf("join through the leader %s (named by seed %s): %w%s", leaderAddr, seed, readable(err), hint)
