@@ -217,6 +217,20 @@ func (a *app) probe(cfg client.Config, id, addr string) (nodeJSON, error) {
 
 func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []nodeJSON) error {
 	fmt.Fprintf(a.stdout, "Leader %s, term %d (answered by %s)\n", dash(resp.GetLeaderId()), resp.GetTerm(), resp.GetNodeId())
+	member := false
+	for _, n := range nodes {
+		member = member || n.ID == resp.GetNodeId()
+	}
+	if !member {
+		fmt.Fprintf(a.stdout, "Node %s is not a member of this cluster (removed?): its view below may be stale; ask a member with --addr.\n", resp.GetNodeId())
+	}
+	if resp.GetLeaderId() == "" {
+		for _, n := range nodes {
+			if n.Role == "leader" {
+				fmt.Fprintf(a.stdout, "Node %s says it leads.\n", n.ID)
+			}
+		}
+	}
 	var members, partitions [][]string
 	for _, n := range nodes {
 		healthy := strconv.FormatBool(n.Healthy)

@@ -423,6 +423,12 @@ func TestClusterRemoveAndTransfer(t *testing.T) {
 	if rm.Removed != "node3" || !contains(c.removed, "node3") {
 		t.Errorf("remove: %+v, removed %v", rm, c.removed)
 	}
+	// The removed node, asked directly, is not in the membership it
+	// reports: status says so rather than pass its view off as the
+	// cluster's.
+	if out := c.ok(c.flags(2), "cluster", "status", "--probe=false"); !strings.Contains(out, "Node node3 is not a member of this cluster (removed?)") {
+		t.Errorf("status from a removed node:\n%s", out)
+	}
 	if r := c.run(c.flags(1), "cluster", "remove", "node1"); r.code != exitError || !strings.Contains(r.stderr, "node node1 is the leader and cannot remove itself") {
 		t.Errorf("remove the leader: %+v", r)
 	}
