@@ -41,6 +41,8 @@ func (s *Service) NewGRPCServer(tlsConfig *tls.Config) (*grpc.Server, *health.Se
 		// the broker's CPU per P-256 Sign). Beyond the workers, grpc-go
 		// starts goroutines as before.
 		grpc.NumStreamWorkers(uint32(max(16, 8*runtime.GOMAXPROCS(0)))),
+		// Requests that do not decode are InvalidArgument (codec.go).
+		grpc.ForceServerCodecV2(newRequestCodec()),
 	}
 	opts = append(opts, s.limitOptions()...)
 	if tlsConfig != nil {
@@ -127,9 +129,13 @@ func peerPrincipal(ctx context.Context) (string, string) {
 // unaryInterceptor authenticates, tags the request with an id, logs it and
 // turns its error into a status.
 func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	undecoded := takeUndecoded(req) // first, so that it is always taken
 	ctx, c, err := s.admit(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
+	}
+	if undecoded != nil {
+		return nil, s.finish(ctx, c, undecoded)
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.requestID))
 	resp, err := handler(ctx, req)
@@ -145,6 +151,7 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 // not, and they last as long as the client's interest, so they are not
 // requests to log.
 func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ss = decodeCheckedStream{ss}
 	if isHealthOrReflection(info.FullMethod) {
 		return handler(srv, ss)
 	}
