@@ -24,17 +24,13 @@ func readIndexServed(t *testing.T) float64 {
 	return hsmtest.Gathered(t, "hsmbroker_requests_total", map[string]string{"method": "ReadIndex"})
 }
 
-// TestMadeUpTokensOnFollowerBoundLeaderRoundTrips: a follower that does
-// not know a token asks the leader before refusing it, so that a token
-// issued through another node a moment ago works. Before, every made-up
-// token cost the leader a ReadIndex (a quorum check and an audit line):
-// 7,805 of them in 3 s, and 3.5 MB of the leader's audit log, from a client
-// with no credentials. Now those rounds are shared and start at most every
-// 100 ms, and a token issued through the leader during the flood still
-// reads on the follower.
-func TestMadeUpTokensOnFollowerBoundLeaderRoundTrips(t *testing.T) {
+// followerEndpoint starts a cluster of three (with audit logs if audited),
+// makes TDE key 1 of mount tde through the leader, and serves a follower's
+// TDE key endpoint. It returns the leader's TDE service, as admin.
+func followerEndpoint(t *testing.T, audited bool) (pb.TDEServiceClient, *httptest.Server) {
+	t.Helper()
 	c := hsmtest.NewEmptyCluster(t)
-	c.Audit = true
+	c.Audit = audited
 	for range 3 {
 		c.AddNode()
 	}
@@ -51,6 +47,20 @@ func TestMadeUpTokensOnFollowerBoundLeaderRoundTrips(t *testing.T) {
 	}
 	srv := httptest.NewServer(vault.New(follower.Service.TDE(), hsmtest.QuietLogger()))
 	t.Cleanup(srv.Close)
+	return tde, srv
+}
+
+// TestMadeUpTokensOnFollowerBoundLeaderRoundTrips: a follower that does
+// not know a token asks the leader before refusing it, so that a token
+// issued through another node a moment ago works. Before, every made-up
+// token cost the leader a ReadIndex (a quorum check and an audit line):
+// 7,805 of them in 3 s, and 3.5 MB of the leader's audit log, from a client
+// with no credentials. Now those rounds are shared and start at most every
+// 100 ms, and a token issued through the leader during the flood still
+// reads on the follower.
+func TestMadeUpTokensOnFollowerBoundLeaderRoundTrips(t *testing.T) {
+	tde, srv := followerEndpoint(t, true)
+	ctx := context.Background()
 	get := func(token string) int {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/tde/data/1", nil)
 		req.Header.Set(vault.TokenHeader, token)
@@ -112,27 +122,12 @@ func TestMadeUpTokensOnFollowerBoundLeaderRoundTrips(t *testing.T) {
 // committed a moment ago catches up with the leader rather than answer 404
 // ("no such version"), which fails a MariaDB start or a page read.
 func TestFollowerServesAVersionJustRotated(t *testing.T) {
-	c := hsmtest.NewEmptyCluster(t)
-	for range 3 {
-		c.AddNode()
-	}
-	leader, follower := c.Leader(t), c.Followers(t)[0]
-	conn := c.Dial(leader.Index, "admin")
-	keys, tde := pb.NewKeyServiceClient(conn), pb.NewTDEServiceClient(conn)
+	tde, srv := followerEndpoint(t, false)
 	ctx := context.Background()
-	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{KeySpec: pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT,
-		KeyUsage: pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT, AliasName: "alias/tde"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "1"}); err != nil {
-		t.Fatal(err)
-	}
 	tok, err := tde.IssueToken(ctx, &pb.TDEServiceIssueTokenRequest{Principal: "admin"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(vault.New(follower.Service.TDE(), hsmtest.QuietLogger()))
-	t.Cleanup(srv.Close)
 	for range 10 {
 		r, err := tde.RotateKey(ctx, &pb.TDEServiceRotateKeyRequest{Name: "1"})
 		if err != nil {
