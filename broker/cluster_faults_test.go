@@ -452,30 +452,53 @@ func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
 		}
 	}
 	c.OnJoinError = func(_ *hsmtest.Node, err error) { joinErr = err }
-	second := c.AddNode()
-	if joinErr == nil {
-		t.Fatal("the join succeeded with the domain key's import failing")
-	}
 	ctx := ctxT(t)
-	if has, err := second.Partition.HasDomainKey(ctx); err != nil || has {
-		t.Fatalf("after the failed import: domain key %v, %v", has, err)
+	admitted := func() *hsmtest.Node {
+		t.Helper()
+		joinErr = nil
+		nd := c.AddNode()
+		if joinErr == nil {
+			t.Fatalf("%s: the join succeeded with the domain key's import failing", nd.ID)
+		}
+		if has, err := nd.Partition.HasDomainKey(ctx); err != nil || has {
+			t.Fatalf("%s after the failed import: domain key %v, %v", nd.ID, has, err)
+		}
+		voter := false
+		for _, s := range first.Raft.Stats().Servers {
+			voter = voter || s.ID == nd.ID && s.Voter
+		}
+		if !voter {
+			t.Fatalf("%s is not a voter after the leader admitted it: %+v", nd.ID, first.Raft.Stats().Servers)
+		}
+		return nd
 	}
-	voter := false
-	for _, s := range first.Raft.Stats().Servers {
-		voter = voter || s.ID == second.ID && s.Voter
-	}
-	if !voter {
-		t.Fatalf("%s is not a voter after the leader admitted it: %+v", second.ID, first.Raft.Stats().Servers)
+	second, third := admitted(), admitted()
+	c.BeforeStart, c.OnJoinError = nil, nil
+	joinToken := func() string {
+		t.Helper()
+		tok, err := pb.NewClusterServiceClient(c.Dial(first.Index, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.GetToken()
 	}
 
-	c.BeforeStart, c.OnJoinError = nil, nil
+	// Restarted with its Raft state, the node completes its join (as
+	// hsmbrokerd serve does with its join list and a new token).
 	second.Stop()
 	second.Start() // completes the join, or fails the test
-	if has, err := second.Partition.HasDomainKey(ctx); err != nil || !has {
-		t.Fatalf("after the completed join: domain key %v, %v", has, err)
+	// A node stopped before it wrote Raft state of its own starts as a new
+	// node and joins: the leader completes that join too, rather than its
+	// own check refusing a member by its id.
+	if err := third.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: joinToken(), GRPCAddr: third.GRPCAddr}); err != nil {
+		t.Fatalf("%s: join as a new node: %v", third.ID, err)
 	}
-	_, crypto1 := nodeClients(t, c, first.Index)
-	keys1, _ := nodeClients(t, c, first.Index)
+	// The loops its failed first join left unstarted (OnJoinError).
+	loops, stop := context.WithCancel(ctx)
+	defer stop()
+	go third.Daemon.Heartbeat(loops)
+	go third.Daemon.WatchHealth(loops)
+	keys1, crypto1 := nodeClients(t, c, first.Index)
 	k, err := keys1.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-join"})
 	if err != nil {
 		t.Fatal(err)
@@ -484,19 +507,20 @@ func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, crypto2 := nodeClients(t, c, second.Index)
-	dec, err := crypto2.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob()})
-	if err != nil || string(dec.GetPlaintext()) != "joined" {
-		t.Fatalf("decrypt on the completed member: %v", err)
+	for _, nd := range []*hsmtest.Node{second, third} {
+		if has, err := nd.Partition.HasDomainKey(ctx); err != nil || !has {
+			t.Fatalf("%s after the completed join: domain key %v, %v", nd.ID, has, err)
+		}
+		nd.WaitServing(t)
+		_, cc := nodeClients(t, c, nd.Index)
+		dec, err := cc.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: enc.GetCiphertextBlob()})
+		if err != nil || string(dec.GetPlaintext()) != "joined" {
+			t.Fatalf("decrypt on the completed member %s: %v", nd.ID, err)
+		}
 	}
 
 	// A member whose HSM holds the key cannot join again, even with a token.
-	third := c.AddNode()
-	tok, err := pb.NewClusterServiceClient(c.Dial(first.Index, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = third.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: tok.GetToken(), GRPCAddr: third.GRPCAddr})
+	err = second.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: joinToken(), GRPCAddr: second.GRPCAddr})
 	if status.Code(err) != codes.AlreadyExists && !strings.Contains(fmt.Sprint(err), "already a member") {
 		t.Fatalf("a member with the key joining again: %v, want already a member", err)
 	}

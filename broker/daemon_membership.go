@@ -138,14 +138,12 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 	if cs == nil {
 		return fmt.Errorf("no seed answered: %w%s", lastErr, tlsHint(lastErr))
 	}
-	leaderAddr := ""
+	leaderAddr, member := "", false
 	for _, n := range cs.GetNodes() {
 		if n.GetId() == cs.GetLeaderId() {
 			leaderAddr = n.GetGrpcAddress()
 		}
-		if n.GetId() == s.node.ID() && !jc.Complete {
-			return fmt.Errorf("%w: node id %s is already a member of the cluster", cluster.ErrAlreadyExists, s.node.ID())
-		}
+		member = member || n.GetId() == s.node.ID()
 	}
 	if leaderAddr == "" {
 		return fmt.Errorf("%w: %w: the cluster reports no leader with a gRPC address", errJoinRetry, cluster.ErrNotLeader)
@@ -155,7 +153,14 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 	if err != nil {
 		return err
 	}
-
+	// A member by this id whose HSM lacks the domain key may be this node,
+	// stopped during its join after the leader added it (before it wrote
+	// any Raft state of its own, or after): the leader completes such a
+	// join for the same node at the same Raft address, and refuses any
+	// other.
+	if member && has {
+		return fmt.Errorf("%w: node id %s is already a member of the cluster", cluster.ErrAlreadyExists, s.node.ID())
+	}
 	req := &pb.JoinClusterRequest{NodeId: s.node.ID(), RaftAddress: s.node.Addr(), GrpcAddress: jc.GRPCAddr, JoinToken: jc.Token}
 	if has {
 		if err := s.hsm.VerifyDomainKey(ctx, check); err != nil {

@@ -112,7 +112,7 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	rec := cluster.NodeInfo{ID: id, RaftAddr: req.GetRaftAddress(), GRPCAddr: req.GetGrpcAddress(), LastSeen: s.now(),
 		Partition: cluster.PartitionInfo{Model: pi.GetHsmModel(), Manufacturer: pi.GetManufacturer(), Serial: pi.GetSerial(),
 			TokenLabel: pi.GetTokenLabel(), Library: pi.GetLibraryPath(), Firmware: pi.GetFirmwareVersion(),
-			Mechanisms: pi.GetMechanisms(), DomainKeyPresent: true, Health: "joining"}}
+			Mechanisms: pi.GetMechanisms(), DomainKeyPresent: pi.GetDomainKeyPresent(), Health: "joining"}}
 	if _, err := s.apply(ctx, &cluster.UpsertNode{Node: rec}); err != nil {
 		return nil, err
 	}
