@@ -111,6 +111,13 @@ func parse(path string) (route, string, string) {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	if r.ContentLength != 0 {
+		// A body (or a chunked one, -1), which no request this endpoint
+		// serves has: answer and close, rather than have net/http read up
+		// to 256 KiB of it first from a client that may send it a byte a
+		// second, holding a connection slot until the read timeout.
+		w.Header().Set("Connection", "close")
+	}
 	if len(r.RequestURI) > MaxURLLen || len(r.URL.Path) > MaxURLLen {
 		writeErrors(w, http.StatusRequestURITooLong, fmt.Sprintf("the request URI exceeds %d bytes", MaxURLLen))
 		return

@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/vault"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
@@ -341,4 +343,30 @@ func tdeKeyID(ctx context.Context, t *testing.T, kc pb.KeyServiceClient) string 
 		t.Fatal(err)
 	}
 	return d.GetKeyMetadata().GetKeyId()
+}
+
+// TestBodiesAreNotWaitedFor: no request this endpoint serves has a body.
+// One that announces one is answered at once and its connection closed,
+// rather than net/http first reading up to 256 KiB of it from a client
+// that may send a byte a second, holding a connection slot until the read
+// timeout (a valid read waited up to 10 s behind 1024 of them).
+func TestBodiesAreNotWaitedFor(t *testing.T) {
+	e := newEnv(t)
+	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("POST /v1/tde/data/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body trickles: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || !resp.Close {
+		t.Fatalf("status %d, close %v; want 405 and the connection closed", resp.StatusCode, resp.Close)
+	}
 }
