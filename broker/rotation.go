@@ -34,7 +34,7 @@ type Rotation struct {
 
 // errRotationUnsupported is AWS's answer for keys that do not rotate.
 func errRotationUnsupported(k cluster.Key) error {
-	return errUnsupported("key %s is a %s key with usage %s; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) rotate", k.ID, k.Spec, k.Usage)
+	return errUnsupported("key %s (%s, usage %s) does not rotate; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) do", k.ID, k.Spec, k.Usage)
 }
 
 // rotationState refuses rotation changes on keys that are not enabled, with

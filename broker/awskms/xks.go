@@ -418,12 +418,13 @@ func (x *xksServer) metadata(ctx context.Context, id string) (*xksMetadataRespon
 		out.KeySpec = "AES_256"
 	}
 	// The operations the key supports among the specification's. A MAC
-	// key or a raw AES key supports none of them (this proxy's Encrypt and
-	// Decrypt refuse both), so AWS KMS refuses to make a key of it.
-	switch md.GetKeyUsage() {
-	case pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT:
+	// key, a raw AES key or an RSA encryption key supports none of them
+	// (this proxy's Encrypt and Decrypt take SYMMETRIC_DEFAULT keys only),
+	// so AWS KMS refuses to make a key of it.
+	switch {
+	case md.GetKeyUsage() == pb.KeyUsage_KEY_USAGE_ENCRYPT_DECRYPT && md.GetKeySpec() == pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT:
 		out.KeyUsage = []string{"ENCRYPT", "DECRYPT"}
-	case pb.KeyUsage_KEY_USAGE_SIGN_VERIFY:
+	case md.GetKeyUsage() == pb.KeyUsage_KEY_USAGE_SIGN_VERIFY:
 		out.KeyUsage = []string{"SIGN", "VERIFY"}
 	default:
 		out.KeyUsage = []string{}

@@ -166,6 +166,11 @@ func TestXKS(t *testing.T) {
 		if r.status != 200 || string(r.body) != `{"keySpec":"HMAC_256","keyUsage":[],"keyStatus":"ENABLED"}` {
 			t.Fatalf("metadata of an HMAC key: %d %s", r.status, r.body)
 		}
+		rsaKey := createKey(t, e.kms, types.KeySpecRsa2048, types.KeyUsageTypeEncryptDecrypt)
+		r = e.xksCall(t, "/keys/"+rsaKey+"/metadata", map[string]any{"requestMetadata": reqMeta("CreateKey")})
+		if r.status != 200 || string(r.body) != `{"keySpec":"RSA_2048","keyUsage":[],"keyStatus":"ENABLED"}` {
+			t.Fatalf("metadata of an RSA encryption key: %d %s", r.status, r.body)
+		}
 		wantXKS(t, e.xksCall(t, "/keys/11111111-2222-4333-8444-555555555555/metadata", map[string]any{"requestMetadata": reqMeta("CreateKey")}),
 			404, "KeyNotFoundException")
 		wantXKS(t, e.xksCall(t, "/keys/no.such.alias/metadata", map[string]any{"requestMetadata": reqMeta("CreateKey")}), 404, "KeyNotFoundException")

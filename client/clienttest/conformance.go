@@ -526,7 +526,7 @@ func (s *suite) testStates(t *testing.T) {
 	must(t, "EnableKey", err)
 	_, err = s.kc.RotateKey(ctx, &pb.RotateKeyRequest{KeyId: ec})
 	wantErr(t, "RotateKey asymmetric", err, codes.FailedPrecondition, "UnsupportedOperationException",
-		"key "+ec+" is a ECC_NIST_P256 key with usage SIGN_VERIFY; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) rotate")
+		"key "+ec+" (ECC_NIST_P256, usage SIGN_VERIFY) does not rotate; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) do")
 }
 
 func (s *suite) testTags(t *testing.T) {

@@ -508,7 +508,7 @@ func (f *Fake) RotateKey(_ context.Context, req *pb.RotateKeyRequest) (*pb.Rotat
 		return nil, err
 	}
 	if k.spec != keys.SpecSymmetricDefault || k.usage == keys.UsageRawEncryptDecrypt {
-		return nil, errUnsupported("key %s is a %s key with usage %s; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) rotate", k.meta.KeyId, k.spec, k.usage)
+		return nil, errUnsupported("key %s (%s, usage %s) does not rotate; only symmetric encryption keys (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT) do", k.meta.KeyId, k.spec, k.usage)
 	}
 	k.versions = append(k.versions, newAESVersion(f.Now()))
 	k.meta.CurrentVersion = uint32(len(k.versions))
