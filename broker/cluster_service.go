@@ -118,7 +118,14 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	// what it takes to come back rather than "catching up" for ever.
 	st := s.node.Stats()
 	if len(st.Servers) > 0 && !slices.ContainsFunc(st.Servers, func(sv cluster.Server) bool { return sv.ID == st.ID }) {
-		return false, "this node was removed from the cluster; to bring it back, stop it, move its audit log aside, empty the rest of its data_dir and start it with a new join token (docs/OPERATIONS.md)"
+		const bringBack = "to bring it back, stop it, move its audit log aside, empty the rest of its data_dir and start it with a new join token (docs/OPERATIONS.md)"
+		if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
+			// A node that joined a moment ago (or completes its join) also
+			// starts from a configuration without itself, until it has
+			// caught up to the change that added it.
+			return false, "this node is not in the cluster configuration it has applied so far: it is catching up after a join, or it was removed; if this lasts, it was removed: " + bringBack
+		}
+		return false, "this node was removed from the cluster; " + bringBack
 	}
 	if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
 		return false, "catching up with the cluster"

@@ -141,6 +141,13 @@ func TestBodyNotReadBeforeAuthentication(t *testing.T) {
 	if st, exc := answer(unsigned); st != http.StatusBadRequest || exc != "MissingAuthenticationTokenException" {
 		t.Errorf("unsigned request: %d %s", st, exc)
 	}
+	// And the connection is closed at once: net/http would otherwise read
+	// up to 256 KiB of the unread body after the answer, holding the
+	// connection's slot until the read timeout.
+	_ = unsigned.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := unsigned.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the unsigned request's connection stayed open after the answer: read %v, want EOF", err)
+	}
 	unknown := e.admin
 	unknown.ID = "AKIAUNKNOWNUNKNOWN00"
 	if st, exc := answer(stalledRequest(t, addr, unknown, 60<<10, 10)); st != http.StatusBadRequest || exc != "UnrecognizedClientException" {

@@ -369,4 +369,9 @@ func TestBodiesAreNotWaitedFor(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed || !resp.Close {
 		t.Fatalf("status %d, close %v; want 405 and the connection closed", resp.StatusCode, resp.Close)
 	}
+	// Closed by the server (EOF), not held open until this client's own
+	// deadline while the server waits for the body.
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the connection stayed open after the answer: read %v, want EOF", err)
+	}
 }

@@ -15,24 +15,34 @@ import (
 // serve serves h on a loopback listener wrapped by Listener with l, and
 // returns its address and the number of connections accepted so far.
 func serve(t *testing.T, l netlimit.Limits) (string, *atomic.Int64) {
+	addr, accepted, _ := serveCounting(t, l)
+	return addr, accepted
+}
+
+// serveCounting is serve that also counts the times a connection went idle
+// between requests, as the listener sees it.
+func serveCounting(t *testing.T, l netlimit.Limits) (string, *atomic.Int64, *atomic.Int64) {
 	t.Helper()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var accepted atomic.Int64
+	var accepted, idle atomic.Int64
 	srv := netlimit.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }), l, nil)
 	track := srv.ConnState // NewHTTPServer's own, which the listener needs
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
 		track(c, s)
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			accepted.Add(1)
+		case http.StateIdle:
+			idle.Add(1)
 		}
 	}
 	lis := netlimit.Listener(tcp, l)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return lis.Addr().String(), &accepted
+	return lis.Addr().String(), &accepted, &idle
 }
 
 func dial(t *testing.T, addr string) net.Conn {
@@ -97,12 +107,15 @@ func TestListenerBoundsConnections(t *testing.T) {
 // daemon), and a MariaDB could not reach its key endpoint.
 func TestIdleConnectionsYieldTheirSlots(t *testing.T) {
 	t.Parallel()
-	addr, _ := serve(t, netlimit.Limits{MaxConns: 2, IdleTimeout: time.Minute})
+	addr, _, idle := serveCounting(t, netlimit.Limits{MaxConns: 2, IdleTimeout: time.Minute})
 	first, second := dial(t, addr), dial(t, addr)
 	for i, c := range []net.Conn{first, second} {
 		if err := get(c, 10*time.Second); err != nil {
 			t.Fatalf("connection %d within the bound: %v", i, err)
 		}
+		// The client has its answer before the server marks the
+		// connection idle: wait for that, so that first is idle longest.
+		waitUntil(t, "the connection to go idle", func() bool { return idle.Load() == int64(i+1) })
 	}
 	if err := get(dial(t, addr), 10*time.Second); err != nil {
 		t.Fatalf("a third client while two connections idle: %v", err)
