@@ -136,10 +136,6 @@ func sessionBroken(err error) bool {
 	}
 	switch code {
 	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED,
-		// The wrapping key of every wrap and unwrap is the partition's own
-		// (the domain key, or a join's transport key), never the request's:
-		// its handle naming nothing means the token lost it.
-		pkcs11.CKR_WRAPPING_KEY_HANDLE_INVALID, pkcs11.CKR_UNWRAPPING_KEY_HANDLE_INVALID,
 		pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT,
 		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_DEVICE_ERROR,
 		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
