@@ -108,7 +108,7 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 		return false, "HSM partition unavailable: " + err.Error()
 	}
 	if ok, err := s.hsm.HasDomainKey(ctx); err != nil || !ok {
-		if s.hsm.DomainKeyLost(ctx) {
+		if err == nil && s.hsm.HeldDomainKey() {
 			return false, "the HSM partition no longer shows the domain key it held: the token's storage was lost or replaced; restore it and restart the node"
 		}
 		return false, "HSM partition holds no domain key"

@@ -69,15 +69,12 @@ func (p *Partition) domainKeyHandle(ctx context.Context) (pkcs11.ObjectHandle, e
 	return dk, nil
 }
 
-// DomainKeyLost reports whether the partition held a domain key since it
-// was opened and does not now (HasDomainKey false): the token's storage was
-// lost or replaced under it. SoftHSM does not show objects again whose
-// storage came back while it ran, so such a node needs its token restored
-// and a restart.
-func (p *Partition) DomainKeyLost(ctx context.Context) bool {
-	ok, err := p.HasDomainKey(ctx)
-	return err == nil && !ok && p.domainKeySeen.Load()
-}
+// HeldDomainKey reports whether the partition has held a domain key since
+// it was opened. One that did and does not now (HasDomainKey false) lost it:
+// the token's storage was lost or replaced under it. SoftHSM does not show
+// objects again whose storage came back while it ran, so such a node needs
+// its token restored and a restart.
+func (p *Partition) HeldDomainKey() bool { return p.domainKeySeen.Load() }
 
 // HasDomainKey reports whether the partition holds a domain key.
 func (p *Partition) HasDomainKey(ctx context.Context) (bool, error) {
