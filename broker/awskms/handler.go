@@ -151,14 +151,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Until the body is read (readBody), an answer closes the
 		// connection: net/http would otherwise read up to 256 KiB of an
 		// unread body, from a client that may never send it, before
-		// answering. Even so it reads that much after the answer, holding
-		// the connection (and its slot) until the read timeout for a client
-		// that sends a byte a second; a read deadline already passed, set
-		// once the request is done, ends that read at once.
+		// answering; and once the request is done, the body it left
+		// unread is not read at all (netlimit.DropUnreadBody).
 		w.Header().Set("Connection", "close")
 		defer func(w http.ResponseWriter) {
 			if w.Header().Get("Connection") == "close" {
-				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+				netlimit.DropUnreadBody(w)
 			}
 		}(w)
 	}

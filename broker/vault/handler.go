@@ -35,7 +35,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -114,13 +113,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if r.ContentLength != 0 {
 		// A body (or a chunked one, -1), which no request this endpoint
-		// serves has: answer and close. Even with "Connection: close",
-		// net/http reads up to 256 KiB of an unread body after the answer,
-		// from a client that may send a byte a second, holding a
-		// connection slot until the read timeout; a read deadline already
-		// passed ends that read at once. Nothing here reads the body.
-		w.Header().Set("Connection", "close")
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		// serves has, and nothing here reads: answer and close.
+		netlimit.DropUnreadBody(w)
 	}
 	if len(r.RequestURI) > MaxURLLen || len(r.URL.Path) > MaxURLLen {
 		writeErrors(w, http.StatusRequestURITooLong, fmt.Sprintf("the request URI exceeds %d bytes", MaxURLLen))

@@ -104,6 +104,18 @@ func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *Server {
 	return srv
 }
 
+// DropUnreadBody has the server close w's connection after the answer
+// without reading the rest of the request body. Even with "Connection:
+// close", net/http reads up to 256 KiB of a body the handler left unread
+// after the answer, which a client sending a byte a second stretches to
+// the read timeout, holding a connection slot; a read deadline already
+// passed ends that read at once. Call it once the handler will read no
+// more of the body.
+func DropUnreadBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
 // Server is an http.Server whose Shutdown, once the server has stopped,
 // runs the functions given to OnShutdown before it returns (net/http's own
 // RegisterOnShutdown starts them in goroutines, which a process on its way
