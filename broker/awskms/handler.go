@@ -237,10 +237,8 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 
 func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID string) {
 	start := time.Now()
-	// Refusals before the signature is checked prove no identity; their
-	// audit lines are denials, as a failed signature's is.
 	refuse := func(err *apiError) {
-		h.svc.RefuseUnauthenticated(r.Context(), err.exception+" before any identity was proved")
+		h.refusedUnproven(r, err.exception)
 		h.writeTrentError(w, "", reqID, "", err, start)
 	}
 	if r.URL.Path != "/" {
@@ -270,7 +268,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	defer release()
 	if err != nil {
 		_, exc, _ := classify(err)
-		h.svc.RefuseUnauthenticated(r.Context(), exc+" before any identity was proved")
+		h.refusedUnproven(r, exc)
 		h.writeTrentError(w, "", reqID, "", err, start)
 		return
 	}
@@ -362,6 +360,14 @@ func (h *Handler) logRequest(ctx context.Context, level slog.Level, msg, princip
 		return
 	}
 	h.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// refusedUnproven records that r is refused, with exception, before its
+// signature was checked (a path, method or target of no operation, a body
+// that cannot be read): it proved no identity, so its audit line is a
+// denial, as a failed signature's is.
+func (h *Handler) refusedUnproven(r *http.Request, exception string) {
+	h.svc.RefuseUnauthenticated(r.Context(), exception+" before any identity was proved")
 }
 
 // writeTrentError answers with an AWS JSON error body.

@@ -596,10 +596,9 @@ func isXKSName(s string) bool {
 }
 
 // refuseUnauthenticated answers a request refused before it proved an
-// identity (a path or method of no XKS operation, a body that cannot be
-// read): its audit line is a denial, as a failed signature's is.
+// identity (Handler.refusedUnproven).
 func (x *xksServer) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, c *xksCall, err *apiError) {
-	x.h.svc.RefuseUnauthenticated(r.Context(), err.exception+" before any identity was proved")
+	x.h.refusedUnproven(r, err.exception)
 	x.writeError(w, r, c, err)
 }
 
