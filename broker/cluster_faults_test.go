@@ -562,3 +562,40 @@ func TestNoQuorumIsSaidBeforeTheCallerGivesUp(t *testing.T) {
 		t.Fatalf("RemoveNode on a node without a leader: %v; want Unavailable saying the quorum may be lost", err)
 	}
 }
+
+// A write through a follower whose leader still leads Raft but does not
+// answer on its API is refused Unavailable, naming the leader, while the
+// caller still listens: not with the caller's own deadline.
+func TestWriteToALeaderThatDoesNotAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	leader := c.Leader(t)
+	follower := c.Followers(t)[0]
+	leader.StopGRPC()
+	kc, _ := nodeClients(t, c, follower.Index)
+	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+	defer cancel()
+	_, err := kc.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/unanswered"})
+	st, _ := status.FromError(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "the cluster leader "+leader.ID+" does not answer") {
+		t.Fatalf("CreateKey through %s while the leader's API is down: %v; want Unavailable naming the leader %s", follower.ID, err, leader.ID)
+	}
+	if id, _ := follower.Raft.Leader(); id != leader.ID {
+		t.Fatalf("the follower now follows %q; the test needs it to follow %s", id, leader.ID)
+	}
+	if _, ok := leader.Raft.State().Alias("alias/unanswered"); ok {
+		t.Fatal("the refused write was applied")
+	}
+	// Cluster changes a follower passes on to the leader say the same.
+	cc := pb.NewClusterServiceClient(c.Dial(follower.Index, "admin"))
+	_, err = cc.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: follower.ID})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "the cluster leader "+leader.ID+" does not answer") {
+		t.Fatalf("TransferLeadership through %s: %v; want Unavailable naming the leader %s", follower.ID, err, leader.ID)
+	}
+	_, err = cc.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: leader.ID})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "the cluster leader "+leader.ID+" does not answer") {
+		t.Fatalf("RemoveNode through %s: %v; want Unavailable naming the leader %s", follower.ID, err, leader.ID)
+	}
+}

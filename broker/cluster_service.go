@@ -14,8 +14,10 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -255,12 +257,14 @@ func (s *Service) recordHealthy(rec cluster.NodeInfo) bool {
 // node is named).
 func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
 	if !s.node.IsLeader() {
-		lc, _, err := s.leaderClient(ctx)
+		lc, leader, err := s.leaderClient(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if lc != nil {
-			return lc.TransferLeadership(outgoing(ctx), req)
+			var p peer.Peer
+			resp, err := lc.TransferLeadership(outgoing(ctx), req, grpc.Peer(&p))
+			return resp, passToLeader(leader, &p, err)
 		}
 	}
 	if err := s.node.TransferLeadership(ctx, req.GetNodeId()); err != nil {

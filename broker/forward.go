@@ -170,6 +170,11 @@ func (s *Service) replicate(ctx context.Context, c cluster.Command) (any, error)
 		if !retry {
 			return res, err
 		}
+		// Answer with the refusal while the caller still listens, rather
+		// than retry into its deadline, which it would see only as its own.
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < leaderAnswerMargin {
+			return nil, err
+		}
 		select {
 		case <-ctx.Done():
 			return nil, err
@@ -186,7 +191,7 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 	if err != nil {
 		return nil, false, err
 	}
-	lc, _, err := s.leaderClient(ctx)
+	lc, leader, err := s.leaderClient(ctx)
 	if err != nil {
 		return nil, ctx.Err() == nil, err
 	}
@@ -199,14 +204,33 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 		st, _ := status.FromError(err)
 		// Safe to retry: the node reached was not the leader, or the request
 		// never left this process (no connection to the old leader).
-		notLeader := st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader
-		notSent := st.Code() == codes.Unavailable && p.Addr == nil
-		if notLeader || notSent {
-			return nil, true, newError(codes.Unavailable, ExcDependencyTimeout, "no reachable cluster leader for writes: %s", st.Message())
+		switch {
+		case st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader:
+			return nil, true, newError(codes.Unavailable, ExcDependencyTimeout,
+				"node %s, which this node took for the cluster leader, no longer leads: an election is under way; retry", leader)
+		case st.Code() == codes.Unavailable && p.Addr == nil:
+			return nil, true, leaderUnreachable(leader, st)
 		}
 		return nil, false, s.leaderError(ctx, st)
 	}
 	return nil, false, s.waitApplied(ctx, resp.GetIndex())
+}
+
+// leaderUnreachable is the error of a call to the leader that never left
+// this node: nothing reached the leader, and the caller may retry.
+func leaderUnreachable(leader string, st *status.Status) error {
+	return newError(codes.Unavailable, ExcDependencyTimeout,
+		"the cluster leader %s does not answer (%s): it may have failed; a new leader is elected once the other voters notice, "+
+			"if a majority of them are up and reach each other; retry", leader, st.Message())
+}
+
+// passToLeader returns the error of a call passed on to the leader as
+// it came, unless the call never reached it (leaderUnreachable).
+func passToLeader(leader string, p *peer.Peer, err error) error {
+	if st, _ := status.FromError(err); err != nil && st.Code() == codes.Unavailable && p.Addr == nil {
+		return leaderUnreachable(leader, st)
+	}
+	return err
 }
 
 // leaderError is the error of a ForwardCommand that reached the leader:

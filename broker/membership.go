@@ -13,7 +13,9 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -164,12 +166,14 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 		return nil, errInvalidArg(ExcValidation, "invalid NodeId %q", id)
 	}
 	if !s.node.IsLeader() {
-		lc, _, err := s.leaderClient(ctx)
+		lc, leader, err := s.leaderClient(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if lc != nil {
-			return lc.RemoveNode(outgoing(ctx), req)
+			var p peer.Peer
+			resp, err := lc.RemoveNode(outgoing(ctx), req, grpc.Peer(&p))
+			return resp, passToLeader(leader, &p, err)
 		}
 	}
 	member, voters, voter := false, 0, false

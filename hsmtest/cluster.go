@@ -421,6 +421,11 @@ func (nd *Node) Stop() {
 	_ = nd.Partition.Close()
 }
 
+// StopGRPC stops only the node's gRPC server: its Raft goes on, so the
+// others still follow it if it leads, but nothing reaches its API. Stop
+// stops the rest.
+func (nd *Node) StopGRPC() { nd.grpc.Stop() }
+
 // listenGRPC returns the listener reserved by AddNode on the first start;
 // on a restart it listens on GRPCAddr again, retrying for a while if
 // something else on the machine (an outgoing connection's port) holds it.
