@@ -24,6 +24,11 @@ const (
 	// RoleNode is a cluster member's certificate: it may make the calls
 	// nodes make to each other and nothing else.
 	RoleNode Role = "node"
+	// RoleOutsideNode is a node certificate whose node is not in the
+	// cluster's configuration: one about to join, or one removed (its
+	// certificate stays valid until it expires). It may ask to join and
+	// read the cluster's status, nothing a member may do.
+	RoleOutsideNode Role = "node-outside-cluster"
 	// RoleInternal is the node's own work (rotation, heartbeat, join,
 	// restore), which no caller asked for.
 	RoleInternal Role = "internal"

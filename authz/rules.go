@@ -31,6 +31,8 @@ var (
 	anyRoleRule  = Rule{RoleAdmin: ByRole, RoleUser: ByRole, RoleAuditor: ByRole}
 	callerRule   = Rule{RoleAdmin: ByRole, RoleUser: ByRole}
 	nodeRule     = Rule{RoleNode: ByRole}
+	// A node joins before it is a member.
+	joinRule = Rule{RoleNode: ByRole, RoleOutsideNode: ByRole}
 )
 
 // kmipObjectActions are the KMIP operations that reach an object, and so
@@ -99,15 +101,15 @@ var rules = func() map[string]Rule {
 		// admin the key's policy lets retire grants); the operation checks.
 		"kms:RetireGrant": callerRule,
 
-		"hsmbroker:GetClusterStatus":    {RoleAdmin: ByRole, RoleAuditor: ByRole, RoleNode: ByRole},
+		"hsmbroker:GetClusterStatus":    {RoleAdmin: ByRole, RoleAuditor: ByRole, RoleNode: ByRole, RoleOutsideNode: ByRole},
 		"hsmbroker:CreateJoinToken":     adminRule,
 		"hsmbroker:Backup":              adminRule,
 		"hsmbroker:RemoveNode":          {RoleAdmin: ByRole, RoleNode: ByRole}, // a follower passes it on
 		"hsmbroker:TransferLeadership":  {RoleAdmin: ByRole, RoleNode: ByRole},
 		"hsmbroker:ForwardCommand":      nodeRule,
 		"hsmbroker:ReadIndex":           nodeRule,
-		"hsmbroker:JoinCluster":         nodeRule,
-		"hsmbroker:WhoAmI":              {RoleAdmin: ByRole, RoleUser: ByRole, RoleAuditor: ByRole, RoleNode: ByRole},
+		"hsmbroker:JoinCluster":         joinRule,
+		"hsmbroker:WhoAmI":              {RoleAdmin: ByRole, RoleUser: ByRole, RoleAuditor: ByRole, RoleNode: ByRole, RoleOutsideNode: ByRole},
 		"hsmbroker:SetPrincipalRole":    adminRule,
 		"hsmbroker:DeletePrincipalRole": adminRule,
 		// PKCS#11 data objects (DataObjectService): application data, not keys.

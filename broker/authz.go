@@ -246,6 +246,10 @@ func (s *Service) roleGate(rq *request, id authz.Caller, action string, contexts
 		return errUnauthenticated()
 	}
 	rq.deny(d.Reason)
+	if id.Role == authz.RoleOutsideNode {
+		return newError(codes.PermissionDenied, ExcAccessDenied,
+			"node %s is not a member of this cluster (it was removed, or has not joined): its certificate may not perform %s", id.Principal, action)
+	}
 	return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) is not authorized to perform %s", id.Principal, id.Role.Name(), action)
 }
 
@@ -339,6 +343,13 @@ func (s *Service) identifyPeer(ctx context.Context) authz.Caller {
 func (s *Service) certIdentity(c *x509.Certificate) authz.Caller {
 	name := PrincipalFromCert(c)
 	if isNodeCert(c) {
+		// A node is its certificate's common name (JoinCluster holds a
+		// joiner to it), and a member only while the cluster's
+		// configuration names it: removing a node withdraws what its
+		// certificate may do, though the certificate stays valid.
+		if !s.node.IsMember(c.Subject.CommonName) {
+			return authz.Caller{Principal: name, Role: authz.RoleOutsideNode, Source: "node"}
+		}
 		return authz.Caller{Principal: name, Role: authz.RoleNode, Source: "node"}
 	}
 	if p, ok := s.node.State().Principal(name); ok {

@@ -229,7 +229,7 @@ func TestBackupStreamAuthorization(t *testing.T) {
 	setup := len(auditLines(t, []byte(w.String())))
 	deniedBefore, okBefore := requestsTotal(t, "Backup", "PermissionDenied"), requestsTotal(t, "Backup", "OK")
 
-	iss, err := e.ca.IssueServer("node2", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
+	iss, err := e.ca.IssueServer("node1", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestBackupStreamAuthorization(t *testing.T) {
 		{"ursula", authz.RoleUser, e.as("ursula", authz.RoleUser)},
 		{"audra", authz.RoleAuditor, e.as("audra", authz.RoleAuditor)},
 		{"drifter", "", e.as("drifter", "contractor")},
-		{"node2", "node", nodeCert},
+		{"node1", "node", nodeCert},
 	}
 	for i, r := range refused {
 		var got bytes.Buffer

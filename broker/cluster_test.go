@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
@@ -252,5 +253,60 @@ func TestRemovedNodeSaysSo(t *testing.T) {
 	}
 	if ok, reason := leader.Service.Ready(ctx); !ok {
 		t.Errorf("the leader after the removal: %s", reason)
+	}
+}
+
+// A removed member's node certificate no longer makes the calls of a
+// member: it cannot propose changes through the leader (ForwardCommand),
+// read its commit index, or pass on cluster changes. Removing a node is
+// how an operator cuts off a node whose host is retired or compromised,
+// and its certificate stays valid until it expires.
+func TestRemovedNodeCannotActAsMember(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	fs := c.Followers(t)
+	gone, stays := fs[0], fs[1]
+	admin := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	gone.Stop()
+	// A member's certificate still may (the check is not of node
+	// certificates in general).
+	member := pb.NewClusterServiceClient(c.DialAsNode(stays, leader.Index))
+	if _, err := member.ReadIndex(ctx, &pb.ReadIndexRequest{}); err != nil {
+		t.Fatalf("ReadIndex with a member's certificate: %v", err)
+	}
+	as := pb.NewClusterServiceClient(c.DialAsNode(gone, leader.Index))
+	cmd, err := cluster.EncodeCommand(&cluster.SetPrincipalRole{Name: "mallory", Role: authz.RoleAdmin, At: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notMember := func(call string, err error) {
+		t.Helper()
+		if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "not a member") {
+			t.Errorf("%s with the removed node's certificate: %v; want PermissionDenied, not a member", call, err)
+		}
+	}
+	_, err = as.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: cmd})
+	notMember("ForwardCommand", err)
+	_, err = as.ReadIndex(ctx, &pb.ReadIndexRequest{})
+	notMember("ReadIndex", err)
+	_, err = as.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: stays.ID})
+	notMember("TransferLeadership", err)
+	_, err = as.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: stays.ID})
+	notMember("RemoveNode", err)
+	if _, ok := leader.Raft.State().Principal("mallory"); ok {
+		t.Error("the removed node's command was applied: principal mallory has a role")
+	}
+	if len(leader.Raft.Stats().Servers) != 2 {
+		t.Errorf("membership changed: %v", leader.Raft.Stats().Servers)
+	}
+	if id, _ := leader.Raft.Leader(); id != leader.ID {
+		t.Errorf("leadership moved to %q", id)
 	}
 }

@@ -103,7 +103,7 @@ func (c *KMIPObjects) Authorize(ctx context.Context, cert *x509.Certificate, act
 	if cert != nil {
 		id = s.certIdentity(cert)
 	}
-	if id.Role == authz.RoleNode {
+	if id.Role == authz.RoleNode || id.Role == authz.RoleOutsideNode {
 		id.Role = "" // a node certificate is no KMIP client
 	}
 	if err := s.roleGate(rq, id, action, RequestContexts{KeyRef: objectID}); err != nil {

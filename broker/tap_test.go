@@ -81,8 +81,8 @@ func TestRefusedBeforeRead(t *testing.T) {
 		t.Errorf("the tap refused %d calls of an admin", got-before)
 	}
 
-	// A node certificate passes the tap for what nodes call.
-	iss, err := e.ca.IssueServer("node2", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
+	// A member's node certificate passes the tap for what nodes call.
+	iss, err := e.ca.IssueServer("node1", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -571,6 +571,21 @@ type Stats struct {
 	Servers       []Server // nil if the configuration could not be read
 }
 
+// IsMember reports whether the latest cluster configuration this node
+// knows names id (as voter or not).
+func (n *Node) IsMember(id string) bool {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	for _, sv := range cf.Configuration().Servers {
+		if string(sv.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
 // HasPeers reports whether the latest cluster configuration this node
 // knows names a member other than itself: whether "use another node" is
 // advice a caller can follow.

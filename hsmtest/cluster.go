@@ -220,6 +220,18 @@ func (c *Cluster) Dial(i int, principal string) *grpc.ClientConn {
 	return conn
 }
 
+// DialAsNode connects to node i with the node certificate of from, as
+// the cluster's nodes call each other (ForwardCommand, ReadIndex).
+func (c *Cluster) DialAsNode(from *Node, i int) *grpc.ClientConn {
+	c.t.Helper()
+	conn, err := grpc.NewClient(c.Nodes[i].GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(from.nodeTLS())))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
 func (nd *Node) nodeTLS() *tls.Config {
 	c := nd.c
 	c.t.Helper()
