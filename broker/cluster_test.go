@@ -310,3 +310,60 @@ func TestRemovedNodeCannotActAsMember(t *testing.T) {
 		t.Errorf("leadership moved to %q", id)
 	}
 }
+
+// A removed node brought back as the operations guide says (its data
+// emptied, a new join token) joins again with the same id: the leader's
+// admission clears its removal, so the others take its Raft traffic and
+// its member calls again.
+func TestRemovedNodeJoinsAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	back := c.Followers(t)[0]
+	kc, cc := nodeClients(t, c, leader.Index)
+	k, err := kc.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/before-removal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := cc.Encrypt(ctx, &pb.EncryptRequest{KeyId: k.GetKeyMetadata().GetKeyId(), Plaintext: []byte("kept")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: back.ID}); err != nil {
+		t.Fatal(err)
+	}
+	back.Wipe()
+	removedOn := func(nd *hsmtest.Node, want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); nd.Raft.State().NodeRemoved(back.ID) != want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %s as removed: %v, want %v", nd.ID, back.ID, !want, want)
+			}
+		}
+	}
+	for _, nd := range c.Nodes {
+		if nd.Running() {
+			removedOn(nd, true)
+		}
+	}
+	back.Start()
+	back.WaitServing(t)
+	for _, nd := range c.Nodes {
+		removedOn(nd, false)
+	}
+	// A write through it goes through the leader (ForwardCommand), and
+	// it decrypts what was encrypted before its removal.
+	bk, bc := nodeClients(t, c, back.Index)
+	if _, err := bk.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-rejoin"}); err != nil {
+		t.Fatalf("a write through the node joined again: %v", err)
+	}
+	pt, err := bc.Decrypt(ctx, &pb.DecryptRequest{CiphertextBlob: ct.GetCiphertextBlob()})
+	if err != nil || string(pt.GetPlaintext()) != "kept" {
+		t.Fatalf("decrypt on the node joined again: %q, %v", pt.GetPlaintext(), err)
+	}
+	c.WaitConverged(t)
+}

@@ -115,7 +115,9 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 		Partition: cluster.PartitionInfo{Model: pi.GetHsmModel(), Manufacturer: pi.GetManufacturer(), Serial: pi.GetSerial(),
 			TokenLabel: pi.GetTokenLabel(), Library: pi.GetLibraryPath(), Firmware: pi.GetFirmwareVersion(),
 			Mechanisms: pi.GetMechanisms(), DomainKeyPresent: pi.GetDomainKeyPresent(), Health: "joining"}}
-	if _, err := s.apply(ctx, &cluster.UpsertNode{Node: rec}); err != nil {
+	// Admit: a node removed before comes back this way only, and is no
+	// longer refused once this is applied, before Raft adds it.
+	if _, err := s.apply(ctx, &cluster.UpsertNode{Node: rec, Admit: true}); err != nil {
 		return nil, err
 	}
 	if err := s.node.AddVoter(ctx, id, req.GetRaftAddress()); err != nil {

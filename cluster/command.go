@@ -279,12 +279,15 @@ type PutPolicy struct {
 }
 
 // UpsertNode records a member and its partition, replacing what was known.
+// A node removed from the cluster (RemoveNode) is recorded again only with
+// Admit, which the leader sets when it admits the node through a new join.
 type UpsertNode struct {
-	Node NodeInfo `json:"node"`
+	Node  NodeInfo `json:"node"`
+	Admit bool     `json:"admit,omitempty"`
 }
 
-// RemoveNode forgets a member's record. Raft membership is separate
-// (Node.RemoveServer).
+// RemoveNode forgets a member's record and keeps its id as removed
+// (removed_nodes.go). Raft membership is separate (Node.RemoveServer).
 type RemoveNode struct {
 	ID string `json:"id"`
 }

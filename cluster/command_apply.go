@@ -298,17 +298,26 @@ func (c *PutPolicy) apply(d *Data) (any, Event, error) {
 }
 
 func (c *UpsertNode) apply(d *Data) (any, Event, error) {
+	if d.RemovedNodes[c.Node.ID] {
+		if !c.Admit {
+			return nil, Event{}, invalidState("node %s was removed from the cluster; it comes back only by joining again", c.Node.ID)
+		}
+		delete(d.RemovedNodes, c.Node.ID)
+		if len(d.RemovedNodes) == 0 {
+			d.RemovedNodes = nil
+		}
+	}
 	n := c.Node.Clone()
 	normalizeNode(&n)
 	d.Nodes[n.ID] = &n
 	return n.Clone(), Event{Type: TypeUpsertNode}, nil
 }
 
+// apply forgets the record, if there is one, and marks the id removed
+// either way: a member that never wrote its record is removed too.
 func (c *RemoveNode) apply(d *Data) (any, Event, error) {
-	if _, ok := d.Nodes[c.ID]; !ok {
-		return nil, Event{}, notFound("node %q", c.ID)
-	}
 	delete(d.Nodes, c.ID)
+	d.markRemoved(c.ID)
 	return nil, Event{Type: TypeRemoveNode}, nil
 }
 

@@ -326,8 +326,25 @@ func TestCommandApply(t *testing.T) {
 				if len(s.Nodes()) != 0 {
 					t.Fatal("node still there")
 				}
+				if !s.NodeRemoved("n1") {
+					t.Fatal("node not marked removed")
+				}
 			}},
-		{name: "remove missing node", cmd: &RemoveNode{ID: "n1"}, wantErr: ErrNotFound},
+		{name: "remove node without a record", cmd: &RemoveNode{ID: "n1"},
+			check: func(t *testing.T, s *State, _ any) {
+				if !s.NodeRemoved("n1") {
+					t.Fatal("a member without a record is not marked removed")
+				}
+			}},
+		{name: "removed node is not recorded again", setup: []Command{&UpsertNode{Node: testNode("n1")}, &RemoveNode{ID: "n1"}},
+			cmd: &UpsertNode{Node: testNode("n1")}, wantErr: ErrInvalidState},
+		{name: "removed node admitted again", setup: []Command{&UpsertNode{Node: testNode("n1")}, &RemoveNode{ID: "n1"}},
+			cmd: &UpsertNode{Node: testNode("n1"), Admit: true},
+			check: func(t *testing.T, s *State, _ any) {
+				if _, ok := s.Node("n1"); !ok || s.NodeRemoved("n1") {
+					t.Fatalf("after the admission: record %v, removed %v", ok, s.NodeRemoved("n1"))
+				}
+			}},
 
 		// AddJoinToken, ConsumeJoinToken
 		{name: "add join token prunes expired ones",

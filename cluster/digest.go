@@ -85,6 +85,7 @@ func (d *Data) Digest() [32]byte {
 	e.auditHeads(d.AuditHeads)
 	e.dataObjects(d)
 	e.kmip(d.KMIP)
+	e.removedNodes(d)
 
 	var sum [32]byte
 	e.h.Sum(sum[:0])

@@ -306,6 +306,9 @@ func checkData(d *Data) error {
 	if err := checkDataObjects(d); err != nil {
 		return err
 	}
+	if err := checkRemovedNodes(d); err != nil {
+		return err
+	}
 	return checkKMIP(d)
 }
 
@@ -371,6 +374,10 @@ func writeSnapshot(w io.Writer, sf *snapshotFile) error {
 	if len(d.KMIP) > 0 {
 		put(",")
 		putMap(put, value, "kmip_objects", d.KMIP)
+	}
+	if len(d.RemovedNodes) > 0 {
+		put(",")
+		putMap(put, value, "removed_nodes", d.RemovedNodes)
 	}
 	put("}}\n")
 	if err != nil {

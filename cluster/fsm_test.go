@@ -32,6 +32,8 @@ func richFSM(t testing.TB) *FSM {
 		&SetKeyState{KeyID: "k2", State: keys.StateDisabled},
 		&UpsertNode{Node: testNode("n1")},
 		&UpsertNode{Node: testNode("n2")},
+		&UpsertNode{Node: testNode("n3")},
+		&RemoveNode{ID: "n3"},
 		&AddJoinToken{Hash: tokenHash("tok"), Expires: t0.Add(time.Hour), At: t0},
 		&SetDomainKeyID{ID: "dk-0123"},
 		&CreateGrant{Grant: testGrant("g1", "k1", "app")},
@@ -396,7 +398,7 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          13, // 12 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          14, // 13 encoded, plus the derived alias index
 		reflect.TypeFor[TDEData]():       3,
 		reflect.TypeFor[TDEMount]():      3,
 		reflect.TypeFor[TDEKey]():        6,
@@ -442,6 +444,8 @@ func TestDigestSeesChanges(t *testing.T) {
 		"grant operation":  func(d *Data) { d.Grants["g1"].Operations = []string{"Decrypt"} },
 		"grant constraint": func(d *Data) { d.Grants["g1"].ContextSubset = map[string]string{"a": "c"} },
 		"principal role":   func(d *Data) { d.Principals["app"].Role = authz.RoleAdmin },
+		"node removed":     func(d *Data) { d.RemovedNodes["n9"] = true },
+		"node readmitted":  func(d *Data) { delete(d.RemovedNodes, "n3") },
 	}
 	for name, mutate := range mutations {
 		d := base.Clone()

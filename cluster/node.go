@@ -249,12 +249,16 @@ func Open(c Config) (*Node, error) {
 		// still in batches; docs/BENCHMARKS.md has the write figures.
 		MaxRPCsInFlight: 1,
 	}
+	// The FSM exists before the transport accepts anything: the Raft
+	// listener asks its state which peers were removed.
+	n.fsm = NewFSM(cfg.Observer, logger)
 	if cfg.TLS != nil {
 		stream, err := newTLSStreamLayer(cfg.RaftAddr, advertise, cfg.TLS, logger.With("component", "raft.transport"))
 		if err != nil {
 			return fail(err)
 		}
 		stream.filter = cfg.LinkFilter
+		stream.admit = n.admitsRaftPeer
 		tcfg.Stream = stream
 		n.trans = raft.NewNetworkTransportWithConfig(tcfg)
 	} else {
@@ -295,7 +299,6 @@ func Open(c Config) (*Node, error) {
 		}
 	}
 
-	n.fsm = NewFSM(cfg.Observer, logger)
 	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
@@ -569,6 +572,14 @@ type Stats struct {
 	LeaderID      string
 	LeaderAddr    string
 	Servers       []Server // nil if the configuration could not be read
+}
+
+// admitsRaftPeer decides whether the node whose certificate names id may
+// speak Raft to this one: not once it was removed from the cluster
+// (removed_nodes.go). A node the cluster does not know yet, one joining,
+// may: the leader adds a joiner to Raft before the joiner has any state.
+func (n *Node) admitsRaftPeer(id string) bool {
+	return !n.fsm.State().NodeRemoved(id)
 }
 
 // IsMember reports whether the latest cluster configuration this node

@@ -109,6 +109,9 @@ type Data struct {
 	DataObjects map[string]*DataObject `json:"data_objects,omitempty"`
 	// KMIP objects by id (command_kmip.go); absent while there are none.
 	KMIP map[string]*KMIPObject `json:"kmip_objects,omitempty"`
+	// RemovedNodes are the ids of nodes removed from the cluster and not
+	// admitted again since (removed_nodes.go); absent while there are none.
+	RemovedNodes map[string]bool `json:"removed_nodes,omitempty"`
 
 	// aliasesByKey indexes Aliases by key id (the sorted names of each
 	// key's aliases), so that a key's aliases are found without a scan of every
@@ -191,6 +194,8 @@ func (d *Data) Clone() *Data {
 		TDE:         d.TDE.clone(),
 		AuditHeads:  make(map[string]*AuditHead, len(d.AuditHeads)),
 		KMIP:        cloneKMIP(d.KMIP),
+
+		RemovedNodes: cloneRemoved(d.RemovedNodes),
 	}
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {

@@ -42,6 +42,10 @@ type tlsStreamLayer struct {
 	advertise net.Addr
 	client    *tls.Config
 	filter    LinkFilter
+	// admit decides whether an accepted connection's peer may speak Raft
+	// to this node (Node.admitsRaftPeer); nil admits every node
+	// certificate.
+	admit LinkFilter
 	// handshakeTimeout bounds an accepted connection's handshake
 	// (raftHandshakeTimeout; tests shorten it before the first Accept).
 	handshakeTimeout time.Duration
@@ -158,7 +162,7 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		return nil, fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
 	}
 	if s.filter != nil {
-		rc := &raftConn{Conn: conn, allow: s.filter, dialed: true}
+		rc := &raftConn{Conn: conn, allow: s.filter, dialed: true, peer: peerNodeID(conn)}
 		if err := rc.check(); err != nil {
 			return nil, err
 		}
@@ -175,7 +179,7 @@ func (s *tlsStreamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, timeout: s.handshakeTimeout, log: s.handshakeLog}, nil
+	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, admit: s.admit, timeout: s.handshakeTimeout, log: s.handshakeLog}, nil
 }
 
 // Close stops listening.
@@ -205,10 +209,13 @@ var errLinkDown = errors.New("cluster: link to peer is down (filtered)")
 // raftConn is one raft connection: every accepted one, and a dialed one
 // when a LinkFilter is set. An accepted connection completes its handshake
 // on first use, within timeout. With a LinkFilter, every read and write
-// asks it about the peer, known once the handshake has run.
+// asks it about the peer, known once the handshake has run; so does, on an
+// accepted connection, admit.
 type raftConn struct {
 	*tls.Conn
 	allow LinkFilter // nil allows every peer
+	admit LinkFilter // accepted connections: nil admits every peer
+	peer  string     // the peer's node id, once the handshake has run
 	// dialed: the handshake ran in Dial, and raft sets the connection's
 	// deadlines itself from then on.
 	dialed  bool
@@ -235,29 +242,41 @@ func (c *raftConn) handshake() error {
 			c.log.Log(context.Background(), slog.LevelWarn, "Raft connection refused: TLS handshake failed",
 				slog.String("peer", c.Conn.RemoteAddr().String()), slog.Any("err", err))
 			c.err = io.EOF
+			return
 		}
+		c.peer = peerNodeID(c.Conn)
 	})
 	return c.err
+}
+
+// peerNodeID is the node id of a connection's verified peer: its node
+// certificate's common name.
+func peerNodeID(c *tls.Conn) string {
+	if st := c.ConnectionState(); len(st.PeerCertificates) > 0 {
+		return st.PeerCertificates[0].Subject.CommonName
+	}
+	return ""
 }
 
 func (c *raftConn) check() error {
 	if err := c.handshake(); err != nil {
 		return err
 	}
-	if c.allow == nil {
-		return nil
-	}
-	st := c.Conn.ConnectionState()
-	peer := ""
-	if len(st.PeerCertificates) > 0 {
-		peer = st.PeerCertificates[0].Subject.CommonName
-	}
-	if !c.allow(peer) {
+	if c.allow != nil && !c.allow(c.peer) {
 		_ = c.Conn.Close()
 		return errLinkDown
 	}
+	if c.admit != nil && !c.admit(c.peer) {
+		c.log.Log(context.Background(), slog.LevelWarn, "Raft connection refused: the peer's node was removed from the cluster",
+			slog.String("peer", c.Conn.RemoteAddr().String()), slog.String("node", c.peer))
+		_ = c.Conn.Close()
+		return errRemovedPeer
+	}
 	return nil
 }
+
+// errRemovedPeer is what a connection from a removed node reports.
+var errRemovedPeer = errors.New("cluster: raft peer was removed from the cluster")
 
 func (c *raftConn) Read(b []byte) (int, error) {
 	if err := c.check(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -332,5 +333,73 @@ func TestRaftTLSConfigChecks(t *testing.T) {
 	}
 	if good.ClientAuth != tls.NoClientCert {
 		t.Fatal("caller's config was modified")
+	}
+}
+
+// A node removed from the cluster keeps a valid certificate, but no node
+// takes Raft traffic from it any more: a removed node that sends a
+// follower an AppendEntries of a higher term (as a leader would, or as an
+// attacker holding its certificate could, to take over the log) is cut
+// off, and the follower's term and leader do not move. A node admitted
+// again through a join is taken back.
+func TestRemovedNodeCannotSpeakRaft(t *testing.T) {
+	if testing.Short() {
+		t.Skip("TLS cluster in -short mode")
+	}
+	ca := newTestCA(t, "hsmbroker test cluster CA")
+	a := tlsNode(t, "a", true, ca.nodeTLS(t, "a"))
+	b := tlsNode(t, "b", false, ca.nodeTLS(t, "b"))
+	c := tlsNode(t, "c", false, ca.nodeTLS(t, "c"))
+	waitLeader(t, a)
+	ctx := testContext(t, 20*time.Second)
+	for _, n := range []*Node{b, c} {
+		if err := a.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustApply(t, a, &SetDomainKeyID{ID: "dk"})
+	waitSameDigest(t, a, b, c)
+
+	// c speaks Raft as a member until it is removed.
+	appendAsC := func() (uint64, error) {
+		t.Helper()
+		stream, err := newTLSStreamLayer("127.0.0.1:0", nil, ca.nodeTLS(t, "c"), testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 1, Timeout: 2 * time.Second,
+			Logger: hclog.NewNullLogger()})
+		defer trans.Close()
+		term := b.raft.CurrentTerm() + 10
+		var resp raft.AppendEntriesResponse
+		err = trans.AppendEntries("b", raft.ServerAddress(b.Addr()), &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ID: []byte("c"), Addr: []byte(stream.Addr().String())}, Term: term}, &resp)
+		return term, err
+	}
+	if err := a.RemoveServer(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, a, &RemoveNode{ID: "c"})
+	waitSameDigest(t, a, b)
+	if err := c.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	termBefore := b.raft.CurrentTerm()
+	if term, err := appendAsC(); err == nil {
+		t.Fatalf("b took an AppendEntries of term %d from the removed node c", term)
+	}
+	if got := b.raft.CurrentTerm(); got != termBefore {
+		t.Fatalf("b's term moved from %d to %d", termBefore, got)
+	}
+	if id, _ := b.Leader(); id != "a" {
+		t.Fatalf("b follows %q, want a", id)
+	}
+
+	// Admitted again (what the leader applies when c joins anew), c's
+	// certificate is taken again.
+	mustApply(t, a, &UpsertNode{Node: NodeInfo{ID: "c", RaftAddr: "127.0.0.1:1"}, Admit: true})
+	waitSameDigest(t, a, b)
+	if _, err := appendAsC(); err != nil {
+		t.Fatalf("b refused the readmitted node c: %v", err)
 	}
 }

@@ -433,6 +433,20 @@ func (nd *Node) Stop() {
 	_ = nd.Partition.Close()
 }
 
+// Wipe stops the node, empties its data directory and gives it a new
+// token, as an operator brings back a removed node: its next Start joins
+// the cluster anew, with the same id.
+func (nd *Node) Wipe() {
+	t := nd.c.t
+	t.Helper()
+	nd.Stop()
+	if err := os.RemoveAll(nd.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	nd.Token = NewToken(t)
+	nd.joined = false
+}
+
 // StopGRPC stops only the node's gRPC server: its Raft goes on, so the
 // others still follow it if it leads, but nothing reaches its API. Stop
 // stops the rest.
