@@ -177,12 +177,19 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 }
 
 // checkAdvertisedNames warns when the node certificate is not valid for
-// the addresses peers dial: a single node works regardless, but peers would
-// refuse its Raft connections and its forwarded writes.
+// the addresses peers dial, or names another node id: a single node works
+// regardless, but peers would refuse its Raft connections and its
+// forwarded writes.
 func checkAdvertisedNames(log *slog.Logger, c config.Config) {
 	cert, err := pki.ReadCertFile(c.TLS.Cert)
 	if err != nil {
 		return
+	}
+	if cert.Subject.CommonName != c.NodeID {
+		// Peers know a node by its certificate's common name: they would
+		// take this one for another node, and refuse its member calls.
+		log.Warn("the node certificate's common name is not this node's node_id; peers will refuse this node as a cluster member",
+			"cert", c.TLS.Cert, "common_name", cert.Subject.CommonName, "node_id", c.NodeID)
 	}
 	for _, a := range []struct{ what, addr string }{
 		{"raft", firstSet(c.RaftAdvertise, c.RaftAddr)},
