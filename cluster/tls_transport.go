@@ -53,6 +53,8 @@ type tlsStreamLayer struct {
 	// handshake failed. raft would log each at ERROR ("failed to decode
 	// incoming command"), one line for every connection anyone makes.
 	handshakeLog *netlimit.LogLimiter
+	// removedLog does the same for connections of removed nodes.
+	removedLog *netlimit.LogLimiter
 }
 
 var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
@@ -126,7 +128,8 @@ func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config, log *sl
 	// Bounded before TLS, so that handshakes count too.
 	ln := tls.NewListener(netlimit.Listener(tcp, netlimit.Limits{MaxConns: maxRaftConns}), server)
 	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client, handshakeTimeout: raftHandshakeTimeout,
-		handshakeLog: netlimit.NewLogLimiter(log, "Raft TLS handshake failed")}
+		handshakeLog: netlimit.NewLogLimiter(log, "Raft TLS handshake failed"),
+		removedLog:   netlimit.NewLogLimiter(log, "Raft connection of a removed node refused")}
 	if err := checkAdvertisable(s.Addr()); err != nil {
 		ln.Close()
 		return nil, err
@@ -179,12 +182,14 @@ func (s *tlsStreamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, admit: s.admit, timeout: s.handshakeTimeout, log: s.handshakeLog}, nil
+	return &raftConn{Conn: c.(*tls.Conn), allow: s.filter, admit: s.admit, timeout: s.handshakeTimeout, log: s.handshakeLog,
+		removedLog: s.removedLog}, nil
 }
 
 // Close stops listening.
 func (s *tlsStreamLayer) Close() error {
 	s.handshakeLog.Close()
+	s.removedLog.Close()
 	return s.ln.Close()
 }
 
@@ -221,8 +226,10 @@ type raftConn struct {
 	dialed  bool
 	timeout time.Duration
 	log     *netlimit.LogLimiter // of an accepted connection's failed handshake
-	once    sync.Once
-	err     error
+	// removedLog: of an accepted connection refused for a removed peer.
+	removedLog *netlimit.LogLimiter
+	once       sync.Once
+	err        error
 }
 
 // handshake completes an accepted connection's handshake once, within
@@ -267,22 +274,30 @@ func (c *raftConn) check() error {
 		return errLinkDown
 	}
 	if c.admit != nil && !c.admit(c.peer) {
-		c.log.Log(context.Background(), slog.LevelWarn, "Raft connection refused: the peer's node was removed from the cluster",
-			slog.String("peer", c.Conn.RemoteAddr().String()), slog.String("node", c.peer))
+		// Logged here, within bounds; like a failed handshake it reads as
+		// io.EOF, of which raft logs nothing.
+		c.removedLog.Log(context.Background(), slog.LevelWarn, "Raft connection refused: the peer's node was removed from the cluster",
+			slog.String("peer", c.Conn.RemoteAddr().String()), slog.String("peer_node", c.peer))
 		_ = c.Conn.Close()
-		return errRemovedPeer
+		return io.EOF
 	}
 	return nil
 }
 
-// errRemovedPeer is what a connection from a removed node reports.
-var errRemovedPeer = errors.New("cluster: raft peer was removed from the cluster")
-
+// Read checks the peer before it reads and again once bytes came: a read
+// that was already waiting when the peer was removed must not hand raft
+// what the removed node sent after.
 func (c *raftConn) Read(b []byte) (int, error) {
 	if err := c.check(); err != nil {
 		return 0, err
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		if cerr := c.check(); cerr != nil {
+			return 0, cerr
+		}
+	}
+	return n, err
 }
 
 func (c *raftConn) Write(b []byte) (int, error) {

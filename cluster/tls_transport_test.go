@@ -360,8 +360,10 @@ func TestRemovedNodeCannotSpeakRaft(t *testing.T) {
 	mustApply(t, a, &SetDomainKeyID{ID: "dk"})
 	waitSameDigest(t, a, b, c)
 
-	// c speaks Raft as a member until it is removed.
-	appendAsC := func() (uint64, error) {
+	// asC is a Raft transport with c's certificate, as anyone holding it
+	// could run; appendAs sends b an AppendEntries of term (its current
+	// one and 10 if 0).
+	asC := func() (*raft.NetworkTransport, net.Addr) {
 		t.Helper()
 		stream, err := newTLSStreamLayer("127.0.0.1:0", nil, ca.nodeTLS(t, "c"), testLogger(t))
 		if err != nil {
@@ -369,12 +371,29 @@ func TestRemovedNodeCannotSpeakRaft(t *testing.T) {
 		}
 		trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 1, Timeout: 2 * time.Second,
 			Logger: hclog.NewNullLogger()})
-		defer trans.Close()
-		term := b.raft.CurrentTerm() + 10
+		t.Cleanup(func() { _ = trans.Close() })
+		return trans, stream.Addr()
+	}
+	appendAs := func(trans *raft.NetworkTransport, self net.Addr, term uint64) (uint64, error) {
+		t.Helper()
+		if term == 0 {
+			term = b.raft.CurrentTerm() + 10
+		}
 		var resp raft.AppendEntriesResponse
-		err = trans.AppendEntries("b", raft.ServerAddress(b.Addr()), &raft.AppendEntriesRequest{
-			RPCHeader: raft.RPCHeader{ID: []byte("c"), Addr: []byte(stream.Addr().String())}, Term: term}, &resp)
+		err := trans.AppendEntries("b", raft.ServerAddress(b.Addr()), &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ID: []byte("c"), Addr: []byte(self.String())}, Term: term}, &resp)
 		return term, err
+	}
+	appendAsC := func() (uint64, error) {
+		t.Helper()
+		trans, self := asC()
+		return appendAs(trans, self, 0)
+	}
+	// A connection opened while c is a member, left idle in b's read
+	// (an AppendEntries of an old term changes nothing on b).
+	open, openAddr := asC()
+	if _, err := appendAs(open, openAddr, 1); err != nil {
+		t.Fatalf("c, still a member: %v", err)
 	}
 	if err := a.RemoveServer(ctx, "c"); err != nil {
 		t.Fatal(err)
@@ -393,6 +412,13 @@ func TestRemovedNodeCannotSpeakRaft(t *testing.T) {
 	}
 	if id, _ := b.Leader(); id != "a" {
 		t.Fatalf("b follows %q, want a", id)
+	}
+	// The connection opened before the removal is cut too.
+	if term, err := appendAs(open, openAddr, 0); err == nil {
+		t.Fatalf("b took an AppendEntries of term %d from the removed node c on a connection opened before", term)
+	}
+	if got := b.raft.CurrentTerm(); got != termBefore {
+		t.Fatalf("b's term moved from %d to %d through the connection opened before the removal", termBefore, got)
 	}
 
 	// Admitted again (what the leader applies when c joins anew), c's
