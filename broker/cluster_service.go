@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,7 +58,7 @@ type healthState struct {
 
 	mu  sync.Mutex
 	srv *health.Server // the gRPC health service WatchHealth keeps; nil before
-	was string         // the last reason logged
+	was string         // the last reason logged, its digits left out (reasonKind)
 }
 
 // Ready reports whether this node can serve requests: its HSM answers and
@@ -95,13 +96,13 @@ func (s *Service) recordHealth(ok bool, reason string) {
 			h.srv.SetServingStatus(name, st)
 		}
 	}
-	if reason != h.was {
+	if kind := reasonKind(reason); kind != h.was {
 		if ok {
 			s.log.Info("node is serving")
 		} else {
 			s.log.Warn("node is not serving", "reason", reason)
 		}
-		h.was = reason
+		h.was = kind
 	}
 }
 
@@ -148,9 +149,22 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 		return true, ""
 	}
 	if since := time.Since(st.LastContact); since > s.cfg.MaxStaleness {
-		return false, fmt.Sprintf("no contact with a leader for %s", since.Round(time.Millisecond))
+		return false, fmt.Sprintf("no contact with a leader for %s: the cluster may have lost its quorum, or this node was removed "+
+			"while it was away ('hsmctl cluster status' through another node lists the members)", since.Round(time.Millisecond))
 	}
 	return true, ""
+}
+
+// reasonKind is a readiness reason without its digits: a reason that
+// differs only in a count or a duration ("no contact with a leader for
+// 25.4s") is logged once, not at every check.
+func reasonKind(reason string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, reason)
 }
 
 // healthVerdict is one readiness verdict.
@@ -264,7 +278,7 @@ func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeader
 		if lc != nil {
 			var p peer.Peer
 			resp, err := lc.TransferLeadership(outgoing(ctx), req, grpc.Peer(&p))
-			return resp, passToLeader(leader, &p, err)
+			return resp, s.passToLeader(leader, &p, err)
 		}
 	}
 	if err := s.node.TransferLeadership(ctx, req.GetNodeId()); err != nil {

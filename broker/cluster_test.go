@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -253,6 +254,15 @@ func TestRemovedNodeSaysSo(t *testing.T) {
 	}
 	if ok, reason := leader.Service.Ready(ctx); !ok {
 		t.Errorf("the leader after the removal: %s", reason)
+	}
+	// A cluster change an admin asks of the removed node, which passes it
+	// on to the leader, says the node was removed: not that the admin may
+	// not.
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err := pb.NewClusterServiceClient(c.Dial(gone.Index, "admin")).TransferLeadership(cctx, &pb.TransferLeadershipRequest{})
+	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "this node was removed from the cluster") {
+		t.Errorf("TransferLeadership through the removed node: %v; want FailedPrecondition saying it was removed", err)
 	}
 }
 

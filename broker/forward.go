@@ -101,8 +101,13 @@ func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, st
 		case <-ctx.Done():
 			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout, "no cluster leader: %v", ctx.Err())
 		case <-giveUp.C:
+			if s.node.HasPeers() && !s.node.IsMember(s.node.ID()) {
+				return nil, "", newError(codes.Unavailable, ExcDependencyTimeout,
+					"no cluster leader for %s: node %s is not in the cluster configuration it knows; it was removed from the cluster", wait.Round(time.Millisecond), s.node.ID())
+			}
 			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout,
-				"no cluster leader for %s: the cluster may have lost its quorum (a majority of its voters must be up and reach each other); retry", wait.Round(time.Millisecond))
+				"no cluster leader for %s: the cluster may have lost its quorum (a majority of its voters must be up and reach each other), "+
+					"or this node was removed while it was away; retry", wait.Round(time.Millisecond))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -225,10 +230,20 @@ func leaderUnreachable(leader string, st *status.Status) error {
 }
 
 // passToLeader returns the error of a call passed on to the leader as
-// it came, unless the call never reached it (leaderUnreachable).
-func passToLeader(leader string, p *peer.Peer, err error) error {
-	if st, _ := status.FromError(err); err != nil && st.Code() == codes.Unavailable && p.Addr == nil {
+// it came, unless the call never reached it (leaderUnreachable) or the
+// leader refused this node: the caller was authorized here, and the
+// leader checks only that a member passed the call on, so a refusal means
+// this node is no member (it was removed), not that the caller may not.
+func (s *Service) passToLeader(leader string, p *peer.Peer, err error) error {
+	st, _ := status.FromError(err)
+	switch {
+	case err == nil:
+		return nil
+	case st.Code() == codes.Unavailable && p.Addr == nil:
 		return leaderUnreachable(leader, st)
+	case st.Code() == codes.PermissionDenied:
+		return newError(codes.FailedPrecondition, ExcInvalidState,
+			"the leader %s does not take node %s for a member (%s): this node was removed from the cluster; ask a member", leader, s.node.ID(), st.Message())
 	}
 	return err
 }

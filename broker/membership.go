@@ -79,6 +79,9 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	if !s.node.IsLeader() {
 		leader, _ := s.node.Leader()
+		if leader == "" {
+			return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is not the leader and knows none; join through another member", s.node.ID())
+		}
 		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is not the leader; join through the leader %q", s.node.ID(), leader)
 	}
 	pub := req.GetTransportPublicKey()
@@ -175,7 +178,7 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 		if lc != nil {
 			var p peer.Peer
 			resp, err := lc.RemoveNode(outgoing(ctx), req, grpc.Peer(&p))
-			return resp, passToLeader(leader, &p, err)
+			return resp, s.passToLeader(leader, &p, err)
 		}
 	}
 	member, voters, voter := false, 0, false
