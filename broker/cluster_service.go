@@ -118,10 +118,16 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	}
 	// A member removed from the cluster learns it from the configuration
 	// that removed it; it is never a member again (its state stays), so say
-	// what it takes to come back rather than "catching up" for ever.
+	// what it takes to come back rather than "catching up" for ever. One
+	// that missed that configuration learns it from the members it asks
+	// while it hears from no leader.
 	st := s.node.Stats()
+	const bringBack = "to bring it back, stop it, move its audit log aside, empty the rest of its data_dir and start it with a new join token (docs/OPERATIONS.md)"
+	inDoubt := st.Role != "Leader" && (st.LeaderID == "" || st.LastContact.IsZero() || time.Since(st.LastContact) > s.cfg.MaxStaleness)
+	if n := s.removedByMembers(inDoubt); n != nil {
+		return false, fmt.Sprintf("this node was removed from the cluster: member %s, which follows the leader %s, does not list it; %s", n.peer, n.leader, bringBack)
+	}
 	if len(st.Servers) > 0 && !slices.ContainsFunc(st.Servers, func(sv cluster.Server) bool { return sv.ID == st.ID }) {
-		const bringBack = "to bring it back, stop it, move its audit log aside, empty the rest of its data_dir and start it with a new join token (docs/OPERATIONS.md)"
 		if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
 			// A node that joined a moment ago (or completes its join) also
 			// starts from a configuration without itself, until it has

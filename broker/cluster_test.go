@@ -377,3 +377,46 @@ func TestRemovedNodeJoinsAgain(t *testing.T) {
 	}
 	c.WaitConverged(t)
 }
+
+// A node removed while it was down never gets the configuration that
+// removes it: restarted with its old state it finds no leader, since the
+// members refuse its Raft traffic. It learns of its removal from the
+// members it asks, and says so, instead of "catching up" for ever.
+func TestNodeRemovedWhileDownLearnsIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	gone := c.Followers(t)[0]
+	gone.Stop()
+	admin := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if !gone.Launch() {
+		t.Fatal("the removed node did not start")
+	}
+	var reason string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var ok bool
+		if ok, reason = gone.Service.Healthy(); !ok && strings.Contains(reason, "removed from the cluster") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node removed while down says: %q", reason)
+		}
+	}
+	if !strings.Contains(reason, "member ") || !strings.Contains(reason, "the leader "+leader.ID) || !strings.Contains(reason, "join token") {
+		t.Errorf("the reason does not say who said so and how to come back: %q", reason)
+	}
+	// The members are unaffected.
+	for _, nd := range c.Nodes {
+		if nd != gone {
+			if ok, why := nd.Service.Healthy(); !ok {
+				t.Errorf("%s: %s", nd.ID, why)
+			}
+		}
+	}
+}

@@ -29,13 +29,17 @@ import (
 
 // peers caches one client connection per peer gRPC address.
 type peers struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool // Close ran: no more connections
 }
 
 func (s *Service) peerConn(addr string) (*grpc.ClientConn, error) {
 	s.peers.mu.Lock()
 	defer s.peers.mu.Unlock()
+	if s.peers.closed {
+		return nil, newError(codes.Unavailable, ExcDependencyTimeout, "node %s is shutting down", s.node.ID())
+	}
 	if c, ok := s.peers.conns[addr]; ok {
 		return c, nil
 	}
@@ -61,6 +65,7 @@ func (s *Service) Close() {
 	s.writeAnonymousSummaries()
 	s.peers.mu.Lock()
 	defer s.peers.mu.Unlock()
+	s.peers.closed = true
 	for a, c := range s.peers.conns {
 		_ = c.Close()
 		delete(s.peers.conns, a)

@@ -80,6 +80,9 @@ type Service struct {
 
 	health healthState
 	peers  peers
+	// membership is what members said of this node's membership while it
+	// heard from no leader (membership_probe.go).
+	membership membershipProbe
 	// access decides key access: policies (parsed once, cached) and grants.
 	access *authz.Authorizer
 	// gate is set while WatchHealth runs: key and crypto calls are then

@@ -252,8 +252,19 @@ func (nd *Node) nodeTLS() *tls.Config {
 }
 
 // Start opens the node's partition, Raft node and gRPC server; a new node
-// (no Raft state yet) bootstraps if it is the first, else joins.
+// (no Raft state yet) bootstraps if it is the first, else joins. It
+// returns once the node serves.
 func (nd *Node) Start() {
+	nd.c.t.Helper()
+	if nd.Launch() {
+		nd.WaitServing(nd.c.t)
+	}
+}
+
+// Launch is Start without waiting for the node to serve, for nodes that
+// are not to (one removed while it was down, say). It returns false when
+// a join error went to OnJoinError, which leaves the node as it says.
+func (nd *Node) Launch() bool {
 	c := nd.c
 	t := c.t
 	t.Helper()
@@ -340,7 +351,7 @@ func (nd *Node) Start() {
 		if err := dm.Join(ctx, broker.JoinConfig{Seeds: c.seeds(nd), Token: tok, GRPCAddr: nd.GRPCAddr}); err != nil {
 			if c.OnJoinError != nil {
 				c.OnJoinError(nd, err)
-				return
+				return false
 			}
 			t.Fatalf("%s: join: %v", nd.ID, err)
 		}
@@ -364,7 +375,7 @@ func (nd *Node) Start() {
 		nd.wg.Add(1)
 		go func() { defer nd.wg.Done(); dm.CheckpointAudit(rctx) }()
 	}
-	nd.WaitServing(t)
+	return true
 }
 
 // raftLogLevel hides raft's own error logs, which failover tests provoke

@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+)
+
+// A node learns that it was removed from the configuration entry that
+// removes it, which the leader sends it once, as best it can, and never
+// again. A node that missed it (down at the time, or the send failed)
+// keeps a configuration with itself in it, finds no leader, and would
+// say only that, or that it is catching up, for ever. While it hears
+// from no leader, it asks the members it knows of whether it is still
+// one: a member that follows a leader and does not list it answers that.
+
+// membershipProbeEvery spaces the probes; membershipProbeTimeout bounds
+// each call.
+const (
+	membershipProbeEvery   = 5 * time.Second
+	membershipProbeTimeout = 2 * time.Second
+)
+
+// removedNote is what a member said: this node is not in the
+// configuration of member peer, which follows leader.
+type removedNote struct{ peer, leader string }
+
+// membershipProbe holds the last probe's finding.
+type membershipProbe struct {
+	running atomic.Bool
+	last    atomic.Int64 // unix nanoseconds of the last start
+	note    atomic.Pointer[removedNote]
+}
+
+// removedByMembers is the note of the last probe, nil unless a member
+// said this node is not one. It starts a probe (in the background, one
+// at a time, at most every membershipProbeEvery) while inDoubt; when not,
+// the note is dropped.
+func (s *Service) removedByMembers(inDoubt bool) *removedNote {
+	p := &s.membership
+	if !inDoubt {
+		p.note.Store(nil)
+		return nil
+	}
+	now := time.Now()
+	if now.UnixNano()-p.last.Load() >= int64(membershipProbeEvery) && p.running.CompareAndSwap(false, true) {
+		p.last.Store(now.UnixNano())
+		go func() {
+			defer p.running.Store(false)
+			s.probeMembership()
+		}()
+	}
+	return p.note.Load()
+}
+
+// probeMembership asks each member this node has a record of for the
+// cluster's status, and records the first answer that settles it: a
+// member with a leader that lists this node clears the note, one that
+// does not list it sets it. Members without a leader settle nothing.
+func (s *Service) probeMembership() {
+	self := s.node.ID()
+	for _, n := range s.node.State().Nodes() {
+		if n.ID == self || n.GRPCAddr == "" {
+			continue
+		}
+		conn, err := s.peerConn(n.GRPCAddr)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), membershipProbeTimeout)
+		st, err := pb.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+		cancel()
+		if err != nil || st.GetLeaderId() == "" {
+			continue
+		}
+		if slices.ContainsFunc(st.GetNodes(), func(ns *pb.NodeStatus) bool { return ns.GetId() == self }) {
+			s.membership.note.Store(nil)
+			return
+		}
+		s.membership.note.Store(&removedNote{peer: st.GetNodeId(), leader: st.GetLeaderId()})
+		s.log.Warn("a member says this node is not in the cluster; it was removed", "member", st.GetNodeId(), "leader", st.GetLeaderId())
+		return
+	}
+}
