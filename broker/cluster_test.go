@@ -395,8 +395,21 @@ func TestNodeRemovedWhileDownLearnsIt(t *testing.T) {
 	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: gone.ID}); err != nil {
 		t.Fatal(err)
 	}
+	// Nothing of Raft reaches it once it is back (so it cannot learn the
+	// removal from the leader's last send), and it has no snapshot: its
+	// state is empty, and it knows the members only as its peers.
+	var members []*hsmtest.Node
+	for _, nd := range c.Nodes {
+		if nd != gone {
+			members = append(members, nd)
+		}
+	}
+	c.Partition([]*hsmtest.Node{gone}, members)
 	if !gone.Launch() {
 		t.Fatal("the removed node did not start")
+	}
+	if n := len(gone.Raft.State().Nodes()); n != 0 {
+		t.Fatalf("the restarted node holds %d node records; the test needs none", n)
 	}
 	var reason string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -410,6 +423,15 @@ func TestNodeRemovedWhileDownLearnsIt(t *testing.T) {
 	}
 	if !strings.Contains(reason, "member ") || !strings.Contains(reason, "the leader "+leader.ID) || !strings.Contains(reason, "join token") {
 		t.Errorf("the reason does not say who said so and how to come back: %q", reason)
+	}
+	// A cluster change asked of it is refused at once, saying why, rather
+	// than after waiting for a leader that will not come.
+	cctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := pb.NewClusterServiceClient(c.Dial(gone.Index, "admin")).TransferLeadership(cctx, &pb.TransferLeadershipRequest{})
+	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "was removed from the cluster") {
+		t.Errorf("TransferLeadership through the node removed while down: %v (after %s); want FailedPrecondition saying it was removed", err, time.Since(start))
 	}
 	// The members are unaffected.
 	for _, nd := range c.Nodes {

@@ -102,6 +102,10 @@ func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, st
 			}
 			return pb.NewClusterServiceClient(c), id, nil
 		}
+		if why := s.knownRemoved(); why != "" {
+			// No leader will come: waiting only hides why.
+			return nil, "", newError(codes.FailedPrecondition, ExcInvalidState, "node %s was removed from the cluster (%s); ask a member", s.node.ID(), why)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout, "no cluster leader: %v", ctx.Err())

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -56,24 +57,48 @@ func (s *Service) removedByMembers(inDoubt bool) *removedNote {
 	return p.note.Load()
 }
 
-// probeMembership asks each member this node has a record of for the
-// cluster's status, and records the first answer that settles it: a
-// member with a leader that lists this node clears the note, one that
-// does not list it sets it. Members without a leader settle nothing.
+// knownRemoved says why this node knows it was removed, "" if it does
+// not: a member said so, or the configuration it applied no longer names
+// it although it was a member (caught up) since it started. A node
+// catching up after its join may apply configurations without itself
+// first, so that alone does not settle it.
+func (s *Service) knownRemoved() string {
+	if n := s.membership.note.Load(); n != nil {
+		return fmt.Sprintf("member %s, which follows the leader %s, does not list it", n.peer, n.leader)
+	}
+	if s.caughtUp.Load() && s.node.HasPeers() && !s.node.IsMember(s.node.ID()) {
+		return "the cluster configuration it applied no longer names it"
+	}
+	return ""
+}
+
+// probeMembership asks each member this node has a record of, then each
+// of Config.Peers, for the cluster's status, and records the first answer
+// that settles it: a member with a leader that lists this node clears the
+// note, one that does not list it sets it. Members without a leader
+// settle nothing.
 func (s *Service) probeMembership() {
 	self := s.node.ID()
+	var addrs []string
 	for _, n := range s.node.State().Nodes() {
-		if n.ID == self || n.GRPCAddr == "" {
-			continue
+		if n.ID != self && n.GRPCAddr != "" {
+			addrs = append(addrs, n.GRPCAddr)
 		}
-		conn, err := s.peerConn(n.GRPCAddr)
+	}
+	for _, a := range s.cfg.Peers {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	for _, addr := range addrs {
+		conn, err := s.peerConn(addr)
 		if err != nil {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), membershipProbeTimeout)
 		st, err := pb.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
 		cancel()
-		if err != nil || st.GetLeaderId() == "" {
+		if err != nil || st.GetLeaderId() == "" || st.GetNodeId() == self {
 			continue
 		}
 		if slices.ContainsFunc(st.GetNodes(), func(ns *pb.NodeStatus) bool { return ns.GetId() == self }) {

@@ -44,6 +44,13 @@ type Config struct {
 	// its own (Daemon.Heartbeat's first) since it started. The daemon sets
 	// it; a service whose node runs no Daemon.Heartbeat leaves it off.
 	RequireCaughtUp bool
+	// Peers are gRPC addresses of other members (serve's join list). A
+	// node that hears from no leader asks them, besides the members its
+	// replicated state records, whether it is still a member
+	// (membership_probe.go): after a restart without a snapshot that state
+	// is empty until a leader reaches the node, which a removed node's
+	// never does.
+	Peers []string
 	// AuditLog, when set, receives one line per request (see accessInterceptor
 	// and EndRequest); a request whose line cannot be written fails. nil
 	// keeps no audit log. The caller closes it after the service.

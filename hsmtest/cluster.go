@@ -307,7 +307,7 @@ func (nd *Node) Launch() bool {
 	nd.raftLis = node.Addr()
 	nd.AuditLog = nd.openAuditLog()
 	svc, err := broker.New(broker.Config{Node: node, Partition: p, PeerTLS: tlsCfg, Logger: QuietLogger(), RequireCaughtUp: true,
-		AuditLog: nd.AuditLog})
+		AuditLog: nd.AuditLog, Peers: c.seeds(nd)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,9 @@ type daemon struct {
 	// join, when set, makes this node (no Raft state, not bootstrapping)
 	// join an existing cluster once it serves.
 	join *broker.JoinConfig
+	// peers are the join list: members to ask whether this node is still
+	// one while it hears from no leader (broker.Config.Peers).
+	peers []string
 
 	// onReady, if set, runs once the node reports ready (or readyWait has
 	// passed). It gets the addresses clients dial.
@@ -175,6 +178,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	svc, err := broker.New(broker.Config{
 		NodeID: cc.NodeID, Node: node, Partition: p, PeerTLS: d.peerTLS,
 		Region: d.region, Account: d.account, Logger: log, RequireCaughtUp: true, AuditLog: auditLog,
+		Peers: d.peers,
 	})
 	if err != nil {
 		return err

@@ -138,6 +138,7 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		auditFile:     c.AuditFile(),
 		region:        c.Region,
 		account:       c.Account,
+		peers:         c.Join,
 		hsm: hsm.Config{
 			Module:      c.HSM.Module,
 			TokenLabel:  c.HSM.TokenLabel,
