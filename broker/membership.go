@@ -198,13 +198,18 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 	if _, ok := s.node.State().Node(id); !ok && !member {
 		return nil, errNotFound("node %s is not a member", id)
 	}
+	// The record goes, and the id is marked removed, before Raft drops the
+	// node: once it is out of the configuration, no call of its may find
+	// it not yet marked (a leader lost between the two would leave it so).
+	// A failure in between leaves a voter marked removed, whose Raft calls
+	// the others refuse; running the removal again completes it.
+	if _, err := s.apply(ctx, &cluster.RemoveNode{ID: id}); err != nil && !errors.Is(err, cluster.ErrNotFound) {
+		return nil, err
+	}
 	if member {
 		if err := s.node.RemoveServer(ctx, id); err != nil {
 			return nil, err
 		}
-	}
-	if _, err := s.apply(ctx, &cluster.RemoveNode{ID: id}); err != nil && !errors.Is(err, cluster.ErrNotFound) {
-		return nil, err
 	}
 	s.log.Info("node removed", "node", id)
 	return &pb.RemoveNodeResponse{}, nil
