@@ -53,8 +53,8 @@ type tlsStreamLayer struct {
 	// handshake failed. raft would log each at ERROR ("failed to decode
 	// incoming command"), one line for every connection anyone makes.
 	handshakeLog *netlimit.LogLimiter
-	// removedLog does the same for connections of removed nodes.
-	removedLog *netlimit.LogLimiter
+	// removedLog logs the refused connections of removed nodes.
+	removedLog *removedRefusals
 }
 
 var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
@@ -129,7 +129,7 @@ func newTLSStreamLayer(bind string, advertise net.Addr, cfg *tls.Config, log *sl
 	ln := tls.NewListener(netlimit.Listener(tcp, netlimit.Limits{MaxConns: maxRaftConns}), server)
 	s := &tlsStreamLayer{ln: ln, advertise: advertise, client: client, handshakeTimeout: raftHandshakeTimeout,
 		handshakeLog: netlimit.NewLogLimiter(log, "Raft TLS handshake failed"),
-		removedLog:   netlimit.NewLogLimiter(log, "Raft connection of a removed node refused")}
+		removedLog:   newRemovedRefusals(log)}
 	if err := checkAdvertisable(s.Addr()); err != nil {
 		ln.Close()
 		return nil, err
@@ -189,7 +189,6 @@ func (s *tlsStreamLayer) Accept() (net.Conn, error) {
 // Close stops listening.
 func (s *tlsStreamLayer) Close() error {
 	s.handshakeLog.Close()
-	s.removedLog.Close()
 	return s.ln.Close()
 }
 
@@ -207,6 +206,57 @@ func (s *tlsStreamLayer) Addr() net.Addr {
 // as well as new ones: tests use it to partition the network. nil allows
 // every link.
 type LinkFilter func(peerID string) bool
+
+// removedRefusals logs the Raft connections refused because their node
+// was removed: a node's first at once, then at most one line a minute per
+// node, with the count since the last. A removed node that keeps
+// campaigning opens a connection to every member about once a second for
+// as long as it runs; a line for each is noise. Only removed ids reach it,
+// so it tracks at most MaxRemovedNodes nodes.
+type removedRefusals struct {
+	log   *slog.Logger
+	now   func() time.Time
+	mu    sync.Mutex
+	nodes map[string]*refusalCount
+}
+
+type refusalCount struct {
+	last  time.Time // of the last line
+	since int       // refusals since it
+}
+
+// removedRefusalEvery is how often a line per removed node may be written.
+const removedRefusalEvery = time.Minute
+
+func newRemovedRefusals(log *slog.Logger) *removedRefusals {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &removedRefusals{log: log, now: time.Now, nodes: map[string]*refusalCount{}}
+}
+
+func (r *removedRefusals) refused(node, addr string) {
+	now := r.now()
+	r.mu.Lock()
+	c := r.nodes[node]
+	if c == nil {
+		if len(r.nodes) >= MaxRemovedNodes {
+			clear(r.nodes)
+		}
+		c = &refusalCount{}
+		r.nodes[node] = c
+	}
+	c.since++
+	if !c.last.IsZero() && now.Sub(c.last) < removedRefusalEvery {
+		r.mu.Unlock()
+		return
+	}
+	n := c.since
+	c.last, c.since = now, 0
+	r.mu.Unlock()
+	r.log.Warn("Raft connection refused: the peer's node was removed from the cluster",
+		"peer", addr, "peer_node", node, "refused", n, "next_line_after", removedRefusalEvery.String())
+}
 
 // errLinkDown is what a filtered connection reports.
 var errLinkDown = errors.New("cluster: link to peer is down (filtered)")
@@ -227,7 +277,7 @@ type raftConn struct {
 	timeout time.Duration
 	log     *netlimit.LogLimiter // of an accepted connection's failed handshake
 	// removedLog: of an accepted connection refused for a removed peer.
-	removedLog *netlimit.LogLimiter
+	removedLog *removedRefusals
 	once       sync.Once
 	err        error
 }
@@ -276,8 +326,7 @@ func (c *raftConn) check() error {
 	if c.admit != nil && !c.admit(c.peer) {
 		// Logged here, within bounds; like a failed handshake it reads as
 		// io.EOF, of which raft logs nothing.
-		c.removedLog.Log(context.Background(), slog.LevelWarn, "Raft connection refused: the peer's node was removed from the cluster",
-			slog.String("peer", c.Conn.RemoteAddr().String()), slog.String("peer_node", c.peer))
+		c.removedLog.refused(c.peer, c.Conn.RemoteAddr().String())
 		_ = c.Conn.Close()
 		return io.EOF
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,9 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -427,5 +430,29 @@ func TestRemovedNodeCannotSpeakRaft(t *testing.T) {
 	waitSameDigest(t, a, b)
 	if _, err := appendAsC(); err != nil {
 		t.Fatalf("b refused the readmitted node c: %v", err)
+	}
+}
+
+// A removed node that keeps opening Raft connections gets one log line at
+// once and then one a minute, with the count, per node: not a line for
+// each connection on every member for as long as it runs.
+func TestRemovedRefusalsLoggedOnceAMinute(t *testing.T) {
+	var buf bytes.Buffer
+	r := newRemovedRefusals(slog.New(slog.NewTextHandler(&buf, nil)))
+	now := time.Unix(1_000_000, 0)
+	r.now = func() time.Time { return now }
+	for range 90 {
+		r.refused("c", "127.0.0.1:1")
+		now = now.Add(time.Second)
+	}
+	r.refused("d", "127.0.0.1:2")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines for 90 refusals of c in 90 s and one of d, want 3 (c at once, c after a minute, d):\n%s", len(lines), buf.String())
+	}
+	for i, want := range []string{"peer_node=c refused=1", "peer_node=c refused=60", "peer_node=d refused=1"} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d: %s; want %s", i, lines[i], want)
+		}
 	}
 }
