@@ -123,11 +123,15 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	// while it hears from no leader.
 	st := s.node.Stats()
 	const bringBack = "to bring it back, stop it, move its audit log aside, empty the rest of its data_dir and start it with a new join token (docs/OPERATIONS.md)"
-	inDoubt := st.Role != "Leader" && (st.LeaderID == "" || st.LastContact.IsZero() || time.Since(st.LastContact) > s.cfg.MaxStaleness)
+	// Only a node that takes itself for a member asks: one joining (its
+	// configuration empty until the leader's first entries) is not listed
+	// yet, and must not read that as a removal.
+	listed := slices.ContainsFunc(st.Servers, func(sv cluster.Server) bool { return sv.ID == st.ID })
+	inDoubt := listed && st.Role != "Leader" && (st.LeaderID == "" || st.LastContact.IsZero() || time.Since(st.LastContact) > s.cfg.MaxStaleness)
 	if n := s.removedByMembers(inDoubt); n != nil {
-		return false, fmt.Sprintf("this node was removed from the cluster: member %s, which follows the leader %s, does not list it; %s", n.peer, n.leader, bringBack)
+		return false, fmt.Sprintf("this node was removed from the cluster: %s; %s", n, bringBack)
 	}
-	if len(st.Servers) > 0 && !slices.ContainsFunc(st.Servers, func(sv cluster.Server) bool { return sv.ID == st.ID }) {
+	if len(st.Servers) > 0 && !listed {
 		if s.cfg.RequireCaughtUp && !s.caughtUp.Load() {
 			// A node that joined a moment ago (or completes its join) also
 			// starts from a configuration without itself, until it has

@@ -207,7 +207,11 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 	}
 	lc, leader, err := s.leaderClient(ctx)
 	if err != nil {
-		return nil, ctx.Err() == nil, err
+		// No leader yet is worth waiting for; a node that knows it was
+		// removed will have none.
+		var e *Error
+		removed := errors.As(err, &e) && e.Code == codes.FailedPrecondition
+		return nil, ctx.Err() == nil && !removed, err
 	}
 	if lc == nil { // we became the leader meanwhile
 		return nil, true, cluster.ErrNotLeader

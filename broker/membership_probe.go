@@ -29,6 +29,13 @@ const (
 // configuration of member peer, which follows leader.
 type removedNote struct{ peer, leader string }
 
+func (n *removedNote) String() string {
+	if n.peer == n.leader {
+		return fmt.Sprintf("the leader %s does not list it", n.leader)
+	}
+	return fmt.Sprintf("member %s, which follows the leader %s, does not list it", n.peer, n.leader)
+}
+
 // membershipProbe holds the last probe's finding.
 type membershipProbe struct {
 	running atomic.Bool
@@ -64,7 +71,7 @@ func (s *Service) removedByMembers(inDoubt bool) *removedNote {
 // first, so that alone does not settle it.
 func (s *Service) knownRemoved() string {
 	if n := s.membership.note.Load(); n != nil {
-		return fmt.Sprintf("member %s, which follows the leader %s, does not list it", n.peer, n.leader)
+		return n.String()
 	}
 	if s.caughtUp.Load() && s.node.HasPeers() && !s.node.IsMember(s.node.ID()) {
 		return "the cluster configuration it applied no longer names it"
