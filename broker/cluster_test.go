@@ -421,7 +421,7 @@ func TestNodeRemovedWhileDownLearnsIt(t *testing.T) {
 			t.Fatalf("the node removed while down says: %q", reason)
 		}
 	}
-	if !strings.Contains(reason, "member ") || !strings.Contains(reason, "the leader "+leader.ID) || !strings.Contains(reason, "join token") {
+	if !strings.Contains(reason, "the leader "+leader.ID) || !strings.Contains(reason, "does not list it") || !strings.Contains(reason, "join token") {
 		t.Errorf("the reason does not say who said so and how to come back: %q", reason)
 	}
 	// A cluster change asked of it is refused at once, saying why, rather
