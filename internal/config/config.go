@@ -96,8 +96,9 @@ type Config struct {
 	// Join lists gRPC addresses of existing members. A node with no Raft
 	// state and a Join list joins that cluster on start, with the one-time
 	// token from JoinTokenFile or JoinTokenEnv, and receives the domain key
-	// HSM to HSM. Once it is a member, Join is ignored. Must be empty when
-	// Bootstrap is set.
+	// HSM to HSM. Once it is a member, Join is used only to ask, while the
+	// node hears from no leader, whether it is still one (a node removed
+	// while it was down learns it so). Must be empty when Bootstrap is set.
 	Join []string `yaml:"join"`
 
 	// JoinTokenFile is a file (mode 0600 or stricter) holding the join
