@@ -136,6 +136,9 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 			// A node that joined a moment ago (or completes its join) also
 			// starts from a configuration without itself, until it has
 			// caught up to the change that added it.
+			if at := s.joinedAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < joinCatchUp {
+				return false, "catching up with the cluster after joining it"
+			}
 			return false, "this node is not in the cluster configuration it has applied so far: it is catching up after a join, or it was removed; if this lasts, it was removed: " + bringBack
 		}
 		return false, "this node was removed from the cluster; " + bringBack
@@ -164,6 +167,10 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 	}
 	return true, ""
 }
+
+// joinCatchUp is how long after its join a node not yet in the
+// configuration it applied is taken to be catching up, not removed.
+const joinCatchUp = time.Minute
 
 // reasonKind is a readiness reason without its digits: a reason that
 // differs only in a count or a duration ("no contact with a leader for

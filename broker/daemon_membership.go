@@ -202,6 +202,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		}
 	}
 	s.log.Info("joined the cluster", "leader", resp.GetLeaderId())
+	s.joinedAt.Store(time.Now().UnixNano())
 	return s.node.WaitForLeader(ctx)
 }
 
