@@ -110,7 +110,7 @@ func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, st
 		case <-ctx.Done():
 			return nil, "", newError(codes.Unavailable, ExcDependencyTimeout, "no cluster leader: %v", ctx.Err())
 		case <-giveUp.C:
-			if s.node.HasPeers() && !s.node.IsMember(s.node.ID()) {
+			if s.node.Unlisted() {
 				return nil, "", newError(codes.Unavailable, ExcDependencyTimeout,
 					"no cluster leader for %s: node %s is not in the cluster configuration it knows; it was removed from the cluster", wait.Round(time.Millisecond), s.node.ID())
 			}

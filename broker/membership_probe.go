@@ -73,7 +73,7 @@ func (s *Service) knownRemoved() string {
 	if n := s.membership.note.Load(); n != nil {
 		return n.String()
 	}
-	if s.caughtUp.Load() && s.node.HasPeers() && !s.node.IsMember(s.node.ID()) {
+	if s.caughtUp.Load() && s.node.Unlisted() {
 		return "the cluster configuration it applied no longer names it"
 	}
 	return ""

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -595,6 +596,18 @@ func (n *Node) IsMember(id string) bool {
 		}
 	}
 	return false
+}
+
+// Unlisted reports whether the latest cluster configuration this node
+// knows names other members but not this node: it was removed, or (a
+// joiner catching up) has not applied its admission yet.
+func (n *Node) Unlisted() bool {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	servers := cf.Configuration().Servers
+	return len(servers) > 0 && !slices.ContainsFunc(servers, func(sv raft.Server) bool { return string(sv.ID) == n.cfg.NodeID })
 }
 
 // HasPeers reports whether the latest cluster configuration this node
