@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc"
 )
 
 // A node learns that it was removed from the configuration entry that
@@ -19,10 +20,12 @@ import (
 // one: a member that follows a leader and does not list it answers that.
 
 // membershipProbeEvery spaces the probes; membershipProbeTimeout bounds
-// each call.
+// each call, and membershipProbeMaxAnswer a member's status answer (a
+// NodeStatus entry is a few hundred bytes).
 const (
-	membershipProbeEvery   = 5 * time.Second
-	membershipProbeTimeout = 2 * time.Second
+	membershipProbeEvery     = 5 * time.Second
+	membershipProbeTimeout   = 2 * time.Second
+	membershipProbeMaxAnswer = 1 << 20
 )
 
 // removedNote is what a member said: this node is not in the
@@ -103,17 +106,34 @@ func (s *Service) probeMembership() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), membershipProbeTimeout)
-		st, err := pb.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+		st, err := pb.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{},
+			grpc.MaxCallRecvMsgSize(membershipProbeMaxAnswer))
 		cancel()
-		if err != nil || st.GetLeaderId() == "" || st.GetNodeId() == self {
+		if err != nil {
 			continue
 		}
-		if slices.ContainsFunc(st.GetNodes(), func(ns *pb.NodeStatus) bool { return ns.GetId() == self }) {
-			s.membership.note.Store(nil)
-			return
+		note, settled := settleMembership(self, st)
+		if !settled {
+			continue
 		}
-		s.membership.note.Store(&removedNote{peer: st.GetNodeId(), leader: st.GetLeaderId()})
-		s.log.Warn("a member says this node is not in the cluster; it was removed", "member", st.GetNodeId(), "leader", st.GetLeaderId())
+		s.membership.note.Store(note)
+		if note != nil {
+			s.log.Warn("a member says this node is not in the cluster; it was removed", "member", note.peer, "leader", note.leader)
+		}
 		return
 	}
+}
+
+// settleMembership reads one member's status answer for node self:
+// settled when the member follows a leader, with a note when it does not
+// list self. The ids go into readiness and the log, so an answer whose
+// ids are not well-formed settles nothing; nor does one from self.
+func settleMembership(self string, st *pb.GetClusterStatusResponse) (*removedNote, bool) {
+	if !nodeIDPattern.MatchString(st.GetLeaderId()) || !nodeIDPattern.MatchString(st.GetNodeId()) || st.GetNodeId() == self {
+		return nil, false
+	}
+	if slices.ContainsFunc(st.GetNodes(), func(ns *pb.NodeStatus) bool { return ns.GetId() == self }) {
+		return nil, true
+	}
+	return &removedNote{peer: st.GetNodeId(), leader: st.GetLeaderId()}, true
 }
