@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -609,5 +610,21 @@ func TestAliasRulesAreTheKeyModels(t *testing.T) {
 		if got != want {
 			t.Errorf("alias %q: command accepts %v, keys accepts %v", name, got, want)
 		}
+	}
+}
+
+// The removed node ids are bounded: past MaxRemovedNodes the lowest is
+// forgotten, and the newest is kept.
+func TestRemovedNodesBounded(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	for i := range MaxRemovedNodes + 1 {
+		a.must(t, &RemoveNode{ID: fmt.Sprintf("n%05d", i)})
+	}
+	s := a.f.State()
+	if len(s.Data().RemovedNodes) != MaxRemovedNodes {
+		t.Fatalf("%d removed ids kept, want %d", len(s.Data().RemovedNodes), MaxRemovedNodes)
+	}
+	if s.NodeRemoved("n00000") || !s.NodeRemoved("n00001") || !s.NodeRemoved(fmt.Sprintf("n%05d", MaxRemovedNodes)) {
+		t.Fatal("the lowest id should be forgotten, the others kept")
 	}
 }

@@ -1,7 +1,5 @@
 package cluster
 
-import "slices"
-
 // A node removed from the cluster keeps a valid node certificate until it
 // expires: removal must withdraw what that certificate may do. The ids of
 // removed nodes are kept in the replicated state (Data.RemovedNodes), and
@@ -31,7 +29,7 @@ func (d *Data) markRemoved(id string) {
 		d.RemovedNodes = map[string]bool{}
 	}
 	if !d.RemovedNodes[id] && len(d.RemovedNodes) >= MaxRemovedNodes {
-		delete(d.RemovedNodes, slices.Min(sortedKeys(d.RemovedNodes)))
+		delete(d.RemovedNodes, sortedKeys(d.RemovedNodes)[0]) // the lowest id
 	}
 	d.RemovedNodes[id] = true
 }
