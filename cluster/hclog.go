@@ -17,10 +17,11 @@ import (
 // filters before slog's handler does, so raft's chatter can be kept at Warn
 // while the rest of the daemon logs at Info.
 type hclogAdapter struct {
-	l     *slog.Logger
-	name  string
-	args  []any
-	level *slog.LevelVar
+	l       *slog.Logger
+	name    string
+	args    []any
+	level   *slog.LevelVar
+	repeats *repeatLimiter // shared, like level
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
@@ -29,7 +30,7 @@ var _ hclog.Logger = (*hclogAdapter)(nil)
 func newHCLogAdapter(l *slog.Logger, name string, level slog.Level) *hclogAdapter {
 	lv := new(slog.LevelVar)
 	lv.Set(level)
-	return &hclogAdapter{l: l, name: name, level: lv}
+	return &hclogAdapter{l: l, name: name, level: lv, repeats: newRepeatLimiter(repeatWindow)}
 }
 
 // levelTrace sits below slog.LevelDebug, as hclog's Trace sits below Debug.
@@ -77,10 +78,16 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if !a.enabled(l) {
 		return
 	}
-	if a.name != "" {
-		args = append([]any{"component", a.name}, args...)
+	emit := func(args []any) {
+		if a.name != "" {
+			args = append([]any{"component", a.name}, args...)
+		}
+		a.l.Log(context.Background(), l, msg, args...)
 	}
-	a.l.Log(context.Background(), l, msg, args...)
+	// Debug and trace lines are asked for, to see everything: not limited.
+	if l < slog.LevelInfo || a.repeats.allow(repeatKind{l, a.name, msg}, args, emit) {
+		emit(args)
+	}
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
