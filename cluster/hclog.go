@@ -21,7 +21,7 @@ type hclogAdapter struct {
 	name    string
 	args    []any
 	level   *slog.LevelVar
-	repeats *repeatLimiter // shared, like level
+	repeats *repeatLimiter[raftLineKind] // shared, like level
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
@@ -30,7 +30,7 @@ var _ hclog.Logger = (*hclogAdapter)(nil)
 func newHCLogAdapter(l *slog.Logger, name string, level slog.Level) *hclogAdapter {
 	lv := new(slog.LevelVar)
 	lv.Set(level)
-	return &hclogAdapter{l: l, name: name, level: lv, repeats: newRepeatLimiter(repeatWindow)}
+	return &hclogAdapter{l: l, name: name, level: lv, repeats: newRepeatLimiter[raftLineKind](repeatWindow, raftRepeatBurst, maxRaftRepeatKinds)}
 }
 
 // levelTrace sits below slog.LevelDebug, as hclog's Trace sits below Debug.
@@ -85,7 +85,8 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		a.l.Log(context.Background(), l, msg, args...)
 	}
 	// Debug and trace lines are asked for, to see everything: not limited.
-	if l < slog.LevelInfo || a.repeats.allow(repeatKind{l, a.name, msg}, args, emit) {
+	summary := func(held int) { emit(append([]any{"left_out", held, "within", a.repeats.window.String()}, args...)) }
+	if l < slog.LevelInfo || a.repeats.allow(raftLineKind{l, a.name, msg}, summary) {
 		emit(args)
 	}
 }

@@ -50,14 +50,14 @@ func TestHCLogAdapter(t *testing.T) {
 }
 
 // TestHCLogRepeatsLimited: a node that cannot reach its peers logs the same
-// failed election again and again. Past repeatBurst lines of one kind in a
+// failed election again and again. Past raftRepeatBurst lines of one kind in a
 // window the rest are counted and summed up in one line when it ends;
 // other kinds, and debug lines, are not held back.
 func TestHCLogRepeatsLimited(t *testing.T) {
 	var lb logBuffer
 	l := slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: levelTrace}))
 	a := newHCLogAdapter(l, "raft", slog.LevelDebug)
-	a.repeats = newRepeatLimiter(200 * time.Millisecond)
+	a.repeats = newRepeatLimiter[raftLineKind](200*time.Millisecond, raftRepeatBurst, maxRaftRepeatKinds)
 
 	for i := range 20 {
 		a.Error("failed to make requestVote RPC", "target", fmt.Sprintf("node%d", i))
@@ -67,8 +67,8 @@ func TestHCLogRepeatsLimited(t *testing.T) {
 	a.Warn("Election timeout reached, restarting election")
 
 	count := func(s string) int { return strings.Count(lb.String(), s) }
-	if n := count(`msg="failed to make requestVote RPC" component=raft target=`); n != repeatBurst {
-		t.Errorf("%d lines of the repeated kind got through, want %d:\n%s", n, repeatBurst, lb.String())
+	if n := count(`msg="failed to make requestVote RPC" component=raft target=`); n != raftRepeatBurst {
+		t.Errorf("%d lines of the repeated kind got through, want %d:\n%s", n, raftRepeatBurst, lb.String())
 	}
 	if n := count("sending heartbeat"); n != 20 {
 		t.Errorf("%d of 20 debug lines got through", n)
@@ -95,14 +95,14 @@ func TestHCLogRepeatsLimited(t *testing.T) {
 	for i := range 10 {
 		a.Error("failed to make requestVote RPC", "target", fmt.Sprintf("again%d", i))
 	}
-	if n := count("target=again"); n != repeatBurst-1 {
-		t.Errorf("%d lines passed after the summary, want %d", n, repeatBurst-1)
+	if n := count("target=again"); n != raftRepeatBurst-1 {
+		t.Errorf("%d lines passed after the summary, want %d", n, raftRepeatBurst-1)
 	}
 }
 
 // TestCutOffNodeLogsBounded: a node that lost its majority (here its only
 // peer never existed) campaigns every second or so for as long as it lasts.
-// Each kind of raft line it logs gets through at most repeatBurst times a
+// Each kind of raft line it logs gets through at most raftRepeatBurst times a
 // window, where before it logged a few lines per election.
 func TestCutOffNodeLogsBounded(t *testing.T) {
 	var lb logBuffer
@@ -134,12 +134,12 @@ func TestCutOffNodeLogsBounded(t *testing.T) {
 	}
 	most := 0
 	for msg, n := range perKind {
-		if n > repeatBurst {
-			t.Errorf("%d lines of %s, want at most %d", n, msg, repeatBurst)
+		if n > raftRepeatBurst {
+			t.Errorf("%d lines of %s, want at most %d", n, msg, raftRepeatBurst)
 		}
 		most = max(most, n)
 	}
-	if most < repeatBurst {
-		t.Fatalf("the cut-off node repeated no line %d times; nothing was limited: %v", repeatBurst, perKind)
+	if most < raftRepeatBurst {
+		t.Fatalf("the cut-off node repeated no line %d times; nothing was limited: %v", raftRepeatBurst, perKind)
 	}
 }

@@ -209,20 +209,13 @@ type LinkFilter func(peerID string) bool
 
 // removedRefusals logs the Raft connections refused because their node
 // was removed: a node's first at once, then at most one line a minute per
-// node, with the count since the last. A removed node that keeps
-// campaigning opens a connection to every member about once a second for
-// as long as it runs; a line for each is noise. Only removed ids reach it,
-// so it tracks at most MaxRemovedNodes nodes.
+// node, with the count of the minute, written when the minute ends. A
+// removed node that keeps campaigning opens a connection to every member
+// about once a second for as long as it runs; a line for each is noise.
+// Only removed ids reach it, so it tracks at most MaxRemovedNodes nodes.
 type removedRefusals struct {
 	log   *slog.Logger
-	now   func() time.Time
-	mu    sync.Mutex
-	nodes map[string]*refusalCount
-}
-
-type refusalCount struct {
-	last  time.Time // of the last line
-	since int       // refusals since it
+	limit *repeatLimiter[string]
 }
 
 // removedRefusalEvery is how often a line per removed node may be written.
@@ -232,30 +225,17 @@ func newRemovedRefusals(log *slog.Logger) *removedRefusals {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &removedRefusals{log: log, now: time.Now, nodes: map[string]*refusalCount{}}
+	return &removedRefusals{log: log, limit: newRepeatLimiter[string](removedRefusalEvery, 1, MaxRemovedNodes)}
 }
 
 func (r *removedRefusals) refused(node, addr string) {
-	now := r.now()
-	r.mu.Lock()
-	c := r.nodes[node]
-	if c == nil {
-		if len(r.nodes) >= MaxRemovedNodes {
-			clear(r.nodes)
-		}
-		c = &refusalCount{}
-		r.nodes[node] = c
+	line := func(n int) {
+		r.log.Warn("Raft connection refused: the peer's node was removed from the cluster",
+			"peer", addr, "peer_node", node, "refused", n, "within", r.limit.window.String())
 	}
-	c.since++
-	if !c.last.IsZero() && now.Sub(c.last) < removedRefusalEvery {
-		r.mu.Unlock()
-		return
+	if r.limit.allow(node, line) {
+		line(1)
 	}
-	n := c.since
-	c.last, c.since = now, 0
-	r.mu.Unlock()
-	r.log.Warn("Raft connection refused: the peer's node was removed from the cluster",
-		"peer", addr, "peer_node", node, "refused", n, "next_line_after", removedRefusalEvery.String())
 }
 
 // errLinkDown is what a filtered connection reports.
