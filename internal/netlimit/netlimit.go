@@ -99,7 +99,11 @@ func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *Server {
 	lim := NewLogLimiter(log, "HTTP connection error")
 	srv := &Server{Server: &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
 		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes,
-		ErrorLog: lim.ErrorLog(slog.LevelWarn), ConnState: trackIdle}}
+		ErrorLog: lim.ErrorLog(slog.LevelWarn), ConnState: trackIdle,
+		// "OPTIONS *" goes to the handler too, which answers it in its
+		// front's error format and audits it, as it does every request;
+		// net/http would answer 200 itself, unseen.
+		DisableGeneralOptionsHandler: true}}
 	srv.OnShutdown(lim.Close)
 	return srv
 }

@@ -3,6 +3,7 @@ package netlimit_test
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -207,5 +208,36 @@ func TestWithDefaults(t *testing.T) {
 	}
 	if s := netlimit.NewHTTPServer(nil, netlimit.Limits{MaxHeaderBytes: 100}, nil); s.MaxHeaderBytes != 100 || s.IdleTimeout != netlimit.DefaultIdleTimeout {
 		t.Fatalf("NewHTTPServer: MaxHeaderBytes %d, IdleTimeout %v", s.MaxHeaderBytes, s.IdleTimeout)
+	}
+}
+
+// TestOptionsStarReachesTheHandler: net/http answers "OPTIONS *" with 200
+// itself unless told not to; a front's handler must see it, to answer it in
+// its own format and audit it.
+func TestOptionsStarReachesTheHandler(t *testing.T) {
+	t.Parallel()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := netlimit.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(r.Method + " " + r.RequestURI))
+	}), netlimit.Limits{}, nil)
+	go func() { _ = srv.Serve(tcp) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c := dial(t, tcp.Addr().String())
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusNotFound || string(b) != "OPTIONS *" {
+		t.Fatalf("OPTIONS *: %d %q, want the handler's 404 \"OPTIONS *\"", resp.StatusCode, b)
 	}
 }
