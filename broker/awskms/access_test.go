@@ -1,16 +1,19 @@
 package awskms_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -286,5 +289,31 @@ func TestAWSAudit(t *testing.T) {
 	d, err := a.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key)})
 	if err != nil || d.KeyMetadata.Enabled {
 		t.Fatalf("key after the outage: %+v %v", d, err)
+	}
+}
+
+// TestBodyRefusalNamesTheKey: a request refused after its headers named a
+// known access key and before its signature could be checked (here its
+// body ends early) proved no identity, and its audit line says so, but
+// names the key it claimed, so that a flood under one key can be traced.
+func TestBodyRefusalNamesTheKey(t *testing.T) {
+	a := newAccessEnv(t)
+	c := stalledRequest(t, strings.TrimPrefix(a.srv.URL, "http://"), a.app, 100, 10)
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if exc := resp.Header.Get("X-Amzn-ErrorType"); resp.StatusCode != http.StatusBadRequest || exc != "SerializationException" {
+		t.Fatalf("a body cut short: %d %s, want 400 SerializationException", resp.StatusCode, exc)
+	}
+	l := a.auditLine(t, resp.Header.Get("x-amzn-RequestId"))
+	want := "unauthenticated: SerializationException before the signature was checked, with the access key of app"
+	if l.Decision != "deny" || l.Reason != want || l.Principal != "" {
+		t.Fatalf("audit line decision %q, reason %q, principal %q; want deny, %q, no principal", l.Decision, l.Reason, l.Principal, want)
 	}
 }

@@ -35,12 +35,13 @@
 // 5 s, the request within 30 s, the answer within 60 s, idle keep-alives
 // for 2 minutes), and memory by the Handler, which checks a request's
 // Authorization header (form, known access key, signing time, signed
-// headers) before reading its body and holds at most
-// Config.MaxInFlightBodyBytes of bodies across all requests; a request
-// that would exceed it is answered with ThrottlingException without its
-// body being read.
+// headers) before reading its body, and holds at most
+// Config.MaxInFlightBodyBytes of bodies across all requests, a quarter of
+// it for the requests of one source address, counting what each body has
+// received (bodyBudget); a request that would exceed either is answered
+// with ThrottlingException without more of its body being read.
 //
 // A Handler is safe for concurrent use; between requests it keeps only
 // its configuration, derived signing keys and the count of body bytes in
-// flight.
+// flight, per source address.
 package awskms

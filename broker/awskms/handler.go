@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
@@ -55,10 +54,11 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (default DefaultMaxBodyBytes).
 	MaxBodyBytes int64
 	// MaxInFlightBodyBytes bounds the bodies held by all requests at once
-	// (default DefaultMaxInFlightBodyBytes): a request whose body would
-	// exceed it is answered with ThrottlingException before its body is
-	// read. A body is counted at its Content-Length, or at MaxBodyBytes
-	// when it has none.
+	// (default DefaultMaxInFlightBodyBytes), and a quarter of it (at least
+	// MaxBodyBytes) those of one source address: a request whose body
+	// would exceed either is answered with ThrottlingException without
+	// more of it being read. A body is counted at the buffer it is read
+	// into, which grows as it arrives (bodyBudget).
 	MaxInFlightBodyBytes int64
 	// MaxSkew is how far a request's signing time may be from this
 	// handler's clock, either way (default DefaultMaxSkew, as AWS).
@@ -87,10 +87,8 @@ type Handler struct {
 	// anonLog takes the lines of requests that proved no identity, which
 	// anyone can send (logRequest).
 	anonLog *netlimit.LogLimiter
-	// inFlight is the body bytes held by requests now (at most
-	// maxInFlight).
-	inFlight    atomic.Int64
-	maxInFlight int64
+	// bodies bounds the request bodies held at once (readBody).
+	bodies *bodyBudget
 }
 
 // New checks cfg and returns a Handler.
@@ -129,8 +127,7 @@ func New(cfg Config) (*Handler, error) {
 		maxBody:   cfg.MaxBodyBytes,
 		log:       cfg.Logger,
 		anonLog:   netlimit.NewLogLimiter(cfg.Logger, "request refused before it proved an identity"),
-
-		maxInFlight: cfg.MaxInFlightBodyBytes,
+		bodies:    newBodyBudget(cfg.MaxInFlightBodyBytes, cfg.MaxBodyBytes),
 	}
 	if cfg.XKS != nil {
 		x, err := newXKSServer(h, *cfg.XKS, cfg.MaxSkew, cfg.Now)
@@ -198,41 +195,71 @@ func (h *Handler) recoverTo(w http.ResponseWriter, reqID string, answer func()) 
 var errBusy = &apiError{http.StatusServiceUnavailable, broker.ExcThrottling,
 	"too many request bodies are being received at once; retry with backoff"}
 
-// readBody reads the request body up to the limit, holding its size
-// against the bound on bodies in flight; release gives it back once the
-// request is done with the body. It is called once the request's headers
-// have been authenticated as far as they can be without the body.
+// readBody reads the request body up to the limit, holding what it has
+// read against the bounds on bodies in flight (bodyBudget); release gives
+// it back once the request is done with the body. It is called once the
+// request's headers have been authenticated as far as they can be without
+// the body.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
-	n := h.maxBody
+	limit := h.maxBody
 	switch {
 	case r.ContentLength > h.maxBody:
 		return nil, func() {}, validation("the request body exceeds %d bytes", h.maxBody)
 	case r.ContentLength >= 0:
-		n = r.ContentLength
+		limit = r.ContentLength
 	}
-	if h.inFlight.Add(n) > h.maxInFlight {
-		h.inFlight.Add(-n)
-		return nil, func() {}, errBusy
+	src, held := source(r), int64(0)
+	grow := func(to int64) bool {
+		if !h.bodies.take(src, to-held) {
+			return false
+		}
+		held = to
+		return true
 	}
-	release = func() { h.inFlight.Add(-n) }
-	if r.ContentLength >= 0 {
-		// The server delivers exactly Content-Length bytes.
-		body = make([]byte, n)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	fail := func(err error) ([]byte, func(), error) {
+		h.bodies.give(src, held)
+		return nil, func() {}, err
+	}
+	if !grow(min(limit, bodyFirstChunk)) {
+		return fail(errBusy)
+	}
+	in := r.Body
+	if r.ContentLength < 0 {
+		in = http.MaxBytesReader(w, r.Body, h.maxBody)
+	}
+	body = make([]byte, 0, held)
+	for int64(len(body)) < limit {
+		if len(body) == cap(body) {
+			if !grow(min(2*held, limit)) {
+				return fail(errBusy)
+			}
+			body = append(make([]byte, 0, held), body...)
+		}
+		n, rerr := in.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	if err == nil && r.ContentLength < 0 {
+		// A body of unknown length that filled the limit: anything more
+		// makes it too big.
+		var one [1]byte
+		if _, err = io.ReadFull(in, one[:]); err == nil {
+			err = &http.MaxBytesError{Limit: h.maxBody}
+		}
 	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		release()
-		return nil, func() {}, validation("the request body exceeds %d bytes", h.maxBody)
+		return fail(validation("the request body exceeds %d bytes", h.maxBody))
+	case err == io.EOF && (r.ContentLength < 0 || int64(len(body)) == limit):
 	case err != nil:
-		release()
-		return nil, func() {}, &apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"}
+		return fail(&apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"})
 	}
 	w.Header().Del("Connection")
-	return body, release, nil
+	return body, func() { h.bodies.give(src, held) }, nil
 }
 
 func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID string) {
@@ -268,7 +295,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 	defer release()
 	if err != nil {
 		_, exc, _ := classify(err)
-		h.refusedUnproven(r, exc)
+		h.refusedUnsigned(r, pre, exc)
 		h.writeTrentError(w, "", reqID, "", err, start)
 		return
 	}
@@ -368,6 +395,15 @@ func (h *Handler) logRequest(ctx context.Context, level slog.Level, msg, princip
 // denial, as a failed signature's is.
 func (h *Handler) refusedUnproven(r *http.Request, exception string) {
 	h.svc.RefuseUnauthenticated(r.Context(), exception+" before any identity was proved")
+}
+
+// refusedUnsigned records that r is refused with exception after its
+// headers named a known access key (pre) and before its signature could
+// be checked: its body could not be read, or not now. It proved no
+// identity, but the line names the key it claimed, so that a flood under
+// one key can be traced to that key.
+func (h *Handler) refusedUnsigned(r *http.Request, pre *preAuth, exception string) {
+	h.svc.RefuseUnauthenticated(r.Context(), exception+" before the signature was checked, with the access key of "+pre.principal)
 }
 
 // writeTrentError answers with an AWS JSON error body.

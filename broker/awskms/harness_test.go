@@ -197,6 +197,7 @@ type signedRequest struct {
 	tamper    func(*http.Request)
 	noContent bool   // omit X-Amz-Content-Sha256
 	host      string // the Host to sign and send (default the server's address)
+	chunked   bool   // send the body chunked, with no Content-Length
 }
 
 func (e *env) do(sr signedRequest) rawResponse {
@@ -222,6 +223,9 @@ func (e *env) doWith(tb testing.TB, sr signedRequest) rawResponse {
 	req, err := http.NewRequest(http.MethodPost, e.srv.URL+sr.path, bytes.NewReader(sr.body))
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if sr.chunked { // a body of unknown length: signed without one
+		req.Body, req.ContentLength, req.GetBody = io.NopCloser(bytes.NewReader(sr.body)), 0, nil
 	}
 	if sr.target != "" {
 		req.Header.Set("X-Amz-Target", sr.target)

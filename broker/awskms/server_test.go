@@ -27,6 +27,14 @@ import (
 // has no id), and the first sent bytes of its body; then it stalls.
 func stalledRequest(tb testing.TB, addr string, key awskms.AccessKey, size, sent int) net.Conn {
 	tb.Helper()
+	return stalledRequestFrom(tb, "", addr, key, size, sent)
+}
+
+// stalledRequestFrom is stalledRequest from the local address local
+// ("": any); on Linux every 127.x.y.z address is loopback, so a test can
+// be several sources.
+func stalledRequestFrom(tb testing.TB, local, addr string, key awskms.AccessKey, size, sent int) net.Conn {
+	tb.Helper()
 	body := bytes.Repeat([]byte(" "), size)
 	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/", bytes.NewReader(body))
 	if err != nil {
@@ -43,7 +51,11 @@ func stalledRequest(tb testing.TB, addr string, key awskms.AccessKey, size, sent
 			tb.Fatal(err)
 		}
 	}
-	c, err := net.Dial("tcp", addr)
+	var d net.Dialer
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -116,7 +128,7 @@ func TestStalledConnections(t *testing.T) {
 
 // TestBodyNotReadBeforeAuthentication: a request that is not signed by a
 // known key is answered without its body being read, and bodies in flight
-// are bounded across requests.
+// are bounded across requests and per source, by what they hold.
 func TestBodyNotReadBeforeAuthentication(t *testing.T) {
 	e := newEnv(t, func(c *awskms.Config) { c.MaxBodyBytes = 64 << 10; c.MaxInFlightBodyBytes = 150 << 10 })
 	addr := strings.TrimPrefix(e.srv.URL, "http://")
@@ -153,34 +165,49 @@ func TestBodyNotReadBeforeAuthentication(t *testing.T) {
 	if st, exc := answer(stalledRequest(t, addr, unknown, 60<<10, 10)); st != http.StatusBadRequest || exc != "UnrecognizedClientException" {
 		t.Errorf("unknown access key: %d %s", st, exc)
 	}
-	// Signed requests that stall each hold 60 KiB of the 150 KiB: two are
-	// admitted (their bodies awaited, no answer), and the next is refused
-	// at once, without its body being read. A request refused while an
-	// earlier one's bytes are still being given back is simply not held.
+	// Requests that name a known key but stall their bodies (here with a
+	// wrong secret: the signature covers the body, so it is checked once
+	// the body is read) hold what has arrived, a first buffer each, not the
+	// 60 KiB they announce. One source may hold its share of the bodies in
+	// flight (a quarter of the 150 KiB, and at least one whole body: 64
+	// KiB); its next request is refused at once, without its body being
+	// read.
+	forged := e.admin
+	forged.Secret = strings.Repeat("x", len(e.admin.Secret))
+	share := 64 << 10
 	var held []net.Conn
-	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c := stalledRequest(t, addr, e.admin, 60<<10, 10)
+		c := stalledRequest(t, addr, forged, 60<<10, 10)
 		st, exc, err := answerWithin(c, time.Second)
 		if err != nil { // admitted: the server waits for the body
 			held = append(held, c)
-			if len(held) > 2 {
-				t.Fatalf("%d stalled bodies of 60 KiB admitted under a 150 KiB bound", len(held))
+			if len(held) > share/awskms.BodyFirstChunk {
+				t.Fatalf("%d stalled bodies admitted from one source, more than its %d KiB share holds", len(held), share>>10)
 			}
 			continue
 		}
 		_ = c.Close()
-		if len(held) == 2 && st == http.StatusServiceUnavailable && exc == "ThrottlingException" {
-			break
+		if st != http.StatusServiceUnavailable || exc != "ThrottlingException" {
+			t.Fatalf("stalled body %d: %d %s, want ThrottlingException", len(held)+1, st, exc)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a third body over the in-flight bound: %d %s (%d held)", st, exc, len(held))
-		}
-		time.Sleep(50 * time.Millisecond)
+		break
+	}
+	if len(held) != share/awskms.BodyFirstChunk {
+		t.Fatalf("%d stalled bodies of 60 KiB admitted from one source before it was refused, want %d: a body holds what arrived",
+			len(held), share/awskms.BodyFirstChunk)
+	}
+	// Its whole request is refused too, while another source is served:
+	// one client cannot take the bodies in flight from the others.
+	if st, exc := answer(stalledRequest(t, addr, e.admin, 2, 2)); st != http.StatusServiceUnavailable || exc != "ThrottlingException" {
+		t.Errorf("a whole request from the source holding its share: %d %s, want ThrottlingException", st, exc)
+	}
+	if st, exc := answer(stalledRequestFrom(t, "127.0.0.2", addr, e.admin, 2, 2)); st != http.StatusOK {
+		t.Errorf("a request from another source while one holds its share: %d %s, want 200", st, exc)
 	}
 	for _, c := range held {
 		_ = c.Close()
 	}
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		r := e.do(signedRequest{target: "TrentService.ListKeys", body: []byte(`{}`), key: e.admin})
 		if r.status == http.StatusOK {
@@ -190,5 +217,40 @@ func TestBodyNotReadBeforeAuthentication(t *testing.T) {
 			t.Fatalf("bodies in flight not given back: %d %s", r.status, r.body)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBodiesReadWhole: bodies are read into a buffer that grows as they
+// arrive; whatever their size up to the limit, with a length or chunked,
+// the handler gets every byte (the signature covers them), and a chunked
+// body over the limit is refused.
+func TestBodiesReadWhole(t *testing.T) {
+	e := newEnv(t)
+	listKeys := func(size int) []byte { // {   ...   }: an empty ListKeys
+		b := bytes.Repeat([]byte(" "), size)
+		b[0], b[size-1] = '{', '}'
+		return b
+	}
+	for _, c := range []struct {
+		name    string
+		size    int
+		chunked bool
+		status  int
+		errType string
+	}{
+		{"small", 2, false, 200, ""},
+		{"one first buffer", awskms.BodyFirstChunk, false, 200, ""},
+		{"past the first buffer", awskms.BodyFirstChunk + 1, false, 200, ""},
+		{"300 KiB", 300 << 10, false, 200, ""},
+		{"the limit", awskms.DefaultMaxBodyBytes, false, 200, ""},
+		{"chunked, small", 2, true, 200, ""},
+		{"chunked, 300 KiB", 300 << 10, true, 200, ""},
+		{"chunked, the limit", awskms.DefaultMaxBodyBytes, true, 200, ""},
+		{"chunked, over the limit", awskms.DefaultMaxBodyBytes + 1, true, 400, "ValidationException"},
+	} {
+		r := e.do(signedRequest{target: "TrentService.ListKeys", body: listKeys(c.size), key: e.admin, chunked: c.chunked})
+		if r.status != c.status || (c.errType != "" && r.errorType() != c.errType) {
+			t.Errorf("%s (%d bytes): %d %.200s, want %d %s", c.name, c.size, r.status, r.body, c.status, c.errType)
+		}
 	}
 }

@@ -247,11 +247,12 @@ func (x *xksServer) serve(w http.ResponseWriter, r *http.Request, reqID string) 
 	body, release, err := x.h.readBody(w, r)
 	defer release()
 	if err != nil {
+		xerr := xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable")
 		if err == errBusy {
-			x.refuseUnauthenticated(w, r, c, xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message))
-			return
+			xerr = xksErr(http.StatusTooManyRequests, xksThrottling, "%s", errBusy.message)
 		}
-		x.refuseUnauthenticated(w, r, c, xksErr(http.StatusBadRequest, xksValidation, "the request body is too large or unreadable"))
+		x.h.refusedUnsigned(r, pre, xerr.exception)
+		x.writeError(w, r, c, xerr)
 		return
 	}
 	principal, aerr := x.verifier.verifyBody(pre, r, body)
