@@ -167,6 +167,25 @@ func (t *TDEKeys) ReadKey(ctx context.Context, in TDERequest) (out TDEMaterial, 
 	return TDEMaterial{Mount: in.Mount, Name: in.Name, Version: n, Material: pt}, nil
 }
 
+// RefuseRead records a request the front refused before it could make a
+// read of it (a path of no key, a method other than GET, a URI too long, a
+// version it cannot read). Its audit line is written like a read's: the
+// token is authenticated and the principal's role checked, so that the
+// line names who asked and whether they could have read, or is the bounded
+// denial of a request that proved no identity; its result is the refusal.
+// It returns refusal, for the front to answer with, or the audit log's
+// failure, in which case nothing may be answered.
+func (t *TDEKeys) RefuseRead(ctx context.Context, in TDERequest, refusal error) (err error) {
+	s := t.s
+	ctx = s.BeginRequest(ctx, Call{Front: FrontVault, Action: ActionReadTDEKey, RequestID: in.RequestID, Peer: in.Peer})
+	defer func() { err = s.endTDE(ctx, err) }()
+	ref := tdeRef(in.Mount + "/" + in.Name)
+	if ctx, aerr := s.authenticateTDE(ctx, in.Token, ref); aerr == nil {
+		_ = s.Authorize(ctx, ActionReadTDEKey, "", RequestContexts{KeyRef: ref})
+	}
+	return refusal
+}
+
 // ReadMount serves the mount check databases make at start (Vault's
 // sys/mounts/<mount>/tune): it authenticates and audits like ReadKey and
 // fails with NotFound for a mount that has no keys.

@@ -222,3 +222,64 @@ func TestUnauthenticatedFloodBoundsAuditLines(t *testing.T) {
 		t.Fatalf("the audit log with summaries does not verify: %v", err)
 	}
 }
+
+// TestRefusalsAudited: requests the endpoint refuses before it can make a
+// read of them (a version it cannot read, a write, a path of no key, a URI
+// too long) get an audit line like every other request, carrying the
+// answer's request id, the refusal, and who asked.
+func TestRefusalsAudited(t *testing.T) {
+	e := newKeyEnv(t)
+	long := "/v1/tde/data/" + strings.Repeat("x", vault.MaxURLLen)
+	for _, c := range []struct {
+		name, method, path, token string
+		status                    int
+		result, principal         string
+	}{
+		{"version not a number", http.MethodGet, "/v1/tde/data/1?version=abc", e.token, 400, "ValidationException", "admin"},
+		{"version 0", http.MethodGet, "/v1/tde/data/1?version=0", e.token, 400, "ValidationException", "admin"},
+		{"query malformed", http.MethodGet, "/v1/tde/data/1?version=1%", e.token, 400, "ValidationException", "admin"},
+		{"write", http.MethodPost, "/v1/tde/data/1", e.token, 405, "ValidationException", "admin"},
+		{"no such path", http.MethodGet, "/v1/tde/data/1/", e.token, 404, "NotFoundException", "admin"},
+		{"URI too long", http.MethodGet, long, e.token, 414, "ValidationException", "admin"},
+		{"no token", http.MethodGet, "/v1/tde/data/1?version=abc", "", 400, "ValidationException", ""},
+	} {
+		req, err := http.NewRequest(c.method, e.srv.URL+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.token != "" {
+			req.Header.Set(vault.TokenHeader, c.token)
+		}
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		id := resp.Header.Get("X-Request-Id")
+		if resp.StatusCode != c.status || id == "" {
+			t.Errorf("%s: %d, request id %q; want %d and an id", c.name, resp.StatusCode, id, c.status)
+			continue
+		}
+		var line *audit.Record
+		for deadline := time.Now().Add(10 * time.Second); line == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			b, err := os.ReadFile(e.c.Nodes[0].AuditPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for l := range bytes.Lines(b) {
+				var r audit.Record
+				if json.Unmarshal(l, &r) == nil && r.RequestID == id {
+					line = &r
+				}
+			}
+		}
+		switch {
+		case line == nil:
+			t.Errorf("%s: no audit line for request %s", c.name, id)
+		case line.Front != "vault" || line.Result != c.result || line.Principal != c.principal:
+			t.Errorf("%s: audit line front %q result %q principal %q; want vault, %s, %q", c.name, line.Front, line.Result, line.Principal, c.result, c.principal)
+		case c.principal == "" && (line.Decision != "deny" || !strings.HasPrefix(line.Reason, "unknown or revoked token")):
+			t.Errorf("%s: audit line %+v; want the denial of a request that proved no identity", c.name, *line)
+		}
+	}
+}

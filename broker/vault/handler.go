@@ -13,7 +13,9 @@
 // A missing key or version is 404 {"errors":[]}, a missing, unknown or
 // revoked token, or a principal not allowed kms:Decrypt on the mount's KMS
 // key, 403 {"errors":["permission denied"]}. Writes get 405 and other
-// paths 404, each with a message.
+// paths 404, each with a message; these refusals, and those of a URI or
+// version that cannot be read, are audited through the core too
+// (RefuseRead).
 //
 // A read the node cannot serve for a passing reason (it is not ready, its
 // HSM or the cluster's leader is unreachable, its audit log cannot be
@@ -59,6 +61,7 @@ const TokenHeader = "X-Vault-Token"
 type Core interface {
 	ReadKey(ctx context.Context, in broker.TDERequest) (broker.TDEMaterial, error)
 	ReadMount(ctx context.Context, in broker.TDERequest) error
+	RefuseRead(ctx context.Context, in broker.TDERequest, refusal error) error
 }
 
 // Handler serves the endpoint.
@@ -116,26 +119,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// serves has, and nothing here reads: answer and close.
 		netlimit.DropUnreadBody(w)
 	}
-	if len(r.RequestURI) > MaxURLLen || len(r.URL.Path) > MaxURLLen {
-		writeErrors(w, http.StatusRequestURITooLong, fmt.Sprintf("the request URI exceeds %d bytes", MaxURLLen))
-		return
-	}
-	rt, mount, name := parse(r.URL.Path)
-	if rt == routeNone {
-		writeErrors(w, http.StatusNotFound, "hsmbroker serves only GET /v1/sys/mounts/<mount>/tune and GET /v1/<mount>/data/<name> of the Vault API")
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		writeErrors(w, http.StatusMethodNotAllowed, "hsmbroker serves TDE keys read-only; make and rotate them with hsmctl tde")
-		return
-	}
 	token := r.Header.Get(TokenHeader)
 	if len(token) > broker.MaxTDETokenLen {
 		token = "" // refused as unauthenticated, and audited, without storing it
 	}
-	in := broker.TDERequest{Token: token, Mount: mount, Name: name, RequestID: requestID(), Peer: r.RemoteAddr}
+	in := broker.TDERequest{Token: token, RequestID: requestID(), Peer: r.RemoteAddr}
 	w.Header().Set("X-Request-Id", in.RequestID)
+	// A request refused here is audited through the core too, as a read
+	// of what it named (refuse).
+	refuse := func(status int, msg string) {
+		code, exc := codes.InvalidArgument, broker.ExcValidation
+		if status == http.StatusNotFound {
+			code, exc = codes.NotFound, broker.ExcNotFound
+		}
+		refusal := &broker.Error{Code: code, Exception: exc, Message: msg}
+		if err := h.core.RefuseRead(r.Context(), in, refusal); err != error(refusal) {
+			h.writeError(w, in, err) // the audit line could not be written
+			return
+		}
+		writeErrors(w, status, msg)
+	}
+	if len(r.RequestURI) > MaxURLLen || len(r.URL.Path) > MaxURLLen {
+		refuse(http.StatusRequestURITooLong, fmt.Sprintf("the request URI exceeds %d bytes", MaxURLLen))
+		return
+	}
+	rt, mount, name := parse(r.URL.Path)
+	if rt == routeNone {
+		in.Name = r.URL.Path // bounded above, and cut for the audit line
+		refuse(http.StatusNotFound, "hsmbroker serves only GET /v1/sys/mounts/<mount>/tune and GET /v1/<mount>/data/<name> of the Vault API")
+		return
+	}
+	in.Mount, in.Name = mount, name
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		refuse(http.StatusMethodNotAllowed, "hsmbroker serves TDE keys read-only; make and rotate them with hsmctl tde")
+		return
+	}
 	if rt == routeTune {
 		if err := h.core.ReadMount(r.Context(), in); err != nil {
 			h.writeError(w, in, err)
@@ -150,13 +169,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// latest version to a request for "version=1%".
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		writeErrors(w, http.StatusBadRequest, "the query string is malformed; the one parameter read is version=N")
+		refuse(http.StatusBadRequest, "the query string is malformed; the one parameter read is version=N")
 		return
 	}
 	if v, ok := q["version"]; ok {
 		n, err := strconv.ParseUint(v[0], 10, 32)
 		if len(v) != 1 || err != nil || n == 0 || n > cluster.MaxTDEVersions {
-			writeErrors(w, http.StatusBadRequest, fmt.Sprintf("version must be one decimal number from 1 to %d", cluster.MaxTDEVersions))
+			refuse(http.StatusBadRequest, fmt.Sprintf("version must be one decimal number from 1 to %d", cluster.MaxTDEVersions))
 			return
 		}
 		in.Version = uint32(n)
