@@ -341,15 +341,39 @@ func encodeAttrs(v version, attrs []attrValue) []ttlv.Item {
 	return out
 }
 
-// requestedAttrNames reads the attribute names a Get Attributes or Get
-// Attribute List request asks for, in either form.
+// encodedAttrSize is the most bytes encodeAttrs gives attribute a in
+// version v: its value under its own tag (2.0, none for a custom
+// attribute, which has no 2.0 tag here), or an Attribute structure with
+// its name, an index and its value (1.x).
+func encodedAttrSize(v version, a attrValue) int {
+	if v.major >= 2 {
+		if _, ok := attrByName(a.name); !ok {
+			return 0
+		}
+		return a.value.Size()
+	}
+	return ttlv.HeaderSize + ttlv.Text(tagAttributeName, a.name).Size() + ttlv.Int(tagAttributeIndex, 0).Size() + a.value.Size()
+}
+
+// requestedAttrNames reads the attribute names a Get Attributes request
+// asks for, in either form, each once in the order first asked: the answer
+// gives every instance of each name asked for, so a name asked twice would
+// repeat them all (20,000 times "Name" on an object of 16 long names asks
+// for hundreds of megabytes).
 func requestedAttrNames(payload ttlv.Item) ([]string, error) {
 	var names []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
 	for _, n := range payload.ChildrenOf(tagAttributeName) {
 		if n.Type != ttlv.TypeTextString {
 			return nil, invalidMessage("Attribute Name must be a Text String")
 		}
-		names = append(names, n.Text())
+		add(n.Text())
 	}
 	for _, r := range payload.ChildrenOf(tagAttributeReference) {
 		if r.Type != ttlv.TypeEnumeration {
@@ -359,7 +383,7 @@ func requestedAttrNames(payload ttlv.Item) ([]string, error) {
 		if !ok {
 			return nil, invalidField("attribute reference 0x%06x is not supported", r.Int)
 		}
-		names = append(names, d.name)
+		add(d.name)
 	}
 	return names, nil
 }

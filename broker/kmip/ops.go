@@ -92,7 +92,7 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 	if err == nil && out.Size()+itemOverhead > env.room {
 		// Decided before the audit line, which then says what the client
 		// got. What was read is not sent: wipe it (a Get's key material).
-		err = &opError{reason: reasonResponseTooLarge, msg: fmt.Sprintf("the answer (%d bytes) does not fit in what is left of the response (%d bytes; Maximum Response Size, or this server's limit)", out.Size()+itemOverhead, max(env.room, 0))}
+		err = tooLarge(out.Size()+itemOverhead, env.room)
 		wipe(out)
 		out = ttlv.Item{}
 	}
@@ -123,6 +123,12 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 // payload: operation, a Unique Batch Item ID of up to 64 bytes, status.
 const itemOverhead = 8 + 16 + 8 + 64 + 16
 
+// tooLarge is the Response Too Large of an answer of size bytes, batch
+// item included, where room is left.
+func tooLarge(size, room int) error {
+	return &opError{reason: reasonResponseTooLarge, msg: fmt.Sprintf("the answer (%d bytes) does not fit in what is left of the response (%d bytes; Maximum Response Size, or this server's limit)", size, max(room, 0))}
+}
+
 // wipe zeroes the bytes of it and its children.
 func wipe(it ttlv.Item) {
 	clear(it.Bytes)
@@ -133,6 +139,17 @@ func wipe(it ttlv.Item) {
 
 func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
 	switch op {
+	// Every answer is bounded before it is built: by a small size that
+	// does not grow with the request (Discover Versions, Query: each
+	// version or function is answered once, however often it is asked;
+	// Register, Create, Create Key Pair, Activate, Revoke, Destroy,
+	// Add/Modify/Set/Delete Attribute: an id or two and at most one
+	// attribute), by the core's limits (Locate: MaxKMIPLocate ids; Get:
+	// 4096 bytes of material or one public key; Encrypt, Decrypt, MAC,
+	// Sign: 64 KiB of data; Get Attribute List: each of the object's
+	// attribute names once), or, where the object's attributes can make
+	// it large, by checking the room while it is built (Get Attributes).
+	// handleItem checks the finished answer against the room once more.
 	case opDiscoverVersions:
 		return discoverVersions(p)
 	case opQuery:
@@ -155,7 +172,7 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 	case opGet:
 		return s.get(ctx, p, id)
 	case opGetAttributes:
-		return s.getAttributes(ctx, v, p, id)
+		return s.getAttributes(ctx, v, p, id, env.room-itemOverhead)
 	case opGetAttributeList:
 		return s.getAttributeList(ctx, v, id)
 	case opActivate:
@@ -207,7 +224,10 @@ func discoverVersions(p ttlv.Item) (ttlv.Item, error) {
 		}
 		for _, a := range asked {
 			if av, err := parseVersion(a); err == nil && av == sv {
+				// Once, however often the client lists it: the answer is
+				// at most the len(supported) versions.
 				out.Children = append(out.Children, sv.item())
+				break
 			}
 		}
 	}
@@ -216,10 +236,19 @@ func discoverVersions(p ttlv.Item) (ttlv.Item, error) {
 
 func query(p ttlv.Item) (ttlv.Item, error) {
 	out := ttlv.Struct(tagResponsePayload)
+	// Each function is answered once, however often the request names
+	// it: a request of 20,000 functions (320 KB) otherwise builds an
+	// answer twenty times its size. Deduplicated, the answer is at most
+	// the 26 entries below, about 400 bytes.
+	asked := map[uint32]bool{}
 	for _, f := range p.ChildrenOf(tagQueryFunction) {
 		if f.Type != ttlv.TypeEnumeration {
 			return ttlv.Item{}, invalidField("Query Function must be an Enumeration")
 		}
+		if asked[uint32(f.Int)] {
+			continue
+		}
+		asked[uint32(f.Int)] = true
 		switch uint32(f.Int) {
 		case queryOperations:
 			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList,
@@ -485,7 +514,13 @@ func (s *Server) get(ctx context.Context, p ttlv.Item, id string) (ttlv.Item, er
 	return ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, o.ObjectType), ttlv.Text(tagUniqueIdentifier, o.ID), obj), nil
 }
 
-func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id string) (ttlv.Item, error) {
+// getAttributes serves Get Attributes within room, the bytes its payload
+// may take. The names asked for are distinct (requestedAttrNames), so the
+// answer holds each of the object's attributes at most once; an object may
+// still carry some 200 KB of names, groups and custom attributes, so the
+// size is counted as attributes are picked, and the answer is refused as
+// Response Too Large before it is built larger than room.
+func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id string, room int) (ttlv.Item, error) {
 	names, err := requestedAttrNames(p)
 	if err != nil {
 		return ttlv.Item{}, err
@@ -494,8 +529,20 @@ func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id s
 	if err != nil {
 		return ttlv.Item{}, err
 	}
+	out := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, o.ID))
+	size := out.Size()
+	if v.major >= 2 {
+		size += ttlv.HeaderSize // the Attributes structure
+	}
 	all := objectAttrs(o)
 	var pick []attrValue
+	add := func(a attrValue) error {
+		if size += encodedAttrSize(v, a); size > room {
+			return tooLarge(size+itemOverhead, room+itemOverhead)
+		}
+		pick = append(pick, a)
+		return nil
+	}
 	if len(names) == 0 {
 		// Every attribute, but Sensitive, Extractable and Link only when
 		// asked for by name: clients older than KMIP 1.4 (PyKMIP 0.10 too)
@@ -503,18 +550,21 @@ func (s *Server) getAttributes(ctx context.Context, v version, p ttlv.Item, id s
 		// Link.
 		for _, a := range all {
 			if a.name != "Sensitive" && a.name != "Extractable" && a.name != "Link" {
-				pick = append(pick, a)
+				if err := add(a); err != nil {
+					return ttlv.Item{}, err
+				}
 			}
 		}
 	}
 	for _, n := range names {
 		for _, a := range all {
 			if a.name == n {
-				pick = append(pick, a)
+				if err := add(a); err != nil {
+					return ttlv.Item{}, err
+				}
 			}
 		}
 	}
-	out := ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, o.ID))
 	out.Children = append(out.Children, encodeAttrs(v, pick)...)
 	return out, nil
 }
