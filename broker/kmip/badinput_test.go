@@ -172,7 +172,7 @@ func FuzzHandleParse(f *testing.F) {
 				}
 			}
 			_, _ = requestObjectType(p)
-			_, _ = objectID(p, &batchEnv{})
+			_, _ = resolveObjectID(p, &batchEnv{})
 			_, _ = signingAlgorithm(p)
 			_, _ = pairAttrs(p, tagCommonTemplateAttr, tagCommonAttributes)
 			_, _ = pairAttrs(p, tagPrivateKeyAttributes, tagPrivateKeyAttributes)

@@ -126,3 +126,68 @@ func TestAudited(t *testing.T) {
 		t.Errorf("the wrapping key is not named: %+v", got)
 	}
 }
+
+// auditLine is one audit line of the KMIP front, as the tests read it.
+type auditLine struct {
+	Front, Principal, Operation, Result string
+	KeyRef                              string `json:"key_ref"`
+}
+
+// kmipAuditLines reads the KMIP front's audit lines of node i.
+func kmipAuditLines(t *testing.T, c *hsmtest.Cluster, i int) []auditLine {
+	t.Helper()
+	f, err := os.Open(c.Nodes[i].AuditPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []auditLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l auditLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Front == "kmip" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestPlaceholderItemsAuditTheirObject: an item that names its object by
+// the ID Placeholder (after a Locate, a Register) is audited with that
+// object's id as key_ref, in its intent line and its result line alike.
+func TestPlaceholderItemsAuditTheirObject(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	e := startKMIP(t, c, 0)
+	v := version{1, 4}
+	u := e.dial(t, "app", authz.RoleUser)
+	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey),
+		ttlv.Struct(tagTemplateAttribute, attr1("Name", nameValue("placeholder-audit"))), symKey(randBytes(t, 16))))[0]
+	locate := op{opLocate, []ttlv.Item{attr1("Name", nameValue("placeholder-audit"))}}
+	revoke := op{opRevoke, []ttlv.Item{ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, revocationUnspec))}}
+	for _, batch := range [][]op{{locate, {opGet, nil}}, {locate, {opActivate, nil}, revoke, {opDestroy, nil}}} {
+		if _, rs := u.send(v, batch...); len(rs) != len(batch) || rs[len(rs)-1].status != statusSuccess {
+			t.Fatalf("batch of %d items: %+v", len(batch), rs)
+		}
+	}
+	seen := map[string]int{}
+	for _, l := range kmipAuditLines(t, c, 0) {
+		switch l.Operation {
+		case "kmip:Get", "kmip:Activate", "kmip:Revoke", "kmip:Destroy":
+			seen[l.Operation+" "+l.Result]++
+			if l.KeyRef != id {
+				t.Errorf("%s %s: key_ref %q, want %s", l.Operation, l.Result, l.KeyRef, id)
+			}
+		}
+	}
+	for _, w := range []string{"kmip:Get OK", "kmip:Activate INTENT", "kmip:Activate OK", "kmip:Revoke INTENT", "kmip:Revoke OK", "kmip:Destroy INTENT", "kmip:Destroy OK"} {
+		if seen[w] != 1 {
+			t.Errorf("%d audit lines %q, want 1 (%v)", seen[w], w, seen)
+		}
+	}
+}

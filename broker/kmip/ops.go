@@ -67,12 +67,24 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 		return failedItem(h.op, h.batchID, h.err), true
 	}
 	op, batchID, payload := h.op, h.batchID, h.payload
-	objectID := ""
-	if u, ok := payload.Child(tagUniqueIdentifier); ok && u.Type == ttlv.TypeTextString {
-		objectID = u.Text()
+	// The object the item acts on, named by its Unique Identifier or by
+	// the ID Placeholder, is resolved once, here: the one id is
+	// authorized, audited (key_ref, in the intent line of a change too)
+	// and acted on. An item that cannot name one is audited with what it
+	// sent, and fails after the role gate.
+	var objectID string
+	var idErr error
+	if actsOnObject(op) {
+		objectID, idErr = resolveObjectID(payload, env)
 	}
-	if len(objectID) > 256 {
-		objectID = objectID[:256]
+	auditID := objectID
+	if idErr != nil {
+		if u, ok := payload.Child(tagUniqueIdentifier); ok && u.Type == ttlv.TypeTextString {
+			auditID = u.Text()
+		}
+		if len(auditID) > 256 {
+			auditID = auditID[:256]
+		}
 	}
 	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: h.action, RequestID: newRequestID(), Peer: peer})
 	ctx = broker.KMIPPrincipal(ctx, cert)
@@ -82,12 +94,15 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 		reason, held = s.waitHeld(ctx)
 	}
 	// After the wait, so that a node that is still not ready says why.
-	err := s.core.Authorize(ctx, cert, h.action, objectID)
+	err := s.core.Authorize(ctx, cert, h.action, auditID)
 	if err == nil && held {
 		err = &opError{reason: reasonGeneralFailure, msg: "KMIP is not ready on this node (" + reason + "); retry"}
 	}
 	if err == nil {
-		out, err = s.dispatch(ctx, v, op, payload, env)
+		err = idErr
+	}
+	if err == nil {
+		out, err = s.dispatch(ctx, v, op, payload, env, objectID)
 	}
 	if err == nil && out.Size()+itemOverhead > env.room {
 		// Decided before the audit line, which then says what the client
@@ -137,7 +152,19 @@ func wipe(it ttlv.Item) {
 	}
 }
 
-func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item, env *batchEnv) (ttlv.Item, error) {
+// actsOnObject reports whether operation op acts on one existing object,
+// which the request names by its Unique Identifier or the ID Placeholder.
+func actsOnObject(op uint32) bool {
+	switch op {
+	case opDiscoverVersions, opQuery, opRegister, opCreate, opLocate, opCreateKeyPair:
+		return false
+	}
+	return true
+}
+
+// dispatch runs one item. id is the object an operation that acts on one
+// (actsOnObject) acts on, as handleItem resolved it.
+func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item, env *batchEnv, id string) (ttlv.Item, error) {
 	switch op {
 	// Every answer is bounded before it is built: by a small size that
 	// does not grow with the request (Discover Versions, Query: each
@@ -162,10 +189,6 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 		return s.locate(ctx, p, env)
 	case opCreateKeyPair:
 		return s.createKeyPair(ctx, p, env)
-	}
-	id, err := objectID(p, env)
-	if err != nil {
-		return ttlv.Item{}, err
 	}
 	env.placeholder = id
 	switch op {
@@ -194,9 +217,9 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 	return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "operation " + opString(op) + " is not supported"}
 }
 
-// objectID is the Unique Identifier a request names, or the ID
+// resolveObjectID is the Unique Identifier a request names, or the ID
 // Placeholder.
-func objectID(p ttlv.Item, env *batchEnv) (string, error) {
+func resolveObjectID(p ttlv.Item, env *batchEnv) (string, error) {
 	u, ok := p.Child(tagUniqueIdentifier)
 	if !ok {
 		if env.placeholder == "" {
