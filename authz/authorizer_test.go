@@ -131,6 +131,12 @@ func TestCheckPolicy(t *testing.T) {
 		{"valid", valid, ""},
 		{"one statement object", `{"Statement":{"Effect":"Deny","Principal":{"AWS":"mallory"},"Action":"*"}}`, ""},
 		{"kmip actions", `{"Statement":{"Effect":"Allow","Principal":"*","Action":["kmip:*","kmip:Encrypt"]}}`, ""},
+		{"kmip read-only", `{"Statement":[{"Effect":"Allow","Principal":"*","Action":["kmip:Get","kmip:Locate","kmip:GetAttributes"]},` +
+			`{"Effect":"Deny","Principal":"*","Action":"kmip:Destroy"}]}`, ""},
+		{"every kmip operation a policy decides", `{"Statement":{"Effect":"Allow","Principal":"*","Action":["kmip:` + strings.Join(kmipObjectActions, `","kmip:`) + `","KMIP:get","kmip:Get*"]}}`, ""},
+		{"unknown kmip action", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kmip:ScheduleKeyDeletion"}}`, `"kmip:ScheduleKeyDeletion" is not a KMIP operation a key policy decides; those are kmip:Create, kmip:Register`},
+		{"kmip action by role alone", `{"Statement":{"Effect":"Deny","Principal":"*","Action":"kmip:Query"}}`, "answered by role alone"},
+		{"kms name as kmip", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kmip:GenerateDataKey"}}`, "not a KMIP operation"},
 		{"at the limit", valid[:len(valid)-1] + `,"Id":"` + strings.Repeat("a", MaxPolicySize-len(valid)-8) + `"}`, ""},
 		{"over the limit", valid[:len(valid)-1] + `,"Id":"` + strings.Repeat("a", MaxPolicySize-len(valid)-7) + `"}`, "the limit is 32768"},
 		{"not UTF-8", `{"Id":"` + "\xff" + `","Statement":[]}`, "not valid UTF-8"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -24,8 +25,9 @@ import (
 // (arn:aws:iam::ACCOUNT:user/NAME), a role (arn:aws:iam::ACCOUNT:role/ROLE,
 // ROLE being admin, user or auditor), or the account
 // (arn:aws:iam::ACCOUNT:root, or ACCOUNT), which means every admin, as
-// the account's IAM administrators are in AWS. Actions: kms:NAME with *
-// and ? wildcards, case-insensitive. Resources: "*" (the key the policy
+// the account's IAM administrators are in AWS. Actions: kms:NAME, and
+// kmip:NAME for the KMIP operations a key policy decides, with * and ?
+// wildcards, case-insensitive. Resources: "*" (the key the policy
 // is on) or key ARNs, with * and ? wildcards; a statement applies to the
 // key only if one of them matches its ARN, and a statement without a
 // Resource applies to it. Conditions: StringEquals,
@@ -133,6 +135,20 @@ var (
 		}
 		return m
 	}()
+	// kmipActions are the KMIP front's actions as the rules that
+	// authorize them name them, lower case and without "kmip:": true for
+	// those a key policy decides (the operations that reach an object),
+	// false for those answered by role alone (Query, Discover Versions),
+	// which a policy statement could only name to no effect.
+	kmipActions = func() map[string]bool {
+		m := map[string]bool{}
+		for a, r := range rules {
+			if n, ok := strings.CutPrefix(a, "kmip:"); ok {
+				m[strings.ToLower(n)] = slices.Contains(slices.Collect(maps.Values(r)), ByPolicy)
+			}
+		}
+		return m
+	}()
 )
 
 // ParsePolicy parses and checks a policy document.
@@ -199,20 +215,10 @@ func parseStatement(b []byte) (policyStatement, error) {
 		return st, errors.New("the Action member is required")
 	}
 	for _, a := range raw.Action {
-		la := strings.ToLower(a)
-		if la != "*" {
-			name, ok := strings.CutPrefix(la, "kms:")
-			if !ok {
-				name, ok = strings.CutPrefix(la, "kmip:") // the KMIP front's actions
-			}
-			if !ok || name == "" {
-				return st, fmt.Errorf("action %q is not a kms: or kmip: action", a)
-			}
-			if !strings.ContainsAny(name, "*?") && !kmsActions[name] {
-				return st, fmt.Errorf("action %q is not an AWS KMS action", a)
-			}
+		if err := checkAction(a); err != nil {
+			return st, err
 		}
-		st.actions = append(st.actions, la)
+		st.actions = append(st.actions, strings.ToLower(a))
 	}
 	if raw.Resource != nil && len(raw.Resource) == 0 {
 		return st, errors.New("the Resource member names nothing; give \"*\" (this key) or the key's ARN")
@@ -241,6 +247,34 @@ func parseStatement(b []byte) (policyStatement, error) {
 		}
 	}
 	return st, nil
+}
+
+// checkAction checks one entry of a statement's Action: "*", a kms:
+// action of AWS KMS, or a kmip: action a key policy decides, each with *
+// and ? wildcards, so that a misspelt action is refused instead of never
+// matching.
+func checkAction(a string) error {
+	la := strings.ToLower(a)
+	if la == "*" {
+		return nil
+	}
+	if name, ok := strings.CutPrefix(la, "kms:"); ok && name != "" {
+		if !strings.ContainsAny(name, "*?") && !kmsActions[name] {
+			return fmt.Errorf("action %q is not an AWS KMS action", a)
+		}
+		return nil
+	}
+	if name, ok := strings.CutPrefix(la, "kmip:"); ok && name != "" {
+		byPolicy, known := kmipActions[name]
+		switch {
+		case strings.ContainsAny(name, "*?") || byPolicy:
+			return nil
+		case known:
+			return fmt.Errorf("action %q is answered by role alone; no key policy decides it", a)
+		}
+		return fmt.Errorf("action %q is not a KMIP operation a key policy decides; those are kmip:%s", a, strings.Join(kmipObjectActions, ", kmip:"))
+	}
+	return fmt.Errorf("action %q is not a kms: or kmip: action", a)
 }
 
 // checkResource checks one entry of a statement's Resource: "*", which in a
