@@ -42,12 +42,15 @@ const (
 // Limits on KMIP objects, so that no client can bloat the state every
 // node holds.
 const (
-	MaxKMIPObjects     = 100000
-	MaxKMIPNames       = 16
-	MaxKMIPGroups      = 16
-	MaxKMIPCustom      = 32
-	maxKMIPTextLen     = 1024
-	maxKMIPCustomValue = 4096
+	MaxKMIPObjects = 100000
+	MaxKMIPNames   = 16
+	MaxKMIPGroups  = 16
+	MaxKMIPCustom  = 32
+	// MaxKMIPTextLen bounds a name, a group, a custom attribute's name and
+	// a revocation message, in bytes.
+	MaxKMIPTextLen = 1024
+	// MaxKMIPCustomValue bounds a custom attribute's value, in bytes.
+	MaxKMIPCustomValue = 4096
 )
 
 // KMIPObject is one KMIP managed object (a symmetric key or secret data).
@@ -119,22 +122,22 @@ func (o *KMIPObject) check() error {
 		if s == "" {
 			return invalidCommand("kmip object %s: empty name or group", o.ID)
 		}
-		if err := checkText("kmip name or group", s, maxKMIPTextLen); err != nil {
+		if err := checkText("kmip name or group", s, MaxKMIPTextLen); err != nil {
 			return err
 		}
 	}
 	for k, v := range o.Custom {
-		if err := checkText("kmip custom attribute name", k, maxKMIPTextLen); err != nil {
+		if err := checkText("kmip custom attribute name", k, MaxKMIPTextLen); err != nil {
 			return err
 		}
-		if err := checkText("kmip custom attribute value", v, maxKMIPCustomValue); err != nil {
+		if err := checkText("kmip custom attribute value", v, MaxKMIPCustomValue); err != nil {
 			return err
 		}
 	}
 	if err := checkText("kmip owner", o.Owner, maxIDLen); err != nil {
 		return err
 	}
-	if err := checkText("kmip revocation message", o.RevocationMessage, maxKMIPTextLen); err != nil {
+	if err := checkText("kmip revocation message", o.RevocationMessage, MaxKMIPTextLen); err != nil {
 		return err
 	}
 	if err := checkID("kmip wrapping key id", o.WrappingKeyID); err != nil {

@@ -66,7 +66,7 @@ func TestKMIPObjectBounds(t *testing.T) {
 		"no material":    func(o *KMIPObject) { o.Wrapped = nil },
 		"huge material":  func(o *KMIPObject) { o.Wrapped = make([]byte, maxBlobLen+1) },
 		"too many names": func(o *KMIPObject) { o.Names = make([]string, MaxKMIPNames+1) },
-		"long name":      func(o *KMIPObject) { o.Names = []string{strings.Repeat("n", maxKMIPTextLen+1)} },
+		"long name":      func(o *KMIPObject) { o.Names = []string{strings.Repeat("n", MaxKMIPTextLen+1)} },
 		"empty group":    func(o *KMIPObject) { o.Groups = []string{""} },
 		"bad state":      func(o *KMIPObject) { o.State = KMIPDestroyed },
 		"bad type":       func(o *KMIPObject) { o.ObjectType = 99 },

@@ -188,3 +188,41 @@ func TestHeldAndNotReadyNodeAnswers(t *testing.T) {
 	check("while the HSM is gone")
 	n.Faults.Clear()
 }
+
+// TestChangeNotMadeWhenItsAnswerWouldNotFit: a 1.x Add or Modify
+// Attribute echoes the attribute, which may be a custom one of a 4 KiB
+// value; when what is left of the response cannot hold that answer, the
+// change is not made (Response Too Large) rather than made and answered
+// as failed. With room, it is made and its answer fits.
+func TestChangeNotMadeWhenItsAnswerWouldNotFit(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "mysql", authz.RoleUser)
+	v := version{1, 2}
+	id := ids(c.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 32))))[0]
+	c.do(v, opAddAttribute, uid(id), attr1("x-small", ttlv.Text(0, "a")))
+	big := strings.Repeat("v", 4000)
+	small := []ttlv.Item{ttlv.Int(tagMaximumResponseSize, 3000)}
+	for _, o := range []op{
+		{opAddAttribute, []ttlv.Item{uid(id), attr1("x-big", ttlv.Text(0, big))}},
+		{opModifyAttribute, []ttlv.Item{uid(id), attr1("x-small", ttlv.Text(0, big))}},
+	} {
+		_, rs := c.sendWith(v, small, o)
+		if len(rs) != 1 || rs[0].reason != reasonResponseTooLarge {
+			t.Fatalf("%s of a 4000-byte value in 3000 bytes: %+v, want Response Too Large", opNames[o.code], rs)
+		}
+		if got := e.object(t, id).Custom; len(got) != 1 || got["x-small"] != "a" {
+			t.Fatalf("after a refused %s, the custom attributes are %d, x-small of %d bytes", opNames[o.code], len(got), len(got["x-small"]))
+		}
+	}
+
+	// The largest attribute a client may set, with room for its answer.
+	name := "x-" + strings.Repeat("n", cluster.MaxKMIPTextLen-2)
+	value := strings.Repeat("v", cluster.MaxKMIPCustomValue)
+	resp, rs := c.sendWith(v, []ttlv.Item{ttlv.Int(tagMaximumResponseSize, 8000)}, op{opAddAttribute, []ttlv.Item{uid(id), attr1(name, ttlv.Text(0, value))}})
+	if len(rs) != 1 || rs[0].status != statusSuccess {
+		t.Fatalf("Add Attribute of the largest custom attribute: %+v", rs)
+	}
+	if b, _ := resp.Encode(); len(b) > 8000 || e.object(t, id).Custom[name] != value {
+		t.Fatalf("Add Attribute of the largest custom attribute: a response of %d bytes, stored %v", len(b), e.object(t, id).Custom[name] == value)
+	}
+}

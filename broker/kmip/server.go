@@ -24,6 +24,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
@@ -447,7 +448,7 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 			res    ttlv.Item
 			failed bool
 		)
-		if env.room < itemReserve {
+		if env.room < reserveFor(v, h.op) {
 			s.auditRefused(ctx, cert, peer, h.action, errSkipped)
 			res, failed = notRun[i], true
 		} else {
@@ -467,12 +468,48 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 	return s.encodeResponse(v, out)
 }
 
-// itemReserve is the room an item needs before it runs: more than the
-// answer of any operation that changes something (an id or two, an
-// attribute of at most 1 KiB) and than any failure (whose message
-// failedItem bounds), so that such an operation never runs only for its
-// answer to be dropped.
-const itemReserve = 2 << 10
+// reserveFor is the room an item of operation op needs before it runs in
+// version v: the largest failure answer (failedItem bounds its message),
+// and, for an operation that changes something, the largest answer it can
+// produce, so that no change is made whose answer would be dropped. The
+// figures are the encoder's sizes of the largest values the limits allow
+// (maxFailAnswer, maxChangeAnswer, maxAttrChangeAnswer), not a guess.
+func reserveFor(v version, op uint32) int {
+	switch op {
+	case opAddAttribute, opModifyAttribute:
+		if v.major < 2 {
+			return max(maxFailAnswer, maxAttrChangeAnswer) // 1.x echoes the attribute
+		}
+		return max(maxFailAnswer, maxChangeAnswer)
+	case opRegister, opCreate, opCreateKeyPair, opActivate, opRevoke, opDestroy, opSetAttribute, opDeleteAttribute:
+		return max(maxFailAnswer, maxChangeAnswer)
+	}
+	return maxFailAnswer
+}
+
+var (
+	// maxFailAnswer is the largest failed batch item: an operation, a
+	// Unique Batch Item ID of 64 bytes, status, reason and a Result
+	// Message of maxResultMessage bytes.
+	maxFailAnswer = func() int {
+		id := ttlv.Bytes(tagUniqueBatchItemID, make([]byte, 64))
+		return failedItem(opGet, &id, &opError{reason: reasonGeneralFailure, msg: strings.Repeat("m", maxResultMessage)}).Size()
+	}()
+	// maxChangeAnswer is the largest answer of a change but a 1.x Add or
+	// Modify Attribute: around its payload (itemOverhead), an Object Type
+	// and two identifiers of up to 256 bytes (Create's type and id, Create
+	// Key Pair's two ids, or the one id of the others).
+	maxChangeAnswer = itemOverhead + ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, 0),
+		ttlv.Text(tagUniqueIdentifier, strings.Repeat("i", 256)), ttlv.Text(tagUniqueIdentifier, strings.Repeat("i", 256))).Size()
+	// maxAttrChangeAnswer is the largest answer of a 1.x Add or Modify
+	// Attribute, which echoes the attribute: the id and the largest
+	// attribute a client may set, a custom one with a name and a value as
+	// long as the replicated state allows (a Name or Object Group is
+	// smaller).
+	maxAttrChangeAnswer = itemOverhead + idPayload(strings.Repeat("i", 256)).Size() +
+		encodedAttrSize(version{1, 4}, attrValue{name: strings.Repeat("x", cluster.MaxKMIPTextLen),
+			value: ttlv.Text(tagAttributeValue, strings.Repeat("v", cluster.MaxKMIPCustomValue))})
+)
 
 // errSkipped answers an item that finds the response full.
 var errSkipped = &opError{reason: reasonResponseTooLarge, msg: "not run: the response is full"}
