@@ -11,11 +11,17 @@ import (
 
 // batchEnv is what the items of one request share: the ID Placeholder,
 // the object id the previous item produced, used by an item that names
-// none (cleared by an item that fails); and the room left in the
-// response, in bytes.
+// none (cleared by an item that fails and by a Locate that finds nothing,
+// cleared says why); and the room left in the response, in bytes.
 type batchEnv struct {
 	placeholder string
+	cleared     string
 	room        int
+}
+
+// clearPlaceholder clears the ID Placeholder, for the reason why.
+func (env *batchEnv) clearPlaceholder(why string) {
+	env.placeholder, env.cleared = "", why
 }
 
 // itemHead is what a batch item says of itself, decoded once: for its
@@ -222,6 +228,9 @@ func (s *Server) dispatch(ctx context.Context, v version, op uint32, p ttlv.Item
 func resolveObjectID(p ttlv.Item, env *batchEnv) (string, error) {
 	u, ok := p.Child(tagUniqueIdentifier)
 	if !ok {
+		if env.placeholder == "" && env.cleared != "" {
+			return "", missingData("Unique Identifier is required: there is no ID Placeholder, %s", env.cleared)
+		}
 		if env.placeholder == "" {
 			return "", missingData("Unique Identifier is required")
 		}
@@ -486,8 +495,14 @@ func (s *Server) locate(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 	for _, id := range ids {
 		out.Children = append(out.Children, ttlv.Text(tagUniqueIdentifier, id))
 	}
+	// A Locate that finds nothing leaves no placeholder: the next item
+	// that names no object must fail, not act on what an item before the
+	// Locate produced (Register; Locate of a name no object has; Destroy
+	// would destroy the registered object).
 	if len(ids) > 0 {
 		env.placeholder = ids[0]
+	} else {
+		env.clearPlaceholder("the Locate before it found no object")
 	}
 	return out, nil
 }

@@ -226,3 +226,27 @@ func TestChangeNotMadeWhenItsAnswerWouldNotFit(t *testing.T) {
 		t.Fatalf("Add Attribute of the largest custom attribute: a response of %d bytes, stored %v", len(b), e.object(t, id).Custom[name] == value)
 	}
 }
+
+// TestEmptyLocateClearsThePlaceholder: a Locate that finds nothing leaves
+// no ID Placeholder, so an item after it that names no object fails with
+// Missing Data, saying why, instead of acting on the object an item
+// before the Locate produced.
+func TestEmptyLocateClearsThePlaceholder(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "mysql", authz.RoleUser)
+	for _, v := range []version{{1, 4}, {2, 0}} {
+		register := op{opRegister, []ttlv.Item{ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 32))}}
+		nothing := op{opLocate, []ttlv.Item{attr1("Name", nameValue("no-object-has-this-name"))}}
+		if v.major >= 2 {
+			nothing = op{opLocate, []ttlv.Item{ttlv.Struct(tagAttributes, ttlv.Struct(tagName, ttlv.Text(tagNameValue, "no-object-has-this-name"), ttlv.Enum(tagNameType, nameTypeText)))}}
+		}
+		_, rs := c.send(v, register, nothing, op{opDestroy, nil})
+		if len(rs) != 3 || rs[0].status != statusSuccess || rs[1].status != statusSuccess || len(ids(rs[1].payload)) != 0 {
+			t.Fatalf("%s: Register, Locate of nothing: %+v", v, rs)
+		}
+		if rs[2].status != statusOperationFailed || rs[2].reason != reasonMissingData || !strings.Contains(rs[2].message, "found no object") {
+			t.Fatalf("%s: Destroy after a Locate that found nothing: %+v, want Missing Data", v, rs[2])
+		}
+		e.object(t, ids(rs[0].payload)[0]) // still there
+	}
+}

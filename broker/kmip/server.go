@@ -457,7 +457,7 @@ func (s *Server) Handle(ctx context.Context, cert *x509.Certificate, peer string
 		if failed {
 			// An item that failed produced no object: the next one must
 			// not act on what an earlier one left in the placeholder.
-			env.placeholder = ""
+			env.clearPlaceholder("an item before it failed")
 		}
 		used += res.Size()
 		out = append(out, res)
