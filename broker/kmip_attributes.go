@@ -28,12 +28,54 @@ type KMIPAttributes struct {
 	ActivationDate time.Time
 }
 
-func checkKMIPAttributes(a KMIPAttributes) error {
+// checkKMIPAttributes checks the attributes of an object being made (was
+// 0) or changed (was: what its attributes took before the change, for
+// MaxKMIPAttributeBytes).
+func checkKMIPAttributes(a KMIPAttributes, was int) error {
 	if len(a.Names) > cluster.MaxKMIPNames || len(a.Groups) > cluster.MaxKMIPGroups || len(a.Custom) > cluster.MaxKMIPCustom {
 		return kmipInvalid("an object has at most %d names, %d object groups and %d custom attributes", cluster.MaxKMIPNames, cluster.MaxKMIPGroups, cluster.MaxKMIPCustom)
 	}
+	if err := checkKMIPAttributeBytes(a, was); err != nil {
+		return err
+	}
 	if !a.ActivationDate.IsZero() {
 		return checkKMIPDate("Activation Date", a.ActivationDate)
+	}
+	return nil
+}
+
+// MaxKMIPAttributeBytes bounds the names, object groups and custom
+// attributes of one KMIP object together (their bytes, custom attributes'
+// names and values both), on top of the bound on each: every one at its
+// own bound would be some 200 KB an object, 20 GB in the replicated state
+// at MaxKMIPObjects, and every change of such an object would write all of
+// it to every node's Raft log. It is checked where an object is made or
+// changed, before the change is proposed, not where commands are applied,
+// so that logs and snapshots written before it was set stay valid.
+const MaxKMIPAttributeBytes = 16 << 10
+
+// kmipAttributeBytes is what MaxKMIPAttributeBytes counts of a.
+func kmipAttributeBytes(a KMIPAttributes) int {
+	n := 0
+	for _, s := range a.Names {
+		n += len(s)
+	}
+	for _, s := range a.Groups {
+		n += len(s)
+	}
+	for k, v := range a.Custom {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// checkKMIPAttributeBytes refuses attributes over MaxKMIPAttributeBytes,
+// unless they are no larger than was of the object before the change (an
+// object stored before the bound keeps its attributes, and may shrink).
+func checkKMIPAttributeBytes(a KMIPAttributes, was int) error {
+	if n := kmipAttributeBytes(a); n > MaxKMIPAttributeBytes && n > was {
+		return kmipInvalid("an object's names, object groups and custom attributes (names and values) take at most %d bytes together; these take %d",
+			MaxKMIPAttributeBytes, n)
 	}
 	return nil
 }

@@ -238,7 +238,7 @@ func (c *KMIPObjects) CreateKeyPair(ctx context.Context, req KMIPCreateKeyPairRe
 		return KMIPKeyPair{}, err
 	}
 	for _, a := range []KMIPAttributes{req.Private, req.Public} {
-		if err := checkKMIPAttributes(a); err != nil {
+		if err := checkKMIPAttributes(a, 0); err != nil {
 			return KMIPKeyPair{}, err
 		}
 	}

@@ -64,7 +64,7 @@ func (c *KMIPObjects) Register(ctx context.Context, req KMIPRegisterRequest) (cl
 	if len(req.Material) == 0 || len(req.Material) > MaxKMIPMaterial {
 		return cluster.KMIPObject{}, kmipInvalid("the material must be 1 to %d bytes, got %d", MaxKMIPMaterial, len(req.Material))
 	}
-	if err := checkKMIPAttributes(a); err != nil {
+	if err := checkKMIPAttributes(a, 0); err != nil {
 		return cluster.KMIPObject{}, err
 	}
 	return c.store(ctx, req.WrappingKey, req.ObjectType, a, func(k cluster.Key, ec keys.EncryptionContext) ([]byte, error) {
@@ -84,7 +84,7 @@ func (c *KMIPObjects) Create(ctx context.Context, req KMIPCreateRequest) (cluste
 	if a.Length != 128 && a.Length != 192 && a.Length != 256 {
 		return cluster.KMIPObject{}, kmipInvalid("Cryptographic Length must be 128, 192 or 256, got %d", a.Length)
 	}
-	if err := checkKMIPAttributes(a); err != nil {
+	if err := checkKMIPAttributes(a, 0); err != nil {
 		return cluster.KMIPObject{}, err
 	}
 	return c.store(ctx, req.WrappingKey, KMIPSymmetricKey, a, func(k cluster.Key, ec keys.EncryptionContext) ([]byte, error) {
@@ -312,7 +312,8 @@ func (c *KMIPObjects) update(ctx context.Context, id string, change func(o *clus
 	if !cluster.KMIPTransitionAllowed(from, n.State) {
 		return cluster.KMIPObject{}, newError(codes.FailedPrecondition, ExcInvalidState, "KMIP object %s cannot go from state %d to %d", id, from, n.State)
 	}
-	if err := checkKMIPAttributes(KMIPAttributes{Names: n.Names, Groups: n.Groups, Custom: n.Custom}); err != nil {
+	was := kmipAttributeBytes(KMIPAttributes{Names: o.Names, Groups: o.Groups, Custom: o.Custom})
+	if err := checkKMIPAttributes(KMIPAttributes{Names: n.Names, Groups: n.Groups, Custom: n.Custom}, was); err != nil {
 		return cluster.KMIPObject{}, err
 	}
 	n.LastChange = s.now()

@@ -40,7 +40,10 @@ const (
 )
 
 // Limits on KMIP objects, so that no client can bloat the state every
-// node holds.
+// node holds. The broker also bounds an object's attributes together
+// (broker.MaxKMIPAttributeBytes) before it proposes a change; that bound
+// is not checked here, so that entries and snapshots written before it
+// stay valid.
 const (
 	MaxKMIPObjects = 100000
 	MaxKMIPNames   = 16

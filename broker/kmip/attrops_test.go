@@ -1,11 +1,16 @@
 package kmip
 
 import (
+	"context"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/cluster"
 )
 
 // Add, Modify and Delete Attribute (1.x forms) on names, groups and custom
@@ -75,5 +80,68 @@ func TestAttributeOperations(t *testing.T) {
 	}
 	if r := c.fail(v, opAddAttribute, uid(id), attr1("Activation Date", ttlv.Int(0, 1))); r != reasonInvalidField {
 		t.Fatalf("Activation Date of the wrong type: %s", reasonName(r))
+	}
+}
+
+// TestAttributesOfAnObjectBounded: an object's names, groups and custom
+// attributes take at most broker.MaxKMIPAttributeBytes together, however
+// they are given: at Register, or by Add and Modify later. A change over
+// the bound is refused and nothing is stored; one that shrinks the
+// attributes is taken.
+func TestAttributesOfAnObjectBounded(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "app", authz.RoleUser)
+	v := version{1, 4}
+	name := func(i int) ttlv.Item { return attr1("Name", nameValue(strconv.Itoa(i)+strings.Repeat("n", 999))) }
+	custom := func(k string, n int) ttlv.Item { return attr1(k, ttlv.Text(0, strings.Repeat("v", n))) }
+
+	// Register: 12 names of 1000 bytes and a custom attribute of 4096
+	// bytes are 16,105 bytes (under 16 KiB); 16 names and two such
+	// custom attributes would be about 24 KB.
+	var over []ttlv.Item
+	for i := range 16 {
+		over = append(over, name(i))
+	}
+	over = append(over, custom("x-a", 4096), custom("x-b", 4096))
+	if r := c.fail(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Struct(tagTemplateAttribute, over...), symKey(randBytes(t, 16))); r != reasonInvalidField {
+		t.Fatalf("Register of %d names and 8 KiB of custom attributes: %s, want Invalid Field", 16, reasonName(r))
+	}
+	under := append(slices.Clone(over[:12]), custom("x-a", 4096))
+	id := ids(c.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), ttlv.Struct(tagTemplateAttribute, under...), symKey(randBytes(t, 16))))[0]
+
+	// Add: one more name would take it over.
+	_, rs := c.send(v, op{opAddAttribute, []ttlv.Item{uid(id), name(12)}})
+	if len(rs) != 1 || rs[0].reason != reasonInvalidField || !strings.Contains(rs[0].message, strconv.Itoa(broker.MaxKMIPAttributeBytes)) {
+		t.Fatalf("Add of a name past the bound: %+v, want Invalid Field naming %d bytes", rs, broker.MaxKMIPAttributeBytes)
+	}
+	if o := e.object(t, id); len(o.Names) != 12 {
+		t.Fatalf("the refused Add stored a name: %d names", len(o.Names))
+	}
+	// Modify: near the bound (16,016 bytes), a longer value that takes it
+	// over is refused; a shorter one is taken.
+	c.do(v, opModifyAttribute, uid(id), custom("x-a", 10))
+	c.do(v, opAddAttribute, uid(id), custom("x-b", 4000))
+	if r := c.fail(v, opModifyAttribute, uid(id), custom("x-a", 400)); r != reasonInvalidField {
+		t.Fatalf("Modify past the bound: %s, want Invalid Field", reasonName(r))
+	}
+	if o := e.object(t, id); len(o.Custom["x-a"]) != 10 {
+		t.Fatalf("x-a is %d bytes after the refused Modify, want 10", len(o.Custom["x-a"]))
+	}
+	c.do(v, opModifyAttribute, uid(id), custom("x-a", 5))
+
+	// An object stored over the bound before it was set (written here as
+	// a replicated change, which does not check the total) stays, may
+	// shrink, and may not grow.
+	o := e.object(t, id)
+	o.Custom = map[string]string{"x-a": strings.Repeat("v", 4096), "x-b": strings.Repeat("v", 4096), "x-c": strings.Repeat("v", 4096)}
+	if _, err := e.c.Nodes[0].Raft.Apply(context.Background(), &cluster.KMIPUpdateObject{FromState: o.State, Object: o}); err != nil {
+		t.Fatal(err)
+	}
+	c.do(v, opModifyAttribute, uid(id), custom("x-a", 100))
+	if r := c.fail(v, opAddAttribute, uid(id), name(12)); r != reasonInvalidField {
+		t.Fatalf("Add of a name to an object over the bound: %s, want Invalid Field", reasonName(r))
+	}
+	if o := e.object(t, id); len(o.Custom["x-a"]) != 100 || len(o.Names) != 12 {
+		t.Fatalf("the object over the bound: x-a %d bytes, %d names; want 100 and 12", len(o.Custom["x-a"]), len(o.Names))
 	}
 }
