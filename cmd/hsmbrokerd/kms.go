@@ -26,7 +26,7 @@ type kmsEndpoint struct {
 	credentials *awskms.FileCredentials
 	// xks, when set, also serves the XKS proxy API with these credentials.
 	xks *awskms.FileCredentials
-	// limits bound connections and times (netlimit's defaults).
+	// limits bound connections and times (kmsLimits).
 	limits netlimit.Limits
 }
 
@@ -34,7 +34,7 @@ type kmsEndpoint struct {
 // c.Cert is set), so that a missing or loose file fails before anything
 // starts.
 func loadKMSEndpoint(c config.KMS) (*kmsEndpoint, error) {
-	k := &kmsEndpoint{cfg: c}
+	k := &kmsEndpoint{cfg: c, limits: kmsLimits}
 	var err error
 	if k.credentials, err = awskms.LoadCredentialsFile(c.CredentialsFile); err != nil {
 		return nil, err

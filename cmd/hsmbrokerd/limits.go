@@ -25,10 +25,25 @@ var (
 	// its own timeouts (broker.NewGRPCServer).
 	grpcLimits = netlimit.Limits{MaxConns: 4096}
 	// vaultLimits: databases reading their TDE keys.
-	vaultLimits = getLimits(netlimit.DefaultMaxConns)
+	vaultLimits = withSourceShare(getLimits(netlimit.DefaultMaxConns))
+	// kmsLimits: the AWS KMS endpoint, netlimit's defaults. A request
+	// whose headers name a known access key has its body read for up to
+	// ReadTimeout (30 s) before its signature can be checked, and knowing
+	// an access key id is enough for that: one address could hold every
+	// slot with slow bodies.
+	kmsLimits = withSourceShare(netlimit.Limits{})
 	// metricsLimits: scrapers and health probes, a few at a time.
 	metricsLimits = getLimits(128)
 )
+
+// withSourceShare is l with one source address allowed a quarter of its
+// connections: clients at four addresses at least are needed to hold them
+// all. Behind a proxy that hides the clients' addresses, all of them share
+// the proxy's quarter.
+func withSourceShare(l netlimit.Limits) netlimit.Limits {
+	l.MaxConnsPerSource = max(1, l.WithDefaults().MaxConns/4)
+	return l
+}
 
 // getLimits are the bounds of a server whose every request is one small
 // GET (the TDE key endpoint, metrics and health): its headers are the

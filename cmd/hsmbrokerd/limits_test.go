@@ -109,7 +109,15 @@ func TestEndpointListenersBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kms := &kmsEndpoint{cfg: config.KMS{Addr: "127.0.0.1:0"}}
+	kms := &kmsEndpoint{cfg: config.KMS{Addr: "127.0.0.1:0"}, limits: kmsLimits}
+	// One address may hold a quarter of each endpoint's connections
+	// (netlimit's TestListenerBoundsConnectionsPerSource shows the
+	// listener keeping to it).
+	for name, l := range map[string]netlimit.Limits{"TDE key endpoint": vault.limits, "AWS KMS": kms.limits} {
+		if l.MaxConnsPerSource != netlimit.DefaultMaxConns/4 {
+			t.Errorf("%s: %d connections per source address, want %d", name, l.MaxConnsPerSource, netlimit.DefaultMaxConns/4)
+		}
+	}
 	for name, listen := range map[string]func() (net.Listener, error){
 		"TDE key endpoint": func() (net.Listener, error) { vault.limits.MaxConns = 2; return vault.listen() },
 		"AWS KMS":          func() (net.Listener, error) { kms.limits.MaxConns = 2; return kms.listen() },

@@ -8,7 +8,8 @@
 //     wait in the kernel's accept queue, costing the process nothing. With
 //     every slot held, a new client's arrival closes the HTTP connection
 //     idle between requests the longest, so idle keep-alive connections
-//     cannot hold every slot. Wrap the TCP listener under TLS, so that handshakes
+//     cannot hold every slot; MaxConnsPerSource keeps one address from
+//     holding them all. Wrap the TCP listener under TLS, so that handshakes
 //     count too. Without it every connection holds a file descriptor, and
 //     a node out of descriptors refuses every client, on every port;
 //   - time: NewHTTPServer's server closes a connection that takes longer
@@ -30,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +62,14 @@ type Limits struct {
 	IdleTimeout time.Duration
 	// MaxConns bounds the connections served at once (Listener).
 	MaxConns int
+	// MaxConnsPerSource bounds the connections of one source address
+	// among them (0: none beyond MaxConns): a connection from a source
+	// that holds this many is closed as soon as it is accepted, without
+	// taking a slot. On a server where a client that has not proved who
+	// it is can hold a connection for long (the AWS endpoint reads a body
+	// for up to ReadTimeout once the headers name a known access key),
+	// it keeps one address from taking every slot.
+	MaxConnsPerSource int
 	// MaxHeaderBytes bounds a request's headers.
 	MaxHeaderBytes int
 }
@@ -144,11 +154,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Listener returns a listener that has at most l.MaxConns of its
 // connections open at once: Accept waits while that many are open, and a
-// connection's slot is freed when it is closed.
+// connection's slot is freed when it is closed. With l.MaxConnsPerSource
+// set, a connection from an address that holds that many is closed as
+// soon as it is accepted.
 func Listener(lis net.Listener, l Limits) net.Listener {
 	l = l.WithDefaults()
 	return &limitListener{Listener: lis, slots: make(chan struct{}, l.MaxConns), done: make(chan struct{}),
-		conns: map[*limitConn]struct{}{}}
+		conns: map[*limitConn]struct{}{}, perSource: l.MaxConnsPerSource, sources: map[netip.Addr]int{}}
 }
 
 type limitListener struct {
@@ -156,8 +168,34 @@ type limitListener struct {
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	perSource int // Limits.MaxConnsPerSource
 	mu        sync.Mutex
 	conns     map[*limitConn]struct{} // open, for closeLongestIdle
+	sources   map[netip.Addr]int      // open connections by source, while MaxConnsPerSource is set
+}
+
+// admitSource counts a new connection of src, unless src holds
+// MaxConnsPerSource already.
+func (l *limitListener) admitSource(src netip.Addr) bool {
+	if l.perSource <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sources[src] >= l.perSource {
+		return false
+	}
+	l.sources[src]++
+	return true
+}
+
+// sourceOf is the address c comes from; one that is not TCP counts as the
+// zero address.
+func sourceOf(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // Accept takes the next connection once it has a slot for it. With every
@@ -169,9 +207,17 @@ type limitListener struct {
 // server to close one at any time. So the listener holds at most MaxConns
 // connections, and one more accepted while it waits for a slot.
 func (l *limitListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var c net.Conn
+	var src netip.Addr
+	for {
+		var err error
+		if c, err = l.Listener.Accept(); err != nil {
+			return nil, err
+		}
+		if src = sourceOf(c); l.admitSource(src) {
+			break
+		}
+		_ = c.Close() // its source holds MaxConnsPerSource already
 	}
 	select {
 	case l.slots <- struct{}{}:
@@ -180,11 +226,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		select {
 		case l.slots <- struct{}{}:
 		case <-l.done:
+			l.releaseSource(src)
 			_ = c.Close()
 			return nil, net.ErrClosed
 		}
 	}
-	lc := &limitConn{Conn: c, l: l}
+	lc := &limitConn{Conn: c, l: l, src: src}
 	l.mu.Lock()
 	l.conns[lc] = struct{}{}
 	l.mu.Unlock()
@@ -214,9 +261,24 @@ func (l *limitListener) Close() error {
 	return err
 }
 
+// releaseSource uncounts a connection of src.
+func (l *limitListener) releaseSource(src netip.Addr) {
+	if l.perSource <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sources[src] <= 1 {
+		delete(l.sources, src)
+	} else {
+		l.sources[src]--
+	}
+}
+
 type limitConn struct {
 	net.Conn
 	l    *limitListener
+	src  netip.Addr
 	once sync.Once
 	// idleSince is when the HTTP server last saw the connection go idle
 	// between requests (UnixNano), 0 while it is not (trackIdle).
@@ -229,6 +291,7 @@ func (c *limitConn) Close() error {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
+		c.l.releaseSource(c.src)
 		<-c.l.slots
 	})
 	return err

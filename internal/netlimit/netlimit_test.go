@@ -241,3 +241,41 @@ func TestOptionsStarReachesTheHandler(t *testing.T) {
 		t.Fatalf("OPTIONS *: %d %q, want the handler's 404 \"OPTIONS *\"", resp.StatusCode, b)
 	}
 }
+
+// TestListenerBoundsConnectionsPerSource: with MaxConnsPerSource set, an
+// address that holds that many connections has its next one closed at
+// once, without a slot; other addresses are served meanwhile, and the
+// address is served again once one of its connections closes.
+func TestListenerBoundsConnectionsPerSource(t *testing.T) {
+	t.Parallel()
+	addr, accepted := serve(t, netlimit.Limits{MaxConns: 8, MaxConnsPerSource: 2})
+	from := func(local string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	a1, a2 := from("127.0.0.1"), from("127.0.0.1")
+	for i, c := range []net.Conn{a1, a2} {
+		if err := get(c, 10*time.Second); err != nil {
+			t.Fatalf("connection %d of 127.0.0.1: %v", i+1, err)
+		}
+	}
+	if err := get(from("127.0.0.1"), 10*time.Second); err == nil {
+		t.Fatal("a third connection of 127.0.0.1 was served with MaxConnsPerSource 2")
+	}
+	if err := get(from("127.0.0.2"), 10*time.Second); err != nil {
+		t.Fatalf("127.0.0.2 while 127.0.0.1 holds its share: %v", err)
+	}
+	_ = a1.Close()
+	waitUntil(t, "127.0.0.1 served again after one of its connections closed", func() bool {
+		return get(from("127.0.0.1"), 10*time.Second) == nil
+	})
+	if n := accepted.Load(); n < 4 {
+		t.Fatalf("%d connections reached the server, want at least 4", n)
+	}
+}
