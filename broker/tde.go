@@ -225,7 +225,12 @@ func (s *Service) authenticateTDE(ctx context.Context, token, ref string) (conte
 	principal, err := s.tdePrincipal(ctx, token)
 	if err != nil {
 		if rq := requestOf(ctx); rq != nil && errors.Is(err, ErrTDEToken) {
-			rq.deny(ErrTDEToken.Error())
+			reason := ErrTDEToken.Error()
+			if token == "" {
+				// The front passes no token for one over MaxTDETokenLen.
+				reason = fmt.Sprintf("no token (none sent, or one over %d bytes)", MaxTDETokenLen)
+			}
+			rq.deny(reason)
 			rq.mu.Lock()
 			rq.identified, rq.contexts = true, RequestContexts{KeyRef: ref}
 			rq.mu.Unlock()

@@ -278,7 +278,7 @@ func TestRefusalsAudited(t *testing.T) {
 			t.Errorf("%s: no audit line for request %s", c.name, id)
 		case line.Front != "vault" || line.Result != c.result || line.Principal != c.principal:
 			t.Errorf("%s: audit line front %q result %q principal %q; want vault, %s, %q", c.name, line.Front, line.Result, line.Principal, c.result, c.principal)
-		case c.principal == "" && (line.Decision != "deny" || !strings.HasPrefix(line.Reason, "unknown or revoked token")):
+		case c.principal == "" && (line.Decision != "deny" || !strings.HasPrefix(line.Reason, "no token (none sent")):
 			t.Errorf("%s: audit line %+v; want the denial of a request that proved no identity", c.name, *line)
 		}
 	}
