@@ -264,6 +264,9 @@ func goGetAttributeValue(h C.CK_SESSION_HANDLE, obj C.CK_OBJECT_HANDLE, t *C.CK_
 	if n > 4096 {
 		return C.CKR_ARGUMENTS_BAD
 	}
+	if r := mod.CheckObject(uint64(h), uint64(obj)); r != p11.CKR_OK {
+		return rv(r)
+	}
 	result := C.CK_RV(C.CKR_OK)
 	unavailable := C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
 	for i := C.CK_ULONG(0); i < n; i++ {

@@ -60,7 +60,12 @@ type cryptoOp struct {
 	parts      bool      // an Update was called
 	result     []byte    // computed, waiting for a big enough buffer
 	haveResult bool
-	raw        *rawOp
+	// resultSingle: the kept result is the one-call form's (C_Sign,
+	// C_Encrypt...), of the input whose SHA-256 is resultInput; otherwise
+	// a Final's.
+	resultSingle bool
+	resultInput  [sha256.Size]byte
+	raw          *rawOp
 }
 
 func (s *session) slot(kind int) **cryptoOp {
@@ -387,6 +392,13 @@ func (m *Module) update(h uint64, kind int, data []byte) uint64 {
 	}
 	defer op.run.Unlock()
 	defer s.mu.Unlock()
+	if op.haveResult {
+		// A result was computed (a length query) and waits for its
+		// buffer: more input would be dropped from it, so it is refused,
+		// and, as PKCS#11 has an Update's errors do, ends the operation.
+		*slot = nil
+		return CKR_OPERATION_ACTIVE
+	}
 	op.parts = true
 	if op.hash != nil {
 		op.hash.Write(data)
@@ -479,8 +491,8 @@ func (m *Module) cryptUpdate(h uint64, kind int, data []byte, out Out) ([]byte, 
 		return nil, 0, rv
 	}
 	if op.haveResult {
-		// A Final's result waits for its buffer: no more input.
-		return nil, 0, CKR_OPERATION_ACTIVE
+		// A result waits for its buffer: no more input (see update).
+		return end(CKR_OPERATION_ACTIVE)
 	}
 	if op.raw == nil || !op.raw.streams() {
 		if len(op.buf)+len(data) > MaxBuffered {
@@ -520,11 +532,31 @@ func (m *Module) finish(h uint64, kind int, data []byte, single bool, out Out) (
 	}
 	defer op.run.Unlock()
 	if op.haveResult {
-		res, rv := deliver(slot, op.result, out)
-		s.mu.Unlock()
-		return res, rv
+		switch {
+		case single != op.resultSingle:
+			// A Final's result, asked for its length, then the one-call
+			// form, or the reverse: the kept result is not of this call's
+			// input. Refused, and (as C_Sign and its kin end the operation
+			// on every error but a short buffer) ended.
+			*slot = nil
+			s.mu.Unlock()
+			return nil, CKR_OPERATION_ACTIVE
+		case single && sha256.Sum256(data) != op.resultInput:
+			// The one-call form again, with other input than its length
+			// query: the answer is this input's.
+			op.result, op.haveResult = nil, false
+			if op.hash != nil {
+				op.hash.Reset()
+			}
+		default:
+			res, rv := deliver(slot, op.result, out)
+			s.mu.Unlock()
+			return res, rv
+		}
 	}
 	if single && op.parts {
+		// The one-call form after an Update: refused and ended.
+		*slot = nil
 		s.mu.Unlock()
 		return nil, CKR_OPERATION_ACTIVE
 	}
@@ -553,6 +585,10 @@ func (m *Module) finish(h uint64, kind int, data []byte, single bool, out Out) (
 	if rv != CKR_OK {
 		*slot = nil
 		return nil, rv
+	}
+	if single && (out.Query || uint64(len(res)) > out.Cap) {
+		// Kept for the call that brings the buffer (deliver).
+		op.resultSingle, op.resultInput = true, sha256.Sum256(data)
 	}
 	return deliver(slot, res, out)
 }

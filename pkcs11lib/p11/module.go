@@ -436,8 +436,11 @@ func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
 	m.mu.Unlock()
 	if sealed == "" {
 		m.mu.Lock()
+		defer m.mu.Unlock()
+		if rv := m.stillOpenLocked(h, s); rv != CKR_OK {
+			return rv
+		}
 		t.loggedIn = true
-		m.mu.Unlock()
 		return CKR_OK
 	}
 	if len(pin) < minPINLen || len(pin) > maxPINLen {
@@ -464,14 +467,31 @@ func (m *Module) Login(h, userType uint64, pin []byte) uint64 {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if t.loggedIn || !m.initialized {
+	if rv := m.stillOpenLocked(h, s); rv != CKR_OK {
 		_ = cl.Close()
-		if !m.initialized {
-			return CKR_CRYPTOKI_NOT_INITIALIZED
-		}
+		return rv
+	}
+	if t.loggedIn {
+		_ = cl.Close()
 		return CKR_USER_ALREADY_LOGGED_IN
 	}
 	t.cl, t.loggedIn = cl, true
+	return CKR_OK
+}
+
+// stillOpenLocked reports whether session h, looked up as s before m.mu
+// was let go (C_Login opens the sealed key and dials without it), is still
+// open: closing a token's last session logs it out, so a login whose
+// session was closed meanwhile must not log the token in
+// (CKR_SESSION_CLOSED: "the session was closed during the execution of
+// the function"); after C_Finalize, CKR_CRYPTOKI_NOT_INITIALIZED.
+func (m *Module) stillOpenLocked(h uint64, s *session) uint64 {
+	if !m.initialized {
+		return CKR_CRYPTOKI_NOT_INITIALIZED
+	}
+	if m.sessions[h] != s {
+		return CKR_SESSION_CLOSED
+	}
 	return CKR_OK
 }
 

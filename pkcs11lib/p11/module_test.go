@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/client"
@@ -584,12 +585,22 @@ func TestRawAESAndDataObjects(t *testing.T) {
 			t.Fatalf("second update %#x: %#x", mech.Type, rv)
 		}
 		ct1 = append(ct1, part...)
-		if _, rv := f.m.Encrypt(h, tableKey, Out{Cap: 100}); rv != CKR_OPERATION_ACTIVE {
-			t.Fatalf("C_Encrypt after C_EncryptUpdate: %#x", rv)
-		}
 		ct2, rv := f.m.EncryptFinal(h, Out{Cap: 100})
 		if rv != CKR_OK || !bytes.Equal(append(ct1, ct2...), ct) {
 			t.Fatalf("multi-part %#x: %#x", mech.Type, rv)
+		}
+		// C_Encrypt after C_EncryptUpdate is refused, and, as PKCS#11
+		// has C_Encrypt do on every error but a short buffer, ends the
+		// operation.
+		_ = f.m.EncryptInit(h, mech, key)
+		if _, _, rv := f.m.EncryptUpdate(h, tableKey[:7], Out{Cap: 100}); rv != CKR_OK {
+			t.Fatal(rv)
+		}
+		if _, rv := f.m.Encrypt(h, tableKey, Out{Cap: 100}); rv != CKR_OPERATION_ACTIVE {
+			t.Fatalf("C_Encrypt after C_EncryptUpdate: %#x", rv)
+		}
+		if _, rv := f.m.EncryptFinal(h, Out{Cap: 100}); rv != CKR_OPERATION_NOT_INITIALIZED {
+			t.Fatalf("C_EncryptFinal after the refused C_Encrypt: %#x, want the operation ended", rv)
 		}
 	}
 	if _, rv := f.crypt(h, true, Mechanism{Type: CKM_AES_CBC, Param: iv}, key, tableKey[:31]); rv != CKR_DATA_LEN_RANGE {
@@ -736,5 +747,127 @@ func TestFinalizeDuringOpenSession(t *testing.T) {
 		if s.tok != f.m.tokens[0] {
 			t.Errorf("session %d belongs to a token C_Finalize closed", h)
 		}
+	}
+}
+
+// TestNoInputDroppedAfterAResult: once a result is computed (a length
+// query) and waits for its buffer, more input is refused, never dropped
+// from it: an Update, or the one-call form after a Final's length query,
+// gets CKR_OPERATION_ACTIVE and ends the operation, as does the one-call
+// form after an Update; the one-call form repeated with other input than
+// its length query answers for the new input.
+func TestNoInputDroppedAfterAResult(t *testing.T) {
+	f := newFixture(t, "")
+	f.createKey("ec", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	h := f.open()
+	priv := f.one(h, CKO_PRIVATE_KEY, "ec")
+	pub := f.pub("ec").(*ecdsa.PublicKey)
+	verifies := func(sig, msg []byte) bool {
+		d := sha256.Sum256(msg)
+		return len(sig) == 64 && ecdsa.Verify(pub, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+	}
+	mech := Mechanism{Type: CKM_ECDSA_SHA256}
+
+	// SignUpdate after SignFinal's length query.
+	_ = f.m.SignInit(h, mech, priv)
+	if rv := f.m.SignUpdate(h, []byte("hello ")); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if _, rv := f.m.SignFinal(h, Out{Query: true}); rv != CKR_OK {
+		t.Fatalf("SignFinal (length): %#x", rv)
+	}
+	if rv := f.m.SignUpdate(h, []byte("world")); rv != CKR_OPERATION_ACTIVE {
+		t.Fatalf("SignUpdate after SignFinal's length query: %#x, want CKR_OPERATION_ACTIVE", rv)
+	}
+	if _, rv := f.m.SignFinal(h, Out{Cap: 64}); rv != CKR_OPERATION_NOT_INITIALIZED {
+		t.Fatalf("SignFinal after the refused SignUpdate: %#x, want the operation ended", rv)
+	}
+
+	// C_Sign after SignFinal's length query, and after SignUpdate.
+	_ = f.m.SignInit(h, mech, priv)
+	if _, rv := f.m.SignFinal(h, Out{Query: true}); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if _, rv := f.m.Sign(h, []byte("hello world"), Out{Cap: 64}); rv != CKR_OPERATION_ACTIVE {
+		t.Fatalf("C_Sign after SignFinal's length query: %#x, want CKR_OPERATION_ACTIVE", rv)
+	}
+	if _, rv := f.m.SignFinal(h, Out{Cap: 64}); rv != CKR_OPERATION_NOT_INITIALIZED {
+		t.Fatalf("SignFinal after the refused C_Sign: %#x, want the operation ended", rv)
+	}
+	_ = f.m.SignInit(h, mech, priv)
+	_ = f.m.SignUpdate(h, []byte("hello "))
+	if _, rv := f.m.Sign(h, []byte("hello world"), Out{Cap: 64}); rv != CKR_OPERATION_ACTIVE {
+		t.Fatalf("C_Sign after SignUpdate: %#x, want CKR_OPERATION_ACTIVE", rv)
+	}
+	if _, rv := f.m.SignFinal(h, Out{Cap: 64}); rv != CKR_OPERATION_NOT_INITIALIZED {
+		t.Fatalf("SignFinal after C_Sign was refused: %#x, want the operation ended", rv)
+	}
+
+	// C_Sign's length query with one message, then the call with another:
+	// the signature is of the second.
+	_ = f.m.SignInit(h, mech, priv)
+	if _, rv := f.m.Sign(h, []byte("first"), Out{Query: true}); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	sig, rv := f.m.Sign(h, []byte("second"), Out{Cap: 64})
+	if rv != CKR_OK || !verifies(sig, []byte("second")) {
+		t.Fatalf("C_Sign with other input than its length query: %#x, signature of the second message %v", rv, verifies(sig, []byte("second")))
+	}
+	// And with the same message, the kept signature.
+	_ = f.m.SignInit(h, mech, priv)
+	kept, _ := f.m.Sign(h, []byte("same"), Out{Query: true})
+	sig, rv = f.m.Sign(h, []byte("same"), Out{Cap: 64})
+	if rv != CKR_OK || !bytes.Equal(sig, kept) || !verifies(sig, []byte("same")) {
+		t.Fatalf("C_Sign after its length query: %#x", rv)
+	}
+
+	// C_Encrypt after EncryptFinal's length query (raw AES, CBC_PAD).
+	key, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte("aes")}, {CKA_VALUE_LEN, ulong(32)}})
+	if rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	cbc := Mechanism{Type: CKM_AES_CBC_PAD, Param: bytes.Repeat([]byte{7}, 16)}
+	_ = f.m.EncryptInit(h, cbc, key)
+	if _, rv := f.m.EncryptFinal(h, Out{Query: true}); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if ct, rv := f.m.Encrypt(h, []byte("attack at dawn, attack!"), Out{Cap: 64}); rv != CKR_OPERATION_ACTIVE {
+		t.Fatalf("C_Encrypt after EncryptFinal's length query: %#x with %d bytes, want CKR_OPERATION_ACTIVE", rv, len(ct))
+	}
+	_ = f.m.EncryptInit(h, cbc, key)
+	if _, rv := f.m.EncryptFinal(h, Out{Query: true}); rv != CKR_OK {
+		t.Fatal(rv)
+	}
+	if _, _, rv := f.m.EncryptUpdate(h, []byte("more"), Out{Cap: 64}); rv != CKR_OPERATION_ACTIVE {
+		t.Fatalf("EncryptUpdate after EncryptFinal's length query: %#x, want CKR_OPERATION_ACTIVE", rv)
+	}
+	if _, rv := f.m.EncryptFinal(h, Out{Cap: 64}); rv != CKR_OPERATION_NOT_INITIALIZED {
+		t.Fatalf("EncryptFinal after the refused EncryptUpdate: %#x, want the operation ended", rv)
+	}
+}
+
+// TestLoginRacingTheLastClose: closing a token's last session logs it out,
+// also while a C_Login on that session is opening the sealed key: the
+// login fails with CKR_SESSION_CLOSED (unless it finished first), and a
+// session opened afterwards is not logged in.
+func TestLoginRacingTheLastClose(t *testing.T) {
+	f := newFixture(t, "1234-pin")
+	f.createKey("private", pb.KeySpec_KEY_SPEC_ECC_NIST_P256, pb.KeyUsage_KEY_USAGE_SIGN_VERIFY)
+	for round := range 3 {
+		h := f.open()
+		done := make(chan uint64)
+		go func() { done <- f.m.Login(h, CKU_USER, []byte("1234-pin")) }()
+		time.Sleep(5 * time.Millisecond) // into the sealed key's key derivation
+		if rv := f.m.CloseSession(h); rv != CKR_OK {
+			t.Fatal(rv)
+		}
+		if rv := <-done; rv != CKR_SESSION_CLOSED && rv != CKR_OK {
+			t.Fatalf("round %d: Login on a session closed meanwhile: %#x", round, rv)
+		}
+		h2 := f.open()
+		if got := f.find(h2); len(got) != 0 {
+			t.Fatalf("round %d: %d objects visible in a new session: the token stayed logged in after its last session closed", round, len(got))
+		}
+		_ = f.m.CloseSession(h2)
 	}
 }

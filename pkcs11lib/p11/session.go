@@ -219,6 +219,20 @@ func (m *Module) publicKey(o *object) (any, uint64) {
 	return pub, CKR_OK
 }
 
+// CheckObject is what C_GetAttributeValue answers for its session and
+// object before any attribute, so that a call with no attributes is
+// checked too: CKR_OK, or the error of a bad session or object.
+func (m *Module) CheckObject(h, obj uint64) uint64 {
+	s, rv := m.session(h)
+	if rv != CKR_OK {
+		return rv
+	}
+	if _, ok := m.object(s.tok, obj); !ok {
+		return CKR_OBJECT_HANDLE_INVALID
+	}
+	return CKR_OK
+}
+
 // GetAttribute is one attribute of C_GetAttributeValue: its value, or
 // CKR_ATTRIBUTE_SENSITIVE or CKR_ATTRIBUTE_TYPE_INVALID (the caller sets
 // that attribute's length to CK_UNAVAILABLE_INFORMATION and goes on).

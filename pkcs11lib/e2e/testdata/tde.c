@@ -147,6 +147,9 @@ static void bad(void) {
 	CK_BYTE buf[8];
 	CK_ATTRIBUTE a = {CKA_CLASS, buf, sizeof buf};
 	CHECK(p->C_GetAttributeValue(s, 424242, &a, 1), CKR_OBJECT_HANDLE_INVALID);
+	/* No attributes: the session and the object are still checked. */
+	CHECK(p->C_GetAttributeValue(s, 424242, NULL, 0), CKR_OBJECT_HANDLE_INVALID);
+	CHECK(p->C_GetAttributeValue(999999, 424242, NULL, 0), CKR_SESSION_HANDLE_INVALID);
 	CK_MECHANISM unknown = {0x7fff1234, NULL, 0};
 	CHECK(p->C_SignInit(s, &unknown, 424242), CKR_KEY_HANDLE_INVALID);
 	CHECK(p->C_Sign(s, buf, 8, NULL, NULL), CKR_ARGUMENTS_BAD);
@@ -257,6 +260,7 @@ int main(int argc, char **argv) {
 	 * library does not support. */
 	CK_INFO info;
 	CHECK(p->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_GetAttributeValue(1, 1, NULL, 0), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_DigestInit(1, NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_SeedRandom(1, NULL, 0), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_CancelFunction(1), CKR_CRYPTOKI_NOT_INITIALIZED);
