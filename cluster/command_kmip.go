@@ -401,25 +401,28 @@ func (s *State) KMIPActivationsDue(now time.Time) (due []string, next time.Time)
 // KMIPObjectIDs returns the ids of the KMIP objects match accepts, in id
 // order, skipping the first offset matches and returning at most limit
 // (0: no limit). It copies no object: a Locate needs only ids, and one
-// request may hold many Locates.
+// request may hold many Locates. The read lock is held for the matching
+// only; the matches are sorted after it is let go, so that a Locate over
+// MaxKMIPObjects objects holds back the writers (replicated changes) for
+// one pass over the map, not for a sort of every id.
 func (s *State) KMIPObjectIDs(match func(*KMIPObject) bool, offset, limit int) []string {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []string
-	for _, id := range sortedKeys(s.data.KMIP) {
-		if !match(s.data.KMIP[id]) {
-			continue
-		}
-		if offset > 0 {
-			offset--
-			continue
-		}
-		out = append(out, id)
-		if limit > 0 && len(out) == limit {
-			break
+	var ids []string
+	for id, o := range s.data.KMIP {
+		if match(o) {
+			ids = append(ids, id)
 		}
 	}
-	return out
+	s.mu.RUnlock()
+	if offset >= len(ids) {
+		return nil
+	}
+	slices.Sort(ids)
+	ids = ids[offset:]
+	if limit > 0 && len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return slices.Clip(ids)
 }
 
 // kmip hooks for Data's Clone, checkData and Digest.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -93,6 +94,36 @@ func TestKMIPObjectsFilterAndPage(t *testing.T) {
 	}
 	if got := a.f.State().KMIPObjectIDs(func(o *KMIPObject) bool { return o.ID == "d" }, 0, 0); len(got) != 1 {
 		t.Fatalf("filter: %v", got)
+	}
+	if ids := a.f.State().KMIPObjectIDs(all, 0, 0); strings.Join(ids, ",") != "a,b,c,d" {
+		t.Fatalf("no limit: %v", ids)
+	}
+	if ids := a.f.State().KMIPObjectIDs(all, 3, 5); strings.Join(ids, ",") != "d" {
+		t.Fatalf("offset 3 limit 5: %v", ids)
+	}
+	for _, off := range []int{4, 9} {
+		if ids := a.f.State().KMIPObjectIDs(all, off, 1); len(ids) != 0 {
+			t.Fatalf("offset %d: %v", off, ids)
+		}
+	}
+}
+
+// BenchmarkKMIPLocateFull is one Locate that matches every object of a
+// full KMIP store (MaxKMIPObjects) and returns the first page.
+func BenchmarkKMIPLocateFull(b *testing.B) {
+	f := NewFSM(nil, nil)
+	d := f.State().data
+	d.KMIP = make(map[string]*KMIPObject, MaxKMIPObjects)
+	for i := range MaxKMIPObjects {
+		o := testKMIPObject(fmt.Sprintf("%08x-obj", i*2654435761%(1<<32)), "k1")
+		d.KMIP[o.ID] = &o
+	}
+	all := func(*KMIPObject) bool { return true }
+	b.ResetTimer()
+	for b.Loop() {
+		if ids := f.State().KMIPObjectIDs(all, 0, 1000); len(ids) != 1000 {
+			b.Fatal(len(ids))
+		}
 	}
 }
 
