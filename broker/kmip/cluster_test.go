@@ -67,10 +67,7 @@ func TestThreeNodes(t *testing.T) {
 // Every KMIP request is one audit line of front kmip, with its principal,
 // action, result and the object it named; a refused one says why.
 func TestAudited(t *testing.T) {
-	c := hsmtest.NewEmptyCluster(t)
-	c.Audit = true
-	c.AddNode()
-	e := startKMIP(t, c, 0)
+	c, e := startAuditedKMIP(t)
 	v := version{1, 2}
 	u := e.dial(t, "app", authz.RoleUser)
 	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))))[0]
@@ -78,28 +75,11 @@ func TestAudited(t *testing.T) {
 	e.dial(t, "watcher", authz.RoleAuditor).fail(v, opGet, uid(id))
 	u.fail(v, 0x24, uid(id)) // MAC Verify: not served, still audited
 
-	f, err := os.Open(c.Nodes[0].AuditPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	type line struct {
-		Front, Principal, Operation, Result, Decision string
-		KeyRef                                        string `json:"key_ref"`
-		KeyID                                         string `json:"key_id"`
-	}
-	var got, intents []line
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l line
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case l.Front == "kmip" && l.Result == "INTENT":
+	var got, intents []auditLine
+	for _, l := range kmipAuditLines(t, c, 0) {
+		if l.Result == "INTENT" {
 			intents = append(intents, l) // a change is audited before it is proposed
-		case l.Front == "kmip":
+		} else {
 			got = append(got, l)
 		}
 	}
@@ -109,7 +89,7 @@ func TestAudited(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("%d KMIP audit lines: %+v", len(got), got)
 	}
-	want := []line{
+	want := []auditLine{
 		{"kmip", "app", "kmip:Register", "OK", "allow", id, ""},
 		{"kmip", "app", "kmip:Get", "OK", "allow", id, ""},
 		{"kmip", "watcher", "kmip:Get", "PermissionDenied", "deny", id, ""},
@@ -129,8 +109,19 @@ func TestAudited(t *testing.T) {
 
 // auditLine is one audit line of the KMIP front, as the tests read it.
 type auditLine struct {
-	Front, Principal, Operation, Result string
-	KeyRef                              string `json:"key_ref"`
+	Front, Principal, Operation, Result, Decision string
+	KeyRef                                        string `json:"key_ref"`
+	KeyID                                         string `json:"key_id"`
+}
+
+// startAuditedKMIP starts a one-node cluster that writes audit lines, and
+// the KMIP server of its node.
+func startAuditedKMIP(t *testing.T) (*hsmtest.Cluster, *env) {
+	t.Helper()
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	return c, startKMIP(t, c, 0)
 }
 
 // kmipAuditLines reads the KMIP front's audit lines of node i.
@@ -160,10 +151,7 @@ func kmipAuditLines(t *testing.T, c *hsmtest.Cluster, i int) []auditLine {
 // the ID Placeholder (after a Locate, a Register) is audited with that
 // object's id as key_ref, in its intent line and its result line alike.
 func TestPlaceholderItemsAuditTheirObject(t *testing.T) {
-	c := hsmtest.NewEmptyCluster(t)
-	c.Audit = true
-	c.AddNode()
-	e := startKMIP(t, c, 0)
+	c, e := startAuditedKMIP(t)
 	v := version{1, 4}
 	u := e.dial(t, "app", authz.RoleUser)
 	id := ids(u.do(v, opRegister, ttlv.Enum(tagObjectType, objectSymmetricKey),
