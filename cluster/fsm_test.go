@@ -287,6 +287,22 @@ func TestKeysPage(t *testing.T) {
 	}
 }
 
+// BenchmarkKeysPageFull is the first page of 1,000 of a state of 100,000
+// keys, as AWS ListKeys and the preloader ask for it.
+func BenchmarkKeysPageFull(b *testing.B) {
+	f := NewFSM(nil, nil)
+	d := f.State().data
+	for i := range 100000 {
+		k := symKey(fmt.Sprintf("%08x-key", uint32(i*2654435761)))
+		d.Keys[k.ID] = &k
+	}
+	for b.Loop() {
+		if page, _ := f.State().KeysPage("", 1000); len(page) != 1000 {
+			b.Fatal(len(page))
+		}
+	}
+}
+
 func TestDueForDeletion(t *testing.T) {
 	a := &fsmApplier{f: NewFSM(nil, nil)}
 	day := 24 * time.Hour
