@@ -402,12 +402,13 @@ func (s *State) KMIPActivationsDue(now time.Time) (due []string, next time.Time)
 // order, skipping the first offset matches and returning at most limit
 // (0: no limit). It copies no object: a Locate needs only ids, and one
 // request may hold many Locates. The read lock is held for the matching
-// only; the matches are sorted after it is let go, so that a Locate over
-// MaxKMIPObjects objects holds back the writers (replicated changes) for
-// one pass over the map, not for a sort of every id.
+// only; the page is picked in order after it is let go (firstSorted), so
+// that a Locate over MaxKMIPObjects objects holds back the writers
+// (replicated changes) for one pass over the map, not for a sort of every
+// id.
 func (s *State) KMIPObjectIDs(match func(*KMIPObject) bool, offset, limit int) []string {
 	s.mu.RLock()
-	var ids []string
+	ids := make([]string, 0, len(s.data.KMIP))
 	for id, o := range s.data.KMIP {
 		if match(o) {
 			ids = append(ids, id)
@@ -417,12 +418,12 @@ func (s *State) KMIPObjectIDs(match func(*KMIPObject) bool, offset, limit int) [
 	if offset >= len(ids) {
 		return nil
 	}
-	slices.Sort(ids)
-	ids = ids[offset:]
-	if limit > 0 && len(ids) > limit {
-		ids = ids[:limit]
+	if limit > 0 {
+		ids = firstSorted(ids, offset+limit)
+	} else {
+		ids = firstSorted(ids, 0)
 	}
-	return slices.Clip(ids)
+	return slices.Clip(ids[offset:])
 }
 
 // kmip hooks for Data's Clone, checkData and Digest.
