@@ -216,6 +216,11 @@ func Open(c Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
+	// Made private here, before raft would make it 0755 (and Open then
+	// narrow it with a warning meant for what older versions left).
+	if err := os.Mkdir(filepath.Join(cfg.DataDir, "snapshots"), privateDirMode); err != nil && !os.IsExist(err) {
+		return fail(fmt.Errorf("cluster: %w", err))
+	}
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hclogger.Named("snapshot"))
 	if err != nil {
 		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))

@@ -12,10 +12,11 @@ import (
 
 // Everything a node keeps under its data directory is private to the
 // daemon's user: directories 0700, files 0600. bbolt creates raft.db 0600;
-// raft's file snapshot store creates its directories 0755 and its files
-// (state.bin, meta.json) 0644, so privateSnapshots narrows them as soon as
-// they exist, before a byte of state is written, and Open narrows what an
-// older version left behind.
+// Open makes the snapshots directory 0700 before raft's file snapshot
+// store would make it 0755; the store makes each snapshot's directory 0755
+// and its files (state.bin, meta.json) 0644, so privateSnapshots narrows
+// them as soon as they exist, before a byte of state is written, and Open
+// narrows (with a warning) what an older version left behind.
 const (
 	privateDirMode  fs.FileMode = 0o700
 	privateFileMode fs.FileMode = 0o600

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,5 +63,29 @@ func TestDataDirPrivate(t *testing.T) {
 	// raft.db, the old and the new snapshot's state.bin and meta.json.
 	if files < 4 || snapshots < 2 || dirs < 3 {
 		t.Fatalf("walked %d files (%d snapshots) and %d directories; the snapshot was not taken", files, snapshots, dirs)
+	}
+}
+
+// TestFreshDataDirNeedsNoNarrowing: a node that makes its data directory
+// makes everything private to begin with, so the warning about narrowed
+// modes (meant for what older versions left) is not logged.
+func TestFreshDataDirNeedsNoNarrowing(t *testing.T) {
+	var lb logBuffer
+	cfg := testConfig(t, "solo", true)
+	cfg.Logger = slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	n := openNode(t, cfg)
+	if err := n.WaitForLeader(testContext(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, n, &CreateKey{Key: symKey("k1")})
+	if err := n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(lb.String(), "narrowed the mode") {
+		t.Fatalf("a fresh data directory was narrowed:\n%s", lb.String())
+	}
+	fi, err := os.Stat(filepath.Join(cfg.DataDir, "snapshots"))
+	if err != nil || fi.Mode().Perm() != privateDirMode {
+		t.Fatalf("snapshots: %v, %v", fi, err)
 	}
 }
