@@ -175,6 +175,13 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 	if err != nil {
 		return err
 	}
+	// Marked before the call: the leader adds this node to Raft before
+	// it answers, and its entries (configurations from before the
+	// admission among them) may be applied here while the domain key is
+	// still being imported; readiness must read those as catching up
+	// after a join, not as a removal. A join that fails leaves the mark,
+	// which matters only if the leader did add the node.
+	s.joinedAt.Store(time.Now().UnixNano())
 	resp, err := pb.NewClusterServiceClient(c).JoinCluster(ctx, req)
 	if err != nil {
 		// The leader refuses before it spends the token when it has lost
@@ -202,7 +209,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		}
 	}
 	s.log.Info("joined the cluster", "leader", resp.GetLeaderId())
-	s.joinedAt.Store(time.Now().UnixNano())
+	s.joinedAt.Store(time.Now().UnixNano()) // the minute counts from here
 	return s.node.WaitForLeader(ctx)
 }
 

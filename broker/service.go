@@ -99,9 +99,10 @@ type Service struct {
 	// here: the state is then at least as new as the cluster's was when
 	// the node started.
 	caughtUp atomic.Bool
-	// joinedAt is when this process joined the cluster (Daemon.Join, unix
-	// nanoseconds; 0 if it did not): for a while after, a configuration
-	// without this node is one from before its admission, not a removal.
+	// joinedAt is when this process asked to join the cluster, and again
+	// when its join completed (Daemon.Join, unix nanoseconds; 0 if it did
+	// not): for a while after, a configuration without this node is one
+	// from before its admission, not a removal.
 	joinedAt atomic.Int64
 	// recordRefresh is how often the nodes rewrite their records
 	// (DaemonConfig.HeartbeatRefresh, as NewDaemon set it): a record not

@@ -221,8 +221,17 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 	for _, n := range nodes {
 		member = member || n.ID == resp.GetNodeId()
 	}
-	if !member {
-		fmt.Fprintf(a.stdout, "Node %s is not a member of this cluster (removed?): its view below may be stale; ask a member with --addr.\n", resp.GetNodeId())
+	switch {
+	case member:
+	case len(nodes) == 0:
+		// A node joining has no configuration until the leader's first
+		// entries reach it.
+		fmt.Fprintf(a.stdout, "Node %s knows no members yet: it is joining, or holds no cluster state; ask a member with --addr.\n", resp.GetNodeId())
+	default:
+		// A node catching up after its join applies configurations from
+		// before its admission first; only a member can tell it apart
+		// from a removed node.
+		fmt.Fprintf(a.stdout, "Node %s is not in the cluster configuration it has applied: it is catching up after a join, or it was removed; its view below may be stale; ask a member with --addr.\n", resp.GetNodeId())
 	}
 	if resp.GetLeaderId() == "" {
 		for _, n := range nodes {

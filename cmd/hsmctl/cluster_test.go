@@ -45,6 +45,9 @@ type fakeCluster struct {
 	// hsmDown is the member whose HSM cannot be asked: its partition
 	// reports unavailable and no domain key.
 	hsmDown string
+	// joining is a node that has asked to join and holds no
+	// configuration yet: it knows no leader, no term and no members.
+	joining string
 	// backupFault makes Backup misbehave: "bad sum", "bad size", "no
 	// trailer", "flipped byte" or "broken stream".
 	backupFault string
@@ -135,6 +138,9 @@ func (m *fakeMember) GetClusterStatus(context.Context, *pb.GetClusterStatusReque
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	resp := &pb.GetClusterStatusResponse{LeaderId: c.leader, Term: 4, NodeId: m.id}
+	if m.id == c.joining {
+		return &pb.GetClusterStatusResponse{NodeId: m.id}, nil
+	}
 	for i, id := range c.ids {
 		if contains(c.removed, id) {
 			continue
@@ -426,8 +432,17 @@ func TestClusterRemoveAndTransfer(t *testing.T) {
 	// The removed node, asked directly, is not in the membership it
 	// reports: status says so rather than pass its view off as the
 	// cluster's.
-	if out := c.ok(c.flags(2), "cluster", "status", "--probe=false"); !strings.Contains(out, "Node node3 is not a member of this cluster (removed?)") {
+	if out := c.ok(c.flags(2), "cluster", "status", "--probe=false"); !strings.Contains(out, "Node node3 is not in the cluster configuration it has applied: it is catching up after a join, or it was removed") {
 		t.Errorf("status from a removed node:\n%s", out)
+	}
+	// A node that has just asked to join knows no members: status says
+	// it is joining, not that it was removed.
+	c.mu.Lock()
+	c.joining = "node3"
+	c.mu.Unlock()
+	if out := c.ok(c.flags(2), "cluster", "status", "--probe=false"); !strings.Contains(out, "Node node3 knows no members yet: it is joining") ||
+		strings.Contains(out, "removed") {
+		t.Errorf("status from a joining node:\n%s", out)
 	}
 	if r := c.run(c.flags(1), "cluster", "remove", "node1"); r.code != exitError || !strings.Contains(r.stderr, "node node1 is the leader and cannot remove itself") {
 		t.Errorf("remove the leader: %+v", r)
