@@ -241,6 +241,9 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 	st := s.node.Stats()
 	resp := &pb.GetClusterStatusResponse{LeaderId: st.LeaderID, Term: st.Term, NodeId: s.node.ID(),
 		DomainKeyCheck: s.node.State().DomainKeyCheck()}
+	if ok, reason := s.Healthy(); !ok {
+		resp.NotServingReason = reason
+	}
 	records := map[string]cluster.NodeInfo{}
 	for _, n := range s.node.State().Nodes() {
 		records[n.ID] = n

@@ -255,6 +255,15 @@ func TestRemovedNodeSaysSo(t *testing.T) {
 	if ok, reason := leader.Service.Ready(ctx); !ok {
 		t.Errorf("the leader after the removal: %s", reason)
 	}
+	// Its cluster status says so too (what hsmctl cluster status shows);
+	// a serving member's says nothing.
+	st, err := pb.NewClusterServiceClient(c.Dial(gone.Index, "admin")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	if err != nil || !strings.Contains(st.GetNotServingReason(), "removed from the cluster") {
+		t.Errorf("the removed node's status: %q, %v", st.GetNotServingReason(), err)
+	}
+	if st, err := admin.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{}); err != nil || st.GetNotServingReason() != "" {
+		t.Errorf("the leader's status: %q, %v", st.GetNotServingReason(), err)
+	}
 	// A cluster change an admin asks of the removed node, which passes it
 	// on to the leader, says the node was removed: not that the admin may
 	// not.

@@ -69,8 +69,12 @@ type nodeJSON struct {
 	Healthy bool   `json:"healthy"`
 	// Reachable says whether the member answered when asked directly
 	// (absent with --probe=false); Error says why it did not.
-	Reachable    *bool         `json:"reachable,omitempty"`
-	Error        string        `json:"error,omitempty"`
+	Reachable *bool  `json:"reachable,omitempty"`
+	Error     string `json:"error,omitempty"`
+	// NotServing is why the member, asked itself, does not serve now (its
+	// /readyz); known only of the answering broker and, with --probe, of
+	// every member that answered.
+	NotServing   string        `json:"notServing,omitempty"`
 	LastContact  string        `json:"lastContact,omitempty"`
 	AppliedIndex uint64        `json:"appliedIndex"`
 	CommitIndex  uint64        `json:"commitIndex"`
@@ -119,10 +123,15 @@ healthy. --probe=false shows the first broker's view alone, in which a
 member that has not rewritten its record for 30 s (three heartbeat
 refreshes) is not healthy.
 
-With -o json: {"leader": ID, "term": N, "answeredBy": ID, "nodes": [{"id",
+A broker that does not serve says why, as its /readyz does (catching up,
+checking its audit log, removed from the cluster...): below the table for
+a member, in the header for a broker outside the configuration it applied.
+
+With -o json: {"leader": ID, "term": N, "answeredBy": ID,
+"answeredByNotServing" (only when it does not serve), "nodes": [{"id",
 "grpcAddress", "raftAddress", "role" (leader, follower, candidate,
-non_voter, unknown), "healthy", "reachable", "error", "lastContact",
-"appliedIndex", "commitIndex", "partition": {...}}, ...]}.`,
+non_voter, unknown), "healthy", "reachable", "error", "notServing",
+"lastContact", "appliedIndex", "commitIndex", "partition": {...}}, ...]}.`,
 		Example: `  hsmctl cluster status
   hsmctl cluster status -o json | jq -r '.nodes[] | select(.healthy | not) | .id'`,
 		Args: noArgs,
@@ -138,14 +147,21 @@ non_voter, unknown), "healthy", "reachable", "error", "lastContact",
 			nodes := make([]nodeJSON, len(resp.GetNodes()))
 			for i, n := range resp.GetNodes() {
 				nodes[i] = nodeToJSON(n)
+				if n.GetId() == resp.GetNodeId() {
+					nodes[i].NotServing = resp.GetNotServingReason()
+				}
 			}
 			if probe {
 				a.probeMembers(resp.GetNodeId(), nodes)
 			}
 			if a.json() {
-				return printJSON(a.stdout, map[string]any{
+				out := map[string]any{
 					"leader": resp.GetLeaderId(), "term": resp.GetTerm(), "answeredBy": resp.GetNodeId(), "nodes": nodes,
-				})
+				}
+				if r := resp.GetNotServingReason(); r != "" {
+					out["answeredByNotServing"] = r
+				}
+				return printJSON(a.stdout, out)
 			}
 			return a.printClusterStatus(resp, nodes)
 		}),
@@ -209,8 +225,13 @@ func (a *app) probe(cfg client.Config, id, addr string) (nodeJSON, error) {
 	}
 	for _, n := range resp.GetNodes() {
 		if n.GetId() == id {
-			return nodeToJSON(n), nil
+			own := nodeToJSON(n)
+			own.NotServing = resp.GetNotServingReason()
+			return own, nil
 		}
+	}
+	if r := resp.GetNotServingReason(); r != "" {
+		return nodeJSON{}, fmt.Errorf("node %s does not count itself a member; it is not serving: %s", id, r)
 	}
 	return nodeJSON{}, fmt.Errorf("node %s does not count itself a member", id)
 }
@@ -221,12 +242,21 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 	for _, n := range nodes {
 		member = member || n.ID == resp.GetNodeId()
 	}
+	reason := resp.GetNotServingReason()
 	switch {
 	case member:
 	case len(nodes) == 0:
 		// A node joining has no configuration until the leader's first
 		// entries reach it.
-		fmt.Fprintf(a.stdout, "Node %s knows no members yet: it is joining, or holds no cluster state; ask a member with --addr.\n", resp.GetNodeId())
+		also := ""
+		if reason != "" {
+			also = "; it is not serving: " + reason
+		}
+		fmt.Fprintf(a.stdout, "Node %s knows no members yet: it is joining, or holds no cluster state%s; ask a member with --addr.\n", resp.GetNodeId(), also)
+	case reason != "":
+		// The node's own reading (it knows whether it joined a moment ago)
+		// rather than a guess from its view.
+		fmt.Fprintf(a.stdout, "Node %s is not in the cluster configuration it has applied and is not serving: %s. Its view below may be stale; ask a member with --addr.\n", resp.GetNodeId(), reason)
 	default:
 		// A node catching up after its join applies configurations from
 		// before its admission first; only a member can tell it apart
@@ -263,8 +293,11 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 		return err
 	}
 	for _, n := range nodes {
-		if n.Error != "" {
+		switch {
+		case n.Error != "":
 			fmt.Fprintf(a.stdout, "%s: %s\n", n.ID, n.Error)
+		case n.NotServing != "":
+			fmt.Fprintf(a.stdout, "%s is not serving: %s\n", n.ID, n.NotServing)
 		}
 	}
 	fmt.Fprintln(a.stdout)

@@ -48,6 +48,8 @@ type fakeCluster struct {
 	// joining is a node that has asked to join and holds no
 	// configuration yet: it knows no leader, no term and no members.
 	joining string
+	// notServing is what a member says of itself when it does not serve.
+	notServing map[string]string
 	// backupFault makes Backup misbehave: "bad sum", "bad size", "no
 	// trailer", "flipped byte" or "broken stream".
 	backupFault string
@@ -139,8 +141,9 @@ func (m *fakeMember) GetClusterStatus(context.Context, *pb.GetClusterStatusReque
 	defer c.mu.Unlock()
 	resp := &pb.GetClusterStatusResponse{LeaderId: c.leader, Term: 4, NodeId: m.id}
 	if m.id == c.joining {
-		return &pb.GetClusterStatusResponse{NodeId: m.id}, nil
+		return &pb.GetClusterStatusResponse{NodeId: m.id, NotServingReason: c.notServing[m.id]}, nil
 	}
+	resp.NotServingReason = c.notServing[m.id]
 	for i, id := range c.ids {
 		if contains(c.removed, id) {
 			continue
@@ -266,6 +269,7 @@ type statusJSON struct {
 		Healthy      bool   `json:"healthy"`
 		Reachable    *bool  `json:"reachable"`
 		Error        string `json:"error"`
+		NotServing   string `json:"notServing"`
 		AppliedIndex uint64 `json:"appliedIndex"`
 		LastContact  string `json:"lastContact"`
 		Partition    struct {
@@ -331,6 +335,22 @@ func TestClusterStatus(t *testing.T) {
 	}
 	c.mu.Lock()
 	c.hsmDown = ""
+	c.mu.Unlock()
+
+	// A member that does not serve says why, asked directly.
+	c.mu.Lock()
+	c.notServing = map[string]string{"node2": "checking the audit log against the cluster's checkpoints"}
+	c.mu.Unlock()
+	st = statusJSON{}
+	c.okJSON(&st, c.flags(0), "cluster", "status")
+	if st.Nodes[1].NotServing != "checking the audit log against the cluster's checkpoints" || st.Nodes[0].NotServing != "" {
+		t.Errorf("notServing: %+v", st.Nodes)
+	}
+	if out := c.ok(c.flags(0), "cluster", "status"); !strings.Contains(out, "\nnode2 is not serving: checking the audit log against the cluster's checkpoints\n") {
+		t.Errorf("text output does not say why node2 does not serve:\n%s", out)
+	}
+	c.mu.Lock()
+	c.notServing = nil
 	c.mu.Unlock()
 
 	// A member that is gone: its replicated record still says healthy, the
@@ -444,6 +464,24 @@ func TestClusterRemoveAndTransfer(t *testing.T) {
 		strings.Contains(out, "removed") {
 		t.Errorf("status from a joining node:\n%s", out)
 	}
+	// What the node says of itself replaces the guess: during a join, it
+	// knows it is catching up.
+	c.mu.Lock()
+	c.notServing = map[string]string{"node3": "catching up with the cluster after joining it"}
+	c.mu.Unlock()
+	if out := c.ok(c.flags(2), "cluster", "status", "--probe=false"); !strings.Contains(out, "Node node3 knows no members yet: it is joining, or holds no cluster state; it is not serving: catching up with the cluster after joining it;") {
+		t.Errorf("status from a joining node that says why it does not serve:\n%s", out)
+	}
+	c.mu.Lock()
+	c.joining = ""
+	c.mu.Unlock()
+	if out := c.ok(c.flags(2), "cluster", "status", "--probe=false"); !strings.Contains(out, "Node node3 is not in the cluster configuration it has applied and is not serving: catching up with the cluster after joining it.") ||
+		strings.Contains(out, "removed") {
+		t.Errorf("status from a node catching up after its join:\n%s", out)
+	}
+	c.mu.Lock()
+	c.notServing = nil
+	c.mu.Unlock()
 	if r := c.run(c.flags(1), "cluster", "remove", "node1"); r.code != exitError || !strings.Contains(r.stderr, "node node1 is the leader and cannot remove itself") {
 		t.Errorf("remove the leader: %+v", r)
 	}

@@ -79,8 +79,12 @@ type GetClusterStatusResponse struct {
 	// an HSM already holding a domain key holds the right one. It is not key
 	// material of any customer key.
 	DomainKeyCheck []byte `protobuf:"bytes,5,opt,name=domain_key_check,json=domainKeyCheck,proto3" json:"domain_key_check,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Why the answering node does not serve requests now, as its /readyz
+	// says (for example, that it is catching up after joining the cluster);
+	// empty while it serves.
+	NotServingReason string `protobuf:"bytes,6,opt,name=not_serving_reason,json=notServingReason,proto3" json:"not_serving_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -146,6 +150,13 @@ func (x *GetClusterStatusResponse) GetDomainKeyCheck() []byte {
 		return x.DomainKeyCheck
 	}
 	return nil
+}
+
+func (x *GetClusterStatusResponse) GetNotServingReason() string {
+	if x != nil {
+		return x.NotServingReason
+	}
+	return ""
 }
 
 // CreateJoinTokenRequest is the input of ClusterService.CreateJoinToken.
@@ -909,13 +920,14 @@ var File_hsmbroker_v1_cluster_service_proto protoreflect.FileDescriptor
 const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"\"hsmbroker/v1/cluster_service.proto\x12\fhsmbroker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ahsmbroker/v1/cluster.proto\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xbe\x01\n" +
+	"\x17GetClusterStatusRequest\"\xec\x01\n" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12.\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x18.hsmbroker.v1.NodeStatusR\x05nodes\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12(\n" +
-	"\x10domain_key_check\x18\x05 \x01(\fR\x0edomainKeyCheck\"E\n" +
+	"\x10domain_key_check\x18\x05 \x01(\fR\x0edomainKeyCheck\x12,\n" +
+	"\x12not_serving_reason\x18\x06 \x01(\tR\x10notServingReason\"E\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"l\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
