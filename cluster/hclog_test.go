@@ -105,13 +105,7 @@ func TestHCLogRepeatsLimited(t *testing.T) {
 // Each kind of raft line it logs gets through at most raftRepeatBurst times a
 // window, where before it logged a few lines per election.
 func TestCutOffNodeLogsBounded(t *testing.T) {
-	var lb logBuffer
-	cfg := testConfig(t, "node1", true)
-	cfg.Logger = slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	n := openNode(t, cfg)
-	if err := n.WaitForLeader(testContext(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	n, _, lb := openLoggedLeader(t, "node1")
 	// A closed loopback port: the second voter never answers, so the
 	// leader loses its majority and campaigns from then on.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -71,6 +71,20 @@ func openNode(t *testing.T, cfg Config) *Node {
 	return n
 }
 
+// openLoggedLeader opens a bootstrapped one-node cluster whose logs go to
+// the returned buffer, and waits for it to lead.
+func openLoggedLeader(t *testing.T, id string) (*Node, Config, *logBuffer) {
+	t.Helper()
+	lb := &logBuffer{}
+	cfg := testConfig(t, id, true)
+	cfg.Logger = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	n := openNode(t, cfg)
+	if err := n.WaitForLeader(testContext(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return n, cfg, lb
+}
+
 func testContext(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,13 +69,7 @@ func TestDataDirPrivate(t *testing.T) {
 // makes everything private to begin with, so the warning about narrowed
 // modes (meant for what older versions left) is not logged.
 func TestFreshDataDirNeedsNoNarrowing(t *testing.T) {
-	var lb logBuffer
-	cfg := testConfig(t, "solo", true)
-	cfg.Logger = slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	n := openNode(t, cfg)
-	if err := n.WaitForLeader(testContext(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	n, cfg, lb := openLoggedLeader(t, "solo")
 	mustApply(t, n, &CreateKey{Key: symKey("k1")})
 	if err := n.raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)
