@@ -95,6 +95,8 @@ bench: deps
 	$(GO) test -run '^$$' -bench Check -benchtime 2000x ./internal/strictjson
 	$(GO) test -run '^$$' -bench CreateKey -benchtime 1x ./broker
 	$(GO) test -run '^$$' -bench SnapshotEncode -benchtime 5x ./cluster
+	$(GO) test -run '^$$' -bench KeysPageFull -benchtime 20x ./cluster
+	$(GO) test -run '^$$' -bench KMIPLocateFull -benchtime 20x ./cluster
 	$(GO) test -run '^$$' -bench TDERead -benchtime 2000x ./broker/vault
 	$(GO) test -run '^$$' -bench KMIP -benchtime 2000x ./broker/kmip
 	$(GO) test -run '^$$' -bench 'Append|Encode' -benchtime 2x ./broker/audit
