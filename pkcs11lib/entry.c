@@ -127,7 +127,7 @@ CK_RV C_CloseAllSessions(CK_SLOT_ID slot) { GUARD(); return goCloseAllSessions(s
 
 CK_RV C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info) {
 	GUARD();
-	if (info == NULL) return CKR_ARGUMENTS_BAD;
+	if (info == NULL) return goArgumentsBad(h);
 	CK_SESSION_INFO v;
 	CK_RV rv = goGetSessionInfo(h, &v);
 	if (rv == CKR_OK) memcpy(info, &v, sizeof v);
@@ -136,7 +136,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info) {
 
 CK_RV C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG len) {
 	GUARD();
-	if (pin == NULL && len != 0) return CKR_ARGUMENTS_BAD;
+	if (pin == NULL && len != 0) return goArgumentsBad(h);
 	return goLogin(h, user, pin, len);
 }
 
@@ -144,7 +144,7 @@ CK_RV C_Logout(CK_SESSION_HANDLE h) { GUARD(); return goLogout(h); }
 
 CK_RV C_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR obj) {
 	GUARD();
-	if (obj == NULL || (tmpl == NULL && n != 0)) return CKR_ARGUMENTS_BAD;
+	if (obj == NULL || (tmpl == NULL && n != 0)) return goArgumentsBad(h);
 	CK_OBJECT_HANDLE o = 0;
 	CK_RV rv = goCreateObject(h, tmpl, n, &o);
 	if (rv == CKR_OK) hsmb_put_ulong(obj, o);
@@ -155,19 +155,19 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj) { GUARD(); retu
 
 CK_RV C_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n) {
 	GUARD();
-	if (tmpl == NULL && n != 0) return CKR_ARGUMENTS_BAD;
+	if (tmpl == NULL && n != 0) return goArgumentsBad(h);
 	return goGetAttributeValue(h, obj, tmpl, n);
 }
 
 CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n) {
 	GUARD();
-	if (tmpl == NULL && n != 0) return CKR_ARGUMENTS_BAD;
+	if (tmpl == NULL && n != 0) return goArgumentsBad(h);
 	return goFindObjectsInit(h, tmpl, n);
 }
 
 CK_RV C_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR objs, CK_ULONG max, CK_ULONG_PTR count) {
 	GUARD();
-	if (count == NULL || (objs == NULL && max != 0)) return CKR_ARGUMENTS_BAD;
+	if (count == NULL || (objs == NULL && max != 0)) return goArgumentsBad(h);
 	CK_ULONG n = 0;
 	CK_RV rv = goFindObjects(h, objs, max, &n);
 	if (rv == CKR_OK) hsmb_put_ulong(count, n);
@@ -192,7 +192,7 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE h) { GUARD(); return goFindObjectsFin
 
 CK_RV C_EncryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
 	GUARD();
-	if (mech == NULL) return CKR_ARGUMENTS_BAD;
+	if (mech == NULL) return goArgumentsBad(h);
 	return goOpInit(h, 2, mech, key);
 }
 CK_RV C_Encrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
@@ -212,7 +212,7 @@ CK_RV C_EncryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) 
 
 CK_RV C_DecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
 	GUARD();
-	if (mech == NULL) return CKR_ARGUMENTS_BAD;
+	if (mech == NULL) return goArgumentsBad(h);
 	return goOpInit(h, 3, mech, key);
 }
 CK_RV C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
@@ -232,7 +232,7 @@ CK_RV C_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) 
 
 CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
 	GUARD();
-	if (mech == NULL) return CKR_ARGUMENTS_BAD;
+	if (mech == NULL) return goArgumentsBad(h);
 	return goOpInit(h, 0, mech, key);
 }
 CK_RV C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
@@ -252,7 +252,7 @@ CK_RV C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
 
 CK_RV C_VerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
 	GUARD();
-	if (mech == NULL) return CKR_ARGUMENTS_BAD;
+	if (mech == NULL) return goArgumentsBad(h);
 	return goOpInit(h, 1, mech, key);
 }
 CK_RV C_Verify(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig, CK_ULONG siglen) {
@@ -273,7 +273,7 @@ CK_RV C_VerifyFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG siglen) {
 
 CK_RV C_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR key) {
 	GUARD();
-	if (mech == NULL || key == NULL || !IN_OK(tmpl, n)) return CKR_ARGUMENTS_BAD;
+	if (mech == NULL || key == NULL || !IN_OK(tmpl, n)) return goArgumentsBad(h);
 	CK_OBJECT_HANDLE k = 0;
 	CK_RV rv = goGenerateKey(h, mech, tmpl, n, &k);
 	if (rv == CKR_OK) hsmb_put_ulong(key, k);
@@ -283,7 +283,7 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR
 CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pubt, CK_ULONG pubn,
 		CK_ATTRIBUTE_PTR privt, CK_ULONG privn, CK_OBJECT_HANDLE_PTR pub, CK_OBJECT_HANDLE_PTR priv) {
 	GUARD();
-	if (mech == NULL || pub == NULL || priv == NULL || !IN_OK(pubt, pubn) || !IN_OK(privt, privn)) return CKR_ARGUMENTS_BAD;
+	if (mech == NULL || pub == NULL || priv == NULL || !IN_OK(pubt, pubn) || !IN_OK(privt, privn)) return goArgumentsBad(h);
 	CK_OBJECT_HANDLE a = 0, b = 0;
 	CK_RV rv = goGenerateKeyPair(h, mech, pubt, pubn, privt, privn, &a, &b);
 	if (rv == CKR_OK) { hsmb_put_ulong(pub, a); hsmb_put_ulong(priv, b); }
@@ -292,7 +292,7 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 
 CK_RV C_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len) {
 	GUARD();
-	if (!IN_OK(out, len)) return CKR_ARGUMENTS_BAD;
+	if (!IN_OK(out, len)) return goArgumentsBad(h);
 	return goGenerateRandom(h, out, len);
 }
 

@@ -261,11 +261,11 @@ func goDestroyObject(h C.CK_SESSION_HANDLE, obj C.CK_OBJECT_HANDLE) C.CK_RV {
 //
 //export goGetAttributeValue
 func goGetAttributeValue(h C.CK_SESSION_HANDLE, obj C.CK_OBJECT_HANDLE, t *C.CK_ATTRIBUTE, n C.CK_ULONG) C.CK_RV {
-	if n > 4096 {
-		return C.CKR_ARGUMENTS_BAD
-	}
 	if r := mod.CheckObject(uint64(h), uint64(obj)); r != p11.CKR_OK {
 		return rv(r)
+	}
+	if n > 4096 {
+		return C.CKR_ARGUMENTS_BAD
 	}
 	result := C.CK_RV(C.CKR_OK)
 	unavailable := C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
@@ -404,6 +404,14 @@ func goOpInit(h C.CK_SESSION_HANDLE, kind C.int, cm *C.CK_MECHANISM, key C.CK_OB
 // reached the operation, which PKCS#11 ends on any error but
 // CKR_BUFFER_TOO_SMALL.
 //
+// goArgumentsBad answers a call on session h that a NULL pointer
+// argument refused before Go saw it (Module.ArgumentsError).
+//
+//export goArgumentsBad
+func goArgumentsBad(h C.CK_SESSION_HANDLE) C.CK_RV {
+	return C.CK_RV(mod.ArgumentsError(uint64(h)))
+}
+
 //export goEndOp
 func goEndOp(h C.CK_SESSION_HANDLE, kind C.int, r C.CK_RV) C.CK_RV {
 	return C.CK_RV(mod.EndOperation(uint64(h), int(kind), uint64(r)))

@@ -367,7 +367,8 @@ func (m *Module) active(h uint64, kind int) (*session, **cryptoOp, uint64) {
 // EndOperation ends session h's active operation of kind (0 sign, 1
 // verify, 2 encrypt, 3 decrypt, as C_SignInit and its kin number them) and
 // returns rv: the error of a call refused before it reached the operation
-// (a NULL buffer, an input over MaxBuffered). PKCS#11 ends the operation on
+// (a NULL buffer, an input over MaxBuffered), or the session's error if
+// h names no open session (ArgumentsError). PKCS#11 ends the operation on
 // every error of C_Encrypt, C_EncryptUpdate and their kin other than
 // CKR_BUFFER_TOO_SMALL, so the next Init must not answer
 // CKR_OPERATION_ACTIVE.
@@ -376,8 +377,14 @@ func (m *Module) EndOperation(h uint64, kind int, rv uint64) uint64 {
 		return rv
 	}
 	s, slot, r := m.active(h, kind)
-	if r != CKR_OK {
+	switch r {
+	case CKR_OK:
+	case CKR_OPERATION_NOT_INITIALIZED:
 		return rv
+	default:
+		// The session's own error (invalid, closed, library not
+		// initialized) comes before the call's.
+		return r
 	}
 	*slot = nil
 	s.mu.Unlock()

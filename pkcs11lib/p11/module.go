@@ -407,6 +407,17 @@ func (m *Module) session(h uint64) (*session, uint64) {
 	return s, CKR_OK
 }
 
+// ArgumentsError is the answer to a call on session h with a bad pointer
+// argument: the session's own error if it has one (not initialized, an
+// invalid handle), which PKCS#11 puts before the arguments', else
+// CKR_ARGUMENTS_BAD.
+func (m *Module) ArgumentsError(h uint64) uint64 {
+	if _, rv := m.session(h); rv != CKR_OK {
+		return rv
+	}
+	return CKR_ARGUMENTS_BAD
+}
+
 // Login is C_Login. What the PIN protects: with a sealed client key
 // (HSMBROKER_PKCS11_KEY, as `hsmbrokerd dev` writes), the PIN is the key
 // that opens the client's private TLS key; without the PIN the library

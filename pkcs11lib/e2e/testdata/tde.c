@@ -150,6 +150,16 @@ static void bad(void) {
 	/* No attributes: the session and the object are still checked. */
 	CHECK(p->C_GetAttributeValue(s, 424242, NULL, 0), CKR_OBJECT_HANDLE_INVALID);
 	CHECK(p->C_GetAttributeValue(999999, 424242, NULL, 0), CKR_SESSION_HANDLE_INVALID);
+	/* A bad pointer on a session that is not open: the session's error
+	 * comes first. */
+	CHECK(p->C_GetAttributeValue(999999, 424242, NULL, 1), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_FindObjectsInit(999999, NULL, 1), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_FindObjects(999999, NULL, 1, NULL), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_GetSessionInfo(999999, NULL), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_SignInit(999999, NULL, 424242), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_Sign(999999, buf, 8, NULL, NULL), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_Encrypt(999999, NULL, 8, NULL, NULL), CKR_SESSION_HANDLE_INVALID);
+	CHECK(p->C_GenerateRandom(999999, NULL, 8), CKR_SESSION_HANDLE_INVALID);
 	CK_MECHANISM unknown = {0x7fff1234, NULL, 0};
 	CHECK(p->C_SignInit(s, &unknown, 424242), CKR_KEY_HANDLE_INVALID);
 	CHECK(p->C_Sign(s, buf, 8, NULL, NULL), CKR_ARGUMENTS_BAD);
@@ -261,6 +271,8 @@ int main(int argc, char **argv) {
 	CK_INFO info;
 	CHECK(p->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_GetAttributeValue(1, 1, NULL, 0), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_GetAttributeValue(1, 1, NULL, 1), CKR_CRYPTOKI_NOT_INITIALIZED);
+	CHECK(p->C_Sign(1, NULL, 8, NULL, NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_DigestInit(1, NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_SeedRandom(1, NULL, 0), CKR_CRYPTOKI_NOT_INITIALIZED);
 	CHECK(p->C_CancelFunction(1), CKR_CRYPTOKI_NOT_INITIALIZED);
