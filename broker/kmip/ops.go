@@ -88,8 +88,8 @@ func (s *Server) handleItem(ctx context.Context, cert *x509.Certificate, peer st
 		if u, ok := payload.Child(tagUniqueIdentifier); ok && u.Type == ttlv.TypeTextString {
 			auditID = u.Text()
 		}
-		if len(auditID) > 256 {
-			auditID = auditID[:256]
+		if len(auditID) > maxUniqueIDLen {
+			auditID = auditID[:maxUniqueIDLen]
 		}
 	}
 	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: h.action, RequestID: newRequestID(), Peer: peer})
@@ -236,11 +236,16 @@ func resolveObjectID(p ttlv.Item, env *batchEnv) (string, error) {
 		}
 		return env.placeholder, nil
 	}
-	if u.Type != ttlv.TypeTextString || len(u.Bytes) == 0 || len(u.Bytes) > 256 {
-		return "", invalidField("Unique Identifier must be a Text String of 1 to 256 bytes")
+	if u.Type != ttlv.TypeTextString || len(u.Bytes) == 0 || len(u.Bytes) > maxUniqueIDLen {
+		return "", invalidField("Unique Identifier must be a Text String of 1 to %d bytes", maxUniqueIDLen)
 	}
 	return u.Text(), nil
 }
+
+// maxUniqueIDLen bounds a Unique Identifier a request names, in bytes;
+// the room kept for a change's answer counts identifiers this long
+// (maxChangeAnswer).
+const maxUniqueIDLen = 256
 
 func idPayload(id string) ttlv.Item {
 	return ttlv.Struct(tagResponsePayload, ttlv.Text(tagUniqueIdentifier, id))

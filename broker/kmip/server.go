@@ -497,16 +497,16 @@ var (
 	}()
 	// maxChangeAnswer is the largest answer of a change but a 1.x Add or
 	// Modify Attribute: around its payload (itemOverhead), an Object Type
-	// and two identifiers of up to 256 bytes (Create's type and id, Create
+	// and two identifiers of maxUniqueIDLen bytes (Create's type and id, Create
 	// Key Pair's two ids, or the one id of the others).
 	maxChangeAnswer = itemOverhead + ttlv.Struct(tagResponsePayload, ttlv.Enum(tagObjectType, 0),
-		ttlv.Text(tagUniqueIdentifier, strings.Repeat("i", 256)), ttlv.Text(tagUniqueIdentifier, strings.Repeat("i", 256))).Size()
+		ttlv.Text(tagUniqueIdentifier, strings.Repeat("i", maxUniqueIDLen)), ttlv.Text(tagUniqueIdentifier, strings.Repeat("i", maxUniqueIDLen))).Size()
 	// maxAttrChangeAnswer is the largest answer of a 1.x Add or Modify
 	// Attribute, which echoes the attribute: the id and the largest
 	// attribute a client may set, a custom one with a name and a value as
 	// long as the replicated state allows (a Name or Object Group is
 	// smaller).
-	maxAttrChangeAnswer = itemOverhead + idPayload(strings.Repeat("i", 256)).Size() +
+	maxAttrChangeAnswer = itemOverhead + idPayload(strings.Repeat("i", maxUniqueIDLen)).Size() +
 		encodedAttrSize(version{1, 4}, attrValue{name: strings.Repeat("x", cluster.MaxKMIPTextLen),
 			value: ttlv.Text(tagAttributeValue, strings.Repeat("v", cluster.MaxKMIPCustomValue))})
 )
