@@ -418,12 +418,11 @@ func (s *State) KMIPObjectIDs(match func(*KMIPObject) bool, offset, limit int) [
 	if offset >= len(ids) {
 		return nil
 	}
+	k := 0 // every match, sorted
 	if limit > 0 {
-		ids = firstSorted(ids, offset+limit)
-	} else {
-		ids = firstSorted(ids, 0)
+		k = offset + limit
 	}
-	return slices.Clip(ids[offset:])
+	return slices.Clip(firstSorted(ids, k)[offset:])
 }
 
 // kmip hooks for Data's Clone, checkData and Digest.
