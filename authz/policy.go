@@ -161,8 +161,15 @@ func ParsePolicy(doc string) (*Policy, error) {
 	if err := strictjson.Check([]byte(doc), &raw); err != nil {
 		return nil, fmt.Errorf("the key policy cannot be read one way: %w", err)
 	}
-	if err := json.Unmarshal([]byte(doc), &raw); err != nil {
-		return nil, errors.New("the key policy is not a JSON object")
+	// A member the evaluator does not read is refused, as in a statement:
+	// a misspelt "Statements" could hold a Deny that would never apply.
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, policyDecodeError(err)
+	}
+	if raw.Version != "" && raw.Version != "2012-10-17" && raw.Version != "2008-10-17" {
+		return nil, fmt.Errorf("the Version must be 2012-10-17 (or 2008-10-17), not %.64q", raw.Version)
 	}
 	body := bytes.TrimSpace(raw.Statement)
 	var stmts []json.RawMessage
@@ -488,6 +495,18 @@ func glob(pattern, s string) bool {
 		p++
 	}
 	return p == len(pattern)
+}
+
+// policyDecodeError is statementDecodeError for the document's top level.
+func policyDecodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("the member %s has the wrong type (%s)", te.Field, te.Value)
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("%.80s is not a key policy member; a key policy has Version, Id and Statement", name)
+	}
+	return errors.New("the key policy is not a JSON object")
 }
 
 // statementDecodeError says in a policy's own terms why a statement does

@@ -15,6 +15,10 @@ func TestParsePolicyRefuses(t *testing.T) {
 	tests := []struct{ name, doc, mention string }{
 		{"not json", `nope`, "JSON"},
 		{"no statement", `{"Version":"2012-10-17"}`, "Statement"},
+		{"misspelt statement member", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"},"Statements":{"Effect":"Deny","Principal":"*","Action":"kms:Decrypt"}}`, `"Statements" is not a key policy member`},
+		{"top-level condition", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"},"Condition":{}}`, "Condition"},
+		{"unknown version", `{"Version":"2008-10-17x","Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "2008-10-17x"},
+		{"id not a string", `{"Id":{"x":1},"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}}`, "the member Id has the wrong type"},
 		{"bad effect", `{"Statement":{"Effect":"Maybe","Principal":"*","Action":"kms:*"}}`, "Effect"},
 		{"no principal", `{"Statement":{"Effect":"Allow","Action":"kms:*"}}`, "Principal"},
 		{"service principal", `{"Statement":{"Effect":"Allow","Principal":{"Service":"x"},"Action":"kms:*"}}`, "Service"},
@@ -59,6 +63,21 @@ func TestParsePolicyRefuses(t *testing.T) {
 				t.Fatalf("CheckPolicy = %v, want a *PolicyError", err)
 			}
 		})
+	}
+}
+
+// TestParsePolicyTopLevel: the members a key policy may have at its top
+// level are read; the others are refused (TestParsePolicyRefuses).
+func TestParsePolicyTopLevel(t *testing.T) {
+	const stmt = `"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*"}`
+	for _, doc := range []string{
+		`{` + stmt + `}`,
+		`{"Version":"2012-10-17",` + stmt + `}`,
+		`{"Version":"2008-10-17","Id":"key-default-1",` + stmt + `}`,
+	} {
+		if _, err := ParsePolicy(doc); err != nil {
+			t.Errorf("ParsePolicy(%s) = %v", doc, err)
+		}
 	}
 }
 
