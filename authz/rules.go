@@ -78,13 +78,15 @@ var rules = func() map[string]Rule {
 		"kms:UntagResource":        manageRule,
 		"kms:CreateAlias":          manageRule,
 		"kms:UpdateAlias":          manageRule,
-		"kms:CreateGrant":          manageRule,
-		"kms:RevokeGrant":          manageRule,
-		// Admins only, whatever a key's policy says: making keys, deleting
-		// aliases (which names no key to check), and putting a key's policy,
-		// so that no policy can lock a key away from every admin.
+		// Deleting an alias is decided by the policy of the key it names,
+		// as moving one is by the policies of both keys.
+		"kms:DeleteAlias": manageRule,
+		"kms:CreateGrant": manageRule,
+		"kms:RevokeGrant": manageRule,
+		// Admins only, whatever a key's policy says: making keys and putting
+		// a key's policy, so that no policy can lock a key away from every
+		// admin.
 		"kms:CreateKey":    adminRule,
-		"kms:DeleteAlias":  adminRule,
 		"kms:PutKeyPolicy": adminRule,
 		// Listing key ids and alias names: anyone with a role, as AWS lets
 		// any principal of the account list them.

@@ -27,7 +27,7 @@ func TestRuleTable(t *testing.T) {
 		{"kms:CreateGrant", []Access{p, no, no, no, no, no, no}},
 		{"kms:CreateKey", []Access{r, no, no, no, no, no, no}},
 		{"kms:PutKeyPolicy", []Access{r, no, no, no, no, no, no}},
-		{"kms:DeleteAlias", []Access{r, no, no, no, no, no, no}},
+		{"kms:DeleteAlias", []Access{p, no, no, no, no, no, no}},
 		{"kms:ListKeys", []Access{r, r, r, no, no, no, no}},
 		{"kms:GetKeyPolicy", []Access{r, no, r, no, no, no, no}},
 		{"kms:RetireGrant", []Access{r, r, no, no, no, no, no}},

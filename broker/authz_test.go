@@ -918,3 +918,45 @@ func TestPrincipalNamesAreCheckedWhereMade(t *testing.T) {
 		t.Fatalf("deleting its record: %v", err)
 	}
 }
+
+// TestAliasChangesCheckTheAliasKey: moving or deleting an alias needs the
+// action on the key the alias names now, not only on a new target, as in
+// AWS KMS. Else an admin that k2's policy refuses could point k2's alias,
+// which k2's users encrypt under, at a key of their own.
+func TestAliasChangesCheckTheAliasKey(t *testing.T) {
+	e := newSecureEnv(t, nil)
+	ctx := ctxT(t)
+	admin1 := e.as("admin1", authz.RoleAdmin)
+	admin2 := e.as("admin2", authz.RoleAdmin)
+	k2 := e.createKey(admin1, "alias/k2", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	mine := e.createKey(admin2, "alias/mine", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	if _, err := admin1.keys.PutKeyPolicy(ctx, &pb.PutKeyPolicyRequest{KeyId: k2, Policy: `{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Principal":{"AWS":"admin1"},"Action":"kms:*","Resource":"*"}]}`}); err != nil {
+		t.Fatal(err)
+	}
+	target := func() string {
+		t.Helper()
+		resp, err := admin1.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: "alias/k2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetKeyMetadata().GetKeyId()
+	}
+	_, err := admin2.keys.UpdateAlias(ctx, &pb.UpdateAliasRequest{AliasName: "alias/k2", TargetKeyId: mine})
+	wantErr(t, err, codes.PermissionDenied, broker.ExcAccessDenied, "admin2", k2)
+	_, err = admin2.keys.DeleteAlias(ctx, &pb.DeleteAliasRequest{AliasName: "alias/k2"})
+	wantErr(t, err, codes.PermissionDenied, broker.ExcAccessDenied, "admin2", k2)
+	if got := target(); got != k2 {
+		t.Fatalf("alias/k2 names %s after refused changes, want %s", got, k2)
+	}
+	// admin1 may change both keys: the move and the deletion go through.
+	if _, err := admin1.keys.UpdateAlias(ctx, &pb.UpdateAliasRequest{AliasName: "alias/k2", TargetKeyId: mine}); err != nil {
+		t.Fatalf("UpdateAlias by admin1: %v", err)
+	}
+	if got := target(); got != mine {
+		t.Fatalf("alias/k2 names %s, want %s", got, mine)
+	}
+	if _, err := admin1.keys.DeleteAlias(ctx, &pb.DeleteAliasRequest{AliasName: "alias/k2"}); err != nil {
+		t.Fatalf("DeleteAlias by admin1: %v", err)
+	}
+}

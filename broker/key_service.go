@@ -433,7 +433,13 @@ func (s *Service) UpdateAlias(ctx context.Context, req *pb.UpdateAliasRequest) (
 	if !exists {
 		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
 	}
-	if old, ok := s.node.State().Key(cur); ok && (old.Usage != k.Usage || old.Spec.Family() != k.Spec.Family()) {
+	// Moving an alias changes what its current key's users reach, so the
+	// caller needs kms:UpdateAlias on that key too, as in AWS KMS.
+	old, ok, err := s.keyByID(ctx, cur)
+	if err != nil {
+		return nil, err
+	}
+	if ok && (old.Usage != k.Usage || old.Spec.Family() != k.Spec.Family()) {
 		return nil, &keys.FieldError{Field: "TargetKeyId", Problem: fmt.Sprintf(
 			"key %s (%s, %s) is not the same type and usage as the alias's current key (%s, %s)", k.ID, k.Spec, k.Usage, old.Spec, old.Usage)}
 	}
@@ -448,8 +454,15 @@ func (s *Service) DeleteAlias(ctx context.Context, req *pb.DeleteAliasRequest) (
 	if err := keys.ValidateAliasName(req.GetAliasName()); err != nil {
 		return nil, err
 	}
-	if _, exists := s.node.State().ResolveAlias(req.GetAliasName()); !exists {
+	cur, exists := s.node.State().ResolveAlias(req.GetAliasName())
+	if !exists {
 		return nil, errNotFound("alias %s does not exist", req.GetAliasName())
+	}
+	// The caller needs kms:DeleteAlias on the alias's key, as in AWS KMS:
+	// else an admin a key's policy refuses could take its alias away and
+	// name another key with it.
+	if _, _, err := s.keyByID(ctx, cur); err != nil {
+		return nil, err
 	}
 	_, err := s.apply(ctx, &cluster.DeleteAlias{Name: req.GetAliasName()})
 	return &pb.DeleteAliasResponse{}, err
