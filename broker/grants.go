@@ -201,8 +201,8 @@ func checkPrincipalName(field, p string, required bool) error {
 		return &keys.FieldError{Field: field, Problem: "is required"}
 	case len(p) > 256:
 		return &keys.FieldError{Field: field, Problem: "must be at most 256 characters"}
-	case strings.ContainsFunc(p, keys.IsControl):
-		return &keys.FieldError{Field: field, Problem: "must not contain control characters"}
+	case strings.ContainsFunc(p, keys.IsDisplayControl):
+		return &keys.FieldError{Field: field, Problem: "must not contain control characters or bidirectional formatting characters"}
 	}
 	return nil
 }

@@ -268,21 +268,43 @@ func ValidateDescription(s string) error {
 	return nil
 }
 
-// controlProblem names the first control character of s, "" if none.
-// Descriptions and tags are printed by hsmctl on terminals, where a control
-// character (an escape sequence, a carriage return) could rewrite what an
+// controlProblem names the first character of s that IsDisplayControl
+// refuses, "" if none. Descriptions and tags are printed by hsmctl on
+// terminals, where such a character (an escape sequence, a carriage
+// return, a right-to-left override) could rewrite or reorder what an
 // operator sees, so they are refused, where AWS accepts them.
 func controlProblem(s string) string {
-	if i := strings.IndexFunc(s, IsControl); i >= 0 {
-		return fmt.Sprintf("must not contain control characters (U+%04X); descriptions and tags are shown on terminals", s[i])
+	if i := strings.IndexFunc(s, IsDisplayControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return fmt.Sprintf("must not contain control characters or bidirectional formatting characters (U+%04X); descriptions and tags are shown on terminals", r)
 	}
 	return ""
 }
 
-// IsControl reports whether r is an ASCII control character (C0 or DEL),
-// which the names and texts of keys, tags, grants and principals may not
-// hold: they are printed on terminals and in logs.
+// IsControl reports whether r is an ASCII control character (C0 or DEL).
+// It is the replicated state's own check on the names and texts of keys,
+// tags, grants and principals (cluster.checkText), and stays as it is so
+// that log entries written by earlier versions apply the same way; the
+// fronts refuse more (IsDisplayControl).
 func IsControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// IsDisplayControl reports whether r changes how the text around it is
+// shown instead of being shown itself: a control character (C0, DEL, or
+// C1, U+0080 to U+009F, of which terminals read U+009B as the start of an
+// escape sequence) or a bidirectional formatting character (U+061C,
+// U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069), which can show
+// text in another order than it is stored. Requests are refused with one
+// in a description, a tag or a grant's principal; hsmctl escapes them in
+// what it prints.
+func IsDisplayControl(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
+}
 
 // ValidateTags checks the tags of CreateKey and TagResource: at most MaxTags,
 // keys of 1 to 128 characters not starting with "aws:" (in any case, as the

@@ -209,6 +209,11 @@ func TestValidateDescription(t *testing.T) {
 		{"multi-byte too long", strings.Repeat("é", 8193), true},
 		{"newline", "line1\nline2", true},
 		{"escape sequence", "\x1b[2Jgone", true},
+		{"C1 escape sequence", "safe\u009b2J", true},
+		{"right-to-left override", "EVIL\u202egnp.exe", true},
+		{"isolate", "a\u2066b\u2069", true},
+		{"right-to-left text", "מפתח תשלומים", false},
+		{"zero-width joiner", "👩\u200d💻", false},
 		{"invalid UTF-8", "a\xffb", true},
 	}
 	for _, tt := range tests {
@@ -256,6 +261,8 @@ func TestValidateTags(t *testing.T) {
 		{"invalid value", map[string]string{"k": "\xff"}, true},
 		{"control character in a key", map[string]string{"k\tx": "v"}, true},
 		{"control character in a value", map[string]string{"k": "a\rb"}, true},
+		{"C1 control character in a value", map[string]string{"k": "a\u009bb"}, true},
+		{"bidirectional override in a key", map[string]string{"k\u202e": "v"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,6 +273,25 @@ func TestValidateTags(t *testing.T) {
 				checkErr(t, err, nil, "")
 			}
 		})
+	}
+}
+
+// TestControlProblemNamesTheCharacter: the message names the character
+// refused, not the first byte of its encoding.
+func TestControlProblemNamesTheCharacter(t *testing.T) {
+	err := ValidateDescription("safe\u009b2J")
+	if err == nil || !strings.Contains(err.Error(), "U+009B") {
+		t.Fatalf("ValidateDescription = %v, want it to name U+009B", err)
+	}
+	for _, r := range []rune{'a', 'é', '\u200d', '\u00a0'} {
+		if IsDisplayControl(r) {
+			t.Errorf("IsDisplayControl(%U) = true", r)
+		}
+	}
+	for _, r := range []rune{0, '\t', 0x7f, 0x80, 0x9b, 0x9f, 0x061c, 0x200e, 0x200f, 0x202a, 0x202e, 0x2066, 0x2069} {
+		if !IsDisplayControl(r) {
+			t.Errorf("IsDisplayControl(%U) = false", r)
+		}
 	}
 }
 

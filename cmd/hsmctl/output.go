@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,10 +32,32 @@ func fields(w io.Writer, pairs ...string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		if pairs[i+1] != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", pairs[i], pairs[i+1])
+			fmt.Fprintf(tw, "%s:\t%s\n", pairs[i], shown(pairs[i+1]))
 		}
 	}
 	return tw.Flush()
+}
+
+// shown is s as text output prints it: a character that would act on the
+// terminal instead of being shown (keys.IsDisplayControl: an escape
+// sequence, a carriage return, a right-to-left override) is printed as its
+// Go escape. The broker refuses such characters in descriptions and tags,
+// but a value stored by an earlier version, or sent by another broker, may
+// hold one.
+func shown(s string) string {
+	if !strings.ContainsFunc(s, keys.IsDisplayControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if keys.IsDisplayControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // table prints a header row and rows in aligned columns.
@@ -42,7 +65,11 @@ func table(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = shown(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
