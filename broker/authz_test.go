@@ -960,3 +960,41 @@ func TestAliasChangesCheckTheAliasKey(t *testing.T) {
 		t.Fatalf("DeleteAlias by admin1: %v", err)
 	}
 }
+
+// TestLongFieldsBoundedInErrors: a field the caller may make as long as a
+// message is refused as InvalidArgument naming the field, and the error
+// quotes at most a bounded prefix of it, for the fields that once echoed
+// all of it (CreateGrant's Operations, RemoveNode's and
+// TransferLeadership's NodeId). ListGrants's filters are checked as the
+// same fields are where they name something to act on.
+func TestLongFieldsBoundedInErrors(t *testing.T) {
+	e := newSecureEnv(t, nil)
+	ctx := ctxT(t)
+	admin := e.as("admin", authz.RoleAdmin)
+	key := e.createKey(admin, "alias/long", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	long := strings.Repeat("n", 200_000)
+	bounded := func(name string, err error, mentions ...string) {
+		t.Helper()
+		wantErr(t, err, codes.InvalidArgument, "", mentions...)
+		if n := len(status.Convert(err).Message()); n > 1024 {
+			t.Errorf("%s: the error is %d bytes long", name, n)
+		}
+	}
+	_, err := admin.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: key, GranteePrincipal: "bob", Operations: []string{long}})
+	bounded("CreateGrant", err, "Operations")
+	_, err = admin.clus.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: long})
+	bounded("RemoveNode", err, "NodeId")
+	_, err = admin.clus.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: long})
+	bounded("TransferLeadership", err, "NodeId")
+	_, err = admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, GrantId: "xyz"})
+	bounded("ListGrants GrantId", err, "GrantId")
+	_, err = admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, GrantId: long})
+	bounded("ListGrants long GrantId", err, "GrantId")
+	_, err = admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, GranteePrincipal: long})
+	bounded("ListGrants GranteePrincipal", err, "GranteePrincipal")
+	_, err = admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, GranteePrincipal: "a\x00b"})
+	bounded("ListGrants GranteePrincipal control", err, "GranteePrincipal")
+	if _, err := admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, GranteePrincipal: "bob"}); err != nil {
+		t.Fatalf("ListGrants with a valid filter: %v", err)
+	}
+}

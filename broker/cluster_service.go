@@ -290,6 +290,11 @@ func (s *Service) recordHealthy(rec cluster.NodeInfo) bool {
 // TransferLeadership hands leadership to another voter (any, when no
 // node is named).
 func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if id := req.GetNodeId(); id != "" {
+		if err := checkNodeID(id); err != nil {
+			return nil, err
+		}
+	}
 	if !s.node.IsLeader() {
 		lc, leader, err := s.leaderClient(ctx)
 		if err != nil {

@@ -103,7 +103,7 @@ func (s *Service) CreateGrant(ctx context.Context, in CreateGrantRequest) (clust
 			return cluster.Grant{}, errUnsupported("grants for %s are not supported by this key service", op)
 		}
 		if !ok {
-			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%q is not an operation a grant can give (%s)", op, strings.Join(slices.Sorted(maps.Keys(grantOperations)), ", "))}
+			return cluster.Grant{}, &keys.FieldError{Field: "Operations", Problem: fmt.Sprintf("%.64q is not an operation a grant can give (%s)", op, strings.Join(slices.Sorted(maps.Keys(grantOperations)), ", "))}
 		}
 		allTakeContext = allTakeContext && gop.takesContext
 	}
@@ -237,6 +237,17 @@ func (s *Service) ListGrants(ctx context.Context, req ListGrantsRequest) (Grants
 	if req.After != "" && !isGrantIDPosition(req.After) {
 		return GrantsPage{}, &Error{Code: codes.InvalidArgument, Exception: ExcInvalidMarker,
 			Message: "invalid page position: not a grant id this service issued"}
+	}
+	// The filters are checked as the fields are where they name a grant or
+	// a principal to act on: a malformed one is the caller's mistake, not
+	// a filter that matches nothing.
+	if req.GrantID != "" {
+		if err := checkGrantID(req.GrantID); err != nil {
+			return GrantsPage{}, err
+		}
+	}
+	if err := checkPrincipalName("GranteePrincipal", req.Grantee, false); err != nil {
+		return GrantsPage{}, err
 	}
 	k, err := s.resolve(ctx, "KeyId", req.KeyRef)
 	if err != nil {

@@ -27,6 +27,15 @@ const (
 
 var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
+// checkNodeID refuses a NodeId that no node can have, quoting at most 64
+// bytes of it: the field is the caller's, of any length up to a message.
+func checkNodeID(id string) error {
+	if !nodeIDPattern.MatchString(id) {
+		return errInvalidArg(ExcValidation, "invalid NodeId %.64q: a node id is 1 to 63 of [a-zA-Z0-9._-], starting with a letter or digit", id)
+	}
+	return nil
+}
+
 // CreateJoinToken makes a one-time token for one new node. Only a hash is
 // replicated; the token itself is shown once, to the caller.
 func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRequest) (*pb.CreateJoinTokenResponse, error) {
@@ -167,8 +176,8 @@ func (s *Service) joinCompletes(id string, req *pb.JoinClusterRequest) (bool, er
 // A follower passes the request to the leader.
 func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*pb.RemoveNodeResponse, error) {
 	id := req.GetNodeId()
-	if !nodeIDPattern.MatchString(id) {
-		return nil, errInvalidArg(ExcValidation, "invalid NodeId %q", id)
+	if err := checkNodeID(id); err != nil {
+		return nil, err
 	}
 	if !s.node.IsLeader() {
 		lc, leader, err := s.leaderClient(ctx)
