@@ -405,12 +405,15 @@ func TestChangesNameKeysByID(t *testing.T) {
 		}
 	}
 
-	// Another region's or account's ARN names nothing here, for reads,
-	// cryptography and changes alike, with or without a key of that id.
+	// Another partition's, region's or account's ARN names nothing here,
+	// for reads, cryptography and changes alike, with or without a key of
+	// that id.
 	other := strings.Replace(e.svc.KeyARN(id), ":us-east-1:", ":eu-west-1:", 1)
 	otherAccount := strings.Replace(e.svc.KeyARN(id), ":000000000000:", ":111122223333:", 1)
 	otherAlias := strings.Replace(e.svc.AliasARN("alias/moving"), ":us-east-1:", ":eu-west-1:", 1)
-	for _, ref := range []string{other, otherAccount, otherAlias} {
+	otherPartition := strings.Replace(e.svc.KeyARN(id), "arn:aws:", "arn:aws-cn:", 1)
+	otherPartitionAlias := strings.Replace(e.svc.AliasARN("alias/moving"), "arn:aws:", "arn:aws-us-gov:", 1)
+	for _, ref := range []string{other, otherAccount, otherAlias, otherPartition, otherPartitionAlias} {
 		_, err = e.keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: ref})
 		wantErr(t, err, codes.NotFound, "NotFoundException", "region", "account", "us-east-1")
 		_, err = e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: ref, Plaintext: []byte("x")})

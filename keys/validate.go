@@ -113,11 +113,16 @@ func isAliasChar(c byte) bool {
 // Account are set for an ARN only: the cluster an ARN names, which the
 // caller compares with its own.
 type KeyRef struct {
-	KeyID   string
-	Alias   string
-	Region  string
-	Account string
+	KeyID     string
+	Alias     string
+	Partition string
+	Region    string
+	Account   string
 }
+
+// ARNPartition is the partition of every ARN the broker makes
+// (arn:aws:kms:REGION:ACCOUNT:...), whatever its region.
+const ARNPartition = "aws"
 
 // IsAlias reports whether the reference names an alias (by name or ARN)
 // rather than a key.
@@ -125,14 +130,14 @@ func (r KeyRef) IsAlias() bool { return r.Alias != "" }
 
 // OtherCluster says why an ARN names no key of the cluster whose ARNs
 // carry region and account, or "" if it may (r is not an ARN, or its
-// region and account are the cluster's). The broker answers NotFound with
-// it, whatever key id the ARN holds.
+// partition, region and account are the cluster's). The broker answers
+// NotFound with it, whatever key id the ARN holds.
 func (r KeyRef) OtherCluster(field, region, account string) string {
-	if r.Region == "" || r.Region == region && r.Account == account {
+	if r.Region == "" || r.Partition == ARNPartition && r.Region == region && r.Account == account {
 		return ""
 	}
-	return fmt.Sprintf("%s names region %s and account %s; this cluster's keys are in region %s, account %s",
-		field, r.Region, r.Account, region, account)
+	return fmt.Sprintf("%s names partition %s, region %s and account %s; this cluster's keys are in partition %s, region %s, account %s",
+		field, r.Partition, r.Region, r.Account, ARNPartition, region, account)
 }
 
 // AliasNotAllowed is the error for an alias, by name or ARN, in a field
@@ -157,8 +162,8 @@ func (r KeyRef) String() string {
 // ("arn:aws:kms:us-east-1:111122223333:key/1234abcd-..."), an alias name
 // ("alias/name") or an alias ARN ("arn:aws:kms:us-east-1:111122223333:alias/name").
 // ARNs of any partition (aws, aws-cn, aws-us-gov, ...) are accepted; their
-// region and account are checked for form here and returned in the KeyRef,
-// for the broker to compare with its own. Alias references under the
+// partition, region and account are checked for form here and returned in
+// the KeyRef, for the broker to compare with its own (OtherCluster). Alias references under the
 // reserved "alias/aws/" prefix are accepted: they name nothing here, which is
 // a lookup failure, not a malformed request.
 func ParseKeyRef(s string) (KeyRef, error) {
@@ -209,13 +214,13 @@ func parseKeyARN(s string) (KeyRef, error) {
 		if err != nil {
 			return KeyRef{}, fieldError(field, "key ARN must end in key/ and a key id")
 		}
-		return KeyRef{KeyID: FormatKeyID(b), Region: region, Account: account}, nil
+		return KeyRef{KeyID: FormatKeyID(b), Partition: partition, Region: region, Account: account}, nil
 	}
 	if strings.HasPrefix(resource, aliasPrefix) {
 		if p := aliasSyntaxProblem(resource); p != "" {
 			return KeyRef{}, fieldError(field, "alias name in ARN %s", p)
 		}
-		return KeyRef{Alias: resource, Region: region, Account: account}, nil
+		return KeyRef{Alias: resource, Partition: partition, Region: region, Account: account}, nil
 	}
 	return KeyRef{}, fieldError(field, "ARN resource must be key/KEY_ID or alias/NAME")
 }

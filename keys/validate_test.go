@@ -104,14 +104,14 @@ func TestParseKeyRef(t *testing.T) {
 	}{
 		{"key id", id, KeyRef{KeyID: id}, false},
 		{"key id upper case", strings.ToUpper(id), KeyRef{KeyID: id}, false},
-		{"key ARN", "arn:aws:kms:us-east-1:111122223333:key/" + id, KeyRef{KeyID: id, Region: "us-east-1", Account: "111122223333"}, false},
-		{"key ARN china", "arn:aws-cn:kms:cn-north-1:111122223333:key/" + id, KeyRef{KeyID: id, Region: "cn-north-1", Account: "111122223333"}, false},
-		{"key ARN gov", "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/" + id, KeyRef{KeyID: id, Region: "us-gov-west-1", Account: "111122223333"}, false},
+		{"key ARN", "arn:aws:kms:us-east-1:111122223333:key/" + id, KeyRef{KeyID: id, Partition: "aws", Region: "us-east-1", Account: "111122223333"}, false},
+		{"key ARN china", "arn:aws-cn:kms:cn-north-1:111122223333:key/" + id, KeyRef{KeyID: id, Partition: "aws-cn", Region: "cn-north-1", Account: "111122223333"}, false},
+		{"key ARN gov", "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/" + id, KeyRef{KeyID: id, Partition: "aws-us-gov", Region: "us-gov-west-1", Account: "111122223333"}, false},
 		{"alias", "alias/my-key", KeyRef{Alias: "alias/my-key"}, false},
 		{"alias with path", "alias/a/b/c", KeyRef{Alias: "alias/a/b/c"}, false},
 		{"reserved alias is a lookup", "alias/aws/ebs", KeyRef{Alias: "alias/aws/ebs"}, false},
-		{"alias ARN", "arn:aws:kms:eu-west-2:111122223333:alias/my-key", KeyRef{Alias: "alias/my-key", Region: "eu-west-2", Account: "111122223333"}, false},
-		{"alias ARN with path", "arn:aws:kms:eu-west-2:111122223333:alias/a/b", KeyRef{Alias: "alias/a/b", Region: "eu-west-2", Account: "111122223333"}, false},
+		{"alias ARN", "arn:aws:kms:eu-west-2:111122223333:alias/my-key", KeyRef{Alias: "alias/my-key", Partition: "aws", Region: "eu-west-2", Account: "111122223333"}, false},
+		{"alias ARN with path", "arn:aws:kms:eu-west-2:111122223333:alias/a/b", KeyRef{Alias: "alias/a/b", Partition: "aws", Region: "eu-west-2", Account: "111122223333"}, false},
 		{"empty", "", KeyRef{}, true},
 		{"too long", "alias/" + strings.Repeat("a", 2043), KeyRef{}, true},
 		{"alias too long", "alias/" + strings.Repeat("a", 251), KeyRef{}, true},
@@ -593,9 +593,9 @@ func FuzzParseKeyRef(f *testing.F) {
 		if ref.Alias != "" && aliasSyntaxProblem(ref.Alias) != "" {
 			t.Fatalf("Alias %q is not a well-formed alias name", ref.Alias)
 		}
-		// An ARN, and only an ARN, carries its region and account.
-		if isARN := strings.HasPrefix(s, "arn:"); isARN != (ref.Region != "") || isARN != (ref.Account != "") {
-			t.Fatalf("ParseKeyRef(%q) = %+v: region and account must be set exactly for an ARN", s, ref)
+		// An ARN, and only an ARN, carries its partition, region and account.
+		if isARN := strings.HasPrefix(s, "arn:"); isARN != (ref.Region != "") || isARN != (ref.Account != "") || isARN != (ref.Partition != "") {
+			t.Fatalf("ParseKeyRef(%q) = %+v: partition, region and account must be set exactly for an ARN", s, ref)
 		}
 		// The canonical name and its ARN parse back to the same key or
 		// alias, the ARN with its region and account.
@@ -604,7 +604,7 @@ func FuzzParseKeyRef(f *testing.F) {
 			resource = "key/" + ref.KeyID
 		}
 		name := KeyRef{KeyID: ref.KeyID, Alias: ref.Alias}
-		arn := KeyRef{KeyID: ref.KeyID, Alias: ref.Alias, Region: "us-east-1", Account: "111122223333"}
+		arn := KeyRef{KeyID: ref.KeyID, Alias: ref.Alias, Partition: "aws", Region: "us-east-1", Account: "111122223333"}
 		for again, want := range map[string]KeyRef{ref.String(): name, "arn:aws:kms:us-east-1:111122223333:" + resource: arn} {
 			if got, err := ParseKeyRef(again); err != nil || got != want {
 				t.Fatalf("ParseKeyRef(%q) = %+v, %v; want %+v", again, got, err, want)
