@@ -50,7 +50,13 @@ func decodeStrict(body []byte, in any) error {
 	if err := json.Unmarshal(body, in); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return serialization("member %s has the wrong type (want %s)", truncate(memberName(te.Field), 64), jsonType(te.Type))
+			name := truncate(memberName(te.Field), 64)
+			if lo, hi, ok := intRange(te.Type); ok && strings.HasPrefix(te.Value, "number") {
+				// A number, but not a whole one in the member's range
+				// (2147483648 for an int32): the value is wrong, not its type.
+				return validation("member %s must be a whole number from %d to %d", name, lo, hi)
+			}
+			return serialization("member %s has the wrong type (want %s)", name, jsonType(te.Type))
 		}
 		var be base64.CorruptInputError
 		if errors.As(err, &be) {
@@ -61,6 +67,22 @@ func decodeStrict(body []byte, in any) error {
 		return serialization("the request body is not a valid JSON object of this operation's members")
 	}
 	return nil
+}
+
+// intRange is the range of an integer member's Go type (through
+// pointers), ok false for other types.
+func intRange(t reflect.Type) (lo, hi int64, ok bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Int:
+		bits := t.Bits()
+		return -1 << (bits - 1), 1<<(bits-1) - 1, true
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+		return 0, 1<<t.Bits() - 1, true
+	}
+	return 0, 0, false
 }
 
 // memberName is a member's path as the request names it: encoding/json

@@ -70,6 +70,52 @@ func TestDecodeStrict(t *testing.T) {
 	}
 }
 
+// TestDecodeNumbersOutOfRange: a number that is not a whole one in its
+// member's range is a wrong value (ValidationException, with the range),
+// not a wrong type.
+func TestDecodeNumbersOutOfRange(t *testing.T) {
+	for _, body := range []string{`{"NumberOfBytes":2147483648}`, `{"NumberOfBytes":-2147483649}`, `{"NumberOfBytes":1.5}`} {
+		var in generateDataKeyInput
+		err := decodeStrict([]byte(body), &in)
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.exception != broker.ExcValidation ||
+			!strings.Contains(ae.message, "member NumberOfBytes must be a whole number from -2147483648 to 2147483647") {
+			t.Errorf("%s: got %v; want a ValidationException giving the range", body, err)
+		}
+	}
+	var in generateDataKeyInput
+	if err := decodeStrict([]byte(`{"NumberOfBytes":"32"}`), &in); err == nil || !strings.Contains(err.Error(), "wrong type (want a number)") {
+		t.Errorf("a string for a number: %v", err)
+	}
+}
+
+// TestGrantTokensBounded: GrantTokens, which are ignored, are still held
+// to AWS's bounds (at most 10 tokens of 1 to 8192 characters).
+func TestGrantTokensBounded(t *testing.T) {
+	decode := operations["Encrypt"]
+	tests := []struct {
+		name, tokens string
+		ok           bool
+	}{
+		{"none", `[]`, true},
+		{"ten", `["` + strings.Repeat(`t","`, 9) + `t"]`, true},
+		{"longest", `["` + strings.Repeat("é", 8192) + `"]`, true},
+		{"eleven", `["` + strings.Repeat(`t","`, 10) + `t"]`, false},
+		{"too long", `["` + strings.Repeat("t", 8193) + `"]`, false},
+		{"empty", `[""]`, false},
+	}
+	for _, tt := range tests {
+		_, err := decode([]byte(`{"KeyId":"alias/x","Plaintext":"eA==","GrantTokens":` + tt.tokens + `}`))
+		var ae *apiError
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("%s: refused: %v", tt.name, err)
+		case !tt.ok && (!errors.As(err, &ae) || ae.exception != broker.ExcValidation || !strings.Contains(ae.message, "GrantTokens")):
+			t.Errorf("%s: got %v; want a ValidationException naming GrantTokens", tt.name, err)
+		}
+	}
+}
+
 // contextsOf reads a request's contexts as the operation table does.
 func contextsOf(in any) broker.RequestContexts { return contextFieldsOf(reflect.TypeOf(in)).of(in) }
 

@@ -39,6 +39,11 @@ func op[In any, Out any](fn func(*Handler, context.Context, *In) (Out, error)) o
 		if err := decodeStrict(body, in); err != nil {
 			return nil, err
 		}
+		if g, ok := any(in).(interface{ checkGrantTokens() error }); ok {
+			if err := g.checkGrantTokens(); err != nil {
+				return nil, err
+			}
+		}
 		return &decoded{contexts: fields.of(in), run: func(h *Handler, ctx context.Context) (any, error) {
 			out, err := fn(h, ctx, in)
 			if err != nil {

@@ -3,6 +3,7 @@ package awskms
 import (
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Request and response shapes of the TrentService operations, with AWS's
@@ -25,6 +26,26 @@ func (t epochTime) MarshalJSON() ([]byte, error) {
 // no authority of its own (see grant_operations.go).
 type grantTokens struct {
 	GrantTokens []string
+}
+
+// AWS KMS's bounds on GrantTokens, held to although the tokens are
+// ignored, so that a request AWS would refuse is refused here too.
+const (
+	maxGrantTokens      = 10
+	maxGrantTokenLength = 8192
+)
+
+// checkGrantTokens applies AWS KMS's bounds to GrantTokens.
+func (g grantTokens) checkGrantTokens() error {
+	if len(g.GrantTokens) > maxGrantTokens {
+		return validation("GrantTokens may hold at most %d tokens, got %d", maxGrantTokens, len(g.GrantTokens))
+	}
+	for _, t := range g.GrantTokens {
+		if n := utf8.RuneCountInString(t); n < 1 || n > maxGrantTokenLength {
+			return validation("each of GrantTokens must be 1 to %d characters, got %d", maxGrantTokenLength, n)
+		}
+	}
+	return nil
 }
 
 // dryRun is the DryRun member of the cryptographic operations.
