@@ -71,6 +71,20 @@ func TestRawServiceAndDataObjects(t *testing.T) {
 	want(err, codes.InvalidArgument, "short IV")
 	_, err = rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Iv: iv, Plaintext: pt})
 	want(err, codes.InvalidArgument, "no algorithm")
+	// Empty data, which PKCS#11 allows in C_Encrypt, gives what the mode
+	// makes of it: nothing in CBC and CTR, a padding block in CBC_PAD, the
+	// tag alone in GCM; and each decrypts back to nothing.
+	for alg, n := range map[pb.RawAlgorithm]int{pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC: 0, pb.RawAlgorithm_RAW_ALGORITHM_AES_CTR: 0,
+		pb.RawAlgorithm_RAW_ALGORITHM_AES_CBC_PAD: 16, pb.RawAlgorithm_RAW_ALGORITHM_AES_GCM: 16} {
+		e, err := rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: alg, Iv: iv, Plaintext: nil})
+		if err != nil || len(e.GetCiphertext()) != n {
+			t.Fatalf("%s of no data: %d bytes, %v; want %d bytes", alg, len(e.GetCiphertext()), err, n)
+		}
+		d, err := rs.RawDecrypt(ctx, &pb.RawDecryptRequest{KeyId: raw, Algorithm: alg, Iv: iv, Ciphertext: e.GetCiphertext()})
+		if err != nil || len(d.GetPlaintext()) != 0 {
+			t.Fatalf("%s decrypt of the encryption of no data: %d bytes, %v", alg, len(d.GetPlaintext()), err)
+		}
+	}
 	gcm, err := rs.RawEncrypt(ctx, &pb.RawEncryptRequest{KeyId: raw, Algorithm: pb.RawAlgorithm_RAW_ALGORITHM_AES_GCM, Iv: iv[:12], AdditionalData: []byte("aad"), Plaintext: pt})
 	if err != nil {
 		t.Fatal(err)

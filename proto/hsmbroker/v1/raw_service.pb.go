@@ -94,7 +94,9 @@ type RawEncryptRequest struct {
 	Iv []byte `protobuf:"bytes,3,opt,name=iv,proto3" json:"iv,omitempty"`
 	// GCM only: additional authenticated data, at most 65536 bytes.
 	AdditionalData []byte `protobuf:"bytes,4,opt,name=additional_data,json=additionalData,proto3" json:"additional_data,omitempty"`
-	// The data, 1 to 65536 bytes (0 allowed for CBC_PAD and GCM).
+	// The data, 0 to 65536 bytes (for AES_CBC a multiple of 16). Empty data
+	// is allowed in every mode, as PKCS#11 allows a C_Encrypt of no data:
+	// CBC and CTR answer no bytes, CBC_PAD one padding block, GCM the tag.
 	Plaintext     []byte `protobuf:"bytes,5,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
