@@ -16,7 +16,7 @@ type tdeServer struct {
 }
 
 func (t tdeServer) CreateKey(ctx context.Context, req *pb.TDEServiceCreateKeyRequest) (*pb.TDEServiceCreateKeyResponse, error) {
-	k, err := t.core.CreateKey(ctx, TDECreateRequest{Mount: req.GetMount(), Name: req.GetName(), Bytes: int(min(req.GetBytes(), 1<<20)), KMSKey: req.GetKmsKeyId()})
+	k, err := t.core.CreateKey(ctx, TDECreateRequest{Mount: req.GetMount(), Name: req.GetName(), Bytes: int(req.GetBytes()), KMSKey: req.GetKmsKeyId()})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -132,6 +133,14 @@ func TestReadTDEKeys(t *testing.T) {
 	}
 	if _, err := e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "2", Bytes: 16}); err != nil {
 		t.Fatal(err)
+	}
+	// A size that is none of 16, 24 and 32 is refused naming the size the
+	// caller sent, however large.
+	for _, n := range []uint32{20, 1 << 20, 1<<20 + 1, 4294967295} {
+		_, err := e.tde.CreateKey(ctx, &pb.TDEServiceCreateKeyRequest{Name: "big", Bytes: n})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), fmt.Sprintf("not %d", n)) {
+			t.Fatalf("CreateKey of %d bytes: %v", n, err)
+		}
 	}
 	// A replicated change the cluster refuses answers with what was
 	// refused, not the chain of packages it passed through.
