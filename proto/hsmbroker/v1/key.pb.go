@@ -172,8 +172,10 @@ type KeyUsage int32
 
 const (
 	// Not set. CreateKey then picks the usage from the key spec:
-	// ENCRYPT_DECRYPT for symmetric and RSA keys, SIGN_VERIFY for ECC keys,
-	// GENERATE_VERIFY_MAC for HMAC keys.
+	// ENCRYPT_DECRYPT for symmetric keys, SIGN_VERIFY for ECC keys,
+	// GENERATE_VERIFY_MAC for HMAC keys. RSA keys have no default, as in AWS
+	// KMS: an RSA key may encrypt or sign, so CreateKey of one without a
+	// usage is refused (InvalidArgument naming KeyUsage).
 	KeyUsage_KEY_USAGE_UNSPECIFIED KeyUsage = 0
 	// Encrypt, Decrypt, ReEncrypt and, for symmetric keys, the data key RPCs.
 	// Allowed for SYMMETRIC_DEFAULT and RSA keys.
