@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // secureEnv is one broker served with mutual TLS, as the daemon serves it,
@@ -996,5 +998,88 @@ func TestLongFieldsBoundedInErrors(t *testing.T) {
 	bounded("ListGrants GranteePrincipal control", err, "GranteePrincipal")
 	if _, err := admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, GranteePrincipal: "bob"}); err != nil {
 		t.Fatalf("ListGrants with a valid filter: %v", err)
+	}
+}
+
+// TestPagesBoundedInBytes: a page of keys or grants ends before its
+// PageSize once it holds about a MiB, with a token for the rest, so that a
+// page of large entries stays under a client's receive limit; paging on
+// gives every entry exactly once.
+func TestPagesBoundedInBytes(t *testing.T) {
+	e := newSecureEnv(t, nil)
+	ctx := ctxT(t)
+	admin := e.as("admin", authz.RoleAdmin)
+	big := func(c rune, n int) string { return strings.Repeat(string(c), n) }
+	const nKeys = 12
+	created := map[string]bool{}
+	for i := range nKeys {
+		tags := map[string]string{}
+		for j := range 50 {
+			tags[fmt.Sprintf("%03d", j)+big('😀', 125)] = big('😀', 256)
+		}
+		resp, err := admin.keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: fmt.Sprintf("alias/big%d", i), Description: big('😀', 8192), Tags: tags})
+		if err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+		created[resp.GetKeyMetadata().GetKeyId()] = true
+	}
+	seen, pages, token := map[string]bool{}, 0, ""
+	for {
+		resp, err := admin.keys.ListKeys(ctx, &pb.ListKeysRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		if n := proto.Size(resp); n > 2<<20 {
+			t.Fatalf("page %d is %d bytes", pages, n)
+		}
+		pages++
+		for _, k := range resp.GetKeys() {
+			if seen[k.GetKeyId()] {
+				t.Fatalf("key %s listed twice", k.GetKeyId())
+			}
+			seen[k.GetKeyId()] = true
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if pages < 2 || len(seen) != nKeys || !maps.Equal(seen, created) {
+		t.Fatalf("%d pages, %d keys listed, want every one of %d in several pages", pages, len(seen), nKeys)
+	}
+
+	key := e.createKey(admin, "alias/granted", pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT)
+	const nGrants = 150
+	for i := range nGrants {
+		ec := map[string]string{}
+		for j := range 16 {
+			ec[fmt.Sprintf("k%02d", j)] = big('v', 500)
+		}
+		if _, err := admin.keys.CreateGrant(ctx, &pb.CreateGrantRequest{KeyId: key, GranteePrincipal: fmt.Sprintf("user%03d", i),
+			Operations: []string{"Encrypt"}, Constraints: &pb.GrantConstraints{EncryptionContextEquals: ec}}); err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+	}
+	grants, pages, token := map[string]bool{}, 0, ""
+	for {
+		resp, err := admin.keys.ListGrants(ctx, &pb.ListGrantsRequest{KeyId: key, PageSize: 1000, PageToken: token})
+		if err != nil {
+			t.Fatalf("grants page %d: %v", pages, err)
+		}
+		if n := proto.Size(resp); n > 2<<20 {
+			t.Fatalf("grants page %d is %d bytes", pages, n)
+		}
+		pages++
+		for _, g := range resp.GetGrants() {
+			if grants[g.GetGrantId()] {
+				t.Fatalf("grant %s listed twice", g.GetGrantId())
+			}
+			grants[g.GetGrantId()] = true
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if pages < 2 || len(grants) != nGrants {
+		t.Fatalf("%d pages, %d grants listed, want all %d in several pages", pages, len(grants), nGrants)
 	}
 }

@@ -254,16 +254,34 @@ func (s *Service) ListGrants(ctx context.Context, req ListGrantsRequest) (Grants
 		return GrantsPage{}, err
 	}
 	var page []cluster.Grant
+	size := 0
 	for _, g := range s.node.State().Grants(k.ID, req.Grantee) {
 		if g.ID <= req.After || (req.GrantID != "" && g.ID != req.GrantID) {
 			continue
 		}
-		if len(page) == limit {
-			return GrantsPage{Grants: page, Next: page[limit-1].ID}, nil
+		// A page ends at limit grants, or earlier once it holds
+		// maxPageBytes (a grant's constraints may take 8 KiB each).
+		if len(page) == limit || size >= maxPageBytes {
+			return GrantsPage{Grants: page, Next: page[len(page)-1].ID}, nil
 		}
 		page = append(page, g)
+		size += grantSize(g)
 	}
 	return GrantsPage{Grants: page}, nil
+}
+
+// grantSize is about what g takes in an answer, for maxPageBytes.
+func grantSize(g cluster.Grant) int {
+	n := 128 + len(g.ID) + len(g.KeyID) + len(g.Name) + len(g.Grantee) + len(g.RetiringPrincipal) + len(g.Issuer)
+	for _, op := range g.Operations {
+		n += len(op) + 4
+	}
+	for _, m := range []map[string]string{g.ContextEquals, g.ContextSubset} {
+		for k, v := range m {
+			n += len(k) + len(v) + 8
+		}
+	}
+	return n
 }
 
 // RevokeGrantRequest deletes a grant on a key.

@@ -14,6 +14,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 )
 
 // CreateKeyRequest is a request to make a key, the same for every front.
@@ -180,12 +181,27 @@ func (s *Service) ListKeys(ctx context.Context, req *pb.ListKeysRequest) (*pb.Li
 		return nil, err
 	}
 	page, next := s.node.State().KeysPage(after, limit)
-	resp := &pb.ListKeysResponse{NextPageToken: encodePageToken("ListKeys", next)}
-	for _, k := range page {
-		resp.Keys = append(resp.Keys, s.metadata(k))
+	resp := &pb.ListKeysResponse{}
+	size := 0
+	for i, k := range page {
+		m := s.metadata(k)
+		resp.Keys = append(resp.Keys, m)
+		// A key's description and tags may take 110 KB, so a page of
+		// 1,000 keys could pass a client's receive limit (4 MiB by
+		// default in gRPC): it ends early once it holds maxPageBytes.
+		if size += proto.Size(m); size >= maxPageBytes && i < len(page)-1 {
+			next = k.ID
+			break
+		}
 	}
+	resp.NextPageToken = encodePageToken("ListKeys", next)
 	return resp, nil
 }
+
+// maxPageBytes is about the most a page of keys or grants holds, a
+// quarter of gRPC's default receive limit: a page may end before its
+// PageSize with more to follow, as the API says it may.
+const maxPageBytes = 1 << 20
 
 // UpdateKeyDescription replaces a key's description.
 func (s *Service) UpdateKeyDescription(ctx context.Context, req *pb.UpdateKeyDescriptionRequest) (*pb.UpdateKeyDescriptionResponse, error) {
