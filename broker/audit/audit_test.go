@@ -393,6 +393,14 @@ func TestVerifyAgainstCheckpoints(t *testing.T) {
 	check("cut after the last checkpoint", strings.Join(lines[:9], ""), cps)
 	check("cut from the end", strings.Join(lines[:6], ""), cps, ProblemCutEnd)
 	check("head removed", strings.Join(lines[4:], ""), cps, ProblemHeadRemoved)
+	check("first line removed, before the first checkpoint", strings.Join(lines[1:], ""), cps, ProblemHeadRemoved)
+	// A hash in uppercase is not the line's hash as written, even on the
+	// last line, which no later prev checks.
+	last := lines[len(lines)-1]
+	i := strings.LastIndex(last, `"hash":"`) + len(`"hash":"`)
+	if _, err := VerifyAgainst(strings.NewReader(strings.Join(lines[:len(lines)-1], "")+last[:i]+strings.ToUpper(last[i:i+64])+last[i+64:]), cps); err == nil {
+		t.Fatal("a last line with its hash in uppercase verified")
+	}
 	// The whole chain rewritten with fresh hashes: a changed line 1 and
 	// every later line rehashed verifies as a chain, but not against the
 	// checkpoints.

@@ -53,7 +53,7 @@ const (
 	// ProblemCutEnd: a checkpoint covers lines past the end of the file.
 	ProblemCutEnd = "lines cut from the end"
 	// ProblemHeadRemoved: a checkpoint covers lines before the start of
-	// the file.
+	// the file, or the file of a checkpointed chain does not start at seq 1.
 	ProblemHeadRemoved = "head removed"
 	// ProblemRewritten: a line's hash differs from the one a checkpoint
 	// recorded for its seq, or the cluster has checkpoints for the node
@@ -259,6 +259,11 @@ func checkCheckpoints(rep *Report, cps []Checkpoint, found map[uint64]bool, add 
 			add(Problem{Kind: ProblemRewritten, Seq: c.Seq, Detail: fmt.Sprintf("no line with the checkpointed seq %d", c.Seq)})
 		}
 	}
+	if head == nil && rep.FirstSeq > 1 {
+		// No checkpoint comes before the file's first line, but a chain
+		// starts at seq 1 (Genesis), and the cluster checkpointed this one.
+		add(Problem{Kind: ProblemHeadRemoved, Seq: rep.FirstSeq, Detail: fmt.Sprintf("the log starts at seq %d, but its chain starts at seq 1: the lines before seq %d are missing (removed, or in an earlier rotated file: verify the files joined in order)", rep.FirstSeq, rep.FirstSeq)})
+	}
 	if head != nil {
 		add(Problem{Kind: ProblemHeadRemoved, Seq: head.Seq, Detail: fmt.Sprintf("the log starts at seq %d, but the checkpoint of %s covers seq %d: the lines before seq %d are missing (removed, or in an earlier rotated file: verify the files joined in order)", rep.FirstSeq, head.At.Format(time.RFC3339), head.Seq, rep.FirstSeq)})
 	}
@@ -283,8 +288,10 @@ func parseLine(line []byte) (Record, string, error) {
 	}
 	h := string(line[len(line)-suffixLen+len(hashPrefix) : len(line)-2])
 	want, err := hex.DecodeString(h)
-	if err != nil || len(want) != sha256.Size {
-		return rec, "", errors.New("not an audit record: its hash is not 64 hexadecimal digits")
+	if err != nil || len(want) != sha256.Size || hex.EncodeToString(want) != h {
+		// Lowercase only, as written: the next line's prev is compared as
+		// text, so an uppercase last hash would otherwise pass unnoticed.
+		return rec, "", errors.New("not an audit record: its hash is not 64 lowercase hexadecimal digits")
 	}
 	body := make([]byte, 0, len(line)-suffixLen+1)
 	body = append(body, line[:len(line)-suffixLen]...)
