@@ -106,6 +106,11 @@ func (s *Service) recordHealth(ok bool, reason string) {
 	}
 }
 
+// logStoreFailingFor is how long a failed write to the Raft log store
+// keeps the node not ready when no later write tells whether the disk
+// takes writes again.
+const logStoreFailingFor = time.Minute
+
 func (s *Service) readiness(ctx context.Context) (bool, string) {
 	if err := s.hsm.Healthy(ctx); err != nil {
 		return false, "HSM partition unavailable: " + err.Error()
@@ -115,6 +120,13 @@ func (s *Service) readiness(ctx context.Context) (bool, string) {
 			return false, "the HSM partition no longer shows the domain key it held: the token's storage was lost or replaced; restore it and restart the node"
 		}
 		return false, "HSM partition holds no domain key"
+	}
+	// A log store whose last write failed (a full or read-only disk under
+	// data_dir) makes the node refuse every change. Say so for a while;
+	// the next write (a replication, the no-op of an election) clears it
+	// once the disk takes writes again.
+	if at, err := s.node.LogStoreFailing(); err != nil && time.Since(at) < logStoreFailingFor {
+		return false, "the Raft log store under data_dir cannot be written (" + err.Error() + "): free space or fix the disk (docs/OPERATIONS.md)"
 	}
 	// A member removed from the cluster learns it from the configuration
 	// that removed it; it is never a member again (its state stays), so say

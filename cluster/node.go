@@ -166,6 +166,7 @@ type Node struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 	store  *raftboltdb.BoltStore
+	logs   *watchedLogs
 
 	ctx          context.Context // cancelled by Shutdown
 	cancel       context.CancelFunc
@@ -212,10 +213,12 @@ func Open(c Config) (*Node, error) {
 		return fail(fmt.Errorf("cluster: open raft.db: %w", err))
 	}
 	closers = append(closers, n.store.Close)
-	logs, err := raft.NewLogCache(512, n.store)
+	cache, err := raft.NewLogCache(512, n.store)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
+	logs := &watchedLogs{LogStore: cache}
+	n.logs = logs
 	// Made private here, before raft would make it 0755 (and Open then
 	// narrow it with a warning meant for what older versions left).
 	if err := os.Mkdir(filepath.Join(cfg.DataDir, "snapshots"), privateDirMode); err != nil && !os.IsExist(err) {
@@ -632,6 +635,11 @@ func (n *Node) HasPeers() bool {
 }
 
 // Stats reports the node's raft status.
+// LogStoreFailing is when the last write to the node's Raft log store
+// failed and its error, if it did and none has succeeded since (a full or
+// read-only disk under DataDir); the error is nil otherwise.
+func (n *Node) LogStoreFailing() (time.Time, error) { return n.logs.failing() }
+
 func (n *Node) Stats() Stats {
 	s := Stats{
 		ID:           n.cfg.NodeID,
