@@ -6,9 +6,22 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/keys"
+	"google.golang.org/grpc/codes"
+)
+
+// Bounds the fronts put on data objects, below the replicated state's own
+// (cluster.MaxDataObjects): ListDataObjects answers them all at once, and
+// a gRPC client reads at most 4 MiB by default.
+const (
+	// MaxDataObjectsPerPrincipal is the most data objects one principal
+	// may have made, so that no one caller takes the cluster's 1,024.
+	MaxDataObjectsPerPrincipal = cluster.MaxDataObjects / 4
+	// MaxDataObjectBytes is the most the values of all data objects take.
+	MaxDataObjectBytes = 2 << 20
 )
 
 // DataObjects is the core of DataObjectService (raw_grpc.go): PKCS#11 data
@@ -45,6 +58,23 @@ func (d *DataObjects) Create(ctx context.Context, req DataObjectCreateRequest) (
 		if f.n > f.max {
 			return cluster.DataObject{}, &keys.FieldError{Field: f.name, Problem: fmt.Sprintf("must be at most %d bytes, got %d", f.max, f.n)}
 		}
+	}
+	for _, f := range []struct{ name, v string }{{"Object.Label", req.Label}, {"Object.Application", req.Application}} {
+		if !utf8.ValidString(f.v) || strings.ContainsFunc(f.v, keys.IsDisplayControl) {
+			return cluster.DataObject{}, &keys.FieldError{Field: f.name, Problem: "must be UTF-8 text without control characters or bidirectional formatting characters (PKCS#11 labels are shown by tools such as pkcs11-tool)"}
+		}
+	}
+	// Every caller lists every data object in one answer, so no one
+	// principal may take the cluster's room for them, nor make that answer
+	// larger than a client reads.
+	all, mine, valueBytes := d.s.node.State().DataObjectUsage(Principal(ctx))
+	switch {
+	case mine >= MaxDataObjectsPerPrincipal:
+		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
+			"%s already made %d data objects, the most one principal may; delete some first", Principal(ctx), mine)
+	case valueBytes+len(req.Value) > MaxDataObjectBytes:
+		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
+			"the data objects' values would take %d bytes, more than the %d the cluster keeps (%d objects)", valueBytes+len(req.Value), MaxDataObjectBytes, all)
 	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {

@@ -3,13 +3,16 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -137,6 +140,49 @@ func TestRawServiceAndDataObjects(t *testing.T) {
 	}
 	if bytes.Contains(b, pt) {
 		t.Fatal("the audit log holds a plaintext")
+	}
+}
+
+// TestDataObjectsBounded: one principal may make at most a quarter of the
+// cluster's data objects, all values together take at most 2 MiB (every
+// caller lists them in one answer), and labels are text a terminal shows
+// as it is. Another principal can still make objects once one is at its
+// limit.
+func TestDataObjectsBounded(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	c.AddNode()
+	ctx := context.Background()
+	mallory := pb.NewDataObjectServiceClient(c.DialAs(0, "mallory", authz.RoleUser))
+	alice := pb.NewDataObjectServiceClient(c.DialAs(0, "alice", authz.RoleUser))
+	for _, label := range []string{"a\x00b", "safe\u009b2J", "EVIL\u202e"} {
+		_, err := alice.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: label}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "Label") {
+			t.Fatalf("label %q: %v", label, err)
+		}
+	}
+	for i := range broker.MaxDataObjectsPerPrincipal {
+		if _, err := mallory.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint("m", i)}}); err != nil {
+			t.Fatalf("object %d: %v", i, err)
+		}
+	}
+	_, err := mallory.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "one more"}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "mallory") {
+		t.Fatalf("object past the principal's limit: %v", err)
+	}
+	// Values: 2 MiB in all, in 64 KiB objects.
+	big := make([]byte, 64<<10)
+	for i := range broker.MaxDataObjectBytes / len(big) {
+		if _, err := alice.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint("a", i), Value: big}}); err != nil {
+			t.Fatalf("value %d: %v", i, err)
+		}
+	}
+	_, err = alice.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "over", Value: []byte("x")}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "bytes") {
+		t.Fatalf("value past the cluster's room: %v", err)
+	}
+	list, err := alice.ListDataObjects(ctx, &pb.ListDataObjectsRequest{})
+	if err != nil || len(list.GetObjects()) != broker.MaxDataObjectsPerPrincipal+broker.MaxDataObjectBytes/len(big) {
+		t.Fatalf("list: %d objects, %v", len(list.GetObjects()), err)
 	}
 }
 

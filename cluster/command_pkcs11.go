@@ -127,6 +127,20 @@ func (s *State) DataObjects() []DataObject {
 	return out
 }
 
+// DataObjectUsage is what the data objects take: how many there are, how
+// many of them creator made, and the bytes of all their values.
+func (s *State) DataObjectUsage(creator string) (all, byCreator, valueBytes int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, o := range s.data.DataObjects {
+		if o.Creator == creator {
+			byCreator++
+		}
+		valueBytes += len(o.Value)
+	}
+	return len(s.data.DataObjects), byCreator, valueBytes
+}
+
 // checkDataObjects checks the data objects of a restored snapshot.
 func checkDataObjects(d *Data) error {
 	if len(d.DataObjects) > MaxDataObjects {
