@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -140,6 +141,9 @@ type Options struct {
 	// CheckpointEvery, when positive, makes the log signal Checkpoints
 	// each time that many lines were written since the last signal.
 	CheckpointEvery int
+	// Logger receives the error logged when the file is found removed or
+	// replaced (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // Log appends records to an audit log. It is safe for concurrent use.
@@ -170,6 +174,11 @@ type Log struct {
 	// syncFile flushes the file to stable storage (f.Sync; nil when w is not
 	// a file).
 	syncFile func() error
+	// samePath, after a sync, checks that path still names the open file
+	// (nil when w is not a file): a line synced to a file that was removed
+	// or replaced is not in the log anyone will read.
+	samePath func() error
+	logger   *slog.Logger
 	// broken is set when a failed write could not be cut back off the file
 	// (the file then ends with a torn line and no later line may follow
 	// it), or by Fail.
@@ -218,6 +227,7 @@ func continueFile(f *os.File, path string, opts Options) (*Log, error) {
 	}
 	l := newLog(f, opts)
 	l.f, l.path, l.size, l.syncFile = f, path, size, f.Sync
+	l.samePath = func() error { return samePath(f, path) }
 	torn := len(buf) - (bytes.LastIndexByte(buf, '\n') + 1)
 	if torn == len(buf) && start > 0 {
 		return nil, fmt.Errorf("audit: %s: the last line is longer than %d bytes, which no writer writes: the chain is broken; move the file aside (keep it) to start a new chain", path, MaxLine)
@@ -266,7 +276,10 @@ func New(w io.Writer, opts Options) *Log {
 }
 
 func newLog(w io.Writer, opts Options) *Log {
-	l := &Log{w: w, prev: Genesis, tailPrev: Genesis, now: opts.Now, signal: make(chan struct{}, 1)}
+	l := &Log{w: w, prev: Genesis, tailPrev: Genesis, now: opts.Now, signal: make(chan struct{}, 1), logger: opts.Logger}
+	if l.logger == nil {
+		l.logger = slog.Default()
+	}
 	l.done = sync.NewCond(&l.mu)
 	if opts.CheckpointEvery > 0 {
 		l.every = uint64(opts.CheckpointEvery)
@@ -398,7 +411,7 @@ func (l *Log) flush() {
 	l.mu.Unlock()
 	runtime.Gosched()
 	l.mu.Lock()
-	b, syncFile := l.open, l.syncFile
+	b, syncFile, checkPath := l.open, l.syncFile, l.samePath
 	l.open = nil
 	l.mu.Unlock()
 	n, err := l.w.Write(b.buf)
@@ -408,9 +421,32 @@ func (l *Log) flush() {
 	if err == nil && b.sync && syncFile != nil {
 		err = syncFile()
 	}
+	// Only a batch that was synced is checked: its lines are the intents
+	// of changes, which must be in the log before they are acknowledged.
+	// Lines that were not synced pay for no stat.
+	var gone error
+	if err == nil && b.sync && checkPath != nil {
+		gone = checkPath()
+	}
 	l.mu.Lock()
 	l.writing, b.done = false, true
 	l.done.Broadcast() // the waiters run once mu is released
+	if gone != nil {
+		// The bytes went to a file that is no longer the log: nothing is
+		// cut back (the path is not that file), b's lines and those
+		// chained onto them fail, and so does every later line, since
+		// they would go to the same lost file.
+		if l.broken == nil {
+			l.broken = gone
+			l.logger.Error("AUDIT LOG REMOVED OR REPLACED: refusing every request that must be audited until the node is restarted", "path", l.path, "err", gone)
+		}
+		b.err = gone
+		if o := l.open; o != nil {
+			o.done, o.err, l.open = true, gone, nil
+		}
+		l.tailSeq, l.tailPrev = l.seq, l.prev
+		return
+	}
 	if err != nil {
 		l.cutBack(n)
 		b.err = fmt.Errorf("audit: write: %w", err)
@@ -434,6 +470,25 @@ func (l *Log) flush() {
 		default:
 		}
 	}
+}
+
+// samePath checks that path still names f: that the file was neither
+// removed nor replaced (renamed over, or removed and created anew) since
+// it was opened.
+func samePath(f *os.File, path string) error {
+	open, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit: %s: %w", path, err)
+	}
+	now, err := os.Stat(path)
+	if err == nil && os.SameFile(open, now) {
+		return nil
+	}
+	why := "another file is there now"
+	if err != nil {
+		why = err.Error()
+	}
+	return fmt.Errorf("audit: %s was removed or replaced while the node had it open (%s): lines written since went to a file the path no longer names, so they are refused; restart the node to open the log at %s again, and find out what removed it (the new log starts a new chain)", path, why, path)
 }
 
 // cutBack removes a failed write's bytes from the file, so that the next

@@ -136,7 +136,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	// The audit log before anything that answers requests: a node that
 	// cannot audit must not serve. Closed after the service (defers run
 	// last in, first out).
-	auditLog, err := audit.Open(d.auditFile, audit.Options{CheckpointEvery: broker.AuditCheckpointLines})
+	auditLog, err := audit.Open(d.auditFile, audit.Options{CheckpointEvery: broker.AuditCheckpointLines, Logger: log})
 	if err != nil {
 		return err
 	}
