@@ -37,9 +37,12 @@ the domain key the backup's keys are wrapped under (an HSM of the old
 cluster, or one restored from the HSM vendor's own backup); restore checks
 the backup's domain key check against it and refuses otherwise, and it
 unwraps every version of every key in the HSM once and refuses a backup
-with a blob that does not unwrap (a damaged or edited file). Records of
+with a blob that does not unwrap (a damaged key blob). Records of
 the old members are dropped. A restore that fails leaves the Raft
-directory as it found it. Then start the node with 'hsmbrokerd serve'
+directory as it found it. While it works, data_dir holds the file
+RESTORE-IN-PROGRESS: a restore that was stopped before it finished
+(killed, power loss) leaves it there, serve then refuses to start, and
+running restore again removes the partial Raft state and starts over. Then start the node with 'hsmbrokerd serve'
 and let the other nodes join with join tokens, as for a new cluster: their
 HSMs receive the domain key HSM-to-HSM.`,
 		Example: `  hsmctl cluster backup /backup/hsmbroker-2026-11-27.snap      # earlier, on the old cluster
@@ -75,13 +78,40 @@ HSMs receive the domain key HSM-to-HSM.`,
 			if err != nil {
 				return fmt.Errorf("backup %s cannot be restored: %w", backupFile, err)
 			}
-			if has, err := cluster.HasState(c.RaftDir()); err != nil {
+			// Raft state beside the marker of a restore that did not
+			// finish is that restore's own partial work (restore never
+			// starts over state it did not make, and serve refuses to
+			// run on it): it is removed and the restore starts over.
+			// HasState still runs, so that a restore or serve still
+			// running on this directory (raft.db locked) is refused, not
+			// pulled from under it.
+			what, unfinished, err := unfinishedRestore(c)
+			if err != nil {
+				return err
+			}
+			has, err := cluster.HasState(c.RaftDir())
+			if err != nil && (!unfinished || errors.Is(err, cluster.ErrDataDirInUse)) {
+				// A partial raft.db that does not open is cleared below.
 				return fmt.Errorf("data_dir: %w", err)
-			} else if has {
+			}
+			if unfinished {
+				log.Warn("a restore into this data_dir did not finish; removing its partial Raft state and starting over", "marker", restoreMarkerPath(c), "was", what)
+				if err := clearRaftState(c.RaftDir()); err != nil {
+					return fmt.Errorf("remove the unfinished restore's Raft state in %s: %w", c.RaftDir(), err)
+				}
+				has = false
+			}
+			if has {
 				return fmt.Errorf("%s already holds Raft state; restore founds a new cluster and needs an empty Raft directory", c.RaftDir())
 			}
 			d, err := prepareServe(log, c)
 			if err != nil {
+				return err
+			}
+			// From here until the restore finished, a stop leaves a
+			// founded cluster with part of the backup: the marker makes
+			// serve refuse it and the next restore start over.
+			if err := writeRestoreMarker(c, backupFile); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
@@ -90,11 +120,16 @@ HSMs receive the domain key HSM-to-HSM.`,
 			if err != nil {
 				// Leave the Raft directory as it was found, so that the
 				// next attempt (or serve) does not find a founded, empty
-				// cluster there.
+				// cluster there. The marker stays if that fails.
 				if rerr := clearRaftState(c.RaftDir()); rerr != nil {
-					log.Error("the failed restore's Raft state could not be removed; empty the Raft directory before trying again", "dir", c.RaftDir(), "err", rerr)
+					log.Error("the failed restore's Raft state could not be removed; run the restore again, which removes it", "dir", c.RaftDir(), "err", rerr)
+				} else if rerr := removeRestoreMarker(c); rerr != nil {
+					log.Error("remove the restore marker", "err", rerr)
 				}
 				return err
+			}
+			if err := removeRestoreMarker(c); err != nil {
+				return fmt.Errorf("the restore finished, but %w; serve refuses to start until it is removed", err)
 			}
 			noun := "keys"
 			if n == 1 {

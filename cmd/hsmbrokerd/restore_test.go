@@ -127,9 +127,27 @@ func TestServeRestoreFromBackup(t *testing.T) {
 		t.Fatalf("Raft state after a restore refused for its domain key: %v %v", has, err)
 	}
 
+	// A restore stopped part-way (kill -9, power loss) leaves a founded
+	// cluster holding none or part of the backup, and its marker. serve
+	// refuses to start on it, saying what to do, and restore removes that
+	// state and starts over.
+	p1 = c.start(t, n1) // founds an empty cluster, as a restore does first
+	p1.stop(t)
+	marker := filepath.Join(n1.dir, "data", restoreMarkerName)
+	if err := os.WriteFile(marker, []byte("restore of "+backup+" started\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p1 = c.startToExit(t, n1, "serve on the state of an unfinished restore")
+	if out := p1.out.String(); p1.err == nil || !strings.Contains(out, "did not finish") || !strings.Contains(out, "hsmbrokerd restore --config "+n1.config) {
+		t.Fatalf("serve on the state of an unfinished restore: %v\n%s", p1.err, out)
+	}
+
 	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.SHA256)
 	if err != nil || !strings.Contains(out, "restored 1 key from") {
 		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("the restore marker is still there after the restore finished: %v", err)
 	}
 	p1 = c.start(t, n1)
 	conn = dial(t, n1.grpcAddr, c.caFile, c.clientCert, c.clientKey)

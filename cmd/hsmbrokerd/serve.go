@@ -49,6 +49,9 @@ finish, then Raft and the HSM sessions are closed.`,
 				return err
 			}
 			slog.SetDefault(log)
+			if err := refuseUnfinishedRestore(c, configFile); err != nil {
+				return err
+			}
 			d, err := prepareServe(log, c)
 			if err != nil {
 				return err
