@@ -9,12 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 )
 
 // FileMode is the mode of a new audit log: it names principals and keys,
@@ -201,9 +205,22 @@ type Log struct {
 // continued; the file must be moved aside (and kept: it is the evidence)
 // to start a new chain. See docs/OPERATIONS.md.
 func Open(path string, opts Options) (*Log, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, FileMode)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, FileMode)
+	created := err == nil
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, FileMode)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	if created {
+		// The new file's directory entry survives a power loss only once
+		// its directory is synced; without it, synced lines could vanish
+		// with the file.
+		if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("audit: %w", err)
+		}
 	}
 	l, err := continueFile(f, path, opts)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 	"github.com/spf13/cobra"
 )
 
@@ -82,10 +83,10 @@ func createOutFile(path string, perm fs.FileMode, force bool) (*outFile, error) 
 	return o, nil
 }
 
-// Commit syncs the file and puts it in place of path. Without force, it
-// links it there, which fails if anything has appeared at path since
-// createOutFile; on a file system without hard links it checks again and
-// renames.
+// Commit syncs the file, puts it in place of path and syncs path's
+// directory. Without force, it links it there, which fails if anything
+// has appeared at path since createOutFile; on a file system without hard
+// links it checks again and renames.
 func (o *outFile) Commit() (err error) {
 	defer func() {
 		if err != nil {
@@ -104,7 +105,10 @@ func (o *outFile) Commit() (err error) {
 		switch {
 		case err == nil:
 			o.done = true
-			return os.Remove(tmp)
+			if err := os.Remove(tmp); err != nil {
+				return err
+			}
+			return syncParent(o.path)
 		case errors.Is(err, fs.ErrExist):
 			return errExists(o.path)
 		}
@@ -116,7 +120,13 @@ func (o *outFile) Commit() (err error) {
 		return err
 	}
 	o.done = true
-	return nil
+	return syncParent(o.path)
+}
+
+// syncParent syncs the directory of path, so that the file just put in
+// place there (a backup, a key) survives a power loss.
+func syncParent(path string) error {
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 // Abort removes the temporary file, unless Commit has put it in place.
