@@ -19,9 +19,21 @@ import (
 // recomputed) is refused instead of restoring keys that fail when used.
 // Records of the old members are dropped, so that new nodes (even with the
 // old ids) can join.
-func (d *Daemon) RestoreBackup(ctx context.Context, b *cluster.Backup) error {
+//
+// With an audit log, the restore is audited as internal:restore: an intent
+// line (synced) before anything is checked or restored, and an outcome
+// line when it ends, whether it succeeded or not; dropping each old
+// member's record is a change with lines of its own.
+func (d *Daemon) RestoreBackup(ctx context.Context, b *cluster.Backup) (err error) {
 	s := d.svc
 	ctx = Internal(ctx, "restore")
+	task := requestOf(ctx)
+	if err := s.auditAhead(task); err != nil {
+		return err
+	}
+	// The intent is written: a failed outcome line is logged, and verify
+	// reports the intent without outcome.
+	defer func() { _ = s.endGRPC(task, err) }()
 	if err := s.hsm.VerifyDomainKey(ctx, b.DomainKeyCheck()); err != nil {
 		if errors.Is(err, hsm.ErrWrongDomainKey) {
 			return fmt.Errorf("the backup's keys are wrapped under another domain key than this HSM's: %w", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/config"
@@ -42,7 +43,9 @@ the old members are dropped. A restore that fails leaves the Raft
 directory as it found it. While it works, data_dir holds the file
 RESTORE-IN-PROGRESS: a restore that was stopped before it finished
 (killed, power loss) leaves it there, serve then refuses to start, and
-running restore again removes the partial Raft state and starts over. Then start the node with 'hsmbrokerd serve'
+running restore again removes the partial Raft state and starts over.
+The restore is written to the node's audit log (operation
+internal:restore, an intent and an outcome line), which serve continues. Then start the node with 'hsmbrokerd serve'
 and let the other nodes join with join tokens, as for a new cluster: their
 HSMs receive the domain key HSM-to-HSM.`,
 		Example: `  hsmctl cluster backup /backup/hsmbroker-2026-11-27.snap      # earlier, on the old cluster
@@ -150,7 +153,20 @@ HSMs receive the domain key HSM-to-HSM.`,
 
 // restoreBackup opens the partition and a freshly bootstrapped single-node
 // cluster, restores the backup into it and shuts down again.
-func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *cluster.Backup) (int, error) {
+//
+// The restore is audited in the node's audit log, opened as serve opens
+// it (and refused as serve refuses it when its chain is broken), so that
+// the log the node then continues shows the restore.
+func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *cluster.Backup) (n int, err error) {
+	auditLog, err := audit.Open(d.auditFile, audit.Options{CheckpointEvery: broker.AuditCheckpointLines, Logger: log})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if cerr := auditLog.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close the audit log: %w", cerr)
+		}
+	}()
 	p, err := hsm.Open(d.hsm)
 	if err != nil {
 		return 0, err
@@ -171,7 +187,7 @@ func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *clus
 	if err := node.WaitForLeader(ctx); err != nil {
 		return 0, err
 	}
-	svc, err := broker.New(broker.Config{NodeID: cc.NodeID, Node: node, Partition: p, PeerTLS: d.peerTLS, Logger: log})
+	svc, err := broker.New(broker.Config{NodeID: cc.NodeID, Node: node, Partition: p, PeerTLS: d.peerTLS, Logger: log, AuditLog: auditLog})
 	if err != nil {
 		return 0, err
 	}

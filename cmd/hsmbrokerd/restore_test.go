@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -126,6 +129,10 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if has, err := cluster.HasState(filepath.Join(n2.dir, "data", "raft")); err != nil || has {
 		t.Fatalf("Raft state after a restore refused for its domain key: %v %v", has, err)
 	}
+	// A restore that failed is audited too, with its failure as outcome.
+	if res := checkRestoreAudited(t, filepath.Join(n2.dir, "data", "audit.log"), ""); res == "OK" {
+		t.Fatal("the refused restore's outcome line says OK")
+	}
 
 	// A restore stopped part-way (kill -9, power loss) leaves a founded
 	// cluster holding none or part of the backup, and its marker. serve
@@ -149,6 +156,8 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Fatalf("the restore marker is still there after the restore finished: %v", err)
 	}
+	// The restore is in the node's audit log: an intent and its outcome.
+	checkRestoreAudited(t, filepath.Join(n1.dir, "data", "audit.log"), "OK")
 	p1 = c.start(t, n1)
 	conn = dial(t, n1.grpcAddr, c.caFile, c.clientCert, c.clientKey)
 	waitServing(t, p1, conn)
@@ -157,4 +166,43 @@ func TestServeRestoreFromBackup(t *testing.T) {
 		t.Fatalf("old ciphertext after restore: %v", err)
 	}
 	p1.stop(t)
+}
+
+// checkRestoreAudited requires the audit log at path to be intact and to
+// hold a restore's intent line and, last, the outcome that names it; with
+// want, the outcome's result must be that. It returns the result.
+func checkRestoreAudited(t *testing.T, path, want string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.Verify(bytes.NewReader(data)); err != nil {
+		t.Fatalf("audit log %s: %v", path, err)
+	}
+	// The restore's outcome is its last line; the intent it names comes
+	// before any line of the restore's own changes.
+	intents := map[uint64]bool{}
+	var outcome *audit.Record
+	for line := range strings.Lines(string(data)) {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Operation != "internal:restore" || r.Front != "internal" {
+			continue
+		}
+		if r.Result == audit.ResultIntent {
+			intents[r.Seq] = true
+			continue
+		}
+		outcome = &r
+	}
+	if outcome == nil || !intents[outcome.Intent] {
+		t.Fatalf("audit log %s: no internal:restore outcome naming its intent:\n%s", path, data)
+	}
+	if want != "" && outcome.Result != want {
+		t.Fatalf("the restore's outcome is %q, want %q", outcome.Result, want)
+	}
+	return outcome.Result
 }
