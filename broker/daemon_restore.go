@@ -15,8 +15,11 @@ import (
 // HSM holds the domain key the backup's blobs are wrapped under. Before
 // anything is restored, the backup's domain key check must pass on this
 // node's HSM and every version of every key must unwrap in it, so that a
-// backup that was edited consistently (a blob changed and its checksum
-// recomputed) is refused instead of restoring keys that fail when used.
+// backup with a damaged key blob is refused instead of restoring keys that
+// fail when used. Nothing else in the backup is checked here: roles,
+// policies, grants, aliases and key states, and a blob moved to another
+// key's entry (it still unwraps), are protected only by the backup's
+// SHA-256 (docs/OPERATIONS.md).
 // Records of the old members are dropped, so that new nodes (even with the
 // old ids) can join.
 //
