@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/hsmbroker/hsmbroker/internal/config"
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 )
 
 // File modes of what Save and the helpers write.
@@ -176,6 +177,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 		return fmt.Errorf("pki: write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("pki: write %s: %w", path, err)
+	}
+	// The renamed entry survives a power loss once the directory is synced.
+	if err := fsutil.SyncDir(dir); err != nil {
 		return fmt.Errorf("pki: write %s: %w", path, err)
 	}
 	return nil
