@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"strings"
 
+	"github.com/hsmbroker/hsmbroker/client"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
 )
 
 // Data objects (CKO_DATA) live in the cluster (DataObjectService), so that
@@ -54,6 +56,14 @@ func (m *Module) CreateObject(h uint64, attrs []Attribute) (uint64, uint64) {
 	resp, err := cl.DataObjects.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{
 		Label: s.tok.cfg.KeyPrefix + string(t.label), Application: string(t.application), ObjectId: t.objectID, Value: t.value, Private: t.bools[CKA_PRIVATE]}})
 	if err != nil {
+		switch client.Code(err) {
+		case codes.InvalidArgument: // a label or application that is not text
+			m.log.Warn("CreateDataObject refused", "err", err)
+			return 0, CKR_ATTRIBUTE_VALUE_INVALID
+		case codes.FailedPrecondition: // no room left for data objects
+			m.log.Warn("CreateDataObject refused", "err", err)
+			return 0, CKR_DEVICE_MEMORY
+		}
 		return 0, m.rpcRV("CreateDataObject", err)
 	}
 	m.mu.Lock()

@@ -679,6 +679,21 @@ func TestRawAESAndDataObjects(t *testing.T) {
 	if got := g.find(oh, Attribute{CKA_CLASS, ulong(CKO_DATA)}); len(got) != 0 {
 		t.Fatalf("%d data objects after destroy", len(got))
 	}
+	// A label the broker refuses (not text) is an attribute's value, and
+	// the cluster's room for values running out is the device's memory.
+	if _, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_DATA)}, {CKA_LABEL, []byte("a\x1b[2Jb")}, {CKA_VALUE, []byte("v")}}); rv != CKR_ATTRIBUTE_VALUE_INVALID {
+		t.Fatalf("a label with an escape sequence: %#x", rv)
+	}
+	var full uint64
+	for i := range 40 {
+		if _, rv := f.m.CreateObject(h, []Attribute{{CKA_CLASS, ulong(CKO_DATA)}, {CKA_LABEL, []byte(fmt.Sprint("big", i))}, {CKA_VALUE, make([]byte, 64<<10)}}); rv != CKR_OK {
+			full = rv
+			break
+		}
+	}
+	if full != CKR_DEVICE_MEMORY {
+		t.Fatalf("data objects past the cluster's room: %#x, want CKR_DEVICE_MEMORY", full)
+	}
 }
 
 // TestFinalizeDuringOpenSession: C_Finalize and C_Initialize while other
