@@ -53,8 +53,10 @@ func decodeStrict(body []byte, in any) error {
 			name := truncate(memberName(te.Field), 64)
 			if lo, hi, ok := intRange(te.Type); ok && strings.HasPrefix(te.Value, "number") {
 				// A number, but not a whole one in the member's range
-				// (2147483648 for an int32): the value is wrong, not its type.
-				return validation("member %s must be a whole number from %d to %d", name, lo, hi)
+				// (2147483648 for an int32): its type is right, and the
+				// message says what it must be. It is still refused while
+				// the body is read, as AWS's protocol layer refuses it.
+				return serialization("member %s must be a whole number from %d to %d", name, lo, hi)
 			}
 			return serialization("member %s has the wrong type (want %s)", name, jsonType(te.Type))
 		}

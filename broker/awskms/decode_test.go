@@ -71,16 +71,16 @@ func TestDecodeStrict(t *testing.T) {
 }
 
 // TestDecodeNumbersOutOfRange: a number that is not a whole one in its
-// member's range is a wrong value (ValidationException, with the range),
-// not a wrong type.
+// member's range is refused saying what it must be, not that its type is
+// wrong.
 func TestDecodeNumbersOutOfRange(t *testing.T) {
 	for _, body := range []string{`{"NumberOfBytes":2147483648}`, `{"NumberOfBytes":-2147483649}`, `{"NumberOfBytes":1.5}`} {
 		var in generateDataKeyInput
 		err := decodeStrict([]byte(body), &in)
 		var ae *apiError
-		if !errors.As(err, &ae) || ae.exception != broker.ExcValidation ||
+		if !errors.As(err, &ae) || ae.exception != excSerialization ||
 			!strings.Contains(ae.message, "member NumberOfBytes must be a whole number from -2147483648 to 2147483647") {
-			t.Errorf("%s: got %v; want a ValidationException giving the range", body, err)
+			t.Errorf("%s: got %v; want a SerializationException giving the range", body, err)
 		}
 	}
 	var in generateDataKeyInput

@@ -28,7 +28,7 @@ func TestProtocol(t *testing.T) {
 		{"malformed JSON", func() rawResponse { return raw("ListKeys", `{"Limit":`) }, 400, "SerializationException", ""},
 		{"not an object", func() rawResponse { return raw("ListKeys", `[1,2]`) }, 400, "SerializationException", ""},
 		{"wrong member type", func() rawResponse { return raw("ListKeys", `{"Limit":"ten"}`) }, 400, "SerializationException", "Limit"},
-		{"number out of range", func() rawResponse { return raw("ListKeys", `{"Limit":1e12}`) }, 400, "SerializationException", "Limit"},
+		{"number out of range", func() rawResponse { return raw("ListKeys", `{"Limit":1e12}`) }, 400, "SerializationException", "member Limit must be a whole number"},
 		{"trailing data", func() rawResponse { return raw("ListKeys", `{} {}`) }, 400, "SerializationException", "after"},
 		{"bad base64 blob", func() rawResponse { return raw("Decrypt", `{"CiphertextBlob":"***"}`) }, 400, "SerializationException", ""},
 		{"missing required member", func() rawResponse { return raw("Encrypt", `{"Plaintext":"aGk="}`) }, 400, "ValidationException", "keyId"},
