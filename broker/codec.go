@@ -99,13 +99,15 @@ func takeUndecoded(v any) error {
 }
 
 // decodeCheckedStream is a server stream whose received messages are
-// checked as a unary call's request is.
+// checked as a unary call's request is. A message received stops the
+// tap's wait for the first one (firstMessageTimeout).
 type decodeCheckedStream struct{ grpc.ServerStream }
 
 func (s decodeCheckedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
+	messageArrived(s.ServerStream.Context())
 	if err := takeUndecoded(m); err != nil {
 		return toStatus(err).Err()
 	}

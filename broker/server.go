@@ -130,6 +130,7 @@ func peerPrincipal(ctx context.Context) (string, string) {
 // turns its error into a status.
 func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	undecoded := takeUndecoded(req) // first, so that it is always taken
+	messageArrived(ctx)             // the request is read: the tap's timer stops
 	ctx, c, err := s.admit(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
@@ -147,9 +148,9 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 
 // streamInterceptor does for a streaming call what unaryInterceptor does
 // for a unary one. gRPC health (Watch) and reflection streams pass through
-// untouched: they need no certificate, as their unary counterparts do
-// not, and they last as long as the client's interest, so they are not
-// requests to log.
+// untouched (the tap admitted them: health for any certificate of the
+// cluster CA, reflection for a caller with a role), and they last as long
+// as the client's interest, so they are not requests to log.
 func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ss = decodeCheckedStream{ss}
 	if isHealthOrReflection(info.FullMethod) {

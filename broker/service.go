@@ -81,9 +81,13 @@ type Service struct {
 	log  *slog.Logger
 
 	// inflight counts the gRPC calls the tap admitted that have not
-	// ended; tapRefused the calls it refused (see tap.go).
-	inflight   atomic.Int64
-	tapRefused atomic.Uint64
+	// ended, and byPrincipal those of each principal; tapRefused the
+	// calls it refused (see tap.go).
+	inflight    atomic.Int64
+	byPrincipal principalCalls
+	tapRefused  atomic.Uint64
+	// firstMessageWait, when set (tests), replaces firstMessageTimeout.
+	firstMessageWait atomic.Int64
 
 	health healthState
 	peers  peers

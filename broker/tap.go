@@ -2,6 +2,9 @@ package broker
 
 import (
 	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
@@ -20,14 +23,19 @@ import (
 //     and HTTP/2 handshakes in time (grpc-go's default is 120 s, during
 //     which a silent connection holds a file descriptor). The daemon
 //     bounds the connections open at once (internal/netlimit).
-//   - The tap (tapIn) runs when a call's headers arrive, before a byte of
-//     its message is read. It refuses callers without a client
-//     certificate, and callers without a role (the cluster's record, else
-//     the certificate's): unknown and revoked (role none) principals never
-//     get a message decoded. Node certificates pass. A caller with a role
-//     the method does not admit is refused by the role gate after its
-//     message is read (bounded by maxRecvMsgSize), so that its audit line
-//     names the key it asked for.
+//   - The tap (tapIn) runs for every call, gRPC health and reflection
+//     included, when its headers arrive, before a byte of its message is
+//     read. It refuses callers without a client certificate, and callers
+//     without a role (the cluster's record, else the certificate's):
+//     unknown and revoked (role none) principals never get a message
+//     decoded. Node certificates pass. A caller with a role the method
+//     does not admit is refused by the role gate after its message is
+//     read (bounded by maxRecvMsgSize), so that its audit line names the
+//     key it asked for. gRPC health (Check, Watch) is open to any
+//     certificate of the cluster CA, whatever its role, since load
+//     balancers use it; reflection needs a role other than none. Every
+//     refusal of an authenticated caller for its role or a bound is
+//     audited; admitted health and reflection calls are not.
 //   - maxRecvMsgSize bounds every message. The largest legitimate one is a
 //     node's ForwardCommand carrying a CreateKey: a key blob (at most
 //     64 KiB, cluster.maxBlobLen), a 32 KiB policy, an 8 KiB description
@@ -39,15 +47,34 @@ import (
 //     maxInflightCalls those of all connections: a call beyond it is
 //     refused (ResourceExhausted) at the tap. With maxRecvMsgSize, the
 //     messages being read at once take at most maxInflightCalls x 256 KiB.
+//     Health and reflection calls count too.
+//   - maxInflightPerPrincipal bounds the calls of one principal (over all
+//     its connections), so that one principal cannot take every call of
+//     the node from the others. Members' node certificates are exempt:
+//     forwarded calls and replication are the cluster's own work.
+//   - firstMessageTimeout ends a call whose request message has not
+//     arrived that long after its headers, releasing what it holds. A
+//     call that has received its message (a server stream such as Backup
+//     or Health.Watch) is not cut by it.
 //   - The HTTP/2 flow-control windows are fixed (64 KiB per stream, 1 MiB
 //     per connection) instead of grpc-go's dynamic windows, which grow to
 //     16 MiB: they bound the bytes a peer may send ahead of what the
 //     server has read.
 const (
-	handshakeTimeout      = 10 * time.Second
-	maxRecvMsgSize        = 256 << 10
-	maxConcurrentStreams  = 128
-	maxInflightCalls      = 512
+	handshakeTimeout     = 10 * time.Second
+	maxRecvMsgSize       = 256 << 10
+	maxConcurrentStreams = 128
+	maxInflightCalls     = 512
+	// maxInflightPerPrincipal is a quarter of the node's calls: a
+	// principal that opens calls and never sends their message stops
+	// there, leaving the rest to the others.
+	maxInflightPerPrincipal = maxInflightCalls / 4
+	// firstMessageTimeout: a call's request is a message of at most
+	// 256 KiB which a client sends right after the headers; 10 s leaves
+	// room for a slow link, while a call held open without it (and
+	// without a deadline) would hold an in-flight slot for as long as its
+	// client likes.
+	firstMessageTimeout   = 10 * time.Second
 	initialWindowSize     = 64 << 10
 	initialConnWindowSize = 1 << 20
 	// maxHeaderListSize bounds a call's headers (method name and
@@ -60,7 +87,12 @@ var refusedBeforeRead = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "gRPC calls refused when their headers arrived, before any message was read, by gRPC code.",
 }, []string{"code"})
 
-func init() { prometheus.MustRegister(refusedBeforeRead) }
+var firstMessageTimeouts = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "hsmbroker_grpc_first_message_timeouts_total",
+	Help: "gRPC calls ended because their request message had not arrived in time after their headers.",
+})
+
+func init() { prometheus.MustRegister(refusedBeforeRead, firstMessageTimeouts) }
 
 // limitOptions are the server options that bound what callers can make
 // the node hold (see above).
@@ -81,15 +113,23 @@ func (s *Service) limitOptions() []grpc.ServerOption {
 func (s *Service) RefusedBeforeRead() uint64 { return s.tapRefused.Load() }
 
 // tapIn is the gRPC tap: it runs for every call when its headers arrive.
+// An admitted call holds a slot of maxInflightCalls (and of its
+// principal's maxInflightPerPrincipal) until it ends, and its context is
+// cancelled if its first message does not arrive in firstMessageTimeout.
 func (s *Service) tapIn(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if isHealthOrReflection(info.FullMethodName) {
-		return ctx, nil
-	}
-	known, err := s.tapAdmit(ctx, info)
-	if err == nil && s.inflight.Add(1) > maxInflightCalls {
-		s.inflight.Add(-1)
-		err = toStatus(newError(codes.ResourceExhausted, ExcThrottling,
-			"node %s is handling %d calls; retry later", s.cfg.NodeID, maxInflightCalls)).Err()
+	id, known, err := s.tapAdmit(ctx, info)
+	principal := ""
+	if err == nil {
+		if id.Role != authz.RoleNode {
+			principal = id.Principal
+		}
+		if err = s.takeSlot(principal); err != nil && id.Principal != "" {
+			action := grpcAction(info.FullMethodName)
+			if !known {
+				action = boundMethod(info.FullMethodName)
+			}
+			err = s.auditTapRefusal(ctx, info, id, action, "throttled: "+status.Convert(err).Message(), err)
+		}
 	}
 	if err != nil {
 		s.tapRefused.Add(1)
@@ -101,32 +141,171 @@ func (s *Service) tapIn(ctx context.Context, info *tap.Info) (context.Context, e
 		}
 		return ctx, err
 	}
+	c := &tapCall{s: s, principal: principal}
+	ctx, c.cancel = context.WithCancel(ctx)
+	wait := time.Duration(s.firstMessageWait.Load())
+	if wait <= 0 {
+		wait = firstMessageTimeout
+	}
+	c.timer = time.AfterFunc(wait, c.expire)
+	ctx = context.WithValue(ctx, tapCallKey{}, c)
 	// The stream's context ends when the call does, however it ends.
-	context.AfterFunc(ctx, func() { s.inflight.Add(-1) })
+	context.AfterFunc(ctx, c.end)
 	return ctx, nil
 }
 
+// tapCall is what the tap keeps of a call it admitted.
+type tapCall struct {
+	s         *Service
+	principal string // "" when not counted for a principal
+	cancel    context.CancelFunc
+	timer     *time.Timer
+	state     atomic.Uint32 // callWaiting, callArrived or callExpired
+}
+
+type tapCallKey struct{}
+
+const (
+	callWaiting = iota
+	callArrived
+	callExpired
+)
+
+// expire ends the call, which got no message in time.
+func (c *tapCall) expire() {
+	if c.state.CompareAndSwap(callWaiting, callExpired) {
+		firstMessageTimeouts.Inc()
+		c.cancel()
+	}
+}
+
+// arrived records that the call's first message arrived.
+func (c *tapCall) arrived() {
+	if c.state.Load() == callWaiting && c.state.CompareAndSwap(callWaiting, callArrived) {
+		c.timer.Stop()
+	}
+}
+
+// end releases the call's slots when it ends.
+func (c *tapCall) end() {
+	c.timer.Stop()
+	c.s.releaseSlot(c.principal)
+}
+
+// messageArrived tells the tap that the call of ctx received a message:
+// the interceptors call it once a unary call's request is read, and on
+// each message a stream receives.
+func messageArrived(ctx context.Context) {
+	if c, ok := ctx.Value(tapCallKey{}).(*tapCall); ok {
+		c.arrived()
+	}
+}
+
+// principalCalls counts the calls in flight of each principal.
+type principalCalls struct {
+	mu sync.Mutex
+	n  map[string]int32
+}
+
+// takeSlot counts a call in flight, for principal too unless it is "",
+// or refuses it (ResourceExhausted) when a bound is reached.
+func (s *Service) takeSlot(principal string) error {
+	if principal != "" {
+		p := &s.byPrincipal
+		p.mu.Lock()
+		if p.n == nil {
+			p.n = make(map[string]int32)
+		}
+		if p.n[principal] >= maxInflightPerPrincipal {
+			p.mu.Unlock()
+			return toStatus(newError(codes.ResourceExhausted, ExcThrottling,
+				"principal %.200s has %d calls in progress on node %s, its limit; retry later",
+				principal, maxInflightPerPrincipal, s.cfg.NodeID)).Err()
+		}
+		p.n[principal]++
+		p.mu.Unlock()
+	}
+	if s.inflight.Add(1) > maxInflightCalls {
+		s.releaseSlot(principal)
+		return toStatus(newError(codes.ResourceExhausted, ExcThrottling,
+			"node %s is handling %d calls; retry later", s.cfg.NodeID, maxInflightCalls)).Err()
+	}
+	return nil
+}
+
+// releaseSlot undoes takeSlot.
+func (s *Service) releaseSlot(principal string) {
+	s.inflight.Add(-1)
+	if principal == "" {
+		return
+	}
+	p := &s.byPrincipal
+	p.mu.Lock()
+	if p.n[principal] <= 1 {
+		delete(p.n, principal) // the map holds only principals with calls
+	} else {
+		p.n[principal]--
+	}
+	p.mu.Unlock()
+}
+
 // tapAdmit admits a call from its headers alone: the method must be one
-// the broker serves (known), the caller authenticated and holding a role.
-// A refusal of an authenticated caller is audited, as the interceptors
-// would have audited it, without anything of the message, which was not
-// read.
-func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (known bool, err error) {
-	action := grpcAction(info.FullMethodName)
+// the broker serves (known), the caller authenticated and holding a role;
+// gRPC health and reflection are admitted by tapAdmitOpen. A refusal of an
+// authenticated caller is audited, as the interceptors would have audited
+// it, without anything of the message, which was not read.
+func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (id authz.Caller, known bool, err error) {
+	method := info.FullMethodName
+	if isHealthOrReflection(method) {
+		id, err = s.tapAdmitOpen(ctx, info)
+		return id, false, err
+	}
+	action := grpcAction(method)
 	if !authz.Known(action) {
-		return false, status.Errorf(codes.Unimplemented, "unknown method %.200q", info.FullMethodName)
+		return id, false, status.Errorf(codes.Unimplemented, "unknown method %.200q", method)
 	}
 	if s.cfg.InsecureNoClientAuth {
-		return true, nil
+		return id, true, nil
 	}
 	c := peerCert(ctx)
 	if c == nil {
-		return true, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+		return id, true, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+	}
+	id = s.certIdentity(c)
+	if id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone {
+		return id, true, nil
+	}
+	rq := s.tapRequest(ctx, info)
+	err = s.roleGate(rq, id, action, RequestContexts{})
+	if aerr := s.endGRPC(rq, err); aerr != nil {
+		return id, true, toStatus(aerr).Err()
+	}
+	return id, true, toStatus(err).Err()
+}
+
+// tapAdmitOpen admits a gRPC health or reflection call: health from any
+// certificate of the cluster CA (load balancers and probes use it, whatever
+// their role), reflection from a caller with a role other than none.
+func (s *Service) tapAdmitOpen(ctx context.Context, info *tap.Info) (authz.Caller, error) {
+	if s.cfg.InsecureNoClientAuth {
+		return authz.Caller{}, nil
+	}
+	c := peerCert(ctx)
+	if c == nil {
+		return authz.Caller{}, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	id := s.certIdentity(c)
-	if id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone {
-		return true, nil
+	if hasPrefix(info.FullMethodName, "/grpc.reflection.") && (id.Principal == "" || id.Role == "" || id.Role == authz.RoleNone) {
+		err := toStatus(newError(codes.PermissionDenied, ExcAccessDenied,
+			"%.200s (role %s) may not use gRPC reflection", id.Principal, id.Role.Name())).Err()
+		return id, s.auditTapRefusal(ctx, info, id, boundMethod(info.FullMethodName),
+			"role "+id.Role.Name()+" may not use gRPC reflection", err)
 	}
+	return id, nil
+}
+
+// tapRequest is the request of a call the tap refuses, for its audit line.
+func (s *Service) tapRequest(ctx context.Context, info *tap.Info) *request {
 	addr := ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
@@ -135,10 +314,26 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (known bool, err
 	if v := info.Header.Get("x-request-id"); len(v) > 0 && len(v[0]) <= 64 {
 		requestID = v[0]
 	}
-	rq := &request{front: FrontGRPC, requestID: requestID, peer: addr}
-	err = s.roleGate(rq, id, action, RequestContexts{})
+	return &request{front: FrontGRPC, requestID: requestID, peer: addr}
+}
+
+// auditTapRefusal audits the tap's refusal (err) of id's call, as action,
+// for reason, and returns the answer to give: err, or the audit log's
+// failure.
+func (s *Service) auditTapRefusal(ctx context.Context, info *tap.Info, id authz.Caller, action, reason string, err error) error {
+	rq := s.tapRequest(ctx, info)
+	rq.id, rq.identified, rq.action, rq.denied = id, true, action, reason
 	if aerr := s.endGRPC(rq, err); aerr != nil {
-		return true, toStatus(aerr).Err()
+		return toStatus(aerr).Err()
 	}
-	return true, toStatus(err).Err()
+	return err
+}
+
+// boundMethod is a method name a caller sent, for an audit line: at most
+// 200 bytes, valid UTF-8.
+func boundMethod(m string) string {
+	if len(m) > 200 {
+		m = m[:200]
+	}
+	return strings.ToValidUTF8(m, "\uFFFD")
 }
