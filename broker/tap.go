@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/x509"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,8 +35,9 @@ import (
 //     key it asked for. gRPC health (Check, Watch) is open to any
 //     certificate of the cluster CA, whatever its role, since load
 //     balancers use it; reflection needs a role other than none. Every
-//     refusal of an authenticated caller for its role or a bound is
-//     audited; admitted health and reflection calls are not.
+//     refusal of an authenticated caller is audited (an unknown method
+//     with its name cut to 200 bytes, which is never a metric label);
+//     admitted health and reflection calls are not.
 //   - maxRecvMsgSize bounds every message. The largest legitimate one is a
 //     node's ForwardCommand carrying a CreateKey: a key blob (at most
 //     64 KiB, cluster.maxBlobLen), a 32 KiB policy, an 8 KiB description
@@ -261,13 +263,22 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (id authz.Caller
 		return id, false, err
 	}
 	action := grpcAction(method)
-	if !authz.Known(action) {
-		return id, false, status.Errorf(codes.Unimplemented, "unknown method %.200q", method)
+	known = authz.Known(action)
+	var c *x509.Certificate
+	if !s.cfg.InsecureNoClientAuth {
+		c = peerCert(ctx)
+	}
+	if !known {
+		err = status.Errorf(codes.Unimplemented, "unknown method %.200q", method)
+		if c == nil {
+			return id, false, err
+		}
+		id = s.certIdentity(c)
+		return id, false, s.auditTapRefusal(ctx, info, id, boundMethod(method), "unknown method", err)
 	}
 	if s.cfg.InsecureNoClientAuth {
 		return id, true, nil
 	}
-	c := peerCert(ctx)
 	if c == nil {
 		return id, true, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -285,5 +286,45 @@ func TestTapHealthNeedsCertificate(t *testing.T) {
 	_, err := healthpb.NewHealthClient(conn).Check(ctxT(t), &healthpb.HealthCheckRequest{})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("health Check without a certificate: %v", err)
+	}
+}
+
+// TestTapUnknownMethodAudited: an authenticated caller's call to a method
+// the broker does not serve is refused and audited, with the method's name
+// cut to 200 bytes; no metric gets the name as a label value.
+func TestTapUnknownMethodAudited(t *testing.T) {
+	lb := &lockedBuffer{b: &bytes.Buffer{}}
+	e := newSecureEnv(t, audit.New(lb, audit.Options{}))
+	ctx := ctxT(t)
+	conn := e.conn("app", "user")
+	long := "/hsmbroker.v1.KeyService/" + strings.Repeat("Nope", 100)
+	for _, m := range []string{"/hsmbroker.v1.KeyService/Nope", long} {
+		lines := len(auditLines(t, []byte(lb.String())))
+		err := conn.Invoke(ctx, m, &pb.ListKeysRequest{}, &pb.ListKeysResponse{})
+		if status.Code(err) != codes.Unimplemented {
+			t.Fatalf("%.40s: %v, want Unimplemented", m, err)
+		}
+		recs := auditLines(t, []byte(lb.String()))
+		if len(recs) != lines+1 {
+			t.Fatalf("%.40s: %d audit lines, want 1", m, len(recs)-lines)
+		}
+		r := recs[len(recs)-1]
+		if r.Principal != "app" || r.Decision != "deny" || r.Code != codes.Unimplemented.String() ||
+			len(r.Operation) > 200 || !strings.HasPrefix(m, r.Operation) || r.Operation == "" {
+			t.Errorf("%.40s: audit line %+v", m, r)
+		}
+	}
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, metric := range mf.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if strings.Contains(l.GetValue(), "Nope") {
+					t.Errorf("metric %s has label %s=%.40q", mf.GetName(), l.GetName(), l.GetValue())
+				}
+			}
+		}
 	}
 }
