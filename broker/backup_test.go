@@ -321,10 +321,9 @@ func TestBackupStreamAuthorization(t *testing.T) {
 }
 
 // TestStreamsWithoutCertificate: on a server that lets a client without a
-// certificate finish the handshake, the interceptors refuse it the
-// streaming Backup as they refuse it unary calls, and it still gets gRPC
-// health (Check and the Watch stream) and reflection, which need no
-// certificate, as before.
+// certificate finish the handshake, the streaming Backup is refused as
+// unary calls are, and so are gRPC health (Check and the Watch stream) and
+// reflection, which a caller with a certificate gets.
 func TestStreamsWithoutCertificate(t *testing.T) {
 	var buf bytes.Buffer
 	e := newSecureEnvAuth(t, audit.New(&lockedBuffer{b: &buf}, audit.Options{}), tls.VerifyClientCertIfGiven)
@@ -344,22 +343,37 @@ func TestStreamsWithoutCertificate(t *testing.T) {
 		t.Fatalf("unauthenticated requests left audit lines:\n%s", buf.String())
 	}
 
+	// Health and reflection without a certificate are refused too: health
+	// is open to any certificate of the cluster CA, reflection to a caller
+	// with a role, and neither to anyone at all.
 	hc := healthpb.NewHealthClient(conn)
-	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("health Check without a certificate: %v %v", r, err)
+	}
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = watch.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("health Watch without a certificate: %v", err)
+	}
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err == nil {
+		_ = refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+		_, err = refl.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("reflection without a certificate: %v", err)
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("refused anonymous health and reflection left audit lines:\n%s", buf.String())
+	}
+	// With a certificate, health and reflection are served, unaudited.
+	user := e.conn("app", authz.RoleUser)
+	if r, err := healthpb.NewHealthClient(user).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health Check: %v %v", r, err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	watch, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health Watch: %v %v", r, err)
-	}
-	cancel()
-
-	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	refl, err = reflectionpb.NewServerReflectionClient(user).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -278,17 +278,6 @@ func TestTapHealthBounded(t *testing.T) {
 	}
 }
 
-// TestTapHealthNeedsCertificate: on a server that does not make TLS demand
-// a certificate, health and reflection without one are refused.
-func TestTapHealthNeedsCertificate(t *testing.T) {
-	e := newSecureEnvAuth(t, nil, tls.VerifyClientCertIfGiven)
-	conn := hsmtest.DialTLS(t, e.addr, hsmtest.NoCertTLS(e.ca))
-	_, err := healthpb.NewHealthClient(conn).Check(ctxT(t), &healthpb.HealthCheckRequest{})
-	if status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("health Check without a certificate: %v", err)
-	}
-}
-
 // TestTapUnknownMethodAudited: an authenticated caller's call to a method
 // the broker does not serve is refused and audited, with the method's name
 // cut to 200 bytes; no metric gets the name as a label value.
