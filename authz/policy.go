@@ -166,7 +166,7 @@ func ParsePolicy(doc string) (*Policy, error) {
 	dec := json.NewDecoder(strings.NewReader(doc))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return nil, policyDecodeError(err)
+		return nil, decodeError(err, "key policy", "Version, Id and Statement", "the key policy is not a JSON object")
 	}
 	if raw.Version != "" && raw.Version != "2012-10-17" && raw.Version != "2008-10-17" {
 		return nil, fmt.Errorf("the Version must be 2012-10-17 (or 2008-10-17), not %.64q", raw.Version)
@@ -204,7 +204,8 @@ func parseStatement(b []byte) (policyStatement, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return st, statementDecodeError(err)
+		return st, decodeError(err, "statement", "Sid, Effect, Principal, Action, Resource and Condition",
+			"not a statement this service can evaluate: not a JSON object of statement members")
 	}
 	switch {
 	case raw.NotPrincipal != nil, raw.NotAction != nil, raw.NotResource != nil:
@@ -497,28 +498,18 @@ func glob(pattern, s string) bool {
 	return p == len(pattern)
 }
 
-// policyDecodeError is statementDecodeError for the document's top level.
-func policyDecodeError(err error) error {
+// decodeError says in a policy's own terms why a part of it (what: "key
+// policy" or "statement", whose members are listed in members) does not
+// decode, where encoding/json speaks of Go ("json: unknown field",
+// "cannot unmarshal number into Go struct field rawStatement.Effect");
+// notObject is the error for anything else.
+func decodeError(err error, what, members, notObject string) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
 		return fmt.Errorf("the member %s has the wrong type (%s)", te.Field, te.Value)
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fmt.Errorf("%.80s is not a key policy member; a key policy has Version, Id and Statement", name)
+		return fmt.Errorf("%.80s is not a %s member; a %s has %s", name, what, what, members)
 	}
-	return errors.New("the key policy is not a JSON object")
-}
-
-// statementDecodeError says in a policy's own terms why a statement does
-// not decode, where encoding/json speaks of Go ("json: unknown field",
-// "cannot unmarshal number into Go struct field rawStatement.Effect").
-func statementDecodeError(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Errorf("the member %s has the wrong type (%s)", te.Field, te.Value)
-	}
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fmt.Errorf("%s is not a statement member; a statement has Sid, Effect, Principal, Action, Resource and Condition", name)
-	}
-	return errors.New("not a statement this service can evaluate: not a JSON object of statement members")
+	return errors.New(notObject)
 }
