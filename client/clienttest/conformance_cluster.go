@@ -111,7 +111,11 @@ func checkMembershipRefusals(t *testing.T, cl pb.ClusterServiceClient) {
 	_, err = cl.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "no-such-node"})
 	wantErr(t, "RemoveNode unknown", err, codes.NotFound, "NotFoundException", "node no-such-node is not a member")
 	_, err = cl.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "bad id!"})
-	wantErr(t, "RemoveNode malformed", err, codes.InvalidArgument, "ValidationException", `invalid NodeId "bad id!"`)
+	wantErr(t, "RemoveNode malformed", err, codes.InvalidArgument, "ValidationException",
+		`invalid NodeId "bad id!": a node id is 1 to 63 of [a-zA-Z0-9._-], starting with a letter or digit`)
+	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: "bad id!"})
+	wantErr(t, "TransferLeadership malformed", err, codes.InvalidArgument, "ValidationException",
+		`invalid NodeId "bad id!": a node id is 1 to 63 of [a-zA-Z0-9._-], starting with a letter or digit`)
 	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: "no-such-node"})
 	wantErr(t, "TransferLeadership to an unknown node", err, codes.NotFound, "NotFoundException", `node "no-such-node" does not exist`)
 	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{NodeId: leader})
