@@ -189,7 +189,7 @@ func (m *fakeMember) RemoveNode(_ context.Context, req *pb.RemoveNodeRequest) (*
 	id := req.GetNodeId()
 	switch {
 	case !nodeIDPattern.MatchString(id):
-		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid NodeId %q", id)
+		return nil, badNodeID(id)
 	case id == m.c.leader && len(m.c.ids) == len(m.c.removed)+1:
 		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "node %s is the cluster's last voter and cannot be removed: a cluster cannot remove its last member; to retire the cluster, stop the node", id)
 	case id == m.c.leader:
@@ -201,12 +201,20 @@ func (m *fakeMember) RemoveNode(_ context.Context, req *pb.RemoveNodeRequest) (*
 	return &pb.RemoveNodeResponse{}, nil
 }
 
+// badNodeID is the broker's refusal of a NodeId no node can have.
+func badNodeID(id string) error {
+	return clienttest.Error(codes.InvalidArgument, "ValidationException",
+		"invalid NodeId %.64q: a node id is 1 to 63 of [a-zA-Z0-9._-], starting with a letter or digit", id)
+}
+
 func (m *fakeMember) TransferLeadership(_ context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
 	m.c.mu.Lock()
 	defer m.c.mu.Unlock()
 	switch to := req.GetNodeId(); {
 	case to == "":
 		m.c.leader = "node3"
+	case !nodeIDPattern.MatchString(to):
+		return nil, badNodeID(to)
 	case to == m.c.leader:
 		return nil, clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "node %s is already the leader", to)
 	case contains(m.c.ids, to):
