@@ -32,9 +32,9 @@ import (
 //     decoded. Node certificates pass. A caller with a role the method
 //     does not admit is refused by the role gate after its message is
 //     read (bounded by maxRecvMsgSize), so that its audit line names the
-//     key it asked for. gRPC health (Check, Watch) is open to any
-//     certificate of the cluster CA, whatever its role, since load
-//     balancers use it; reflection needs a role other than none. Every
+//     key it asked for. gRPC health Check is open to any certificate of
+//     the cluster CA, whatever its role, since load balancers use it;
+//     health Watch and reflection need a role other than none. Every
 //     refusal of an authenticated caller is audited (an unknown method
 //     with its name cut to 200 bytes, which is never a metric label);
 //     admitted health and reflection calls are not.
@@ -294,9 +294,12 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (id authz.Caller
 	return id, true, toStatus(err).Err()
 }
 
-// tapAdmitOpen admits a gRPC health or reflection call: health from any
-// certificate of the cluster CA (load balancers and probes use it, whatever
-// their role), reflection from a caller with a role other than none.
+// tapAdmitOpen admits a gRPC health or reflection call: a health Check
+// from any certificate of the cluster CA (load balancers and probes use
+// it, whatever their role), a health Watch and reflection from a caller
+// with a role other than none. A Watch lasts as long as its client likes,
+// so a revoked certificate holding them would keep its share of the
+// node's calls for good.
 func (s *Service) tapAdmitOpen(ctx context.Context, info *tap.Info) (authz.Caller, error) {
 	if s.cfg.InsecureNoClientAuth {
 		return authz.Caller{}, nil
@@ -306,13 +309,17 @@ func (s *Service) tapAdmitOpen(ctx context.Context, info *tap.Info) (authz.Calle
 		return authz.Caller{}, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 	}
 	id := s.certIdentity(c)
-	if hasPrefix(info.FullMethodName, "/grpc.reflection.") && (id.Principal == "" || id.Role == "" || id.Role == authz.RoleNone) {
-		err := toStatus(newError(codes.PermissionDenied, ExcAccessDenied,
-			"%.200s (role %s) may not use gRPC reflection", id.Principal, id.Role.Name())).Err()
-		return id, s.auditTapRefusal(ctx, info, id, boundMethod(info.FullMethodName),
-			"role "+id.Role.Name()+" may not use gRPC reflection", err)
+	if info.FullMethodName == "/grpc.health.v1.Health/Check" || (id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone) {
+		return id, nil
 	}
-	return id, nil
+	what := "gRPC reflection"
+	if hasPrefix(info.FullMethodName, "/grpc.health.") {
+		what = "gRPC health streams (Watch; Check is open to every certificate)"
+	}
+	err := toStatus(newError(codes.PermissionDenied, ExcAccessDenied,
+		"%.200s (role %s) may not use %s", id.Principal, id.Role.Name(), what)).Err()
+	return id, s.auditTapRefusal(ctx, info, id, boundMethod(info.FullMethodName),
+		"role "+id.Role.Name()+" may not use "+what, err)
 }
 
 // tapRequest is the request of a call the tap refuses, for its audit line.

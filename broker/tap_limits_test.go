@@ -241,40 +241,61 @@ func TestTapReflectionNeedsRole(t *testing.T) {
 	}
 }
 
-// TestTapHealthBounded: gRPC health calls count in flight: a revoked
-// principal holding Watch streams stops at its share, and its next call is
-// refused and audited, while others are served; admitted health calls
-// are not audited.
+// TestTapHealthBounded: a revoked certificate may make a health Check but
+// not hold a Watch (refused and audited); a user's Watch streams count in
+// flight, so it stops at its share and its next call is refused and
+// audited while others are served; admitted health calls are not audited.
 func TestTapHealthBounded(t *testing.T) {
 	lb := &lockedBuffer{b: &bytes.Buffer{}}
 	e := newSecureEnv(t, audit.New(lb, audit.Options{}))
 	e.svc.SetFirstMessageTimeout(time.Minute)
 	ctx := ctxT(t)
 	admin := e.as("root", "admin")
-	user := e.conn("app", "user")
-	gone1, gone2 := e.conn("gone", "user"), e.conn("gone", "user")
+	app1, app2, other := e.conn("app", "user"), e.conn("app", "user"), e.conn("other", "user")
+	gone := e.conn("gone", "user")
 	if _, err := admin.access.SetPrincipalRole(ctx, &pb.SetPrincipalRoleRequest{Principal: "gone", Role: pb.PrincipalRole_PRINCIPAL_ROLE_NONE}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "no call in flight", func() bool { return e.svc.InflightCalls() == 0 })
+
+	// A revoked certificate may ask whether the node serves, not hold a
+	// Watch: a refusal audited, and nothing held.
+	lines := len(auditLines(t, []byte(lb.String())))
+	if _, err := healthpb.NewHealthClient(gone).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health Check of a revoked certificate: %v", err)
+	}
+	w, err := healthpb.NewHealthClient(gone).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	wantErr(t, err, codes.PermissionDenied, broker.ExcAccessDenied, "gone", "Watch")
+	recs := auditLines(t, []byte(lb.String()))
+	if len(recs) != lines+1 {
+		t.Fatalf("%d audit lines for a revoked certificate's Check and Watch, want 1 (the refused Watch)", len(recs)-lines)
+	}
+	if r := recs[len(recs)-1]; r.Principal != "gone" || r.Decision != "deny" || r.Operation != "/grpc.health.v1.Health/Watch" {
+		t.Errorf("audit line of the refused Watch: %+v", r)
+	}
+
+	// A user's Watch streams count against its share.
 	sctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	share := broker.MaxInflightPerPrincipal
-	openSilent(t, sctx, gone1, "/grpc.health.v1.Health/Watch", share/2)
-	openSilent(t, sctx, gone2, "/grpc.health.v1.Health/Watch", share-share/2)
+	openSilent(t, sctx, app1, "/grpc.health.v1.Health/Watch", share/2)
+	openSilent(t, sctx, app2, "/grpc.health.v1.Health/Watch", share-share/2)
 	waitUntil(t, "the Watch streams in flight", func() bool { return e.svc.InflightCalls() == int64(share) })
-	lines := len(auditLines(t, []byte(lb.String())))
-	_, err := healthpb.NewHealthClient(gone2).Check(ctx, &healthpb.HealthCheckRequest{})
-	wantErr(t, err, codes.ResourceExhausted, broker.ExcThrottling, "gone", "limit")
-	recs := auditLines(t, []byte(lb.String()))
+	lines = len(auditLines(t, []byte(lb.String())))
+	_, err = healthpb.NewHealthClient(app2).Check(ctx, &healthpb.HealthCheckRequest{})
+	wantErr(t, err, codes.ResourceExhausted, broker.ExcThrottling, "app", "limit")
+	recs = auditLines(t, []byte(lb.String()))
 	if len(recs) != lines+1 {
 		t.Fatalf("%d audit lines for the throttled health Check, want 1", len(recs)-lines)
 	}
-	if r := recs[len(recs)-1]; r.Principal != "gone" || r.Decision != "deny" || r.Operation != "/grpc.health.v1.Health/Check" {
+	if r := recs[len(recs)-1]; r.Principal != "app" || r.Decision != "deny" || r.Operation != "/grpc.health.v1.Health/Check" {
 		t.Errorf("audit line of the throttled health Check: %+v", r)
 	}
-	if _, err := healthpb.NewHealthClient(user).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		t.Errorf("health Check of a user meanwhile: %v", err)
+	if _, err := healthpb.NewHealthClient(other).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health Check of another user meanwhile: %v", err)
 	}
 	stop()
 	waitUntil(t, "the Watch streams released", func() bool { return e.svc.InflightCalls() == 0 })
