@@ -52,8 +52,10 @@ import (
 //     Health and reflection calls count too.
 //   - maxInflightPerPrincipal bounds the calls of one principal (over all
 //     its connections), so that one principal cannot take every call of
-//     the node from the others. Members' node certificates are exempt:
-//     forwarded calls and replication are the cluster's own work.
+//     the node from the others. Members' node certificates are held to
+//     neither bound (their calls count, but are never refused): forwarded
+//     calls and reads of the leader's index are the cluster's own work,
+//     which clients filling the node must not stop.
 //   - firstMessageTimeout ends a call whose request message has not
 //     arrived that long after its headers, releasing what it holds. A
 //     call that has received its message (a server stream such as Backup
@@ -125,7 +127,7 @@ func (s *Service) tapIn(ctx context.Context, info *tap.Info) (context.Context, e
 		if id.Role != authz.RoleNode {
 			principal = id.Principal
 		}
-		if err = s.takeSlot(principal); err != nil && id.Principal != "" {
+		if err = s.takeSlot(principal, id.Role == authz.RoleNode); err != nil && id.Principal != "" {
 			action := grpcAction(info.FullMethodName)
 			if !known {
 				action = boundMethod(info.FullMethodName)
@@ -210,8 +212,11 @@ type principalCalls struct {
 }
 
 // takeSlot counts a call in flight, for principal too unless it is "",
-// or refuses it (ResourceExhausted) when a bound is reached.
-func (s *Service) takeSlot(principal string) error {
+// or refuses it (ResourceExhausted) when a bound is reached. A member's
+// call (node) is counted but never refused: forwarded writes, reads of
+// the leader's index and joins are the cluster's own work, which clients
+// filling the node must not stop; each member bounds its own callers.
+func (s *Service) takeSlot(principal string, node bool) error {
 	if principal != "" {
 		p := &s.byPrincipal
 		p.mu.Lock()
@@ -227,7 +232,7 @@ func (s *Service) takeSlot(principal string) error {
 		p.n[principal]++
 		p.mu.Unlock()
 	}
-	if s.inflight.Add(1) > maxInflightCalls {
+	if s.inflight.Add(1) > maxInflightCalls && !node {
 		s.releaseSlot(principal)
 		return toStatus(newError(codes.ResourceExhausted, ExcThrottling,
 			"node %s is handling %d calls; retry later", s.cfg.NodeID, maxInflightCalls)).Err()

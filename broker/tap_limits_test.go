@@ -103,6 +103,17 @@ func TestTapPrincipalLimit(t *testing.T) {
 	openSilent(t, sctx, n2, "/hsmbroker.v1.ClusterService/ReadIndex", share/2+10)
 	waitUntil(t, "the node's calls in flight", func() bool { return e.svc.InflightCalls() == int64(2*share+20) })
 
+	// Clients that fill the node's calls stop admins, not the cluster's
+	// own calls.
+	full := broker.MaxInflightCalls - (2*share + 20)
+	openSilent(t, sctx, e.conn("u2", "user"), "/hsmbroker.v1.CryptoService/Encrypt", share)
+	openSilent(t, sctx, e.conn("u3", "user"), "/hsmbroker.v1.CryptoService/Encrypt", full-share)
+	waitUntil(t, "the node full", func() bool { return e.svc.InflightCalls() == int64(broker.MaxInflightCalls) })
+	_, err = admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
+	wantErr(t, err, codes.ResourceExhausted, broker.ExcThrottling, "is handling")
+	openSilent(t, sctx, n1, "/hsmbroker.v1.ClusterService/ReadIndex", 2)
+	waitUntil(t, "a member's calls past the node's bound", func() bool { return e.svc.InflightCalls() == int64(broker.MaxInflightCalls+2) })
+
 	stop()
 	waitUntil(t, "no call in flight once they end", func() bool { return e.svc.InflightCalls() == 0 })
 	if _, err := newClient(c1).keys.ListKeys(ctx, &pb.ListKeysRequest{}); err != nil {
