@@ -20,8 +20,11 @@ const (
 	// MaxDataObjectsPerPrincipal is the most data objects one principal
 	// may have made, so that no one caller takes the cluster's 1,024.
 	MaxDataObjectsPerPrincipal = cluster.MaxDataObjects / 4
-	// MaxDataObjectBytes is the most the values of all data objects take.
-	MaxDataObjectBytes = 2 << 20
+	// MaxDataObjectBytes is the most the values of all data objects take,
+	// and MaxDataObjectBytesPerPrincipal the most those of one
+	// principal's take.
+	MaxDataObjectBytes             = 2 << 20
+	MaxDataObjectBytesPerPrincipal = MaxDataObjectBytes / 4
 )
 
 // DataObjects is the core of DataObjectService (raw_grpc.go): PKCS#11 data
@@ -67,11 +70,15 @@ func (d *DataObjects) Create(ctx context.Context, req DataObjectCreateRequest) (
 	// Every caller lists every data object in one answer, so no one
 	// principal may take the cluster's room for them, nor make that answer
 	// larger than a client reads.
-	all, mine, valueBytes := d.s.node.State().DataObjectUsage(Principal(ctx))
+	all, valueBytes, mine, mineBytes := d.s.node.State().DataObjectUsage(Principal(ctx))
 	switch {
 	case mine >= MaxDataObjectsPerPrincipal:
 		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
 			"%s already made %d data objects, the most one principal may; delete some first", Principal(ctx), mine)
+	case mineBytes+len(req.Value) > MaxDataObjectBytesPerPrincipal:
+		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
+			"the values of %s's data objects would take %d bytes, more than the %d one principal may; delete some first",
+			Principal(ctx), mineBytes+len(req.Value), MaxDataObjectBytesPerPrincipal)
 	case valueBytes+len(req.Value) > MaxDataObjectBytes:
 		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
 			"the data objects' values would take %d bytes, more than the %d the cluster keeps (%d objects)", valueBytes+len(req.Value), MaxDataObjectBytes, all)

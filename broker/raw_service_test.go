@@ -144,10 +144,10 @@ func TestRawServiceAndDataObjects(t *testing.T) {
 }
 
 // TestDataObjectsBounded: one principal may make at most a quarter of the
-// cluster's data objects, all values together take at most 2 MiB (every
-// caller lists them in one answer), and labels are text a terminal shows
-// as it is. Another principal can still make objects once one is at its
-// limit.
+// cluster's data objects, whose values take at most a quarter of 2 MiB;
+// all values together take at most 2 MiB (every caller lists them in one
+// answer); labels are text a terminal shows as it is. Another principal
+// can still make objects once one is at its limit.
 func TestDataObjectsBounded(t *testing.T) {
 	c := hsmtest.NewEmptyCluster(t)
 	c.AddNode()
@@ -169,11 +169,20 @@ func TestDataObjectsBounded(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "mallory") {
 		t.Fatalf("object past the principal's limit: %v", err)
 	}
-	// Values: 2 MiB in all, in 64 KiB objects.
+	// Values: 512 KiB per principal, 2 MiB in all, in 64 KiB objects.
 	big := make([]byte, 64<<10)
-	for i := range broker.MaxDataObjectBytes / len(big) {
-		if _, err := alice.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint("a", i), Value: big}}); err != nil {
-			t.Fatalf("value %d: %v", i, err)
+	perPrincipal := broker.MaxDataObjectBytesPerPrincipal / len(big)
+	users := make([]pb.DataObjectServiceClient, broker.MaxDataObjectBytes/broker.MaxDataObjectBytesPerPrincipal)
+	for u := range users {
+		users[u] = pb.NewDataObjectServiceClient(c.DialAs(0, fmt.Sprint("filler", u), authz.RoleUser))
+		for i := range perPrincipal {
+			if _, err := users[u].CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint("f", u, "-", i), Value: big}}); err != nil {
+				t.Fatalf("filler %d value %d: %v", u, i, err)
+			}
+		}
+		_, err := users[u].CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "over", Value: []byte("x")}})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "one principal") {
+			t.Fatalf("filler %d past its share of the bytes: %v", u, err)
 		}
 	}
 	_, err = alice.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: "over", Value: []byte("x")}})
@@ -181,7 +190,7 @@ func TestDataObjectsBounded(t *testing.T) {
 		t.Fatalf("value past the cluster's room: %v", err)
 	}
 	list, err := alice.ListDataObjects(ctx, &pb.ListDataObjectsRequest{})
-	if err != nil || len(list.GetObjects()) != broker.MaxDataObjectsPerPrincipal+broker.MaxDataObjectBytes/len(big) {
+	if err != nil || len(list.GetObjects()) != broker.MaxDataObjectsPerPrincipal+len(users)*perPrincipal {
 		t.Fatalf("list: %d objects, %v", len(list.GetObjects()), err)
 	}
 }

@@ -127,18 +127,19 @@ func (s *State) DataObjects() []DataObject {
 	return out
 }
 
-// DataObjectUsage is what the data objects take: how many there are, how
-// many of them creator made, and the bytes of all their values.
-func (s *State) DataObjectUsage(creator string) (all, byCreator, valueBytes int) {
+// DataObjectUsage is what the data objects take: in all, and of those
+// creator made, how many there are and the bytes of their values.
+func (s *State) DataObjectUsage(creator string) (all, allBytes, mine, mineBytes int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, o := range s.data.DataObjects {
 		if o.Creator == creator {
-			byCreator++
+			mine++
+			mineBytes += len(o.Value)
 		}
-		valueBytes += len(o.Value)
+		allBytes += len(o.Value)
 	}
-	return len(s.data.DataObjects), byCreator, valueBytes
+	return len(s.data.DataObjects), allBytes, mine, mineBytes
 }
 
 // checkDataObjects checks the data objects of a restored snapshot.
