@@ -12,7 +12,7 @@ const MaxPrincipalName = 256
 // NewPrincipalProblem says what is wrong with name as the name of a new
 // principal (a client certificate, an access key, a TDE token, a role
 // record), or "" if nothing is. A name is 1 to MaxPrincipalName bytes of
-// UTF-8 with no white space and no control character, and is neither
+// UTF-8 with no white space, control or format character, and is neither
 // "*" nor an ARN: key policies and grants name principals as NAME or
 // arn:aws:iam::ACCOUNT:user/NAME, and hsmctl prints them in columns.
 //
@@ -27,8 +27,12 @@ func NewPrincipalProblem(name string) string {
 		return "must be at most 256 bytes"
 	case !utf8.ValidString(name):
 		return "must be UTF-8"
-	case strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
-		return "must not contain spaces or control characters"
+	case strings.ContainsFunc(name, func(r rune) bool {
+		// Format characters (Cf) show nothing or reorder what follows
+		// (U+202E), so two names could look alike or one look like another.
+		return unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
+	}):
+		return "must not contain spaces, control characters or invisible formatting characters (such as U+202E)"
 	case name == "*" || strings.HasPrefix(name, "arn:"):
 		return "must be a plain name, not \"*\" or an ARN"
 	}
