@@ -285,6 +285,37 @@ func TestLineBound(t *testing.T) {
 	}
 }
 
+// TestLineShowsNoTerminalControls: a field holding a character that acts
+// on a terminal, other than C0 which JSON escapes, is written with it as
+// its \uXXXX text: DEL, C1 (U+009B) and bidirectional formatting
+// characters (U+202E); other text, right-to-left scripts included, is
+// written as it is, and the chain verifies.
+func TestLineShowsNoTerminalControls(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf, Options{})
+	r := rec(1)
+	r.KeyRef = "tde://v1/x\x1b[31mRED\u009b2J\u202eexe.txt\x7f"
+	r.Operation = "/hsmbroker.v1.KeyService/N\u2066ope"
+	r.Principal = "מפתח"
+	if _, err := l.Append(r, false); err != nil {
+		t.Fatal(err)
+	}
+	line := buf.String()
+	if strings.ContainsAny(line, "\u009b\u202e\u2066\x7f\x1b") {
+		t.Fatalf("the line holds a raw terminal control: %q", line)
+	}
+	var got Record
+	if err := json.Unmarshal([]byte(line[:strings.LastIndex(line, `,"hash":`)]+"}"), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.KeyRef != `tde://v1/x`+"\x1b"+`[31mRED\u009b2J\u202eexe.txt\u007f` || got.Operation != `/hsmbroker.v1.KeyService/N\u2066ope` || got.Principal != "מפתח" {
+		t.Fatalf("fields as written: %q %q %q", got.KeyRef, got.Operation, got.Principal)
+	}
+	if rep, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || !rep.OK() {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
 // TestOverlongLineIsBroken: a line longer than MaxLine was not written by
 // a Log: Verify and Open both call the chain broken.
 func TestOverlongLineIsBroken(t *testing.T) {

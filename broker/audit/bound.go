@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/keys"
@@ -35,7 +36,7 @@ const (
 func bound(r *Record) {
 	for _, s := range []*string{&r.Node, &r.Front, &r.RequestID, &r.Peer, &r.Principal, &r.Role, &r.Operation,
 		&r.KeyID, &r.KeyRef, &r.Decision, &r.Reason, &r.Result, &r.Code, &r.Segment} {
-		*s = truncate(*s)
+		*s = truncate(shown(*s))
 	}
 	if len(r.KeyIDs) > maxKeyIDs {
 		r.KeyIDs = append(r.KeyIDs[:maxKeyIDs:maxKeyIDs], fmt.Sprintf("[%d more key ids]", len(r.KeyIDs)-maxKeyIDs))
@@ -66,6 +67,36 @@ func omitContext(r *Record, why string) {
 	r.EncryptionContext = nil
 	r.ContextOmitted = truncate(fmt.Sprintf("%s; %d pairs, %d bytes, sha256 %s", why, len(ec), size, hex.EncodeToString(h.Sum(nil))))
 }
+
+// shown is s with every character that acts on a terminal instead of
+// being shown, other than those JSON escapes itself (C0), written as its
+// \uXXXX escape: DEL, the C1 controls (U+009B starts an escape sequence)
+// and the bidirectional formatting characters (U+202E shows what follows
+// reversed, keys.IsDisplayControl). Audit lines are read with less, grep
+// and jq on terminals, and a key reference or a method name is the
+// caller's text.
+func shown(s string) string {
+	i := 0
+	for i < len(s) && s[i] < 0x7f {
+		i++
+	}
+	if i == len(s) || !strings.ContainsFunc(s[i:], isShownEscaped) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	b.WriteString(s[:i])
+	for _, r := range s[i:] {
+		if isShownEscaped(r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func isShownEscaped(r rune) bool { return r >= 0x7f && keys.IsDisplayControl(r) }
 
 // truncate cuts s to at most maxField bytes (at a character boundary) and
 // marks the cut with the original length and SHA-256.
