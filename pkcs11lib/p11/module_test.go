@@ -402,6 +402,12 @@ func TestGenerateKeys(t *testing.T) {
 	if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{0x7fff0001, []byte{1}}}); rv != CKR_ATTRIBUTE_TYPE_INVALID {
 		t.Fatalf("unknown attribute: %#x", rv)
 	}
+	// A label the broker refuses is an attribute's value, as in C_CreateObject.
+	for _, label := range []string{"a\x1b[2Jb", "a\u009bb", "a\u202eb"} {
+		if _, rv := f.m.GenerateKey(h, Mechanism{Type: CKM_AES_KEY_GEN}, []Attribute{{CKA_LABEL, []byte(label)}, {CKA_VALUE_LEN, ulong(32)}}); rv != CKR_ATTRIBUTE_VALUE_INVALID {
+			t.Fatalf("GenerateKey with label %q: %#x, want CKR_ATTRIBUTE_VALUE_INVALID", label, rv)
+		}
+	}
 
 	pubH, privH, rv := f.m.GenerateKeyPair(h, Mechanism{Type: CKM_EC_KEY_PAIR_GEN},
 		[]Attribute{{CKA_EC_PARAMS, ecParams(elliptic.P256())}, {CKA_LABEL, []byte("made-ec")}, {CKA_VERIFY, []byte{1}}},

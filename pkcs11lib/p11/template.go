@@ -10,7 +10,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/hsmbroker/hsmbroker/client"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
 )
 
 // Bounds of what a template may carry.
@@ -335,6 +337,12 @@ func (m *Module) createKey(tok *token, req *pb.CreateKeyRequest, classes ...uint
 	defer cancel()
 	resp, err := cl.Keys.CreateKey(ctx, req)
 	if err != nil {
+		if client.Code(err) == codes.InvalidArgument {
+			// The request is made from the template alone, so the broker
+			// refused one of its values (a label that is no alias name).
+			m.log.Warn("CreateKey refused", "err", err)
+			return nil, CKR_ATTRIBUTE_VALUE_INVALID
+		}
 		return nil, m.rpcRV("CreateKey", err)
 	}
 	m.mu.Lock()
