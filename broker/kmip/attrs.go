@@ -1,12 +1,16 @@
 package kmip
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // attrDef is one attribute this server knows: its KMIP 1.x name, its tag
@@ -386,4 +390,44 @@ func requestedAttrNames(payload ttlv.Item) ([]string, error) {
 		add(d.name)
 	}
 	return names, nil
+}
+
+// checkShown refuses a text a client asks to store that holds a character
+// keys.IsDisplayControl names: a C0 or C1 control (U+009B starts an escape
+// sequence on a terminal), DEL, or a bidirectional formatting character,
+// which would show the text in another order than it is stored. Names,
+// Object Groups and custom attributes are printed by tools and logs, as
+// descriptions and tags are. The replicated state refuses only C0 and DEL
+// (cluster.checkText, unchanged so that old log entries apply the same
+// way), so the refusal is here, before anything is proposed. Only values
+// being stored are checked: searching for, or deleting, a value an older
+// version stored stays possible.
+func checkShown(av attrValue) error {
+	if broker.KMIPCustomAttribute(av.name) {
+		if err := shownText("custom attribute name", av.name); err != nil {
+			return err
+		}
+		if av.value.Type == ttlv.TypeTextString {
+			return shownText(fmt.Sprintf("custom attribute %q", av.name), av.value.Text())
+		}
+		return nil
+	}
+	switch {
+	case av.name == "Name" && av.value.Type == ttlv.TypeStructure:
+		if nv, ok := av.value.Child(tagNameValue); ok && nv.Type == ttlv.TypeTextString {
+			return shownText("Name", nv.Text())
+		}
+	case (av.name == "Object Group" || av.name == "Operation Policy Name") && av.value.Type == ttlv.TypeTextString:
+		return shownText(av.name, av.value.Text())
+	}
+	return nil
+}
+
+// shownText is checkShown's test of one text, what naming it.
+func shownText(what, s string) error {
+	if i := strings.IndexFunc(s, keys.IsDisplayControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return invalidField("%s must not contain control characters or bidirectional formatting characters (U+%04X)", what, r)
+	}
+	return nil
 }

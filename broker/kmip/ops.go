@@ -360,6 +360,9 @@ func requestAttrs(p ttlv.Item) (attrSet, error) {
 		return as, err
 	}
 	for _, av := range avs {
+		if err := checkShown(av); err != nil {
+			return as, err
+		}
 		if err := as.apply(av, true); err != nil {
 			return as, err
 		}
@@ -653,6 +656,9 @@ func (s *Server) revoke(ctx context.Context, p ttlv.Item, id string) (ttlv.Item,
 			return ttlv.Item{}, invalidField("Revocation Message must be a Text String of at most %d bytes", broker.MaxKMIPRevocationMessage)
 		}
 		msg = m.Text()
+		if err := shownText("Revocation Message", msg); err != nil {
+			return ttlv.Item{}, err
+		}
 	}
 	_, err := s.core.Revoke(ctx, broker.KMIPRevokeRequest{ID: id, Reason: uint32(code.Int), Message: msg})
 	return idPayload(id), err
@@ -730,6 +736,11 @@ func (s *Server) changeAttribute(ctx context.Context, v version, op uint32, p tt
 	edit := broker.KMIPAttributeEdit{ID: id, Op: attributeOps[op], Name: target.name, Index: target.index,
 		Decode: func() (broker.KMIPAttributeValue, *broker.KMIPAttributeValue, error) {
 			var nv attrSet
+			if op != opDeleteAttribute {
+				if err := checkShown(target); err != nil {
+					return broker.KMIPAttributeValue{}, nil, err
+				}
+			}
 			if err := nv.apply(target, true); err != nil {
 				return broker.KMIPAttributeValue{}, nil, err
 			}
