@@ -151,7 +151,11 @@ func (c *KMIPObjects) object(ctx context.Context, id string) (cluster.KMIPObject
 			return o, err
 		}
 		if o, ok = st.KMIPObject(id); !ok {
-			return o, errNotFound("KMIP object %s does not exist", id)
+			// The id is the client's, unchecked: quoted, so that an
+			// escape sequence or a bidirectional override in it reaches
+			// neither the client's terminal nor a log as such. It is at
+			// most 256 bytes, so the message stays bounded.
+			return o, errNotFound("KMIP object %q does not exist", id)
 		}
 	}
 	k, ok := st.Key(o.WrappingKeyID)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
+	"github.com/hsmbroker/hsmbroker/keys"
 )
 
 // Texts a client asks to store (Name, Object Group, custom attribute names
@@ -63,4 +64,30 @@ func TestDisplayControlsRefused(t *testing.T) {
 	}
 	// Plain text, and characters that are merely not ASCII, still go.
 	c.do(v, opAddAttribute, uid(id), attr1("Name", nameValue("schlüssel-ключ")))
+}
+
+// The Item Not Found answer quotes the identifier the client sent, as the
+// other answers do: an escape sequence, a C1 control, a bidirectional
+// override or a byte that is not UTF-8 comes back escaped, and the
+// message stays within maxResultMessage bytes.
+func TestNotFoundQuotesIdentifier(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial(t, "app", authz.RoleUser)
+	v := version{1, 4}
+	for _, id := range []string{"\x1b[2J\u202Eevil", "a\u009B31m", "\xff\xfe", strings.Repeat("\u202E", 85)} {
+		_, rs := c.send(v, op{opGet, []ttlv.Item{uid(id)}})
+		if len(rs) != 1 || rs[0].reason != reasonItemNotFound {
+			t.Fatalf("Get %q: want Item Not Found, got %+v", id, rs)
+		}
+		m := rs[0].message
+		if strings.ContainsFunc(m, keys.IsDisplayControl) || strings.ContainsRune(m, '\uFFFD') {
+			t.Errorf("Get %q: the message carries the raw identifier: %q", id, m)
+		}
+		if !strings.Contains(m, `\`) {
+			t.Errorf("Get %q: the message does not escape the identifier: %q", id, m)
+		}
+		if len(m) > maxResultMessage {
+			t.Errorf("Get %q: the message is %d bytes", id, len(m))
+		}
+	}
 }
