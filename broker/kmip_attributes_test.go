@@ -2,7 +2,9 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +99,20 @@ func TestKMIPClientAttributes(t *testing.T) {
 		if got := kmipClientAttribute(name); got != want {
 			t.Errorf("kmipClientAttribute(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// A KMIPCreateObject or KMIPCreateKeyPair refused when applied for the
+// cluster's limit on objects is told as that limit (ResourceExhausted,
+// ErrKMIPObjectLimit), not as a key state problem.
+func TestKMIPCreateFailedLimit(t *testing.T) {
+	err := kmipCreateFailed(fmt.Errorf("%w: the cluster holds 100000 KMIP objects, the limit", cluster.ErrInvalidState))
+	code, exc, msg := Classify(err)
+	if !errors.Is(err, ErrKMIPObjectLimit) || code != codes.ResourceExhausted || exc != ExcLimitExceeded || !strings.Contains(msg, "100000") {
+		t.Fatalf("kmipCreateFailed: %v %s %q (%v)", code, exc, msg, err)
+	}
+	other := fmt.Errorf("%w: kmip object \"x\"", cluster.ErrAlreadyExists)
+	if got := kmipCreateFailed(other); got != other {
+		t.Fatalf("kmipCreateFailed changed %v into %v", other, got)
 	}
 }

@@ -270,7 +270,7 @@ func (c *KMIPObjects) CreateKeyPair(ctx context.Context, req KMIPCreateKeyPairRe
 	nameObject(ctx, priv.ID)
 	res, err := s.apply(ctx, &cluster.KMIPCreateKeyPair{Private: priv, Public: pub})
 	if err != nil {
-		return KMIPKeyPair{}, err
+		return KMIPKeyPair{}, kmipCreateFailed(err)
 	}
 	if out, ok := res.([]cluster.KMIPObject); ok && len(out) == 2 {
 		priv, pub = out[0], out[1]

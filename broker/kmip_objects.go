@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -97,6 +98,53 @@ func (c *KMIPObjects) Create(ctx context.Context, req KMIPCreateRequest) (cluste
 	})
 }
 
+// ErrKMIPObjectLimit is the cause of the error a request that would make
+// a KMIP object gets when the cluster holds MaxKMIPObjects of them, or the
+// caller holds its share (KMIPObjects.CheckRoom).
+var ErrKMIPObjectLimit = errors.New("kmip: object limit reached")
+
+// CheckRoom refuses, before anything is generated, sealed or proposed, a
+// request of the caller that would make n more KMIP objects when the
+// cluster holds cluster.MaxKMIPObjects, or when the caller (the principal
+// that would own them) already owns perOwner of them (no share when
+// perOwner <= 0), so that one client cannot take the whole cluster's room.
+// The share is checked here only, not when the command is applied:
+// concurrent requests of one owner may go past it by a few, the cluster's
+// limit still holds.
+func (c *KMIPObjects) CheckRoom(ctx context.Context, n, perOwner int) error {
+	st := c.s.node.State()
+	total := st.KMIPObjectTotal()
+	if total+n > cluster.MaxKMIPObjects {
+		return errKMIPObjectLimit("the cluster holds %d KMIP objects; the limit is %d", total, cluster.MaxKMIPObjects)
+	}
+	if perOwner <= 0 || total+n <= perOwner {
+		return nil // the caller cannot own more than the cluster holds; no need to count
+	}
+	// Counting reads every object (cluster.KMIPObjectCount), so it is
+	// done only when the cluster holds more than a share.
+	if _, owned := st.KMIPObjectCount(Principal(ctx)); owned+n > perOwner {
+		return errKMIPObjectLimit("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", owned, perOwner, cluster.MaxKMIPObjects)
+	}
+	return nil
+}
+
+func errKMIPObjectLimit(format string, args ...any) error {
+	e := newError(codes.ResourceExhausted, ExcLimitExceeded, format, args...)
+	e.Err = ErrKMIPObjectLimit
+	return e
+}
+
+// kmipCreateFailed is the error of a proposed KMIPCreateObject or
+// KMIPCreateKeyPair. The only invalid state their apply reports is the
+// cluster's limit on objects (another request took the last room since
+// CheckRoom), which is told as such.
+func kmipCreateFailed(err error) error {
+	if errors.Is(err, cluster.ErrInvalidState) {
+		return errKMIPObjectLimit("%s", detail(err, cluster.ErrInvalidState))
+	}
+	return err
+}
+
 func (c *KMIPObjects) store(ctx context.Context, wrappingKey string, objectType uint32, a KMIPAttributes, seal func(cluster.Key, keys.EncryptionContext) ([]byte, error)) (cluster.KMIPObject, error) {
 	s := c.s
 	k, err := s.resolveUsable(ctx, "WrappingKey", wrappingKey, keys.UsageEncryptDecrypt)
@@ -120,7 +168,7 @@ func (c *KMIPObjects) store(ctx context.Context, wrappingKey string, objectType 
 	}
 	res, err := s.apply(ctx, &cluster.KMIPCreateObject{Object: o})
 	if err != nil {
-		return cluster.KMIPObject{}, err
+		return cluster.KMIPObject{}, kmipCreateFailed(err)
 	}
 	if stored, ok := res.(cluster.KMIPObject); ok {
 		return stored, nil

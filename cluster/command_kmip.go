@@ -372,6 +372,32 @@ func (s *State) KMIPObject(id string) (KMIPObject, bool) {
 	return o.Clone(), true
 }
 
+// KMIPObjectTotal returns how many KMIP objects the state holds.
+func (s *State) KMIPObjectTotal() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.data.KMIP)
+}
+
+// KMIPObjectCount returns how many KMIP objects the state holds and how
+// many of them owner owns: one pass over the objects under the read lock,
+// copying nothing, but reading every object (about 12 ms at
+// MaxKMIPObjects on a small virtual machine, BenchmarkKMIPObjectCount).
+// The KMIP front asks it before it proposes a new object, to keep one
+// client to its share of MaxKMIPObjects, and only once the cluster holds
+// more objects than a share (KMIPObjectTotal first); the share is not
+// checked when a command is applied.
+func (s *State) KMIPObjectCount(owner string) (total, owned int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, o := range s.data.KMIP {
+		if o.Owner == owner {
+			owned++
+		}
+	}
+	return len(s.data.KMIP), owned
+}
+
 // ActivationDue reports whether o is Pre-Active with an Activation Date
 // that is not after now: KMIP's state model makes it Active then.
 func (o *KMIPObject) ActivationDue(now time.Time) bool {

@@ -185,3 +185,42 @@ func TestKMIPKeyPair(t *testing.T) {
 		t.Fatalf("linked symmetric key: %v", err)
 	}
 }
+
+// KMIPObjectCount counts every object and those of one owner.
+func TestKMIPObjectCount(t *testing.T) {
+	f := NewFSM(nil, nil)
+	d := f.State().data
+	d.KMIP = map[string]*KMIPObject{}
+	for i, owner := range []string{"app", "app", "other", "app"} {
+		o := testKMIPObject(fmt.Sprintf("obj-%d", i), "k1")
+		o.Owner = owner
+		d.KMIP[o.ID] = &o
+	}
+	for _, tc := range []struct {
+		owner        string
+		total, owned int
+	}{{"app", 4, 3}, {"other", 4, 1}, {"nobody", 4, 0}} {
+		if total, owned := f.State().KMIPObjectCount(tc.owner); total != tc.total || owned != tc.owned {
+			t.Errorf("KMIPObjectCount(%q) = %d, %d; want %d, %d", tc.owner, total, owned, tc.total, tc.owned)
+		}
+	}
+}
+
+// BenchmarkKMIPObjectCount is the count the KMIP front makes before each
+// new object, in a full KMIP store (MaxKMIPObjects) of four owners.
+func BenchmarkKMIPObjectCount(b *testing.B) {
+	f := NewFSM(nil, nil)
+	d := f.State().data
+	d.KMIP = make(map[string]*KMIPObject, MaxKMIPObjects)
+	for i := range MaxKMIPObjects {
+		o := testKMIPObject(fmt.Sprintf("%08x-obj", i*2654435761%(1<<32)), "k1")
+		o.Owner = fmt.Sprintf("client-%d", i%4)
+		d.KMIP[o.ID] = &o
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if total, owned := f.State().KMIPObjectCount("client-1"); total != MaxKMIPObjects || owned != MaxKMIPObjects/4 {
+			b.Fatal(total, owned)
+		}
+	}
+}

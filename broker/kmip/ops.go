@@ -437,6 +437,10 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 	default:
 		return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "only Symmetric Key and Secret Data objects can be registered"}
 	}
+	if err := s.core.CheckRoom(ctx, 1, s.cfg.MaxObjectsPerOwner); err != nil {
+		clear(req.Material)
+		return ttlv.Item{}, err
+	}
 	o, err := s.core.Register(ctx, req)
 	clear(req.Material)
 	if err != nil {
@@ -456,6 +460,9 @@ func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 	}
 	as, err := requestAttrs(p)
 	if err != nil {
+		return ttlv.Item{}, err
+	}
+	if err := s.core.CheckRoom(ctx, 1, s.cfg.MaxObjectsPerOwner); err != nil {
 		return ttlv.Item{}, err
 	}
 	o, err := s.core.Create(ctx, broker.KMIPCreateRequest{WrappingKey: s.cfg.WrappingKey, Attributes: as.core()})

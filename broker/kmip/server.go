@@ -56,6 +56,12 @@ type Config struct {
 	// closed, so that clients that prove nothing cannot keep out the ones
 	// that do.
 	MaxHandshakes int
+	// MaxObjectsPerOwner is the most KMIP objects one client (the
+	// principal of its certificate, which owns what it makes) may own
+	// (DefaultMaxObjectsPerOwner when 0): Register, Create and Create Key
+	// Pair are refused before anything is proposed once it owns that
+	// many, so that one client cannot fill cluster.MaxKMIPObjects alone.
+	MaxObjectsPerOwner int
 }
 
 // Server serves KMIP on listeners.
@@ -170,6 +176,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MaxObjectsPerOwner <= 0 {
+		cfg.MaxObjectsPerOwner = DefaultMaxObjectsPerOwner
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -186,6 +195,10 @@ const (
 	DefaultMaxConns      = 256
 	DefaultMaxHandshakes = 64
 )
+
+// DefaultMaxObjectsPerOwner is a client's default share of the cluster's
+// KMIP objects: a quarter, so that at least four clients can fill it.
+const DefaultMaxObjectsPerOwner = cluster.MaxKMIPObjects / 4
 
 // Serve accepts connections on l (a plain TCP listener; the server does
 // TLS) until Close.
@@ -641,6 +654,16 @@ func asOpError(err error) *opError {
 	var oe *opError
 	if errors.As(err, &oe) {
 		return oe
+	}
+	if errors.Is(err, broker.ErrKMIPObjectLimit) {
+		// KMIP has no result reason for a resource limit. Permission
+		// Denied would tell the client that its credentials lack a right
+		// (and Wrong Key Lifecycle State that the object is at fault);
+		// neither is so, and retrying after objects are destroyed can
+		// succeed. General Failure with a message naming the limit is
+		// the reason KMIP leaves for what the others do not cover.
+		_, _, msg := broker.Classify(err)
+		return &opError{reason: reasonGeneralFailure, msg: msg}
 	}
 	if errors.Is(err, broker.ErrKMIPAttributeExists) {
 		_, _, msg := broker.Classify(err)
