@@ -62,6 +62,15 @@ type Config struct {
 	// Pair are refused before anything is proposed once it owns that
 	// many, so that one client cannot fill cluster.MaxKMIPObjects alone.
 	MaxObjectsPerOwner int
+	// MessageTimeout bounds the time from a request's first byte to its
+	// last (DefaultMessageTimeout when 0); the connection is closed after
+	// it. IdleTimeout bounds the wait for the first byte.
+	MessageTimeout time.Duration
+	// MaxConnsPerIdentity bounds the authenticated connections of one
+	// principal (that of its client certificate, broker.PrincipalFromCert;
+	// MaxConns/4 when 0), so that one client cannot take every one of
+	// MaxConns.
+	MaxConnsPerIdentity int
 }
 
 // Server serves KMIP on listeners.
@@ -85,6 +94,9 @@ type Server struct {
 	wg          sync.WaitGroup
 	// slots bounds authenticated connections (MaxConns).
 	slots chan struct{}
+	// perIdentity counts the authenticated connections of each principal
+	// (MaxConnsPerIdentity); guarded by mu.
+	perIdentity map[string]int
 	// held, when set, says why the server cannot act yet (Hold).
 	held atomic.Pointer[hold]
 }
@@ -176,6 +188,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MessageTimeout <= 0 {
+		cfg.MessageTimeout = DefaultMessageTimeout
+	}
+	if cfg.MaxConnsPerIdentity <= 0 {
+		cfg.MaxConnsPerIdentity = max(cfg.MaxConns/4, 1)
+	}
 	if cfg.MaxObjectsPerOwner <= 0 {
 		cfg.MaxObjectsPerOwner = DefaultMaxObjectsPerOwner
 	}
@@ -186,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, core: cfg.Service.KMIP(), log: log,
 		refusedLog:   netlimit.NewLogLimiter(log, "KMIP connection refused: too many"),
 		handshakeLog: netlimit.NewLogLimiter(log, "KMIP TLS handshake failed"),
-		lns:          map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, handshaking: map[net.Conn]handshake{},
+		lns:          map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, handshaking: map[net.Conn]handshake{}, perIdentity: map[string]int{},
 		slots: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
@@ -195,6 +213,13 @@ const (
 	DefaultMaxConns      = 256
 	DefaultMaxHandshakes = 64
 )
+
+// DefaultMessageTimeout is the default of Config.MessageTimeout. A client
+// that sends a message's header announcing a body and then nothing would
+// otherwise hold its connection for a whole IdleTimeout; a request of at
+// most MaxMessage bytes that takes longer than this from its first byte
+// to its last is not a client worth waiting for.
+const DefaultMessageTimeout = 10 * time.Second
 
 // DefaultMaxObjectsPerOwner is a client's default share of the cluster's
 // KMIP objects: a quarter, so that at least four clients can fill it.
@@ -323,7 +348,8 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.wg.Done()
 	}()
 	peer := raw.RemoteAddr().String()
-	c := tls.Server(raw, s.cfg.TLS)
+	timed := &messageTimer{Conn: raw, d: s.cfg.MessageTimeout}
+	c := tls.Server(timed, s.cfg.TLS)
 	_ = c.SetDeadline(time.Now().Add(min(s.cfg.IdleTimeout, handshakeTimeout)))
 	err := c.Handshake()
 	s.mu.Lock()
@@ -338,6 +364,32 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.handshakeLog.Log(context.Background(), slog.LevelInfo, "KMIP TLS handshake failed", slog.String("peer", peer), slog.Any("err", err))
 		return
 	}
+	chains := c.ConnectionState().VerifiedChains
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return // RequireAndVerifyClientCert makes this unreachable
+	}
+	cert := chains[0][0]
+	principal := broker.PrincipalFromCert(cert)
+	s.mu.Lock()
+	n := s.perIdentity[principal]
+	if n < s.cfg.MaxConnsPerIdentity {
+		s.perIdentity[principal] = n + 1
+	}
+	s.mu.Unlock()
+	if n >= s.cfg.MaxConnsPerIdentity {
+		s.refusedLog.Log(context.Background(), slog.LevelWarn, "too many KMIP connections of one client; refusing one",
+			slog.String("peer", peer), slog.String("principal", principal), slog.Int("max_per_identity", s.cfg.MaxConnsPerIdentity))
+		s.auditRefused(context.Background(), cert, peer, "kmip:Connect", &opError{reason: reasonGeneralFailure,
+			msg: fmt.Sprintf("the client has %d KMIP connections, the most one client may have", n)})
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		if s.perIdentity[principal]--; s.perIdentity[principal] <= 0 {
+			delete(s.perIdentity, principal)
+		}
+		s.mu.Unlock()
+	}()
 	select {
 	case s.slots <- struct{}{}:
 		slot = true
@@ -346,14 +398,11 @@ func (s *Server) serveConn(raw net.Conn) {
 			slog.String("peer", peer), slog.Int("max", s.cfg.MaxConns))
 		return
 	}
-	chains := c.ConnectionState().VerifiedChains
-	if len(chains) == 0 || len(chains[0]) == 0 {
-		return // RequireAndVerifyClientCert makes this unreachable
-	}
-	cert := chains[0][0]
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		msg, err := ttlv.ReadMessage(c, s.cfg.MaxMessage)
+		timed.arm()
+		msg, err := ttlv.ReadMessage(&firstByte{r: c, t: timed}, s.cfg.MaxMessage)
+		timed.disarm()
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				s.log.Info("KMIP connection closed", "peer", peer, "err", err)
@@ -368,6 +417,53 @@ func (s *Server) serveConn(raw net.Conn) {
 			return
 		}
 	}
+}
+
+// messageTimer is a connection under TLS that, while armed (the server
+// waits for a request), moves the read deadline to MessageTimeout from
+// the first byte that arrives, and disarms. Bytes count whether they
+// arrive on the wire (a TLS record that is never finished) or from what
+// TLS has already read of an earlier record (firstByte): either way the
+// request must be whole within MessageTimeout. Only the goroutine that
+// serves the connection reads it, so it needs no lock.
+type messageTimer struct {
+	net.Conn
+	d     time.Duration
+	armed bool
+}
+
+func (m *messageTimer) arm()    { m.armed = true }
+func (m *messageTimer) disarm() { m.armed = false }
+
+// started is called when a byte of a request arrives.
+func (m *messageTimer) started() {
+	if m.armed {
+		m.armed = false
+		_ = m.Conn.SetReadDeadline(time.Now().Add(m.d))
+	}
+}
+
+func (m *messageTimer) Read(p []byte) (int, error) {
+	n, err := m.Conn.Read(p)
+	if n > 0 {
+		m.started()
+	}
+	return n, err
+}
+
+// firstByte is the reader of a request above TLS: the first byte it gives
+// starts the request's timer.
+type firstByte struct {
+	r io.Reader
+	t *messageTimer
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.t.started()
+	}
+	return n, err
 }
 
 // version is a KMIP protocol version.
