@@ -117,11 +117,9 @@ func (c *KMIPObjects) CheckRoom(ctx context.Context, n, perOwner int) error {
 	if total+n > cluster.MaxKMIPObjects {
 		return errKMIPObjectLimit("the cluster holds %d KMIP objects; the limit is %d", total, cluster.MaxKMIPObjects)
 	}
-	if perOwner <= 0 || total+n <= perOwner {
-		return nil // the caller cannot own more than the cluster holds; no need to count
+	if perOwner <= 0 {
+		return nil
 	}
-	// Counting reads every object (cluster.KMIPObjectCount), so it is
-	// done only when the cluster holds more than a share.
 	if _, owned := st.KMIPObjectCount(Principal(ctx)); owned+n > perOwner {
 		return errKMIPObjectLimit("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", owned, perOwner, cluster.MaxKMIPObjects)
 	}

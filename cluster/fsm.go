@@ -309,7 +309,11 @@ func checkData(d *Data) error {
 	if err := checkRemovedNodes(d); err != nil {
 		return err
 	}
-	return checkKMIP(d)
+	if err := checkKMIP(d); err != nil {
+		return err
+	}
+	d.indexKMIP()
+	return nil
 }
 
 type fsmSnapshot struct{ file snapshotFile }

@@ -414,7 +414,7 @@ func TestAliasesSorted(t *testing.T) {
 // without being added to Data.Digest.
 func TestDigestCoversEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Data]():          14, // 13 encoded, plus the derived alias index
+		reflect.TypeFor[Data]():          15, // 13 encoded, plus the derived alias index and KMIP owner counts
 		reflect.TypeFor[TDEData]():       3,
 		reflect.TypeFor[TDEMount]():      3,
 		reflect.TypeFor[TDEKey]():        6,

@@ -120,6 +120,12 @@ type Data struct {
 	// writers of Aliases. Every Data the package works on comes from
 	// NewData, Clone or checkData, which build it.
 	aliasesByKey map[string][]string
+	// kmipByOwner counts the KMIP objects of each owner, so that the KMIP
+	// front can keep one client to its share without a scan of every
+	// object. Derived like aliasesByKey: not encoded, rebuilt by indexKMIP
+	// (NewData, Clone, checkData), kept current by the KMIP commands that
+	// add and delete objects, the only writers of KMIP's membership.
+	kmipByOwner map[string]int
 }
 
 // NewData returns empty state.
@@ -135,6 +141,28 @@ func NewData() *Data {
 		AuditHeads: map[string]*AuditHead{},
 
 		aliasesByKey: map[string][]string{},
+		kmipByOwner:  map[string]int{},
+	}
+}
+
+// indexKMIP rebuilds the count of KMIP objects by owner from KMIP.
+func (d *Data) indexKMIP() {
+	d.kmipByOwner = make(map[string]int)
+	for _, o := range d.KMIP {
+		d.kmipByOwner[o.Owner]++
+	}
+}
+
+// countKMIP adds n (1 or -1) to owner's count of KMIP objects.
+func (d *Data) countKMIP(owner string, n int) {
+	if d.kmipByOwner == nil {
+		d.indexKMIP()
+		return
+	}
+	if c := d.kmipByOwner[owner] + n; c > 0 {
+		d.kmipByOwner[owner] = c
+	} else {
+		delete(d.kmipByOwner, owner)
 	}
 }
 
@@ -197,6 +225,7 @@ func (d *Data) Clone() *Data {
 
 		RemovedNodes: cloneRemoved(d.RemovedNodes),
 	}
+	c.indexKMIP()
 	c.DomainKeyCheck = append([]byte(nil), d.DomainKeyCheck...)
 	for id, k := range d.Keys {
 		kc := k.Clone()
