@@ -22,4 +22,5 @@ func (s *Service) SetFirstMessageTimeout(d time.Duration) { s.firstMessageWait.S
 const (
 	MaxInflightCalls        = maxInflightCalls
 	MaxInflightPerPrincipal = maxInflightPerPrincipal
+	AdminReserve            = adminReserve
 )

@@ -55,7 +55,9 @@ import (
 //     the node from the others. Members' node certificates are held to
 //     neither bound (their calls count, but are never refused): forwarded
 //     calls and reads of the leader's index are the cluster's own work,
-//     which clients filling the node must not stop.
+//     which clients filling the node must not stop. The last adminReserve
+//     of the node's calls are for admins, so that clients filling it
+//     cannot keep an admin from reaching it.
 //   - firstMessageTimeout ends a call whose request message has not
 //     arrived that long after its headers, releasing what it holds. A
 //     call that has received its message (a server stream such as Backup
@@ -73,6 +75,8 @@ const (
 	// principal that opens calls and never sends their message stops
 	// there, leaving the rest to the others.
 	maxInflightPerPrincipal = maxInflightCalls / 4
+	// adminReserve of the node's calls are taken by admins only.
+	adminReserve = maxInflightCalls / 8
 	// firstMessageTimeout: a call's request is a message of at most
 	// 256 KiB which a client sends right after the headers; 10 s leaves
 	// room for a slow link, while a call held open without it (and
@@ -127,7 +131,7 @@ func (s *Service) tapIn(ctx context.Context, info *tap.Info) (context.Context, e
 		if id.Role != authz.RoleNode {
 			principal = id.Principal
 		}
-		if err = s.takeSlot(principal, id.Role == authz.RoleNode); err != nil && id.Principal != "" {
+		if err = s.takeSlot(principal, id.Role); err != nil && id.Principal != "" {
 			action := grpcAction(info.FullMethodName)
 			if !known {
 				action = boundMethod(info.FullMethodName)
@@ -213,10 +217,18 @@ type principalCalls struct {
 
 // takeSlot counts a call in flight, for principal too unless it is "",
 // or refuses it (ResourceExhausted) when a bound is reached. A member's
-// call (node) is counted but never refused: forwarded writes, reads of
-// the leader's index and joins are the cluster's own work, which clients
-// filling the node must not stop; each member bounds its own callers.
-func (s *Service) takeSlot(principal string, node bool) error {
+// call (role node) is counted but never refused: forwarded writes, reads
+// of the leader's index and joins are the cluster's own work, which
+// clients filling the node must not stop; each member bounds its own
+// callers. The last adminReserve of the node's calls are for admins, so
+// that principals filling the node with their shares cannot keep an admin
+// from reaching it, to revoke them among other things.
+func (s *Service) takeSlot(principal string, role authz.Role) error {
+	node := role == authz.RoleNode
+	limit := maxInflightCalls
+	if role != authz.RoleAdmin {
+		limit -= adminReserve
+	}
 	if principal != "" {
 		p := &s.byPrincipal
 		p.mu.Lock()
@@ -232,10 +244,10 @@ func (s *Service) takeSlot(principal string, node bool) error {
 		p.n[principal]++
 		p.mu.Unlock()
 	}
-	if s.inflight.Add(1) > maxInflightCalls && !node {
+	if s.inflight.Add(1) > int64(limit) && !node {
 		s.releaseSlot(principal)
 		return toStatus(newError(codes.ResourceExhausted, ExcThrottling,
-			"node %s is handling %d calls; retry later", s.cfg.NodeID, maxInflightCalls)).Err()
+			"node %s is handling %d calls; retry later", s.cfg.NodeID, limit)).Err()
 	}
 	return nil
 }

@@ -103,11 +103,21 @@ func TestTapPrincipalLimit(t *testing.T) {
 	openSilent(t, sctx, n2, "/hsmbroker.v1.ClusterService/ReadIndex", share/2+10)
 	waitUntil(t, "the node's calls in flight", func() bool { return e.svc.InflightCalls() == int64(2*share+20) })
 
-	// Clients that fill the node's calls stop admins, not the cluster's
-	// own calls.
-	full := broker.MaxInflightCalls - (2*share + 20)
+	// Clients that fill the node's calls stop other clients, not admins,
+	// who have a reserve of the node's calls, nor the cluster's own calls.
+	clients := broker.MaxInflightCalls - broker.AdminReserve
 	openSilent(t, sctx, e.conn("u2", "user"), "/hsmbroker.v1.CryptoService/Encrypt", share)
-	openSilent(t, sctx, e.conn("u3", "user"), "/hsmbroker.v1.CryptoService/Encrypt", full-share)
+	openSilent(t, sctx, e.conn("u3", "user"), "/hsmbroker.v1.CryptoService/Encrypt", clients-(2*share+20)-share)
+	waitUntil(t, "the node full for clients", func() bool { return e.svc.InflightCalls() == int64(clients) })
+	_, err = e.as("u4", "user").keys.ListKeys(ctx, &pb.ListKeysRequest{})
+	wantErr(t, err, codes.ResourceExhausted, broker.ExcThrottling, "is handling")
+	if _, err := admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")}); err != nil {
+		t.Fatalf("an admin while clients fill the node: %v", err)
+	}
+	if _, err := admin.access.SetPrincipalRole(ctx, &pb.SetPrincipalRoleRequest{Principal: "u3", Role: pb.PrincipalRole_PRINCIPAL_ROLE_NONE}); err != nil {
+		t.Fatalf("an admin revoking a client that fills the node: %v", err)
+	}
+	openSilent(t, sctx, e.conn("root", "admin"), "/hsmbroker.v1.CryptoService/Encrypt", broker.AdminReserve)
 	waitUntil(t, "the node full", func() bool { return e.svc.InflightCalls() == int64(broker.MaxInflightCalls) })
 	_, err = admin.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
 	wantErr(t, err, codes.ResourceExhausted, broker.ExcThrottling, "is handling")
