@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -279,11 +280,21 @@ func ValidateDescription(s string) error {
 // return, a right-to-left override) could rewrite or reorder what an
 // operator sees, so they are refused, where AWS accepts them.
 func controlProblem(s string) string {
-	if i := strings.IndexFunc(s, IsDisplayControl); i >= 0 {
-		r, _ := utf8.DecodeRuneInString(s[i:])
+	if r, ok := FirstDisplayControl(s); ok {
 		return fmt.Sprintf("must not contain control characters or bidirectional formatting characters (U+%04X); descriptions and tags are shown on terminals", r)
 	}
 	return ""
+}
+
+// FirstDisplayControl returns the first character of s that
+// IsDisplayControl names, for an error that names it.
+func FirstDisplayControl(s string) (rune, bool) {
+	i := strings.IndexFunc(s, IsDisplayControl)
+	if i < 0 {
+		return 0, false
+	}
+	r, _ := utf8.DecodeRuneInString(s[i:])
+	return r, true
 }
 
 // IsControl reports whether r is an ASCII control character (C0 or DEL).
@@ -302,13 +313,7 @@ func IsControl(r rune) bool { return r < 0x20 || r == 0x7f }
 // in a description, a tag or a grant's principal; hsmctl escapes them in
 // what it prints.
 func IsDisplayControl(r rune) bool {
-	switch {
-	case r < 0x20, r >= 0x7f && r <= 0x9f:
-		return true
-	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
-		return true
-	}
-	return false
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 // ValidateTags checks the tags of CreateKey and TagResource: at most MaxTags,

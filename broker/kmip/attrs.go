@@ -3,9 +3,7 @@ package kmip
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/kmip/ttlv"
@@ -425,8 +423,7 @@ func checkShown(av attrValue) error {
 
 // shownText is checkShown's test of one text, what naming it.
 func shownText(what, s string) error {
-	if i := strings.IndexFunc(s, keys.IsDisplayControl); i >= 0 {
-		r, _ := utf8.DecodeRuneInString(s[i:])
+	if r, ok := keys.FirstDisplayControl(s); ok {
 		return invalidField("%s must not contain control characters or bidirectional formatting characters (U+%04X)", what, r)
 	}
 	return nil
