@@ -112,15 +112,11 @@ var ErrKMIPObjectLimit = errors.New("kmip: object limit reached")
 // concurrent requests of one owner may go past it by a few, the cluster's
 // limit still holds.
 func (c *KMIPObjects) CheckRoom(ctx context.Context, n, perOwner int) error {
-	st := c.s.node.State()
-	total := st.KMIPObjectTotal()
+	total, owned := c.s.node.State().KMIPObjectCount(Principal(ctx))
 	if total+n > cluster.MaxKMIPObjects {
 		return errKMIPObjectLimit("the cluster holds %d KMIP objects; the limit is %d", total, cluster.MaxKMIPObjects)
 	}
-	if perOwner <= 0 {
-		return nil
-	}
-	if _, owned := st.KMIPObjectCount(Principal(ctx)); owned+n > perOwner {
+	if perOwner > 0 && owned+n > perOwner {
 		return errKMIPObjectLimit("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", owned, perOwner, cluster.MaxKMIPObjects)
 	}
 	return nil

@@ -375,13 +375,6 @@ func (s *State) KMIPObject(id string) (KMIPObject, bool) {
 	return o.Clone(), true
 }
 
-// KMIPObjectTotal returns how many KMIP objects the state holds.
-func (s *State) KMIPObjectTotal() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.data.KMIP)
-}
-
 // KMIPObjectCount returns how many KMIP objects the state holds and how
 // many of them owner owns, from the count the state keeps by owner. The
 // KMIP front asks it before it proposes a new object, to keep one client
