@@ -244,7 +244,7 @@ func continueFile(f *os.File, path string, opts Options) (*Log, error) {
 	}
 	l := newLog(f, opts)
 	l.f, l.path, l.size, l.syncFile = f, path, size, f.Sync
-	l.samePath = func() error { return samePath(f, path) }
+	l.samePath = func() error { return samePath(st, path) }
 	torn := len(buf) - (bytes.LastIndexByte(buf, '\n') + 1)
 	if torn == len(buf) && start > 0 {
 		return nil, fmt.Errorf("audit: %s: the last line is longer than %d bytes, which no writer writes: the chain is broken; move the file aside (keep it) to start a new chain", path, MaxLine)
@@ -489,14 +489,10 @@ func (l *Log) flush() {
 	}
 }
 
-// samePath checks that path still names f: that the file was neither
-// removed nor replaced (renamed over, or removed and created anew) since
-// it was opened.
-func samePath(f *os.File, path string) error {
-	open, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("audit: %s: %w", path, err)
-	}
+// samePath checks that path still names the file open was read from when
+// it was opened: that it was neither removed nor replaced (renamed over,
+// or removed and created anew) since.
+func samePath(open os.FileInfo, path string) error {
 	now, err := os.Stat(path)
 	if err == nil && os.SameFile(open, now) {
 		return nil
