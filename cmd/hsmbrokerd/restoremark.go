@@ -10,6 +10,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/internal/config"
 	"github.com/hsmbroker/hsmbroker/internal/fsutil"
+	"github.com/hsmbroker/hsmbroker/internal/pki"
 )
 
 // restoreMarkerName is the file restore keeps in data_dir while it works:
@@ -23,24 +24,10 @@ func restoreMarkerPath(c config.Config) string { return filepath.Join(c.DataDir,
 
 // writeRestoreMarker records that a restore of backupFile is under way.
 func writeRestoreMarker(c config.Config, backupFile string) error {
-	path := restoreMarkerPath(c)
 	body := fmt.Sprintf("restore of %s into %s started %s by pid %d\n", backupFile, c.RaftDir(), time.Now().UTC().Format(time.RFC3339), os.Getpid())
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	// Synced, with its directory, before the Raft state is touched.
+	if err := pki.WriteFileAtomic(restoreMarkerPath(c), []byte(body), 0o600); err != nil {
 		return fmt.Errorf("restore marker: %w", err)
-	}
-	_, err = f.WriteString(body)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fsutil.SyncDir(c.DataDir)
-	}
-	if err != nil {
-		return fmt.Errorf("restore marker %s: %w", path, err)
 	}
 	return nil
 }
