@@ -188,7 +188,7 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 	ctx = context.WithValue(ctx, requestIDKey, c.requestID)
 	c.principal, c.peer = peerPrincipal(ctx)
 	if c.principal == "" && !isHealthOrReflection(method) && !s.cfg.InsecureNoClientAuth {
-		return ctx, c, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+		return ctx, c, errNoClientCert
 	}
 	ctx = WithPrincipal(ctx, c.principal)
 	if servesState(method) {

@@ -297,10 +297,10 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (id authz.Caller
 		return id, true, nil
 	}
 	if c == nil {
-		return id, true, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+		return id, true, errNoClientCert
 	}
 	id = s.certIdentity(c)
-	if id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone {
+	if hasRole(id) {
 		return id, true, nil
 	}
 	rq := s.tapRequest(ctx, info)
@@ -323,10 +323,10 @@ func (s *Service) tapAdmitOpen(ctx context.Context, info *tap.Info) (authz.Calle
 	}
 	c := peerCert(ctx)
 	if c == nil {
-		return authz.Caller{}, status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
+		return authz.Caller{}, errNoClientCert
 	}
 	id := s.certIdentity(c)
-	if info.FullMethodName == "/grpc.health.v1.Health/Check" || (id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone) {
+	if info.FullMethodName == "/grpc.health.v1.Health/Check" || hasRole(id) {
 		return id, nil
 	}
 	what := "gRPC reflection"
@@ -338,6 +338,16 @@ func (s *Service) tapAdmitOpen(ctx context.Context, info *tap.Info) (authz.Calle
 	return id, s.auditTapRefusal(ctx, info, id, boundMethod(info.FullMethodName),
 		"role "+id.Role.Name()+" may not use "+what, err)
 }
+
+// hasRole reports whether id is a principal with a role that may do
+// something: not unknown, not role-less, not revoked (role none).
+func hasRole(id authz.Caller) bool {
+	return id.Principal != "" && id.Role != "" && id.Role != authz.RoleNone
+}
+
+// errNoClientCert is the tap's answer to a call without a client
+// certificate.
+var errNoClientCert = status.Error(codes.Unauthenticated, "a client certificate from the cluster CA is required")
 
 // tapRequest is the request of a call the tap refuses, for its audit line.
 func (s *Service) tapRequest(ctx context.Context, info *tap.Info) *request {
