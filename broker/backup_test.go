@@ -114,30 +114,61 @@ func TestBackupStreamsInChunks(t *testing.T) {
 		t.Fatalf("last message %v; want sha256 %x, size %d, index %d, term %d", last, sum, len(want), index, term)
 	}
 
+	auth := last.GetAuthenticator()
+	if len(auth) != hsm.BackupAuthenticatorSize {
+		t.Fatalf("last message carries an authenticator of %d bytes, want %d", len(auth), hsm.BackupAuthenticatorSize)
+	}
+	if err := e.part.VerifyBackupAuthenticator(ctx, sum[:], auth); err != nil {
+		t.Fatalf("the backup's authenticator does not verify: %v", err)
+	}
+
 	// A new single-node cluster on an HSM holding the domain key (the same
-	// token) refuses a backup edited consistently (one blob changed, the
-	// file still decodes and its checksum could be recomputed), before it
-	// restores anything; then it restores the intact backup and decrypts
-	// every old ciphertext.
+	// token) refuses, before it restores anything:
 	node, svc := newRestoreTarget(t, e.part)
 	dm := broker.NewDaemon(svc, broker.DaemonConfig{})
+	restoreFails := func(what string, raw []byte, ra broker.RestoreAuth, want string) {
+		t.Helper()
+		b, err := cluster.ReadBackup(raw)
+		if err != nil {
+			t.Fatalf("%s: the backup should still decode: %v", what, err)
+		}
+		if err := dm.RestoreBackup(ctx, b, ra); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("restore of %s: %v, want an error saying %q", what, err, want)
+		}
+		if n := len(node.State().Keys()); n != 0 {
+			t.Fatalf("the refused restore of %s left %d keys", what, n)
+		}
+	}
+	// a backup edited consistently (one blob changed, or two keys' blobs
+	// swapped: the file still decodes and its checksum could be
+	// recomputed), which no longer matches its authenticator;
 	edited, editedKey := editBlob(t, got)
-	eb, err := cluster.ReadBackup(edited)
+	notAuthentic := "the backup does not match its authenticator"
+	restoreFails("an edited blob", edited, broker.RestoreAuth{Authenticator: auth}, notAuthentic)
+	restoreFails("swapped blobs", swapBlobs(t, got), broker.RestoreAuth{Authenticator: auth}, notAuthentic)
+	// the intact backup with a changed authenticator, or another backup's;
+	changed := bytes.Clone(auth)
+	changed[0] ^= 1
+	restoreFails("a changed authenticator", got, broker.RestoreAuth{Authenticator: changed}, notAuthentic)
+	otherSum := sha256.Sum256(edited)
+	otherAuth, err := e.part.BackupAuthenticator(ctx, otherSum[:])
 	if err != nil {
-		t.Fatalf("the edited backup should still decode: %v", err)
+		t.Fatal(err)
 	}
-	if err := dm.RestoreBackup(ctx, eb); err == nil || !strings.Contains(err.Error(), editedKey+" version 1") ||
-		!strings.Contains(err.Error(), "1 of the backup's 8 key versions do not unwrap") {
-		t.Fatalf("restore of a backup with an edited blob: %v", err)
-	}
-	if n := len(node.State().Keys()); n != 0 {
-		t.Fatalf("the refused restore left %d keys", n)
-	}
+	restoreFails("another backup's authenticator", got, broker.RestoreAuth{Authenticator: otherAuth}, notAuthentic)
+	// a backup without an authenticator, unless that is asked for, and
+	// never both;
+	restoreFails("no authenticator", got, broker.RestoreAuth{}, "the backup has no authenticator")
+	restoreFails("both", got, broker.RestoreAuth{Authenticator: auth, Unauthenticated: true}, "not both")
+	// and, unauthenticated, a backup whose changed blob does not unwrap.
+	restoreFails("an edited blob, unauthenticated", edited, broker.RestoreAuth{Unauthenticated: true},
+		"1 of the backup's 8 key versions do not unwrap under this HSM's domain key ("+editedKey+" version 1)")
+	// Then it restores the intact backup and decrypts every old ciphertext.
 	b, err := cluster.ReadBackup(got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := dm.RestoreBackup(ctx, b); err != nil {
+	if err := dm.RestoreBackup(ctx, b, broker.RestoreAuth{Authenticator: auth}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(node.State().Keys()); n != len(blobs) {
@@ -175,6 +206,27 @@ func editBlob(t *testing.T, backup []byte) ([]byte, string) {
 	return out, ids[0]
 }
 
+// swapBlobs returns backup with the wrapped blobs of its first two keys
+// (by id) exchanged, re-encoded so that it still decodes: every blob still
+// unwraps, under the wrong key's name.
+func swapBlobs(t *testing.T, backup []byte) []byte {
+	t.Helper()
+	var file map[string]any
+	if err := json.Unmarshal(backup, &file); err != nil {
+		t.Fatal(err)
+	}
+	ks := file["data"].(map[string]any)["keys"].(map[string]any)
+	ids := slices.Sorted(maps.Keys(ks))
+	v0 := ks[ids[0]].(map[string]any)["versions"].([]any)[0].(map[string]any)
+	v1 := ks[ids[1]].(map[string]any)["versions"].([]any)[0].(map[string]any)
+	v0["wrapped"], v1["wrapped"] = v1["wrapped"], v0["wrapped"]
+	out, err := json.Marshal(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // newRestoreTarget is a new single-node cluster, leading, with a service
 // over partition p.
 func newRestoreTarget(t *testing.T, p *hsm.Partition) (*cluster.Node, *broker.Service) {
@@ -194,7 +246,8 @@ func TestRestoreNeedsDomainKeyCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	var snap bytes.Buffer
-	if _, err := client.ReceiveBackup(stream, &snap); err != nil {
+	info, err := client.ReceiveBackup(stream, &snap)
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, svc := newRestoreTarget(t, e.part)
@@ -202,7 +255,7 @@ func TestRestoreNeedsDomainKeyCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, b); err == nil || !strings.Contains(err.Error(), "no domain key check") {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, b, broker.RestoreAuth{Authenticator: info.Authenticator}); err == nil || !strings.Contains(err.Error(), "no domain key check") {
 		t.Fatalf("restore of a backup without a domain key check: %v", err)
 	}
 }

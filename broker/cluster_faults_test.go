@@ -316,7 +316,8 @@ func TestBackupRestoresDestroyedCluster(t *testing.T) {
 		t.Fatalf("public key before the backup: %v", err)
 	}
 	var backup bytes.Buffer
-	if _, err := cli.Backup(ctx, &backup); err != nil {
+	info, err := cli.Backup(ctx, &backup)
+	if err != nil {
 		t.Fatal(err)
 	}
 	survivor := c1.Nodes[0].Token
@@ -324,6 +325,7 @@ func TestBackupRestoresDestroyedCluster(t *testing.T) {
 
 	c2 := hsmtest.NewEmptyCluster(t)
 	c2.Restore = backup.Bytes()
+	c2.RestoreAuth = broker.RestoreAuth{Authenticator: info.Authenticator}
 	c2.AddNodeOnToken(survivor)
 	c2.AddNode()
 	c2.AddNode()

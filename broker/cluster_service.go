@@ -335,7 +335,10 @@ const MaxBackupChunkSize = 1 << 20
 // Backup streams a consistent snapshot of the replicated state (wrapped key
 // blobs only, never plaintext key material) in chunks of at most
 // BackupChunkSize bytes, hashing them as they go; the last message carries
-// the SHA-256, size, index and term. There is no size limit: a snapshot
+// the SHA-256, size, index and term, and the authenticator this node's HSM
+// makes from the SHA-256 under the domain key (hsm.BackupAuthenticator): a
+// backup whose HSM call fails ends without its closing message, so it is
+// never taken for whole. There is no size limit: a snapshot
 // either reaches the client whole, or the stream fails (and the client,
 // missing the last message, knows the backup is incomplete).
 func (s *Service) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer) error {
@@ -369,5 +372,10 @@ func (s *Service) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupSer
 			return fmt.Errorf("read the snapshot: %w", rerr)
 		}
 	}
-	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(h.Sum(nil)), Size: size, Index: index, Term: term})
+	sum := h.Sum(nil)
+	auth, err := s.hsm.BackupAuthenticator(ctx, sum)
+	if err != nil {
+		return fmt.Errorf("the backup's authenticator: %w", err)
+	}
+	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(sum), Size: size, Index: index, Term: term, Authenticator: auth})
 }

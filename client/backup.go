@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
@@ -23,7 +24,15 @@ type BackupInfo struct {
 	SHA256 string
 	// Index and Term are the last Raft log entry the snapshot covers.
 	Index, Term uint64
+	// Authenticator is the backup's authenticator (BackupAuthenticatorSize
+	// bytes, made in the broker's HSM under the domain key), which a
+	// restore needs to check that the backup was not changed; empty from a
+	// broker older than authenticators.
+	Authenticator []byte
 }
+
+// BackupAuthenticatorSize is the length of a backup's authenticator.
+const BackupAuthenticatorSize = 40
 
 // ErrIncompleteBackup is returned (wrapped) when a backup stream ends
 // without its closing message, or its bytes do not match what that
@@ -92,5 +101,37 @@ func ReceiveBackup(stream grpc.ServerStreamingClient[pb.BackupResponse], w io.Wr
 	if got != last.GetSha256() {
 		return BackupInfo{}, fmt.Errorf("%w: the snapshot's SHA-256 is %s, the broker's is %s", ErrIncompleteBackup, got, last.GetSha256())
 	}
-	return BackupInfo{Bytes: n, SHA256: got, Index: last.GetIndex(), Term: last.GetTerm()}, nil
+	auth := last.GetAuthenticator()
+	if len(auth) != 0 && len(auth) != BackupAuthenticatorSize {
+		return BackupInfo{}, fmt.Errorf("%w: the broker's authenticator is %d bytes, want %d", ErrIncompleteBackup, len(auth), BackupAuthenticatorSize)
+	}
+	return BackupInfo{Bytes: n, SHA256: got, Index: last.GetIndex(), Term: last.GetTerm(), Authenticator: auth}, nil
+}
+
+// backupAuthTag starts an authenticator file's line and names its format.
+const backupAuthTag = "hsmbroker-backup-authenticator-v1"
+
+// FormatBackupAuth is the content of the authenticator file written beside
+// a backup (FILE.auth): one line, the format's tag, the authenticator in
+// lowercase hex and the backup's file name, like a sha256sum line.
+func FormatBackupAuth(auth []byte, name string) []byte {
+	return []byte(backupAuthTag + " " + hex.EncodeToString(auth) + "  " + name + "\n")
+}
+
+// ParseBackupAuth reads an authenticator file made by FormatBackupAuth and
+// returns the authenticator. The file name it names is not checked: a
+// backup may be renamed.
+func ParseBackupAuth(data []byte) ([]byte, error) {
+	if len(data) > 1024 {
+		return nil, fmt.Errorf("an authenticator file of %d bytes, not one line of at most 1024", len(data))
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 2 || fields[0] != backupAuthTag {
+		return nil, fmt.Errorf("not an hsmbroker backup authenticator file (one line starting %q)", backupAuthTag)
+	}
+	auth, err := hex.DecodeString(fields[1])
+	if err != nil || len(auth) != BackupAuthenticatorSize {
+		return nil, fmt.Errorf("the authenticator is not %d hex digits", 2*BackupAuthenticatorSize)
+	}
+	return auth, nil
 }

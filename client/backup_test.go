@@ -8,6 +8,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,8 +42,9 @@ func TestBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(snap)
-	want := client.BackupInfo{Bytes: int64(len(snap)), SHA256: hex.EncodeToString(sum[:]), Index: 1, Term: 1}
-	if info != want || !bytes.Equal(buf.Bytes(), snap) {
+	want := client.BackupInfo{Bytes: int64(len(snap)), SHA256: hex.EncodeToString(sum[:]), Index: 1, Term: 1,
+		Authenticator: clienttest.BackupAuthenticator(sum[:])}
+	if !reflect.DeepEqual(info, want) || !bytes.Equal(buf.Bytes(), snap) {
 		t.Fatalf("Backup = %+v (%d bytes), want %+v", info, buf.Len(), want)
 	}
 
@@ -158,6 +161,8 @@ func TestReceiveBackupChecks(t *testing.T) {
 		{"wrong size", []*pb.BackupResponse{{Chunk: snap}, {Sha256: good, Size: 2999}}},
 		{"a byte lost", []*pb.BackupResponse{{Chunk: snap[1:]}, {Sha256: good, Size: 3000}}},
 		{"a message after the closing one", []*pb.BackupResponse{{Chunk: snap}, {Sha256: good, Size: 3000}, {Chunk: []byte("x")}}},
+		{"a short authenticator", []*pb.BackupResponse{{Chunk: snap}, {Sha256: good, Size: 3000, Authenticator: make([]byte, 39)}}},
+		{"a long authenticator", []*pb.BackupResponse{{Chunk: snap}, {Sha256: good, Size: 3000, Authenticator: make([]byte, 41)}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			stream := scriptedBackup(t, tt.msgs)
@@ -171,8 +176,33 @@ func TestReceiveBackupChecks(t *testing.T) {
 	var buf bytes.Buffer
 	info, err := client.ReceiveBackup(scriptedBackup(t, []*pb.BackupResponse{{Chunk: snap[:1000]}, {Chunk: snap[1000:2000]},
 		{Chunk: snap[2000:], Sha256: good, Size: 3000, Index: 9, Term: 2}}), &buf)
-	if err != nil || !bytes.Equal(buf.Bytes(), snap) || info != (client.BackupInfo{Bytes: 3000, SHA256: good, Index: 9, Term: 2}) {
+	if err != nil || !bytes.Equal(buf.Bytes(), snap) || !reflect.DeepEqual(info, client.BackupInfo{Bytes: 3000, SHA256: good, Index: 9, Term: 2}) {
 		t.Fatalf("ReceiveBackup = %+v, %v", info, err)
+	}
+}
+
+// TestBackupAuthFile: an authenticator file reads back as written, and
+// anything else is refused with the reason.
+func TestBackupAuthFile(t *testing.T) {
+	auth := clienttest.BackupAuthenticator(make([]byte, 32))
+	file := client.FormatBackupAuth(auth, "2026-12-07.snap")
+	if !strings.HasPrefix(string(file), "hsmbroker-backup-authenticator-v1 "+hex.EncodeToString(auth)+"  2026-12-07.snap\n") {
+		t.Fatalf("authenticator file %q", file)
+	}
+	if got, err := client.ParseBackupAuth(file); err != nil || !bytes.Equal(got, auth) {
+		t.Fatalf("ParseBackupAuth = %x, %v", got, err)
+	}
+	for _, tt := range []struct{ name, data, want string }{
+		{"empty", "", "not an hsmbroker backup authenticator file"},
+		{"a sha256sum line", strings.Repeat("ab", 32) + "  x.snap\n", "not an hsmbroker backup authenticator file"},
+		{"no authenticator", "hsmbroker-backup-authenticator-v1\n", "not an hsmbroker backup authenticator file"},
+		{"short", "hsmbroker-backup-authenticator-v1 " + strings.Repeat("ab", 39) + "  x\n", "not 80 hex digits"},
+		{"not hex", "hsmbroker-backup-authenticator-v1 " + strings.Repeat("zz", 40) + "  x\n", "not 80 hex digits"},
+		{"too long", strings.Repeat("x", 1025), "not one line of at most 1024"},
+	} {
+		if _, err := client.ParseBackupAuth([]byte(tt.data)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error saying %q", tt.name, err, tt.want)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,6 +87,10 @@ func ReadBackup(b []byte) (*Backup, error) {
 	}
 	return &Backup{raw: b, file: sf}, nil
 }
+
+// SHA256 is the SHA-256 of the backup's bytes, what its authenticator is
+// made from (hsm.BackupAuthenticator).
+func (b *Backup) SHA256() [sha256.Size]byte { return sha256.Sum256(b.raw) }
 
 // DomainKeyCheck is the backup's domain key check blob (see
 // State.DomainKeyCheck), nil if the cluster never set one.

@@ -40,8 +40,10 @@ type Cluster struct {
 	Tune func(*cluster.Config)
 
 	// Restore, if set, is a Backup snapshot the first node restores right
-	// after it bootstraps, before anything else is written.
-	Restore []byte
+	// after it bootstraps, before anything else is written, checked as
+	// RestoreAuth says (its authenticator, from the backup stream).
+	Restore     []byte
+	RestoreAuth broker.RestoreAuth
 
 	// Audit, if set before nodes start, gives each node an audit log
 	// (AuditPath) as the daemon does, and checkpoints its head every
@@ -335,7 +337,7 @@ func (nd *Node) Launch() bool {
 			if err != nil {
 				t.Fatalf("%s: restore: %v", nd.ID, err)
 			}
-			if err := dm.RestoreBackup(ctx, b); err != nil {
+			if err := dm.RestoreBackup(ctx, b, c.RestoreAuth); err != nil {
 				t.Fatalf("%s: restore: %v", nd.ID, err)
 			}
 			c.Restore = nil

@@ -181,8 +181,9 @@ func findToken(m module, label, serial string) (uint, pkcs11.TokenInfo, error) {
 	return 0, pkcs11.TokenInfo{}, fmt.Errorf("%w: token with %s; tokens present: %s", ErrNotFound, want, strings.Join(seen, ", "))
 }
 
-// requiredMechanisms are those without which the broker cannot work.
-var requiredMechanisms = []uint{pkcs11.CKM_AES_KEY_GEN, pkcs11.CKM_AES_KEY_WRAP_PAD, pkcs11.CKM_AES_GCM}
+// requiredMechanisms are those without which the broker cannot work
+// (CKM_AES_KEY_WRAP makes backup authenticators).
+var requiredMechanisms = []uint{pkcs11.CKM_AES_KEY_GEN, pkcs11.CKM_AES_KEY_WRAP_PAD, pkcs11.CKM_AES_KEY_WRAP, pkcs11.CKM_AES_GCM}
 
 func (p *Partition) probe(ti pkcs11.TokenInfo) error {
 	mechs, err := p.m.GetMechanismList(p.slot)

@@ -71,7 +71,7 @@ func checkBackup(t *testing.T, cl pb.ClusterServiceClient) {
 	}
 	sum := sha256.Sum256(snap)
 	if last == nil || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(snap)) || len(snap) == 0 ||
-		last.GetIndex() == 0 || last.GetTerm() == 0 {
+		last.GetIndex() == 0 || last.GetTerm() == 0 || len(last.GetAuthenticator()) != 40 {
 		t.Errorf("Backup: %d bytes, summary %v", len(snap), last)
 	}
 }

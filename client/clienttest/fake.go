@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -1137,7 +1138,17 @@ func (f *Fake) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer
 		return failErr
 	}
 	sum := sha256.Sum256(snap)
-	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(snap)), Index: 1, Term: 1})
+	return stream.Send(&pb.BackupResponse{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(snap)), Index: 1, Term: 1,
+		Authenticator: BackupAuthenticator(sum[:])})
+}
+
+// BackupAuthenticator is the fake's stand-in for a backup's authenticator:
+// 40 bytes derived from the snapshot's SHA-256 without a key (a broker
+// makes them in its HSM under the domain key), so that clients can be
+// tested for carrying it.
+func BackupAuthenticator(sum []byte) []byte {
+	h := sha512.Sum512(append([]byte("clienttest backup authenticator\x00"), sum...))
+	return h[:40]
 }
 
 // SetSnapshot sets what Backup sends.

@@ -16,15 +16,17 @@ import (
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/audit"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/config"
 	"github.com/spf13/cobra"
 )
 
 func newRestoreCommand(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
-	var configFile, backupFile, sum string
+	var configFile, backupFile, sum, authFile string
+	var unauthenticated bool
 	cmd := &cobra.Command{
-		Use:   "restore --config FILE --backup FILE [--sha256 HEX]",
+		Use:   "restore --config FILE --backup FILE [--sha256 HEX] [--auth FILE | --unauthenticated]",
 		Short: "Bring a destroyed cluster back from a backup, on an HSM that holds its domain key",
 		Long: `restore founds a new cluster from a backup made by 'hsmctl cluster backup':
 keys (their versions wrapped under the domain key), aliases, states, tags,
@@ -36,9 +38,20 @@ Run it once, on the node that will found the new cluster, with that node's
 serve configuration. Its Raft directory must be empty and its HSM must hold
 the domain key the backup's keys are wrapped under (an HSM of the old
 cluster, or one restored from the HSM vendor's own backup); restore checks
-the backup's domain key check against it and refuses otherwise, and it
-unwraps every version of every key in the HSM once and refuses a backup
-with a blob that does not unwrap (a damaged key blob). Records of
+the backup's domain key check against it and refuses otherwise.
+
+restore then recomputes the backup's authenticator in the HSM (from the
+file's SHA-256, under the domain key) and refuses a backup that does not
+match the one 'hsmctl cluster backup' wrote to FILE.auth: a backup changed
+where it was kept (a principal made admin, a policy or grant edited, one
+key's blob moved to another's entry) is refused even if its .sha256 was
+recomputed, since only an HSM holding the domain key can make an
+authenticator. A backup made before authenticators, or whose .auth file is
+lost, is restored only with --unauthenticated, which trusts that no one
+changed it; the restore's audit lines then say
+internal:restore-unauthenticated. Finally it unwraps every version of every
+key in the HSM once and refuses a backup with a blob that does not unwrap
+(a damaged key blob). Records of
 the old members are dropped. A restore that fails leaves the Raft
 directory as it found it. While it works, data_dir holds the file
 RESTORE-IN-PROGRESS: a restore that was stopped before it finished
@@ -50,7 +63,7 @@ and let the other nodes join with join tokens, as for a new cluster: their
 HSMs receive the domain key HSM-to-HSM.`,
 		Example: `  hsmctl cluster backup /backup/hsmbroker-2026-11-27.snap      # earlier, on the old cluster
   hsmbrokerd restore --config /etc/hsmbroker/node1.yaml \
-      --backup /backup/hsmbroker-2026-11-27.snap --sha256 3f1c...
+      --backup /backup/hsmbroker-2026-11-27.snap      # with .sha256 and .auth beside it
   hsmbrokerd serve --config /etc/hsmbroker/node1.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -75,6 +88,13 @@ HSMs receive the domain key HSM-to-HSM.`,
 				log.Warn("the backup's SHA-256 is not checked: give --sha256, or keep the .sha256 file 'hsmctl cluster backup' writes beside it", "backup", backupFile)
 			} else if !strings.EqualFold(want, hex.EncodeToString(got[:])) {
 				return fmt.Errorf("backup %s has SHA-256 %x, not %s (%s): refusing a damaged or different file", backupFile, got, want, from)
+			}
+			auth, err := backupAuth(authFile, backupFile, unauthenticated)
+			if err != nil {
+				return err
+			}
+			if auth.Unauthenticated {
+				log.Warn("restoring a backup without checking its authenticator: nothing shows it was not changed where it was kept", "backup", backupFile)
 			}
 			// Decoded and checked before anything is made from it.
 			b, err := cluster.ReadBackup(backup)
@@ -119,7 +139,7 @@ HSMs receive the domain key HSM-to-HSM.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
 			defer cancel()
-			n, err := restoreBackup(ctx, log, d, b)
+			n, err := restoreBackup(ctx, log, d, b, auth)
 			if err != nil {
 				// Leave the Raft directory as it was found, so that the
 				// next attempt (or serve) does not find a founded, empty
@@ -146,6 +166,8 @@ HSMs receive the domain key HSM-to-HSM.`,
 	cmd.Flags().StringVar(&configFile, "config", "", "the founding node's serve configuration (required)")
 	cmd.Flags().StringVar(&backupFile, "backup", "", "the backup file from 'hsmctl cluster backup' (required)")
 	cmd.Flags().StringVar(&sum, "sha256", "", "the backup's SHA-256 as 'hsmctl cluster backup' printed it (default: read from FILE.sha256 beside the backup, if there)")
+	cmd.Flags().StringVar(&authFile, "auth", "", "the backup's authenticator file from 'hsmctl cluster backup' (default: FILE.auth beside the backup)")
+	cmd.Flags().BoolVar(&unauthenticated, "unauthenticated", false, "restore a backup that has no authenticator (made before authenticators, or its .auth file lost), trusting that no one changed it")
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("backup")
 	return cmd
@@ -157,7 +179,7 @@ HSMs receive the domain key HSM-to-HSM.`,
 // The restore is audited in the node's audit log, opened as serve opens
 // it (and refused as serve refuses it when its chain is broken), so that
 // the log the node then continues shows the restore.
-func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *cluster.Backup) (n int, err error) {
+func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *cluster.Backup, auth broker.RestoreAuth) (n int, err error) {
 	auditLog, err := audit.Open(d.auditFile, audit.Options{CheckpointEvery: broker.AuditCheckpointLines, Logger: log})
 	if err != nil {
 		return 0, err
@@ -192,10 +214,38 @@ func restoreBackup(ctx context.Context, log *slog.Logger, d daemon, backup *clus
 		return 0, err
 	}
 	defer svc.Close()
-	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, backup); err != nil {
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, backup, auth); err != nil {
 		return 0, err
 	}
 	return len(node.State().Keys()), nil
+}
+
+// backupAuth is how the restore checks the backup: with the authenticator
+// in authFile (default: FILE.auth beside the backup), or, only when
+// unauthenticated is asked for, without one.
+func backupAuth(authFile, backupFile string, unauthenticated bool) (broker.RestoreAuth, error) {
+	if unauthenticated {
+		if authFile != "" {
+			return broker.RestoreAuth{}, errors.New("--auth and --unauthenticated exclude each other")
+		}
+		return broker.RestoreAuth{Unauthenticated: true}, nil
+	}
+	given := authFile != ""
+	if !given {
+		authFile = backupFile + ".auth"
+	}
+	data, err := os.ReadFile(authFile)
+	if errors.Is(err, os.ErrNotExist) && !given {
+		return broker.RestoreAuth{}, fmt.Errorf("backup %s has no authenticator beside it (%s, which 'hsmctl cluster backup' writes): give --auth FILE, or --unauthenticated for a backup made before authenticators, trusting that no one changed it", backupFile, authFile)
+	}
+	if err != nil {
+		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator: %w", err)
+	}
+	a, err := client.ParseBackupAuth(data)
+	if err != nil {
+		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator %s: %w", authFile, err)
+	}
+	return broker.RestoreAuth{Authenticator: a}, nil
 }
 
 // expectedSum is the SHA-256 the backup must have: the one given, else the

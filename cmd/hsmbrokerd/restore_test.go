@@ -75,6 +75,11 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if sum := sha256.Sum256(written); hex.EncodeToString(sum[:]) != b.SHA256 || int64(len(written)) != b.Bytes {
 		t.Fatal("backup checksum mismatch")
 	}
+	// What 'hsmctl cluster backup' writes beside it.
+	authFile := client.FormatBackupAuth(b.Authenticator, "cluster.snap")
+	if err := os.WriteFile(backup+".auth", authFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p1.stop(t)
 
 	// Restore refuses while the Raft state exists, and a wrong checksum.
@@ -104,8 +109,36 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if err := os.WriteFile(truncated, written[:len(written)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated); err == nil || !strings.Contains(out, "cannot be restored") || !strings.Contains(out, "not checked") {
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated); err == nil || !strings.Contains(out, "has no authenticator beside it") {
+		t.Fatalf("restore of a backup without an authenticator: %v\n%s", err, out)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated, "--unauthenticated", "--auth", backup+".auth"); err == nil || !strings.Contains(out, "exclude each other") {
+		t.Fatalf("restore with --auth and --unauthenticated: %v\n%s", err, out)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated, "--unauthenticated"); err == nil || !strings.Contains(out, "cannot be restored") ||
+		!strings.Contains(out, "not checked") || !strings.Contains(out, "without checking its authenticator") {
 		t.Fatalf("restore of a truncated backup: %v\n%s", err, out)
+	}
+	// A backup edited where it was kept, consistently (an alias renamed:
+	// it still decodes; its .sha256 recomputed, its .auth copied), is
+	// refused by its authenticator once the HSM recomputes it; the refusal
+	// is audited and takes the founded state away again.
+	forged := filepath.Join(c.dir, "forged.snap")
+	forgedBytes := bytes.ReplaceAll(written, []byte("alias/precious"), []byte("alias/precioux"))
+	if bytes.Equal(forgedBytes, written) {
+		t.Fatal("the backup names no alias/precious")
+	}
+	forgedSum := sha256.Sum256(forgedBytes)
+	for name, data := range map[string][]byte{forged: forgedBytes, forged + ".sha256": []byte(hex.EncodeToString(forgedSum[:]) + "  forged.snap\n"), forged + ".auth": authFile} {
+		if err := os.WriteFile(name, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", forged); err == nil || !strings.Contains(out, "does not match its authenticator") {
+		t.Fatalf("restore of an edited backup with its checksum recomputed: %v\n%s", err, out)
+	}
+	if res := checkRestoreAudited(t, filepath.Join(n1.dir, "data", "audit.log"), ""); res == "OK" {
+		t.Fatal("the refused restore's outcome line says OK")
 	}
 	if has, err := cluster.HasState(filepath.Join(n1.dir, "data", "raft")); err != nil || has {
 		t.Fatalf("Raft state after refused restores: %v %v", has, err)
@@ -149,7 +182,12 @@ func TestServeRestoreFromBackup(t *testing.T) {
 		t.Fatalf("serve on the state of an unfinished restore: %v\n%s", p1.err, out)
 	}
 
-	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.SHA256)
+	// --auth names an authenticator file kept elsewhere.
+	keptAuth := filepath.Join(c.dir, "kept.auth")
+	if err := os.WriteFile(keptAuth, authFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runRestore(t, c, "--config", n1.config, "--backup", backup, "--sha256", b.SHA256, "--auth", keptAuth)
 	if err != nil || !strings.Contains(out, "restored 1 key from") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -464,11 +465,19 @@ func (a *app) clusterBackupCommand() *cobra.Command {
 		Long: `backup writes a consistent snapshot of the replicated state (keys and their
 versions as blobs wrapped under the domain key, aliases, policies, grants,
 principal roles, TDE keys and token hashes, KMIP objects, PKCS#11 data
-objects, members) to FILE, mode 0600, and its SHA-256 to FILE.sha256 (replaced if
-it exists) in the form
-'sha256sum -c' reads. The snapshot holds no plaintext key material: it is
-useless without an HSM holding the cluster's domain key, which is why the
-HSM partitions need backups of their own.
+objects, members) to FILE, mode 0600, its SHA-256 to FILE.sha256 in the
+form 'sha256sum -c' reads, and its authenticator to FILE.auth (both
+replaced if they exist). The snapshot holds no plaintext key material: it
+is useless without an HSM holding the cluster's domain key, which is why
+the HSM partitions need backups of their own.
+
+The authenticator is made in the broker's HSM from the snapshot's SHA-256
+under the domain key; 'hsmbrokerd restore' recomputes it in its own HSM
+and refuses a backup that was changed after it was made (a principal's
+role, a policy, a blob moved to another key), even with its SHA-256
+recomputed. Keep FILE.auth with FILE: without it a restore needs
+--unauthenticated. It does not tell an older backup from the newest, so
+keep the index and term printed here.
 
 The broker streams the snapshot in pieces and ends with its size and
 SHA-256; backup writes the pieces to a temporary file beside FILE and
@@ -480,7 +489,7 @@ symlink there is replaced, never followed. A progress line is shown on a
 terminal.
 
 It prints the Raft index and term the snapshot covers; with -o json
-{"file", "bytes", "index", "term", "sha256"}.`,
+{"file", "bytes", "index", "term", "sha256", "authenticator_file"}.`,
 		Example: `  hsmctl cluster backup /var/backups/hsmbroker/$(date +%F).snap
   sha256sum -c /var/backups/hsmbroker/$(date +%F).snap.sha256`,
 		Args: exactArgs("FILE"),
@@ -501,9 +510,21 @@ It prints the Raft index and term the snapshot covers; with -o json
 			if err := writeOutFile(file+".sha256", []byte(info.SHA256+"  "+filepath.Base(file)+"\n"), privateFileMode, true); err != nil {
 				return fmt.Errorf("write the backup checksum: %w", err)
 			}
+			authFile := file + ".auth"
+			if len(info.Authenticator) == 0 {
+				// An older broker: an authenticator left from an earlier
+				// backup under this name would not match this one.
+				if err := os.Remove(authFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("remove the earlier backup's authenticator: %w", err)
+				}
+				authFile = ""
+				fmt.Fprintf(a.stderr, "hsmctl: warning: the broker sent no authenticator (it is older than backup authenticators); restoring %s will need 'hsmbrokerd restore --unauthenticated'\n", file)
+			} else if err := writeOutFile(authFile, client.FormatBackupAuth(info.Authenticator, filepath.Base(file)), privateFileMode, true); err != nil {
+				return fmt.Errorf("write the backup's authenticator: %w", err)
+			}
 			if a.json() {
 				return printJSON(a.stdout, map[string]any{"file": file, "bytes": info.Bytes,
-					"index": info.Index, "term": info.Term, "sha256": info.SHA256})
+					"index": info.Index, "term": info.Term, "sha256": info.SHA256, "authenticator_file": authFile})
 			}
 			return fields(a.stdout,
 				"File", file,
@@ -511,6 +532,7 @@ It prints the Raft index and term the snapshot covers; with -o json
 				"Index", strconv.FormatUint(info.Index, 10),
 				"Term", strconv.FormatUint(info.Term, 10),
 				"SHA256", info.SHA256,
+				"Authenticator", dash(authFile),
 			)
 		}),
 	}

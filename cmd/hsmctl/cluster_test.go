@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/client/clienttest"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -51,7 +52,8 @@ type fakeCluster struct {
 	// notServing is what a member says of itself when it does not serve.
 	notServing map[string]string
 	// backupFault makes Backup misbehave: "bad sum", "bad size", "no
-	// trailer", "flipped byte" or "broken stream".
+	// trailer", "flipped byte", "broken stream", or "no authenticator" (a
+	// broker older than authenticators).
 	backupFault string
 }
 
@@ -244,8 +246,11 @@ func (m *fakeMember) Backup(_ *pb.BackupRequest, stream pb.ClusterService_Backup
 		}
 	}
 	sum := sha256.Sum256(snapshot)
-	last := &pb.BackupResponse{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(snapshot)), Index: 42, Term: 4}
+	last := &pb.BackupResponse{Sha256: hex.EncodeToString(sum[:]), Size: uint64(len(snapshot)), Index: 42, Term: 4,
+		Authenticator: clienttest.BackupAuthenticator(sum[:])}
 	switch fault {
+	case "no authenticator":
+		last.Authenticator = nil
 	case "no trailer":
 		return nil
 	case "bad sum":
@@ -518,16 +523,17 @@ func TestClusterBackup(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "cluster.snap")
 	var b struct {
-		File   string
-		Bytes  int
-		Index  uint64
-		Term   uint64
-		SHA256 string
+		File              string
+		Bytes             int
+		Index             uint64
+		Term              uint64
+		SHA256            string
+		AuthenticatorFile string `json:"authenticator_file"`
 	}
 	c.okJSON(&b, c.flags(2), "cluster", "backup", file)
 	sum := sha256.Sum256(c.snapshot)
 	want := hex.EncodeToString(sum[:])
-	if b.File != file || b.Bytes != len(c.snapshot) || b.Index != 42 || b.Term != 4 || b.SHA256 != want {
+	if b.File != file || b.Bytes != len(c.snapshot) || b.Index != 42 || b.Term != 4 || b.SHA256 != want || b.AuthenticatorFile != file+".auth" {
 		t.Errorf("backup: %+v", b)
 	}
 	if got, err := os.ReadFile(file); err != nil || !bytes.Equal(got, c.snapshot) {
@@ -538,6 +544,18 @@ func TestClusterBackup(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(file + ".sha256"); string(got) != want+"  cluster.snap\n" {
 		t.Errorf("checksum file: %q", got)
+	}
+	// The authenticator, beside it, as restore reads it.
+	authFile, err := os.ReadFile(file + ".auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth, err := client.ParseBackupAuth(authFile); err != nil || !bytes.Equal(auth, clienttest.BackupAuthenticator(sum[:])) ||
+		!strings.HasSuffix(string(authFile), "  cluster.snap\n") {
+		t.Errorf("authenticator file %q: %v", authFile, err)
+	}
+	if fi, _ := os.Stat(file + ".auth"); fi.Mode().Perm() != 0o600 {
+		t.Errorf("authenticator file mode %v", fi.Mode())
 	}
 
 	if r := c.run(c.flags(2), "cluster", "backup", file); r.code != exitError || !strings.Contains(r.stderr, "--force") {
@@ -562,9 +580,24 @@ func TestClusterBackup(t *testing.T) {
 		if r.code != exitError || !strings.Contains(r.stderr, want) {
 			t.Errorf("%s: %+v", fault, r)
 		}
-		if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		if entries, _ := os.ReadDir(dir); len(entries) != 3 {
 			t.Errorf("%s: a failed backup left files: %v", fault, entries)
 		}
+	}
+
+	// A broker older than authenticators: the backup is written, with a
+	// warning, and the earlier backup's authenticator under that name is
+	// removed, since it would not match.
+	c.mu.Lock()
+	c.backupFault = "no authenticator"
+	c.mu.Unlock()
+	r := c.run(c.flags(2), "cluster", "backup", file, "--force", "-o", "json")
+	if r.code != 0 || !strings.Contains(r.stderr, "sent no authenticator") || !strings.Contains(r.stderr, "--unauthenticated") ||
+		!strings.Contains(r.stdout, `"authenticator_file": ""`) {
+		t.Errorf("backup from a broker without authenticators: %+v", r)
+	}
+	if _, err := os.Stat(file + ".auth"); !os.IsNotExist(err) {
+		t.Errorf("the earlier authenticator is still beside the new backup: %v", err)
 	}
 
 	// A member that is down before the stream starts is passed over.

@@ -660,7 +660,13 @@ type BackupResponse struct {
 	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	// Last message only: the size of the whole snapshot in bytes, the sum of
 	// the lengths of every chunk.
-	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Size uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// Last message only: the backup's authenticator, 40 bytes made in the
+	// broker's HSM under the cluster's domain key from the SHA-256 above. A
+	// restore recomputes it in its own HSM and refuses a backup whose bytes
+	// no longer match it (one edited where it was kept, its SHA-256
+	// recomputed). 'hsmctl cluster backup' writes it to FILE.auth.
+	Authenticator []byte `protobuf:"bytes,7,opt,name=authenticator,proto3" json:"authenticator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +734,13 @@ func (x *BackupResponse) GetSize() uint64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *BackupResponse) GetAuthenticator() []byte {
+	if x != nil {
+		return x.Authenticator
+	}
+	return nil
 }
 
 // ForwardCommandRequest is the input of ClusterService.ForwardCommand.
@@ -953,13 +966,14 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x0f\n" +
-	"\rBackupRequest\"\x8c\x01\n" +
+	"\rBackupRequest\"\xb2\x01\n" +
 	"\x0eBackupResponse\x12\x14\n" +
 	"\x05chunk\x18\x05 \x01(\fR\x05chunk\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04size\x18\x06 \x01(\x04R\x04sizeJ\x04\b\x01\x10\x02R\bsnapshot\"1\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\x12$\n" +
+	"\rauthenticator\x18\a \x01(\fR\rauthenticatorJ\x04\b\x01\x10\x02R\bsnapshot\"1\n" +
 	"\x15ForwardCommandRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"F\n" +
 	"\x16ForwardCommandResponse\x12\x16\n" +
