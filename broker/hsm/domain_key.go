@@ -13,8 +13,9 @@ import (
 )
 
 // The domain key is one AES-256 token object per cluster, present in every
-// member partition. It wraps and unwraps customer key material and does
-// nothing else (CKA_ENCRYPT and CKA_DECRYPT are false). It is extractable
+// member partition. It wraps and unwraps customer key material, and wraps
+// backup digests into authenticators (backup_auth.go), and does nothing
+// else (CKA_ENCRYPT and CKA_DECRYPT are false). It is extractable
 // only so that it can travel HSM-to-HSM to a joining node under an RSA
 // transport key; see TransportKey.
 
