@@ -32,10 +32,25 @@ import (
 //
 // Every method but Policy and EnsureWrappingKey serves a request begun
 // with Service.BeginRequest (front FrontKMIP) and ended with EndRequest.
-type KMIPObjects struct{ s *Service }
+type KMIPObjects struct {
+	s *Service
+	// ownerShare is the most KMIP objects one client (owner) may hold, 0
+	// for no share (WithOwnerShare).
+	ownerShare int
+}
 
-// KMIP returns the KMIP core of s.
+// KMIP returns the KMIP core of s, with no share per client.
 func (s *Service) KMIP() *KMIPObjects { return &KMIPObjects{s: s} }
+
+// WithOwnerShare returns the core with a share: Register, Create and
+// CreateKeyPair refuse what would make one client (the principal that
+// would own the objects) own more than n KMIP objects, so that one client
+// cannot fill cluster.MaxKMIPObjects alone. The share travels in the
+// replicated command and is applied there, so concurrent requests of one
+// client cannot pass it; CheckRoom refuses it earlier, before any HSM work.
+func (c *KMIPObjects) WithOwnerShare(n int) *KMIPObjects {
+	return &KMIPObjects{s: c.s, ownerShare: n}
+}
 
 // FrontKMIP names the KMIP front in audit lines.
 const FrontKMIP = "kmip"

@@ -268,7 +268,7 @@ func (c *KMIPObjects) CreateKeyPair(ctx context.Context, req KMIPCreateKeyPairRe
 	priv.Wrapped, priv.LinkedID = g.Wrapped, pub.ID
 	pub.LinkedID, pub.Extractable = priv.ID, true
 	nameObject(ctx, priv.ID)
-	res, err := s.apply(ctx, &cluster.KMIPCreateKeyPair{Private: priv, Public: pub})
+	res, err := s.apply(ctx, &cluster.KMIPCreateKeyPair{Private: priv, Public: pub, OwnerShare: c.ownerShare})
 	if err != nil {
 		return KMIPKeyPair{}, kmipCreateFailed(err)
 	}

@@ -106,18 +106,16 @@ var ErrKMIPObjectLimit = errors.New("kmip: object limit reached")
 // CheckRoom refuses, before anything is generated, sealed or proposed, a
 // request of the caller that would make n more KMIP objects when the
 // cluster holds cluster.MaxKMIPObjects, or when the caller (the principal
-// that would own them) already owns perOwner of them (no share when
-// perOwner <= 0), so that one client cannot take the whole cluster's room.
-// The share is checked here only, not when the command is applied:
-// concurrent requests of one owner may go past it by a few, the cluster's
-// limit still holds.
-func (c *KMIPObjects) CheckRoom(ctx context.Context, n, perOwner int) error {
+// that would own them) already owns its share of them (WithOwnerShare).
+// It reads this node's state; the apply of the command checks both again,
+// so requests that pass here together still cannot pass either limit.
+func (c *KMIPObjects) CheckRoom(ctx context.Context, n int) error {
 	total, owned := c.s.node.State().KMIPObjectCount(Principal(ctx))
 	if total+n > cluster.MaxKMIPObjects {
 		return errKMIPObjectLimit("the cluster holds %d KMIP objects; the limit is %d", total, cluster.MaxKMIPObjects)
 	}
-	if perOwner > 0 && owned+n > perOwner {
-		return errKMIPObjectLimit("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", owned, perOwner, cluster.MaxKMIPObjects)
+	if c.ownerShare > 0 && owned+n > c.ownerShare {
+		return errKMIPObjectLimit("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", owned, c.ownerShare, cluster.MaxKMIPObjects)
 	}
 	return nil
 }
@@ -129,9 +127,9 @@ func errKMIPObjectLimit(format string, args ...any) error {
 }
 
 // kmipCreateFailed is the error of a proposed KMIPCreateObject or
-// KMIPCreateKeyPair. The only invalid state their apply reports is the
-// cluster's limit on objects (another request took the last room since
-// CheckRoom), which is told as such.
+// KMIPCreateKeyPair. The only invalid states their apply reports are the
+// cluster's limit on objects and the owner's share (other requests took
+// the last room since CheckRoom), which are told as such.
 func kmipCreateFailed(err error) error {
 	if errors.Is(err, cluster.ErrInvalidState) {
 		return errKMIPObjectLimit("%s", detail(err, cluster.ErrInvalidState))
@@ -160,7 +158,7 @@ func (c *KMIPObjects) store(ctx context.Context, wrappingKey string, objectType 
 	if o.Wrapped, err = seal(k, keys.EncryptionContext{kmipContextKey: o.ID}); err != nil {
 		return cluster.KMIPObject{}, err
 	}
-	res, err := s.apply(ctx, &cluster.KMIPCreateObject{Object: o})
+	res, err := s.apply(ctx, &cluster.KMIPCreateObject{Object: o, OwnerShare: c.ownerShare})
 	if err != nil {
 		return cluster.KMIPObject{}, kmipCreateFailed(err)
 	}

@@ -199,6 +199,12 @@ func normalizeKMIP(o *KMIPObject) {
 // KMIPCreateObject stores a new KMIP object.
 type KMIPCreateObject struct {
 	Object KMIPObject `json:"object"`
+	// OwnerShare, when above 0, is the most KMIP objects the object's
+	// owner may hold once it is stored: the apply refuses the object when
+	// the owner holds that many already, so concurrent requests of one
+	// client cannot pass it. It travels in the command, so every node
+	// applies the same limit.
+	OwnerShare int `json:"owner_share,omitempty"`
 }
 
 // KMIPUpdateObject replaces the mutable attributes of an object (state,
@@ -226,6 +232,8 @@ func (*KMIPDeleteObject) Type() CommandType { return TypeKMIPDeleteObject }
 type KMIPCreateKeyPair struct {
 	Private KMIPObject `json:"private"`
 	Public  KMIPObject `json:"public"`
+	// OwnerShare is as in KMIPCreateObject, for the two objects together.
+	OwnerShare int `json:"owner_share,omitempty"`
 }
 
 func (*KMIPCreateKeyPair) Type() CommandType { return TypeKMIPCreateKeyPair }
@@ -243,8 +251,26 @@ func (c *KMIPCreateKeyPair) validate() error {
 	if c.Private.ID == c.Public.ID || c.Private.LinkedID != c.Public.ID || c.Public.LinkedID != c.Private.ID {
 		return invalidCommand("kmip key pair %s, %s: the halves must be distinct and linked to each other", c.Private.ID, c.Public.ID)
 	}
-	if c.Private.KeySpec != c.Public.KeySpec || !bytes.Equal(c.Private.PublicKey, c.Public.PublicKey) || c.Private.WrappingKeyID != c.Public.WrappingKeyID {
+	if c.Private.KeySpec != c.Public.KeySpec || !bytes.Equal(c.Private.PublicKey, c.Public.PublicKey) || c.Private.WrappingKeyID != c.Public.WrappingKeyID ||
+		c.Private.Owner != c.Public.Owner {
 		return invalidCommand("kmip key pair %s, %s: the halves disagree", c.Private.ID, c.Public.ID)
+	}
+	return checkOwnerShare(c.OwnerShare)
+}
+
+// checkOwnerShare checks a command's OwnerShare: 0 (none) to
+// MaxKMIPObjects.
+func checkOwnerShare(n int) error {
+	if n < 0 || n > MaxKMIPObjects {
+		return invalidCommand("kmip owner share %d, want 0 to %d", n, MaxKMIPObjects)
+	}
+	return nil
+}
+
+// ownerShareFull refuses n more objects for owner when it holds its share.
+func (d *Data) ownerShareFull(owner string, n, share int) error {
+	if share > 0 && d.kmipByOwner[owner]+n > share {
+		return invalidState("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", d.kmipByOwner[owner], share, MaxKMIPObjects)
 	}
 	return nil
 }
@@ -257,6 +283,9 @@ func (c *KMIPCreateKeyPair) apply(d *Data) (any, Event, error) {
 	}
 	if len(d.KMIP)+2 > MaxKMIPObjects {
 		return nil, Event{}, invalidState("the cluster holds %d KMIP objects, the limit", len(d.KMIP))
+	}
+	if err := d.ownerShareFull(c.Private.Owner, 2, c.OwnerShare); err != nil {
+		return nil, Event{}, err
 	}
 	if _, ok := d.Keys[c.Private.WrappingKeyID]; !ok {
 		return nil, Event{}, notFound("key %q", c.Private.WrappingKeyID)
@@ -275,7 +304,12 @@ func (c *KMIPCreateKeyPair) apply(d *Data) (any, Event, error) {
 	return out, Event{Type: TypeKMIPCreateKeyPair}, nil
 }
 
-func (c *KMIPCreateObject) validate() error { return c.Object.check() }
+func (c *KMIPCreateObject) validate() error {
+	if err := c.Object.check(); err != nil {
+		return err
+	}
+	return checkOwnerShare(c.OwnerShare)
+}
 
 func (c *KMIPUpdateObject) validate() error {
 	if c.FromState < KMIPPreActive || c.FromState > KMIPCompromised {
@@ -316,6 +350,9 @@ func (c *KMIPCreateObject) apply(d *Data) (any, Event, error) {
 	}
 	if len(d.KMIP) >= MaxKMIPObjects {
 		return nil, Event{}, invalidState("the cluster holds %d KMIP objects, the limit", len(d.KMIP))
+	}
+	if err := d.ownerShareFull(c.Object.Owner, 1, c.OwnerShare); err != nil {
+		return nil, Event{}, err
 	}
 	if _, ok := d.Keys[c.Object.WrappingKeyID]; !ok {
 		return nil, Event{}, notFound("key %q", c.Object.WrappingKeyID)
@@ -377,9 +414,8 @@ func (s *State) KMIPObject(id string) (KMIPObject, bool) {
 
 // KMIPObjectCount returns how many KMIP objects the state holds and how
 // many of them owner owns, from the count the state keeps by owner. The
-// KMIP front asks it before it proposes a new object, to keep one client
-// to its share of MaxKMIPObjects; the share is not checked when a command
-// is applied.
+// KMIP core asks it before it makes a new object, to refuse early what the
+// apply would refuse (a command's OwnerShare) without HSM work.
 func (s *State) KMIPObjectCount(owner string) (total, owned int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -228,3 +228,67 @@ func TestKMIPObjectCount(t *testing.T) {
 		t.Fatalf("app owns %d objects after all were deleted", owned)
 	}
 }
+
+// TestKMIPOwnerShare: a command's OwnerShare is applied: an object or pair
+// that would make its owner hold more than the share is refused with
+// ErrInvalidState, leaving the state as it was, while other owners and
+// commands without a share are not held to it; a share below 0 or above
+// MaxKMIPObjects does not decode.
+func TestKMIPOwnerShare(t *testing.T) {
+	a := &fsmApplier{f: NewFSM(nil, nil)}
+	a.must(t, &CreateKey{Key: symKey("k1")})
+	obj := func(id, owner string) KMIPObject {
+		o := testKMIPObject(id, "k1")
+		o.Owner = owner
+		return o
+	}
+	a.must(t, &KMIPCreateObject{Object: obj("a1", "app"), OwnerShare: 3})
+	a.must(t, &KMIPCreateObject{Object: obj("a2", "app"), OwnerShare: 3})
+	// A pair would make 4.
+	pair := testKMIPPair("priv", "pub", "k1")
+	pair.Private.Owner, pair.Public.Owner = "app", "app"
+	pair.OwnerShare = 3
+	before := a.f.State().Digest()
+	if _, err := a.apply(t, pair); !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), "at most 3") {
+		t.Fatalf("a pair past the share: %v", err)
+	}
+	if a.f.State().Digest() != before {
+		t.Fatal("the refused pair changed the state")
+	}
+	a.must(t, &KMIPCreateObject{Object: obj("a3", "app"), OwnerShare: 3})
+	if _, err := a.apply(t, &KMIPCreateObject{Object: obj("a4", "app"), OwnerShare: 3}); !errors.Is(err, ErrInvalidState) ||
+		!strings.Contains(err.Error(), "this client owns 3 KMIP objects; one client may own at most 3") {
+		t.Fatalf("an object past the share: %v", err)
+	}
+	if _, ok := a.f.State().KMIPObject("a4"); ok {
+		t.Fatal("the refused object was stored")
+	}
+	// Another owner has its own share; a command without one is not held.
+	a.must(t, &KMIPCreateObject{Object: obj("o1", "other"), OwnerShare: 3})
+	a.must(t, &KMIPCreateObject{Object: obj("a5", "app")})
+	// Room again after a deletion, counted with the object just stored.
+	a.must(t, &KMIPDeleteObject{ID: "a1", FromState: KMIPPreActive})
+	a.must(t, &KMIPDeleteObject{ID: "a2", FromState: KMIPPreActive})
+	a.must(t, &KMIPCreateObject{Object: obj("a6", "app"), OwnerShare: 4})
+	if _, owned := a.f.State().KMIPObjectCount("app"); owned != 3 {
+		t.Fatalf("app owns %d objects, want 3", owned)
+	}
+
+	for _, share := range []int{-1, MaxKMIPObjects + 1} {
+		c := &KMIPCreateObject{Object: obj("bad", "app"), OwnerShare: share}
+		if _, err := DecodeCommand(rawEntry(t, c)); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("owner share %d: %v, want ErrInvalidCommand", share, err)
+		}
+		p := testKMIPPair("p1", "p2", "k1")
+		p.OwnerShare = share
+		if _, err := DecodeCommand(rawEntry(t, p)); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("pair owner share %d: %v, want ErrInvalidCommand", share, err)
+		}
+	}
+	// The halves of a pair have one owner.
+	p := testKMIPPair("p1", "p2", "k1")
+	p.Private.Owner, p.Public.Owner = "app", "other"
+	if _, err := DecodeCommand(rawEntry(t, p)); !errors.Is(err, ErrInvalidCommand) {
+		t.Errorf("a pair with two owners: %v, want ErrInvalidCommand", err)
+	}
+}

@@ -437,7 +437,7 @@ func (s *Server) register(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv
 	default:
 		return ttlv.Item{}, &opError{reason: reasonOperationNotSupported, msg: "only Symmetric Key and Secret Data objects can be registered"}
 	}
-	if err := s.core.CheckRoom(ctx, 1, s.cfg.MaxObjectsPerOwner); err != nil {
+	if err := s.core.CheckRoom(ctx, 1); err != nil {
 		clear(req.Material)
 		return ttlv.Item{}, err
 	}
@@ -462,7 +462,7 @@ func (s *Server) create(ctx context.Context, p ttlv.Item, env *batchEnv) (ttlv.I
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	if err := s.core.CheckRoom(ctx, 1, s.cfg.MaxObjectsPerOwner); err != nil {
+	if err := s.core.CheckRoom(ctx, 1); err != nil {
 		return ttlv.Item{}, err
 	}
 	o, err := s.core.Create(ctx, broker.KMIPCreateRequest{WrappingKey: s.cfg.WrappingKey, Attributes: as.core()})

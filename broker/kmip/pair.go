@@ -72,7 +72,7 @@ func (s *Server) createKeyPair(ctx context.Context, p ttlv.Item, env *batchEnv) 
 	if req.Algorithm == 0 || req.Length == 0 {
 		return ttlv.Item{}, missingData("Cryptographic Algorithm and Cryptographic Length are required")
 	}
-	if err := s.core.CheckRoom(ctx, 2, s.cfg.MaxObjectsPerOwner); err != nil {
+	if err := s.core.CheckRoom(ctx, 2); err != nil {
 		return ttlv.Item{}, err
 	}
 	kp, err := s.core.CreateKeyPair(ctx, req)

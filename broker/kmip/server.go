@@ -59,8 +59,10 @@ type Config struct {
 	// MaxObjectsPerOwner is the most KMIP objects one client (the
 	// principal of its certificate, which owns what it makes) may own
 	// (DefaultMaxObjectsPerOwner when 0): Register, Create and Create Key
-	// Pair are refused before anything is proposed once it owns that
-	// many, so that one client cannot fill cluster.MaxKMIPObjects alone.
+	// Pair are refused once it owns that many, before anything is made,
+	// and again when the object is applied (broker.KMIPObjects.
+	// WithOwnerShare), so that one client cannot fill
+	// cluster.MaxKMIPObjects alone, not even with concurrent requests.
 	MaxObjectsPerOwner int
 	// MessageTimeout bounds the time from a request's first byte to its
 	// last (DefaultMessageTimeout when 0); the connection is closed after
@@ -201,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Log.With("front", "kmip")
-	return &Server{cfg: cfg, core: cfg.Service.KMIP(), log: log,
+	return &Server{cfg: cfg, core: cfg.Service.KMIP().WithOwnerShare(cfg.MaxObjectsPerOwner), log: log,
 		refusedLog:   netlimit.NewLogLimiter(log, "KMIP connection refused: too many"),
 		handshakeLog: netlimit.NewLogLimiter(log, "KMIP TLS handshake failed"),
 		lns:          map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, handshaking: map[net.Conn]handshake{}, perIdentity: map[string]int{},

@@ -3,6 +3,7 @@ package kmip
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hsmbroker/hsmbroker/authz"
@@ -51,6 +52,68 @@ func TestObjectShareRefused(t *testing.T) {
 	// Destroying one of its objects gives the first client room again.
 	c.do(v, opDestroy, uid(first))
 	c.do(v, opRegister, reg(v)...)
+}
+
+// Concurrent Registers of one client cannot pass its share: each is checked
+// again when its object is applied, so of 12 sent at once on 12
+// connections, with a share of 3, exactly 3 are stored and the others are
+// refused with General Failure naming the share.
+func TestObjectShareConcurrent(t *testing.T) {
+	hsmtest.RequireSoftHSM(t)
+	e := startKMIPWith(t, hsmtest.NewCluster(t, 1), 0, func(c *Config) { c.MaxObjectsPerOwner = 3 })
+	v := version{1, 4}
+	const n = 12
+	clients := make([]*client, n)
+	reqs := make([][]byte, n)
+	for i := range clients {
+		clients[i] = e.dial(t, "app", authz.RoleUser)
+		b, err := request(v, op{opRegister, []ttlv.Item{ttlv.Enum(tagObjectType, objectSymmetricKey), symKey(randBytes(t, 16))}}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs[i] = b
+	}
+	var (
+		wg            sync.WaitGroup
+		mu            sync.Mutex
+		stored, share int
+		other         []string
+	)
+	start := make(chan struct{})
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := c.roundTrip(reqs[i])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				other = append(other, err.Error())
+				return
+			}
+			bi, _ := resp.Child(tagBatchItem)
+			st, _ := bi.Child(tagResultStatus)
+			msg, _ := bi.Child(tagResultMessage)
+			reason, _ := bi.Child(tagResultReason)
+			switch {
+			case uint32(st.Int) == statusSuccess:
+				stored++
+			case uint32(st.Int) == statusOperationFailed && uint32(reason.Int) == reasonGeneralFailure && strings.Contains(msg.Text(), "at most 3"):
+				share++
+			default:
+				other = append(other, fmt.Sprintf("status %d reason %d: %s", st.Int, reason.Int, msg.Text()))
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if stored != 3 || share != n-3 || len(other) != 0 {
+		t.Fatalf("%d stored, %d refused for the share, others %q; want 3, %d, none", stored, share, other, n-3)
+	}
+	if _, owned := e.c.Nodes[0].Raft.State().KMIPObjectCount("app"); owned != 3 {
+		t.Fatalf("app owns %d objects, want 3", owned)
+	}
 }
 
 // The cluster's own limit on KMIP objects is answered General Failure in
