@@ -253,6 +253,16 @@ func (s *Service) roleGate(rq *request, id authz.Caller, action string, contexts
 	return newError(codes.PermissionDenied, ExcAccessDenied, "%s (role %s) is not authorized to perform %s", id.Principal, id.Role.Name(), action)
 }
 
+// RefuseRequest records that the front refused the request begun for ctx
+// (BeginRequest) before it reached the core, for reason (a bound on
+// connections, a message it could not read): its audit line says "deny"
+// with that reason.
+func (s *Service) RefuseRequest(ctx context.Context, reason string) {
+	if rq := requestOf(ctx); rq != nil {
+		rq.deny(reason)
+	}
+}
+
 // RefuseUnauthenticated records that the request begun for ctx
 // (BeginRequest) is refused because it proved no identity, for reason (the
 // front's own, such as the signature check that failed): its audit line

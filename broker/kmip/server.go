@@ -398,16 +398,22 @@ func (s *Server) serveConn(raw net.Conn) {
 	default:
 		s.refusedLog.Log(context.Background(), slog.LevelWarn, "too many KMIP connections; refusing one",
 			slog.String("peer", peer), slog.Int("max", s.cfg.MaxConns))
+		s.auditRefused(context.Background(), cert, peer, "kmip:Connect", &opError{reason: reasonGeneralFailure,
+			msg: fmt.Sprintf("the server has %d KMIP connections, its most", s.cfg.MaxConns)})
 		return
 	}
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		timed.arm()
 		msg, err := ttlv.ReadMessage(&firstByte{r: c, t: timed}, s.cfg.MaxMessage)
+		started := !timed.armed // a byte of a request arrived
 		timed.disarm()
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				s.log.Info("KMIP connection closed", "peer", peer, "err", err)
+			}
+			if refused := messageRefused(err, started, s.cfg.MessageTimeout); refused != nil {
+				s.auditRefused(context.Background(), cert, peer, "kmip:Message", refused)
 			}
 			return
 		}
@@ -496,6 +502,22 @@ func parseVersion(it ttlv.Item) (version, error) {
 		return version{}, invalidMessage("Protocol Version needs an Integer major and minor")
 	}
 	return version{int(maj.Int), int(min.Int)}, nil
+}
+
+// messageRefused is the refusal of a request that could not be read whole,
+// to audit before the connection is closed: one whose header is not a
+// structure or announces more than the server takes, or one begun and not
+// finished within the message timeout. A client that closed or went idle
+// between requests made none (nil).
+func messageRefused(err error, started bool, timeout time.Duration) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ttlv.ErrMalformed), errors.Is(err, ttlv.ErrTooLarge):
+		return invalidMessage("%v; the connection is closed", err)
+	case started && errors.As(err, &ne) && ne.Timeout():
+		return invalidMessage("the request did not arrive whole within %s of its first byte; the connection is closed", timeout)
+	}
+	return nil
 }
 
 // handshakeTimeout bounds the TLS handshake, so that a client that stalls
@@ -790,10 +812,15 @@ func asOpError(err error) *opError {
 
 // auditRefused writes the audit line of a request refused before it
 // named an operation the core serves (a message that does not decode, a
-// batch item without an operation, an operation not served).
+// batch item without an operation, an operation not served). A refusal of
+// a whole connection or message (kmip:Connect, kmip:Message) is audited
+// as denied, with its message as the reason.
 func (s *Server) auditRefused(ctx context.Context, cert *x509.Certificate, peer, action string, err error) {
 	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: action, RequestID: newRequestID(), Peer: peer})
 	ctx = broker.KMIPPrincipal(ctx, cert)
+	if action == "kmip:Connect" || action == "kmip:Message" {
+		s.cfg.Service.RefuseRequest(ctx, asOpError(err).msg)
+	}
 	if aerr := s.cfg.Service.EndRequest(ctx, reasonName(asOpError(err).reason), "OperationFailed"); aerr != nil {
 		s.log.Error("audit a refused KMIP request", "peer", peer, "err", aerr)
 	}

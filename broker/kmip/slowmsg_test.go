@@ -143,3 +143,110 @@ func TestConnectionsPerIdentity(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Requests refused below the batch item, which close the connection, are
+// audited with the client's principal: a connection past the server's
+// bound, a message that is not a structure, one that announces more than
+// the server takes, and one begun and not finished in time. A client that
+// only waits between requests is not.
+func TestConnectionRefusalsAudited(t *testing.T) {
+	hsmtest.RequireSoftHSM(t)
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	e := startKMIPWith(t, c, 0, func(c *Config) {
+		c.MaxConns, c.MaxConnsPerIdentity, c.MessageTimeout = 2, 2, 500*time.Millisecond
+	})
+	refusals := func(principal, op string) int {
+		n := 0
+		for _, l := range kmipAuditLines(t, c, 0) {
+			if l.Principal == principal && l.Operation == op && l.Decision == "deny" {
+				n++
+			}
+		}
+		return n
+	}
+	// Two connections held; a third, of another client, is past the
+	// server's bound.
+	for range 2 {
+		h := e.dial(t, "holder", authz.RoleUser)
+		_ = h.conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := query1(h.conn); err != nil {
+			t.Fatal(err)
+		}
+		defer h.conn.Close()
+	}
+	over := e.dial(t, "late", authz.RoleUser)
+	_ = over.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := query1(over.conn); err == nil {
+		t.Fatal("a connection past the server's bound was served")
+	}
+	waitFor(t, "the refused connection's audit line", func() bool { return refusals("late", "kmip:Connect") == 1 })
+	if n := refusals("holder", "kmip:Connect"); n != 0 {
+		t.Fatalf("%d connection refusals audited for the client that was served", n)
+	}
+}
+
+// The same for messages, with room for the connections.
+func TestMessageRefusalsAudited(t *testing.T) {
+	hsmtest.RequireSoftHSM(t)
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	e := startKMIPWith(t, c, 0, func(c *Config) { c.MessageTimeout = 500 * time.Millisecond })
+	count := func() int {
+		n := 0
+		for _, l := range kmipAuditLines(t, c, 0) {
+			if l.Principal == "app" && l.Operation == "kmip:Message" && l.Decision == "deny" && l.Result == "InvalidMessage" {
+				n++
+			}
+		}
+		return n
+	}
+	notStructure := header(16)
+	binary.BigEndian.PutUint32(notStructure[0:4], uint32(tagRequestMessage)<<8|uint32(ttlv.TypeInteger))
+	for i, tc := range []struct {
+		name string
+		send []byte
+	}{
+		{"not a structure", notStructure},
+		{"too large", header(1 << 30)},
+		{"a header alone", header(4096)},
+	} {
+		u := e.dial(t, "app", authz.RoleUser)
+		if _, err := u.conn.Write(tc.send); err != nil {
+			t.Fatal(err)
+		}
+		if !closedWithin(u.conn, 5*time.Second) {
+			t.Fatalf("%s: the connection is still open", tc.name)
+		}
+		waitFor(t, tc.name+" audited", func() bool { return count() == i+1 })
+	}
+	// Idle past the message timeout, between requests: not a refusal.
+	u := e.dial(t, "app", authz.RoleUser)
+	_ = u.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := query1(u.conn); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := query1(u.conn); err != nil {
+		t.Fatalf("a query after an idle second: %v", err)
+	}
+	u.conn.Close()
+	time.Sleep(200 * time.Millisecond)
+	if n := count(); n != 3 {
+		t.Fatalf("%d message refusals audited, want 3", n)
+	}
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
