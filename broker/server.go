@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 )
 
@@ -252,8 +254,18 @@ func servesState(method string) bool {
 		hasPrefix(method, "/hsmbroker.v1.RawService/") || hasPrefix(method, "/hsmbroker.v1.DataObjectService/")
 }
 
+// isHealthOrReflection reports whether method is one of the gRPC health
+// and reflection methods the server registers: by exact name, so that any
+// other name under /grpc.health. or /grpc.reflection. is an unknown method,
+// refused and audited as one (tapAdmit).
 func isHealthOrReflection(method string) bool {
-	return len(method) > 0 && (hasPrefix(method, "/grpc.health.") || hasPrefix(method, "/grpc.reflection."))
+	switch method {
+	case healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName, healthpb.Health_List_FullMethodName,
+		reflectionv1.ServerReflection_ServerReflectionInfo_FullMethodName,
+		reflectionv1alpha.ServerReflection_ServerReflectionInfo_FullMethodName:
+		return true
+	}
+	return false
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

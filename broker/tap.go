@@ -331,7 +331,7 @@ func (s *Service) tapAdmitOpen(ctx context.Context, info *tap.Info) (authz.Calle
 	}
 	what := "gRPC reflection"
 	if hasPrefix(info.FullMethodName, "/grpc.health.") {
-		what = "gRPC health streams (Watch; Check is open to every certificate)"
+		what = "gRPC health Watch and List (Check is open to every certificate)"
 	}
 	err := toStatus(newError(codes.PermissionDenied, ExcAccessDenied,
 		"%.200s (role %s) may not use %s", id.Principal, id.Role.Name(), what)).Err()
