@@ -106,6 +106,7 @@ var rules = func() map[string]Rule {
 		"hsmbroker:GetClusterStatus":    {RoleAdmin: ByRole, RoleAuditor: ByRole, RoleNode: ByRole, RoleOutsideNode: ByRole},
 		"hsmbroker:CreateJoinToken":     adminRule,
 		"hsmbroker:Backup":              adminRule,
+		"hsmbroker:VerifyBackup":        readRule,
 		"hsmbroker:RemoveNode":          {RoleAdmin: ByRole, RoleNode: ByRole}, // a follower passes it on
 		"hsmbroker:TransferLeadership":  {RoleAdmin: ByRole, RoleNode: ByRole},
 		"hsmbroker:ForwardCommand":      nodeRule,

@@ -206,6 +206,47 @@ func editBlob(t *testing.T, backup []byte) ([]byte, string) {
 	return out, ids[0]
 }
 
+// TestUnauthenticatedRestore: a backup without its authenticator restores
+// only when that is asked for, and the restore's audit lines then say so
+// (internal:restore-unauthenticated), intent and outcome.
+func TestUnauthenticatedRestore(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	e.createKey(pb.KeySpec_KEY_SPEC_SYMMETRIC_DEFAULT, 0)
+	if err := broker.NewDaemon(e.svc, broker.DaemonConfig{}).EnsureDomainKeyCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var snap bytes.Buffer
+	if err := backup(ctx, clients{clus: e.cluster}, &snap); err != nil {
+		t.Fatal(err)
+	}
+	b, err := cluster.ReadBackup(snap.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := &lockedBuffer{b: &bytes.Buffer{}}
+	node, svc := newBareNode(t, "restored", e.part, broker.Config{AuditLog: audit.New(lb, audit.Options{})})
+	if err := broker.NewDaemon(svc, broker.DaemonConfig{}).RestoreBackup(ctx, b, broker.RestoreAuth{Unauthenticated: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(node.State().Keys()); n != 1 {
+		t.Fatalf("restored %d keys, want 1", n)
+	}
+	var intent, outcome bool
+	for _, r := range auditLines(t, []byte(lb.String())) {
+		if r.Operation == "internal:restore" {
+			t.Fatalf("an unauthenticated restore audited as %+v", r)
+		}
+		if r.Operation == "internal:restore-unauthenticated" {
+			intent = intent || r.Result == audit.ResultIntent
+			outcome = outcome || r.Result == "OK"
+		}
+	}
+	if !intent || !outcome {
+		t.Fatalf("audit log without the unauthenticated restore's intent (%v) and outcome (%v):\n%s", intent, outcome, lb.String())
+	}
+}
+
 // swapBlobs returns backup with the wrapped blobs of its first two keys
 // (by id) exchanged, re-encoded so that it still decodes: every blob still
 // unwraps, under the wrong key's name.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -326,6 +327,26 @@ func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeader
 	}
 	id, _ := s.node.Leader()
 	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
+}
+
+// VerifyBackup checks a backup's authenticator against its SHA-256 in this
+// node's HSM (hsm.VerifyBackupAuthenticator). A mismatch is an answer
+// (authentic false), not an error; malformed input is InvalidArgument, and
+// an HSM without the domain key Unavailable.
+func (s *Service) VerifyBackup(ctx context.Context, req *pb.VerifyBackupRequest) (*pb.VerifyBackupResponse, error) {
+	hexSum := req.GetSha256()
+	sum, err := hex.DecodeString(hexSum)
+	if len(hexSum) != 2*sha256.Size || err != nil {
+		return nil, errInvalidArg(ExcValidation, "Sha256 must be the backup's SHA-256 as %d hex digits, got %d characters", 2*sha256.Size, len(hexSum))
+	}
+	if n := len(req.GetAuthenticator()); n != hsm.BackupAuthenticatorSize {
+		return nil, errInvalidArg(ExcValidation, "Authenticator must be %d bytes (from the backup's .auth file), got %d", hsm.BackupAuthenticatorSize, n)
+	}
+	err = s.hsm.VerifyBackupAuthenticator(ctx, sum, req.GetAuthenticator())
+	if err != nil && !errors.Is(err, hsm.ErrNotAuthentic) {
+		return nil, err
+	}
+	return &pb.VerifyBackupResponse{Authentic: err == nil, NodeId: s.cfg.NodeID}, nil
 }
 
 // MaxBackupChunkSize is the most snapshot bytes one Backup message

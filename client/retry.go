@@ -44,6 +44,7 @@ var idempotentMethods = map[string]bool{
 
 	pb.ClusterService_GetClusterStatus_FullMethodName: true,
 	pb.ClusterService_Backup_FullMethodName:           true,
+	pb.ClusterService_VerifyBackup_FullMethodName:     true,
 }
 
 // Idempotent reports whether the client retries the RPC method (a full

@@ -11,6 +11,7 @@ import (
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -72,7 +73,47 @@ func checkBackup(t *testing.T, cl pb.ClusterServiceClient) {
 	sum := sha256.Sum256(snap)
 	if last == nil || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(snap)) || len(snap) == 0 ||
 		last.GetIndex() == 0 || last.GetTerm() == 0 || len(last.GetAuthenticator()) != 40 {
-		t.Errorf("Backup: %d bytes, summary %v", len(snap), last)
+		t.Fatalf("Backup: %d bytes, summary %v", len(snap), last)
+	}
+	checkVerifyBackup(t, cl, last.GetSha256(), last.GetAuthenticator())
+}
+
+// checkVerifyBackup: the authenticator of a backup just taken is authentic
+// for its SHA-256, not for another or when changed; malformed input is
+// InvalidArgument.
+func checkVerifyBackup(t *testing.T, cl pb.ClusterServiceClient, sum string, auth []byte) {
+	ctx := ctxOf(t)
+	other := sha256.Sum256([]byte("another backup"))
+	changed := append([]byte(nil), auth...)
+	changed[len(changed)-1] ^= 1
+	for _, tt := range []struct {
+		what string
+		sum  string
+		auth []byte
+		want bool
+	}{
+		{"the backup's own", sum, auth, true},
+		{"another backup's SHA-256", hex.EncodeToString(other[:]), auth, false},
+		{"a changed authenticator", sum, changed, false},
+	} {
+		resp, err := cl.VerifyBackup(ctx, &pb.VerifyBackupRequest{Sha256: tt.sum, Authenticator: tt.auth})
+		if err != nil || resp.GetAuthentic() != tt.want || resp.GetNodeId() == "" {
+			t.Errorf("VerifyBackup, %s: %v, %v; want authentic %v", tt.what, resp, err, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		what string
+		req  *pb.VerifyBackupRequest
+	}{
+		{"no SHA-256", &pb.VerifyBackupRequest{Authenticator: auth}},
+		{"a short SHA-256", &pb.VerifyBackupRequest{Sha256: sum[:62], Authenticator: auth}},
+		{"a SHA-256 not in hex", &pb.VerifyBackupRequest{Sha256: "zz" + sum[2:], Authenticator: auth}},
+		{"no authenticator", &pb.VerifyBackupRequest{Sha256: sum}},
+		{"a long authenticator", &pb.VerifyBackupRequest{Sha256: sum, Authenticator: append(auth, 0)}},
+	} {
+		if _, err := cl.VerifyBackup(ctx, tt.req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("VerifyBackup with %s: %v, want InvalidArgument", tt.what, err)
+		}
 	}
 }
 

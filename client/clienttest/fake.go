@@ -1142,6 +1142,19 @@ func (f *Fake) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer
 		Authenticator: BackupAuthenticator(sum[:])})
 }
 
+// VerifyBackup implements ClusterService.VerifyBackup against the fake's
+// stand-in authenticators (BackupAuthenticator).
+func (f *Fake) VerifyBackup(_ context.Context, req *pb.VerifyBackupRequest) (*pb.VerifyBackupResponse, error) {
+	sum, err := hex.DecodeString(req.GetSha256())
+	if err != nil || len(sum) != sha256.Size {
+		return nil, Error(codes.InvalidArgument, excValidation, "Sha256 must be the backup's SHA-256 as 64 hex digits, got %d characters", len(req.GetSha256()))
+	}
+	if n := len(req.GetAuthenticator()); n != 40 {
+		return nil, Error(codes.InvalidArgument, excValidation, "Authenticator must be 40 bytes (from the backup's .auth file), got %d", n)
+	}
+	return &pb.VerifyBackupResponse{Authentic: bytes.Equal(req.GetAuthenticator(), BackupAuthenticator(sum)), NodeId: "fake-1"}, nil
+}
+
 // BackupAuthenticator is the fake's stand-in for a backup's authenticator:
 // 40 bytes derived from the snapshot's SHA-256 without a key (a broker
 // makes them in its HSM under the domain key), so that clients can be

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -41,9 +43,10 @@ leader's, wrapped HSM to HSM; the token is used up by the join.`,
   hsmctl cluster join-token --ttl 30m --out node4.join.token
   hsmctl cluster transfer-leadership node2
   hsmctl cluster remove node3
-  hsmctl cluster backup /var/backups/hsmbroker/$(date +%F).snap`,
+  hsmctl cluster backup /var/backups/hsmbroker/$(date +%F).snap
+  hsmctl cluster verify-backup /var/backups/hsmbroker/2026-12-01.snap`,
 	}, a.clusterStatusCommand(), a.clusterJoinTokenCommand(), a.clusterRemoveCommand(),
-		a.clusterTransferLeadershipCommand(), a.clusterBackupCommand())
+		a.clusterTransferLeadershipCommand(), a.clusterBackupCommand(), a.clusterVerifyBackupCommand())
 }
 
 // partitionJSON is a member's HSM partition in JSON output.
@@ -538,6 +541,85 @@ It prints the Raft index and term the snapshot covers; with -o json
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "replace FILE if it exists (a symlink is replaced, not followed)")
 	return cmd
+}
+
+func (a *app) clusterVerifyBackupCommand() *cobra.Command {
+	var authFile string
+	cmd := &cobra.Command{
+		Use:   "verify-backup FILE",
+		Short: "Check that a backup is intact and was made by this cluster's domain key",
+		Long: `verify-backup checks FILE against its authenticator (FILE.auth, which
+'hsmctl cluster backup' wrote beside it, or --auth), without restoring it:
+it computes FILE's SHA-256 here and asks a node to make the authenticator
+of that SHA-256 again in its HSM, under the cluster's domain key, and
+compare. Only the SHA-256 and the authenticator leave this machine.
+
+It prints "Authentic: true" and exits 0 when they match: the backup is byte for
+byte one that a cluster with this domain key made, and 'hsmbrokerd
+restore' will accept it. It exits 1 when they do not: FILE was changed
+after it was made, or the authenticator is another backup's, or the
+backup is of a cluster with another domain key; such a backup is refused
+by restore. It does not tell an older backup from the newest.
+
+Admins and auditors may run it.`,
+		Example: `  hsmctl cluster verify-backup /var/backups/hsmbroker/2026-12-01.snap
+  hsmctl cluster verify-backup /mnt/offsite/cluster.snap --auth /mnt/offsite/cluster.snap.auth -o json`,
+		Args: exactArgs("FILE"),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			file := args[0]
+			if authFile == "" {
+				authFile = file + ".auth"
+			}
+			data, err := os.ReadFile(authFile)
+			if err != nil {
+				return fmt.Errorf("the backup's authenticator: %w", err)
+			}
+			auth, err := client.ParseBackupAuth(data)
+			if err != nil {
+				return fmt.Errorf("the backup's authenticator %s: %w", authFile, err)
+			}
+			sum, err := fileSHA256(file)
+			if err != nil {
+				return fmt.Errorf("the backup: %w", err)
+			}
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Cluster.VerifyBackup(a.ctx, &pb.VerifyBackupRequest{Sha256: sum, Authenticator: auth})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if err := printJSON(a.stdout, map[string]any{"file": file, "sha256": sum, "authentic": resp.GetAuthentic(), "node": resp.GetNodeId()}); err != nil {
+					return err
+				}
+			} else if err := fields(a.stdout, "File", file, "SHA256", sum, "Authentic", strconv.FormatBool(resp.GetAuthentic()), "Checked by", resp.GetNodeId()); err != nil {
+				return err
+			}
+			if !resp.GetAuthentic() {
+				return fmt.Errorf("backup %s does not match its authenticator %s: it was changed after it was made, the authenticator is another backup's, or another cluster made it; restore would refuse it", file, authFile)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&authFile, "auth", "", "the backup's authenticator file (default: FILE.auth)")
+	return cmd
+}
+
+// fileSHA256 is the SHA-256 of the file at path, in lowercase hex, read in
+// constant memory.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // backupTo streams a backup into a new file, mode 0600, that becomes

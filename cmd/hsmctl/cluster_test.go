@@ -262,6 +262,17 @@ func (m *fakeMember) Backup(_ *pb.BackupRequest, stream pb.ClusterService_Backup
 	return stream.Send(last)
 }
 
+// VerifyBackup answers as the clienttest fake does, from its stand-in
+// authenticators.
+func (m *fakeMember) VerifyBackup(ctx context.Context, req *pb.VerifyBackupRequest) (*pb.VerifyBackupResponse, error) {
+	resp, err := clienttest.NewFake().VerifyBackup(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp.NodeId = m.id
+	return resp, nil
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
@@ -600,6 +611,37 @@ func TestClusterBackup(t *testing.T) {
 		t.Errorf("the earlier authenticator is still beside the new backup: %v", err)
 	}
 
+	// verify-backup: the backup just written is authentic; a changed byte,
+	// or another file's authenticator, is not (exit status 1, saying
+	// restore would refuse it); a missing authenticator file is an error.
+	if out := c.ok(c.flags(2), "cluster", "verify-backup", takeBackup(t, dir, "good.snap", c)); !strings.Contains(out, "Authentic:   true") {
+		t.Errorf("verify-backup of an intact backup:\n%s", out)
+	}
+	var vb struct {
+		File, SHA256, Node string
+		Authentic          bool
+	}
+	good := filepath.Join(dir, "good.snap")
+	c.okJSON(&vb, c.flags(2), "cluster", "verify-backup", good)
+	if !vb.Authentic || vb.File != good || vb.SHA256 != want || vb.Node == "" {
+		t.Errorf("verify-backup -o json: %+v", vb)
+	}
+	data, _ := os.ReadFile(good)
+	data[0] ^= 1
+	if err := os.WriteFile(good, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.run(c.flags(2), "cluster", "verify-backup", good); r.code != exitError || !strings.Contains(r.stdout, "Authentic:   false") ||
+		!strings.Contains(r.stderr, "does not match its authenticator") || !strings.Contains(r.stderr, "restore would refuse it") {
+		t.Errorf("verify-backup of a changed backup: %+v", r)
+	}
+	if r := c.run(c.flags(2), "cluster", "verify-backup", good, "--auth", file+".sha256"); r.code != exitError || !strings.Contains(r.stderr, "not an hsmbroker backup authenticator file") {
+		t.Errorf("verify-backup with a checksum file as authenticator: %+v", r)
+	}
+	if r := c.run(c.flags(2), "cluster", "verify-backup", filepath.Join(dir, "none.snap")); r.code != exitError || !strings.Contains(r.stderr, "none.snap.auth") {
+		t.Errorf("verify-backup without an authenticator file: %+v", r)
+	}
+
 	// A member that is down before the stream starts is passed over.
 	c.mu.Lock()
 	c.backupFault = ""
@@ -610,6 +652,18 @@ func TestClusterBackup(t *testing.T) {
 	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, c.snapshot) || b.SHA256 != want {
 		t.Fatalf("backup through the second endpoint: %+v (%v)", b, err)
 	}
+}
+
+// takeBackup takes a backup of c, with no fault, into dir/name (with its
+// .sha256 and .auth) and returns its path.
+func takeBackup(t *testing.T, dir, name string, c *fakeCluster) string {
+	t.Helper()
+	c.mu.Lock()
+	c.backupFault = ""
+	c.mu.Unlock()
+	path := filepath.Join(dir, name)
+	c.ok(c.flags(2), "cluster", "backup", path)
+	return path
 }
 
 // transfer-leadership on a one-node cluster: a refusal that says why, as

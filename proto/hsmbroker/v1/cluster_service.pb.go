@@ -743,6 +743,117 @@ func (x *BackupResponse) GetAuthenticator() []byte {
 	return nil
 }
 
+// VerifyBackupRequest is the input of ClusterService.VerifyBackup.
+type VerifyBackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backup's SHA-256, 64 hex digits.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The backup's authenticator (BackupResponse.authenticator), 40 bytes.
+	Authenticator []byte `protobuf:"bytes,2,opt,name=authenticator,proto3" json:"authenticator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyBackupRequest) Reset() {
+	*x = VerifyBackupRequest{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyBackupRequest) ProtoMessage() {}
+
+func (x *VerifyBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyBackupRequest.ProtoReflect.Descriptor instead.
+func (*VerifyBackupRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *VerifyBackupRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *VerifyBackupRequest) GetAuthenticator() []byte {
+	if x != nil {
+		return x.Authenticator
+	}
+	return nil
+}
+
+// VerifyBackupResponse is the output of ClusterService.VerifyBackup.
+type VerifyBackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the authenticator was made under this cluster's domain key for
+	// a backup with this SHA-256.
+	Authentic bool `protobuf:"varint,1,opt,name=authentic,proto3" json:"authentic,omitempty"`
+	// The node whose HSM checked it.
+	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyBackupResponse) Reset() {
+	*x = VerifyBackupResponse{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyBackupResponse) ProtoMessage() {}
+
+func (x *VerifyBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyBackupResponse.ProtoReflect.Descriptor instead.
+func (*VerifyBackupResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VerifyBackupResponse) GetAuthentic() bool {
+	if x != nil {
+		return x.Authentic
+	}
+	return false
+}
+
+func (x *VerifyBackupResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 // ForwardCommandRequest is the input of ClusterService.ForwardCommand.
 type ForwardCommandRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -755,7 +866,7 @@ type ForwardCommandRequest struct {
 
 func (x *ForwardCommandRequest) Reset() {
 	*x = ForwardCommandRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +878,7 @@ func (x *ForwardCommandRequest) String() string {
 func (*ForwardCommandRequest) ProtoMessage() {}
 
 func (x *ForwardCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +891,7 @@ func (x *ForwardCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCommandRequest.ProtoReflect.Descriptor instead.
 func (*ForwardCommandRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ForwardCommandRequest) GetCommand() []byte {
@@ -803,7 +914,7 @@ type ForwardCommandResponse struct {
 
 func (x *ForwardCommandResponse) Reset() {
 	*x = ForwardCommandResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +926,7 @@ func (x *ForwardCommandResponse) String() string {
 func (*ForwardCommandResponse) ProtoMessage() {}
 
 func (x *ForwardCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +939,7 @@ func (x *ForwardCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCommandResponse.ProtoReflect.Descriptor instead.
 func (*ForwardCommandResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ForwardCommandResponse) GetResult() []byte {
@@ -854,7 +965,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +977,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +990,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{16}
 }
 
 // ReadIndexResponse is the output of ClusterService.ReadIndex.
@@ -893,7 +1004,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1016,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1029,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadIndexResponse) GetCommitIndex() uint64 {
@@ -973,7 +1084,13 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12$\n" +
-	"\rauthenticator\x18\a \x01(\fR\rauthenticatorJ\x04\b\x01\x10\x02R\bsnapshot\"1\n" +
+	"\rauthenticator\x18\a \x01(\fR\rauthenticatorJ\x04\b\x01\x10\x02R\bsnapshot\"S\n" +
+	"\x13VerifyBackupRequest\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12$\n" +
+	"\rauthenticator\x18\x02 \x01(\fR\rauthenticator\"M\n" +
+	"\x14VerifyBackupResponse\x12\x1c\n" +
+	"\tauthentic\x18\x01 \x01(\bR\tauthentic\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"1\n" +
 	"\x15ForwardCommandRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"F\n" +
 	"\x16ForwardCommandResponse\x12\x16\n" +
@@ -981,7 +1098,7 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"\x12\n" +
 	"\x10ReadIndexRequest\"6\n" +
 	"\x11ReadIndexResponse\x12!\n" +
-	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xd3\x05\n" +
+	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xaa\x06\n" +
 	"\x0eClusterService\x12a\n" +
 	"\x10GetClusterStatus\x12%.hsmbroker.v1.GetClusterStatusRequest\x1a&.hsmbroker.v1.GetClusterStatusResponse\x12^\n" +
 	"\x0fCreateJoinToken\x12$.hsmbroker.v1.CreateJoinTokenRequest\x1a%.hsmbroker.v1.CreateJoinTokenResponse\x12R\n" +
@@ -989,7 +1106,8 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1f.hsmbroker.v1.RemoveNodeRequest\x1a .hsmbroker.v1.RemoveNodeResponse\x12g\n" +
 	"\x12TransferLeadership\x12'.hsmbroker.v1.TransferLeadershipRequest\x1a(.hsmbroker.v1.TransferLeadershipResponse\x12E\n" +
-	"\x06Backup\x12\x1b.hsmbroker.v1.BackupRequest\x1a\x1c.hsmbroker.v1.BackupResponse0\x01\x12[\n" +
+	"\x06Backup\x12\x1b.hsmbroker.v1.BackupRequest\x1a\x1c.hsmbroker.v1.BackupResponse0\x01\x12U\n" +
+	"\fVerifyBackup\x12!.hsmbroker.v1.VerifyBackupRequest\x1a\".hsmbroker.v1.VerifyBackupResponse\x12[\n" +
 	"\x0eForwardCommand\x12#.hsmbroker.v1.ForwardCommandRequest\x1a$.hsmbroker.v1.ForwardCommandResponse\x12L\n" +
 	"\tReadIndex\x12\x1e.hsmbroker.v1.ReadIndexRequest\x1a\x1f.hsmbroker.v1.ReadIndexResponseB?Z=github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1;hsmbrokerv1b\x06proto3"
 
@@ -1005,7 +1123,7 @@ func file_hsmbroker_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_hsmbroker_v1_cluster_service_proto_rawDescData
 }
 
-var file_hsmbroker_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_hsmbroker_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_hsmbroker_v1_cluster_service_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: hsmbroker.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil),   // 1: hsmbroker.v1.GetClusterStatusResponse
@@ -1019,38 +1137,42 @@ var file_hsmbroker_v1_cluster_service_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 9: hsmbroker.v1.TransferLeadershipResponse
 	(*BackupRequest)(nil),              // 10: hsmbroker.v1.BackupRequest
 	(*BackupResponse)(nil),             // 11: hsmbroker.v1.BackupResponse
-	(*ForwardCommandRequest)(nil),      // 12: hsmbroker.v1.ForwardCommandRequest
-	(*ForwardCommandResponse)(nil),     // 13: hsmbroker.v1.ForwardCommandResponse
-	(*ReadIndexRequest)(nil),           // 14: hsmbroker.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 15: hsmbroker.v1.ReadIndexResponse
-	(*NodeStatus)(nil),                 // 16: hsmbroker.v1.NodeStatus
-	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*PartitionInfo)(nil),              // 19: hsmbroker.v1.PartitionInfo
+	(*VerifyBackupRequest)(nil),        // 12: hsmbroker.v1.VerifyBackupRequest
+	(*VerifyBackupResponse)(nil),       // 13: hsmbroker.v1.VerifyBackupResponse
+	(*ForwardCommandRequest)(nil),      // 14: hsmbroker.v1.ForwardCommandRequest
+	(*ForwardCommandResponse)(nil),     // 15: hsmbroker.v1.ForwardCommandResponse
+	(*ReadIndexRequest)(nil),           // 16: hsmbroker.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 17: hsmbroker.v1.ReadIndexResponse
+	(*NodeStatus)(nil),                 // 18: hsmbroker.v1.NodeStatus
+	(*durationpb.Duration)(nil),        // 19: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(*PartitionInfo)(nil),              // 21: hsmbroker.v1.PartitionInfo
 }
 var file_hsmbroker_v1_cluster_service_proto_depIdxs = []int32{
-	16, // 0: hsmbroker.v1.GetClusterStatusResponse.nodes:type_name -> hsmbroker.v1.NodeStatus
-	17, // 1: hsmbroker.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	18, // 2: hsmbroker.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 3: hsmbroker.v1.JoinClusterRequest.partition:type_name -> hsmbroker.v1.PartitionInfo
+	18, // 0: hsmbroker.v1.GetClusterStatusResponse.nodes:type_name -> hsmbroker.v1.NodeStatus
+	19, // 1: hsmbroker.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	20, // 2: hsmbroker.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 3: hsmbroker.v1.JoinClusterRequest.partition:type_name -> hsmbroker.v1.PartitionInfo
 	0,  // 4: hsmbroker.v1.ClusterService.GetClusterStatus:input_type -> hsmbroker.v1.GetClusterStatusRequest
 	2,  // 5: hsmbroker.v1.ClusterService.CreateJoinToken:input_type -> hsmbroker.v1.CreateJoinTokenRequest
 	4,  // 6: hsmbroker.v1.ClusterService.JoinCluster:input_type -> hsmbroker.v1.JoinClusterRequest
 	6,  // 7: hsmbroker.v1.ClusterService.RemoveNode:input_type -> hsmbroker.v1.RemoveNodeRequest
 	8,  // 8: hsmbroker.v1.ClusterService.TransferLeadership:input_type -> hsmbroker.v1.TransferLeadershipRequest
 	10, // 9: hsmbroker.v1.ClusterService.Backup:input_type -> hsmbroker.v1.BackupRequest
-	12, // 10: hsmbroker.v1.ClusterService.ForwardCommand:input_type -> hsmbroker.v1.ForwardCommandRequest
-	14, // 11: hsmbroker.v1.ClusterService.ReadIndex:input_type -> hsmbroker.v1.ReadIndexRequest
-	1,  // 12: hsmbroker.v1.ClusterService.GetClusterStatus:output_type -> hsmbroker.v1.GetClusterStatusResponse
-	3,  // 13: hsmbroker.v1.ClusterService.CreateJoinToken:output_type -> hsmbroker.v1.CreateJoinTokenResponse
-	5,  // 14: hsmbroker.v1.ClusterService.JoinCluster:output_type -> hsmbroker.v1.JoinClusterResponse
-	7,  // 15: hsmbroker.v1.ClusterService.RemoveNode:output_type -> hsmbroker.v1.RemoveNodeResponse
-	9,  // 16: hsmbroker.v1.ClusterService.TransferLeadership:output_type -> hsmbroker.v1.TransferLeadershipResponse
-	11, // 17: hsmbroker.v1.ClusterService.Backup:output_type -> hsmbroker.v1.BackupResponse
-	13, // 18: hsmbroker.v1.ClusterService.ForwardCommand:output_type -> hsmbroker.v1.ForwardCommandResponse
-	15, // 19: hsmbroker.v1.ClusterService.ReadIndex:output_type -> hsmbroker.v1.ReadIndexResponse
-	12, // [12:20] is the sub-list for method output_type
-	4,  // [4:12] is the sub-list for method input_type
+	12, // 10: hsmbroker.v1.ClusterService.VerifyBackup:input_type -> hsmbroker.v1.VerifyBackupRequest
+	14, // 11: hsmbroker.v1.ClusterService.ForwardCommand:input_type -> hsmbroker.v1.ForwardCommandRequest
+	16, // 12: hsmbroker.v1.ClusterService.ReadIndex:input_type -> hsmbroker.v1.ReadIndexRequest
+	1,  // 13: hsmbroker.v1.ClusterService.GetClusterStatus:output_type -> hsmbroker.v1.GetClusterStatusResponse
+	3,  // 14: hsmbroker.v1.ClusterService.CreateJoinToken:output_type -> hsmbroker.v1.CreateJoinTokenResponse
+	5,  // 15: hsmbroker.v1.ClusterService.JoinCluster:output_type -> hsmbroker.v1.JoinClusterResponse
+	7,  // 16: hsmbroker.v1.ClusterService.RemoveNode:output_type -> hsmbroker.v1.RemoveNodeResponse
+	9,  // 17: hsmbroker.v1.ClusterService.TransferLeadership:output_type -> hsmbroker.v1.TransferLeadershipResponse
+	11, // 18: hsmbroker.v1.ClusterService.Backup:output_type -> hsmbroker.v1.BackupResponse
+	13, // 19: hsmbroker.v1.ClusterService.VerifyBackup:output_type -> hsmbroker.v1.VerifyBackupResponse
+	15, // 20: hsmbroker.v1.ClusterService.ForwardCommand:output_type -> hsmbroker.v1.ForwardCommandResponse
+	17, // 21: hsmbroker.v1.ClusterService.ReadIndex:output_type -> hsmbroker.v1.ReadIndexResponse
+	13, // [13:22] is the sub-list for method output_type
+	4,  // [4:13] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1068,7 +1190,7 @@ func file_hsmbroker_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmbroker_v1_cluster_service_proto_rawDesc), len(file_hsmbroker_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	ClusterService_RemoveNode_FullMethodName         = "/hsmbroker.v1.ClusterService/RemoveNode"
 	ClusterService_TransferLeadership_FullMethodName = "/hsmbroker.v1.ClusterService/TransferLeadership"
 	ClusterService_Backup_FullMethodName             = "/hsmbroker.v1.ClusterService/Backup"
+	ClusterService_VerifyBackup_FullMethodName       = "/hsmbroker.v1.ClusterService/VerifyBackup"
 	ClusterService_ForwardCommand_FullMethodName     = "/hsmbroker.v1.ClusterService/ForwardCommand"
 	ClusterService_ReadIndex_FullMethodName          = "/hsmbroker.v1.ClusterService/ReadIndex"
 )
@@ -76,6 +77,12 @@ type ClusterServiceClient interface {
 	// whose bytes do not match them, is incomplete and must be discarded.
 	// Clients may retry the call only until the first message arrives.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
+	// VerifyBackup checks a backup's authenticator against the backup's
+	// SHA-256 in this node's HSM, under the cluster's domain key: authentic
+	// is true when a cluster with this domain key made the backup and its
+	// bytes are the ones the SHA-256 names. Only the SHA-256 is sent, not the
+	// backup. Admins and auditors.
+	VerifyBackup(ctx context.Context, in *VerifyBackupRequest, opts ...grpc.CallOption) (*VerifyBackupResponse, error)
 	// ForwardCommand is internal to the cluster: a follower sends the leader a
 	// state change it was asked for, and the leader applies it through Raft and
 	// answers once it is committed. A node that is not the leader answers
@@ -166,6 +173,16 @@ func (c *clusterServiceClient) Backup(ctx context.Context, in *BackupRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ClusterService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
 
+func (c *clusterServiceClient) VerifyBackup(ctx context.Context, in *VerifyBackupRequest, opts ...grpc.CallOption) (*VerifyBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyBackupResponse)
+	err := c.cc.Invoke(ctx, ClusterService_VerifyBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) ForwardCommand(ctx context.Context, in *ForwardCommandRequest, opts ...grpc.CallOption) (*ForwardCommandResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ForwardCommandResponse)
@@ -233,6 +250,12 @@ type ClusterServiceServer interface {
 	// whose bytes do not match them, is incomplete and must be discarded.
 	// Clients may retry the call only until the first message arrives.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
+	// VerifyBackup checks a backup's authenticator against the backup's
+	// SHA-256 in this node's HSM, under the cluster's domain key: authentic
+	// is true when a cluster with this domain key made the backup and its
+	// bytes are the ones the SHA-256 names. Only the SHA-256 is sent, not the
+	// backup. Admins and auditors.
+	VerifyBackup(context.Context, *VerifyBackupRequest) (*VerifyBackupResponse, error)
 	// ForwardCommand is internal to the cluster: a follower sends the leader a
 	// state change it was asked for, and the leader applies it through Raft and
 	// answers once it is committed. A node that is not the leader answers
@@ -271,6 +294,9 @@ func (UnimplementedClusterServiceServer) TransferLeadership(context.Context, *Tr
 }
 func (UnimplementedClusterServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
 	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedClusterServiceServer) VerifyBackup(context.Context, *VerifyBackupRequest) (*VerifyBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyBackup not implemented")
 }
 func (UnimplementedClusterServiceServer) ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardCommand not implemented")
@@ -400,6 +426,24 @@ func _ClusterService_Backup_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ClusterService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
 
+func _ClusterService_VerifyBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).VerifyBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_VerifyBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).VerifyBackup(ctx, req.(*VerifyBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_ForwardCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ForwardCommandRequest)
 	if err := dec(in); err != nil {
@@ -462,6 +506,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _ClusterService_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "VerifyBackup",
+			Handler:    _ClusterService_VerifyBackup_Handler,
 		},
 		{
 			MethodName: "ForwardCommand",
