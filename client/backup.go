@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"strings"
 
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -118,12 +119,31 @@ func FormatBackupAuth(auth []byte, name string) []byte {
 	return []byte(backupAuthTag + " " + hex.EncodeToString(auth) + "  " + name + "\n")
 }
 
+// maxBackupAuthFile is the most bytes an authenticator file may have.
+const maxBackupAuthFile = 1024
+
+// ReadBackupAuth reads the authenticator file at path (ParseBackupAuth),
+// reading no more than an authenticator file can hold: the file sits with
+// the backup, where whoever can write backups can make it any size.
+func ReadBackupAuth(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxBackupAuthFile+1))
+	if err != nil {
+		return nil, err
+	}
+	return ParseBackupAuth(data)
+}
+
 // ParseBackupAuth reads an authenticator file made by FormatBackupAuth and
 // returns the authenticator. The file name it names is not checked: a
 // backup may be renamed.
 func ParseBackupAuth(data []byte) ([]byte, error) {
-	if len(data) > 1024 {
-		return nil, fmt.Errorf("an authenticator file of %d bytes, not one line of at most 1024", len(data))
+	if len(data) > maxBackupAuthFile {
+		return nil, fmt.Errorf("an authenticator file of more than %d bytes, not one line", maxBackupAuthFile)
 	}
 	fields := strings.Fields(string(data))
 	if len(fields) < 2 || fields[0] != backupAuthTag {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -198,11 +200,23 @@ func TestBackupAuthFile(t *testing.T) {
 		{"no authenticator", "hsmbroker-backup-authenticator-v1\n", "not an hsmbroker backup authenticator file"},
 		{"short", "hsmbroker-backup-authenticator-v1 " + strings.Repeat("ab", 39) + "  x\n", "not 80 hex digits"},
 		{"not hex", "hsmbroker-backup-authenticator-v1 " + strings.Repeat("zz", 40) + "  x\n", "not 80 hex digits"},
-		{"too long", strings.Repeat("x", 1025), "not one line of at most 1024"},
+		{"too long", strings.Repeat("x", 1025), "more than 1024 bytes"},
 	} {
 		if _, err := client.ParseBackupAuth([]byte(tt.data)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error saying %q", tt.name, err, tt.want)
 		}
+	}
+	// From a file: read back, and a file of any size is read only as far
+	// as an authenticator file can go (/dev/zero never ends).
+	path := filepath.Join(t.TempDir(), "b.snap.auth")
+	if err := os.WriteFile(path, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := client.ReadBackupAuth(path); err != nil || !bytes.Equal(got, auth) {
+		t.Fatalf("ReadBackupAuth = %x, %v", got, err)
+	}
+	if _, err := client.ReadBackupAuth("/dev/zero"); err == nil || !strings.Contains(err.Error(), "more than 1024 bytes") {
+		t.Fatalf("ReadBackupAuth(/dev/zero): %v", err)
 	}
 }
 

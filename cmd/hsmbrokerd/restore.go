@@ -234,14 +234,14 @@ func backupAuth(authFile, backupFile string, unauthenticated bool) (broker.Resto
 	if !given {
 		authFile = backupFile + ".auth"
 	}
-	data, err := os.ReadFile(authFile)
+	a, err := client.ReadBackupAuth(authFile)
 	if errors.Is(err, os.ErrNotExist) && !given {
 		return broker.RestoreAuth{}, fmt.Errorf("backup %s has no authenticator beside it (%s, which 'hsmctl cluster backup' writes): give --auth FILE, or --unauthenticated for a backup made before authenticators, trusting that no one changed it", backupFile, authFile)
 	}
-	if err != nil {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
 		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator: %w", err)
 	}
-	a, err := client.ParseBackupAuth(data)
 	if err != nil {
 		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator %s: %w", authFile, err)
 	}

@@ -570,11 +570,11 @@ Admins and auditors may run it.`,
 			if authFile == "" {
 				authFile = file + ".auth"
 			}
-			data, err := os.ReadFile(authFile)
-			if err != nil {
+			auth, err := client.ReadBackupAuth(authFile)
+			var pe *os.PathError
+			if errors.As(err, &pe) {
 				return fmt.Errorf("the backup's authenticator: %w", err)
 			}
-			auth, err := client.ParseBackupAuth(data)
 			if err != nil {
 				return fmt.Errorf("the backup's authenticator %s: %w", authFile, err)
 			}
