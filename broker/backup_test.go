@@ -247,6 +247,45 @@ func TestUnauthenticatedRestore(t *testing.T) {
 	}
 }
 
+// TestBackupRefusedBeforeItsFirstMessage: a node whose HSM is down cannot
+// make a backup's authenticator, so it refuses the backup Unavailable
+// before its first message, when a client may still take it to another
+// node; once the HSM is back, the backup is whole.
+func TestBackupRefusedBeforeItsFirstMessage(t *testing.T) {
+	c := hsmtest.NewCluster(t, 1)
+	ctx := ctxT(t)
+	cl := pb.NewClusterServiceClient(c.Dial(0, "ops"))
+	c.Nodes[0].Faults.Add(hsm.FaultRule{Call: "*", Code: hsm.CKRDeviceRemoved})
+	stream, err := cl.Backup(ctx, &pb.BackupRequest{})
+	if err == nil {
+		var m *pb.BackupResponse
+		m, err = stream.Recv()
+		if err == nil {
+			t.Fatalf("a node whose HSM is down sent a backup message of %d bytes", len(m.GetChunk()))
+		}
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("backup from a node whose HSM is down: %v, want Unavailable", err)
+	}
+	c.Nodes[0].Faults.Clear()
+	var snap bytes.Buffer
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		stream, err := cl.Backup(ctx, &pb.BackupRequest{})
+		if err == nil {
+			snap.Reset()
+			_, err = client.ReceiveBackup(stream, &snap)
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backup after the HSM came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // swapBlobs returns backup with the wrapped blobs of its first two keys
 // (by id) exchanged, re-encoded so that it still decodes: every blob still
 // unwraps, under the wrong key's name.

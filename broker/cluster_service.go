@@ -364,6 +364,14 @@ const MaxBackupChunkSize = 1 << 20
 // missing the last message, knows the backup is incomplete).
 func (s *Service) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer) error {
 	ctx := stream.Context()
+	// The closing message needs this node's HSM. One that is down fails
+	// the backup here, before the first message, while the client may
+	// still take it to another node, not after the whole snapshot.
+	if ok, err := s.hsm.HasDomainKey(ctx); err != nil {
+		return fmt.Errorf("this node's HSM cannot authenticate a backup: %w", err)
+	} else if !ok {
+		return fmt.Errorf("this node's HSM cannot authenticate a backup: %w", hsm.ErrNoDomainKey)
+	}
 	rc, index, term, err := s.node.Snapshot()
 	if err != nil {
 		return err
