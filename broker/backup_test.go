@@ -182,30 +182,6 @@ func TestBackupStreamsInChunks(t *testing.T) {
 	}
 }
 
-// editBlob returns backup with one byte of one key's wrapped blob changed,
-// re-encoded so that it still decodes, and that key's id.
-func editBlob(t *testing.T, backup []byte) ([]byte, string) {
-	t.Helper()
-	var file map[string]any
-	if err := json.Unmarshal(backup, &file); err != nil {
-		t.Fatal(err)
-	}
-	ks := file["data"].(map[string]any)["keys"].(map[string]any)
-	ids := slices.Sorted(maps.Keys(ks))
-	v := ks[ids[0]].(map[string]any)["versions"].([]any)[0].(map[string]any)
-	blob, err := base64.StdEncoding.DecodeString(v["wrapped"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob[len(blob)/2] ^= 1
-	v["wrapped"] = base64.StdEncoding.EncodeToString(blob)
-	out, err := json.Marshal(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out, ids[0]
-}
-
 // TestUnauthenticatedRestore: a backup without its authenticator restores
 // only when that is asked for, and the restore's audit lines then say so
 // (internal:restore-unauthenticated), intent and outcome.
@@ -286,10 +262,35 @@ func TestBackupRefusedBeforeItsFirstMessage(t *testing.T) {
 	}
 }
 
+// editBlob returns backup with one byte of one key's wrapped blob changed,
+// re-encoded so that it still decodes, and that key's id.
+func editBlob(t *testing.T, backup []byte) ([]byte, string) {
+	t.Helper()
+	var id string
+	out := editFirstVersions(t, backup, func(ids []string, first []map[string]any) {
+		blob, err := base64.StdEncoding.DecodeString(first[0]["wrapped"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob[len(blob)/2] ^= 1
+		first[0]["wrapped"], id = base64.StdEncoding.EncodeToString(blob), ids[0]
+	})
+	return out, id
+}
+
 // swapBlobs returns backup with the wrapped blobs of its first two keys
 // (by id) exchanged, re-encoded so that it still decodes: every blob still
 // unwraps, under the wrong key's name.
 func swapBlobs(t *testing.T, backup []byte) []byte {
+	t.Helper()
+	return editFirstVersions(t, backup, func(_ []string, first []map[string]any) {
+		first[0]["wrapped"], first[1]["wrapped"] = first[1]["wrapped"], first[0]["wrapped"]
+	})
+}
+
+// editFirstVersions decodes backup, lets edit change the first version of
+// each key (keys in id order), and encodes the result.
+func editFirstVersions(t *testing.T, backup []byte, edit func(ids []string, first []map[string]any)) []byte {
 	t.Helper()
 	var file map[string]any
 	if err := json.Unmarshal(backup, &file); err != nil {
@@ -297,9 +298,11 @@ func swapBlobs(t *testing.T, backup []byte) []byte {
 	}
 	ks := file["data"].(map[string]any)["keys"].(map[string]any)
 	ids := slices.Sorted(maps.Keys(ks))
-	v0 := ks[ids[0]].(map[string]any)["versions"].([]any)[0].(map[string]any)
-	v1 := ks[ids[1]].(map[string]any)["versions"].([]any)[0].(map[string]any)
-	v0["wrapped"], v1["wrapped"] = v1["wrapped"], v0["wrapped"]
+	first := make([]map[string]any, len(ids))
+	for i, id := range ids {
+		first[i] = ks[id].(map[string]any)["versions"].([]any)[0].(map[string]any)
+	}
+	edit(ids, first)
 	out, err := json.Marshal(file)
 	if err != nil {
 		t.Fatal(err)
