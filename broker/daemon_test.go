@@ -23,11 +23,7 @@ import (
 // waitFor polls cond until it holds, failing the test after 20 seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
-		}
-	}
+	hsmtest.WaitUntil(t, what, 20*time.Second, cond)
 }
 
 // TestDaemonRunBringsTheNodeUp: Run does what the daemon does at start: a

@@ -162,13 +162,7 @@ func TestTapInflightReleased(t *testing.T) {
 // waitUntil waits for cond, failing the test after 10 seconds.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10s for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	hsmtest.WaitUntil(t, what, 10*time.Second, cond)
 }
 
 // gateWriter is an audit log writer whose writes wait while it is closed.

@@ -181,7 +181,7 @@ func TestConnectionRefusalsAudited(t *testing.T) {
 	if err := query1(over.conn); err == nil {
 		t.Fatal("a connection past the server's bound was served")
 	}
-	waitFor(t, "the refused connection's audit line", func() bool { return refusals("late", "kmip:Connect") == 1 })
+	hsmtest.WaitUntil(t, "the refused connection's audit line", 5*time.Second, func() bool { return refusals("late", "kmip:Connect") == 1 })
 	if n := refusals("holder", "kmip:Connect"); n != 0 {
 		t.Fatalf("%d connection refusals audited for the client that was served", n)
 	}
@@ -220,7 +220,7 @@ func TestMessageRefusalsAudited(t *testing.T) {
 		if !closedWithin(u.conn, 5*time.Second) {
 			t.Fatalf("%s: the connection is still open", tc.name)
 		}
-		waitFor(t, tc.name+" audited", func() bool { return count() == i+1 })
+		hsmtest.WaitUntil(t, tc.name+" audited", 5*time.Second, func() bool { return count() == i+1 })
 	}
 	// Idle past the message timeout, between requests: not a refusal.
 	u := e.dial(t, "app", authz.RoleUser)
@@ -236,17 +236,5 @@ func TestMessageRefusalsAudited(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if n := count(); n != 3 {
 		t.Fatalf("%d message refusals audited, want 3", n)
-	}
-}
-
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
