@@ -328,7 +328,14 @@ func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequ
 	if !s.node.IsLeader() {
 		return nil, newError(codes.Unavailable, reasonNotLeader, "node %s is not the leader", s.node.ID())
 	}
-	_, err := s.node.ApplyRaw(ctx, req.GetCommand())
+	cmd, err := cluster.DecodeCommand(req.GetCommand())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkForwarded(cmd); err != nil {
+		return nil, err
+	}
+	_, err = s.node.Apply(ctx, cmd)
 	if errors.Is(err, cluster.ErrNotLeader) {
 		return nil, newError(codes.Unavailable, reasonNotLeader, "node %s lost leadership", s.node.ID())
 	}
@@ -337,6 +344,24 @@ func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequ
 	}
 	index, _ := s.node.State().LastApplied()
 	return &pb.ForwardCommandResponse{Index: index}, nil
+}
+
+// maxForwardedClockSkew is how far from the leader's clock the time a
+// member puts in a forwarded join token may be.
+const maxForwardedClockSkew = 2 * time.Minute
+
+// checkForwarded refuses a forwarded command whose times the leader does
+// not believe: a join token a member says it added far from now (a
+// compromised member could otherwise mint one dated years ahead, which
+// would outlive its removal; a token lives at most a day from its time).
+func (s *Service) checkForwarded(cmd cluster.Command) error {
+	if t, ok := cmd.(*cluster.AddJoinToken); ok {
+		if d := t.At.Sub(s.now()); d > maxForwardedClockSkew || d < -maxForwardedClockSkew {
+			return errInvalidArg(ExcValidation, "a forwarded join token dated %s, %s from the leader's clock (at most %s)",
+				t.At.UTC().Format(time.RFC3339), d.Round(time.Second), maxForwardedClockSkew)
+		}
+	}
+	return nil
 }
 
 // peerCert is the verified client certificate of the request, nil on a

@@ -22,7 +22,7 @@ import (
 // Join tokens live 15 minutes unless asked otherwise, at most a day.
 const (
 	defaultJoinTokenTTL = 15 * time.Minute
-	maxJoinTokenTTL     = 24 * time.Hour
+	maxJoinTokenTTL     = cluster.MaxJoinTokenTTL
 )
 
 var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
@@ -70,15 +70,17 @@ func joinTokenHash(token string) []byte {
 // JoinCluster admits a new node: it must present a node certificate from
 // the cluster CA naming the node id it asks for, and an unused join token.
 // The leader's HSM wraps the domain key to the joining HSM's transport key;
-// the new node becomes a voter. Bad requests change nothing: the node id
-// and the caller are checked before the token is spent.
+// the new node becomes a voter. Bad requests change nothing: the node id,
+// the caller, the addresses and the transport key are checked before the
+// token is spent. Joins are taken one at a time, so that two of them
+// cannot both pass the checks against the same id or Raft address.
 func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*pb.JoinClusterResponse, error) {
 	if err := s.requireNode(ctx); err != nil {
 		return nil, err
 	}
 	id := req.GetNodeId()
-	if !nodeIDPattern.MatchString(id) {
-		return nil, errInvalidArg(ExcValidation, "invalid NodeId %q: 1 to 63 letters, digits, '.', '_' or '-'", id)
+	if err := checkNodeID(id); err != nil {
+		return nil, err
 	}
 	if c := peerCert(ctx); c != nil && c.Subject.CommonName != id {
 		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the caller's node certificate names %q, not %q", c.Subject.CommonName, id)
@@ -96,6 +98,17 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	pub := req.GetTransportPublicKey()
 	if len(pub) == 0 && !req.GetPartition().GetDomainKeyPresent() {
 		return nil, errInvalidArg(ExcValidation, "invalid join request: a TransportPublicKey is required when the joining partition holds no domain key")
+	}
+	if len(pub) > 0 {
+		if _, err := hsm.ParseTransportPublicKey(pub); err != nil {
+			return nil, errInvalidArg(ExcValidation, "invalid TransportPublicKey: %v", err)
+		}
+	}
+	select {
+	case s.joining <- struct{}{}:
+		defer func() { <-s.joining }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	completing, err := s.joinCompletes(id, req)
 	if err != nil {
@@ -164,7 +177,9 @@ func (s *Service) joinCompletes(id string, req *pb.JoinClusterRequest) (bool, er
 	switch {
 	case !member && !recorded:
 		return false, nil
-	case !member || req.GetPartition().GetDomainKeyPresent() || len(req.GetTransportPublicKey()) == 0:
+	case !member:
+		return false, newAlreadyExists("a node with id %s is recorded but is not a Raft member: an earlier join stopped before Raft added it; remove it ('hsmctl cluster remove %s') and join again", id, id)
+	case req.GetPartition().GetDomainKeyPresent() || len(req.GetTransportPublicKey()) == 0:
 		return false, newAlreadyExists("a node with id %s is already a member", id)
 	case recorded && rec.Partition.Health != "joining" && rec.Partition.DomainKeyPresent:
 		return false, newAlreadyExists("a node with id %s is already a member, and its HSM held the domain key", id)

@@ -91,6 +91,8 @@ type Service struct {
 
 	health healthState
 	peers  peers
+	// joining holds the one JoinCluster under way on this node.
+	joining chan struct{}
 	// membership is what members said of this node's membership while it
 	// heard from no leader (membership_probe.go).
 	membership membershipProbe
@@ -155,7 +157,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.BackupChunkSize <= 0 || cfg.BackupChunkSize > MaxBackupChunkSize {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
-	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger, anonSync: leaderSync{spacing: anonSyncSpacing}}
+	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger, anonSync: leaderSync{spacing: anonSyncSpacing},
+		joining: make(chan struct{}, 1)}
 	s.access = authz.NewAuthorizer(cfg.Account, s.KeyARN)
 	if cfg.InsecureNoClientAuth {
 		s.log.Warn("INSECURE: gRPC client authentication is off (InsecureNoClientAuth): every caller is an admin and a cluster node; never run this outside a test",

@@ -646,8 +646,15 @@ func (c *AddJoinToken) validate() error {
 	if !c.At.Before(c.Expires) {
 		return invalidCommand("join token expires before it is added")
 	}
+	if c.Expires.Sub(c.At) > MaxJoinTokenTTL {
+		return invalidCommand("join token lives %s, more than %s", c.Expires.Sub(c.At), MaxJoinTokenTTL)
+	}
 	return nil
 }
+
+// MaxJoinTokenTTL is the longest a join token may live, from the time it
+// is added.
+const MaxJoinTokenTTL = 24 * time.Hour
 
 func (c *ConsumeJoinToken) validate() error {
 	if len(c.Hash) != 32 {

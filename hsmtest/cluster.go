@@ -234,12 +234,27 @@ func (c *Cluster) DialAsNode(from *Node, i int) *grpc.ClientConn {
 	return conn
 }
 
-func (nd *Node) nodeTLS() *tls.Config {
-	c := nd.c
+// DialAsNewNode connects to node i with a node certificate of the cluster
+// CA for id, a node the cluster need not know: what a node about to join
+// holds.
+func (c *Cluster) DialAsNewNode(id string, i int) *grpc.ClientConn {
 	c.t.Helper()
-	cert := filepath.Join(c.dir, nd.ID+"-node.pem")
-	key := filepath.Join(c.dir, nd.ID+"-node-key.pem")
-	iss, err := c.CA.IssueServer(nd.ID, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
+	conn, err := grpc.NewClient(c.Nodes[i].GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(c.nodeTLS(id))))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func (nd *Node) nodeTLS() *tls.Config { return nd.c.nodeTLS(nd.ID) }
+
+// nodeTLS is the TLS configuration of a node certificate for id.
+func (c *Cluster) nodeTLS(id string) *tls.Config {
+	c.t.Helper()
+	cert := filepath.Join(c.dir, id+"-node.pem")
+	key := filepath.Join(c.dir, id+"-node-key.pem")
+	iss, err := c.CA.IssueServer(id, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
 	if err != nil {
 		c.t.Fatal(err)
 	}

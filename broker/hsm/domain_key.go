@@ -201,17 +201,29 @@ func transportMech() []*pkcs11.Mechanism {
 		pkcs11.NewOAEPParams(pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1, pkcs11.CKZ_DATA_SPECIFIED, nil))}
 }
 
+// ParseTransportPublicKey parses a joining partition's transport public key
+// (DER SubjectPublicKeyInfo, RSA 2048 to 4096 bits), as WrapDomainKeyFor
+// takes it; anything else is ErrInvalidInput. A join checks it before it
+// spends the join token.
+func ParseTransportPublicKey(der []byte) (*rsa.PublicKey, error) {
+	pk, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: transport public key is not DER SubjectPublicKeyInfo: %v", ErrInvalidInput, err)
+	}
+	rk, ok := pk.(*rsa.PublicKey)
+	if !ok || rk.N.BitLen() < 2048 || rk.N.BitLen() > 4096 {
+		return nil, fmt.Errorf("%w: transport public key must be RSA 2048 to 4096 bits", ErrInvalidInput)
+	}
+	return rk, nil
+}
+
 // WrapDomainKeyFor wraps this partition's domain key to a joining
 // partition's transport public key (DER SPKI, RSA 2048-4096), inside the
 // token. It returns the wrapped key and the mechanism's name.
 func (p *Partition) WrapDomainKeyFor(ctx context.Context, transportPublicKey []byte) ([]byte, string, error) {
-	pk, err := x509.ParsePKIXPublicKey(transportPublicKey)
+	rk, err := ParseTransportPublicKey(transportPublicKey)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: transport public key is not DER SubjectPublicKeyInfo: %v", ErrInvalidInput, err)
-	}
-	rk, ok := pk.(*rsa.PublicKey)
-	if !ok || rk.N.BitLen() < 2048 || rk.N.BitLen() > 4096 {
-		return nil, "", fmt.Errorf("%w: transport public key must be RSA 2048 to 4096 bits", ErrInvalidInput)
+		return nil, "", err
 	}
 	dk, err := p.domainKeyHandle(ctx)
 	if err != nil {

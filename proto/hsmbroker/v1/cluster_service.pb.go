@@ -266,7 +266,7 @@ func (x *CreateJoinTokenResponse) GetExpireTime() *timestamppb.Timestamp {
 // joining node.
 type JoinClusterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The joining node's id: 1 to 64 letters, digits, `.`, `_` or `-`, unused
+	// The joining node's id: 1 to 63 letters, digits, `.`, `_` or `-`, unused
 	// in the cluster.
 	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// The `host:port` of the joining node's Raft transport, reachable from
