@@ -116,14 +116,14 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 		// A member already. It joins again only if its HSM lacks the domain
 		// key (a join that stopped after the leader added it), which the
 		// daemon finds out once the HSM is open; that takes a new token.
-		token, err := config.LoadSecret(c.JoinTokenFile, c.JoinTokenEnv)
+		token, err := config.LoadJoinToken(c.JoinTokenFile, c.JoinTokenEnv)
 		if err != nil {
 			log.Info("Raft state exists; this node is a member already, join is ignored", "join_token", err)
 			break
 		}
 		join = &broker.JoinConfig{Seeds: c.Join, Token: token, Complete: true}
 	case len(c.Join) > 0:
-		token, err := config.LoadSecret(c.JoinTokenFile, c.JoinTokenEnv)
+		token, err := config.LoadJoinToken(c.JoinTokenFile, c.JoinTokenEnv)
 		if err != nil {
 			return daemon{}, fmt.Errorf("join token: %w", err)
 		}

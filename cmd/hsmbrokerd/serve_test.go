@@ -297,14 +297,23 @@ func TestServeJoin(t *testing.T) {
 	tokenFile := filepath.Join(c.dir, "join.token")
 	n2 := c.node(t, "node-2", fmt.Sprintf("join: [%s]\njoin_token_file: %s\n", n1.grpcAddr, tokenFile))
 
-	// A first join that fails (here a token the cluster never issued)
-	// exits, and leaves no member state behind: the next start, with a
-	// good token, joins rather than waiting as a member no one knows.
+	// A file that holds no join token is refused before anything is
+	// asked of the cluster. A first join that fails (here a token the
+	// cluster never issued) exits, and leaves no member state behind: the
+	// next start, with a good token, joins rather than waiting as a member
+	// no one knows.
 	if err := os.WriteFile(tokenFile, []byte("hbj.0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bad := c.startToExit(t, n2, "a node with a made-up join token")
-	if bad.err == nil || !strings.Contains(bad.out.String(), "join") {
+	bad := c.startToExit(t, n2, "a node with a file that holds no join token")
+	if bad.err == nil || !strings.Contains(bad.out.String(), "does not hold a join token") {
+		t.Fatalf("a node with a file that holds no join token: %v\n%s", bad.err, bad.out.String())
+	}
+	if err := os.WriteFile(tokenFile, []byte("hsmbj_"+strings.Repeat("A", 42)+"Q\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad = c.startToExit(t, n2, "a node with a made-up join token")
+	if bad.err == nil || !strings.Contains(bad.out.String(), "unknown, already used or expired") {
 		t.Fatalf("a node with a made-up join token: %v\n%s", bad.err, bad.out.String())
 	}
 	if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {

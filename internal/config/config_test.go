@@ -311,6 +311,7 @@ func TestLoadSecret(t *testing.T) {
 	good := write("good", "  s3cret-token\n", 0o600)
 	loose := write("loose", "s3cret-token\n", 0o640)
 	empty := write("empty", "\n", 0o600)
+	huge := write("huge", strings.Repeat("s3cret", 20000), 0o600)
 	t.Setenv("HSMBROKER_TEST_TOKEN", "env-token")
 	tests := []struct {
 		name, file, env string
@@ -325,6 +326,7 @@ func TestLoadSecret(t *testing.T) {
 		{"missing file", filepath.Join(dir, "nope"), "", "", "nope"},
 		{"unset env", "", "HSMBROKER_TEST_UNSET", "", "HSMBROKER_TEST_UNSET"},
 		{"nothing", "", "", "", "no file"},
+		{"a file past 64 KiB", huge, "", "", "more than 65536 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -342,5 +344,40 @@ func TestLoadSecret(t *testing.T) {
 				t.Fatalf("LoadSecret = %q, %v; want %q", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestLoadJoinToken: a join token must have the form the cluster gives
+// it; anything else is refused naming its source, never its value.
+func TestLoadJoinToken(t *testing.T) {
+	dir := t.TempDir()
+	token := "hsmbj_" + strings.Repeat("A", 42) + "Q" // 32 bytes in URL-safe base64
+	for _, tt := range []struct{ name, body, wantErr string }{
+		{"a token", token + "\n", ""},
+		{"another secret", "s3cret-token\n", "does not hold a join token"},
+		{"the prefix alone", "hsmbj_\n", "does not hold a join token"},
+		{"short", token[:len(token)-2] + "\n", "does not hold a join token"},
+		{"not base64", "hsmbj_" + strings.Repeat("*", 43) + "\n", "does not hold a join token"},
+		{"binary", "\x00\xff\xfe s3cret", "does not hold a join token"},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-"))
+		if err := os.WriteFile(p, []byte(tt.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := LoadJoinToken(p, "")
+		if tt.wantErr == "" {
+			if err != nil || got != token {
+				t.Errorf("%s: %q, %v", tt.name, got, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrSecret) || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), p) ||
+			strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "AAAA") {
+			t.Errorf("%s: %v, want ErrSecret naming %s and saying %q, without the value", tt.name, err, p, tt.wantErr)
+		}
+	}
+	t.Setenv("HSMBROKER_TEST_JOIN", "s3cret")
+	if _, err := LoadJoinToken("", "HSMBROKER_TEST_JOIN"); err == nil || !strings.Contains(err.Error(), "environment variable HSMBROKER_TEST_JOIN") {
+		t.Errorf("a join token from the environment: %v", err)
 	}
 }

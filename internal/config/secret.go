@@ -1,8 +1,10 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -29,6 +31,50 @@ func CheckPrivateFile(path string) error {
 	return nil
 }
 
+// maxSecretFile is the most bytes a secret file may hold.
+const maxSecretFile = 64 << 10
+
+// readAtMost reads file, refusing one of more than max bytes without
+// reading past them.
+func readAtMost(file string, max int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s holds more than %d bytes; a secret file holds one line", file, max)
+	}
+	return b, nil
+}
+
+// LoadJoinToken is LoadSecret for a join token, which must also have the
+// form 'hsmctl cluster join-token' gives it ("hsmbj_" and 43 characters of
+// URL-safe base64), so that a wrong file is named here, not refused by the
+// leader as an unknown token. The error never quotes the value.
+func LoadJoinToken(file, env string) (string, error) {
+	v, err := LoadSecret(file, env)
+	if err != nil {
+		return "", err
+	}
+	raw, derr := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(v, joinTokenPrefix))
+	if !strings.HasPrefix(v, joinTokenPrefix) || derr != nil || len(raw) != 32 {
+		from := file
+		if from == "" {
+			from = "environment variable " + env
+		}
+		return "", fmt.Errorf("%w: %s does not hold a join token ('hsmctl cluster join-token' makes one: %s followed by 43 characters)", ErrSecret, from, joinTokenPrefix)
+	}
+	return v, nil
+}
+
+// joinTokenPrefix starts every join token.
+const joinTokenPrefix = "hsmbj_"
+
 // LoadSecret reads a secret from file, which must not be accessible by
 // group or others, or, when file is empty, from the environment variable
 // env. Surrounding white space is trimmed.
@@ -37,7 +83,7 @@ func LoadSecret(file, env string) (string, error) {
 		if err := CheckPrivateFile(file); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrSecret, err)
 		}
-		b, err := os.ReadFile(file)
+		b, err := readAtMost(file, maxSecretFile)
 		if err != nil {
 			return "", fmt.Errorf("%w: %v", ErrSecret, err)
 		}
