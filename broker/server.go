@@ -201,6 +201,17 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 	return ctx, c, nil
 }
 
+// maxCause is the most bytes of an internal error's cause a log line
+// carries.
+const maxCause = 1024
+
+func cutCause(s string) string {
+	if len(s) > maxCause {
+		return s[:maxCause] + "..."
+	}
+	return s
+}
+
 // finish logs a call admit let through and turns its error into a status.
 func (s *Service) finish(ctx context.Context, c *call, err error) error {
 	var st *status.Status
@@ -212,10 +223,15 @@ func (s *Service) finish(ctx context.Context, c *call, err error) error {
 	// Checked here, not only inside LogAttrs: the attributes would be
 	// built (and allocated) for every call, logged or not.
 	if level := levelFor(code); s.log.Enabled(ctx, level) {
-		s.log.LogAttrs(ctx, level, "request",
-			slog.String("method", c.method), slog.String("principal", c.principal),
+		attrs := []slog.Attr{slog.String("method", c.method), slog.String("principal", c.principal),
 			slog.String("peer", c.peer), slog.String("request_id", c.requestID),
-			slog.String("code", code.String()), slog.Duration("took", time.Since(c.start)))
+			slog.String("code", code.String()), slog.Duration("took", time.Since(c.start))}
+		if code == codes.Internal {
+			// The caller is told only "internal error"; the cause is
+			// here, for the operator (cut, as any error may quote input).
+			attrs = append(attrs, slog.String("cause", cutCause(err.Error())))
+		}
+		s.log.LogAttrs(ctx, level, "request", attrs...)
 	}
 	if err != nil {
 		return st.Err()
