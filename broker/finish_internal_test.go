@@ -39,3 +39,27 @@ func TestFinishLogsTheCauseOfInternalErrors(t *testing.T) {
 		t.Fatalf("a validation error's line carries a cause: %s", buf.String())
 	}
 }
+
+// TestServedMethodsAreTheRegisteredOnes: the tap's list of the broker's
+// methods is exactly what the gRPC server serves, health and reflection
+// aside.
+func TestServedMethodsAreTheRegisteredOnes(t *testing.T) {
+	g, _ := (&Service{}).NewGRPCServer(nil)
+	registered := map[string]bool{}
+	for name, info := range g.GetServiceInfo() {
+		for _, m := range info.Methods {
+			full := "/" + name + "/" + m.Name
+			if !isHealthOrReflection(full) {
+				registered[full] = true
+			}
+		}
+	}
+	if len(registered) != len(servedMethods) {
+		t.Errorf("%d methods registered, %d in servedMethods", len(registered), len(servedMethods))
+	}
+	for m := range registered {
+		if !servedMethods[m] {
+			t.Errorf("%s is served but not in servedMethods", m)
+		}
+	}
+}

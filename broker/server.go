@@ -270,6 +270,25 @@ func servesState(method string) bool {
 		hasPrefix(method, "/hsmbroker.v1.RawService/") || hasPrefix(method, "/hsmbroker.v1.DataObjectService/")
 }
 
+// servedMethods are the full names of the broker's own gRPC methods, those
+// of the services NewGRPCServer registers. A name that pairs one of these
+// services with another's method ("/hsmbroker.v1.AuditService/Backup") is
+// not among them: the tap refuses it as an unknown method.
+var servedMethods = func() map[string]bool {
+	m := map[string]bool{}
+	for _, d := range []*grpc.ServiceDesc{&pb.KeyService_ServiceDesc, &pb.CryptoService_ServiceDesc,
+		&pb.ClusterService_ServiceDesc, &pb.AccessService_ServiceDesc, &pb.TDEService_ServiceDesc,
+		&pb.AuditService_ServiceDesc, &pb.RawService_ServiceDesc, &pb.DataObjectService_ServiceDesc} {
+		for _, md := range d.Methods {
+			m["/"+d.ServiceName+"/"+md.MethodName] = true
+		}
+		for _, sd := range d.Streams {
+			m["/"+d.ServiceName+"/"+sd.StreamName] = true
+		}
+	}
+	return m
+}()
+
 // isHealthOrReflection reports whether method is one of the gRPC health
 // and reflection methods the server registers: by exact name, so that any
 // other name under /grpc.health. or /grpc.reflection. is an unknown method,

@@ -280,7 +280,7 @@ func (s *Service) tapAdmit(ctx context.Context, info *tap.Info) (id authz.Caller
 		return id, false, err
 	}
 	action := grpcAction(method)
-	known = authz.Known(action)
+	known = servedMethods[method] && authz.Known(action)
 	var c *x509.Certificate
 	if !s.cfg.InsecureNoClientAuth {
 		c = peerCert(ctx)
