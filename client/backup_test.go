@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,8 +216,23 @@ func TestBackupAuthFile(t *testing.T) {
 	if got, err := client.ReadBackupAuth(path); err != nil || !bytes.Equal(got, auth) {
 		t.Fatalf("ReadBackupAuth = %x, %v", got, err)
 	}
-	if _, err := client.ReadBackupAuth("/dev/zero"); err == nil || !strings.Contains(err.Error(), "more than 1024 bytes") {
-		t.Fatalf("ReadBackupAuth(/dev/zero): %v", err)
+	big := filepath.Join(t.TempDir(), "big.auth")
+	if err := os.WriteFile(big, append(file, make([]byte, 2000)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.ReadBackupAuth(big); err == nil || !strings.Contains(err.Error(), "more than 1024 bytes") {
+		t.Fatalf("ReadBackupAuth of a 2 KB file: %v", err)
+	}
+	// Not a regular file: a device that never ends, a FIFO with no writer
+	// (which would block an ordinary open for good), a directory.
+	fifo := filepath.Join(t.TempDir(), "fifo.auth")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/dev/zero", fifo, t.TempDir()} {
+		if _, err := client.ReadBackupAuth(p); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("ReadBackupAuth(%s): %v", p, err)
+		}
 	}
 }
 

@@ -256,7 +256,7 @@ func expectedSum(given, backupFile string) (sum, from string, err error) {
 		return given, "--sha256", nil
 	}
 	side := backupFile + ".sha256"
-	b, err := os.ReadFile(side)
+	b, err := client.ReadSidecar(side, 1024)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", "", nil
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,6 +115,28 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	}
 	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated, "--unauthenticated", "--auth", backup+".auth"); err == nil || !strings.Contains(out, "exclude each other") {
 		t.Fatalf("restore with --auth and --unauthenticated: %v\n%s", err, out)
+	}
+	// A .sha256 or .auth beside the backup that is not a regular file (a
+	// link to /dev/zero, a FIFO with no writer) is refused at once, not
+	// read or waited for without end.
+	odd := filepath.Join(c.dir, "odd.snap")
+	if err := os.WriteFile(odd, written, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", odd+".sha256"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", odd); err == nil || !strings.Contains(out, "odd.snap.sha256 is not a regular file") {
+		t.Fatalf("restore with /dev/zero as its .sha256: %v\n%s", err, out)
+	}
+	if err := os.Remove(odd + ".sha256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(odd+".auth", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runRestore(t, c, "--config", n1.config, "--backup", odd); err == nil || !strings.Contains(out, "odd.snap.auth is not a regular file") {
+		t.Fatalf("restore with a FIFO as its .auth: %v\n%s", err, out)
 	}
 	if out, err := runRestore(t, c, "--config", n1.config, "--backup", truncated, "--unauthenticated"); err == nil || !strings.Contains(out, "cannot be restored") ||
 		!strings.Contains(out, "not checked") || !strings.Contains(out, "without checking its authenticator") {
