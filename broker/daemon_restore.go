@@ -62,6 +62,7 @@ func (d *Daemon) RestoreBackup(ctx context.Context, b *cluster.Backup, auth Rest
 		return errInvalidArg(ExcValidation, "a restore either checks the backup's authenticator or is unauthenticated, not both")
 	}
 	if !auth.Unauthenticated && len(auth.Authenticator) == 0 {
+		rq.deny("the backup has no authenticator")
 		return errInvalidArg(ExcValidation, "the backup has no authenticator; a backup without one is restored only when that is asked for explicitly (unauthenticated), trusting that no one changed it where it was kept")
 	}
 	if err := s.hsm.VerifyDomainKey(ctx, b.DomainKeyCheck()); err != nil {
@@ -74,6 +75,7 @@ func (d *Daemon) RestoreBackup(ctx context.Context, b *cluster.Backup, auth Rest
 		sum := b.SHA256()
 		if err := s.hsm.VerifyBackupAuthenticator(ctx, sum[:], auth.Authenticator); err != nil {
 			if errors.Is(err, hsm.ErrNotAuthentic) {
+				rq.deny("the backup does not match its authenticator")
 				e := errInvalidArg(ExcValidation, "the backup does not match its authenticator: it was changed after it was made, or the authenticator is another backup's")
 				e.Err = err
 				return e

@@ -516,6 +516,8 @@ func messageRefused(err error, started bool, timeout time.Duration) error {
 		return invalidMessage("%v; the connection is closed", err)
 	case started && errors.As(err, &ne) && ne.Timeout():
 		return invalidMessage("the request did not arrive whole within %s of its first byte; the connection is closed", timeout)
+	case started && errors.Is(err, io.ErrUnexpectedEOF):
+		return invalidMessage("the client closed the connection inside a request")
 	}
 	return nil
 }

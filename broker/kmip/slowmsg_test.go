@@ -222,6 +222,13 @@ func TestMessageRefusalsAudited(t *testing.T) {
 		}
 		hsmtest.WaitUntil(t, tc.name+" audited", 5*time.Second, func() bool { return count() == i+1 })
 	}
+	// A request cut off by the client closing the connection.
+	cut := e.dial(t, "app", authz.RoleUser)
+	if _, err := cut.conn.Write(append(header(4096), 1, 2, 3, 4)); err != nil {
+		t.Fatal(err)
+	}
+	cut.conn.Close()
+	hsmtest.WaitUntil(t, "a request cut off audited", 5*time.Second, func() bool { return count() == 4 })
 	// Idle past the message timeout, between requests: not a refusal.
 	u := e.dial(t, "app", authz.RoleUser)
 	_ = u.conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -234,7 +241,7 @@ func TestMessageRefusalsAudited(t *testing.T) {
 	}
 	u.conn.Close()
 	time.Sleep(200 * time.Millisecond)
-	if n := count(); n != 3 {
-		t.Fatalf("%d message refusals audited, want 3", n)
+	if n := count(); n != 4 {
+		t.Fatalf("%d message refusals audited, want 4", n)
 	}
 }

@@ -95,6 +95,9 @@ HSMs receive the domain key HSM-to-HSM.`,
 			}
 			if auth.Unauthenticated {
 				log.Warn("restoring a backup without checking its authenticator: nothing shows it was not changed where it was kept", "backup", backupFile)
+				if _, err := os.Lstat(backupFile + ".auth"); err == nil {
+					log.Warn("an authenticator file lies beside the backup and is not checked (--unauthenticated); without --unauthenticated, restore checks it", "auth", backupFile+".auth")
+				}
 			}
 			// Decoded and checked before anything is made from it.
 			b, err := cluster.ReadBackup(backup)

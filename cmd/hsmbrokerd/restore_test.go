@@ -163,6 +163,10 @@ func TestServeRestoreFromBackup(t *testing.T) {
 	if res := checkRestoreAudited(t, filepath.Join(n1.dir, "data", "audit.log"), ""); res == "OK" {
 		t.Fatal("the refused restore's outcome line says OK")
 	}
+	if data, err := os.ReadFile(filepath.Join(n1.dir, "data", "audit.log")); err != nil ||
+		!strings.Contains(string(data), `"decision":"deny","reason":"the backup does not match its authenticator"`) {
+		t.Fatalf("the refused restore is not audited as denied for its authenticator (%v):\n%s", err, data)
+	}
 	if has, err := cluster.HasState(filepath.Join(n1.dir, "data", "raft")); err != nil || has {
 		t.Fatalf("Raft state after refused restores: %v %v", has, err)
 	}
