@@ -188,3 +188,49 @@ func TestForwardedJoinTokenDates(t *testing.T) {
 		}
 	}
 }
+
+// TestRemovalKeepsAQuorum: with three voters and one stopped, removing a
+// live follower would leave two voters of which one answers: refused,
+// FailedPrecondition naming the stopped node, and the cluster keeps taking
+// writes. Removing the stopped node is allowed.
+func TestRemovalKeepsAQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	var li int
+	var followers []*hsmtest.Node
+	for i, n := range c.Nodes {
+		if n == leader {
+			li = i
+		} else {
+			followers = append(followers, n)
+		}
+	}
+	stopped, live := followers[0], followers[1]
+	stopped.Stop()
+	hsmtest.WaitUntil(t, "the leader's heartbeats to miss "+stopped.ID, 20*time.Second, func() bool {
+		return leader.Raft.UnreachablePeers()[stopped.ID]
+	})
+	admin := pb.NewClusterServiceClient(c.Dial(li, "admin"))
+	_, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: live.ID})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "fewer than the 2 a quorum needs") ||
+		!strings.Contains(err.Error(), stopped.ID) {
+		t.Fatalf("removing a live follower with another voter down: %v", err)
+	}
+	if _, ok := leader.Raft.State().Node(live.ID); !ok {
+		t.Fatal("the refused removal dropped the node's record")
+	}
+	keys := pb.NewKeyServiceClient(c.Dial(li, "admin"))
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-refusal"}); err != nil {
+		t.Fatalf("a write after the refused removal: %v", err)
+	}
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: stopped.ID}); err != nil {
+		t.Fatalf("removing the stopped node: %v", err)
+	}
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-removal"}); err != nil {
+		t.Fatalf("a write after removing the stopped node: %v", err)
+	}
+}

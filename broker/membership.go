@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
@@ -187,6 +188,34 @@ func (s *Service) joinCompletes(id string, req *pb.JoinClusterRequest) (bool, er
 	return true, nil
 }
 
+// quorumAfterRemoval refuses to remove id when the voters left would not
+// have a quorum among those the leader's heartbeats reach: the cluster
+// would stop taking writes the moment the removal commits (with three
+// voters and one stopped, removing a live follower leaves two voters of
+// which one answers). Removing an unreachable voter is always allowed.
+func (s *Service) quorumAfterRemoval(id string) error {
+	unreachable := s.node.UnreachablePeers()
+	voters, live := 0, 0
+	var down []string
+	for _, srv := range s.node.Stats().Servers {
+		if !srv.Voter || srv.ID == id {
+			continue
+		}
+		voters++
+		if unreachable[srv.ID] {
+			down = append(down, srv.ID)
+		} else {
+			live++
+		}
+	}
+	if need := voters/2 + 1; voters > 0 && live < need {
+		return newError(codes.FailedPrecondition, ExcInvalidState,
+			"removing node %s would leave %d voters of which %d answer the leader (not %s), fewer than the %d a quorum needs: the cluster would stop taking writes; bring those nodes back, or remove them first",
+			id, voters, live, strings.Join(down, ", "), need)
+	}
+	return nil
+}
+
 // RemoveNode removes a member from Raft and from the replicated records.
 // A follower passes the request to the leader.
 func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*pb.RemoveNodeResponse, error) {
@@ -218,6 +247,9 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 	}
 	if id == s.node.ID() {
 		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is the leader and cannot remove itself; transfer leadership first", id)
+	}
+	if err := s.quorumAfterRemoval(id); err != nil {
+		return nil, err
 	}
 	if _, ok := s.node.State().Node(id); !ok && !member {
 		return nil, errNotFound("node %s is not a member", id)

@@ -171,6 +171,7 @@ type Node struct {
 	ctx          context.Context // cancelled by Shutdown
 	cancel       context.CancelFunc
 	reaperDone   chan struct{}
+	peers        peerHealth
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -315,6 +316,7 @@ func Open(c Config) (*Node, error) {
 
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	go n.deletionReaper()
+	n.watchHeartbeats()
 	return n, nil
 }
 
