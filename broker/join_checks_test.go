@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +75,40 @@ func TestJoinRequestsCheckedBeforeTheToken(t *testing.T) {
 	}
 }
 
+// TestJoinNeedsARaftAddressThatAnswers: a join whose Raft address takes no
+// connection from the leader is refused FailedPrecondition before its
+// token is spent; a one-node cluster, which such a voter would leave
+// without a leader, keeps its leader and takes writes.
+func TestJoinNeedsARaftAddressThatAnswers(t *testing.T) {
+	c := hsmtest.NewCluster(t, 1)
+	ctx := ctxT(t)
+	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joiner := pb.NewClusterServiceClient(c.DialAsNewNode("node9", 0))
+	for _, tt := range []struct{ addr, want string }{
+		{hsmtest.ClosedAddr(t), "does not answer the leader"},
+		{"no-port", "invalid RaftAddress"},
+		{strings.Repeat("h", 300) + ":7401", "invalid RaftAddress"},
+	} {
+		_, err = joiner.JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9", RaftAddress: tt.addr, GrpcAddress: "127.0.0.1:2",
+			JoinToken: tok.GetToken(), TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}})
+		if code := status.Code(err); (code != codes.FailedPrecondition && code != codes.InvalidArgument) || !strings.Contains(err.Error(), tt.want) || len(err.Error()) > 600 {
+			t.Errorf("join at %.40s: %v, want an error saying %q", tt.addr, err, tt.want)
+		}
+	}
+	if !tokenUnused(c, tok.GetToken()) {
+		t.Fatal("a refused join spent the token")
+	}
+	if n := len(c.Nodes[0].Raft.Stats().Servers); n != 1 {
+		t.Fatalf("%d servers after refused joins", n)
+	}
+	if _, err := pb.NewKeyServiceClient(c.Dial(0, "admin")).CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/still-leading"}); err != nil {
+		t.Fatalf("a write after the refused joins: %v", err)
+	}
+}
+
 // TestConcurrentJoinsForOneAddress: two joins at once for one Raft address
 // under different ids are taken one at a time: one joins, the other is
 // refused AlreadyExists naming the address, its token unused and no record
@@ -95,6 +130,14 @@ func TestConcurrentJoinsForOneAddress(t *testing.T) {
 		}
 	}
 	admin := pb.NewClusterServiceClient(c.Dial(li, "admin"))
+	// The address takes connections (the leader checks that a joiner's
+	// Raft address answers) but never speaks Raft.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lis.Close() })
+	addr := lis.Addr().String()
 	ids := []string{"node4", "node5"}
 	tokens := make([]string, len(ids))
 	reqs := make([]*pb.JoinClusterRequest, len(ids))
@@ -105,7 +148,7 @@ func TestConcurrentJoinsForOneAddress(t *testing.T) {
 			t.Fatal(err)
 		}
 		tokens[i] = tok.GetToken()
-		reqs[i] = &pb.JoinClusterRequest{NodeId: id, RaftAddress: "127.0.0.1:9", GrpcAddress: "127.0.0.1:9",
+		reqs[i] = &pb.JoinClusterRequest{NodeId: id, RaftAddress: addr, GrpcAddress: addr,
 			JoinToken: tokens[i], TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}}
 		clients[i] = pb.NewClusterServiceClient(c.DialAsNewNode(id, li))
 	}
@@ -127,7 +170,7 @@ func TestConcurrentJoinsForOneAddress(t *testing.T) {
 		switch {
 		case err == nil:
 			joined = i
-		case status.Code(err) == codes.AlreadyExists && strings.Contains(err.Error(), "127.0.0.1:9"):
+		case status.Code(err) == codes.AlreadyExists && strings.Contains(err.Error(), addr):
 			refused = i
 		default:
 			t.Fatalf("join of %s: %v", ids[i], err)

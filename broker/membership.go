@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"time"
@@ -115,6 +116,16 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	if err != nil {
 		return nil, err
 	}
+	// Only a holder of a live token gets the leader to reach out to an
+	// address; the token is spent below, once the address answered.
+	if t, ok := s.node.State().JoinToken(joinTokenHash(req.GetJoinToken())); !ok || !s.now().Before(t.Expires) {
+		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
+	}
+	if !completing {
+		if err := probeRaftAddress(ctx, req.GetRaftAddress()); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now()}); err != nil {
 		if errors.Is(err, cluster.ErrNotFound) || errors.Is(err, cluster.ErrInvalidState) {
 			return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
@@ -151,6 +162,31 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	s.log.Info("node joined", "node", id, "raft", req.GetRaftAddress(), "grpc", req.GetGrpcAddress())
 	return resp, nil
+}
+
+// raftProbeTimeout bounds the leader's check that a joining node's Raft
+// address answers.
+const raftProbeTimeout = 3 * time.Second
+
+// probeRaftAddress checks, before a node becomes a voter, that its Raft
+// address takes a connection from the leader. A voter that no one can
+// reach (a wrong raft_advertise, a node that is not up) counts toward the
+// quorum without ever answering: in a one-node cluster, such a join leaves
+// it without a leader.
+func probeRaftAddress(ctx context.Context, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil || len(addr) > 255 {
+		return errInvalidArg(ExcValidation, "invalid RaftAddress %.100q: want host:port", addr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, raftProbeTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return newError(codes.FailedPrecondition, ExcInvalidState,
+			"the joining node's Raft address %.100q does not answer the leader (%v): a voter the others cannot reach would cost the cluster its quorum; check raft_advertise, and that the node's Raft port is reachable from the members", addr, err)
+	}
+	_ = c.Close()
+	return nil
 }
 
 // joinCompletes decides whether a join request for id may proceed: a node
