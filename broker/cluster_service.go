@@ -307,6 +307,7 @@ func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeader
 		if err := checkNodeID(id); err != nil {
 			return nil, err
 		}
+		nameObject(ctx, "node:"+id)
 	}
 	if !s.node.IsLeader() {
 		lc, leader, err := s.leaderClient(ctx)

@@ -332,6 +332,8 @@ func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequ
 	if err != nil {
 		return nil, err
 	}
+	// The audit line says what was forwarded.
+	nameObject(ctx, "command:"+cmd.Type().String())
 	if err := s.checkForwarded(cmd); err != nil {
 		return nil, err
 	}

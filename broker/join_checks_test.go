@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -276,4 +277,64 @@ func TestRemovalKeepsAQuorum(t *testing.T) {
 	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-removal"}); err != nil {
 		t.Fatalf("a write after removing the stopped node: %v", err)
 	}
+}
+
+// TestMembershipAuditLines: membership calls name their target in the
+// audit line's key_ref (node:ID), a forwarded write names its command
+// (command:TYPE), and a join refused for its token is denied with the
+// reason.
+func TestMembershipAuditLines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	c.Audit = true
+	c.AddNode()
+	c.AddNode()
+	ctx := ctxT(t)
+	li := 0
+	if c.Leader(t) == c.Nodes[1] {
+		li = 1
+	}
+	admin := pb.NewClusterServiceClient(c.Dial(li, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("remove an unknown node: %v", err)
+	}
+	_, err := pb.NewClusterServiceClient(c.DialAsNewNode("node9", li)).JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9",
+		RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2", JoinToken: "hsmbj_" + strings.Repeat("A", 42) + "Q",
+		TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("join with a made-up token: %v", err)
+	}
+	// A token made on a follower is forwarded to the leader.
+	if _, err := pb.NewClusterServiceClient(c.Dial(1-li, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	type line struct {
+		Operation, Decision, Reason, Result string
+		KeyRef                              string `json:"key_ref"`
+	}
+	want := []line{
+		{Operation: "hsmbroker:RemoveNode", KeyRef: "node:nope"},
+		{Operation: "hsmbroker:JoinCluster", KeyRef: "node:node9", Decision: "deny", Reason: "join token unknown, already used or expired"},
+		{Operation: "hsmbroker:ForwardCommand", KeyRef: "command:AddJoinToken"},
+	}
+	hsmtest.WaitUntil(t, "the audit lines", 10*time.Second, func() bool {
+		data, err := os.ReadFile(c.Nodes[li].AuditPath())
+		if err != nil {
+			return false
+		}
+		found := 0
+		for _, w := range want {
+			for l := range strings.Lines(string(data)) {
+				var got line
+				if json.Unmarshal([]byte(l), &got) == nil && got.Operation == w.Operation && got.KeyRef == w.KeyRef && got.Result != "INTENT" &&
+					(w.Decision == "" || got.Decision == w.Decision && got.Reason == w.Reason) {
+					found++
+					break
+				}
+			}
+		}
+		return found == len(want)
+	})
 }

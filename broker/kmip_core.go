@@ -183,8 +183,9 @@ func (c *KMIPObjects) object(ctx context.Context, id string) (cluster.KMIPObject
 	return o, nil
 }
 
-// nameObject records the id of the object a request makes as the key of
-// its audit line.
+// nameObject records what a request acts on as the key_ref of its audit
+// line: the id of the KMIP object it makes, or, for membership calls, the
+// node (node:ID) and, for a forwarded write, the command (command:TYPE).
 func nameObject(ctx context.Context, id string) {
 	if rq := requestOf(ctx); rq != nil {
 		rq.mu.Lock()

@@ -84,6 +84,7 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	if err := checkNodeID(id); err != nil {
 		return nil, err
 	}
+	nameObject(ctx, "node:"+id)
 	if c := peerCert(ctx); c != nil && c.Subject.CommonName != id {
 		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the caller's node certificate names %q, not %q", c.Subject.CommonName, id)
 	}
@@ -119,6 +120,7 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	// Only a holder of a live token gets the leader to reach out to an
 	// address; the token is spent below, once the address answered.
 	if t, ok := s.node.State().JoinToken(joinTokenHash(req.GetJoinToken())); !ok || !s.now().Before(t.Expires) {
+		s.RefuseRequest(ctx, "join token unknown, already used or expired")
 		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
 	}
 	if !completing {
@@ -128,7 +130,8 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now()}); err != nil {
 		if errors.Is(err, cluster.ErrNotFound) || errors.Is(err, cluster.ErrInvalidState) {
-			return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
+			s.RefuseRequest(ctx, "join token unknown, already used or expired")
+		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
 		}
 		return nil, err
 	}
@@ -259,6 +262,7 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 	if err := checkNodeID(id); err != nil {
 		return nil, err
 	}
+	nameObject(ctx, "node:"+id)
 	if !s.node.IsLeader() {
 		lc, leader, err := s.leaderClient(ctx)
 		if err != nil {
