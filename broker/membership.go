@@ -131,7 +131,7 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now()}); err != nil {
 		if errors.Is(err, cluster.ErrNotFound) || errors.Is(err, cluster.ErrInvalidState) {
 			s.RefuseRequest(ctx, "join token unknown, already used or expired")
-		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
+			return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
 		}
 		return nil, err
 	}
