@@ -41,18 +41,25 @@ func tokenUnused(c *hsmtest.Cluster, token string) bool {
 	return ok
 }
 
+// joinTarget is a one-node cluster, a join token it made, and a client of
+// it holding a node certificate for node9, a node it does not know.
+func joinTarget(t *testing.T) (*hsmtest.Cluster, *pb.CreateJoinTokenResponse, pb.ClusterServiceClient) {
+	t.Helper()
+	c := hsmtest.NewCluster(t, 1)
+	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctxT(t), &pb.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, tok, pb.NewClusterServiceClient(c.DialAsNewNode("node9", 0))
+}
+
 // TestJoinRequestsCheckedBeforeTheToken: a join request refused for its
 // own content (a transport key that is not RSA 2048 to 4096, a node id no
 // node can have) leaves its token unused, and an error quoting a long id
 // is bounded.
 func TestJoinRequestsCheckedBeforeTheToken(t *testing.T) {
-	c := hsmtest.NewCluster(t, 1)
+	c, tok, joiner := joinTarget(t)
 	ctx := ctxT(t)
-	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	joiner := pb.NewClusterServiceClient(c.DialAsNewNode("node9", 0))
 	req := func(id string, pub []byte) *pb.JoinClusterRequest {
 		return &pb.JoinClusterRequest{NodeId: id, RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2",
 			JoinToken: tok.GetToken(), TransportPublicKey: pub, Partition: &pb.PartitionInfo{}}
@@ -81,19 +88,14 @@ func TestJoinRequestsCheckedBeforeTheToken(t *testing.T) {
 // token is spent; a one-node cluster, which such a voter would leave
 // without a leader, keeps its leader and takes writes.
 func TestJoinNeedsARaftAddressThatAnswers(t *testing.T) {
-	c := hsmtest.NewCluster(t, 1)
+	c, tok, joiner := joinTarget(t)
 	ctx := ctxT(t)
-	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	joiner := pb.NewClusterServiceClient(c.DialAsNewNode("node9", 0))
 	for _, tt := range []struct{ addr, want string }{
 		{hsmtest.ClosedAddr(t), "does not answer the leader"},
 		{"no-port", "invalid RaftAddress"},
 		{strings.Repeat("h", 300) + ":7401", "invalid RaftAddress"},
 	} {
-		_, err = joiner.JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9", RaftAddress: tt.addr, GrpcAddress: "127.0.0.1:2",
+		_, err := joiner.JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9", RaftAddress: tt.addr, GrpcAddress: "127.0.0.1:2",
 			JoinToken: tok.GetToken(), TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}})
 		if code := status.Code(err); (code != codes.FailedPrecondition && code != codes.InvalidArgument) || !strings.Contains(err.Error(), tt.want) || len(err.Error()) > 600 {
 			t.Errorf("join at %.40s: %v, want an error saying %q", tt.addr, err, tt.want)
