@@ -83,6 +83,34 @@ func TestJoinRequestsCheckedBeforeTheToken(t *testing.T) {
 	}
 }
 
+// TestJoinTokenBoundToANode: a token made for node7 is refused to node9,
+// PermissionDenied, and stays unused; a node id no node can have is
+// refused when the token is made.
+func TestJoinTokenBoundToANode(t *testing.T) {
+	c, _, joiner := joinTarget(t)
+	ctx := ctxT(t)
+	admin := pb.NewClusterServiceClient(c.Dial(0, "admin"))
+	tok, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = joiner.JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9", RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2",
+		JoinToken: tok.GetToken(), TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "made for another node id") {
+		t.Fatalf("node9 joining with node7's token: %v", err)
+	}
+	if !tokenUnused(c, tok.GetToken()) {
+		t.Fatal("the refused join spent node7's token")
+	}
+	h := sha256.Sum256([]byte(tok.GetToken()))
+	if got, _ := c.Nodes[0].Raft.State().JoinToken(h[:]); got.NodeID != "node7" {
+		t.Fatalf("the token is bound to %q", got.NodeID)
+	}
+	if _, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "no/such id"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a token for an impossible node id: %v", err)
+	}
+}
+
 // TestJoinNeedsARaftAddressThatAnswers: a join whose Raft address takes no
 // connection from the leader is refused FailedPrecondition before its
 // token is spent; a one-node cluster, which such a voter would leave
@@ -318,7 +346,7 @@ func TestMembershipAuditLines(t *testing.T) {
 	}
 	want := []line{
 		{Operation: "hsmbroker:RemoveNode", KeyRef: "node:nope"},
-		{Operation: "hsmbroker:JoinCluster", KeyRef: "node:node9", Decision: "deny", Reason: "join token unknown, already used or expired"},
+		{Operation: "hsmbroker:JoinCluster", KeyRef: "node:node9", Decision: "deny", Reason: "join token unknown, already used, expired or made for another node"},
 		{Operation: "hsmbroker:ForwardCommand", KeyRef: "command:AddJoinToken"},
 	}
 	hsmtest.WaitUntil(t, "the audit lines", 10*time.Second, func() bool {

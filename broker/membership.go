@@ -51,6 +51,12 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRe
 	if ttl < 0 || ttl > maxJoinTokenTTL {
 		return nil, errInvalidArg(ExcValidation, "invalid Ttl: must be 0 (15 minutes) to 24h, got %s", ttl)
 	}
+	if id := req.GetNodeId(); id != "" {
+		if err := checkNodeID(id); err != nil {
+			return nil, err
+		}
+		nameObject(ctx, "node:"+id)
+	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return nil, err
@@ -58,7 +64,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRe
 	token := "hsmbj_" + base64.RawURLEncoding.EncodeToString(raw)
 	now := s.now()
 	expires := now.Add(ttl)
-	if _, err := s.apply(ctx, &cluster.AddJoinToken{Hash: joinTokenHash(token), Expires: expires, At: now}); err != nil {
+	if _, err := s.apply(ctx, &cluster.AddJoinToken{Hash: joinTokenHash(token), Expires: expires, At: now, NodeID: req.GetNodeId()}); err != nil {
 		return nil, err
 	}
 	return &pb.CreateJoinTokenResponse{Token: token, ExpireTime: timestamppb.New(expires)}, nil
@@ -119,19 +125,19 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	// Only a holder of a live token gets the leader to reach out to an
 	// address; the token is spent below, once the address answered.
-	if t, ok := s.node.State().JoinToken(joinTokenHash(req.GetJoinToken())); !ok || !s.now().Before(t.Expires) {
-		s.RefuseRequest(ctx, "join token unknown, already used or expired")
-		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
+	if t, ok := s.node.State().JoinToken(joinTokenHash(req.GetJoinToken())); !ok || !s.now().Before(t.Expires) || (t.NodeID != "" && t.NodeID != id) {
+		s.RefuseRequest(ctx, "join token unknown, already used, expired or made for another node")
+		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used, expired or made for another node id")
 	}
 	if !completing {
 		if err := probeRaftAddress(ctx, req.GetRaftAddress()); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now()}); err != nil {
+	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now(), NodeID: id}); err != nil {
 		if errors.Is(err, cluster.ErrNotFound) || errors.Is(err, cluster.ErrInvalidState) {
-			s.RefuseRequest(ctx, "join token unknown, already used or expired")
-			return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used or expired")
+			s.RefuseRequest(ctx, "join token unknown, already used, expired or made for another node")
+			return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used, expired or made for another node id")
 		}
 		return nil, err
 	}

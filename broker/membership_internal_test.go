@@ -17,7 +17,7 @@ func TestTLSHint(t *testing.T) {
 		"seed 127.0.0.1:7400: connection error: desc = \"transport: authentication handshake failed: tls: unknown certificate authority\"": true,
 		"seed 127.0.0.1:7400: write tcp 127.0.0.1:5->127.0.0.1:7400: write: broken pipe":                                                   true,
 		"seed 127.0.0.1:7400: dial tcp 127.0.0.1:7400: connect: connection refused":                                                        false,
-		"the join token is unknown, already used or expired":                                                                               false,
+		"the join token is unknown, already used, expired or made for another node id":                                                     false,
 	} {
 		if got := tlsHint(errors.New(msg)) != ""; got != want {
 			t.Errorf("tlsHint(%q) given: %v, want %v", msg, got, want)

@@ -298,6 +298,9 @@ type AddJoinToken struct {
 	Hash    []byte    `json:"hash"`
 	Expires time.Time `json:"expires"`
 	At      time.Time `json:"at"`
+	// NodeID, when set, binds the token to one node id: ConsumeJoinToken
+	// for another id fails and leaves it unused.
+	NodeID string `json:"node_id,omitempty"`
 }
 
 // ConsumeJoinToken uses up a join token. It fails with ErrNotFound when no
@@ -307,6 +310,9 @@ type AddJoinToken struct {
 type ConsumeJoinToken struct {
 	Hash []byte    `json:"hash"`
 	At   time.Time `json:"at"`
+	// NodeID is the id of the node the token admits (checked against a
+	// token bound to one).
+	NodeID string `json:"node_id,omitempty"`
 }
 
 // SetDomainKeyID records the id of the cluster's domain key and its check
@@ -649,6 +655,9 @@ func (c *AddJoinToken) validate() error {
 	if c.Expires.Sub(c.At) > MaxJoinTokenTTL {
 		return invalidCommand("join token lives %s, more than %s", c.Expires.Sub(c.At), MaxJoinTokenTTL)
 	}
+	if c.NodeID != "" {
+		return checkID("join token node id", c.NodeID)
+	}
 	return nil
 }
 
@@ -659,6 +668,11 @@ const MaxJoinTokenTTL = 24 * time.Hour
 func (c *ConsumeJoinToken) validate() error {
 	if len(c.Hash) != 32 {
 		return invalidCommand("join token hash must be 32 bytes (SHA-256), not %d", len(c.Hash))
+	}
+	if c.NodeID != "" {
+		if err := checkID("join token node id", c.NodeID); err != nil {
+			return err
+		}
 	}
 	return checkTime("at", c.At, true)
 }

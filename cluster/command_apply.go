@@ -331,7 +331,7 @@ func (c *AddJoinToken) apply(d *Data) (any, Event, error) {
 			delete(d.JoinTokens, th)
 		}
 	}
-	d.JoinTokens[h] = &JoinToken{Hash: slices.Clone(c.Hash), Expires: utc(c.Expires)}
+	d.JoinTokens[h] = &JoinToken{Hash: slices.Clone(c.Hash), Expires: utc(c.Expires), NodeID: c.NodeID}
 	return nil, Event{Type: TypeAddJoinToken}, nil
 }
 
@@ -343,6 +343,9 @@ func (c *ConsumeJoinToken) apply(d *Data) (any, Event, error) {
 	}
 	if !c.At.Before(t.Expires) {
 		return nil, Event{}, invalidState("join token expired at %s", t.Expires.Format(time.RFC3339))
+	}
+	if t.NodeID != "" && t.NodeID != c.NodeID {
+		return nil, Event{}, invalidState("join token made for node %q", t.NodeID)
 	}
 	delete(d.JoinTokens, h)
 	return nil, Event{Type: TypeConsumeJoinToken}, nil

@@ -376,6 +376,24 @@ func TestCommandApply(t *testing.T) {
 		{name: "consume expired join token", setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}},
 			cmd: &ConsumeJoinToken{Hash: tokenHash("a"), At: t0.Add(time.Hour)}, wantErr: ErrInvalidState},
 		{name: "consume unknown join token", cmd: &ConsumeJoinToken{Hash: tokenHash("x"), At: t0}, wantErr: ErrNotFound},
+		{name: "consume a join token made for another node",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0, NodeID: "node7"}},
+			cmd:   &ConsumeJoinToken{Hash: tokenHash("a"), At: t0, NodeID: "node9"}, wantErr: ErrInvalidState,
+			check: func(t *testing.T, s *State, _ any) {
+				if tok, ok := s.JoinToken(tokenHash("a")); !ok || tok.NodeID != "node7" {
+					t.Fatalf("the token after a refused use: %+v, %v", tok, ok)
+				}
+			}},
+		{name: "consume a join token made for this node",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0, NodeID: "node7"}},
+			cmd:   &ConsumeJoinToken{Hash: tokenHash("a"), At: t0, NodeID: "node7"},
+			check: func(t *testing.T, s *State, _ any) {
+				if _, ok := s.JoinToken(tokenHash("a")); ok {
+					t.Fatal("token not consumed")
+				}
+			}},
+		{name: "a join token for a node id that is not text", cmd: &AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0, NodeID: "a\x00b"},
+			wantErr: ErrInvalidCommand},
 
 		// SetDomainKeyID
 		{name: "set domain key id", cmd: &SetDomainKeyID{ID: "dk-1"},

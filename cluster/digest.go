@@ -67,6 +67,7 @@ func (d *Data) Digest() [32]byte {
 		e.str(h)
 		e.bytes(t.Hash)
 		e.time(t.Expires)
+		e.str(t.NodeID)
 	}
 	e.uint(uint64(len(d.Grants)))
 	for _, id := range sortedKeys(d.Grants) {

@@ -78,6 +78,8 @@ type PartitionInfo struct {
 type JoinToken struct {
 	Hash    []byte    `json:"hash"`
 	Expires time.Time `json:"expires"`
+	// NodeID, when set, is the one node id the token admits.
+	NodeID string `json:"node_id,omitempty"`
 }
 
 // Data is the whole replicated state as plain values. It is what snapshots

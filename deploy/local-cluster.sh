@@ -252,7 +252,7 @@ cmd_up() {
 	for n in "${NODES[@]}"; do
 		[[ " ${members[*]} " == *" $n "* ]] && continue
 		# A new member: a one-time token, straight into its 0600 file.
-		hsmctl cluster join-token --ttl 15m --out "$dir/node$n/join.token" >/dev/null
+		hsmctl cluster join-token --ttl 15m --node-id "node$n" --out "$dir/node$n/join.token" >/dev/null
 		start_node "$n"
 		rm -f "$dir/node$n/join.token"
 	done

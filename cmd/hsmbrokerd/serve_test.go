@@ -313,7 +313,7 @@ func TestServeJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad = c.startToExit(t, n2, "a node with a made-up join token")
-	if bad.err == nil || !strings.Contains(bad.out.String(), "unknown, already used or expired") {
+	if bad.err == nil || !strings.Contains(bad.out.String(), "unknown, already used, expired") {
 		t.Fatalf("a node with a made-up join token: %v\n%s", bad.err, bad.out.String())
 	}
 	if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {

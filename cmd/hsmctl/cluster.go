@@ -310,15 +310,21 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 
 func (a *app) clusterJoinTokenCommand() *cobra.Command {
 	var (
-		ttl   time.Duration
-		out   string
-		force bool
+		ttl    time.Duration
+		out    string
+		force  bool
+		nodeID string
 	)
 	cmd := &cobra.Command{
 		Use:   "join-token",
 		Short: "Make a one-time token that lets one new node join",
 		Long: `join-token makes a one-time join token, valid for --ttl (at most 24h). The
 cluster keeps only its hash; the token is shown once.
+
+--node-id ID binds the token to the node that will use it: a join under
+any other id is refused, and leaves the token unused. Give it whenever
+the new node's id is known: a token that leaks is then good only with a
+node certificate for that id.
 
 Give the token to the new node in a file of mode 0600 named by
 join_token_file in its configuration, with join listing members' gRPC
@@ -328,7 +334,7 @@ FILE is refused unless --force.
 
 Without --out, the token alone is printed on standard output. With -o json:
 {"token", "expireTime"}, or {"file", "expireTime"} with --out.`,
-		Example: `  hsmctl cluster join-token --out /secure/node4.join.token
+		Example: `  hsmctl cluster join-token --node-id node4 --out /secure/node4.join.token
   hsmctl cluster join-token --ttl 1h -o json`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
@@ -344,7 +350,7 @@ Without --out, the token alone is printed on standard output. With -o json:
 			if err != nil {
 				return err
 			}
-			resp, err := c.Cluster.CreateJoinToken(a.ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
+			resp, err := c.Cluster.CreateJoinToken(a.ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), NodeId: nodeID})
 			if err != nil {
 				return err
 			}
@@ -377,6 +383,7 @@ Without --out, the token alone is printed on standard output. With -o json:
 	cmd.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token stays valid (at most 24h)")
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of standard output; an existing file is refused unless --force")
 	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
+	cmd.Flags().StringVar(&nodeID, "node-id", "", "admit only the node of this id with the token (recommended)")
 	return cmd
 }
 

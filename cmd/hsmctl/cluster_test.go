@@ -42,6 +42,8 @@ type fakeCluster struct {
 	leader   string
 	removed  []string
 	tokenTTL time.Duration
+	// tokenNode is the NodeId of the last CreateJoinToken.
+	tokenNode string
 	snapshot []byte
 	// hsmDown is the member whose HSM cannot be asked: its partition
 	// reports unavailable and no domain key.
@@ -175,7 +177,7 @@ func (m *fakeMember) CreateJoinToken(_ context.Context, req *pb.CreateJoinTokenR
 	m.c.mu.Lock()
 	defer m.c.mu.Unlock()
 	ttl := req.GetTtl().AsDuration()
-	m.c.tokenTTL = ttl
+	m.c.tokenTTL, m.c.tokenNode = ttl, req.GetNodeId()
 	if ttl == 0 {
 		ttl = 15 * time.Minute
 	}
@@ -417,8 +419,12 @@ func TestClusterJoinToken(t *testing.T) {
 	if out := c.ok(c.flags(1), "cluster", "join-token"); out != "tok-secret-123\n" {
 		t.Errorf("join-token printed %q", out)
 	}
-	if c.tokenTTL != 15*time.Minute {
-		t.Errorf("default TTL %v, want 15m", c.tokenTTL)
+	if c.tokenTTL != 15*time.Minute || c.tokenNode != "" {
+		t.Errorf("default TTL %v, want 15m; node %q, want none", c.tokenTTL, c.tokenNode)
+	}
+	c.ok(c.flags(1), "cluster", "join-token", "--node-id", "node4")
+	if c.tokenNode != "node4" {
+		t.Errorf("join-token --node-id node4 asked for a token for %q", c.tokenNode)
 	}
 	var j struct{ Token, ExpireTime, File string }
 	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--ttl", "1h")

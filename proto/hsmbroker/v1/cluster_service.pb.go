@@ -164,7 +164,11 @@ type CreateJoinTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long the token stays valid, at most 24 hours; unset or zero means 15
 	// minutes.
-	Ttl           *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// When set, the token admits only the node of this id (whose node
+	// certificate names it): a join under any other id is refused and leaves
+	// the token unused. Empty admits any id.
+	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +208,13 @@ func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *CreateJoinTokenRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
 }
 
 // CreateJoinTokenResponse is the output of ClusterService.CreateJoinToken.
@@ -1051,9 +1062,10 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x05nodes\x18\x03 \x03(\v2\x18.hsmbroker.v1.NodeStatusR\x05nodes\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12(\n" +
 	"\x10domain_key_check\x18\x05 \x01(\fR\x0edomainKeyCheck\x12,\n" +
-	"\x12not_serving_reason\x18\x06 \x01(\tR\x10notServingReason\"E\n" +
+	"\x12not_serving_reason\x18\x06 \x01(\tR\x10notServingReason\"^\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
-	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"l\n" +
+	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"l\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
