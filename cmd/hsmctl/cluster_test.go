@@ -44,7 +44,7 @@ type fakeCluster struct {
 	tokenTTL time.Duration
 	// tokenNode is the NodeId of the last CreateJoinToken.
 	tokenNode string
-	snapshot []byte
+	snapshot  []byte
 	// hsmDown is the member whose HSM cannot be asked: its partition
 	// reports unavailable and no domain key.
 	hsmDown string
