@@ -271,6 +271,11 @@ func checkData(d *Data) error {
 		if err := checkTime("join token expires", t.Expires, false); err != nil {
 			return err
 		}
+		if t.NodeID != "" {
+			if err := checkID("join token node id", t.NodeID); err != nil {
+				return err
+			}
+		}
 		t.Expires = utc(t.Expires)
 	}
 	for id, g := range d.Grants {

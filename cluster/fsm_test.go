@@ -429,7 +429,7 @@ func TestDigestCoversEveryField(t *testing.T) {
 		reflect.TypeFor[Alias]():         4,
 		reflect.TypeFor[NodeInfo]():      5,
 		reflect.TypeFor[PartitionInfo](): 9,
-		reflect.TypeFor[JoinToken]():     2,
+		reflect.TypeFor[JoinToken]():     3,
 		reflect.TypeFor[Grant]():         10,
 		reflect.TypeFor[Principal]():     3,
 	} {
@@ -455,6 +455,7 @@ func TestDigestSeesChanges(t *testing.T) {
 		"node mechanisms":  func(d *Data) { d.Nodes["n1"].Partition.Mechanisms = nil },
 		"domain key id":    func(d *Data) { d.DomainKeyID = "" },
 		"token expiry":     func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].Expires = t0 },
+		"token node":       func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].NodeID = "node7" },
 		"key moved":        func(d *Data) { d.Keys["zz"] = d.Keys["k2"]; delete(d.Keys, "k2") },
 		"domain key other": func(d *Data) { d.DomainKeyID = "dk" },
 		"grant operation":  func(d *Data) { d.Grants["g1"].Operations = []string{"Decrypt"} },
