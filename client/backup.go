@@ -8,10 +8,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"strings"
-	"syscall"
 
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
 )
@@ -124,42 +123,14 @@ func FormatBackupAuth(auth []byte, name string) []byte {
 const maxBackupAuthFile = 1024
 
 // ReadBackupAuth reads the authenticator file at path (ParseBackupAuth)
-// with ReadSidecar.
+// as a small regular file (fsutil.ReadSmallFile): it sits with the backup,
+// where whoever can write backups can make it anything.
 func ReadBackupAuth(path string) ([]byte, error) {
-	data, err := ReadSidecar(path, maxBackupAuthFile)
+	data, err := fsutil.ReadSmallFile(path, maxBackupAuthFile)
 	if err != nil {
 		return nil, err
 	}
 	return ParseBackupAuth(data)
-}
-
-// ReadSidecar reads a small file kept beside a backup (its .auth or
-// .sha256): a regular file of at most max bytes. Such a file sits where
-// whoever can write backups can make it anything, a FIFO that would block
-// the reader for good or a link to /dev/zero that never ends, so it is
-// opened without blocking, checked on the open descriptor, and read no
-// further than max.
-func ReadSidecar(path string, max int) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > max {
-		return nil, fmt.Errorf("%s holds more than %d bytes, more than the one line it should", path, max)
-	}
-	return data, nil
 }
 
 // ParseBackupAuth reads an authenticator file made by FormatBackupAuth and

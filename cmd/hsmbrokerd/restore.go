@@ -19,6 +19,7 @@ import (
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/internal/config"
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 	"github.com/spf13/cobra"
 )
 
@@ -259,7 +260,7 @@ func expectedSum(given, backupFile string) (sum, from string, err error) {
 		return given, "--sha256", nil
 	}
 	side := backupFile + ".sha256"
-	b, err := client.ReadSidecar(side, 1024)
+	b, err := fsutil.ReadSmallFile(side, 1024)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", "", nil
 	}

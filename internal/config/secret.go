@@ -4,9 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
+
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 )
 
 // ErrSecret reports a secret (join token) that could not be read. The
@@ -33,24 +34,6 @@ func CheckPrivateFile(path string) error {
 
 // maxSecretFile is the most bytes a secret file may hold.
 const maxSecretFile = 64 << 10
-
-// readAtMost reads file, refusing one of more than max bytes without
-// reading past them.
-func readAtMost(file string, max int64) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s holds more than %d bytes; a secret file holds one line", file, max)
-	}
-	return b, nil
-}
 
 // LoadJoinToken is LoadSecret for a join token, which must also have the
 // form 'hsmctl cluster join-token' gives it ("hsmbj_" and 43 characters of
@@ -83,7 +66,7 @@ func LoadSecret(file, env string) (string, error) {
 		if err := CheckPrivateFile(file); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrSecret, err)
 		}
-		b, err := readAtMost(file, maxSecretFile)
+		b, err := fsutil.ReadSmallFile(file, maxSecretFile)
 		if err != nil {
 			return "", fmt.Errorf("%w: %v", ErrSecret, err)
 		}
