@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -205,13 +206,6 @@ func (s *Service) admit(ctx context.Context, method string) (context.Context, *c
 // carries.
 const maxCause = 1024
 
-func cutCause(s string) string {
-	if len(s) > maxCause {
-		return s[:maxCause] + "..."
-	}
-	return s
-}
-
 // finish logs a call admit let through and turns its error into a status.
 func (s *Service) finish(ctx context.Context, c *call, err error) error {
 	var st *status.Status
@@ -229,7 +223,7 @@ func (s *Service) finish(ctx context.Context, c *call, err error) error {
 		if code == codes.Internal {
 			// The caller is told only "internal error"; the cause is
 			// here, for the operator (cut, as any error may quote input).
-			attrs = append(attrs, slog.String("cause", cutCause(err.Error())))
+			attrs = append(attrs, slog.String("cause", netlimit.Truncate(err.Error(), maxCause)))
 		}
 		s.log.LogAttrs(ctx, level, "request", attrs...)
 	}

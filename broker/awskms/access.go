@@ -11,6 +11,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // Every request the Handler answers is authorized and audited by the
@@ -75,7 +76,7 @@ func (h *Handler) audited(w http.ResponseWriter, r *http.Request, reqID string) 
 		op, _ := h.xks.route(r.URL.Path)
 		c.Front, c.Action = broker.FrontXKS, "kms-xks-proxy:"+op
 	} else if name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService."); ok && name != "" {
-		c.Action = "kms:" + truncate(name, 64)
+		c.Action = "kms:" + netlimit.Truncate(name, 64)
 	}
 	ctx := h.svc.BeginRequest(r.Context(), c)
 	return &auditWriter{ResponseWriter: w, h: h, ctx: ctx, r: r, reqID: reqID, xks: xks}, r.WithContext(ctx)

@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/hsmbroker/hsmbroker/internal/strictjson"
 )
 
@@ -50,7 +51,7 @@ func decodeStrict(body []byte, in any) error {
 	if err := json.Unmarshal(body, in); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			name := truncate(memberName(te.Field), 64)
+			name := netlimit.Truncate(memberName(te.Field), 64)
 			if lo, hi, ok := intRange(te.Type); ok && strings.HasPrefix(te.Value, "number") {
 				// A number, but not a whole one in the member's range
 				// (2147483648 for an int32): its type is right, and the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/cluster"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // Grants map onto the core's: a grant gives one principal (by name, or as
@@ -173,7 +174,7 @@ func (h *Handler) retireGrant(ctx context.Context, in *retireGrantInput) (*empty
 		}
 	}
 	if strings.ContainsAny(id, " /") {
-		return nil, notFound("grant %s does not exist", truncate(id, 128))
+		return nil, notFound("grant %s does not exist", netlimit.Truncate(id, 128))
 	}
 	return &empty{}, h.svc.RetireGrant(ctx, broker.RetireGrantRequest{KeyRef: ref, GrantID: id, DryRun: in.isDryRun()})
 }

@@ -317,9 +317,9 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		if unsupportedOperations[name] {
 			err = unsupported("%s is not supported by this key service", name)
 		} else {
-			err = &apiError{http.StatusBadRequest, excUnknownOperation, "TrentService has no operation " + truncate(name, 64)}
+			err = &apiError{http.StatusBadRequest, excUnknownOperation, "TrentService has no operation " + netlimit.Truncate(name, 64)}
 		}
-		h.writeTrentError(w, truncate(name, 64), reqID, principal, err, start)
+		h.writeTrentError(w, netlimit.Truncate(name, 64), reqID, principal, err, start)
 		return
 	}
 	ctx := broker.WithPrincipal(r.Context(), principal)

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -140,17 +141,17 @@ func (h *Handler) keyRef(field, ref string, aliasOK bool) (string, error) {
 	}
 	kr, err := keys.ParseKeyRef(ref)
 	if err != nil {
-		return "", notFound("Invalid keyId %s", truncate(ref, 128))
+		return "", notFound("Invalid keyId %s", netlimit.Truncate(ref, 128))
 	}
 	if kr.OtherCluster(field, h.region, h.account) != "" {
 		what := "Key"
 		if kr.IsAlias() {
 			what = "Alias"
 		}
-		return "", notFound("%s '%s' does not exist", what, truncate(ref, 256))
+		return "", notFound("%s '%s' does not exist", what, netlimit.Truncate(ref, 256))
 	}
 	if kr.IsAlias() && !aliasOK {
-		return "", notFound("Invalid keyId %s: this operation takes a key id or key ARN, not an alias", truncate(ref, 128))
+		return "", notFound("Invalid keyId %s: this operation takes a key id or key ARN, not an alias", netlimit.Truncate(ref, 128))
 	}
 	return kr.String(), nil
 }
@@ -198,7 +199,7 @@ func enumErr(field, s string, valid, awsOnly []string) error {
 	}
 	sort.Strings(valid)
 	return validation("1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]",
-		truncate(s, 64), lowerFirst(field), strings.Join(append(valid, awsOnly...), ", "))
+		netlimit.Truncate(s, 64), lowerFirst(field), strings.Join(append(valid, awsOnly...), ", "))
 }
 
 // enumName is the AWS name of a proto enum value ("" for unspecified).
@@ -318,7 +319,7 @@ func tagMap(tags []tagIn) (map[string]string, error) {
 			return nil, validation("1 validation error detected: Value null at 'tags.%d.member.tagValue' failed to satisfy constraint: Member must not be null", i+1)
 		}
 		if _, dup := m[t.TagKey]; dup {
-			return nil, &apiError{http.StatusBadRequest, excTag, fmt.Sprintf("tag key %q appears more than once", truncate(t.TagKey, 128))}
+			return nil, &apiError{http.StatusBadRequest, excTag, fmt.Sprintf("tag key %q appears more than once", netlimit.Truncate(t.TagKey, 128))}
 		}
 		m[t.TagKey] = *t.TagValue
 	}
@@ -346,7 +347,7 @@ func (h *Handler) createKey(ctx context.Context, in *createKeyInput) (*keyMetada
 	case "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE":
 		return nil, unsupported("Origin %s is not supported: key material is always generated in the HSM", in.Origin)
 	default:
-		return nil, validation("1 validation error detected: Value '%s' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE]", truncate(in.Origin, 64))
+		return nil, validation("1 validation error detected: Value '%s' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE]", netlimit.Truncate(in.Origin, 64))
 	}
 	specName := in.KeySpec
 	if in.CustomerMasterKeySpec != "" {
@@ -672,7 +673,7 @@ func (h *Handler) listKeyRotations(ctx context.Context, in *listKeyRotationsInpu
 	switch in.IncludeKeyMaterial {
 	case "", "ALL_KEY_MATERIAL", "ROTATIONS_ONLY":
 	default:
-		return nil, validation("1 validation error detected: Value '%s' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]", truncate(in.IncludeKeyMaterial, 64))
+		return nil, validation("1 validation error detected: Value '%s' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]", netlimit.Truncate(in.IncludeKeyMaterial, 64))
 	}
 	n, err := limit(in.Limit, 100, 1000)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
 // AWS Signature Version 4, as the verifying side. A request carries
@@ -96,7 +98,7 @@ func parseAuthorization(h string) (sigV4Auth, *authError) {
 		part = strings.TrimSpace(part)
 		k, v, ok := strings.Cut(part, "=")
 		if !ok {
-			return a, incomplete("Authorization header component %q is not of the form key=value", truncate(part, 32))
+			return a, incomplete("Authorization header component %q is not of the form key=value", netlimit.Truncate(part, 32))
 		}
 		var dst *string
 		var seen *bool
@@ -108,7 +110,7 @@ func parseAuthorization(h string) (sigV4Auth, *authError) {
 		case "Signature":
 			dst, seen = &sig, &haveSig
 		default:
-			return a, incomplete("Authorization header has an unknown component %q", truncate(k, 32))
+			return a, incomplete("Authorization header has an unknown component %q", netlimit.Truncate(k, 32))
 		}
 		if *seen {
 			return a, incomplete("Authorization header has %s twice", k)
@@ -136,7 +138,7 @@ func parseAuthorization(h string) (sigV4Auth, *authError) {
 		return a, incomplete("Credential must have the form ACCESS_KEY_ID/YYYYMMDD/REGION/SERVICE/%s", sigV4Terminator)
 	}
 	if _, err := time.Parse(scopeDateFormat, parts[1]); err != nil || len(parts[1]) != 8 {
-		return a, incomplete("Credential date %q is not YYYYMMDD", truncate(parts[1], 16))
+		return a, incomplete("Credential date %q is not YYYYMMDD", netlimit.Truncate(parts[1], 16))
 	}
 	a.accessKeyID, a.date, a.region, a.service = parts[0], parts[1], parts[2], parts[3]
 	if signed == "" {
@@ -330,10 +332,10 @@ func (v *verifier) verifyHeaders(r *http.Request) (*preAuth, *authError) {
 		return nil, invalidSig("Credential should be scoped to correct service: '%s'.", v.service)
 	}
 	if a.region != v.region {
-		return nil, invalidSig("Credential should be scoped to a valid region, not '%s'.", truncate(a.region, 32))
+		return nil, invalidSig("Credential should be scoped to a valid region, not '%s'.", netlimit.Truncate(a.region, 32))
 	}
 	if v.hosts != nil && !v.hosts[hostName(r.Host)] {
-		return nil, invalidSig("The request is signed for host '%s', which is not a name of this endpoint.", truncate(r.Host, 64))
+		return nil, invalidSig("The request is signed for host '%s', which is not a name of this endpoint.", netlimit.Truncate(r.Host, 64))
 	}
 	if r.Header.Get("X-Amz-Security-Token") != "" {
 		return nil, &authError{excUnrecognizedClient, "session tokens are not supported; sign with an access key of this service"}
@@ -605,12 +607,4 @@ func containsString(ss []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// truncate shortens untrusted text quoted in an error message.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

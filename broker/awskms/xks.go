@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -326,8 +327,8 @@ func (x *xksServer) logCall(ctx context.Context, level slog.Level, c *xksCall, a
 	line := []slog.Attr{slog.String("operation", c.op), slog.String("external_key_id", c.keyID),
 		slog.String("principal", c.principal), slog.String("request_id", c.reqID)}
 	if md := c.md; md != nil {
-		line = append(line, slog.String("kms_request_id", truncate(md.KmsRequestID, 256)), slog.String("kms_operation", truncate(md.KmsOperation, 256)),
-			slog.String("aws_principal_arn", truncate(md.AwsPrincipalArn, 512)), slog.String("kms_key_arn", truncate(md.KmsKeyArn, 512)))
+		line = append(line, slog.String("kms_request_id", netlimit.Truncate(md.KmsRequestID, 256)), slog.String("kms_operation", netlimit.Truncate(md.KmsOperation, 256)),
+			slog.String("aws_principal_arn", netlimit.Truncate(md.AwsPrincipalArn, 512)), slog.String("kms_key_arn", netlimit.Truncate(md.KmsKeyArn, 512)))
 	}
 	line = append(line, attrs...)
 	line = append(line, slog.Duration("took", time.Since(c.start)))

@@ -83,7 +83,7 @@ func (l *LogLimiter) admit(msg string, now time.Time) bool {
 	}
 	l.skipped++
 	l.latest = now
-	l.sample = truncate(msg, maxSampleLen)
+	l.sample = Truncate(msg, maxSampleLen)
 	if l.timer == nil && !l.closed {
 		l.timer = time.AfterFunc(LogSummaryEvery, l.summarize)
 	}
@@ -152,7 +152,9 @@ func (l *LogLimiter) ErrorLog(level slog.Level) *log.Logger {
 // maxSampleLen bounds the sample line kept for a summary.
 const maxSampleLen = 512
 
-func truncate(s string, n int) string {
+// Truncate cuts s to n bytes, marking the cut with "...": for text a
+// caller sent, or an error that may quote it, in a log line or a message.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
