@@ -125,19 +125,18 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	// Only a holder of a live token gets the leader to reach out to an
 	// address; the token is spent below, once the address answered.
-	if t, ok := s.node.State().JoinToken(joinTokenHash(req.GetJoinToken())); !ok || !s.now().Before(t.Expires) || (t.NodeID != "" && t.NodeID != id) {
-		s.RefuseRequest(ctx, "join token unknown, already used, expired or made for another node")
-		return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used, expired or made for another node id")
+	tokenHash := joinTokenHash(req.GetJoinToken())
+	if t, ok := s.node.State().JoinToken(tokenHash); !ok || !s.now().Before(t.Expires) || (t.NodeID != "" && t.NodeID != id) {
+		return nil, s.refuseJoinToken(ctx)
 	}
 	if !completing {
 		if err := probeRaftAddress(ctx, req.GetRaftAddress()); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: joinTokenHash(req.GetJoinToken()), At: s.now(), NodeID: id}); err != nil {
+	if _, err := s.apply(ctx, &cluster.ConsumeJoinToken{Hash: tokenHash, At: s.now(), NodeID: id}); err != nil {
 		if errors.Is(err, cluster.ErrNotFound) || errors.Is(err, cluster.ErrInvalidState) {
-			s.RefuseRequest(ctx, "join token unknown, already used, expired or made for another node")
-			return nil, newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used, expired or made for another node id")
+			return nil, s.refuseJoinToken(ctx)
 		}
 		return nil, err
 	}
@@ -171,6 +170,15 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	}
 	s.log.Info("node joined", "node", id, "raft", req.GetRaftAddress(), "grpc", req.GetGrpcAddress())
 	return resp, nil
+}
+
+// refuseJoinToken is the answer to a join whose token the cluster does not
+// hold, or no longer, or holds for another node id, with its audit line
+// denied. The four are not told apart: the caller learns nothing of other
+// tokens.
+func (s *Service) refuseJoinToken(ctx context.Context) error {
+	s.RefuseRequest(ctx, "join token unknown, already used, expired or made for another node")
+	return newError(codes.PermissionDenied, ExcAccessDenied, "the join token is unknown, already used, expired or made for another node id")
 }
 
 // raftProbeTimeout bounds the leader's check that a joining node's Raft
