@@ -815,15 +815,17 @@ func asOpError(err error) *opError {
 // auditRefused writes the audit line of a request refused before it
 // named an operation the core serves (a message that does not decode, a
 // batch item without an operation, an operation not served). A refusal of
-// a whole connection or message (kmip:Connect, kmip:Message) is audited
-// as denied, with its message as the reason.
+// what named no operation at all, a connection or a message or a batch
+// item that could not be read (kmip:Connect, kmip:Message), is audited as
+// denied, with its message as the reason.
 func (s *Server) auditRefused(ctx context.Context, cert *x509.Certificate, peer, action string, err error) {
+	oe := asOpError(err)
 	ctx = s.cfg.Service.BeginRequest(ctx, broker.Call{Front: broker.FrontKMIP, Action: action, RequestID: newRequestID(), Peer: peer})
 	ctx = broker.KMIPPrincipal(ctx, cert)
 	if action == "kmip:Connect" || action == "kmip:Message" {
-		s.cfg.Service.RefuseRequest(ctx, asOpError(err).msg)
+		s.cfg.Service.RefuseRequest(ctx, oe.msg)
 	}
-	if aerr := s.cfg.Service.EndRequest(ctx, reasonName(asOpError(err).reason), "OperationFailed"); aerr != nil {
+	if aerr := s.cfg.Service.EndRequest(ctx, reasonName(oe.reason), "OperationFailed"); aerr != nil {
 		s.log.Error("audit a refused KMIP request", "peer", peer, "err", aerr)
 	}
 }
