@@ -107,17 +107,11 @@ var ErrKMIPObjectLimit = errors.New("kmip: object limit reached")
 // request of the caller that would make n more KMIP objects when the
 // cluster holds cluster.MaxKMIPObjects, or when the caller (the principal
 // that would own them) already owns its share of them (WithOwnerShare).
-// It reads this node's state; the apply of the command checks both again,
-// so requests that pass here together still cannot pass either limit.
+// It is the apply's own check (cluster.State.KMIPRoom) on this node's
+// state; the apply checks again, so requests that pass here together
+// still cannot pass either limit.
 func (c *KMIPObjects) CheckRoom(ctx context.Context, n int) error {
-	total, owned := c.s.node.State().KMIPObjectCount(Principal(ctx))
-	if total+n > cluster.MaxKMIPObjects {
-		return errKMIPObjectLimit("the cluster holds %d KMIP objects; the limit is %d", total, cluster.MaxKMIPObjects)
-	}
-	if c.ownerShare > 0 && owned+n > c.ownerShare {
-		return errKMIPObjectLimit("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", owned, c.ownerShare, cluster.MaxKMIPObjects)
-	}
-	return nil
+	return kmipCreateFailed(c.s.node.State().KMIPRoom(Principal(ctx), n, c.ownerShare))
 }
 
 func errKMIPObjectLimit(format string, args ...any) error {

@@ -267,8 +267,12 @@ func checkOwnerShare(n int) error {
 	return nil
 }
 
-// ownerShareFull refuses n more objects for owner when it holds its share.
-func (d *Data) ownerShareFull(owner string, n, share int) error {
+// kmipRoom refuses n more KMIP objects for owner past the cluster's
+// MaxKMIPObjects, or past owner's share when share is above 0.
+func (d *Data) kmipRoom(owner string, n, share int) error {
+	if len(d.KMIP)+n > MaxKMIPObjects {
+		return invalidState("the cluster holds %d KMIP objects; the limit is %d", len(d.KMIP), MaxKMIPObjects)
+	}
 	if share > 0 && d.kmipByOwner[owner]+n > share {
 		return invalidState("this client owns %d KMIP objects; one client may own at most %d of the cluster's %d; destroy some first", d.kmipByOwner[owner], share, MaxKMIPObjects)
 	}
@@ -281,10 +285,7 @@ func (c *KMIPCreateKeyPair) apply(d *Data) (any, Event, error) {
 			return nil, Event{}, alreadyExists("kmip object %q", id)
 		}
 	}
-	if len(d.KMIP)+2 > MaxKMIPObjects {
-		return nil, Event{}, invalidState("the cluster holds %d KMIP objects, the limit", len(d.KMIP))
-	}
-	if err := d.ownerShareFull(c.Private.Owner, 2, c.OwnerShare); err != nil {
+	if err := d.kmipRoom(c.Private.Owner, 2, c.OwnerShare); err != nil {
 		return nil, Event{}, err
 	}
 	if _, ok := d.Keys[c.Private.WrappingKeyID]; !ok {
@@ -348,10 +349,7 @@ func (c *KMIPCreateObject) apply(d *Data) (any, Event, error) {
 	if _, ok := d.KMIP[c.Object.ID]; ok {
 		return nil, Event{}, alreadyExists("kmip object %q", c.Object.ID)
 	}
-	if len(d.KMIP) >= MaxKMIPObjects {
-		return nil, Event{}, invalidState("the cluster holds %d KMIP objects, the limit", len(d.KMIP))
-	}
-	if err := d.ownerShareFull(c.Object.Owner, 1, c.OwnerShare); err != nil {
+	if err := d.kmipRoom(c.Object.Owner, 1, c.OwnerShare); err != nil {
 		return nil, Event{}, err
 	}
 	if _, ok := d.Keys[c.Object.WrappingKeyID]; !ok {
@@ -412,10 +410,18 @@ func (s *State) KMIPObject(id string) (KMIPObject, bool) {
 	return o.Clone(), true
 }
 
+// KMIPRoom is the check the KMIP creates apply, on the current state: it
+// refuses (ErrInvalidState) n more objects for owner past MaxKMIPObjects
+// or past a share above 0. The KMIP core asks it before it makes anything,
+// to refuse early, without HSM work, what the apply would refuse.
+func (s *State) KMIPRoom(owner string, n, share int) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.data.kmipRoom(owner, n, share)
+}
+
 // KMIPObjectCount returns how many KMIP objects the state holds and how
-// many of them owner owns, from the count the state keeps by owner. The
-// KMIP core asks it before it makes a new object, to refuse early what the
-// apply would refuse (a command's OwnerShare) without HSM work.
+// many of them owner owns, from the count the state keeps by owner.
 func (s *State) KMIPObjectCount(owner string) (total, owned int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
