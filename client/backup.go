@@ -124,13 +124,18 @@ const maxBackupAuthFile = 1024
 
 // ReadBackupAuth reads the authenticator file at path (ParseBackupAuth)
 // as a small regular file (fsutil.ReadSmallFile): it sits with the backup,
-// where whoever can write backups can make it anything.
+// where whoever can write backups can make it anything. Every error names
+// path.
 func ReadBackupAuth(path string) ([]byte, error) {
 	data, err := fsutil.ReadSmallFile(path, maxBackupAuthFile)
 	if err != nil {
 		return nil, err
 	}
-	return ParseBackupAuth(data)
+	auth, err := ParseBackupAuth(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return auth, nil
 }
 
 // ParseBackupAuth reads an authenticator file made by FormatBackupAuth and

@@ -242,12 +242,8 @@ func backupAuth(authFile, backupFile string, unauthenticated bool) (broker.Resto
 	if errors.Is(err, os.ErrNotExist) && !given {
 		return broker.RestoreAuth{}, fmt.Errorf("backup %s has no authenticator beside it (%s, which 'hsmctl cluster backup' writes): give --auth FILE, or --unauthenticated for a backup made before authenticators, trusting that no one changed it", backupFile, authFile)
 	}
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator: %w", err)
-	}
 	if err != nil {
-		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator %s: %w", authFile, err)
+		return broker.RestoreAuth{}, fmt.Errorf("backup authenticator: %w", err)
 	}
 	return broker.RestoreAuth{Authenticator: a}, nil
 }

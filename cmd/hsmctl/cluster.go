@@ -578,12 +578,8 @@ Admins and auditors may run it.`,
 				authFile = file + ".auth"
 			}
 			auth, err := client.ReadBackupAuth(authFile)
-			var pe *os.PathError
-			if errors.As(err, &pe) {
-				return fmt.Errorf("the backup's authenticator: %w", err)
-			}
 			if err != nil {
-				return fmt.Errorf("the backup's authenticator %s: %w", authFile, err)
+				return fmt.Errorf("the backup's authenticator: %w", err)
 			}
 			sum, err := fileSHA256(file)
 			if err != nil {
