@@ -335,9 +335,14 @@ func (s *Service) TransferLeadership(ctx context.Context, req *pb.TransferLeader
 // (authentic false), not an error; malformed input is InvalidArgument, and
 // an HSM without the domain key Unavailable.
 func (s *Service) VerifyBackup(ctx context.Context, req *pb.VerifyBackupRequest) (*pb.VerifyBackupResponse, error) {
+	// The field is the caller's, of any size up to a message: its length
+	// is checked before it is decoded.
 	hexSum := req.GetSha256()
-	sum, err := hex.DecodeString(hexSum)
-	if len(hexSum) != 2*sha256.Size || err != nil {
+	sum, err := []byte(nil), error(nil)
+	if len(hexSum) == 2*sha256.Size {
+		sum, err = hex.DecodeString(hexSum)
+	}
+	if sum == nil || err != nil {
 		return nil, errInvalidArg(ExcValidation, "Sha256 must be the backup's SHA-256 as %d hex digits, got %d characters", 2*sha256.Size, len(hexSum))
 	}
 	if n := len(req.GetAuthenticator()); n != hsm.BackupAuthenticatorSize {
