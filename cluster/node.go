@@ -164,7 +164,7 @@ type Node struct {
 	logger *slog.Logger
 	fsm    *FSM
 	raft   *raft.Raft
-	trans  *raft.NetworkTransport
+	trans  *guardedTransport
 	store  *raftboltdb.BoltStore
 	logs   *watchedLogs
 
@@ -270,12 +270,13 @@ func Open(c Config) (*Node, error) {
 		stream.filter = cfg.LinkFilter
 		stream.admit = n.admitsRaftPeer
 		tcfg.Stream = stream
-		n.trans = raft.NewNetworkTransportWithConfig(tcfg)
+		n.trans = &guardedTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(tcfg)}
 	} else {
-		n.trans, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, tcfg)
+		t, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, tcfg)
 		if err != nil {
 			return fail(fmt.Errorf("cluster: raft transport on %s: %w", cfg.RaftAddr, err))
 		}
+		n.trans = &guardedTransport{NetworkTransport: t}
 	}
 	closers = append(closers, n.trans.Close)
 
@@ -730,6 +731,7 @@ func (n *Node) Shutdown() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("raft: %w", err))
 		}
+		n.trans.stopHeartbeats() // before the store closes under one
 		if err := n.trans.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("transport: %w", err))
 		}
