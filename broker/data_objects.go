@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -11,20 +12,6 @@ import (
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/keys"
 	"google.golang.org/grpc/codes"
-)
-
-// Bounds the fronts put on data objects, below the replicated state's own
-// (cluster.MaxDataObjects): ListDataObjects answers them all at once, and
-// a gRPC client reads at most 4 MiB by default.
-const (
-	// MaxDataObjectsPerPrincipal is the most data objects one principal
-	// may have made, so that no one caller takes the cluster's 1,024.
-	MaxDataObjectsPerPrincipal = cluster.MaxDataObjects / 4
-	// MaxDataObjectBytes is the most the values of all data objects take,
-	// and MaxDataObjectBytesPerPrincipal the most those of one
-	// principal's take.
-	MaxDataObjectBytes             = 2 << 20
-	MaxDataObjectBytesPerPrincipal = MaxDataObjectBytes / 4
 )
 
 // DataObjects is the core of DataObjectService (raw_grpc.go): PKCS#11 data
@@ -67,21 +54,8 @@ func (d *DataObjects) Create(ctx context.Context, req DataObjectCreateRequest) (
 			return cluster.DataObject{}, &keys.FieldError{Field: f.name, Problem: "must be UTF-8 text without control characters or bidirectional formatting characters (PKCS#11 labels are shown by tools such as pkcs11-tool)"}
 		}
 	}
-	// Every caller lists every data object in one answer, so no one
-	// principal may take the cluster's room for them, nor make that answer
-	// larger than a client reads.
-	all, valueBytes, mine, mineBytes := d.s.node.State().DataObjectUsage(Principal(ctx))
-	switch {
-	case mine >= MaxDataObjectsPerPrincipal:
-		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
-			"%s already made %d data objects, the most one principal may; delete some first", Principal(ctx), mine)
-	case mineBytes+len(req.Value) > MaxDataObjectBytesPerPrincipal:
-		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
-			"the values of %s's data objects would take %d bytes, more than the %d one principal may; delete some first",
-			Principal(ctx), mineBytes+len(req.Value), MaxDataObjectBytesPerPrincipal)
-	case valueBytes+len(req.Value) > MaxDataObjectBytes:
-		return cluster.DataObject{}, newError(codes.FailedPrecondition, ExcLimitExceeded,
-			"the data objects' values would take %d bytes, more than the %d the cluster keeps (%d objects)", valueBytes+len(req.Value), MaxDataObjectBytes, all)
+	if err := dataObjectCreateFailed(d.s.node.State().DataObjectRoom(Principal(ctx), len(req.Value))); err != nil {
+		return cluster.DataObject{}, err
 	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
@@ -92,9 +66,19 @@ func (d *DataObjects) Create(ctx context.Context, req DataObjectCreateRequest) (
 	// A write forwarded to the leader returns no result: answer with the
 	// object as proposed, which is what every node stores.
 	if _, err := d.s.apply(ctx, &cluster.CreateDataObject{Object: o}); err != nil {
-		return cluster.DataObject{}, err
+		return cluster.DataObject{}, dataObjectCreateFailed(err)
 	}
 	return o, nil
+}
+
+// dataObjectCreateFailed is the error of a data object that the cluster's
+// bounds refuse (cluster.MaxDataObjects and the bounds beside it), before
+// it is proposed or in the apply: the only invalid state a create meets.
+func dataObjectCreateFailed(err error) error {
+	if errors.Is(err, cluster.ErrInvalidState) {
+		return newError(codes.FailedPrecondition, ExcLimitExceeded, "%s", detail(err, cluster.ErrInvalidState))
+	}
+	return err
 }
 
 // List returns every data object.

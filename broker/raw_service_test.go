@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/hsmbroker/hsmbroker/authz"
-	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 )
@@ -160,7 +161,7 @@ func TestDataObjectsBounded(t *testing.T) {
 			t.Fatalf("label %q: %v", label, err)
 		}
 	}
-	for i := range broker.MaxDataObjectsPerPrincipal {
+	for i := range cluster.MaxDataObjectsPerCreator {
 		if _, err := mallory.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint("m", i)}}); err != nil {
 			t.Fatalf("object %d: %v", i, err)
 		}
@@ -171,8 +172,8 @@ func TestDataObjectsBounded(t *testing.T) {
 	}
 	// Values: 512 KiB per principal, 2 MiB in all, in 64 KiB objects.
 	big := make([]byte, 64<<10)
-	perPrincipal := broker.MaxDataObjectBytesPerPrincipal / len(big)
-	users := make([]pb.DataObjectServiceClient, broker.MaxDataObjectBytes/broker.MaxDataObjectBytesPerPrincipal)
+	perPrincipal := cluster.MaxDataObjectBytesPerCreator / len(big)
+	users := make([]pb.DataObjectServiceClient, cluster.MaxDataObjectBytes/cluster.MaxDataObjectBytesPerCreator)
 	for u := range users {
 		users[u] = pb.NewDataObjectServiceClient(c.DialAs(0, fmt.Sprint("filler", u), authz.RoleUser))
 		for i := range perPrincipal {
@@ -190,8 +191,64 @@ func TestDataObjectsBounded(t *testing.T) {
 		t.Fatalf("value past the cluster's room: %v", err)
 	}
 	list, err := alice.ListDataObjects(ctx, &pb.ListDataObjectsRequest{})
-	if err != nil || len(list.GetObjects()) != broker.MaxDataObjectsPerPrincipal+len(users)*perPrincipal {
+	if err != nil || len(list.GetObjects()) != cluster.MaxDataObjectsPerCreator+len(users)*perPrincipal {
 		t.Fatalf("list: %d objects, %v", len(list.GetObjects()), err)
+	}
+}
+
+// TestDataObjectBoundsConcurrent: the bounds on one principal's data
+// objects hold for creates that arrive together, each of which finds room
+// on the node before any is applied: the apply checks them again.
+func TestDataObjectBoundsConcurrent(t *testing.T) {
+	c := hsmtest.NewEmptyCluster(t)
+	c.AddNode()
+	ctx := context.Background()
+	big := make([]byte, cluster.MaxDataObjectValue)
+	for _, tc := range []struct {
+		who        string
+		value      []byte
+		before     int // made one by one first
+		want       int // made of the concurrent ones
+		concurrent int
+	}{
+		{"counted", nil, cluster.MaxDataObjectsPerCreator - 6, 6, 16},
+		{"weighed", big, cluster.MaxDataObjectBytesPerCreator/len(big) - 1, 1, 6},
+	} {
+		cl := pb.NewDataObjectServiceClient(c.DialAs(0, tc.who, authz.RoleUser))
+		for i := range tc.before {
+			if _, err := cl.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint(i), Value: tc.value}}); err != nil {
+				t.Fatalf("%s: object %d: %v", tc.who, i, err)
+			}
+		}
+		var (
+			wg            sync.WaitGroup
+			mu            sync.Mutex
+			made, refused int
+			other         []error
+		)
+		start := make(chan struct{})
+		for i := range tc.concurrent {
+			wg.Go(func() {
+				<-start
+				_, err := cl.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint("late", i), Value: tc.value}})
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					made++
+				case status.Code(err) == codes.FailedPrecondition && strings.Contains(status.Convert(err).Message(), "one principal may"):
+					refused++
+				default:
+					other = append(other, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if made != tc.want || refused != tc.concurrent-tc.want || len(other) > 0 {
+			t.Fatalf("%s: %d made, %d refused for the principal's bound, want %d and %d; other errors: %v",
+				tc.who, made, refused, tc.want, tc.concurrent-tc.want, other)
+		}
 	}
 }
 

@@ -14,11 +14,23 @@ const (
 	TypeDeleteDataObject CommandType = 51
 )
 
-// Bounds of data objects: Oracle's TDE keeps a few small ones.
+// Bounds of data objects: Oracle's TDE keeps a few small ones. Every
+// caller lists every data object in one answer, so no one creator may take
+// the cluster's room for them, nor make that answer larger than a gRPC
+// client reads by default (4 MiB). The apply enforces them all
+// (dataObjectRoom), so concurrent creates cannot pass them together.
 const (
 	MaxDataObjects     = 1024
 	MaxDataObjectValue = 64 << 10
 	MaxDataObjectField = 256
+	// MaxDataObjectsPerCreator is the most data objects one principal may
+	// have made.
+	MaxDataObjectsPerCreator = MaxDataObjects / 4
+	// MaxDataObjectBytes is the most the values of all data objects take,
+	// and MaxDataObjectBytesPerCreator the most those of one creator's
+	// take.
+	MaxDataObjectBytes           = 2 << 20
+	MaxDataObjectBytesPerCreator = MaxDataObjectBytes / 4
 )
 
 // DataObject is a PKCS#11 CKO_DATA object made through
@@ -98,8 +110,8 @@ func (c *CreateDataObject) apply(d *Data) (any, Event, error) {
 	if _, ok := d.DataObjects[c.Object.ID]; ok {
 		return nil, Event{}, alreadyExists("data object %q", c.Object.ID)
 	}
-	if len(d.DataObjects) >= MaxDataObjects {
-		return nil, Event{}, invalidState("the cluster already holds %d data objects, the most it may", len(d.DataObjects))
+	if err := d.dataObjectRoom(c.Object.Creator, len(c.Object.Value)); err != nil {
+		return nil, Event{}, err
 	}
 	o := c.Object.Clone()
 	o.CreatedAt = utc(o.CreatedAt)
@@ -127,19 +139,41 @@ func (s *State) DataObjects() []DataObject {
 	return out
 }
 
-// DataObjectUsage is what the data objects take: in all, and of those
-// creator made, how many there are and the bytes of their values.
-func (s *State) DataObjectUsage(creator string) (all, allBytes, mine, mineBytes int) {
+// DataObjectRoom refuses, with ErrInvalidState, a new data object of
+// valueLen bytes made by creator that the apply would refuse for the
+// cluster's or the creator's bounds on this node's state. It is the
+// apply's own check; the apply checks again.
+func (s *State) DataObjectRoom(creator string, valueLen int) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, o := range s.data.DataObjects {
+	return s.data.dataObjectRoom(creator, valueLen)
+}
+
+// dataObjectRoom refuses a new data object past MaxDataObjects,
+// MaxDataObjectBytes, or creator's share of either. It scans every data
+// object: there are at most MaxDataObjects.
+func (d *Data) dataObjectRoom(creator string, valueLen int) error {
+	var allBytes, mine, mineBytes int
+	for _, o := range d.DataObjects {
 		if o.Creator == creator {
 			mine++
 			mineBytes += len(o.Value)
 		}
 		allBytes += len(o.Value)
 	}
-	return len(s.data.DataObjects), allBytes, mine, mineBytes
+	switch {
+	case len(d.DataObjects) >= MaxDataObjects:
+		return invalidState("the cluster already holds %d data objects, the most it may", len(d.DataObjects))
+	case mine >= MaxDataObjectsPerCreator:
+		return invalidState("%s already made %d data objects, the most one principal may; delete some first", creator, mine)
+	case mineBytes+valueLen > MaxDataObjectBytesPerCreator:
+		return invalidState("the values of %s's data objects would take %d bytes, more than the %d one principal may; delete some first",
+			creator, mineBytes+valueLen, MaxDataObjectBytesPerCreator)
+	case allBytes+valueLen > MaxDataObjectBytes:
+		return invalidState("the data objects' values would take %d bytes, more than the %d the cluster keeps (%d objects)",
+			allBytes+valueLen, MaxDataObjectBytes, len(d.DataObjects))
+	}
+	return nil
 }
 
 // checkDataObjects checks the data objects of a restored snapshot.

@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -46,15 +48,46 @@ func TestDataObjects(t *testing.T) {
 	if d.Digest() != before {
 		t.Fatal("an empty set of data objects changes the digest")
 	}
-	full := NewData()
-	full.DataObjects = map[string]*DataObject{}
-	for i := 0; i < MaxDataObjects; i++ {
-		o := testDataObject("")
-		o.ID = hexID(i)
-		full.DataObjects[o.ID] = &o
+	// Each bound, alone: the cluster's count (every object another
+	// creator's), one creator's count, one creator's bytes, all bytes.
+	fill := func(n int, creator func(i int) string, value int) *Data {
+		d := NewData()
+		d.DataObjects = map[string]*DataObject{}
+		for i := range n {
+			o := testDataObject(hexID(i + 1))
+			o.Creator = creator(i)
+			o.Value = make([]byte, value)
+			d.DataObjects[o.ID] = &o
+		}
+		return d
 	}
-	if _, _, err := (&CreateDataObject{Object: testDataObject(id)}).apply(full); !errors.Is(err, ErrInvalidState) {
-		t.Fatalf("object past the bound: %v", err)
+	others := func(i int) string { return fmt.Sprint("other", i%8) }
+	mine := func(int) string { return "app" }
+	big := MaxDataObjectValue
+	for _, tc := range []struct {
+		name string
+		d    *Data
+		want string
+		// emptyFits: the bound is on bytes, which are exactly at it, so
+		// an object with no value still fits.
+		emptyFits bool
+	}{
+		{"cluster count", fill(MaxDataObjects, others, 0), "the most it may", false},
+		{"creator count", fill(MaxDataObjectsPerCreator, mine, 0), "app already made 256 data objects", false},
+		{"creator bytes", fill(MaxDataObjectBytesPerCreator/big, mine, big), "app's data objects would take", true},
+		{"all bytes", fill(MaxDataObjectBytes/big, others, big), "the cluster keeps", true},
+	} {
+		if err := tc.d.dataObjectRoom("app", 0); (err == nil) != tc.emptyFits {
+			t.Fatalf("%s: an object with no value: %v", tc.name, err)
+		}
+		_, _, err := (&CreateDataObject{Object: testDataObject(id)}).apply(tc.d)
+		if !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: object past the bound: %v", tc.name, err)
+		}
+		delete(tc.d.DataObjects, hexID(1))
+		if _, _, err := (&CreateDataObject{Object: testDataObject(id)}).apply(tc.d); err != nil {
+			t.Fatalf("%s: object within the bound after a delete: %v", tc.name, err)
+		}
 	}
 }
 
