@@ -65,7 +65,7 @@ func (d *DataObjects) Create(ctx context.Context, req DataObjectCreateRequest) (
 		ObjectID: req.ObjectID, Value: req.Value, Private: req.Private, Creator: Principal(ctx), CreatedAt: d.s.now()}
 	// A write forwarded to the leader returns no result: answer with the
 	// object as proposed, which is what every node stores.
-	if _, err := d.s.apply(ctx, &cluster.CreateDataObject{Object: o}); err != nil {
+	if _, err := d.s.apply(ctx, &cluster.CreateDataObject{Object: o, Bounded: true}); err != nil {
 		return cluster.DataObject{}, dataObjectCreateFailed(err)
 	}
 	return o, nil

@@ -80,12 +80,23 @@ func TestDataObjects(t *testing.T) {
 		if err := tc.d.dataObjectRoom("app", 0); (err == nil) != tc.emptyFits {
 			t.Fatalf("%s: an object with no value: %v", tc.name, err)
 		}
-		_, _, err := (&CreateDataObject{Object: testDataObject(id)}).apply(tc.d)
+		_, _, err := (&CreateDataObject{Object: testDataObject(id), Bounded: true}).apply(tc.d)
 		if !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%s: object past the bound: %v", tc.name, err)
 		}
+		// A log entry from before the apply held creators to their
+		// bounds replays as it was applied then.
+		old := tc.d.Clone()
+		_, _, err = (&CreateDataObject{Object: testDataObject(id)}).apply(old)
+		if tc.name == "cluster count" {
+			if !errors.Is(err, ErrInvalidState) {
+				t.Fatalf("%s: an unbounded create past the cluster's count: %v", tc.name, err)
+			}
+		} else if err != nil {
+			t.Fatalf("%s: an unbounded create replayed differently: %v", tc.name, err)
+		}
 		delete(tc.d.DataObjects, hexID(1))
-		if _, _, err := (&CreateDataObject{Object: testDataObject(id)}).apply(tc.d); err != nil {
+		if _, _, err := (&CreateDataObject{Object: testDataObject(id), Bounded: true}).apply(tc.d); err != nil {
 			t.Fatalf("%s: object within the bound after a delete: %v", tc.name, err)
 		}
 	}
