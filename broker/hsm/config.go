@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/hsmbroker/hsmbroker/internal/fsutil"
 )
 
 // OAEPMode says how RSAES_OAEP_SHA_256 decryption is served.
@@ -83,11 +85,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// maxPINFile is the most a pin_file may hold: a PIN and a newline, with
+// room to spare.
+const maxPINFile = 1024
+
 // LoadPIN reads a PIN from file (a regular file not readable by group or
 // others) or, when file is empty, from the environment variable env. The
 // PIN is trimmed of surrounding white space. Errors name the source by its
 // configuration field (pin_file, pin_env), never the PIN, and match
-// ErrLogin without saying "login failed": no login was tried.
+// ErrLogin without saying "login failed": no login was tried. A pin_file
+// is read no further than maxPINFile bytes.
 func LoadPIN(file, env string) (string, error) {
 	if file != "" {
 		fi, err := os.Stat(file)
@@ -102,9 +109,13 @@ func LoadPIN(file, env string) (string, error) {
 		case fi.Mode().Perm()&0o077 != 0:
 			return "", pinError("pin_file %s is accessible by group or others (mode %04o); chmod 600 it", file, fi.Mode().Perm())
 		}
-		b, err := os.ReadFile(file)
+		b, err := fsutil.ReadSmallFile(file, maxPINFile)
 		if err != nil {
-			return "", pinError("pin_file %s: %v", file, pathCause(err))
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				return "", pinError("pin_file %s: %v", file, pathCause(err))
+			}
+			return "", pinError("pin_file %v", err)
 		}
 		pin := strings.TrimSpace(string(b))
 		if pin == "" {

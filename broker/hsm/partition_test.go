@@ -900,6 +900,10 @@ func TestLoadPIN(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	huge := filepath.Join(dir, "pin-huge")
+	if err := os.WriteFile(huge, bytes.Repeat([]byte("1"), 1025), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	openDir := filepath.Join(dir, "pin-dir")
 	if err := os.Mkdir(openDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -912,6 +916,7 @@ func TestLoadPIN(t *testing.T) {
 		{good, "", "1234", ""},
 		{open, "", "", "pin_file " + open + " is accessible by group or others (mode 0644); chmod 600 it"},
 		{empty, "", "", "pin_file " + empty + " is empty"},
+		{huge, "", "", "pin_file " + huge + " holds more than 1024 bytes, more than the line or so it should"},
 		{filepath.Join(dir, "missing"), "", "", "pin_file " + filepath.Join(dir, "missing") + ": no such file or directory"},
 		{openDir, "", "", "pin_file " + openDir + " is a directory, not a file"},
 		{"", "HSMBROKER_TEST_PIN", "5678", ""},
