@@ -504,11 +504,13 @@ func (s *Service) auditUnavailable() *Error {
 // refuseIfNotReady is the readiness gate every front applies to the
 // requests that use the node's state or HSM (gRPC key and crypto calls,
 // TrentService and XKS, TDE reads, KMIP): once the gate is on
-// (WatchHealth), a node that is not ready refuses them, saying why.
+// (WatchHealth), a node that is not ready refuses them, saying why. The
+// refusal comes before any work, so it is marked NotCarriedOut: a client
+// may send even a write to another node.
 func (s *Service) refuseIfNotReady() error {
 	if s.gate.Load() {
 		if ok, why := s.Healthy(); !ok {
-			return newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); %s", s.node.ID(), why, s.retryHint())
+			return notCarriedOut(newError(codes.Unavailable, ExcDependencyTimeout, "node %s is not ready (%s); %s", s.node.ID(), why, s.retryHint()))
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hsmbroker/hsmbroker/authz"
 	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	"github.com/hsmbroker/hsmbroker/internal/pki"
@@ -268,6 +269,26 @@ func TestRemovedNodeSaysSo(t *testing.T) {
 	// on to the leader, says the node was removed: not that the admin may
 	// not.
 	wantToldRemoved(t, ctx, c, gone)
+	// A write it refuses (at its readiness gate) is marked as not carried
+	// out, so a client with the removed node first among its endpoints
+	// makes it on the next, once, though the write is not idempotent.
+	_, err = pb.NewKeyServiceClient(c.Dial(gone.Index, "admin")).CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/refused"})
+	wantErr(t, err, codes.Unavailable, broker.ExcDependencyTimeout, "was removed from the cluster")
+	if !client.NotCarriedOut(err) {
+		t.Errorf("the removed node's refusal of a write is not marked as not carried out: %v", err)
+	}
+	cli, err := client.Dial(ctx, client.Config{Endpoints: []string{gone.GRPCAddr, leader.GRPCAddr},
+		TLS: c.ClientTLS("admin", authz.RoleAdmin), Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/made-elsewhere"}); err != nil {
+		t.Fatalf("a write through a client whose first endpoint was removed: %v", err)
+	}
+	if cli.PreferredEndpoint() != leader.GRPCAddr {
+		t.Errorf("the client prefers %s after the removed node refused, want the member %s", cli.PreferredEndpoint(), leader.GRPCAddr)
+	}
 }
 
 // wantToldRemoved asks node nd, as an admin, to hand leadership over and
@@ -278,6 +299,11 @@ func wantToldRemoved(t *testing.T, ctx context.Context, c *hsmtest.Cluster, nd *
 	defer cancel()
 	_, err := pb.NewClusterServiceClient(c.Dial(nd.Index, "admin")).TransferLeadership(cctx, &pb.TransferLeadershipRequest{})
 	wantErr(t, err, codes.FailedPrecondition, broker.ExcInvalidState, "was removed from the cluster")
+	// Refused before the leader was asked anything: another node may
+	// take it.
+	if !client.NotCarriedOut(err) {
+		t.Errorf("the removed node's refusal is not marked as not carried out: %v", err)
+	}
 }
 
 // A removed member's node certificate no longer makes the calls of a

@@ -51,6 +51,28 @@ type Error struct {
 	Exception string
 	Message   string
 	Err       error // the cause, if any (not shown to callers)
+	// NotCarriedOut says that this node did nothing for the request: it
+	// refused it before passing it to the leader (it has none, was
+	// removed, or could not reach it). The status carries it
+	// (MetaNotCarriedOut), so a client may send even a write to another
+	// node without risk of making it twice.
+	NotCarriedOut bool
+}
+
+// MetaNotCarriedOut is the google.rpc.ErrorInfo metadata key, with value
+// "true", of an error whose Error.NotCarriedOut is set.
+const MetaNotCarriedOut = "not_carried_out"
+
+// notCarriedOut marks err, if it is an *Error, as refused before the node
+// did anything for the request (Error.NotCarriedOut).
+func notCarriedOut(err error) error {
+	var be *Error
+	if !errors.As(err, &be) {
+		return err
+	}
+	marked := *be
+	marked.NotCarriedOut = true
+	return &marked
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -155,7 +177,11 @@ func toStatus(err error) *status.Status {
 	}
 	code, exc, msg := Classify(err)
 	st := status.New(code, msg)
-	if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: exc, Domain: ErrorDomain}); derr == nil {
+	info := &errdetails.ErrorInfo{Reason: exc, Domain: ErrorDomain}
+	if be != nil && be.NotCarriedOut {
+		info.Metadata = map[string]string{MetaNotCarriedOut: "true"}
+	}
+	if withInfo, derr := st.WithDetails(info); derr == nil {
 		return withInfo
 	}
 	return st

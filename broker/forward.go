@@ -73,8 +73,14 @@ func (s *Service) Close() {
 }
 
 // leaderClient returns a ClusterService client for the current leader,
-// waiting for an election to finish if there is none.
-func (s *Service) leaderClient(ctx context.Context) (pb.ClusterServiceClient, string, error) {
+// waiting for an election to finish if there is none. Its errors are
+// marked NotCarriedOut: nothing was passed to a leader.
+func (s *Service) leaderClient(ctx context.Context) (lc pb.ClusterServiceClient, leader string, err error) {
+	defer func() {
+		if err != nil {
+			err = notCarriedOut(err)
+		}
+	}()
 	// An election takes about a second on the default timeouts; a node
 	// that sees no leader for longer is most likely in a cluster that lost
 	// its quorum, and says so while its caller still listens, rather than
@@ -224,8 +230,8 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 		// never left this process (no connection to the old leader).
 		switch {
 		case st.Code() == codes.Unavailable && reasonOf(st) == reasonNotLeader:
-			return nil, true, newError(codes.Unavailable, ExcDependencyTimeout,
-				"node %s, which this node took for the cluster leader, no longer leads: an election is under way; retry", leader)
+			return nil, true, notCarriedOut(newError(codes.Unavailable, ExcDependencyTimeout,
+				"node %s, which this node took for the cluster leader, no longer leads: an election is under way; retry", leader))
 		case st.Code() == codes.Unavailable && p.Addr == nil:
 			return nil, true, leaderUnreachable(leader, st)
 		}
@@ -237,9 +243,9 @@ func (s *Service) forward(ctx context.Context, c cluster.Command) (any, bool, er
 // leaderUnreachable is the error of a call to the leader that never left
 // this node: nothing reached the leader, and the caller may retry.
 func leaderUnreachable(leader string, st *status.Status) error {
-	return newError(codes.Unavailable, ExcDependencyTimeout,
+	return notCarriedOut(newError(codes.Unavailable, ExcDependencyTimeout,
 		"the cluster leader %s does not answer (%s): it may have failed; a new leader is elected once the other voters notice, "+
-			"if a majority of them are up and reach each other; retry", leader, st.Message())
+			"if a majority of them are up and reach each other; retry", leader, st.Message()))
 }
 
 // passToLeader returns the error of a call passed on to the leader as
@@ -255,8 +261,8 @@ func (s *Service) passToLeader(leader string, p *peer.Peer, err error) error {
 	case st.Code() == codes.Unavailable && p.Addr == nil:
 		return leaderUnreachable(leader, st)
 	case st.Code() == codes.PermissionDenied:
-		return newError(codes.FailedPrecondition, ExcInvalidState,
-			"the leader %s does not take node %s for a member (%s): this node was removed from the cluster; ask a member", leader, s.node.ID(), st.Message())
+		return notCarriedOut(newError(codes.FailedPrecondition, ExcInvalidState,
+			"the leader %s does not take node %s for a member (%s): this node was removed from the cluster; ask a member", leader, s.node.ID(), st.Message()))
 	}
 	return err
 }

@@ -191,6 +191,9 @@ func TestFailover(t *testing.T) {
 	unavailable := clienttest.Error(codes.Unavailable, "DependencyTimeoutException", "no leader")
 	throttled := clienttest.Error(codes.ResourceExhausted, "ThrottlingException", "HSM saturated")
 	limit := clienttest.Error(codes.ResourceExhausted, "LimitExceededException", "too many keys")
+	noLeader := clienttest.NotCarriedOutError(codes.Unavailable, "DependencyTimeoutException", "no leader")
+	removed := clienttest.NotCarriedOutError(codes.FailedPrecondition, "KMSInvalidStateException", "node n1 was removed from the cluster")
+	keyState := clienttest.Error(codes.FailedPrecondition, "KMSInvalidStateException", "key is disabled")
 	tests := []struct {
 		name string
 		// fail is the error the first server gives every call.
@@ -212,6 +215,12 @@ func TestFailover(t *testing.T) {
 		{"throttled, idempotent", throttled, false, false, "describe", codes.OK, [2]int{1, 1}},
 		{"throttled, non-idempotent", throttled, false, false, "create", codes.ResourceExhausted, [2]int{1, 0}},
 		{"limit exceeded", limit, false, false, "describe", codes.ResourceExhausted, [2]int{1, 0}},
+		// A node that refused before passing a write to a leader did nothing:
+		// even a write goes on to the next endpoint.
+		{"no leader, not carried out, non-idempotent", noLeader, false, false, "create", codes.OK, [2]int{1, 1}},
+		{"removed node, idempotent", removed, false, false, "describe", codes.OK, [2]int{1, 1}},
+		{"removed node, non-idempotent", removed, false, false, "create", codes.OK, [2]int{1, 1}},
+		{"key state", keyState, false, false, "create", codes.FailedPrecondition, [2]int{1, 0}},
 		{"not found", clienttest.Error(codes.NotFound, "NotFoundException", "no"), false, false, "describe", codes.NotFound, [2]int{1, 0}},
 	}
 	for _, tt := range tests {
@@ -255,7 +264,8 @@ func TestFailover(t *testing.T) {
 					t.Errorf("preferred endpoint %s, want the one that answered", c.PreferredEndpoint())
 				}
 				if tt.wantCalls[0] == 1 {
-					a, b := methodCalls(servers[0], method)[0], methodCalls(servers[1], method)[0]
+					retried := methodCalls(servers[1], method)
+					a, b := methodCalls(servers[0], method)[0], retried[len(retried)-1] // after the seed key, for CreateKey
 					if a.RequestID != b.RequestID {
 						t.Errorf("retry changed the request id: %q then %q", a.RequestID, b.RequestID)
 					}

@@ -34,8 +34,11 @@
 //     Config.Retries times.
 //
 // The failures that blame the endpoint are codes.Unavailable (unreachable,
-// no Raft leader, HSM down), codes.DeadlineExceeded (no answer in time) and
-// codes.ResourceExhausted with ThrottlingException (HSM saturated).
+// no Raft leader, HSM down), codes.DeadlineExceeded (no answer in time),
+// codes.ResourceExhausted with ThrottlingException (HSM saturated), and
+// codes.FailedPrecondition that the broker marks as not carried out (a
+// node removed from the cluster refusing a cluster change; see
+// NotCarriedOut).
 //
 // Which of them are retried depends on whether the call is idempotent
 // (Idempotent reports it):
@@ -49,9 +52,12 @@
 //   - Every other call (CreateKey, RotateKey, CreateAlias, the
 //     GenerateDataKey family, ScheduleKeyDeletion, CancelKeyDeletion,
 //     DeleteAlias, the cluster changes, and any RPC added later) is retried
-//     only after codes.Unavailable raised before the request was sent: no
-//     connection could take it, so no broker can have carried it out. Any
-//     other failure may hide a request the broker completed (a timeout
+//     only after codes.Unavailable raised before the request was sent (no
+//     connection could take it), or after a failure the broker marked as
+//     not carried out (NotCarriedOut: it refused the request before doing
+//     anything for it, because it is not ready, has no leader to pass a
+//     write to, cannot reach it, or was removed): either way no broker can
+//     have carried it out. Any other failure may hide a request the broker completed (a timeout
 //     after the write committed), so it is returned to the caller, who
 //     knows whether a repeat is safe: a CreateKey that timed out may have
 //     made the key, and DescribeKey on its alias tells.

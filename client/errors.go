@@ -47,6 +47,27 @@ func AWSException(err error) string {
 	return ""
 }
 
+// MetaNotCarriedOut is the google.rpc.ErrorInfo metadata key a broker
+// sets to "true" on an error it gave before doing anything for the
+// request: it refused it before passing it to the cluster's leader.
+const MetaNotCarriedOut = "not_carried_out"
+
+// NotCarriedOut reports whether the broker that answered err said it did
+// nothing for the request (MetaNotCarriedOut), so that sending the request
+// again, to it or another broker, cannot make a change twice.
+func NotCarriedOut(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == ErrorDomain {
+			return info.GetMetadata()[MetaNotCarriedOut] == "true"
+		}
+	}
+	return false
+}
+
 // Code returns the gRPC code of err: OK for nil, the status code for gRPC
 // errors (wrapped or not), Canceled and DeadlineExceeded for the context
 // errors, Unknown otherwise.

@@ -56,8 +56,10 @@ func Idempotent(method string) bool { return idempotentMethods[method] }
 // failover reports whether err says that the endpoint, rather than the
 // request, is at fault, so another endpoint may do better: the endpoint is
 // unreachable or has no leader or HSM (Unavailable), did not answer in time
-// (DeadlineExceeded), or its HSM is saturated (ResourceExhausted with
-// ThrottlingException). Other ResourceExhausted errors, such as
+// (DeadlineExceeded), its HSM is saturated (ResourceExhausted with
+// ThrottlingException), or it refused the request before doing anything
+// for it, as a node removed from the cluster does (FailedPrecondition
+// marked not carried out). Other ResourceExhausted errors, such as
 // LimitExceededException or gRPC's message size limit, are permanent.
 func failover(err error) bool {
 	switch status.Code(err) {
@@ -65,18 +67,22 @@ func failover(err error) bool {
 		return true
 	case codes.ResourceExhausted:
 		return AWSException(err) == "ThrottlingException"
+	case codes.FailedPrecondition:
+		return NotCarriedOut(err)
 	}
 	return false
 }
 
 // retryable reports whether a failed attempt may be retried. Idempotent
-// calls retry every failover error. Non-idempotent calls retry only an
-// Unavailable error raised before the request was sent (no connection
-// could take it), because any other failure may hide a request that the
+// calls retry every failover error. Non-idempotent calls retry only a
+// failover error that certainly left nothing done: an Unavailable error
+// raised before the request was sent (no connection could take it), or one
+// the broker marked as not carried out (it refused the request before
+// passing it to a leader). Any other failure may hide a request that the
 // broker carried out.
 func retryable(err error, idempotent, sent bool) bool {
 	if idempotent {
 		return failover(err)
 	}
-	return !sent && status.Code(err) == codes.Unavailable
+	return !sent && status.Code(err) == codes.Unavailable || failover(err) && NotCarriedOut(err)
 }

@@ -160,3 +160,14 @@ func Error(code codes.Code, exception, format string, args ...any) error {
 	}
 	return st.Err()
 }
+
+// NotCarriedOutError is Error, marked the way a broker marks an error it
+// gave before doing anything for the request (client.MetaNotCarriedOut).
+func NotCarriedOutError(code codes.Code, exception, format string, args ...any) error {
+	st := status.New(code, fmt.Sprintf(format, args...))
+	info := &errdetails.ErrorInfo{Domain: "hsmbroker", Reason: exception, Metadata: map[string]string{"not_carried_out": "true"}}
+	if d, err := st.WithDetails(info); err == nil {
+		st = d
+	}
+	return st.Err()
+}
