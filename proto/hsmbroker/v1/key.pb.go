@@ -31,8 +31,10 @@
 // Errors. Every error status the broker returns carries a google.rpc.ErrorInfo
 // detail whose domain is "hsmbroker" and whose reason is the name of the AWS
 // KMS exception for the same condition, so AWS-shaped clients map errors one
-// to one; its metadata may name the key (`key_id`). The usual reasons, with
-// their status codes:
+// to one. Its metadata holds `not_carried_out: "true"` when the node refused
+// the request before doing anything for it (not ready, no leader to pass a
+// write to, removed from the cluster), so that a client may send even a
+// write to another node. The usual reasons, with their status codes:
 //   NotFoundException             NOT_FOUND            no such key, alias or version
 //   AlreadyExistsException        ALREADY_EXISTS       the alias is taken
 //   ValidationException           INVALID_ARGUMENT     a field is missing or out of range
