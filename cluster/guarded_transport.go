@@ -14,10 +14,24 @@ import (
 // ("failed to save current term: database not open"). stopHeartbeats
 // refuses new heartbeats and waits for those under way, so the store is
 // closed only after them.
+//
+// It also keeps what the followers' answers to this node's AppendEntries
+// say of their logs (catch_up.go).
 type guardedTransport struct {
 	*raft.NetworkTransport
-	mu      sync.RWMutex
-	stopped bool
+	mu        sync.RWMutex
+	stopped   bool
+	followers followerLogs
+}
+
+// AppendEntries sends the request and notes what a successful answer says
+// of the follower's log.
+func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := g.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
+		return err
+	}
+	g.followers.appended(id, args, resp)
+	return nil
 }
 
 // SetHeartbeatHandler installs cb behind the guard.

@@ -45,7 +45,7 @@ type Config struct {
 	// Bootstrap makes a node with no raft state start a new cluster with
 	// itself as the only voter. It is ignored when state exists, so it may
 	// stay set across restarts. Set it on exactly one node of a new
-	// cluster; the others join through AddVoter.
+	// cluster; the others join through AddNonvoter, then PromoteNonvoter.
 	Bootstrap bool
 
 	// TLS secures raft traffic with mutual TLS 1.3. One config serves as
@@ -256,7 +256,9 @@ func Open(c Config) (*Node, error) {
 		// That follower then gets heartbeats but no more entries from this
 		// leader, and Shutdown waits on the stuck sender forever. Without
 		// the pipeline each follower is replicated by request and answer,
-		// still in batches; docs/BENCHMARKS.md has the write figures.
+		// still in batches; docs/BENCHMARKS.md has the write figures. The
+		// answers are also how the leader sees a non-voter catch up
+		// (catch_up.go).
 		MaxRPCsInFlight: 1,
 	}
 	// The FSM exists before the transport accepts anything: the Raft
@@ -487,7 +489,9 @@ func (n *Node) VerifyLeader(ctx context.Context) error {
 }
 
 // AddVoter adds a voting member, or updates the address of an existing one,
-// and waits for the configuration change to commit. Leader only.
+// and waits for the configuration change to commit. Leader only. A new
+// member joins with AddNonvoter instead: a voter counts toward the quorum
+// from the moment it is added, before it holds any of the log.
 func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 	if err := n.requireLeader(); err != nil {
 		return err
