@@ -269,6 +269,10 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 		case srv.ID == s.node.ID():
 			ok, _ := s.Healthy()
 			ns.Role, ns.Healthy = roleOf(st.Role), ok
+			if !srv.Voter && ns.Role == pb.NodeRole_NODE_ROLE_FOLLOWER {
+				// Raft calls a non-voter a follower too.
+				ns.Role = pb.NodeRole_NODE_ROLE_NON_VOTER
+			}
 			ns.AppliedIndex, ns.CommitIndex = st.AppliedIndex, st.CommitIndex
 			ns.Partition = partitionPB(s.localPartitionInfo(ctx), time.Now())
 			if !st.LastContact.IsZero() {
