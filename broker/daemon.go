@@ -46,12 +46,17 @@ type DaemonConfig struct {
 	// audit chain's head while lines were written (default
 	// AuditCheckpointInterval).
 	AuditCheckpointInterval time.Duration
+	// PromoteCheck is how often PromoteNonvoters looks, while this node
+	// leads, for non-voters that have caught up (default
+	// DefaultPromoteCheck).
+	PromoteCheck time.Duration
 }
 
 // Daemon is a node's own work beside the request path: bringing the node
 // into its cluster (join, the domain key check, a backup's restore) and
 // the loops that keep it serving (readiness, heartbeat, automatic
-// rotation, KMIP activation dates, audit checkpoints, preloading). It
+// rotation, KMIP activation dates, audit checkpoints, preloading) and the
+// leader's promotion of caught-up non-voters. It
 // serves no request; every change it makes carries Internal(ctx, task), so
 // that each is a request of its own with its intent and outcome audit
 // lines (heartbeats and checkpoints write none, see applyInternal). Its
@@ -92,6 +97,9 @@ func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 	if cfg.AuditCheckpointInterval <= 0 {
 		cfg.AuditCheckpointInterval = AuditCheckpointInterval
 	}
+	if cfg.PromoteCheck <= 0 {
+		cfg.PromoteCheck = DefaultPromoteCheck
+	}
 	return &Daemon{svc: svc, cfg: cfg}
 }
 
@@ -99,9 +107,9 @@ func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 // and preloads keys from the start; it joins the cluster when told to,
 // waits for a leader and checks that this node's HSM holds the cluster's
 // domain key (recording the check blob when the node founded the
-// cluster), then keeps the node's record current, rotates keys and
-// activates KMIP objects that are due while it leads, and checkpoints the
-// audit log. It returns nil when
+// cluster), then keeps the node's record current, rotates keys,
+// activates KMIP objects that are due and promotes caught-up non-voters
+// while it leads, and checkpoints the audit log. It returns nil when
 // ctx ends, and earlier only with an error that makes serving wrong (the
 // join failed, or the HSM holds another domain key); the rest is retried.
 // Every loop has stopped when Run returns.
@@ -125,6 +133,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	spawn(d.Heartbeat)
 	spawn(d.WatchRotation)
 	spawn(d.WatchKMIPActivation)
+	spawn(d.PromoteNonvoters)
 	spawn(d.CheckpointAudit)
 	<-ctx.Done()
 	return nil

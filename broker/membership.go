@@ -78,7 +78,8 @@ func joinTokenHash(token string) []byte {
 // JoinCluster admits a new node: it must present a node certificate from
 // the cluster CA naming the node id it asks for, and an unused join token.
 // The leader's HSM wraps the domain key to the joining HSM's transport key;
-// the new node becomes a voter. Bad requests change nothing: the node id,
+// the new node joins as a non-voter, and the leader makes it a voter once
+// it has caught up (promotion.go). Bad requests change nothing: the node id,
 // the caller, the addresses and the transport key are checked before the
 // token is spent. Joins are taken one at a time, so that two of them
 // cannot both pass the checks against the same id or Raft address.
@@ -165,10 +166,10 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	if _, err := s.apply(ctx, &cluster.UpsertNode{Node: rec, Admit: true}); err != nil {
 		return nil, err
 	}
-	if err := s.node.AddVoter(ctx, id, req.GetRaftAddress()); err != nil {
-		return nil, fmt.Errorf("add voter %s: %w", id, err)
+	if err := s.node.AddNonvoter(ctx, id, req.GetRaftAddress()); err != nil {
+		return nil, fmt.Errorf("add non-voter %s: %w", id, err)
 	}
-	s.log.Info("node joined", "node", id, "raft", req.GetRaftAddress(), "grpc", req.GetGrpcAddress())
+	s.log.Info("node joined as a non-voter", "node", id, "raft", req.GetRaftAddress(), "grpc", req.GetGrpcAddress())
 	return resp, nil
 }
 
@@ -185,11 +186,10 @@ func (s *Service) refuseJoinToken(ctx context.Context) error {
 // address answers.
 const raftProbeTimeout = 3 * time.Second
 
-// probeRaftAddress checks, before a node becomes a voter, that its Raft
-// address takes a connection from the leader. A voter that no one can
-// reach (a wrong raft_advertise, a node that is not up) counts toward the
-// quorum without ever answering: in a one-node cluster, such a join leaves
-// it without a leader.
+// probeRaftAddress checks, before a node becomes a member, that its Raft
+// address takes a connection from the leader. A member that no one can
+// reach (a wrong raft_advertise, a node that is not up) never catches up:
+// it stays a non-voter that cannot serve, and says only that.
 func probeRaftAddress(ctx context.Context, addr string) error {
 	if _, _, err := net.SplitHostPort(addr); err != nil || len(addr) > 255 {
 		return errInvalidArg(ExcValidation, "invalid RaftAddress %.100q: want host:port", addr)
@@ -200,7 +200,7 @@ func probeRaftAddress(ctx context.Context, addr string) error {
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return newError(codes.FailedPrecondition, ExcInvalidState,
-			"the joining node's Raft address %.100q does not answer the leader (%v): a voter the others cannot reach would cost the cluster its quorum; check raft_advertise, and that the node's Raft port is reachable from the members", addr, err)
+			"the joining node's Raft address %.100q does not answer the leader (%v): a member the others cannot reach can never catch up; check raft_advertise, and that the node's Raft port is reachable from the members", addr, err)
 	}
 	_ = c.Close()
 	return nil
@@ -210,7 +210,8 @@ func probeRaftAddress(ctx context.Context, addr string) error {
 // that is not a member joins; a member is refused (AlreadyExists), unless it
 // is completing its own join (completing true): a join that stopped after
 // the leader added the node and before the node imported the domain key
-// leaves a voter that can never serve, and can only be completed by the
+// leaves a member (a non-voter: promotion waits for the node's own record
+// to show the key) that can never serve, and can only be completed by the
 // same node, at the Raft address it joined with, whose HSM shows no domain
 // key, both in the request and in the node's own record if it wrote one.
 // The caller's node certificate and a new join token are required as for
@@ -270,7 +271,8 @@ func (s *Service) quorumAfterRemoval(id string) error {
 }
 
 // RemoveNode removes a member from Raft and from the replicated records.
-// A follower passes the request to the leader.
+// A follower passes the request to the leader. Removing a non-voter
+// changes no quorum and is allowed whatever the voters' state.
 func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*pb.RemoveNodeResponse, error) {
 	id := req.GetNodeId()
 	if err := checkNodeID(id); err != nil {
@@ -288,6 +290,8 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 			return resp, s.passToLeader(leader, &p, err)
 		}
 	}
+	s.suffrage.Lock()
+	defer s.suffrage.Unlock()
 	member, voters, voter := false, 0, false
 	for _, srv := range s.node.Stats().Servers {
 		member = member || srv.ID == id
@@ -302,8 +306,10 @@ func (s *Service) RemoveNode(ctx context.Context, req *pb.RemoveNodeRequest) (*p
 	if id == s.node.ID() {
 		return nil, newError(codes.FailedPrecondition, ExcInvalidState, "node %s is the leader and cannot remove itself; transfer leadership first", id)
 	}
-	if err := s.quorumAfterRemoval(id); err != nil {
-		return nil, err
+	if voter {
+		if err := s.quorumAfterRemoval(id); err != nil {
+			return nil, err
+		}
 	}
 	if _, ok := s.node.State().Node(id); !ok && !member {
 		return nil, errNotFound("node %s is not a member", id)

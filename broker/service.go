@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,10 @@ type Service struct {
 	peers  peers
 	// joining holds the one JoinCluster under way on this node.
 	joining chan struct{}
+	// suffrage is held by a removal and by a promotion from the check of
+	// a member's suffrage to the configuration change, so that neither
+	// acts on a suffrage the other is changing (promotion.go).
+	suffrage sync.Mutex
 	// membership is what members said of this node's membership while it
 	// heard from no leader (membership_probe.go).
 	membership membershipProbe

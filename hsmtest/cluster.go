@@ -270,12 +270,37 @@ func (c *Cluster) nodeTLS(id string) *tls.Config {
 
 // Start opens the node's partition, Raft node and gRPC server; a new node
 // (no Raft state yet) bootstraps if it is the first, else joins. It
-// returns once the node serves.
+// returns once the node serves and is a voter (a node joins as a
+// non-voter and is promoted once it has caught up).
 func (nd *Node) Start() {
 	nd.c.t.Helper()
 	if nd.Launch() {
 		nd.WaitServing(nd.c.t)
+		nd.WaitVoter(nd.c.t)
 	}
+}
+
+// WaitVoter waits until the node is a voter in its own configuration and
+// in that of every running node whose configuration names it.
+func (nd *Node) WaitVoter(t testing.TB) {
+	t.Helper()
+	WaitUntil(t, nd.ID+" to be a voter", 30*time.Second, func() bool {
+		for _, o := range nd.c.Nodes {
+			if !o.running {
+				continue
+			}
+			named, voter := false, false
+			for _, s := range o.Raft.Stats().Servers {
+				if s.ID == nd.ID {
+					named, voter = true, s.Voter
+				}
+			}
+			if (o == nd || named) && !voter {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // Launch is Start without waiting for the node to serve, for nodes that
@@ -331,7 +356,8 @@ func (nd *Node) Launch() bool {
 	nd.Service = svc
 	srv, hs := svc.NewGRPCServer(tlsCfg)
 	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: nd.GRPCAddr, Health: hs, HealthInterval: 50 * time.Millisecond,
-		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: cmp.Or(c.HeartbeatRefresh, 10*time.Second), AuditCheckpointInterval: c.AuditCheckpointInterval})
+		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: cmp.Or(c.HeartbeatRefresh, 10*time.Second), AuditCheckpointInterval: c.AuditCheckpointInterval,
+		PromoteCheck: 50 * time.Millisecond})
 	nd.Daemon = dm
 	nd.grpc = srv
 	lis := nd.listenGRPC()
@@ -384,10 +410,11 @@ func (nd *Node) Launch() bool {
 			t.Fatalf("%s: complete the join: %v", nd.ID, err)
 		}
 	}
-	nd.wg.Add(3)
+	nd.wg.Add(4)
 	go func() { defer nd.wg.Done(); dm.WatchHealth(rctx) }()
 	go func() { defer nd.wg.Done(); dm.Heartbeat(rctx) }()
 	go func() { defer nd.wg.Done(); dm.WatchKMIPActivation(rctx) }()
+	go func() { defer nd.wg.Done(); dm.PromoteNonvoters(rctx) }()
 	if c.Audit {
 		nd.wg.Add(1)
 		go func() { defer nd.wg.Done(); dm.CheckpointAudit(rctx) }()

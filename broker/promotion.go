@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/cluster"
+)
+
+// A node joins as a non-voter (JoinCluster): it receives the log, and
+// serves once ready, but counts toward no quorum, so a joiner that never
+// catches up (a slow disk, a large snapshot, an HSM that cannot take the
+// domain key, a process that died) cannot cost the cluster its quorum.
+// Whichever node leads makes a non-voter a voter once both hold:
+//
+//   - its own record says its HSM answers and holds the domain key, and
+//     was rewritten recently (recordHealthy). The node writes it itself,
+//     once it has imported and checked the domain key, through the
+//     leader; the leader's own record of a joiner says "joining".
+//   - the leader's latest AppendEntries to it, in this term and within a
+//     heartbeat timeout, found its log holding every entry committed when
+//     the request was sent (cluster.Node.CaughtUp).
+//
+// The loop runs on every node and acts only on the leader, so a non-voter
+// whose admitting leader was lost is promoted by the next one. One that
+// never catches up stays a non-voter until it does or is removed.
+
+// DefaultPromoteCheck is how often the leader looks for non-voters to
+// promote.
+const DefaultPromoteCheck = time.Second
+
+// PromoteNonvoters makes caught-up non-voters voters, checking every
+// PromoteCheck while this node leads, until ctx ends. Each promotion is
+// audited as internal:promote, naming the node. It logs, once each time
+// it changes, what a non-voter still waits for.
+func (d *Daemon) PromoteNonvoters(ctx context.Context) {
+	s := d.svc
+	waiting := map[string]string{}
+	t := time.NewTicker(d.cfg.PromoteCheck)
+	defer t.Stop()
+	for {
+		s.promoteNonvoters(ctx, waiting)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// promoteNonvoters is one round of PromoteNonvoters; waiting holds what
+// each non-voter waited for when last logged.
+func (s *Service) promoteNonvoters(ctx context.Context, waiting map[string]string) {
+	if !s.node.IsLeader() {
+		clear(waiting)
+		return
+	}
+	seen := map[string]bool{}
+	for _, srv := range s.node.Stats().Servers {
+		if srv.Voter {
+			continue
+		}
+		seen[srv.ID] = true
+		why, err := s.promote(ctx, srv)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			why = "a promotion that succeeds; the last one failed: " + err.Error()
+		case why == "":
+			s.log.Info("non-voter caught up; it is a voter now", "node", srv.ID)
+			delete(waiting, srv.ID)
+			continue
+		}
+		if waiting[srv.ID] != why {
+			s.log.Info("non-voter not made a voter yet", "node", srv.ID, "waiting_for", why)
+			waiting[srv.ID] = why
+		}
+	}
+	for id := range waiting {
+		if !seen[id] {
+			delete(waiting, id)
+		}
+	}
+}
+
+// promote makes the non-voter srv a voter if nothing is left to wait for,
+// and otherwise says what is.
+func (s *Service) promote(ctx context.Context, srv cluster.Server) (waitingFor string, err error) {
+	s.suffrage.Lock()
+	defer s.suffrage.Unlock()
+	rec, ok := s.node.State().Node(srv.ID)
+	switch {
+	case !ok:
+		return "its record, which it does not have (an earlier join stopped before it was recorded, or it is being removed)", nil
+	case !s.recordHealthy(rec):
+		return "its own record to show its HSM answering and holding the domain key (it has not completed its join, or it is down)", nil
+	case !s.node.CaughtUp(srv.ID):
+		return "its Raft log to catch up with the leader's", nil
+	}
+	ctx = Internal(ctx, "promote")
+	nameObject(ctx, "node:"+srv.ID)
+	rq := requestOf(ctx)
+	if err := s.auditAhead(rq); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	err = s.node.PromoteNonvoter(ctx, srv.ID, srv.Address)
+	_ = s.endGRPC(rq, err) // the intent is written: a failed outcome line is logged
+	if errors.Is(err, cluster.ErrNotLeader) {
+		return "a leader", nil // the next one promotes it
+	}
+	return "", err
+}

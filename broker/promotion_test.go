@@ -1,0 +1,259 @@
+package broker_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hsmbroker/hsmbroker/broker"
+	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/hsmtest"
+	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// suffrage is how node id stands in nd's latest Raft configuration:
+// "voter", "non-voter" or "" when it is not named.
+func suffrage(nd *hsmtest.Node, id string) string {
+	for _, s := range nd.Raft.Stats().Servers {
+		if s.ID == id {
+			if s.Voter {
+				return "voter"
+			}
+			return "non-voter"
+		}
+	}
+	return ""
+}
+
+// statusRole is the role node id has in the cluster status node i
+// answers.
+func statusRole(t *testing.T, c *hsmtest.Cluster, i int, id string) pb.NodeRole {
+	t.Helper()
+	st, err := pb.NewClusterServiceClient(c.Dial(i, "admin")).GetClusterStatus(ctxT(t), &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.GetNodes() {
+		if n.GetId() == id {
+			return n.GetRole()
+		}
+	}
+	t.Fatalf("node %s answers a status without %s", c.Nodes[i].ID, id)
+	return 0
+}
+
+// joinByHand adds a node to c whose join the test makes: the node's first
+// join fails before it asks the cluster (its HSM refuses the transport key
+// once), which leaves it with Raft and gRPC running and no loops; then it
+// joins. Until its loops run it writes no record of its own, so nothing
+// shows the leader its HSM holding the domain key.
+func joinByHand(t *testing.T, c *hsmtest.Cluster, ctx context.Context) *hsmtest.Node {
+	t.Helper()
+	var firstErr error
+	c.BeforeStart = func(nd *hsmtest.Node) {
+		nd.Faults.Add(hsm.FaultRule{Call: "C_GenerateKeyPair", Code: hsm.CKRDeviceError, Times: 1})
+	}
+	c.OnJoinError = func(_ *hsmtest.Node, err error) { firstErr = err }
+	nd := c.AddNode()
+	c.BeforeStart, c.OnJoinError = nil, nil
+	if firstErr == nil {
+		t.Fatalf("%s joined with its transport key refused", nd.ID)
+	}
+	var seeds []string
+	for _, o := range c.Nodes {
+		if o != nd {
+			seeds = append(seeds, o.GRPCAddr)
+		}
+	}
+	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: nd.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Daemon.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok.GetToken(), GRPCAddr: nd.GRPCAddr}); err != nil {
+		t.Fatalf("%s: join: %v", nd.ID, err)
+	}
+	return nd
+}
+
+// runLoops starts nd's own record and readiness loops, as the daemon does
+// after a join, until the test ends.
+func runLoops(t *testing.T, nd *hsmtest.Node) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { nd.Daemon.Heartbeat(ctx); done <- struct{}{} }()
+	go func() { nd.Daemon.WatchHealth(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+}
+
+// TestJoinedNodeIsANonvoterUntilCaughtUp: a joined node is a non-voter,
+// shown so by the leader's status and by its own, until its own record
+// says its HSM holds the domain key and the leader sees its log caught
+// up; then the leader makes it a voter. (Before, JoinCluster added a
+// voter outright.)
+func TestJoinedNodeIsANonvoterUntilCaughtUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 1)
+	ctx := ctxT(t)
+	leader := c.Nodes[0]
+	nd := joinByHand(t, c, ctx)
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s after its join is %q in the leader's configuration, want non-voter", nd.ID, got)
+	}
+	hsmtest.WaitUntil(t, nd.ID+" to know itself a member", 10*time.Second, func() bool { return suffrage(nd, nd.ID) != "" })
+	for i, who := range []string{"the leader", "the node itself"} {
+		if role := statusRole(t, c, i, nd.ID); role != pb.NodeRole_NODE_ROLE_NON_VOTER {
+			t.Errorf("%s shows %s as %v, want NODE_ROLE_NON_VOTER", who, nd.ID, role)
+		}
+	}
+	// A write through the leader now does not wait for the non-voter.
+	keys, _ := nodeClients(t, c, 0)
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/while-joining"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s is %q before it wrote a record of its own, want non-voter", nd.ID, got)
+	}
+
+	runLoops(t, nd)
+	nd.WaitServing(t)
+	nd.WaitVoter(t)
+	for i := range c.Nodes {
+		if role := statusRole(t, c, i, nd.ID); role == pb.NodeRole_NODE_ROLE_NON_VOTER {
+			t.Errorf("%s still shows %s as a non-voter after its promotion", c.Nodes[i].ID, nd.ID)
+		}
+	}
+}
+
+// TestNonvoterLeftByALostLeaderIsPromoted: the leader that admitted a node
+// stops before the node has caught up; the next leader makes it a voter
+// once it has.
+func TestNonvoterLeftByALostLeaderIsPromoted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	old := c.Leader(t)
+	nd := joinByHand(t, c, ctx)
+	if got := suffrage(old, nd.ID); got != "non-voter" {
+		t.Fatalf("%s after its join is %q, want non-voter", nd.ID, got)
+	}
+	old.Stop()
+	var next *hsmtest.Node
+	hsmtest.WaitUntil(t, "a new leader", 20*time.Second, func() bool {
+		for _, o := range c.Nodes {
+			if o != old && o.Raft.IsLeader() {
+				next = o
+				return true
+			}
+		}
+		return false
+	})
+	if next == nd {
+		t.Fatal("the non-voter was elected")
+	}
+	runLoops(t, nd)
+	hsmtest.WaitUntil(t, "the new leader "+next.ID+" to make "+nd.ID+" a voter", 30*time.Second, func() bool {
+		return suffrage(next, nd.ID) == "voter"
+	})
+	// The old leader comes back, and the cluster of four voters serves.
+	old.Start()
+	keys, _ := nodeClients(t, c, nd.Index)
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-promotion"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNonvoterThatNeverAnswersLeavesTheQuorum: a node admitted at a Raft
+// address that takes connections but never speaks Raft stays a non-voter:
+// the one voter keeps committing writes (two voters, one of them silent,
+// would have no quorum), the status shows it a non-voter, and RemoveNode
+// takes it out.
+func TestNonvoterThatNeverAnswersLeavesTheQuorum(t *testing.T) {
+	c, tok, joiner := joinTarget(t)
+	ctx := ctxT(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lis.Close() })
+	addr := lis.Addr().String()
+	if _, err := joiner.JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9", RaftAddress: addr, GrpcAddress: addr,
+		JoinToken: tok.GetToken(), TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}}); err != nil {
+		t.Fatal(err)
+	}
+	leader := c.Nodes[0]
+	if got := suffrage(leader, "node9"); got != "non-voter" {
+		t.Fatalf("node9 after its join is %q, want non-voter", got)
+	}
+	keys, _ := nodeClients(t, c, 0)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, alias := range []string{"alias/first", "alias/second"} {
+		if _, err := keys.CreateKey(wctx, &pb.CreateKeyRequest{AliasName: alias}); err != nil {
+			t.Fatalf("a write with a silent non-voter: %v", err)
+		}
+	}
+	if role := statusRole(t, c, 0, "node9"); role != pb.NodeRole_NODE_ROLE_NON_VOTER {
+		t.Fatalf("the status shows node9 as %v, want NODE_ROLE_NON_VOTER", role)
+	}
+	if got := suffrage(leader, "node9"); got != "non-voter" {
+		t.Fatalf("node9, silent, is %q, want non-voter", got)
+	}
+	admin := pb.NewClusterServiceClient(c.Dial(0, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: "node9"}); err != nil {
+		t.Fatalf("removing the non-voter: %v", err)
+	}
+	if got := suffrage(leader, "node9"); got != "" {
+		t.Fatalf("node9 after its removal is %q", got)
+	}
+	if _, ok := leader.Raft.State().Node("node9"); ok {
+		t.Fatal("node9's record outlived its removal")
+	}
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-removal"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRemovingANonvoterIgnoresTheQuorum: with three voters, one of them
+// stopped, a live follower may not be removed, but a non-voter may.
+func TestRemovingANonvoterIgnoresTheQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	nd := joinByHand(t, c, ctx)
+	var followers []*hsmtest.Node
+	for _, o := range c.Nodes {
+		if o != leader && o != nd {
+			followers = append(followers, o)
+		}
+	}
+	stopped, live := followers[0], followers[1]
+	stopped.Stop()
+	hsmtest.WaitUntil(t, "the leader's heartbeats to miss "+stopped.ID, 20*time.Second, func() bool {
+		return leader.Raft.UnreachablePeers()[stopped.ID]
+	})
+	admin := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	_, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: live.ID})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "a quorum needs") {
+		t.Fatalf("removing a live voter with another down: %v, want FailedPrecondition", err)
+	}
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s is %q, want non-voter", nd.ID, got)
+	}
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: nd.ID}); err != nil {
+		t.Fatalf("removing the non-voter: %v", err)
+	}
+	if got := suffrage(leader, nd.ID); got != "" {
+		t.Fatalf("%s after its removal is %q", nd.ID, got)
+	}
+}
