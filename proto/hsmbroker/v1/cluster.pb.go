@@ -35,8 +35,10 @@ const (
 	NodeRole_NODE_ROLE_FOLLOWER NodeRole = 2
 	// A voter standing for election; the cluster has no leader meanwhile.
 	NodeRole_NODE_ROLE_CANDIDATE NodeRole = 3
-	// A member that receives the log but does not vote, for example a joining
-	// node still catching up. It serves reads and cryptographic requests.
+	// A member that receives the log but neither votes nor counts toward a
+	// quorum: every node joins as one, and the leader makes it a voter once it
+	// has caught up (ClusterService.JoinCluster). Once ready it serves reads
+	// and cryptographic requests like any member.
 	NodeRole_NODE_ROLE_NON_VOTER NodeRole = 4
 	// The answering node cannot tell, for example because it has not heard
 	// from the node recently.

@@ -52,16 +52,21 @@ type ClusterServiceClient interface {
 	// domain key: the joining HSM makes an RSA transport key pair whose private
 	// half can only unwrap and never leaves it; the leader's HSM wraps the
 	// domain key to the public half; the joining HSM unwraps it. The plaintext
-	// domain key never exists outside an HSM. The node joins as a non-voter and
-	// becomes a voter once it has caught up. The call consumes the join token,
-	// and fails with PERMISSION_DENIED if the token is unknown, used or
-	// expired.
+	// domain key never exists outside an HSM. The node joins as a non-voter:
+	// it receives the log but counts toward no quorum. Whichever node leads
+	// makes it a voter once the node's own record says its HSM answers and
+	// holds the domain key and the leader's last replication to it found its
+	// log holding everything committed; until then GetClusterStatus shows it
+	// as NODE_ROLE_NON_VOTER. The call consumes the join token, and fails with
+	// PERMISSION_DENIED if the token is unknown, used or expired.
 	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
 	// RemoveNode removes a member from the cluster. The removed node stops
 	// serving; its HSM partition keeps its objects until an operator clears
 	// it. The leader cannot remove itself (FAILED_PRECONDITION): transfer
 	// leadership first. Nor can the cluster's last voter be removed
-	// (FAILED_PRECONDITION): to retire a cluster, stop its node.
+	// (FAILED_PRECONDITION): to retire a cluster, stop its node. Removing a
+	// voter that would leave too few live voters for a quorum is refused
+	// (FAILED_PRECONDITION); removing a non-voter is always allowed.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// TransferLeadership makes the leader hand over to another voter, for
 	// maintenance on the leader's host. Writes fail with UNAVAILABLE for the
@@ -225,16 +230,21 @@ type ClusterServiceServer interface {
 	// domain key: the joining HSM makes an RSA transport key pair whose private
 	// half can only unwrap and never leaves it; the leader's HSM wraps the
 	// domain key to the public half; the joining HSM unwraps it. The plaintext
-	// domain key never exists outside an HSM. The node joins as a non-voter and
-	// becomes a voter once it has caught up. The call consumes the join token,
-	// and fails with PERMISSION_DENIED if the token is unknown, used or
-	// expired.
+	// domain key never exists outside an HSM. The node joins as a non-voter:
+	// it receives the log but counts toward no quorum. Whichever node leads
+	// makes it a voter once the node's own record says its HSM answers and
+	// holds the domain key and the leader's last replication to it found its
+	// log holding everything committed; until then GetClusterStatus shows it
+	// as NODE_ROLE_NON_VOTER. The call consumes the join token, and fails with
+	// PERMISSION_DENIED if the token is unknown, used or expired.
 	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
 	// RemoveNode removes a member from the cluster. The removed node stops
 	// serving; its HSM partition keeps its objects until an operator clears
 	// it. The leader cannot remove itself (FAILED_PRECONDITION): transfer
 	// leadership first. Nor can the cluster's last voter be removed
-	// (FAILED_PRECONDITION): to retire a cluster, stop its node.
+	// (FAILED_PRECONDITION): to retire a cluster, stop its node. Removing a
+	// voter that would leave too few live voters for a quorum is refused
+	// (FAILED_PRECONDITION); removing a non-voter is always allowed.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// TransferLeadership makes the leader hand over to another voter, for
 	// maintenance on the leader's host. Writes fail with UNAVAILABLE for the
