@@ -171,6 +171,17 @@ start_node() {
 	wait_ready "$1"
 }
 
+# wait_voter N waits until node N is a voter. A node joins as a non-voter
+# and the leader promotes it once it has caught up; until then the
+# cluster tolerates no more failures than it did before the join.
+wait_voter() {
+	local n=$1 out deadline=$((SECONDS + wait_secs))
+	until out=$(hsmctl cluster status -o json 2>/dev/null) && [[ $out == *"\"node$n\""* && $out != *'"non_voter"'* ]]; do
+		((SECONDS < deadline)) || die "node$n not a voter after ${wait_secs}s; the leader's log says what it waits for ('non-voter not made a voter yet')"
+		sleep 0.2
+	done
+}
+
 # signal_node N SIGNAL signals node N; it fails when the node is not
 # running. A node stops cleanly on its first SIGTERM; a second one would
 # kill it at once.
@@ -255,6 +266,7 @@ cmd_up() {
 		hsmctl cluster join-token --ttl 15m --node-id "node$n" --out "$dir/node$n/join.token" >/dev/null
 		start_node "$n"
 		rm -f "$dir/node$n/join.token"
+		wait_voter "$n"
 	done
 	echo
 	hsmctl cluster status
