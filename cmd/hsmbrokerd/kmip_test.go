@@ -114,6 +114,25 @@ func TestServeKMIPClusterSurvivesLeaderKill(t *testing.T) {
 			}
 		}
 	}()
+	// The joined nodes are non-voters until the leader promotes them; a
+	// leader killed before that would leave no quorum.
+	waitFor(t, procs[0], "three voters", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := cs.GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+		if err != nil {
+			return err
+		}
+		for _, n := range st.GetNodes() {
+			if n.GetRole() == pb.NodeRole_NODE_ROLE_NON_VOTER {
+				return fmt.Errorf("%s is a non-voter", n.GetId())
+			}
+		}
+		if len(st.GetNodes()) != 3 {
+			return fmt.Errorf("%d members", len(st.GetNodes()))
+		}
+		return nil
+	})
 	script := filepath.Join("..", "..", "broker", "kmip", "testdata", "pykmip_client.py")
 	pykmip := func(i int, scenario string) (map[string]any, error) {
 		host, port, _ := net.SplitHostPort(kmipAddrs[i])
