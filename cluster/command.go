@@ -45,6 +45,7 @@ const (
 	TypeSetPrincipalRole  CommandType = 22
 	TypeDeletePrincipal   CommandType = 23
 	TypeAuditCheckpoint   CommandType = 24
+	TypeRevokeJoinToken   CommandType = 25
 )
 
 // TypeRestore is not a command: it is the Event.Type the observer sees after
@@ -88,6 +89,7 @@ var commandTable = [...]struct {
 	TypeIssueTDEToken:     {"IssueTDEToken", func() Command { return new(IssueTDEToken) }},
 	TypeRevokeTDEToken:    {"RevokeTDEToken", func() Command { return new(RevokeTDEToken) }},
 	TypeAuditCheckpoint:   {"AuditCheckpoint", func() Command { return new(AuditCheckpoint) }},
+	TypeRevokeJoinToken:   {"RevokeJoinToken", func() Command { return new(RevokeJoinToken) }},
 	TypeCreateDataObject:  {"CreateDataObject", func() Command { return new(CreateDataObject) }}, // command_pkcs11.go
 	TypeDeleteDataObject:  {"DeleteDataObject", func() Command { return new(DeleteDataObject) }},
 	TypeKMIPCreateObject:  {"KMIPCreateObject", func() Command { return new(KMIPCreateObject) }},
@@ -315,6 +317,15 @@ type ConsumeJoinToken struct {
 	NodeID string `json:"node_id,omitempty"`
 }
 
+// RevokeJoinToken forgets an unused join token, named by its id
+// (JoinTokenID), before it expires. It fails with ErrNotFound when no token
+// has the id, or the one that has it expired at or before At (revoking a
+// token that can no longer be used would be a change no one could see).
+type RevokeJoinToken struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
 // SetDomainKeyID records the id of the cluster's domain key and its check
 // blob: a throwaway AES key wrapped under the domain key, which unwraps only
 // in a partition holding the same domain key (hsm.Partition.VerifyDomainKey).
@@ -343,6 +354,7 @@ func (*RemoveNode) Type() CommandType        { return TypeRemoveNode }
 func (*AddJoinToken) Type() CommandType      { return TypeAddJoinToken }
 func (*ConsumeJoinToken) Type() CommandType  { return TypeConsumeJoinToken }
 func (*SetDomainKeyID) Type() CommandType    { return TypeSetDomainKeyID }
+func (*RevokeJoinToken) Type() CommandType   { return TypeRevokeJoinToken }
 
 // Limits on field sizes. They keep a single bad proposal from bloating the
 // state that every node holds and every snapshot carries.
@@ -673,6 +685,14 @@ func (c *ConsumeJoinToken) validate() error {
 		if err := checkID("join token node id", c.NodeID); err != nil {
 			return err
 		}
+	}
+	return checkTime("at", c.At, true)
+}
+
+func (c *RevokeJoinToken) validate() error {
+	if !ValidJoinTokenID(c.ID) {
+		// Not echoed: a token given by mistake for its id is a secret.
+		return invalidCommand("join token id: want %d lowercase hex digits", JoinTokenIDLen)
 	}
 	return checkTime("at", c.At, true)
 }

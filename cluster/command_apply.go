@@ -326,13 +326,33 @@ func (c *AddJoinToken) apply(d *Data) (any, Event, error) {
 	if _, ok := d.JoinTokens[h]; ok {
 		return nil, Event{}, alreadyExists("join token")
 	}
+	// A token is revoked by its id, so no two live tokens share one (a
+	// chance of one in 2^64 per pair, refused rather than left ambiguous).
+	id := JoinTokenID(c.Hash)
+	for _, t := range d.JoinTokens {
+		if c.At.Before(t.Expires) && t.ID() == id {
+			return nil, Event{}, alreadyExists("join token id %s", id)
+		}
+	}
 	for th, t := range d.JoinTokens {
 		if !c.At.Before(t.Expires) {
 			delete(d.JoinTokens, th)
 		}
 	}
-	d.JoinTokens[h] = &JoinToken{Hash: slices.Clone(c.Hash), Expires: utc(c.Expires), NodeID: c.NodeID}
+	d.JoinTokens[h] = &JoinToken{Hash: slices.Clone(c.Hash), Expires: utc(c.Expires), NodeID: c.NodeID, CreatedAt: utc(c.At)}
 	return nil, Event{Type: TypeAddJoinToken}, nil
+}
+
+// apply finds the token by its id: ids are unique among live tokens
+// (AddJoinToken), and an expired one that shares it is not revoked.
+func (c *RevokeJoinToken) apply(d *Data) (any, Event, error) {
+	for h, t := range d.JoinTokens {
+		if t.ID() == c.ID && c.At.Before(t.Expires) {
+			delete(d.JoinTokens, h)
+			return nil, Event{Type: TypeRevokeJoinToken}, nil
+		}
+	}
+	return nil, Event{}, notFound("outstanding join token %s", c.ID)
 }
 
 func (c *ConsumeJoinToken) apply(d *Data) (any, Event, error) {

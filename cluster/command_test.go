@@ -394,6 +394,52 @@ func TestCommandApply(t *testing.T) {
 			}},
 		{name: "a join token for a node id that is not text", cmd: &AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0, NodeID: "a\x00b"},
 			wantErr: ErrInvalidCommand},
+		{name: "add join token records its time and id",
+			cmd: &AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0, NodeID: "node7"},
+			check: func(t *testing.T, s *State, _ any) {
+				ts := s.JoinTokens()
+				if len(ts) != 1 || !ts[0].CreatedAt.Equal(t0) || ts[0].ID() != fmt.Sprintf("%x", tokenHash("a")[:8]) || ts[0].NodeID != "node7" {
+					t.Fatalf("tokens = %+v", ts)
+				}
+			}},
+		{name: "add join token whose id a live token has",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}},
+			cmd:   &AddJoinToken{Hash: sameTokenID(tokenHash("a")), Expires: t0.Add(time.Hour), At: t0}, wantErr: ErrAlreadyExists},
+		{name: "add join token whose id an expired token had",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Minute), At: t0}},
+			cmd:   &AddJoinToken{Hash: sameTokenID(tokenHash("a")), Expires: t0.Add(time.Hour), At: t0.Add(time.Minute)},
+			check: func(t *testing.T, s *State, _ any) {
+				if ts := s.JoinTokens(); len(ts) != 1 || !bytes.Equal(ts[0].Hash, sameTokenID(tokenHash("a"))) {
+					t.Fatalf("tokens = %+v", ts)
+				}
+			}},
+
+		// RevokeJoinToken
+		{name: "revoke join token",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}, &AddJoinToken{Hash: tokenHash("b"), Expires: t0.Add(time.Hour), At: t0}},
+			cmd:   &RevokeJoinToken{ID: JoinTokenID(tokenHash("a")), At: t0.Add(59 * time.Minute)},
+			check: func(t *testing.T, s *State, _ any) {
+				if _, ok := s.JoinToken(tokenHash("a")); ok {
+					t.Fatal("revoked token kept")
+				}
+				if _, ok := s.JoinToken(tokenHash("b")); !ok {
+					t.Fatal("the other token went too")
+				}
+			}},
+		{name: "revoke unknown join token", setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}},
+			cmd: &RevokeJoinToken{ID: JoinTokenID(tokenHash("x")), At: t0}, wantErr: ErrNotFound},
+		{name: "revoke a used join token",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}, &ConsumeJoinToken{Hash: tokenHash("a"), At: t0}},
+			cmd:   &RevokeJoinToken{ID: JoinTokenID(tokenHash("a")), At: t0}, wantErr: ErrNotFound},
+		{name: "revoke an expired join token", setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}},
+			cmd: &RevokeJoinToken{ID: JoinTokenID(tokenHash("a")), At: t0.Add(time.Hour)}, wantErr: ErrNotFound},
+		{name: "revoke join token twice",
+			setup: []Command{&AddJoinToken{Hash: tokenHash("a"), Expires: t0.Add(time.Hour), At: t0}, &RevokeJoinToken{ID: JoinTokenID(tokenHash("a")), At: t0}},
+			cmd:   &RevokeJoinToken{ID: JoinTokenID(tokenHash("a")), At: t0}, wantErr: ErrNotFound},
+		{name: "revoke join token by a short id", cmd: &RevokeJoinToken{ID: "0123abcd", At: t0}, wantErr: ErrInvalidCommand},
+		{name: "revoke join token by an upper-case id", cmd: &RevokeJoinToken{ID: "0123456789ABCDEF", At: t0}, wantErr: ErrInvalidCommand},
+		{name: "revoke join token by its full hash", cmd: &RevokeJoinToken{ID: fmt.Sprintf("%x", tokenHash("a")), At: t0}, wantErr: ErrInvalidCommand},
+		{name: "revoke join token without a time", cmd: &RevokeJoinToken{ID: JoinTokenID(tokenHash("a"))}, wantErr: ErrInvalidCommand},
 
 		// SetDomainKeyID
 		{name: "set domain key id", cmd: &SetDomainKeyID{ID: "dk-1"},
@@ -506,6 +552,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&RemoveNode{ID: "n"},
 		&AddJoinToken{Hash: tokenHash("t"), Expires: t0.Add(time.Hour), At: t0},
 		&ConsumeJoinToken{Hash: tokenHash("t"), At: t0},
+		&RevokeJoinToken{ID: JoinTokenID(tokenHash("t")), At: t0},
 		&SetDomainKeyID{ID: "dk"},
 		&CreateGrant{Grant: testGrant("g", "k", "app")},
 		&RemoveGrant{GrantID: "g", KeyID: "k"},

@@ -68,6 +68,7 @@ func (d *Data) Digest() [32]byte {
 		e.bytes(t.Hash)
 		e.time(t.Expires)
 		e.str(t.NodeID)
+		e.time(t.CreatedAt)
 	}
 	e.uint(uint64(len(d.Grants)))
 	for _, id := range sortedKeys(d.Grants) {

@@ -264,11 +264,19 @@ func checkData(d *Data) error {
 		}
 		normalizeNode(n)
 	}
+	tokenIDs := make(map[string]bool, len(d.JoinTokens))
 	for h, t := range d.JoinTokens {
-		if t == nil || hex.EncodeToString(t.Hash) != h {
+		if t == nil || len(t.Hash) != 32 || hex.EncodeToString(t.Hash) != h {
 			return fmt.Errorf("join token entry %q does not hold its token", h)
 		}
+		if tokenIDs[t.ID()] {
+			return fmt.Errorf("two join tokens have the id %s", t.ID())
+		}
+		tokenIDs[t.ID()] = true
 		if err := checkTime("join token expires", t.Expires, false); err != nil {
+			return err
+		}
+		if err := checkTime("join token created_at", t.CreatedAt, false); err != nil {
 			return err
 		}
 		if t.NodeID != "" {
@@ -276,7 +284,7 @@ func checkData(d *Data) error {
 				return err
 			}
 		}
-		t.Expires = utc(t.Expires)
+		t.Expires, t.CreatedAt = utc(t.Expires), utc(t.CreatedAt)
 	}
 	for id, g := range d.Grants {
 		if g == nil || g.ID != id {

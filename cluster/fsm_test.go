@@ -168,6 +168,15 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 			k := data(m)["keys"].(map[string]any)["k1"].(map[string]any)
 			k["versions"].([]any)[1].(map[string]any)["number"] = 3
 		})},
+		{"two join tokens with one id", edit(func(m map[string]any) {
+			h := sameTokenID(tokenHash("tok"))
+			data(m)["join_tokens"].(map[string]any)[fmt.Sprintf("%x", h)] = map[string]any{"hash": h, "expires": t0.Add(time.Hour)}
+		})},
+		{"join token created in year 0", edit(func(m map[string]any) {
+			for _, v := range data(m)["join_tokens"].(map[string]any) {
+				v.(map[string]any)["created_at"] = "0000-06-01T00:00:00Z"
+			}
+		})},
 		{"join token under wrong hash", edit(func(m map[string]any) {
 			ts := data(m)["join_tokens"].(map[string]any)
 			for h, v := range ts {
@@ -429,7 +438,7 @@ func TestDigestCoversEveryField(t *testing.T) {
 		reflect.TypeFor[Alias]():         4,
 		reflect.TypeFor[NodeInfo]():      5,
 		reflect.TypeFor[PartitionInfo](): 9,
-		reflect.TypeFor[JoinToken]():     3,
+		reflect.TypeFor[JoinToken]():     4,
 		reflect.TypeFor[Grant]():         10,
 		reflect.TypeFor[Principal]():     3,
 	} {
@@ -456,6 +465,7 @@ func TestDigestSeesChanges(t *testing.T) {
 		"domain key id":    func(d *Data) { d.DomainKeyID = "" },
 		"token expiry":     func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].Expires = t0 },
 		"token node":       func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].NodeID = "node7" },
+		"token created":    func(d *Data) { d.JoinTokens[fmt.Sprintf("%x", tokenHash("tok"))].CreatedAt = t0.Add(time.Second) },
 		"key moved":        func(d *Data) { d.Keys["zz"] = d.Keys["k2"]; delete(d.Keys, "k2") },
 		"domain key other": func(d *Data) { d.DomainKeyID = "dk" },
 		"grant operation":  func(d *Data) { d.Grants["g1"].Operations = []string{"Decrypt"} },

@@ -33,6 +33,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		&RemoveNode{ID: "n"},
 		&AddJoinToken{Hash: tokenHash("t"), Expires: t0.Add(time.Hour), At: t0},
 		&ConsumeJoinToken{Hash: tokenHash("t"), At: t0},
+		&RevokeJoinToken{ID: JoinTokenID(tokenHash("t")), At: t0},
 		&KMIPCreateObject{Object: testKMIPObject("o", "k1")}, &KMIPDeleteObject{ID: "o", FromState: KMIPPreActive},
 		&SetDomainKeyID{ID: "dk"},
 		&CreateGrant{Grant: testGrant("g", "k1", "app")},

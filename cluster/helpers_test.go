@@ -37,6 +37,13 @@ func tokenHash(token string) []byte {
 	return h[:]
 }
 
+// sameTokenID is another hash with the id (JoinTokenID) of h.
+func sameTokenID(h []byte) []byte {
+	o := bytes.Clone(h)
+	o[len(o)-1] ^= 1
+	return o
+}
+
 // rawEntry encodes c without validating it, so tests reach the FSM's own
 // checks.
 func rawEntry(t testing.TB, c Command) []byte {

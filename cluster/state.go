@@ -80,6 +80,37 @@ type JoinToken struct {
 	Expires time.Time `json:"expires"`
 	// NodeID, when set, is the one node id the token admits.
 	NodeID string `json:"node_id,omitempty"`
+	// CreatedAt is when the token was added (AddJoinToken.At); zero for a
+	// token added before the state recorded it.
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// JoinTokenIDLen is the length of a join token's id: the first 8 bytes of
+// its SHA-256 hash in lowercase hex.
+const JoinTokenIDLen = 16
+
+// JoinTokenID is the id of the join token whose SHA-256 hash is hash: what
+// operators list and revoke it by. It is part of a one-way hash of a
+// 256-bit secret, so the token cannot be derived from it; the state holds
+// at most one token per id (AddJoinToken).
+func JoinTokenID(hash []byte) string {
+	return hex.EncodeToString(hash[:min(len(hash), JoinTokenIDLen/2)])
+}
+
+// ID is the token's id (JoinTokenID).
+func (t JoinToken) ID() string { return JoinTokenID(t.Hash) }
+
+// ValidJoinTokenID reports whether id has the form of a join token id.
+func ValidJoinTokenID(id string) bool {
+	if len(id) != JoinTokenIDLen {
+		return false
+	}
+	for i := range len(id) {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Data is the whole replicated state as plain values. It is what snapshots
@@ -451,6 +482,25 @@ func (s *State) JoinToken(hash []byte) (JoinToken, bool) {
 		return JoinToken{}, false
 	}
 	return t.Clone(), true
+}
+
+// JoinTokens returns every join token the state holds, expired ones
+// included (they are dropped only when a later token is added), ordered by
+// expiry, then id.
+func (s *State) JoinTokens() []JoinToken {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ts := make([]JoinToken, 0, len(s.data.JoinTokens))
+	for _, t := range s.data.JoinTokens {
+		ts = append(ts, t.Clone())
+	}
+	slices.SortFunc(ts, func(a, b JoinToken) int {
+		if c := a.Expires.Compare(b.Expires); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID(), b.ID())
+	})
+	return ts
 }
 
 // DomainKeyID returns the id of the cluster's domain key, "" if unset.
