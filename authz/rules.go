@@ -105,6 +105,8 @@ var rules = func() map[string]Rule {
 
 		"hsmbroker:GetClusterStatus":    {RoleAdmin: ByRole, RoleAuditor: ByRole, RoleNode: ByRole, RoleOutsideNode: ByRole},
 		"hsmbroker:CreateJoinToken":     adminRule,
+		"hsmbroker:ListJoinTokens":      readRule,
+		"hsmbroker:RevokeJoinToken":     adminRule,
 		"hsmbroker:Backup":              adminRule,
 		"hsmbroker:VerifyBackup":        readRule,
 		"hsmbroker:RemoveNode":          {RoleAdmin: ByRole, RoleNode: ByRole}, // a follower passes it on

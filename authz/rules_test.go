@@ -38,6 +38,8 @@ func TestRuleTable(t *testing.T) {
 		{"hsmbroker:WhoAmI", []Access{r, r, r, no, no, r, no}},
 		{"hsmbroker:Backup", []Access{r, no, no, no, no, no, no}},
 		{"hsmbroker:VerifyBackup", []Access{r, no, r, no, no, no, no}},
+		{"hsmbroker:ListJoinTokens", []Access{r, no, r, no, no, no, no}},
+		{"hsmbroker:RevokeJoinToken", []Access{r, no, no, no, no, no, no}},
 		{"hsmbroker:CreateDataObject", []Access{r, r, no, no, no, no, no}},
 		{ActionReadTDEKey, []Access{p, p, no, no, no, no, no}},
 		{ActionReadTDEMount, []Access{r, r, no, no, no, no, no}},

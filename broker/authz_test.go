@@ -388,6 +388,10 @@ func TestRoleGate(t *testing.T) {
 			_, err := c.clus.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
 			return err
 		}},
+		{"ListJoinTokens", "admin auditor", func(c clients) error {
+			_, err := c.clus.ListJoinTokens(ctx, &pb.ListJoinTokensRequest{})
+			return err
+		}},
 		{"Backup", "admin", func(c clients) error { return backup(ctx, c, io.Discard) }},
 		{"ForwardCommand", "", func(c clients) error {
 			_, err := c.clus.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: []byte{1}})

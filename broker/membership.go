@@ -21,9 +21,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Join tokens live 15 minutes unless asked otherwise, at most a day.
+// Join tokens live 15 minutes unless asked otherwise, at most a day, and
+// at least a minute: a token that expires before it can be carried to the
+// new node and used is a mistake (a TTL given in the wrong unit), and
+// the leader allows a member's clock to be two minutes off its own.
 const (
 	defaultJoinTokenTTL = 15 * time.Minute
+	minJoinTokenTTL     = time.Minute
 	maxJoinTokenTTL     = cluster.MaxJoinTokenTTL
 )
 
@@ -48,26 +52,74 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRe
 			ttl = defaultJoinTokenTTL
 		}
 	}
-	if ttl < 0 || ttl > maxJoinTokenTTL {
-		return nil, errInvalidArg(ExcValidation, "invalid Ttl: must be 0 (15 minutes) to 24h, got %s", ttl)
+	if ttl < minJoinTokenTTL || ttl > maxJoinTokenTTL {
+		return nil, errInvalidArg(ExcValidation, "invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got %s", ttl)
 	}
 	if id := req.GetNodeId(); id != "" {
 		if err := checkNodeID(id); err != nil {
 			return nil, err
 		}
-		nameObject(ctx, "node:"+id)
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return nil, err
 	}
-	token := "hsmbj_" + base64.RawURLEncoding.EncodeToString(raw)
+	token := joinTokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	hash := joinTokenHash(token)
+	// The audit lines of the token's making, revocation and listing name
+	// it alike; the node it admits is in its record.
+	nameObject(ctx, "join-token:"+cluster.JoinTokenID(hash))
 	now := s.now()
 	expires := now.Add(ttl)
-	if _, err := s.apply(ctx, &cluster.AddJoinToken{Hash: joinTokenHash(token), Expires: expires, At: now, NodeID: req.GetNodeId()}); err != nil {
+	if _, err := s.apply(ctx, &cluster.AddJoinToken{Hash: hash, Expires: expires, At: now, NodeID: req.GetNodeId()}); err != nil {
 		return nil, err
 	}
-	return &pb.CreateJoinTokenResponse{Token: token, ExpireTime: timestamppb.New(expires)}, nil
+	return &pb.CreateJoinTokenResponse{Token: token, ExpireTime: timestamppb.New(expires), TokenId: cluster.JoinTokenID(hash)}, nil
+}
+
+// joinTokenPrefix starts every join token, so that one given where its id
+// is expected is recognised (and not repeated).
+const joinTokenPrefix = "hsmbj_"
+
+// ListJoinTokens lists the join tokens a join could still use, by id, from
+// a state at least as new as every write acknowledged before the call.
+func (s *Service) ListJoinTokens(ctx context.Context, _ *pb.ListJoinTokensRequest) (*pb.ListJoinTokensResponse, error) {
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	resp := &pb.ListJoinTokensResponse{}
+	for _, t := range s.node.State().JoinTokens() {
+		if !now.Before(t.Expires) {
+			continue // kept until the next token is added, and useless
+		}
+		info := &pb.JoinTokenInfo{TokenId: t.ID(), ExpireTime: timestamppb.New(t.Expires), NodeId: t.NodeID}
+		if !t.CreatedAt.IsZero() {
+			info.CreateTime = timestamppb.New(t.CreatedAt)
+		}
+		resp.JoinTokens = append(resp.JoinTokens, info)
+	}
+	return resp, nil
+}
+
+// RevokeJoinToken forgets an unused join token before it expires: a join
+// with it is then refused as one with a used token is.
+func (s *Service) RevokeJoinToken(ctx context.Context, req *pb.RevokeJoinTokenRequest) (*pb.RevokeJoinTokenResponse, error) {
+	id := req.GetTokenId()
+	if !cluster.ValidJoinTokenID(id) {
+		// The value is not repeated, here or in the audit line: it may be
+		// the token itself.
+		if strings.HasPrefix(id, joinTokenPrefix) {
+			return nil, errInvalidArg(ExcValidation, "invalid TokenId: this is a join token, not its id; a token is revoked by the %d-hex-digit id 'hsmctl cluster join-tokens' lists", cluster.JoinTokenIDLen)
+		}
+		return nil, errInvalidArg(ExcValidation, "invalid TokenId: a join token id is %d lowercase hex digits, as 'hsmctl cluster join-tokens' lists it; got %d characters", cluster.JoinTokenIDLen, len(id))
+	}
+	nameObject(ctx, "join-token:"+id)
+	if _, err := s.apply(ctx, &cluster.RevokeJoinToken{ID: id, At: s.now()}); err != nil {
+		return nil, err
+	}
+	s.log.Info("join token revoked", "token_id", id)
+	return &pb.RevokeJoinTokenResponse{}, nil
 }
 
 func joinTokenHash(token string) []byte {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,10 +17,10 @@ import (
 )
 
 // TestClusterService is the conformance suite of the ClusterService calls
-// hsmctl's cluster commands make: status, backup, join tokens, and the
-// refusals of RemoveNode and TransferLeadership. It changes no membership,
-// so it runs against a real cluster as well as a fake one. conn must reach
-// the cluster as an admin.
+// hsmctl's cluster commands make: status, backup, join tokens (made,
+// listed and revoked), and the refusals of RemoveNode and
+// TransferLeadership. It changes no membership, so it runs against a real
+// cluster as well as a fake one. conn must reach the cluster as an admin.
 func TestClusterService(t *testing.T, conn grpc.ClientConnInterface) {
 	cl := pb.NewClusterServiceClient(conn)
 	t.Run("Status", func(t *testing.T) { checkClusterStatus(t, cl) })
@@ -130,10 +131,58 @@ func checkJoinToken(t *testing.T, cl pb.ClusterServiceClient) {
 			t.Errorf("CreateJoinToken ttl %v: token %d bytes, expires in %v; want %v", tt.ttl.AsDuration(), len(tok.GetToken()), d, tt.want)
 		}
 	}
-	for _, ttl := range []time.Duration{-time.Minute, 25 * time.Hour} {
+	for _, ttl := range []time.Duration{-time.Minute, time.Nanosecond, 30 * time.Second, 25 * time.Hour} {
 		_, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
-		wantErr(t, "CreateJoinToken ttl "+ttl.String(), err, codes.InvalidArgument, "ValidationException", "invalid Ttl: must be 0 (15 minutes) to 24h, got "+ttl.String())
+		wantErr(t, "CreateJoinToken ttl "+ttl.String(), err, codes.InvalidArgument, "ValidationException",
+			"invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got "+ttl.String())
 	}
+	checkJoinTokenRevocation(t, cl)
+}
+
+// checkJoinTokenRevocation: a token's id is the first 8 bytes of its
+// SHA-256 in hex; the listing shows it with its expiry and node; a revoked
+// token is no longer listed, and revoking it again is NotFound; a
+// malformed id, or the token given for its id, is InvalidArgument.
+func checkJoinTokenRevocation(t *testing.T, cl pb.ClusterServiceClient) {
+	ctx := ctxOf(t)
+	tok, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(time.Hour), NodeId: "node-conformance"})
+	must(t, "CreateJoinToken", err)
+	h := sha256.Sum256([]byte(tok.GetToken()))
+	id := hex.EncodeToString(h[:8])
+	if tok.GetTokenId() != id {
+		t.Fatalf("CreateJoinToken: token id %q, want %s (the first 8 bytes of the token's SHA-256)", tok.GetTokenId(), id)
+	}
+	listed := func() *pb.JoinTokenInfo {
+		t.Helper()
+		resp, err := cl.ListJoinTokens(ctx, &pb.ListJoinTokensRequest{})
+		must(t, "ListJoinTokens", err)
+		for _, info := range resp.GetJoinTokens() {
+			if info.GetTokenId() == id {
+				return info
+			}
+		}
+		return nil
+	}
+	info := listed()
+	if info == nil || info.GetNodeId() != "node-conformance" || !info.GetExpireTime().AsTime().Equal(tok.GetExpireTime().AsTime()) ||
+		info.GetCreateTime() == nil || !info.GetCreateTime().AsTime().Before(info.GetExpireTime().AsTime()) {
+		t.Fatalf("ListJoinTokens shows the token made as %v; want id %s, node node-conformance, expiry %v and a making time",
+			info, id, tok.GetExpireTime().AsTime())
+	}
+	_, err = cl.RevokeJoinToken(ctx, &pb.RevokeJoinTokenRequest{TokenId: id})
+	must(t, "RevokeJoinToken", err)
+	if info := listed(); info != nil {
+		t.Errorf("ListJoinTokens shows a revoked token: %v", info)
+	}
+	_, err = cl.RevokeJoinToken(ctx, &pb.RevokeJoinTokenRequest{TokenId: id})
+	wantErr(t, "RevokeJoinToken twice", err, codes.NotFound, "NotFoundException", "outstanding join token "+id+" does not exist")
+	_, err = cl.RevokeJoinToken(ctx, &pb.RevokeJoinTokenRequest{TokenId: "node4"})
+	wantErr(t, "RevokeJoinToken malformed", err, codes.InvalidArgument, "ValidationException",
+		"invalid TokenId: a join token id is 16 lowercase hex digits, as 'hsmctl cluster join-tokens' lists it; got 5 characters")
+	// A join token (they start hsmbj_) given for its id.
+	_, err = cl.RevokeJoinToken(ctx, &pb.RevokeJoinTokenRequest{TokenId: "hsmbj_" + strings.Repeat("A", 43)})
+	wantErr(t, "RevokeJoinToken with a token", err, codes.InvalidArgument, "ValidationException",
+		"invalid TokenId: this is a join token, not its id; a token is revoked by the 16-hex-digit id 'hsmctl cluster join-tokens' lists")
 }
 
 func checkMembershipRefusals(t *testing.T, cl pb.ClusterServiceClient) {

@@ -28,9 +28,10 @@ func (a *app) clusterCommand() *cobra.Command {
 	return group(&cobra.Command{
 		Use:   "cluster",
 		Short: "Operate the cluster of brokers: status, membership, leadership, backups",
-		Long: `cluster operates the Raft cluster of brokers. Every command but status needs
-an admin client certificate; status also admits auditors. Any member
-accepts every command and passes it to the leader when it must.
+		Long: `cluster operates the Raft cluster of brokers. Every command needs an admin
+client certificate, except that status, join-tokens and verify-backup also
+admit auditors. Any member accepts every command and passes it to the
+leader when it must.
 
 Joining. A new node joins by itself on its first start, as its
 configuration says (deploy/hsmbrokerd.example.yaml):
@@ -38,14 +39,19 @@ configuration says (deploy/hsmbrokerd.example.yaml):
   join_token_file: FILE         a one-time token, mode 0600
 Make the token with 'hsmctl cluster join-token --out FILE' and carry FILE to
 the new node. The joining node's HSM receives the domain key from the
-leader's, wrapped HSM to HSM; the token is used up by the join.`,
+leader's, wrapped HSM to HSM; the token is used up by the join. Tokens not
+used yet are listed by id with 'join-tokens'; 'revoke-join-token ID'
+withdraws one that is no longer needed or may have leaked.`,
 		Example: `  hsmctl cluster status
-  hsmctl cluster join-token --ttl 30m --out node4.join.token
+  hsmctl cluster join-token --ttl 30m --node-id node4 --out node4.join.token
+  hsmctl cluster join-tokens
+  hsmctl cluster revoke-join-token 3a9a23968244a6cf
   hsmctl cluster transfer-leadership node2
   hsmctl cluster remove node3
   hsmctl cluster backup /var/backups/hsmbroker/$(date +%F).snap
   hsmctl cluster verify-backup /var/backups/hsmbroker/2026-12-01.snap`,
-	}, a.clusterStatusCommand(), a.clusterJoinTokenCommand(), a.clusterRemoveCommand(),
+	}, a.clusterStatusCommand(), a.clusterJoinTokenCommand(), a.clusterJoinTokensCommand(), a.clusterRevokeJoinTokenCommand(),
+		a.clusterRemoveCommand(),
 		a.clusterTransferLeadershipCommand(), a.clusterBackupCommand(), a.clusterVerifyBackupCommand())
 }
 
@@ -318,8 +324,11 @@ func (a *app) clusterJoinTokenCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "join-token",
 		Short: "Make a one-time token that lets one new node join",
-		Long: `join-token makes a one-time join token, valid for --ttl (at most 24h). The
-cluster keeps only its hash; the token is shown once.
+		Long: `join-token makes a one-time join token, valid for --ttl (1m to 24h). The
+cluster keeps only its hash; the token is shown once. The token's id (the
+first 8 bytes of that hash, in hex) names it in 'hsmctl cluster
+join-tokens' and 'hsmctl cluster revoke-join-token ID' and in the audit
+log (key_ref join-token:ID); the token cannot be derived from it.
 
 --node-id ID binds the token to the node that will use it: a join under
 any other id is refused, and leaves the token unused. Give it whenever
@@ -332,14 +341,15 @@ addresses. --out FILE writes it there (mode 0600) instead of printing it,
 so that it never passes through a terminal or a shell variable; an existing
 FILE is refused unless --force.
 
-Without --out, the token alone is printed on standard output. With -o json:
-{"token", "expireTime"}, or {"file", "expireTime"} with --out.`,
+Without --out, the token alone is printed on standard output, and its id
+on standard error. With -o json: {"token", "tokenId", "expireTime"}, or
+{"file", "tokenId", "expireTime"} with --out.`,
 		Example: `  hsmctl cluster join-token --node-id node4 --out /secure/node4.join.token
   hsmctl cluster join-token --ttl 1h -o json`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			if ttl <= 0 || ttl > 24*time.Hour {
-				return usageErr(fmt.Sprintf("invalid --ttl %s: want more than 0 and at most 24h", ttl))
+			if ttl < time.Minute || ttl > 24*time.Hour {
+				return usageErr(fmt.Sprintf("invalid --ttl %s: want 1m to 24h", ttl))
 			}
 			if out != "" {
 				if err := checkOutPath(out, force); err != nil {
@@ -354,21 +364,23 @@ Without --out, the token alone is printed on standard output. With -o json:
 			if err != nil {
 				return err
 			}
-			expires := timeString(resp.GetExpireTime())
+			expires, id := timeString(resp.GetExpireTime()), resp.GetTokenId()
 			if out == "" {
 				if a.json() {
-					return printJSON(a.stdout, map[string]any{"token": resp.GetToken(), "expireTime": expires})
+					return printJSON(a.stdout, map[string]any{"token": resp.GetToken(), "tokenId": id, "expireTime": expires})
 				}
+				// Standard output stays the token alone, for a redirection.
+				fmt.Fprintf(a.stderr, "Join token %s, valid until %s (revoke it: hsmctl cluster revoke-join-token %s).\n", id, expires, id)
 				_, err := fmt.Fprintln(a.stdout, resp.GetToken())
 				return err
 			}
 			if err := writeOutFile(out, []byte(resp.GetToken()+"\n"), privateFileMode, force); err != nil {
-				return fmt.Errorf("write the join token: %w", err)
+				return fmt.Errorf("write the join token (revoke it: hsmctl cluster revoke-join-token %s): %w", id, err)
 			}
 			if a.json() {
-				return printJSON(a.stdout, map[string]any{"file": out, "expireTime": expires})
+				return printJSON(a.stdout, map[string]any{"file": out, "tokenId": id, "expireTime": expires})
 			}
-			fmt.Fprintf(a.stdout, "Join token written to %s (mode 0600), valid until %s.\n", out, expires)
+			fmt.Fprintf(a.stdout, "Join token %s written to %s (mode 0600), valid until %s.\n", id, out, expires)
 			// The configuration line names the file absolutely: a relative
 			// path there is read from the configuration file's directory,
 			// not from this one.
@@ -380,11 +392,94 @@ Without --out, the token alone is printed on standard output. With -o json:
 			return nil
 		}),
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token stays valid (at most 24h)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token stays valid (1m to 24h)")
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of standard output; an existing file is refused unless --force")
 	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
 	cmd.Flags().StringVar(&nodeID, "node-id", "", "admit only the node of this id with the token (recommended)")
 	return cmd
+}
+
+func (a *app) clusterJoinTokensCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "join-tokens",
+		Short: "List the join tokens not used yet, by id (never the tokens)",
+		Long: `join-tokens lists every join token that is neither used nor expired: its id,
+the node id it is bound to ("-" when it admits any), when it was made
+("-" for a token made before the cluster recorded it) and when it expires. Neither the tokens nor their hashes are shown. Any member
+answers, from a state as new as every change acknowledged before.
+
+An unused token, with a node certificate of the cluster CA, is enough to
+join and receive the domain key. Look here after a join (it should have
+used its token), before and after maintenance, and when a host that held
+a token, or an admin who made one, can no longer be trusted; revoke what
+no node is about to use with 'hsmctl cluster revoke-join-token ID'.
+
+With -o json: {"joinTokens": [{"tokenId", "nodeId", "createTime",
+"expireTime"}]}.`,
+		Example: `  hsmctl cluster join-tokens
+  hsmctl cluster join-tokens -o json | jq -r '.joinTokens[] | select(.nodeId == "") | .tokenId'`,
+		Args: noArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Cluster.ListJoinTokens(a.ctx, &pb.ListJoinTokensRequest{})
+			if err != nil {
+				return err
+			}
+			type row struct {
+				TokenID    string `json:"tokenId"`
+				NodeID     string `json:"nodeId"`
+				CreateTime string `json:"createTime"`
+				ExpireTime string `json:"expireTime"`
+			}
+			out := []row{}
+			var rows [][]string
+			for _, t := range resp.GetJoinTokens() {
+				r := row{t.GetTokenId(), t.GetNodeId(), timeString(t.GetCreateTime()), timeString(t.GetExpireTime())}
+				out = append(out, r)
+				rows = append(rows, []string{r.TokenID, dash(r.NodeID), dash(r.CreateTime), r.ExpireTime})
+			}
+			if a.json() {
+				return printJSON(a.stdout, map[string]any{"joinTokens": out})
+			}
+			return table(a.stdout, []string{"ID", "NODE", "CREATED", "EXPIRES"}, rows)
+		}),
+	}
+}
+
+func (a *app) clusterRevokeJoinTokenCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke-join-token ID",
+		Short: "Withdraw a join token not used yet; a join with it is refused",
+		Long: `revoke-join-token withdraws the unused join token whose id is ID (16 hex
+digits, as 'join-token' printed it and 'join-tokens' lists it; not the
+token itself). From then on a join with the token is refused, as one with
+a used token is. Revoke a token that was made by mistake, that no node
+will use, or that may have been copied: one left on a host or in a file
+that others could read, or made by an admin or a member who is no longer
+trusted. A token that is used, expired or already revoked is not found.
+
+It prints what it revoked; with -o json {"revoked": ID}.`,
+		Example: `  hsmctl cluster join-tokens
+  hsmctl cluster revoke-join-token 3a9a23968244a6cf`,
+		Args: exactArgs("ID"),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			if strings.HasPrefix(args[0], "hsmbj_") {
+				// Not repeated, and not sent: it is the secret itself.
+				return usageErr("ID is a join token, not its id: revoke it by the 16-hex-digit id 'hsmctl cluster join-tokens' lists; the token is now on this shell's command line and history, so revoke it")
+			}
+			c, err := a.conn()
+			if err != nil {
+				return err
+			}
+			if _, err := c.Cluster.RevokeJoinToken(a.ctx, &pb.RevokeJoinTokenRequest{TokenId: args[0]}); err != nil {
+				return err
+			}
+			return a.confirm(map[string]any{"revoked": args[0]}, "Revoked join token %s: a join with it is refused.", args[0])
+		}),
+	}
 }
 
 // memberAddresses lists the members' gRPC addresses for a join list, or

@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +46,11 @@ type fakeCluster struct {
 	tokenTTL time.Duration
 	// tokenNode is the NodeId of the last CreateJoinToken.
 	tokenNode string
-	snapshot  []byte
+	// tokens are the join tokens made and not revoked, by id; tokenCount
+	// numbers them (tok-secret-123 is the first).
+	tokens     map[string]*pb.JoinTokenInfo
+	tokenCount int
+	snapshot   []byte
 	// hsmDown is the member whose HSM cannot be asked: its partition
 	// reports unavailable and no domain key.
 	hsmDown string
@@ -181,11 +187,61 @@ func (m *fakeMember) CreateJoinToken(_ context.Context, req *pb.CreateJoinTokenR
 	if ttl == 0 {
 		ttl = 15 * time.Minute
 	}
-	if ttl < 0 || ttl > 24*time.Hour {
-		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid Ttl: must be 0 (15 minutes) to 24h, got %s", ttl)
+	if ttl < time.Minute || ttl > 24*time.Hour {
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got %s", ttl)
 	}
-	return &pb.CreateJoinTokenResponse{Token: "tok-secret-123", ExpireTime: timestamppb.New(time.Now().Add(ttl))}, nil
+	token := fmt.Sprintf("tok-secret-%d", 123+m.c.tokenCount)
+	m.c.tokenCount++
+	h := sha256.Sum256([]byte(token))
+	now := time.Now()
+	info := &pb.JoinTokenInfo{TokenId: hex.EncodeToString(h[:8]), CreateTime: timestamppb.New(now), ExpireTime: timestamppb.New(now.Add(ttl)),
+		NodeId: req.GetNodeId()}
+	if m.c.tokens == nil {
+		m.c.tokens = map[string]*pb.JoinTokenInfo{}
+	}
+	m.c.tokens[info.GetTokenId()] = info
+	return &pb.CreateJoinTokenResponse{Token: token, ExpireTime: info.GetExpireTime(), TokenId: info.GetTokenId()}, nil
 }
+
+// ListJoinTokens lists the tokens made and not revoked, by expiry, then
+// id, as the broker does (none expires while a test runs).
+func (m *fakeMember) ListJoinTokens(context.Context, *pb.ListJoinTokensRequest) (*pb.ListJoinTokensResponse, error) {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	resp := &pb.ListJoinTokensResponse{}
+	for _, info := range m.c.tokens {
+		resp.JoinTokens = append(resp.JoinTokens, info)
+	}
+	slices.SortFunc(resp.JoinTokens, func(a, b *pb.JoinTokenInfo) int {
+		if c := a.GetExpireTime().AsTime().Compare(b.GetExpireTime().AsTime()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetTokenId(), b.GetTokenId())
+	})
+	return resp, nil
+}
+
+// RevokeJoinToken refuses and forgets as the broker does.
+func (m *fakeMember) RevokeJoinToken(_ context.Context, req *pb.RevokeJoinTokenRequest) (*pb.RevokeJoinTokenResponse, error) {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	id := req.GetTokenId()
+	switch {
+	case strings.HasPrefix(id, "hsmbj_"):
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException",
+			"invalid TokenId: this is a join token, not its id; a token is revoked by the 16-hex-digit id 'hsmctl cluster join-tokens' lists")
+	case !tokenIDPattern.MatchString(id):
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException",
+			"invalid TokenId: a join token id is 16 lowercase hex digits, as 'hsmctl cluster join-tokens' lists it; got %d characters", len(id))
+	case m.c.tokens[id] == nil:
+		return nil, clienttest.Error(codes.NotFound, "NotFoundException", "outstanding join token %s does not exist", id)
+	}
+	delete(m.c.tokens, id)
+	return &pb.RevokeJoinTokenResponse{}, nil
+}
+
+// tokenIDPattern is the broker's rule for join token ids.
+var tokenIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 func (m *fakeMember) RemoveNode(_ context.Context, req *pb.RemoveNodeRequest) (*pb.RemoveNodeResponse, error) {
 	m.c.mu.Lock()
@@ -414,10 +470,18 @@ func TestClusterStatusFake(t *testing.T) {
 	}
 }
 
+// idOf is the id of a join token, as the broker makes it.
+func idOf(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:8])
+}
+
 func TestClusterJoinToken(t *testing.T) {
 	c := newFakeCluster(t)
-	if out := c.ok(c.flags(1), "cluster", "join-token"); out != "tok-secret-123\n" {
-		t.Errorf("join-token printed %q", out)
+	// Standard output is the token alone; its id goes to standard error.
+	if r := c.run(c.flags(1), "cluster", "join-token"); r.code != 0 || r.stdout != "tok-secret-123\n" ||
+		!strings.Contains(r.stderr, "Join token "+idOf("tok-secret-123")+", valid until ") || strings.Contains(r.stderr, "tok-secret") {
+		t.Errorf("join-token: %+v", r)
 	}
 	if c.tokenTTL != 15*time.Minute || c.tokenNode != "" {
 		t.Errorf("default TTL %v, want 15m; node %q, want none", c.tokenTTL, c.tokenNode)
@@ -426,35 +490,35 @@ func TestClusterJoinToken(t *testing.T) {
 	if c.tokenNode != "node4" {
 		t.Errorf("join-token --node-id node4 asked for a token for %q", c.tokenNode)
 	}
-	var j struct{ Token, ExpireTime, File string }
+	var j struct{ Token, TokenID, ExpireTime, File string }
 	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--ttl", "1h")
 	exp, err := time.Parse(time.RFC3339, j.ExpireTime)
-	if d := time.Until(exp); j.Token != "tok-secret-123" || err != nil || d < 59*time.Minute || d > time.Hour || c.tokenTTL != time.Hour {
+	if d := time.Until(exp); j.Token != "tok-secret-125" || j.TokenID != idOf(j.Token) || err != nil || d < 59*time.Minute || d > time.Hour || c.tokenTTL != time.Hour {
 		t.Errorf("join-token -o json: %+v, TTL %v", j, c.tokenTTL)
 	}
 
 	file := filepath.Join(t.TempDir(), "join.token")
 	out := c.ok(c.flags(1), "cluster", "join-token", "--out", file)
-	if strings.Contains(out, "tok-secret-123") {
+	if strings.Contains(out, "tok-secret") {
 		t.Errorf("--out printed the token:\n%s", out)
 	}
-	for _, want := range []string{file, "join: [" + strings.Join(c.addrs, ", ") + "]", "join_token_file: " + file} {
+	for _, want := range []string{"Join token " + idOf("tok-secret-126") + " written to " + file, "join: [" + strings.Join(c.addrs, ", ") + "]", "join_token_file: " + file} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--out output lacks %q:\n%s", want, out)
 		}
 	}
-	if b, err := os.ReadFile(file); err != nil || string(b) != "tok-secret-123\n" {
+	if b, err := os.ReadFile(file); err != nil || string(b) != "tok-secret-126\n" {
 		t.Errorf("token file: %q, %v", b, err)
 	}
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("token file mode: %v %v", fi.Mode(), err)
 	}
-	j = struct{ Token, ExpireTime, File string }{}
+	j = struct{ Token, TokenID, ExpireTime, File string }{}
 	if r := c.run(c.flags(1), "cluster", "join-token", "--out", file); r.code != exitError || !strings.Contains(r.stderr, "exists; use --force") {
 		t.Errorf("join-token over an existing --out: %+v", r)
 	}
 	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--out", file, "--force")
-	if j.Token != "" || j.File != file {
+	if j.Token != "" || j.File != file || j.TokenID != idOf("tok-secret-127") {
 		t.Errorf("join-token --out -o json: %+v", j)
 	}
 	// A relative --out: the configuration line still names the file
@@ -465,9 +529,72 @@ func TestClusterJoinToken(t *testing.T) {
 		t.Errorf("join-token --out rel.token, output:\n%s", out)
 	}
 
-	for _, ttl := range []string{"0s", "25h", "-1m"} {
-		if r := c.run(c.flags(1), "cluster", "join-token", "--ttl", ttl); r.code != exitUsage || !strings.Contains(r.stderr, "--ttl") {
+	for _, ttl := range []string{"0s", "30s", "59s", "25h", "-1m"} {
+		if r := c.run(c.flags(1), "cluster", "join-token", "--ttl", ttl); r.code != exitUsage || !strings.Contains(r.stderr, "invalid --ttl ") || !strings.Contains(r.stderr, ": want 1m to 24h") {
 			t.Errorf("--ttl %s: %+v", ttl, r)
+		}
+	}
+	c.ok(c.flags(1), "cluster", "join-token", "--ttl", "1m")
+	if c.tokenTTL != time.Minute {
+		t.Errorf("--ttl 1m asked for %v", c.tokenTTL)
+	}
+}
+
+// TestClusterJoinTokensListAndRevoke: join-tokens lists the tokens by id,
+// bound node, making and expiry time, in a table and in JSON, never the
+// tokens; revoke-join-token withdraws one, which the list then lacks; an
+// unknown id fails with the broker's NotFound, and a token given for its
+// id is refused before anything is sent, without being repeated.
+func TestClusterJoinTokensListAndRevoke(t *testing.T) {
+	c := newFakeCluster(t)
+	if out := c.ok(c.flags(0), "cluster", "join-tokens"); out != "ID  NODE  CREATED  EXPIRES\n" {
+		t.Errorf("join-tokens with none:\n%s", out)
+	}
+	c.ok(c.flags(0), "cluster", "join-token", "--node-id", "node4", "--ttl", "2h") // tok-secret-123
+	c.ok(c.flags(1), "cluster", "join-token")                                      // tok-secret-124
+	bound, free := idOf("tok-secret-123"), idOf("tok-secret-124")
+
+	out := c.ok(c.flags(2), "cluster", "join-tokens")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID ") || !strings.HasPrefix(lines[1], free+"  -  ") || !strings.HasPrefix(lines[2], bound+"  node4  ") ||
+		strings.Contains(out, "tok-secret") {
+		t.Errorf("join-tokens:\n%s", out)
+	}
+	var j struct {
+		JoinTokens []struct{ TokenID, NodeID, CreateTime, ExpireTime string }
+	}
+	c.okJSON(&j, c.flags(2), "cluster", "join-tokens")
+	if len(j.JoinTokens) != 2 || j.JoinTokens[1].TokenID != bound || j.JoinTokens[1].NodeID != "node4" || j.JoinTokens[0].TokenID != free ||
+		j.JoinTokens[0].NodeID != "" || j.JoinTokens[1].CreateTime == "" || j.JoinTokens[1].ExpireTime <= j.JoinTokens[0].ExpireTime {
+		t.Errorf("join-tokens -o json: %+v", j)
+	}
+
+	if out := c.ok(c.flags(1), "cluster", "revoke-join-token", bound); out != "Revoked join token "+bound+": a join with it is refused.\n" {
+		t.Errorf("revoke-join-token printed %q", out)
+	}
+	if out := c.ok(c.flags(0), "cluster", "join-tokens"); strings.Contains(out, bound) || !strings.Contains(out, free) {
+		t.Errorf("join-tokens after the revocation:\n%s", out)
+	}
+	var rv struct{ Revoked string }
+	c.okJSON(&rv, c.flags(0), "cluster", "revoke-join-token", free)
+	if rv.Revoked != free {
+		t.Errorf("revoke-join-token -o json: %+v", rv)
+	}
+	if r := c.run(c.flags(0), "cluster", "revoke-join-token", free); r.code != exitError ||
+		!strings.Contains(r.stderr, "outstanding join token "+free+" does not exist") {
+		t.Errorf("revoking a revoked token: %+v", r)
+	}
+	if r := c.run(c.flags(0), "cluster", "revoke-join-token", "ABC"); r.code != exitError || !strings.Contains(r.stderr, "invalid TokenId") {
+		t.Errorf("revoking a malformed id: %+v", r)
+	}
+	const token = "hsmbj_c2VjcmV0LXRva2VuLXRoYXQtbXVzdC1ub3QtYmUtZWNob2Vk"
+	if r := c.run(c.flags(0), "cluster", "revoke-join-token", token); r.code != exitUsage || !strings.Contains(r.stderr, "is a join token, not its id") ||
+		strings.Contains(r.stderr+r.stdout, token) {
+		t.Errorf("revoking by the token itself: %+v", r)
+	}
+	for _, args := range [][]string{{"revoke-join-token"}, {"revoke-join-token", "a", "b"}, {"join-tokens", "x"}} {
+		if r := c.run(c.flags(0), append([]string{"cluster"}, args...)...); r.code != exitUsage {
+			t.Errorf("cluster %v: %+v", args, r)
 		}
 	}
 }

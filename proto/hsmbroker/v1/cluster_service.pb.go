@@ -162,8 +162,8 @@ func (x *GetClusterStatusResponse) GetNotServingReason() string {
 // CreateJoinTokenRequest is the input of ClusterService.CreateJoinToken.
 type CreateJoinTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How long the token stays valid, at most 24 hours; unset or zero means 15
-	// minutes.
+	// How long the token stays valid, from 1 minute to 24 hours; unset or
+	// zero means 15 minutes.
 	Ttl *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// When set, the token admits only the node of this id (whose node
 	// certificate names it): a join under any other id is refused and leaves
@@ -224,7 +224,11 @@ type CreateJoinTokenResponse struct {
 	// joining node's operator over a trusted channel.
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// When the token stops being valid.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The token's id, 16 lowercase hex digits (the first 8 bytes of the
+	// token's SHA-256): what ListJoinTokens shows and RevokeJoinToken takes.
+	// It is not secret, and the token cannot be derived from it.
+	TokenId       string `protobuf:"bytes,3,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +277,256 @@ func (x *CreateJoinTokenResponse) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CreateJoinTokenResponse) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+// ListJoinTokensRequest is the input of ClusterService.ListJoinTokens. It
+// is empty.
+type ListJoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensRequest) Reset() {
+	*x = ListJoinTokensRequest{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensRequest) ProtoMessage() {}
+
+func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+}
+
+// ListJoinTokensResponse is the output of ClusterService.ListJoinTokens.
+type ListJoinTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every unused, unexpired join token, ordered by expiry, then id.
+	JoinTokens    []*JoinTokenInfo `protobuf:"bytes,1,rep,name=join_tokens,json=joinTokens,proto3" json:"join_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensResponse) Reset() {
+	*x = ListJoinTokensResponse{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensResponse) ProtoMessage() {}
+
+func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListJoinTokensResponse) GetJoinTokens() []*JoinTokenInfo {
+	if x != nil {
+		return x.JoinTokens
+	}
+	return nil
+}
+
+// JoinTokenInfo describes an outstanding join token without the token.
+type JoinTokenInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's id (CreateJoinTokenResponse.token_id).
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// When the token was made; unset for a token made before the cluster
+	// recorded it.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the token stops being valid.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The one node id the token admits; empty when it admits any.
+	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokenInfo) Reset() {
+	*x = JoinTokenInfo{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokenInfo) ProtoMessage() {}
+
+func (x *JoinTokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokenInfo.ProtoReflect.Descriptor instead.
+func (*JoinTokenInfo) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JoinTokenInfo) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *JoinTokenInfo) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+// RevokeJoinTokenRequest is the input of ClusterService.RevokeJoinToken.
+type RevokeJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the token to revoke, 16 lowercase hex digits, as
+	// ListJoinTokens shows it. Not the token itself.
+	TokenId       string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenRequest) Reset() {
+	*x = RevokeJoinTokenRequest{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenRequest) ProtoMessage() {}
+
+func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RevokeJoinTokenRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+// RevokeJoinTokenResponse is the output of ClusterService.RevokeJoinToken.
+// It is empty.
+type RevokeJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenResponse) Reset() {
+	*x = RevokeJoinTokenResponse{}
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenResponse) ProtoMessage() {}
+
+func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{8}
+}
+
 // JoinClusterRequest is the input of ClusterService.JoinCluster, sent by the
 // joining node.
 type JoinClusterRequest struct {
@@ -299,7 +553,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +565,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[4]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +578,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{4}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinClusterRequest) GetNodeId() string {
@@ -387,7 +641,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +653,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[5]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +666,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{5}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JoinClusterResponse) GetWrappedDomainKey() []byte {
@@ -447,7 +701,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +713,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[6]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +726,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{6}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -492,7 +746,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +758,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[7]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +771,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{7}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{12}
 }
 
 // TransferLeadershipRequest is the input of ClusterService.TransferLeadership.
@@ -532,7 +786,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +798,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[8]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +811,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{8}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -578,7 +832,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +844,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[9]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +857,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{9}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -622,7 +876,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +888,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[10]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +901,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{10}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{15}
 }
 
 // BackupResponse is one message of the ClusterService.Backup stream. The
@@ -684,7 +938,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +950,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[11]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +963,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{11}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BackupResponse) GetChunk() []byte {
@@ -767,7 +1021,7 @@ type VerifyBackupRequest struct {
 
 func (x *VerifyBackupRequest) Reset() {
 	*x = VerifyBackupRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1033,7 @@ func (x *VerifyBackupRequest) String() string {
 func (*VerifyBackupRequest) ProtoMessage() {}
 
 func (x *VerifyBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[12]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1046,7 @@ func (x *VerifyBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBackupRequest.ProtoReflect.Descriptor instead.
 func (*VerifyBackupRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{12}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VerifyBackupRequest) GetSha256() string {
@@ -823,7 +1077,7 @@ type VerifyBackupResponse struct {
 
 func (x *VerifyBackupResponse) Reset() {
 	*x = VerifyBackupResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1089,7 @@ func (x *VerifyBackupResponse) String() string {
 func (*VerifyBackupResponse) ProtoMessage() {}
 
 func (x *VerifyBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[13]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1102,7 @@ func (x *VerifyBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBackupResponse.ProtoReflect.Descriptor instead.
 func (*VerifyBackupResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{13}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VerifyBackupResponse) GetAuthentic() bool {
@@ -877,7 +1131,7 @@ type ForwardCommandRequest struct {
 
 func (x *ForwardCommandRequest) Reset() {
 	*x = ForwardCommandRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1143,7 @@ func (x *ForwardCommandRequest) String() string {
 func (*ForwardCommandRequest) ProtoMessage() {}
 
 func (x *ForwardCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[14]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1156,7 @@ func (x *ForwardCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCommandRequest.ProtoReflect.Descriptor instead.
 func (*ForwardCommandRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{14}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ForwardCommandRequest) GetCommand() []byte {
@@ -925,7 +1179,7 @@ type ForwardCommandResponse struct {
 
 func (x *ForwardCommandResponse) Reset() {
 	*x = ForwardCommandResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1191,7 @@ func (x *ForwardCommandResponse) String() string {
 func (*ForwardCommandResponse) ProtoMessage() {}
 
 func (x *ForwardCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[15]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1204,7 @@ func (x *ForwardCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCommandResponse.ProtoReflect.Descriptor instead.
 func (*ForwardCommandResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{15}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ForwardCommandResponse) GetResult() []byte {
@@ -976,7 +1230,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1242,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[16]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1255,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{16}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{21}
 }
 
 // ReadIndexResponse is the output of ClusterService.ReadIndex.
@@ -1015,7 +1269,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1281,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[17]
+	mi := &file_hsmbroker_v1_cluster_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1294,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{17}
+	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadIndexResponse) GetCommitIndex() uint64 {
@@ -1065,11 +1319,26 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x12not_serving_reason\x18\x06 \x01(\tR\x10notServingReason\"^\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"l\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"\x87\x01\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xff\x01\n" +
+	"expireTime\x12\x19\n" +
+	"\btoken_id\x18\x03 \x01(\tR\atokenId\"\x17\n" +
+	"\x15ListJoinTokensRequest\"V\n" +
+	"\x16ListJoinTokensResponse\x12<\n" +
+	"\vjoin_tokens\x18\x01 \x03(\v2\x1b.hsmbroker.v1.JoinTokenInfoR\n" +
+	"joinTokens\"\xbd\x01\n" +
+	"\rJoinTokenInfo\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12;\n" +
+	"\vcreate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"3\n" +
+	"\x16RevokeJoinTokenRequest\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\"\x19\n" +
+	"\x17RevokeJoinTokenResponse\"\xff\x01\n" +
 	"\x12JoinClusterRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -1110,10 +1379,12 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"\x12\n" +
 	"\x10ReadIndexRequest\"6\n" +
 	"\x11ReadIndexResponse\x12!\n" +
-	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xaa\x06\n" +
+	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xe7\a\n" +
 	"\x0eClusterService\x12a\n" +
 	"\x10GetClusterStatus\x12%.hsmbroker.v1.GetClusterStatusRequest\x1a&.hsmbroker.v1.GetClusterStatusResponse\x12^\n" +
-	"\x0fCreateJoinToken\x12$.hsmbroker.v1.CreateJoinTokenRequest\x1a%.hsmbroker.v1.CreateJoinTokenResponse\x12R\n" +
+	"\x0fCreateJoinToken\x12$.hsmbroker.v1.CreateJoinTokenRequest\x1a%.hsmbroker.v1.CreateJoinTokenResponse\x12[\n" +
+	"\x0eListJoinTokens\x12#.hsmbroker.v1.ListJoinTokensRequest\x1a$.hsmbroker.v1.ListJoinTokensResponse\x12^\n" +
+	"\x0fRevokeJoinToken\x12$.hsmbroker.v1.RevokeJoinTokenRequest\x1a%.hsmbroker.v1.RevokeJoinTokenResponse\x12R\n" +
 	"\vJoinCluster\x12 .hsmbroker.v1.JoinClusterRequest\x1a!.hsmbroker.v1.JoinClusterResponse\x12O\n" +
 	"\n" +
 	"RemoveNode\x12\x1f.hsmbroker.v1.RemoveNodeRequest\x1a .hsmbroker.v1.RemoveNodeResponse\x12g\n" +
@@ -1135,59 +1406,71 @@ func file_hsmbroker_v1_cluster_service_proto_rawDescGZIP() []byte {
 	return file_hsmbroker_v1_cluster_service_proto_rawDescData
 }
 
-var file_hsmbroker_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_hsmbroker_v1_cluster_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_hsmbroker_v1_cluster_service_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: hsmbroker.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil),   // 1: hsmbroker.v1.GetClusterStatusResponse
 	(*CreateJoinTokenRequest)(nil),     // 2: hsmbroker.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil),    // 3: hsmbroker.v1.CreateJoinTokenResponse
-	(*JoinClusterRequest)(nil),         // 4: hsmbroker.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),        // 5: hsmbroker.v1.JoinClusterResponse
-	(*RemoveNodeRequest)(nil),          // 6: hsmbroker.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 7: hsmbroker.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 8: hsmbroker.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 9: hsmbroker.v1.TransferLeadershipResponse
-	(*BackupRequest)(nil),              // 10: hsmbroker.v1.BackupRequest
-	(*BackupResponse)(nil),             // 11: hsmbroker.v1.BackupResponse
-	(*VerifyBackupRequest)(nil),        // 12: hsmbroker.v1.VerifyBackupRequest
-	(*VerifyBackupResponse)(nil),       // 13: hsmbroker.v1.VerifyBackupResponse
-	(*ForwardCommandRequest)(nil),      // 14: hsmbroker.v1.ForwardCommandRequest
-	(*ForwardCommandResponse)(nil),     // 15: hsmbroker.v1.ForwardCommandResponse
-	(*ReadIndexRequest)(nil),           // 16: hsmbroker.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 17: hsmbroker.v1.ReadIndexResponse
-	(*NodeStatus)(nil),                 // 18: hsmbroker.v1.NodeStatus
-	(*durationpb.Duration)(nil),        // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
-	(*PartitionInfo)(nil),              // 21: hsmbroker.v1.PartitionInfo
+	(*ListJoinTokensRequest)(nil),      // 4: hsmbroker.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 5: hsmbroker.v1.ListJoinTokensResponse
+	(*JoinTokenInfo)(nil),              // 6: hsmbroker.v1.JoinTokenInfo
+	(*RevokeJoinTokenRequest)(nil),     // 7: hsmbroker.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),    // 8: hsmbroker.v1.RevokeJoinTokenResponse
+	(*JoinClusterRequest)(nil),         // 9: hsmbroker.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),        // 10: hsmbroker.v1.JoinClusterResponse
+	(*RemoveNodeRequest)(nil),          // 11: hsmbroker.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 12: hsmbroker.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 13: hsmbroker.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 14: hsmbroker.v1.TransferLeadershipResponse
+	(*BackupRequest)(nil),              // 15: hsmbroker.v1.BackupRequest
+	(*BackupResponse)(nil),             // 16: hsmbroker.v1.BackupResponse
+	(*VerifyBackupRequest)(nil),        // 17: hsmbroker.v1.VerifyBackupRequest
+	(*VerifyBackupResponse)(nil),       // 18: hsmbroker.v1.VerifyBackupResponse
+	(*ForwardCommandRequest)(nil),      // 19: hsmbroker.v1.ForwardCommandRequest
+	(*ForwardCommandResponse)(nil),     // 20: hsmbroker.v1.ForwardCommandResponse
+	(*ReadIndexRequest)(nil),           // 21: hsmbroker.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 22: hsmbroker.v1.ReadIndexResponse
+	(*NodeStatus)(nil),                 // 23: hsmbroker.v1.NodeStatus
+	(*durationpb.Duration)(nil),        // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 25: google.protobuf.Timestamp
+	(*PartitionInfo)(nil),              // 26: hsmbroker.v1.PartitionInfo
 }
 var file_hsmbroker_v1_cluster_service_proto_depIdxs = []int32{
-	18, // 0: hsmbroker.v1.GetClusterStatusResponse.nodes:type_name -> hsmbroker.v1.NodeStatus
-	19, // 1: hsmbroker.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	20, // 2: hsmbroker.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 3: hsmbroker.v1.JoinClusterRequest.partition:type_name -> hsmbroker.v1.PartitionInfo
-	0,  // 4: hsmbroker.v1.ClusterService.GetClusterStatus:input_type -> hsmbroker.v1.GetClusterStatusRequest
-	2,  // 5: hsmbroker.v1.ClusterService.CreateJoinToken:input_type -> hsmbroker.v1.CreateJoinTokenRequest
-	4,  // 6: hsmbroker.v1.ClusterService.JoinCluster:input_type -> hsmbroker.v1.JoinClusterRequest
-	6,  // 7: hsmbroker.v1.ClusterService.RemoveNode:input_type -> hsmbroker.v1.RemoveNodeRequest
-	8,  // 8: hsmbroker.v1.ClusterService.TransferLeadership:input_type -> hsmbroker.v1.TransferLeadershipRequest
-	10, // 9: hsmbroker.v1.ClusterService.Backup:input_type -> hsmbroker.v1.BackupRequest
-	12, // 10: hsmbroker.v1.ClusterService.VerifyBackup:input_type -> hsmbroker.v1.VerifyBackupRequest
-	14, // 11: hsmbroker.v1.ClusterService.ForwardCommand:input_type -> hsmbroker.v1.ForwardCommandRequest
-	16, // 12: hsmbroker.v1.ClusterService.ReadIndex:input_type -> hsmbroker.v1.ReadIndexRequest
-	1,  // 13: hsmbroker.v1.ClusterService.GetClusterStatus:output_type -> hsmbroker.v1.GetClusterStatusResponse
-	3,  // 14: hsmbroker.v1.ClusterService.CreateJoinToken:output_type -> hsmbroker.v1.CreateJoinTokenResponse
-	5,  // 15: hsmbroker.v1.ClusterService.JoinCluster:output_type -> hsmbroker.v1.JoinClusterResponse
-	7,  // 16: hsmbroker.v1.ClusterService.RemoveNode:output_type -> hsmbroker.v1.RemoveNodeResponse
-	9,  // 17: hsmbroker.v1.ClusterService.TransferLeadership:output_type -> hsmbroker.v1.TransferLeadershipResponse
-	11, // 18: hsmbroker.v1.ClusterService.Backup:output_type -> hsmbroker.v1.BackupResponse
-	13, // 19: hsmbroker.v1.ClusterService.VerifyBackup:output_type -> hsmbroker.v1.VerifyBackupResponse
-	15, // 20: hsmbroker.v1.ClusterService.ForwardCommand:output_type -> hsmbroker.v1.ForwardCommandResponse
-	17, // 21: hsmbroker.v1.ClusterService.ReadIndex:output_type -> hsmbroker.v1.ReadIndexResponse
-	13, // [13:22] is the sub-list for method output_type
-	4,  // [4:13] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	23, // 0: hsmbroker.v1.GetClusterStatusResponse.nodes:type_name -> hsmbroker.v1.NodeStatus
+	24, // 1: hsmbroker.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	25, // 2: hsmbroker.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 3: hsmbroker.v1.ListJoinTokensResponse.join_tokens:type_name -> hsmbroker.v1.JoinTokenInfo
+	25, // 4: hsmbroker.v1.JoinTokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	25, // 5: hsmbroker.v1.JoinTokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 6: hsmbroker.v1.JoinClusterRequest.partition:type_name -> hsmbroker.v1.PartitionInfo
+	0,  // 7: hsmbroker.v1.ClusterService.GetClusterStatus:input_type -> hsmbroker.v1.GetClusterStatusRequest
+	2,  // 8: hsmbroker.v1.ClusterService.CreateJoinToken:input_type -> hsmbroker.v1.CreateJoinTokenRequest
+	4,  // 9: hsmbroker.v1.ClusterService.ListJoinTokens:input_type -> hsmbroker.v1.ListJoinTokensRequest
+	7,  // 10: hsmbroker.v1.ClusterService.RevokeJoinToken:input_type -> hsmbroker.v1.RevokeJoinTokenRequest
+	9,  // 11: hsmbroker.v1.ClusterService.JoinCluster:input_type -> hsmbroker.v1.JoinClusterRequest
+	11, // 12: hsmbroker.v1.ClusterService.RemoveNode:input_type -> hsmbroker.v1.RemoveNodeRequest
+	13, // 13: hsmbroker.v1.ClusterService.TransferLeadership:input_type -> hsmbroker.v1.TransferLeadershipRequest
+	15, // 14: hsmbroker.v1.ClusterService.Backup:input_type -> hsmbroker.v1.BackupRequest
+	17, // 15: hsmbroker.v1.ClusterService.VerifyBackup:input_type -> hsmbroker.v1.VerifyBackupRequest
+	19, // 16: hsmbroker.v1.ClusterService.ForwardCommand:input_type -> hsmbroker.v1.ForwardCommandRequest
+	21, // 17: hsmbroker.v1.ClusterService.ReadIndex:input_type -> hsmbroker.v1.ReadIndexRequest
+	1,  // 18: hsmbroker.v1.ClusterService.GetClusterStatus:output_type -> hsmbroker.v1.GetClusterStatusResponse
+	3,  // 19: hsmbroker.v1.ClusterService.CreateJoinToken:output_type -> hsmbroker.v1.CreateJoinTokenResponse
+	5,  // 20: hsmbroker.v1.ClusterService.ListJoinTokens:output_type -> hsmbroker.v1.ListJoinTokensResponse
+	8,  // 21: hsmbroker.v1.ClusterService.RevokeJoinToken:output_type -> hsmbroker.v1.RevokeJoinTokenResponse
+	10, // 22: hsmbroker.v1.ClusterService.JoinCluster:output_type -> hsmbroker.v1.JoinClusterResponse
+	12, // 23: hsmbroker.v1.ClusterService.RemoveNode:output_type -> hsmbroker.v1.RemoveNodeResponse
+	14, // 24: hsmbroker.v1.ClusterService.TransferLeadership:output_type -> hsmbroker.v1.TransferLeadershipResponse
+	16, // 25: hsmbroker.v1.ClusterService.Backup:output_type -> hsmbroker.v1.BackupResponse
+	18, // 26: hsmbroker.v1.ClusterService.VerifyBackup:output_type -> hsmbroker.v1.VerifyBackupResponse
+	20, // 27: hsmbroker.v1.ClusterService.ForwardCommand:output_type -> hsmbroker.v1.ForwardCommandResponse
+	22, // 28: hsmbroker.v1.ClusterService.ReadIndex:output_type -> hsmbroker.v1.ReadIndexResponse
+	18, // [18:29] is the sub-list for method output_type
+	7,  // [7:18] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_hsmbroker_v1_cluster_service_proto_init() }
@@ -1202,7 +1485,7 @@ func file_hsmbroker_v1_cluster_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmbroker_v1_cluster_service_proto_rawDesc), len(file_hsmbroker_v1_cluster_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	ClusterService_GetClusterStatus_FullMethodName   = "/hsmbroker.v1.ClusterService/GetClusterStatus"
 	ClusterService_CreateJoinToken_FullMethodName    = "/hsmbroker.v1.ClusterService/CreateJoinToken"
+	ClusterService_ListJoinTokens_FullMethodName     = "/hsmbroker.v1.ClusterService/ListJoinTokens"
+	ClusterService_RevokeJoinToken_FullMethodName    = "/hsmbroker.v1.ClusterService/RevokeJoinToken"
 	ClusterService_JoinCluster_FullMethodName        = "/hsmbroker.v1.ClusterService/JoinCluster"
 	ClusterService_RemoveNode_FullMethodName         = "/hsmbroker.v1.ClusterService/RemoveNode"
 	ClusterService_TransferLeadership_FullMethodName = "/hsmbroker.v1.ClusterService/TransferLeadership"
@@ -39,15 +41,26 @@ const (
 // share one domain key, which wraps every key's material.
 //
 // Any node accepts every RPC; those that need the leader are passed on to it.
-// Callers need the admin role, except that GetClusterStatus also admits the
-// auditor role and ForwardCommand admits only cluster members.
+// Callers need the admin role, except that GetClusterStatus, VerifyBackup
+// and ListJoinTokens also admit the auditor role and ForwardCommand admits
+// only cluster members.
 type ClusterServiceClient interface {
 	// GetClusterStatus reports the leader and every member as the answering
 	// node sees them.
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
 	// CreateJoinToken makes a one-time token that lets one new node join. The
-	// cluster keeps only a hash of the token.
+	// cluster keeps only a hash of the token, and names it by an id taken
+	// from that hash, from which the token cannot be derived.
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	// ListJoinTokens lists the join tokens that are unused and unexpired, by
+	// id, never the tokens or their hashes. Admins and auditors. It answers
+	// from a state at least as new as every write acknowledged before the
+	// call, on any node.
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	// RevokeJoinToken withdraws an unused join token before it expires: a
+	// join with it is refused from then on, as one with a used token is.
+	// NOT_FOUND when no unused, unexpired token has the id. Admins.
+	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error)
 	// JoinCluster adds the calling node to the cluster and gives its HSM the
 	// domain key: the joining HSM makes an RSA transport key pair whose private
 	// half can only unwrap and never leaves it; the leader's HSM wraps the
@@ -123,6 +136,26 @@ func (c *clusterServiceClient) CreateJoinToken(ctx context.Context, in *CreateJo
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateJoinTokenResponse)
 	err := c.cc.Invoke(ctx, ClusterService_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeJoinTokenResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RevokeJoinToken_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -217,15 +250,26 @@ func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexReque
 // share one domain key, which wraps every key's material.
 //
 // Any node accepts every RPC; those that need the leader are passed on to it.
-// Callers need the admin role, except that GetClusterStatus also admits the
-// auditor role and ForwardCommand admits only cluster members.
+// Callers need the admin role, except that GetClusterStatus, VerifyBackup
+// and ListJoinTokens also admit the auditor role and ForwardCommand admits
+// only cluster members.
 type ClusterServiceServer interface {
 	// GetClusterStatus reports the leader and every member as the answering
 	// node sees them.
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
 	// CreateJoinToken makes a one-time token that lets one new node join. The
-	// cluster keeps only a hash of the token.
+	// cluster keeps only a hash of the token, and names it by an id taken
+	// from that hash, from which the token cannot be derived.
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	// ListJoinTokens lists the join tokens that are unused and unexpired, by
+	// id, never the tokens or their hashes. Admins and auditors. It answers
+	// from a state at least as new as every write acknowledged before the
+	// call, on any node.
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	// RevokeJoinToken withdraws an unused join token before it expires: a
+	// join with it is refused from then on, as one with a used token is.
+	// NOT_FOUND when no unused, unexpired token has the id. Admins.
+	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error)
 	// JoinCluster adds the calling node to the cluster and gives its HSM the
 	// domain key: the joining HSM makes an RSA transport key pair whose private
 	// half can only unwrap and never leaves it; the leader's HSM wraps the
@@ -292,6 +336,12 @@ func (UnimplementedClusterServiceServer) GetClusterStatus(context.Context, *GetC
 }
 func (UnimplementedClusterServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedClusterServiceServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedClusterServiceServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
 }
 func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
@@ -367,6 +417,42 @@ func _ClusterService_CreateJoinToken_Handler(srv interface{}, ctx context.Contex
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ClusterServiceServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RevokeJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RevokeJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RevokeJoinToken(ctx, req.(*RevokeJoinTokenRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -504,6 +590,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateJoinToken",
 			Handler:    _ClusterService_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _ClusterService_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "RevokeJoinToken",
+			Handler:    _ClusterService_RevokeJoinToken_Handler,
 		},
 		{
 			MethodName: "JoinCluster",
