@@ -352,6 +352,8 @@ func TestIdempotent(t *testing.T) {
 		pb.KeyService_ScheduleKeyDeletion_FullMethodName:                false,
 		pb.ClusterService_GetClusterStatus_FullMethodName:               true,
 		pb.ClusterService_Backup_FullMethodName:                         true,
+		pb.ClusterService_ListJoinTokens_FullMethodName:                 true,
+		pb.ClusterService_RevokeJoinToken_FullMethodName:                false,
 		pb.CryptoService_GenerateRandom_FullMethodName:                  true,
 		pb.CryptoService_GenerateDataKeyWithoutPlaintext_FullMethodName: false,
 	} {

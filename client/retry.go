@@ -12,10 +12,10 @@ import (
 // later, is treated as non-idempotent: CreateKey, RotateKey, CreateAlias,
 // the GenerateDataKey family (a repeat makes a second key or alias, or
 // another data key than the one the caller may already hold),
-// ScheduleKeyDeletion, CancelKeyDeletion and DeleteAlias (a repeat of a
-// success answers an error for a change that was made), and the cluster
-// changes. Backup is a stream: it is retried only until its first message
-// arrives (see router.NewStream).
+// ScheduleKeyDeletion, CancelKeyDeletion, DeleteAlias and RevokeJoinToken
+// (a repeat of a success answers an error for a change that was made), and
+// the cluster changes. Backup is a stream: it is retried only until its
+// first message arrives (see router.NewStream).
 var idempotentMethods = map[string]bool{
 	pb.KeyService_DescribeKey_FullMethodName:          true,
 	pb.KeyService_ListKeys_FullMethodName:             true,
@@ -45,6 +45,7 @@ var idempotentMethods = map[string]bool{
 	pb.ClusterService_GetClusterStatus_FullMethodName: true,
 	pb.ClusterService_Backup_FullMethodName:           true,
 	pb.ClusterService_VerifyBackup_FullMethodName:     true,
+	pb.ClusterService_ListJoinTokens_FullMethodName:   true,
 }
 
 // Idempotent reports whether the client retries the RPC method (a full
