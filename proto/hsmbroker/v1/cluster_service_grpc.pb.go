@@ -64,8 +64,11 @@ type ClusterServiceClient interface {
 	// JoinCluster adds the calling node to the cluster and gives its HSM the
 	// domain key: the joining HSM makes an RSA transport key pair whose private
 	// half can only unwrap and never leaves it; the leader's HSM wraps the
-	// domain key to the public half; the joining HSM unwraps it. The plaintext
-	// domain key never exists outside an HSM. The node joins as a non-voter:
+	// domain key to the public half; the joining HSM unwraps it. The leader
+	// cannot tell a transport key made in an HSM from one made in software, so
+	// the domain key stays inside HSMs only as long as join tokens and node
+	// certificates stay with the nodes they were made for (docs/SECURITY.md,
+	// "Residual risks"). The node joins as a non-voter:
 	// it receives the log but counts toward no quorum. Whichever node leads
 	// makes it a voter once the node's own record says its HSM answers and
 	// holds the domain key and the leader's last replication to it found its
@@ -273,8 +276,11 @@ type ClusterServiceServer interface {
 	// JoinCluster adds the calling node to the cluster and gives its HSM the
 	// domain key: the joining HSM makes an RSA transport key pair whose private
 	// half can only unwrap and never leaves it; the leader's HSM wraps the
-	// domain key to the public half; the joining HSM unwraps it. The plaintext
-	// domain key never exists outside an HSM. The node joins as a non-voter:
+	// domain key to the public half; the joining HSM unwraps it. The leader
+	// cannot tell a transport key made in an HSM from one made in software, so
+	// the domain key stays inside HSMs only as long as join tokens and node
+	// certificates stay with the nodes they were made for (docs/SECURITY.md,
+	// "Residual risks"). The node joins as a non-voter:
 	// it receives the log but counts toward no quorum. Whichever node leads
 	// makes it a voter once the node's own record says its HSM answers and
 	// holds the domain key and the leader's last replication to it found its
