@@ -470,3 +470,37 @@ func TestNodeRemovedWhileDownLearnsIt(t *testing.T) {
 		}
 	}
 }
+
+// Right after a leader change, the last entry a follower has is the new
+// leader's no-op, which raft does not hand to the state: a follower that
+// waited for the state to reach the leader's commit index, before it
+// answered "not found", waited for the next write (up to a heartbeat's
+// 30 s) and answered Unavailable meanwhile. It now waits for the last
+// command at or below that index, and answers at once.
+func TestFollowerReadsRightAfterALeaderChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 3)
+	ctx := ctxT(t)
+	old := c.Leader(t)
+	if _, err := pb.NewClusterServiceClient(c.Dial(old.Index, "admin")).TransferLeadership(ctx, &pb.TransferLeadershipRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var leader *hsmtest.Node
+	hsmtest.WaitUntil(t, "a new leader", 20*time.Second, func() bool {
+		leader = c.Leader(t)
+		return leader != old
+	})
+	for _, n := range c.Nodes {
+		if n == leader {
+			continue
+		}
+		// Well short of the next write, which the old wait needed: it
+		// gave up after MaxStaleness (3 s), Unavailable.
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := pb.NewKeyServiceClient(c.Dial(n.Index, "admin")).DescribeKey(rctx, &pb.DescribeKeyRequest{KeyId: "alias/none"})
+		cancel()
+		wantErr(t, err, codes.NotFound, broker.ExcNotFound)
+	}
+}

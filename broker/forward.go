@@ -418,10 +418,11 @@ func (s *Service) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.Re
 	if !s.node.IsLeader() {
 		return nil, newError(codes.Unavailable, reasonNotLeader, "node %s is not the leader", s.node.ID())
 	}
-	if err := s.node.VerifyLeader(ctx); err != nil {
+	index, err := s.node.ReadIndex(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return &pb.ReadIndexResponse{CommitIndex: s.node.Stats().CommitIndex}, nil
+	return &pb.ReadIndexResponse{CommitIndex: index}, nil
 }
 
 // syncWithLeader waits until this node has applied everything the leader

@@ -1261,7 +1261,8 @@ func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
 // ReadIndexResponse is the output of ClusterService.ReadIndex.
 type ReadIndexResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The leader's commit index when it answered.
+	// The index of the last command the leader had committed when it
+	// answered: what the asking member's state must reach.
 	CommitIndex   uint64 `protobuf:"varint,1,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -110,10 +110,13 @@ type ClusterServiceClient interface {
 	// UNAVAILABLE rather than passing the command on, so the follower retries
 	// against the new leader.
 	ForwardCommand(ctx context.Context, in *ForwardCommandRequest, opts ...grpc.CallOption) (*ForwardCommandResponse, error)
-	// ReadIndex is internal to the cluster: the leader confirms it still
-	// leads and returns its commit index. A follower that does not find a key
-	// or alias waits until it has applied that index and looks again, so a key
-	// acknowledged through any node is found on every node.
+	// ReadIndex is internal to the cluster: once the leader has committed an
+	// entry of its own term, it confirms it still leads and returns the index
+	// of the last command at or below its commit index (no-ops and
+	// configuration changes change no state, so no member's state reaches
+	// their index). A follower that does not find a key or alias waits until
+	// it has applied that index and looks again, so a key acknowledged through
+	// any node is found on every node.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 }
 
@@ -322,10 +325,13 @@ type ClusterServiceServer interface {
 	// UNAVAILABLE rather than passing the command on, so the follower retries
 	// against the new leader.
 	ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error)
-	// ReadIndex is internal to the cluster: the leader confirms it still
-	// leads and returns its commit index. A follower that does not find a key
-	// or alias waits until it has applied that index and looks again, so a key
-	// acknowledged through any node is found on every node.
+	// ReadIndex is internal to the cluster: once the leader has committed an
+	// entry of its own term, it confirms it still leads and returns the index
+	// of the last command at or below its commit index (no-ops and
+	// configuration changes change no state, so no member's state reaches
+	// their index). A follower that does not find a key or alias waits until
+	// it has applied that index and looks again, so a key acknowledged through
+	// any node is found on every node.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }

@@ -1,0 +1,73 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// maxReadIndexWalk bounds how far ReadIndex looks back past entries that
+// change no state: one no-op per election and one configuration entry per
+// membership change follow each other only a few at a time.
+const maxReadIndexWalk = 1024
+
+// ReadIndex returns, on the leader, the index that a member's State must
+// reach (State.LastApplied) to reflect every write acknowledged before the
+// call, the read index of the Raft paper (section 6.4), and confirms that
+// this node still leads.
+//
+// It waits until this leader has committed an entry of its own term (its
+// election's no-op): until then its commit index may lag what the previous
+// leader acknowledged. It then takes the commit index, confirms leadership
+// with a quorum, and returns the last command at or below that index. raft
+// hands only commands to the FSM, not no-ops or configuration changes, so
+// a State never reaches the index of those: a member waiting for the commit
+// index itself, right after an election or a promotion, would wait until
+// the next write.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := n.requireLeader(); err != nil {
+		return 0, err
+	}
+	term := n.raft.CurrentTerm()
+	var commit uint64
+	for {
+		commit = n.raft.CommitIndex()
+		var l raft.Log
+		if commit == 0 || n.logs.GetLog(commit, &l) != nil || l.Term >= term {
+			// Nothing committed yet, or an entry compacted away (raft
+			// keeps TrailingLogs after a snapshot, so not the latest), or
+			// this term's: the commit index is current.
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+		if err := n.requireLeader(); err != nil {
+			return 0, err
+		}
+		if n.raft.CurrentTerm() != term {
+			return 0, n.notLeader()
+		}
+	}
+	if err := n.VerifyLeader(ctx); err != nil {
+		return 0, err
+	}
+	return n.lastCommandAtOrBelow(commit), nil
+}
+
+// lastCommandAtOrBelow returns the index of the last command entry at or
+// below index: the last entry a State applies. An entry no longer in the
+// log (compacted into a snapshot) is taken as it is, as is index when more
+// than maxReadIndexWalk entries before it change no state.
+func (n *Node) lastCommandAtOrBelow(index uint64) uint64 {
+	var l raft.Log
+	for i := index; i > 0 && index-i < maxReadIndexWalk; i-- {
+		if err := n.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return index
+}
