@@ -29,7 +29,6 @@ const (
 	ExcInvalidKeyUsage      = "InvalidKeyUsageException"
 	ExcValidation           = "ValidationException"
 	ExcInvalidAliasName     = "InvalidAliasNameException"
-	ExcInvalidArn           = "InvalidArnException"
 	ExcInvalidMarker        = "InvalidMarkerException"
 	ExcInvalidGrantID       = "InvalidGrantIdException"
 	ExcUnsupportedOperation = "UnsupportedOperationException"

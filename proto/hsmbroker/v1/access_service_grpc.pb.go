@@ -37,7 +37,8 @@ const (
 // its common name) or the name an AWS access key stands for. Its role is the
 // one the cluster records for it (SetPrincipalRole), else the one its client
 // certificate carries (the certificate's first organizational unit), else,
-// for AWS access keys, user. Records are replicated, so a role change holds
+// for AWS access keys, the role the access key names in the credentials
+// file, else user. Records are replicated, so a role change holds
 // on every node within the replication delay.
 //
 // WhoAmI is open to every authenticated caller; SetPrincipalRole and
@@ -132,7 +133,8 @@ func (c *accessServiceClient) ReadAuditLog(ctx context.Context, in *ReadAuditLog
 // its common name) or the name an AWS access key stands for. Its role is the
 // one the cluster records for it (SetPrincipalRole), else the one its client
 // certificate carries (the certificate's first organizational unit), else,
-// for AWS access keys, user. Records are replicated, so a role change holds
+// for AWS access keys, the role the access key names in the credentials
+// file, else user. Records are replicated, so a role change holds
 // on every node within the replication delay.
 //
 // WhoAmI is open to every authenticated caller; SetPrincipalRole and

@@ -242,12 +242,15 @@ type NodeStatus struct {
 	// Whether the node is serving: in contact with the cluster and with a
 	// working HSM partition holding the domain key (gRPC health SERVING).
 	Healthy bool `protobuf:"varint,5,opt,name=healthy,proto3" json:"healthy,omitempty"`
-	// How long ago the answering node last heard from this node; zero for the
-	// answering node itself, unset if it has never heard from it.
+	// Set for the answering node only, when it is not the leader: how long ago
+	// it last heard from the leader. Unset for the leader and every other
+	// member.
 	LastContact *durationpb.Duration `protobuf:"bytes,6,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
-	// The index of the last Raft log entry the node has applied to its state.
+	// The answering node only (0 for other members): the index of the last
+	// Raft log entry it has applied.
 	AppliedIndex uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	// The index of the last Raft log entry the node knows to be committed.
+	// The answering node only (0 for other members): the index of the last
+	// Raft log entry it knows to be committed.
 	CommitIndex uint64 `protobuf:"varint,8,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	// The node's HSM partition, as last reported.
 	Partition     *PartitionInfo `protobuf:"bytes,9,opt,name=partition,proto3" json:"partition,omitempty"`

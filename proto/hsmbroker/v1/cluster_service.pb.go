@@ -69,7 +69,7 @@ type GetClusterStatusResponse struct {
 	LeaderId string `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	// The answering node's current Raft term.
 	Term uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	// Every member of the cluster configuration, ordered by id.
+	// Every member of the cluster configuration, ordered by node id.
 	Nodes []*NodeStatus `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// The id of the node that answered.
 	NodeId string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -631,7 +631,7 @@ type JoinClusterResponse struct {
 	WrappedDomainKey []byte `protobuf:"bytes,1,opt,name=wrapped_domain_key,json=wrappedDomainKey,proto3" json:"wrapped_domain_key,omitempty"`
 	// The PKCS#11 mechanism that wrapped the domain key, and so the one to
 	// unwrap it with: its CKM_ name, followed for RSA-OAEP by `/` and the hash
-	// used for both OAEP and MGF1 (for example `CKM_RSA_PKCS_OAEP/SHA-256`).
+	// used for both OAEP and MGF1 (for example `CKM_RSA_PKCS_OAEP/SHA-1`).
 	WrappingMechanism string `protobuf:"bytes,2,opt,name=wrapping_mechanism,json=wrappingMechanism,proto3" json:"wrapping_mechanism,omitempty"`
 	// The id of the leader that admitted the node.
 	LeaderId      string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
@@ -1169,8 +1169,6 @@ func (x *ForwardCommandRequest) GetCommand() []byte {
 // ForwardCommandResponse is the output of ClusterService.ForwardCommand.
 type ForwardCommandResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The state machine's encoded result for the command.
-	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	// The Raft log index at which the command was committed.
 	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1205,13 +1203,6 @@ func (x *ForwardCommandResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ForwardCommandResponse.ProtoReflect.Descriptor instead.
 func (*ForwardCommandResponse) Descriptor() ([]byte, []int) {
 	return file_hsmbroker_v1_cluster_service_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *ForwardCommandResponse) GetResult() []byte {
-	if x != nil {
-		return x.Result
-	}
-	return nil
 }
 
 func (x *ForwardCommandResponse) GetIndex() uint64 {
@@ -1374,10 +1365,9 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\tauthentic\x18\x01 \x01(\bR\tauthentic\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"1\n" +
 	"\x15ForwardCommandRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"F\n" +
-	"\x16ForwardCommandResponse\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x12\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"<\n" +
+	"\x16ForwardCommandResponse\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05indexJ\x04\b\x01\x10\x02R\x06result\"\x12\n" +
 	"\x10ReadIndexRequest\"6\n" +
 	"\x11ReadIndexResponse\x12!\n" +
 	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex2\xe7\a\n" +

@@ -40,10 +40,14 @@ const (
 // health and backups. Each broker has its own HSM partition; all partitions
 // share one domain key, which wraps every key's material.
 //
-// Any node accepts every RPC; those that need the leader are passed on to it.
-// Callers need the admin role, except that GetClusterStatus, VerifyBackup
-// and ListJoinTokens also admit the auditor role and ForwardCommand admits
-// only cluster members.
+// Any node accepts every RPC, and those that need the leader are passed on
+// to it, except JoinCluster, which a follower refuses (FAILED_PRECONDITION:
+// join through the leader). Callers need the admin role, except that
+// GetClusterStatus, VerifyBackup and ListJoinTokens also admit auditors;
+// JoinCluster is for node certificates only; ForwardCommand and ReadIndex
+// are for members only; GetClusterStatus, RemoveNode and TransferLeadership
+// also admit members' node certificates (a follower passes the last two on
+// as itself).
 type ClusterServiceClient interface {
 	// GetClusterStatus reports the leader and every member as the answering
 	// node sees them.
@@ -255,10 +259,14 @@ func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexReque
 // health and backups. Each broker has its own HSM partition; all partitions
 // share one domain key, which wraps every key's material.
 //
-// Any node accepts every RPC; those that need the leader are passed on to it.
-// Callers need the admin role, except that GetClusterStatus, VerifyBackup
-// and ListJoinTokens also admit the auditor role and ForwardCommand admits
-// only cluster members.
+// Any node accepts every RPC, and those that need the leader are passed on
+// to it, except JoinCluster, which a follower refuses (FAILED_PRECONDITION:
+// join through the leader). Callers need the admin role, except that
+// GetClusterStatus, VerifyBackup and ListJoinTokens also admit auditors;
+// JoinCluster is for node certificates only; ForwardCommand and ReadIndex
+// are for members only; GetClusterStatus, RemoveNode and TransferLeadership
+// also admit members' node certificates (a follower passes the last two on
+// as itself).
 type ClusterServiceServer interface {
 	// GetClusterStatus reports the leader and every member as the answering
 	// node sees them.

@@ -68,8 +68,9 @@ type CryptoServiceClient interface {
 	Decrypt(ctx context.Context, in *DecryptRequest, opts ...grpc.CallOption) (*DecryptResponse, error)
 	// ReEncrypt decrypts a ciphertext and encrypts the plaintext under another
 	// key (or the same key with another context, or the key's current version),
-	// without the plaintext reaching the caller. The caller needs permission to
-	// decrypt with the source key and to encrypt with the destination key.
+	// without the plaintext reaching the caller. The source key's policy (or a
+	// grant) must allow kms:ReEncryptFrom and the destination key's
+	// kms:ReEncryptTo; kms:Decrypt and kms:Encrypt are not enough.
 	ReEncrypt(ctx context.Context, in *ReEncryptRequest, opts ...grpc.CallOption) (*ReEncryptResponse, error)
 	// GenerateDataKey returns a fresh random symmetric data key, in plaintext
 	// and encrypted under a SYMMETRIC_DEFAULT key, for envelope encryption.
@@ -281,8 +282,9 @@ type CryptoServiceServer interface {
 	Decrypt(context.Context, *DecryptRequest) (*DecryptResponse, error)
 	// ReEncrypt decrypts a ciphertext and encrypts the plaintext under another
 	// key (or the same key with another context, or the key's current version),
-	// without the plaintext reaching the caller. The caller needs permission to
-	// decrypt with the source key and to encrypt with the destination key.
+	// without the plaintext reaching the caller. The source key's policy (or a
+	// grant) must allow kms:ReEncryptFrom and the destination key's
+	// kms:ReEncryptTo; kms:Decrypt and kms:Encrypt are not enough.
 	ReEncrypt(context.Context, *ReEncryptRequest) (*ReEncryptResponse, error)
 	// GenerateDataKey returns a fresh random symmetric data key, in plaintext
 	// and encrypted under a SYMMETRIC_DEFAULT key, for envelope encryption.

@@ -37,24 +37,23 @@
 // write to another node. The usual reasons, with their status codes:
 //   NotFoundException             NOT_FOUND            no such key, alias or version
 //   AlreadyExistsException        ALREADY_EXISTS       the alias is taken
-//   ValidationException           INVALID_ARGUMENT     a field is missing or out of range
-//   InvalidAliasNameException     INVALID_ARGUMENT     malformed or reserved alias name
-//   InvalidArnException           INVALID_ARGUMENT     malformed ARN
+//   ValidationException           INVALID_ARGUMENT     a field is missing, malformed or out of range (an alias name, an ARN, tags)
 //   InvalidKeyUsageException      INVALID_ARGUMENT     the key's spec or usage does not allow the operation or algorithm
 //   InvalidCiphertextException    INVALID_ARGUMENT     decryption failed (one error for every cause)
 //   IncorrectKeyException         INVALID_ARGUMENT     the ciphertext was made under another key than the one named
 //   InvalidMarkerException        INVALID_ARGUMENT     a page token this service did not issue for this request
 //   InvalidGrantIdException       INVALID_ARGUMENT     a grant id that is not 64 lowercase hex characters
-//   TagException                  INVALID_ARGUMENT     bad tag key or value, or too many tags
 //   DisabledException             FAILED_PRECONDITION  the key is disabled
 //   KMSInvalidStateException      FAILED_PRECONDITION  the key's state forbids the operation (for example pending deletion)
 //   UnsupportedOperationException FAILED_PRECONDITION  the operation is not offered for this key (for example rotating an RSA key)
-//   LimitExceededException        RESOURCE_EXHAUSTED   a resource limit was reached
+//   LimitExceededException        FAILED_PRECONDITION  a limit on what the cluster stores was reached (data objects, TDE key versions)
 //   ThrottlingException           RESOURCE_EXHAUSTED   the HSM is saturated; retry with backoff
 //   DependencyTimeoutException    UNAVAILABLE          no Raft leader, or the HSM did not answer in time
 //   AccessDeniedException         PERMISSION_DENIED    the caller's role or the key policy denies it
 //   UnrecognizedClientException   UNAUTHENTICATED      no or unknown client identity
 //   KMSInternalException          INTERNAL             anything else
+// The AWS endpoint answers InvalidAliasNameException and TagException where
+// this API answers ValidationException, as AWS KMS does.
 // Cancelled and expired requests keep their CANCELLED and DEADLINE_EXCEEDED
 // codes. Verify and VerifyMac report a mismatch as a false result, not as an
 // error (AWS raises KMSInvalidSignatureException and KMSInvalidMacException).
@@ -680,8 +679,9 @@ type KeyMetadata struct {
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// The key ARN, `arn:aws:kms:<region>:<account>:key/<key-id>`.
 	Arn string `protobuf:"bytes,2,opt,name=arn,proto3" json:"arn,omitempty"`
-	// The aliases that point at this key, as `alias/<name>`, sorted. Every key
-	// is created with one; later it may have any number, including none.
+	// The aliases that point at this key, as `alias/<name>`, sorted. Keys made
+	// through KeyService are created with one, keys made through the AWS
+	// endpoint may have none; later a key may have any number, including none.
 	AliasNames []string `protobuf:"bytes,3,rep,name=alias_names,json=aliasNames,proto3" json:"alias_names,omitempty"`
 	// Free text given at creation or by UpdateKeyDescription; at most 8192
 	// characters. Not secret.

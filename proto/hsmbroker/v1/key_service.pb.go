@@ -1092,7 +1092,8 @@ type TagKeyRequest struct {
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// The tags to add or overwrite, at least one. Tag keys are 1 to 128
 	// characters, values 0 to 256; tag keys starting with `aws:` are reserved.
-	// The key may hold at most 50 tags afterwards (TagException otherwise).
+	// The key may hold at most 50 tags afterwards (ValidationException
+	// otherwise; the AWS endpoint answers TagException).
 	Tags          map[string]string `protobuf:"bytes,2,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1481,8 +1482,8 @@ type UpdateAliasRequest struct {
 	// The alias to move, `alias/<name>`.
 	AliasName string `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
 	// The key the alias is to name from now on, as a key id or key ARN. It must
-	// have the same key spec and key usage as the alias's current key, and must
-	// not be pending deletion.
+	// be of the same kind (symmetric, asymmetric or HMAC) and have the same key
+	// usage as the alias's current key, and must not be pending deletion.
 	TargetKeyId   string `protobuf:"bytes,2,opt,name=target_key_id,json=targetKeyId,proto3" json:"target_key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -61,8 +61,9 @@ const (
 // that a user may list keys and aliases, and describe a key its policy or a
 // grant lets it describe. Changes to
 // a key must also be allowed by the key's policy (the default policy allows
-// every admin); RetireGrant is for the grant's own grantee or retiring
-// principal.
+// every admin); RetireGrant is for the grant's retiring principal, its
+// grantee when the grant gives RetireGrant, or an admin the key's policy
+// allows kms:RetireGrant.
 type KeyServiceClient interface {
 	// CreateKey generates a new key in the leader's HSM, with version 1 and the
 	// alias it is given, and replicates it wrapped under the domain key.
@@ -109,9 +110,11 @@ type KeyServiceClient interface {
 	// CreateAlias makes a new alias for a key. An alias names exactly one key;
 	// a key may have many aliases.
 	CreateAlias(ctx context.Context, in *CreateAliasRequest, opts ...grpc.CallOption) (*CreateAliasResponse, error)
-	// UpdateAlias points an existing alias at another key. Both keys must have
-	// the same key spec and key usage, so that callers using the alias keep
-	// working.
+	// UpdateAlias points an existing alias at another key. Both keys must be of
+	// the same kind (symmetric, asymmetric or HMAC) and have the same key
+	// usage, as in AWS KMS; their key specs may differ (RSA_2048 to
+	// ECC_NIST_P256, say), and callers must then use algorithms the new key
+	// offers.
 	UpdateAlias(ctx context.Context, in *UpdateAliasRequest, opts ...grpc.CallOption) (*UpdateAliasResponse, error)
 	// DeleteAlias removes an alias. The key it pointed at is not affected.
 	DeleteAlias(ctx context.Context, in *DeleteAliasRequest, opts ...grpc.CallOption) (*DeleteAliasResponse, error)
@@ -137,8 +140,10 @@ type KeyServiceClient interface {
 	// RevokeGrant deletes a grant; it is the administrators' way to withdraw
 	// one.
 	RevokeGrant(ctx context.Context, in *RevokeGrantRequest, opts ...grpc.CallOption) (*RevokeGrantResponse, error)
-	// RetireGrant deletes a grant; it is the grantee's (or the retiring
-	// principal's) way to give one up when it is no longer needed.
+	// RetireGrant deletes a grant; it is the retiring principal's (or the
+	// grantee's, when the grant gives RetireGrant) way to give one up when it
+	// is no longer needed. An admin the key's policy allows kms:RetireGrant
+	// may also retire one.
 	RetireGrant(ctx context.Context, in *RetireGrantRequest, opts ...grpc.CallOption) (*RetireGrantResponse, error)
 }
 
@@ -397,8 +402,9 @@ func (c *keyServiceClient) RetireGrant(ctx context.Context, in *RetireGrantReque
 // that a user may list keys and aliases, and describe a key its policy or a
 // grant lets it describe. Changes to
 // a key must also be allowed by the key's policy (the default policy allows
-// every admin); RetireGrant is for the grant's own grantee or retiring
-// principal.
+// every admin); RetireGrant is for the grant's retiring principal, its
+// grantee when the grant gives RetireGrant, or an admin the key's policy
+// allows kms:RetireGrant.
 type KeyServiceServer interface {
 	// CreateKey generates a new key in the leader's HSM, with version 1 and the
 	// alias it is given, and replicates it wrapped under the domain key.
@@ -445,9 +451,11 @@ type KeyServiceServer interface {
 	// CreateAlias makes a new alias for a key. An alias names exactly one key;
 	// a key may have many aliases.
 	CreateAlias(context.Context, *CreateAliasRequest) (*CreateAliasResponse, error)
-	// UpdateAlias points an existing alias at another key. Both keys must have
-	// the same key spec and key usage, so that callers using the alias keep
-	// working.
+	// UpdateAlias points an existing alias at another key. Both keys must be of
+	// the same kind (symmetric, asymmetric or HMAC) and have the same key
+	// usage, as in AWS KMS; their key specs may differ (RSA_2048 to
+	// ECC_NIST_P256, say), and callers must then use algorithms the new key
+	// offers.
 	UpdateAlias(context.Context, *UpdateAliasRequest) (*UpdateAliasResponse, error)
 	// DeleteAlias removes an alias. The key it pointed at is not affected.
 	DeleteAlias(context.Context, *DeleteAliasRequest) (*DeleteAliasResponse, error)
@@ -473,8 +481,10 @@ type KeyServiceServer interface {
 	// RevokeGrant deletes a grant; it is the administrators' way to withdraw
 	// one.
 	RevokeGrant(context.Context, *RevokeGrantRequest) (*RevokeGrantResponse, error)
-	// RetireGrant deletes a grant; it is the grantee's (or the retiring
-	// principal's) way to give one up when it is no longer needed.
+	// RetireGrant deletes a grant; it is the retiring principal's (or the
+	// grantee's, when the grant gives RetireGrant) way to give one up when it
+	// is no longer needed. An admin the key's policy allows kms:RetireGrant
+	// may also retire one.
 	RetireGrant(context.Context, *RetireGrantRequest) (*RetireGrantResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }

@@ -194,7 +194,9 @@ const (
 // libhsmbroker-pkcs11.so, replicated through Raft: Oracle's TDE keeps
 // metadata in them. They hold application data, not key material, and are
 // readable by every user and admin. A cluster holds at most 1024 of them,
-// each at most 64 KiB. Creating and deleting need the user or admin role and
+// each at most 64 KiB; one principal may make at most 256, whose values take
+// at most 512 KiB together, and all values take at most 2 MiB
+// (LimitExceededException, FAILED_PRECONDITION, beyond). Creating and deleting need the user or admin role and
 // are audited (never with the value).
 type DataObjectServiceClient interface {
 	// CreateDataObject stores a new data object.
@@ -251,7 +253,9 @@ func (c *dataObjectServiceClient) DeleteDataObject(ctx context.Context, in *Dele
 // libhsmbroker-pkcs11.so, replicated through Raft: Oracle's TDE keeps
 // metadata in them. They hold application data, not key material, and are
 // readable by every user and admin. A cluster holds at most 1024 of them,
-// each at most 64 KiB. Creating and deleting need the user or admin role and
+// each at most 64 KiB; one principal may make at most 256, whose values take
+// at most 512 KiB together, and all values take at most 2 MiB
+// (LimitExceededException, FAILED_PRECONDITION, beyond). Creating and deleting need the user or admin role and
 // are audited (never with the value).
 type DataObjectServiceServer interface {
 	// CreateDataObject stores a new data object.

@@ -44,7 +44,8 @@ const (
 // when it is issued. Reading a key through the endpoint needs kms:Decrypt on
 // the mount's KMS key, by its key policy or a grant.
 //
-// Every method needs the admin role.
+// Changes need the admin role; ListKeys and ListTokens need the admin or
+// auditor role.
 type TDEServiceClient interface {
 	// CreateKey makes a TDE key with version 1. The mount is bound to
 	// kms_key_id if this is its first key; otherwise kms_key_id must be empty
@@ -159,7 +160,8 @@ func (c *tDEServiceClient) ListTokens(ctx context.Context, in *TDEServiceListTok
 // when it is issued. Reading a key through the endpoint needs kms:Decrypt on
 // the mount's KMS key, by its key policy or a grant.
 //
-// Every method needs the admin role.
+// Changes need the admin role; ListKeys and ListTokens need the admin or
+// auditor role.
 type TDEServiceServer interface {
 	// CreateKey makes a TDE key with version 1. The mount is bound to
 	// kms_key_id if this is its first key; otherwise kms_key_id must be empty
