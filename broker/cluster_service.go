@@ -275,7 +275,7 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 			}
 			ns.AppliedIndex, ns.CommitIndex = st.AppliedIndex, st.CommitIndex
 			ns.Partition = partitionPB(s.localPartitionInfo(ctx), time.Now())
-			if !st.LastContact.IsZero() {
+			if st.Role != "Leader" && !st.LastContact.IsZero() {
 				ns.LastContact = durationpb.New(time.Since(st.LastContact))
 			}
 		case srv.ID == st.LeaderID:
@@ -287,6 +287,8 @@ func (s *Service) GetClusterStatus(ctx context.Context, _ *pb.GetClusterStatusRe
 		}
 		resp.Nodes = append(resp.Nodes, ns)
 	}
+	// Raft keeps its configuration in the order members joined.
+	slices.SortFunc(resp.Nodes, func(a, b *pb.NodeStatus) int { return strings.Compare(a.GetId(), b.GetId()) })
 	return resp, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,23 @@ func TestThreeNodeClusterServesFromEveryNode(t *testing.T) {
 	}
 	if len(serials) != 3 {
 		t.Errorf("nodes share HSM tokens: %v", serials)
+	}
+	// Members by node id; the time since the leader was last heard from
+	// is the answering follower's alone, and the leader reports none.
+	lst, err := pb.NewClusterServiceClient(c.Dial(leader.Index, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*pb.GetClusterStatusResponse{st, lst} {
+		if !slices.IsSortedFunc(s.GetNodes(), func(a, b *pb.NodeStatus) int { return strings.Compare(a.GetId(), b.GetId()) }) {
+			t.Errorf("status from %s: members not in node id order", s.GetNodeId())
+		}
+		for _, n := range s.GetNodes() {
+			want := n.GetId() == s.GetNodeId() && n.GetId() != leader.ID
+			if (n.GetLastContact() != nil) != want || (n.GetId() != s.GetNodeId()) != (n.GetAppliedIndex() == 0) {
+				t.Errorf("status from %s: member %s has last_contact %v, applied_index %d", s.GetNodeId(), n.GetId(), n.GetLastContact(), n.GetAppliedIndex())
+			}
+		}
 	}
 	c.WaitConverged(t)
 	if sig.GetKeyMetadata().GetKeyId() == "" {
