@@ -26,6 +26,20 @@ const maxReadIndexWalk = 1024
 // index itself, right after an election or a promotion, would wait until
 // the next write.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	return n.readIndex(ctx, true)
+}
+
+// LocalReadIndex is ReadIndex without the quorum check: the index that
+// reflects every write this node, as leader, had committed, or that an
+// earlier leader acknowledged, when called. A leader deposed without
+// knowing it yet answers from what it knew; so it serves lookups for which
+// a stale answer only refuses what a moment later succeeds, and which must
+// not each cost a round to the other voters.
+func (n *Node) LocalReadIndex(ctx context.Context) (uint64, error) {
+	return n.readIndex(ctx, false)
+}
+
+func (n *Node) readIndex(ctx context.Context, confirm bool) (uint64, error) {
 	if err := n.requireLeader(); err != nil {
 		return 0, err
 	}
@@ -34,10 +48,17 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	for {
 		commit = n.raft.CommitIndex()
 		var l raft.Log
-		if commit == 0 || n.logs.GetLog(commit, &l) != nil || l.Term >= term {
-			// Nothing committed yet, or an entry compacted away (raft
-			// keeps TrailingLogs after a snapshot, so not the latest), or
-			// this term's: the commit index is current.
+		if commit == 0 {
+			// raft starts every node at commit index 0, whatever its log
+			// holds, until its leader's next commit: an empty log only
+			// is truly at 0.
+			if n.raft.LastIndex() == 0 {
+				break
+			}
+		} else if n.logs.GetLog(commit, &l) != nil || l.Term >= term {
+			// An entry compacted away (raft keeps TrailingLogs after a
+			// snapshot, so not the latest), or this term's: the commit
+			// index is current.
 			break
 		}
 		select {
@@ -52,8 +73,10 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 			return 0, n.notLeader()
 		}
 	}
-	if err := n.VerifyLeader(ctx); err != nil {
-		return 0, err
+	if confirm {
+		if err := n.VerifyLeader(ctx); err != nil {
+			return 0, err
+		}
 	}
 	return n.lastCommandAtOrBelow(commit), nil
 }

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -58,5 +60,59 @@ func TestReadIndexSkipsEntriesTheStateNeverSees(t *testing.T) {
 	}
 	if _, err := n1.ReadIndex(ctx); err == nil {
 		t.Fatal("ReadIndex answered on a follower")
+	}
+}
+
+// TestReadIndexAfterARestart: raft starts every node at commit index 0,
+// whatever its log holds, and a node elected after a restart stays there
+// until its election's no-op commits, which here waits for the returning
+// member to receive 4,000 entries. A read index taken meanwhile must not
+// be 0: that would let a member answer "not found" for writes acknowledged
+// before the restart.
+func TestReadIndexAfterARestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node cluster in -short mode")
+	}
+	c1, c2, c3 := testConfig(t, "n1", true), testConfig(t, "n2", false), testConfig(t, "n3", false)
+	n1, n2, n3 := openNode(t, c1), openNode(t, c2), openNode(t, c3)
+	waitLeader(t, n1)
+	ctx := testContext(t, 120*time.Second)
+	for _, n := range []*Node{n2, n3} {
+		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLeader(t, n1, n2, n3)
+	mustApply(t, n1, &CreateKey{Key: symKey("k0"), Alias: "alias/k0"})
+	waitSameDigest(t, n1, n2, n3)
+	c1.RaftAddr, c2.RaftAddr, c3.RaftAddr = n1.Addr(), n2.Addr(), n3.Addr()
+	_ = n3.Shutdown()
+	// Acknowledged by n1 and n2 while n3 is away.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range 4000 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := n1.Apply(ctx, &CreateKey{Key: symKey(fmt.Sprintf("k%d", i+1))}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	acked, _ := n1.State().LastApplied()
+	_ = n1.Shutdown()
+	_ = n2.Shutdown()
+	// n1 and n3 return, n2 stays down: n1 leads, and its no-op commits only
+	// once n3 holds the log.
+	n1 = openNode(t, c1)
+	n3 = openNode(t, c3)
+	waitFor(t, 20*time.Second, "n1 to lead", n1.IsLeader)
+	for i := 0; i < 200 && n1.raft.CommitIndex() == 0; i++ {
+		if index, err := n1.ReadIndex(ctx); err == nil && index < acked {
+			t.Fatalf("writes up to index %d were acknowledged before the restart; the new leader's read index was %d (commit index %d)",
+				acked, index, n1.raft.CommitIndex())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
