@@ -522,3 +522,34 @@ func TestFollowerReadsRightAfterALeaderChange(t *testing.T) {
 		wantErr(t, err, codes.NotFound, broker.ExcNotFound)
 	}
 }
+
+// A consistent read on the leader appends nothing to the Raft log. It used
+// to append a barrier entry, which raft hands to no state: any caller
+// allowed to describe keys could fill the log with them, and a follower's
+// read index, which skips only so many entries that change no state, then
+// pointed at one its state never reached.
+func TestConsistentReadsAppendNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 2)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	keys := pb.NewKeyServiceClient(c.Dial(leader.Index, "admin"))
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/read"}); err != nil {
+		t.Fatal(err)
+	}
+	before := leader.Raft.Stats().LastLogIndex
+	for range 50 {
+		if _, err := keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: "alias/read", ConsistentRead: true}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := keys.DescribeKey(ctx, &pb.DescribeKeyRequest{KeyId: "alias/none", ConsistentRead: true})
+		wantErr(t, err, codes.NotFound, broker.ExcNotFound)
+	}
+	// Other writes (a node's record) may land meanwhile, but not one entry
+	// per read.
+	if after := leader.Raft.Stats().LastLogIndex; after-before >= 50 {
+		t.Fatalf("100 consistent reads on the leader took the log from index %d to %d", before, after)
+	}
+}

@@ -426,10 +426,11 @@ func (s *Service) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.Re
 }
 
 // syncWithLeader waits until this node has applied everything the leader
-// had committed when asked. Followers call it before answering "not found",
-// so that a key acknowledged through another node a moment ago is found.
-// On the leader there is nothing to wait for. It fails when no leader can
-// confirm, and then "not found" cannot be told from "not applied yet".
+// had committed when asked. Nodes call it before answering "not found", so
+// that a key acknowledged through another node a moment ago is found; the
+// leader asks itself (its own read index, confirmed with a quorum). It
+// fails when no leader can confirm, and then "not found" cannot be told
+// from "not applied yet".
 //
 // Callers share round trips (leaderSync): a caller joins the next round to
 // start, never one already under way, so the round it waits for asked the
@@ -446,7 +447,9 @@ func (s *Service) syncWithLeader(ctx context.Context) error {
 // unauthenticated refusals (docs/SECURITY.md item 13). These rounds are
 // apart from the others and start at most every anonSyncSpacing, so a
 // token issued through another node a moment ago still works, a little
-// later, and a flood costs the leader at most 10 rounds a second.
+// later, and a flood costs the leader at most 10 rounds a second. On the
+// leader itself such a lookup waits only until the leader has applied what
+// it knows to be committed (cluster.Node.LocalReadIndex), with no round.
 func (s *Service) syncUnauthenticated(ctx context.Context) error {
 	return s.syncVia(ctx, &s.anonSync)
 }
@@ -456,7 +459,19 @@ func (s *Service) syncUnauthenticated(ctx context.Context) error {
 const anonSyncSpacing = 100 * time.Millisecond
 
 func (s *Service) syncVia(ctx context.Context, l *leaderSync) error {
-	if s.node.IsLeader() {
+	if l == &s.anonSync && s.node.IsLeader() {
+		// Anyone can cause these: the leader checks only that it has
+		// applied what it knows to be committed, with no round to the
+		// other voters.
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.MaxStaleness)
+		defer cancel()
+		index, err := s.node.LocalReadIndex(ctx)
+		if err == nil {
+			err = s.waitApplied(ctx, index)
+		}
+		if err != nil {
+			return s.errCannotSync()
+		}
 		return nil
 	}
 	r := l.join(s.syncRound)
@@ -469,13 +484,19 @@ func (s *Service) syncVia(ctx context.Context, l *leaderSync) error {
 }
 
 // syncRound is one round trip of syncWithLeader: ReadIndex on the leader,
-// then waiting until this node has applied what it had committed.
+// then waiting until this node has applied what it had committed. The
+// leader itself takes its read index too: a leader elected a moment ago
+// may not have applied what the previous one acknowledged, and one that
+// lost its quorum without knowing it must not answer "not found".
 func (s *Service) syncRound() error {
-	if s.node.IsLeader() {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxStaleness)
 	defer cancel()
+	if s.node.IsLeader() {
+		if err := s.readIndexHere(ctx); err != nil {
+			return s.errCannotSync()
+		}
+		return nil
+	}
 	lc, _, err := s.leaderClient(ctx)
 	if err == nil && lc != nil {
 		var resp *pb.ReadIndexResponse
@@ -487,6 +508,16 @@ func (s *Service) syncRound() error {
 		return s.errCannotSync()
 	}
 	return nil
+}
+
+// readIndexHere waits, on the leader, until this node's state reflects
+// every write acknowledged before the call (cluster.Node.ReadIndex).
+func (s *Service) readIndexHere(ctx context.Context) error {
+	index, err := s.node.ReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, index)
 }
 
 func (s *Service) errCannotSync() error {

@@ -107,17 +107,18 @@ func (s *Service) DescribeKey(ctx context.Context, req *pb.DescribeKeyRequest) (
 }
 
 // linearize makes this node's state at least as new as every write
-// acknowledged before the call: the leader confirms its leadership with a
-// quorum and applies its whole log; a follower asks the leader for its
-// commit index (ReadIndex) and waits until it has applied it.
+// acknowledged before the call: the leader takes its own read index
+// (cluster.Node.ReadIndex: it confirms its leadership with a quorum) and
+// waits until its state has applied it; a follower asks the leader for it
+// and waits the same way. A read appends nothing to the log.
 func (s *Service) linearize(ctx context.Context) error {
 	if !s.node.IsLeader() {
 		return s.syncWithLeader(ctx)
 	}
-	if err := s.node.VerifyLeader(ctx); err != nil {
+	if err := s.readIndexHere(ctx); err != nil {
 		return fmt.Errorf("consistent read: %w", err)
 	}
-	return s.node.Barrier(ctx)
+	return nil
 }
 
 // Page tokens are the last id or name of the previous page and a digest of
