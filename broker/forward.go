@@ -279,7 +279,15 @@ func (s *Service) leaderError(ctx context.Context, st *status.Status) error {
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain && info.GetReason() != "" {
-			return &Error{Code: st.Code(), Exception: info.GetReason(), Message: st.Message()}
+			e := &Error{Code: st.Code(), Exception: info.GetReason(), Message: st.Message()}
+			if e.Code == codes.FailedPrecondition && e.Exception == ExcInvalidState {
+				// The leader's apply refused the command for the state it
+				// found: the same cause as on the leader, so that callers
+				// that tell such refusals apart (a create past a bound)
+				// answer the same through any node.
+				e.Err = cluster.ErrInvalidState
+			}
+			return e
 		}
 	}
 	s.log.Warn("a forwarded write broke off at the leader", "code", st.Code().String(), "err", st.Message())

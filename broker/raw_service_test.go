@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hsmbroker/hsmbroker/authz"
+	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
@@ -199,10 +200,13 @@ func TestDataObjectsBounded(t *testing.T) {
 // TestDataObjectBoundsConcurrent: the bounds on one principal's data
 // objects hold for creates that arrive together, each of which finds room
 // on the node before any is applied: the apply checks them again.
+//
+// On two nodes, through the follower: the leader's refusal keeps its
+// exception (LimitExceededException) on the way back.
 func TestDataObjectBoundsConcurrent(t *testing.T) {
-	c := hsmtest.NewEmptyCluster(t)
-	c.AddNode()
+	c := hsmtest.NewCluster(t, 2)
 	ctx := context.Background()
+	follower := c.Followers(t)[0].Index
 	big := make([]byte, cluster.MaxDataObjectValue)
 	for _, tc := range []struct {
 		who        string
@@ -214,7 +218,7 @@ func TestDataObjectBoundsConcurrent(t *testing.T) {
 		{"counted", nil, cluster.MaxDataObjectsPerCreator - 6, 6, 16},
 		{"weighed", big, cluster.MaxDataObjectBytesPerCreator/len(big) - 1, 1, 6},
 	} {
-		cl := pb.NewDataObjectServiceClient(c.DialAs(0, tc.who, authz.RoleUser))
+		cl := pb.NewDataObjectServiceClient(c.DialAs(follower, tc.who, authz.RoleUser))
 		for i := range tc.before {
 			if _, err := cl.CreateDataObject(ctx, &pb.CreateDataObjectRequest{Object: &pb.DataObject{Label: fmt.Sprint(i), Value: tc.value}}); err != nil {
 				t.Fatalf("%s: object %d: %v", tc.who, i, err)
@@ -236,7 +240,8 @@ func TestDataObjectBoundsConcurrent(t *testing.T) {
 				switch {
 				case err == nil:
 					made++
-				case status.Code(err) == codes.FailedPrecondition && strings.Contains(status.Convert(err).Message(), "one principal may"):
+				case status.Code(err) == codes.FailedPrecondition && client.AWSException(err) == "LimitExceededException" &&
+					strings.Contains(status.Convert(err).Message(), "one principal may"):
 					refused++
 				default:
 					other = append(other, err)
