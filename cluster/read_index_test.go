@@ -106,7 +106,7 @@ func TestReadIndexAfterARestart(t *testing.T) {
 	// n1 and n3 return, n2 stays down: n1 leads, and its no-op commits only
 	// once n3 holds the log.
 	n1 = openNode(t, c1)
-	n3 = openNode(t, c3)
+	openNode(t, c3) // closed by the test's cleanup
 	waitFor(t, 20*time.Second, "n1 to lead", n1.IsLeader)
 	for i := 0; i < 200 && n1.raft.CommitIndex() == 0; i++ {
 		if index, err := n1.ReadIndex(ctx); err == nil && index < acked {
