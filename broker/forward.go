@@ -348,7 +348,7 @@ func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequ
 	}
 	// The audit line says what was forwarded.
 	nameObject(ctx, "command:"+cmd.Type().String())
-	if err := s.checkForwarded(cmd); err != nil {
+	if err := s.checkForwarded(ctx, cmd); err != nil {
 		return nil, err
 	}
 	_, err = s.node.Apply(ctx, cmd)
@@ -366,16 +366,40 @@ func (s *Service) ForwardCommand(ctx context.Context, req *pb.ForwardCommandRequ
 // member puts in a forwarded join token may be.
 const maxForwardedClockSkew = 2 * time.Minute
 
-// checkForwarded refuses a forwarded command whose times the leader does
-// not believe: a join token a member says it added far from now (a
-// compromised member could otherwise mint one dated years ahead, which
-// would outlive its removal; a token lives at most a day from its time).
-func (s *Service) checkForwarded(cmd cluster.Command) error {
-	if t, ok := cmd.(*cluster.AddJoinToken); ok {
-		if d := t.At.Sub(s.now()); d > maxForwardedClockSkew || d < -maxForwardedClockSkew {
-			return errInvalidArg(ExcValidation, "a forwarded join token dated %s, %s from the leader's clock (at most %s)",
-				t.At.UTC().Format(time.RFC3339), d.Round(time.Second), maxForwardedClockSkew)
+// checkForwarded refuses a forwarded command that the member passing it on
+// has no business sending, or whose time the leader does not believe:
+//   - a join token added or revoked far from the leader's clock (a
+//     compromised member could otherwise mint one dated years ahead, which
+//     would outlive its removal, since a token lives at most a day from
+//     its time; or revoke one as of a time at which it has expired);
+//   - a node record for another node, or an admission: a member writes its
+//     own record only (its health, which the leader's promotion of a
+//     non-voter trusts), and only the leader admits a node, which also
+//     brings back an id that was removed.
+func (s *Service) checkForwarded(ctx context.Context, cmd cluster.Command) error {
+	var at time.Time
+	switch c := cmd.(type) {
+	case *cluster.AddJoinToken:
+		at = c.At
+	case *cluster.RevokeJoinToken:
+		at = c.At
+	case *cluster.UpsertNode:
+		if s.cfg.InsecureNoClientAuth {
+			return nil // no identities to compare
 		}
+		if c.Admit {
+			return newError(codes.PermissionDenied, ExcAccessDenied, "only the leader admits a node; a member may not pass on an admission of node %.64q", c.Node.ID)
+		}
+		if from := Principal(ctx); c.Node.ID != from {
+			return newError(codes.PermissionDenied, ExcAccessDenied, "node %s may write only its own record, not node %.64q's", from, c.Node.ID)
+		}
+		return nil
+	default:
+		return nil
+	}
+	if d := at.Sub(s.now()); d > maxForwardedClockSkew || d < -maxForwardedClockSkew {
+		return errInvalidArg(ExcValidation, "a forwarded %s dated %s, %s from the leader's clock (at most %s)",
+			cmd.Type(), at.UTC().Format(time.RFC3339), d.Round(time.Second), maxForwardedClockSkew)
 	}
 	return nil
 }
@@ -418,7 +442,8 @@ func (s *Service) requireNode(ctx context.Context) error {
 }
 
 // ReadIndex answers a follower's read barrier: the leader confirms its
-// leadership with a quorum and returns its commit index.
+// leadership with a quorum and returns its read index
+// (cluster.Node.ReadIndex).
 func (s *Service) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
 	if err := s.requireNode(ctx); err != nil {
 		return nil, err

@@ -263,6 +263,61 @@ func TestForwardedJoinTokenDates(t *testing.T) {
 	}
 }
 
+// TestForwardedRecordsAndRevocations: a member passes on its own node
+// record, and nothing it has no business sending: another node's record
+// (the health the leader's promotion of a non-voter trusts), an admission
+// (which brings a removed id back), or a revocation dated far from the
+// leader's clock.
+func TestForwardedRecordsAndRevocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 2)
+	ctx := ctxT(t)
+	leader := c.Leader(t)
+	li, from := 0, c.Nodes[1]
+	if leader == c.Nodes[1] {
+		li, from = 1, c.Nodes[0]
+	}
+	fwd := pb.NewClusterServiceClient(c.DialAsNode(from, li))
+	forward := func(cmd cluster.Command) error {
+		t.Helper()
+		body, err := json.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fwd.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: append([]byte{byte(cmd.Type())}, body...)})
+		return err
+	}
+	own, ok := leader.Raft.State().Node(from.ID)
+	if !ok {
+		t.Fatalf("no record of %s", from.ID)
+	}
+	own.LastSeen = time.Now().UTC()
+	if err := forward(&cluster.UpsertNode{Node: own}); err != nil {
+		t.Fatalf("a member's own record: %v", err)
+	}
+	forged, _ := leader.Raft.State().Node(leader.ID)
+	forged.Partition.Health = "forged"
+	for _, tt := range []struct {
+		what string
+		cmd  cluster.Command
+		code codes.Code
+		want string
+	}{
+		{"another node's record", &cluster.UpsertNode{Node: forged}, codes.PermissionDenied, "only its own record"},
+		{"an admission", &cluster.UpsertNode{Node: own, Admit: true}, codes.PermissionDenied, "only the leader admits"},
+		{"a revocation dated ten years ahead", &cluster.RevokeJoinToken{ID: "0123456789abcdef", At: time.Now().AddDate(10, 0, 0)}, codes.InvalidArgument, "from the leader's clock"},
+	} {
+		if err := forward(tt.cmd); status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %s saying %q", tt.what, err, tt.code, tt.want)
+		}
+	}
+	if n, _ := leader.Raft.State().Node(leader.ID); n.Partition.Health == "forged" {
+		t.Error("the leader's record was overwritten by a member")
+	}
+}
+
 // TestRemovalKeepsAQuorum: with three voters and one stopped, removing a
 // live follower would leave two voters of which one answers: refused,
 // FailedPrecondition naming the stopped node, and the cluster keeps taking
