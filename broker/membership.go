@@ -308,15 +308,19 @@ func (s *Service) quorumAfterRemoval(id string) error {
 			continue
 		}
 		voters++
-		if unreachable[srv.ID] {
-			down = append(down, srv.ID)
-		} else {
+		// A voter counts only on evidence: the leader itself, or one whose
+		// latest heartbeat did not fail and that answered the leader's
+		// replication a moment ago (a leader elected just now has heard
+		// from no one yet, and knows of no failure either).
+		if srv.ID == s.node.ID() || !unreachable[srv.ID] && s.node.Answered(srv.ID) {
 			live++
+		} else {
+			down = append(down, srv.ID)
 		}
 	}
 	if need := voters/2 + 1; voters > 0 && live < need {
 		return newError(codes.FailedPrecondition, ExcInvalidState,
-			"removing node %s would leave %d voters of which %d answer the leader (not %s), fewer than the %d a quorum needs: the cluster would stop taking writes; bring those nodes back, or remove them first",
+			"removing node %s would leave %d voters of which %d answer the leader (not %s), fewer than the %d a quorum needs: the cluster would stop taking writes; bring those nodes back, or remove them first (a leader elected a moment ago has yet to hear from them: then retry)",
 			id, voters, live, strings.Join(down, ", "), need)
 	}
 	return nil

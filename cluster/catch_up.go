@@ -83,6 +83,19 @@ func (n *Node) CaughtUp(id string) bool {
 	return ok && o.caughtUp && o.term == n.raft.CurrentTerm() && time.Since(o.at) < n.cfg.HeartbeatTimeout
 }
 
+// Answered reports whether this node, as leader, had a successful answer
+// to an AppendEntries from the member id, in its current term, within the
+// last HeartbeatTimeout. The leader sends each member one at least every
+// CommitTimeout, so a member that answers shows at once; right after an
+// election, until it has answered, it does not.
+func (n *Node) Answered(id string) bool {
+	if n.raft.State() != raft.Leader {
+		return false
+	}
+	o, ok := n.trans.followers.outcome(raft.ServerID(id))
+	return ok && o.term == n.raft.CurrentTerm() && time.Since(o.at) < n.cfg.HeartbeatTimeout
+}
+
 // AddNonvoter adds a member that receives the log and serves, but neither
 // votes nor counts toward a quorum, and waits for the configuration change
 // to commit. If id is a member already, only its address changes. Leader

@@ -170,3 +170,31 @@ func TestNonvoterDoesNotCountTowardQuorum(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "n1 to stop seeing n2 caught up", func() bool { return !n1.CaughtUp("n2") })
 }
+
+// TestAnswered: the leader counts a member as answering only on evidence,
+// a successful replication answer of its term within a heartbeat timeout:
+// true for live members, false once one stops, and false on a follower.
+func TestAnswered(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node cluster in -short mode")
+	}
+	n1 := openNode(t, testConfig(t, "n1", true))
+	n2 := openNode(t, testConfig(t, "n2", false))
+	n3 := openNode(t, testConfig(t, "n3", false))
+	waitLeader(t, n1)
+	ctx := testContext(t, 30*time.Second)
+	for _, n := range []*Node{n2, n3} {
+		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "n1 to hear from n2 and n3", func() bool { return n1.Answered("n2") && n1.Answered("n3") })
+	if n2.Answered("n1") || n2.Answered("n3") {
+		t.Fatal("a follower counts members as answering it")
+	}
+	_ = n3.Shutdown()
+	waitFor(t, 10*time.Second, "n1 to stop counting the stopped n3", func() bool { return !n1.Answered("n3") })
+	if !n1.Answered("n2") {
+		t.Fatal("n1 stopped counting the live n2")
+	}
+}
