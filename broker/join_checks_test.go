@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -230,12 +231,7 @@ func TestForwardedJoinTokenDates(t *testing.T) {
 	}
 	c := hsmtest.NewCluster(t, 2)
 	ctx := ctxT(t)
-	leader := c.Leader(t)
-	li, from := 0, c.Nodes[1]
-	if leader == c.Nodes[1] {
-		li, from = 1, c.Nodes[0]
-	}
-	fwd := pb.NewClusterServiceClient(c.DialAsNode(from, li))
+	leader, _, forward := forwarderToLeader(t, c)
 	now := time.Now()
 	for _, tt := range []struct {
 		what        string
@@ -246,20 +242,35 @@ func TestForwardedJoinTokenDates(t *testing.T) {
 		{"living 74 years", now, now.Add(650000 * time.Hour), "more than 24h0m0s"},
 	} {
 		h := sha256.Sum256([]byte(tt.what))
-		// Encoded by hand: EncodeCommand refuses what the state refuses.
-		cmd := &cluster.AddJoinToken{Hash: h[:], At: tt.at, Expires: tt.expires}
-		body, err := json.Marshal(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := append([]byte{byte(cmd.Type())}, body...)
-		_, err = fwd.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: b})
+		err := forward(ctx, &cluster.AddJoinToken{Hash: h[:], At: tt.at, Expires: tt.expires})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("a forwarded join token %s: %v, want InvalidArgument saying %q", tt.what, err, tt.want)
 		}
 		if _, ok := leader.Raft.State().JoinToken(h[:]); ok {
 			t.Errorf("the join token %s was added", tt.what)
 		}
+	}
+}
+
+// forwarderToLeader returns the leader of a two-node cluster, the other
+// node, and a function that makes that node forward a command to the
+// leader. The command is encoded by hand: EncodeCommand refuses what the
+// state refuses, and these tests send what a compromised member might.
+func forwarderToLeader(t *testing.T, c *hsmtest.Cluster) (leader, from *hsmtest.Node, forward func(context.Context, cluster.Command) error) {
+	t.Helper()
+	leader = c.Leader(t)
+	li, from := 0, c.Nodes[1]
+	if leader == c.Nodes[1] {
+		li, from = 1, c.Nodes[0]
+	}
+	fwd := pb.NewClusterServiceClient(c.DialAsNode(from, li))
+	return leader, from, func(ctx context.Context, cmd cluster.Command) error {
+		body, err := json.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fwd.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: append([]byte{byte(cmd.Type())}, body...)})
+		return err
 	}
 }
 
@@ -274,27 +285,13 @@ func TestForwardedRecordsAndRevocations(t *testing.T) {
 	}
 	c := hsmtest.NewCluster(t, 2)
 	ctx := ctxT(t)
-	leader := c.Leader(t)
-	li, from := 0, c.Nodes[1]
-	if leader == c.Nodes[1] {
-		li, from = 1, c.Nodes[0]
-	}
-	fwd := pb.NewClusterServiceClient(c.DialAsNode(from, li))
-	forward := func(cmd cluster.Command) error {
-		t.Helper()
-		body, err := json.Marshal(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = fwd.ForwardCommand(ctx, &pb.ForwardCommandRequest{Command: append([]byte{byte(cmd.Type())}, body...)})
-		return err
-	}
+	leader, from, forward := forwarderToLeader(t, c)
 	own, ok := leader.Raft.State().Node(from.ID)
 	if !ok {
 		t.Fatalf("no record of %s", from.ID)
 	}
 	own.LastSeen = time.Now().UTC()
-	if err := forward(&cluster.UpsertNode{Node: own}); err != nil {
+	if err := forward(ctx, &cluster.UpsertNode{Node: own}); err != nil {
 		t.Fatalf("a member's own record: %v", err)
 	}
 	forged, _ := leader.Raft.State().Node(leader.ID)
@@ -309,7 +306,7 @@ func TestForwardedRecordsAndRevocations(t *testing.T) {
 		{"an admission", &cluster.UpsertNode{Node: own, Admit: true}, codes.PermissionDenied, "only the leader admits"},
 		{"a revocation dated ten years ahead", &cluster.RevokeJoinToken{ID: "0123456789abcdef", At: time.Now().AddDate(10, 0, 0)}, codes.InvalidArgument, "from the leader's clock"},
 	} {
-		if err := forward(tt.cmd); status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+		if err := forward(ctx, tt.cmd); status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %s saying %q", tt.what, err, tt.code, tt.want)
 		}
 	}

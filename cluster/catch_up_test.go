@@ -183,11 +183,7 @@ func TestAnswered(t *testing.T) {
 	n3 := openNode(t, testConfig(t, "n3", false))
 	waitLeader(t, n1)
 	ctx := testContext(t, 30*time.Second)
-	for _, n := range []*Node{n2, n3} {
-		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addVoters(t, ctx, n1, n2, n3)
 	waitFor(t, 10*time.Second, "n1 to hear from n2 and n3", func() bool { return n1.Answered("n2") && n1.Answered("n3") })
 	if n2.Answered("n1") || n2.Answered("n3") {
 		t.Fatal("a follower counts members as answering it")

@@ -151,6 +151,18 @@ func mustApply(t *testing.T, n *Node, c Command) any {
 	return res
 }
 
+// addVoters makes each of nodes a voter through leader, and waits until
+// all of them agree on a leader.
+func addVoters(t *testing.T, ctx context.Context, leader *Node, nodes ...*Node) {
+	t.Helper()
+	for _, n := range nodes {
+		if err := leader.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
+			t.Fatalf("add %s: %v", n.ID(), err)
+		}
+	}
+	waitLeader(t, append([]*Node{leader}, nodes...)...)
+}
+
 func TestSingleNodeRestart(t *testing.T) {
 	cfg := testConfig(t, "solo", true)
 	n := openNode(t, cfg)
@@ -292,12 +304,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Fatal("n1 alone reports peers")
 	}
 	ctx := testContext(t, 30*time.Second)
-	for _, n := range []*Node{n2, n3} {
-		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
-			t.Fatalf("add %s: %v", n.ID(), err)
-		}
-	}
-	waitLeader(t, n1, n2, n3)
+	addVoters(t, ctx, n1, n2, n3)
 	if !n1.HasPeers() {
 		t.Fatal("n1 reports no peers in a cluster of three")
 	}
@@ -604,12 +611,7 @@ func TestTransferLeadershipToAStoppedVoter(t *testing.T) {
 	n3 := openNode(t, testConfig(t, "n3", false))
 	waitLeader(t, n1)
 	ctx := testContext(t, 30*time.Second)
-	for _, n := range []*Node{n2, n3} {
-		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
-			t.Fatalf("add %s: %v", n.ID(), err)
-		}
-	}
-	waitLeader(t, n1, n2, n3)
+	addVoters(t, ctx, n1, n2, n3)
 	if err := n3.Shutdown(); err != nil {
 		t.Fatal(err)
 	}

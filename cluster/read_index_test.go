@@ -22,10 +22,7 @@ func TestReadIndexSkipsEntriesTheStateNeverSees(t *testing.T) {
 	waitLeader(t, n1)
 	ctx := testContext(t, 30*time.Second)
 	mustApply(t, n1, &CreateKey{Key: symKey("k1"), Alias: "alias/k1"})
-	if err := n1.AddVoter(ctx, n2.ID(), n2.Addr()); err != nil {
-		t.Fatal(err)
-	}
-	waitLeader(t, n1, n2)
+	addVoters(t, ctx, n1, n2)
 	reached := func(leader *Node, what string) {
 		t.Helper()
 		index, err := leader.ReadIndex(ctx)
@@ -77,12 +74,7 @@ func TestReadIndexAfterARestart(t *testing.T) {
 	n1, n2, n3 := openNode(t, c1), openNode(t, c2), openNode(t, c3)
 	waitLeader(t, n1)
 	ctx := testContext(t, 120*time.Second)
-	for _, n := range []*Node{n2, n3} {
-		if err := n1.AddVoter(ctx, n.ID(), n.Addr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitLeader(t, n1, n2, n3)
+	addVoters(t, ctx, n1, n2, n3)
 	mustApply(t, n1, &CreateKey{Key: symKey("k0"), Alias: "alias/k0"})
 	waitSameDigest(t, n1, n2, n3)
 	c1.RaftAddr, c2.RaftAddr, c3.RaftAddr = n1.Addr(), n2.Addr(), n3.Addr()
