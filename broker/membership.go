@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -161,8 +162,10 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	if len(pub) == 0 && !req.GetPartition().GetDomainKeyPresent() {
 		return nil, errInvalidArg(ExcValidation, "invalid join request: a TransportPublicKey is required when the joining partition holds no domain key")
 	}
+	var transport *rsa.PublicKey
 	if len(pub) > 0 {
-		if _, err := hsm.ParseTransportPublicKey(pub); err != nil {
+		var err error
+		if transport, err = hsm.ParseTransportPublicKey(pub); err != nil {
 			return nil, errInvalidArg(ExcValidation, "invalid TransportPublicKey: %v", err)
 		}
 	}
@@ -194,8 +197,8 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 		return nil, err
 	}
 	resp := &pb.JoinClusterResponse{LeaderId: s.node.ID()}
-	if len(pub) > 0 {
-		w, mech, err := s.hsm.WrapDomainKeyFor(ctx, pub)
+	if transport != nil {
+		w, mech, err := s.hsm.WrapDomainKeyFor(ctx, transport)
 		if err != nil {
 			if errors.Is(err, hsm.ErrInvalidInput) {
 				return nil, errInvalidArg(ExcValidation, "invalid TransportPublicKey: %v", err)

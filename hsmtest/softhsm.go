@@ -194,7 +194,11 @@ func SharedDomainPartitions(t testing.TB, n int, opts ...Option) []*hsm.Partitio
 		if err != nil {
 			t.Fatalf("transport key: %v", err)
 		}
-		wrapped, mech, err := first.WrapDomainKeyFor(ctx, pub)
+		rk, err := hsm.ParseTransportPublicKey(pub)
+		if err != nil {
+			t.Fatalf("transport key: %v", err)
+		}
+		wrapped, mech, err := first.WrapDomainKeyFor(ctx, rk)
 		if err != nil {
 			t.Fatalf("wrap domain key: %v", err)
 		}

@@ -202,9 +202,9 @@ func transportMech() []*pkcs11.Mechanism {
 }
 
 // ParseTransportPublicKey parses a joining partition's transport public key
-// (DER SubjectPublicKeyInfo, RSA 2048 to 4096 bits), as WrapDomainKeyFor
-// takes it; anything else is ErrInvalidInput. A join checks it before it
-// spends the join token.
+// (DER SubjectPublicKeyInfo, RSA 2048 to 4096 bits, as TransportKey makes
+// it) for WrapDomainKeyFor; anything else is ErrInvalidInput. A join
+// parses it once, before it spends the join token.
 func ParseTransportPublicKey(der []byte) (*rsa.PublicKey, error) {
 	pk, err := x509.ParsePKIXPublicKey(der)
 	if err != nil {
@@ -218,12 +218,11 @@ func ParseTransportPublicKey(der []byte) (*rsa.PublicKey, error) {
 }
 
 // WrapDomainKeyFor wraps this partition's domain key to a joining
-// partition's transport public key (DER SPKI, RSA 2048-4096), inside the
-// token. It returns the wrapped key and the mechanism's name.
-func (p *Partition) WrapDomainKeyFor(ctx context.Context, transportPublicKey []byte) ([]byte, string, error) {
-	rk, err := ParseTransportPublicKey(transportPublicKey)
-	if err != nil {
-		return nil, "", err
+// partition's transport public key (from ParseTransportPublicKey), inside
+// the token. It returns the wrapped key and the mechanism's name.
+func (p *Partition) WrapDomainKeyFor(ctx context.Context, rk *rsa.PublicKey) ([]byte, string, error) {
+	if rk == nil {
+		return nil, "", fmt.Errorf("%w: no transport public key", ErrInvalidInput)
 	}
 	dk, err := p.domainKeyHandle(ctx)
 	if err != nil {

@@ -209,7 +209,7 @@ func TestDomainKeyTransportErrors(t *testing.T) {
 	if err := joiner.ImportDomainKey(ctx, []byte("junk"), "CKM_RSA_PKCS_OAEP/SHA-1"); !errors.Is(err, hsm.ErrInvalidInput) {
 		t.Errorf("import without a transport key: got %v", err)
 	}
-	if _, _, err := leader.WrapDomainKeyFor(ctx, []byte("not a key")); !errors.Is(err, hsm.ErrInvalidInput) {
+	if _, err := hsm.ParseTransportPublicKey([]byte("not a key")); !errors.Is(err, hsm.ErrInvalidInput) {
 		t.Errorf("wrap for garbage: got %v", err)
 	}
 	pub, err := joiner.TransportKey(ctx)
@@ -222,7 +222,7 @@ func TestDomainKeyTransportErrors(t *testing.T) {
 	if ok, err := joiner.HasDomainKey(ctx); ok || err != nil {
 		t.Errorf("HasDomainKey before import = %v, %v", ok, err)
 	}
-	wrapped, mech, err := leader.WrapDomainKeyFor(ctx, pub)
+	wrapped, mech, err := leader.WrapDomainKeyFor(ctx, mustRSA(t, pub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestDomainKeyTransportErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2, _, _ := leader.WrapDomainKeyFor(ctx, pub2)
+	w2, _, _ := leader.WrapDomainKeyFor(ctx, mustRSA(t, pub2))
 	if err := joiner.ImportDomainKey(ctx, w2, mech); !errors.Is(err, hsm.ErrExists) {
 		t.Errorf("import over an existing domain key: got %v, want ErrExists", err)
 	}
