@@ -182,7 +182,7 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 	// Only a holder of a live token gets the leader to reach out to an
 	// address; the token is spent below, once the address answered.
 	tokenHash := joinTokenHash(req.GetJoinToken())
-	if t, ok := s.node.State().JoinToken(tokenHash); !ok || !s.now().Before(t.Expires) || (t.NodeID != "" && t.NodeID != id) {
+	if err := s.node.State().CheckJoinToken(tokenHash, id, s.now()); err != nil {
 		return nil, s.refuseJoinToken(ctx)
 	}
 	if !completing {

@@ -356,19 +356,30 @@ func (c *RevokeJoinToken) apply(d *Data) (any, Event, error) {
 }
 
 func (c *ConsumeJoinToken) apply(d *Data) (any, Event, error) {
-	h := hex.EncodeToString(c.Hash)
-	t, ok := d.JoinTokens[h]
-	if !ok {
-		return nil, Event{}, notFound("join token")
-	}
-	if !c.At.Before(t.Expires) {
-		return nil, Event{}, invalidState("join token expired at %s", t.Expires.Format(time.RFC3339))
-	}
-	if t.NodeID != "" && t.NodeID != c.NodeID {
-		return nil, Event{}, invalidState("join token made for node %q", t.NodeID)
+	h, err := d.usableJoinToken(c.Hash, c.NodeID, c.At)
+	if err != nil {
+		return nil, Event{}, err
 	}
 	delete(d.JoinTokens, h)
 	return nil, Event{Type: TypeConsumeJoinToken}, nil
+}
+
+// usableJoinToken returns the key of the join token whose hash is hash if
+// the node nodeID may use it at time at: it is held, unexpired, and made
+// for that node or any.
+func (d *Data) usableJoinToken(hash []byte, nodeID string, at time.Time) (string, error) {
+	h := hex.EncodeToString(hash)
+	t, ok := d.JoinTokens[h]
+	if !ok {
+		return "", notFound("join token")
+	}
+	if !at.Before(t.Expires) {
+		return "", invalidState("join token expired at %s", t.Expires.Format(time.RFC3339))
+	}
+	if t.NodeID != "" && t.NodeID != nodeID {
+		return "", invalidState("join token made for node %q", t.NodeID)
+	}
+	return h, nil
 }
 
 func (c *SetDomainKeyID) apply(d *Data) (any, Event, error) {

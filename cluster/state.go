@@ -484,6 +484,16 @@ func (s *State) JoinToken(hash []byte) (JoinToken, bool) {
 	return t.Clone(), true
 }
 
+// CheckJoinToken is ConsumeJoinToken's check on the current state, which
+// uses nothing up: it fails (ErrNotFound, ErrInvalidState) unless the node
+// nodeID may use the join token whose hash is hash at time at.
+func (s *State) CheckJoinToken(hash []byte, nodeID string, at time.Time) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, err := s.data.usableJoinToken(hash, nodeID, at)
+	return err
+}
+
 // JoinTokens returns every join token the state holds, expired ones
 // included (they are dropped only when a later token is added), ordered by
 // expiry, then id.
