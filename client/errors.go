@@ -32,19 +32,25 @@ func (e *callError) GRPCStatus() *status.Status { return status.Convert(e.err) }
 // or "" if err carries none: nil, a local error, or a failure to reach any
 // broker.
 func AWSException(err error) string {
+	return errorInfo(err).GetReason()
+}
+
+// errorInfo is the google.rpc.ErrorInfo detail of the brokers' domain that
+// err carries, or nil.
+func errorInfo(err error) *errdetails.ErrorInfo {
 	if err == nil {
-		return ""
+		return nil
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return ""
+		return nil
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == ErrorDomain {
-			return info.Reason
+			return info
 		}
 	}
-	return ""
+	return nil
 }
 
 // MetaNotCarriedOut is the google.rpc.ErrorInfo metadata key a broker
@@ -56,16 +62,7 @@ const MetaNotCarriedOut = "not_carried_out"
 // nothing for the request (MetaNotCarriedOut), so that sending the request
 // again, to it or another broker, cannot make a change twice.
 func NotCarriedOut(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == ErrorDomain {
-			return info.GetMetadata()[MetaNotCarriedOut] == "true"
-		}
-	}
-	return false
+	return errorInfo(err).GetMetadata()[MetaNotCarriedOut] == "true"
 }
 
 // Code returns the gRPC code of err: OK for nil, the status code for gRPC

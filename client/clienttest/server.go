@@ -154,18 +154,18 @@ func (s *Server) received(ctx context.Context, method string) error {
 // google.rpc.ErrorInfo detail in the "hsmbroker" domain whose reason is the
 // AWS KMS exception name.
 func Error(code codes.Code, exception, format string, args ...any) error {
-	st := status.New(code, fmt.Sprintf(format, args...))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: "hsmbroker", Reason: exception}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return withInfo(code, &errdetails.ErrorInfo{Domain: "hsmbroker", Reason: exception}, fmt.Sprintf(format, args...))
 }
 
 // NotCarriedOutError is Error, marked the way a broker marks an error it
 // gave before doing anything for the request (client.MetaNotCarriedOut).
 func NotCarriedOutError(code codes.Code, exception, format string, args ...any) error {
-	st := status.New(code, fmt.Sprintf(format, args...))
 	info := &errdetails.ErrorInfo{Domain: "hsmbroker", Reason: exception, Metadata: map[string]string{"not_carried_out": "true"}}
+	return withInfo(code, info, fmt.Sprintf(format, args...))
+}
+
+func withInfo(code codes.Code, info *errdetails.ErrorInfo, msg string) error {
+	st := status.New(code, msg)
 	if d, err := st.WithDetails(info); err == nil {
 		st = d
 	}
