@@ -492,17 +492,10 @@ func (s *Service) syncUnauthenticated(ctx context.Context) error {
 const anonSyncSpacing = 100 * time.Millisecond
 
 func (s *Service) syncVia(ctx context.Context, l *leaderSync) error {
-	if l == &s.anonSync && s.node.IsLeader() {
-		// Anyone can cause these: the leader checks only that it has
-		// applied what it knows to be committed, with no round to the
-		// other voters.
+	if l.localOnLeader && s.node.IsLeader() {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.MaxStaleness)
 		defer cancel()
-		index, err := s.node.LocalReadIndex(ctx)
-		if err == nil {
-			err = s.waitApplied(ctx, index)
-		}
-		if err != nil {
+		if err := s.readIndexHere(ctx, false); err != nil {
 			return s.errCannotSync()
 		}
 		return nil
@@ -525,7 +518,7 @@ func (s *Service) syncRound() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxStaleness)
 	defer cancel()
 	if s.node.IsLeader() {
-		if err := s.readIndexHere(ctx); err != nil {
+		if err := s.readIndexHere(ctx, true); err != nil {
 			return s.errCannotSync()
 		}
 		return nil
@@ -544,9 +537,15 @@ func (s *Service) syncRound() error {
 }
 
 // readIndexHere waits, on the leader, until this node's state reflects
-// every write acknowledged before the call (cluster.Node.ReadIndex).
-func (s *Service) readIndexHere(ctx context.Context) error {
-	index, err := s.node.ReadIndex(ctx)
+// every write acknowledged before the call (cluster.Node.ReadIndex), or,
+// without confirm, every write it knows to be committed, with no round to
+// the other voters (cluster.Node.LocalReadIndex).
+func (s *Service) readIndexHere(ctx context.Context, confirm bool) error {
+	readIndex := s.node.LocalReadIndex
+	if confirm {
+		readIndex = s.node.ReadIndex
+	}
+	index, err := readIndex(ctx)
 	if err != nil {
 		return err
 	}
@@ -564,6 +563,10 @@ func (s *Service) errCannotSync() error {
 // ready, with no spacing.
 type leaderSync struct {
 	spacing time.Duration
+	// localOnLeader: on the leader, a caller waits only until the leader
+	// has applied what it knows to be committed (LocalReadIndex), alone,
+	// with no round to the other voters. For lookups anyone can cause.
+	localOnLeader bool
 
 	mu        sync.Mutex
 	running   bool

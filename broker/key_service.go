@@ -115,7 +115,7 @@ func (s *Service) linearize(ctx context.Context) error {
 	if !s.node.IsLeader() {
 		return s.syncWithLeader(ctx)
 	}
-	if err := s.readIndexHere(ctx); err != nil {
+	if err := s.readIndexHere(ctx, true); err != nil {
 		return fmt.Errorf("consistent read: %w", err)
 	}
 	return nil

@@ -162,7 +162,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.BackupChunkSize <= 0 || cfg.BackupChunkSize > MaxBackupChunkSize {
 		cfg.BackupChunkSize = MaxBackupChunkSize
 	}
-	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger, anonSync: leaderSync{spacing: anonSyncSpacing},
+	s := &Service{cfg: cfg, node: cfg.Node, hsm: cfg.Partition, log: cfg.Logger, anonSync: leaderSync{spacing: anonSyncSpacing, localOnLeader: true},
 		joining: make(chan struct{}, 1)}
 	s.access = authz.NewAuthorizer(cfg.Account, s.KeyARN)
 	if cfg.InsecureNoClientAuth {
