@@ -67,15 +67,16 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRe
 	}
 	token := joinTokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
 	hash := joinTokenHash(token)
+	tokenID := cluster.JoinTokenID(hash)
 	// The audit lines of the token's making, revocation and listing name
 	// it alike; the node it admits is in its record.
-	nameObject(ctx, "join-token:"+cluster.JoinTokenID(hash))
+	nameObject(ctx, "join-token:"+tokenID)
 	now := s.now()
 	expires := now.Add(ttl)
 	if _, err := s.apply(ctx, &cluster.AddJoinToken{Hash: hash, Expires: expires, At: now, NodeID: req.GetNodeId()}); err != nil {
 		return nil, err
 	}
-	return &pb.CreateJoinTokenResponse{Token: token, ExpireTime: timestamppb.New(expires), TokenId: cluster.JoinTokenID(hash)}, nil
+	return &pb.CreateJoinTokenResponse{Token: token, ExpireTime: timestamppb.New(expires), TokenId: tokenID}, nil
 }
 
 // joinTokenPrefix starts every join token, so that one given where its id
@@ -298,7 +299,7 @@ func (s *Service) joinCompletes(id string, req *pb.JoinClusterRequest) (bool, er
 }
 
 // quorumAfterRemoval refuses to remove id when the voters left would not
-// have a quorum among those the leader's heartbeats reach: the cluster
+// have a quorum among those that answer the leader: the cluster
 // would stop taking writes the moment the removal commits (with three
 // voters and one stopped, removing a live follower leaves two voters of
 // which one answers). Removing an unreachable voter is always allowed.
