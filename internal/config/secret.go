@@ -44,8 +44,12 @@ func LoadJoinToken(file, env string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	raw, derr := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(v, joinTokenPrefix))
-	if !strings.HasPrefix(v, joinTokenPrefix) || derr != nil || len(raw) != 32 {
+	body, ok := strings.CutPrefix(v, joinTokenPrefix)
+	var raw []byte
+	if ok && len(body) == joinTokenChars {
+		raw, _ = base64.RawURLEncoding.DecodeString(body)
+	}
+	if len(raw) != 32 {
 		from := file
 		if from == "" {
 			from = "environment variable " + env
@@ -55,8 +59,12 @@ func LoadJoinToken(file, env string) (string, error) {
 	return v, nil
 }
 
-// joinTokenPrefix starts every join token.
-const joinTokenPrefix = "hsmbj_"
+// A join token is joinTokenPrefix and joinTokenChars characters of
+// URL-safe base64 (32 random bytes).
+const (
+	joinTokenPrefix = "hsmbj_"
+	joinTokenChars  = 43
+)
 
 // LoadSecret reads a secret from file, which must not be accessible by
 // group or others, or, when file is empty, from the environment variable
