@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"io"
 
 	"github.com/miekg/pkcs11"
 )
@@ -104,4 +105,12 @@ func (p *Partition) EncryptGCMInto(ctx context.Context, k KeyRef, iv, plaintext 
 		return err
 	})
 	return out, err
+}
+
+// SetRandomMask makes p's pooled random draws take their XOR mask from r
+// instead of crypto/rand.
+func (p *Partition) SetRandomMask(r io.Reader) {
+	p.rnd.mu.Lock()
+	defer p.rnd.mu.Unlock()
+	p.rnd.mask = r
 }

@@ -41,17 +41,31 @@ func (p *Partition) EncryptGCM(ctx context.Context, k KeyRef, iv, plaintext, aad
 	return out, nil
 }
 
-// SealRandomGCM draws n bytes from the token's random generator and
-// encrypts them as EncryptGCM does, on one session in one call: a data key
-// is made and sealed with one trip through the session pool instead of
-// two. It returns the random bytes and their ciphertext||tag. Its results
-// are unnamed: the closure outlives an abandoned call (Partition.call).
+// SealRandomGCM makes n random bytes and encrypts them as EncryptGCM does.
+// It returns the random bytes and their ciphertext||tag. A draw of up to
+// pooledRandomMax bytes (a data key) is the token's bytes from the
+// partition's pool, masked with the operating system's (random_pool.go),
+// then one EncryptGCM; a larger one draws from the token and seals on one
+// session in one call. Its results are unnamed: the closure outlives an
+// abandoned call (Partition.call).
 func (p *Partition) SealRandomGCM(ctx context.Context, k KeyRef, n int, iv, aad []byte) ([]byte, []byte, error) {
 	if err := checkRandomCount(n); err != nil {
 		return nil, nil, err
 	}
 	if err := checkGCMEncrypt(k, iv, n); err != nil {
 		return nil, nil, err
+	}
+	if n <= pooledRandomMax {
+		r, err := p.pooledRandom(ctx, n)
+		if err != nil {
+			return nil, nil, fmt.Errorf("seal random bytes with key %s: %w", k.ID, err)
+		}
+		sealed, err := p.EncryptGCM(ctx, k, iv, r, aad)
+		if err != nil {
+			clear(r)
+			return nil, nil, err
+		}
+		return r, sealed, nil
 	}
 	var random, sealed []byte
 	err := p.withKey(ctx, k, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {

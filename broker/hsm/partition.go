@@ -68,6 +68,7 @@ type Partition struct {
 	// copy is loaded with CKA_PRIVATE true (unwrapCopy).
 	privateCopies atomic.Bool
 	transport     *transportPair // pending join transport pair; guarded by anchorLock
+	rnd           randomPool     // the token's random bytes not yet handed out
 }
 
 type pooledSession struct {
@@ -251,6 +252,7 @@ func (p *Partition) Close() error {
 		p.anchor = 0
 	}
 	p.cache.purge()
+	p.rnd.drop()
 	close(p.stop)
 	return nil
 }

@@ -602,9 +602,10 @@ func TestCallEndsWithTheCallersContext(t *testing.T) {
 	}
 }
 
-// SealRandomGCM draws the bytes from the token and seals them in one
-// session use: DecryptGCM opens them, each call is made once, and a failed
-// seal hands out no bytes.
+// SealRandomGCM makes random bytes and seals them: DecryptGCM opens them.
+// A data key's bytes come from a block the token drew once for 32 of them,
+// each masked with fresh bytes; a larger draw is a token call of its own.
+// A failed draw, mask or seal hands out no bytes.
 func TestSealRandomGCM(t *testing.T) {
 	f := &hsm.Faults{}
 	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
@@ -615,27 +616,51 @@ func TestSealRandomGCM(t *testing.T) {
 	if _, err := p.EncryptGCM(ctx, k, iv, []byte("warm"), aad); err != nil {
 		t.Fatal(err)
 	}
+	masks := &countingReader{}
+	p.SetRandomMask(masks)
 	rnd, enc := f.Calls("C_GenerateRandom"), f.Calls("C_Encrypt")
-	pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad)
-	if err != nil {
-		t.Fatal(err)
+	seen := map[string]bool{}
+	for i := range 64 {
+		pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pt) != 32 || len(sealed) != 32+hsm.GCMTagSize {
+			t.Fatalf("got %d random bytes sealed in %d, want 32 in %d", len(pt), len(sealed), 32+hsm.GCMTagSize)
+		}
+		if seen[string(pt)] {
+			t.Fatalf("draw %d repeats an earlier one", i)
+		}
+		seen[string(pt)] = true
+		opened, err := p.DecryptGCM(ctx, k, iv, sealed, aad)
+		if err != nil || !bytes.Equal(opened, pt) {
+			t.Fatalf("DecryptGCM of the sealed bytes: %x, %v; want %x", opened, err, pt)
+		}
+		// One block of 1,024 bytes serves 32 keys: the first draw and
+		// the 33rd call the token.
+		if got, want := f.Calls("C_GenerateRandom")-rnd, 1+i/32; got != want {
+			t.Fatalf("after %d draws: %d C_GenerateRandom calls, want %d", i+1, got, want)
+		}
 	}
-	if len(pt) != 32 || len(sealed) != 32+hsm.GCMTagSize {
-		t.Fatalf("got %d random bytes sealed in %d, want 32 in %d", len(pt), len(sealed), 32+hsm.GCMTagSize)
+	if got := f.Calls("C_Encrypt") - enc; got != 64 {
+		t.Errorf("C_Encrypt calls: %d, want 64", got)
 	}
-	if got, want := f.Calls("C_GenerateRandom")-rnd, 1; got != want {
-		t.Errorf("C_GenerateRandom calls: %d, want %d", got, want)
+	if masks.reads != 64 || masks.bytes != 64*32 {
+		t.Errorf("mask: %d reads of %d bytes, want 64 of %d", masks.reads, masks.bytes, 64*32)
 	}
-	if got, want := f.Calls("C_Encrypt")-enc, 1; got != want {
-		t.Errorf("C_Encrypt calls: %d, want %d", got, want)
+
+	// A draw larger than a data key calls the token itself, in the same
+	// crossing as the seal.
+	rnd = f.Calls("C_GenerateRandom")
+	pt, sealed, err := p.SealRandomGCM(ctx, k, 200, iv, aad)
+	if err != nil || len(pt) != 200 {
+		t.Fatalf("200 bytes: %d, %v", len(pt), err)
 	}
-	opened, err := p.DecryptGCM(ctx, k, iv, sealed, aad)
-	if err != nil || !bytes.Equal(opened, pt) {
-		t.Fatalf("DecryptGCM of the sealed bytes: %x, %v; want %x", opened, err, pt)
+	if opened, err := p.DecryptGCM(ctx, k, iv, sealed, aad); err != nil || !bytes.Equal(opened, pt) {
+		t.Fatalf("DecryptGCM of 200 sealed bytes: %v", err)
 	}
-	pt2, _, err := p.SealRandomGCM(ctx, k, 32, iv, aad)
-	if err != nil || bytes.Equal(pt2, pt) {
-		t.Fatalf("second draw: %x, %v; want fresh bytes", pt2, err)
+	if got := f.Calls("C_GenerateRandom") - rnd; got != 1 {
+		t.Errorf("200 bytes: %d C_GenerateRandom calls, want 1", got)
 	}
 
 	for _, n := range []int{0, hsm.MaxRandom + 1} {
@@ -647,7 +672,47 @@ func TestSealRandomGCM(t *testing.T) {
 	if pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err == nil || pt != nil || sealed != nil {
 		t.Fatalf("failed seal: got %x, %x, %v; want an error and no bytes", pt, sealed, err)
 	}
+	p.SetRandomMask(failingReader{})
+	if pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err == nil || pt != nil || sealed != nil {
+		t.Fatalf("failed mask: got %x, %x, %v; want an error and no bytes", pt, sealed, err)
+	}
+	p.SetRandomMask(nil)
+	// Empty the pool, then fail the token's draw.
+	for {
+		before := f.Calls("C_GenerateRandom")
+		if _, _, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err != nil {
+			t.Fatal(err)
+		}
+		if f.Calls("C_GenerateRandom") > before {
+			break
+		}
+	}
+	for range 31 {
+		if _, _, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Add(hsm.FaultRule{Call: "C_GenerateRandom", Code: hsm.CKRDeviceError, Times: 2})
+	if pt, sealed, err := p.SealRandomGCM(ctx, k, 32, iv, aad); err == nil || pt != nil || sealed != nil {
+		t.Fatalf("failed draw: got %x, %x, %v; want an error and no bytes", pt, sealed, err)
+	}
 }
+
+// countingReader hands out bytes that count up, and counts its reads.
+type countingReader struct{ reads, bytes int }
+
+func (r *countingReader) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = byte(r.bytes + i)
+	}
+	r.reads++
+	r.bytes += len(b)
+	return len(b), nil
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("no randomness") }
 
 // PKCS#11 calls run on kept workers: sequential calls reuse them, there
 // are at most about twice as many as the calls that can be in flight
