@@ -252,10 +252,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 	}
 	var tooBig *http.MaxBytesError
 	switch {
+	case err == nil, err == io.EOF && (r.ContentLength < 0 || int64(len(body)) == limit):
+		// The whole body; errors.As, which walks the error's type with
+		// reflection, is left for the failures.
 	case errors.As(err, &tooBig):
 		return fail(validation("the request body exceeds %d bytes", h.maxBody))
-	case err == io.EOF && (r.ContentLength < 0 || int64(len(body)) == limit):
-	case err != nil:
+	default:
 		return fail(&apiError{http.StatusBadRequest, excSerialization, "the request body could not be read"})
 	}
 	w.Header().Del("Connection")
