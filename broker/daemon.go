@@ -50,6 +50,10 @@ type DaemonConfig struct {
 	// leads, for non-voters that have caught up (default
 	// DefaultPromoteCheck).
 	PromoteCheck time.Duration
+	// PromoteSettle is how long a non-voter must stay ready for promotion
+	// (caught up, its own record healthy) in every check before the
+	// leader makes it a voter (default DefaultPromoteSettle).
+	PromoteSettle time.Duration
 }
 
 // Daemon is a node's own work beside the request path: bringing the node
@@ -99,6 +103,9 @@ func NewDaemon(svc *Service, cfg DaemonConfig) *Daemon {
 	}
 	if cfg.PromoteCheck <= 0 {
 		cfg.PromoteCheck = DefaultPromoteCheck
+	}
+	if cfg.PromoteSettle <= 0 {
+		cfg.PromoteSettle = DefaultPromoteSettle
 	}
 	return &Daemon{svc: svc, cfg: cfg}
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -22,13 +23,25 @@ import (
 //     heartbeat timeout, found its log holding every entry committed when
 //     the request was sent (cluster.Node.CaughtUp).
 //
+// and both have held, in every check, for the settle time (PromoteSettle):
+// a node that catches up for a moment and falls behind again, or whose HSM
+// answers only now and then, does not become a voter, whose absence would
+// then count against the quorum. A check that finds either untrue starts
+// the wait again.
+//
 // The loop runs on every node and acts only on the leader, so a non-voter
-// whose admitting leader was lost is promoted by the next one. One that
-// never catches up stays a non-voter until it does or is removed.
+// whose admitting leader was lost is promoted by the next one, after the
+// settle time of its own. One that never catches up stays a non-voter
+// until it does or is removed.
 
 // DefaultPromoteCheck is how often the leader looks for non-voters to
 // promote.
 const DefaultPromoteCheck = time.Second
+
+// DefaultPromoteSettle is how long a non-voter stays ready before its
+// promotion: Consul's autopilot waits as long for a new server to be
+// stable.
+const DefaultPromoteSettle = 10 * time.Second
 
 // PromoteNonvoters makes caught-up non-voters voters, checking every
 // PromoteCheck while this node leads, until ctx ends. Each promotion is
@@ -36,11 +49,11 @@ const DefaultPromoteCheck = time.Second
 // it changes, what a non-voter still waits for.
 func (d *Daemon) PromoteNonvoters(ctx context.Context) {
 	s := d.svc
-	waiting := map[string]string{}
+	p := promotions{settle: d.cfg.PromoteSettle, waiting: map[string]string{}, ready: map[string]time.Time{}}
 	t := time.NewTicker(d.cfg.PromoteCheck)
 	defer t.Stop()
 	for {
-		s.promoteNonvoters(ctx, waiting)
+		s.promoteNonvoters(ctx, &p)
 		select {
 		case <-ctx.Done():
 			return
@@ -49,11 +62,22 @@ func (d *Daemon) PromoteNonvoters(ctx context.Context) {
 	}
 }
 
-// promoteNonvoters is one round of PromoteNonvoters; waiting holds what
-// each non-voter waited for when last logged.
-func (s *Service) promoteNonvoters(ctx context.Context, waiting map[string]string) {
+// promotions is what PromoteNonvoters keeps from one check to the next.
+type promotions struct {
+	settle time.Duration
+	// waiting: what each non-voter waited for when last logged.
+	waiting map[string]string
+	// ready: since when each non-voter has been found ready in every
+	// check, while this node led.
+	ready map[string]time.Time
+}
+
+// promoteNonvoters is one round of PromoteNonvoters.
+func (s *Service) promoteNonvoters(ctx context.Context, p *promotions) {
+	waiting := p.waiting
 	if !s.node.IsLeader() {
 		clear(waiting)
+		clear(p.ready)
 		return
 	}
 	seen := map[string]bool{}
@@ -62,7 +86,7 @@ func (s *Service) promoteNonvoters(ctx context.Context, waiting map[string]strin
 			continue
 		}
 		seen[srv.ID] = true
-		why, err := s.promote(ctx, srv)
+		why, err := s.promote(ctx, srv, p)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -83,21 +107,38 @@ func (s *Service) promoteNonvoters(ctx context.Context, waiting map[string]strin
 			delete(waiting, id)
 		}
 	}
+	for id := range p.ready {
+		if !seen[id] {
+			delete(p.ready, id)
+		}
+	}
 }
 
 // promote makes the non-voter srv a voter if nothing is left to wait for,
 // and otherwise says what is.
-func (s *Service) promote(ctx context.Context, srv cluster.Server) (waitingFor string, err error) {
+func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions) (waitingFor string, err error) {
 	s.suffrage.Lock()
 	defer s.suffrage.Unlock()
 	rec, ok := s.node.State().Node(srv.ID)
 	switch {
 	case !ok:
-		return "its record, which it does not have (an earlier join stopped before it was recorded, or it is being removed)", nil
+		waitingFor = "its record, which it does not have (an earlier join stopped before it was recorded, or it is being removed)"
 	case !s.recordHealthy(rec):
-		return "its own record to show its HSM answering and holding the domain key (it has not completed its join, or it is down)", nil
+		waitingFor = "its own record to show its HSM answering and holding the domain key (it has not completed its join, or it is down)"
 	case !s.node.CaughtUp(srv.ID):
-		return "its Raft log to catch up with the leader's", nil
+		waitingFor = "its Raft log to catch up with the leader's"
+	}
+	if waitingFor != "" {
+		delete(p.ready, srv.ID)
+		return waitingFor, nil
+	}
+	now := time.Now()
+	since, ok := p.ready[srv.ID]
+	if !ok {
+		since, p.ready[srv.ID] = now, now
+	}
+	if now.Sub(since) < p.settle {
+		return fmt.Sprintf("it to stay caught up and healthy for %s, the settle time, in every check", p.settle), nil
 	}
 	ctx = Internal(ctx, "promote")
 	nameObject(ctx, "node:"+srv.ID)

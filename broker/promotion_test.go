@@ -130,6 +130,44 @@ func TestJoinedNodeIsANonvoterUntilCaughtUp(t *testing.T) {
 	}
 }
 
+// TestNonvoterWaitsTheSettleTime: a non-voter that is caught up, with a
+// record showing its HSM healthy, becomes a voter only once it has been so
+// for the settle time; a spell of not being caught up (cut off from the
+// leader) starts the wait again. (Before, the leader promoted it at the
+// first check that found it ready.)
+func TestNonvoterWaitsTheSettleTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	const settle = 2 * time.Second
+	c := hsmtest.NewEmptyCluster(t)
+	c.PromoteSettle = settle
+	leader := c.AddNode()
+	ctx := ctxT(t)
+	nd := joinByHand(t, c, ctx)
+	ready := func() bool {
+		rec, ok := leader.Raft.State().Node(nd.ID)
+		return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent && leader.Raft.CaughtUp(nd.ID)
+	}
+	runLoops(t, nd)
+	hsmtest.WaitUntil(t, nd.ID+" to be ready for promotion", 20*time.Second, ready)
+	time.Sleep(settle / 2)
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s is a %s half the settle time after it was ready, want a non-voter still", nd.ID, got)
+	}
+	c.Partition([]*hsmtest.Node{nd}, []*hsmtest.Node{leader})
+	hsmtest.WaitUntil(t, nd.ID+" to fall behind, cut off", 10*time.Second, func() bool { return !leader.Raft.CaughtUp(nd.ID) })
+	c.Heal()
+	hsmtest.WaitUntil(t, nd.ID+" to be ready again", 20*time.Second, ready)
+	readyAgain := time.Now()
+	hsmtest.WaitUntil(t, nd.ID+" to be made a voter", settle+20*time.Second, func() bool { return suffrage(leader, nd.ID) == "voter" })
+	// The leader checks every 50ms and may have found it ready again up to
+	// one of its checks before this test did.
+	if d := time.Since(readyAgain); d < settle-100*time.Millisecond {
+		t.Fatalf("%s was made a voter %v after it was ready again, want at least the settle time %v (the spell cut off must start the wait again)", nd.ID, d, settle)
+	}
+}
+
 // TestNonvoterLeftByALostLeaderIsPromoted: the leader that admitted a node
 // stops before the node has caught up; the next leader makes it a voter
 // once it has.

@@ -228,6 +228,9 @@ init_node() {
 	"$HSMBROKERD" init-node --log-level warn --dir "$dir/node$n" --ca-dir "$dir/ca" --node-id "node$n" \
 		--grpc-addr "$(addr "$n" 0)" --raft-addr "$(addr "$n" 1)" --metrics-addr "$(addr "$n" 2)" \
 		--kms-addr "$(addr "$n" 3)" --vault-addr "$(addr "$n" 4)" --env-file "$dir/node$n.env" "${role[@]}" >/dev/null
+	# A local cluster makes a joined node a voter once it has been caught
+	# up for 2 s, not the 10 s a production cluster waits.
+	grep -q '^raft:' "$dir/node$n/hsmbrokerd.yaml" || echo 'raft: {promote_settle: 2s}' >>"$dir/node$n/hsmbrokerd.yaml"
 }
 
 cmd_up() {

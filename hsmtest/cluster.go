@@ -55,6 +55,9 @@ type Cluster struct {
 	// HeartbeatRefresh is how often each node rewrites its record
 	// (default 10s).
 	HeartbeatRefresh time.Duration
+	// PromoteSettle is how long the leader waits, once a non-voter is
+	// ready, before it makes it a voter (default 100ms).
+	PromoteSettle time.Duration
 	// BeforeStart, if set, runs before each node starts (to arm its
 	// Faults, say).
 	BeforeStart func(*Node)
@@ -357,7 +360,7 @@ func (nd *Node) Launch() bool {
 	srv, hs := svc.NewGRPCServer(tlsCfg)
 	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: nd.GRPCAddr, Health: hs, HealthInterval: 50 * time.Millisecond,
 		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: cmp.Or(c.HeartbeatRefresh, 10*time.Second), AuditCheckpointInterval: c.AuditCheckpointInterval,
-		PromoteCheck: 50 * time.Millisecond})
+		PromoteCheck: 50 * time.Millisecond, PromoteSettle: cmp.Or(c.PromoteSettle, 100*time.Millisecond)})
 	nd.Daemon = dm
 	nd.grpc = srv
 	lis := nd.listenGRPC()

@@ -55,10 +55,13 @@ type daemon struct {
 
 	hsm hsm.Config // with the PIN
 	// preload warms the handle cache with the cluster's keys (hsm.preload).
-	preload   bool
-	cluster   cluster.Config
-	serverTLS *tls.Config // gRPC server: node certificate, client certificates required
-	peerTLS   *tls.Config // calls to other nodes: node certificate
+	preload bool
+	cluster cluster.Config
+	// promoteSettle is how long a joined node stays ready before the
+	// leader makes it a voter (raft.promote_settle).
+	promoteSettle time.Duration
+	serverTLS     *tls.Config // gRPC server: node certificate, client certificates required
+	peerTLS       *tls.Config // calls to other nodes: node certificate
 
 	// createDomainKey makes a domain key in a partition that has none: on
 	// the node that founds a cluster. Other nodes get theirs HSM-to-HSM
@@ -243,7 +246,8 @@ func runDaemon(ctx context.Context, log *slog.Logger, d daemon) (err error) {
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	spawn := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
-	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: advertise, Join: d.join, Health: hs, Preloader: preloader})
+	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: advertise, Join: d.join, Health: hs, Preloader: preloader,
+		PromoteSettle: d.promoteSettle})
 	spawn(func() {
 		if err := dm.Run(bg); err != nil {
 			fatal <- err

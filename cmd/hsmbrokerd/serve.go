@@ -171,9 +171,10 @@ func prepareServe(log *slog.Logger, c config.Config) (daemon, error) {
 			SnapshotThreshold:  c.Raft.SnapshotThreshold,
 			TrailingLogs:       c.Raft.TrailingLogs,
 		},
-		serverTLS: serverTLS,
-		peerTLS:   peerTLS,
-		join:      join,
+		promoteSettle: c.Raft.PromoteSettle,
+		serverTLS:     serverTLS,
+		peerTLS:       peerTLS,
+		join:          join,
 		// Only the node that founds a cluster makes a domain key; every
 		// other member receives the cluster's own when it joins.
 		createDomainKey: c.Bootstrap && !hasState,

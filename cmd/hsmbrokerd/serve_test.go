@@ -154,7 +154,7 @@ raft_addr: %s
 metrics_addr: %s
 tls: {ca: tls/ca.pem, cert: tls/node.pem, key: tls/node-key.pem}
 hsm: {module: %s, token_label: %s, pin_file: user.pin}
-raft: {heartbeat_timeout: 300ms, election_timeout: 300ms, leader_lease_timeout: 150ms}
+raft: {heartbeat_timeout: 300ms, election_timeout: 300ms, leader_lease_timeout: 150ms, promote_settle: 300ms}
 %s`, n.id, addrs[0], addrs[1], addrs[2], module, n.id, n.extra)
 	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

@@ -241,6 +241,10 @@ type Raft struct {
 	SnapshotInterval   time.Duration `yaml:"snapshot_interval"`
 	SnapshotThreshold  uint64        `yaml:"snapshot_threshold"`
 	TrailingLogs       uint64        `yaml:"trailing_logs"`
+	// PromoteSettle is how long a joined node, a non-voter until then,
+	// must stay caught up with a healthy HSM before the leader makes it a
+	// voter (broker.DaemonConfig.PromoteSettle). Default 10s.
+	PromoteSettle time.Duration `yaml:"promote_settle"`
 }
 
 // Log configures logging.
@@ -450,6 +454,7 @@ func (c Config) Validate() error {
 		{"raft.leader_lease_timeout", c.Raft.LeaderLeaseTimeout},
 		{"raft.commit_timeout", c.Raft.CommitTimeout},
 		{"raft.snapshot_interval", c.Raft.SnapshotInterval},
+		{"raft.promote_settle", c.Raft.PromoteSettle},
 	} {
 		if d.v < 0 {
 			bad(d.field, "must not be negative")

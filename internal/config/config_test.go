@@ -86,6 +86,7 @@ raft:
   snapshot_interval: 1m
   snapshot_threshold: 1000
   trailing_logs: 2000
+  promote_settle: 30s
 audit: {file: audit/hsmbroker.log}
 log: {level: debug, format: text}
 `
@@ -99,7 +100,7 @@ log: {level: debug, format: text}
 	if c.HSM.SessionWait != 500*time.Millisecond || c.HSM.CallTimeout != 5*time.Second {
 		t.Errorf("durations: session_wait=%v call_timeout=%v", c.HSM.SessionWait, c.HSM.CallTimeout)
 	}
-	if c.Raft.SnapshotInterval != time.Minute || c.Raft.TrailingLogs != 2000 {
+	if c.Raft.SnapshotInterval != time.Minute || c.Raft.TrailingLogs != 2000 || c.Raft.PromoteSettle != 30*time.Second {
 		t.Errorf("raft: %+v", c.Raft)
 	}
 	if len(c.Join) != 2 || c.Account != "123456789012" || c.HSM.OAEPSHA256 != "native" {
@@ -146,6 +147,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative pool", edit("user.pin}", "user.pin, pool_size: -1}"), []string{"hsm.pool_size: must not be negative"}},
 		{"duration without unit", edit("user.pin}", "user.pin, call_timeout: 5}"), []string{"line 5", `call_timeout: "5" is not a duration with a unit, such as 5s`}},
 		{"bad duration", edit("", "raft: {heartbeat_timeout: soon}"), []string{"soon"}},
+		{"negative settle time", edit("", "raft: {promote_settle: -1s}"), []string{"raft.promote_settle: must not be negative"}},
 		{"lease over heartbeat", edit("", "raft: {heartbeat_timeout: 1s, leader_lease_timeout: 2s}"), []string{"raft.leader_lease_timeout"}},
 		{"wildcard raft without advertise", edit("raft_advertise: 10.0.0.1:7401", ""), []string{"raft_advertise: required when raft_addr"}},
 		{"wildcard advertise", edit("raft_advertise: 10.0.0.1:7401", "raft_advertise: 0.0.0.0:7401"), []string{"raft_advertise: 0.0.0.0:7401 is not an address"}},
