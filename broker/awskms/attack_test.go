@@ -187,6 +187,35 @@ func TestTargetMustBeSigned(t *testing.T) {
 	}
 }
 
+// TestContentType: the SDKs' media type, with or without parameters, and
+// the other JSON types AWS accepts are served; any other is refused
+// SerializationException, however it is spelled.
+func TestContentType(t *testing.T) {
+	e := newEnv(t)
+	key := createKey(t, e.kms, "", "")
+	body := []byte(`{"KeyId":"` + key + `"}`)
+	for _, tc := range []struct {
+		ct string
+		ok bool
+	}{
+		{"application/x-amz-json-1.1", true},
+		{"application/x-amz-json-1.1; charset=utf-8", true},
+		{"Application/X-Amz-Json-1.1", true},
+		{"application/x-amz-json-1.0", true},
+		{"application/json", true},
+		{"text/plain", false},
+		{"application/x-amz-json-1.1x", false},
+	} {
+		r := e.do(signedRequest{target: "TrentService.DescribeKey", body: body, key: e.admin, header: map[string]string{"Content-Type": tc.ct}})
+		switch {
+		case tc.ok && r.status != http.StatusOK:
+			t.Errorf("Content-Type %q: %d %s, want 200", tc.ct, r.status, r.body)
+		case !tc.ok && (r.status != http.StatusBadRequest || r.errorType() != "SerializationException" || !bytes.Contains(r.body, []byte("Content-Type"))):
+			t.Errorf("Content-Type %q: %d %s, want 400 SerializationException naming Content-Type", tc.ct, r.status, r.body)
+		}
+	}
+}
+
 // FuzzEncryptionContextOneReading sends Encrypt and Decrypt requests whose
 // members around EncryptionContext are fuzzed (repeated, case-varied,
 // escaped) as the user app, whose grant requires tenant=acme. Whatever the

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -307,7 +308,8 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		h.writeTrentError(w, "", reqID, "", aerr, start)
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	// The SDKs send exactly the first; anything else is parsed.
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/x-amz-json-1.1" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/x-amz-json-1.1" && mt != "application/x-amz-json-1.0" && mt != "application/json") {
 			h.writeTrentError(w, name, reqID, principal, &apiError{http.StatusBadRequest, excSerialization,
 				"Content-Type must be application/x-amz-json-1.1"}, start)
@@ -357,7 +359,7 @@ func (h *Handler) serveTrent(w http.ResponseWriter, r *http.Request, reqID strin
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 	h.log.LogAttrs(ctx, slog.LevelDebug, "kms request", slog.String("operation", name), slog.String("principal", principal),
