@@ -361,6 +361,66 @@ func TestRemovalKeepsAQuorum(t *testing.T) {
 	}
 }
 
+// TestRemovalRightAfterAnElection: a leader elected a moment ago has seen
+// no heartbeat fail yet, to the old leader or to a voter down before it:
+// it must not count them live and let a removal take the cluster below a
+// quorum. Both down voters' Raft ports take connections and never answer,
+// as a hung host's would, so no heartbeat to them fails for the transport
+// timeout (10 s). Five voters, two of them silent: removing a third would
+// leave four, of which two answer.
+func TestRemovalRightAfterAnElection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewCluster(t, 5)
+	ctx := ctxT(t)
+	old := c.Leader(t)
+	down := c.Followers(t)[0]
+	for _, nd := range []*hsmtest.Node{down, old} {
+		addr := nd.Raft.Addr()
+		nd.Stop()
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listen on %s's Raft address %s: %v", nd.ID, addr, err)
+		}
+		t.Cleanup(func() { _ = lis.Close() })
+	}
+	var next *hsmtest.Node
+	hsmtest.WaitUntil(t, "a new leader", 20*time.Second, func() bool {
+		for _, nd := range c.Nodes {
+			if nd != old && nd != down && nd.Raft.IsLeader() {
+				next = nd
+				return true
+			}
+		}
+		return false
+	})
+	var target *hsmtest.Node
+	for _, nd := range c.Nodes {
+		if nd != old && nd != down && nd != next {
+			target = nd
+			break
+		}
+	}
+	admin := pb.NewClusterServiceClient(c.Dial(next.Index, "admin"))
+	// At once, and again for the first seconds, while no heartbeat to the
+	// silent voters has failed.
+	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(200 * time.Millisecond) {
+		_, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: target.ID})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "fewer than the 3 a quorum needs") {
+			t.Fatalf("removing live voter %s %v after the election, with %s and %s silent: %v", target.ID,
+				time.Since(start).Round(time.Millisecond), old.ID, down.ID, err)
+		}
+	}
+	if got := suffrage(next, target.ID); got != "voter" {
+		t.Fatalf("%s after the refused removals is %q, want voter", target.ID, got)
+	}
+	keys := pb.NewKeyServiceClient(c.Dial(next.Index, "admin"))
+	if _, err := keys.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/after-refusals"}); err != nil {
+		t.Fatalf("a write after the refused removals: %v", err)
+	}
+}
+
 // TestMembershipAuditLines: membership calls name their target in the
 // audit line's key_ref (node:ID), a forwarded write names its command
 // (command:TYPE), and a join refused for its token is denied with the
