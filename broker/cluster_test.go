@@ -521,6 +521,21 @@ func TestFollowerReadsRightAfterALeaderChange(t *testing.T) {
 		cancel()
 		wantErr(t, err, codes.NotFound, broker.ExcNotFound)
 	}
+	// The new leader followed until a moment ago: its status reports no
+	// time since it last heard from a leader (raft keeps the last one it
+	// heard as a follower), while the old leader, following now, reports
+	// its own.
+	for _, n := range []*hsmtest.Node{leader, old} {
+		st, err := pb.NewClusterServiceClient(c.Dial(n.Index, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range st.GetNodes() {
+			if m.GetId() == n.ID && (m.GetLastContact() != nil) != (n != leader) {
+				t.Errorf("status from %s (leader %v): its last_contact is %v", n.ID, n == leader, m.GetLastContact())
+			}
+		}
+	}
 }
 
 // A consistent read on the leader appends nothing to the Raft log. It used
