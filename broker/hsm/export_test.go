@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -113,4 +114,18 @@ func (p *Partition) SetRandomMask(r io.Reader) {
 	p.rnd.mu.Lock()
 	defer p.rnd.mu.Unlock()
 	p.rnd.mask = r
+}
+
+// SetRandomBlockLife replaces how long p's pool keeps a block.
+func (p *Partition) SetRandomBlockLife(d time.Duration) {
+	p.rnd.mu.Lock()
+	defer p.rnd.mu.Unlock()
+	p.rnd.life = d
+}
+
+// PooledLen is how many of the token's random bytes p's pool holds.
+func (p *Partition) PooledLen() int {
+	p.rnd.mu.Lock()
+	defer p.rnd.mu.Unlock()
+	return len(p.rnd.buf)
 }

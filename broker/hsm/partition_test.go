@@ -698,6 +698,110 @@ func TestSealRandomGCM(t *testing.T) {
 	}
 }
 
+// Concurrent data keys share refills: one draw from the token at a time,
+// and the callers that find the pool short wait for it rather than draw
+// blocks of their own (each draw but one was thrown away). With the mask
+// set to zeros, every key is the token's bytes alone: none repeats.
+func TestPooledRandomConcurrent(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	iv := []byte("twelve bytes")
+	p.SetRandomMask(zeroReader{})
+	f.Add(hsm.FaultRule{Call: "C_GenerateRandom", Stall: 2 * time.Millisecond})
+	const callers, each = 16, 64
+	before := f.Calls("C_GenerateRandom")
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range each {
+				pt, _, err := p.SealRandomGCM(ctx, k, 32, iv, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[string(pt)] {
+					t.Errorf("a data key repeats: %x", pt)
+				}
+				seen[string(pt)] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	// 16 x 64 keys of 32 bytes are 32 blocks of 1,024.
+	if got := f.Calls("C_GenerateRandom") - before; got > 32 {
+		t.Errorf("%d C_GenerateRandom calls for %d data keys, want at most 32", got, callers*each)
+	}
+}
+
+// Close clears the pool, and a refill under way when it runs keeps
+// nothing once it ends: a closed partition holds none of the token's
+// bytes. (The refill's caller used to put the rest of its block back after
+// Close had cleared the pool.)
+func TestCloseLeavesNoPooledRandomBytes(t *testing.T) {
+	for round := range 20 {
+		f := &hsm.Faults{}
+		p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+		ctx := ctxT(t)
+		k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+		f.Add(hsm.FaultRule{Call: "C_GenerateRandom", Stall: 20 * time.Millisecond})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() { _, _, _ = p.SealRandomGCM(ctx, k, 32, []byte("twelve bytes"), nil) })
+		}
+		time.Sleep(time.Duration(15+round%10) * time.Millisecond)
+		_ = p.Close()
+		wg.Wait()
+		hsmtest.WaitUntil(t, "the refill under way to end", 5*time.Second, func() bool { return f.Calls("C_GenerateRandom") > 0 })
+		time.Sleep(30 * time.Millisecond) // past the stall: the refill has ended
+		if n := p.PooledLen(); n != 0 {
+			t.Fatalf("round %d: the closed partition still holds %d of the token's random bytes", round, n)
+		}
+	}
+}
+
+// A block's bytes wait at most the block's life to be handed out: a data
+// key after a longer pause draws a new block, and the old one is cleared.
+func TestPooledRandomBlockLife(t *testing.T) {
+	f := &hsm.Faults{}
+	p := hsmtest.NewPartition(t, hsmtest.WithFaults(f))
+	ctx := ctxT(t)
+	k, _ := newKey(t, p, keys.SpecSymmetricDefault, keys.UsageEncryptDecrypt)
+	p.SetRandomBlockLife(100 * time.Millisecond)
+	draw := func() {
+		t.Helper()
+		if _, _, err := p.SealRandomGCM(ctx, k, 32, []byte("twelve bytes"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := f.Calls("C_GenerateRandom")
+	draw()
+	draw()
+	if got := f.Calls("C_GenerateRandom") - before; got != 1 {
+		t.Fatalf("two data keys in a row: %d C_GenerateRandom calls, want 1", got)
+	}
+	if n := p.PooledLen(); n != 1024-64 {
+		t.Fatalf("pool after two keys: %d bytes, want %d", n, 1024-64)
+	}
+	time.Sleep(200 * time.Millisecond)
+	draw()
+	if got := f.Calls("C_GenerateRandom") - before; got != 2 {
+		t.Fatalf("a data key after the block's life: %d C_GenerateRandom calls in all, want 2", got)
+	}
+	if n := p.PooledLen(); n != 1024-32 {
+		t.Fatalf("pool after the new block's first key: %d bytes, want %d", n, 1024-32)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(b []byte) (int, error) { clear(b); return len(b), nil }
+
 // countingReader hands out bytes that count up, and counts its reads.
 type countingReader struct{ reads, bytes int }
 
