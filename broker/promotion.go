@@ -49,7 +49,7 @@ const DefaultPromoteSettle = 10 * time.Second
 // it changes, what a non-voter still waits for.
 func (d *Daemon) PromoteNonvoters(ctx context.Context) {
 	s := d.svc
-	p := promotions{settle: d.cfg.PromoteSettle, waiting: map[string]string{}, ready: map[string]time.Time{}}
+	p := promotions{settle: d.cfg.PromoteSettle, waiting: map[string]string{}, ready: map[string]readySince{}}
 	t := time.NewTicker(d.cfg.PromoteCheck)
 	defer t.Stop()
 	for {
@@ -68,8 +68,15 @@ type promotions struct {
 	// waiting: what each non-voter waited for when last logged.
 	waiting map[string]string
 	// ready: since when each non-voter has been found ready in every
-	// check, while this node led.
-	ready map[string]time.Time
+	// check, in term, at the Raft address it has now.
+	ready map[string]readySince
+	term  uint64
+}
+
+// readySince is when a non-voter was first found ready, at which address.
+type readySince struct {
+	at      time.Time
+	address string
 }
 
 // promoteNonvoters is one round of PromoteNonvoters.
@@ -80,8 +87,15 @@ func (s *Service) promoteNonvoters(ctx context.Context, p *promotions) {
 		clear(p.ready)
 		return
 	}
+	stats := s.node.Stats()
+	if stats.Term != p.term {
+		// Leadership lost and won again between two checks: what was
+		// seen in the earlier term does not count.
+		clear(p.ready)
+		p.term = stats.Term
+	}
 	seen := map[string]bool{}
-	for _, srv := range s.node.Stats().Servers {
+	for _, srv := range stats.Servers {
 		if srv.Voter {
 			continue
 		}
@@ -134,10 +148,11 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 	}
 	now := time.Now()
 	since, ok := p.ready[srv.ID]
-	if !ok {
-		since, p.ready[srv.ID] = now, now
+	if !ok || since.address != srv.Address {
+		since = readySince{at: now, address: srv.Address}
+		p.ready[srv.ID] = since
 	}
-	if now.Sub(since) < p.settle {
+	if now.Sub(since.at) < p.settle {
 		return fmt.Sprintf("it to stay caught up and healthy for %s, the settle time, in every check", p.settle), nil
 	}
 	ctx = Internal(ctx, "promote")
