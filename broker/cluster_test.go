@@ -538,6 +538,40 @@ func TestFollowerReadsRightAfterALeaderChange(t *testing.T) {
 	}
 }
 
+// GetClusterStatus lists members by node id, whatever order they joined
+// in (Raft's configuration lists them in that order).
+func TestClusterStatusSortsMembers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := hsmtest.NewEmptyCluster(t)
+	c.NodeIDs = []string{"node-c", "node-a", "node-b"}
+	for range c.NodeIDs {
+		c.AddNode()
+	}
+	ctx := ctxT(t)
+	var joined []string
+	for _, s := range c.Leader(t).Raft.Stats().Servers {
+		joined = append(joined, s.ID)
+	}
+	if slices.IsSorted(joined) {
+		t.Fatalf("setup: Raft's configuration lists %v, already in id order", joined)
+	}
+	for i, nd := range c.Nodes {
+		st, err := pb.NewClusterServiceClient(c.Dial(i, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range st.GetNodes() {
+			ids = append(ids, m.GetId())
+		}
+		if !slices.Equal(ids, []string{"node-a", "node-b", "node-c"}) {
+			t.Errorf("status from %s lists %v, want node-a, node-b, node-c", nd.ID, ids)
+		}
+	}
+}
+
 // A consistent read on the leader appends nothing to the Raft log. It used
 // to append a barrier entry, which raft hands to no state: any caller
 // allowed to describe keys could fill the log with them, and a follower's

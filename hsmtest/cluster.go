@@ -55,6 +55,9 @@ type Cluster struct {
 	// HeartbeatRefresh is how often each node rewrites its record
 	// (default 10s).
 	HeartbeatRefresh time.Duration
+	// NodeIDs, if set, names the nodes in the order they are added
+	// (default node1, node2, ...).
+	NodeIDs []string
 	// PromoteSettle is how long the leader waits, once a non-voter is
 	// ready, before it makes it a voter (default 100ms).
 	PromoteSettle time.Duration
@@ -175,8 +178,12 @@ func (c *Cluster) AddNode() *Node {
 func (c *Cluster) AddNodeOnToken(tok Token) *Node {
 	c.t.Helper()
 	i := len(c.Nodes)
-	nd := &Node{ID: fmt.Sprintf("node%d", i+1), Index: i, Token: tok, Faults: &hsm.Faults{},
-		DataDir: filepath.Join(c.dir, fmt.Sprintf("node%d", i+1)), c: c}
+	id := fmt.Sprintf("node%d", i+1)
+	if i < len(c.NodeIDs) {
+		id = c.NodeIDs[i]
+	}
+	nd := &Node{ID: id, Index: i, Token: tok, Faults: &hsm.Faults{},
+		DataDir: filepath.Join(c.dir, id), c: c}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		c.t.Fatal(err)
