@@ -23,7 +23,7 @@ import (
 //     heartbeat timeout, found its log holding every entry committed when
 //     the request was sent (cluster.Node.CaughtUp).
 //
-// and both have held, in every check, for the settle time (PromoteSettle):
+// Both must have held in every check for the settle time (PromoteSettle):
 // a node that catches up for a moment and falls behind again, or whose HSM
 // answers only now and then, does not become a voter, whose absence would
 // then count against the quorum. A check that finds either untrue starts
