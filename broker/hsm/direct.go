@@ -48,10 +48,11 @@ static CK_RV hsm_op(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
 
 // hsm_once runs an Init and its single-part operation in one call. With
 // random_len > 0 it first fills in[0:random_len] from C_GenerateRandom (a
-// data key drawn and sealed together). iv non-NULL selects CKM_AES_GCM
-// parameters with a 128-bit tag, which hold pointers and so are built
-// here; otherwise param (possibly NULL) is the mechanism's parameter as it
-// is. out must be large enough for the result: there is no size query.
+// random draw larger than a data key, sealed with it). iv non-NULL selects
+// CKM_AES_GCM parameters with a 128-bit tag, which hold pointers and so
+// are built here; otherwise param (possibly NULL) is the mechanism's
+// parameter as it is. out must be large enough for the result: there is
+// no size query.
 static CK_RV hsm_once(CK_FUNCTION_LIST_PTR fl, int op, CK_SESSION_HANDLE sh,
 		CK_MECHANISM_TYPE mech, CK_VOID_PTR param, CK_ULONG param_len, CK_OBJECT_HANDLE key,
 		CK_BYTE_PTR iv, CK_ULONG iv_len, CK_BYTE_PTR aad, CK_ULONG aad_len,

@@ -33,8 +33,9 @@ type module interface {
 	UnwrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, unwrappingkey pkcs11.ObjectHandle, wrappedkey []byte, a []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
 	GenerateRandom(sh pkcs11.SessionHandle, length int) ([]byte, error)
 	// Once is an operation's Init and single-part call (after
-	// C_GenerateRandom, for a data key) in one crossing into C (direct.go):
-	// every encryption, decryption, signature and MAC goes through it.
+	// C_GenerateRandom, for a random draw larger than a data key) in one
+	// crossing into C (direct.go): every encryption, decryption, signature
+	// and MAC goes through it.
 	Once(sh pkcs11.SessionHandle, a onceArgs) ([]byte, error)
 }
 
