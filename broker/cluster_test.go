@@ -104,10 +104,7 @@ func TestThreeNodeClusterServesFromEveryNode(t *testing.T) {
 	_, err = keys[follower].CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/shared"})
 	wantErr(t, err, codes.AlreadyExists, "AlreadyExistsException", "alias/shared")
 
-	st, err := pb.NewClusterServiceClient(c.Dial(follower, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := clusterStatus(t, c, follower)
 	if st.GetLeaderId() != leader.ID || len(st.GetNodes()) != 3 {
 		t.Fatalf("status: %v", st)
 	}
@@ -123,10 +120,7 @@ func TestThreeNodeClusterServesFromEveryNode(t *testing.T) {
 	}
 	// Members by node id; the time since the leader was last heard from
 	// is the answering follower's alone, and the leader reports none.
-	lst, err := pb.NewClusterServiceClient(c.Dial(leader.Index, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lst := clusterStatus(t, c, leader.Index)
 	for _, s := range []*pb.GetClusterStatusResponse{st, lst} {
 		if !slices.IsSortedFunc(s.GetNodes(), func(a, b *pb.NodeStatus) int { return strings.Compare(a.GetId(), b.GetId()) }) {
 			t.Errorf("status from %s: members not in node id order", s.GetNodeId())
@@ -526,11 +520,7 @@ func TestFollowerReadsRightAfterALeaderChange(t *testing.T) {
 	// heard as a follower), while the old leader, following now, reports
 	// its own.
 	for _, n := range []*hsmtest.Node{leader, old} {
-		st, err := pb.NewClusterServiceClient(c.Dial(n.Index, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range st.GetNodes() {
+		for _, m := range clusterStatus(t, c, n.Index).GetNodes() {
 			if m.GetId() == n.ID && (m.GetLastContact() != nil) != (n != leader) {
 				t.Errorf("status from %s (leader %v): its last_contact is %v", n.ID, n == leader, m.GetLastContact())
 			}
@@ -549,7 +539,6 @@ func TestClusterStatusSortsMembers(t *testing.T) {
 	for range c.NodeIDs {
 		c.AddNode()
 	}
-	ctx := ctxT(t)
 	var joined []string
 	for _, s := range c.Leader(t).Raft.Stats().Servers {
 		joined = append(joined, s.ID)
@@ -558,12 +547,8 @@ func TestClusterStatusSortsMembers(t *testing.T) {
 		t.Fatalf("setup: Raft's configuration lists %v, already in id order", joined)
 	}
 	for i, nd := range c.Nodes {
-		st, err := pb.NewClusterServiceClient(c.Dial(i, "ops")).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var ids []string
-		for _, m := range st.GetNodes() {
+		for _, m := range clusterStatus(t, c, i).GetNodes() {
 			ids = append(ids, m.GetId())
 		}
 		if !slices.Equal(ids, []string{"node-a", "node-b", "node-c"}) {

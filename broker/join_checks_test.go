@@ -386,16 +386,7 @@ func TestRemovalRightAfterAnElection(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = lis.Close() })
 	}
-	var next *hsmtest.Node
-	hsmtest.WaitUntil(t, "a new leader", 20*time.Second, func() bool {
-		for _, nd := range c.Nodes {
-			if nd != old && nd != down && nd.Raft.IsLeader() {
-				next = nd
-				return true
-			}
-		}
-		return false
-	})
+	next := c.Leader(t) // among the running nodes: neither stopped one
 	var target *hsmtest.Node
 	for _, nd := range c.Nodes {
 		if nd != old && nd != down && nd != next {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
@@ -116,16 +117,8 @@ func (s *Service) promoteNonvoters(ctx context.Context, p *promotions) {
 			waiting[srv.ID] = why
 		}
 	}
-	for id := range waiting {
-		if !seen[id] {
-			delete(waiting, id)
-		}
-	}
-	for id := range p.ready {
-		if !seen[id] {
-			delete(p.ready, id)
-		}
-	}
+	maps.DeleteFunc(waiting, func(id, _ string) bool { return !seen[id] })
+	maps.DeleteFunc(p.ready, func(id string, _ readySince) bool { return !seen[id] })
 }
 
 // promote makes the non-voter srv a voter if nothing is left to wait for,

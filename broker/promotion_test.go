@@ -29,15 +29,21 @@ func suffrage(nd *hsmtest.Node, id string) string {
 	return ""
 }
 
+// clusterStatus is the cluster status node i answers (to an operator).
+func clusterStatus(t *testing.T, c *hsmtest.Cluster, i int) *pb.GetClusterStatusResponse {
+	t.Helper()
+	st, err := pb.NewClusterServiceClient(c.Dial(i, "ops")).GetClusterStatus(ctxT(t), &pb.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // statusRole is the role node id has in the cluster status node i
 // answers.
 func statusRole(t *testing.T, c *hsmtest.Cluster, i int, id string) pb.NodeRole {
 	t.Helper()
-	st, err := pb.NewClusterServiceClient(c.Dial(i, "admin")).GetClusterStatus(ctxT(t), &pb.GetClusterStatusRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range st.GetNodes() {
+	for _, n := range clusterStatus(t, c, i).GetNodes() {
 		if n.GetId() == id {
 			return n.GetRole()
 		}
@@ -183,16 +189,7 @@ func TestNonvoterLeftByALostLeaderIsPromoted(t *testing.T) {
 		t.Fatalf("%s after its join is %q, want non-voter", nd.ID, got)
 	}
 	old.Stop()
-	var next *hsmtest.Node
-	hsmtest.WaitUntil(t, "a new leader", 20*time.Second, func() bool {
-		for _, o := range c.Nodes {
-			if o != old && o.Raft.IsLeader() {
-				next = o
-				return true
-			}
-		}
-		return false
-	})
+	next := c.Leader(t) // among the running nodes, which old is not
 	if next == nd {
 		t.Fatal("the non-voter was elected")
 	}
