@@ -3,12 +3,15 @@ package broker_test
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hsmbroker/hsmbroker/broker"
 	"github.com/hsmbroker/hsmbroker/broker/hsm"
+	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/hsmtest"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
@@ -291,4 +294,198 @@ func TestRemovingANonvoterIgnoresTheQuorum(t *testing.T) {
 	if got := suffrage(leader, nd.ID); got != "" {
 		t.Fatalf("%s after its removal is %q", nd.ID, got)
 	}
+}
+
+// TestRemovalByALostLeaderIsNotUndoneByPromotion: a leader commits a
+// non-voter's removal record and loses its leadership before it takes the
+// node out of Raft (RemoveNode does the two in that order). The next
+// leader must not then make the node a voter: a voter marked removed
+// would count toward the quorum while the others refuse its calls.
+//
+// Why it could: a follower applies an entry only once it learns that the
+// entry is committed, from the leader's next AppendEntries. A follower
+// elected leader with the removal in its log but not applied still finds
+// the node's record healthy and its log caught up, everything a promotion
+// checks, until the no-op of its own term commits.
+//
+// How the test holds that window open: the first leader (the writer) has
+// a CommitTimeout of a minute, so the followers hear of a commit only with
+// the next write; the removal is the last write. The writer is then cut
+// off, and the follower elected after it is cut off from the other one the
+// moment it leads, so it cannot commit its no-op. Its settle time is a
+// nanosecond, so it would decide to promote the node at its second check;
+// raft holds the configuration change until the leader's no-op commits.
+// The leader leads cut off for up to a second (its LeaderLeaseTimeout);
+// the link comes back after three checks, while it still leads. Then its
+// no-op commits, and the removal with it; the node must still be a
+// non-voter, and RemoveNode completes the removal.
+func TestRemovalByALostLeaderIsNotUndoneByPromotion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	const writerID = "node2"
+	cut := &heldCut{}
+	c := hsmtest.NewEmptyCluster(t, func(cfg *cluster.Config) {
+		if cfg.NodeID == writerID {
+			cfg.CommitTimeout = time.Minute
+		} else {
+			// The follower elected cut off leads for a second: twenty
+			// promotion checks.
+			cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+		}
+		self, partition := cfg.NodeID, cfg.LinkFilter
+		cfg.LinkFilter = func(peer string) bool { return cut.allow(self, peer) && partition(peer) }
+	})
+	c.HeartbeatRefresh = time.Hour
+	ctx := ctxT(t)
+	c.PromoteSettle = time.Nanosecond
+	c.AddNode()
+	c.PromoteSettle = time.Hour // the writer: it never promotes
+	writer := c.AddNode()
+	if writer.ID != writerID {
+		t.Fatalf("setup: the second node is %s, want %s", writer.ID, writerID)
+	}
+	c.PromoteSettle = time.Nanosecond
+	c.AddNode()
+	// Joined while node1 leads; with its loops not running it writes no
+	// record of its own, so nobody promotes it yet.
+	nd := joinByHand(t, c, ctx)
+	if lead := c.Leader(t); lead != writer {
+		if err := lead.Raft.TransferLeadership(ctx, writer.ID); err != nil {
+			t.Fatalf("hand leadership to %s: %v", writer.ID, err)
+		}
+	}
+	followers := []*hsmtest.Node{c.Nodes[0], c.Nodes[2]}
+	hsmtest.WaitUntil(t, "every node to follow "+writer.ID, 10*time.Second, func() bool {
+		for _, f := range append(slices.Clone(followers), nd) {
+			if id, _ := f.Raft.Leader(); id != writer.ID {
+				return false
+			}
+		}
+		return writer.Raft.IsLeader()
+	})
+	ready := func(on *hsmtest.Node) bool {
+		rec, ok := on.Raft.State().Node(nd.ID)
+		return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent
+	}
+	runLoops(t, nd)
+	hsmtest.WaitUntil(t, nd.ID+" to be ready on "+writer.ID, 20*time.Second, func() bool {
+		return ready(writer) && writer.Raft.CaughtUp(nd.ID)
+	})
+	// One more write carries the commit of the record to the followers.
+	wk, _ := nodeClients(t, c, writer.Index)
+	if _, err := wk.CreateKey(ctx, &pb.CreateKeyRequest{AliasName: "alias/carries-the-commit"}); err != nil {
+		t.Fatal(err)
+	}
+	hsmtest.WaitUntil(t, "the followers to apply "+nd.ID+"'s record", 10*time.Second, func() bool {
+		return ready(followers[0]) && ready(followers[1])
+	})
+	if got := suffrage(writer, nd.ID); got != "non-voter" {
+		t.Fatalf("setup: %s is %q before its removal, want non-voter", nd.ID, got)
+	}
+
+	// The first half of RemoveNode, on the writer, which then loses its
+	// leadership.
+	if _, err := writer.Raft.Apply(ctx, &cluster.RemoveNode{ID: nd.ID}); err != nil {
+		t.Fatal(err)
+	}
+	at, _ := writer.Raft.State().LastApplied()
+	holders := 0
+	for _, f := range followers {
+		if !ready(f) {
+			t.Fatalf("setup: %s applied the removal before the partition: the test needs the followers not to know it is committed", f.ID)
+		}
+		if f.Raft.Stats().LastLogIndex >= at {
+			holders++
+		}
+	}
+	if holders == 0 {
+		t.Fatalf("setup: no follower has the removal's entry %d, yet %s committed it", at, writer.ID)
+	}
+	cut.arm(followers)
+	c.Partition([]*hsmtest.Node{writer}, []*hsmtest.Node{followers[0], followers[1], nd})
+	defer c.Heal()
+
+	// The window: the new leader, cut off, finds the node ready.
+	open := false
+	hsmtest.WaitUntil(t, "a follower to lead, cut off, finding "+nd.ID+" ready", 20*time.Second, func() bool {
+		l := cut.leading()
+		open = l != nil && l.Raft.IsLeader() && ready(l) && l.Raft.CaughtUp(nd.ID)
+		return open
+	})
+	leader := cut.leading()
+	time.Sleep(150 * time.Millisecond) // three promotion checks
+	if !leader.Raft.IsLeader() {
+		t.Fatalf("setup: %s stepped down before the link came back: the test needs it to commit its no-op as the leader that checked %s", leader.ID, nd.ID)
+	}
+	cut.release()
+
+	hsmtest.WaitUntil(t, "a leader that has applied the removal", 20*time.Second, func() bool {
+		for _, f := range followers {
+			if _, ok := f.Raft.State().Node(nd.ID); f.Raft.IsLeader() && !ok {
+				leader = f
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(500 * time.Millisecond) // ten promotion checks
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s, removed by %s before it lost its leadership, is %q in %s's configuration, want non-voter: "+
+			"the promotion read a record the removal had deleted", nd.ID, writer.ID, got, leader.ID)
+	}
+	admin := pb.NewClusterServiceClient(c.Dial(leader.Index, "admin"))
+	if _, err := admin.RemoveNode(ctx, &pb.RemoveNodeRequest{NodeId: nd.ID}); err != nil {
+		t.Fatalf("completing the removal: %v", err)
+	}
+	if got := suffrage(leader, nd.ID); got != "" {
+		t.Fatalf("%s after the removal completed is %q", nd.ID, got)
+	}
+}
+
+// heldCut cuts the Raft link between two nodes from the moment either is
+// seen leading until release: it is consulted, as the nodes' link filter,
+// on every Raft read and write, so the new leader's first message as
+// leader never leaves.
+type heldCut struct {
+	mu       sync.Mutex
+	pair     []*hsmtest.Node
+	leader   *hsmtest.Node
+	released bool
+}
+
+func (w *heldCut) arm(pair []*hsmtest.Node) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pair = pair
+}
+
+func (w *heldCut) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.released = true
+}
+
+// leading is the node of the pair first seen leading, or nil.
+func (w *heldCut) leading() *hsmtest.Node {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leader
+}
+
+func (w *heldCut) allow(self, peer string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.released || !slices.ContainsFunc(w.pair, func(nd *hsmtest.Node) bool { return nd.ID == self }) ||
+		!slices.ContainsFunc(w.pair, func(nd *hsmtest.Node) bool { return nd.ID == peer }) {
+		return true
+	}
+	if w.leader == nil {
+		for _, nd := range w.pair {
+			if nd.Raft.IsLeader() {
+				w.leader = nd
+			}
+		}
+	}
+	return w.leader == nil
 }
