@@ -177,6 +177,50 @@ func TestNonvoterWaitsTheSettleTime(t *testing.T) {
 	}
 }
 
+// TestLeadershipLostAndWonRestartsTheSettleTime: a leader that hands its
+// leadership away and gets it back counts a non-voter's settle time again
+// from then: what it saw in its earlier term does not count. The hand-off
+// and return take a fraction of the one-second check, so most runs see a
+// new term between two checks, not a check while the other node led.
+func TestLeadershipLostAndWonRestartsTheSettleTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	const settle, check = 3 * time.Second, time.Second
+	c := hsmtest.NewEmptyCluster(t)
+	c.PromoteSettle, c.PromoteCheck = settle, check
+	leader := c.AddNode()
+	other := c.AddNode()
+	ctx := ctxT(t)
+	nd := joinByHand(t, c, ctx)
+	ready := func() bool {
+		rec, ok := leader.Raft.State().Node(nd.ID)
+		return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent && leader.Raft.CaughtUp(nd.ID)
+	}
+	runLoops(t, nd)
+	hsmtest.WaitUntil(t, nd.ID+" to be ready for promotion", 20*time.Second, ready)
+	// The leader finds it ready at its next check, within a second, and
+	// would promote it at its check three seconds after that.
+	time.Sleep(2 * check)
+	for _, to := range []*hsmtest.Node{other, leader} {
+		from := c.Leader(t)
+		if err := from.Raft.TransferLeadership(ctx, to.ID); err != nil {
+			t.Fatalf("hand leadership from %s to %s: %v", from.ID, to.ID, err)
+		}
+		hsmtest.WaitUntil(t, to.ID+" to lead", 10*time.Second, to.Raft.IsLeader)
+	}
+	back := time.Now()
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s is a %s right after the leadership came back, want a non-voter still", nd.ID, got)
+	}
+	time.Sleep(settle - check/2)
+	if got := suffrage(leader, nd.ID); got != "non-voter" {
+		t.Fatalf("%s is a %s %v after %s led again, want a non-voter until the settle time %v has passed in its new term",
+			nd.ID, got, time.Since(back).Round(time.Millisecond), leader.ID, settle)
+	}
+	hsmtest.WaitUntil(t, nd.ID+" to be made a voter", settle+20*time.Second, func() bool { return suffrage(leader, nd.ID) == "voter" })
+}
+
 // TestNonvoterLeftByALostLeaderIsPromoted: the leader that admitted a node
 // stops before the node has caught up; the next leader makes it a voter
 // once it has.

@@ -59,8 +59,10 @@ type Cluster struct {
 	// (default node1, node2, ...).
 	NodeIDs []string
 	// PromoteSettle is how long the leader waits, once a non-voter is
-	// ready, before it makes it a voter (default 100ms).
+	// ready, before it makes it a voter (default 100ms); PromoteCheck is
+	// how often it looks (default 50ms).
 	PromoteSettle time.Duration
+	PromoteCheck  time.Duration
 	// BeforeStart, if set, runs before each node starts (to arm its
 	// Faults, say).
 	BeforeStart func(*Node)
@@ -367,7 +369,7 @@ func (nd *Node) Launch() bool {
 	srv, hs := svc.NewGRPCServer(tlsCfg)
 	dm := broker.NewDaemon(svc, broker.DaemonConfig{GRPCAddr: nd.GRPCAddr, Health: hs, HealthInterval: 50 * time.Millisecond,
 		HeartbeatCheck: 100 * time.Millisecond, HeartbeatRefresh: cmp.Or(c.HeartbeatRefresh, 10*time.Second), AuditCheckpointInterval: c.AuditCheckpointInterval,
-		PromoteCheck: 50 * time.Millisecond, PromoteSettle: cmp.Or(c.PromoteSettle, 100*time.Millisecond)})
+		PromoteCheck: cmp.Or(c.PromoteCheck, 50*time.Millisecond), PromoteSettle: cmp.Or(c.PromoteSettle, 100*time.Millisecond)})
 	nd.Daemon = dm
 	nd.grpc = srv
 	lis := nd.listenGRPC()
