@@ -63,7 +63,7 @@ In DIR (mode 0700):
   data/                                    Raft state, once the node runs
 
 With --join, the configuration names DIR/join.token as the join token file:
-put a token from 'hsmctl cluster join-token --out DIR/join.token' there
+put a token from 'hsmctl cluster join-token --node-id ID --out DIR/join.token' there
 before the node's first start. --env-file (default DIR/client.env, 0600)
 gets the exports a client needs to reach this node, as dev.env does.`,
 		Example: `  hsmbrokerd init-node --dir /tmp/c/node1 --ca-dir /tmp/c/ca --node-id node1 \
@@ -251,8 +251,8 @@ metrics_addr: %s
 		for i, j := range f.join {
 			quoted[i] = q(j)
 		}
-		fmt.Fprintf(&b, "join: [%s]\n# A one-time token: hsmctl cluster join-token --out %s\njoin_token_file: join.token\n",
-			strings.Join(quoted, ", "), l.joinToken)
+		fmt.Fprintf(&b, "join: [%s]\n# A one-time token: hsmctl cluster join-token --node-id %s --out %s\njoin_token_file: join.token\n",
+			strings.Join(quoted, ", "), f.nodeID, l.joinToken)
 	}
 	fmt.Fprintf(&b, `tls: {ca: tls/ca.pem, cert: tls/node.pem, key: tls/node-key.pem}
 hsm:

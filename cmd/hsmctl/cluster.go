@@ -37,8 +37,8 @@ Joining. A new node joins by itself on its first start, as its
 configuration says (deploy/hsmbrokerd.example.yaml):
   join: [host:port, ...]        gRPC addresses of members
   join_token_file: FILE         a one-time token, mode 0600
-Make the token with 'hsmctl cluster join-token --out FILE' and carry FILE to
-the new node. The joining node's HSM receives the domain key from the
+Make the token with 'hsmctl cluster join-token --node-id ID --out FILE' and
+carry FILE to the new node. The joining node's HSM receives the domain key from the
 leader's, wrapped HSM to HSM; the token is used up by the join. Tokens not
 used yet are listed by id with 'join-tokens'; 'revoke-join-token ID'
 withdraws one that is no longer needed or may have leaked.`,
@@ -316,10 +316,11 @@ func (a *app) printClusterStatus(resp *pb.GetClusterStatusResponse, nodes []node
 
 func (a *app) clusterJoinTokenCommand() *cobra.Command {
 	var (
-		ttl    time.Duration
-		out    string
-		force  bool
-		nodeID string
+		ttl     time.Duration
+		out     string
+		force   bool
+		nodeID  string
+		anyNode bool
 	)
 	cmd := &cobra.Command{
 		Use:   "join-token",
@@ -331,9 +332,10 @@ join-tokens' and 'hsmctl cluster revoke-join-token ID' and in the audit
 log (key_ref join-token:ID); the token cannot be derived from it.
 
 --node-id ID binds the token to the node that will use it: a join under
-any other id is refused, and leaves the token unused. Give it whenever
-the new node's id is known: a token that leaks is then good only with a
-node certificate for that id.
+any other id is refused, and leaves the token unused, so a token that
+leaks is good only with a node certificate for that id. One of --node-id
+and --any-node is required; --any-node makes a token any new node may
+use, for when the node's id is not known yet.
 
 Give the token to the new node in a file of mode 0600 named by
 join_token_file in its configuration, with join listing members' gRPC
@@ -345,11 +347,17 @@ Without --out, the token alone is printed on standard output, and its id
 on standard error. With -o json: {"token", "tokenId", "expireTime"}, or
 {"file", "tokenId", "expireTime"} with --out.`,
 		Example: `  hsmctl cluster join-token --node-id node4 --out /secure/node4.join.token
-  hsmctl cluster join-token --ttl 1h -o json`,
+  hsmctl cluster join-token --any-node --ttl 1h -o json`,
 		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if ttl < time.Minute || ttl > 24*time.Hour {
 				return usageErr(fmt.Sprintf("invalid --ttl %s: want 1m to 24h", ttl))
+			}
+			switch {
+			case nodeID == "" && !anyNode:
+				return usageErr("name the node that will use the token with --node-id ID (a join under another id is then refused), or give --any-node for a token any new node may use")
+			case nodeID != "" && anyNode:
+				return usageErr("give --node-id or --any-node, not both")
 			}
 			if out != "" {
 				if err := checkOutPath(out, force); err != nil {
@@ -395,7 +403,8 @@ on standard error. With -o json: {"token", "tokenId", "expireTime"}, or
 	cmd.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token stays valid (1m to 24h)")
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this new file (mode 0600) instead of standard output; an existing file is refused unless --force")
 	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists (a symlink is replaced, not followed)")
-	cmd.Flags().StringVar(&nodeID, "node-id", "", "admit only the node of this id with the token (recommended)")
+	cmd.Flags().StringVar(&nodeID, "node-id", "", "admit only the node of this id with the token (this or --any-node is required)")
+	cmd.Flags().BoolVar(&anyNode, "any-node", false, "let any new node join with the token, whatever its id")
 	return cmd
 }
 

@@ -479,7 +479,7 @@ func idOf(token string) string {
 func TestClusterJoinToken(t *testing.T) {
 	c := newFakeCluster(t)
 	// Standard output is the token alone; its id goes to standard error.
-	if r := c.run(c.flags(1), "cluster", "join-token"); r.code != 0 || r.stdout != "tok-secret-123\n" ||
+	if r := c.run(c.flags(1), "cluster", "join-token", "--any-node"); r.code != 0 || r.stdout != "tok-secret-123\n" ||
 		!strings.Contains(r.stderr, "Join token "+idOf("tok-secret-123")+", valid until ") || strings.Contains(r.stderr, "tok-secret") {
 		t.Errorf("join-token: %+v", r)
 	}
@@ -490,15 +490,33 @@ func TestClusterJoinToken(t *testing.T) {
 	if c.tokenNode != "node4" {
 		t.Errorf("join-token --node-id node4 asked for a token for %q", c.tokenNode)
 	}
+	// A token for any node is asked for by name; neither flag, or both,
+	// is refused before the cluster is asked.
+	made := c.tokenCount
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "name the node that will use the token with --node-id ID"},
+		{[]string{"--node-id", "node4", "--any-node"}, "give --node-id or --any-node, not both"},
+	} {
+		r := c.run(c.flags(1), append([]string{"cluster", "join-token"}, tt.args...)...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) || r.stdout != "" {
+			t.Errorf("join-token %q: %+v, want usage error %q", tt.args, r, tt.want)
+		}
+	}
+	if c.tokenCount != made {
+		t.Errorf("a refused join-token made %d tokens", c.tokenCount-made)
+	}
 	var j struct{ Token, TokenID, ExpireTime, File string }
-	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--ttl", "1h")
+	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--any-node", "--ttl", "1h")
 	exp, err := time.Parse(time.RFC3339, j.ExpireTime)
 	if d := time.Until(exp); j.Token != "tok-secret-125" || j.TokenID != idOf(j.Token) || err != nil || d < 59*time.Minute || d > time.Hour || c.tokenTTL != time.Hour {
 		t.Errorf("join-token -o json: %+v, TTL %v", j, c.tokenTTL)
 	}
 
 	file := filepath.Join(t.TempDir(), "join.token")
-	out := c.ok(c.flags(1), "cluster", "join-token", "--out", file)
+	out := c.ok(c.flags(1), "cluster", "join-token", "--any-node", "--out", file)
 	if strings.Contains(out, "tok-secret") {
 		t.Errorf("--out printed the token:\n%s", out)
 	}
@@ -514,27 +532,27 @@ func TestClusterJoinToken(t *testing.T) {
 		t.Errorf("token file mode: %v %v", fi.Mode(), err)
 	}
 	j = struct{ Token, TokenID, ExpireTime, File string }{}
-	if r := c.run(c.flags(1), "cluster", "join-token", "--out", file); r.code != exitError || !strings.Contains(r.stderr, "exists; use --force") {
+	if r := c.run(c.flags(1), "cluster", "join-token", "--any-node", "--out", file); r.code != exitError || !strings.Contains(r.stderr, "exists; use --force") {
 		t.Errorf("join-token over an existing --out: %+v", r)
 	}
-	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--out", file, "--force")
+	c.okJSON(&j, c.flags(1), "cluster", "join-token", "--any-node", "--out", file, "--force")
 	if j.Token != "" || j.File != file || j.TokenID != idOf("tok-secret-127") {
 		t.Errorf("join-token --out -o json: %+v", j)
 	}
 	// A relative --out: the configuration line still names the file
 	// absolutely, since the node reads it from elsewhere.
 	t.Chdir(t.TempDir())
-	out = c.ok(c.flags(1), "cluster", "join-token", "--out", "rel.token")
+	out = c.ok(c.flags(1), "cluster", "join-token", "--any-node", "--out", "rel.token")
 	if abs, err := filepath.Abs("rel.token"); err != nil || !strings.Contains(out, "join_token_file: "+abs+"\n") {
 		t.Errorf("join-token --out rel.token, output:\n%s", out)
 	}
 
 	for _, ttl := range []string{"0s", "30s", "59s", "25h", "-1m"} {
-		if r := c.run(c.flags(1), "cluster", "join-token", "--ttl", ttl); r.code != exitUsage || !strings.Contains(r.stderr, "invalid --ttl ") || !strings.Contains(r.stderr, ": want 1m to 24h") {
+		if r := c.run(c.flags(1), "cluster", "join-token", "--any-node", "--ttl", ttl); r.code != exitUsage || !strings.Contains(r.stderr, "invalid --ttl ") || !strings.Contains(r.stderr, ": want 1m to 24h") {
 			t.Errorf("--ttl %s: %+v", ttl, r)
 		}
 	}
-	c.ok(c.flags(1), "cluster", "join-token", "--ttl", "1m")
+	c.ok(c.flags(1), "cluster", "join-token", "--any-node", "--ttl", "1m")
 	if c.tokenTTL != time.Minute {
 		t.Errorf("--ttl 1m asked for %v", c.tokenTTL)
 	}
@@ -551,7 +569,7 @@ func TestClusterJoinTokensListAndRevoke(t *testing.T) {
 		t.Errorf("join-tokens with none:\n%s", out)
 	}
 	c.ok(c.flags(0), "cluster", "join-token", "--node-id", "node4", "--ttl", "2h") // tok-secret-123
-	c.ok(c.flags(1), "cluster", "join-token")                                      // tok-secret-124
+	c.ok(c.flags(1), "cluster", "join-token", "--any-node")                        // tok-secret-124
 	bound, free := idOf("tok-secret-123"), idOf("tok-secret-124")
 
 	out := c.ok(c.flags(2), "cluster", "join-tokens")

@@ -72,7 +72,7 @@ func TestOutputFiles(t *testing.T) {
 		{"mac", []string{"mac", "--key", "alias/mac", "--algorithm", "HMAC_SHA_256", "--in", plain}, "--out", 0o600, ""},
 		{"pubkey", []string{"pubkey", "alias/sig"}, "--out", 0o644, ""},
 		{"audit fetch", []string{"audit", "fetch"}, "--out", 0o600, ""},
-		{"join-token", []string{"cluster", "join-token"}, "--out", 0o600, ""},
+		{"join-token", []string{"cluster", "join-token", "--any-node"}, "--out", 0o600, ""},
 		{"tde token", []string{"tde", "token", "issue", "--principal", "mariadb"}, "--out", 0o600, ""},
 		{"cluster backup", []string{"cluster", "backup"}, "", 0o600, ""},
 	}
