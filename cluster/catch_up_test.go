@@ -194,3 +194,52 @@ func TestAnswered(t *testing.T) {
 		t.Fatal("n1 stopped counting the live n2")
 	}
 }
+
+// TestMemberAtAnotherMembersAddressIsNotCounted: a member added at the
+// Raft address of another member (a wrong raft_advertise, or a joiner
+// naming a member's address) reaches that other node, which answers in
+// its own name. Its answers must not count for the member added: not as
+// catching up, so it is never promoted, and not as a vote, so no node's
+// answer counts twice toward a quorum.
+func TestMemberAtAnotherMembersAddressIsNotCounted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node cluster in -short mode")
+	}
+	n1 := openNode(t, testConfig(t, "n1", true))
+	n2 := openNode(t, testConfig(t, "n2", false))
+	waitLeader(t, n1)
+	ctx := testContext(t, 30*time.Second)
+	addVoters(t, ctx, n1, n2)
+	// raft refuses an address twice in its configuration; another name
+	// for it is not the same string.
+	_, port, _ := net.SplitHostPort(n2.Addr())
+	alias := net.JoinHostPort("localhost", port)
+	if err := n1.AddNonvoter(ctx, "ghost", alias); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Apply(ctx, &CreateKey{Key: symKey("after-ghost"), Alias: "alias/after-ghost"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if n1.CaughtUp("ghost") || n1.Answered("ghost") {
+			t.Fatalf("the leader counts n2's answers, at n2's address, for the member ghost added there: caught up %v, answered %v",
+				n1.CaughtUp("ghost"), n1.Answered("ghost"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !n1.CaughtUp("n2") {
+		t.Fatal("n2 itself is not seen caught up")
+	}
+	// Made a voter outright, ghost's vote is n2's: with n2 stopped, the
+	// leader must not find a quorum in ghost's answers (it gets none).
+	if err := n1.AddVoter(ctx, "ghost", alias); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Apply(ctx, &CreateKey{Key: symKey("ghost-voter"), Alias: "alias/ghost-voter"}); err != nil {
+		t.Fatal(err)
+	}
+	if n1.Answered("ghost") {
+		t.Fatal("ghost, a voter at n2's address, is counted as answering")
+	}
+}

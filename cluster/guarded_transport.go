@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -16,7 +19,8 @@ import (
 // closed only after them.
 //
 // It also keeps what the followers' answers to this node's AppendEntries
-// say of their logs (catch_up.go).
+// say of their logs (catch_up.go), and refuses an answer given in another
+// node's name (answeredAs).
 type guardedTransport struct {
 	*raft.NetworkTransport
 	mu        sync.RWMutex
@@ -30,8 +34,61 @@ func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAdd
 	if err := g.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
 		return err
 	}
+	if err := answeredAs(id, target, resp); err != nil {
+		return err
+	}
 	g.followers.appended(id, args, resp)
 	return nil
+}
+
+// RequestVote sends the request; an answer in another node's name fails.
+func (g *guardedTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	if err := g.NetworkTransport.RequestVote(id, target, args, resp); err != nil {
+		return err
+	}
+	return answeredAs(id, target, resp)
+}
+
+// RequestPreVote sends the request; an answer in another node's name fails.
+func (g *guardedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	if err := g.NetworkTransport.RequestPreVote(id, target, args, resp); err != nil {
+		return err
+	}
+	return answeredAs(id, target, resp)
+}
+
+// InstallSnapshot sends the snapshot; an answer in another node's name
+// fails.
+func (g *guardedTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	if err := g.NetworkTransport.InstallSnapshot(id, target, args, resp, data); err != nil {
+		return err
+	}
+	return answeredAs(id, target, resp)
+}
+
+// TimeoutNow sends the request; an answer in another node's name fails.
+func (g *guardedTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	if err := g.NetworkTransport.TimeoutNow(id, target, args, resp); err != nil {
+		return err
+	}
+	return answeredAs(id, target, resp)
+}
+
+// answeredAs refuses an answer whose sender names another node than the
+// one the request was for. raft refuses an address twice in its
+// configuration, not two names for one node: a member added at another
+// name of a member's address (a wrong raft_advertise) reaches that
+// member, which answers in its own name, and without this check its
+// answers would count for both, its vote in an election and its log in a
+// quorum included. The sender's id is what the node answering says of
+// itself; an answer without one (a raft older than 1.4) is taken as it
+// is.
+func answeredAs(id raft.ServerID, target raft.ServerAddress, resp raft.WithRPCHeader) error {
+	from := resp.GetRPCHeader().ID
+	if len(from) == 0 || bytes.Equal(from, []byte(id)) {
+		return nil
+	}
+	return fmt.Errorf("cluster: raft address %s answered as node %.64q, not %q: two members share one node's address", target, from, id)
 }
 
 // SetHeartbeatHandler installs cb behind the guard.
