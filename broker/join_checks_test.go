@@ -114,14 +114,19 @@ func TestJoinTokenBoundToANode(t *testing.T) {
 }
 
 // TestJoinNeedsARaftAddressThatAnswers: a join whose Raft address takes no
-// connection from the leader is refused FailedPrecondition before its
-// token is spent; a one-node cluster, which such a voter would leave
+// connection from the leader, answers as another node (the leader itself,
+// under another name of its address) or is not a Raft port (a TLS port of
+// the cluster CA that speaks gRPC) is refused FailedPrecondition before
+// its token is spent; a one-node cluster, which such a voter would leave
 // without a leader, keeps its leader and takes writes.
 func TestJoinNeedsARaftAddressThatAnswers(t *testing.T) {
 	c, tok, joiner := joinTarget(t)
 	ctx := ctxT(t)
+	_, raftPort, _ := net.SplitHostPort(c.Nodes[0].Raft.Addr())
 	for _, tt := range []struct{ addr, want string }{
 		{hsmtest.ClosedAddr(t), "does not answer the leader"},
+		{net.JoinHostPort("localhost", raftPort), "answers the leader as another node"},
+		{c.Nodes[0].GRPCAddr, "does not answer the leader as node node9"},
 		{"no-port", "invalid RaftAddress"},
 		{strings.Repeat("h", 300) + ":7401", "invalid RaftAddress"},
 	} {
@@ -145,7 +150,9 @@ func TestJoinNeedsARaftAddressThatAnswers(t *testing.T) {
 // TestConcurrentJoinsForOneAddress: two joins at once for one Raft address
 // under different ids are taken one at a time: one joins, the other is
 // refused AlreadyExists naming the address, its token unused and no record
-// left of it. (Before, both passed the checks; Raft refused the second,
+// left of it. (The address answers as node4: node5, if it comes first, is
+// refused FailedPrecondition by the leader's probe of the address, with
+// the same outcome.) (Before, both passed the checks; Raft refused the second,
 // which got Internal after its token was spent and its record written, so
 // its id could not join again.) A three-node cluster keeps its quorum with
 // the one voter that never comes up.
@@ -163,14 +170,9 @@ func TestConcurrentJoinsForOneAddress(t *testing.T) {
 		}
 	}
 	admin := pb.NewClusterServiceClient(c.Dial(li, "admin"))
-	// The address takes connections (the leader checks that a joiner's
-	// Raft address answers) but never speaks Raft.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lis.Close() })
-	addr := lis.Addr().String()
+	// The address answers as node4 (the leader checks that a joiner's Raft
+	// address answers as the joiner) and then never speaks Raft.
+	addr := c.SilentRaftListener("node4")
 	ids := []string{"node4", "node5"}
 	tokens := make([]string, len(ids))
 	reqs := make([]*pb.JoinClusterRequest, len(ids))
@@ -205,6 +207,8 @@ func TestConcurrentJoinsForOneAddress(t *testing.T) {
 			joined = i
 		case status.Code(err) == codes.AlreadyExists && strings.Contains(err.Error(), addr):
 			refused = i
+		case ids[i] == "node5" && status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "answers the leader as another node"):
+			refused = i // node5 came first, and found node4 at the address
 		default:
 			t.Fatalf("join of %s: %v", ids[i], err)
 		}

@@ -187,7 +187,7 @@ func (s *Service) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (
 		return nil, s.refuseJoinToken(ctx)
 	}
 	if !completing {
-		if err := probeRaftAddress(ctx, req.GetRaftAddress()); err != nil {
+		if err := s.probeRaftAddress(ctx, id, req.GetRaftAddress()); err != nil {
 			return nil, err
 		}
 	}
@@ -242,23 +242,29 @@ func (s *Service) refuseJoinToken(ctx context.Context) error {
 // address answers.
 const raftProbeTimeout = 3 * time.Second
 
-// probeRaftAddress checks, before a node becomes a member, that its Raft
-// address takes a connection from the leader. A member that no one can
-// reach (a wrong raft_advertise, a node that is not up) never catches up:
-// it stays a non-voter that cannot serve, and says only that.
-func probeRaftAddress(ctx context.Context, addr string) error {
+// probeRaftAddress checks, before a node becomes a member, that the
+// joining node answers at its Raft address: it takes a connection from the
+// leader and, over TLS, presents the node certificate of id. A member that
+// no one can reach (a wrong raft_advertise, a node that is not up) never
+// catches up: it stays a non-voter that cannot serve, and says only that.
+// One added at an address where another node answers (another name of a
+// member's address) is refused here; the transport would not count that
+// node's answers for it either (cluster.answeredAs).
+func (s *Service) probeRaftAddress(ctx context.Context, id, addr string) error {
 	if _, _, err := net.SplitHostPort(addr); err != nil || len(addr) > 255 {
 		return errInvalidArg(ExcValidation, "invalid RaftAddress %.100q: want host:port", addr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, raftProbeTimeout)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
+	err := s.node.ProbePeer(ctx, id, addr)
+	switch {
+	case errors.Is(err, cluster.ErrPeerIdentity):
 		return newError(codes.FailedPrecondition, ExcInvalidState,
-			"the joining node's Raft address %.100q does not answer the leader (%v): a member the others cannot reach can never catch up; check raft_advertise, and that the node's Raft port is reachable from the members", addr, err)
+			"the joining node's Raft address %.100q answers the leader as another node (%v): check raft_advertise; it must be node %s's own address", addr, err, id)
+	case err != nil:
+		return newError(codes.FailedPrecondition, ExcInvalidState,
+			"the joining node's Raft address %.100q does not answer the leader as node %s (%v): a member the others cannot reach can never catch up; check raft_advertise, and that the node's Raft port is reachable from the members", addr, id, err)
 	}
-	_ = c.Close()
 	return nil
 }
 

@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -253,19 +252,14 @@ func TestNonvoterLeftByALostLeaderIsPromoted(t *testing.T) {
 }
 
 // TestNonvoterThatNeverAnswersLeavesTheQuorum: a node admitted at a Raft
-// address that takes connections but never speaks Raft stays a non-voter:
-// the one voter keeps committing writes (two voters, one of them silent,
-// would have no quorum), the status shows it a non-voter, and RemoveNode
-// takes it out.
+// address that completes the TLS handshake as the node and then never
+// answers stays a non-voter: the one voter keeps committing writes (two
+// voters, one of them silent, would have no quorum), the status shows it
+// a non-voter, and RemoveNode takes it out.
 func TestNonvoterThatNeverAnswersLeavesTheQuorum(t *testing.T) {
 	c, tok, joiner := joinTarget(t)
 	ctx := ctxT(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lis.Close() })
-	addr := lis.Addr().String()
+	addr := c.SilentRaftListener("node9")
 	if _, err := joiner.JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: "node9", RaftAddress: addr, GrpcAddress: addr,
 		JoinToken: tok.GetToken(), TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}}); err != nil {
 		t.Fatal(err)

@@ -29,6 +29,10 @@ var (
 	// key of another type or usage, rotation of an asymmetric key).
 	ErrInvalidCommand = errors.New("cluster: invalid command")
 
+	// ErrPeerIdentity: a Raft address answered as another node than the
+	// one it was given for (Node.ProbePeer).
+	ErrPeerIdentity = errors.New("cluster: raft address answers as another node")
+
 	// ErrNotLeader: the operation needs the leader and this node is not it.
 	// The error is a *NotLeaderError naming the leader when one is known.
 	ErrNotLeader = errors.New("cluster: not the leader")

@@ -165,6 +165,7 @@ type Node struct {
 	fsm    *FSM
 	raft   *raft.Raft
 	trans  *guardedTransport
+	stream *tlsStreamLayer // nil without TLS (tests)
 	store  *raftboltdb.BoltStore
 	logs   *watchedLogs
 
@@ -272,6 +273,7 @@ func Open(c Config) (*Node, error) {
 		stream.filter = cfg.LinkFilter
 		stream.admit = n.admitsRaftPeer
 		tcfg.Stream = stream
+		n.stream = stream
 		n.trans = &guardedTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(tcfg)}
 	} else {
 		t, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, tcfg)
@@ -588,6 +590,23 @@ type Stats struct {
 	LeaderID      string
 	LeaderAddr    string
 	Servers       []Server // nil if the configuration could not be read
+}
+
+// ProbePeer checks that the node id answers at Raft address addr, before
+// it is made a member: a TLS handshake as this node's transport makes one,
+// whose peer must present id's node certificate (ErrPeerIdentity when it
+// presents another's, as another member would at another name of its own
+// address). Without TLS (tests) a TCP connection is enough.
+func (n *Node) ProbePeer(ctx context.Context, id, addr string) error {
+	if n.stream != nil {
+		return n.stream.probe(ctx, id, addr)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // admitsRaftPeer decides whether the node whose certificate names id may

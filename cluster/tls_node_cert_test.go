@@ -51,7 +51,7 @@ func TestRaftRefusesClientCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13, NextProtos: []string{raftALPN},
+	user := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13, NextProtos: []string{RaftALPN},
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 	conn, err := tls.Dial("tcp", s.Addr().String(), user)
 	if err != nil {

@@ -17,10 +17,10 @@ import (
 	"github.com/hsmbroker/hsmbroker/internal/netlimit"
 )
 
-// raftALPN is the application protocol raft connections negotiate, so that
+// RaftALPN is the application protocol raft connections negotiate, so that
 // a raft port answering a gRPC client (or the reverse) fails the handshake
 // instead of exchanging garbage.
-const raftALPN = "hsmbroker-raft/1"
+const RaftALPN = "hsmbroker-raft/1"
 
 // What a client without a node certificate can hold of the raft port:
 // at most maxRaftConns connections at once (more wait in the kernel's
@@ -80,11 +80,11 @@ func raftTLSConfigs(cfg *tls.Config) (server, client *tls.Config, err error) {
 	server = cfg.Clone()
 	server.ClientAuth = tls.RequireAndVerifyClientCert
 	server.MinVersion = tls.VersionTLS13
-	server.NextProtos = []string{raftALPN}
+	server.NextProtos = []string{RaftALPN}
 	server.VerifyConnection = requireNodeCertificate(server.VerifyConnection)
 	client = cfg.Clone()
 	client.MinVersion = tls.VersionTLS13
-	client.NextProtos = []string{raftALPN}
+	client.NextProtos = []string{RaftALPN}
 	return server, client, nil
 }
 
@@ -160,7 +160,7 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != raftALPN {
+	if p := conn.ConnectionState().NegotiatedProtocol; p != RaftALPN {
 		conn.Close()
 		return nil, fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
 	}
@@ -172,6 +172,25 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		return rc, nil
 	}
 	return conn, nil
+}
+
+// probe dials address as Dial does, within ctx, and checks that the node
+// answering presents the node certificate of id.
+func (s *tlsStreamLayer) probe(ctx context.Context, id string, address string) error {
+	d := tls.Dialer{Config: s.client}
+	c, err := d.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	conn := c.(*tls.Conn)
+	if p := conn.ConnectionState().NegotiatedProtocol; p != RaftALPN {
+		return fmt.Errorf("it speaks %q, not raft", p)
+	}
+	if got := peerNodeID(conn); got != id {
+		return fmt.Errorf("%w: it presents the node certificate of %.64q, not of %q", ErrPeerIdentity, got, id)
+	}
+	return nil
 }
 
 // Accept returns the next connection. Its handshake happens on first use,

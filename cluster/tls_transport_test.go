@@ -202,7 +202,7 @@ func TestTLSStreamLayerHandshakes(t *testing.T) {
 	// of the handshake first; the refusal shows on the first read.)
 	spoof := foreign.nodeTLS(t, "spoof")
 	spoof.RootCAs = ca.pool
-	spoof.MinVersion, spoof.NextProtos = tls.VersionTLS13, []string{raftALPN}
+	spoof.MinVersion, spoof.NextProtos = tls.VersionTLS13, []string{RaftALPN}
 	if conn, err := tls.Dial("tcp", good1.Addr().String(), spoof); err == nil {
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		_, rerr := conn.Read(buf)
@@ -212,7 +212,7 @@ func TestTLSStreamLayerHandshakes(t *testing.T) {
 		}
 	}
 	// A client with no certificate at all is refused by the server.
-	noCert := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13, NextProtos: []string{raftALPN}}
+	noCert := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13, NextProtos: []string{RaftALPN}}
 	if conn, err := tls.Dial("tcp", good1.Addr().String(), noCert); err == nil {
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		_, rerr := conn.Read(buf)
