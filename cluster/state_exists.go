@@ -62,6 +62,7 @@ func dataDirInUse(dir string) error {
 // and then restored from the same bytes.
 type Backup struct {
 	raw  []byte
+	sum  [sha256.Size]byte
 	file snapshotFile
 }
 
@@ -70,6 +71,12 @@ type Backup struct {
 // breaks the state's invariants is refused before anything is made from
 // it.
 func ReadBackup(b []byte) (*Backup, error) {
+	return ReadBackupHashed(b, sha256.Sum256(b))
+}
+
+// ReadBackupHashed is ReadBackup for a caller that has hashed the file
+// already, to check it before decoding it: sum must be the SHA-256 of b.
+func ReadBackupHashed(b []byte, sum [sha256.Size]byte) (*Backup, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, errors.New("the file is empty")
 	}
@@ -85,12 +92,12 @@ func ReadBackup(b []byte) (*Backup, error) {
 	case err != nil:
 		return nil, err
 	}
-	return &Backup{raw: b, file: sf}, nil
+	return &Backup{raw: b, sum: sum, file: sf}, nil
 }
 
 // SHA256 is the SHA-256 of the backup's bytes, what its authenticator is
 // made from (hsm.BackupAuthenticator).
-func (b *Backup) SHA256() [sha256.Size]byte { return sha256.Sum256(b.raw) }
+func (b *Backup) SHA256() [sha256.Size]byte { return b.sum }
 
 // DomainKeyCheck is the backup's domain key check blob (see
 // State.DomainKeyCheck), nil if the cluster never set one.

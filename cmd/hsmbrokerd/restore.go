@@ -101,7 +101,7 @@ HSMs receive the domain key HSM-to-HSM.`,
 				}
 			}
 			// Decoded and checked before anything is made from it.
-			b, err := cluster.ReadBackup(backup)
+			b, err := cluster.ReadBackupHashed(backup, got)
 			if err != nil {
 				return fmt.Errorf("backup %s cannot be restored: %w", backupFile, err)
 			}
