@@ -31,6 +31,14 @@ func suffrage(nd *hsmtest.Node, id string) string {
 	return ""
 }
 
+// recordReady reports whether on's state holds node id's own record, showing
+// its HSM answering and holding the domain key: half of what a promotion
+// waits for (the other half is the leader's Raft.CaughtUp).
+func recordReady(on *hsmtest.Node, id string) bool {
+	rec, ok := on.Raft.State().Node(id)
+	return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent
+}
+
 // clusterStatus is the cluster status node i answers (to an operator).
 func clusterStatus(t *testing.T, c *hsmtest.Cluster, i int) *pb.GetClusterStatusResponse {
 	t.Helper()
@@ -153,10 +161,7 @@ func TestNonvoterWaitsTheSettleTime(t *testing.T) {
 	leader := c.AddNode()
 	ctx := ctxT(t)
 	nd := joinByHand(t, c, ctx)
-	ready := func() bool {
-		rec, ok := leader.Raft.State().Node(nd.ID)
-		return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent && leader.Raft.CaughtUp(nd.ID)
-	}
+	ready := func() bool { return recordReady(leader, nd.ID) && leader.Raft.CaughtUp(nd.ID) }
 	runLoops(t, nd)
 	hsmtest.WaitUntil(t, nd.ID+" to be ready for promotion", 20*time.Second, ready)
 	time.Sleep(settle / 2)
@@ -192,10 +197,7 @@ func TestLeadershipLostAndWonRestartsTheSettleTime(t *testing.T) {
 	other := c.AddNode()
 	ctx := ctxT(t)
 	nd := joinByHand(t, c, ctx)
-	ready := func() bool {
-		rec, ok := leader.Raft.State().Node(nd.ID)
-		return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent && leader.Raft.CaughtUp(nd.ID)
-	}
+	ready := func() bool { return recordReady(leader, nd.ID) && leader.Raft.CaughtUp(nd.ID) }
 	runLoops(t, nd)
 	hsmtest.WaitUntil(t, nd.ID+" to be ready for promotion", 20*time.Second, ready)
 	// The leader finds it ready at its next check, within a second, and
@@ -402,10 +404,7 @@ func TestRemovalByALostLeaderIsNotUndoneByPromotion(t *testing.T) {
 		}
 		return writer.Raft.IsLeader()
 	})
-	ready := func(on *hsmtest.Node) bool {
-		rec, ok := on.Raft.State().Node(nd.ID)
-		return ok && rec.Partition.Health == "ok" && rec.Partition.DomainKeyPresent
-	}
+	ready := func(on *hsmtest.Node) bool { return recordReady(on, nd.ID) }
 	runLoops(t, nd)
 	hsmtest.WaitUntil(t, nd.ID+" to be ready on "+writer.ID, 20*time.Second, func() bool {
 		return ready(writer) && writer.Raft.CaughtUp(nd.ID)
