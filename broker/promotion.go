@@ -124,14 +124,14 @@ func (s *Service) promoteNonvoters(ctx context.Context, p *promotions) {
 // promote makes the non-voter srv a voter if nothing is left to wait for,
 // and otherwise says what is.
 func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions) (waitingFor string, err error) {
-	s.suffrage.Lock()
-	defer s.suffrage.Unlock()
 	// The record is read only once this node's state holds every entry it
 	// knows to be committed, those of earlier terms included: a removal
 	// the previous leader committed, and lost its leadership before taking
 	// out of Raft, is in that state, and a node marked removed is not
 	// made a voter. Until this leader commits an entry of its own term it
-	// cannot know what is committed, and promotes nobody.
+	// cannot know what is committed, and promotes nobody. (Not under the
+	// suffrage lock, which a removal would wait for meanwhile: a removal
+	// on this leader applies here before it lets the lock go.)
 	rctx, rcancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	err = s.readIndexHere(rctx, false)
 	rcancel()
@@ -139,6 +139,8 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 		delete(p.ready, srv.ID)
 		return "this leader to apply every committed entry (" + err.Error() + ")", nil
 	}
+	s.suffrage.Lock()
+	defer s.suffrage.Unlock()
 	rec, ok := s.node.State().Node(srv.ID)
 	switch {
 	case !ok:
