@@ -132,6 +132,7 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 	// cannot know what is committed, and promotes nobody. (Not under the
 	// suffrage lock, which a removal would wait for meanwhile: a removal
 	// on this leader applies here before it lets the lock go.)
+	term := s.node.Term()
 	rctx, rcancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	err = s.readIndexHere(rctx, false)
 	rcancel()
@@ -162,6 +163,11 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 	}
 	if now.Sub(since.at) < p.settle {
 		return fmt.Sprintf("it to stay caught up and healthy for %s, the settle time, in every check", p.settle), nil
+	}
+	if s.node.Term() != term {
+		// Leadership lost and won again since the read index: another
+		// leader may have committed a removal meanwhile.
+		return "a leader that has applied every committed entry of its term", nil
 	}
 	ctx = Internal(ctx, "promote")
 	nameObject(ctx, "node:"+srv.ID)

@@ -592,6 +592,9 @@ type Stats struct {
 	Servers       []Server // nil if the configuration could not be read
 }
 
+// Term is this node's current Raft term.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
 // ProbePeer checks that the node id answers at Raft address addr, before
 // it is made a member: a TLS handshake as this node's transport makes one,
 // whose peer must present id's node certificate (ErrPeerIdentity when it
