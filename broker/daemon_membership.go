@@ -196,7 +196,7 @@ func (d *Daemon) joinOnce(ctx context.Context, jc JoinConfig) error {
 		case c == codes.PermissionDenied && strings.Contains(err.Error(), "node certificate names"):
 			hint = "; this node's certificate (tls.cert) must be issued for its node_id: 'hsmctl certs node --node-id " + s.node.ID() + " ...'"
 		case c == codes.PermissionDenied || c == codes.Unauthenticated:
-			hint = "; make a new token with 'hsmctl cluster join-token' and give it in join_token_file or join_token_env"
+			hint = "; make a new token with 'hsmctl cluster join-token --node-id " + s.node.ID() + "' and give it in join_token_file or join_token_env"
 		}
 		return fmt.Errorf("join through the leader %s (named by seed %s): %w%s", leaderAddr, seed, readable(err), hint)
 	}

@@ -80,7 +80,10 @@ func (g *guardedTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddres
 // name of a member's address (a wrong raft_advertise) reaches that
 // member, which answers in its own name, and without this check its
 // answers would count for both, its vote in an election and its log in a
-// quorum included. The sender's id is what the node answering says of
+// quorum included. The node reached still acts on the request (a leader
+// reached at another name of its own address steps down): this keeps the
+// count honest, and the join's probe of the address (Node.ProbePeer) keeps
+// such a member out. The sender's id is what the node answering says of
 // itself; an answer without one (a raft older than 1.4) is taken as it
 // is.
 func answeredAs(id raft.ServerID, target raft.ServerAddress, resp raft.WithRPCHeader) error {

@@ -53,7 +53,7 @@ func (c *Cluster) SilentRaftListener(id string) string {
 			}
 			conns = append(conns, conn)
 			tc := tls.Server(conn, cfg)
-			go func() { _, _ = io.Copy(io.Discard, tc) }()
+			wg.Go(func() { _, _ = io.Copy(io.Discard, tc) })
 		}
 	})
 	return lis.Addr().String()
