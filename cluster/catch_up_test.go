@@ -178,12 +178,8 @@ func TestAnswered(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node cluster in -short mode")
 	}
-	n1 := openNode(t, testConfig(t, "n1", true))
-	n2 := openNode(t, testConfig(t, "n2", false))
-	n3 := openNode(t, testConfig(t, "n3", false))
-	waitLeader(t, n1)
 	ctx := testContext(t, 30*time.Second)
-	addVoters(t, ctx, n1, n2, n3)
+	n1, n2, n3 := threeVoters(t, ctx)
 	waitFor(t, 10*time.Second, "n1 to hear from n2 and n3", func() bool { return n1.Answered("n2") && n1.Answered("n3") })
 	if n2.Answered("n1") || n2.Answered("n3") {
 		t.Fatal("a follower counts members as answering it")
@@ -205,12 +201,8 @@ func TestMemberAtAnotherMembersAddressIsNotCounted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node cluster in -short mode")
 	}
-	n1 := openNode(t, testConfig(t, "n1", true))
-	n2 := openNode(t, testConfig(t, "n2", false))
-	n3 := openNode(t, testConfig(t, "n3", false))
-	waitLeader(t, n1)
 	ctx := testContext(t, 30*time.Second)
-	addVoters(t, ctx, n1, n2, n3)
+	n1, n2, n3 := threeVoters(t, ctx)
 	// raft refuses an address twice in its configuration; another name
 	// for it is not the same string.
 	_, port, _ := net.SplitHostPort(n2.Addr())

@@ -163,6 +163,18 @@ func addVoters(t *testing.T, ctx context.Context, leader *Node, nodes ...*Node) 
 	waitLeader(t, append([]*Node{leader}, nodes...)...)
 }
 
+// threeVoters opens n1 (which bootstraps), n2 and n3 with testConfig,
+// and makes the three voters under n1's leadership.
+func threeVoters(t *testing.T, ctx context.Context) (n1, n2, n3 *Node) {
+	t.Helper()
+	n1 = openNode(t, testConfig(t, "n1", true))
+	n2 = openNode(t, testConfig(t, "n2", false))
+	n3 = openNode(t, testConfig(t, "n3", false))
+	waitLeader(t, n1)
+	addVoters(t, ctx, n1, n2, n3)
+	return n1, n2, n3
+}
+
 func TestSingleNodeRestart(t *testing.T) {
 	cfg := testConfig(t, "solo", true)
 	n := openNode(t, cfg)
@@ -606,12 +618,8 @@ func TestTransferLeadershipToAStoppedVoter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node in -short mode")
 	}
-	n1 := openNode(t, testConfig(t, "n1", true))
-	n2 := openNode(t, testConfig(t, "n2", false))
-	n3 := openNode(t, testConfig(t, "n3", false))
-	waitLeader(t, n1)
 	ctx := testContext(t, 30*time.Second)
-	addVoters(t, ctx, n1, n2, n3)
+	n1, n2, n3 := threeVoters(t, ctx)
 	if err := n3.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
