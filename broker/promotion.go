@@ -132,7 +132,6 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 	// cannot know what is committed, and promotes nobody. (Not under the
 	// suffrage lock, which a removal would wait for meanwhile: a removal
 	// on this leader applies here before it lets the lock go.)
-	term := s.node.Term()
 	rctx, rcancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	err = s.readIndexHere(rctx, false)
 	rcancel()
@@ -164,9 +163,10 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 	if now.Sub(since.at) < p.settle {
 		return fmt.Sprintf("it to stay caught up and healthy for %s, the settle time, in every check", p.settle), nil
 	}
-	if s.node.Term() != term {
-		// Leadership lost and won again since the read index: another
-		// leader may have committed a removal meanwhile.
+	if s.node.Term() != p.term {
+		// Leadership lost and won again since this round began, before
+		// its read index: another leader may have committed a removal
+		// meanwhile.
 		return "a leader that has applied every committed entry of its term", nil
 	}
 	ctx = Internal(ctx, "promote")
