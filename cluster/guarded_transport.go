@@ -31,10 +31,7 @@ type guardedTransport struct {
 // AppendEntries sends the request and notes what a successful answer says
 // of the follower's log.
 func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if err := g.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
-		return err
-	}
-	if err := answeredAs(id, target, resp); err != nil {
+	if err := answeredAs(id, target, resp, g.NetworkTransport.AppendEntries(id, target, args, resp)); err != nil {
 		return err
 	}
 	g.followers.appended(id, args, resp)
@@ -43,35 +40,23 @@ func (g *guardedTransport) AppendEntries(id raft.ServerID, target raft.ServerAdd
 
 // RequestVote sends the request; an answer in another node's name fails.
 func (g *guardedTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	if err := g.NetworkTransport.RequestVote(id, target, args, resp); err != nil {
-		return err
-	}
-	return answeredAs(id, target, resp)
+	return answeredAs(id, target, resp, g.NetworkTransport.RequestVote(id, target, args, resp))
 }
 
 // RequestPreVote sends the request; an answer in another node's name fails.
 func (g *guardedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	if err := g.NetworkTransport.RequestPreVote(id, target, args, resp); err != nil {
-		return err
-	}
-	return answeredAs(id, target, resp)
+	return answeredAs(id, target, resp, g.NetworkTransport.RequestPreVote(id, target, args, resp))
 }
 
 // InstallSnapshot sends the snapshot; an answer in another node's name
 // fails.
 func (g *guardedTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
-	if err := g.NetworkTransport.InstallSnapshot(id, target, args, resp, data); err != nil {
-		return err
-	}
-	return answeredAs(id, target, resp)
+	return answeredAs(id, target, resp, g.NetworkTransport.InstallSnapshot(id, target, args, resp, data))
 }
 
 // TimeoutNow sends the request; an answer in another node's name fails.
 func (g *guardedTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	if err := g.NetworkTransport.TimeoutNow(id, target, args, resp); err != nil {
-		return err
-	}
-	return answeredAs(id, target, resp)
+	return answeredAs(id, target, resp, g.NetworkTransport.TimeoutNow(id, target, args, resp))
 }
 
 // answeredAs refuses an answer whose sender names another node than the
@@ -85,8 +70,12 @@ func (g *guardedTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddres
 // count honest, and the join's probe of the address (Node.ProbePeer) keeps
 // such a member out. The sender's id is what the node answering says of
 // itself; an answer without one (a raft older than 1.4) is taken as it
-// is.
-func answeredAs(id raft.ServerID, target raft.ServerAddress, resp raft.WithRPCHeader) error {
+// is. sent is the request's own error, returned as it is: a request that
+// failed has no answer to check.
+func answeredAs(id raft.ServerID, target raft.ServerAddress, resp raft.WithRPCHeader, sent error) error {
+	if sent != nil {
+		return sent
+	}
 	from := resp.GetRPCHeader().ID
 	if len(from) == 0 || bytes.Equal(from, []byte(id)) {
 		return nil
