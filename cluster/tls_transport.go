@@ -160,9 +160,9 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != RaftALPN {
+	if err := speaksRaft(conn, string(address)); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
+		return nil, err
 	}
 	if s.filter != nil {
 		rc := &raftConn{Conn: conn, allow: s.filter, dialed: true, peer: peerNodeID(conn)}
@@ -172,6 +172,14 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		return rc, nil
 	}
 	return conn, nil
+}
+
+// speaksRaft refuses a connection that did not negotiate the Raft ALPN.
+func speaksRaft(conn *tls.Conn, address string) error {
+	if p := conn.ConnectionState().NegotiatedProtocol; p != RaftALPN {
+		return fmt.Errorf("cluster: %s speaks %q, not raft", address, p)
+	}
+	return nil
 }
 
 // probe dials address as Dial does, within ctx, and checks that the node
@@ -184,8 +192,8 @@ func (s *tlsStreamLayer) probe(ctx context.Context, id string, address string) e
 	}
 	defer c.Close()
 	conn := c.(*tls.Conn)
-	if p := conn.ConnectionState().NegotiatedProtocol; p != RaftALPN {
-		return fmt.Errorf("it speaks %q, not raft", p)
+	if err := speaksRaft(conn, address); err != nil {
+		return err
 	}
 	if got := peerNodeID(conn); got != id {
 		return fmt.Errorf("%w: it presents the node certificate of %.64q, not of %q", ErrPeerIdentity, got, id)
