@@ -368,7 +368,7 @@ on standard error. With -o json: {"token", "tokenId", "expireTime"}, or
 			if err != nil {
 				return err
 			}
-			resp, err := c.Cluster.CreateJoinToken(a.ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), NodeId: nodeID})
+			resp, err := c.Cluster.CreateJoinToken(a.ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), NodeId: nodeID, AnyNode: anyNode})
 			if err != nil {
 				return err
 			}

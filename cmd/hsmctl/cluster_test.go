@@ -44,8 +44,10 @@ type fakeCluster struct {
 	leader   string
 	removed  []string
 	tokenTTL time.Duration
-	// tokenNode is the NodeId of the last CreateJoinToken.
-	tokenNode string
+	// tokenNode and tokenAnyNode are the NodeId and AnyNode of the last
+	// CreateJoinToken.
+	tokenNode    string
+	tokenAnyNode bool
 	// tokens are the join tokens made and not revoked, by id; tokenCount
 	// numbers them (tok-secret-123 is the first).
 	tokens     map[string]*pb.JoinTokenInfo
@@ -183,7 +185,7 @@ func (m *fakeMember) CreateJoinToken(_ context.Context, req *pb.CreateJoinTokenR
 	m.c.mu.Lock()
 	defer m.c.mu.Unlock()
 	ttl := req.GetTtl().AsDuration()
-	m.c.tokenTTL, m.c.tokenNode = ttl, req.GetNodeId()
+	m.c.tokenTTL, m.c.tokenNode, m.c.tokenAnyNode = ttl, req.GetNodeId(), req.GetAnyNode()
 	if ttl == 0 {
 		ttl = 15 * time.Minute
 	}
@@ -483,12 +485,12 @@ func TestClusterJoinToken(t *testing.T) {
 		!strings.Contains(r.stderr, "Join token "+idOf("tok-secret-123")+", valid until ") || strings.Contains(r.stderr, "tok-secret") {
 		t.Errorf("join-token: %+v", r)
 	}
-	if c.tokenTTL != 15*time.Minute || c.tokenNode != "" {
-		t.Errorf("default TTL %v, want 15m; node %q, want none", c.tokenTTL, c.tokenNode)
+	if c.tokenTTL != 15*time.Minute || c.tokenNode != "" || !c.tokenAnyNode {
+		t.Errorf("default TTL %v, want 15m; node %q, want none; AnyNode %v, want true", c.tokenTTL, c.tokenNode, c.tokenAnyNode)
 	}
 	c.ok(c.flags(1), "cluster", "join-token", "--node-id", "node4")
-	if c.tokenNode != "node4" {
-		t.Errorf("join-token --node-id node4 asked for a token for %q", c.tokenNode)
+	if c.tokenNode != "node4" || c.tokenAnyNode {
+		t.Errorf("join-token --node-id node4 asked for a token for %q, AnyNode %v", c.tokenNode, c.tokenAnyNode)
 	}
 	// A token for any node is asked for by name; neither flag, or both,
 	// is refused before the cluster is asked.

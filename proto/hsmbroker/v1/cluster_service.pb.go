@@ -165,10 +165,19 @@ type CreateJoinTokenRequest struct {
 	// How long the token stays valid, from 1 minute to 24 hours; unset or
 	// zero means 15 minutes.
 	Ttl *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	// When set, the token admits only the node of this id (whose node
-	// certificate names it): a join under any other id is refused and leaves
-	// the token unused. Empty admits any id.
-	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The id of the node that will use the token: the token admits only
+	// the node of this id (whose node certificate names it), and a join
+	// under any other id is refused and leaves the token unused, so a token
+	// that leaks is good only with a node certificate for this id. 1 to 63
+	// letters, digits, `.`, `_` or `-`. Exactly one of node_id and any_node
+	// is required: a request with neither, or with both, is refused with
+	// INVALID_ARGUMENT and makes no token.
+	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// True makes a token any new node may use, whatever its id, for when
+	// the joining node's id is not known yet. It must be asked for: an
+	// empty node_id alone does not make one. Exactly one of node_id and
+	// any_node is required.
+	AnyNode       bool `protobuf:"varint,3,opt,name=any_node,json=anyNode,proto3" json:"any_node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -215,6 +224,13 @@ func (x *CreateJoinTokenRequest) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetAnyNode() bool {
+	if x != nil {
+		return x.AnyNode
+	}
+	return false
 }
 
 // CreateJoinTokenResponse is the output of ClusterService.CreateJoinToken.
@@ -378,7 +394,8 @@ type JoinTokenInfo struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the token stops being valid.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	// The one node id the token admits; empty when it admits any.
+	// The one node id the token admits (CreateJoinTokenRequest.node_id);
+	// empty when it admits any (CreateJoinTokenRequest.any_node).
 	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1308,10 +1325,11 @@ const file_hsmbroker_v1_cluster_service_proto_rawDesc = "" +
 	"\x05nodes\x18\x03 \x03(\v2\x18.hsmbroker.v1.NodeStatusR\x05nodes\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12(\n" +
 	"\x10domain_key_check\x18\x05 \x01(\fR\x0edomainKeyCheck\x12,\n" +
-	"\x12not_serving_reason\x18\x06 \x01(\tR\x10notServingReason\"^\n" +
+	"\x12not_serving_reason\x18\x06 \x01(\tR\x10notServingReason\"y\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"\x87\x01\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x19\n" +
+	"\bany_node\x18\x03 \x01(\bR\aanyNode\"\x87\x01\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

@@ -54,7 +54,10 @@ type ClusterServiceClient interface {
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
 	// CreateJoinToken makes a one-time token that lets one new node join. The
 	// cluster keeps only a hash of the token, and names it by an id taken
-	// from that hash, from which the token cannot be derived.
+	// from that hash, from which the token cannot be derived. The caller
+	// chooses whom the token admits: the node of one id (node_id) or any
+	// node (any_node); a request that names neither, or both, is refused
+	// with INVALID_ARGUMENT.
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
 	// ListJoinTokens lists the join tokens that are unused and unexpired, by
 	// id, never the tokens or their hashes. Admins and auditors. It answers
@@ -273,7 +276,10 @@ type ClusterServiceServer interface {
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
 	// CreateJoinToken makes a one-time token that lets one new node join. The
 	// cluster keeps only a hash of the token, and names it by an id taken
-	// from that hash, from which the token cannot be derived.
+	// from that hash, from which the token cannot be derived. The caller
+	// chooses whom the token admits: the node of one id (node_id) or any
+	// node (any_node); a request that names neither, or both, is refused
+	// with INVALID_ARGUMENT.
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
 	// ListJoinTokens lists the join tokens that are unused and unexpired, by
 	// id, never the tokens or their hashes. Admins and auditors. It answers
