@@ -385,7 +385,7 @@ func TestRoleGate(t *testing.T) {
 			return err
 		}},
 		{"CreateJoinToken", "admin", func(c clients) error {
-			_, err := c.clus.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+			_, err := c.clus.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node9"})
 			return err
 		}},
 		{"ListJoinTokens", "admin auditor", func(c clients) error {

@@ -476,9 +476,9 @@ func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
 	}
 	second, third := admitted(), admitted()
 	c.BeforeStart, c.OnJoinError = nil, nil
-	joinToken := func() string {
+	joinToken := func(nodeID string) string {
 		t.Helper()
-		tok, err := pb.NewClusterServiceClient(c.Dial(first.Index, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		tok, err := pb.NewClusterServiceClient(c.Dial(first.Index, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: nodeID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -492,7 +492,7 @@ func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
 	// A node stopped before it wrote Raft state of its own starts as a new
 	// node and joins: the leader completes that join too, rather than its
 	// own check refusing a member by its id.
-	if err := third.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: joinToken(), GRPCAddr: third.GRPCAddr}); err != nil {
+	if err := third.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: joinToken(third.ID), GRPCAddr: third.GRPCAddr}); err != nil {
 		t.Fatalf("%s: join as a new node: %v", third.ID, err)
 	}
 	// The loops its failed first join left unstarted (OnJoinError).
@@ -523,7 +523,7 @@ func TestJoinStoppedBeforeTheKeyIsCompleted(t *testing.T) {
 	}
 
 	// A member whose HSM holds the key cannot join again, even with a token.
-	err = second.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: joinToken(), GRPCAddr: second.GRPCAddr})
+	err = second.Daemon.Join(ctx, broker.JoinConfig{Seeds: []string{first.GRPCAddr}, Token: joinToken(second.ID), GRPCAddr: second.GRPCAddr})
 	if status.Code(err) != codes.AlreadyExists && !strings.Contains(fmt.Sprint(err), "already a member") {
 		t.Fatalf("a member with the key joining again: %v, want already a member", err)
 	}

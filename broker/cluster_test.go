@@ -196,7 +196,7 @@ func TestJoinRefusals(t *testing.T) {
 		}
 	})
 	t.Run("duplicate node id", func(t *testing.T) {
-		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node1"})
 		j := newJoiner("node1", c.CA, false)
 		err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok.GetToken(), GRPCAddr: "127.0.0.1:1"})
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("already a member")) {
@@ -208,7 +208,7 @@ func TestJoinRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		tok, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node8"})
 		if err != nil || tok.GetToken() == "" {
 			t.Fatalf("create join token: %v", err)
 		}
@@ -223,7 +223,7 @@ func TestJoinRefusals(t *testing.T) {
 		}
 	})
 	t.Run("different domain key", func(t *testing.T) {
-		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		tok, _ := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node7"})
 		j := newJoiner("node7", c.CA, true)
 		err := j.Join(ctx, broker.JoinConfig{Seeds: seeds, Token: tok.GetToken(), GRPCAddr: "127.0.0.1:1"})
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("not the cluster's")) {

@@ -43,12 +43,13 @@ func tokenUnused(c *hsmtest.Cluster, token string) bool {
 	return ok
 }
 
-// joinTarget is a one-node cluster, a join token it made, and a client of
-// it holding a node certificate for node9, a node it does not know.
+// joinTarget is a one-node cluster, a join token it made for node9, and a
+// client of it holding a node certificate for node9, a node it does not
+// know.
 func joinTarget(t *testing.T) (*hsmtest.Cluster, *pb.CreateJoinTokenResponse, pb.ClusterServiceClient) {
 	t.Helper()
 	c := hsmtest.NewCluster(t, 1)
-	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctxT(t), &pb.CreateJoinTokenRequest{})
+	tok, err := pb.NewClusterServiceClient(c.Dial(0, "admin")).CreateJoinToken(ctxT(t), &pb.CreateJoinTokenRequest{NodeId: "node9"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func TestMembershipAuditLines(t *testing.T) {
 		t.Fatalf("join with a made-up token: %v", err)
 	}
 	// A token made on a follower is forwarded to the leader.
-	if _, err := pb.NewClusterServiceClient(c.Dial(1-li, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{}); err != nil {
+	if _, err := pb.NewClusterServiceClient(c.Dial(1-li, "admin")).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node9"}); err != nil {
 		t.Fatal(err)
 	}
 	type line struct {

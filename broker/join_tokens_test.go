@@ -68,7 +68,7 @@ func TestJoinTokensListedAndRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	free, err := viaLeader.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+	free, err := viaLeader.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{AnyNode: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestJoinTokenTTLBounds(t *testing.T) {
 	ctx := ctxT(t)
 	admin := pb.NewClusterServiceClient(c.Dial(0, "admin"))
 	for _, ttl := range []time.Duration{time.Nanosecond, 30 * time.Second, time.Minute - time.Millisecond} {
-		_, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
+		_, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), NodeId: "node9"})
 		if want := "invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got " + ttl.String(); status.Code(err) != codes.InvalidArgument ||
 			status.Convert(err).Message() != want {
 			t.Errorf("a token living %s: %v, want InvalidArgument %q", ttl, err, want)
@@ -255,7 +255,7 @@ func TestJoinTokenTTLBounds(t *testing.T) {
 	}
 	for _, tt := range []struct{ ttl, want time.Duration }{{time.Minute, time.Minute}, {0, 15 * time.Minute}} {
 		start := time.Now()
-		tok, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(tt.ttl)})
+		tok, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(tt.ttl), NodeId: "node9"})
 		if err != nil {
 			t.Fatalf("a token living %s: %v", tt.ttl, err)
 		}

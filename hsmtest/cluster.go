@@ -399,7 +399,7 @@ func (nd *Node) Launch() bool {
 			t.Fatalf("%s: domain key check: %v", nd.ID, err)
 		}
 	} else if isNew {
-		tok, err := c.joinToken(ctx)
+		tok, err := c.joinToken(ctx, nd.ID)
 		if err != nil {
 			t.Fatalf("%s: join token: %v", nd.ID, err)
 		}
@@ -414,7 +414,7 @@ func (nd *Node) Launch() bool {
 		// A member whose HSM lacks the domain key (its first join stopped
 		// after the leader added it) completes the join with a new token,
 		// as hsmbrokerd serve does with its join list.
-		tok, err := c.joinToken(ctx)
+		tok, err := c.joinToken(ctx, nd.ID)
 		if err != nil {
 			t.Fatalf("%s: join token: %v", nd.ID, err)
 		}
@@ -454,14 +454,15 @@ func (c *Cluster) seeds(nd *Node) []string {
 	return seeds
 }
 
-// joinToken asks the cluster (any running node) for a join token as admin.
-func (c *Cluster) joinToken(ctx context.Context) (string, error) {
+// joinToken asks the cluster (any running node) for a join token as admin,
+// bound to the node id that will use it.
+func (c *Cluster) joinToken(ctx context.Context, nodeID string) (string, error) {
 	for i, nd := range c.Nodes {
 		if !nd.running || !nd.joined {
 			continue
 		}
 		conn := c.Dial(i, "admin")
-		resp, err := pb.NewClusterServiceClient(conn).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		resp, err := pb.NewClusterServiceClient(conn).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: nodeID})
 		if err == nil {
 			return resp.GetToken(), nil
 		}

@@ -125,14 +125,14 @@ func checkJoinToken(t *testing.T, cl pb.ClusterServiceClient) {
 		want time.Duration
 	}{{nil, 15 * time.Minute}, {durationpb.New(0), 15 * time.Minute}, {durationpb.New(time.Hour), time.Hour}, {durationpb.New(24 * time.Hour), 24 * time.Hour}} {
 		before := time.Now()
-		tok, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: tt.ttl})
+		tok, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: tt.ttl, AnyNode: true})
 		must(t, "CreateJoinToken", err)
 		if d := tok.GetExpireTime().AsTime().Sub(before); tok.GetToken() == "" || d < tt.want-time.Minute || d > tt.want+time.Minute {
 			t.Errorf("CreateJoinToken ttl %v: token %d bytes, expires in %v; want %v", tt.ttl.AsDuration(), len(tok.GetToken()), d, tt.want)
 		}
 	}
 	for _, ttl := range []time.Duration{-time.Minute, time.Nanosecond, 30 * time.Second, 25 * time.Hour} {
-		_, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
+		_, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), NodeId: "node-conformance"})
 		wantErr(t, "CreateJoinToken ttl "+ttl.String(), err, codes.InvalidArgument, "ValidationException",
 			"invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got "+ttl.String())
 	}

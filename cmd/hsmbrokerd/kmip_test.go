@@ -93,7 +93,8 @@ func TestServeKMIPClusterSurvivesLeaderKill(t *testing.T) {
 	nodes := []*serveNode{n1}
 	for i := 1; i < 3; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		tok, err := cs.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+		id := fmt.Sprintf("node-%d", i+1)
+		tok, err := cs.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: id})
 		cancel()
 		if err != nil {
 			t.Fatalf("CreateJoinToken: %v", err)
@@ -102,7 +103,7 @@ func TestServeKMIPClusterSurvivesLeaderKill(t *testing.T) {
 		if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		n := c.node(t, fmt.Sprintf("node-%d", i+1), fmt.Sprintf("join: [%s]\njoin_token_file: %s\n%s", n1.grpcAddr, tokenFile, kmipSection(i)))
+		n := c.node(t, id, fmt.Sprintf("join: [%s]\njoin_token_file: %s\n%s", n1.grpcAddr, tokenFile, kmipSection(i)))
 		p := c.start(t, n)
 		c.checkServing(t, p, n)
 		nodes, procs = append(nodes, n), append(procs, p)

@@ -290,7 +290,7 @@ func TestServeJoin(t *testing.T) {
 	waitServing(t, p1, conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tok, err := pb.NewClusterServiceClient(conn).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{})
+	tok, err := pb.NewClusterServiceClient(conn).CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node-2"})
 	if err != nil {
 		t.Fatalf("CreateJoinToken: %v", err)
 	}
