@@ -237,6 +237,99 @@ func TestJoinTokensListedAndRevoked(t *testing.T) {
 	}
 }
 
+// TestJoinTokenNeedsANodeChoice: CreateJoinToken makes a token only for
+// the node the caller names (NodeId) or, when asked for by name (AnyNode),
+// for any node. A request with neither, even with a TTL, or with both, is
+// refused InvalidArgument naming both fields, as is a NodeId no node can
+// have; no refused request makes a token. An AnyNode token is listed bound
+// to no node and admits node9, an id named nowhere when it was made; a
+// NodeId token is listed bound to its node, is refused to node9
+// PermissionDenied and stays unused, and admits its own node.
+func TestJoinTokenNeedsANodeChoice(t *testing.T) {
+	c := hsmtest.NewCluster(t, 1)
+	ctx := ctxT(t)
+	admin := pb.NewClusterServiceClient(c.Dial(0, "admin"))
+	list := func() []*pb.JoinTokenInfo {
+		t.Helper()
+		resp, err := admin.ListJoinTokens(ctx, &pb.ListJoinTokensRequest{})
+		if err != nil {
+			t.Fatalf("ListJoinTokens: %v", err)
+		}
+		return resp.GetJoinTokens()
+	}
+	const (
+		neither = "NodeId or AnyNode is required: a token bound to the joining node's id (NodeId) admits only that node; AnyNode=true admits any id"
+		both    = "give NodeId or AnyNode, not both: a token bound to NodeId admits only that node; AnyNode=true admits any id"
+	)
+	for _, tt := range []struct {
+		what string
+		req  *pb.CreateJoinTokenRequest
+		want string
+	}{
+		{"an empty request", &pb.CreateJoinTokenRequest{}, neither},
+		{"a TTL alone", &pb.CreateJoinTokenRequest{Ttl: durationpb.New(time.Hour)}, neither},
+		{"AnyNode false and no NodeId", &pb.CreateJoinTokenRequest{AnyNode: false, Ttl: durationpb.New(time.Hour)}, neither},
+		{"both NodeId and AnyNode", &pb.CreateJoinTokenRequest{NodeId: "node7", AnyNode: true}, both},
+		{"an impossible NodeId and AnyNode", &pb.CreateJoinTokenRequest{NodeId: "no/such id", AnyNode: true}, both},
+		{"an impossible NodeId", &pb.CreateJoinTokenRequest{NodeId: "no/such id"}, "invalid NodeId \"no/such id\""},
+	} {
+		_, err := admin.CreateJoinToken(ctx, tt.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("CreateJoinToken with %s: %v, want InvalidArgument saying %q", tt.what, err, tt.want)
+		}
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("refused requests made join tokens: %v", got)
+	}
+	if got := c.Nodes[0].Raft.State().JoinTokens(); len(got) != 0 {
+		t.Fatalf("refused requests added %d join tokens to the state", len(got))
+	}
+
+	anyNode, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{AnyNode: true})
+	if err != nil {
+		t.Fatalf("CreateJoinToken with AnyNode: %v", err)
+	}
+	bound, err := admin.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{NodeId: "node7", Ttl: durationpb.New(time.Hour)})
+	if err != nil {
+		t.Fatalf("CreateJoinToken with NodeId node7: %v", err)
+	}
+	got := list() // by expiry: the AnyNode token lives 15 minutes, the other an hour
+	if len(got) != 2 || got[0].GetTokenId() != anyNode.GetTokenId() || got[0].GetNodeId() != "" ||
+		got[1].GetTokenId() != bound.GetTokenId() || got[1].GetNodeId() != "node7" {
+		t.Fatalf("listed %v; want %s for any node, then %s for node7", got, anyNode.GetTokenId(), bound.GetTokenId())
+	}
+
+	// Each join answers at a Raft address of its own that the leader's
+	// probe finds speaking as the joining node.
+	join := func(id, token string) error {
+		addr := c.SilentRaftListener(id)
+		_, err := pb.NewClusterServiceClient(c.DialAsNewNode(id, 0)).JoinCluster(ctx, &pb.JoinClusterRequest{NodeId: id, RaftAddress: addr,
+			GrpcAddress: addr, JoinToken: token, TransportPublicKey: transportKey(t, 2048), Partition: &pb.PartitionInfo{}})
+		return err
+	}
+	leader := c.Nodes[0]
+	if err := join("node9", bound.GetToken()); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "made for another node id") {
+		t.Fatalf("node9 joining with node7's token: %v, want PermissionDenied", err)
+	}
+	if !tokenHeld(leader, bound.GetToken()) {
+		t.Fatal("node9's refused join spent node7's token")
+	}
+	if err := join("node9", anyNode.GetToken()); err != nil {
+		t.Fatalf("node9 joining with the AnyNode token: %v", err)
+	}
+	if err := join("node7", bound.GetToken()); err != nil {
+		t.Fatalf("node7 joining with its token: %v", err)
+	}
+	for _, id := range []string{"node9", "node7"} {
+		if _, ok := leader.Raft.State().Node(id); !ok {
+			t.Errorf("%s joined and is not a member", id)
+		}
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("tokens listed after both were used: %v", got)
+	}
+}
+
 // TestJoinTokenTTLBounds: a TTL under a minute is refused, InvalidArgument
 // naming Ttl and the range; a minute is accepted, and 0 is 15 minutes.
 func TestJoinTokenTTLBounds(t *testing.T) {

@@ -43,8 +43,10 @@ func checkNodeID(id string) error {
 	return nil
 }
 
-// CreateJoinToken makes a one-time token for one new node. Only a hash is
-// replicated; the token itself is shown once, to the caller.
+// CreateJoinToken makes a one-time token for one new node: the node of
+// NodeId, or any node when AnyNode is set; exactly one of the two is
+// required. Only a hash is replicated; the token itself is shown once, to
+// the caller.
 func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRequest) (*pb.CreateJoinTokenResponse, error) {
 	ttl := defaultJoinTokenTTL
 	if d := req.GetTtl(); d != nil {
@@ -56,7 +58,15 @@ func (s *Service) CreateJoinToken(ctx context.Context, req *pb.CreateJoinTokenRe
 	if ttl < minJoinTokenTTL || ttl > maxJoinTokenTTL {
 		return nil, errInvalidArg(ExcValidation, "invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got %s", ttl)
 	}
-	if id := req.GetNodeId(); id != "" {
+	// Whom the token admits is always asked for: an empty NodeId is
+	// what a caller that forgot it sends, and must not make a token any
+	// node may use.
+	switch id := req.GetNodeId(); {
+	case id == "" && !req.GetAnyNode():
+		return nil, errInvalidArg(ExcValidation, "NodeId or AnyNode is required: a token bound to the joining node's id (NodeId) admits only that node; AnyNode=true admits any id")
+	case id != "" && req.GetAnyNode():
+		return nil, errInvalidArg(ExcValidation, "give NodeId or AnyNode, not both: a token bound to NodeId admits only that node; AnyNode=true admits any id")
+	case id != "":
 		if err := checkNodeID(id); err != nil {
 			return nil, err
 		}

@@ -118,6 +118,10 @@ func checkVerifyBackup(t *testing.T, cl pb.ClusterServiceClient, sum string, aut
 	}
 }
 
+// checkJoinToken: a TTL unset or zero is 15 minutes, one out of 1m to
+// 24h is InvalidArgument; a request that names neither the node the token
+// admits (NodeId) nor AnyNode, or names both, is InvalidArgument and makes
+// no token.
 func checkJoinToken(t *testing.T, cl pb.ClusterServiceClient) {
 	ctx := ctxOf(t)
 	for _, tt := range []struct {
@@ -135,6 +139,29 @@ func checkJoinToken(t *testing.T, cl pb.ClusterServiceClient) {
 		_, err := cl.CreateJoinToken(ctx, &pb.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), NodeId: "node-conformance"})
 		wantErr(t, "CreateJoinToken ttl "+ttl.String(), err, codes.InvalidArgument, "ValidationException",
 			"invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got "+ttl.String())
+	}
+	listed := func() int {
+		t.Helper()
+		resp, err := cl.ListJoinTokens(ctx, &pb.ListJoinTokensRequest{})
+		must(t, "ListJoinTokens", err)
+		return len(resp.GetJoinTokens())
+	}
+	before := listed()
+	for _, tt := range []struct {
+		what string
+		req  *pb.CreateJoinTokenRequest
+		want string
+	}{
+		{"neither NodeId nor AnyNode", &pb.CreateJoinTokenRequest{Ttl: durationpb.New(time.Hour)},
+			"NodeId or AnyNode is required: a token bound to the joining node's id (NodeId) admits only that node; AnyNode=true admits any id"},
+		{"both NodeId and AnyNode", &pb.CreateJoinTokenRequest{NodeId: "node-conformance", AnyNode: true},
+			"give NodeId or AnyNode, not both: a token bound to NodeId admits only that node; AnyNode=true admits any id"},
+	} {
+		_, err := cl.CreateJoinToken(ctx, tt.req)
+		wantErr(t, "CreateJoinToken with "+tt.what, err, codes.InvalidArgument, "ValidationException", tt.want)
+	}
+	if after := listed(); after != before {
+		t.Errorf("refused CreateJoinToken requests changed the tokens listed from %d to %d", before, after)
 	}
 	checkJoinTokenRevocation(t, cl)
 }

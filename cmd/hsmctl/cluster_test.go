@@ -192,6 +192,14 @@ func (m *fakeMember) CreateJoinToken(_ context.Context, req *pb.CreateJoinTokenR
 	if ttl < time.Minute || ttl > 24*time.Hour {
 		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException", "invalid Ttl: must be 0 (15 minutes) or from 1m to 24h, got %s", ttl)
 	}
+	switch {
+	case req.GetNodeId() == "" && !req.GetAnyNode():
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException",
+			"NodeId or AnyNode is required: a token bound to the joining node's id (NodeId) admits only that node; AnyNode=true admits any id")
+	case req.GetNodeId() != "" && req.GetAnyNode():
+		return nil, clienttest.Error(codes.InvalidArgument, "ValidationException",
+			"give NodeId or AnyNode, not both: a token bound to NodeId admits only that node; AnyNode=true admits any id")
+	}
 	token := fmt.Sprintf("tok-secret-%d", 123+m.c.tokenCount)
 	m.c.tokenCount++
 	h := sha256.Sum256([]byte(token))
