@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -168,6 +169,11 @@ type Node struct {
 	stream *tlsStreamLayer // nil without TLS (tests)
 	store  *raftboltdb.BoltStore
 	logs   *watchedLogs
+
+	// termCommitted is the last term in which this node, leading, saw its
+	// commit index at an entry of that term (readIndex): from then until
+	// the term ends its commit index covers every earlier leader's writes.
+	termCommitted atomic.Uint64
 
 	ctx          context.Context // cancelled by Shutdown
 	cancel       context.CancelFunc

@@ -44,21 +44,9 @@ func (n *Node) readIndex(ctx context.Context, confirm bool) (uint64, error) {
 		return 0, err
 	}
 	term := n.raft.CurrentTerm()
-	var commit uint64
-	for {
-		commit = n.raft.CommitIndex()
-		var l raft.Log
-		if commit == 0 {
-			// raft starts every node at commit index 0, whatever its log
-			// holds, until its leader's next commit: an empty log only
-			// is truly at 0.
-			if n.raft.LastIndex() == 0 {
-				break
-			}
-		} else if n.logs.GetLog(commit, &l) != nil || l.Term >= term {
-			// An entry compacted away (raft keeps TrailingLogs after a
-			// snapshot, so not the latest), or this term's: the commit
-			// index is current.
+	for n.termCommitted.Load() != term {
+		if n.commitsTerm(term) {
+			n.termCommitted.Store(term)
 			break
 		}
 		select {
@@ -73,12 +61,33 @@ func (n *Node) readIndex(ctx context.Context, confirm bool) (uint64, error) {
 			return 0, n.notLeader()
 		}
 	}
+	// Every entry committed before this term is at or below the commit
+	// index from now on: it only grows.
+	commit := n.raft.CommitIndex()
 	if confirm {
 		if err := n.VerifyLeader(ctx); err != nil {
 			return 0, err
 		}
 	}
 	return n.lastCommandAtOrBelow(commit), nil
+}
+
+// commitsTerm reports whether this node's commit index is at an entry of
+// term, its current term as leader: then it covers everything an earlier
+// leader committed. An entry this node does not hold says nothing: its
+// commit index may be one it learned before installing a snapshot, or the
+// index of that snapshot, whose later entries an earlier leader may have
+// committed without saying so yet. It waits for the election's no-op.
+func (n *Node) commitsTerm(term uint64) bool {
+	commit := n.raft.CommitIndex()
+	if commit == 0 {
+		// raft starts every node at commit index 0, whatever its log
+		// holds, until its leader's next commit: an empty log only is
+		// truly at 0.
+		return n.raft.LastIndex() == 0
+	}
+	var l raft.Log
+	return n.logs.GetLog(commit, &l) == nil && l.Term >= term
 }
 
 // lastCommandAtOrBelow returns the index of the last command entry at or

@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // TestReadIndexSkipsEntriesTheStateNeverSees: after a configuration change
@@ -106,5 +109,114 @@ func TestReadIndexAfterARestart(t *testing.T) {
 				acked, index, n1.raft.CommitIndex())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestReadIndexAfterASnapshotInstall: a follower that caught up by
+// installing a snapshot holds no entry at or below the snapshot's index,
+// and it learns the commit index only from the next append, which carries
+// the leader's commit index from before that append's own entry. Elected
+// then, with that append's entry committed by the previous leader and
+// acknowledged, its commit index points at an entry it never had. Taking
+// that index as current would let a read miss the acknowledged write: the
+// new leader must wait, as after any election, until an entry of its own
+// term commits.
+//
+// How the test holds the moment: the writer (a) has a CommitTimeout of a
+// minute, so after the last write nothing more reaches the followers; c,
+// handed the leadership, is cut off from everyone the moment it leads, so
+// its election's no-op cannot commit.
+func TestReadIndexAfterASnapshotInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node cluster in -short mode")
+	}
+	ca := newTestCA(t, "hsmbroker test cluster CA")
+	var (
+		mu        sync.Mutex
+		isolated  = map[string]bool{}
+		cutLeader *Node // cut off from every peer while it leads
+	)
+	off := func(id string) bool {
+		if isolated[id] {
+			return true
+		}
+		return cutLeader != nil && cutLeader.ID() == id && cutLeader.IsLeader()
+	}
+	open := func(id string, bootstrap bool) *Node {
+		cfg := testConfig(t, id, bootstrap)
+		cfg.TLS = ca.nodeTLS(t, id)
+		cfg.TrailingLogs = 1
+		if bootstrap {
+			cfg.CommitTimeout = time.Minute
+		}
+		cfg.LinkFilter = func(peer string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return !off(id) && !off(peer)
+		}
+		return openNode(t, cfg)
+	}
+	set := func(f func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		f()
+	}
+	a, b, c := open("a", true), open("b", false), open("c", false)
+	waitLeader(t, a)
+	ctx := testContext(t, 60*time.Second)
+	addVoters(t, ctx, a, b, c)
+	mustApply(t, a, &CreateKey{Key: symKey("k0")})
+
+	// c misses entries that a then compacts into a snapshot.
+	set(func() { isolated["c"] = true })
+	for i := range 5 {
+		mustApply(t, a, &CreateKey{Key: symKey(fmt.Sprintf("k%d", i+1))})
+	}
+	if err := a.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	snap := a.Stats().CommitIndex
+	if first := a.Stats().FirstLogIndex; first <= c.Stats().LastLogIndex+1 {
+		t.Fatalf("setup: a's log starts at %d, c's ends at %d: c would catch up without the snapshot", first, c.Stats().LastLogIndex)
+	}
+	set(func() { isolated["c"] = false })
+	waitFor(t, 10*time.Second, "c to install a's snapshot", func() bool {
+		applied, _ := c.State().LastApplied()
+		return applied >= snap
+	})
+
+	// The acknowledged write: c appends it, and learns only that the
+	// snapshot's index is committed.
+	mustApply(t, a, &CreateKey{Key: symKey("acked")})
+	acked, _ := a.State().LastApplied()
+	waitFor(t, 10*time.Second, "c to append the acknowledged write", func() bool {
+		return c.Stats().LastLogIndex >= acked
+	})
+	commit := c.raft.CommitIndex()
+	var l raft.Log
+	if commit >= acked || c.logs.GetLog(commit, &l) == nil {
+		t.Fatalf("setup: c's commit index is %d (the write is %d), its entry in c's log: %v; the test needs an index c never held, below the write",
+			commit, acked, c.logs.GetLog(commit, &l) == nil)
+	}
+
+	set(func() { cutLeader = c })
+	if err := a.TransferLeadership(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "c to lead", c.IsLeader)
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	index, err := c.LocalReadIndex(rctx)
+	cancel()
+	if err == nil && index < acked {
+		t.Fatalf("the write at index %d was acknowledged before c led; c's read index was %d (its commit index %d, an entry it never held)",
+			acked, index, commit)
+	}
+
+	// Once c may reach the others, reads see the write.
+	set(func() { cutLeader = nil })
+	leader := waitLeader(t, a, b, c)
+	index, err = leader.LocalReadIndex(ctx)
+	if err != nil || index < acked {
+		t.Fatalf("after the link came back, %s's read index is %d, %v; want at least %d", leader.ID(), index, err, acked)
 	}
 }
