@@ -121,6 +121,19 @@ func (s *Service) promoteNonvoters(ctx context.Context, p *promotions) {
 	maps.DeleteFunc(p.ready, func(id string, _ readySince) bool { return !seen[id] })
 }
 
+// settled records that the non-voter srv was found ready at now, and
+// reports whether it has been ready for the settle time: in every check
+// since, at the Raft address it has now. A new address (the id removed and
+// joined again from elsewhere) starts the time again.
+func (p *promotions) settled(srv cluster.Server, now time.Time) bool {
+	since, ok := p.ready[srv.ID]
+	if !ok || since.address != srv.Address {
+		since = readySince{at: now, address: srv.Address}
+		p.ready[srv.ID] = since
+	}
+	return now.Sub(since.at) >= p.settle
+}
+
 // promote makes the non-voter srv a voter if nothing is left to wait for,
 // and otherwise says what is.
 func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions) (waitingFor string, err error) {
@@ -154,13 +167,7 @@ func (s *Service) promote(ctx context.Context, srv cluster.Server, p *promotions
 		delete(p.ready, srv.ID)
 		return waitingFor, nil
 	}
-	now := time.Now()
-	since, ok := p.ready[srv.ID]
-	if !ok || since.address != srv.Address {
-		since = readySince{at: now, address: srv.Address}
-		p.ready[srv.ID] = since
-	}
-	if now.Sub(since.at) < p.settle {
+	if !p.settled(srv, time.Now()) {
 		return fmt.Sprintf("it to stay caught up and healthy for %s, the settle time, in every check", p.settle), nil
 	}
 	if s.node.Term() != p.term {
