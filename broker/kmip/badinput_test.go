@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -148,34 +149,94 @@ func FuzzHandleParse(f *testing.F) {
 		b, _ := it.Encode()
 		f.Add(b)
 	}
+	// Every refusal of the parsers is a client error with a KMIP reason
+	// (never General Failure, which says the server failed), and what they
+	// accept is within the limits they promise.
+	clientError := func(t *testing.T, what string, err error) {
+		t.Helper()
+		var oe *opError
+		if !errors.As(err, &oe) {
+			t.Fatalf("%s: error %v (%T) is not a KMIP result", what, err, err)
+		}
+		if oe.reason == reasonGeneralFailure || oe.msg == "" {
+			t.Fatalf("%s: refused as %s %q, want a client error naming the fault", what, reasonName(oe.reason), oe.msg)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := ttlv.Decode(b)
 		if err != nil {
 			return
 		}
-		_, items, _, _, err := parseRequest(req)
+		v, items, _, maxResp, err := parseRequest(req)
 		if err != nil {
+			clientError(t, "parseRequest", err)
 			return
 		}
+		if !v.ok() || len(items) == 0 || len(items) > MaxBatch || maxResp < 0 {
+			t.Fatalf("parseRequest accepted version %s, %d items, Maximum Response Size %d", v, len(items), maxResp)
+		}
 		for _, bi := range items {
+			if h := readItem(bi); h.err != nil {
+				clientError(t, "readItem", h.err)
+			} else if h.batchID != nil && len(h.batchID.Bytes) > 64 {
+				t.Fatalf("Unique Batch Item ID of %d bytes accepted", len(h.batchID.Bytes))
+			}
 			p, _ := bi.Child(tagRequestPayload)
 			if avs, err := decodeAttributes(p); err == nil {
 				var as attrSet
 				for _, av := range avs {
-					_ = as.apply(av, true)
+					if err := as.apply(av, false); err != nil {
+						clientError(t, "apply", err)
+					}
 				}
+			} else {
+				clientError(t, "decodeAttributes", err)
 			}
-			_, _ = requestedAttrNames(p)
+			// Create and Register: the attributes a client may store.
+			if as, err := requestAttrs(p); err != nil {
+				clientError(t, "requestAttrs", err)
+			} else if as.length < 0 || as.length > 1<<16 || as.state != 0 {
+				t.Fatalf("requestAttrs accepted length %d, state %d", as.length, as.state)
+			}
+			if names, err := requestedAttrNames(p); err != nil {
+				clientError(t, "requestedAttrNames", err)
+			} else if len(names) != len(slices.Compact(slices.Sorted(slices.Values(names)))) {
+				t.Fatalf("attribute names %q are not each asked for once", names)
+			}
 			for _, tag := range []ttlv.Tag{tagSymmetricKey, tagSecretData} {
 				if obj, ok := p.Child(tag); ok {
-					_, _, _, _ = material(obj)
+					if _, _, _, err := material(obj); err != nil {
+						clientError(t, "material", err)
+					}
 				}
 			}
-			_, _ = requestObjectType(p)
-			_, _ = resolveObjectID(p, &batchEnv{})
-			_, _ = signingAlgorithm(p)
-			_, _ = pairAttrs(p, tagCommonTemplateAttr, tagCommonAttributes)
-			_, _ = pairAttrs(p, tagPrivateKeyAttributes, tagPrivateKeyAttributes)
+			if _, err := requestObjectType(p); err != nil {
+				clientError(t, "requestObjectType", err)
+			}
+			if id, err := resolveObjectID(p, &batchEnv{}); err != nil {
+				clientError(t, "resolveObjectID", err)
+			} else if id == "" || len(id) > maxUniqueIDLen {
+				t.Fatalf("resolveObjectID accepted %q", id)
+			}
+			if _, err := signingAlgorithm(p); err != nil {
+				clientError(t, "signingAlgorithm", err)
+			}
+			for _, g := range [][2]ttlv.Tag{{tagCommonTemplateAttr, tagCommonAttributes},
+				{tagPrivateKeyTemplateAttr, tagPrivateKeyAttributes}, {tagPublicKeyTemplateAttr, tagPublicKeyAttributes}} {
+				if _, err := pairAttrs(p, g[0], g[1]); err != nil {
+					clientError(t, "pairAttrs", err)
+				}
+			}
+			// Answers that do not grow with the request: each version
+			// and each Query Function once, however often asked.
+			if out, err := discoverVersions(p); err != nil || len(out.Children) > len(supported) {
+				t.Fatalf("Discover Versions: %d versions, %v", len(out.Children), err)
+			}
+			if out, err := query(p); err != nil {
+				clientError(t, "query", err)
+			} else if out.Size() > 1024 {
+				t.Fatalf("Query answer of %d bytes", out.Size())
+			}
 		}
 	})
 }
