@@ -282,13 +282,38 @@ func FuzzReadMessage(f *testing.F) {
 	b, _ := Struct(0x420078, Int(1, 2)).Encode()
 	f.Add(b)
 	f.Add(unhex(&testing.T{}, "42007801FFFFFFF8"))
+	f.Add(unhex(&testing.T{}, "4200780100000FF8"))
+	f.Add(unhex(&testing.T{}, "4200780100001000"))
+	// ReadMessage takes exactly the messages whose header announces a
+	// structure of at most the limit, header included, whose body is all
+	// there: such a message is read whole and nothing past it, any other
+	// input is refused with an error that says why.
+	const limit = 4096
 	f.Fuzz(func(t *testing.T, b []byte) {
-		msg, err := ReadMessage(bytes.NewReader(b), 4096)
+		msg, err := ReadMessage(bytes.NewReader(b), limit)
+		var h Header
+		if len(b) >= HeaderSize {
+			h, _ = ParseHeader(b)
+		}
+		size := int64(HeaderSize) + int64(h.Length)
+		whole := len(b) >= HeaderSize && h.Type == TypeStructure && h.Length%8 == 0 && size <= limit && int64(len(b)) >= size
 		if err != nil {
+			if msg != nil {
+				t.Fatalf("%d bytes returned with the error %v", len(msg), err)
+			}
+			if whole {
+				t.Fatalf("refused a whole message of %d bytes: %v", size, err)
+			}
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+				t.Fatalf("error %v says neither malformed, too large nor cut short", err)
+			}
 			return
 		}
-		if len(msg) > 4096 || !bytes.Equal(msg, b[:len(msg)]) {
-			t.Fatalf("ReadMessage returned %d bytes not read as given", len(msg))
+		if !whole {
+			t.Fatalf("read %d bytes from an input that holds no whole message of at most %d bytes", len(msg), limit)
+		}
+		if int64(len(msg)) != size || !bytes.Equal(msg, b[:len(msg)]) {
+			t.Fatalf("ReadMessage returned %d bytes not read as given (header says %d)", len(msg), size)
 		}
 	})
 }
