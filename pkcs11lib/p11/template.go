@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/client"
+	"github.com/hsmbroker/hsmbroker/keys"
 	pb "github.com/hsmbroker/hsmbroker/proto/hsmbroker/v1"
 	"google.golang.org/grpc/codes"
 )
@@ -93,7 +94,11 @@ func parseTemplate(attrs []Attribute) (keyTemplate, uint64) {
 				t.modulusBits = v
 			}
 		case CKA_LABEL:
-			if len(a.Value) > MaxLabel || !utf8.Valid(a.Value) {
+			// The label is kept as the key's TagLabel tag (or as a data
+			// object's label), which the broker takes only as UTF-8 text
+			// without control or bidirectional formatting characters:
+			// refused here, before any call, as the broker would.
+			if len(a.Value) > MaxLabel || !utf8.Valid(a.Value) || bytes.ContainsFunc(a.Value, keys.IsDisplayControl) {
 				return t, CKR_ATTRIBUTE_VALUE_INVALID
 			}
 			t.label, t.hasLabel = bytes.Clone(a.Value), true
