@@ -129,6 +129,13 @@ func (nopCloser) Close() error { return nil }
 // FuzzTrentRequest sends arbitrary bodies, correctly signed, to every
 // operation of a real broker: whatever the body, the answer is a
 // well-formed success or AWS error, never a panic or a 500.
+//
+// The fuzzing engine runs the target again in each worker process, each
+// with its own broker and so its own key: a seed naming the key made here
+// would name no key in a worker, and every operation would stop at
+// NotFound. Seeds name the key as fuzzKey and carry a ciphertext as
+// {{CT}}, which the target replaces with this process's key id and a
+// ciphertext of that key.
 func FuzzTrentRequest(f *testing.F) {
 	e := newEnv(f)
 	ops := []string{"CreateAlias", "DescribeKey", "ListKeys", "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion",
@@ -136,18 +143,28 @@ func FuzzTrentRequest(f *testing.F) {
 		"EnableKeyRotation", "DisableKeyRotation", "GetKeyRotationStatus", "RotateKeyOnDemand", "ListKeyRotations", "GetKeyPolicy",
 		"PutKeyPolicy", "ListKeyPolicies", "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
 		"GenerateDataKeyPairWithoutPlaintext", "GetPublicKey", "Sign", "Verify", "GenerateMac", "VerifyMac", "GenerateRandom", "CreateGrant"}
+	const fuzzKey = "00000000-0000-4000-8000-000000000000"
 	k := e.trent("CreateKey", map[string]any{})
 	var created struct{ KeyMetadata struct{ KeyId string } }
 	_ = json.Unmarshal(k.body, &created)
 	id := created.KeyMetadata.KeyId
-	for i := range ops {
-		f.Add(uint8(i), []byte(`{"KeyId":"`+id+`","Plaintext":"aGk=","Limit":2,"NumberOfBytes":16,"KeySpec":"AES_256"}`))
+	enc := e.trent("Encrypt", map[string]any{"KeyId": id, "Plaintext": []byte("hi"), "EncryptionContext": map[string]string{"a": "b"}})
+	var sealed struct{ CiphertextBlob string }
+	if err := json.Unmarshal(enc.body, &sealed); err != nil || sealed.CiphertextBlob == "" {
+		f.Fatalf("encrypt: %d %s", enc.status, enc.body)
 	}
-	f.Add(uint8(0), []byte(`{"AliasName":"alias/fuzz","TargetKeyId":"`+id+`"}`))
+	for i := range ops {
+		f.Add(uint8(i), []byte(`{"KeyId":"`+fuzzKey+`","Plaintext":"aGk=","Limit":2,"NumberOfBytes":16,"KeySpec":"AES_256"}`))
+	}
+	f.Add(uint8(0), []byte(`{"AliasName":"alias/fuzz","TargetKeyId":"`+fuzzKey+`"}`))
 	f.Add(uint8(23), []byte(`{"CiphertextBlob":"AQ==","EncryptionContext":{"":""}}`))
+	f.Add(uint8(23), []byte(`{"CiphertextBlob":"{{CT}}","EncryptionContext":{"a":"b"}}`))
+	f.Add(uint8(24), []byte(`{"CiphertextBlob":"{{CT}}","SourceEncryptionContext":{"a":"b"},"DestinationKeyId":"`+fuzzKey+`"}`))
 	f.Add(uint8(2), []byte(`{"Marker":"!!","Limit":-1}`))
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		op := ops[int(which)%len(ops)]
+		body = bytes.ReplaceAll(body, []byte(fuzzKey), []byte(id))
+		body = bytes.ReplaceAll(body, []byte("{{CT}}"), []byte(sealed.CiphertextBlob))
 		r := e.doWith(t, signedRequest{target: "TrentService." + op, body: body, key: e.admin})
 		if r.status >= 500 {
 			t.Fatalf("%s %q: %d %s", op, body, r.status, r.body)
