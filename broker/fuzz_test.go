@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -14,6 +15,13 @@ import (
 // methods gRPC and the AWS front call) and checks that validation answers
 // every one without a panic and with a classifiable error. A selector byte
 // picks the RPC; the rest is the protobuf encoding of its request.
+//
+// The fuzzing engine runs the target again in each worker process, each
+// with its own keys: a seed carrying the ids or a ciphertext of the keys
+// made here would name no key in a worker, and every request would stop
+// at NotFound. Seeds carry placeholders of the same lengths instead
+// (fuzzIDs, fuzzBlob), which the target replaces with this process's key
+// ids and ciphertext; the encoding stays valid, as no length changes.
 func FuzzRequests(f *testing.F) {
 	e := newEnv(f)
 	ctx := context.Background()
@@ -23,6 +31,15 @@ func FuzzRequests(f *testing.F) {
 	enc, err := e.crypto.Encrypt(ctx, &pb.EncryptRequest{KeyId: sym.GetKeyId(), Plaintext: []byte("seed"), EncryptionContext: map[string]string{"a": "b"}})
 	if err != nil {
 		f.Fatal(err)
+	}
+	fuzzIDs := [3]string{"00000000-0000-4000-8000-0000000000a1", "00000000-0000-4000-8000-0000000000a2", "00000000-0000-4000-8000-0000000000a3"}
+	realIDs := [3]string{sym.GetKeyId(), ec.GetKeyId(), mac.GetKeyId()}
+	fuzzBlob := bytes.Repeat([]byte{0xc7}, len(enc.GetCiphertextBlob()))
+	placeholders := func(b []byte) []byte {
+		for i, id := range realIDs {
+			b = bytes.ReplaceAll(b, []byte(id), []byte(fuzzIDs[i]))
+		}
+		return bytes.ReplaceAll(b, enc.GetCiphertextBlob(), fuzzBlob)
 	}
 	seeds := []struct {
 		sel byte
@@ -44,13 +61,18 @@ func FuzzRequests(f *testing.F) {
 	}
 	for _, s := range seeds {
 		b, _ := proto.Marshal(s.m)
-		f.Add(append([]byte{s.sel}, b...))
+		f.Add(append([]byte{s.sel}, placeholders(b)...))
 	}
 	svc := e.svc
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
 		}
+		data = bytes.Clone(data)
+		for i, id := range fuzzIDs {
+			data = bytes.ReplaceAll(data, []byte(id), []byte(realIDs[i]))
+		}
+		data = bytes.ReplaceAll(data, fuzzBlob, enc.GetCiphertextBlob())
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		// The core itself, past authorization: what it does with any
