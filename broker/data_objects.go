@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/cluster"
 	"github.com/hsmbroker/hsmbroker/keys"
@@ -50,7 +49,7 @@ func (d *DataObjects) Create(ctx context.Context, req DataObjectCreateRequest) (
 		}
 	}
 	for _, f := range []struct{ name, v string }{{"Object.Label", req.Label}, {"Object.Application", req.Application}} {
-		if !utf8.ValidString(f.v) || strings.ContainsFunc(f.v, keys.IsDisplayControl) {
+		if !keys.IsDisplayText(f.v) {
 			return cluster.DataObject{}, &keys.FieldError{Field: f.name, Problem: "must be UTF-8 text without control characters or bidirectional formatting characters (PKCS#11 labels are shown by tools such as pkcs11-tool)"}
 		}
 	}

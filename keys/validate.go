@@ -316,6 +316,13 @@ func IsDisplayControl(r rune) bool {
 	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
+// IsDisplayText reports whether s is valid UTF-8 without a character that
+// IsDisplayControl names: text a terminal shows as it is stored, as the
+// labels of PKCS#11 keys and data objects must be.
+func IsDisplayText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, IsDisplayControl)
+}
+
 // ValidateTags checks the tags of CreateKey and TagResource: at most MaxTags,
 // keys of 1 to 128 characters not starting with "aws:" (in any case, as the
 // prefix is reserved), values of 0 to 256 characters, all valid UTF-8.

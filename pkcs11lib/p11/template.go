@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/hsmbroker/hsmbroker/client"
 	"github.com/hsmbroker/hsmbroker/keys"
@@ -98,7 +97,7 @@ func parseTemplate(attrs []Attribute) (keyTemplate, uint64) {
 			// object's label), which the broker takes only as UTF-8 text
 			// without control or bidirectional formatting characters:
 			// refused here, before any call, as the broker would.
-			if len(a.Value) > MaxLabel || !utf8.Valid(a.Value) || bytes.ContainsFunc(a.Value, keys.IsDisplayControl) {
+			if len(a.Value) > MaxLabel || !keys.IsDisplayText(string(a.Value)) {
 				return t, CKR_ATTRIBUTE_VALUE_INVALID
 			}
 			t.label, t.hasLabel = bytes.Clone(a.Value), true
